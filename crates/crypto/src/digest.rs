@@ -125,7 +125,10 @@ mod tests {
 
     #[test]
     fn wrong_lengths_are_errors() {
-        assert_eq!(Digest::from_slice(&[0; 31]), Err(DigestError::Length { got: 31 }));
+        assert_eq!(
+            Digest::from_slice(&[0; 31]),
+            Err(DigestError::Length { got: 31 })
+        );
         assert!(matches!(Digest::from_hex("zz"), Err(DigestError::Hex(_))));
     }
 

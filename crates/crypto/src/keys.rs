@@ -1,7 +1,9 @@
 use std::fmt;
 
 use ed25519_dalek::Signer as _;
-use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, spki::der::pem::LineEnding};
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey as _, EncodePrivateKey as _, spki::der::pem::LineEnding,
+};
 
 /// An Ed25519 public key: a transaction signer or a validator's consensus key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,7 +65,9 @@ impl PublicKey {
     /// Verifies with the strict rules (no small-order keys, canonical `S`),
     /// so that a signature can not be altered into another valid one.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
-        self.0.verify_strict(message, &signature.0).map_err(|_| SignatureError)
+        self.0
+            .verify_strict(message, &signature.0)
+            .map_err(|_| SignatureError)
     }
 }
 
@@ -182,13 +186,19 @@ mod tests {
     fn tampered_payload_fails() {
         let key = key(1);
         let signature = key.sign(b"payload");
-        assert_eq!(key.public_key().verify(b"payloaD", &signature), Err(SignatureError));
+        assert_eq!(
+            key.public_key().verify(b"payloaD", &signature),
+            Err(SignatureError)
+        );
     }
 
     #[test]
     fn wrong_key_fails() {
         let signature = key(1).sign(b"payload");
-        assert_eq!(key(2).public_key().verify(b"payload", &signature), Err(SignatureError));
+        assert_eq!(
+            key(2).public_key().verify(b"payload", &signature),
+            Err(SignatureError)
+        );
     }
 
     #[test]
@@ -202,12 +212,18 @@ mod tests {
 
     #[test]
     fn garbage_pem_is_an_error() {
-        assert!(matches!(SigningKey::from_pkcs8_pem("nope"), Err(KeyError::PrivateKeyPem(_))));
+        assert!(matches!(
+            SigningKey::from_pkcs8_pem("nope"),
+            Err(KeyError::PrivateKeyPem(_))
+        ));
     }
 
     #[test]
     fn public_key_lengths_are_checked() {
-        assert_eq!(PublicKey::from_slice(&[1; 31]), Err(KeyError::PublicKeyLength { got: 31 }));
+        assert_eq!(
+            PublicKey::from_slice(&[1; 31]),
+            Err(KeyError::PublicKeyLength { got: 31 })
+        );
         assert!(Signature::from_slice(&[0; 63]).is_err());
     }
 
@@ -221,7 +237,10 @@ mod tests {
         let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
         assert_eq!(verify_batch(&refs, &signatures, &publics), Ok(()));
         signatures[2] = keys[2].sign(b"other");
-        assert_eq!(verify_batch(&refs, &signatures, &publics), Err(SignatureError));
+        assert_eq!(
+            verify_batch(&refs, &signatures, &publics),
+            Err(SignatureError)
+        );
     }
 
     proptest! {

@@ -1,1 +1,34 @@
+//! PBFT (Castro and Liskov, OSDI '99) as a deterministic state machine.
+//!
+//! The whole API is [`Replica::step`]: an [`Event`] in, a list of [`Action`]s
+//! out. The replica never reads a clock (time arrives in [`Event::Tick`]),
+//! never performs I/O and never spawns work, so the same code runs in the node
+//! and, seeded, in simulation.
+//!
+//! **Invariant:** a replica sends at most one prepare and one commit per
+//! `(view, seq)`, accepts at most one pre-prepare per `(view, seq)`, and
+//! delivers sequence numbers in order, each exactly once, only with a quorum
+//! of matching commit signatures.
+//!
+//! This version implements the normal case (pre-prepare, prepare, commit).
+//! The messages for checkpoints and view changes are defined so the wire
+//! format is stable, but a replica rejects them until view change lands.
 #![forbid(unsafe_code)]
+
+mod message;
+mod quorum;
+mod replica;
+
+pub use message::{
+    Body, CertificateError, CommitCertificate, NewView, PreparedCertificate, SignedMessage,
+    ViewChange, commit_signing_bytes, verify_commit_certificate,
+};
+pub use quorum::{ValidatorSet, ValidatorSetError};
+pub use replica::{Action, Config, Event, RejectReason, Replica};
+
+/// Index of a validator in genesis.
+pub type ReplicaIndex = u32;
+/// A PBFT view; the primary of view `v` is validator `v mod n`.
+pub type View = u64;
+/// A PBFT sequence number; equal to the block height it orders.
+pub type SequenceNumber = u64;

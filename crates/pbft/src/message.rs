@@ -1,0 +1,258 @@
+//! Consensus messages and the exact bytes each one's signature covers.
+//!
+//! Signing bytes are built from fixed-width fields behind a domain tag per
+//! message kind and the chain id, so a signature is valid for one purpose on
+//! one chain only. They do not depend on any wire encoding.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use govchain_crypto::{Digest, DomainHasher, Signature, SigningKey};
+
+use crate::{ReplicaIndex, SequenceNumber, ValidatorSet, View};
+
+const DOMAIN_PRE_PREPARE: &str = "govchain/pbft/pre-prepare/v1";
+const DOMAIN_PREPARE: &str = "govchain/pbft/prepare/v1";
+const DOMAIN_COMMIT: &str = "govchain/pbft/commit/v1";
+const DOMAIN_CHECKPOINT: &str = "govchain/pbft/checkpoint/v1";
+const DOMAIN_VIEW_CHANGE: &str = "govchain/pbft/view-change/v1";
+const DOMAIN_NEW_VIEW: &str = "govchain/pbft/new-view/v1";
+
+/// What a consensus message says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// The primary of `view` proposes `block` (hash `digest`) for `seq`.
+    PrePrepare {
+        view: View,
+        seq: SequenceNumber,
+        digest: Digest,
+        block: Bytes,
+    },
+    Prepare {
+        view: View,
+        seq: SequenceNumber,
+        digest: Digest,
+    },
+    /// A commit's signature is also its share of the commit certificate.
+    Commit {
+        view: View,
+        seq: SequenceNumber,
+        digest: Digest,
+    },
+    Checkpoint {
+        seq: SequenceNumber,
+        digest: Digest,
+    },
+    ViewChange(ViewChange),
+    NewView(NewView),
+}
+
+/// A pre-prepare and 2f matching prepares (PBFT's prepared certificate).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedCertificate {
+    pub pre_prepare: SignedMessage,
+    pub prepares: Vec<SignedMessage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewChange {
+    pub new_view: View,
+    pub stable_checkpoint_seq: SequenceNumber,
+    pub checkpoint_proof: Vec<SignedMessage>,
+    pub prepared: Vec<PreparedCertificate>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewView {
+    pub view: View,
+    pub view_changes: Vec<SignedMessage>,
+    pub pre_prepares: Vec<SignedMessage>,
+}
+
+/// A message with its sender and the sender's signature over
+/// [`SignedMessage::signing_bytes`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedMessage {
+    pub sender: ReplicaIndex,
+    pub signature: Signature,
+    pub body: Body,
+}
+
+impl SignedMessage {
+    pub fn sign(chain_id: &str, sender: ReplicaIndex, key: &SigningKey, body: Body) -> Self {
+        let signature = key.sign(&signing_bytes(chain_id, &body));
+        Self {
+            sender,
+            signature,
+            body,
+        }
+    }
+
+    /// Checks the signature against the sender's key in `validators`.
+    pub fn verify(&self, chain_id: &str, validators: &ValidatorSet) -> bool {
+        validators.key(self.sender).is_some_and(|key| {
+            key.verify(&signing_bytes(chain_id, &self.body), &self.signature)
+                .is_ok()
+        })
+    }
+
+    /// A digest of the whole signed message, for nesting in view changes.
+    pub fn message_digest(&self, chain_id: &str) -> Digest {
+        DomainHasher::new("govchain/pbft/signed/v1")
+            .bytes(&signing_bytes(chain_id, &self.body))
+            .u32(self.sender)
+            .bytes(&self.signature.to_bytes())
+            .finish()
+    }
+}
+
+/// The bytes a sender signs for `body`.
+pub fn signing_bytes(chain_id: &str, body: &Body) -> Vec<u8> {
+    match body {
+        Body::PrePrepare {
+            view, seq, digest, ..
+        } => fixed(DOMAIN_PRE_PREPARE, chain_id, *view, *seq, digest),
+        Body::Prepare { view, seq, digest } => fixed(DOMAIN_PREPARE, chain_id, *view, *seq, digest),
+        Body::Commit { view, seq, digest } => commit_signing_bytes(chain_id, *view, *seq, digest),
+        Body::Checkpoint { seq, digest } => fixed(DOMAIN_CHECKPOINT, chain_id, 0, *seq, digest),
+        Body::ViewChange(change) => {
+            let mut hasher = DomainHasher::new(DOMAIN_VIEW_CHANGE);
+            hasher
+                .bytes(chain_id.as_bytes())
+                .u64(change.new_view)
+                .u64(change.stable_checkpoint_seq);
+            hasher.u32(len_u32(change.checkpoint_proof.len()));
+            for proof in &change.checkpoint_proof {
+                hasher.digest(&proof.message_digest(chain_id));
+            }
+            hasher.u32(len_u32(change.prepared.len()));
+            for certificate in &change.prepared {
+                hasher.digest(&certificate.pre_prepare.message_digest(chain_id));
+                hasher.u32(len_u32(certificate.prepares.len()));
+                for prepare in &certificate.prepares {
+                    hasher.digest(&prepare.message_digest(chain_id));
+                }
+            }
+            hasher.finish().to_vec()
+        }
+        Body::NewView(new_view) => {
+            let mut hasher = DomainHasher::new(DOMAIN_NEW_VIEW);
+            hasher.bytes(chain_id.as_bytes()).u64(new_view.view);
+            for list in [&new_view.view_changes, &new_view.pre_prepares] {
+                hasher.u32(len_u32(list.len()));
+                for message in list {
+                    hasher.digest(&message.message_digest(chain_id));
+                }
+            }
+            hasher.finish().to_vec()
+        }
+    }
+}
+
+/// The bytes a validator signs to commit block `digest` at height `seq` in
+/// `view`; also what a [`CommitCertificate`]'s signatures cover.
+pub fn commit_signing_bytes(
+    chain_id: &str,
+    view: View,
+    seq: SequenceNumber,
+    digest: &Digest,
+) -> Vec<u8> {
+    fixed(DOMAIN_COMMIT, chain_id, view, seq, digest)
+}
+
+fn fixed(
+    domain: &str,
+    chain_id: &str,
+    view: View,
+    seq: SequenceNumber,
+    digest: &Digest,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(domain.len() + chain_id.len() + 56);
+    for part in [domain.as_bytes(), chain_id.as_bytes()] {
+        out.extend_from_slice(&len_u32(part.len()).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(&view.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(digest.as_bytes());
+    out
+}
+
+fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).expect("signed lists and strings are far below 4 Gi entries")
+}
+
+/// Proof that a block was committed: a quorum of commit signatures from
+/// distinct validators, all for one `(view, seq, digest)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitCertificate {
+    pub seq: SequenceNumber,
+    pub view: View,
+    pub digest: Digest,
+    /// Sorted by validator index, no index twice.
+    pub signatures: Vec<(ReplicaIndex, Signature)>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateError {
+    #[error("certificate has {got} signatures, a quorum is {quorum}")]
+    TooFewSignatures { got: usize, quorum: u32 },
+    #[error("validator {index} signs the certificate twice")]
+    DuplicateSigner { index: ReplicaIndex },
+    #[error("validator {index} is not in the validator set of {n}")]
+    UnknownSigner { index: ReplicaIndex, n: u32 },
+    #[error("signature of validator {index} does not verify")]
+    BadSignature { index: ReplicaIndex },
+    #[error("certificate is for block {got} but the block hash is {expected}")]
+    WrongDigest { expected: Digest, got: Digest },
+    #[error("certificate is for height {got} but the block is at height {expected}")]
+    WrongHeight {
+        expected: SequenceNumber,
+        got: SequenceNumber,
+    },
+}
+
+/// Checks that `certificate` commits block `digest` at height `seq`.
+pub fn verify_commit_certificate(
+    chain_id: &str,
+    validators: &ValidatorSet,
+    seq: SequenceNumber,
+    digest: &Digest,
+    certificate: &CommitCertificate,
+) -> Result<(), CertificateError> {
+    if certificate.seq != seq {
+        return Err(CertificateError::WrongHeight {
+            expected: seq,
+            got: certificate.seq,
+        });
+    }
+    if certificate.digest != *digest {
+        return Err(CertificateError::WrongDigest {
+            expected: *digest,
+            got: certificate.digest,
+        });
+    }
+    let mut signers = BTreeSet::new();
+    let message = commit_signing_bytes(chain_id, certificate.view, seq, digest);
+    for (index, signature) in &certificate.signatures {
+        if !signers.insert(*index) {
+            return Err(CertificateError::DuplicateSigner { index: *index });
+        }
+        let key = validators
+            .key(*index)
+            .ok_or(CertificateError::UnknownSigner {
+                index: *index,
+                n: validators.len(),
+            })?;
+        key.verify(&message, signature)
+            .map_err(|_| CertificateError::BadSignature { index: *index })?;
+    }
+    if signers.len() < validators.quorum() as usize {
+        return Err(CertificateError::TooFewSignatures {
+            got: signers.len(),
+            quorum: validators.quorum(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,587 @@
+//! An in-memory harness: n replicas, a message queue delivered in a seeded
+//! random order, and a fake application that builds and checks blocks.
+
+use std::collections::VecDeque;
+
+use super::*;
+
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const CHAIN: &str = "test-chain";
+
+fn key(i: u32) -> SigningKey {
+    let mut seed = [7u8; 32];
+    seed[..4].copy_from_slice(&i.to_be_bytes());
+    SigningKey::from_seed(seed)
+}
+
+fn validators(n: u32) -> ValidatorSet {
+    ValidatorSet::new((0..n).map(|i| key(i).public_key()).collect()).expect("valid")
+}
+
+fn replica_with(n: u32, me: u32, empty_block_interval_ms: u64) -> Replica {
+    let config = Config {
+        chain_id: CHAIN.into(),
+        validators: validators(n),
+        me,
+        key: key(me),
+        empty_block_interval_ms,
+    };
+    Replica::new(config, 0)
+}
+
+fn replica(n: u32, me: u32) -> Replica {
+    replica_with(n, me, 0)
+}
+
+fn block_for(seq: SequenceNumber, salt: u64) -> (Digest, Bytes) {
+    let mut bytes = seq.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&salt.to_be_bytes());
+    (Digest::sha256(&bytes), Bytes::from(bytes))
+}
+
+struct Cluster {
+    replicas: Vec<Replica>,
+    /// Messages in flight: (recipient, message).
+    network: VecDeque<(u32, SignedMessage)>,
+    delivered: Vec<Vec<(SequenceNumber, Digest)>>,
+    deferred_checks: Vec<Vec<(View, SequenceNumber, Digest)>>,
+    rejected: Vec<(u32, RejectReason)>,
+    rng: SplitMix,
+}
+
+impl Cluster {
+    fn new(n: u32, seed: u64) -> Self {
+        Self {
+            replicas: (0..n).map(|i| replica(n, i)).collect(),
+            network: VecDeque::new(),
+            delivered: vec![Vec::new(); n as usize],
+            deferred_checks: vec![Vec::new(); n as usize],
+            rejected: Vec::new(),
+            rng: SplitMix(seed),
+        }
+    }
+
+    /// Steps replica `at`, feeding the application's answers back until it
+    /// is quiet. Stops after a bound so a bug can not loop forever.
+    fn step(&mut self, at: u32, event: Event) {
+        let mut queue = VecDeque::from([event]);
+        for _ in 0..1_000 {
+            let Some(event) = queue.pop_front() else {
+                return;
+            };
+            let actions = self.replicas[at as usize].step(event);
+            for action in actions {
+                self.apply(at, action, &mut queue);
+            }
+        }
+    }
+
+    fn apply(&mut self, at: u32, action: Action, queue: &mut VecDeque<Event>) {
+        match action {
+            Action::Broadcast(message) => {
+                for to in 0..self.replicas.len() as u32 {
+                    if to != at {
+                        self.network.push_back((to, message.clone()));
+                    }
+                }
+            }
+            Action::BuildProposal { view, seq, .. } => {
+                // A bounded chain: stop proposing after 30 blocks.
+                if seq <= 30 {
+                    let (digest, block) = block_for(seq, u64::from(at));
+                    queue.push_back(Event::ProposalBuilt {
+                        view,
+                        seq,
+                        digest,
+                        block,
+                    });
+                } else {
+                    queue.push_back(Event::ProposalSkipped { view, seq });
+                }
+            }
+            Action::CheckProposal {
+                view, seq, digest, ..
+            } => {
+                self.deferred_checks[at as usize].push((view, seq, digest));
+            }
+            Action::Deliver {
+                seq,
+                digest,
+                certificate,
+                ..
+            } => {
+                let set = validators(self.replicas.len() as u32);
+                assert_eq!(
+                    crate::verify_commit_certificate(CHAIN, &set, seq, &digest, &certificate),
+                    Ok(())
+                );
+                self.delivered[at as usize].push((seq, digest));
+                queue.push_back(Event::PendingTransactions { count: 1 });
+            }
+            Action::Rejected { sender, reason } => self.rejected.push((sender, reason)),
+        }
+        // The application checks a proposal once the previous block is in.
+        let height = self.delivered[at as usize].len() as u64;
+        let (ready, later): (Vec<_>, Vec<_>) = self.deferred_checks[at as usize]
+            .drain(..)
+            .partition(|(_, seq, _)| *seq == height + 1);
+        self.deferred_checks[at as usize] = later;
+        for (view, seq, digest) in ready {
+            queue.push_back(Event::ProposalChecked {
+                view,
+                seq,
+                digest,
+                verdict: Ok(()),
+            });
+        }
+    }
+
+    /// Delivers queued messages in a random order, skipping those `drop`
+    /// selects, until the network is quiet or `max` messages were handled.
+    fn run_filtered(&mut self, max: usize, drop: impl Fn(u32) -> bool) {
+        for _ in 0..max {
+            self.network.retain(|(to, _)| !drop(*to));
+            if self.network.is_empty() {
+                return;
+            }
+            let pick = self.rng.below(self.network.len());
+            let (to, message) = self.network.remove(pick).expect("index in range");
+            self.step(to, Event::Message(message));
+        }
+    }
+
+    fn run(&mut self, max: usize) {
+        self.run_filtered(max, |_| false);
+    }
+}
+
+#[test]
+fn four_replicas_commit_identical_blocks_in_order() {
+    for seed in 0..50 {
+        let mut cluster = Cluster::new(4, seed);
+        cluster.step(0, Event::PendingTransactions { count: 1 });
+        cluster.run(50_000);
+        for (i, delivered) in cluster.delivered.iter().enumerate() {
+            assert_eq!(
+                delivered.len(),
+                30,
+                "seed {seed}: replica {i} delivered {}",
+                delivered.len()
+            );
+            assert_eq!(
+                delivered, &cluster.delivered[0],
+                "seed {seed}: replica {i} diverged"
+            );
+            let seqs: Vec<u64> = delivered.iter().map(|(s, _)| *s).collect();
+            assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+        }
+        assert!(
+            cluster.rejected.is_empty(),
+            "seed {seed}: {:?}",
+            cluster.rejected
+        );
+        assert!(
+            cluster.replicas.iter().all(|r| r.log_len() == 0),
+            "seed {seed}: log not emptied"
+        );
+    }
+}
+
+#[test]
+fn seven_replicas_commit_with_two_silent() {
+    let mut cluster = Cluster::new(7, 3);
+    cluster.step(0, Event::PendingTransactions { count: 1 });
+    cluster.run_filtered(100_000, |to| to >= 5);
+    assert_eq!(cluster.delivered[0].len(), 30);
+    for i in 1..5 {
+        assert_eq!(cluster.delivered[i], cluster.delivered[0]);
+    }
+    assert!(cluster.delivered[5].is_empty() && cluster.delivered[6].is_empty());
+}
+
+#[test]
+fn no_progress_without_a_quorum() {
+    let mut cluster = Cluster::new(4, 1);
+    cluster.step(0, Event::PendingTransactions { count: 1 });
+    cluster.run_filtered(5_000, |to| to >= 2);
+    assert!(cluster.delivered.iter().all(Vec::is_empty));
+}
+
+#[test]
+fn single_validator_commits_alone() {
+    let mut cluster = Cluster::new(1, 0);
+    cluster.step(0, Event::PendingTransactions { count: 1 });
+    // Each delivery reports one more pending transaction, so it keeps going.
+    assert_eq!(cluster.delivered[0].len(), 30);
+}
+
+#[test]
+fn idle_primary_proposes_nothing() {
+    let mut replica = replica(4, 0);
+    assert!(replica.step(Event::Tick { now_ms: 10_000 }).is_empty());
+}
+
+#[test]
+fn backups_never_propose() {
+    let mut replica = replica(4, 1);
+    assert!(
+        replica
+            .step(Event::PendingTransactions { count: 100 })
+            .is_empty()
+    );
+}
+
+#[test]
+fn empty_blocks_when_configured() {
+    let mut replica = replica_with(4, 0, 500);
+    assert!(replica.step(Event::Tick { now_ms: 100 }).is_empty());
+    let actions = replica.step(Event::Tick { now_ms: 600 });
+    assert!(matches!(
+        actions[..],
+        [Action::BuildProposal { seq: 1, .. }]
+    ));
+}
+
+#[test]
+fn one_proposal_in_flight() {
+    let mut primary = replica(4, 0);
+    let actions = primary.step(Event::PendingTransactions { count: 5 });
+    assert!(matches!(
+        actions[..],
+        [Action::BuildProposal { seq: 1, .. }]
+    ));
+    assert!(
+        primary
+            .step(Event::PendingTransactions { count: 6 })
+            .is_empty()
+    );
+    let (digest, block) = block_for(1, 0);
+    let actions = primary.step(Event::ProposalBuilt {
+        view: 0,
+        seq: 1,
+        digest,
+        block,
+    });
+    assert!(matches!(
+        &actions[..],
+        [Action::Broadcast(SignedMessage {
+            body: Body::PrePrepare { seq: 1, .. },
+            ..
+        })]
+    ));
+    assert!(
+        primary
+            .step(Event::PendingTransactions { count: 7 })
+            .is_empty()
+    );
+}
+
+fn pre_prepare(from: u32, seq: u64, salt: u64) -> SignedMessage {
+    let (digest, block) = block_for(seq, salt);
+    SignedMessage::sign(
+        CHAIN,
+        from,
+        &key(from),
+        Body::PrePrepare {
+            view: 0,
+            seq,
+            digest,
+            block,
+        },
+    )
+}
+
+fn vote(from: u32, body: Body) -> Event {
+    Event::Message(SignedMessage::sign(CHAIN, from, &key(from), body))
+}
+
+fn rejections(actions: &[Action]) -> Vec<RejectReason> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Rejected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn equivocating_primary_is_refused_the_second_time() {
+    let mut backup = replica(4, 1);
+    let first = backup.step(Event::Message(pre_prepare(0, 1, 1)));
+    assert!(matches!(first[..], [Action::CheckProposal { seq: 1, .. }]));
+    let second = backup.step(Event::Message(pre_prepare(0, 1, 2)));
+    assert!(matches!(
+        rejections(&second)[..],
+        [RejectReason::Equivocation {
+            kind: "pre-prepare",
+            seq: 1,
+            ..
+        }]
+    ));
+    assert!(
+        !second
+            .iter()
+            .any(|a| matches!(a, Action::CheckProposal { .. }))
+    );
+}
+
+#[test]
+fn pre_prepare_from_a_backup_is_refused() {
+    let mut backup = replica(4, 1);
+    let actions = backup.step(Event::Message(pre_prepare(2, 1, 1)));
+    assert!(matches!(
+        rejections(&actions)[..],
+        [RejectReason::NotPrimary {
+            sender: 2,
+            view: 0,
+            primary: 0
+        }]
+    ));
+}
+
+#[test]
+fn forged_signature_is_refused() {
+    let mut backup = replica(4, 1);
+    let mut message = pre_prepare(0, 1, 1);
+    message.signature = key(3).sign(b"something else");
+    let actions = backup.step(Event::Message(message));
+    assert_eq!(rejections(&actions), vec![RejectReason::BadSignature]);
+}
+
+#[test]
+fn message_signed_by_another_validator_is_refused() {
+    let mut backup = replica(4, 1);
+    let mut message = pre_prepare(0, 1, 1);
+    // Validator 2 signs, but claims to be the primary.
+    message.signature = SignedMessage::sign(CHAIN, 2, &key(2), message.body.clone()).signature;
+    assert_eq!(
+        rejections(&backup.step(Event::Message(message))),
+        vec![RejectReason::BadSignature]
+    );
+}
+
+#[test]
+fn unknown_sender_and_own_identity_are_refused() {
+    let mut backup = replica(4, 1);
+    let prepare = Body::Prepare {
+        view: 0,
+        seq: 1,
+        digest: Digest::default(),
+    };
+    assert_eq!(
+        rejections(&backup.step(vote(9, prepare.clone()))),
+        vec![RejectReason::UnknownSender { sender: 9 }]
+    );
+    assert_eq!(
+        rejections(&backup.step(vote(1, prepare))),
+        vec![RejectReason::OwnIdentity]
+    );
+}
+
+#[test]
+fn messages_outside_the_window_or_view_are_refused() {
+    let mut backup = replica(4, 1);
+    let far = pre_prepare(0, LOG_WINDOW_SEQS + 1, 1);
+    assert!(matches!(
+        rejections(&backup.step(Event::Message(far)))[..],
+        [RejectReason::OutOfWindow { .. }]
+    ));
+    let other_view = vote(
+        2,
+        Body::Prepare {
+            view: 5,
+            seq: 1,
+            digest: Digest::default(),
+        },
+    );
+    assert!(matches!(
+        rejections(&backup.step(other_view))[..],
+        [RejectReason::WrongView { got: 5, current: 0 }]
+    ));
+    assert_eq!(backup.log_len(), 0);
+}
+
+#[test]
+fn wrong_chain_signature_is_refused() {
+    let mut backup = replica(4, 1);
+    let (digest, block) = block_for(1, 1);
+    let body = Body::PrePrepare {
+        view: 0,
+        seq: 1,
+        digest,
+        block,
+    };
+    let message = SignedMessage::sign("other-chain", 0, &key(0), body);
+    assert_eq!(
+        rejections(&backup.step(Event::Message(message))),
+        vec![RejectReason::BadSignature]
+    );
+}
+
+#[test]
+fn view_change_messages_are_refused_for_now() {
+    let mut backup = replica(4, 1);
+    let body = Body::Checkpoint {
+        seq: 1,
+        digest: Digest::default(),
+    };
+    assert!(matches!(
+        rejections(&backup.step(vote(2, body)))[..],
+        [RejectReason::Unsupported { kind: "checkpoint" }]
+    ));
+}
+
+#[test]
+fn invalid_proposal_gets_no_prepare() {
+    let mut backup = replica(4, 1);
+    let (digest, _) = block_for(1, 1);
+    backup.step(Event::Message(pre_prepare(0, 1, 1)));
+    let verdict = Err("bad parent".to_string());
+    let actions = backup.step(Event::ProposalChecked {
+        view: 0,
+        seq: 1,
+        digest,
+        verdict,
+    });
+    assert!(matches!(
+        rejections(&actions)[..],
+        [RejectReason::InvalidProposal { seq: 1, .. }]
+    ));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Broadcast(_))));
+    // Votes from others can not make it commit a block it found invalid.
+    for from in [2, 3] {
+        let actions = backup.step(vote(
+            from,
+            Body::Commit {
+                view: 0,
+                seq: 1,
+                digest,
+            },
+        ));
+        assert!(!actions.iter().any(|a| matches!(a, Action::Deliver { .. })));
+    }
+}
+
+#[test]
+fn duplicate_votes_count_once() {
+    let mut backup = replica(4, 1);
+    let (digest, _) = block_for(1, 1);
+    backup.step(Event::Message(pre_prepare(0, 1, 1)));
+    backup.step(Event::ProposalChecked {
+        view: 0,
+        seq: 1,
+        digest,
+        verdict: Ok(()),
+    });
+    // 1's own prepare and 2's make 2f: prepared, so 1 commits.
+    let actions = backup.step(vote(
+        2,
+        Body::Prepare {
+            view: 0,
+            seq: 1,
+            digest,
+        },
+    ));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Broadcast(SignedMessage {
+            body: Body::Commit { .. },
+            ..
+        })
+    )));
+    let conflicting = vote(
+        2,
+        Body::Prepare {
+            view: 0,
+            seq: 1,
+            digest: Digest::default(),
+        },
+    );
+    assert!(matches!(
+        rejections(&backup.step(conflicting))[..],
+        [RejectReason::Equivocation {
+            kind: "prepare",
+            ..
+        }]
+    ));
+    let commit = Body::Commit {
+        view: 0,
+        seq: 1,
+        digest,
+    };
+    backup.step(vote(2, commit.clone()));
+    let actions = backup.step(vote(2, commit.clone()));
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Deliver { .. })),
+        "two commits and a duplicate are not a quorum"
+    );
+    let actions = backup.step(vote(3, commit));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Deliver { seq: 1, .. }))
+    );
+    assert_eq!(backup.last_delivered(), 1);
+}
+
+#[test]
+fn certificate_checks() {
+    let set = validators(4);
+    let digest = Digest::sha256(b"block");
+    let sign = |i: u32| {
+        let message = crate::commit_signing_bytes(CHAIN, 0, 1, &digest);
+        (i, key(i).sign(&message))
+    };
+    let good = CommitCertificate {
+        seq: 1,
+        view: 0,
+        digest,
+        signatures: vec![sign(0), sign(1), sign(2)],
+    };
+    assert_eq!(
+        crate::verify_commit_certificate(CHAIN, &set, 1, &digest, &good),
+        Ok(())
+    );
+    let short = CommitCertificate {
+        signatures: vec![sign(0), sign(1)],
+        ..good.clone()
+    };
+    assert!(matches!(
+        crate::verify_commit_certificate(CHAIN, &set, 1, &digest, &short),
+        Err(crate::CertificateError::TooFewSignatures { got: 2, quorum: 3 })
+    ));
+    let duplicated = CommitCertificate {
+        signatures: vec![sign(0), sign(1), sign(1)],
+        ..good.clone()
+    };
+    assert!(matches!(
+        crate::verify_commit_certificate(CHAIN, &set, 1, &digest, &duplicated),
+        Err(crate::CertificateError::DuplicateSigner { index: 1 })
+    ));
+    assert!(matches!(
+        crate::verify_commit_certificate(CHAIN, &set, 2, &digest, &good),
+        Err(crate::CertificateError::WrongHeight { .. })
+    ));
+    let mut forged = good.clone();
+    forged.signatures[2] = (2, key(3).sign(b"x"));
+    assert!(matches!(
+        crate::verify_commit_certificate(CHAIN, &set, 1, &digest, &forged),
+        Err(crate::CertificateError::BadSignature { index: 2 })
+    ));
+}
