@@ -1,1 +1,24 @@
+//! The rules of the chain: what a valid transaction is, how a block is built
+//! and checked, and how transactions change world state.
+//!
+//! **Invariant:** execution is deterministic: it never reads a clock, never
+//! iterates a `HashMap`, and reads state only through [`StateRead`]. Two
+//! nodes that execute the same blocks on the same state get the same writes
+//! and the same state root.
 #![forbid(unsafe_code)]
+
+mod block;
+mod execute;
+mod state;
+mod transaction;
+
+pub use block::{
+    BlockError, BlockLimits, BuiltBlock, CheckContext, CheckedBlock, ExecutedBlock, Head,
+    block_hash, build_block, check_block, decode_header,
+};
+pub use execute::anchor_key;
+pub use state::{StateError, StateRead, nonce_key, read_nonce};
+pub use transaction::{
+    TRANSACTION_ENVELOPE_OVERHEAD_BYTES_MAX, TransactionError, VerifiedTransaction, check_envelope,
+    decode_envelope, transaction_id,
+};

@@ -1,1 +1,76 @@
+//! The durable store of a govchain node: committed blocks, the transaction
+//! index and the world state, in one redb file, `<data_dir>/ledger.redb`.
+//!
+//! The ledger is a storage layer. It keeps blocks as the opaque bytes the
+//! caller encoded and never decodes them, checks no signature and executes
+//! nothing; the caller hands it, with each block, the hash, parent, state
+//! root, transaction results and state writes that other crates computed.
+//!
+//! **Invariant:** one block is one redb write transaction. [`Ledger::append`]
+//! stages the block, its record, its hash-index entry, its transactions and
+//! its state writes and the new head together, and commits them with
+//! [`redb::Durability::Immediate`]: when `append` returns `Ok`, the block is
+//! on disk; after a crash, the file holds all of a block or none of it.
+//!
+//! **Invariant:** the head only moves forward by one. An append is accepted
+//! only at `head.height + 1` with `parent_hash == head.hash`, so heights
+//! `1..=head` are all present and hash-chained back to genesis. The cached
+//! [`Head`] moves only after the commit succeeded.
+//!
+//! **Invariant:** a block hash and a transaction id are each stored once; a
+//! repeat is refused, never overwritten.
+//!
+//! **Invariant:** every integer the ledger packs, keys included, is
+//! fixed-width big-endian (see `schema`).
+//!
+//! **Invariant:** one process owns the file: redb locks it, so a second
+//! node on the same data directory fails to open instead of interleaving
+//! writes.
+//!
+//! Disk contents are input: [`Ledger::open`] checks the stored identity and
+//! that the head is backed by its block, and [`Ledger::check`] walks every
+//! table in bounded memory; both report an [`Inconsistency`] rather than
+//! panicking.
+//!
+//! **Boundary:** the public API of this crate ([`Ledger`], [`AppendBlock`],
+//! [`Head`], the error enums) is what `node` and `cli` build on.
 #![forbid(unsafe_code)]
+
+mod check;
+mod error;
+mod ledger;
+mod schema;
+
+pub use check::CheckReport;
+pub use error::{
+    AppendError, CheckError, Inconsistency, OpenError, ReadError, StorageFailure,
+};
+pub use ledger::{AppendBlock, Head, Ledger, TransactionLocation};
+
+/// The name of the ledger file inside the data directory.
+pub const LEDGER_FILE_NAME: &str = "ledger.redb";
+
+// Storage ceilings. Consensus limits on blocks come from genesis and must
+// sit below these; the ledger enforces them so that a bug upstream cannot
+// make one redb transaction unboundedly large.
+
+/// A chain id is a short name, e.g. `"govchain-test"`.
+pub const CHAIN_ID_SIZE_BYTES_MAX: usize = 128;
+/// One encoded block.
+pub const BLOCK_SIZE_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub const BLOCK_TRANSACTIONS_MAX: usize = 100_000;
+/// State keys and deletions one block may write.
+pub const BLOCK_WRITES_MAX: usize = 1_000_000;
+pub const STATE_KEY_SIZE_BYTES_MAX: usize = 4 * 1024;
+/// Everything one append stores: the encoded block, the transaction
+/// results, and the state keys and values.
+pub const APPEND_SIZE_BYTES_MAX: usize = 512 * 1024 * 1024;
+/// redb's page cache; redb's own default is 1 GiB.
+pub const CACHE_SIZE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+// A transaction's index in its block is stored as a `u32`.
+const _: () = assert!(BLOCK_TRANSACTIONS_MAX <= u32::MAX as usize);
+const _: () = assert!(BLOCK_SIZE_BYTES_MAX <= APPEND_SIZE_BYTES_MAX);
+// redb refuses values over 3 GiB; one append's largest value is below the
+// total.
+const _: () = assert!(APPEND_SIZE_BYTES_MAX < 3 * 1024 * 1024 * 1024);

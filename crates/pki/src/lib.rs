@@ -1,1 +1,63 @@
+//! The consortium's PKI: a root CA made with rcgen, each department's TLS and
+//! consensus keys, the genesis file, and the identities certificates carry.
+//!
+//! # Files
+//!
+//! [`init_consortium`] (`govchain certs init --out <out> --departments a,b`)
+//! writes:
+//!
+//! ```text
+//! <out>/ca.crt              root CA certificate (ECDSA P-256, path length 0, ~10 years)
+//! <out>/ca.key              root CA private key (PKCS#8 PEM, mode 0600); keep it offline
+//! <out>/genesis.json        chain id, validators in order, consensus limits
+//! <out>/<dept>/ca.crt       copy of the root, so the folder is self-contained
+//! <out>/<dept>/node.crt     node certificate: serverAuth + clientAuth, ~2 years
+//! <out>/<dept>/node.key     its key (mode 0600)
+//! <out>/<dept>/client.crt   client certificate: clientAuth, for the CLI and apps
+//! <out>/<dept>/client.key   its key (mode 0600)
+//! <out>/<dept>/consensus.key  Ed25519 consensus signing key (PKCS#8 PEM, mode 0600)
+//! ```
+//!
+//! [`issue_client`] writes another `client.crt`, `client.key` and `ca.crt`
+//! into a directory of its own.
+//!
+//! # Identities
+//!
+//! A department name matches `[a-z][a-z0-9-]{0,30}`. Each certificate carries
+//! exactly one govchain URI SAN, which is what authorization looks at:
+//!
+//! - node: `spiffe://govchain/dept/<dept>/node`
+//! - client: `spiffe://govchain/dept/<dept>/client`
+//!
+//! A node certificate also has the DNS name `<dept>.node.govchain` (see
+//! [`node_dns_name`]), which peers use as the TLS server name, plus
+//! `localhost`, `127.0.0.1`, `::1` and any `--hosts`.
+//!
+//! **Invariant:** private keys are created with mode 0600 and are never
+//! world-readable, not even briefly.
+//!
+//! **Invariant:** [`Genesis::load`] returns only genesis files that pass
+//! [`Genesis::validate`]; [`Genesis::hash`] depends on values, not formatting.
 #![forbid(unsafe_code)]
+
+mod consortium;
+mod error;
+mod files;
+mod genesis;
+mod identity;
+
+pub use consortium::{
+    CA_CERTIFICATE_FILE, CA_KEY_FILE, CLIENT_CERTIFICATE_FILE, CLIENT_KEY_FILE, CONSENSUS_KEY_FILE,
+    Consortium, DepartmentFiles, GENESIS_FILE, InitOptions, NODE_CERTIFICATE_FILE, NODE_KEY_FILE,
+    init_consortium, issue_client,
+};
+pub use error::PkiError;
+pub use files::read_pem;
+pub use genesis::{
+    CHAIN_ID_BYTES_MAX, ConsensusParams, Genesis, GenesisError, VALIDATORS_MAX, ValidatorEntry,
+    validate_chain_id,
+};
+pub use identity::{
+    DEPARTMENT_NAME_BYTES_MAX, IdentityError, Role, TlsIdentity, identity_from_certificate,
+    node_dns_name, validate_department,
+};

@@ -1,0 +1,321 @@
+//! Building a block as primary and checking one as backup.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use govchain_crypto::{Digest, DomainHasher, merkle_root};
+use govchain_proto::types::v1::{Block, BlockHeader, TransactionResult};
+use prost::Message as _;
+
+use crate::execute::{Overlay, execute, state_root};
+use crate::state::{StateError, StateRead, read_nonce};
+use crate::transaction::{TransactionError, VerifiedTransaction, check_envelope};
+
+/// The latest committed block, as far as building on it is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub height: u64,
+    pub hash: Digest,
+    pub state_root: Digest,
+    pub timestamp_ms: u64,
+}
+
+/// Limits from genesis.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockLimits {
+    pub transactions_max: u32,
+    pub bytes_max: u32,
+    pub payload_bytes_max: u32,
+}
+
+/// The result of executing a block's transactions on the head state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecutedBlock {
+    /// Transaction ids and results, in block order.
+    pub transactions: Vec<(Digest, TransactionResult)>,
+    /// State changes, sorted by key; `None` deletes.
+    pub writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub state_root: Digest,
+}
+
+#[derive(Clone, Debug)]
+pub struct BuiltBlock {
+    pub hash: Digest,
+    pub header: BlockHeader,
+    pub encoded: Bytes,
+    pub executed: ExecutedBlock,
+}
+
+#[derive(Clone, Debug)]
+pub struct CheckedBlock {
+    pub hash: Digest,
+    pub header: BlockHeader,
+    pub block: Block,
+    pub transactions: Vec<VerifiedTransaction>,
+    pub executed: ExecutedBlock,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlockError {
+    #[error("block does not decode: {0}")]
+    Malformed(String),
+    #[error("block hash is {got}, expected {expected}")]
+    WrongHash { expected: Digest, got: Digest },
+    #[error("block header field {field} is {got}, expected {expected}")]
+    WrongField {
+        field: &'static str,
+        expected: String,
+        got: String,
+    },
+    #[error("block has {got} {what}, the limit is {max}")]
+    OverLimit {
+        what: &'static str,
+        got: u64,
+        max: u64,
+    },
+    #[error("transaction {index} is invalid: {error}")]
+    Transaction {
+        index: usize,
+        error: TransactionError,
+    },
+    #[error("transaction {index} has nonce {got}, the signer's next nonce is {expected}")]
+    WrongNonce {
+        index: usize,
+        expected: u64,
+        got: u64,
+    },
+    #[error("timestamp {got} is out of range {min}..={max}")]
+    Timestamp { got: u64, min: u64, max: u64 },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The block hash: SHA-256 over a domain tag and the encoded header.
+pub fn block_hash(header_bytes: &[u8]) -> Digest {
+    DomainHasher::new("govchain/block/v1")
+        .bytes(header_bytes)
+        .finish()
+}
+
+pub fn decode_header(block: &Block) -> Result<BlockHeader, BlockError> {
+    BlockHeader::decode(block.header.as_slice())
+        .map_err(|err| BlockError::Malformed(format!("header: {err}")))
+}
+
+/// Builds the next block from `candidates` (verified transactions in mempool
+/// order), taking those whose nonce is next for their signer, up to the
+/// limits.
+#[allow(clippy::too_many_arguments)]
+pub fn build_block<'a, S: StateRead>(
+    chain_id: &str,
+    head: &Head,
+    view: u64,
+    proposer_index: u32,
+    timestamp_ms: u64,
+    candidates: impl IntoIterator<Item = &'a VerifiedTransaction>,
+    limits: &BlockLimits,
+    state: &S,
+) -> Result<BuiltBlock, StateError> {
+    let height = head.height + 1;
+    let mut overlay = Overlay::new(state);
+    let mut included = Vec::new();
+    let mut results = Vec::new();
+    let mut bytes = 0usize;
+    for transaction in candidates {
+        if included.len() >= limits.transactions_max as usize {
+            break;
+        }
+        if bytes + transaction.encoded_len > limits.bytes_max as usize {
+            continue;
+        }
+        if transaction.nonce != read_nonce(&overlay, &transaction.signer)?.saturating_add(1) {
+            continue;
+        }
+        results.push((transaction.id, execute(&mut overlay, transaction, height)?));
+        bytes += transaction.encoded_len;
+        included.push(transaction.envelope.clone());
+    }
+    let root = state_root(&head.state_root, height, &overlay.writes);
+    let ids: Vec<Digest> = results.iter().map(|(id, _)| *id).collect();
+    let header = BlockHeader {
+        chain_id: chain_id.into(),
+        height,
+        parent_hash: head.hash.to_vec(),
+        transactions_root: merkle_root(&ids).to_vec(),
+        state_root: root.to_vec(),
+        timestamp_ms: timestamp_ms.max(head.timestamp_ms),
+        view,
+        proposer_index,
+        transaction_count: u32::try_from(included.len()).expect("bounded by transactions_max"),
+    };
+    let header_bytes = header.encode_to_vec();
+    let hash = block_hash(&header_bytes);
+    let encoded = Bytes::from(
+        Block {
+            header: header_bytes,
+            transactions: included,
+        }
+        .encode_to_vec(),
+    );
+    let executed = ExecutedBlock {
+        transactions: results,
+        writes: overlay.writes,
+        state_root: root,
+    };
+    Ok(BuiltBlock {
+        hash,
+        header,
+        encoded,
+        executed,
+    })
+}
+
+/// What a block is checked against.
+pub struct CheckContext<'a> {
+    pub chain_id: &'a str,
+    pub head: &'a Head,
+    pub validator_count: u32,
+    pub limits: &'a BlockLimits,
+    /// Latest acceptable timestamp (the checker's clock plus allowed drift).
+    pub timestamp_ms_max: u64,
+}
+
+/// Checks that `encoded` is a valid next block with hash `digest`: header
+/// fields, proposer, limits, every transaction, and the state root after
+/// executing them. `already_verified` lets signatures checked at admission
+/// be skipped.
+pub fn check_block<S: StateRead>(
+    context: &CheckContext<'_>,
+    digest: &Digest,
+    encoded: &[u8],
+    state: &S,
+    already_verified: impl Fn(&Digest, &[u8]) -> bool,
+) -> Result<CheckedBlock, BlockError> {
+    // Room for the header and framing on top of the transactions.
+    let encoded_max = u64::from(context.limits.bytes_max) + 4096;
+    if encoded.len() as u64 > encoded_max {
+        return Err(BlockError::OverLimit {
+            what: "bytes",
+            got: encoded.len() as u64,
+            max: encoded_max,
+        });
+    }
+    let block = Block::decode(encoded).map_err(|err| BlockError::Malformed(err.to_string()))?;
+    let hash = block_hash(&block.header);
+    if hash != *digest {
+        return Err(BlockError::WrongHash {
+            expected: *digest,
+            got: hash,
+        });
+    }
+    let header = decode_header(&block)?;
+    check_header(context, &header, block.transactions.len())?;
+    let mut overlay = Overlay::new(state);
+    let mut transactions = Vec::with_capacity(block.transactions.len());
+    let mut results = Vec::with_capacity(block.transactions.len());
+    let payload_max = context.limits.payload_bytes_max as usize;
+    for (index, envelope) in block.transactions.iter().enumerate() {
+        let transaction = check_envelope(
+            envelope.clone(),
+            context.chain_id,
+            payload_max,
+            &already_verified,
+        )
+        .map_err(|error| BlockError::Transaction { index, error })?;
+        let expected = read_nonce(&overlay, &transaction.signer)?.saturating_add(1);
+        if transaction.nonce != expected {
+            return Err(BlockError::WrongNonce {
+                index,
+                expected,
+                got: transaction.nonce,
+            });
+        }
+        results.push((
+            transaction.id,
+            execute(&mut overlay, &transaction, header.height)?,
+        ));
+        transactions.push(transaction);
+    }
+    let ids: Vec<Digest> = results.iter().map(|(id, _)| *id).collect();
+    expect_field(
+        "transactions_root",
+        merkle_root(&ids),
+        &header.transactions_root,
+    )?;
+    let root = state_root(&context.head.state_root, header.height, &overlay.writes);
+    expect_field("state_root", root, &header.state_root)?;
+    let executed = ExecutedBlock {
+        transactions: results,
+        writes: overlay.writes,
+        state_root: root,
+    };
+    Ok(CheckedBlock {
+        hash,
+        header,
+        block,
+        transactions,
+        executed,
+    })
+}
+
+fn check_header(
+    context: &CheckContext<'_>,
+    header: &BlockHeader,
+    count: usize,
+) -> Result<(), BlockError> {
+    let head = context.head;
+    if header.chain_id != context.chain_id {
+        return Err(wrong("chain_id", context.chain_id, &header.chain_id));
+    }
+    if header.height != head.height + 1 {
+        return Err(wrong("height", head.height + 1, header.height));
+    }
+    expect_field("parent_hash", head.hash, &header.parent_hash)?;
+    let primary =
+        u32::try_from(header.view % u64::from(context.validator_count)).expect("n fits u32");
+    if header.proposer_index != primary {
+        return Err(wrong("proposer_index", primary, header.proposer_index));
+    }
+    if header.transaction_count as usize != count {
+        return Err(wrong("transaction_count", count, header.transaction_count));
+    }
+    let limits = context.limits;
+    if count > limits.transactions_max as usize {
+        return Err(BlockError::OverLimit {
+            what: "transactions",
+            got: count as u64,
+            max: limits.transactions_max.into(),
+        });
+    }
+    if header.timestamp_ms < head.timestamp_ms || header.timestamp_ms > context.timestamp_ms_max {
+        return Err(BlockError::Timestamp {
+            got: header.timestamp_ms,
+            min: head.timestamp_ms,
+            max: context.timestamp_ms_max,
+        });
+    }
+    Ok(())
+}
+
+fn expect_field(field: &'static str, expected: Digest, got: &[u8]) -> Result<(), BlockError> {
+    if got == expected.as_bytes() {
+        return Ok(());
+    }
+    Err(wrong(field, expected, hex_of(got)))
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn wrong(field: &'static str, expected: impl ToString, got: impl ToString) -> BlockError {
+    BlockError::WrongField {
+        field,
+        expected: expected.to_string(),
+        got: got.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,346 @@
+use std::collections::BTreeMap;
+
+use govchain_crypto::SigningKey;
+use govchain_proto::types::v1::{AnchoredRecord, TransactionOutcome};
+
+use super::*;
+use crate::transaction::tests::{CHAIN, anchor, sign};
+use crate::{anchor_key, check_envelope};
+
+#[derive(Default)]
+struct MemoryState(BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl StateRead for MemoryState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.0.get(key).cloned())
+    }
+}
+
+impl MemoryState {
+    fn apply(&mut self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
+        for (key, value) in writes {
+            match value {
+                Some(value) => self.0.insert(key.clone(), value.clone()),
+                None => self.0.remove(key),
+            };
+        }
+    }
+}
+
+const LIMITS: BlockLimits = BlockLimits {
+    transactions_max: 100,
+    bytes_max: 1 << 20,
+    payload_bytes_max: 4096,
+};
+
+fn genesis() -> Head {
+    Head {
+        height: 0,
+        hash: Digest::sha256(b"genesis"),
+        state_root: Digest::default(),
+        timestamp_ms: 0,
+    }
+}
+
+fn verified(key: &SigningKey, nonce: u64, record: &str) -> VerifiedTransaction {
+    check_envelope(sign(key, nonce, anchor(record)), CHAIN, 4096, |_, _| false).expect("valid")
+}
+
+fn context(head: &Head) -> CheckContext<'_> {
+    CheckContext {
+        chain_id: CHAIN,
+        head,
+        validator_count: 4,
+        limits: &LIMITS,
+        timestamp_ms_max: u64::MAX,
+    }
+}
+
+fn build(head: &Head, state: &MemoryState, txs: &[VerifiedTransaction]) -> BuiltBlock {
+    build_block(CHAIN, head, 0, 0, 1_000, txs, &LIMITS, state).expect("build")
+}
+
+#[test]
+fn built_block_checks_and_executes_the_same() {
+    let (a, b) = (
+        SigningKey::from_seed([1; 32]),
+        SigningKey::from_seed([2; 32]),
+    );
+    let txs = vec![
+        verified(&a, 1, "r1"),
+        verified(&b, 1, "r2"),
+        verified(&a, 2, "r3"),
+    ];
+    let state = MemoryState::default();
+    let built = build(&genesis(), &state, &txs);
+    assert_eq!(built.header.transaction_count, 3);
+    let checked = check_block(
+        &context(&genesis()),
+        &built.hash,
+        &built.encoded,
+        &state,
+        |_, _| false,
+    )
+    .expect("valid");
+    assert_eq!(checked.executed, built.executed);
+    assert_eq!(checked.hash, built.hash);
+    assert!(
+        checked
+            .executed
+            .transactions
+            .iter()
+            .all(|(_, r)| r.outcome == TransactionOutcome::Success as i32)
+    );
+}
+
+#[test]
+fn builder_skips_transactions_whose_nonce_is_not_next() {
+    let a = SigningKey::from_seed([1; 32]);
+    // Nonce 3 arrives before 2: it waits for a later block.
+    let txs = vec![
+        verified(&a, 1, "r1"),
+        verified(&a, 3, "r3"),
+        verified(&a, 2, "r2"),
+    ];
+    let built = build(&genesis(), &MemoryState::default(), &txs);
+    let ids: Vec<Digest> = built
+        .executed
+        .transactions
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(ids, vec![txs[0].id, txs[2].id]);
+}
+
+#[test]
+fn builder_respects_the_count_limit() {
+    let a = SigningKey::from_seed([1; 32]);
+    let txs: Vec<_> = (1..=5).map(|n| verified(&a, n, &format!("r{n}"))).collect();
+    let limits = BlockLimits {
+        transactions_max: 2,
+        ..LIMITS
+    };
+    let built = build_block(
+        CHAIN,
+        &genesis(),
+        0,
+        0,
+        1,
+        &txs,
+        &limits,
+        &MemoryState::default(),
+    )
+    .expect("build");
+    assert_eq!(built.header.transaction_count, 2);
+}
+
+#[test]
+fn chained_blocks_track_nonces_and_state_roots() {
+    let a = SigningKey::from_seed([1; 32]);
+    let mut state = MemoryState::default();
+    let first = build(&genesis(), &state, &[verified(&a, 1, "r1")]);
+    state.apply(&first.executed.writes);
+    let head = Head {
+        height: 1,
+        hash: first.hash,
+        state_root: first.executed.state_root,
+        timestamp_ms: 1_000,
+    };
+    // Replaying nonce 1 in the next block is not possible.
+    let replay = build(&head, &state, &[verified(&a, 1, "r1")]);
+    assert_eq!(replay.header.transaction_count, 0);
+    let second = build(&head, &state, &[verified(&a, 2, "r2")]);
+    assert_eq!(second.header.parent_hash, first.hash.to_vec());
+    assert_ne!(second.executed.state_root, first.executed.state_root);
+    assert!(
+        check_block(
+            &context(&head),
+            &second.hash,
+            &second.encoded,
+            &state,
+            |_, _| false
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn wrong_parent_is_refused() {
+    let a = SigningKey::from_seed([1; 32]);
+    let state = MemoryState::default();
+    let built = build(&genesis(), &state, &[verified(&a, 1, "r1")]);
+    let other = Head {
+        hash: Digest::sha256(b"other"),
+        ..genesis()
+    };
+    let err = check_block(
+        &context(&other),
+        &built.hash,
+        &built.encoded,
+        &state,
+        |_, _| false,
+    )
+    .err();
+    assert!(
+        matches!(
+            err,
+            Some(BlockError::WrongField {
+                field: "parent_hash",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn wrong_digest_is_refused() {
+    let state = MemoryState::default();
+    let built = build(&genesis(), &state, &[]);
+    let err = check_block(
+        &context(&genesis()),
+        &Digest::sha256(b"x"),
+        &built.encoded,
+        &state,
+        |_, _| false,
+    )
+    .err();
+    assert!(matches!(err, Some(BlockError::WrongHash { .. })));
+}
+
+/// Re-encodes a block with a modified header and returns its new hash.
+fn tamper(
+    built: &BuiltBlock,
+    change: impl FnOnce(&mut BlockHeader, &mut Block),
+) -> (Digest, Vec<u8>) {
+    let mut block = Block::decode(built.encoded.clone()).expect("decodes");
+    let mut header = built.header.clone();
+    change(&mut header, &mut block);
+    block.header = header.encode_to_vec();
+    (block_hash(&block.header), block.encode_to_vec())
+}
+
+#[test]
+fn wrong_state_root_or_transactions_root_is_refused() {
+    let a = SigningKey::from_seed([1; 32]);
+    let state = MemoryState::default();
+    let built = build(&genesis(), &state, &[verified(&a, 1, "r1")]);
+    let (hash, bytes) = tamper(&built, |h, _| h.state_root = vec![0; 32]);
+    let err = check_block(&context(&genesis()), &hash, &bytes, &state, |_, _| false).err();
+    assert!(
+        matches!(
+            err,
+            Some(BlockError::WrongField {
+                field: "state_root",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let (hash, bytes) = tamper(&built, |h, _| h.transactions_root = vec![0; 32]);
+    let err = check_block(&context(&genesis()), &hash, &bytes, &state, |_, _| false).err();
+    assert!(
+        matches!(
+            err,
+            Some(BlockError::WrongField {
+                field: "transactions_root",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn wrong_proposer_and_forged_transaction_are_refused() {
+    let a = SigningKey::from_seed([1; 32]);
+    let state = MemoryState::default();
+    let built = build(&genesis(), &state, &[verified(&a, 1, "r1")]);
+    let (hash, bytes) = tamper(&built, |h, _| h.proposer_index = 2);
+    let err = check_block(&context(&genesis()), &hash, &bytes, &state, |_, _| false).err();
+    assert!(
+        matches!(
+            err,
+            Some(BlockError::WrongField {
+                field: "proposer_index",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let (hash, bytes) = tamper(&built, |_, b| b.transactions[0].signature = vec![1; 64]);
+    let err = check_block(&context(&genesis()), &hash, &bytes, &state, |_, _| false).err();
+    assert!(
+        matches!(err, Some(BlockError::Transaction { index: 0, .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn out_of_order_nonces_make_a_block_invalid() {
+    let a = SigningKey::from_seed([1; 32]);
+    let state = MemoryState::default();
+    let built = build(&genesis(), &state, &[verified(&a, 1, "r1")]);
+    let (hash, bytes) = tamper(&built, |h, b| {
+        b.transactions[0] = sign(&a, 2, anchor("r1"));
+        h.transaction_count = 1;
+    });
+    let err = check_block(&context(&genesis()), &hash, &bytes, &state, |_, _| false).err();
+    assert!(
+        matches!(
+            err,
+            Some(BlockError::WrongNonce {
+                index: 0,
+                expected: 1,
+                got: 2
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn only_the_first_signer_may_reanchor_a_record() {
+    let (a, b) = (
+        SigningKey::from_seed([1; 32]),
+        SigningKey::from_seed([2; 32]),
+    );
+    let state = MemoryState::default();
+    let txs = vec![
+        verified(&a, 1, "r1"),
+        verified(&b, 1, "r1"),
+        verified(&a, 2, "r1"),
+    ];
+    let built = build(&genesis(), &state, &txs);
+    let outcomes: Vec<i32> = built
+        .executed
+        .transactions
+        .iter()
+        .map(|(_, r)| r.outcome)
+        .collect();
+    let (ok, failed) = (
+        TransactionOutcome::Success as i32,
+        TransactionOutcome::Failed as i32,
+    );
+    assert_eq!(outcomes, vec![ok, failed, ok]);
+    let stored = built.executed.writes[&anchor_key("health/vaccinations", "r1")]
+        .clone()
+        .expect("written");
+    let record = AnchoredRecord::decode(stored.as_slice()).expect("decodes");
+    assert_eq!(record.version, 2);
+    assert_eq!(record.signer, a.public_key().as_bytes().to_vec());
+}
+
+#[test]
+fn garbage_block_bytes_are_malformed() {
+    let state = MemoryState::default();
+    let err = check_block(
+        &context(&genesis()),
+        &Digest::default(),
+        &[0xff, 0xff, 0x01],
+        &state,
+        |_, _| false,
+    )
+    .err();
+    assert!(matches!(err, Some(BlockError::Malformed(_))));
+}

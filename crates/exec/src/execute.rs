@@ -1,0 +1,148 @@
+//! Applying one transaction to state.
+
+use std::collections::BTreeMap;
+
+use govchain_crypto::{Digest, DomainHasher};
+use govchain_proto::types::v1::{
+    AnchorRecord, AnchoredRecord, TransactionOutcome, TransactionResult, transaction::Body,
+};
+use prost::Message as _;
+
+use crate::state::{StateError, StateRead, nonce_key};
+use crate::transaction::VerifiedTransaction;
+
+const ANCHOR_PREFIX: &[u8] = b"anchor/";
+
+/// The state key of an anchored record. The dataset is length-prefixed so
+/// that ("a/b", "c") and ("a", "b/c") never share a key.
+pub fn anchor_key(dataset: &str, record_id: &str) -> Vec<u8> {
+    let dataset_len = u32::try_from(dataset.len())
+        .expect("names are bounded")
+        .to_be_bytes();
+    [
+        ANCHOR_PREFIX,
+        &dataset_len,
+        dataset.as_bytes(),
+        record_id.as_bytes(),
+    ]
+    .concat()
+}
+
+/// State as seen in the middle of a block: the writes so far over the head.
+pub(crate) struct Overlay<'a, S: StateRead> {
+    base: &'a S,
+    pub(crate) writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a, S: StateRead> Overlay<'a, S> {
+    pub(crate) fn new(base: &'a S) -> Self {
+        Self {
+            base,
+            writes: BTreeMap::new(),
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, Some(value));
+    }
+}
+
+impl<S: StateRead> StateRead for Overlay<'_, S> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        match self.writes.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self.base.get(key),
+        }
+    }
+}
+
+/// Executes `transaction`, whose nonce the caller has checked, at `height`.
+/// The nonce is consumed whatever the outcome.
+pub(crate) fn execute<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    transaction: &VerifiedTransaction,
+    height: u64,
+) -> Result<TransactionResult, StateError> {
+    overlay.put(
+        nonce_key(&transaction.signer),
+        transaction.nonce.to_be_bytes().to_vec(),
+    );
+    let outcome = match &transaction.body {
+        Body::AnchorRecord(anchor) => execute_anchor(overlay, transaction, anchor, height)?,
+    };
+    Ok(match outcome {
+        Ok(()) => TransactionResult {
+            outcome: TransactionOutcome::Success.into(),
+            error: String::new(),
+        },
+        Err(error) => TransactionResult {
+            outcome: TransactionOutcome::Failed.into(),
+            error,
+        },
+    })
+}
+
+/// Anchors a new version of a record. Only the first signer of a record may
+/// anchor later versions, so one department can not overwrite another's.
+fn execute_anchor<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    transaction: &VerifiedTransaction,
+    anchor: &AnchorRecord,
+    height: u64,
+) -> Result<Result<(), String>, StateError> {
+    let key = anchor_key(&anchor.dataset, &anchor.record_id);
+    let previous =
+        match overlay.get(&key)? {
+            None => None,
+            Some(bytes) => Some(AnchoredRecord::decode(bytes.as_slice()).map_err(|err| {
+                StateError::Corrupt {
+                    key: format!("anchor {}/{}", anchor.dataset, anchor.record_id),
+                    reason: err.to_string(),
+                }
+            })?),
+        };
+    if let Some(previous) = &previous {
+        if previous.signer != transaction.signer.as_bytes() {
+            return Ok(Err(format!(
+                "record {:?} in dataset {:?} was anchored by signer {}; only that signer may anchor new versions",
+                anchor.record_id,
+                anchor.dataset,
+                hex_short(&previous.signer)
+            )));
+        }
+    }
+    let record = AnchoredRecord {
+        record: Some(anchor.clone()),
+        signer: transaction.signer.as_bytes().to_vec(),
+        version: previous.map_or(1, |p| p.version.saturating_add(1)),
+        block_height: height,
+        transaction_id: transaction.id.to_vec(),
+    };
+    overlay.put(key, record.encode_to_vec());
+    Ok(Ok(()))
+}
+
+fn hex_short(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The state commitment after a block: a hash chain over the blocks' write
+/// sets. Two nodes have the same root exactly when they applied the same
+/// writes in the same blocks. (It does not give inclusion proofs; a Merkle
+/// state tree can replace it behind the same header field.)
+pub(crate) fn state_root(
+    parent: &Digest,
+    height: u64,
+    writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+) -> Digest {
+    let mut hasher = DomainHasher::new("govchain/state/v1");
+    hasher.digest(parent).u64(height).u64(writes.len() as u64);
+    for (key, value) in writes {
+        hasher.bytes(key);
+        match value {
+            Some(value) => hasher.u32(1).bytes(value),
+            None => hasher.u32(0),
+        };
+    }
+    hasher.finish()
+}

@@ -1,0 +1,316 @@
+use bytes::Bytes;
+use govchain_crypto::{Digest, DomainHasher, PublicKey, Signature};
+use govchain_proto::types::v1::{Transaction, TransactionEnvelope, transaction::Body};
+use prost::Message as _;
+
+const DOMAIN_TRANSACTION: &str = "govchain/tx/v1";
+/// Longest dataset, record id or schema name.
+const NAME_BYTES_MAX: usize = 256;
+/// An envelope is its payload plus at most this much: keys, signature,
+/// chain id, nonce and protobuf framing.
+pub const TRANSACTION_ENVELOPE_OVERHEAD_BYTES_MAX: usize = 512;
+
+/// Why a transaction is refused. The node maps each variant to one gRPC
+/// status code.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransactionError {
+    #[error("malformed transaction: {0}")]
+    Malformed(String),
+    #[error("payload is {got} bytes, the limit is {max} bytes")]
+    TooLarge { got: usize, max: usize },
+    #[error("transaction is for chain {got:?} but this is chain {expected:?}")]
+    WrongChain { expected: String, got: String },
+    #[error("signature does not verify for signer {signer}")]
+    BadSignature { signer: String },
+    #[error("nonce {got} is already used: the signer's last committed nonce is {committed}")]
+    StaleNonce { got: u64, committed: u64 },
+    #[error(
+        "nonce {got} is too far ahead: the signer's last committed nonce is {committed}, at most {max_ahead} ahead may wait"
+    )]
+    NonceTooFarAhead {
+        got: u64,
+        committed: u64,
+        max_ahead: u64,
+    },
+    #[error("transaction {id} is already {state}")]
+    Duplicate { id: Digest, state: &'static str },
+    #[error("signer {signer} already has a different transaction with nonce {nonce} pending")]
+    NonceTaken { signer: String, nonce: u64 },
+}
+
+/// A transaction whose envelope, body and signature have been checked.
+#[derive(Clone, Debug)]
+pub struct VerifiedTransaction {
+    pub id: Digest,
+    pub signer: PublicKey,
+    pub nonce: u64,
+    pub body: Body,
+    pub envelope: TransactionEnvelope,
+    /// Size of the encoded envelope, for block and mempool limits.
+    pub encoded_len: usize,
+}
+
+/// The transaction id, which is also the digest the signer signs.
+pub fn transaction_id(chain_id: &str, signer: &[u8], nonce: u64, payload: &[u8]) -> Digest {
+    DomainHasher::new(DOMAIN_TRANSACTION)
+        .bytes(chain_id.as_bytes())
+        .bytes(signer)
+        .u64(nonce)
+        .bytes(payload)
+        .finish()
+}
+
+/// Decodes an envelope from bytes a client sent.
+pub fn decode_envelope(bytes: &[u8]) -> Result<TransactionEnvelope, TransactionError> {
+    TransactionEnvelope::decode(bytes)
+        .map_err(|err| TransactionError::Malformed(format!("envelope: {err}")))
+}
+
+/// Checks everything about a transaction that does not depend on state:
+/// size, chain id, key and signature format, body, and the signature itself
+/// (skipped when `already_verified` says this exact signature was checked).
+/// Cheap checks come first, the signature last.
+pub fn check_envelope(
+    envelope: TransactionEnvelope,
+    chain_id: &str,
+    payload_bytes_max: usize,
+    already_verified: impl Fn(&Digest, &[u8]) -> bool,
+) -> Result<VerifiedTransaction, TransactionError> {
+    if envelope.payload.len() > payload_bytes_max {
+        return Err(TransactionError::TooLarge {
+            got: envelope.payload.len(),
+            max: payload_bytes_max,
+        });
+    }
+    if envelope.chain_id != chain_id {
+        return Err(TransactionError::WrongChain {
+            expected: chain_id.into(),
+            got: envelope.chain_id,
+        });
+    }
+    if envelope.nonce == 0 {
+        return Err(TransactionError::Malformed(
+            "nonce must be at least 1".into(),
+        ));
+    }
+    let signer = PublicKey::from_slice(&envelope.signer)
+        .map_err(|err| TransactionError::Malformed(format!("signer: {err}")))?;
+    let signature = Signature::from_slice(&envelope.signature)
+        .map_err(|err| TransactionError::Malformed(format!("signature: {err}")))?;
+    let body = decode_body(&envelope.payload)?;
+    let id = transaction_id(
+        chain_id,
+        signer.as_bytes(),
+        envelope.nonce,
+        &envelope.payload,
+    );
+    if !already_verified(&id, &envelope.signature) {
+        signer
+            .verify(id.as_bytes(), &signature)
+            .map_err(|_| TransactionError::BadSignature {
+                signer: signer.to_hex(),
+            })?;
+    }
+    let encoded_len = envelope.encoded_len();
+    Ok(VerifiedTransaction {
+        id,
+        signer,
+        nonce: envelope.nonce,
+        body,
+        envelope,
+        encoded_len,
+    })
+}
+
+fn decode_body(payload: &Bytes) -> Result<Body, TransactionError> {
+    let transaction = Transaction::decode(payload.clone())
+        .map_err(|err| TransactionError::Malformed(format!("payload: {err}")))?;
+    let body = transaction
+        .body
+        .ok_or_else(|| TransactionError::Malformed("payload has no transaction body".into()))?;
+    validate_body(&body)?;
+    Ok(body)
+}
+
+fn validate_body(body: &Body) -> Result<(), TransactionError> {
+    match body {
+        Body::AnchorRecord(anchor) => {
+            for (field, value) in [
+                ("dataset", &anchor.dataset),
+                ("record_id", &anchor.record_id),
+            ] {
+                if value.is_empty() || value.len() > NAME_BYTES_MAX {
+                    return Err(TransactionError::Malformed(format!(
+                        "anchor_record.{field} must be 1 to {NAME_BYTES_MAX} bytes, got {}",
+                        value.len()
+                    )));
+                }
+            }
+            if anchor.schema.len() > NAME_BYTES_MAX {
+                return Err(TransactionError::Malformed(format!(
+                    "anchor_record.schema is over {NAME_BYTES_MAX} bytes"
+                )));
+            }
+            if anchor.record_hash.len() != Digest::LEN {
+                return Err(TransactionError::Malformed(format!(
+                    "anchor_record.record_hash must be a 32-byte SHA-256, got {} bytes",
+                    anchor.record_hash.len()
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use govchain_crypto::SigningKey;
+    use govchain_proto::types::v1::AnchorRecord;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    pub(crate) const CHAIN: &str = "test-chain";
+
+    pub(crate) fn anchor(record_id: &str) -> Body {
+        Body::AnchorRecord(AnchorRecord {
+            dataset: "health/vaccinations".into(),
+            record_id: record_id.into(),
+            record_hash: Digest::sha256(record_id.as_bytes()).to_vec(),
+            schema: "fhir-r4".into(),
+            record_time_ms: 1,
+        })
+    }
+
+    pub(crate) fn sign(key: &SigningKey, nonce: u64, body: Body) -> TransactionEnvelope {
+        let payload = Bytes::from(Transaction { body: Some(body) }.encode_to_vec());
+        let signer = key.public_key();
+        let id = transaction_id(CHAIN, signer.as_bytes(), nonce, &payload);
+        TransactionEnvelope {
+            payload,
+            signer: signer.as_bytes().to_vec(),
+            signature: key.sign(id.as_bytes()).to_vec(),
+            chain_id: CHAIN.into(),
+            nonce,
+        }
+    }
+
+    fn check(envelope: TransactionEnvelope) -> Result<VerifiedTransaction, TransactionError> {
+        check_envelope(envelope, CHAIN, 1024, |_, _| false)
+    }
+
+    #[test]
+    fn a_signed_transaction_checks() {
+        let key = SigningKey::from_seed([1; 32]);
+        let verified = check(sign(&key, 1, anchor("r1"))).expect("valid");
+        assert_eq!(verified.signer, key.public_key());
+        assert_eq!(verified.nonce, 1);
+    }
+
+    #[test]
+    fn tampered_payload_fails() {
+        let key = SigningKey::from_seed([1; 32]);
+        let mut envelope = sign(&key, 1, anchor("r1"));
+        envelope.payload = Bytes::from(
+            Transaction {
+                body: Some(anchor("r2")),
+            }
+            .encode_to_vec(),
+        );
+        assert!(matches!(
+            check(envelope),
+            Err(TransactionError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn tampered_nonce_or_chain_fails() {
+        let key = SigningKey::from_seed([1; 32]);
+        let mut envelope = sign(&key, 1, anchor("r1"));
+        envelope.nonce = 2;
+        assert!(matches!(
+            check(envelope),
+            Err(TransactionError::BadSignature { .. })
+        ));
+        let envelope = sign(&key, 1, anchor("r1"));
+        assert!(matches!(
+            check_envelope(envelope, "other", 1024, |_, _| false),
+            Err(TransactionError::WrongChain { .. })
+        ));
+    }
+
+    #[test]
+    fn signature_by_another_key_fails() {
+        let key = SigningKey::from_seed([1; 32]);
+        let mut envelope = sign(&key, 1, anchor("r1"));
+        envelope.signer = SigningKey::from_seed([2; 32])
+            .public_key()
+            .as_bytes()
+            .to_vec();
+        assert!(matches!(
+            check(envelope),
+            Err(TransactionError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_payload_is_refused_before_anything_else() {
+        let key = SigningKey::from_seed([1; 32]);
+        let mut envelope = sign(&key, 1, anchor("r1"));
+        envelope.payload = Bytes::from(vec![0u8; 2000]);
+        assert_eq!(
+            check(envelope).err(),
+            Some(TransactionError::TooLarge {
+                got: 2000,
+                max: 1024
+            })
+        );
+    }
+
+    #[test]
+    fn bad_record_hash_length_is_malformed() {
+        let key = SigningKey::from_seed([1; 32]);
+        let body = Body::AnchorRecord(AnchorRecord {
+            dataset: "d".into(),
+            record_id: "r".into(),
+            record_hash: vec![1, 2],
+            ..Default::default()
+        });
+        assert!(
+            matches!(check(sign(&key, 1, body)), Err(TransactionError::Malformed(m)) if m.contains("record_hash"))
+        );
+    }
+
+    #[test]
+    fn verified_cache_skips_only_the_same_signature() {
+        let key = SigningKey::from_seed([1; 32]);
+        let envelope = sign(&key, 1, anchor("r1"));
+        let good_signature = envelope.signature.clone();
+        let mut forged = envelope.clone();
+        forged.signature = vec![0; 64];
+        let cache = |_: &Digest, signature: &[u8]| signature == good_signature.as_slice();
+        assert!(check_envelope(envelope, CHAIN, 1024, cache).is_ok());
+        assert!(matches!(
+            check_envelope(forged, CHAIN, 1024, cache),
+            Err(TransactionError::BadSignature { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(envelope) = decode_envelope(&bytes) {
+                let _ = check(envelope);
+            }
+        }
+
+        #[test]
+        fn garbage_payload_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let key = SigningKey::from_seed([1; 32]);
+            let mut envelope = sign(&key, 1, anchor("r"));
+            envelope.payload = Bytes::from(payload);
+            prop_assert!(check(envelope).is_err());
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Structural self-check of a ledger snapshot.
+//!
+//! What is checked, all on one read snapshot and in memory bounded by a
+//! few records, whatever the length of the chain:
+//!
+//! - the head in meta matches the record of the block at its height, and
+//!   the hash index maps the head hash back to that height;
+//! - the block bodies and block records are exactly the heights `1..=head`;
+//! - each block's parent is the previous block's hash (the genesis hash for
+//!   block 1), and the hash index maps each block hash to its height, with
+//!   no other entries;
+//! - each indexed transaction points at a stored block and at an index
+//!   below that block's transaction count, and the index holds as many
+//!   entries as the blocks hold transactions.
+//!
+//! Not checked: block contents (the ledger never decodes them), state
+//! roots (that needs `exec`), and that no two index entries claim the same
+//! `(height, index)` slot, which would take memory proportional to a block
+//! or a second index.
+
+use govchain_crypto::Digest;
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata};
+
+use crate::Head;
+use crate::error::{CheckError, Context, Inconsistency, StorageFailure};
+use crate::schema::{
+    self, BLOCK_RECORDS, BLOCKS, BlockRecord, HEIGHT_BY_HASH, HeightKey, META, META_HEAD, STATE,
+    TRANSACTIONS, height_from_key, height_key,
+};
+
+/// What [`crate::Ledger::check`] walked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckReport {
+    /// The head of the checked snapshot.
+    pub head: Head,
+    pub blocks: u64,
+    pub transactions: u64,
+    pub state_entries: u64,
+}
+
+pub(crate) fn check(snapshot: &ReadTransaction, genesis: Digest) -> Result<CheckReport, CheckError> {
+    let head = read_head(snapshot)?;
+    verify_head(snapshot, &head, genesis)?;
+    let records = open(snapshot, BLOCK_RECORDS)?;
+    let transactions_expected = walk_block_records(snapshot, &records, &head, genesis)?;
+    walk_block_bodies(snapshot, &head)?;
+    let transactions = walk_transactions(snapshot, &records, &head)?;
+    if transactions != transactions_expected {
+        return Err(Inconsistency::TransactionCount {
+            entries: transactions,
+            expected: transactions_expected,
+        }
+        .into());
+    }
+    let state_entries = open(snapshot, STATE)?.len().context("counting state")?;
+    Ok(CheckReport {
+        head,
+        blocks: head.height,
+        transactions,
+        state_entries,
+    })
+}
+
+/// The cheap part of [`check`], run on every open: the stored head is
+/// backed by a block record, a block body and a hash-index entry, and no
+/// block lies above it. O(log n).
+pub(crate) fn verify_head(
+    snapshot: &ReadTransaction,
+    head: &Head,
+    genesis: Digest,
+) -> Result<(), CheckError> {
+    for (name, table) in [("block_records", BLOCK_RECORDS), ("blocks", BLOCKS)] {
+        let last = open(snapshot, table)?
+            .last()
+            .context("reading the last block")?
+            .map(|(key, _)| height_from_key(key.value()));
+        if let Some(height) = last.filter(|height| *height > head.height) {
+            return Err(Inconsistency::BlockOutsideChain {
+                table: name,
+                height,
+                head: head.height,
+            }
+            .into());
+        }
+    }
+    if head.height == 0 {
+        if head.hash != genesis {
+            return Err(Inconsistency::EmptyHeadNotGenesis {
+                head: head.hash,
+                genesis,
+            }
+            .into());
+        }
+        return Ok(());
+    }
+    let record = block_record(&open(snapshot, BLOCK_RECORDS)?, head.height, head)?;
+    compare_head(head, &record)?;
+    if open(snapshot, BLOCKS)?
+        .get(height_key(head.height))
+        .context("reading the head block")?
+        .is_none()
+    {
+        return Err(missing("blocks", head.height, head).into());
+    }
+    check_hash_indexed(&open(snapshot, HEIGHT_BY_HASH)?, head.height, head.hash)
+}
+
+fn compare_head(head: &Head, record: &BlockRecord) -> Result<(), Inconsistency> {
+    let height = head.height;
+    if record.hash != head.hash {
+        return Err(Inconsistency::HeadHashMismatch {
+            height,
+            head: head.hash,
+            stored: record.hash,
+        });
+    }
+    if record.state_root != head.state_root {
+        return Err(Inconsistency::HeadStateRootMismatch {
+            height,
+            head: head.state_root,
+            stored: record.state_root,
+        });
+    }
+    if record.timestamp_ms != head.timestamp_ms {
+        return Err(Inconsistency::HeadTimestampMismatch {
+            height,
+            head: head.timestamp_ms,
+            stored: record.timestamp_ms,
+        });
+    }
+    Ok(())
+}
+
+/// Walks the block records in height order, checking the chain links and
+/// the hash index; returns the number of transactions the blocks hold.
+fn walk_block_records(
+    snapshot: &ReadTransaction,
+    records: &ReadOnlyTable<HeightKey, &'static [u8]>,
+    head: &Head,
+    genesis: Digest,
+) -> Result<u64, CheckError> {
+    let index = open(snapshot, HEIGHT_BY_HASH)?;
+    let mut heights = HeightSequence::new("block_records", head);
+    let mut previous_hash = genesis;
+    let mut transactions: u64 = 0;
+    for entry in records.iter().context("walking block records")? {
+        let (key, value) = entry.context("walking block records")?;
+        let height = height_from_key(key.value());
+        heights.visit(height)?;
+        let record = BlockRecord::decode(value.value())?;
+        if record.parent_hash != previous_hash {
+            return Err(Inconsistency::ParentMismatch {
+                height,
+                parent: record.parent_hash,
+                previous: height - 1,
+                expected: previous_hash,
+            }
+            .into());
+        }
+        check_hash_indexed(&index, height, record.hash)?;
+        previous_hash = record.hash;
+        transactions = transactions.saturating_add(u64::from(record.transaction_count));
+    }
+    heights.finish()?;
+    // Each of the `head` blocks has its own entry, so any other count
+    // means entries that name no block.
+    let entries = index.len().context("counting the hash index")?;
+    if entries != head.height {
+        return Err(Inconsistency::HashIndexCount {
+            entries,
+            blocks: head.height,
+        }
+        .into());
+    }
+    Ok(transactions)
+}
+
+/// Checks the block bodies cover `1..=head`, without reading them.
+fn walk_block_bodies(snapshot: &ReadTransaction, head: &Head) -> Result<(), CheckError> {
+    let blocks = open(snapshot, BLOCKS)?;
+    let mut heights = HeightSequence::new("blocks", head);
+    for entry in blocks.iter().context("walking blocks")? {
+        let (key, _) = entry.context("walking blocks")?;
+        heights.visit(height_from_key(key.value()))?;
+    }
+    Ok(heights.finish()?)
+}
+
+/// Checks every transaction points into a stored block; returns the count.
+fn walk_transactions(
+    snapshot: &ReadTransaction,
+    records: &ReadOnlyTable<HeightKey, &'static [u8]>,
+    head: &Head,
+) -> Result<u64, CheckError> {
+    let transactions = open(snapshot, TRANSACTIONS)?;
+    let mut entries: u64 = 0;
+    for entry in transactions.iter().context("walking transactions")? {
+        let (key, value) = entry.context("walking transactions")?;
+        let id = Digest::from_bytes(key.value());
+        let (height, index, _) = schema::decode_transaction(value.value())?;
+        if height == 0 || height > head.height {
+            return Err(Inconsistency::TransactionOutsideChain {
+                id,
+                height,
+                head: head.height,
+            }
+            .into());
+        }
+        let count = block_record(records, height, head)?.transaction_count;
+        if index >= count {
+            return Err(Inconsistency::TransactionIndexOutOfRange {
+                id,
+                height,
+                index,
+                count,
+            }
+            .into());
+        }
+        entries += 1;
+    }
+    Ok(entries)
+}
+
+fn read_head(snapshot: &ReadTransaction) -> Result<Head, CheckError> {
+    let meta = open(snapshot, META)?;
+    let head = meta.get(META_HEAD).context("reading the head")?;
+    let head = head.ok_or(Inconsistency::MissingMeta { key: META_HEAD })?;
+    Ok(schema::decode_head(head.value())?)
+}
+
+fn block_record(
+    records: &ReadOnlyTable<HeightKey, &'static [u8]>,
+    height: u64,
+    head: &Head,
+) -> Result<BlockRecord, CheckError> {
+    let record = records
+        .get(height_key(height))
+        .context("reading a block record")?
+        .ok_or_else(|| missing("block_records", height, head))?;
+    Ok(BlockRecord::decode(record.value())?)
+}
+
+fn check_hash_indexed(
+    index: &ReadOnlyTable<[u8; 32], [u8; 8]>,
+    height: u64,
+    hash: Digest,
+) -> Result<(), CheckError> {
+    let indexed = index
+        .get(hash.as_bytes())
+        .context("reading the hash index")?
+        .map(|guard| u64::from_be_bytes(guard.value()))
+        .ok_or(Inconsistency::HashNotIndexed { height, hash })?;
+    if indexed != height {
+        return Err(Inconsistency::HashIndexMismatch {
+            hash,
+            indexed,
+            height,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn open<K: redb::Key + 'static, V: redb::Value + 'static>(
+    snapshot: &ReadTransaction,
+    table: redb::TableDefinition<'_, K, V>,
+) -> Result<ReadOnlyTable<K, V>, StorageFailure> {
+    snapshot.open_table(table).context("opening a table to check")
+}
+
+fn missing(table: &'static str, height: u64, head: &Head) -> Inconsistency {
+    Inconsistency::MissingBlock {
+        table,
+        height,
+        head: head.height,
+    }
+}
+
+/// The keys of a height-keyed table, visited in order, must be exactly
+/// `1..=head`.
+struct HeightSequence {
+    table: &'static str,
+    head: u64,
+    /// The last height visited; 0 before the first.
+    last: u64,
+}
+
+impl HeightSequence {
+    fn new(table: &'static str, head: &Head) -> Self {
+        Self {
+            table,
+            head: head.height,
+            last: 0,
+        }
+    }
+
+    fn visit(&mut self, height: u64) -> Result<(), Inconsistency> {
+        if height == 0 || height > self.head {
+            return Err(Inconsistency::BlockOutsideChain {
+                table: self.table,
+                height,
+                head: self.head,
+            });
+        }
+        // Keys arrive in increasing order and `last < height <= head`, so
+        // `last + 1` cannot overflow, and a different key skipped it.
+        if height != self.last + 1 {
+            return Err(self.missing());
+        }
+        self.last = height;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), Inconsistency> {
+        if self.last != self.head {
+            return Err(self.missing());
+        }
+        Ok(())
+    }
+
+    fn missing(&self) -> Inconsistency {
+        Inconsistency::MissingBlock {
+            table: self.table,
+            height: self.last + 1,
+            head: self.head,
+        }
+    }
+}

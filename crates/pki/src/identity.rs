@@ -1,0 +1,267 @@
+//! Department names and the SPIFFE-style URI identities in TLS certificates.
+
+use std::fmt;
+
+use x509_parser::extensions::GeneralName;
+
+/// Every govchain identity URI starts with this; a URI SAN with this prefix
+/// that does not parse is an error, any other URI SAN is ignored.
+const URI_PREFIX: &str = "spiffe://govchain/dept/";
+
+/// The longest department name: one leading letter and up to 30 more.
+pub const DEPARTMENT_NAME_BYTES_MAX: usize = 31;
+
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A validator node: serves gRPC to peers and clients and connects to peers.
+    Node,
+    /// A department's own applications and the CLI.
+    Client,
+}
+
+/// The identity a govchain certificate carries as its one govchain URI SAN.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsIdentity {
+    pub department: String,
+    pub role: Role,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdentityError {
+    #[error(
+        "department name {name:?} is invalid: {reason} (expected a lowercase letter, then up to 30 of a-z, 0-9, '-')"
+    )]
+    DepartmentName { name: String, reason: &'static str },
+    #[error(
+        "{uri:?} is not a govchain identity: {reason} (expected spiffe://govchain/dept/<dept>/node or .../client)"
+    )]
+    Uri { uri: String, reason: String },
+    #[error("certificate does not parse as X.509: {reason}")]
+    Certificate { reason: String },
+    #[error("certificate has no govchain identity (no URI SAN starting with {URI_PREFIX})")]
+    NoIdentity,
+    #[error("certificate has {count} govchain identities ({uris}), expected exactly 1")]
+    SeveralIdentities { count: usize, uris: String },
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Client => "client",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TlsIdentity {
+    /// The identity of `department`'s node; checks the department name.
+    pub fn node(department: &str) -> Result<Self, IdentityError> {
+        validate_department(department)?;
+        Ok(Self {
+            department: department.to_owned(),
+            role: Role::Node,
+        })
+    }
+
+    /// The identity of `department`'s clients; checks the department name.
+    pub fn client(department: &str) -> Result<Self, IdentityError> {
+        validate_department(department)?;
+        Ok(Self {
+            department: department.to_owned(),
+            role: Role::Client,
+        })
+    }
+
+    pub fn to_uri(&self) -> String {
+        format!("{URI_PREFIX}{}/{}", self.department, self.role)
+    }
+
+    /// Parses exactly `spiffe://govchain/dept/<dept>/<node|client>`: no
+    /// trailing slash, query, fragment or case variation, so that one identity
+    /// has one spelling and string comparison of URIs is identity comparison.
+    pub fn parse_uri(uri: &str) -> Result<Self, IdentityError> {
+        let malformed = |reason: &str| IdentityError::Uri {
+            uri: uri.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = uri
+            .strip_prefix(URI_PREFIX)
+            .ok_or_else(|| malformed("wrong scheme, trust domain or path"))?;
+        let (department, role) = rest
+            .split_once('/')
+            .ok_or_else(|| malformed("missing role after the department"))?;
+        let role = match role {
+            "node" => Role::Node,
+            "client" => Role::Client,
+            _ => return Err(malformed("role must be \"node\" or \"client\"")),
+        };
+        validate_department(department).map_err(|err| malformed(&err.to_string()))?;
+        Ok(Self {
+            department: department.to_owned(),
+            role,
+        })
+    }
+}
+
+impl fmt::Display for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_uri())
+    }
+}
+
+/// Checks that `name` matches `[a-z][a-z0-9-]{0,30}`. The name goes into URIs,
+/// DNS names and directory names, so it must be safe in all three.
+pub fn validate_department(name: &str) -> Result<(), IdentityError> {
+    let invalid = |reason| IdentityError::DepartmentName {
+        name: name.to_owned(),
+        reason,
+    };
+    let mut bytes = name.bytes();
+    match bytes.next() {
+        None => return Err(invalid("it is empty")),
+        Some(b'a'..=b'z') => {}
+        Some(_) => return Err(invalid("it must start with a lowercase letter")),
+    }
+    if name.len() > DEPARTMENT_NAME_BYTES_MAX {
+        return Err(invalid("it is longer than 31 characters"));
+    }
+    if !bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-')) {
+        return Err(invalid("it may only contain a-z, 0-9 and '-'"));
+    }
+    Ok(())
+}
+
+/// The DNS name in a node's certificate, which peers use as the TLS server
+/// name: a peer dialling `health` then rejects a certificate issued to `tax`,
+/// even though both chain to the same CA.
+pub fn node_dns_name(department: &str) -> String {
+    format!("{department}.node.govchain")
+}
+
+/// The one govchain identity in a DER certificate, e.g. a TLS peer's.
+///
+/// This does not verify the certificate; the TLS layer has already checked
+/// that it chains to the consortium CA.
+pub fn identity_from_certificate(der: &[u8]) -> Result<TlsIdentity, IdentityError> {
+    let certificate_error = |reason: String| IdentityError::Certificate { reason };
+    let (rest, certificate) = x509_parser::parse_x509_certificate(der)
+        .map_err(|err| certificate_error(err.to_string()))?;
+    if !rest.is_empty() {
+        return Err(certificate_error(format!(
+            "{} trailing bytes after the certificate",
+            rest.len()
+        )));
+    }
+    let names = certificate
+        .subject_alternative_name()
+        .map_err(|err| certificate_error(err.to_string()))?
+        .map(|extension| extension.value.general_names.as_slice())
+        .unwrap_or_default();
+    let uris: Vec<&str> = names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) if uri.starts_with("spiffe://govchain") => Some(*uri),
+            _ => None,
+        })
+        .collect();
+    match uris.as_slice() {
+        [] => Err(IdentityError::NoIdentity),
+        [uri] => TlsIdentity::parse_uri(uri),
+        _ => Err(IdentityError::SeveralIdentities {
+            count: uris.len(),
+            uris: uris.join(", "),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_round_trip() {
+        for identity in [TlsIdentity::node("health"), TlsIdentity::client("civil-2")] {
+            let identity = identity.expect("valid name");
+            let uri = identity.to_uri();
+            assert_eq!(TlsIdentity::parse_uri(&uri), Ok(identity.clone()));
+            assert_eq!(identity.to_string(), uri);
+        }
+        assert_eq!(
+            TlsIdentity::node("tax").expect("valid").to_uri(),
+            "spiffe://govchain/dept/tax/node"
+        );
+    }
+
+    #[test]
+    fn malformed_uris_are_rejected() {
+        for uri in [
+            "",
+            "spiffe://govchain/dept/tax",
+            "spiffe://govchain/dept/tax/",
+            "spiffe://govchain/dept/tax/node/",
+            "spiffe://govchain/dept/tax/admin",
+            "spiffe://govchain/dept/Tax/node",
+            "spiffe://govchain/dept//node",
+            "spiffe://other/dept/tax/node",
+            "https://govchain/dept/tax/node",
+            "SPIFFE://govchain/dept/tax/node",
+            "spiffe://govchain/dept/tax/node?x=1",
+        ] {
+            assert!(
+                matches!(TlsIdentity::parse_uri(uri), Err(IdentityError::Uri { .. })),
+                "{uri:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn department_names() {
+        for good in [
+            "a",
+            "health",
+            "civil-registry",
+            "d2",
+            &format!("a{}", "b".repeat(30)),
+        ] {
+            assert_eq!(validate_department(good), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "",
+            "Health",
+            "2tax",
+            "-tax",
+            "tax_office",
+            "tax office",
+            "tàx",
+            &"a".repeat(32),
+        ] {
+            assert!(validate_department(bad).is_err(), "{bad:?}");
+        }
+        let message = validate_department("Health")
+            .expect_err("uppercase")
+            .to_string();
+        assert!(message.contains("\"Health\""), "{message}");
+        assert!(message.contains("lowercase letter"), "{message}");
+    }
+
+    #[test]
+    fn node_dns_name_is_per_department() {
+        assert_eq!(node_dns_name("police"), "police.node.govchain");
+    }
+
+    #[test]
+    fn garbage_is_not_a_certificate() {
+        assert!(matches!(
+            identity_from_certificate(b"not a certificate"),
+            Err(IdentityError::Certificate { .. })
+        ));
+    }
+}
