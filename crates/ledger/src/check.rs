@@ -39,7 +39,10 @@ pub struct CheckReport {
     pub state_entries: u64,
 }
 
-pub(crate) fn check(snapshot: &ReadTransaction, genesis: Digest) -> Result<CheckReport, CheckError> {
+pub(crate) fn check(
+    snapshot: &ReadTransaction,
+    genesis: Digest,
+) -> Result<CheckReport, CheckError> {
     let head = read_head(snapshot)?;
     verify_head(snapshot, &head, genesis)?;
     let records = open(snapshot, BLOCK_RECORDS)?;
@@ -266,7 +269,9 @@ fn open<K: redb::Key + 'static, V: redb::Value + 'static>(
     snapshot: &ReadTransaction,
     table: redb::TableDefinition<'_, K, V>,
 ) -> Result<ReadOnlyTable<K, V>, StorageFailure> {
-    snapshot.open_table(table).context("opening a table to check")
+    snapshot
+        .open_table(table)
+        .context("opening a table to check")
 }
 
 fn missing(table: &'static str, height: u64, head: &Head) -> Inconsistency {

@@ -82,13 +82,17 @@ pub enum Inconsistency {
         head: Digest,
         stored: Digest,
     },
-    #[error("head state root {head} differs from the state root {stored} stored for block {height}")]
+    #[error(
+        "head state root {head} differs from the state root {stored} stored for block {height}"
+    )]
     HeadStateRootMismatch {
         height: u64,
         head: Digest,
         stored: Digest,
     },
-    #[error("head timestamp {head} ms differs from the timestamp {stored} ms stored for block {height}")]
+    #[error(
+        "head timestamp {head} ms differs from the timestamp {stored} ms stored for block {height}"
+    )]
     HeadTimestampMismatch { height: u64, head: u64, stored: u64 },
     #[error("the empty ledger has head hash {head}, expected the genesis hash {genesis}")]
     EmptyHeadNotGenesis { head: Digest, genesis: Digest },
@@ -113,7 +117,9 @@ pub enum Inconsistency {
     HashIndexDangling { hash: Digest, height: u64 },
     #[error("transaction {id} points at block {height}, outside the chain 1..={head}")]
     TransactionOutsideChain { id: Digest, height: u64, head: u64 },
-    #[error("transaction {id} has index {index} in block {height}, which holds {count} transactions")]
+    #[error(
+        "transaction {id} has index {index} in block {height}, which holds {count} transactions"
+    )]
     TransactionIndexOutOfRange {
         id: Digest,
         height: u64,

@@ -8,8 +8,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use govchain_crypto::Digest;
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition,
-    WriteTransaction,
+    TableDefinition, WriteTransaction,
 };
 
 use crate::check;
@@ -302,7 +301,9 @@ fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
     snapshot: &ReadTransaction,
     table: TableDefinition<'_, K, V>,
 ) -> Result<redb::ReadOnlyTable<K, V>, StorageFailure> {
-    snapshot.open_table(table).context("opening a table to read")
+    snapshot
+        .open_table(table)
+        .context("opening a table to read")
 }
 
 /// Every write transaction is durable before `commit` returns, and records
@@ -419,11 +420,10 @@ fn load_identity(
     }
     let meta = db_write.open_table(META).context("opening meta")?;
     let stored_chain_id = read_meta(&meta, META_CHAIN_ID)?;
-    let stored_chain_id = String::from_utf8(stored_chain_id).map_err(|err| {
-        Inconsistency::ChainIdNotUtf8 {
+    let stored_chain_id =
+        String::from_utf8(stored_chain_id).map_err(|err| Inconsistency::ChainIdNotUtf8 {
             len: err.as_bytes().len(),
-        }
-    })?;
+        })?;
     if stored_chain_id != chain_id {
         return Err(OpenError::ChainIdMismatch {
             stored: stored_chain_id,
@@ -443,7 +443,10 @@ fn load_identity(
     Ok(schema::decode_head(&read_meta(&meta, META_HEAD)?)?)
 }
 
-fn read_meta(meta: &impl ReadableTable<&'static str, &'static [u8]>, key: &'static str) -> Result<Vec<u8>, Loaded> {
+fn read_meta(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &'static str,
+) -> Result<Vec<u8>, Loaded> {
     let value = meta.get(key).context("reading meta")?;
     Ok(value
         .ok_or(Inconsistency::MissingMeta { key })?
@@ -465,15 +468,31 @@ fn check_limits(block: &AppendBlock<'_>) -> Result<(), AppendError> {
             Ok(())
         }
     };
-    limit("the encoded size in bytes", block.encoded.len(), BLOCK_SIZE_BYTES_MAX)?;
-    limit("the transaction count", block.transactions.len(), BLOCK_TRANSACTIONS_MAX)?;
-    limit("the state write count", block.writes.len(), BLOCK_WRITES_MAX)?;
+    limit(
+        "the encoded size in bytes",
+        block.encoded.len(),
+        BLOCK_SIZE_BYTES_MAX,
+    )?;
+    limit(
+        "the transaction count",
+        block.transactions.len(),
+        BLOCK_TRANSACTIONS_MAX,
+    )?;
+    limit(
+        "the state write count",
+        block.writes.len(),
+        BLOCK_WRITES_MAX,
+    )?;
     let mut size = block.encoded.len();
     for (_, result) in block.transactions {
         size = size.saturating_add(result.len());
     }
     for (key, value) in block.writes {
-        limit("a state key size in bytes", key.len(), STATE_KEY_SIZE_BYTES_MAX)?;
+        limit(
+            "a state key size in bytes",
+            key.len(),
+            STATE_KEY_SIZE_BYTES_MAX,
+        )?;
         let value_len = value.as_ref().map_or(0, Vec::len);
         size = size.saturating_add(key.len()).saturating_add(value_len);
     }
@@ -516,14 +535,13 @@ fn store_block(
     block: &AppendBlock<'_>,
     head_height: u64,
 ) -> Result<(), AppendError> {
-    let transaction_count = u32::try_from(block.transactions.len()).map_err(|_| {
-        AppendError::LimitExceeded {
+    let transaction_count =
+        u32::try_from(block.transactions.len()).map_err(|_| AppendError::LimitExceeded {
             height: block.height,
             what: "the transaction count",
             got: block.transactions.len(),
             max: BLOCK_TRANSACTIONS_MAX,
-        }
-    })?;
+        })?;
     let record = BlockRecord {
         hash: block.hash,
         parent_hash: block.parent_hash,
@@ -624,8 +642,619 @@ fn advance_head(
         schema::decode_head(stored.value())?
     };
     assert_eq!(stored, *current, "the stored head is the cached head");
-    assert_eq!(Some(next.height), current.height.checked_add(1), "the head moves by one");
+    assert_eq!(
+        Some(next.height),
+        current.height.checked_add(1),
+        "the head moves by one"
+    );
     meta.insert(META_HEAD, &schema::encode_head(next)[..])
         .context("writing the head")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use govchain_crypto::DomainHasher;
+
+    use super::*;
+    use crate::CheckReport;
+
+    const CHAIN: &str = "govchain-test";
+
+    fn digest(domain: &str, n: u64) -> Digest {
+        DomainHasher::new(domain).u64(n).finish()
+    }
+
+    fn genesis() -> Digest {
+        digest("genesis", 0)
+    }
+
+    /// An [`AppendBlock`] with owned contents.
+    #[derive(Clone, Debug)]
+    struct TestBlock {
+        height: u64,
+        hash: Digest,
+        parent_hash: Digest,
+        state_root: Digest,
+        timestamp_ms: u64,
+        encoded: Vec<u8>,
+        transactions: Vec<(Digest, Vec<u8>)>,
+        writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    }
+
+    impl TestBlock {
+        /// Block `height` of the canonical test chain: two transactions,
+        /// writes `key/<height>` and `last`, deletes `key/<height - 2>`.
+        fn new(height: u64) -> Self {
+            let parent_hash = if height == 1 {
+                genesis()
+            } else {
+                digest("block", height - 1)
+            };
+            let transactions = (0..2)
+                .map(|i| {
+                    let id = digest("tx", height * 10 + i);
+                    (id, format!("result {height}/{i}").into_bytes())
+                })
+                .collect();
+            let mut writes = BTreeMap::new();
+            writes.insert(
+                format!("key/{height}").into_bytes(),
+                Some(vec![height as u8]),
+            );
+            writes.insert(b"last".to_vec(), Some(height.to_be_bytes().to_vec()));
+            if height > 2 {
+                writes.insert(format!("key/{}", height - 2).into_bytes(), None);
+            }
+            Self {
+                height,
+                hash: digest("block", height),
+                parent_hash,
+                state_root: digest("root", height),
+                timestamp_ms: 1_000 * height,
+                encoded: format!("block {height}").into_bytes(),
+                transactions,
+                writes,
+            }
+        }
+
+        fn append_block(&self) -> AppendBlock<'_> {
+            AppendBlock {
+                height: self.height,
+                hash: self.hash,
+                parent_hash: self.parent_hash,
+                state_root: self.state_root,
+                timestamp_ms: self.timestamp_ms,
+                encoded: &self.encoded,
+                transactions: &self.transactions,
+                writes: &self.writes,
+            }
+        }
+
+        fn head(&self) -> Head {
+            Head {
+                height: self.height,
+                hash: self.hash,
+                state_root: self.state_root,
+                timestamp_ms: self.timestamp_ms,
+            }
+        }
+    }
+
+    fn open(dir: &Path) -> Ledger {
+        Ledger::open(dir, CHAIN, genesis()).expect("open")
+    }
+
+    fn append(ledger: &Ledger, block: &TestBlock) {
+        ledger.append(&block.append_block()).expect("append");
+    }
+
+    /// A ledger holding blocks `1..=count` of the test chain.
+    fn ledger_with(count: u64) -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = open(dir.path());
+        for height in 1..=count {
+            append(&ledger, &TestBlock::new(height));
+        }
+        (dir, ledger)
+    }
+
+    /// Everything a caller can observe about the blocks in `blocks`, plus
+    /// the head and the check report; equal observations before and after
+    /// a failed append mean it changed nothing.
+    #[derive(Debug, PartialEq)]
+    struct Observation {
+        head: Head,
+        report: CheckReport,
+        blocks: Vec<Option<Vec<u8>>>,
+        by_hash: Vec<Option<(u64, Vec<u8>)>>,
+        transactions: Vec<Option<TransactionLocation>>,
+        state: Vec<Option<Vec<u8>>>,
+    }
+
+    fn observe(ledger: &Ledger, blocks: &[&TestBlock]) -> Observation {
+        let mut observation = Observation {
+            head: ledger.head(),
+            report: ledger.check().expect("check"),
+            blocks: Vec::new(),
+            by_hash: Vec::new(),
+            transactions: Vec::new(),
+            state: Vec::new(),
+        };
+        for block in blocks {
+            let stored = ledger.block_by_height(block.height).expect("read");
+            observation.blocks.push(stored);
+            let by_hash = ledger.block_by_hash(&block.hash).expect("read");
+            observation.by_hash.push(by_hash);
+            for (id, _) in &block.transactions {
+                observation
+                    .transactions
+                    .push(ledger.transaction(id).expect("read"));
+            }
+            for key in block.writes.keys() {
+                observation.state.push(ledger.state(key).expect("read"));
+            }
+        }
+        observation
+    }
+
+    /// Asserts that `block` is stored exactly as given.
+    fn assert_stored(ledger: &Ledger, block: &TestBlock) {
+        let encoded = ledger.block_by_height(block.height).expect("read");
+        assert_eq!(encoded.as_deref(), Some(&block.encoded[..]));
+        let by_hash = ledger.block_by_hash(&block.hash).expect("read");
+        assert_eq!(by_hash, Some((block.height, block.encoded.clone())));
+        for (index, (id, result)) in (0_u32..).zip(&block.transactions) {
+            let location = ledger.transaction(id).expect("read");
+            let expected = TransactionLocation {
+                height: block.height,
+                index,
+                result: result.clone(),
+            };
+            assert_eq!(location, Some(expected));
+        }
+    }
+
+    #[test]
+    fn ledger_is_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Ledger>();
+        send_sync::<OpenError>();
+        send_sync::<AppendError>();
+        send_sync::<ReadError>();
+        send_sync::<CheckError>();
+    }
+
+    #[test]
+    fn new_ledger_starts_at_genesis() {
+        let (dir, ledger) = ledger_with(0);
+        assert!(dir.path().join(LEDGER_FILE_NAME).exists());
+        assert_eq!(ledger.head(), Head::genesis(genesis()));
+        assert_eq!(ledger.head().state_root, Digest::default());
+        assert_eq!(ledger.block_by_height(0).expect("read"), None);
+        assert_eq!(ledger.block_by_height(1).expect("read"), None);
+        assert_eq!(ledger.block_by_hash(&genesis()).expect("read"), None);
+        let report = ledger.check().expect("check");
+        assert_eq!(
+            (report.blocks, report.transactions, report.state_entries),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn open_creates_missing_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nested = dir.path().join("a").join("b");
+        let ledger = open(&nested);
+        assert_eq!(ledger.head().height, 0);
+        assert!(nested.join(LEDGER_FILE_NAME).exists());
+    }
+
+    #[test]
+    fn append_then_read_round_trips() {
+        let (_dir, ledger) = ledger_with(3);
+        for height in 1..=3 {
+            assert_stored(&ledger, &TestBlock::new(height));
+        }
+        assert_eq!(ledger.head(), TestBlock::new(3).head());
+        assert_eq!(ledger.block_by_height(0).expect("read"), None);
+        assert_eq!(ledger.block_by_height(4).expect("read"), None);
+        assert_eq!(
+            ledger.block_by_hash(&digest("block", 4)).expect("read"),
+            None
+        );
+        assert_eq!(ledger.transaction(&digest("tx", 999)).expect("read"), None);
+        let report = ledger.check().expect("check");
+        assert_eq!(report.head, ledger.head());
+        assert_eq!((report.blocks, report.transactions), (3, 6));
+    }
+
+    #[test]
+    fn reopen_keeps_blocks_state_and_head() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blocks: Vec<TestBlock> = (1..=4).map(TestBlock::new).collect();
+        let refs: Vec<&TestBlock> = blocks.iter().collect();
+        let before = {
+            let ledger = open(dir.path());
+            for block in &blocks {
+                append(&ledger, block);
+            }
+            observe(&ledger, &refs)
+        };
+        let ledger = open(dir.path());
+        assert_eq!(ledger.head(), blocks[3].head());
+        assert_eq!(observe(&ledger, &refs), before);
+        // The reopened ledger keeps extending the chain.
+        append(&ledger, &TestBlock::new(5));
+        assert_eq!(ledger.head(), TestBlock::new(5).head());
+    }
+
+    /// Appends `bad` to a two-block ledger, checks the error with `expected`,
+    /// and checks that nothing changed.
+    fn assert_refused(bad: &TestBlock, expected: impl Fn(&AppendError) -> bool) {
+        let (_dir, ledger) = ledger_with(2);
+        let existing = [TestBlock::new(1), TestBlock::new(2)];
+        let all = [&existing[0], &existing[1], bad];
+        let before = observe(&ledger, &all);
+        let err = ledger.append(&bad.append_block()).expect_err("refused");
+        assert!(expected(&err), "unexpected error: {err}");
+        assert_eq!(observe(&ledger, &all), before);
+        // The refused block left no trace that would block the right one.
+        append(&ledger, &TestBlock::new(3));
+    }
+
+    #[test]
+    fn wrong_height_is_refused_without_change() {
+        let mut bad = TestBlock::new(3);
+        bad.height = 4;
+        assert_refused(&bad, |err| {
+            matches!(
+                err,
+                AppendError::WrongHeight {
+                    got: 4,
+                    expected: 3
+                }
+            )
+        });
+        let mut repeat = TestBlock::new(3);
+        repeat.height = 2;
+        assert_refused(&repeat, |err| {
+            matches!(
+                err,
+                AppendError::WrongHeight {
+                    got: 2,
+                    expected: 3
+                }
+            )
+        });
+    }
+
+    #[test]
+    fn wrong_parent_is_refused_without_change() {
+        let mut bad = TestBlock::new(3);
+        bad.parent_hash = digest("block", 1);
+        let message = format!(
+            "block 3 has parent {}, expected the head hash {}",
+            digest("block", 1),
+            digest("block", 2)
+        );
+        assert_refused(&bad, |err| {
+            matches!(err, AppendError::WrongParent { height: 3, .. }) && err.to_string() == message
+        });
+    }
+
+    #[test]
+    fn duplicate_transaction_is_refused_without_change() {
+        let mut bad = TestBlock::new(3);
+        let (old_id, _) = TestBlock::new(1).transactions[1].clone();
+        bad.transactions.push((old_id, b"again".to_vec()));
+        assert_refused(&bad, |err| {
+            matches!(
+                err,
+                AppendError::DuplicateTransaction { id, height: 3, existing: 1 } if *id == old_id
+            )
+        });
+    }
+
+    #[test]
+    fn duplicate_transaction_within_a_block_is_refused_without_change() {
+        let mut bad = TestBlock::new(3);
+        let first = bad.transactions[0].clone();
+        bad.transactions.push(first);
+        assert_refused(&bad, |err| {
+            matches!(
+                err,
+                AppendError::DuplicateTransaction {
+                    height: 3,
+                    existing: 3,
+                    ..
+                }
+            )
+        });
+    }
+
+    #[test]
+    fn duplicate_block_hash_is_refused_without_change() {
+        let mut bad = TestBlock::new(3);
+        bad.hash = digest("block", 1);
+        assert_refused(&bad, |err| {
+            matches!(
+                err,
+                AppendError::DuplicateBlockHash {
+                    height: 3,
+                    existing: 1,
+                    ..
+                }
+            )
+        });
+        let mut genesis_again = TestBlock::new(3);
+        genesis_again.hash = genesis();
+        assert_refused(&genesis_again, |err| {
+            matches!(err, AppendError::GenesisHash { height: 3, .. })
+        });
+    }
+
+    #[test]
+    fn oversized_block_is_refused_without_change() {
+        let mut bad = TestBlock::new(3);
+        bad.writes
+            .insert(vec![0; STATE_KEY_SIZE_BYTES_MAX + 1], Some(vec![1]));
+        assert_refused(&bad, |err| {
+            matches!(err, AppendError::LimitExceeded { height: 3, got, max, .. }
+                if *got == STATE_KEY_SIZE_BYTES_MAX + 1 && *max == STATE_KEY_SIZE_BYTES_MAX)
+        });
+    }
+
+    #[test]
+    fn state_writes_and_deletes_apply_with_their_block() {
+        let (_dir, ledger) = ledger_with(0);
+        let state = |key: &str| ledger.state(key.as_bytes()).expect("read");
+        append(&ledger, &TestBlock::new(1));
+        append(&ledger, &TestBlock::new(2));
+        assert_eq!(state("key/1"), Some(vec![1]));
+        assert_eq!(state("key/2"), Some(vec![2]));
+        assert_eq!(state("last"), Some(2_u64.to_be_bytes().to_vec()));
+
+        // Block 3 deletes key/1, adds key/3 and overwrites last.
+        append(&ledger, &TestBlock::new(3));
+        assert_eq!(state("key/1"), None);
+        assert_eq!(state("key/2"), Some(vec![2]));
+        assert_eq!(state("key/3"), Some(vec![3]));
+        assert_eq!(state("last"), Some(3_u64.to_be_bytes().to_vec()));
+        // Deleting a key that was never written is not an error.
+        let mut block = TestBlock::new(4);
+        block.writes.insert(b"never".to_vec(), None);
+        append(&ledger, &block);
+        assert_eq!(state("never"), None);
+        assert_eq!(ledger.check().expect("check").state_entries, 3);
+    }
+
+    #[test]
+    fn different_chain_id_is_refused() {
+        let (dir, ledger) = ledger_with(1);
+        drop(ledger);
+        let err = Ledger::open(dir.path(), "other-chain", genesis()).expect_err("refused");
+        assert!(matches!(&err, OpenError::ChainIdMismatch { stored, given }
+            if stored == CHAIN && given == "other-chain"));
+        assert_eq!(
+            err.to_string(),
+            "ledger belongs to chain \"govchain-test\", but chain \"other-chain\" was requested"
+        );
+    }
+
+    #[test]
+    fn different_genesis_is_refused() {
+        let (dir, ledger) = ledger_with(1);
+        drop(ledger);
+        let other = digest("genesis", 1);
+        let err = Ledger::open(dir.path(), CHAIN, other).expect_err("refused");
+        assert!(matches!(&err, OpenError::GenesisMismatch { stored, given }
+            if *stored == genesis() && *given == other));
+        assert!(err.to_string().contains(&genesis().to_hex()));
+        assert!(err.to_string().contains(&other.to_hex()));
+        // The refused open did not alter the ledger.
+        assert_eq!(open(dir.path()).head(), TestBlock::new(1).head());
+    }
+
+    #[test]
+    fn chain_id_must_be_short_and_non_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = Ledger::open(dir.path(), "", genesis()).expect_err("refused");
+        assert!(matches!(err, OpenError::InvalidChainId { got: 0, .. }));
+        let long = "x".repeat(CHAIN_ID_SIZE_BYTES_MAX + 1);
+        let err = Ledger::open(dir.path(), &long, genesis()).expect_err("refused");
+        assert!(matches!(err, OpenError::InvalidChainId { got, .. } if got == long.len()));
+        assert!(!dir.path().join(LEDGER_FILE_NAME).exists());
+    }
+
+    #[test]
+    fn second_open_of_the_same_file_is_refused() {
+        let (dir, _ledger) = ledger_with(1);
+        let err = Ledger::open(dir.path(), CHAIN, genesis()).expect_err("refused");
+        assert!(matches!(err, OpenError::Database { .. }), "{err}");
+    }
+
+    #[test]
+    fn concurrent_appends_of_one_height_admit_exactly_one() {
+        let (_dir, ledger) = ledger_with(1);
+        let ledger = Arc::new(ledger);
+        let mut rival = TestBlock::new(2);
+        rival.hash = digest("rival", 2);
+        rival.transactions = vec![(digest("rival-tx", 2), Vec::new())];
+        let handles: Vec<_> = [TestBlock::new(2), rival]
+            .into_iter()
+            .map(|block| {
+                let ledger = Arc::clone(&ledger);
+                std::thread::spawn(move || ledger.append(&block.append_block()).is_ok())
+            })
+            .collect();
+        let accepted = handles
+            .into_iter()
+            .map(|handle| handle.join().expect("join"))
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(accepted, 1);
+        assert_eq!(ledger.head().height, 2);
+        ledger.check().expect("check");
+    }
+
+    #[test]
+    fn reads_run_while_appending() {
+        let (_dir, ledger) = ledger_with(1);
+        let ledger = Arc::new(ledger);
+        let reader = {
+            let ledger = Arc::clone(&ledger);
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let head = ledger.head();
+                    // Every block up to a head seen earlier stays readable.
+                    assert!(ledger.block_by_height(head.height).expect("read").is_some());
+                    ledger.check().expect("check");
+                }
+            })
+        };
+        for height in 2..=20 {
+            append(&ledger, &TestBlock::new(height));
+        }
+        reader.join().expect("reader");
+    }
+
+    /// Edits the closed ledger file directly, as damage would.
+    fn tamper(dir: &Path, edit: impl FnOnce(&WriteTransaction)) {
+        let db = Database::open(dir.join(LEDGER_FILE_NAME)).expect("open db");
+        let db_write = db.begin_write().expect("write");
+        edit(&db_write);
+        db_write.commit().expect("commit");
+    }
+
+    #[test]
+    fn check_finds_a_missing_hash_index_entry() {
+        let (dir, ledger) = ledger_with(3);
+        drop(ledger);
+        tamper(dir.path(), |db_write| {
+            let mut index = db_write.open_table(HEIGHT_BY_HASH).expect("table");
+            index.remove(digest("block", 2).as_bytes()).expect("remove");
+        });
+        let ledger = open(dir.path());
+        let err = ledger.check().expect_err("inconsistent");
+        assert!(matches!(
+            err,
+            CheckError::Inconsistent(Inconsistency::HashNotIndexed { height: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn check_finds_a_missing_block() {
+        let (dir, ledger) = ledger_with(3);
+        drop(ledger);
+        tamper(dir.path(), |db_write| {
+            let mut blocks = db_write.open_table(BLOCKS).expect("table");
+            blocks.remove(height_key(2)).expect("remove");
+        });
+        let ledger = open(dir.path());
+        let err = ledger.check().expect_err("inconsistent");
+        assert!(matches!(
+            err,
+            CheckError::Inconsistent(Inconsistency::MissingBlock {
+                table: "blocks",
+                height: 2,
+                head: 3
+            })
+        ));
+    }
+
+    #[test]
+    fn check_finds_a_dangling_transaction() {
+        let (dir, ledger) = ledger_with(2);
+        drop(ledger);
+        tamper(dir.path(), |db_write| {
+            let mut transactions = db_write.open_table(TRANSACTIONS).expect("table");
+            let record = schema::encode_transaction(2, 7, b"");
+            transactions
+                .insert(digest("stray", 0).as_bytes(), &record[..])
+                .expect("insert");
+        });
+        let err = open(dir.path()).check().expect_err("inconsistent");
+        assert!(matches!(
+            err,
+            CheckError::Inconsistent(Inconsistency::TransactionIndexOutOfRange {
+                height: 2,
+                index: 7,
+                count: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn open_refuses_a_head_without_its_block() {
+        let (dir, ledger) = ledger_with(2);
+        drop(ledger);
+        tamper(dir.path(), |db_write| {
+            let mut records = db_write.open_table(BLOCK_RECORDS).expect("table");
+            records.remove(height_key(2)).expect("remove");
+        });
+        let err = Ledger::open(dir.path(), CHAIN, genesis()).expect_err("corrupted");
+        assert!(
+            matches!(
+                &err,
+                OpenError::Corrupted {
+                    inconsistency: Inconsistency::MissingBlock {
+                        table: "block_records",
+                        height: 2,
+                        head: 2
+                    },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn open_refuses_a_block_above_the_head() {
+        let (dir, ledger) = ledger_with(2);
+        drop(ledger);
+        tamper(dir.path(), |db_write| {
+            let mut meta = db_write.open_table(META).expect("table");
+            let head = schema::encode_head(&TestBlock::new(1).head());
+            meta.insert(META_HEAD, &head[..]).expect("insert");
+        });
+        let err = Ledger::open(dir.path(), CHAIN, genesis()).expect_err("corrupted");
+        assert!(
+            matches!(
+                &err,
+                OpenError::Corrupted {
+                    inconsistency: Inconsistency::BlockOutsideChain {
+                        height: 2,
+                        head: 1,
+                        ..
+                    },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn open_refuses_an_unknown_format_version() {
+        let (dir, ledger) = ledger_with(0);
+        drop(ledger);
+        tamper(dir.path(), |db_write| {
+            let mut meta = db_write.open_table(META).expect("table");
+            meta.insert(META_FORMAT_VERSION, &schema::encode_u64(99)[..])
+                .expect("insert");
+        });
+        let err = Ledger::open(dir.path(), CHAIN, genesis()).expect_err("refused");
+        assert!(matches!(
+            err,
+            OpenError::UnsupportedFormat {
+                got: 99,
+                supported: 1
+            }
+        ));
+    }
 }

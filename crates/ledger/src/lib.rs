@@ -42,9 +42,7 @@ mod ledger;
 mod schema;
 
 pub use check::CheckReport;
-pub use error::{
-    AppendError, CheckError, Inconsistency, OpenError, ReadError, StorageFailure,
-};
+pub use error::{AppendError, CheckError, Inconsistency, OpenError, ReadError, StorageFailure};
 pub use ledger::{AppendBlock, Head, Ledger, TransactionLocation};
 
 /// The name of the ledger file inside the data directory.

@@ -1,1 +1,149 @@
+//! The govchain node: serves `NodeService` to department systems and
+//! `ConsensusService` to peers over mutual TLS, admits transactions into a
+//! bounded mempool, and drives the PBFT replica against the redb ledger.
+//!
+//! **Invariant:** only this crate (servers) and `cli` (clients) touch the
+//! network; the replica runs on one thread of its own and never waits on a
+//! peer.
 #![forbid(unsafe_code)]
+
+pub mod config;
+mod driver;
+mod mempool;
+mod peers;
+mod service;
+mod shared;
+pub mod tls;
+mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use govchain_crypto::PublicKey;
+use govchain_ledger::Ledger;
+use govchain_pbft::{Config, Event, Replica, ValidatorSet};
+use govchain_proto::consensus::v1::consensus_service_server::ConsensusServiceServer;
+use govchain_proto::node::v1::node_service_server::NodeServiceServer;
+use tokio::sync::mpsc;
+use tonic::transport::Server;
+use tracing::info;
+
+pub use config::{NodeFile, PeerFile, Settings};
+pub use driver::now_ms;
+pub use mempool::NONCE_AHEAD_MAX;
+pub use wire::{certificate_from_wire, certificate_to_wire};
+
+use crate::driver::{DRIVER_EVENTS_MAX, Driver, DriverEvent, TICK_INTERVAL};
+use crate::mempool::Mempool;
+use crate::peers::{PEER_MESSAGE_BYTES_MAX, PeerSet};
+use crate::service::{ConsensusApi, NodeApi};
+use crate::shared::Shared;
+
+/// The largest request a client may send: well above the transaction payload
+/// limit, so that an oversized transaction gets a precise
+/// `RESOURCE_EXHAUSTED` from admission rather than a transport error.
+pub const CLIENT_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The validator set of a genesis, as `pbft` wants it.
+pub fn validator_set(genesis: &govchain_pki::Genesis) -> anyhow::Result<ValidatorSet> {
+    let keys = genesis
+        .validators
+        .iter()
+        .map(|v| PublicKey::from_hex(&v.consensus_public_key).with_context(|| format!("consensus key of {}", v.name)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(ValidatorSet::new(keys)?)
+}
+
+/// Runs a node until `shutdown` completes.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let genesis = settings.genesis.clone();
+    let validators = validator_set(&genesis)?;
+    let ledger = Arc::new(
+        Ledger::open(&settings.data_dir, &genesis.chain_id, genesis.hash())
+            .with_context(|| format!("cannot open the ledger in {}", settings.data_dir.display()))?,
+    );
+    let head = ledger.head();
+    info!(node = %settings.name, height = head.height, head = %head.hash.short(), chain = %genesis.chain_id, "ledger opened");
+
+    let peers = PeerSet::start(&settings);
+    let mempool = Mempool::new(settings.mempool.transactions_max, settings.mempool.bytes_max);
+    let shared = Arc::new(Shared::new(
+        settings.name.clone(),
+        settings.index,
+        genesis.clone(),
+        validators.clone(),
+        ledger,
+        mempool,
+        peers,
+    ));
+
+    let replica = Replica::new(
+        Config {
+            chain_id: genesis.chain_id.clone(),
+            validators,
+            me: settings.index,
+            key: govchain_crypto::SigningKey::from_pkcs8_pem(&settings.consensus_key.to_pkcs8_pem()?)?,
+            empty_block_interval_ms: genesis.consensus.empty_block_interval_ms,
+        },
+        head.height,
+    );
+    let (events, receiver) = mpsc::channel(DRIVER_EVENTS_MAX);
+    let driver = Driver::new(shared.clone(), replica);
+    let driver_thread = std::thread::Builder::new()
+        .name("consensus".into())
+        .spawn(move || driver.run(receiver))
+        .context("cannot start the consensus thread")?;
+    let ticker = tokio::spawn(tick(events.clone()));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<NodeServiceServer<NodeApi>>().await;
+    health_reporter.set_serving::<ConsensusServiceServer<ConsensusApi>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(govchain_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(govchain_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let node_api = NodeApi { shared: shared.clone(), driver: events.clone() };
+    let consensus_api = ConsensusApi { shared: shared.clone(), driver: events.clone() };
+    drop(events);
+    info!(node = %settings.name, listen = %settings.listen, "serving gRPC with mutual TLS");
+    let served = Server::builder()
+        .tls_config(tls::server_config(&settings))?
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            NodeServiceServer::new(node_api)
+                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            ConsensusServiceServer::new(consensus_api)
+                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+        )
+        .serve_with_shutdown(settings.listen, shutdown)
+        .await;
+    ticker.abort();
+    // The services held the last event senders; with them gone the driver
+    // finishes the event it is on and stops.
+    drop(shared);
+    let _ = tokio::task::spawn_blocking(move || driver_thread.join()).await;
+    served.with_context(|| format!("gRPC server on {} failed", settings.listen))?;
+    info!(node = %settings.name, "stopped");
+    Ok(())
+}
+
+async fn tick(events: mpsc::Sender<DriverEvent>) {
+    let mut interval = tokio::time::interval(TICK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        interval.tick().await;
+        // Skipping a tick when the driver is busy is harmless.
+        let _ = events.try_send(DriverEvent::Consensus(Event::Tick { now_ms: now_ms() }));
+    }
+}

@@ -1,0 +1,241 @@
+//! The consensus driver: one thread that owns the PBFT replica, feeds it
+//! events, and carries out its actions against the mempool, the ledger and
+//! the peers.
+//!
+//! **Invariant:** actions are carried out in the order the replica returns
+//! them; a delivered block is durable in the ledger before the next event is
+//! handled; a proposal is checked only on top of the block before it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use govchain_crypto::{Digest, PublicKey};
+use govchain_exec::{CheckContext, ExecutedBlock, build_block, check_block};
+use govchain_ledger::AppendBlock;
+use govchain_pbft::{Action, CommitCertificate, Event, Replica, SequenceNumber, View};
+use govchain_proto::consensus::v1::{StreamRequest, stream_request::Kind};
+use govchain_proto::types::v1::{Block, BlockHeader, CommittedBlock, TransactionResult};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::shared::{LedgerState, Shared};
+use crate::wire;
+
+/// Events waiting for the driver; producers wait when it is full.
+pub const DRIVER_EVENTS_MAX: usize = 8_192;
+/// How often the driver's clock ticks.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(10);
+/// How far ahead of this node's clock a block's timestamp may be.
+const TIMESTAMP_DRIFT_MS_MAX: u64 = 10_000;
+
+pub enum DriverEvent {
+    Consensus(Event),
+    /// The mempool changed; the driver reads its size.
+    MempoolChanged,
+}
+
+/// A block this node built or checked, kept until it is delivered.
+struct ReadyBlock {
+    digest: Digest,
+    block: Block,
+    header: BlockHeader,
+    executed: ExecutedBlock,
+    signers: Vec<(PublicKey, u64)>,
+}
+
+pub struct Driver {
+    shared: Arc<Shared>,
+    replica: Replica,
+    /// Proposals waiting for their parent block to be applied.
+    deferred_checks: BTreeMap<SequenceNumber, (View, Digest, Bytes)>,
+    ready: BTreeMap<SequenceNumber, ReadyBlock>,
+}
+
+impl Driver {
+    pub fn new(shared: Arc<Shared>, replica: Replica) -> Self {
+        Self { shared, replica, deferred_checks: BTreeMap::new(), ready: BTreeMap::new() }
+    }
+
+    /// Runs until every sender of `events` is gone.
+    pub fn run(mut self, mut events: mpsc::Receiver<DriverEvent>) {
+        info!(node = %self.shared.name, view = self.replica.view(), seq = self.replica.last_delivered(), "consensus driver started");
+        self.step(Event::Tick { now_ms: now_ms() });
+        while let Some(event) = events.blocking_recv() {
+            match event {
+                DriverEvent::Consensus(event) => self.step(event),
+                DriverEvent::MempoolChanged => {
+                    self.shared.mempool_changed.store(false, Ordering::Release);
+                    let count = self.shared.mempool().len();
+                    self.step(Event::PendingTransactions { count });
+                }
+            }
+        }
+        info!(node = %self.shared.name, "consensus driver stopped");
+    }
+
+    fn step(&mut self, event: Event) {
+        let mut queue = VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            for action in self.replica.step(event) {
+                if let Some(follow_up) = self.act(action) {
+                    queue.extend(follow_up);
+                }
+            }
+        }
+        self.shared.view.store(self.replica.view(), Ordering::Relaxed);
+    }
+
+    fn act(&mut self, action: Action) -> Option<Vec<Event>> {
+        match action {
+            Action::Broadcast(message) => {
+                debug!(node = %self.shared.name, kind = kind(&message.body), "broadcast");
+                let request = StreamRequest { kind: Some(Kind::Consensus(wire::message_to_wire(&message))) };
+                self.shared.peers.broadcast(&request);
+                None
+            }
+            Action::BuildProposal { view, seq, timestamp_ms } => Some(vec![self.build(view, seq, timestamp_ms)]),
+            Action::CheckProposal { view, seq, digest, block } => {
+                self.deferred_checks.insert(seq, (view, digest, block));
+                Some(self.run_ready_checks())
+            }
+            Action::Deliver { seq, digest, certificate, .. } => {
+                self.deliver(seq, digest, &certificate);
+                let mut events = self.run_ready_checks();
+                events.push(Event::PendingTransactions { count: self.shared.mempool().len() });
+                Some(events)
+            }
+            Action::Rejected { sender, reason } => {
+                warn!(node = %self.shared.name, peer = %self.shared.validator_name(sender), reason = %reason, "rejected consensus message");
+                None
+            }
+        }
+    }
+
+    fn build(&mut self, view: View, seq: SequenceNumber, timestamp_ms: u64) -> Event {
+        let head = self.shared.head();
+        assert_eq!(head.height + 1, seq, "the primary builds on the applied head");
+        let built = {
+            let mempool = self.shared.mempool();
+            let state = LedgerState(&self.shared.ledger);
+            build_block(self.shared.chain_id(), &head, view, self.shared.index, timestamp_ms, mempool.candidates(), &self.shared.limits, &state)
+        };
+        let built = match built {
+            Ok(built) => built,
+            Err(err) => {
+                error!(node = %self.shared.name, seq, error = %err, "cannot build a block");
+                return Event::ProposalSkipped { view, seq };
+            }
+        };
+        let empty_allowed = self.shared.genesis.consensus.empty_block_interval_ms > 0;
+        if built.header.transaction_count == 0 && !empty_allowed {
+            return Event::ProposalSkipped { view, seq };
+        }
+        let block = Block::decode(built.encoded.clone()).expect("a block we just encoded decodes");
+        let signers = {
+            let mempool = self.shared.mempool();
+            built
+                .executed
+                .transactions
+                .iter()
+                .filter_map(|(id, _)| mempool.get(id).map(|t| (t.signer, t.nonce)))
+                .collect()
+        };
+        debug!(node = %self.shared.name, view, seq, digest = %built.hash.short(), transactions = built.header.transaction_count, "built block");
+        self.ready.insert(seq, ReadyBlock { digest: built.hash, block, header: built.header, executed: built.executed, signers });
+        Event::ProposalBuilt { view, seq, digest: built.hash, block: built.encoded }
+    }
+
+    /// Checks every deferred proposal whose parent is now the head.
+    fn run_ready_checks(&mut self) -> Vec<Event> {
+        let head = self.shared.head();
+        self.deferred_checks.retain(|seq, _| *seq > head.height);
+        let Some((view, digest, encoded)) = self.deferred_checks.remove(&(head.height + 1)) else {
+            return Vec::new();
+        };
+        let seq = head.height + 1;
+        let context = CheckContext {
+            chain_id: self.shared.chain_id(),
+            head: &head,
+            validator_count: self.shared.validators.len(),
+            limits: &self.shared.limits,
+            timestamp_ms_max: now_ms() + TIMESTAMP_DRIFT_MS_MAX,
+        };
+        let checked = {
+            let mempool = self.shared.mempool();
+            let state = LedgerState(&self.shared.ledger);
+            check_block(&context, &digest, &encoded, &state, |id, signature| mempool.verified(id, signature))
+        };
+        let verdict = match checked {
+            Ok(checked) if checked.header.view != view => Err(format!("header view {} is not the pre-prepare's view {view}", checked.header.view)),
+            Ok(checked) => {
+                let signers = checked.transactions.iter().map(|t| (t.signer, t.nonce)).collect();
+                self.ready.insert(seq, ReadyBlock { digest, block: checked.block, header: checked.header, executed: checked.executed, signers });
+                Ok(())
+            }
+            Err(err) => Err(err.to_string()),
+        };
+        vec![Event::ProposalChecked { view, seq, digest, verdict }]
+    }
+
+    /// Appends a committed block to the ledger, durably, then tells the
+    /// mempool and subscribers.
+    ///
+    /// # Panics
+    /// If the block was never built or checked here, or the ledger refuses
+    /// it: either means this node's state diverged, and stopping beats
+    /// serving a forked chain.
+    fn deliver(&mut self, seq: SequenceNumber, digest: Digest, certificate: &CommitCertificate) {
+        self.ready.retain(|s, _| *s >= seq);
+        let ready = self.ready.remove(&seq).expect("a delivered block was built or checked here");
+        assert_eq!(ready.digest, digest, "delivered digest matches the checked block");
+        let results: Vec<TransactionResult> = ready.executed.transactions.iter().map(|(_, r)| r.clone()).collect();
+        let committed = CommittedBlock {
+            block_hash: digest.to_vec(),
+            header: Some(ready.header.clone()),
+            block: Some(ready.block),
+            certificate: Some(wire::certificate_to_wire(certificate)),
+            results,
+        };
+        let encoded = committed.encode_to_vec();
+        let transactions: Vec<(Digest, Vec<u8>)> =
+            ready.executed.transactions.iter().map(|(id, r)| (*id, r.encode_to_vec())).collect();
+        let parent_hash = Digest::from_slice(&ready.header.parent_hash).expect("checked header has a 32-byte parent");
+        let append = AppendBlock {
+            height: seq,
+            hash: digest,
+            parent_hash,
+            state_root: ready.executed.state_root,
+            timestamp_ms: ready.header.timestamp_ms,
+            encoded: &encoded,
+            transactions: &transactions,
+            writes: &ready.executed.writes,
+        };
+        if let Err(err) = self.shared.ledger.append(&append) {
+            error!(node = %self.shared.name, seq, error = %err, "ledger refused a committed block");
+            panic!("ledger refused committed block {seq}: {err}");
+        }
+        self.shared.mempool().remove_committed(&ready.signers);
+        info!(node = %self.shared.name, view = certificate.view, seq, digest = %digest.short(), transactions = transactions.len(), "committed block");
+        // No subscriber is not an error.
+        let _ = self.shared.blocks.send(Arc::new(committed));
+    }
+}
+
+fn kind(body: &govchain_pbft::Body) -> &'static str {
+    match body {
+        govchain_pbft::Body::PrePrepare { .. } => "pre-prepare",
+        govchain_pbft::Body::Prepare { .. } => "prepare",
+        govchain_pbft::Body::Commit { .. } => "commit",
+        govchain_pbft::Body::Checkpoint { .. } => "checkpoint",
+        govchain_pbft::Body::ViewChange(_) => "view-change",
+        govchain_pbft::Body::NewView(_) => "new-view",
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,202 @@
+//! Transactions admitted but not yet committed.
+//!
+//! **Invariant:** every transaction here passed `check_envelope` (signature
+//! included) on this node; the count and bytes never exceed the configured
+//! limits; at most one transaction per (signer, nonce).
+
+use std::collections::{BTreeMap, HashMap};
+
+use govchain_crypto::{Digest, PublicKey};
+use govchain_exec::{TransactionError, VerifiedTransaction};
+
+/// How far ahead of a signer's committed nonce a transaction may wait.
+pub const NONCE_AHEAD_MAX: u64 = 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MempoolError {
+    #[error(transparent)]
+    Transaction(#[from] TransactionError),
+    #[error("mempool is full: {transactions} transactions and {bytes} bytes held, limits {transactions_max} and {bytes_max}; retry later")]
+    Full { transactions: u64, bytes: u64, transactions_max: u64, bytes_max: u64 },
+}
+
+pub struct Mempool {
+    transactions_max: u64,
+    bytes_max: u64,
+    bytes: u64,
+    next_arrival: u64,
+    by_id: HashMap<Digest, (u64, VerifiedTransaction)>,
+    /// Arrival order, which is the order the primary proposes in.
+    by_arrival: BTreeMap<u64, Digest>,
+    by_signer: HashMap<PublicKey, BTreeMap<u64, Digest>>,
+}
+
+impl Mempool {
+    pub fn new(transactions_max: u64, bytes_max: u64) -> Self {
+        Self {
+            transactions_max,
+            bytes_max,
+            bytes: 0,
+            next_arrival: 0,
+            by_id: HashMap::new(),
+            by_arrival: BTreeMap::new(),
+            by_signer: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.by_id.len() as u64
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn get(&self, id: &Digest) -> Option<&VerifiedTransaction> {
+        self.by_id.get(id).map(|(_, t)| t)
+    }
+
+    /// Whether this exact signature was verified for `id` at admission.
+    pub fn verified(&self, id: &Digest, signature: &[u8]) -> bool {
+        self.by_id.get(id).is_some_and(|(_, t)| t.envelope.signature == signature)
+    }
+
+    /// The highest pending nonce of `signer`, if any.
+    pub fn pending_nonce(&self, signer: &PublicKey) -> Option<u64> {
+        self.by_signer.get(signer)?.keys().next_back().copied()
+    }
+
+    /// Admits `transaction`, whose signer's last committed nonce is
+    /// `committed_nonce`.
+    pub fn insert(&mut self, transaction: VerifiedTransaction, committed_nonce: u64) -> Result<(), MempoolError> {
+        let nonce = transaction.nonce;
+        if nonce <= committed_nonce {
+            return Err(TransactionError::StaleNonce { got: nonce, committed: committed_nonce }.into());
+        }
+        if nonce > committed_nonce.saturating_add(NONCE_AHEAD_MAX) {
+            let error = TransactionError::NonceTooFarAhead { got: nonce, committed: committed_nonce, max_ahead: NONCE_AHEAD_MAX };
+            return Err(error.into());
+        }
+        if self.by_id.contains_key(&transaction.id) {
+            return Err(TransactionError::Duplicate { id: transaction.id, state: "pending" }.into());
+        }
+        if self.by_signer.get(&transaction.signer).is_some_and(|nonces| nonces.contains_key(&nonce)) {
+            let signer = transaction.signer.to_hex();
+            return Err(TransactionError::NonceTaken { signer, nonce }.into());
+        }
+        let size = transaction.encoded_len as u64;
+        if self.len() >= self.transactions_max || self.bytes + size > self.bytes_max {
+            return Err(MempoolError::Full {
+                transactions: self.len(),
+                bytes: self.bytes,
+                transactions_max: self.transactions_max,
+                bytes_max: self.bytes_max,
+            });
+        }
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.bytes += size;
+        self.by_arrival.insert(arrival, transaction.id);
+        self.by_signer.entry(transaction.signer).or_default().insert(nonce, transaction.id);
+        self.by_id.insert(transaction.id, (arrival, transaction));
+        Ok(())
+    }
+
+    /// Transactions in arrival order, for the block builder.
+    pub fn candidates(&self) -> impl Iterator<Item = &VerifiedTransaction> {
+        self.by_arrival.values().filter_map(|id| self.by_id.get(id).map(|(_, t)| t))
+    }
+
+    /// Removes everything a committed block made obsolete: its transactions
+    /// and any other transaction of its signers whose nonce is now used.
+    pub fn remove_committed(&mut self, committed: &[(PublicKey, u64)]) {
+        for (signer, nonce) in committed {
+            let Some(nonces) = self.by_signer.get_mut(signer) else { continue };
+            let stale: Vec<Digest> = nonces.range(..=*nonce).map(|(_, id)| *id).collect();
+            nonces.retain(|n, _| *n > *nonce);
+            if nonces.is_empty() {
+                self.by_signer.remove(signer);
+            }
+            for id in stale {
+                if let Some((arrival, transaction)) = self.by_id.remove(&id) {
+                    self.by_arrival.remove(&arrival);
+                    self.bytes -= transaction.encoded_len as u64;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use govchain_crypto::SigningKey;
+    use govchain_proto::types::v1::{AnchorRecord, Transaction, TransactionEnvelope, transaction::Body};
+    use prost::Message as _;
+
+    use super::*;
+
+    fn transaction(seed: u8, nonce: u64) -> VerifiedTransaction {
+        let key = SigningKey::from_seed([seed; 32]);
+        let body = Body::AnchorRecord(AnchorRecord {
+            dataset: "d".into(),
+            record_id: format!("r{nonce}"),
+            record_hash: vec![0; 32],
+            ..Default::default()
+        });
+        let payload = Bytes::from(Transaction { body: Some(body) }.encode_to_vec());
+        let id = govchain_exec::transaction_id("c", key.public_key().as_bytes(), nonce, &payload);
+        let envelope = TransactionEnvelope {
+            payload,
+            signer: key.public_key().as_bytes().to_vec(),
+            signature: key.sign(id.as_bytes()).to_vec(),
+            chain_id: "c".into(),
+            nonce,
+        };
+        govchain_exec::check_envelope(envelope, "c", 1024, |_, _| false).expect("valid")
+    }
+
+    #[test]
+    fn duplicates_stale_and_taken_nonces_are_refused() {
+        let mut pool = Mempool::new(10, 1 << 20);
+        pool.insert(transaction(1, 1), 0).expect("admitted");
+        assert!(matches!(pool.insert(transaction(1, 1), 0), Err(MempoolError::Transaction(TransactionError::Duplicate { .. }))));
+        assert!(matches!(pool.insert(transaction(1, 3), 3), Err(MempoolError::Transaction(TransactionError::StaleNonce { got: 3, committed: 3 }))));
+        assert!(matches!(
+            pool.insert(transaction(1, 5000), 0),
+            Err(MempoolError::Transaction(TransactionError::NonceTooFarAhead { .. }))
+        ));
+        let mut other = transaction(1, 1);
+        other.id = Digest::sha256(b"different transaction, same nonce");
+        assert!(matches!(pool.insert(other, 0), Err(MempoolError::Transaction(TransactionError::NonceTaken { nonce: 1, .. }))));
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn limits_hold() {
+        let mut pool = Mempool::new(2, 1 << 20);
+        pool.insert(transaction(1, 1), 0).expect("admitted");
+        pool.insert(transaction(2, 1), 0).expect("admitted");
+        assert!(matches!(pool.insert(transaction(3, 1), 0), Err(MempoolError::Full { transactions: 2, .. })));
+        let size = transaction(1, 1).encoded_len as u64;
+        let mut small = Mempool::new(100, size * 2 - 1);
+        small.insert(transaction(1, 1), 0).expect("admitted");
+        assert!(matches!(small.insert(transaction(2, 1), 0), Err(MempoolError::Full { .. })));
+        assert_eq!(small.bytes(), size);
+    }
+
+    #[test]
+    fn commit_removes_used_nonces_and_keeps_order() {
+        let mut pool = Mempool::new(10, 1 << 20);
+        for (seed, nonce) in [(1, 1), (2, 1), (1, 2), (1, 3)] {
+            pool.insert(transaction(seed, nonce), 0).expect("admitted");
+        }
+        let signer = SigningKey::from_seed([1; 32]).public_key();
+        pool.remove_committed(&[(signer, 2)]);
+        let left: Vec<u64> = pool.candidates().map(|t| t.nonce).collect();
+        assert_eq!(left, vec![1, 3]);
+        assert_eq!(pool.pending_nonce(&signer), Some(3));
+        assert_eq!(pool.bytes(), pool.candidates().map(|t| t.encoded_len as u64).sum::<u64>());
+    }
+}

@@ -1,0 +1,103 @@
+//! State shared by the gRPC services and the consensus driver.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use govchain_crypto::Digest;
+use govchain_exec::{BlockLimits, Head, StateError, StateRead};
+use govchain_ledger::Ledger;
+use govchain_pbft::ValidatorSet;
+use govchain_pki::Genesis;
+use govchain_proto::types::v1::CommittedBlock;
+use tokio::sync::broadcast;
+
+use crate::mempool::Mempool;
+use crate::peers::PeerSet;
+
+/// Committed blocks kept for slow subscribers before they must re-read the
+/// ledger.
+pub const SUBSCRIBERS_BLOCKS_BUFFERED_MAX: usize = 256;
+
+pub struct Shared {
+    pub name: String,
+    pub index: u32,
+    pub genesis: Genesis,
+    pub genesis_hash: Digest,
+    pub validators: ValidatorSet,
+    pub limits: BlockLimits,
+    pub ledger: Arc<Ledger>,
+    mempool: Mutex<Mempool>,
+    pub peers: PeerSet,
+    pub blocks: broadcast::Sender<Arc<CommittedBlock>>,
+    pub view: AtomicU64,
+    /// Set when the mempool changed and the driver has not been told.
+    pub mempool_changed: AtomicBool,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        index: u32,
+        genesis: Genesis,
+        validators: ValidatorSet,
+        ledger: Arc<Ledger>,
+        mempool: Mempool,
+        peers: PeerSet,
+    ) -> Self {
+        let consensus = &genesis.consensus;
+        let limits = BlockLimits {
+            transactions_max: consensus.block_transactions_max,
+            bytes_max: consensus.block_bytes_max,
+            payload_bytes_max: consensus.transaction_payload_bytes_max,
+        };
+        let (blocks, _) = broadcast::channel(SUBSCRIBERS_BLOCKS_BUFFERED_MAX);
+        Self {
+            name,
+            index,
+            genesis_hash: genesis.hash(),
+            genesis,
+            validators,
+            limits,
+            ledger,
+            mempool: Mutex::new(mempool),
+            peers,
+            blocks,
+            view: AtomicU64::new(0),
+            mempool_changed: AtomicBool::new(false),
+        }
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.genesis.chain_id
+    }
+
+    /// The mempool lock. Held only for in-memory work, never across I/O.
+    pub fn mempool(&self) -> MutexGuard<'_, Mempool> {
+        // A panic while holding the lock is a bug that already crashed a
+        // task; the mempool's own invariants hold between method calls.
+        self.mempool.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn head(&self) -> Head {
+        let head = self.ledger.head();
+        Head { height: head.height, hash: head.hash, state_root: head.state_root, timestamp_ms: head.timestamp_ms }
+    }
+
+    pub fn validator_name(&self, index: u32) -> &str {
+        self.genesis.validators.get(index as usize).map_or("?", |v| v.name.as_str())
+    }
+
+    pub fn current_view(&self) -> u64 {
+        self.view.load(Ordering::Relaxed)
+    }
+}
+
+/// World state at the head of the ledger.
+pub struct LedgerState<'a>(pub &'a Ledger);
+
+impl StateRead for LedgerState<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.0.state(key).map_err(|err| StateError::Read(err.to_string()))
+    }
+}

@@ -1,0 +1,258 @@
+//! Test support: a consortium of real `govchain node` processes on loopback
+//! ports chosen at run time, with certificates made by `govchain certs init`.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use govchain_crypto::{Digest, SigningKey};
+use govchain_node::{NodeFile, PeerFile};
+use govchain_proto::node::v1::node_service_client::NodeServiceClient;
+use govchain_proto::node::v1::*;
+use govchain_proto::types::v1::{AnchorRecord, Transaction, TransactionEnvelope, transaction::Body};
+use prost::Message as _;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_govchain");
+pub const CHAIN: &str = "govchain-test";
+
+pub struct Node {
+    pub name: String,
+    pub port: u16,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn departments(n: usize) -> Vec<String> {
+    ["health", "tax", "police", "civil", "transport", "education", "housing"]
+        .iter()
+        .take(n)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Runs `govchain` with `args`, asserting success, and returns stdout.
+pub fn govchain(args: &[&str]) -> String {
+    let output = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "govchain {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+impl Cluster {
+    /// Makes certificates and configs for `n` validators and starts them.
+    pub async fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let names = departments(n);
+        govchain(&[
+            "certs", "init", "--out", certs.to_str().unwrap(), "--chain-id", CHAIN,
+            "--departments", &names.join(","),
+        ]);
+        let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let node_dir = dir.path().join("nodes").join(name);
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let dept = certs.join(name);
+            let file = NodeFile {
+                name: name.clone(),
+                listen: format!("127.0.0.1:{}", ports[i]).parse().unwrap(),
+                data_dir: node_dir.join("data"),
+                genesis: certs.join("genesis.json"),
+                ca_certificate: certs.join("ca.crt"),
+                certificate: dept.join("node.crt"),
+                key: dept.join("node.key"),
+                consensus_key: dept.join("consensus.key"),
+                peers: names
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(j, peer)| PeerFile { name: peer.clone(), address: format!("https://127.0.0.1:{}", ports[j]) })
+                    .collect(),
+                mempool: Default::default(),
+            };
+            let config = node_dir.join("node.toml");
+            file.save(&config).unwrap();
+            nodes.push(Node {
+                name: name.clone(),
+                port: ports[i],
+                config,
+                data_dir: node_dir.join("data"),
+                log: node_dir.join("node.log"),
+                child: None,
+            });
+        }
+        let mut cluster = Self { dir, nodes };
+        for i in 0..n {
+            cluster.start_node(i);
+        }
+        for i in 0..n {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    pub fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "node {} already runs", node.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
+        let child = Command::new(BIN)
+            .args(["node", "--config", node.config.to_str().unwrap()])
+            .env("GOVCHAIN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Waits until node `i` answers and sees all its peers.
+    pub async fn wait_ready(&self, i: usize) {
+        let peers = self.nodes.len() - 1;
+        let name = self.nodes[i].name.clone();
+        eventually(&format!("node {name} to start and connect"), Duration::from_secs(60), || async {
+            let mut client = self.client(i).await.ok()?;
+            let status = client.get_status(GetStatusRequest {}).await.ok()?.into_inner();
+            (status.connected_peers.len() == peers).then_some(())
+        })
+        .await;
+    }
+
+    /// A client of node `i` with department `i`'s client certificate.
+    pub async fn client(&self, i: usize) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
+        let dept = self.certs().join(&self.nodes[i].name);
+        connect(
+            self.nodes[i].port,
+            &self.certs().join("ca.crt"),
+            &dept.join("client.crt"),
+            &dept.join("client.key"),
+        )
+        .await
+    }
+
+    pub async fn status(&self, i: usize) -> GetStatusResponse {
+        self.client(i).await.unwrap().get_status(GetStatusRequest {}).await.unwrap().into_inner()
+    }
+
+    pub fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
+        }
+    }
+}
+
+pub async fn connect(port: u16, ca: &Path, cert: &Path, key: &Path) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()))
+        .identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()));
+    let channel = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    Ok(NodeServiceClient::new(channel).max_encoding_message_size(64 << 20))
+}
+
+pub fn anchor_body(record_id: &str) -> Body {
+    Body::AnchorRecord(AnchorRecord {
+        dataset: "test/records".into(),
+        record_id: record_id.into(),
+        record_hash: Digest::sha256(record_id.as_bytes()).to_vec(),
+        schema: "test".into(),
+        record_time_ms: 1,
+    })
+}
+
+pub fn sign(key: &SigningKey, nonce: u64, body: Body) -> TransactionEnvelope {
+    sign_payload(key, nonce, Bytes::from(Transaction { body: Some(body) }.encode_to_vec()))
+}
+
+pub fn sign_payload(key: &SigningKey, nonce: u64, payload: Bytes) -> TransactionEnvelope {
+    let signer = key.public_key();
+    let id = govchain_exec::transaction_id(CHAIN, signer.as_bytes(), nonce, &payload);
+    TransactionEnvelope {
+        payload,
+        signer: signer.as_bytes().to_vec(),
+        signature: key.sign(id.as_bytes()).to_vec(),
+        chain_id: CHAIN.into(),
+        nonce,
+    }
+}
+
+pub fn transaction_id(envelope: &TransactionEnvelope) -> Digest {
+    govchain_exec::transaction_id(&envelope.chain_id, &envelope.signer, envelope.nonce, &envelope.payload)
+}
+
+pub async fn submit(client: &mut NodeServiceClient<Channel>, envelope: TransactionEnvelope) -> Result<Digest, tonic::Status> {
+    let response = client.submit_transaction(SubmitTransactionRequest { envelope: Some(envelope) }).await?;
+    Ok(Digest::from_slice(&response.into_inner().transaction_id).unwrap())
+}
+
+/// Waits until `id` is committed on the node behind `client`; returns its
+/// height.
+pub async fn committed_height(client: &mut NodeServiceClient<Channel>, id: Digest) -> u64 {
+    eventually(&format!("transaction {id} to commit"), Duration::from_secs(60), || {
+        let mut client = client.clone();
+        async move {
+            let response = client.get_transaction(GetTransactionRequest { transaction_id: id.to_vec() }).await.ok()?;
+            let response = response.into_inner();
+            (response.status == TransactionStatus::Committed as i32).then_some(response.block_height)
+        }
+    })
+    .await
+}
