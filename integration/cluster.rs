@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use govchain_crypto::{Digest, SigningKey};
 use govchain_proto::consensus::v1::consensus_service_client::ConsensusServiceClient;
-use govchain_proto::consensus::v1::{ConsensusMessage, Prepare, StreamRequest, consensus_message, stream_request};
+use govchain_proto::consensus::v1::{
+    ConsensusMessage, Prepare, StreamRequest, consensus_message, stream_request,
+};
 use govchain_proto::node::v1::*;
 use support::*;
 use tonic::Code;
@@ -31,7 +33,11 @@ async fn four_nodes_order_a_thousand_transactions_identically() {
             let key = signer(c as u8 + 1);
             let mut ids = Vec::new();
             for nonce in 1..=PER_CLIENT {
-                let envelope = sign(&key, nonce, anchor_body(&format!("client{c}-record{nonce}")));
+                let envelope = sign(
+                    &key,
+                    nonce,
+                    anchor_body(&format!("client{c}-record{nonce}")),
+                );
                 ids.push(submit(&mut client, envelope).await.unwrap());
             }
             ids
@@ -50,29 +56,51 @@ async fn four_nodes_order_a_thousand_transactions_identically() {
             let mut client = cluster.client(i).await.unwrap();
             heights.push(committed_height(&mut client, *id).await);
         }
-        assert!(heights.windows(2).all(|w| w[0] == w[1]), "transaction {id} at heights {heights:?}");
+        assert!(
+            heights.windows(2).all(|w| w[0] == w[1]),
+            "transaction {id} at heights {heights:?}"
+        );
     }
     // And every node has the same head.
-    let statuses = eventually("all nodes to reach the same height", Duration::from_secs(30), || async {
-        let mut statuses = Vec::new();
-        for i in 0..4 {
-            statuses.push(cluster.status(i).await);
-        }
-        statuses.windows(2).all(|w| w[0].height == w[1].height).then_some(statuses)
-    })
+    let statuses = eventually(
+        "all nodes to reach the same height",
+        Duration::from_secs(30),
+        || async {
+            let mut statuses = Vec::new();
+            for i in 0..4 {
+                statuses.push(cluster.status(i).await);
+            }
+            statuses
+                .windows(2)
+                .all(|w| w[0].height == w[1].height)
+                .then_some(statuses)
+        },
+    )
     .await;
     for status in &statuses {
-        assert_eq!(status.head_hash, statuses[0].head_hash, "node {} has another head", status.node);
+        assert_eq!(
+            status.head_hash, statuses[0].head_hash,
+            "node {} has another head",
+            status.node
+        );
         assert_eq!(status.state_root, statuses[0].state_root);
     }
     // Blocks are hash-chained and carry a quorum certificate.
     let mut client = cluster.client(2).await.unwrap();
     let mut parent = statuses[0].genesis_hash.clone();
     for height in 1..=statuses[0].height {
-        let block = client.get_block(GetBlockRequest { selector: Some(get_block_request::Selector::Height(height)) }).await.unwrap();
+        let block = client
+            .get_block(GetBlockRequest {
+                selector: Some(get_block_request::Selector::Height(height)),
+            })
+            .await
+            .unwrap();
         let block = block.into_inner().block.unwrap();
         let header = block.header.unwrap();
-        assert_eq!(header.parent_hash, parent, "block {height} does not link to its parent");
+        assert_eq!(
+            header.parent_hash, parent,
+            "block {height} does not link to its parent"
+        );
         assert!(block.certificate.unwrap().signatures.len() >= 3);
         parent = block.block_hash;
     }
@@ -89,13 +117,21 @@ async fn bad_transactions_get_precise_status_codes() {
     tampered.signature[0] ^= 1;
     let status = submit(&mut client, tampered).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("signature"), "{}", status.message());
+    assert!(
+        status.message().contains("signature"),
+        "{}",
+        status.message()
+    );
 
     let mut wrong_chain = sign(&key, 1, anchor_body("r1"));
     wrong_chain.chain_id = "another-chain".into();
     let status = submit(&mut client, wrong_chain).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("another-chain"), "{}", status.message());
+    assert!(
+        status.message().contains("another-chain"),
+        "{}",
+        status.message()
+    );
 
     let huge = sign_payload(&key, 1, Bytes::from(vec![7u8; 10 * 1024 * 1024]));
     let status = submit(&mut client, huge).await.unwrap_err();
@@ -106,7 +142,10 @@ async fn bad_transactions_get_precise_status_codes() {
         payload: Bytes::from_static(&[0xff, 0xff, 0xff]),
         ..sign(&key, 1, anchor_body("r1"))
     };
-    assert_eq!(submit(&mut client, garbage).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        submit(&mut client, garbage).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
 
     let first = sign(&key, 1, anchor_body("r1"));
     let id = submit(&mut client, first.clone()).await.unwrap();
@@ -115,15 +154,32 @@ async fn bad_transactions_get_precise_status_codes() {
     let status = submit(&mut client, first).await.unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
     // Another transaction with the used nonce: stale.
-    let status = submit(&mut client, sign(&key, 1, anchor_body("r2"))).await.unwrap_err();
+    let status = submit(&mut client, sign(&key, 1, anchor_body("r2")))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("nonce"), "{}", status.message());
     // Unknown transaction and block.
-    let status = client.get_transaction(GetTransactionRequest { transaction_id: vec![0; 32] }).await.unwrap_err();
+    let status = client
+        .get_transaction(GetTransactionRequest {
+            transaction_id: vec![0; 32],
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let status = client.get_block(GetBlockRequest { selector: Some(get_block_request::Selector::Height(1_000_000)) }).await.unwrap_err();
+    let status = client
+        .get_block(GetBlockRequest {
+            selector: Some(get_block_request::Selector::Height(1_000_000)),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let status = client.get_transaction(GetTransactionRequest { transaction_id: vec![1, 2] }).await.unwrap_err();
+    let status = client
+        .get_transaction(GetTransactionRequest {
+            transaction_id: vec![1, 2],
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
@@ -132,10 +188,23 @@ async fn foreign_and_impersonating_certificates_are_refused() {
     let cluster = Cluster::start(4).await;
     // A client certificate from another consortium's CA: the handshake fails.
     let foreign = tempfile::tempdir().unwrap();
-    govchain(&["certs", "init", "--out", foreign.path().to_str().unwrap(), "--departments", "health"]);
+    govchain(&[
+        "certs",
+        "init",
+        "--out",
+        foreign.path().to_str().unwrap(),
+        "--departments",
+        "health",
+    ]);
     let dept = foreign.path().join("health");
     let refused = async {
-        let mut client = connect(cluster.nodes[0].port, &cluster.certs().join("ca.crt"), &dept.join("client.crt"), &dept.join("client.key")).await?;
+        let mut client = connect(
+            cluster.nodes[0].port,
+            &cluster.certs().join("ca.crt"),
+            &dept.join("client.crt"),
+            &dept.join("client.key"),
+        )
+        .await?;
         Ok::<_, Box<dyn std::error::Error>>(client.get_status(GetStatusRequest {}).await?)
     }
     .await;
@@ -149,21 +218,37 @@ async fn foreign_and_impersonating_certificates_are_refused() {
         .unwrap()
         .tls_config(
             ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(std::fs::read(certs.join("ca.crt")).unwrap()))
-                .identity(Identity::from_pem(std::fs::read(tax.join("node.crt")).unwrap(), std::fs::read(tax.join("node.key")).unwrap())),
+                .ca_certificate(Certificate::from_pem(
+                    std::fs::read(certs.join("ca.crt")).unwrap(),
+                ))
+                .identity(Identity::from_pem(
+                    std::fs::read(tax.join("node.crt")).unwrap(),
+                    std::fs::read(tax.join("node.key")).unwrap(),
+                )),
         )
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let police_key = SigningKey::from_pkcs8_pem(&std::fs::read_to_string(certs.join("police/consensus.key")).unwrap()).unwrap();
-    let body = govchain_pbft::Body::Prepare { view: 0, seq: 1, digest: Digest::default() };
+    let police_key = SigningKey::from_pkcs8_pem(
+        &std::fs::read_to_string(certs.join("police/consensus.key")).unwrap(),
+    )
+    .unwrap();
+    let body = govchain_pbft::Body::Prepare {
+        view: 0,
+        seq: 1,
+        digest: Digest::default(),
+    };
     let signed = govchain_pbft::SignedMessage::sign(CHAIN, 2, &police_key, body);
     let message = StreamRequest {
         kind: Some(stream_request::Kind::Consensus(ConsensusMessage {
             sender_index: 2,
             signature: signed.signature.to_vec(),
-            body: Some(consensus_message::Body::Prepare(Prepare { view: 0, seq: 1, digest: vec![0; 32] })),
+            body: Some(consensus_message::Body::Prepare(Prepare {
+                view: 0,
+                seq: 1,
+                digest: vec![0; 32],
+            })),
         })),
     };
     let status = ConsensusServiceClient::new(channel.clone())
@@ -175,18 +260,27 @@ async fn foreign_and_impersonating_certificates_are_refused() {
 
     // A department client certificate may not speak for a validator at all.
     let health = certs.join("health");
-    let client_channel = Endpoint::from_shared(format!("https://127.0.0.1:{}", cluster.nodes[1].port))
-        .unwrap()
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(std::fs::read(certs.join("ca.crt")).unwrap()))
-                .identity(Identity::from_pem(std::fs::read(health.join("client.crt")).unwrap(), std::fs::read(health.join("client.key")).unwrap())),
-        )
-        .unwrap()
-        .connect()
+    let client_channel =
+        Endpoint::from_shared(format!("https://127.0.0.1:{}", cluster.nodes[1].port))
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(
+                        std::fs::read(certs.join("ca.crt")).unwrap(),
+                    ))
+                    .identity(Identity::from_pem(
+                        std::fs::read(health.join("client.crt")).unwrap(),
+                        std::fs::read(health.join("client.key")).unwrap(),
+                    )),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let status = ConsensusServiceClient::new(client_channel)
+        .stream(tokio_stream::iter(Vec::<StreamRequest>::new()))
         .await
-        .unwrap();
-    let status = ConsensusServiceClient::new(client_channel).stream(tokio_stream::iter(Vec::<StreamRequest>::new())).await.unwrap_err();
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 }
 
@@ -198,7 +292,14 @@ async fn a_node_killed_while_committing_reopens_with_a_prefix() {
     // Keep committing, and kill -9 a backup in the middle of it.
     let mut last = None;
     for nonce in 1..=150u64 {
-        last = Some(submit(&mut client, sign(&key, nonce, anchor_body(&format!("k{nonce}")))).await.unwrap());
+        last = Some(
+            submit(
+                &mut client,
+                sign(&key, nonce, anchor_body(&format!("k{nonce}"))),
+            )
+            .await
+            .unwrap(),
+        );
         if nonce == 100 {
             cluster.kill_node(3);
         }
@@ -207,24 +308,47 @@ async fn a_node_killed_while_committing_reopens_with_a_prefix() {
     // The ledger of the killed node passes a full check while it is down.
     let data_dir = cluster.nodes[3].data_dir.clone();
     let genesis = cluster.certs().join("genesis.json");
-    let report = govchain(&["ledger", "verify", "--data-dir", data_dir.to_str().unwrap(), "--genesis", genesis.to_str().unwrap(), "--json"]);
+    let report = govchain(&[
+        "ledger",
+        "verify",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--json",
+    ]);
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["ok"], true, "{report}");
     // Restarted on the same data, it serves a prefix of the others' chain.
     cluster.start_node(3);
-    let restarted = eventually("the killed node to serve again", Duration::from_secs(30), || async {
-        let mut client = cluster.client(3).await.ok()?;
-        Some(client.get_status(GetStatusRequest {}).await.ok()?.into_inner())
-    })
+    let restarted = eventually(
+        "the killed node to serve again",
+        Duration::from_secs(30),
+        || async {
+            let mut client = cluster.client(3).await.ok()?;
+            Some(
+                client
+                    .get_status(GetStatusRequest {})
+                    .await
+                    .ok()?
+                    .into_inner(),
+            )
+        },
+    )
     .await;
     assert!(restarted.height > 0, "the killed node had committed blocks");
     let mut reference = cluster.client(1).await.unwrap();
     let block = reference
-        .get_block(GetBlockRequest { selector: Some(get_block_request::Selector::Height(restarted.height)) })
+        .get_block(GetBlockRequest {
+            selector: Some(get_block_request::Selector::Height(restarted.height)),
+        })
         .await
         .unwrap()
         .into_inner()
         .block
         .unwrap();
-    assert_eq!(block.block_hash, restarted.head_hash, "restarted node's head is not on the others' chain");
+    assert_eq!(
+        block.block_hash, restarted.head_hash,
+        "restarted node's head is not on the others' chain"
+    );
 }

@@ -13,7 +13,9 @@ use govchain_crypto::{Digest, SigningKey};
 use govchain_node::{NodeFile, PeerFile};
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use govchain_proto::node::v1::*;
-use govchain_proto::types::v1::{AnchorRecord, Transaction, TransactionEnvelope, transaction::Body};
+use govchain_proto::types::v1::{
+    AnchorRecord, Transaction, TransactionEnvelope, transaction::Body,
+};
 use prost::Message as _;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -45,21 +47,36 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn departments(n: usize) -> Vec<String> {
-    ["health", "tax", "police", "civil", "transport", "education", "housing"]
-        .iter()
-        .take(n)
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "health",
+        "tax",
+        "police",
+        "civil",
+        "transport",
+        "education",
+        "housing",
+    ]
+    .iter()
+    .take(n)
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Runs `govchain` with `args`, asserting success, and returns stdout.
@@ -80,8 +97,14 @@ impl Cluster {
         let certs = dir.path().join("certs");
         let names = departments(n);
         govchain(&[
-            "certs", "init", "--out", certs.to_str().unwrap(), "--chain-id", CHAIN,
-            "--departments", &names.join(","),
+            "certs",
+            "init",
+            "--out",
+            certs.to_str().unwrap(),
+            "--chain-id",
+            CHAIN,
+            "--departments",
+            &names.join(","),
         ]);
         let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
         let mut nodes = Vec::new();
@@ -102,7 +125,10 @@ impl Cluster {
                     .iter()
                     .enumerate()
                     .filter(|(j, _)| *j != i)
-                    .map(|(j, peer)| PeerFile { name: peer.clone(), address: format!("https://127.0.0.1:{}", ports[j]) })
+                    .map(|(j, peer)| PeerFile {
+                        name: peer.clone(),
+                        address: format!("https://127.0.0.1:{}", ports[j]),
+                    })
                     .collect(),
                 mempool: Default::default(),
             };
@@ -134,7 +160,11 @@ impl Cluster {
     pub fn start_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {} already runs", node.name);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap();
         let child = Command::new(BIN)
             .args(["node", "--config", node.config.to_str().unwrap()])
             .env("GOVCHAIN_LOG", "info")
@@ -157,16 +187,27 @@ impl Cluster {
     pub async fn wait_ready(&self, i: usize) {
         let peers = self.nodes.len() - 1;
         let name = self.nodes[i].name.clone();
-        eventually(&format!("node {name} to start and connect"), Duration::from_secs(60), || async {
-            let mut client = self.client(i).await.ok()?;
-            let status = client.get_status(GetStatusRequest {}).await.ok()?.into_inner();
-            (status.connected_peers.len() == peers).then_some(())
-        })
+        eventually(
+            &format!("node {name} to start and connect"),
+            Duration::from_secs(60),
+            || async {
+                let mut client = self.client(i).await.ok()?;
+                let status = client
+                    .get_status(GetStatusRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                (status.connected_peers.len() == peers).then_some(())
+            },
+        )
         .await;
     }
 
     /// A client of node `i` with department `i`'s client certificate.
-    pub async fn client(&self, i: usize) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
+    pub async fn client(
+        &self,
+        i: usize,
+    ) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
         let dept = self.certs().join(&self.nodes[i].name);
         connect(
             self.nodes[i].port,
@@ -178,12 +219,25 @@ impl Cluster {
     }
 
     pub async fn status(&self, i: usize) -> GetStatusResponse {
-        self.client(i).await.unwrap().get_status(GetStatusRequest {}).await.unwrap().into_inner()
+        self.client(i)
+            .await
+            .unwrap()
+            .get_status(GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     pub fn log_tail(&self, i: usize) -> String {
         let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
-        text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        text.lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -195,10 +249,18 @@ impl Drop for Cluster {
     }
 }
 
-pub async fn connect(port: u16, ca: &Path, cert: &Path, key: &Path) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
+pub async fn connect(
+    port: u16,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()))
-        .identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()));
+        .identity(Identity::from_pem(
+            std::fs::read(cert).unwrap(),
+            std::fs::read(key).unwrap(),
+        ));
     let channel = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
         .unwrap()
         .tls_config(tls)?
@@ -219,7 +281,11 @@ pub fn anchor_body(record_id: &str) -> Body {
 }
 
 pub fn sign(key: &SigningKey, nonce: u64, body: Body) -> TransactionEnvelope {
-    sign_payload(key, nonce, Bytes::from(Transaction { body: Some(body) }.encode_to_vec()))
+    sign_payload(
+        key,
+        nonce,
+        Bytes::from(Transaction { body: Some(body) }.encode_to_vec()),
+    )
 }
 
 pub fn sign_payload(key: &SigningKey, nonce: u64, payload: Bytes) -> TransactionEnvelope {
@@ -235,24 +301,46 @@ pub fn sign_payload(key: &SigningKey, nonce: u64, payload: Bytes) -> Transaction
 }
 
 pub fn transaction_id(envelope: &TransactionEnvelope) -> Digest {
-    govchain_exec::transaction_id(&envelope.chain_id, &envelope.signer, envelope.nonce, &envelope.payload)
+    govchain_exec::transaction_id(
+        &envelope.chain_id,
+        &envelope.signer,
+        envelope.nonce,
+        &envelope.payload,
+    )
 }
 
-pub async fn submit(client: &mut NodeServiceClient<Channel>, envelope: TransactionEnvelope) -> Result<Digest, tonic::Status> {
-    let response = client.submit_transaction(SubmitTransactionRequest { envelope: Some(envelope) }).await?;
+pub async fn submit(
+    client: &mut NodeServiceClient<Channel>,
+    envelope: TransactionEnvelope,
+) -> Result<Digest, tonic::Status> {
+    let response = client
+        .submit_transaction(SubmitTransactionRequest {
+            envelope: Some(envelope),
+        })
+        .await?;
     Ok(Digest::from_slice(&response.into_inner().transaction_id).unwrap())
 }
 
 /// Waits until `id` is committed on the node behind `client`; returns its
 /// height.
 pub async fn committed_height(client: &mut NodeServiceClient<Channel>, id: Digest) -> u64 {
-    eventually(&format!("transaction {id} to commit"), Duration::from_secs(60), || {
-        let mut client = client.clone();
-        async move {
-            let response = client.get_transaction(GetTransactionRequest { transaction_id: id.to_vec() }).await.ok()?;
-            let response = response.into_inner();
-            (response.status == TransactionStatus::Committed as i32).then_some(response.block_height)
-        }
-    })
+    eventually(
+        &format!("transaction {id} to commit"),
+        Duration::from_secs(60),
+        || {
+            let mut client = client.clone();
+            async move {
+                let response = client
+                    .get_transaction(GetTransactionRequest {
+                        transaction_id: id.to_vec(),
+                    })
+                    .await
+                    .ok()?;
+                let response = response.into_inner();
+                (response.status == TransactionStatus::Committed as i32)
+                    .then_some(response.block_height)
+            }
+        },
+    )
     .await
 }

@@ -1,1 +1,175 @@
-fn main() {}
+//! The `govchain` command: runs a node or a local devnet, makes the
+//! consortium's certificates and signing keys, and talks to nodes over gRPC
+//! with mutual TLS to submit transactions, read blocks and anchor records.
+//!
+//! Exit codes follow ripgrep: 0 when the command did what was asked, 1 for a
+//! negative answer (a record does not match its anchor, a transaction failed),
+//! 2 for an error. Errors are one line on stderr that suggests a next step.
+#![forbid(unsafe_code)]
+
+mod client;
+mod cmd;
+mod devnet_file;
+mod envelope;
+mod exit;
+#[cfg(test)]
+mod fake_node;
+mod output;
+mod view;
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use exit::Negative;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "govchain",
+    version,
+    about = "A consortium blockchain for government departments",
+    long_about = "A consortium blockchain for government departments.\n\n\
+        Each department runs a validator node; nodes order transactions with PBFT and \
+        talk gRPC over mutual TLS. This one binary runs nodes, makes the consortium's \
+        certificates and keys, and is the client for every node API.",
+    after_help = "Quick start:\n  \
+        govchain devnet --detach              # four local validators in ./devnet\n  \
+        govchain status                       # ask every devnet node how it is doing\n  \
+        echo hello > r.txt\n  \
+        govchain keys new --out my.key\n  \
+        govchain record anchor r.txt --dataset demo --record-id r1 --signing-key my.key --wait\n  \
+        govchain record verify r.txt --dataset demo --record-id r1\n\n\
+        Exit codes: 0 ok, 1 negative answer (e.g. verification failed), 2 error.\n\
+        Logging: GOVCHAIN_LOG (or RUST_LOG), e.g. GOVCHAIN_LOG=debug."
+)]
+struct Cli {
+    /// Print JSON instead of human-readable text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a validator node from its config file.
+    Node(cmd::node::NodeArgs),
+    /// Run a local consortium of validators for development.
+    Devnet(cmd::devnet::DevnetArgs),
+    /// Check a node's ledger files offline.
+    Ledger(cmd::ledger::LedgerArgs),
+    /// Make the consortium CA, department certificates and genesis.
+    Certs(cmd::certs::CertsArgs),
+    /// Make and inspect Ed25519 transaction signing keys.
+    Keys(cmd::keys::KeysArgs),
+    /// Submit signed transactions and look them up.
+    Tx(cmd::tx::TxArgs),
+    /// Read one committed block.
+    Block(cmd::block::BlockArgs),
+    /// Follow committed blocks as they arrive.
+    Blocks(cmd::blocks::BlocksArgs),
+    /// Show each node's height, head, view, primary, mempool and peers.
+    Status(cmd::status::StatusArgs),
+    /// Anchor a record's SHA-256 on the chain, and verify a file against it.
+    Record(cmd::record::RecordArgs),
+}
+
+impl Command {
+    /// Servers log their state transitions; client commands stay quiet unless
+    /// something is wrong, so that their output is just the answer.
+    fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Node(_) | Command::Devnet(_) => "info",
+            _ => "warn",
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.command.default_log_filter());
+    exit_code(run(cli).await)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.json;
+    match cli.command {
+        Command::Node(args) => cmd::node::run(args).await,
+        Command::Devnet(args) => cmd::devnet::run(args).await,
+        Command::Ledger(args) => cmd::ledger::run(args, json),
+        Command::Certs(args) => cmd::certs::run(args, json),
+        Command::Keys(args) => cmd::keys::run(args, json),
+        Command::Tx(args) => cmd::tx::run(args, json).await,
+        Command::Block(args) => cmd::block::run(args, json).await,
+        Command::Blocks(args) => cmd::blocks::run(args, json).await,
+        Command::Status(args) => cmd::status::run(args, json).await,
+        Command::Record(args) => cmd::record::run(args, json).await,
+    }
+}
+
+/// Logs go to stderr so that stdout carries only the answer. `GOVCHAIN_LOG`
+/// wins over `RUST_LOG`.
+fn init_tracing(default_filter: &str) {
+    let filter = ["GOVCHAIN_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+        .and_then(|value| EnvFilter::try_new(value).ok())
+        .unwrap_or_else(|| EnvFilter::new(default_filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    let Err(err) = result else {
+        return ExitCode::SUCCESS;
+    };
+    if let Some(negative) = err.downcast_ref::<Negative>() {
+        if let Some(message) = negative.message() {
+            eprintln!("{message}");
+        }
+        return ExitCode::from(1);
+    }
+    // A closed pipe (`govchain blocks follow | head`) is the reader's choice,
+    // not an error.
+    if err
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<io::Error>())
+        .any(|cause| cause.kind() == io::ErrorKind::BrokenPipe)
+    {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: {}", output::one_line(&format!("{err:#}")));
+    ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn json_is_accepted_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["govchain", "status", "--json", "--dir", "devnet"])
+            .expect("parses");
+        assert!(cli.json);
+    }
+
+    #[test]
+    fn a_negative_answer_exits_1_and_an_error_exits_2() {
+        assert_eq!(exit_code(Ok(())), ExitCode::SUCCESS);
+        assert_eq!(exit_code(Err(Negative::quiet().into())), ExitCode::from(1));
+        assert_eq!(exit_code(Err(anyhow::anyhow!("boom"))), ExitCode::from(2));
+    }
+}

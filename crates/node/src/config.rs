@@ -59,7 +59,10 @@ pub struct MempoolFile {
 
 impl Default for MempoolFile {
     fn default() -> Self {
-        Self { transactions_max: MEMPOOL_TRANSACTIONS_MAX_DEFAULT, bytes_max: MEMPOOL_BYTES_MAX_DEFAULT }
+        Self {
+            transactions_max: MEMPOOL_TRANSACTIONS_MAX_DEFAULT,
+            bytes_max: MEMPOOL_BYTES_MAX_DEFAULT,
+        }
     }
 }
 
@@ -98,7 +101,8 @@ impl NodeFile {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read node config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("node config {} is not valid", path.display()))
+        toml::from_str(&text)
+            .with_context(|| format!("node config {} is not valid", path.display()))
     }
 
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
@@ -114,14 +118,26 @@ impl Settings {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let file = NodeFile::load(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
         let genesis = Genesis::load(&resolve(&file.genesis))
             .with_context(|| format!("cannot load genesis {}", resolve(&file.genesis).display()))?;
-        let index = genesis.validator_index_by_name(&file.name).with_context(|| {
-            format!("node {:?} is not a validator in genesis (chain {})", file.name, genesis.chain_id)
-        })?;
-        let consensus_key = SigningKey::from_pkcs8_pem(&govchain_pki::read_pem(&resolve(&file.consensus_key))?)
-            .context("consensus key")?;
+        let index = genesis
+            .validator_index_by_name(&file.name)
+            .with_context(|| {
+                format!(
+                    "node {:?} is not a validator in genesis (chain {})",
+                    file.name, genesis.chain_id
+                )
+            })?;
+        let consensus_key =
+            SigningKey::from_pkcs8_pem(&govchain_pki::read_pem(&resolve(&file.consensus_key))?)
+                .context("consensus key")?;
         let listed = &genesis.validators[index as usize].consensus_public_key;
         if consensus_key.public_key().to_hex() != *listed {
             bail!(
@@ -136,8 +152,14 @@ impl Settings {
             .map(|peer| {
                 let index = genesis
                     .validator_index_by_name(&peer.name)
-                    .with_context(|| format!("peer {:?} is not a validator in genesis", peer.name))?;
-                Ok(Peer { name: peer.name.clone(), index, address: peer.address.clone() })
+                    .with_context(|| {
+                        format!("peer {:?} is not a validator in genesis", peer.name)
+                    })?;
+                Ok(Peer {
+                    name: peer.name.clone(),
+                    index,
+                    address: peer.address.clone(),
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         if file.mempool.transactions_max == 0 || file.mempool.bytes_max == 0 {

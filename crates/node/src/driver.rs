@@ -57,7 +57,12 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(shared: Arc<Shared>, replica: Replica) -> Self {
-        Self { shared, replica, deferred_checks: BTreeMap::new(), ready: BTreeMap::new() }
+        Self {
+            shared,
+            replica,
+            deferred_checks: BTreeMap::new(),
+            ready: BTreeMap::new(),
+        }
     }
 
     /// Runs until every sender of `events` is gone.
@@ -86,26 +91,46 @@ impl Driver {
                 }
             }
         }
-        self.shared.view.store(self.replica.view(), Ordering::Relaxed);
+        self.shared
+            .view
+            .store(self.replica.view(), Ordering::Relaxed);
     }
 
     fn act(&mut self, action: Action) -> Option<Vec<Event>> {
         match action {
             Action::Broadcast(message) => {
                 debug!(node = %self.shared.name, kind = kind(&message.body), "broadcast");
-                let request = StreamRequest { kind: Some(Kind::Consensus(wire::message_to_wire(&message))) };
+                let request = StreamRequest {
+                    kind: Some(Kind::Consensus(wire::message_to_wire(&message))),
+                };
                 self.shared.peers.broadcast(&request);
                 None
             }
-            Action::BuildProposal { view, seq, timestamp_ms } => Some(vec![self.build(view, seq, timestamp_ms)]),
-            Action::CheckProposal { view, seq, digest, block } => {
+            Action::BuildProposal {
+                view,
+                seq,
+                timestamp_ms,
+            } => Some(vec![self.build(view, seq, timestamp_ms)]),
+            Action::CheckProposal {
+                view,
+                seq,
+                digest,
+                block,
+            } => {
                 self.deferred_checks.insert(seq, (view, digest, block));
                 Some(self.run_ready_checks())
             }
-            Action::Deliver { seq, digest, certificate, .. } => {
+            Action::Deliver {
+                seq,
+                digest,
+                certificate,
+                ..
+            } => {
                 self.deliver(seq, digest, &certificate);
                 let mut events = self.run_ready_checks();
-                events.push(Event::PendingTransactions { count: self.shared.mempool().len() });
+                events.push(Event::PendingTransactions {
+                    count: self.shared.mempool().len(),
+                });
                 Some(events)
             }
             Action::Rejected { sender, reason } => {
@@ -117,11 +142,24 @@ impl Driver {
 
     fn build(&mut self, view: View, seq: SequenceNumber, timestamp_ms: u64) -> Event {
         let head = self.shared.head();
-        assert_eq!(head.height + 1, seq, "the primary builds on the applied head");
+        assert_eq!(
+            head.height + 1,
+            seq,
+            "the primary builds on the applied head"
+        );
         let built = {
             let mempool = self.shared.mempool();
             let state = LedgerState(&self.shared.ledger);
-            build_block(self.shared.chain_id(), &head, view, self.shared.index, timestamp_ms, mempool.candidates(), &self.shared.limits, &state)
+            build_block(
+                self.shared.chain_id(),
+                &head,
+                view,
+                self.shared.index,
+                timestamp_ms,
+                mempool.candidates(),
+                &self.shared.limits,
+                &state,
+            )
         };
         let built = match built {
             Ok(built) => built,
@@ -145,8 +183,22 @@ impl Driver {
                 .collect()
         };
         debug!(node = %self.shared.name, view, seq, digest = %built.hash.short(), transactions = built.header.transaction_count, "built block");
-        self.ready.insert(seq, ReadyBlock { digest: built.hash, block, header: built.header, executed: built.executed, signers });
-        Event::ProposalBuilt { view, seq, digest: built.hash, block: built.encoded }
+        self.ready.insert(
+            seq,
+            ReadyBlock {
+                digest: built.hash,
+                block,
+                header: built.header,
+                executed: built.executed,
+                signers,
+            },
+        );
+        Event::ProposalBuilt {
+            view,
+            seq,
+            digest: built.hash,
+            block: built.encoded,
+        }
     }
 
     /// Checks every deferred proposal whose parent is now the head.
@@ -167,18 +219,41 @@ impl Driver {
         let checked = {
             let mempool = self.shared.mempool();
             let state = LedgerState(&self.shared.ledger);
-            check_block(&context, &digest, &encoded, &state, |id, signature| mempool.verified(id, signature))
+            check_block(&context, &digest, &encoded, &state, |id, signature| {
+                mempool.verified(id, signature)
+            })
         };
         let verdict = match checked {
-            Ok(checked) if checked.header.view != view => Err(format!("header view {} is not the pre-prepare's view {view}", checked.header.view)),
+            Ok(checked) if checked.header.view != view => Err(format!(
+                "header view {} is not the pre-prepare's view {view}",
+                checked.header.view
+            )),
             Ok(checked) => {
-                let signers = checked.transactions.iter().map(|t| (t.signer, t.nonce)).collect();
-                self.ready.insert(seq, ReadyBlock { digest, block: checked.block, header: checked.header, executed: checked.executed, signers });
+                let signers = checked
+                    .transactions
+                    .iter()
+                    .map(|t| (t.signer, t.nonce))
+                    .collect();
+                self.ready.insert(
+                    seq,
+                    ReadyBlock {
+                        digest,
+                        block: checked.block,
+                        header: checked.header,
+                        executed: checked.executed,
+                        signers,
+                    },
+                );
                 Ok(())
             }
             Err(err) => Err(err.to_string()),
         };
-        vec![Event::ProposalChecked { view, seq, digest, verdict }]
+        vec![Event::ProposalChecked {
+            view,
+            seq,
+            digest,
+            verdict,
+        }]
     }
 
     /// Appends a committed block to the ledger, durably, then tells the
@@ -190,9 +265,20 @@ impl Driver {
     /// serving a forked chain.
     fn deliver(&mut self, seq: SequenceNumber, digest: Digest, certificate: &CommitCertificate) {
         self.ready.retain(|s, _| *s >= seq);
-        let ready = self.ready.remove(&seq).expect("a delivered block was built or checked here");
-        assert_eq!(ready.digest, digest, "delivered digest matches the checked block");
-        let results: Vec<TransactionResult> = ready.executed.transactions.iter().map(|(_, r)| r.clone()).collect();
+        let ready = self
+            .ready
+            .remove(&seq)
+            .expect("a delivered block was built or checked here");
+        assert_eq!(
+            ready.digest, digest,
+            "delivered digest matches the checked block"
+        );
+        let results: Vec<TransactionResult> = ready
+            .executed
+            .transactions
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect();
         let committed = CommittedBlock {
             block_hash: digest.to_vec(),
             header: Some(ready.header.clone()),
@@ -201,9 +287,14 @@ impl Driver {
             results,
         };
         let encoded = committed.encode_to_vec();
-        let transactions: Vec<(Digest, Vec<u8>)> =
-            ready.executed.transactions.iter().map(|(id, r)| (*id, r.encode_to_vec())).collect();
-        let parent_hash = Digest::from_slice(&ready.header.parent_hash).expect("checked header has a 32-byte parent");
+        let transactions: Vec<(Digest, Vec<u8>)> = ready
+            .executed
+            .transactions
+            .iter()
+            .map(|(id, r)| (*id, r.encode_to_vec()))
+            .collect();
+        let parent_hash = Digest::from_slice(&ready.header.parent_hash)
+            .expect("checked header has a 32-byte parent");
         let append = AppendBlock {
             height: seq,
             hash: digest,
@@ -237,5 +328,7 @@ fn kind(body: &govchain_pbft::Body) -> &'static str {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -7,6 +7,7 @@
 //! peer.
 #![forbid(unsafe_code)]
 
+mod audit;
 pub mod config;
 mod driver;
 mod mempool;
@@ -29,6 +30,7 @@ use tokio::sync::mpsc;
 use tonic::transport::Server;
 use tracing::info;
 
+pub use audit::{AuditReport, audit_ledger};
 pub use config::{NodeFile, PeerFile, Settings};
 pub use driver::now_ms;
 pub use mempool::NONCE_AHEAD_MAX;
@@ -50,24 +52,34 @@ pub fn validator_set(genesis: &govchain_pki::Genesis) -> anyhow::Result<Validato
     let keys = genesis
         .validators
         .iter()
-        .map(|v| PublicKey::from_hex(&v.consensus_public_key).with_context(|| format!("consensus key of {}", v.name)))
+        .map(|v| {
+            PublicKey::from_hex(&v.consensus_public_key)
+                .with_context(|| format!("consensus key of {}", v.name))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(ValidatorSet::new(keys)?)
 }
 
 /// Runs a node until `shutdown` completes.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let genesis = settings.genesis.clone();
     let validators = validator_set(&genesis)?;
     let ledger = Arc::new(
-        Ledger::open(&settings.data_dir, &genesis.chain_id, genesis.hash())
-            .with_context(|| format!("cannot open the ledger in {}", settings.data_dir.display()))?,
+        Ledger::open(&settings.data_dir, &genesis.chain_id, genesis.hash()).with_context(|| {
+            format!("cannot open the ledger in {}", settings.data_dir.display())
+        })?,
     );
     let head = ledger.head();
     info!(node = %settings.name, height = head.height, head = %head.hash.short(), chain = %genesis.chain_id, "ledger opened");
 
     let peers = PeerSet::start(&settings);
-    let mempool = Mempool::new(settings.mempool.transactions_max, settings.mempool.bytes_max);
+    let mempool = Mempool::new(
+        settings.mempool.transactions_max,
+        settings.mempool.bytes_max,
+    );
     let shared = Arc::new(Shared::new(
         settings.name.clone(),
         settings.index,
@@ -83,7 +95,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
             chain_id: genesis.chain_id.clone(),
             validators,
             me: settings.index,
-            key: govchain_crypto::SigningKey::from_pkcs8_pem(&settings.consensus_key.to_pkcs8_pem()?)?,
+            key: govchain_crypto::SigningKey::from_pkcs8_pem(
+                &settings.consensus_key.to_pkcs8_pem()?,
+            )?,
             empty_block_interval_ms: genesis.consensus.empty_block_interval_ms,
         },
         head.height,
@@ -97,8 +111,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
     let ticker = tokio::spawn(tick(events.clone()));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<NodeServiceServer<NodeApi>>().await;
-    health_reporter.set_serving::<ConsensusServiceServer<ConsensusApi>>().await;
+    health_reporter
+        .set_serving::<NodeServiceServer<NodeApi>>()
+        .await;
+    health_reporter
+        .set_serving::<ConsensusServiceServer<ConsensusApi>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(govchain_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -106,8 +124,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
         .register_encoded_file_descriptor_set(govchain_proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let node_api = NodeApi { shared: shared.clone(), driver: events.clone() };
-    let consensus_api = ConsensusApi { shared: shared.clone(), driver: events.clone() };
+    let node_api = NodeApi {
+        shared: shared.clone(),
+        driver: events.clone(),
+    };
+    let consensus_api = ConsensusApi {
+        shared: shared.clone(),
+        driver: events.clone(),
+    };
     drop(events);
     info!(node = %settings.name, listen = %settings.listen, "serving gRPC with mutual TLS");
     let served = Server::builder()

@@ -17,8 +17,15 @@ pub const NONCE_AHEAD_MAX: u64 = 1024;
 pub enum MempoolError {
     #[error(transparent)]
     Transaction(#[from] TransactionError),
-    #[error("mempool is full: {transactions} transactions and {bytes} bytes held, limits {transactions_max} and {bytes_max}; retry later")]
-    Full { transactions: u64, bytes: u64, transactions_max: u64, bytes_max: u64 },
+    #[error(
+        "mempool is full: {transactions} transactions and {bytes} bytes held, limits {transactions_max} and {bytes_max}; retry later"
+    )]
+    Full {
+        transactions: u64,
+        bytes: u64,
+        transactions_max: u64,
+        bytes_max: u64,
+    },
 }
 
 pub struct Mempool {
@@ -59,7 +66,9 @@ impl Mempool {
 
     /// Whether this exact signature was verified for `id` at admission.
     pub fn verified(&self, id: &Digest, signature: &[u8]) -> bool {
-        self.by_id.get(id).is_some_and(|(_, t)| t.envelope.signature == signature)
+        self.by_id
+            .get(id)
+            .is_some_and(|(_, t)| t.envelope.signature == signature)
     }
 
     /// The highest pending nonce of `signer`, if any.
@@ -69,19 +78,39 @@ impl Mempool {
 
     /// Admits `transaction`, whose signer's last committed nonce is
     /// `committed_nonce`.
-    pub fn insert(&mut self, transaction: VerifiedTransaction, committed_nonce: u64) -> Result<(), MempoolError> {
+    pub fn insert(
+        &mut self,
+        transaction: VerifiedTransaction,
+        committed_nonce: u64,
+    ) -> Result<(), MempoolError> {
         let nonce = transaction.nonce;
         if nonce <= committed_nonce {
-            return Err(TransactionError::StaleNonce { got: nonce, committed: committed_nonce }.into());
+            return Err(TransactionError::StaleNonce {
+                got: nonce,
+                committed: committed_nonce,
+            }
+            .into());
         }
         if nonce > committed_nonce.saturating_add(NONCE_AHEAD_MAX) {
-            let error = TransactionError::NonceTooFarAhead { got: nonce, committed: committed_nonce, max_ahead: NONCE_AHEAD_MAX };
+            let error = TransactionError::NonceTooFarAhead {
+                got: nonce,
+                committed: committed_nonce,
+                max_ahead: NONCE_AHEAD_MAX,
+            };
             return Err(error.into());
         }
         if self.by_id.contains_key(&transaction.id) {
-            return Err(TransactionError::Duplicate { id: transaction.id, state: "pending" }.into());
+            return Err(TransactionError::Duplicate {
+                id: transaction.id,
+                state: "pending",
+            }
+            .into());
         }
-        if self.by_signer.get(&transaction.signer).is_some_and(|nonces| nonces.contains_key(&nonce)) {
+        if self
+            .by_signer
+            .get(&transaction.signer)
+            .is_some_and(|nonces| nonces.contains_key(&nonce))
+        {
             let signer = transaction.signer.to_hex();
             return Err(TransactionError::NonceTaken { signer, nonce }.into());
         }
@@ -98,21 +127,28 @@ impl Mempool {
         self.next_arrival += 1;
         self.bytes += size;
         self.by_arrival.insert(arrival, transaction.id);
-        self.by_signer.entry(transaction.signer).or_default().insert(nonce, transaction.id);
+        self.by_signer
+            .entry(transaction.signer)
+            .or_default()
+            .insert(nonce, transaction.id);
         self.by_id.insert(transaction.id, (arrival, transaction));
         Ok(())
     }
 
     /// Transactions in arrival order, for the block builder.
     pub fn candidates(&self) -> impl Iterator<Item = &VerifiedTransaction> {
-        self.by_arrival.values().filter_map(|id| self.by_id.get(id).map(|(_, t)| t))
+        self.by_arrival
+            .values()
+            .filter_map(|id| self.by_id.get(id).map(|(_, t)| t))
     }
 
     /// Removes everything a committed block made obsolete: its transactions
     /// and any other transaction of its signers whose nonce is now used.
     pub fn remove_committed(&mut self, committed: &[(PublicKey, u64)]) {
         for (signer, nonce) in committed {
-            let Some(nonces) = self.by_signer.get_mut(signer) else { continue };
+            let Some(nonces) = self.by_signer.get_mut(signer) else {
+                continue;
+            };
             let stale: Vec<Digest> = nonces.range(..=*nonce).map(|(_, id)| *id).collect();
             nonces.retain(|n, _| *n > *nonce);
             if nonces.is_empty() {
@@ -132,7 +168,9 @@ impl Mempool {
 mod tests {
     use bytes::Bytes;
     use govchain_crypto::SigningKey;
-    use govchain_proto::types::v1::{AnchorRecord, Transaction, TransactionEnvelope, transaction::Body};
+    use govchain_proto::types::v1::{
+        AnchorRecord, Transaction, TransactionEnvelope, transaction::Body,
+    };
     use prost::Message as _;
 
     use super::*;
@@ -161,15 +199,34 @@ mod tests {
     fn duplicates_stale_and_taken_nonces_are_refused() {
         let mut pool = Mempool::new(10, 1 << 20);
         pool.insert(transaction(1, 1), 0).expect("admitted");
-        assert!(matches!(pool.insert(transaction(1, 1), 0), Err(MempoolError::Transaction(TransactionError::Duplicate { .. }))));
-        assert!(matches!(pool.insert(transaction(1, 3), 3), Err(MempoolError::Transaction(TransactionError::StaleNonce { got: 3, committed: 3 }))));
+        assert!(matches!(
+            pool.insert(transaction(1, 1), 0),
+            Err(MempoolError::Transaction(
+                TransactionError::Duplicate { .. }
+            ))
+        ));
+        assert!(matches!(
+            pool.insert(transaction(1, 3), 3),
+            Err(MempoolError::Transaction(TransactionError::StaleNonce {
+                got: 3,
+                committed: 3
+            }))
+        ));
         assert!(matches!(
             pool.insert(transaction(1, 5000), 0),
-            Err(MempoolError::Transaction(TransactionError::NonceTooFarAhead { .. }))
+            Err(MempoolError::Transaction(
+                TransactionError::NonceTooFarAhead { .. }
+            ))
         ));
         let mut other = transaction(1, 1);
         other.id = Digest::sha256(b"different transaction, same nonce");
-        assert!(matches!(pool.insert(other, 0), Err(MempoolError::Transaction(TransactionError::NonceTaken { nonce: 1, .. }))));
+        assert!(matches!(
+            pool.insert(other, 0),
+            Err(MempoolError::Transaction(TransactionError::NonceTaken {
+                nonce: 1,
+                ..
+            }))
+        ));
         assert_eq!(pool.len(), 1);
     }
 
@@ -178,11 +235,20 @@ mod tests {
         let mut pool = Mempool::new(2, 1 << 20);
         pool.insert(transaction(1, 1), 0).expect("admitted");
         pool.insert(transaction(2, 1), 0).expect("admitted");
-        assert!(matches!(pool.insert(transaction(3, 1), 0), Err(MempoolError::Full { transactions: 2, .. })));
+        assert!(matches!(
+            pool.insert(transaction(3, 1), 0),
+            Err(MempoolError::Full {
+                transactions: 2,
+                ..
+            })
+        ));
         let size = transaction(1, 1).encoded_len as u64;
         let mut small = Mempool::new(100, size * 2 - 1);
         small.insert(transaction(1, 1), 0).expect("admitted");
-        assert!(matches!(small.insert(transaction(2, 1), 0), Err(MempoolError::Full { .. })));
+        assert!(matches!(
+            small.insert(transaction(2, 1), 0),
+            Err(MempoolError::Full { .. })
+        ));
         assert_eq!(small.bytes(), size);
     }
 
@@ -197,6 +263,9 @@ mod tests {
         let left: Vec<u64> = pool.candidates().map(|t| t.nonce).collect();
         assert_eq!(left, vec![1, 3]);
         assert_eq!(pool.pending_nonce(&signer), Some(3));
-        assert_eq!(pool.bytes(), pool.candidates().map(|t| t.encoded_len as u64).sum::<u64>());
+        assert_eq!(
+            pool.bytes(),
+            pool.candidates().map(|t| t.encoded_len as u64).sum::<u64>()
+        );
     }
 }

@@ -52,7 +52,12 @@ impl PeerSet {
                     connected: connected.clone(),
                 };
                 tokio::spawn(task.run(receiver));
-                PeerHandle { name: peer.name.clone(), queue, connected, dropped: AtomicU64::new(0) }
+                PeerHandle {
+                    name: peer.name.clone(),
+                    queue,
+                    connected,
+                    dropped: AtomicU64::new(0),
+                }
             })
             .collect();
         Self { peers }
@@ -71,7 +76,11 @@ impl PeerSet {
     }
 
     pub fn connected(&self) -> Vec<String> {
-        self.peers.iter().filter(|p| p.connected.load(Ordering::Relaxed)).map(|p| p.name.clone()).collect()
+        self.peers
+            .iter()
+            .filter(|p| p.connected.load(Ordering::Relaxed))
+            .map(|p| p.name.clone())
+            .collect()
     }
 }
 
@@ -124,7 +133,8 @@ impl PeerTask {
         queue: &mut mpsc::Receiver<StreamRequest>,
     ) -> bool {
         let (sender, receiver) = mpsc::channel(256);
-        let mut call = tokio::spawn(async move { client.stream(ReceiverStream::new(receiver)).await });
+        let mut call =
+            tokio::spawn(async move { client.stream(ReceiverStream::new(receiver)).await });
         loop {
             tokio::select! {
                 message = queue.recv() => {

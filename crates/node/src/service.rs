@@ -6,10 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use govchain_crypto::{Digest, PublicKey};
-use govchain_exec::{StateRead as _, TransactionError, VerifiedTransaction, anchor_key, check_envelope, read_nonce};
+use govchain_exec::{
+    StateRead as _, TransactionError, VerifiedTransaction, anchor_key, check_envelope, read_nonce,
+};
 use govchain_pbft::Event;
 use govchain_proto::consensus::v1::consensus_service_server::ConsensusService;
-use govchain_proto::consensus::v1::{StreamRequest, StreamResponse, TransactionBatch, stream_request::Kind};
+use govchain_proto::consensus::v1::{
+    StreamRequest, StreamResponse, TransactionBatch, stream_request::Kind,
+};
 use govchain_proto::node::v1::node_service_server::NodeService;
 use govchain_proto::node::v1::*;
 use govchain_proto::types::v1::{AnchoredRecord, CommittedBlock, TransactionEnvelope};
@@ -29,14 +33,27 @@ const SUBSCRIPTION_CATCH_UP_BLOCKS_MAX: u64 = 64;
 
 /// Admits a transaction into the mempool: envelope checks (signature
 /// included, outside the lock), then the nonce against committed state.
-pub fn admit(shared: &Shared, envelope: TransactionEnvelope) -> Result<VerifiedTransaction, MempoolError> {
+pub fn admit(
+    shared: &Shared,
+    envelope: TransactionEnvelope,
+) -> Result<VerifiedTransaction, MempoolError> {
     let payload_max = shared.limits.payload_bytes_max as usize;
     let transaction = check_envelope(envelope, shared.chain_id(), payload_max, |_, _| false)?;
     let committed = read_nonce(&LedgerState(&shared.ledger), &transaction.signer)
         .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?;
     if transaction.nonce <= committed {
-        if shared.ledger.transaction(&transaction.id).ok().flatten().is_some() {
-            return Err(TransactionError::Duplicate { id: transaction.id, state: "committed" }.into());
+        if shared
+            .ledger
+            .transaction(&transaction.id)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            return Err(TransactionError::Duplicate {
+                id: transaction.id,
+                state: "committed",
+            }
+            .into());
         }
     }
     shared.mempool().insert(transaction.clone(), committed)?;
@@ -61,7 +78,9 @@ fn status_from_admission(err: &MempoolError) -> Status {
 fn internal(context: &str, err: impl std::fmt::Display) -> Status {
     let request_id = format!("{:016x}", rand_id());
     error!(request_id, error = %err, "{context}");
-    Status::internal(format!("{context}; see the node log for request {request_id}"))
+    Status::internal(format!(
+        "{context}; see the node log for request {request_id}"
+    ))
 }
 
 /// A request id for correlating an internal error with the log; unique
@@ -93,10 +112,17 @@ impl NodeApi {
     }
 
     fn committed_block(&self, height: u64) -> Result<Option<CommittedBlock>, Status> {
-        let Some(bytes) = self.shared.ledger.block_by_height(height).map_err(|e| internal("ledger read failed", e))? else {
+        let Some(bytes) = self
+            .shared
+            .ledger
+            .block_by_height(height)
+            .map_err(|e| internal("ledger read failed", e))?
+        else {
             return Ok(None);
         };
-        CommittedBlock::decode(bytes.as_slice()).map(Some).map_err(|e| internal("stored block does not decode", e))
+        CommittedBlock::decode(bytes.as_slice())
+            .map(Some)
+            .map_err(|e| internal("stored block does not decode", e))
     }
 }
 
@@ -104,8 +130,14 @@ type BlockStream = Pin<Box<dyn Stream<Item = Result<SubscribeBlocksResponse, Sta
 
 #[tonic::async_trait]
 impl NodeService for NodeApi {
-    async fn submit_transaction(&self, request: Request<SubmitTransactionRequest>) -> Result<Response<SubmitTransactionResponse>, Status> {
-        let envelope = request.into_inner().envelope.ok_or_else(|| Status::invalid_argument("envelope is required"))?;
+    async fn submit_transaction(
+        &self,
+        request: Request<SubmitTransactionRequest>,
+    ) -> Result<Response<SubmitTransactionResponse>, Status> {
+        let envelope = request
+            .into_inner()
+            .envelope
+            .ok_or_else(|| Status::invalid_argument("envelope is required"))?;
         let shared = self.shared.clone();
         // Signature checks are CPU work; keep them off the I/O threads.
         let transaction = tokio::task::spawn_blocking(move || admit(&shared, envelope))
@@ -113,19 +145,39 @@ impl NodeService for NodeApi {
             .map_err(|e| internal("admission task failed", e))?
             .map_err(|e| status_from_admission(&e))?;
         debug!(transaction_id = %transaction.id.short(), "admitted transaction");
-        let batch = TransactionBatch { transactions: vec![transaction.envelope.clone()] };
-        self.shared.peers.broadcast(&StreamRequest { kind: Some(Kind::Transactions(batch)) });
+        let batch = TransactionBatch {
+            transactions: vec![transaction.envelope.clone()],
+        };
+        self.shared.peers.broadcast(&StreamRequest {
+            kind: Some(Kind::Transactions(batch)),
+        });
         self.nudge_driver();
-        Ok(Response::new(SubmitTransactionResponse { transaction_id: transaction.id.to_vec() }))
+        Ok(Response::new(SubmitTransactionResponse {
+            transaction_id: transaction.id.to_vec(),
+        }))
     }
 
-    async fn get_transaction(&self, request: Request<GetTransactionRequest>) -> Result<Response<GetTransactionResponse>, Status> {
+    async fn get_transaction(
+        &self,
+        request: Request<GetTransactionRequest>,
+    ) -> Result<Response<GetTransactionResponse>, Status> {
         let id = digest_field("transaction_id", &request.into_inner().transaction_id)?;
-        if let Some(location) = self.shared.ledger.transaction(&id).map_err(|e| internal("ledger read failed", e))? {
-            let block = self.committed_block(location.height)?.ok_or_else(|| internal("indexed block missing", location.height))?;
-            let envelope = block.block.as_ref().and_then(|b| b.transactions.get(location.index as usize).cloned());
-            let result = govchain_proto::types::v1::TransactionResult::decode(location.result.as_slice())
-                .map_err(|e| internal("stored result does not decode", e))?;
+        if let Some(location) = self
+            .shared
+            .ledger
+            .transaction(&id)
+            .map_err(|e| internal("ledger read failed", e))?
+        {
+            let block = self
+                .committed_block(location.height)?
+                .ok_or_else(|| internal("indexed block missing", location.height))?;
+            let envelope = block
+                .block
+                .as_ref()
+                .and_then(|b| b.transactions.get(location.index as usize).cloned());
+            let result =
+                govchain_proto::types::v1::TransactionResult::decode(location.result.as_slice())
+                    .map_err(|e| internal("stored result does not decode", e))?;
             return Ok(Response::new(GetTransactionResponse {
                 transaction_id: id.to_vec(),
                 status: TransactionStatus::Committed.into(),
@@ -144,18 +196,28 @@ impl NodeService for NodeApi {
                 envelope: Some(envelope),
                 ..Default::default()
             })),
-            None => Err(Status::not_found(format!("transaction {id} is neither committed nor pending on this node"))),
+            None => Err(Status::not_found(format!(
+                "transaction {id} is neither committed nor pending on this node"
+            ))),
         }
     }
 
-    async fn get_block(&self, request: Request<GetBlockRequest>) -> Result<Response<GetBlockResponse>, Status> {
+    async fn get_block(
+        &self,
+        request: Request<GetBlockRequest>,
+    ) -> Result<Response<GetBlockResponse>, Status> {
         use get_block_request::Selector;
         let height = match request.into_inner().selector {
             Some(Selector::Height(height)) => height,
             Some(Selector::Latest(_)) => self.shared.ledger.head().height,
             Some(Selector::Hash(hash)) => {
                 let hash = digest_field("hash", &hash)?;
-                match self.shared.ledger.block_by_hash(&hash).map_err(|e| internal("ledger read failed", e))? {
+                match self
+                    .shared
+                    .ledger
+                    .block_by_hash(&hash)
+                    .map_err(|e| internal("ledger read failed", e))?
+                {
                     Some((height, _)) => height,
                     None => return Err(Status::not_found(format!("no block with hash {hash}"))),
                 }
@@ -164,15 +226,22 @@ impl NodeService for NodeApi {
         };
         let head = self.shared.ledger.head().height;
         if height == 0 {
-            return Err(Status::not_found("height 0 is genesis, which has no block; the first block is at height 1"));
+            return Err(Status::not_found(
+                "height 0 is genesis, which has no block; the first block is at height 1",
+            ));
         }
         match self.committed_block(height)? {
             Some(block) => Ok(Response::new(GetBlockResponse { block: Some(block) })),
-            None => Err(Status::not_found(format!("no block at height {height}; the head is at {head}"))),
+            None => Err(Status::not_found(format!(
+                "no block at height {height}; the head is at {head}"
+            ))),
         }
     }
 
-    async fn get_status(&self, _request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
+    async fn get_status(
+        &self,
+        _request: Request<GetStatusRequest>,
+    ) -> Result<Response<GetStatusResponse>, Status> {
         let shared = &self.shared;
         let head = shared.ledger.head();
         let view = shared.current_view();
@@ -188,7 +257,9 @@ impl NodeService for NodeApi {
             state_root: head.state_root.to_vec(),
             genesis_hash: shared.genesis_hash.to_vec(),
             view,
-            primary: shared.validator_name(shared.validators.primary(view)).into(),
+            primary: shared
+                .validator_name(shared.validators.primary(view))
+                .into(),
             validator_count: shared.validators.len(),
             mempool_transactions,
             mempool_bytes,
@@ -199,26 +270,38 @@ impl NodeService for NodeApi {
 
     type SubscribeBlocksStream = BlockStream;
 
-    async fn subscribe_blocks(&self, request: Request<SubscribeBlocksRequest>) -> Result<Response<BlockStream>, Status> {
+    async fn subscribe_blocks(
+        &self,
+        request: Request<SubscribeBlocksRequest>,
+    ) -> Result<Response<BlockStream>, Status> {
         let from = request.into_inner().from_height;
         let api = self.clone();
         let mut live = self.shared.blocks.subscribe();
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(async move {
-            let mut next = if from == 0 { api.shared.ledger.head().height + 1 } else { from };
+            let mut next = if from == 0 {
+                api.shared.ledger.head().height + 1
+            } else {
+                from
+            };
             loop {
                 // Catch up from the ledger, then follow live blocks; a
                 // subscriber that falls behind the live buffer reads the
                 // ledger again, so it never misses a block.
                 while next <= api.shared.ledger.head().height {
-                    let until = (next + SUBSCRIPTION_CATCH_UP_BLOCKS_MAX).min(api.shared.ledger.head().height + 1);
+                    let until = (next + SUBSCRIPTION_CATCH_UP_BLOCKS_MAX)
+                        .min(api.shared.ledger.head().height + 1);
                     for height in next..until {
                         let block = match api.committed_block(height) {
                             Ok(Some(block)) => block,
                             Ok(None) => return,
                             Err(status) => return drop(sender.send(Err(status)).await),
                         };
-                        if sender.send(Ok(SubscribeBlocksResponse { block: Some(block) })).await.is_err() {
+                        if sender
+                            .send(Ok(SubscribeBlocksResponse { block: Some(block) }))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -228,7 +311,13 @@ impl NodeService for NodeApi {
                     Ok(block) => {
                         let height = block.header.as_ref().map_or(0, |h| h.height);
                         if height == next {
-                            if sender.send(Ok(SubscribeBlocksResponse { block: Some((*block).clone()) })).await.is_err() {
+                            if sender
+                                .send(Ok(SubscribeBlocksResponse {
+                                    block: Some((*block).clone()),
+                                }))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                             next += 1;
@@ -239,26 +328,52 @@ impl NodeService for NodeApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
     }
 
-    async fn get_account(&self, request: Request<GetAccountRequest>) -> Result<Response<GetAccountResponse>, Status> {
+    async fn get_account(
+        &self,
+        request: Request<GetAccountRequest>,
+    ) -> Result<Response<GetAccountResponse>, Status> {
         let key = PublicKey::from_slice(&request.into_inner().public_key)
             .map_err(|err| Status::invalid_argument(format!("public_key: {err}")))?;
-        let committed_nonce = read_nonce(&LedgerState(&self.shared.ledger), &key).map_err(|e| internal("state read failed", e))?;
-        let pending_nonce = self.shared.mempool().pending_nonce(&key).unwrap_or(committed_nonce).max(committed_nonce);
-        Ok(Response::new(GetAccountResponse { committed_nonce, pending_nonce }))
+        let committed_nonce = read_nonce(&LedgerState(&self.shared.ledger), &key)
+            .map_err(|e| internal("state read failed", e))?;
+        let pending_nonce = self
+            .shared
+            .mempool()
+            .pending_nonce(&key)
+            .unwrap_or(committed_nonce)
+            .max(committed_nonce);
+        Ok(Response::new(GetAccountResponse {
+            committed_nonce,
+            pending_nonce,
+        }))
     }
 
-    async fn get_anchor(&self, request: Request<GetAnchorRequest>) -> Result<Response<GetAnchorResponse>, Status> {
+    async fn get_anchor(
+        &self,
+        request: Request<GetAnchorRequest>,
+    ) -> Result<Response<GetAnchorResponse>, Status> {
         let request = request.into_inner();
         let key = anchor_key(&request.dataset, &request.record_id);
         let state = LedgerState(&self.shared.ledger);
-        let Some(bytes) = state.get(&key).map_err(|e| internal("state read failed", e))? else {
-            return Err(Status::not_found(format!("record {:?} in dataset {:?} is not anchored", request.record_id, request.dataset)));
+        let Some(bytes) = state
+            .get(&key)
+            .map_err(|e| internal("state read failed", e))?
+        else {
+            return Err(Status::not_found(format!(
+                "record {:?} in dataset {:?} is not anchored",
+                request.record_id, request.dataset
+            )));
         };
-        let anchored = AnchoredRecord::decode(bytes.as_slice()).map_err(|e| internal("stored anchor does not decode", e))?;
-        Ok(Response::new(GetAnchorResponse { anchored: Some(anchored) }))
+        let anchored = AnchoredRecord::decode(bytes.as_slice())
+            .map_err(|e| internal("stored anchor does not decode", e))?;
+        Ok(Response::new(GetAnchorResponse {
+            anchored: Some(anchored),
+        }))
     }
 }
 
@@ -270,12 +385,22 @@ pub struct ConsensusApi {
 
 #[tonic::async_trait]
 impl ConsensusService for ConsensusApi {
-    async fn stream(&self, request: Request<Streaming<StreamRequest>>) -> Result<Response<StreamResponse>, Status> {
+    async fn stream(
+        &self,
+        request: Request<Streaming<StreamRequest>>,
+    ) -> Result<Response<StreamResponse>, Status> {
         let identity = tls::caller_identity(&request)?;
         tls::require_node(&identity)?;
-        let peer = self.shared.genesis.validator_index_by_identity(&identity).ok_or_else(|| {
-            Status::permission_denied(format!("{identity} is not a validator of chain {}", self.shared.chain_id()))
-        })?;
+        let peer = self
+            .shared
+            .genesis
+            .validator_index_by_identity(&identity)
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "{identity} is not a validator of chain {}",
+                    self.shared.chain_id()
+                ))
+            })?;
         let peer_name = self.shared.validator_name(peer).to_string();
         let mut stream = request.into_inner();
         let mut accepted = 0u64;
@@ -291,9 +416,15 @@ impl ConsensusService for ConsensusApi {
                             consensus.sender_index
                         )));
                     }
-                    let message = wire::message_from_wire(consensus)
-                        .map_err(|err| Status::invalid_argument(format!("malformed consensus message: {err}")))?;
-                    if self.driver.send(DriverEvent::Consensus(Event::Message(message))).await.is_err() {
+                    let message = wire::message_from_wire(consensus).map_err(|err| {
+                        Status::invalid_argument(format!("malformed consensus message: {err}"))
+                    })?;
+                    if self
+                        .driver
+                        .send(DriverEvent::Consensus(Event::Message(message)))
+                        .await
+                        .is_err()
+                    {
                         return Err(Status::unavailable("node is shutting down"));
                     }
                 }
@@ -302,7 +433,9 @@ impl ConsensusService for ConsensusApi {
             }
             accepted += 1;
         }
-        Ok(Response::new(StreamResponse { messages_accepted: accepted }))
+        Ok(Response::new(StreamResponse {
+            messages_accepted: accepted,
+        }))
     }
 }
 
@@ -312,14 +445,23 @@ impl ConsensusApi {
     async fn admit_forwarded(&self, peer: &str, batch: TransactionBatch) -> Result<(), Status> {
         let shared = self.shared.clone();
         let rejected = tokio::task::spawn_blocking(move || {
-            batch.transactions.into_iter().filter(|envelope| admit(&shared, envelope.clone()).is_err()).count()
+            batch
+                .transactions
+                .into_iter()
+                .filter(|envelope| admit(&shared, envelope.clone()).is_err())
+                .count()
         })
         .await
         .map_err(|e| internal("admission task failed", e))?;
         if rejected > 0 {
-            debug!(peer, rejected, "forwarded transactions not admitted (duplicates or already committed)");
+            debug!(
+                peer,
+                rejected, "forwarded transactions not admitted (duplicates or already committed)"
+            );
         }
-        if !self.shared.mempool_changed.swap(true, Ordering::AcqRel) && self.driver.send(DriverEvent::MempoolChanged).await.is_err() {
+        if !self.shared.mempool_changed.swap(true, Ordering::AcqRel)
+            && self.driver.send(DriverEvent::MempoolChanged).await.is_err()
+        {
             return Err(Status::unavailable("node is shutting down"));
         }
         Ok(())

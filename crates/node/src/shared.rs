@@ -76,16 +76,26 @@ impl Shared {
     pub fn mempool(&self) -> MutexGuard<'_, Mempool> {
         // A panic while holding the lock is a bug that already crashed a
         // task; the mempool's own invariants hold between method calls.
-        self.mempool.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.mempool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn head(&self) -> Head {
         let head = self.ledger.head();
-        Head { height: head.height, hash: head.hash, state_root: head.state_root, timestamp_ms: head.timestamp_ms }
+        Head {
+            height: head.height,
+            hash: head.hash,
+            state_root: head.state_root,
+            timestamp_ms: head.timestamp_ms,
+        }
     }
 
     pub fn validator_name(&self, index: u32) -> &str {
-        self.genesis.validators.get(index as usize).map_or("?", |v| v.name.as_str())
+        self.genesis
+            .validators
+            .get(index as usize)
+            .map_or("?", |v| v.name.as_str())
     }
 
     pub fn current_view(&self) -> u64 {
@@ -98,6 +108,8 @@ pub struct LedgerState<'a>(pub &'a Ledger);
 
 impl StateRead for LedgerState<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.0.state(key).map_err(|err| StateError::Read(err.to_string()))
+        self.0
+            .state(key)
+            .map_err(|err| StateError::Read(err.to_string()))
     }
 }

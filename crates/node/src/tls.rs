@@ -11,7 +11,10 @@ use crate::config::Settings;
 /// CA; the handshake fails for any other.
 pub fn server_config(settings: &Settings) -> ServerTlsConfig {
     ServerTlsConfig::new()
-        .identity(Identity::from_pem(&settings.certificate_pem, &settings.key_pem))
+        .identity(Identity::from_pem(
+            &settings.certificate_pem,
+            &settings.key_pem,
+        ))
         .client_ca_root(Certificate::from_pem(&settings.ca_certificate_pem))
 }
 
@@ -22,7 +25,10 @@ pub fn server_config(settings: &Settings) -> ServerTlsConfig {
 pub fn peer_client_config(settings: &Settings, department: &str) -> ClientTlsConfig {
     ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&settings.ca_certificate_pem))
-        .identity(Identity::from_pem(&settings.certificate_pem, &settings.key_pem))
+        .identity(Identity::from_pem(
+            &settings.certificate_pem,
+            &settings.key_pem,
+        ))
         .domain_name(node_dns_name(department))
 }
 
@@ -34,8 +40,11 @@ pub fn caller_identity<T>(request: &Request<T>) -> Result<TlsIdentity, Status> {
     let leaf = certificates
         .first()
         .ok_or_else(|| Status::unauthenticated("no client certificate: connect with mutual TLS"))?;
-    identity_from_certificate(leaf.as_ref())
-        .map_err(|err| Status::unauthenticated(format!("client certificate has no govchain identity: {err}")))
+    identity_from_certificate(leaf.as_ref()).map_err(|err| {
+        Status::unauthenticated(format!(
+            "client certificate has no govchain identity: {err}"
+        ))
+    })
 }
 
 /// The identity must be a validator node's.

@@ -3,7 +3,9 @@
 //! required fields, nesting); signatures are checked by `pbft`.
 
 use govchain_crypto::{Digest, Signature};
-use govchain_pbft::{Body, CommitCertificate, NewView, PreparedCertificate, SignedMessage, ViewChange};
+use govchain_pbft::{
+    Body, CommitCertificate, NewView, PreparedCertificate, SignedMessage, ViewChange,
+};
 use govchain_proto::consensus::v1 as wire;
 use govchain_proto::consensus::v1::consensus_message::Body as WireBody;
 use govchain_proto::types::v1 as types;
@@ -13,25 +15,39 @@ const NESTED_MESSAGES_MAX: usize = 1024;
 
 pub fn message_to_wire(message: &SignedMessage) -> wire::ConsensusMessage {
     let body = match &message.body {
-        Body::PrePrepare { view, seq, digest, block } => WireBody::PrePrepare(wire::PrePrepare {
+        Body::PrePrepare {
+            view,
+            seq,
+            digest,
+            block,
+        } => WireBody::PrePrepare(wire::PrePrepare {
             view: *view,
             seq: *seq,
             digest: digest.to_vec(),
             block: block.clone(),
         }),
-        Body::Prepare { view, seq, digest } => {
-            WireBody::Prepare(wire::Prepare { view: *view, seq: *seq, digest: digest.to_vec() })
-        }
-        Body::Commit { view, seq, digest } => {
-            WireBody::Commit(wire::Commit { view: *view, seq: *seq, digest: digest.to_vec() })
-        }
-        Body::Checkpoint { seq, digest } => {
-            WireBody::Checkpoint(wire::Checkpoint { seq: *seq, digest: digest.to_vec() })
-        }
+        Body::Prepare { view, seq, digest } => WireBody::Prepare(wire::Prepare {
+            view: *view,
+            seq: *seq,
+            digest: digest.to_vec(),
+        }),
+        Body::Commit { view, seq, digest } => WireBody::Commit(wire::Commit {
+            view: *view,
+            seq: *seq,
+            digest: digest.to_vec(),
+        }),
+        Body::Checkpoint { seq, digest } => WireBody::Checkpoint(wire::Checkpoint {
+            seq: *seq,
+            digest: digest.to_vec(),
+        }),
         Body::ViewChange(change) => WireBody::ViewChange(wire::ViewChange {
             new_view: change.new_view,
             stable_checkpoint_seq: change.stable_checkpoint_seq,
-            checkpoint_proof: change.checkpoint_proof.iter().map(message_to_wire).collect(),
+            checkpoint_proof: change
+                .checkpoint_proof
+                .iter()
+                .map(message_to_wire)
+                .collect(),
             prepared: change
                 .prepared
                 .iter()
@@ -66,12 +82,26 @@ fn decode(message: wire::ConsensusMessage, depth: u32) -> Result<SignedMessage, 
     }
     let signature = Signature::from_slice(&message.signature).map_err(|e| e.to_string())?;
     let body = match message.body.ok_or("consensus message has no body")? {
-        WireBody::PrePrepare(m) => {
-            Body::PrePrepare { view: m.view, seq: m.seq, digest: digest(&m.digest)?, block: m.block }
-        }
-        WireBody::Prepare(m) => Body::Prepare { view: m.view, seq: m.seq, digest: digest(&m.digest)? },
-        WireBody::Commit(m) => Body::Commit { view: m.view, seq: m.seq, digest: digest(&m.digest)? },
-        WireBody::Checkpoint(m) => Body::Checkpoint { seq: m.seq, digest: digest(&m.digest)? },
+        WireBody::PrePrepare(m) => Body::PrePrepare {
+            view: m.view,
+            seq: m.seq,
+            digest: digest(&m.digest)?,
+            block: m.block,
+        },
+        WireBody::Prepare(m) => Body::Prepare {
+            view: m.view,
+            seq: m.seq,
+            digest: digest(&m.digest)?,
+        },
+        WireBody::Commit(m) => Body::Commit {
+            view: m.view,
+            seq: m.seq,
+            digest: digest(&m.digest)?,
+        },
+        WireBody::Checkpoint(m) => Body::Checkpoint {
+            seq: m.seq,
+            digest: digest(&m.digest)?,
+        },
         WireBody::ViewChange(m) => Body::ViewChange(ViewChange {
             new_view: m.new_view,
             stable_checkpoint_seq: m.stable_checkpoint_seq,
@@ -79,7 +109,9 @@ fn decode(message: wire::ConsensusMessage, depth: u32) -> Result<SignedMessage, 
             prepared: bounded(m.prepared)?
                 .into_iter()
                 .map(|c| {
-                    let pre_prepare = c.pre_prepare.ok_or("prepared certificate has no pre-prepare")?;
+                    let pre_prepare = c
+                        .pre_prepare
+                        .ok_or("prepared certificate has no pre-prepare")?;
                     Ok(PreparedCertificate {
                         pre_prepare: decode(pre_prepare, depth + 1)?,
                         prepares: decode_list(c.prepares, depth)?,
@@ -93,16 +125,29 @@ fn decode(message: wire::ConsensusMessage, depth: u32) -> Result<SignedMessage, 
             pre_prepares: decode_list(m.pre_prepares, depth)?,
         }),
     };
-    Ok(SignedMessage { sender: message.sender_index, signature, body })
+    Ok(SignedMessage {
+        sender: message.sender_index,
+        signature,
+        body,
+    })
 }
 
-fn decode_list(list: Vec<wire::ConsensusMessage>, depth: u32) -> Result<Vec<SignedMessage>, String> {
-    bounded(list)?.into_iter().map(|m| decode(m, depth + 1)).collect()
+fn decode_list(
+    list: Vec<wire::ConsensusMessage>,
+    depth: u32,
+) -> Result<Vec<SignedMessage>, String> {
+    bounded(list)?
+        .into_iter()
+        .map(|m| decode(m, depth + 1))
+        .collect()
 }
 
 fn bounded<T>(list: Vec<T>) -> Result<Vec<T>, String> {
     if list.len() > NESTED_MESSAGES_MAX {
-        return Err(format!("{} nested messages, at most {NESTED_MESSAGES_MAX}", list.len()));
+        return Err(format!(
+            "{} nested messages, at most {NESTED_MESSAGES_MAX}",
+            list.len()
+        ));
     }
     Ok(list)
 }
@@ -127,10 +172,17 @@ pub fn certificate_to_wire(certificate: &CommitCertificate) -> types::CommitCert
     }
 }
 
-pub fn certificate_from_wire(certificate: &types::CommitCertificate) -> Result<CommitCertificate, String> {
+pub fn certificate_from_wire(
+    certificate: &types::CommitCertificate,
+) -> Result<CommitCertificate, String> {
     let signatures = bounded(certificate.signatures.clone())?
         .iter()
-        .map(|s| Ok((s.validator_index, Signature::from_slice(&s.signature).map_err(|e| e.to_string())?)))
+        .map(|s| {
+            Ok((
+                s.validator_index,
+                Signature::from_slice(&s.signature).map_err(|e| e.to_string())?,
+            ))
+        })
         .collect::<Result<_, String>>()?;
     Ok(CommitCertificate {
         seq: certificate.height,
@@ -155,36 +207,76 @@ mod tests {
     #[test]
     fn round_trips() {
         let digest = Digest::sha256(b"b");
-        let pre_prepare = signed(Body::PrePrepare { view: 1, seq: 2, digest, block: Bytes::from_static(b"block") });
-        let prepare = signed(Body::Prepare { view: 1, seq: 2, digest });
+        let pre_prepare = signed(Body::PrePrepare {
+            view: 1,
+            seq: 2,
+            digest,
+            block: Bytes::from_static(b"block"),
+        });
+        let prepare = signed(Body::Prepare {
+            view: 1,
+            seq: 2,
+            digest,
+        });
         let change = signed(Body::ViewChange(ViewChange {
             new_view: 2,
             stable_checkpoint_seq: 0,
             checkpoint_proof: vec![signed(Body::Checkpoint { seq: 0, digest })],
-            prepared: vec![PreparedCertificate { pre_prepare: pre_prepare.clone(), prepares: vec![prepare.clone()] }],
+            prepared: vec![PreparedCertificate {
+                pre_prepare: pre_prepare.clone(),
+                prepares: vec![prepare.clone()],
+            }],
         }));
-        let new_view = signed(Body::NewView(NewView { view: 2, view_changes: vec![change.clone()], pre_prepares: vec![pre_prepare.clone()] }));
-        for message in [pre_prepare, prepare, change, new_view, signed(Body::Commit { view: 0, seq: 9, digest })] {
+        let new_view = signed(Body::NewView(NewView {
+            view: 2,
+            view_changes: vec![change.clone()],
+            pre_prepares: vec![pre_prepare.clone()],
+        }));
+        for message in [
+            pre_prepare,
+            prepare,
+            change,
+            new_view,
+            signed(Body::Commit {
+                view: 0,
+                seq: 9,
+                digest,
+            }),
+        ] {
             let bytes = message_to_wire(&message).encode_to_vec();
-            let back = message_from_wire(wire::ConsensusMessage::decode(bytes.as_slice()).expect("decodes"));
+            let back = message_from_wire(
+                wire::ConsensusMessage::decode(bytes.as_slice()).expect("decodes"),
+            );
             assert_eq!(back, Ok(message));
         }
     }
 
     #[test]
     fn malformed_messages_are_errors() {
-        let empty = wire::ConsensusMessage { sender_index: 0, signature: vec![0; 64], body: None };
+        let empty = wire::ConsensusMessage {
+            sender_index: 0,
+            signature: vec![0; 64],
+            body: None,
+        };
         assert!(message_from_wire(empty).is_err());
         let short_digest = wire::ConsensusMessage {
             sender_index: 0,
             signature: vec![0; 64],
-            body: Some(WireBody::Prepare(wire::Prepare { view: 0, seq: 1, digest: vec![1; 5] })),
+            body: Some(WireBody::Prepare(wire::Prepare {
+                view: 0,
+                seq: 1,
+                digest: vec![1; 5],
+            })),
         };
         assert!(message_from_wire(short_digest).is_err());
         let short_signature = wire::ConsensusMessage {
             sender_index: 0,
             signature: vec![0; 3],
-            body: Some(WireBody::Prepare(wire::Prepare { view: 0, seq: 1, digest: vec![1; 32] })),
+            body: Some(WireBody::Prepare(wire::Prepare {
+                view: 0,
+                seq: 1,
+                digest: vec![1; 32],
+            })),
         };
         assert!(message_from_wire(short_signature).is_err());
     }

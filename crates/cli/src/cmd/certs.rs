@@ -1,0 +1,247 @@
+//! `govchain certs`: the consortium CA, department certificates and genesis.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use govchain_pki::{
+    CA_CERTIFICATE_FILE, CLIENT_CERTIFICATE_FILE, CLIENT_KEY_FILE, Consortium, InitOptions,
+};
+use serde::Serialize;
+
+use crate::output::{self, Fields};
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    #[command(subcommand)]
+    command: CertsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Create a consortium: root CA, each department's node, client and
+    /// consensus keys, and genesis.
+    #[command(
+        long_about = "Create a consortium: a root CA; for each department a node certificate, \
+            a client certificate and an Ed25519 consensus key; and genesis.json listing the \
+            departments as validators in the order given.\n\n\
+            Each <out>/<department>/ folder is everything that department's node needs, \
+            together with <out>/genesis.json. Keep <out>/ca.key offline: it is only needed \
+            to issue more certificates.",
+        after_help = "Examples:\n  \
+            govchain certs init --out certs --departments health,tax,education,transport\n  \
+            govchain certs init --out certs --departments health,tax --chain-id pilot-1 \\\n    \
+            --hosts health.gov.example,10.0.0.5"
+    )]
+    Init(InitArgs),
+    /// Issue another client certificate for a department, e.g. for an
+    /// application.
+    #[command(
+        long_about = "Issue another client certificate for a department, signed by the \
+            consortium CA, e.g. for an application that submits transactions. Writes \
+            client.crt, client.key (mode 0600) and a copy of ca.crt into --out, and refuses \
+            to replace an existing client.key.",
+        after_help = "Example:\n  \
+            govchain certs issue-client --ca-dir certs --department health --out app-certs\n  \
+            govchain status --node https://127.0.0.1:7050 \\\n    \
+            --ca app-certs/ca.crt --cert app-certs/client.crt --key app-certs/client.key"
+    )]
+    IssueClient(IssueClientArgs),
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Directory to write the consortium into.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Department names, comma-separated, in validator order
+    /// (lower case letters, digits and '-').
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',', required = true)]
+    departments: Vec<String>,
+    /// Chain id written into genesis; every transaction is bound to it.
+    #[arg(long, value_name = "ID", default_value = "govchain-dev")]
+    chain_id: String,
+    /// Extra DNS names or IP addresses for every node certificate,
+    /// comma-separated. localhost, 127.0.0.1 and ::1 are always included.
+    #[arg(long, value_name = "H1,H2", value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// Replace an existing consortium in --out, CA key included.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct IssueClientArgs {
+    /// Directory holding the consortium's ca.crt and ca.key.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: PathBuf,
+    /// Department the certificate is for.
+    #[arg(long, value_name = "NAME")]
+    department: String,
+    /// Directory to write client.crt, client.key and ca.crt into.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+pub fn run(args: CertsArgs, json: bool) -> anyhow::Result<()> {
+    match args.command {
+        CertsCommand::Init(args) => init(args, json),
+        CertsCommand::IssueClient(args) => issue_client(args, json),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct InitView {
+    chain_id: String,
+    genesis_hash: String,
+    ca_certificate: PathBuf,
+    ca_key: PathBuf,
+    genesis: PathBuf,
+    departments: Vec<DepartmentView>,
+}
+
+#[derive(Debug, Serialize)]
+struct DepartmentView {
+    name: String,
+    dir: PathBuf,
+    files: Vec<PathBuf>,
+}
+
+fn init(args: InitArgs, json: bool) -> anyhow::Result<()> {
+    let consortium = govchain_pki::init_consortium(&InitOptions {
+        out: args.out,
+        chain_id: args.chain_id,
+        departments: args.departments,
+        hosts: args.hosts,
+        force: args.force,
+    })?;
+    if json {
+        return output::print_json(&init_view(&consortium));
+    }
+    output::print(&init_text(&consortium))
+}
+
+fn init_view(consortium: &Consortium) -> InitView {
+    InitView {
+        chain_id: consortium.genesis.chain_id.clone(),
+        genesis_hash: consortium.genesis.hash().to_hex(),
+        ca_certificate: consortium.ca_certificate.clone(),
+        ca_key: consortium.ca_key.clone(),
+        genesis: consortium.genesis_path.clone(),
+        departments: consortium
+            .departments
+            .iter()
+            .map(|files| DepartmentView {
+                name: files.department.clone(),
+                dir: files.dir.clone(),
+                files: vec![
+                    files.ca_certificate.clone(),
+                    files.node_certificate.clone(),
+                    files.node_key.clone(),
+                    files.client_certificate.clone(),
+                    files.client_key.clone(),
+                    files.consensus_key.clone(),
+                ],
+            })
+            .collect(),
+    }
+}
+
+fn init_text(consortium: &Consortium) -> String {
+    let genesis = &consortium.genesis;
+    let mut fields = Fields::new();
+    fields
+        .add("chain id", &genesis.chain_id)
+        .add("genesis hash", genesis.hash())
+        .add("validators", genesis.validators.len())
+        .add("CA certificate", consortium.ca_certificate.display())
+        .add(
+            "CA key",
+            format!("{} (keep offline)", consortium.ca_key.display()),
+        )
+        .add("genesis", consortium.genesis_path.display());
+    for files in &consortium.departments {
+        fields.add(
+            &files.department,
+            format!(
+                "{}/ (ca.crt node.crt node.key client.crt client.key consensus.key)",
+                files.dir.display()
+            ),
+        );
+    }
+    let out = consortium.out.display();
+    let first = consortium
+        .departments
+        .first()
+        .map_or("<dept>", |files| files.department.as_str());
+    format!(
+        "{}\n\nNext steps:\n  \
+         give each department its {out}/<department>/ folder and {out}/genesis.json\n  \
+         write a node.toml for each node and run: govchain node --config node.toml\n  \
+         or try it all locally: govchain devnet\n  \
+         more client certificates: govchain certs issue-client --ca-dir {out} --department {first} --out DIR",
+        fields.render()
+    )
+}
+
+fn issue_client(args: IssueClientArgs, json: bool) -> anyhow::Result<()> {
+    govchain_pki::issue_client(&args.ca_dir, &args.department, &args.out)?;
+    let files = issued_files(&args.out);
+    if json {
+        return output::print_json(&DepartmentView {
+            name: args.department,
+            dir: args.out,
+            files: files.to_vec(),
+        });
+    }
+    let [ca, cert, key] = &files;
+    let mut fields = Fields::new();
+    fields
+        .add("department", &args.department)
+        .add("certificate", cert.display())
+        .add("key", format!("{} (mode 0600)", key.display()))
+        .add("CA certificate", ca.display());
+    output::print(&format!(
+        "{}\n\nUse it with:\n  govchain status --node URL --ca {} --cert {} --key {}",
+        fields.render(),
+        ca.display(),
+        cert.display(),
+        key.display()
+    ))
+}
+
+fn issued_files(out: &Path) -> [PathBuf; 3] {
+    [
+        out.join(CA_CERTIFICATE_FILE),
+        out.join(CLIENT_CERTIFICATE_FILE),
+        out.join(CLIENT_KEY_FILE),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_text_lists_files_and_next_steps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("certs");
+        let consortium = govchain_pki::init_consortium(&InitOptions {
+            out: out.clone(),
+            chain_id: "govchain-test".into(),
+            departments: vec!["health".into(), "tax".into()],
+            hosts: Vec::new(),
+            force: false,
+        })
+        .expect("init");
+        let text = init_text(&consortium);
+        assert!(text.contains("chain id:"), "{text}");
+        assert!(text.contains(&format!("{}/tax/", out.display())), "{text}");
+        assert!(text.contains("govchain node --config"), "{text}");
+        let view = serde_json::to_value(init_view(&consortium)).expect("json");
+        assert_eq!(view["departments"][1]["name"], "tax");
+        assert_eq!(
+            view["departments"][0]["files"].as_array().map(Vec::len),
+            Some(6)
+        );
+    }
+}

@@ -1,0 +1,503 @@
+//! `govchain devnet`: a local consortium of validators for development.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use govchain_crypto::SigningKey;
+use govchain_node::{NodeFile, PeerFile};
+use govchain_proto::node::v1::{
+    GetAccountRequest, GetStatusRequest, GetTransactionRequest, SubmitTransactionRequest,
+    TransactionStatus,
+};
+use std::os::unix::process::CommandExt as _;
+
+use crate::client::{Target, connect};
+use crate::devnet_file::{DevnetFile, DevnetNode};
+use crate::envelope::{Anchor, sign};
+
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  \
+        govchain devnet                      # four validators in ./devnet, in the foreground\n  \
+        govchain devnet --detach             # the same, in the background\n  \
+        govchain status                      # then ask them how they are doing\n  \
+        govchain devnet stop                 # stop detached nodes"
+)]
+pub struct DevnetArgs {
+    #[command(subcommand)]
+    pub command: Option<DevnetCommand>,
+    /// Directory for certificates, genesis, node data and devnet.json.
+    #[arg(
+        long,
+        env = "GOVCHAIN_DIR",
+        value_name = "DIR",
+        default_value = "./devnet"
+    )]
+    pub dir: PathBuf,
+    /// Number of validators.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub validators: u32,
+    /// Client API port of the first node; the others count up from it.
+    #[arg(long, value_name = "P", default_value_t = 7050)]
+    pub base_port: u16,
+    /// Delete the directory's chain data and certificates first.
+    #[arg(long)]
+    pub reset: bool,
+    /// Start the nodes in the background and return.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevnetCommand {
+    /// Stop the nodes of a detached devnet.
+    Stop(DevnetStopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevnetStopArgs {
+    /// The devnet directory.
+    #[arg(
+        long,
+        env = "GOVCHAIN_DIR",
+        value_name = "DIR",
+        default_value = "./devnet"
+    )]
+    pub dir: PathBuf,
+}
+
+/// The devnet's chain id.
+pub const DEVNET_CHAIN_ID: &str = "govchain-devnet";
+/// Department names for the first validators; more get numbered names.
+const DEPARTMENTS: [&str; 8] = [
+    "health",
+    "tax",
+    "police",
+    "civil",
+    "transport",
+    "education",
+    "housing",
+    "labour",
+];
+/// How long to wait for the nodes to start and connect.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long stopped nodes get to exit after SIGTERM before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Demo records anchored once the consortium is up.
+const DEMO_RECORDS: u64 = 8;
+
+/// Starts (or, with `stop`, stops) a local devnet.
+pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
+    if let Some(DevnetCommand::Stop(stop)) = args.command {
+        return stop_detached(&stop.dir);
+    }
+    if args.validators == 0 || args.validators > 100 {
+        bail!("--validators must be 1 to 100, got {}", args.validators);
+    }
+    let dir = args.dir.clone();
+    if args.reset && dir.exists() {
+        if let Ok(file) = DevnetFile::load(&dir) {
+            if file.nodes.iter().any(|n| n.pid.is_some_and(process_alive)) {
+                bail!(
+                    "the devnet in {} is running; stop it first with `govchain devnet stop --dir {}`",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+        }
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    let file = prepare(&dir, &args)?;
+    let mut children = start_nodes(&dir, &file, args.detach)?;
+    let mut file = file;
+    if args.detach {
+        for (node, child) in file.nodes.iter_mut().zip(&children) {
+            node.pid = Some(child.id());
+        }
+    }
+    file.save(&dir)?;
+    if let Err(err) = wait_until_connected(&dir, &file).await {
+        eprintln!("{err:#}");
+        eprintln!(
+            "the nodes' logs are in {}/nodes/<name>/node.log",
+            dir.display()
+        );
+        stop_children(&mut children);
+        bail!("the devnet did not start");
+    }
+    match demo_transactions(&dir, &file).await {
+        Ok(height) => {
+            println!("anchored {DEMO_RECORDS} demo records; the chain is at height {height}\n")
+        }
+        Err(err) => eprintln!("warning: demo transactions failed: {err:#}"),
+    }
+    print_summary(&dir, &file, args.detach);
+    if args.detach {
+        return Ok(());
+    }
+    supervise(&mut children).await;
+    Ok(())
+}
+
+fn department_names(n: u32) -> Vec<String> {
+    (0..n as usize)
+        .map(|i| {
+            DEPARTMENTS
+                .get(i)
+                .map_or_else(|| format!("dept{i}"), |s| (*s).to_string())
+        })
+        .collect()
+}
+
+/// Writes certificates, genesis and node configs on first use; later runs
+/// restart the same consortium on its existing data.
+fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFile> {
+    if DevnetFile::path(dir).exists() {
+        let file = DevnetFile::load(dir)?;
+        if file.nodes.len() != args.validators as usize {
+            bail!(
+                "{} holds a devnet of {} validators; pass --reset to replace it with {}",
+                dir.display(),
+                file.nodes.len(),
+                args.validators
+            );
+        }
+        if let Some(node) = file.nodes.iter().find(|n| n.pid.is_some_and(process_alive)) {
+            bail!(
+                "node {} of this devnet is already running; `govchain devnet stop --dir {}` first",
+                node.name,
+                dir.display()
+            );
+        }
+        eprintln!(
+            "restarting the devnet in {} on its existing data (--reset starts over)",
+            dir.display()
+        );
+        return Ok(file);
+    }
+    let names = department_names(args.validators);
+    let ports: Vec<u16> = (0..args.validators)
+        .map(|i| {
+            u16::try_from(u32::from(args.base_port) + i)
+                .context("--base-port plus the number of validators exceeds 65535")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let certs = dir.join("certs");
+    govchain_pki::init_consortium(&govchain_pki::InitOptions {
+        out: certs.clone(),
+        chain_id: DEVNET_CHAIN_ID.into(),
+        departments: names.clone(),
+        hosts: Vec::new(),
+        force: false,
+    })?;
+    let mut nodes = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let node_dir = Path::new("nodes").join(name);
+        std::fs::create_dir_all(dir.join(&node_dir))?;
+        let up = PathBuf::from("../..");
+        let dept = up.join("certs").join(name);
+        let config = NodeFile {
+            name: name.clone(),
+            listen: format!("127.0.0.1:{}", ports[i]).parse()?,
+            data_dir: PathBuf::from("data"),
+            genesis: up.join("certs/genesis.json"),
+            ca_certificate: up.join("certs/ca.crt"),
+            certificate: dept.join("node.crt"),
+            key: dept.join("node.key"),
+            consensus_key: dept.join("consensus.key"),
+            peers: names
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(j, peer)| PeerFile {
+                    name: peer.clone(),
+                    address: format!("https://127.0.0.1:{}", ports[j]),
+                })
+                .collect(),
+            mempool: Default::default(),
+        };
+        config.save(&dir.join(&node_dir).join("node.toml"))?;
+        nodes.push(DevnetNode {
+            name: name.clone(),
+            url: format!("https://127.0.0.1:{}", ports[i]),
+            data_dir: node_dir.join("data"),
+            config: node_dir.join("node.toml"),
+            pid: None,
+        });
+    }
+    Ok(DevnetFile {
+        chain_id: DEVNET_CHAIN_ID.into(),
+        genesis: PathBuf::from("certs/genesis.json"),
+        certs: PathBuf::from("certs"),
+        nodes,
+    })
+}
+
+fn start_nodes(dir: &Path, file: &DevnetFile, detach: bool) -> anyhow::Result<Vec<Child>> {
+    for node in &file.nodes {
+        let address = node.url.trim_start_matches("https://");
+        if TcpListener::bind(address).is_err() {
+            bail!(
+                "port {address} of node {} is in use; stop what uses it or pick another --base-port",
+                node.name
+            );
+        }
+    }
+    let exe = std::env::current_exe().context("cannot find the govchain executable")?;
+    let mut children = Vec::new();
+    for node in &file.nodes {
+        let node_dir = dir
+            .join(&node.config)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node_dir.join("node.log"))
+            .with_context(|| format!("cannot open the log of node {}", node.name))?;
+        let mut command = Command::new(&exe);
+        command
+            .arg("node")
+            .arg("--config")
+            .arg(dir.join(&node.config))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if detach {
+            // Its own process group, so the terminal's Ctrl-C does not reach it.
+            command.process_group(0);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start node {}", node.name))?;
+        children.push(child);
+    }
+    Ok(children)
+}
+
+fn target(dir: &Path, file: &DevnetFile, index: usize) -> Target {
+    let node = &file.nodes[index];
+    Target {
+        name: Some(node.name.clone()),
+        url: node.url.clone(),
+        ca: file.ca_certificate(dir),
+        cert: file.client_certificate(dir, &node.name),
+        key: file.client_key(dir, &node.name),
+        server_name: None,
+    }
+}
+
+async fn wait_until_connected(dir: &Path, file: &DevnetFile) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(file.nodes.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} starting validators: {pos}/{len} connected ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let deadline = Instant::now() + START_TIMEOUT;
+    let peers = file.nodes.len() - 1;
+    loop {
+        let mut ready = 0;
+        for i in 0..file.nodes.len() {
+            if let Ok(mut client) = connect(&target(dir, file, i)).await {
+                if let Ok(status) = client.get_status(GetStatusRequest {}).await {
+                    ready += usize::from(status.into_inner().connected_peers.len() == peers);
+                }
+            }
+        }
+        bar.set_position(ready as u64);
+        if ready == file.nodes.len() {
+            bar.finish_and_clear();
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bar.abandon();
+            bail!(
+                "only {ready} of {} validators were up and connected after {START_TIMEOUT:?}",
+                file.nodes.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Each department anchors a few records, to have something to look at.
+async fn demo_transactions(dir: &Path, file: &DevnetFile) -> anyhow::Result<u64> {
+    let key_path = dir.join("demo.key");
+    let key = if key_path.exists() {
+        SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&key_path)?)?
+    } else {
+        let key = SigningKey::generate()?;
+        std::fs::write(&key_path, key.to_pkcs8_pem()?)?;
+        key
+    };
+    let mut client = connect(&target(dir, file, 0)).await?;
+    let account = client
+        .get_account(GetAccountRequest {
+            public_key: key.public_key().as_bytes().to_vec(),
+        })
+        .await?
+        .into_inner();
+    let mut last = None;
+    for i in 0..DEMO_RECORDS {
+        let nonce = account.pending_nonce + 1 + i;
+        let department = &file.nodes[(i as usize) % file.nodes.len()].name;
+        let content = format!("demo record {nonce} shared by {department}");
+        let anchor = Anchor {
+            dataset: format!("{department}/demo"),
+            record_id: format!("record-{nonce}"),
+            record_hash: govchain_crypto::Digest::sha256(content.as_bytes()),
+            schema: "demo/v1".into(),
+            record_time_ms: govchain_node::now_ms(),
+        };
+        let signed = sign(&key, &file.chain_id, nonce, &anchor.transaction());
+        client
+            .submit_transaction(SubmitTransactionRequest {
+                envelope: Some(signed.envelope),
+            })
+            .await?;
+        last = Some(signed.id);
+    }
+    let Some(last) = last else { return Ok(0) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client
+            .get_transaction(GetTransactionRequest {
+                transaction_id: last.to_vec(),
+            })
+            .await?
+            .into_inner();
+        if response.status == TransactionStatus::Committed as i32 {
+            return Ok(response.block_height);
+        }
+        if Instant::now() > deadline {
+            bail!("the demo transactions did not commit within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn print_summary(dir: &Path, file: &DevnetFile, detach: bool) {
+    let d = dir.display();
+    println!(
+        "govchain devnet: chain {} with {} validators",
+        file.chain_id,
+        file.nodes.len()
+    );
+    println!();
+    println!("  {:<12} {:<24} log", "node", "address");
+    for node in &file.nodes {
+        let log = dir.join(&node.config).with_file_name("node.log");
+        println!("  {:<12} {:<24} {}", node.name, node.url, log.display());
+    }
+    println!();
+    println!("certificates: {d}/certs (CA, and per department node, client and consensus keys)");
+    println!("genesis:      {d}/certs/genesis.json");
+    println!();
+    println!("try, in another terminal:");
+    println!("  govchain status --dir {d}");
+    println!("  govchain blocks follow --dir {d}");
+    println!("  govchain block get --latest --dir {d}");
+    println!("  govchain keys new --out me.key");
+    println!(
+        "  govchain record anchor README.md --dataset docs --record-id readme --signing-key me.key --wait --dir {d}"
+    );
+    println!("  govchain record verify README.md --dataset docs --record-id readme --dir {d}");
+    let first = &file.nodes[0].name;
+    println!(
+        "  grpcurl -cacert {d}/certs/ca.crt -cert {d}/certs/{first}/client.crt -key {d}/certs/{first}/client.key {} list",
+        file.nodes[0].url.trim_start_matches("https://")
+    );
+    println!();
+    if detach {
+        println!("the nodes run in the background; stop them with: govchain devnet stop --dir {d}");
+    } else {
+        println!("press Ctrl-C to stop the devnet (its data stays in {d}; run again to resume)");
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM, or for a node to exit, then stops them all.
+async fn supervise(children: &mut [Child]) {
+    let shutdown = crate::cmd::node::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                if let Some(i) = children.iter_mut().position(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+                    eprintln!("node {i} exited; stopping the devnet (see its node.log)");
+                    break;
+                }
+            }
+        }
+    }
+    stop_children(children);
+}
+
+fn stop_children(children: &mut [Child]) {
+    let pids: Vec<u32> = children.iter().map(Child::id).collect();
+    terminate(&pids);
+    for child in children.iter_mut() {
+        let _ = child.wait();
+    }
+    eprintln!("devnet stopped");
+}
+
+/// SIGTERM, then SIGKILL for whoever is still there after [`STOP_TIMEOUT`].
+fn terminate(pids: &[u32]) {
+    for pid in pids {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while pids.iter().any(|pid| process_alive(*pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for pid in pids.iter().filter(|pid| process_alive(**pid)) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    // A zombie (exited, not yet reaped) counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn stop_detached(dir: &Path) -> anyhow::Result<()> {
+    let mut file = DevnetFile::load(dir)?;
+    let pids: Vec<u32> = file
+        .nodes
+        .iter()
+        .filter_map(|n| n.pid)
+        .filter(|pid| process_alive(*pid))
+        .collect();
+    if pids.is_empty() {
+        println!("no node of the devnet in {} is running", dir.display());
+    } else {
+        terminate(&pids);
+        println!("stopped {} nodes", pids.len());
+    }
+    for node in &mut file.nodes {
+        node.pid = None;
+    }
+    file.save(dir)
+}

@@ -1,0 +1,12 @@
+//! One module per subcommand. Each has an `XArgs` clap struct and a `run`.
+
+pub mod block;
+pub mod blocks;
+pub mod certs;
+pub mod devnet;
+pub mod keys;
+pub mod ledger;
+pub mod node;
+pub mod record;
+pub mod status;
+pub mod tx;

@@ -1,0 +1,431 @@
+//! `govchain tx`: submit a signed envelope, wait for it, look it up.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use govchain_crypto::Digest;
+use govchain_proto::node::v1::node_service_client::NodeServiceClient;
+use govchain_proto::node::v1::{
+    GetTransactionRequest, GetTransactionResponse, SubmitTransactionRequest, TransactionStatus,
+};
+use govchain_proto::types::v1::TransactionEnvelope;
+use serde::Serialize;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::client::{self, ConnectArgs, rpc_error};
+use crate::envelope;
+use crate::exit::Negative;
+use crate::output::{self, Fields};
+use crate::view::{BodyView, ResultView, status_name};
+
+/// How often `--wait` asks whether a transaction has committed.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Largest envelope file read; far above any chain's payload limit, so the
+/// node, not the CLI, is the one to refuse an oversized transaction.
+const ENVELOPE_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Args)]
+pub struct TxArgs {
+    #[command(subcommand)]
+    command: TxCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TxCommand {
+    /// Submit a signed transaction envelope to a node.
+    #[command(
+        long_about = "Submit a signed transaction envelope (binary protobuf \
+            govchain.types.v1.TransactionEnvelope) to a node, which checks it and admits it to \
+            its mempool; the validators then order it into a block. Prints the transaction id. \
+            With --wait, also waits until it is committed and prints the block height and \
+            result; a committed but failed transaction exits 1.",
+        after_help = "Examples:\n  \
+            govchain record anchor r.pdf --dataset d --record-id r1 --signing-key k.pem \\\n    \
+            --nonce 1 --chain-id govchain-devnet --out r1.envelope   # sign offline\n  \
+            govchain tx submit --envelope r1.envelope --dir devnet --wait\n  \
+            cat r1.envelope | govchain tx submit --envelope - --wait"
+    )]
+    Submit(SubmitArgs),
+    /// Show a transaction's status, block, result, signer and nonce.
+    #[command(after_help = "Example:\n  govchain tx get 5f0c...e1 --dir devnet --json")]
+    Get(GetArgs),
+}
+
+/// `--wait` and `--timeout`, shared with `record anchor`.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Wait until the transaction is committed, then print its block and result.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long, e.g. 30s, 500ms, 2m.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct SubmitArgs {
+    /// Envelope file, or - for stdin.
+    #[arg(long, value_name = "FILE")]
+    envelope: PathBuf,
+    #[command(flatten)]
+    wait: WaitArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+struct GetArgs {
+    /// Transaction id, 64 hex characters.
+    #[arg(value_name = "ID_HEX")]
+    id: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+pub async fn run(args: TxArgs, json: bool) -> anyhow::Result<()> {
+    match args.command {
+        TxCommand::Submit(args) => submit(args, json).await,
+        TxCommand::Get(args) => get(args, json).await,
+    }
+}
+
+/// `30s`, `500ms`, `2m`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "" | "s" => Ok(Duration::from_secs(value)),
+        "m" => value
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{text:?} is too long")),
+        _ => Err(format!("unknown unit {unit:?} in {text:?}: use ms, s or m")),
+    }
+}
+
+fn read_envelope(path: &Path) -> anyhow::Result<TransactionEnvelope> {
+    let mut bytes = Vec::new();
+    let name = if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(ENVELOPE_FILE_BYTES_MAX + 1)
+            .read_to_end(&mut bytes)
+            .context("cannot read the envelope from stdin")?;
+        "stdin".to_owned()
+    } else {
+        std::fs::File::open(path)
+            .and_then(|file| {
+                file.take(ENVELOPE_FILE_BYTES_MAX + 1)
+                    .read_to_end(&mut bytes)
+            })
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        path.display().to_string()
+    };
+    anyhow::ensure!(
+        bytes.len() as u64 <= ENVELOPE_FILE_BYTES_MAX,
+        "{name} is over {ENVELOPE_FILE_BYTES_MAX} bytes; it is not a transaction envelope"
+    );
+    govchain_exec::decode_envelope(&bytes).with_context(|| {
+        format!("{name} is not a binary TransactionEnvelope (make one with `govchain record anchor --out`)")
+    })
+}
+
+/// Submits `envelope` and returns the id the node reports.
+pub async fn submit_envelope(
+    client: &mut NodeServiceClient<Channel>,
+    envelope: TransactionEnvelope,
+) -> anyhow::Result<Digest> {
+    let response = client
+        .submit_transaction(SubmitTransactionRequest {
+            envelope: Some(envelope),
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    Digest::from_slice(&response.transaction_id)
+        .context("the node answered with a malformed transaction id")
+}
+
+/// Polls until the transaction is committed or `timeout` passes. A node that
+/// has not seen the transaction yet, or is changing view, is asked again.
+pub async fn wait_for_commit(
+    client: &mut NodeServiceClient<Channel>,
+    id: &Digest,
+    timeout: Duration,
+) -> anyhow::Result<GetTransactionResponse> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut state = "unknown to the node";
+    loop {
+        let request = GetTransactionRequest {
+            transaction_id: id.to_vec(),
+        };
+        match client.get_transaction(request).await {
+            Ok(response) => {
+                let response = response.into_inner();
+                if response.status() == TransactionStatus::Committed {
+                    return Ok(response);
+                }
+                state = "pending";
+            }
+            Err(status) if matches!(status.code(), Code::NotFound | Code::Unavailable) => {}
+            Err(status) => return Err(rpc_error(status)),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "transaction {id} is still {state} after {timeout:?}; it may commit later: check with `govchain tx get {id}` and `govchain status`"
+            );
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The answer to `tx submit`, `tx get` and `record anchor --wait`.
+#[derive(Debug, Serialize)]
+pub struct TransactionView {
+    pub transaction_id: String,
+    pub status: &'static str,
+    pub block_height: Option<u64>,
+    pub block_hash: Option<String>,
+    pub index: Option<u32>,
+    pub result: Option<ResultView>,
+    pub signer: Option<String>,
+    pub nonce: Option<u64>,
+    pub chain_id: Option<String>,
+    pub body: Option<BodyView>,
+}
+
+impl TransactionView {
+    pub fn submitted(id: &Digest) -> Self {
+        Self {
+            transaction_id: id.to_hex(),
+            status: status_name(TransactionStatus::Pending),
+            block_height: None,
+            block_hash: None,
+            index: None,
+            result: None,
+            signer: None,
+            nonce: None,
+            chain_id: None,
+            body: None,
+        }
+    }
+
+    pub fn new(id: &Digest, response: &GetTransactionResponse) -> Self {
+        let committed = response.status() == TransactionStatus::Committed;
+        let envelope = response.envelope.as_ref();
+        Self {
+            transaction_id: id.to_hex(),
+            status: status_name(response.status()),
+            block_height: committed.then_some(response.block_height),
+            block_hash: committed.then(|| hex::encode(&response.block_hash)),
+            index: committed.then_some(response.index),
+            result: response
+                .result
+                .as_ref()
+                .filter(|_| committed)
+                .map(ResultView::new),
+            signer: envelope.map(|e| hex::encode(&e.signer)),
+            nonce: envelope.map(|e| e.nonce),
+            chain_id: envelope.map(|e| e.chain_id.clone()),
+            body: envelope
+                .and_then(envelope::body)
+                .map(|body| BodyView::new(&body)),
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        self.result.as_ref().is_some_and(ResultView::failed)
+    }
+
+    pub fn fields(&self) -> Fields {
+        let mut fields = Fields::new();
+        fields
+            .add("transaction", &self.transaction_id)
+            .add("status", self.status);
+        if let Some(height) = self.block_height {
+            fields.add("block height", height);
+        }
+        if let Some(hash) = &self.block_hash {
+            fields.add("block hash", hash);
+        }
+        if let Some(index) = self.index {
+            fields.add("index", index);
+        }
+        if let Some(result) = &self.result {
+            fields.add("result", result.text());
+        }
+        if let Some(signer) = &self.signer {
+            fields.add("signer", signer);
+        }
+        if let Some(nonce) = self.nonce {
+            fields.add("nonce", nonce);
+        }
+        if let Some(chain_id) = &self.chain_id {
+            fields.add("chain id", chain_id);
+        }
+        for (key, value) in self.body.iter().flat_map(BodyView::fields) {
+            fields.add(key, value);
+        }
+        fields
+    }
+
+    /// Prints the view, then exits 1 (after printing) if it failed.
+    pub fn print(&self, json: bool) -> anyhow::Result<()> {
+        if json {
+            output::print_json(self)?;
+        } else {
+            output::print(&self.fields().render())?;
+        }
+        self.check_outcome()
+    }
+
+    fn check_outcome(&self) -> anyhow::Result<()> {
+        match &self.result {
+            Some(result) if result.failed() => Err(Negative::new(format!(
+                "transaction {} was committed but failed: {}",
+                self.transaction_id,
+                if result.error.is_empty() {
+                    "no reason given"
+                } else {
+                    &result.error
+                }
+            ))
+            .into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn submit(args: SubmitArgs, json: bool) -> anyhow::Result<()> {
+    let envelope = read_envelope(&args.envelope)?;
+    let target = args.connect.target()?;
+    let mut client = client::connect(&target).await?;
+    let id = submit_envelope(&mut client, envelope).await?;
+    if !args.wait.wait {
+        let view = TransactionView::submitted(&id);
+        return if json {
+            output::print_json(&view)
+        } else {
+            output::print(&view.fields().render())
+        };
+    }
+    let response = wait_for_commit(&mut client, &id, args.wait.timeout).await?;
+    TransactionView::new(&id, &response).print(json)
+}
+
+async fn get(args: GetArgs, json: bool) -> anyhow::Result<()> {
+    let id = Digest::from_hex(&args.id)
+        .with_context(|| format!("{:?} is not a transaction id", args.id))?;
+    let target = args.connect.target()?;
+    let mut client = client::connect(&target).await?;
+    let response = client
+        .get_transaction(GetTransactionRequest {
+            transaction_id: id.to_vec(),
+        })
+        .await
+        .map_err(|status| match status.code() {
+            Code::NotFound => anyhow::anyhow!(
+                "{}; check the id, or ask another node with --department or --node",
+                client::status_line(&status)
+            ),
+            _ => rpc_error(status),
+        })?
+        .into_inner();
+    let view = TransactionView::new(&id, &response);
+    // `tx get` reports; a failed transaction is an answer, not an error.
+    if json {
+        output::print_json(&view)
+    } else {
+        output::print(&view.fields().render())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use govchain_crypto::SigningKey;
+    use govchain_proto::types::v1::{TransactionOutcome, TransactionResult};
+
+    use super::*;
+    use crate::envelope::Anchor;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    fn committed(outcome: TransactionOutcome, error: &str) -> (Digest, GetTransactionResponse) {
+        let key = SigningKey::from_seed([4; 32]);
+        let anchor = Anchor {
+            dataset: "d".into(),
+            record_id: "r".into(),
+            record_hash: Digest::sha256(b"x"),
+            schema: String::new(),
+            record_time_ms: 0,
+        };
+        let signed = envelope::sign(&key, "c", 7, &anchor.transaction());
+        let response = GetTransactionResponse {
+            transaction_id: signed.id.to_vec(),
+            status: TransactionStatus::Committed.into(),
+            block_height: 12,
+            block_hash: vec![0xcd; 32],
+            index: 2,
+            result: Some(TransactionResult {
+                outcome: outcome.into(),
+                error: error.into(),
+            }),
+            envelope: Some(signed.envelope),
+        };
+        (signed.id, response)
+    }
+
+    #[test]
+    fn a_committed_transaction_shows_block_result_and_body() {
+        let (id, response) = committed(TransactionOutcome::Success, "");
+        let view = TransactionView::new(&id, &response);
+        let text = view.fields().render();
+        assert!(text.contains("status:        committed"), "{text}");
+        assert!(text.contains("block height:  12"), "{text}");
+        assert!(text.contains("nonce:         7"), "{text}");
+        assert!(text.contains("dataset:       d"), "{text}");
+        assert!(!view.failed());
+        let json = serde_json::to_value(&view).expect("json");
+        assert_eq!(json["result"]["outcome"], "success");
+        assert_eq!(json["body"]["anchor_record"]["record_id"], "r");
+    }
+
+    #[test]
+    fn a_failed_transaction_is_a_negative_answer() {
+        let (id, response) = committed(TransactionOutcome::Failed, "not the owner");
+        let view = TransactionView::new(&id, &response);
+        assert!(view.failed());
+        let err = view.check_outcome().expect_err("failed");
+        assert!(err.downcast_ref::<Negative>().is_some());
+        assert!(err.to_string().contains("not the owner"));
+    }
+
+    #[test]
+    fn a_pending_transaction_has_no_block() {
+        let (id, mut response) = committed(TransactionOutcome::Success, "");
+        response.status = TransactionStatus::Pending.into();
+        let json = serde_json::to_value(TransactionView::new(&id, &response)).expect("json");
+        assert_eq!(json["status"], "pending");
+        assert!(json["block_height"].is_null());
+        assert!(json["result"].is_null());
+    }
+}

@@ -1,0 +1,135 @@
+//! A full audit of a ledger on disk: the storage self-check, then every
+//! block re-verified from its bytes: hash, parent link, transaction root,
+//! and commit certificate against the validators in genesis.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use govchain_crypto::{Digest, merkle_root};
+use govchain_exec::{block_hash, decode_header, transaction_id};
+use govchain_ledger::Ledger;
+use govchain_pbft::verify_commit_certificate;
+use govchain_pki::Genesis;
+use govchain_proto::types::v1::CommittedBlock;
+use prost::Message as _;
+use serde::Serialize;
+
+/// What an audit found; `ok` is false when `error` names the first fault.
+#[derive(Debug, Serialize)]
+pub struct AuditReport {
+    pub ok: bool,
+    pub chain_id: String,
+    pub height: u64,
+    pub head_hash: String,
+    pub blocks: u64,
+    pub transactions: u64,
+    pub error: Option<String>,
+}
+
+/// Opens the ledger in `data_dir` (the node must be stopped: redb allows
+/// one process) and audits it. `progress` is called with each height.
+pub fn audit_ledger(
+    data_dir: &Path,
+    genesis: &Genesis,
+    mut progress: impl FnMut(u64, u64),
+) -> anyhow::Result<AuditReport> {
+    let ledger = Ledger::open(data_dir, &genesis.chain_id, genesis.hash()).with_context(|| {
+        format!(
+            "cannot open the ledger in {} (is its node still running?)",
+            data_dir.display()
+        )
+    })?;
+    let head = ledger.head();
+    let mut report = AuditReport {
+        ok: false,
+        chain_id: genesis.chain_id.clone(),
+        height: head.height,
+        head_hash: head.hash.to_hex(),
+        blocks: 0,
+        transactions: 0,
+        error: None,
+    };
+    let outcome = ledger
+        .check()
+        .map_err(anyhow::Error::from)
+        .and_then(|_| audit_blocks(&ledger, genesis, &mut report, &mut progress));
+    match outcome {
+        Ok(()) => report.ok = true,
+        Err(err) => report.error = Some(format!("{err:#}")),
+    }
+    Ok(report)
+}
+
+fn audit_blocks(
+    ledger: &Ledger,
+    genesis: &Genesis,
+    report: &mut AuditReport,
+    progress: &mut impl FnMut(u64, u64),
+) -> anyhow::Result<()> {
+    let validators = crate::validator_set(genesis)?;
+    let head = ledger.head();
+    let mut parent = genesis.hash();
+    for height in 1..=head.height {
+        progress(height, head.height);
+        let bytes = ledger
+            .block_by_height(height)?
+            .with_context(|| format!("block {height} is missing"))?;
+        let committed = CommittedBlock::decode(bytes.as_slice())
+            .with_context(|| format!("block {height} does not decode"))?;
+        let hash = audit_block(&genesis.chain_id, &validators, height, &parent, &committed)
+            .with_context(|| format!("block {height}"))?;
+        report.blocks += 1;
+        report.transactions += committed.block.map_or(0, |b| b.transactions.len() as u64);
+        parent = hash;
+    }
+    if parent != head.hash {
+        bail!(
+            "the chain ends at {parent}, but the ledger's head is {}",
+            head.hash
+        );
+    }
+    Ok(())
+}
+
+fn audit_block(
+    chain_id: &str,
+    validators: &govchain_pbft::ValidatorSet,
+    height: u64,
+    parent: &Digest,
+    committed: &CommittedBlock,
+) -> anyhow::Result<Digest> {
+    let block = committed.block.as_ref().context("no block")?;
+    let hash = block_hash(&block.header);
+    if hash.as_bytes().as_slice() != committed.block_hash.as_slice() {
+        bail!(
+            "stored hash {} is not the header's hash {hash}",
+            hex::encode(&committed.block_hash)
+        );
+    }
+    let header = decode_header(block)?;
+    if header.height != height {
+        bail!("header says height {}", header.height);
+    }
+    if header.parent_hash.as_slice() != parent.as_bytes() {
+        bail!(
+            "parent is {}, expected {parent}",
+            hex::encode(&header.parent_hash)
+        );
+    }
+    let ids: Vec<Digest> = block
+        .transactions
+        .iter()
+        .map(|t| transaction_id(&t.chain_id, &t.signer, t.nonce, &t.payload))
+        .collect();
+    if merkle_root(&ids).as_bytes().as_slice() != header.transactions_root.as_slice() {
+        bail!("transactions do not match the header's transactions root");
+    }
+    let certificate = committed
+        .certificate
+        .as_ref()
+        .context("no commit certificate")?;
+    let certificate =
+        crate::wire::certificate_from_wire(certificate).map_err(anyhow::Error::msg)?;
+    verify_commit_certificate(chain_id, validators, height, &hash, &certificate)?;
+    Ok(hash)
+}
