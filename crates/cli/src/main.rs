@@ -119,9 +119,12 @@ fn init_tracing(default_filter: &str) {
         .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
         .and_then(|value| EnvFilter::try_new(value).ok())
         .unwrap_or_else(|| EnvFilter::new(default_filter));
+    // Colours only on a terminal: node logs usually go to files.
+    let ansi = std::io::IsTerminal::is_terminal(&io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 

@@ -36,6 +36,8 @@ pub enum DriverEvent {
     Consensus(Event),
     /// The mempool changed; the driver reads its size.
     MempoolChanged,
+    /// Finish the current event and stop.
+    Stop,
 }
 
 /// A block this node built or checked, kept until it is delivered.
@@ -65,7 +67,7 @@ impl Driver {
         }
     }
 
-    /// Runs until every sender of `events` is gone.
+    /// Runs until [`DriverEvent::Stop`] or until every sender is gone.
     pub fn run(mut self, mut events: mpsc::Receiver<DriverEvent>) {
         info!(node = %self.shared.name, view = self.replica.view(), seq = self.replica.last_delivered(), "consensus driver started");
         self.step(Event::Tick { now_ms: now_ms() });
@@ -77,6 +79,7 @@ impl Driver {
                     let count = self.shared.mempool().len();
                     self.step(Event::PendingTransactions { count });
                 }
+                DriverEvent::Stop => break,
             }
         }
         info!(node = %self.shared.name, "consensus driver stopped");

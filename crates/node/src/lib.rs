@@ -47,6 +47,9 @@ use crate::shared::Shared;
 /// `RESOURCE_EXHAUSTED` from admission rather than a transport error.
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// How long in-flight requests may finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The validator set of a genesis, as `pbft` wants it.
 pub fn validator_set(genesis: &govchain_pki::Genesis) -> anyhow::Result<ValidatorSet> {
     let keys = genesis
@@ -132,9 +135,13 @@ pub async fn run(
         shared: shared.clone(),
         driver: events.clone(),
     };
-    drop(events);
     info!(node = %settings.name, listen = %settings.listen, "serving gRPC with mutual TLS");
-    let served = Server::builder()
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_sender.send(true);
+    });
+    let server = Server::builder()
         .tls_config(tls::server_config(&settings))?
         .tcp_nodelay(true)
         .add_service(health_service)
@@ -150,16 +157,27 @@ pub async fn run(
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
-        .serve_with_shutdown(settings.listen, shutdown)
-        .await;
+        .serve_with_shutdown(settings.listen, stopped(stop.clone()));
+    // Peers keep their streams open for good, so a graceful shutdown would
+    // wait for ever: after a grace period the server is dropped.
+    let served = tokio::select! {
+        served = server => served,
+        () = async { stopped(stop).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
+    };
     ticker.abort();
-    // The services held the last event senders; with them gone the driver
-    // finishes the event it is on and stops.
+    // Connections may outlive the server future and hold event senders, so
+    // the driver is told to stop rather than left to notice.
+    let _ = events.send(DriverEvent::Stop).await;
     drop(shared);
     let _ = tokio::task::spawn_blocking(move || driver_thread.join()).await;
     served.with_context(|| format!("gRPC server on {} failed", settings.listen))?;
     info!(node = %settings.name, "stopped");
     Ok(())
+}
+
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens after it sent.
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 async fn tick(events: mpsc::Sender<DriverEvent>) {
