@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
+        .codec_path("crate::codec::StrictCodec")
         .file_descriptor_set_path(out.join("govchain_descriptor.bin"))
         .bytes(".govchain.types.v1.TransactionEnvelope.payload")
         .bytes(".govchain.consensus.v1.PrePrepare.block")

@@ -344,3 +344,76 @@ pub async fn committed_height(client: &mut NodeServiceClient<Channel>, id: Diges
     )
     .await
 }
+
+/// Sends `bytes` as the raw body of a unary call, bypassing protobuf
+/// encoding, to see how the server treats bytes that are not a message.
+pub async fn raw_unary<R: prost::Message + Default + Send + 'static>(
+    channel: Channel,
+    path: &'static str,
+    bytes: Vec<u8>,
+) -> Result<R, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = RawCodec::<R>(std::marker::PhantomData);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    Ok(grpc.unary(tonic::Request::new(bytes), path, codec).await?.into_inner())
+}
+
+pub struct RawCodec<R>(std::marker::PhantomData<R>);
+
+pub struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl<R: prost::Message + Default + Send + 'static> tonic::codec::Codec for RawCodec<R> {
+    type Encode = Vec<u8>;
+    type Decode = R;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<R>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+impl Cluster {
+    /// A raw channel to node `i` with department `i`'s client certificate.
+    pub async fn channel(&self, i: usize) -> Channel {
+        let dept = self.certs().join(&self.nodes[i].name);
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(std::fs::read(self.certs().join("ca.crt")).unwrap()))
+            .identity(Identity::from_pem(std::fs::read(dept.join("client.crt")).unwrap(), std::fs::read(dept.join("client.key")).unwrap()));
+        Endpoint::from_shared(format!("https://127.0.0.1:{}", self.nodes[i].port))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn terminate_node(&mut self, i: usize) -> std::process::ExitStatus {
+        let mut child = self.nodes[i].child.take().unwrap();
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        eventually("the node to exit after SIGTERM", Duration::from_secs(20), || {
+            let status = child.try_wait().unwrap();
+            async move { status }
+        })
+        .await
+    }
+}

@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::all, clippy::pedantic)]
 
+pub mod codec;
+
 pub mod types {
     pub mod v1 {
         tonic::include_proto!("govchain.types.v1");
