@@ -360,33 +360,62 @@ async fn health_reflection_malformed_requests_and_sigterm() {
 
     // gRPC health.
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let request = tonic_health::pb::HealthCheckRequest { service: "govchain.node.v1.NodeService".into() };
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: "govchain.node.v1.NodeService".into(),
+    };
     let response = health.check(request).await.unwrap().into_inner();
-    assert_eq!(response.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        response.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     // Reflection, in the v1alpha dialect grpcurl speaks and in v1.
     use tonic_reflection::pb::v1alpha;
-    let mut reflection = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let mut reflection =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
     };
-    let mut responses = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
     let response = responses.message().await.unwrap().unwrap();
-    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = response.message_response else {
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
         panic!("unexpected reflection answer {response:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["govchain.node.v1.NodeService", "govchain.consensus.v1.ConsensusService", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    for expected in [
+        "govchain.node.v1.NodeService",
+        "govchain.consensus.v1.ConsensusService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
     use tonic_reflection::pb::v1;
     let mut reflection = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let request = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::FileContainingSymbol("govchain.node.v1.NodeService".into())),
+        message_request: Some(
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "govchain.node.v1.NodeService".into(),
+            ),
+        ),
     };
-    let mut responses = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
     let response = responses.message().await.unwrap().unwrap();
     assert!(
         matches!(response.message_response, Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
@@ -403,11 +432,23 @@ async fn health_reflection_malformed_requests_and_sigterm() {
     .await
     .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("malformed protobuf"), "{}", status.message());
+    assert!(
+        status.message().contains("malformed protobuf"),
+        "{}",
+        status.message()
+    );
     assert_eq!(cluster.status(0).await.node, "health");
 
     // SIGTERM: the node stops cleanly and promptly.
     let exit = cluster.terminate_node(3).await;
-    assert!(exit.success(), "node exited with {exit:?}: {}", cluster.log_tail(3));
-    assert!(cluster.log_tail(3).contains("stopped"), "{}", cluster.log_tail(3));
+    assert!(
+        exit.success(),
+        "node exited with {exit:?}: {}",
+        cluster.log_tail(3)
+    );
+    assert!(
+        cluster.log_tail(3).contains("stopped"),
+        "{}",
+        cluster.log_tail(3)
+    );
 }

@@ -353,10 +353,15 @@ pub async fn raw_unary<R: prost::Message + Default + Send + 'static>(
     bytes: Vec<u8>,
 ) -> Result<R, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let codec = RawCodec::<R>(std::marker::PhantomData);
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
-    Ok(grpc.unary(tonic::Request::new(bytes), path, codec).await?.into_inner())
+    Ok(grpc
+        .unary(tonic::Request::new(bytes), path, codec)
+        .await?
+        .into_inner())
 }
 
 pub struct RawCodec<R>(std::marker::PhantomData<R>);
@@ -367,7 +372,11 @@ impl tonic::codec::Encoder for RawEncoder {
     type Item = Vec<u8>;
     type Error = tonic::Status;
 
-    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         use bytes::BufMut as _;
         dst.put_slice(&item);
         Ok(())
@@ -394,8 +403,13 @@ impl Cluster {
     pub async fn channel(&self, i: usize) -> Channel {
         let dept = self.certs().join(&self.nodes[i].name);
         let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(std::fs::read(self.certs().join("ca.crt")).unwrap()))
-            .identity(Identity::from_pem(std::fs::read(dept.join("client.crt")).unwrap(), std::fs::read(dept.join("client.key")).unwrap()));
+            .ca_certificate(Certificate::from_pem(
+                std::fs::read(self.certs().join("ca.crt")).unwrap(),
+            ))
+            .identity(Identity::from_pem(
+                std::fs::read(dept.join("client.crt")).unwrap(),
+                std::fs::read(dept.join("client.key")).unwrap(),
+            ));
         Endpoint::from_shared(format!("https://127.0.0.1:{}", self.nodes[i].port))
             .unwrap()
             .tls_config(tls)
@@ -409,11 +423,21 @@ impl Cluster {
     pub async fn terminate_node(&mut self, i: usize) -> std::process::ExitStatus {
         let mut child = self.nodes[i].child.take().unwrap();
         let pid = child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        eventually("the node to exit after SIGTERM", Duration::from_secs(20), || {
-            let status = child.try_wait().unwrap();
-            async move { status }
-        })
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        eventually(
+            "the node to exit after SIGTERM",
+            Duration::from_secs(20),
+            || {
+                let status = child.try_wait().unwrap();
+                async move { status }
+            },
+        )
         .await
     }
 }

@@ -101,15 +101,15 @@ fn execute_anchor<S: StateRead>(
                 }
             })?),
         };
-    if let Some(previous) = &previous {
-        if previous.signer != transaction.signer.as_bytes() {
-            return Ok(Err(format!(
-                "record {:?} in dataset {:?} was anchored by signer {}; only that signer may anchor new versions",
-                anchor.record_id,
-                anchor.dataset,
-                hex_short(&previous.signer)
-            )));
-        }
+    if let Some(previous) = &previous
+        && previous.signer != transaction.signer.as_bytes()
+    {
+        return Ok(Err(format!(
+            "record {:?} in dataset {:?} was anchored by signer {}; only that signer may anchor new versions",
+            anchor.record_id,
+            anchor.dataset,
+            hex_short(&previous.signer)
+        )));
     }
     let record = AnchoredRecord {
         record: Some(anchor.clone()),

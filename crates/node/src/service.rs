@@ -41,20 +41,19 @@ pub fn admit(
     let transaction = check_envelope(envelope, shared.chain_id(), payload_max, |_, _| false)?;
     let committed = read_nonce(&LedgerState(&shared.ledger), &transaction.signer)
         .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?;
-    if transaction.nonce <= committed {
-        if shared
+    if transaction.nonce <= committed
+        && shared
             .ledger
             .transaction(&transaction.id)
             .ok()
             .flatten()
             .is_some()
-        {
-            return Err(TransactionError::Duplicate {
-                id: transaction.id,
-                state: "committed",
-            }
-            .into());
+    {
+        return Err(TransactionError::Duplicate {
+            id: transaction.id,
+            state: "committed",
         }
+        .into());
     }
     shared.mempool().insert(transaction.clone(), committed)?;
     Ok(transaction)

@@ -101,14 +101,14 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     }
     let dir = args.dir.clone();
     if args.reset && dir.exists() {
-        if let Ok(file) = DevnetFile::load(&dir) {
-            if file.nodes.iter().any(|n| n.pid.is_some_and(process_alive)) {
-                bail!(
-                    "the devnet in {} is running; stop it first with `govchain devnet stop --dir {}`",
-                    dir.display(),
-                    dir.display()
-                );
-            }
+        if let Ok(file) = DevnetFile::load(&dir)
+            && file.nodes.iter().any(|n| n.pid.is_some_and(process_alive))
+        {
+            bail!(
+                "the devnet in {} is running; stop it first with `govchain devnet stop --dir {}`",
+                dir.display(),
+                dir.display()
+            );
         }
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("cannot remove {}", dir.display()))?;
@@ -308,10 +308,10 @@ async fn wait_until_connected(dir: &Path, file: &DevnetFile) -> anyhow::Result<(
     loop {
         let mut ready = 0;
         for i in 0..file.nodes.len() {
-            if let Ok(mut client) = connect(&target(dir, file, i)).await {
-                if let Ok(status) = client.get_status(GetStatusRequest {}).await {
-                    ready += usize::from(status.into_inner().connected_peers.len() == peers);
-                }
+            if let Ok(mut client) = connect(&target(dir, file, i)).await
+                && let Ok(status) = client.get_status(GetStatusRequest {}).await
+            {
+                ready += usize::from(status.into_inner().connected_peers.len() == peers);
             }
         }
         bar.set_position(ready as u64);

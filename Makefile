@@ -1,0 +1,38 @@
+# govchain: the two commands a new user needs are `make run` and `make test`.
+
+CARGO ?= cargo
+DEVNET_DIR ?= ./devnet
+VALIDATORS ?= 4
+
+.PHONY: run test build lint fmt-check check-deps unit integration clean
+
+## A local consortium of $(VALIDATORS) validators with demo data, in the foreground.
+run:
+	$(CARGO) run --quiet -p govchain-cli -- devnet --dir $(DEVNET_DIR) --validators $(VALIDATORS)
+
+## Everything CI checks: formatting, lints, dependency direction, all tests.
+test: fmt-check lint check-deps
+	$(CARGO) test --workspace --all-targets
+
+build:
+	$(CARGO) build --workspace
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The consensus core and the rules stay free of I/O crates (see ARCHITECTURE.md).
+check-deps:
+	./scripts/check-deps.sh
+
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+integration:
+	$(CARGO) test -p govchain-cli --test cluster
+
+clean:
+	$(CARGO) clean
+	rm -rf $(DEVNET_DIR)

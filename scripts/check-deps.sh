@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Dependency direction (ARCHITECTURE.md): the pure crates never depend on
+# async runtimes, the network or storage, directly or transitively.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+status=0
+for crate in govchain-pbft govchain-exec govchain-crypto; do
+    tree=$(cargo tree -p "$crate" -e normal --prefix none --format '{p}')
+    for forbidden in tokio tonic rustls redb hyper h2 govchain-ledger govchain-node; do
+        if grep -qE "^${forbidden} v" <<<"$tree"; then
+            echo "error: $crate depends on $forbidden; it must stay free of I/O (see ARCHITECTURE.md)" >&2
+            status=1
+        fi
+    done
+done
+# Only the ledger (and later the blob store) touches redb.
+for crate in govchain-pki govchain-proto; do
+    if cargo tree -p "$crate" -e normal --prefix none --format '{p}' | grep -qE '^redb v'; then
+        echo "error: $crate depends on redb" >&2
+        status=1
+    fi
+done
+[ $status = 0 ] && echo "dependency direction: ok"
+exit $status
