@@ -43,6 +43,7 @@ pub struct DevnetArgs {
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub validators: u32,
     /// Client API port of the first node; the others count up from it.
+    /// 0 picks any free ports.
     #[arg(long, value_name = "P", default_value_t = 7050)]
     pub base_port: u16,
     /// Delete the directory's chain data and certificates first.
@@ -122,7 +123,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         }
     }
     file.save(&dir)?;
-    if let Err(err) = wait_until_connected(&dir, &file).await {
+    if let Err(err) = wait_until_connected(&dir, &file, &mut children).await {
         eprintln!("{err:#}");
         eprintln!(
             "the nodes' logs are in {}/nodes/<name>/node.log",
@@ -143,6 +144,26 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     }
     supervise(&mut children).await;
     Ok(())
+}
+
+/// Consecutive ports from `base`, or with `base` 0 any free ports.
+fn ports(base: u16, n: u32) -> anyhow::Result<Vec<u16>> {
+    if base == 0 {
+        // Hold every listener until all are chosen, so no port repeats.
+        let listeners = (0..n)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<Vec<_>, _>>()?;
+        return listeners
+            .iter()
+            .map(|l| Ok(l.local_addr()?.port()))
+            .collect();
+    }
+    (0..n)
+        .map(|i| {
+            u16::try_from(u32::from(base) + i)
+                .context("--base-port plus the number of validators exceeds 65535")
+        })
+        .collect()
 }
 
 fn department_names(n: u32) -> Vec<String> {
@@ -182,12 +203,7 @@ fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFile> {
         return Ok(file);
     }
     let names = department_names(args.validators);
-    let ports: Vec<u16> = (0..args.validators)
-        .map(|i| {
-            u16::try_from(u32::from(args.base_port) + i)
-                .context("--base-port plus the number of validators exceeds 65535")
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let ports = ports(args.base_port, args.validators)?;
     let certs = dir.join("certs");
     govchain_pki::init_consortium(&govchain_pki::InitOptions {
         out: certs.clone(),
@@ -294,7 +310,11 @@ fn target(dir: &Path, file: &DevnetFile, index: usize) -> Target {
     }
 }
 
-async fn wait_until_connected(dir: &Path, file: &DevnetFile) -> anyhow::Result<()> {
+async fn wait_until_connected(
+    dir: &Path,
+    file: &DevnetFile,
+    children: &mut [Child],
+) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new(file.nodes.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -315,6 +335,18 @@ async fn wait_until_connected(dir: &Path, file: &DevnetFile) -> anyhow::Result<(
             }
         }
         bar.set_position(ready as u64);
+        if let Some(i) = children
+            .iter_mut()
+            .position(|c| matches!(c.try_wait(), Ok(Some(_))))
+        {
+            bar.abandon();
+            let log = dir.join(&file.nodes[i].config).with_file_name("node.log");
+            bail!(
+                "node {} exited while starting; see {}",
+                file.nodes[i].name,
+                log.display()
+            );
+        }
         if ready == file.nodes.len() {
             bar.finish_and_clear();
             return Ok(());
