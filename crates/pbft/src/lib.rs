@@ -20,11 +20,12 @@ mod quorum;
 mod replica;
 
 pub use message::{
-    Body, CertificateError, CommitCertificate, NewView, PreparedCertificate, SignedMessage,
-    ViewChange, commit_signing_bytes, verify_commit_certificate,
+    Body, CertificateError, CommitCertificate, NewView, PreparedCertificate,
+    PreparedCertificateError, SignedMessage, ViewChange, commit_signing_bytes,
+    verify_commit_certificate,
 };
 pub use quorum::{ValidatorSet, ValidatorSetError};
-pub use replica::{Action, Config, Event, RejectReason, Replica};
+pub use replica::{Action, Config, Event, Record, RejectReason, Replica, Restored};
 
 /// Index of a validator in genesis.
 pub type ReplicaIndex = u32;

@@ -54,12 +54,18 @@ pub struct PreparedCertificate {
     pub prepares: Vec<SignedMessage>,
 }
 
+/// A replica's report when it moves to `new_view`: the last block it
+/// delivered, with its commit certificate, and the prepared certificate it
+/// holds for the next sequence number, if any. One block is in flight at a
+/// time, so nothing else can be prepared (see ARCHITECTURE.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ViewChange {
     pub new_view: View,
-    pub stable_checkpoint_seq: SequenceNumber,
-    pub checkpoint_proof: Vec<SignedMessage>,
-    pub prepared: Vec<PreparedCertificate>,
+    pub committed_seq: SequenceNumber,
+    /// `None` only when `committed_seq` is 0 (genesis).
+    pub committed: Option<CommitCertificate>,
+    /// For `committed_seq + 1`, from the highest view it prepared in.
+    pub prepared: Option<Box<PreparedCertificate>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,8 +104,14 @@ impl SignedMessage {
 
     /// A digest of the whole signed message, for nesting in view changes.
     pub fn message_digest(&self, chain_id: &str) -> Digest {
-        DomainHasher::new("govchain/pbft/signed/v1")
-            .bytes(&signing_bytes(chain_id, &self.body))
+        let mut hasher = DomainHasher::new("govchain/pbft/signed/v1");
+        hasher.bytes(&signing_bytes(chain_id, &self.body));
+        // A pre-prepare's signature does not cover the block bytes (they
+        // are bound by the digest), but a nested copy must not be swapped.
+        if let Body::PrePrepare { block, .. } = &self.body {
+            hasher.digest(&Digest::sha256(block));
+        }
+        hasher
             .u32(self.sender)
             .bytes(&self.signature.to_bytes())
             .finish()
@@ -117,22 +129,29 @@ pub fn signing_bytes(chain_id: &str, body: &Body) -> Vec<u8> {
         Body::Checkpoint { seq, digest } => fixed(DOMAIN_CHECKPOINT, chain_id, 0, *seq, digest),
         Body::ViewChange(change) => {
             let mut hasher = DomainHasher::new(DOMAIN_VIEW_CHANGE);
-            hasher
-                .bytes(chain_id.as_bytes())
-                .u64(change.new_view)
-                .u64(change.stable_checkpoint_seq);
-            hasher.u32(len_u32(change.checkpoint_proof.len()));
-            for proof in &change.checkpoint_proof {
-                hasher.digest(&proof.message_digest(chain_id));
-            }
-            hasher.u32(len_u32(change.prepared.len()));
-            for certificate in &change.prepared {
-                hasher.digest(&certificate.pre_prepare.message_digest(chain_id));
-                hasher.u32(len_u32(certificate.prepares.len()));
-                for prepare in &certificate.prepares {
-                    hasher.digest(&prepare.message_digest(chain_id));
+            hasher.bytes(chain_id.as_bytes()).u64(change.new_view).u64(change.committed_seq);
+            match &change.committed {
+                None => hasher.u32(0),
+                Some(certificate) => {
+                    hasher.u32(1).u64(certificate.view).u64(certificate.seq).digest(&certificate.digest);
+                    hasher.u32(len_u32(certificate.signatures.len()));
+                    for (index, signature) in &certificate.signatures {
+                        hasher.u32(*index).bytes(&signature.to_bytes());
+                    }
+                    &mut hasher
                 }
-            }
+            };
+            match &change.prepared {
+                None => hasher.u32(0),
+                Some(certificate) => {
+                    hasher.u32(1).digest(&certificate.pre_prepare.message_digest(chain_id));
+                    hasher.u32(len_u32(certificate.prepares.len()));
+                    for prepare in &certificate.prepares {
+                        hasher.digest(&prepare.message_digest(chain_id));
+                    }
+                    &mut hasher
+                }
+            };
             hasher.finish().to_vec()
         }
         Body::NewView(new_view) => {
@@ -255,4 +274,72 @@ pub fn verify_commit_certificate(
         });
     }
     Ok(())
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PreparedCertificateError {
+    #[error("the first message is not a pre-prepare")]
+    NotPrePrepare,
+    #[error("pre-prepare is signed by {sender}, the primary of view {view} is {primary}")]
+    NotPrimary { sender: ReplicaIndex, view: View, primary: ReplicaIndex },
+    #[error("message of validator {index} does not verify")]
+    BadSignature { index: ReplicaIndex },
+    #[error("prepare does not match the pre-prepare's view, sequence number and digest")]
+    Mismatch,
+    #[error("validator {index} prepares twice, or is the primary")]
+    BadPreparer { index: ReplicaIndex },
+    #[error("{got} prepares, a prepared certificate needs {needed}")]
+    TooFewPrepares { got: usize, needed: usize },
+    #[error("block bytes do not match digest {digest}")]
+    BlockMismatch { digest: Digest },
+}
+
+impl PreparedCertificate {
+    /// (view, seq, digest, block) of the pre-prepare.
+    pub fn proposal(&self) -> Option<(View, SequenceNumber, Digest, &Bytes)> {
+        match &self.pre_prepare.body {
+            Body::PrePrepare { view, seq, digest, block } => Some((*view, *seq, *digest, block)),
+            _ => None,
+        }
+    }
+
+    /// Checks the certificate: a pre-prepare signed by its view's primary,
+    /// block bytes that match the digest, and quorum - 1 matching prepares
+    /// from distinct backups, every signature valid.
+    pub fn verify(
+        &self,
+        chain_id: &str,
+        validators: &ValidatorSet,
+        block_digest: fn(&[u8]) -> Option<Digest>,
+    ) -> Result<(), PreparedCertificateError> {
+        let (view, seq, digest, block) = self.proposal().ok_or(PreparedCertificateError::NotPrePrepare)?;
+        let primary = validators.primary(view);
+        if self.pre_prepare.sender != primary {
+            return Err(PreparedCertificateError::NotPrimary { sender: self.pre_prepare.sender, view, primary });
+        }
+        if !self.pre_prepare.verify(chain_id, validators) {
+            return Err(PreparedCertificateError::BadSignature { index: primary });
+        }
+        if block_digest(block) != Some(digest) {
+            return Err(PreparedCertificateError::BlockMismatch { digest });
+        }
+        let mut preparers = BTreeSet::new();
+        for prepare in &self.prepares {
+            if prepare.body != (Body::Prepare { view, seq, digest }) {
+                return Err(PreparedCertificateError::Mismatch);
+            }
+            if prepare.sender == primary || !preparers.insert(prepare.sender) {
+                return Err(PreparedCertificateError::BadPreparer { index: prepare.sender });
+            }
+            if !prepare.verify(chain_id, validators) {
+                return Err(PreparedCertificateError::BadSignature { index: prepare.sender });
+            }
+        }
+        let needed = validators.quorum() as usize - 1;
+        if preparers.len() < needed {
+            return Err(PreparedCertificateError::TooFewPrepares { got: preparers.len(), needed });
+        }
+        Ok(())
+    }
 }

@@ -33,15 +33,24 @@ fn validators(n: u32) -> ValidatorSet {
     ValidatorSet::new((0..n).map(|i| key(i).public_key()).collect()).expect("valid")
 }
 
-fn replica_with(n: u32, me: u32, empty_block_interval_ms: u64) -> Replica {
-    let config = Config {
+fn sha256_digest(block: &[u8]) -> Option<Digest> {
+    Some(Digest::sha256(block))
+}
+
+fn config(n: u32, me: u32, empty_block_interval_ms: u64) -> Config {
+    Config {
         chain_id: CHAIN.into(),
         validators: validators(n),
         me,
         key: key(me),
         empty_block_interval_ms,
-    };
-    Replica::new(config, 0)
+        view_timeout_ms: 1_000,
+        block_digest: sha256_digest,
+    }
+}
+
+fn replica_with(n: u32, me: u32, empty_block_interval_ms: u64) -> Replica {
+    Replica::new(config(n, me, empty_block_interval_ms), 0, None, Restored::default())
 }
 
 fn replica(n: u32, me: u32) -> Replica {
@@ -62,6 +71,8 @@ struct Cluster {
     deferred_checks: Vec<Vec<(View, SequenceNumber, Digest)>>,
     rejected: Vec<(u32, RejectReason)>,
     rng: SplitMix,
+    /// The application builds blocks up to this height.
+    max_seq: u64,
 }
 
 impl Cluster {
@@ -73,6 +84,7 @@ impl Cluster {
             deferred_checks: vec![Vec::new(); n as usize],
             rejected: Vec::new(),
             rng: SplitMix(seed),
+            max_seq: 30,
         }
     }
 
@@ -102,7 +114,7 @@ impl Cluster {
             }
             Action::BuildProposal { view, seq, .. } => {
                 // A bounded chain: stop proposing after 30 blocks.
-                if seq <= 30 {
+                if seq <= self.max_seq {
                     let (digest, block) = block_for(seq, u64::from(at));
                     queue.push_back(Event::ProposalBuilt {
                         view,
@@ -131,9 +143,11 @@ impl Cluster {
                     Ok(())
                 );
                 self.delivered[at as usize].push((seq, digest));
-                queue.push_back(Event::PendingTransactions { count: 1 });
+                let count = u64::from(seq < self.max_seq);
+                queue.push_back(Event::PendingTransactions { count });
             }
             Action::Rejected { sender, reason } => self.rejected.push((sender, reason)),
+            Action::Persist(_) | Action::StateTransfer { .. } => {}
         }
         // The application checks a proposal once the previous block is in.
         let height = self.delivered[at as usize].len() as u64;
@@ -277,9 +291,10 @@ fn one_proposal_in_flight() {
         digest,
         block,
     });
+    // Durable before it is sent: a restarted primary never proposes twice.
     assert!(matches!(
         &actions[..],
-        [Action::Broadcast(SignedMessage {
+        [Action::Persist(Record::Accepted { reproposal: false, .. }), Action::Broadcast(SignedMessage {
             body: Body::PrePrepare { seq: 1, .. },
             ..
         })]
@@ -435,16 +450,12 @@ fn wrong_chain_signature_is_refused() {
 }
 
 #[test]
-fn view_change_messages_are_refused_for_now() {
+fn block_bytes_must_match_the_digest() {
     let mut backup = replica(4, 1);
-    let body = Body::Checkpoint {
-        seq: 1,
-        digest: Digest::default(),
-    };
-    assert!(matches!(
-        rejections(&backup.step(vote(2, body)))[..],
-        [RejectReason::Unsupported { kind: "checkpoint" }]
-    ));
+    let (digest, _) = block_for(1, 1);
+    let body = Body::PrePrepare { view: 0, seq: 1, digest, block: Bytes::from_static(b"other") };
+    let actions = backup.step(vote(0, body));
+    assert!(matches!(rejections(&actions)[..], [RejectReason::BlockMismatch { .. }]));
 }
 
 #[test]
@@ -584,4 +595,80 @@ fn certificate_checks() {
         crate::verify_commit_certificate(CHAIN, &set, 1, &digest, &forged),
         Err(crate::CertificateError::BadSignature { index: 2 })
     ));
+}
+
+impl Cluster {
+    /// Advances every replica's clock by `ms` in steps of 10 ms, delivering
+    /// messages in between; `silent` replicas neither send nor receive.
+    fn run_for(&mut self, ms: u64, now: &mut u64, silent: &[u32]) {
+        for _ in 0..ms / 10 {
+            *now += 10;
+            for i in 0..self.replicas.len() as u32 {
+                if !silent.contains(&i) {
+                    self.step(i, Event::Tick { now_ms: *now });
+                }
+            }
+            self.network.retain(|(to, m)| !silent.contains(to) && !silent.contains(&m.sender));
+            self.run_filtered(200, |to| silent.contains(&to));
+        }
+    }
+}
+
+#[test]
+fn a_silent_primary_is_replaced_and_the_chain_goes_on() {
+    let mut cluster = Cluster::new(4, 5);
+    let mut now = 0;
+    cluster.step(0, Event::PendingTransactions { count: 1 });
+    cluster.run(20_000);
+    assert_eq!(cluster.delivered[1].len(), 30);
+    // Primary 0 goes silent while the others have work to do.
+    cluster.max_seq = 40;
+    for i in 1..4 {
+        cluster.step(i, Event::PendingTransactions { count: 1 });
+    }
+    cluster.run_for(8_000, &mut now, &[0]);
+    for i in 1..4 {
+        let replica = &cluster.replicas[i];
+        assert_eq!(replica.view(), 1, "replica {i}: one view change suffices");
+        assert!(replica.is_normal(), "replica {i} is stuck changing views");
+        assert_eq!(cluster.delivered[i].len(), 40, "replica {i} did not go on committing");
+        assert_eq!(cluster.delivered[i], cluster.delivered[1]);
+    }
+}
+
+#[test]
+fn one_faulty_validator_can_not_force_a_view_change() {
+    let mut backup = replica(4, 2);
+    let change = Body::ViewChange(crate::ViewChange { new_view: 1, committed_seq: 0, committed: None, prepared: None });
+    let actions = backup.step(vote(3, change));
+    assert!(actions.iter().all(|a| !matches!(a, Action::Broadcast(_))), "{actions:?}");
+    assert_eq!(backup.view(), 0);
+    // A second validator asking too (f + 1 = 2) is enough to join.
+    let change = Body::ViewChange(crate::ViewChange { new_view: 1, committed_seq: 0, committed: None, prepared: None });
+    let actions = backup.step(vote(0, change));
+    assert!(actions.iter().any(|a| matches!(a, Action::Broadcast(SignedMessage { body: Body::ViewChange(_), .. }))));
+    assert_eq!(backup.view(), 1);
+    assert!(!backup.is_normal());
+}
+
+#[test]
+fn a_view_change_claiming_blocks_without_a_certificate_is_refused() {
+    let mut backup = replica(4, 1);
+    let change = Body::ViewChange(crate::ViewChange { new_view: 1, committed_seq: 5, committed: None, prepared: None });
+    assert!(matches!(rejections(&backup.step(vote(3, change)))[..], [RejectReason::InvalidViewChange { .. }]));
+}
+
+#[test]
+fn a_restarted_backup_does_not_prepare_a_conflicting_block() {
+    let (digest, _) = block_for(1, 1);
+    let prepare = SignedMessage::sign(CHAIN, 1, &key(1), Body::Prepare { view: 0, seq: 1, digest });
+    let restored = Restored { view: 0, normal: true, votes: vec![prepare], ..Restored::default() };
+    let mut backup = Replica::new(config(4, 1, 0), 0, None, restored);
+    let actions = backup.step(Event::Message(pre_prepare(0, 1, 2)));
+    assert!(matches!(rejections(&actions)[..], [RejectReason::Equivocation { kind: "pre-prepare", .. }]));
+    // The same block as before is fine, and its prepare is the stored one.
+    let actions = backup.step(Event::Message(pre_prepare(0, 1, 1)));
+    assert!(matches!(actions[..], [Action::CheckProposal { seq: 1, .. }]));
+    let actions = backup.step(Event::ProposalChecked { view: 0, seq: 1, digest, verdict: Ok(()) });
+    assert!(!actions.iter().any(|a| matches!(a, Action::Broadcast(_))), "no second prepare: {actions:?}");
 }
