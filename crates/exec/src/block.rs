@@ -98,6 +98,21 @@ pub fn block_hash(header_bytes: &[u8]) -> Digest {
         .finish()
 }
 
+/// The digest that block bytes commit to: the hash of their header, if the
+/// bytes decode and the header's transaction root matches the transactions.
+/// Binds a block's bytes to a digest without executing it.
+pub fn block_digest(encoded: &[u8]) -> Option<Digest> {
+    let block = Block::decode(encoded).ok()?;
+    let header = decode_header(&block).ok()?;
+    let ids: Vec<Digest> = block
+        .transactions
+        .iter()
+        .map(|t| crate::transaction_id(&t.chain_id, &t.signer, t.nonce, &t.payload))
+        .collect();
+    (merkle_root(&ids).as_bytes().as_slice() == header.transactions_root.as_slice())
+        .then(|| block_hash(&block.header))
+}
+
 pub fn decode_header(block: &Block) -> Result<BlockHeader, BlockError> {
     BlockHeader::decode(block.header.as_slice())
         .map_err(|err| BlockError::Malformed(format!("header: {err}")))

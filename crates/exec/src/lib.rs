@@ -14,7 +14,7 @@ mod transaction;
 
 pub use block::{
     BlockError, BlockLimits, BuiltBlock, CheckContext, CheckedBlock, ExecutedBlock, Head,
-    block_hash, build_block, check_block, decode_header,
+    block_digest, block_hash, build_block, check_block, decode_header,
 };
 pub use execute::anchor_key;
 pub use state::{StateError, StateRead, nonce_key, read_nonce};

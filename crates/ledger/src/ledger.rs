@@ -190,6 +190,7 @@ impl Ledger {
         // On error, dropping `db_write` uncommitted rolls all of it back.
         write_block(&db_write, block, head.height)?;
         advance_head(&db_write, &head, &next)?;
+        crate::consensus::prune(&db_write, block.height)?;
         db_write.commit().context("committing a block")?;
 
         let mut cached = self.head.write().unwrap_or_else(PoisonError::into_inner);
@@ -292,6 +293,10 @@ impl Ledger {
         check::check(&snapshot, self.genesis_hash)
     }
 
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+
     fn begin_read(&self) -> Result<ReadTransaction, ReadError> {
         Ok(self.db.begin_read().context("beginning a read")?)
     }
@@ -309,7 +314,7 @@ fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
 /// Every write transaction is durable before `commit` returns, and records
 /// redb's allocator state ("quick repair") so that reopening after a crash
 /// does not walk the whole file, at the price of a second fsync per commit.
-fn begin_durable_write(db: &Database) -> Result<WriteTransaction, StorageFailure> {
+pub(crate) fn begin_durable_write(db: &Database) -> Result<WriteTransaction, StorageFailure> {
     let mut db_write = db.begin_write().context("beginning a write")?;
     db_write
         .set_durability(Durability::Immediate)

@@ -37,11 +37,13 @@
 #![forbid(unsafe_code)]
 
 mod check;
+mod consensus;
 mod error;
 mod ledger;
 mod schema;
 
 pub use check::CheckReport;
+pub use consensus::{CONSENSUS_KEY_BYTES, consensus_key};
 pub use error::{AppendError, CheckError, Inconsistency, OpenError, ReadError, StorageFailure};
 pub use ledger::{AppendBlock, Head, Ledger, TransactionLocation};
 

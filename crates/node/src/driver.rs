@@ -15,14 +15,16 @@ use bytes::Bytes;
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::{CheckContext, ExecutedBlock, build_block, check_block};
 use govchain_ledger::AppendBlock;
-use govchain_pbft::{Action, CommitCertificate, Event, Replica, SequenceNumber, View};
+use govchain_pbft::{Action, CommitCertificate, Event, Record, Replica, SequenceNumber, View};
 use govchain_proto::consensus::v1::{StreamRequest, stream_request::Kind};
 use govchain_proto::types::v1::{Block, BlockHeader, CommittedBlock, TransactionResult};
 use prost::Message as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
+use crate::consensus_store;
 use crate::shared::{LedgerState, Shared};
+use crate::sync::SyncRequest;
 use crate::wire;
 
 /// Events waiting for the driver; producers wait when it is full.
@@ -36,9 +38,21 @@ pub enum DriverEvent {
     Consensus(Event),
     /// The mempool changed; the driver reads its size.
     MempoolChanged,
+    /// Committed blocks fetched by state transfer, certificates checked;
+    /// `ack` gets how many were applied.
+    Synced {
+        blocks: Vec<CommittedBlock>,
+        ack: oneshot::Sender<u64>,
+    },
     /// Finish the current event and stop.
     Stop,
 }
+
+/// How far the consensus clock may move per tick. After the process was
+/// stopped (SIGSTOP, a VM pause) the wall clock jumps; the consensus clock
+/// does not, so timers do not all fire before the node has heard from its
+/// peers.
+const CLOCK_ADVANCE_PER_TICK_MS_MAX: u64 = 100;
 
 /// A block this node built or checked, kept until it is delivered.
 struct ReadyBlock {
@@ -53,30 +67,62 @@ pub struct Driver {
     shared: Arc<Shared>,
     replica: Replica,
     /// Proposals waiting for their parent block to be applied.
-    deferred_checks: BTreeMap<SequenceNumber, (View, Digest, Bytes)>,
+    deferred_checks: BTreeMap<SequenceNumber, (View, Digest, Bytes, bool)>,
     ready: BTreeMap<SequenceNumber, ReadyBlock>,
+    sync: mpsc::Sender<SyncRequest>,
+    /// Records to make durable before the next action that is not a record.
+    unwritten: Vec<Record>,
+    /// (last wall clock seen, consensus clock), in ms.
+    clock: (u64, u64),
 }
 
 impl Driver {
-    pub fn new(shared: Arc<Shared>, replica: Replica) -> Self {
+    pub fn new(shared: Arc<Shared>, replica: Replica, sync: mpsc::Sender<SyncRequest>) -> Self {
+        let now = now_ms();
         Self {
             shared,
             replica,
             deferred_checks: BTreeMap::new(),
             ready: BTreeMap::new(),
+            sync,
+            unwritten: Vec::new(),
+            clock: (now, now),
         }
+    }
+
+    /// The consensus clock: follows the wall clock, but moves at most
+    /// [`CLOCK_ADVANCE_PER_TICK_MS_MAX`] per tick.
+    fn consensus_now(&mut self, wall_ms: u64) -> u64 {
+        let (last_wall, consensus) = self.clock;
+        let advance = wall_ms
+            .saturating_sub(last_wall)
+            .min(CLOCK_ADVANCE_PER_TICK_MS_MAX);
+        self.clock = (wall_ms.max(last_wall), consensus + advance);
+        self.clock.1
     }
 
     /// Runs until [`DriverEvent::Stop`] or until every sender is gone.
     pub fn run(mut self, mut events: mpsc::Receiver<DriverEvent>) {
         info!(node = %self.shared.name, view = self.replica.view(), seq = self.replica.last_delivered(), "consensus driver started");
-        self.step(Event::Tick { now_ms: now_ms() });
+        let start = self.consensus_now(now_ms());
+        self.step(Event::Tick { now_ms: start });
         while let Some(event) = events.blocking_recv() {
             match event {
+                DriverEvent::Consensus(Event::Tick { now_ms: wall }) => {
+                    let now_ms = self.consensus_now(wall);
+                    self.step(Event::Tick { now_ms });
+                }
                 DriverEvent::Consensus(event) => self.step(event),
+                DriverEvent::Synced { blocks, ack } => {
+                    let (applied, last) = self.apply_synced(blocks);
+                    let _ = ack.send(applied);
+                    if let Some(certificate) = last {
+                        self.step(Event::StateTransferred { certificate });
+                    }
+                }
                 DriverEvent::MempoolChanged => {
                     self.shared.mempool_changed.store(false, Ordering::Release);
-                    let count = self.shared.mempool().len();
+                    let count = self.shared.mempool().ready_len();
                     self.step(Event::PendingTransactions { count });
                 }
                 DriverEvent::Stop => break,
@@ -89,14 +135,43 @@ impl Driver {
         let mut queue = VecDeque::from([event]);
         while let Some(event) = queue.pop_front() {
             for action in self.replica.step(event) {
+                if let Action::Persist(record) = action {
+                    self.unwritten.push(record);
+                    continue;
+                }
+                self.write_records();
                 if let Some(follow_up) = self.act(action) {
                     queue.extend(follow_up);
                 }
             }
+            self.write_records();
         }
         self.shared
             .view
             .store(self.replica.view(), Ordering::Relaxed);
+        self.shared
+            .view_normal
+            .store(self.replica.is_normal(), Ordering::Relaxed);
+    }
+
+    /// Makes pending consensus records durable, in one write.
+    ///
+    /// # Panics
+    /// If the write fails: sending a vote that is not durable could make
+    /// this validator contradict itself after a restart, so it stops.
+    fn write_records(&mut self) {
+        if self.unwritten.is_empty() {
+            return;
+        }
+        let records: Vec<_> = self
+            .unwritten
+            .drain(..)
+            .map(|r| consensus_store::encode(&r))
+            .collect();
+        if let Err(err) = self.shared.ledger.consensus_write(&records) {
+            error!(node = %self.shared.name, error = %err, "cannot persist consensus records");
+            panic!("cannot persist consensus records: {err}");
+        }
     }
 
     fn act(&mut self, action: Action) -> Option<Vec<Event>> {
@@ -109,20 +184,26 @@ impl Driver {
                 self.shared.peers.broadcast(&request);
                 None
             }
-            Action::BuildProposal {
-                view,
-                seq,
-                timestamp_ms,
-            } => Some(vec![self.build(view, seq, timestamp_ms)]),
+            // Block timestamps come from the wall clock, not the consensus clock.
+            Action::BuildProposal { view, seq, .. } => Some(vec![self.build(view, seq, now_ms())]),
             Action::CheckProposal {
                 view,
                 seq,
                 digest,
                 block,
+                reproposal,
             } => {
-                self.deferred_checks.insert(seq, (view, digest, block));
+                self.deferred_checks
+                    .insert(seq, (view, digest, block, reproposal));
                 Some(self.run_ready_checks())
             }
+            Action::StateTransfer { target, peers } => {
+                debug!(node = %self.shared.name, target, "behind; asking for state transfer");
+                // A full queue means a transfer is under way; pbft asks again.
+                let _ = self.sync.try_send(SyncRequest { target, peers });
+                None
+            }
+            Action::Persist(_) => unreachable!("records are collected in step"),
             Action::Deliver {
                 seq,
                 digest,
@@ -132,7 +213,7 @@ impl Driver {
                 self.deliver(seq, digest, &certificate);
                 let mut events = self.run_ready_checks();
                 events.push(Event::PendingTransactions {
-                    count: self.shared.mempool().len(),
+                    count: self.shared.mempool().ready_len(),
                 });
                 Some(events)
             }
@@ -208,7 +289,9 @@ impl Driver {
     fn run_ready_checks(&mut self) -> Vec<Event> {
         let head = self.shared.head();
         self.deferred_checks.retain(|seq, _| *seq > head.height);
-        let Some((view, digest, encoded)) = self.deferred_checks.remove(&(head.height + 1)) else {
+        let Some((view, digest, encoded, reproposal)) =
+            self.deferred_checks.remove(&(head.height + 1))
+        else {
             return Vec::new();
         };
         let seq = head.height + 1;
@@ -227,10 +310,15 @@ impl Driver {
             })
         };
         let verdict = match checked {
-            Ok(checked) if checked.header.view != view => Err(format!(
-                "header view {} is not the pre-prepare's view {view}",
-                checked.header.view
-            )),
+            // A carried-over block keeps the view it was first proposed in.
+            Ok(checked)
+                if checked.header.view > view || (!reproposal && checked.header.view != view) =>
+            {
+                Err(format!(
+                    "header view {} does not fit the pre-prepare's view {view}",
+                    checked.header.view
+                ))
+            }
             Ok(checked) => {
                 let signers = checked
                     .transactions
@@ -276,17 +364,33 @@ impl Driver {
             ready.digest, digest,
             "delivered digest matches the checked block"
         );
+        self.append(ready, wire::certificate_to_wire(certificate));
+    }
+
+    /// Appends a committed block to the ledger, durably, then tells the
+    /// mempool and subscribers.
+    ///
+    /// # Panics
+    /// If the ledger refuses it: this node's state diverged, and stopping
+    /// beats serving a forked chain.
+    fn append(
+        &mut self,
+        ready: ReadyBlock,
+        certificate: govchain_proto::types::v1::CommitCertificate,
+    ) {
+        let seq = ready.header.height;
         let results: Vec<TransactionResult> = ready
             .executed
             .transactions
             .iter()
             .map(|(_, r)| r.clone())
             .collect();
+        let view = certificate.view;
         let committed = CommittedBlock {
-            block_hash: digest.to_vec(),
+            block_hash: ready.digest.to_vec(),
             header: Some(ready.header.clone()),
             block: Some(ready.block),
-            certificate: Some(wire::certificate_to_wire(certificate)),
+            certificate: Some(certificate),
             results,
         };
         let encoded = committed.encode_to_vec();
@@ -300,7 +404,7 @@ impl Driver {
             .expect("checked header has a 32-byte parent");
         let append = AppendBlock {
             height: seq,
-            hash: digest,
+            hash: ready.digest,
             parent_hash,
             state_root: ready.executed.state_root,
             timestamp_ms: ready.header.timestamp_ms,
@@ -313,9 +417,78 @@ impl Driver {
             panic!("ledger refused committed block {seq}: {err}");
         }
         self.shared.mempool().remove_committed(&ready.signers);
-        info!(node = %self.shared.name, view = certificate.view, seq, digest = %digest.short(), transactions = transactions.len(), "committed block");
+        info!(node = %self.shared.name, view, seq, digest = %ready.digest.short(), transactions = transactions.len(), "committed block");
         // No subscriber is not an error.
         let _ = self.shared.blocks.send(Arc::new(committed));
+    }
+
+    /// Applies blocks fetched by state transfer (their certificates were
+    /// checked by the sync task). Transaction signatures are not checked
+    /// again: a quorum certified the block, so at least f + 1 correct
+    /// validators checked them. Execution still runs, and must reproduce
+    /// the header's state root.
+    fn apply_synced(&mut self, blocks: Vec<CommittedBlock>) -> (u64, Option<CommitCertificate>) {
+        let mut applied = 0;
+        let mut last = None;
+        for committed in blocks {
+            let head = self.shared.head();
+            let (Some(block), Some(certificate)) = (committed.block, committed.certificate) else {
+                break;
+            };
+            let Ok(digest) = Digest::from_slice(&committed.block_hash) else {
+                break;
+            };
+            let Ok(header) = govchain_exec::decode_header(&block) else {
+                break;
+            };
+            if header.height != head.height + 1 {
+                continue; // Already applied by consensus meanwhile.
+            }
+            let context = CheckContext {
+                chain_id: self.shared.chain_id(),
+                head: &head,
+                validator_count: self.shared.validators.len(),
+                limits: &self.shared.limits,
+                timestamp_ms_max: u64::MAX,
+            };
+            let encoded = block.encode_to_vec();
+            let checked = {
+                let state = LedgerState(&self.shared.ledger);
+                check_block(&context, &digest, &encoded, &state, |_, _| true)
+            };
+            let checked = match checked {
+                Ok(checked) => checked,
+                Err(err) => {
+                    // A certified block that does not execute here means this
+                    // node's state diverged from a quorum's.
+                    error!(node = %self.shared.name, seq = header.height, error = %err, "certified block does not check against local state");
+                    panic!(
+                        "certified block {} does not check against local state: {err}",
+                        header.height
+                    );
+                }
+            };
+            let Ok(pbft_certificate) = wire::certificate_from_wire(&certificate) else {
+                break;
+            };
+            let signers = checked
+                .transactions
+                .iter()
+                .map(|t| (t.signer, t.nonce))
+                .collect();
+            let ready = ReadyBlock {
+                digest,
+                block: checked.block,
+                header: checked.header,
+                executed: checked.executed,
+                signers,
+            };
+            self.ready.remove(&header.height);
+            self.append(ready, certificate);
+            applied += 1;
+            last = Some(pbft_certificate);
+        }
+        (applied, last)
     }
 }
 

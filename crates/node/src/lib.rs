@@ -9,11 +9,13 @@
 
 mod audit;
 pub mod config;
+mod consensus_store;
 mod driver;
 mod mempool;
 mod peers;
 mod service;
 mod shared;
+mod sync;
 pub mod tls;
 mod wire;
 
@@ -26,6 +28,7 @@ use govchain_ledger::Ledger;
 use govchain_pbft::{Config, Event, Replica, ValidatorSet};
 use govchain_proto::consensus::v1::consensus_service_server::ConsensusServiceServer;
 use govchain_proto::node::v1::node_service_server::NodeServiceServer;
+use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::transport::Server;
 use tracing::info;
@@ -93,6 +96,10 @@ pub async fn run(
         peers,
     ));
 
+    let restored =
+        consensus_store::load(&shared.ledger).context("cannot read the consensus records")?;
+    let last_certificate = head_certificate(&shared.ledger)?;
+    info!(node = %settings.name, view = restored.view, votes = restored.votes.len(), "consensus state restored");
     let replica = Replica::new(
         Config {
             chain_id: genesis.chain_id.clone(),
@@ -102,11 +109,16 @@ pub async fn run(
                 &settings.consensus_key.to_pkcs8_pem()?,
             )?,
             empty_block_interval_ms: genesis.consensus.empty_block_interval_ms,
+            view_timeout_ms: genesis.consensus.view_timeout_ms,
+            block_digest: govchain_exec::block_digest,
         },
         head.height,
+        last_certificate,
+        restored,
     );
     let (events, receiver) = mpsc::channel(DRIVER_EVENTS_MAX);
-    let driver = Driver::new(shared.clone(), replica);
+    let sync = sync::start(&settings, shared.clone(), events.clone());
+    let driver = Driver::new(shared.clone(), replica, sync);
     let driver_thread = std::thread::Builder::new()
         .name("consensus".into())
         .spawn(move || driver.run(receiver))
@@ -175,6 +187,25 @@ pub async fn run(
     served.with_context(|| format!("gRPC server on {} failed", settings.listen))?;
     info!(node = %settings.name, "stopped");
     Ok(())
+}
+
+/// The commit certificate of the ledger's head block, for the replica's
+/// view changes; `None` at genesis.
+fn head_certificate(ledger: &Ledger) -> anyhow::Result<Option<govchain_pbft::CommitCertificate>> {
+    let height = ledger.head().height;
+    if height == 0 {
+        return Ok(None);
+    }
+    let bytes = ledger
+        .block_by_height(height)?
+        .with_context(|| format!("head block {height} is missing"))?;
+    let block = govchain_proto::types::v1::CommittedBlock::decode(bytes.as_slice())?;
+    let certificate = block
+        .certificate
+        .with_context(|| format!("head block {height} has no certificate"))?;
+    Ok(Some(
+        wire::certificate_from_wire(&certificate).map_err(anyhow::Error::msg)?,
+    ))
 }
 
 async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {

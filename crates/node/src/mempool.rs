@@ -37,6 +37,8 @@ pub struct Mempool {
     /// Arrival order, which is the order the primary proposes in.
     by_arrival: BTreeMap<u64, Digest>,
     by_signer: HashMap<PublicKey, BTreeMap<u64, Digest>>,
+    /// Each pending signer's last committed nonce, as last seen.
+    committed: HashMap<PublicKey, u64>,
 }
 
 impl Mempool {
@@ -49,6 +51,7 @@ impl Mempool {
             by_id: HashMap::new(),
             by_arrival: BTreeMap::new(),
             by_signer: HashMap::new(),
+            committed: HashMap::new(),
         }
     }
 
@@ -62,6 +65,26 @@ impl Mempool {
 
     pub fn get(&self, id: &Digest) -> Option<&VerifiedTransaction> {
         self.by_id.get(id).map(|(_, t)| t)
+    }
+
+    /// Transactions a block could include now: per signer, the run of
+    /// nonces that follows its committed one without a gap. The primary is
+    /// only expected to propose (and backups only expect a proposal) when
+    /// this is above zero, so a transaction waiting for a missing nonce
+    /// never triggers a view change.
+    pub fn ready_len(&self) -> u64 {
+        let mut ready = 0;
+        for (signer, nonces) in &self.by_signer {
+            let mut next = self.committed.get(signer).copied().unwrap_or(0) + 1;
+            for nonce in nonces.keys() {
+                if *nonce != next {
+                    break;
+                }
+                ready += 1;
+                next += 1;
+            }
+        }
+        ready
     }
 
     /// Whether this exact signature was verified for `id` at admission.
@@ -131,6 +154,11 @@ impl Mempool {
             .entry(transaction.signer)
             .or_default()
             .insert(nonce, transaction.id);
+        let committed = self
+            .committed
+            .entry(transaction.signer)
+            .or_insert(committed_nonce);
+        *committed = (*committed).max(committed_nonce);
         self.by_id.insert(transaction.id, (arrival, transaction));
         Ok(())
     }
@@ -149,10 +177,14 @@ impl Mempool {
             let Some(nonces) = self.by_signer.get_mut(signer) else {
                 continue;
             };
+            if let Some(known) = self.committed.get_mut(signer) {
+                *known = (*known).max(*nonce);
+            }
             let stale: Vec<Digest> = nonces.range(..=*nonce).map(|(_, id)| *id).collect();
             nonces.retain(|n, _| *n > *nonce);
             if nonces.is_empty() {
                 self.by_signer.remove(signer);
+                self.committed.remove(signer);
             }
             for id in stale {
                 if let Some((arrival, transaction)) = self.by_id.remove(&id) {
@@ -162,6 +194,11 @@ impl Mempool {
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests_support {
+    pub(super) use super::tests::transaction;
 }
 
 #[cfg(test)]
@@ -175,7 +212,7 @@ mod tests {
 
     use super::*;
 
-    fn transaction(seed: u8, nonce: u64) -> VerifiedTransaction {
+    pub(super) fn transaction(seed: u8, nonce: u64) -> VerifiedTransaction {
         let key = SigningKey::from_seed([seed; 32]);
         let body = Body::AnchorRecord(AnchorRecord {
             dataset: "d".into(),
@@ -262,10 +299,31 @@ mod tests {
         pool.remove_committed(&[(signer, 2)]);
         let left: Vec<u64> = pool.candidates().map(|t| t.nonce).collect();
         assert_eq!(left, vec![1, 3]);
+        assert_eq!(
+            pool.ready_len(),
+            2,
+            "signer 2's nonce 1 and signer 1's nonce 3"
+        );
         assert_eq!(pool.pending_nonce(&signer), Some(3));
         assert_eq!(
             pool.bytes(),
             pool.candidates().map(|t| t.encoded_len as u64).sum::<u64>()
         );
+    }
+}
+
+#[cfg(test)]
+mod ready_tests {
+    use super::tests_support::transaction;
+    use super::*;
+
+    #[test]
+    fn a_nonce_gap_is_not_ready() {
+        let mut pool = Mempool::new(10, 1 << 20);
+        pool.insert(transaction(1, 2), 0).expect("admitted");
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.ready_len(), 0, "nonce 2 waits for nonce 1");
+        pool.insert(transaction(1, 1), 0).expect("admitted");
+        assert_eq!(pool.ready_len(), 2);
     }
 }

@@ -12,7 +12,8 @@ use govchain_exec::{
 use govchain_pbft::Event;
 use govchain_proto::consensus::v1::consensus_service_server::ConsensusService;
 use govchain_proto::consensus::v1::{
-    StreamRequest, StreamResponse, TransactionBatch, stream_request::Kind,
+    FetchBlocksRequest, FetchBlocksResponse, StreamRequest, StreamResponse, TransactionBatch,
+    stream_request::Kind,
 };
 use govchain_proto::node::v1::node_service_server::NodeService;
 use govchain_proto::node::v1::*;
@@ -382,8 +383,55 @@ pub struct ConsensusApi {
     pub driver: mpsc::Sender<DriverEvent>,
 }
 
+type FetchStream = Pin<Box<dyn Stream<Item = Result<FetchBlocksResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl ConsensusService for ConsensusApi {
+    type FetchBlocksStream = FetchStream;
+
+    /// Committed blocks for state transfer and observers: any node
+    /// certificate of the consortium may ask, a bounded number per call.
+    async fn fetch_blocks(
+        &self,
+        request: Request<FetchBlocksRequest>,
+    ) -> Result<Response<FetchStream>, Status> {
+        let identity = tls::caller_identity(&request)?;
+        tls::require_node(&identity)?;
+        let FetchBlocksRequest {
+            from_height,
+            to_height,
+        } = request.into_inner();
+        if from_height == 0 || to_height < from_height {
+            return Err(Status::invalid_argument(format!(
+                "bad range {from_height}..={to_height}; heights start at 1"
+            )));
+        }
+        let head = self.shared.ledger.head().height;
+        let last = to_height
+            .min(head)
+            .min(from_height.saturating_add(crate::sync::SYNC_BATCH_BLOCKS_MAX - 1));
+        let api = NodeApi {
+            shared: self.shared.clone(),
+            driver: self.driver.clone(),
+        };
+        let (sender, receiver) = mpsc::channel(8);
+        tokio::spawn(async move {
+            for height in from_height..=last {
+                let item = match api.committed_block(height) {
+                    Ok(Some(block)) => Ok(FetchBlocksResponse { block: Some(block) }),
+                    Ok(None) => return,
+                    Err(status) => Err(status),
+                };
+                if sender.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
     async fn stream(
         &self,
         request: Request<Streaming<StreamRequest>>,

@@ -30,6 +30,8 @@ pub struct Shared {
     pub peers: PeerSet,
     pub blocks: broadcast::Sender<Arc<CommittedBlock>>,
     pub view: AtomicU64,
+    /// False while a view change is in progress.
+    pub view_normal: AtomicBool,
     /// Set when the mempool changed and the driver has not been told.
     pub mempool_changed: AtomicBool,
 }
@@ -64,6 +66,7 @@ impl Shared {
             peers,
             blocks,
             view: AtomicU64::new(0),
+            view_normal: AtomicBool::new(true),
             mempool_changed: AtomicBool::new(false),
         }
     }

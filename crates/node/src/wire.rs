@@ -40,23 +40,15 @@ pub fn message_to_wire(message: &SignedMessage) -> wire::ConsensusMessage {
             seq: *seq,
             digest: digest.to_vec(),
         }),
-        Body::ViewChange(change) => WireBody::ViewChange(wire::ViewChange {
+        Body::ViewChange(change) => WireBody::ViewChange(Box::new(wire::ViewChange {
             new_view: change.new_view,
-            stable_checkpoint_seq: change.stable_checkpoint_seq,
-            checkpoint_proof: change
-                .checkpoint_proof
-                .iter()
-                .map(message_to_wire)
-                .collect(),
+            committed_seq: change.committed_seq,
+            committed_certificate: change.committed.as_ref().map(certificate_to_wire),
             prepared: change
                 .prepared
-                .iter()
-                .map(|c| wire::PreparedCertificate {
-                    pre_prepare: Some(message_to_wire(&c.pre_prepare)),
-                    prepares: c.prepares.iter().map(message_to_wire).collect(),
-                })
-                .collect(),
-        }),
+                .as_deref()
+                .map(|c| Box::new(prepared_to_wire(c))),
+        })),
         Body::NewView(new_view) => WireBody::NewView(wire::NewView {
             view: new_view.view,
             view_changes: new_view.view_changes.iter().map(message_to_wire).collect(),
@@ -104,20 +96,16 @@ fn decode(message: wire::ConsensusMessage, depth: u32) -> Result<SignedMessage, 
         },
         WireBody::ViewChange(m) => Body::ViewChange(ViewChange {
             new_view: m.new_view,
-            stable_checkpoint_seq: m.stable_checkpoint_seq,
-            checkpoint_proof: decode_list(m.checkpoint_proof, depth)?,
-            prepared: bounded(m.prepared)?
-                .into_iter()
-                .map(|c| {
-                    let pre_prepare = c
-                        .pre_prepare
-                        .ok_or("prepared certificate has no pre-prepare")?;
-                    Ok(PreparedCertificate {
-                        pre_prepare: decode(pre_prepare, depth + 1)?,
-                        prepares: decode_list(c.prepares, depth)?,
-                    })
-                })
-                .collect::<Result<_, String>>()?,
+            committed_seq: m.committed_seq,
+            committed: m
+                .committed_certificate
+                .as_ref()
+                .map(certificate_from_wire)
+                .transpose()?,
+            prepared: m
+                .prepared
+                .map(|c| prepared_from_wire(*c, depth).map(Box::new))
+                .transpose()?,
         }),
         WireBody::NewView(m) => Body::NewView(NewView {
             view: m.view,
@@ -129,6 +117,26 @@ fn decode(message: wire::ConsensusMessage, depth: u32) -> Result<SignedMessage, 
         sender: message.sender_index,
         signature,
         body,
+    })
+}
+
+pub fn prepared_to_wire(certificate: &PreparedCertificate) -> wire::PreparedCertificate {
+    wire::PreparedCertificate {
+        pre_prepare: Some(Box::new(message_to_wire(&certificate.pre_prepare))),
+        prepares: certificate.prepares.iter().map(message_to_wire).collect(),
+    }
+}
+
+pub fn prepared_from_wire(
+    certificate: wire::PreparedCertificate,
+    depth: u32,
+) -> Result<PreparedCertificate, String> {
+    let pre_prepare = certificate
+        .pre_prepare
+        .ok_or("prepared certificate has no pre-prepare")?;
+    Ok(PreparedCertificate {
+        pre_prepare: decode(*pre_prepare, depth + 1)?,
+        prepares: decode_list(certificate.prepares, depth)?,
     })
 }
 
@@ -218,14 +226,20 @@ mod tests {
             seq: 2,
             digest,
         });
+        let certificate = CommitCertificate {
+            seq: 1,
+            view: 0,
+            digest,
+            signatures: vec![(1, SigningKey::from_seed([1; 32]).sign(b"c"))],
+        };
         let change = signed(Body::ViewChange(ViewChange {
             new_view: 2,
-            stable_checkpoint_seq: 0,
-            checkpoint_proof: vec![signed(Body::Checkpoint { seq: 0, digest })],
-            prepared: vec![PreparedCertificate {
+            committed_seq: 1,
+            committed: Some(certificate),
+            prepared: Some(Box::new(PreparedCertificate {
                 pre_prepare: pre_prepare.clone(),
                 prepares: vec![prepare.clone()],
-            }],
+            })),
         }));
         let new_view = signed(Body::NewView(NewView {
             view: 2,
@@ -237,6 +251,7 @@ mod tests {
             prepare,
             change,
             new_view,
+            signed(Body::Checkpoint { seq: 1, digest }),
             signed(Body::Commit {
                 view: 0,
                 seq: 9,

@@ -129,11 +129,18 @@ pub fn signing_bytes(chain_id: &str, body: &Body) -> Vec<u8> {
         Body::Checkpoint { seq, digest } => fixed(DOMAIN_CHECKPOINT, chain_id, 0, *seq, digest),
         Body::ViewChange(change) => {
             let mut hasher = DomainHasher::new(DOMAIN_VIEW_CHANGE);
-            hasher.bytes(chain_id.as_bytes()).u64(change.new_view).u64(change.committed_seq);
+            hasher
+                .bytes(chain_id.as_bytes())
+                .u64(change.new_view)
+                .u64(change.committed_seq);
             match &change.committed {
                 None => hasher.u32(0),
                 Some(certificate) => {
-                    hasher.u32(1).u64(certificate.view).u64(certificate.seq).digest(&certificate.digest);
+                    hasher
+                        .u32(1)
+                        .u64(certificate.view)
+                        .u64(certificate.seq)
+                        .digest(&certificate.digest);
                     hasher.u32(len_u32(certificate.signatures.len()));
                     for (index, signature) in &certificate.signatures {
                         hasher.u32(*index).bytes(&signature.to_bytes());
@@ -144,7 +151,9 @@ pub fn signing_bytes(chain_id: &str, body: &Body) -> Vec<u8> {
             match &change.prepared {
                 None => hasher.u32(0),
                 Some(certificate) => {
-                    hasher.u32(1).digest(&certificate.pre_prepare.message_digest(chain_id));
+                    hasher
+                        .u32(1)
+                        .digest(&certificate.pre_prepare.message_digest(chain_id));
                     hasher.u32(len_u32(certificate.prepares.len()));
                     for prepare in &certificate.prepares {
                         hasher.digest(&prepare.message_digest(chain_id));
@@ -282,7 +291,11 @@ pub enum PreparedCertificateError {
     #[error("the first message is not a pre-prepare")]
     NotPrePrepare,
     #[error("pre-prepare is signed by {sender}, the primary of view {view} is {primary}")]
-    NotPrimary { sender: ReplicaIndex, view: View, primary: ReplicaIndex },
+    NotPrimary {
+        sender: ReplicaIndex,
+        view: View,
+        primary: ReplicaIndex,
+    },
     #[error("message of validator {index} does not verify")]
     BadSignature { index: ReplicaIndex },
     #[error("prepare does not match the pre-prepare's view, sequence number and digest")]
@@ -299,7 +312,12 @@ impl PreparedCertificate {
     /// (view, seq, digest, block) of the pre-prepare.
     pub fn proposal(&self) -> Option<(View, SequenceNumber, Digest, &Bytes)> {
         match &self.pre_prepare.body {
-            Body::PrePrepare { view, seq, digest, block } => Some((*view, *seq, *digest, block)),
+            Body::PrePrepare {
+                view,
+                seq,
+                digest,
+                block,
+            } => Some((*view, *seq, *digest, block)),
             _ => None,
         }
     }
@@ -313,10 +331,16 @@ impl PreparedCertificate {
         validators: &ValidatorSet,
         block_digest: fn(&[u8]) -> Option<Digest>,
     ) -> Result<(), PreparedCertificateError> {
-        let (view, seq, digest, block) = self.proposal().ok_or(PreparedCertificateError::NotPrePrepare)?;
+        let (view, seq, digest, block) = self
+            .proposal()
+            .ok_or(PreparedCertificateError::NotPrePrepare)?;
         let primary = validators.primary(view);
         if self.pre_prepare.sender != primary {
-            return Err(PreparedCertificateError::NotPrimary { sender: self.pre_prepare.sender, view, primary });
+            return Err(PreparedCertificateError::NotPrimary {
+                sender: self.pre_prepare.sender,
+                view,
+                primary,
+            });
         }
         if !self.pre_prepare.verify(chain_id, validators) {
             return Err(PreparedCertificateError::BadSignature { index: primary });
@@ -330,15 +354,22 @@ impl PreparedCertificate {
                 return Err(PreparedCertificateError::Mismatch);
             }
             if prepare.sender == primary || !preparers.insert(prepare.sender) {
-                return Err(PreparedCertificateError::BadPreparer { index: prepare.sender });
+                return Err(PreparedCertificateError::BadPreparer {
+                    index: prepare.sender,
+                });
             }
             if !prepare.verify(chain_id, validators) {
-                return Err(PreparedCertificateError::BadSignature { index: prepare.sender });
+                return Err(PreparedCertificateError::BadSignature {
+                    index: prepare.sender,
+                });
             }
         }
         let needed = validators.quorum() as usize - 1;
         if preparers.len() < needed {
-            return Err(PreparedCertificateError::TooFewPrepares { got: preparers.len(), needed });
+            return Err(PreparedCertificateError::TooFewPrepares {
+                got: preparers.len(),
+                needed,
+            });
         }
         Ok(())
     }

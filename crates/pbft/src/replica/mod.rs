@@ -60,7 +60,10 @@ pub enum Record {
     View { view: View, normal: bool },
     /// A pre-prepare this replica accepted, or sent as primary.
     /// `reproposal` marks one carried over by a new-view message.
-    Accepted { message: SignedMessage, reproposal: bool },
+    Accepted {
+        message: SignedMessage,
+        reproposal: bool,
+    },
     /// A prepare or commit this replica sent.
     Vote(SignedMessage),
     /// A prepared certificate this replica holds.
@@ -88,11 +91,21 @@ pub enum Event {
     /// How many transactions the node could put in a block now.
     PendingTransactions { count: u64 },
     /// The node's answer to [`Action::BuildProposal`].
-    ProposalBuilt { view: View, seq: SequenceNumber, digest: Digest, block: Bytes },
+    ProposalBuilt {
+        view: View,
+        seq: SequenceNumber,
+        digest: Digest,
+        block: Bytes,
+    },
     /// The node had nothing to put in the block asked for.
     ProposalSkipped { view: View, seq: SequenceNumber },
     /// The node's answer to [`Action::CheckProposal`].
-    ProposalChecked { view: View, seq: SequenceNumber, digest: Digest, verdict: Result<(), String> },
+    ProposalChecked {
+        view: View,
+        seq: SequenceNumber,
+        digest: Digest,
+        verdict: Result<(), String>,
+    },
     /// The node applied committed blocks fetched from peers, up to the one
     /// `certificate` commits (it checked the certificate).
     StateTransferred { certificate: CommitCertificate },
@@ -108,19 +121,40 @@ pub enum Action {
     /// Build a block at height `seq` on top of the delivered chain, from the
     /// mempool, and answer with [`Event::ProposalBuilt`] or
     /// [`Event::ProposalSkipped`].
-    BuildProposal { view: View, seq: SequenceNumber, timestamp_ms: u64 },
+    BuildProposal {
+        view: View,
+        seq: SequenceNumber,
+        timestamp_ms: u64,
+    },
     /// Check a proposed block once `seq - 1` is delivered and applied, and
     /// answer with [`Event::ProposalChecked`]. A `reproposal` is a block
     /// from an earlier view, carried over by a new-view message.
-    CheckProposal { view: View, seq: SequenceNumber, digest: Digest, block: Bytes, reproposal: bool },
+    CheckProposal {
+        view: View,
+        seq: SequenceNumber,
+        digest: Digest,
+        block: Bytes,
+        reproposal: bool,
+    },
     /// `block` is committed at height `seq`. Delivered in order, once each.
-    Deliver { seq: SequenceNumber, digest: Digest, block: Bytes, certificate: CommitCertificate },
+    Deliver {
+        seq: SequenceNumber,
+        digest: Digest,
+        block: Bytes,
+        certificate: CommitCertificate,
+    },
     /// This replica is behind: at least one correct peer among `peers` has
     /// delivered `target`. Fetch the committed blocks up to it, check their
     /// certificates, apply them, and answer with [`Event::StateTransferred`].
-    StateTransfer { target: SequenceNumber, peers: Vec<ReplicaIndex> },
+    StateTransfer {
+        target: SequenceNumber,
+        peers: Vec<ReplicaIndex>,
+    },
     /// A peer's message was refused; for logs and metrics.
-    Rejected { sender: ReplicaIndex, reason: RejectReason },
+    Rejected {
+        sender: ReplicaIndex,
+        reason: RejectReason,
+    },
 }
 
 /// Why a message was refused.
@@ -136,13 +170,26 @@ pub enum RejectReason {
     #[error("view {got} is not the current view {current}")]
     WrongView { got: View, current: View },
     #[error("pre-prepare from {sender}, but the primary of view {view} is {primary}")]
-    NotPrimary { sender: ReplicaIndex, view: View, primary: ReplicaIndex },
+    NotPrimary {
+        sender: ReplicaIndex,
+        view: View,
+        primary: ReplicaIndex,
+    },
     #[error("the primary does not send prepares")]
     PrepareFromPrimary,
     #[error("sequence number {seq} is outside the window {low}..={high}")]
-    OutOfWindow { seq: SequenceNumber, low: SequenceNumber, high: SequenceNumber },
+    OutOfWindow {
+        seq: SequenceNumber,
+        low: SequenceNumber,
+        high: SequenceNumber,
+    },
     #[error("conflicting {kind} for sequence number {seq}: {first} then {second}")]
-    Equivocation { kind: &'static str, seq: SequenceNumber, first: Digest, second: Digest },
+    Equivocation {
+        kind: &'static str,
+        seq: SequenceNumber,
+        first: Digest,
+        second: Digest,
+    },
     #[error("block bytes do not match digest {digest}")]
     BlockMismatch { digest: Digest },
     #[error("invalid proposal for sequence number {seq}: {reason}")]
@@ -242,13 +289,23 @@ impl Replica {
         restored: Restored,
     ) -> Self {
         let expected = config.validators.key(config.me).copied();
-        assert!(expected.is_some(), "replica index {} is not a validator", config.me);
-        assert!(expected == Some(config.key.public_key()), "consensus key does not match genesis");
+        assert!(
+            expected.is_some(),
+            "replica index {} is not a validator",
+            config.me
+        );
+        assert!(
+            expected == Some(config.key.public_key()),
+            "consensus key does not match genesis"
+        );
         assert!(last_certificate.as_ref().map_or(0, |c| c.seq) == last_delivered);
         let status = if restored.normal || restored.view == 0 {
             Status::Normal
         } else {
-            Status::ViewChanging { deadline_ms: 0, attempt: 0 }
+            Status::ViewChanging {
+                deadline_ms: 0,
+                attempt: 0,
+            }
         };
         let mut replica = Self {
             config,
@@ -282,7 +339,15 @@ impl Replica {
             self.keep_prepared(certificate);
         }
         for (message, reproposal) in restored.accepted {
-            let Body::PrePrepare { view, seq, digest, block } = &message.body else { continue };
+            let Body::PrePrepare {
+                view,
+                seq,
+                digest,
+                block,
+            } = &message.body
+            else {
+                continue;
+            };
             if *view != self.view || *seq <= self.last_delivered {
                 continue;
             }
@@ -301,13 +366,17 @@ impl Replica {
         for vote in restored.votes {
             let me = self.config.me;
             match &vote.body {
-                Body::Prepare { view, seq, digest } if *view == self.view && *seq > self.last_delivered => {
+                Body::Prepare { view, seq, digest }
+                    if *view == self.view && *seq > self.last_delivered =>
+                {
                     let slot = self.log.entry(*seq).or_default();
                     slot.promised = Some(*digest);
                     slot.prepares.insert(me, vote.clone());
                     slot.sent_prepare = Some(vote.clone());
                 }
-                Body::Commit { view, seq, digest } if *view == self.view && *seq > self.last_delivered => {
+                Body::Commit { view, seq, digest }
+                    if *view == self.view && *seq > self.last_delivered =>
+                {
                     let slot = self.log.entry(*seq).or_default();
                     slot.promised = Some(*digest);
                     slot.commits.insert(me, (*digest, vote.signature));
@@ -371,7 +440,12 @@ impl Replica {
                 self.arm_progress_timer(false);
                 self.maybe_propose();
             }
-            Event::ProposalBuilt { view, seq, digest, block } => {
+            Event::ProposalBuilt {
+                view,
+                seq,
+                digest,
+                block,
+            } => {
                 self.on_proposal_built(view, seq, digest, block);
             }
             Event::ProposalSkipped { view, seq } => {
@@ -381,7 +455,12 @@ impl Replica {
                     self.arm_progress_timer(false);
                 }
             }
-            Event::ProposalChecked { view, seq, digest, verdict } => {
+            Event::ProposalChecked {
+                view,
+                seq,
+                digest,
+                verdict,
+            } => {
                 self.on_proposal_checked(view, seq, digest, verdict);
             }
             Event::StateTransferred { certificate } => self.on_state_transferred(certificate),
@@ -393,7 +472,10 @@ impl Replica {
     /// resend the view change a replica was in the middle of.
     fn on_resume(&mut self) {
         if let Status::ViewChanging { .. } = self.status {
-            self.status = Status::ViewChanging { deadline_ms: self.now_ms + self.timeout_ms(0), attempt: 0 };
+            self.status = Status::ViewChanging {
+                deadline_ms: self.now_ms + self.timeout_ms(0),
+                attempt: 0,
+            };
             self.send_view_change();
             return;
         }
@@ -417,7 +499,10 @@ impl Replica {
     fn on_tick(&mut self) {
         match self.status {
             Status::Normal => {
-                if self.progress_deadline_ms.is_some_and(|deadline| self.now_ms >= deadline) {
+                if self
+                    .progress_deadline_ms
+                    .is_some_and(|deadline| self.now_ms >= deadline)
+                {
                     // §4.4: the primary made no progress in time.
                     return self.start_view_change(self.view + 1);
                 }
@@ -469,8 +554,13 @@ impl Replica {
     /// A signed "I have delivered this block": lets lagging replicas notice
     /// they are behind even when the chain is idle.
     fn send_checkpoint(&mut self) {
-        let Some(certificate) = &self.last_certificate else { return };
-        let body = Body::Checkpoint { seq: certificate.seq, digest: certificate.digest };
+        let Some(certificate) = &self.last_certificate else {
+            return;
+        };
+        let body = Body::Checkpoint {
+            seq: certificate.seq,
+            digest: certificate.digest,
+        };
         self.broadcast(body);
     }
 
@@ -487,7 +577,12 @@ impl Replica {
         }
         self.note_claim(sender, &message.body);
         match &message.body {
-            Body::PrePrepare { view, seq, digest, block } => {
+            Body::PrePrepare {
+                view,
+                seq,
+                digest,
+                block,
+            } => {
                 let (view, seq, digest, block) = (*view, *seq, *digest, block.clone());
                 self.on_pre_prepare(message, view, seq, digest, block);
             }
@@ -531,7 +626,8 @@ impl Replica {
         if target <= self.last_delivered {
             return;
         }
-        let stuck = self.now_ms.saturating_sub(self.last_delivery_ms) >= self.heartbeat_interval_ms();
+        let stuck =
+            self.now_ms.saturating_sub(self.last_delivery_ms) >= self.heartbeat_interval_ms();
         if target < self.last_delivered + 2 && !stuck {
             return;
         }
@@ -542,7 +638,12 @@ impl Replica {
             return;
         }
         self.last_transfer = Some((target, self.now_ms));
-        let peers = self.claims.iter().filter(|(_, claim)| **claim >= target).map(|(peer, _)| *peer).collect();
+        let peers = self
+            .claims
+            .iter()
+            .filter(|(_, claim)| **claim >= target)
+            .map(|(peer, _)| *peer)
+            .collect();
         self.out.push(Action::StateTransfer { target, peers });
     }
 
@@ -567,7 +668,10 @@ impl Replica {
             Status::ViewChanging { .. } => certified_view >= self.view,
         };
         if joins {
-            self.out.push(Action::Persist(Record::View { view: certified_view, normal: true }));
+            self.out.push(Action::Persist(Record::View {
+                view: certified_view,
+                normal: true,
+            }));
             self.enter_view(certified_view, seq, None);
         }
         self.arm_progress_timer(true);
@@ -579,7 +683,8 @@ impl Replica {
         if self.status != Status::Normal {
             return;
         }
-        let outstanding = self.pending_transactions > 0 || self.log.values().any(|s| s.proposal.is_some());
+        let outstanding =
+            self.pending_transactions > 0 || self.log.values().any(|s| s.proposal.is_some());
         if !outstanding {
             self.progress_deadline_ms = None;
         } else if reset || self.progress_deadline_ms.is_none() {
@@ -600,21 +705,37 @@ impl Replica {
     }
 
     fn broadcast(&mut self, body: Body) -> SignedMessage {
-        let message = SignedMessage::sign(&self.config.chain_id, self.config.me, &self.config.key, body);
+        let message = SignedMessage::sign(
+            &self.config.chain_id,
+            self.config.me,
+            &self.config.key,
+            body,
+        );
         self.out.push(Action::Broadcast(message.clone()));
         message
     }
 
     fn sign(&self, body: Body) -> SignedMessage {
-        SignedMessage::sign(&self.config.chain_id, self.config.me, &self.config.key, body)
+        SignedMessage::sign(
+            &self.config.chain_id,
+            self.config.me,
+            &self.config.key,
+            body,
+        )
     }
 
     fn keep_prepared(&mut self, certificate: PreparedCertificate) {
-        let Some((view, seq, _, _)) = certificate.proposal() else { return };
+        let Some((view, seq, _, _)) = certificate.proposal() else {
+            return;
+        };
         if seq <= self.last_delivered {
             return;
         }
-        let newer = self.prepared.get(&seq).and_then(|c| c.proposal()).is_none_or(|(held, ..)| view > held);
+        let newer = self
+            .prepared
+            .get(&seq)
+            .and_then(|c| c.proposal())
+            .is_none_or(|(held, ..)| view > held);
         if newer {
             self.prepared.insert(seq, certificate);
         }

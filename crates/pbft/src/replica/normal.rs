@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use govchain_crypto::{Digest, Signature};
 
-use super::{Action, Check, Proposal, Record, RejectReason, Replica, Status, LOG_WINDOW_SEQS};
+use super::{Action, Check, LOG_WINDOW_SEQS, Proposal, Record, RejectReason, Replica, Status};
 use crate::message::{Body, CommitCertificate, PreparedCertificate, SignedMessage};
 use crate::{ReplicaIndex, SequenceNumber, View};
 
@@ -17,7 +17,13 @@ impl Replica {
             // Messages of a view being left or not yet entered are normal
             // during a view change; they still counted as claims.
             if view > self.view || self.status == Status::Normal {
-                self.reject(sender, RejectReason::WrongView { got: view, current: self.view });
+                self.reject(
+                    sender,
+                    RejectReason::WrongView {
+                        got: view,
+                        current: self.view,
+                    },
+                );
             }
             self.check_behind();
             return false;
@@ -53,7 +59,14 @@ impl Replica {
         }
         let primary = self.config.validators.primary(view);
         if sender != primary {
-            return self.reject(sender, RejectReason::NotPrimary { sender, view, primary });
+            return self.reject(
+                sender,
+                RejectReason::NotPrimary {
+                    sender,
+                    view,
+                    primary,
+                },
+            );
         }
         if seq <= self.view_floor {
             let low = self.view_floor + 1;
@@ -67,18 +80,41 @@ impl Replica {
         let first = slot.proposal.as_ref().map(|p| p.digest).or(slot.promised);
         match first {
             Some(first) if first != digest => {
-                let reason = RejectReason::Equivocation { kind: "pre-prepare", seq, first, second: digest };
+                let reason = RejectReason::Equivocation {
+                    kind: "pre-prepare",
+                    seq,
+                    first,
+                    second: digest,
+                };
                 return self.reject(sender, reason);
             }
             Some(_) if slot.proposal.is_some() => return,
             _ => {}
         }
-        slot.proposal = Some(Proposal { digest, block: block.clone(), pre_prepare: message, check: Check::Pending, reproposal: false });
-        self.out.push(Action::CheckProposal { view, seq, digest, block, reproposal: false });
+        slot.proposal = Some(Proposal {
+            digest,
+            block: block.clone(),
+            pre_prepare: message,
+            check: Check::Pending,
+            reproposal: false,
+        });
+        self.out.push(Action::CheckProposal {
+            view,
+            seq,
+            digest,
+            block,
+            reproposal: false,
+        });
         self.arm_progress_timer(false);
     }
 
-    pub(super) fn on_prepare(&mut self, message: SignedMessage, view: View, seq: SequenceNumber, digest: Digest) {
+    pub(super) fn on_prepare(
+        &mut self,
+        message: SignedMessage,
+        view: View,
+        seq: SequenceNumber,
+        digest: Digest,
+    ) {
         let sender = message.sender;
         if !self.admit(sender, view, seq) {
             return;
@@ -89,7 +125,15 @@ impl Replica {
         let slot = self.log.entry(seq).or_default();
         match slot.prepares.get(&sender).map(vote_digest) {
             Some(first) if first != digest => {
-                self.reject(sender, RejectReason::Equivocation { kind: "prepare", seq, first, second: digest });
+                self.reject(
+                    sender,
+                    RejectReason::Equivocation {
+                        kind: "prepare",
+                        seq,
+                        first,
+                        second: digest,
+                    },
+                );
             }
             Some(_) => {}
             None => {
@@ -114,7 +158,15 @@ impl Replica {
         match slot.commits.get(&sender) {
             Some((first, _)) if *first != digest => {
                 let first = *first;
-                self.reject(sender, RejectReason::Equivocation { kind: "commit", seq, first, second: digest });
+                self.reject(
+                    sender,
+                    RejectReason::Equivocation {
+                        kind: "commit",
+                        seq,
+                        first,
+                        second: digest,
+                    },
+                );
             }
             Some(_) => {}
             None => {
@@ -132,44 +184,87 @@ impl Replica {
             return;
         }
         let seq = self.last_delivered + 1;
-        if seq <= self.view_floor || self.log.get(&seq).is_some_and(|slot| slot.proposal.is_some() || slot.promised.is_some()) {
+        if seq <= self.view_floor
+            || self
+                .log
+                .get(&seq)
+                .is_some_and(|slot| slot.proposal.is_some() || slot.promised.is_some())
+        {
             return;
         }
         let interval = self.config.empty_block_interval_ms;
-        let empty_due = interval > 0 && self.now_ms.saturating_sub(self.last_delivery_ms) >= interval;
+        let empty_due =
+            interval > 0 && self.now_ms.saturating_sub(self.last_delivery_ms) >= interval;
         if self.pending_transactions == 0 && !empty_due {
             return;
         }
         self.building = Some(seq);
-        self.out.push(Action::BuildProposal { view: self.view, seq, timestamp_ms: self.now_ms });
+        self.out.push(Action::BuildProposal {
+            view: self.view,
+            seq,
+            timestamp_ms: self.now_ms,
+        });
     }
 
     /// §4.2: the primary assigns the block a sequence number and multicasts
     /// the pre-prepare, after making it durable so that it never proposes a
     /// different block for this (view, seq), even after a crash.
-    pub(super) fn on_proposal_built(&mut self, view: View, seq: SequenceNumber, digest: Digest, block: Bytes) {
+    pub(super) fn on_proposal_built(
+        &mut self,
+        view: View,
+        seq: SequenceNumber,
+        digest: Digest,
+        block: Bytes,
+    ) {
         if view != self.view || self.building != Some(seq) || self.status != Status::Normal {
             return; // An answer to a request that no longer applies.
         }
         self.building = None;
-        let message = self.sign(Body::PrePrepare { view, seq, digest, block: block.clone() });
+        let message = self.sign(Body::PrePrepare {
+            view,
+            seq,
+            digest,
+            block: block.clone(),
+        });
         let slot = self.log.entry(seq).or_default();
-        assert!(slot.proposal.is_none(), "the primary proposes once per (view, seq)");
-        slot.proposal = Some(Proposal { digest, block, pre_prepare: message.clone(), check: Check::Valid, reproposal: false });
-        self.out.push(Action::Persist(Record::Accepted { message: message.clone(), reproposal: false }));
+        assert!(
+            slot.proposal.is_none(),
+            "the primary proposes once per (view, seq)"
+        );
+        slot.proposal = Some(Proposal {
+            digest,
+            block,
+            pre_prepare: message.clone(),
+            check: Check::Valid,
+            reproposal: false,
+        });
+        self.out.push(Action::Persist(Record::Accepted {
+            message: message.clone(),
+            reproposal: false,
+        }));
         self.out.push(Action::Broadcast(message));
         self.arm_progress_timer(false);
         self.advance(seq);
     }
 
-    pub(super) fn on_proposal_checked(&mut self, view: View, seq: SequenceNumber, digest: Digest, verdict: Result<(), String>) {
+    pub(super) fn on_proposal_checked(
+        &mut self,
+        view: View,
+        seq: SequenceNumber,
+        digest: Digest,
+        verdict: Result<(), String>,
+    ) {
         if view != self.view || seq <= self.last_delivered || self.status != Status::Normal {
             return;
         }
         let primary = self.primary();
         let me = self.config.me;
-        let Some(slot) = self.log.get_mut(&seq) else { return };
-        let Some(proposal) = slot.proposal.as_mut() else { return };
+        let Some(slot) = self.log.get_mut(&seq) else {
+            return;
+        };
+        let Some(proposal) = slot.proposal.as_mut() else {
+            return;
+        };
         if proposal.digest != digest || proposal.check != Check::Pending {
             return;
         }
@@ -181,10 +276,16 @@ impl Replica {
         // §4.2: a backup that accepts a pre-prepare multicasts a prepare,
         // durably recorded first so it can never prepare another digest here.
         if me != primary && slot.sent_prepare.is_none() {
-            let message = SignedMessage::sign(&self.config.chain_id, me, &self.config.key, Body::Prepare { view, seq, digest });
+            let message = SignedMessage::sign(
+                &self.config.chain_id,
+                me,
+                &self.config.key,
+                Body::Prepare { view, seq, digest },
+            );
             slot.sent_prepare = Some(message.clone());
             slot.prepares.insert(me, message.clone());
-            self.out.push(Action::Persist(Record::Vote(message.clone())));
+            self.out
+                .push(Action::Persist(Record::Vote(message.clone())));
             self.out.push(Action::Broadcast(message));
         }
         self.advance(seq);
@@ -196,8 +297,12 @@ impl Replica {
         let quorum = self.config.validators.quorum() as usize;
         let primary = self.primary();
         let (view, me) = (self.view, self.config.me);
-        let Some(slot) = self.log.get_mut(&seq) else { return };
-        let Some(proposal) = &slot.proposal else { return };
+        let Some(slot) = self.log.get_mut(&seq) else {
+            return;
+        };
+        let Some(proposal) = &slot.proposal else {
+            return;
+        };
         if proposal.check != Check::Valid {
             return;
         }
@@ -214,14 +319,24 @@ impl Replica {
             return;
         }
         if slot.sent_commit.is_none() {
-            let certificate = PreparedCertificate { pre_prepare: proposal.pre_prepare.clone(), prepares };
-            let message = SignedMessage::sign(&self.config.chain_id, me, &self.config.key, Body::Commit { view, seq, digest });
+            let certificate = PreparedCertificate {
+                pre_prepare: proposal.pre_prepare.clone(),
+                prepares,
+            };
+            let message = SignedMessage::sign(
+                &self.config.chain_id,
+                me,
+                &self.config.key,
+                Body::Commit { view, seq, digest },
+            );
             slot.sent_commit = Some(message.clone());
             slot.commits.insert(me, (digest, message.signature));
             // The prepared certificate must survive a crash: a view change
             // after it may need it to carry this block over (§4.4).
-            self.out.push(Action::Persist(Record::Prepared(certificate.clone())));
-            self.out.push(Action::Persist(Record::Vote(message.clone())));
+            self.out
+                .push(Action::Persist(Record::Prepared(certificate.clone())));
+            self.out
+                .push(Action::Persist(Record::Vote(message.clone())));
             self.out.push(Action::Broadcast(message));
             self.keep_prepared(certificate);
         }
@@ -234,8 +349,12 @@ impl Replica {
         let quorum = self.config.validators.quorum() as usize;
         loop {
             let seq = self.last_delivered + 1;
-            let Some(slot) = self.log.get(&seq) else { return };
-            let Some(proposal) = &slot.proposal else { return };
+            let Some(slot) = self.log.get(&seq) else {
+                return;
+            };
+            let Some(proposal) = &slot.proposal else {
+                return;
+            };
             if proposal.check != Check::Valid || slot.sent_commit.is_none() {
                 return;
             }
@@ -251,7 +370,12 @@ impl Replica {
             }
             let slot = self.log.remove(&seq).expect("slot was just read");
             let block = slot.proposal.expect("proposal was just read").block;
-            let certificate = CommitCertificate { seq, view: self.view, digest, signatures };
+            let certificate = CommitCertificate {
+                seq,
+                view: self.view,
+                digest,
+                signatures,
+            };
             assert!(seq == self.last_delivered + 1, "delivery is in order");
             self.last_delivered = seq;
             self.last_certificate = Some(certificate.clone());
@@ -260,7 +384,12 @@ impl Replica {
             self.new_view_message = None;
             // The mempool changes with every block; wait for the node's count.
             self.pending_transactions = 0;
-            self.out.push(Action::Deliver { seq, digest, block, certificate });
+            self.out.push(Action::Deliver {
+                seq,
+                digest,
+                block,
+                certificate,
+            });
             self.arm_progress_timer(true);
         }
     }

@@ -50,7 +50,12 @@ fn config(n: u32, me: u32, empty_block_interval_ms: u64) -> Config {
 }
 
 fn replica_with(n: u32, me: u32, empty_block_interval_ms: u64) -> Replica {
-    Replica::new(config(n, me, empty_block_interval_ms), 0, None, Restored::default())
+    Replica::new(
+        config(n, me, empty_block_interval_ms),
+        0,
+        None,
+        Restored::default(),
+    )
 }
 
 fn replica(n: u32, me: u32) -> Replica {
@@ -294,10 +299,16 @@ fn one_proposal_in_flight() {
     // Durable before it is sent: a restarted primary never proposes twice.
     assert!(matches!(
         &actions[..],
-        [Action::Persist(Record::Accepted { reproposal: false, .. }), Action::Broadcast(SignedMessage {
-            body: Body::PrePrepare { seq: 1, .. },
-            ..
-        })]
+        [
+            Action::Persist(Record::Accepted {
+                reproposal: false,
+                ..
+            }),
+            Action::Broadcast(SignedMessage {
+                body: Body::PrePrepare { seq: 1, .. },
+                ..
+            })
+        ]
     ));
     assert!(
         primary
@@ -453,9 +464,17 @@ fn wrong_chain_signature_is_refused() {
 fn block_bytes_must_match_the_digest() {
     let mut backup = replica(4, 1);
     let (digest, _) = block_for(1, 1);
-    let body = Body::PrePrepare { view: 0, seq: 1, digest, block: Bytes::from_static(b"other") };
+    let body = Body::PrePrepare {
+        view: 0,
+        seq: 1,
+        digest,
+        block: Bytes::from_static(b"other"),
+    };
     let actions = backup.step(vote(0, body));
-    assert!(matches!(rejections(&actions)[..], [RejectReason::BlockMismatch { .. }]));
+    assert!(matches!(
+        rejections(&actions)[..],
+        [RejectReason::BlockMismatch { .. }]
+    ));
 }
 
 #[test]
@@ -608,7 +627,8 @@ impl Cluster {
                     self.step(i, Event::Tick { now_ms: *now });
                 }
             }
-            self.network.retain(|(to, m)| !silent.contains(to) && !silent.contains(&m.sender));
+            self.network
+                .retain(|(to, m)| !silent.contains(to) && !silent.contains(&m.sender));
             self.run_filtered(200, |to| silent.contains(&to));
         }
     }
@@ -631,7 +651,11 @@ fn a_silent_primary_is_replaced_and_the_chain_goes_on() {
         let replica = &cluster.replicas[i];
         assert_eq!(replica.view(), 1, "replica {i}: one view change suffices");
         assert!(replica.is_normal(), "replica {i} is stuck changing views");
-        assert_eq!(cluster.delivered[i].len(), 40, "replica {i} did not go on committing");
+        assert_eq!(
+            cluster.delivered[i].len(),
+            40,
+            "replica {i} did not go on committing"
+        );
         assert_eq!(cluster.delivered[i], cluster.delivered[1]);
     }
 }
@@ -639,14 +663,33 @@ fn a_silent_primary_is_replaced_and_the_chain_goes_on() {
 #[test]
 fn one_faulty_validator_can_not_force_a_view_change() {
     let mut backup = replica(4, 2);
-    let change = Body::ViewChange(crate::ViewChange { new_view: 1, committed_seq: 0, committed: None, prepared: None });
+    let change = Body::ViewChange(crate::ViewChange {
+        new_view: 1,
+        committed_seq: 0,
+        committed: None,
+        prepared: None,
+    });
     let actions = backup.step(vote(3, change));
-    assert!(actions.iter().all(|a| !matches!(a, Action::Broadcast(_))), "{actions:?}");
+    assert!(
+        actions.iter().all(|a| !matches!(a, Action::Broadcast(_))),
+        "{actions:?}"
+    );
     assert_eq!(backup.view(), 0);
     // A second validator asking too (f + 1 = 2) is enough to join.
-    let change = Body::ViewChange(crate::ViewChange { new_view: 1, committed_seq: 0, committed: None, prepared: None });
+    let change = Body::ViewChange(crate::ViewChange {
+        new_view: 1,
+        committed_seq: 0,
+        committed: None,
+        prepared: None,
+    });
     let actions = backup.step(vote(0, change));
-    assert!(actions.iter().any(|a| matches!(a, Action::Broadcast(SignedMessage { body: Body::ViewChange(_), .. }))));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Broadcast(SignedMessage {
+            body: Body::ViewChange(_),
+            ..
+        })
+    )));
     assert_eq!(backup.view(), 1);
     assert!(!backup.is_normal());
 }
@@ -654,21 +697,60 @@ fn one_faulty_validator_can_not_force_a_view_change() {
 #[test]
 fn a_view_change_claiming_blocks_without_a_certificate_is_refused() {
     let mut backup = replica(4, 1);
-    let change = Body::ViewChange(crate::ViewChange { new_view: 1, committed_seq: 5, committed: None, prepared: None });
-    assert!(matches!(rejections(&backup.step(vote(3, change)))[..], [RejectReason::InvalidViewChange { .. }]));
+    let change = Body::ViewChange(crate::ViewChange {
+        new_view: 1,
+        committed_seq: 5,
+        committed: None,
+        prepared: None,
+    });
+    assert!(matches!(
+        rejections(&backup.step(vote(3, change)))[..],
+        [RejectReason::InvalidViewChange { .. }]
+    ));
 }
 
 #[test]
 fn a_restarted_backup_does_not_prepare_a_conflicting_block() {
     let (digest, _) = block_for(1, 1);
-    let prepare = SignedMessage::sign(CHAIN, 1, &key(1), Body::Prepare { view: 0, seq: 1, digest });
-    let restored = Restored { view: 0, normal: true, votes: vec![prepare], ..Restored::default() };
+    let prepare = SignedMessage::sign(
+        CHAIN,
+        1,
+        &key(1),
+        Body::Prepare {
+            view: 0,
+            seq: 1,
+            digest,
+        },
+    );
+    let restored = Restored {
+        view: 0,
+        normal: true,
+        votes: vec![prepare],
+        ..Restored::default()
+    };
     let mut backup = Replica::new(config(4, 1, 0), 0, None, restored);
     let actions = backup.step(Event::Message(pre_prepare(0, 1, 2)));
-    assert!(matches!(rejections(&actions)[..], [RejectReason::Equivocation { kind: "pre-prepare", .. }]));
+    assert!(matches!(
+        rejections(&actions)[..],
+        [RejectReason::Equivocation {
+            kind: "pre-prepare",
+            ..
+        }]
+    ));
     // The same block as before is fine, and its prepare is the stored one.
     let actions = backup.step(Event::Message(pre_prepare(0, 1, 1)));
-    assert!(matches!(actions[..], [Action::CheckProposal { seq: 1, .. }]));
-    let actions = backup.step(Event::ProposalChecked { view: 0, seq: 1, digest, verdict: Ok(()) });
-    assert!(!actions.iter().any(|a| matches!(a, Action::Broadcast(_))), "no second prepare: {actions:?}");
+    assert!(matches!(
+        actions[..],
+        [Action::CheckProposal { seq: 1, .. }]
+    ));
+    let actions = backup.step(Event::ProposalChecked {
+        view: 0,
+        seq: 1,
+        digest,
+        verdict: Ok(()),
+    });
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Broadcast(_))),
+        "no second prepare: {actions:?}"
+    );
 }

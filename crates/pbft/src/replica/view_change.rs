@@ -34,12 +34,18 @@ impl Replica {
             Status::Normal => 0,
         };
         self.view = target;
-        self.status = Status::ViewChanging { deadline_ms: self.now_ms + self.timeout_ms(attempt), attempt };
+        self.status = Status::ViewChanging {
+            deadline_ms: self.now_ms + self.timeout_ms(attempt),
+            attempt,
+        };
         self.log.clear();
         self.building = None;
         self.progress_deadline_ms = None;
         self.new_view_message = None;
-        self.out.push(Action::Persist(Record::View { view: target, normal: false }));
+        self.out.push(Action::Persist(Record::View {
+            view: target,
+            normal: false,
+        }));
         self.send_view_change();
     }
 
@@ -48,7 +54,11 @@ impl Replica {
             new_view: self.view,
             committed_seq: self.last_delivered,
             committed: self.last_certificate.clone(),
-            prepared: self.prepared.get(&(self.last_delivered + 1)).cloned().map(Box::new),
+            prepared: self
+                .prepared
+                .get(&(self.last_delivered + 1))
+                .cloned()
+                .map(Box::new),
         };
         let message = self.broadcast(Body::ViewChange(change));
         self.view_changes.insert(self.config.me, message);
@@ -57,18 +67,28 @@ impl Replica {
 
     pub(super) fn on_view_change(&mut self, message: SignedMessage) {
         let sender = message.sender;
-        let Body::ViewChange(change) = &message.body else { return };
+        let Body::ViewChange(change) = &message.body else {
+            return;
+        };
         let new_view = change.new_view;
         if new_view < self.view || (new_view == self.view && self.status == Status::Normal) {
             return; // Stale: that view is left or already working.
         }
         if new_view > self.view + VIEW_AHEAD_MAX {
-            return self.reject(sender, RejectReason::InvalidViewChange { reason: format!("view {new_view} is too far ahead of {}", self.view) });
+            return self.reject(
+                sender,
+                RejectReason::InvalidViewChange {
+                    reason: format!("view {new_view} is too far ahead of {}", self.view),
+                },
+            );
         }
         if let Err(reason) = self.validate_view_change(change) {
             return self.reject(sender, RejectReason::InvalidViewChange { reason });
         }
-        let newer = self.view_changes.get(&sender).is_none_or(|held| view_change_view(held) < new_view);
+        let newer = self
+            .view_changes
+            .get(&sender)
+            .is_none_or(|held| view_change_view(held) < new_view);
         if newer {
             self.view_changes.insert(sender, message);
         }
@@ -94,12 +114,20 @@ impl Replica {
             prepared
                 .verify(chain, validators, self.config.block_digest)
                 .map_err(|err| format!("prepared certificate: {err}"))?;
-            let (view, seq, ..) = prepared.proposal().ok_or("prepared certificate has no pre-prepare")?;
+            let (view, seq, ..) = prepared
+                .proposal()
+                .ok_or("prepared certificate has no pre-prepare")?;
             if seq != change.committed_seq + 1 {
-                return Err(format!("prepared certificate for {seq}, not the next sequence number {}", change.committed_seq + 1));
+                return Err(format!(
+                    "prepared certificate for {seq}, not the next sequence number {}",
+                    change.committed_seq + 1
+                ));
             }
             if view >= change.new_view {
-                return Err(format!("prepared certificate from view {view}, not before {}", change.new_view));
+                return Err(format!(
+                    "prepared certificate from view {view}, not before {}",
+                    change.new_view
+                ));
             }
         }
         Ok(())
@@ -126,7 +154,11 @@ impl Replica {
 
     /// The view changes held for `view`.
     fn view_changes_for(&self, view: View) -> Vec<SignedMessage> {
-        self.view_changes.values().filter(|message| view_change_view(message) == view).cloned().collect()
+        self.view_changes
+            .values()
+            .filter(|message| view_change_view(message) == view)
+            .cloned()
+            .collect()
     }
 
     /// The new primary, once it holds a quorum of view changes for its view,
@@ -143,12 +175,25 @@ impl Replica {
         let decision = decide(&changes);
         let pre_prepare = decision.carried.as_ref().map(|(digest, block)| {
             let seq = decision.committed_seq + 1;
-            self.sign(Body::PrePrepare { view, seq, digest: *digest, block: block.clone() })
+            self.sign(Body::PrePrepare {
+                view,
+                seq,
+                digest: *digest,
+                block: block.clone(),
+            })
         });
-        let body = Body::NewView(NewView { view, view_changes: changes, pre_prepares: pre_prepare.iter().cloned().collect() });
-        self.out.push(Action::Persist(Record::View { view, normal: true }));
+        let body = Body::NewView(NewView {
+            view,
+            view_changes: changes,
+            pre_prepares: pre_prepare.iter().cloned().collect(),
+        });
+        self.out
+            .push(Action::Persist(Record::View { view, normal: true }));
         if let Some(message) = &pre_prepare {
-            self.out.push(Action::Persist(Record::Accepted { message: message.clone(), reproposal: true }));
+            self.out.push(Action::Persist(Record::Accepted {
+                message: message.clone(),
+                reproposal: true,
+            }));
         }
         let new_view = self.broadcast(body);
         self.new_view_message = Some(new_view);
@@ -158,22 +203,33 @@ impl Replica {
 
     pub(super) fn on_new_view(&mut self, message: SignedMessage) {
         let sender = message.sender;
-        let Body::NewView(new_view) = &message.body else { return };
+        let Body::NewView(new_view) = &message.body else {
+            return;
+        };
         let view = new_view.view;
         if view < self.view || (view == self.view && self.status == Status::Normal) {
             return;
         }
         if view > self.view + VIEW_AHEAD_MAX {
-            return self.reject(sender, RejectReason::InvalidNewView { reason: format!("view {view} is too far ahead of {}", self.view) });
+            return self.reject(
+                sender,
+                RejectReason::InvalidNewView {
+                    reason: format!("view {view} is too far ahead of {}", self.view),
+                },
+            );
         }
         let pre_prepare = match self.validate_new_view(sender, new_view) {
             Ok(pre_prepare) => pre_prepare,
             Err(reason) => return self.reject(sender, RejectReason::InvalidNewView { reason }),
         };
         let committed_seq = decide(&new_view.view_changes).committed_seq;
-        self.out.push(Action::Persist(Record::View { view, normal: true }));
+        self.out
+            .push(Action::Persist(Record::View { view, normal: true }));
         if let Some(message) = &pre_prepare {
-            self.out.push(Action::Persist(Record::Accepted { message: message.clone(), reproposal: true }));
+            self.out.push(Action::Persist(Record::Accepted {
+                message: message.clone(),
+                reproposal: true,
+            }));
         }
         self.enter_view(view, committed_seq, pre_prepare);
         self.request_transfer_to(committed_seq);
@@ -182,37 +238,65 @@ impl Replica {
     /// Checks a new-view message the way its primary had to build it: a
     /// quorum of valid view changes for the view from distinct validators,
     /// and exactly the carried-over pre-prepare they imply.
-    fn validate_new_view(&self, sender: ReplicaIndex, new_view: &NewView) -> Result<Option<SignedMessage>, String> {
+    fn validate_new_view(
+        &self,
+        sender: ReplicaIndex,
+        new_view: &NewView,
+    ) -> Result<Option<SignedMessage>, String> {
         let view = new_view.view;
         let primary = self.config.validators.primary(view);
         if sender != primary {
-            return Err(format!("sent by {sender}, but the primary of view {view} is {primary}"));
+            return Err(format!(
+                "sent by {sender}, but the primary of view {view} is {primary}"
+            ));
         }
         let mut senders = BTreeSet::new();
         for change in &new_view.view_changes {
-            let Body::ViewChange(body) = &change.body else { return Err("holds a message that is not a view change".into()) };
+            let Body::ViewChange(body) = &change.body else {
+                return Err("holds a message that is not a view change".into());
+            };
             if body.new_view != view {
                 return Err(format!("holds a view change for view {}", body.new_view));
             }
             if !senders.insert(change.sender) {
-                return Err(format!("holds two view changes of validator {}", change.sender));
+                return Err(format!(
+                    "holds two view changes of validator {}",
+                    change.sender
+                ));
             }
             if !change.verify(&self.config.chain_id, &self.config.validators) {
-                return Err(format!("view change of validator {} does not verify", change.sender));
+                return Err(format!(
+                    "view change of validator {} does not verify",
+                    change.sender
+                ));
             }
-            self.validate_view_change(body).map_err(|err| format!("view change of validator {}: {err}", change.sender))?;
+            self.validate_view_change(body)
+                .map_err(|err| format!("view change of validator {}: {err}", change.sender))?;
         }
         let quorum = self.config.validators.quorum() as usize;
         if senders.len() < quorum {
-            return Err(format!("{} view changes, a quorum is {quorum}", senders.len()));
+            return Err(format!(
+                "{} view changes, a quorum is {quorum}",
+                senders.len()
+            ));
         }
         let decision = decide(&new_view.view_changes);
         match (&decision.carried, new_view.pre_prepares.as_slice()) {
             (None, []) => Ok(None),
             (Some((digest, block)), [message]) => {
-                let expected = Body::PrePrepare { view, seq: decision.committed_seq + 1, digest: *digest, block: block.clone() };
-                if message.sender != primary || message.body != expected || !message.verify(&self.config.chain_id, &self.config.validators) {
-                    return Err("the carried-over pre-prepare is not the one the view changes imply".into());
+                let expected = Body::PrePrepare {
+                    view,
+                    seq: decision.committed_seq + 1,
+                    digest: *digest,
+                    block: block.clone(),
+                };
+                if message.sender != primary
+                    || message.body != expected
+                    || !message.verify(&self.config.chain_id, &self.config.validators)
+                {
+                    return Err(
+                        "the carried-over pre-prepare is not the one the view changes imply".into(),
+                    );
                 }
                 Ok(Some(message.clone()))
             }
@@ -223,24 +307,51 @@ impl Replica {
 
     /// Starts working in `view`, where pre-prepares must be above `floor`;
     /// `carried` is the new-view's pre-prepare for `floor + 1`, if any.
-    pub(super) fn enter_view(&mut self, view: View, floor: SequenceNumber, carried: Option<SignedMessage>) {
+    pub(super) fn enter_view(
+        &mut self,
+        view: View,
+        floor: SequenceNumber,
+        carried: Option<SignedMessage>,
+    ) {
         assert!(view >= self.view, "views only go up");
         self.view = view;
         self.status = Status::Normal;
         self.view_floor = floor.max(self.last_delivered);
         self.log.clear();
         self.building = None;
-        self.view_changes.retain(|_, message| view_change_view(message) > view);
+        self.view_changes
+            .retain(|_, message| view_change_view(message) > view);
         if !self.is_primary() {
             self.new_view_message = None;
         }
         if let Some(message) = carried {
-            if let Body::PrePrepare { seq, digest, block, .. } = &message.body {
+            if let Body::PrePrepare {
+                seq, digest, block, ..
+            } = &message.body
+            {
                 let (seq, digest, block) = (*seq, *digest, block.clone());
                 if seq > self.last_delivered {
-                    let proposal = Proposal { digest, block: block.clone(), pre_prepare: message, check: Check::Pending, reproposal: true };
-                    self.log.insert(seq, Slot { proposal: Some(proposal), ..Slot::default() });
-                    self.out.push(Action::CheckProposal { view, seq, digest, block, reproposal: true });
+                    let proposal = Proposal {
+                        digest,
+                        block: block.clone(),
+                        pre_prepare: message,
+                        check: Check::Pending,
+                        reproposal: true,
+                    };
+                    self.log.insert(
+                        seq,
+                        Slot {
+                            proposal: Some(proposal),
+                            ..Slot::default()
+                        },
+                    );
+                    self.out.push(Action::CheckProposal {
+                        view,
+                        seq,
+                        digest,
+                        block,
+                        reproposal: true,
+                    });
                 }
                 self.view_floor = seq - 1;
             }
@@ -287,11 +398,18 @@ fn decide(changes: &[SignedMessage]) -> Decision {
     let committed_seq = bodies.iter().map(|c| c.committed_seq).max().unwrap_or(0);
     let mut best: BTreeMap<View, (Digest, Bytes)> = BTreeMap::new();
     for change in &bodies {
-        let Some(prepared) = &change.prepared else { continue };
-        let Some((view, seq, digest, block)) = prepared.proposal() else { continue };
+        let Some(prepared) = &change.prepared else {
+            continue;
+        };
+        let Some((view, seq, digest, block)) = prepared.proposal() else {
+            continue;
+        };
         if seq == committed_seq + 1 {
             best.entry(view).or_insert((digest, block.clone()));
         }
     }
-    Decision { committed_seq, carried: best.pop_last().map(|(_, carried)| carried) }
+    Decision {
+        committed_seq,
+        carried: best.pop_last().map(|(_, carried)| carried),
+    }
 }

@@ -1,0 +1,106 @@
+//! Durable consensus records (`pbft::Record`) in the ledger's redb file,
+//! and their reload after a restart.
+
+use govchain_ledger::{CONSENSUS_KEY_BYTES, Ledger, consensus_key};
+use govchain_pbft::{Body, Record, Restored};
+use govchain_proto::consensus::v1 as wire;
+use prost::Message as _;
+
+use crate::wire::{message_from_wire, message_to_wire, prepared_from_wire, prepared_to_wire};
+
+const KIND_VIEW: u8 = 0;
+const KIND_ACCEPTED: u8 = 1;
+const KIND_VOTE: u8 = 2;
+const KIND_PREPARED: u8 = 3;
+
+/// The key and value a record is stored under. One view record (key seq 0,
+/// never pruned, overwritten); others keyed by the height they are about, so
+/// the ledger deletes them with that block.
+pub fn encode(record: &Record) -> ([u8; CONSENSUS_KEY_BYTES], Vec<u8>) {
+    match record {
+        Record::View { view, normal } => {
+            let mut value = view.to_be_bytes().to_vec();
+            value.push(u8::from(*normal));
+            (consensus_key(KIND_VIEW, 0, 0, 0), value)
+        }
+        Record::Accepted {
+            message,
+            reproposal,
+        } => {
+            let (view, seq) = view_seq(&message.body);
+            let mut value = vec![u8::from(*reproposal)];
+            value.extend(message_to_wire(message).encode_to_vec());
+            (consensus_key(KIND_ACCEPTED, seq, view, 0), value)
+        }
+        Record::Vote(message) => {
+            let (view, seq) = view_seq(&message.body);
+            let sub = u8::from(matches!(message.body, Body::Commit { .. }));
+            (
+                consensus_key(KIND_VOTE, seq, view, sub),
+                message_to_wire(message).encode_to_vec(),
+            )
+        }
+        Record::Prepared(certificate) => {
+            let (view, seq) = view_seq(&certificate.pre_prepare.body);
+            (
+                consensus_key(KIND_PREPARED, seq, view, 0),
+                prepared_to_wire(certificate).encode_to_vec(),
+            )
+        }
+    }
+}
+
+fn view_seq(body: &Body) -> (u64, u64) {
+    match body {
+        Body::PrePrepare { view, seq, .. }
+        | Body::Prepare { view, seq, .. }
+        | Body::Commit { view, seq, .. } => (*view, *seq),
+        _ => (0, 0),
+    }
+}
+
+/// Reads every record back. Records are written by this node only, so one
+/// that does not decode means the file is damaged: an error, not a guess.
+pub fn load(ledger: &Ledger) -> anyhow::Result<Restored> {
+    let mut restored = Restored::default();
+    for (key, value) in ledger.consensus_records()? {
+        let corrupt = |what: &str| {
+            anyhow::anyhow!("consensus record {} is corrupt: {what}", hex::encode(&key))
+        };
+        match key.first().copied() {
+            Some(KIND_VIEW) => {
+                let view: [u8; 8] = value
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| corrupt("view"))?;
+                restored.view = u64::from_be_bytes(view);
+                restored.normal = value.get(8) == Some(&1);
+            }
+            Some(KIND_ACCEPTED) => {
+                let (flag, bytes) = value.split_first().ok_or_else(|| corrupt("empty"))?;
+                let message =
+                    wire::ConsensusMessage::decode(bytes).map_err(|e| corrupt(&e.to_string()))?;
+                restored.accepted.push((
+                    message_from_wire(message).map_err(|e| corrupt(&e))?,
+                    *flag == 1,
+                ));
+            }
+            Some(KIND_VOTE) => {
+                let message = wire::ConsensusMessage::decode(value.as_slice())
+                    .map_err(|e| corrupt(&e.to_string()))?;
+                restored
+                    .votes
+                    .push(message_from_wire(message).map_err(|e| corrupt(&e))?);
+            }
+            Some(KIND_PREPARED) => {
+                let certificate = wire::PreparedCertificate::decode(value.as_slice())
+                    .map_err(|e| corrupt(&e.to_string()))?;
+                restored
+                    .prepared
+                    .push(prepared_from_wire(certificate, 0).map_err(|e| corrupt(&e))?);
+            }
+            _ => return Err(corrupt("unknown kind")),
+        }
+    }
+    Ok(restored)
+}
