@@ -93,6 +93,11 @@ pub fn govchain(args: &[&str]) -> String {
 impl Cluster {
     /// Makes certificates and configs for `n` validators and starts them.
     pub async fn start(n: usize) -> Self {
+        Self::start_with(n, 2_000).await
+    }
+
+    /// Like [`Cluster::start`], with the view-change timeout set in genesis.
+    pub async fn start_with(n: usize, view_timeout_ms: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let names = departments(n);
@@ -106,6 +111,10 @@ impl Cluster {
             "--departments",
             &names.join(","),
         ]);
+        let genesis_path = certs.join("genesis.json");
+        let mut genesis: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&genesis_path).unwrap()).unwrap();
+        genesis["consensus"]["view_timeout_ms"] = serde_json::json!(view_timeout_ms);
+        std::fs::write(&genesis_path, serde_json::to_string_pretty(&genesis).unwrap()).unwrap();
         let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
         let mut nodes = Vec::new();
         for (i, name) in names.iter().enumerate() {
@@ -439,5 +448,110 @@ impl Cluster {
             },
         )
         .await
+    }
+}
+
+impl Cluster {
+    /// Sends a signal (e.g. "STOP", "CONT") to node `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.nodes[i].child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap().success());
+    }
+
+    /// The index of the node that the given node considers primary.
+    pub async fn primary(&self, asking: usize) -> usize {
+        let status = self.status(asking).await;
+        self.nodes.iter().position(|n| n.name == status.primary).unwrap()
+    }
+
+    /// Waits until every listed node has at least `height` and all agree
+    /// on the block at `height`.
+    pub async fn wait_agree(&self, nodes: &[usize], height: u64, timeout: Duration) {
+        eventually(&format!("nodes {nodes:?} to agree at height {height}"), timeout, || async {
+            let mut hashes = Vec::new();
+            for &i in nodes {
+                let mut client = self.client(i).await.ok()?;
+                let request = GetBlockRequest { selector: Some(get_block_request::Selector::Height(height)) };
+                let block = client.get_block(request).await.ok()?.into_inner().block?;
+                hashes.push(block.block_hash);
+            }
+            hashes.windows(2).all(|w| w[0] == w[1]).then_some(())
+        })
+        .await;
+    }
+
+    /// Checks that no two nodes in `nodes` hold different blocks at any
+    /// height both have.
+    pub async fn assert_no_fork(&self, nodes: &[usize]) {
+        let mut chains: Vec<Vec<Vec<u8>>> = Vec::new();
+        for &i in nodes {
+            let mut client = self.client(i).await.unwrap();
+            let height = client.get_status(GetStatusRequest {}).await.unwrap().into_inner().height;
+            let mut chain = Vec::new();
+            for h in 1..=height {
+                let request = GetBlockRequest { selector: Some(get_block_request::Selector::Height(h)) };
+                chain.push(client.get_block(request).await.unwrap().into_inner().block.unwrap().block_hash);
+            }
+            chains.push(chain);
+        }
+        for (a, chain_a) in chains.iter().enumerate() {
+            for (b, chain_b) in chains.iter().enumerate().skip(a + 1) {
+                let common = chain_a.len().min(chain_b.len());
+                assert_eq!(chain_a[..common], chain_b[..common], "nodes {} and {} forked", nodes[a], nodes[b]);
+            }
+        }
+    }
+}
+
+/// Submits a transaction every few milliseconds to a live node, round robin,
+/// until stopped; returns the ids that were acknowledged.
+pub struct Load {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<Digest>>,
+}
+
+impl Load {
+    /// Each transaction has its own signer (nonce 1), so a transaction lost
+    /// with a killed node never blocks the ones after it.
+    pub fn start(clients: Vec<NodeServiceClient<Channel>>, seed: u32) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut clients = clients;
+            let mut acknowledged = Vec::new();
+            let mut counter = 0u32;
+            let mut turn = 0usize;
+            // Bounded: at most this many submissions per load.
+            for _ in 0..20_000 {
+                if *stopped.borrow() {
+                    break;
+                }
+                let mut key_seed = [0u8; 32];
+                key_seed[..4].copy_from_slice(&seed.to_be_bytes());
+                key_seed[4..8].copy_from_slice(&counter.to_be_bytes());
+                let key = SigningKey::from_seed(key_seed);
+                let envelope = sign(&key, 1, anchor_body(&format!("load-{seed}-{counter}")));
+                let count = clients.len();
+                let client = &mut clients[turn % count];
+                turn += 1;
+                match submit(client, envelope).await {
+                    Ok(id) => {
+                        acknowledged.push(id);
+                        counter += 1;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+                tokio::select! {
+                    _ = stopped.changed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(15)) => {}
+                }
+            }
+            acknowledged
+        });
+        Self { stop, task }
+    }
+
+    pub async fn stop(self) -> Vec<Digest> {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap()
     }
 }
