@@ -98,30 +98,49 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with the view-change timeout set in genesis.
     pub async fn start_with(n: usize, view_timeout_ms: u64) -> Self {
+        Self::start_full(n, view_timeout_ms, 0).await
+    }
+
+    /// `n` validators and, after them (indexes n..), `observers` backup
+    /// replicas that follow the chain.
+    pub async fn start_full(n: usize, view_timeout_ms: u64, observers: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let names = departments(n);
-        govchain(&[
+        let observer_names: Vec<String> = (0..observers).map(|i| format!("backup{i}")).collect();
+        let mut init = vec![
             "certs",
             "init",
             "--out",
             certs.to_str().unwrap(),
             "--chain-id",
             CHAIN,
-            "--departments",
-            &names.join(","),
-        ]);
+        ];
+        let departments_arg = names.join(",");
+        init.extend(["--departments", &departments_arg]);
+        let observers_arg = observer_names.join(",");
+        if observers > 0 {
+            init.extend(["--observers", &observers_arg]);
+        }
+        govchain(&init);
         let genesis_path = certs.join("genesis.json");
-        let mut genesis: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&genesis_path).unwrap()).unwrap();
+        let mut genesis: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&genesis_path).unwrap()).unwrap();
         genesis["consensus"]["view_timeout_ms"] = serde_json::json!(view_timeout_ms);
-        std::fs::write(&genesis_path, serde_json::to_string_pretty(&genesis).unwrap()).unwrap();
-        let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+        std::fs::write(
+            &genesis_path,
+            serde_json::to_string_pretty(&genesis).unwrap(),
+        )
+        .unwrap();
+        let all: Vec<String> = names.iter().chain(&observer_names).cloned().collect();
+        let ports: Vec<u16> = all.iter().map(|_| free_port()).collect();
         let mut nodes = Vec::new();
-        for (i, name) in names.iter().enumerate() {
+        for (i, name) in all.iter().enumerate() {
             let node_dir = dir.path().join("nodes").join(name);
             std::fs::create_dir_all(&node_dir).unwrap();
             let dept = certs.join(name);
             let file = NodeFile {
+                observer: i >= n,
                 name: name.clone(),
                 listen: format!("127.0.0.1:{}", ports[i]).parse().unwrap(),
                 data_dir: node_dir.join("data"),
@@ -133,7 +152,7 @@ impl Cluster {
                 peers: names
                     .iter()
                     .enumerate()
-                    .filter(|(j, _)| *j != i)
+                    .filter(|(j, _)| *j != i && *j < n)
                     .map(|(j, peer)| PeerFile {
                         name: peer.clone(),
                         address: format!("https://127.0.0.1:{}", ports[j]),
@@ -153,7 +172,7 @@ impl Cluster {
             });
         }
         let mut cluster = Self { dir, nodes };
-        for i in 0..n {
+        for i in 0..n + observers {
             cluster.start_node(i);
         }
         for i in 0..n {
@@ -192,9 +211,14 @@ impl Cluster {
         }
     }
 
-    /// Waits until node `i` answers and sees all its peers.
+    /// Waits until node `i` answers and sees all its peers (the validators).
     pub async fn wait_ready(&self, i: usize) {
-        let peers = self.nodes.len() - 1;
+        let validators = self
+            .nodes
+            .iter()
+            .filter(|n| !n.name.starts_with("backup"))
+            .count();
+        let peers = validators - 1;
         let name = self.nodes[i].name.clone();
         eventually(
             &format!("node {name} to start and connect"),
@@ -455,28 +479,43 @@ impl Cluster {
     /// Sends a signal (e.g. "STOP", "CONT") to node `i`.
     pub fn signal(&self, i: usize, signal: &str) {
         let pid = self.nodes[i].child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{signal}"), &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     /// The index of the node that the given node considers primary.
     pub async fn primary(&self, asking: usize) -> usize {
         let status = self.status(asking).await;
-        self.nodes.iter().position(|n| n.name == status.primary).unwrap()
+        self.nodes
+            .iter()
+            .position(|n| n.name == status.primary)
+            .unwrap()
     }
 
     /// Waits until every listed node has at least `height` and all agree
     /// on the block at `height`.
     pub async fn wait_agree(&self, nodes: &[usize], height: u64, timeout: Duration) {
-        eventually(&format!("nodes {nodes:?} to agree at height {height}"), timeout, || async {
-            let mut hashes = Vec::new();
-            for &i in nodes {
-                let mut client = self.client(i).await.ok()?;
-                let request = GetBlockRequest { selector: Some(get_block_request::Selector::Height(height)) };
-                let block = client.get_block(request).await.ok()?.into_inner().block?;
-                hashes.push(block.block_hash);
-            }
-            hashes.windows(2).all(|w| w[0] == w[1]).then_some(())
-        })
+        eventually(
+            &format!("nodes {nodes:?} to agree at height {height}"),
+            timeout,
+            || async {
+                let mut hashes = Vec::new();
+                for &i in nodes {
+                    let mut client = self.client(i).await.ok()?;
+                    let request = GetBlockRequest {
+                        selector: Some(get_block_request::Selector::Height(height)),
+                    };
+                    let block = client.get_block(request).await.ok()?.into_inner().block?;
+                    hashes.push(block.block_hash);
+                }
+                hashes.windows(2).all(|w| w[0] == w[1]).then_some(())
+            },
+        )
         .await;
     }
 
@@ -486,18 +525,40 @@ impl Cluster {
         let mut chains: Vec<Vec<Vec<u8>>> = Vec::new();
         for &i in nodes {
             let mut client = self.client(i).await.unwrap();
-            let height = client.get_status(GetStatusRequest {}).await.unwrap().into_inner().height;
+            let height = client
+                .get_status(GetStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .height;
             let mut chain = Vec::new();
             for h in 1..=height {
-                let request = GetBlockRequest { selector: Some(get_block_request::Selector::Height(h)) };
-                chain.push(client.get_block(request).await.unwrap().into_inner().block.unwrap().block_hash);
+                let request = GetBlockRequest {
+                    selector: Some(get_block_request::Selector::Height(h)),
+                };
+                chain.push(
+                    client
+                        .get_block(request)
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .block
+                        .unwrap()
+                        .block_hash,
+                );
             }
             chains.push(chain);
         }
         for (a, chain_a) in chains.iter().enumerate() {
             for (b, chain_b) in chains.iter().enumerate().skip(a + 1) {
                 let common = chain_a.len().min(chain_b.len());
-                assert_eq!(chain_a[..common], chain_b[..common], "nodes {} and {} forked", nodes[a], nodes[b]);
+                assert_eq!(
+                    chain_a[..common],
+                    chain_b[..common],
+                    "nodes {} and {} forked",
+                    nodes[a],
+                    nodes[b]
+                );
             }
         }
     }

@@ -183,6 +183,10 @@ impl DagBuilder {
     /// Closes the partial nodes bottom-up until a level holds a single
     /// link, which is the root: as the JS layout, which stops when a list
     /// has one entry, and so returns a lone leaf as itself.
+    ///
+    /// # Panics
+    ///
+    /// If no leaf was pushed, or the levels break the shape `push` keeps.
     fn finish<S>(mut self, sink: &mut S) -> Result<Link, BlobError>
     where
         S: FnMut(&Cid, &[u8]) -> Result<(), BlobError>,

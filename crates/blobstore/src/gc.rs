@@ -54,7 +54,7 @@ impl BlobStore {
         drop_roots(&db_write, &keep, &mut report)?;
         mark_reachable(&db_write)?;
         {
-            let in_flight = self.in_flight();
+            let in_flight = self.in_flight_set().lock();
             sweep(&db_write, &in_flight, &mut report)?;
         }
         db_write

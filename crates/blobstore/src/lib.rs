@@ -47,6 +47,7 @@ mod params;
 mod reader;
 mod schema;
 mod store;
+mod upload;
 
 /// The CID type of the public API. Re-exported so that callers name the
 /// exact `cid` version this crate builds CIDs with.

@@ -3,7 +3,7 @@
 use std::io::{self, Read};
 
 use cid::Cid;
-use redb::{ReadOnlyTable, ReadableTable};
+use redb::ReadOnlyTable;
 
 use crate::dag::{CODEC_RAW, check_child_node, decode_file_node, verify_block};
 use crate::error::{BlobError, Context};
@@ -74,6 +74,11 @@ impl BlobReader {
 
     /// The next verified piece of the range: a whole chunk, or its part
     /// inside the range. `None` once the range is served.
+    ///
+    /// # Panics
+    ///
+    /// If the DAG ends before the range does, which the size checks on
+    /// every node and chunk rule out (a bug in this crate).
     pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, BlobError> {
         while self.remaining_bytes > 0 {
             let Some((cid, file_size)) = self.next_link() else {

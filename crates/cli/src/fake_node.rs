@@ -209,6 +209,7 @@ impl NodeService for FakeNode {
 pub async fn start(dir: &Path, down_url: &str) -> SocketAddr {
     let certs = dir.join("certs");
     govchain_pki::init_consortium(&InitOptions {
+        observers: Vec::new(),
         out: certs.clone(),
         chain_id: CHAIN.into(),
         departments: vec!["health".into(), "tax".into()],
@@ -309,6 +310,7 @@ mod tests {
         start(dir.path(), &closed_url()).await;
         let other = dir.path().join("other");
         govchain_pki::init_consortium(&InitOptions {
+            observers: Vec::new(),
             out: other.clone(),
             chain_id: CHAIN.into(),
             departments: vec!["health".into()],

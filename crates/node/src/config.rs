@@ -35,6 +35,11 @@ pub struct NodeFile {
     pub consensus_key: PathBuf,
     #[serde(default)]
     pub peers: Vec<PeerFile>,
+    /// A backup (non-voting) replica: it follows the chain from the
+    /// validators in `peers`, checking every commit certificate, and serves
+    /// reads. Its name must not be a validator's.
+    #[serde(default)]
+    pub observer: bool,
     #[serde(default)]
     pub mempool: MempoolFile,
 }
@@ -95,6 +100,7 @@ pub struct Settings {
     pub consensus_key: SigningKey,
     pub peers: Vec<Peer>,
     pub mempool: MempoolFile,
+    pub observer: bool,
 }
 
 impl NodeFile {
@@ -127,24 +133,31 @@ impl Settings {
         };
         let genesis = Genesis::load(&resolve(&file.genesis))
             .with_context(|| format!("cannot load genesis {}", resolve(&file.genesis).display()))?;
-        let index = genesis
-            .validator_index_by_name(&file.name)
-            .with_context(|| {
-                format!(
-                    "node {:?} is not a validator in genesis (chain {})",
-                    file.name, genesis.chain_id
-                )
-            })?;
+        let index = match (genesis.validator_index_by_name(&file.name), file.observer) {
+            (Some(index), false) => index,
+            (None, true) => u32::MAX,
+            (Some(_), true) => bail!(
+                "node {:?} is a validator in genesis; remove `observer = true`",
+                file.name
+            ),
+            (None, false) => bail!(
+                "node {:?} is not a validator in genesis (chain {}); set `observer = true` to run it as a backup replica",
+                file.name,
+                genesis.chain_id
+            ),
+        };
         let consensus_key =
             SigningKey::from_pkcs8_pem(&govchain_pki::read_pem(&resolve(&file.consensus_key))?)
                 .context("consensus key")?;
-        let listed = &genesis.validators[index as usize].consensus_public_key;
-        if consensus_key.public_key().to_hex() != *listed {
-            bail!(
-                "consensus key {} does not match genesis, which lists {listed} for {:?}",
-                consensus_key.public_key(),
-                file.name
-            );
+        if !file.observer {
+            let listed = &genesis.validators[index as usize].consensus_public_key;
+            if consensus_key.public_key().to_hex() != *listed {
+                bail!(
+                    "consensus key {} does not match genesis, which lists {listed} for {:?}",
+                    consensus_key.public_key(),
+                    file.name
+                );
+            }
         }
         let peers = file
             .peers
@@ -177,6 +190,7 @@ impl Settings {
             consensus_key,
             peers,
             mempool: file.mempool,
+            observer: file.observer,
         })
     }
 }

@@ -114,7 +114,12 @@ mod tests {
     use super::*;
 
     fn signed(sender: u32, body: Body) -> SignedMessage {
-        SignedMessage::sign("c", sender, &SigningKey::from_seed([sender as u8; 32]), body)
+        SignedMessage::sign(
+            "c",
+            sender,
+            &SigningKey::from_seed([sender as u8; 32]),
+            body,
+        )
     }
 
     #[test]
@@ -122,17 +127,51 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let genesis = Digest::sha256(b"g");
         let digest = Digest::sha256(b"block");
-        let pre_prepare = signed(0, Body::PrePrepare { view: 2, seq: 1, digest, block: Bytes::from_static(b"block") });
-        let prepare = signed(1, Body::Prepare { view: 2, seq: 1, digest });
-        let commit = signed(1, Body::Commit { view: 2, seq: 1, digest });
+        let pre_prepare = signed(
+            0,
+            Body::PrePrepare {
+                view: 2,
+                seq: 1,
+                digest,
+                block: Bytes::from_static(b"block"),
+            },
+        );
+        let prepare = signed(
+            1,
+            Body::Prepare {
+                view: 2,
+                seq: 1,
+                digest,
+            },
+        );
+        let commit = signed(
+            1,
+            Body::Commit {
+                view: 2,
+                seq: 1,
+                digest,
+            },
+        );
         let records = [
-            Record::View { view: 2, normal: false },
-            Record::Accepted { message: pre_prepare.clone(), reproposal: true },
+            Record::View {
+                view: 2,
+                normal: false,
+            },
+            Record::Accepted {
+                message: pre_prepare.clone(),
+                reproposal: true,
+            },
             Record::Vote(prepare.clone()),
-            Record::Prepared(PreparedCertificate { pre_prepare: pre_prepare.clone(), prepares: vec![prepare.clone()] }),
+            Record::Prepared(PreparedCertificate {
+                pre_prepare: pre_prepare.clone(),
+                prepares: vec![prepare.clone()],
+            }),
             Record::Vote(commit.clone()),
             // A later view record replaces the first.
-            Record::View { view: 3, normal: true },
+            Record::View {
+                view: 3,
+                normal: true,
+            },
         ];
         {
             let ledger = Ledger::open(dir.path(), "c", genesis).expect("open");
@@ -144,6 +183,12 @@ mod tests {
         assert_eq!((restored.view, restored.normal), (3, true));
         assert_eq!(restored.accepted, vec![(pre_prepare.clone(), true)]);
         assert_eq!(restored.votes, vec![prepare.clone(), commit]);
-        assert_eq!(restored.prepared, vec![PreparedCertificate { pre_prepare, prepares: vec![prepare] }]);
+        assert_eq!(
+            restored.prepared,
+            vec![PreparedCertificate {
+                pre_prepare,
+                prepares: vec![prepare]
+            }]
+        );
     }
 }

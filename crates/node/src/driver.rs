@@ -65,7 +65,8 @@ struct ReadyBlock {
 
 pub struct Driver {
     shared: Arc<Shared>,
-    replica: Replica,
+    /// `None` on an observer.
+    replica: Option<Replica>,
     /// Proposals waiting for their parent block to be applied.
     deferred_checks: BTreeMap<SequenceNumber, (View, Digest, Bytes, bool)>,
     ready: BTreeMap<SequenceNumber, ReadyBlock>,
@@ -77,7 +78,11 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub fn new(shared: Arc<Shared>, replica: Replica, sync: mpsc::Sender<SyncRequest>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        replica: Option<Replica>,
+        sync: mpsc::Sender<SyncRequest>,
+    ) -> Self {
         let now = now_ms();
         Self {
             shared,
@@ -103,7 +108,12 @@ impl Driver {
 
     /// Runs until [`DriverEvent::Stop`] or until every sender is gone.
     pub fn run(mut self, mut events: mpsc::Receiver<DriverEvent>) {
-        info!(node = %self.shared.name, view = self.replica.view(), seq = self.replica.last_delivered(), "consensus driver started");
+        match &self.replica {
+            Some(replica) => {
+                info!(node = %self.shared.name, view = replica.view(), seq = replica.last_delivered(), "consensus driver started")
+            }
+            None => info!(node = %self.shared.name, "observer: following the chain without voting"),
+        }
         let start = self.consensus_now(now_ms());
         self.step(Event::Tick { now_ms: start });
         while let Some(event) = events.blocking_recv() {
@@ -134,7 +144,11 @@ impl Driver {
     fn step(&mut self, event: Event) {
         let mut queue = VecDeque::from([event]);
         while let Some(event) = queue.pop_front() {
-            for action in self.replica.step(event) {
+            // An observer has no replica; it only applies fetched blocks.
+            let Some(replica) = self.replica.as_mut() else {
+                return;
+            };
+            for action in replica.step(event) {
                 if let Action::Persist(record) = action {
                     self.unwritten.push(record);
                     continue;
@@ -146,12 +160,12 @@ impl Driver {
             }
             self.write_records();
         }
-        self.shared
-            .view
-            .store(self.replica.view(), Ordering::Relaxed);
-        self.shared
-            .view_normal
-            .store(self.replica.is_normal(), Ordering::Relaxed);
+        if let Some(replica) = &self.replica {
+            self.shared.view.store(replica.view(), Ordering::Relaxed);
+            self.shared
+                .view_normal
+                .store(replica.is_normal(), Ordering::Relaxed);
+        }
     }
 
     /// Makes pending consensus records durable, in one write.

@@ -81,12 +81,19 @@ pub async fn run(
     let head = ledger.head();
     info!(node = %settings.name, height = head.height, head = %head.hash.short(), chain = %genesis.chain_id, "ledger opened");
 
-    let peers = PeerSet::start(&settings);
+    // An observer does not stream to validators (they would refuse it); it
+    // only fetches blocks.
+    let peers = if settings.observer {
+        PeerSet::none()
+    } else {
+        PeerSet::start(&settings)
+    };
     let mempool = Mempool::new(
         settings.mempool.transactions_max,
         settings.mempool.bytes_max,
     );
     let shared = Arc::new(Shared::new(
+        settings.observer,
         settings.name.clone(),
         settings.index,
         genesis.clone(),
@@ -96,28 +103,19 @@ pub async fn run(
         peers,
     ));
 
-    let restored =
-        consensus_store::load(&shared.ledger).context("cannot read the consensus records")?;
-    let last_certificate = head_certificate(&shared.ledger)?;
-    info!(node = %settings.name, view = restored.view, votes = restored.votes.len(), "consensus state restored");
-    let replica = Replica::new(
-        Config {
-            chain_id: genesis.chain_id.clone(),
-            validators,
-            me: settings.index,
-            key: govchain_crypto::SigningKey::from_pkcs8_pem(
-                &settings.consensus_key.to_pkcs8_pem()?,
-            )?,
-            empty_block_interval_ms: genesis.consensus.empty_block_interval_ms,
-            view_timeout_ms: genesis.consensus.view_timeout_ms,
-            block_digest: govchain_exec::block_digest,
-        },
-        head.height,
-        last_certificate,
-        restored,
-    );
+    let replica = if settings.observer {
+        None
+    } else {
+        Some(start_replica(&settings, &shared, validators)?)
+    };
     let (events, receiver) = mpsc::channel(DRIVER_EVENTS_MAX);
     let sync = sync::start(&settings, shared.clone(), events.clone());
+    if settings.observer {
+        tokio::spawn(sync::follow(
+            sync.clone(),
+            settings.peers.iter().map(|p| p.index).collect(),
+        ));
+    }
     let driver = Driver::new(shared.clone(), replica, sync);
     let driver_thread = std::thread::Builder::new()
         .name("consensus".into())
@@ -187,6 +185,35 @@ pub async fn run(
     served.with_context(|| format!("gRPC server on {} failed", settings.listen))?;
     info!(node = %settings.name, "stopped");
     Ok(())
+}
+
+/// The PBFT replica of a validator, resumed from its ledger and records.
+fn start_replica(
+    settings: &Settings,
+    shared: &Shared,
+    validators: ValidatorSet,
+) -> anyhow::Result<Replica> {
+    let genesis = &settings.genesis;
+    let restored =
+        consensus_store::load(&shared.ledger).context("cannot read the consensus records")?;
+    let last_certificate = head_certificate(&shared.ledger)?;
+    info!(node = %settings.name, view = restored.view, votes = restored.votes.len(), "consensus state restored");
+    Ok(Replica::new(
+        Config {
+            chain_id: genesis.chain_id.clone(),
+            validators,
+            me: settings.index,
+            key: govchain_crypto::SigningKey::from_pkcs8_pem(
+                &settings.consensus_key.to_pkcs8_pem()?,
+            )?,
+            empty_block_interval_ms: genesis.consensus.empty_block_interval_ms,
+            view_timeout_ms: genesis.consensus.view_timeout_ms,
+            block_digest: govchain_exec::block_digest,
+        },
+        shared.ledger.head().height,
+        last_certificate,
+        restored,
+    ))
 }
 
 /// The commit certificate of the ledger's head block, for the replica's

@@ -63,6 +63,11 @@ impl PeerSet {
         Self { peers }
     }
 
+    /// No peers: for an observer, which sends nothing.
+    pub fn none() -> Self {
+        Self { peers: Vec::new() }
+    }
+
     /// Queues `message` for every peer without waiting.
     pub fn broadcast(&self, message: &StreamRequest) {
         for peer in &self.peers {

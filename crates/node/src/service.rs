@@ -134,6 +134,20 @@ impl NodeService for NodeApi {
         &self,
         request: Request<SubmitTransactionRequest>,
     ) -> Result<Response<SubmitTransactionResponse>, Status> {
+        if self.shared.observer {
+            let validators: Vec<&str> = self
+                .shared
+                .genesis
+                .validators
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect();
+            return Err(Status::failed_precondition(format!(
+                "{} is an observer (a read-only backup replica); submit transactions to a validator: {}",
+                self.shared.name,
+                validators.join(", ")
+            )));
+        }
         let envelope = request
             .into_inner()
             .envelope
@@ -265,6 +279,8 @@ impl NodeService for NodeApi {
             mempool_bytes,
             connected_peers: shared.peers.connected(),
             head_timestamp_ms: head.timestamp_ms,
+            observer: shared.observer,
+            view_active: shared.view_normal.load(Ordering::Relaxed),
         }))
     }
 

@@ -19,6 +19,8 @@ use crate::peers::PeerSet;
 pub const SUBSCRIBERS_BLOCKS_BUFFERED_MAX: usize = 256;
 
 pub struct Shared {
+    /// A backup replica: follows the chain, serves reads, takes no writes.
+    pub observer: bool,
     pub name: String,
     pub index: u32,
     pub genesis: Genesis,
@@ -39,6 +41,7 @@ pub struct Shared {
 impl Shared {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        observer: bool,
         name: String,
         index: u32,
         genesis: Genesis,
@@ -55,6 +58,7 @@ impl Shared {
         };
         let (blocks, _) = broadcast::channel(SUBSCRIBERS_BLOCKS_BUFFERED_MAX);
         Self {
+            observer,
             name,
             index,
             genesis_hash: genesis.hash(),

@@ -26,6 +26,28 @@ use crate::tls::peer_client_config;
 /// Blocks handed to the driver at once; also the most a peer sends per call.
 pub const SYNC_BATCH_BLOCKS_MAX: u64 = 128;
 
+/// The target of an observer's requests: as far as the peers have.
+const FOLLOW: u64 = u64::MAX;
+/// How often an observer asks for new blocks.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+
+/// An observer's loop: keep asking the validators for blocks past the head.
+pub async fn follow(sync: mpsc::Sender<SyncRequest>, peers: Vec<u32>) {
+    loop {
+        if sync
+            .send(SyncRequest {
+                target: FOLLOW,
+                peers: peers.clone(),
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+    }
+}
+
 /// "Catch up to `target`; these peers have it."
 #[derive(Debug)]
 pub struct SyncRequest {
@@ -102,7 +124,11 @@ impl Syncer {
             }
         }
         let end = self.shared.ledger.head().height;
-        if end > start {
+        if request.target == FOLLOW {
+            if end > start {
+                debug!(node = %self.shared.name, from = start, to = end, "followed the chain");
+            }
+        } else if end > start {
             info!(node = %self.shared.name, from = start, to = end, target = request.target, "caught up by state transfer");
         } else {
             warn!(node = %self.shared.name, height = end, target = request.target, "state transfer made no progress");

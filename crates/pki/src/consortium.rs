@@ -45,6 +45,9 @@ pub struct InitOptions {
     pub hosts: Vec<String>,
     /// Replace an existing consortium in `out`, CA key included.
     pub force: bool,
+    /// Departments that get node certificates but are not validators:
+    /// backup (non-voting) replicas that follow the chain.
+    pub observers: Vec<String>,
 }
 
 /// What [`init_consortium`] wrote.
@@ -131,9 +134,14 @@ pub fn init_consortium(options: &InitOptions) -> Result<Consortium, PkiError> {
         consensus: ConsensusParams::default(),
     };
     genesis.validate()?;
+    let observers = options
+        .observers
+        .iter()
+        .map(|department| make_department(&options.out, department, &hosts, &issuer))
+        .collect::<Result<Vec<_>, _>>()?;
 
     create_dir(&options.out)?;
-    for material in &departments {
+    for material in departments.iter().chain(&observers) {
         write_department(material, &ca.certificate_pem)?;
     }
     let ca_certificate = options.out.join(CA_CERTIFICATE_FILE);
@@ -168,7 +176,7 @@ fn validate_options(options: &InitOptions) -> Result<(), PkiError> {
         });
     }
     let mut seen = HashSet::new();
-    for department in &options.departments {
+    for department in options.departments.iter().chain(&options.observers) {
         validate_department(department)?;
         if !seen.insert(department.as_str()) {
             return Err(PkiError::DuplicateDepartment {
@@ -469,6 +477,7 @@ mod tests {
 
     fn options(out: &Path) -> InitOptions {
         InitOptions {
+            observers: Vec::new(),
             out: out.to_owned(),
             chain_id: "govchain-dev".to_owned(),
             departments: DEPARTMENTS.iter().map(|name| (*name).to_owned()).collect(),

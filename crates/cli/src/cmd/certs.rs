@@ -67,6 +67,10 @@ struct InitArgs {
     /// Replace an existing consortium in --out, CA key included.
     #[arg(long)]
     force: bool,
+    /// Departments that get node certificates but do not vote: backup
+    /// replicas that follow the chain (run them with `observer = true`).
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    observers: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +112,7 @@ struct DepartmentView {
 
 fn init(args: InitArgs, json: bool) -> anyhow::Result<()> {
     let consortium = govchain_pki::init_consortium(&InitOptions {
+        observers: args.observers,
         out: args.out,
         chain_id: args.chain_id,
         departments: args.departments,
@@ -226,6 +231,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("certs");
         let consortium = govchain_pki::init_consortium(&InitOptions {
+            observers: Vec::new(),
             out: out.clone(),
             chain_id: "govchain-test".into(),
             departments: vec!["health".into(), "tax".into()],

@@ -206,6 +206,7 @@ fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFile> {
     let ports = ports(args.base_port, args.validators)?;
     let certs = dir.join("certs");
     govchain_pki::init_consortium(&govchain_pki::InitOptions {
+        observers: Vec::new(),
         out: certs.clone(),
         chain_id: DEVNET_CHAIN_ID.into(),
         departments: names.clone(),
@@ -219,6 +220,7 @@ fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFile> {
         let up = PathBuf::from("../..");
         let dept = up.join("certs").join(name);
         let config = NodeFile {
+            observer: false,
             name: name.clone(),
             listen: format!("127.0.0.1:{}", ports[i]).parse()?,
             data_dir: PathBuf::from("data"),
