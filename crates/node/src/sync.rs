@@ -101,6 +101,7 @@ impl Syncer {
 
     async fn catch_up(&mut self, request: SyncRequest) {
         let start = self.shared.ledger.head().height;
+        let started = std::time::Instant::now();
         let mut candidates: Vec<u32> = request.peers.clone();
         candidates.extend(
             self.peers
@@ -129,7 +130,9 @@ impl Syncer {
                 debug!(node = %self.shared.name, from = start, to = end, "followed the chain");
             }
         } else if end > start {
-            info!(node = %self.shared.name, from = start, to = end, target = request.target, "caught up by state transfer");
+            let seconds = started.elapsed().as_secs_f64().max(1e-6);
+            let blocks_per_second = ((end - start) as f64 / seconds).round();
+            info!(node = %self.shared.name, from = start, to = end, target = request.target, blocks_per_second, "caught up by state transfer");
         } else {
             warn!(node = %self.shared.name, height = end, target = request.target, "state transfer made no progress");
         }
