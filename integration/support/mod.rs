@@ -580,9 +580,8 @@ impl Load {
             let mut clients = clients;
             let mut acknowledged = Vec::new();
             let mut counter = 0u32;
-            let mut turn = 0usize;
             // Bounded: at most this many submissions per load.
-            for _ in 0..20_000 {
+            for turn in 0..20_000usize {
                 if *stopped.borrow() {
                     break;
                 }
@@ -593,7 +592,6 @@ impl Load {
                 let envelope = sign(&key, 1, anchor_body(&format!("load-{seed}-{counter}")));
                 let count = clients.len();
                 let client = &mut clients[turn % count];
-                turn += 1;
                 match submit(client, envelope).await {
                     Ok(id) => {
                         acknowledged.push(id);

@@ -12,6 +12,9 @@ use crate::error::{Context as _, ReadError, StorageFailure};
 /// Key (see [`consensus_key`]) -> opaque record.
 pub(crate) const CONSENSUS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("consensus");
 
+/// A stored consensus record: (key, value).
+pub type ConsensusRecord = (Vec<u8>, Vec<u8>);
+
 /// Length of a consensus record key.
 pub const CONSENSUS_KEY_BYTES: usize = 18;
 
@@ -54,7 +57,7 @@ impl Ledger {
     }
 
     /// Every consensus record, in key order.
-    pub fn consensus_records(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ReadError> {
+    pub fn consensus_records(&self) -> Result<Vec<ConsensusRecord>, ReadError> {
         let snapshot = self.database().begin_read().context("beginning a read")?;
         let table = match snapshot.open_table(CONSENSUS) {
             // A ledger that never stored a record has no table yet.

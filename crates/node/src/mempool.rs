@@ -75,14 +75,13 @@ impl Mempool {
     pub fn ready_len(&self) -> u64 {
         let mut ready = 0;
         for (signer, nonces) in &self.by_signer {
-            let mut next = self.committed.get(signer).copied().unwrap_or(0) + 1;
-            for nonce in nonces.keys() {
-                if *nonce != next {
-                    break;
-                }
-                ready += 1;
-                next += 1;
-            }
+            let first = self.committed.get(signer).copied().unwrap_or(0) + 1;
+            let run = nonces
+                .keys()
+                .zip(first..)
+                .take_while(|(nonce, expected)| **nonce == *expected)
+                .count();
+            ready += run as u64;
         }
         ready
     }

@@ -540,10 +540,10 @@ impl Replica {
         }
         let mut messages = Vec::new();
         for slot in self.log.values() {
-            if let Some(proposal) = &slot.proposal {
-                if proposal.pre_prepare.sender == self.config.me {
-                    messages.push(proposal.pre_prepare.clone());
-                }
+            if let Some(proposal) = &slot.proposal
+                && proposal.pre_prepare.sender == self.config.me
+            {
+                messages.push(proposal.pre_prepare.clone());
             }
             messages.extend(slot.sent_prepare.iter().cloned());
             messages.extend(slot.sent_commit.iter().cloned());

@@ -324,37 +324,36 @@ impl Replica {
         if !self.is_primary() {
             self.new_view_message = None;
         }
-        if let Some(message) = carried {
-            if let Body::PrePrepare {
+        if let Some(message) = carried
+            && let Body::PrePrepare {
                 seq, digest, block, ..
             } = &message.body
-            {
-                let (seq, digest, block) = (*seq, *digest, block.clone());
-                if seq > self.last_delivered {
-                    let proposal = Proposal {
-                        digest,
-                        block: block.clone(),
-                        pre_prepare: message,
-                        check: Check::Pending,
-                        reproposal: true,
-                    };
-                    self.log.insert(
-                        seq,
-                        Slot {
-                            proposal: Some(proposal),
-                            ..Slot::default()
-                        },
-                    );
-                    self.out.push(Action::CheckProposal {
-                        view,
-                        seq,
-                        digest,
-                        block,
-                        reproposal: true,
-                    });
-                }
-                self.view_floor = seq - 1;
+        {
+            let (seq, digest, block) = (*seq, *digest, block.clone());
+            if seq > self.last_delivered {
+                let proposal = Proposal {
+                    digest,
+                    block: block.clone(),
+                    pre_prepare: message,
+                    check: Check::Pending,
+                    reproposal: true,
+                };
+                self.log.insert(
+                    seq,
+                    Slot {
+                        proposal: Some(proposal),
+                        ..Slot::default()
+                    },
+                );
+                self.out.push(Action::CheckProposal {
+                    view,
+                    seq,
+                    digest,
+                    block,
+                    reproposal: true,
+                });
             }
+            self.view_floor = seq - 1;
         }
         self.progress_deadline_ms = None;
         self.arm_progress_timer(true);
