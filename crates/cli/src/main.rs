@@ -75,6 +75,8 @@ enum Command {
     Status(cmd::status::StatusArgs),
     /// Anchor a record's SHA-256 on the chain, and verify a file against it.
     Record(cmd::record::RecordArgs),
+    /// Measure committed throughput and latency against the verification ceiling.
+    Bench(cmd::bench::BenchArgs),
 }
 
 impl Command {
@@ -108,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Blocks(args) => cmd::blocks::run(args, json).await,
         Command::Status(args) => cmd::status::run(args, json).await,
         Command::Record(args) => cmd::record::run(args, json).await,
+        Command::Bench(args) => cmd::bench::run(args, json).await,
     }
 }
 

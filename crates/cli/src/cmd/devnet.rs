@@ -178,7 +178,7 @@ fn department_names(n: u32) -> Vec<String> {
 
 /// Writes certificates, genesis and node configs on first use; later runs
 /// restart the same consortium on its existing data.
-fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFile> {
+pub(crate) fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFile> {
     if DevnetFile::path(dir).exists() {
         let file = DevnetFile::load(dir)?;
         if file.nodes.len() != args.validators as usize {
@@ -257,7 +257,11 @@ fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFile> {
     })
 }
 
-fn start_nodes(dir: &Path, file: &DevnetFile, detach: bool) -> anyhow::Result<Vec<Child>> {
+pub(crate) fn start_nodes(
+    dir: &Path,
+    file: &DevnetFile,
+    detach: bool,
+) -> anyhow::Result<Vec<Child>> {
     for node in &file.nodes {
         let address = node.url.trim_start_matches("https://");
         if TcpListener::bind(address).is_err() {
@@ -300,7 +304,7 @@ fn start_nodes(dir: &Path, file: &DevnetFile, detach: bool) -> anyhow::Result<Ve
     Ok(children)
 }
 
-fn target(dir: &Path, file: &DevnetFile, index: usize) -> Target {
+pub(crate) fn target(dir: &Path, file: &DevnetFile, index: usize) -> Target {
     let node = &file.nodes[index];
     Target {
         name: Some(node.name.clone()),
@@ -312,7 +316,7 @@ fn target(dir: &Path, file: &DevnetFile, index: usize) -> Target {
     }
 }
 
-async fn wait_until_connected(
+pub(crate) async fn wait_until_connected(
     dir: &Path,
     file: &DevnetFile,
     children: &mut [Child],
@@ -477,7 +481,7 @@ async fn supervise(children: &mut [Child]) {
     stop_children(children);
 }
 
-fn stop_children(children: &mut [Child]) {
+pub(crate) fn stop_children(children: &mut [Child]) {
     let pids: Vec<u32> = children.iter().map(Child::id).collect();
     terminate(&pids);
     for child in children.iter_mut() {

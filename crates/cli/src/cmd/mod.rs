@@ -1,5 +1,6 @@
 //! One module per subcommand. Each has an `XArgs` clap struct and a `run`.
 
+pub mod bench;
 pub mod block;
 pub mod blocks;
 pub mod certs;

@@ -259,6 +259,8 @@ mod tests {
                 mempool_bytes: 900,
                 connected_peers: vec!["tax".into(), "education".into()],
                 head_timestamp_ms: 0,
+                observer: false,
+                view_active: true,
             },
         )
     }

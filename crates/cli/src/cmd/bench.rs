@@ -1,0 +1,762 @@
+//! `govchain bench`: a load generator that measures committed throughput and
+//! submit-to-commit latency against real nodes, next to the signature
+//! verification ceiling of the same machine, measured in the same run.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use govchain_crypto::{Digest, PublicKey, Signature, SigningKey, verify_batch};
+use govchain_proto::node::v1::node_service_client::NodeServiceClient;
+use govchain_proto::node::v1::{
+    GetStatusRequest, SubmitTransactionRequest, SubscribeBlocksRequest,
+};
+use govchain_proto::types::v1::{
+    AnchorRecord, Transaction, TransactionEnvelope, transaction::Body,
+};
+use hdrhistogram::Histogram;
+use prost::Message as _;
+use serde::Serialize;
+use tokio::sync::{Semaphore, oneshot};
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+
+use crate::client::connect;
+use crate::cmd::devnet::{self, DevnetArgs};
+use crate::devnet_file::DevnetFile;
+
+/// Transactions signed before a run, at most.
+const TRANSACTIONS_MAX_DEFAULT: u64 = 200_000;
+/// Requests in flight in open-loop mode, at most; beyond, sends are
+/// counted as dropped rather than queued without bound.
+const OPEN_LOOP_IN_FLIGHT_MAX: usize = 20_000;
+/// How long to wait for transactions still in flight after the run.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the verification ceiling is measured.
+const CEILING_MEASURE: Duration = Duration::from_millis(1500);
+/// Signatures per batch when measuring the ceiling.
+const CEILING_BATCH: usize = 64;
+
+#[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `--concurrency` clients, each waiting for its transaction to commit
+    /// before sending the next.
+    Closed,
+    /// A fixed `--rate`, whatever the latency; latency counts from when each
+    /// transaction was due, so a stalled node is not hidden (no coordinated
+    /// omission).
+    Open,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    govchain bench                                  # 4 validators, closed loop, 30 s\n  \
+    govchain bench --validators 7 --duration 20s --json out.json\n  \
+    govchain bench --mode open --rate 2000 --duration 20s\n  \
+    govchain bench --dir devnet                     # against a running devnet\n\n\
+The ceiling is what this machine can verify: Ed25519 batch verifications per\n\
+second on all cores, divided by the number of validators (each verifies\n\
+every signature once). Throughput is reported as a ratio of it, since\n\
+absolute figures on shared machines vary between runs.")]
+pub struct BenchArgs {
+    /// Validators of the devnet the bench starts (ignored with --dir).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub validators: u32,
+    /// Measured run time, e.g. 30s, 500ms, 2m.
+    #[arg(long, value_name = "TIME", default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    #[arg(long, value_enum, default_value_t = Mode::Closed)]
+    pub mode: Mode,
+    /// Closed loop: clients in flight.
+    #[arg(long, value_name = "C", default_value_t = 256)]
+    pub concurrency: u32,
+    /// Open loop: transactions per second.
+    #[arg(long, value_name = "TPS", default_value_t = 1000)]
+    pub rate: u32,
+    /// Most transactions to pre-sign (bounds memory and the run).
+    #[arg(long, value_name = "N", default_value_t = TRANSACTIONS_MAX_DEFAULT)]
+    pub transactions_max: u64,
+    /// Use the running devnet in DIR instead of starting one.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Also write the report as JSON to FILE.
+    #[arg(long = "json-out", visible_alias = "json-file", value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(text.len()),
+    );
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" | "" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}; use ms, s or m")),
+    };
+    if !(0.0..=3600.0).contains(&seconds) {
+        return Err(format!("{text:?} is out of range (at most an hour)"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub mode: Mode,
+    pub validators: usize,
+    pub duration_s: f64,
+    pub submitted: u64,
+    pub rejected: u64,
+    pub dropped: u64,
+    pub committed: u64,
+    pub committed_tps: f64,
+    pub verifications_per_second: f64,
+    pub ceiling_tps: f64,
+    pub ratio: f64,
+    pub signing_tps: f64,
+    pub latency_ms: Latency,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub blocks: u64,
+    pub mean_block_interval_ms: f64,
+    pub mean_block_transactions: f64,
+    pub view_changes: u64,
+    pub node_cpu_cores: f64,
+    pub machine_cores: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+/// Shared between the submitters and the block follower.
+#[derive(Default)]
+struct Tracker {
+    /// Transaction id -> when it was due (open) or sent (closed), and who
+    /// waits for it.
+    waiting: HashMap<Digest, (Instant, Option<oneshot::Sender<()>>)>,
+    committed: u64,
+    latencies: Vec<u64>,
+    block_times: Vec<u64>,
+    block_sizes: Vec<u64>,
+}
+
+pub async fn run(args: BenchArgs, json: bool) -> anyhow::Result<()> {
+    if args.concurrency == 0 || args.rate == 0 {
+        bail!("--concurrency and --rate must be above zero");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    eprintln!("measuring the signature verification ceiling on {cores} cores...");
+    let verifications_per_second =
+        tokio::task::spawn_blocking(move || measure_verifications(cores)).await?;
+
+    let (dir, _temp, mut children) = match &args.dir {
+        Some(dir) => (dir.clone(), None, Vec::new()),
+        None => start_devnet(args.validators).await?,
+    };
+    let file = DevnetFile::load(&dir)?;
+    let result = drive(&args, &dir, &file, verifications_per_second, cores).await;
+    if !children.is_empty() {
+        devnet::stop_children(&mut children);
+    }
+    let report = result?;
+    print_report(&report, json)?;
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn start_devnet(
+    validators: u32,
+) -> anyhow::Result<(
+    PathBuf,
+    Option<tempfile_dir::TempDir>,
+    Vec<std::process::Child>,
+)> {
+    let temp = tempfile_dir::TempDir::new()?;
+    let dir = temp.path().join("devnet");
+    let args = DevnetArgs {
+        command: None,
+        dir: dir.clone(),
+        validators,
+        base_port: 0,
+        reset: false,
+        detach: false,
+    };
+    let file = devnet::prepare(&dir, &args)?;
+    file.save(&dir)?;
+    let mut children = devnet::start_nodes(&dir, &file, false)?;
+    if let Err(err) = devnet::wait_until_connected(&dir, &file, &mut children).await {
+        devnet::stop_children(&mut children);
+        return Err(err);
+    }
+    Ok((dir, Some(temp), children))
+}
+
+/// A temporary folder removed on drop, without a dependency for it.
+mod tempfile_dir {
+    use std::path::{Path, PathBuf};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new() -> std::io::Result<Self> {
+            let path = std::env::temp_dir().join(format!(
+                "govchain-bench-{}-{}",
+                std::process::id(),
+                crate::cmd::bench::nanos()
+            ));
+            std::fs::create_dir_all(&path)?;
+            Ok(Self(path))
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub(crate) fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Ed25519 batch verifications per second, all cores busy.
+fn measure_verifications(cores: usize) -> f64 {
+    let key = SigningKey::from_seed([42; 32]);
+    let messages: Vec<Vec<u8>> = (0..CEILING_BATCH)
+        .map(|i| format!("ceiling {i}").into_bytes())
+        .collect();
+    let signatures: Vec<Signature> = messages.iter().map(|m| key.sign(m)).collect();
+    let keys: Vec<PublicKey> = vec![key.public_key(); CEILING_BATCH];
+    let counts: Vec<u64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..cores)
+            .map(|_| {
+                scope.spawn(|| {
+                    let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+                    let start = Instant::now();
+                    let mut verified = 0u64;
+                    while start.elapsed() < CEILING_MEASURE {
+                        if verify_batch(&refs, &signatures, &keys).is_ok() {
+                            verified += CEILING_BATCH as u64;
+                        }
+                    }
+                    verified
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+    });
+    counts.iter().sum::<u64>() as f64 / CEILING_MEASURE.as_secs_f64()
+}
+
+/// Pre-signed transactions: `signers` keys, each with nonces 1, 2, ...;
+/// transaction j is signer j mod signers' next nonce.
+fn presign(
+    chain_id: &str,
+    count: u64,
+    signers: u64,
+    salt: u128,
+) -> Vec<(Digest, TransactionEnvelope)> {
+    let keys: Vec<SigningKey> = (0..signers)
+        .map(|i| {
+            let mut seed = [0u8; 32];
+            seed[..16].copy_from_slice(&salt.to_be_bytes());
+            seed[16..24].copy_from_slice(&i.to_be_bytes());
+            SigningKey::from_seed(seed)
+        })
+        .collect();
+    (0..count)
+        .map(|j| {
+            let key = &keys[(j % signers) as usize];
+            let nonce = j / signers + 1;
+            let body = Body::AnchorRecord(AnchorRecord {
+                dataset: "bench".into(),
+                record_id: format!("{salt}-{j}"),
+                record_hash: Digest::sha256(&j.to_be_bytes()).to_vec(),
+                schema: "bench/v1".into(),
+                record_time_ms: 0,
+            });
+            let payload = Bytes::from(Transaction { body: Some(body) }.encode_to_vec());
+            let signer = key.public_key();
+            let id = govchain_exec::transaction_id(chain_id, signer.as_bytes(), nonce, &payload);
+            let envelope = TransactionEnvelope {
+                payload,
+                signer: signer.as_bytes().to_vec(),
+                signature: key.sign(id.as_bytes()).to_vec(),
+                chain_id: chain_id.to_owned(),
+                nonce,
+            };
+            (id, envelope)
+        })
+        .collect()
+}
+
+async fn clients(
+    dir: &std::path::Path,
+    file: &DevnetFile,
+) -> anyhow::Result<Vec<NodeServiceClient<Channel>>> {
+    let mut clients = Vec::new();
+    for i in 0..file.nodes.len() {
+        clients.push(connect(&devnet::target(dir, file, i)).await?);
+    }
+    Ok(clients)
+}
+
+async fn drive(
+    args: &BenchArgs,
+    dir: &std::path::Path,
+    file: &DevnetFile,
+    verifications_per_second: f64,
+    cores: usize,
+) -> anyhow::Result<Report> {
+    let clients = clients(dir, file).await?;
+    let validators = file.nodes.len();
+    let (signers, count) = match args.mode {
+        Mode::Closed => (u64::from(args.concurrency), args.transactions_max),
+        Mode::Open => (
+            1024,
+            (u64::from(args.rate) * args.duration.as_secs().max(1) + 1).min(args.transactions_max),
+        ),
+    };
+    eprintln!("signing {count} transactions from {signers} signers...");
+    let chain_id = file.chain_id.clone();
+    let salt = nanos();
+    let signing = Instant::now();
+    let transactions =
+        tokio::task::spawn_blocking(move || presign(&chain_id, count, signers, salt)).await?;
+    let signing_tps = count as f64 / signing.elapsed().as_secs_f64();
+
+    let start_views = views(&clients).await;
+    let pids: Vec<u32> = file.nodes.iter().filter_map(|n| n.pid).collect();
+    let cpu_before = cpu_seconds(&pids, &clients).await;
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let follower = tokio::spawn(follow(clients[0].clone(), tracker.clone()));
+
+    let bar = indicatif::ProgressBar::new(args.duration.as_millis() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {elapsed}/{duration}")
+            .map_or_else(
+                |_| indicatif::ProgressStyle::default_bar(),
+                |s| s.progress_chars("=> "),
+            ),
+    );
+    let started = Instant::now();
+    let (submitted, rejected, dropped) = match args.mode {
+        Mode::Closed => {
+            closed_loop(
+                args,
+                clients.clone(),
+                transactions,
+                tracker.clone(),
+                &bar,
+                signers,
+            )
+            .await
+        }
+        Mode::Open => open_loop(args, clients.clone(), transactions, tracker.clone(), &bar).await,
+    };
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let committed_in_window = tracker.lock().map_or(0, |t| t.committed);
+    // Let what is in flight land, for the latency figures only.
+    let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+    while Instant::now() < drain_deadline && tracker.lock().is_ok_and(|t| !t.waiting.is_empty())
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    follower.abort();
+    let cpu_after = cpu_seconds(&pids, &clients).await;
+    let end_views = views(&clients).await;
+
+    let tracker = tracker
+        .lock()
+        .map_err(|_| anyhow::anyhow!("tracker poisoned"))?;
+    let committed_tps = committed_in_window as f64 / elapsed.as_secs_f64();
+    let ceiling_tps = verifications_per_second / validators as f64;
+    Ok(Report {
+        mode: args.mode,
+        validators,
+        duration_s: elapsed.as_secs_f64(),
+        submitted,
+        rejected,
+        dropped,
+        committed: committed_in_window,
+        committed_tps,
+        verifications_per_second,
+        ceiling_tps,
+        ratio: committed_tps / ceiling_tps,
+        signing_tps,
+        latency_ms: latency(&tracker.latencies),
+        latency_p50_ms: percentile(&tracker.latencies, 50.0),
+        latency_p99_ms: percentile(&tracker.latencies, 99.0),
+        blocks: tracker.block_times.len() as u64,
+        mean_block_interval_ms: mean_interval(&tracker.block_times),
+        mean_block_transactions: mean(&tracker.block_sizes),
+        view_changes: end_views.saturating_sub(start_views),
+        node_cpu_cores: cpu_after.map_or(0.0, |after| {
+            (after - cpu_before.unwrap_or(after)) / elapsed.as_secs_f64()
+        }),
+        machine_cores: cores,
+    })
+}
+
+/// Each client owns one signer, so its nonces arrive in order, and waits
+/// for each transaction to commit before sending the next.
+async fn closed_loop(
+    args: &BenchArgs,
+    clients: Vec<NodeServiceClient<Channel>>,
+    transactions: Vec<(Digest, TransactionEnvelope)>,
+    tracker: Arc<Mutex<Tracker>>,
+    bar: &indicatif::ProgressBar,
+    signers: u64,
+) -> (u64, u64, u64) {
+    let deadline = Instant::now() + args.duration;
+    let mut per_signer: Vec<Vec<(Digest, TransactionEnvelope)>> =
+        (0..signers).map(|_| Vec::new()).collect();
+    for (j, transaction) in transactions.into_iter().enumerate() {
+        per_signer[j % signers as usize].push(transaction);
+    }
+    let mut tasks = Vec::new();
+    for (w, queue) in per_signer.into_iter().enumerate() {
+        let mut client = clients[w % clients.len()].clone();
+        let tracker = tracker.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut submitted, mut rejected) = (0u64, 0u64);
+            for (id, envelope) in queue {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let (done, committed) = oneshot::channel();
+                if let Ok(mut t) = tracker.lock() {
+                    t.waiting.insert(id, (Instant::now(), Some(done)));
+                }
+                submitted += 1;
+                if client
+                    .submit_transaction(SubmitTransactionRequest {
+                        envelope: Some(envelope),
+                    })
+                    .await
+                    .is_err()
+                {
+                    rejected += 1;
+                    if let Ok(mut t) = tracker.lock() {
+                        t.waiting.remove(&id);
+                    }
+                    continue;
+                }
+                let left = deadline.saturating_duration_since(Instant::now()) + DRAIN_TIMEOUT;
+                if tokio::time::timeout(left, committed).await.is_err() {
+                    break;
+                }
+            }
+            (submitted, rejected)
+        }));
+    }
+    tick_bar(bar, args.duration).await;
+    let mut totals = (0, 0, 0);
+    for task in tasks {
+        if let Ok((submitted, rejected)) = task.await {
+            totals.0 += submitted;
+            totals.1 += rejected;
+        }
+    }
+    totals
+}
+
+/// Sends at a fixed rate; each transaction's latency counts from when it
+/// was due, not from when a busy client got round to sending it.
+async fn open_loop(
+    args: &BenchArgs,
+    clients: Vec<NodeServiceClient<Channel>>,
+    transactions: Vec<(Digest, TransactionEnvelope)>,
+    tracker: Arc<Mutex<Tracker>>,
+    bar: &indicatif::ProgressBar,
+) -> (u64, u64, u64) {
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
+    let in_flight = Arc::new(Semaphore::new(OPEN_LOOP_IN_FLIGHT_MAX));
+    let rejected = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (mut submitted, mut dropped) = (0u64, 0u64);
+    for (j, (id, envelope)) in transactions.into_iter().enumerate() {
+        let due = start + interval.mul_f64(j as f64);
+        if due >= start + args.duration {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        bar.set_position(start.elapsed().as_millis() as u64);
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            dropped += 1;
+            continue;
+        };
+        if let Ok(mut t) = tracker.lock() {
+            t.waiting.insert(id, (due, None));
+        }
+        submitted += 1;
+        // Signer j mod 1024 always goes to the same node, keeping its nonces in order.
+        let mut client = clients[(j % 1024) % clients.len()].clone();
+        let (tracker, rejected) = (tracker.clone(), rejected.clone());
+        tokio::spawn(async move {
+            if client
+                .submit_transaction(SubmitTransactionRequest {
+                    envelope: Some(envelope),
+                })
+                .await
+                .is_err()
+            {
+                rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Ok(mut t) = tracker.lock() {
+                    t.waiting.remove(&id);
+                }
+            }
+            drop(permit);
+        });
+    }
+    tokio::time::sleep_until((start + args.duration).into()).await;
+    (
+        submitted,
+        rejected.load(std::sync::atomic::Ordering::Relaxed),
+        dropped,
+    )
+}
+
+async fn tick_bar(bar: &indicatif::ProgressBar, duration: Duration) {
+    let start = Instant::now();
+    bar.set_message("loading");
+    while start.elapsed() < duration {
+        bar.set_position(start.elapsed().as_millis() as u64);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Follows committed blocks and matches their transactions to the waiting
+/// ones: latency is the moment the block arrives minus the send time.
+async fn follow(mut client: NodeServiceClient<Channel>, tracker: Arc<Mutex<Tracker>>) {
+    let Ok(response) = client
+        .subscribe_blocks(SubscribeBlocksRequest { from_height: 0 })
+        .await
+    else {
+        return;
+    };
+    let mut stream = response.into_inner();
+    while let Some(Ok(response)) = stream.next().await {
+        let Some(block) = response.block else {
+            continue;
+        };
+        let now = Instant::now();
+        let Ok(mut t) = tracker.lock() else { return };
+        if let Some(header) = &block.header {
+            t.block_times.push(header.timestamp_ms);
+            t.block_sizes.push(u64::from(header.transaction_count));
+        }
+        for envelope in block.block.map(|b| b.transactions).unwrap_or_default() {
+            let id = govchain_exec::transaction_id(
+                &envelope.chain_id,
+                &envelope.signer,
+                envelope.nonce,
+                &envelope.payload,
+            );
+            if let Some((sent, done)) = t.waiting.remove(&id) {
+                t.committed += 1;
+                t.latencies
+                    .push(now.saturating_duration_since(sent).as_micros() as u64);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+async fn views(clients: &[NodeServiceClient<Channel>]) -> u64 {
+    let mut highest = 0;
+    for client in clients {
+        if let Ok(status) = client.clone().get_status(GetStatusRequest {}).await {
+            highest = highest.max(status.into_inner().view);
+        }
+    }
+    highest
+}
+
+/// CPU seconds used by the node processes so far, from /proc (Linux; the
+/// kernel's clock tick is 100 Hz on every distribution we run on).
+async fn cpu_seconds(pids: &[u32], _clients: &[NodeServiceClient<Channel>]) -> Option<f64> {
+    let mut total = 0.0;
+    let pids: Vec<u32> = if pids.is_empty() {
+        node_pids()
+    } else {
+        pids.to_vec()
+    };
+    if pids.is_empty() {
+        return None;
+    }
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        total += ticks / 100.0;
+    }
+    Some(total)
+}
+
+/// Child `govchain node` processes of this process.
+fn node_pids() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    stat.rsplit(')')
+                        .next()
+                        .map(|rest| rest.split_whitespace().nth(1) == Some(me.as_str()))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn latency(micros: &[u64]) -> Latency {
+    let mut histogram =
+        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+    for value in micros {
+        let _ = histogram.record((*value).max(1));
+    }
+    let ms = |v: u64| v as f64 / 1000.0;
+    Latency {
+        p50: ms(histogram.value_at_quantile(0.5)),
+        p90: ms(histogram.value_at_quantile(0.9)),
+        p99: ms(histogram.value_at_quantile(0.99)),
+        p999: ms(histogram.value_at_quantile(0.999)),
+        max: ms(histogram.max()),
+        mean: histogram.mean() / 1000.0,
+    }
+}
+
+fn percentile(micros: &[u64], q: f64) -> f64 {
+    let latency = latency(micros);
+    match q {
+        50.0 => latency.p50,
+        _ => latency.p99,
+    }
+}
+
+fn mean(values: &[u64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.iter().sum::<u64>() as f64 / values.len() as f64
+}
+
+fn mean_interval(times: &[u64]) -> f64 {
+    if times.len() < 2 {
+        return 0.0;
+    }
+    (times[times.len() - 1].saturating_sub(times[0])) as f64 / (times.len() - 1) as f64
+}
+
+fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let l = &report.latency_ms;
+    println!("validators:          {}", report.validators);
+    println!(
+        "mode:                {:?}, {:.1} s",
+        report.mode, report.duration_s
+    );
+    println!(
+        "submitted:           {} ({} rejected, {} dropped)",
+        report.submitted, report.rejected, report.dropped
+    );
+    println!(
+        "committed:           {} ({:.0} tx/s)",
+        report.committed, report.committed_tps
+    );
+    println!(
+        "ceiling:             {:.0} tx/s ({:.0} verifications/s on {} cores / {} validators)",
+        report.ceiling_tps,
+        report.verifications_per_second,
+        report.machine_cores,
+        report.validators
+    );
+    println!("ratio to ceiling:    {:.1}%", report.ratio * 100.0);
+    println!(
+        "latency ms:          p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+        l.p50, l.p90, l.p99, l.p999, l.max
+    );
+    println!(
+        "blocks:              {} (mean interval {:.1} ms, {:.1} tx/block)",
+        report.blocks, report.mean_block_interval_ms, report.mean_block_transactions
+    );
+    println!("view changes:        {}", report.view_changes);
+    println!("node CPU:            {:.2} cores", report.node_cpu_cores);
+    println!(
+        "signing (client):    {:.0} tx/s, not charged to the nodes",
+        report.signing_tps
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn presigned_transactions_verify() {
+        let transactions = presign("c", 10, 3, 1);
+        for (id, envelope) in transactions {
+            let verified =
+                govchain_exec::check_envelope(envelope, "c", 65_536, |_, _| false).expect("valid");
+            assert_eq!(verified.id, id);
+        }
+    }
+
+    #[test]
+    fn histogram_percentiles() {
+        let micros: Vec<u64> = (1..=1000).map(|ms| ms * 1000).collect();
+        let latency = latency(&micros);
+        assert!((latency.p50 - 500.0).abs() < 5.0, "{}", latency.p50);
+        assert!((latency.p99 - 990.0).abs() < 10.0, "{}", latency.p99);
+    }
+}
