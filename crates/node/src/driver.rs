@@ -15,7 +15,9 @@ use bytes::Bytes;
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::{CheckContext, ExecutedBlock, build_block, check_block};
 use govchain_ledger::AppendBlock;
-use govchain_pbft::{Action, CommitCertificate, Event, Record, Replica, SequenceNumber, View};
+use govchain_pbft::{
+    Action, CommitCertificate, Event, Record, RejectReason, Replica, SequenceNumber, View,
+};
 use govchain_proto::consensus::v1::{StreamRequest, stream_request::Kind};
 use govchain_proto::types::v1::{Block, BlockHeader, CommittedBlock, TransactionResult};
 use prost::Message as _;
@@ -232,7 +234,20 @@ impl Driver {
                 Some(events)
             }
             Action::Rejected { sender, reason } => {
-                warn!(node = %self.shared.name, peer = %self.shared.validator_name(sender), reason = %reason, "rejected consensus message");
+                let peer = self.shared.validator_name(sender);
+                self.shared
+                    .rejected_messages
+                    .fetch_add(1, Ordering::Relaxed);
+                // Messages of another view or beyond the window are routine
+                // around view changes and catch-up; the rest are faults.
+                match reason {
+                    RejectReason::WrongView { .. } | RejectReason::OutOfWindow { .. } => {
+                        debug!(node = %self.shared.name, peer, reason = %reason, "ignored consensus message");
+                    }
+                    _ => {
+                        warn!(node = %self.shared.name, peer, reason = %reason, "rejected consensus message")
+                    }
+                }
                 None
             }
         }

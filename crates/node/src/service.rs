@@ -281,6 +281,7 @@ impl NodeService for NodeApi {
             head_timestamp_ms: head.timestamp_ms,
             observer: shared.observer,
             view_active: shared.view_normal.load(Ordering::Relaxed),
+            rejected_messages: shared.rejected_messages.load(Ordering::Relaxed),
         }))
     }
 

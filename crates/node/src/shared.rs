@@ -34,6 +34,9 @@ pub struct Shared {
     pub view: AtomicU64,
     /// False while a view change is in progress.
     pub view_normal: AtomicBool,
+    /// Consensus messages refused as faulty since start (see the log for
+    /// each one's sender and reason).
+    pub rejected_messages: AtomicU64,
     /// Set when the mempool changed and the driver has not been told.
     pub mempool_changed: AtomicBool,
 }
@@ -72,6 +75,7 @@ impl Shared {
             view: AtomicU64::new(0),
             view_normal: AtomicBool::new(true),
             mempool_changed: AtomicBool::new(false),
+            rejected_messages: AtomicU64::new(0),
         }
     }
 

@@ -386,8 +386,7 @@ async fn drive(
     let committed_in_window = tracker.lock().map_or(0, |t| t.committed);
     // Let what is in flight land, for the latency figures only.
     let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
-    while Instant::now() < drain_deadline && tracker.lock().is_ok_and(|t| !t.waiting.is_empty())
-    {
+    while Instant::now() < drain_deadline && tracker.lock().is_ok_and(|t| !t.waiting.is_empty()) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     follower.abort();

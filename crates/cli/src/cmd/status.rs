@@ -261,6 +261,7 @@ mod tests {
                 head_timestamp_ms: 0,
                 observer: false,
                 view_active: true,
+                rejected_messages: 0,
             },
         )
     }
