@@ -4,7 +4,7 @@ CARGO ?= cargo
 DEVNET_DIR ?= ./devnet
 VALIDATORS ?= 4
 
-.PHONY: run test build lint fmt-check check-deps unit integration clean
+.PHONY: run test build lint fmt-check check-deps unit integration bench soak clean
 
 ## A local consortium of $(VALIDATORS) validators with demo data, in the foreground.
 run:
@@ -32,6 +32,16 @@ unit:
 
 integration:
 	$(CARGO) test -p govchain-cli --test cluster
+
+## The standard benchmark set (release build, a few minutes); see BENCHMARKS.md.
+bench:
+	$(CARGO) build --release -p govchain-cli
+	for n in 4 7; do ./target/release/govchain bench --validators $$n --duration 20s --json-out target/bench-$$n.json; done
+	./target/release/govchain bench --validators 4 --mode open --rate 500 --duration 20s --json-out target/bench-4-open.json
+
+## The long simulation: 100,000 seeds of the PBFT simulator.
+soak:
+	$(CARGO) run --release -p govchain-sim -- --seed-start 0 --seeds 100000
 
 clean:
 	$(CARGO) clean
