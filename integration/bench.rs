@@ -11,16 +11,40 @@ fn bench_runs_and_reports_json() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bench.json");
     let output = Command::new(env!("CARGO_BIN_EXE_govchain"))
-        .args(["bench", "--duration", "2s", "--concurrency", "16", "--transactions-max", "5000", "--json-out"])
+        .args([
+            "bench",
+            "--duration",
+            "2s",
+            "--concurrency",
+            "16",
+            "--transactions-max",
+            "5000",
+            "--json-out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    for field in ["committed_tps", "ceiling_tps", "ratio", "latency_p50_ms", "latency_p99_ms", "mean_block_interval_ms"] {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    for field in [
+        "committed_tps",
+        "ceiling_tps",
+        "ratio",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "mean_block_interval_ms",
+    ] {
         assert!(report[field].is_number(), "{field} missing from {report}");
     }
-    assert!(report["committed"].as_u64().unwrap() > 0, "nothing committed: {report}");
+    assert!(
+        report["committed"].as_u64().unwrap() > 0,
+        "nothing committed: {report}"
+    );
     assert!(report["ceiling_tps"].as_f64().unwrap() > 0.0);
     assert_eq!(report["validators"], 4);
     for quantile in ["p50", "p90", "p99", "p999"] {

@@ -338,6 +338,22 @@ impl Replica {
         for certificate in restored.prepared {
             self.keep_prepared(certificate);
         }
+        // The floor a new-view message set is not persisted, so a replica
+        // restarted behind it would take a fresh proposal for a height that
+        // is already committed (with every other replica that restarted).
+        // A prepared certificate from an earlier view marks such a height:
+        // every correct replica that committed a block there either delivered
+        // it or holds one, so refusing fresh proposals up to it leaves no
+        // quorum for another block. Refusing more is always safe; a floor too
+        // high only costs a view change, whose new-view message sets it anew.
+        let prepared_earlier = self
+            .prepared
+            .values()
+            .filter_map(|c| c.proposal())
+            .filter(|(view, ..)| *view < self.view);
+        if let Some(seq) = prepared_earlier.map(|(_, seq, ..)| seq).max() {
+            self.view_floor = self.view_floor.max(seq);
+        }
         for (message, reproposal) in restored.accepted {
             let Body::PrePrepare {
                 view,
@@ -507,8 +523,21 @@ impl Replica {
                     return self.start_view_change(self.view + 1);
                 }
             }
-            Status::ViewChanging { deadline_ms, .. } => {
-                if self.now_ms >= deadline_ms {
+            Status::ViewChanging {
+                deadline_ms,
+                attempt,
+            } => {
+                if !self.quorum_changing_views() {
+                    // §4.5.2: the timer runs only once a quorum asks for this
+                    // view (or a later one). Alone or ahead, a replica waits
+                    // for the others instead of running off to views that
+                    // none of them will join.
+                    let deadline_ms = deadline_ms.max(self.now_ms + self.timeout_ms(attempt));
+                    self.status = Status::ViewChanging {
+                        deadline_ms,
+                        attempt,
+                    };
+                } else if self.now_ms >= deadline_ms {
                     // §4.4: no new-view in time; try the next view, waiting longer.
                     return self.start_view_change(self.view + 1);
                 }

@@ -754,3 +754,153 @@ fn a_restarted_backup_does_not_prepare_a_conflicting_block() {
         "no second prepare: {actions:?}"
     );
 }
+
+/// A replica driven by hand: its persisted records, what it sent, and what
+/// it delivered. The application accepts every proposal.
+struct Manual {
+    replica: Replica,
+    me: u32,
+    records: Vec<Record>,
+    sent: Vec<SignedMessage>,
+    delivered: Vec<(SequenceNumber, Digest)>,
+    salt: u64,
+}
+
+impl Manual {
+    fn new(me: u32) -> Self {
+        Self {
+            replica: replica(4, me),
+            me,
+            records: Vec::new(),
+            sent: Vec::new(),
+            delivered: Vec::new(),
+            salt: u64::from(me),
+        }
+    }
+
+    fn step(&mut self, event: Event) {
+        let mut queue = VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            for action in self.replica.step(event) {
+                match action {
+                    Action::Broadcast(message) => self.sent.push(message),
+                    Action::Persist(record) => self.records.push(record),
+                    Action::BuildProposal { view, seq, .. } => {
+                        let (digest, block) = block_for(seq, self.salt);
+                        queue.push_back(Event::ProposalBuilt {
+                            view,
+                            seq,
+                            digest,
+                            block,
+                        });
+                    }
+                    Action::CheckProposal {
+                        view, seq, digest, ..
+                    } => {
+                        queue.push_back(Event::ProposalChecked {
+                            view,
+                            seq,
+                            digest,
+                            verdict: Ok(()),
+                        });
+                    }
+                    Action::Deliver { seq, digest, .. } => self.delivered.push((seq, digest)),
+                    Action::StateTransfer { .. } | Action::Rejected { .. } => {}
+                }
+            }
+        }
+    }
+
+    /// A crash: only the persisted records survive (nothing was delivered).
+    fn restart(&mut self) {
+        let mut restored = Restored::default();
+        for record in self.records.clone() {
+            match record {
+                Record::View { view, normal } => (restored.view, restored.normal) = (view, normal),
+                Record::Accepted {
+                    message,
+                    reproposal,
+                } => restored.accepted.push((message, reproposal)),
+                Record::Vote(message) => restored.votes.push(message),
+                Record::Prepared(certificate) => restored.prepared.push(certificate),
+            }
+        }
+        self.replica = Replica::new(config(4, self.me, 0), 0, None, restored);
+        self.salt += 100; // A rebuilt block would differ.
+    }
+}
+
+/// Hands every message sent so far by `from` that `pick` selects to `to`.
+fn hand_over(
+    nodes: &mut [Manual],
+    from: &[usize],
+    to: &[usize],
+    pick: impl Fn(&SignedMessage) -> bool,
+) {
+    let messages: Vec<SignedMessage> = from
+        .iter()
+        .flat_map(|i| std::mem::take(&mut nodes[*i].sent))
+        .collect();
+    for message in messages.iter().filter(|m| pick(m)) {
+        for &i in to {
+            if nodes[i].me != message.sender {
+                nodes[i].step(Event::Message(message.clone()));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_restart_behind_the_new_view_floor_never_commits_another_block() {
+    let mut nodes: Vec<Manual> = (0..4).map(Manual::new).collect();
+    for node in &mut nodes {
+        node.step(Event::PendingTransactions { count: 1 });
+    }
+    // Block 1 is prepared everywhere, but only replica 3 sees the commits.
+    hand_over(&mut nodes, &[0], &[1, 2, 3], |_| true);
+    hand_over(&mut nodes, &[0, 1, 2, 3], &[0, 1, 2, 3], |m| {
+        matches!(m.body, Body::Prepare { .. })
+    });
+    hand_over(&mut nodes, &[0, 1, 2, 3], &[3], |m| {
+        matches!(m.body, Body::Commit { .. })
+    });
+    let committed = nodes[3].delivered.clone();
+    assert_eq!(committed.len(), 1);
+    // Replicas 0-2 time out; the new primary 1 builds view 1 from the view
+    // changes of 2 and 3, which prove block 1 committed: its floor is 1.
+    for node in &mut nodes[..3] {
+        node.step(Event::Tick { now_ms: 1_500 });
+    }
+    hand_over(&mut nodes, &[0], &[3], |_| true);
+    hand_over(&mut nodes, &[2], &[1, 3], |_| true);
+    hand_over(&mut nodes, &[3], &[1], |m| {
+        matches!(m.body, Body::ViewChange(_))
+    });
+    hand_over(&mut nodes, &[1], &[0, 2], |m| {
+        matches!(m.body, Body::NewView(_))
+    });
+    assert!(
+        nodes[..3]
+            .iter()
+            .all(|n| n.replica.view() == 1 && n.replica.is_normal())
+    );
+    // A power cut hits 0-2 before they fetch block 1; they restart in view 1.
+    for node in &mut nodes[..3] {
+        node.sent.clear();
+        node.restart();
+        node.step(Event::Tick { now_ms: 1_600 });
+        node.step(Event::PendingTransactions { count: 1 });
+    }
+    for _ in 0..4 {
+        hand_over(&mut nodes, &[0, 1, 2], &[0, 1, 2], |_| true);
+    }
+    for node in &nodes[..3] {
+        assert!(
+            node.delivered.iter().all(|d| committed.contains(d)),
+            "replica {} delivered {:?}, but {:?} is committed",
+            node.me,
+            node.delivered,
+            committed
+        );
+    }
+}

@@ -152,6 +152,17 @@ impl Replica {
         }
     }
 
+    /// Whether a quorum of validators (this one included) asks for the
+    /// current view or a later one, so that a new view can be formed.
+    pub(super) fn quorum_changing_views(&self) -> bool {
+        let asking = self
+            .view_changes
+            .values()
+            .filter(|message| view_change_view(message) >= self.view)
+            .count();
+        asking >= self.config.validators.quorum() as usize
+    }
+
     /// The view changes held for `view`.
     fn view_changes_for(&self, view: View) -> Vec<SignedMessage> {
         self.view_changes
