@@ -904,3 +904,41 @@ fn a_restart_behind_the_new_view_floor_never_commits_another_block() {
         );
     }
 }
+
+#[test]
+fn a_replica_alone_in_a_view_change_waits_instead_of_running_ahead() {
+    // Replica 2 has work, hears nothing, and asks for view 1.
+    let mut backup = replica(4, 2);
+    backup.step(Event::PendingTransactions { count: 1 });
+    backup.step(Event::Tick { now_ms: 1_000 });
+    assert_eq!((backup.view(), backup.is_normal()), (1, false));
+    // Without a quorum asking for view 1 its timer does not run: were it to
+    // move on alone, the others could never catch up with it (f + 1 are
+    // needed to pull them), and with f silent validators no view would
+    // ever have a quorum again.
+    for now_ms in (2_000..60_000).step_by(500) {
+        backup.step(Event::Tick { now_ms });
+    }
+    assert_eq!(backup.view(), 1);
+    // Once a quorum asks for view 1 (its primary 1 stays silent), the timer
+    // runs and the next view follows.
+    for from in [0, 3] {
+        let change = Body::ViewChange(crate::ViewChange {
+            new_view: 1,
+            committed_seq: 0,
+            committed: None,
+            prepared: None,
+        });
+        backup.step(vote(from, change));
+    }
+    backup.step(Event::Tick { now_ms: 60_000 });
+    assert_eq!(
+        backup.view(),
+        1,
+        "the timer starts when the quorum is there"
+    );
+    backup.step(Event::Tick {
+        now_ms: 60_000 + 2_000,
+    });
+    assert_eq!((backup.view(), backup.is_normal()), (2, false));
+}

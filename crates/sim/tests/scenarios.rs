@@ -1,0 +1,227 @@
+//! Scripted scenarios: each sets up one kind of fault on purpose and checks
+//! that the run keeps every invariant (agreement, valid certificates, one
+//! vote per slot per honest validator, a bounded log, liveness once the
+//! faults stop) and that the fault really happened.
+
+use govchain_sim::{
+    Behaviour, Byzantine, Crash, Outcome, Partition, RunOptions, Scenario, Stats, run_scenario,
+    run_seed,
+};
+
+fn assert_clean(outcome: &Outcome) {
+    let violations: Vec<String> = outcome
+        .report
+        .violations
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        outcome.passed(),
+        "{}\n{}\n{}",
+        outcome.scenario,
+        outcome.report.stats,
+        violations.join("\n")
+    );
+}
+
+/// Runs `make` for each of `seeds` and checks every run; returns the stats.
+fn run_all(seeds: std::ops::Range<u64>, make: impl Fn(u64) -> Scenario) -> Vec<Stats> {
+    seeds
+        .map(|seed| {
+            let outcome = run_scenario(make(seed), false);
+            assert_clean(&outcome);
+            outcome.report.stats
+        })
+        .collect()
+}
+
+fn byzantine(identity: u32, behaviour: Behaviour) -> Byzantine {
+    Byzantine {
+        identity,
+        behaviour,
+    }
+}
+
+fn lossy(mut scenario: Scenario) -> Scenario {
+    scenario.network.drop_ppm = 20_000;
+    scenario.network.duplicate_ppm = 20_000;
+    scenario.network.delay_max_ms = 30;
+    scenario
+}
+
+const SILENT: Behaviour = Behaviour {
+    silent: true,
+    equivocate: false,
+    double_vote: false,
+    forge: false,
+    wrong_parent: false,
+};
+
+#[test]
+fn a_silent_primary_is_replaced_and_blocks_go_on() {
+    for (replicas, silent) in [(4, vec![0]), (7, vec![0, 1])] {
+        let stats = run_all(0..5, |seed| {
+            let mut scenario = lossy(Scenario::calm(seed, replicas));
+            scenario.byzantine = silent.iter().map(|i| byzantine(*i, SILENT)).collect();
+            scenario
+        });
+        for stats in stats {
+            assert!(
+                stats.view_max >= silent.len() as u64,
+                "a view with a live primary was reached: {stats}"
+            );
+            assert!(stats.height_min >= 10 + 3, "blocks went on: {stats}");
+        }
+    }
+}
+
+#[test]
+fn an_equivocating_primary_never_causes_divergence() {
+    let attacker = Behaviour {
+        equivocate: true,
+        double_vote: true,
+        ..Behaviour::default()
+    };
+    let backer = Behaviour {
+        double_vote: true,
+        ..Behaviour::default()
+    };
+    let mut equivocations = 0;
+    for replicas in [4, 7] {
+        let stats = run_all(0..10, |seed| {
+            let mut scenario = lossy(Scenario::calm(seed, replicas));
+            scenario.byzantine = vec![byzantine(0, attacker)];
+            if replicas == 7 {
+                // A colluding backup votes for both versions too.
+                scenario.byzantine.push(byzantine(3, backer));
+            }
+            scenario
+        });
+        equivocations += stats.iter().map(|s| s.equivocations).sum::<u64>();
+    }
+    assert!(equivocations > 0, "the primary did equivocate");
+}
+
+#[test]
+fn a_byzantine_primary_proposing_bad_blocks_or_forging_certificates_is_refused() {
+    let liar = Behaviour {
+        forge: true,
+        wrong_parent: true,
+        equivocate: true,
+        ..Behaviour::default()
+    };
+    for replicas in [4, 7] {
+        let stats = run_all(0..5, |seed| {
+            let mut scenario = lossy(Scenario::calm(seed, replicas));
+            scenario.byzantine = vec![byzantine(0, liar)];
+            if replicas == 7 {
+                scenario.byzantine.push(byzantine(
+                    4,
+                    Behaviour {
+                        forge: true,
+                        ..Behaviour::default()
+                    },
+                ));
+            }
+            scenario
+        });
+        assert!(
+            stats.iter().all(|s| s.rejected > 0),
+            "forgeries were sent and refused"
+        );
+    }
+}
+
+#[test]
+fn restarted_replicas_never_vote_twice() {
+    // Every honest signature is recorded; two digests for one (kind, view,
+    // seq) from one honest validator is a `DoubleVote` violation.
+    let stats = run_all(0..12, |seed| {
+        let replicas = if seed % 2 == 0 { 4 } else { 7 };
+        let mut scenario = lossy(Scenario::calm(seed, replicas));
+        scenario.blocks = 20;
+        scenario.fault_phase_ms = 4_000;
+        let honest = replicas as usize;
+        scenario.crashes = (0..8)
+            .map(|i| Crash {
+                node: (i * 3 + seed as usize) % honest,
+                at_ms: 150 + 400 * i as u64,
+                down_ms: 50 + 90 * i as u64,
+                torn: i % 2 == 0,
+            })
+            .collect();
+        // And a power cut of all but one node mid-run.
+        scenario.crashes.extend((1..honest).map(|node| Crash {
+            node,
+            at_ms: 2_100,
+            down_ms: 100 * node as u64,
+            torn: node % 2 == 1,
+        }));
+        scenario.crashes.sort_by_key(|c| c.at_ms);
+        scenario
+    });
+    assert!(stats.iter().all(|s| s.crashes >= 8), "the crashes happened");
+}
+
+#[test]
+fn a_second_process_with_an_honest_validators_key_breaks_nothing() {
+    run_all(0..6, |seed| {
+        let replicas = if seed % 2 == 0 { 4 } else { 7 };
+        let mut scenario = lossy(Scenario::calm(seed, replicas));
+        // Validator 0 is the first primary: its twin proposes other blocks.
+        scenario.twin = Some(0);
+        scenario.twin_routes = (0..replicas)
+            .map(|i| {
+                [
+                    govchain_sim::scenario::TwinRoute::Both,
+                    govchain_sim::scenario::TwinRoute::Twin,
+                ][i as usize % 2]
+            })
+            .collect();
+        if replicas == 7 {
+            scenario.byzantine = vec![byzantine(
+                5,
+                Behaviour {
+                    double_vote: true,
+                    ..Behaviour::default()
+                },
+            )];
+        }
+        scenario
+    });
+}
+
+#[test]
+fn a_minority_cut_off_catches_up_by_state_transfer_after_the_partition_heals() {
+    let stats = run_all(0..4, |seed| {
+        let mut scenario = lossy(Scenario::calm(seed, 7));
+        scenario.blocks = 30;
+        scenario.block_interval_ms = 100;
+        scenario.fault_phase_ms = 4_500;
+        // Nodes 5 and 6 are cut off while the others commit most blocks.
+        scenario.partitions = vec![Partition {
+            start_ms: 300,
+            heal_ms: 4_000,
+            groups: vec![0, 0, 0, 0, 0, 1, 1],
+        }];
+        scenario
+    });
+    assert!(
+        stats.iter().all(|s| s.blocks_transferred >= 2 * 20),
+        "the minority fetched the blocks: {stats:?}"
+    );
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let options = RunOptions::default();
+    for seed in [3, 4, 5] {
+        let first = run_seed(seed, &options, false);
+        let second = run_seed(seed, &options, false);
+        assert_eq!(first.scenario, second.scenario);
+        assert_eq!(
+            format!("{:?}", first.report),
+            format!("{:?}", second.report)
+        );
+    }
+}
