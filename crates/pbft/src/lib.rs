@@ -25,7 +25,11 @@ pub use message::{
     verify_commit_certificate,
 };
 pub use quorum::{ValidatorSet, ValidatorSetError};
-pub use replica::{Action, Config, Event, Record, RejectReason, Replica, Restored};
+// The new-view rule is public so that the simulator's Byzantine primaries
+// build new-views exactly as a correct one would, instead of a copy of it.
+pub use replica::{
+    Action, Config, Decision, Event, Record, RejectReason, Replica, Restored, decide,
+};
 
 /// Index of a validator in genesis.
 pub type ReplicaIndex = u32;

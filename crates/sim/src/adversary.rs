@@ -10,7 +10,7 @@ use bytes::Bytes;
 use govchain_crypto::{Digest, SigningKey};
 use govchain_pbft::{
     Body, CommitCertificate, NewView, PreparedCertificate, ReplicaIndex, SequenceNumber,
-    SignedMessage, ValidatorSet, View, ViewChange, commit_signing_bytes,
+    SignedMessage, ValidatorSet, View, ViewChange, commit_signing_bytes, decide,
 };
 
 use crate::app::Block;
@@ -641,40 +641,4 @@ fn view_change(
         committed,
         prepared,
     })
-}
-
-/// What a set of view changes decides, as `pbft`'s new-view rule computes
-/// it (a copy of its private `decide`): the highest certified height, and
-/// for the next one the block of the highest-view prepared certificate.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub committed_seq: SequenceNumber,
-    pub carried: Option<(Digest, Bytes)>,
-}
-
-pub fn decide(changes: &[SignedMessage]) -> Decision {
-    let bodies: Vec<&ViewChange> = changes
-        .iter()
-        .filter_map(|m| match &m.body {
-            Body::ViewChange(change) => Some(change),
-            _ => None,
-        })
-        .collect();
-    let committed_seq = bodies.iter().map(|c| c.committed_seq).max().unwrap_or(0);
-    let mut best: BTreeMap<View, (Digest, Bytes)> = BTreeMap::new();
-    for change in &bodies {
-        let Some(prepared) = &change.prepared else {
-            continue;
-        };
-        let Some((view, seq, digest, block)) = prepared.proposal() else {
-            continue;
-        };
-        if seq == committed_seq + 1 {
-            best.entry(view).or_insert((digest, block.clone()));
-        }
-    }
-    Decision {
-        committed_seq,
-        carried: best.pop_last().map(|(_, carried)| carried),
-    }
 }

@@ -13,6 +13,8 @@
 mod normal;
 mod view_change;
 
+pub use view_change::{Decision, decide};
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;

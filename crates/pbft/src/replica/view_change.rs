@@ -16,9 +16,9 @@ use crate::{ReplicaIndex, SequenceNumber, View, verify_commit_certificate};
 /// committed sequence number it proves, and the block to carry over to the
 /// next one, if any was prepared.
 #[derive(Debug, PartialEq, Eq)]
-struct Decision {
-    committed_seq: SequenceNumber,
-    carried: Option<(Digest, Bytes)>,
+pub struct Decision {
+    pub committed_seq: SequenceNumber,
+    pub carried: Option<(Digest, Bytes)>,
 }
 
 impl Replica {
@@ -397,7 +397,7 @@ fn view_change_view(message: &SignedMessage) -> View {
 /// certificate among them, if any. A block committed anywhere was prepared
 /// by f + 1 correct replicas, one of which is in any quorum of view changes,
 /// so it is carried over (or already certified).
-fn decide(changes: &[SignedMessage]) -> Decision {
+pub fn decide(changes: &[SignedMessage]) -> Decision {
     let bodies: Vec<&ViewChange> = changes
         .iter()
         .filter_map(|m| match &m.body {
