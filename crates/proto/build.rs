@@ -4,15 +4,19 @@
 
 use std::path::PathBuf;
 
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 5] = [
     "govchain/types/v1/types.proto",
     "govchain/node/v1/node.proto",
     "govchain/consensus/v1/consensus.proto",
+    "govchain/blob/v1/blob.proto",
+    "govchain/identity/v1/identity.proto",
 ];
-const PACKAGES: [(&str, &str); 3] = [
+const PACKAGES: [(&str, &str); 5] = [
     (".govchain.types.v1", "crate::types::v1"),
     (".govchain.node.v1", "crate::node::v1"),
     (".govchain.consensus.v1", "crate::consensus::v1"),
+    (".govchain.blob.v1", "crate::blob::v1"),
+    (".govchain.identity.v1", "crate::identity::v1"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -48,6 +52,8 @@ fn builder(services: bool) -> tonic_prost_build::Builder {
         .build_server(services)
         .bytes(".govchain.types.v1.TransactionEnvelope.payload")
         .bytes(".govchain.consensus.v1.PrePrepare.block")
+        .bytes(".govchain.blob.v1.UploadRequest.data")
+        .bytes(".govchain.blob.v1.DownloadResponse.data")
 }
 
 fn config() -> Result<tonic_prost_build::Config, Box<dyn std::error::Error>> {

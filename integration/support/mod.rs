@@ -159,6 +159,7 @@ impl Cluster {
                     })
                     .collect(),
                 mempool: Default::default(),
+                blobs: Default::default(),
             };
             let config = node_dir.join("node.toml");
             file.save(&config).unwrap();

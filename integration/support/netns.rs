@@ -314,6 +314,7 @@ impl NsCluster {
                     })
                     .collect(),
                 mempool: Default::default(),
+                blobs: Default::default(),
             };
             let config = node_dir.join("node.toml");
             file.save(&config).unwrap();

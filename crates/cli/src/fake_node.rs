@@ -74,7 +74,11 @@ impl NodeService for FakeNode {
         chain.nonces.insert(signer.clone(), verified.nonce);
         chain.height += 1;
         let height = chain.height;
-        let Body::AnchorRecord(record) = verified.body;
+        let Body::AnchorRecord(record) = verified.body else {
+            return Err(Status::unimplemented(
+                "the fake node executes anchor records only",
+            ));
+        };
         let key = (record.dataset.clone(), record.record_id.clone());
         let result = match chain.anchors.get(&key) {
             Some(previous) if previous.signer != signer => TransactionResult {
@@ -215,6 +219,7 @@ pub async fn start(dir: &Path, down_url: &str) -> SocketAddr {
         departments: vec!["health".into(), "tax".into()],
         hosts: Vec::new(),
         force: false,
+        attests: Vec::new(),
     })
     .expect("init consortium");
     let files = DepartmentFiles::new(&certs, "health");
@@ -316,6 +321,7 @@ mod tests {
             departments: vec!["health".into()],
             hosts: Vec::new(),
             force: false,
+            attests: Vec::new(),
         })
         .expect("other consortium");
         let mut args = connect_args(dir.path());

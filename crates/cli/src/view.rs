@@ -84,12 +84,90 @@ impl AnchorView {
 #[serde(rename_all = "snake_case")]
 pub enum BodyView {
     AnchorRecord(AnchorView),
+    CreateIdentity {},
+    DeclareAttribute {
+        name: String,
+        cid: String,
+        commitment: String,
+        holder: String,
+        size_bytes: u64,
+    },
+    AttestAttribute {
+        citizen: String,
+        name: String,
+        commitment: String,
+        expires_ms: u64,
+    },
+    RevokeAttestation {
+        citizen: String,
+        name: String,
+        reason: String,
+    },
+    GrantConsent {
+        department: String,
+        attributes: Vec<String>,
+        purpose: String,
+        expires_ms: u64,
+        expires: String,
+        jurisdiction: String,
+    },
+    RevokeConsent {
+        consent_id: String,
+    },
+    RecordAccess {
+        citizen: String,
+        attribute: String,
+        consent_id: String,
+        purpose: String,
+    },
+}
+
+/// A citizen key as its did:key, or hex if it is not a valid key.
+pub fn did_of(key: &[u8]) -> String {
+    govchain_crypto::PublicKey::from_slice(key)
+        .map_or_else(|_| hex::encode(key), |key| key.to_did_key())
 }
 
 impl BodyView {
     pub fn new(body: &Body) -> Self {
         match body {
             Body::AnchorRecord(record) => Self::AnchorRecord(AnchorView::new(record)),
+            Body::CreateIdentity(_) => Self::CreateIdentity {},
+            Body::DeclareAttribute(d) => Self::DeclareAttribute {
+                name: d.name.clone(),
+                cid: d.cid.clone(),
+                commitment: hex::encode(&d.commitment),
+                holder: d.holder.clone(),
+                size_bytes: d.size_bytes,
+            },
+            Body::AttestAttribute(a) => Self::AttestAttribute {
+                citizen: did_of(&a.citizen),
+                name: a.name.clone(),
+                commitment: hex::encode(&a.commitment),
+                expires_ms: a.expires_ms,
+            },
+            Body::RevokeAttestation(r) => Self::RevokeAttestation {
+                citizen: did_of(&r.citizen),
+                name: r.name.clone(),
+                reason: r.reason.clone(),
+            },
+            Body::GrantConsent(g) => Self::GrantConsent {
+                department: g.department.clone(),
+                attributes: g.attributes.clone(),
+                purpose: g.purpose.clone(),
+                expires_ms: g.expires_ms,
+                expires: format_time_ms(g.expires_ms),
+                jurisdiction: g.jurisdiction.clone(),
+            },
+            Body::RevokeConsent(r) => Self::RevokeConsent {
+                consent_id: hex::encode(&r.consent_id),
+            },
+            Body::RecordAccess(a) => Self::RecordAccess {
+                citizen: did_of(&a.citizen),
+                attribute: a.attribute.clone(),
+                consent_id: hex::encode(&a.consent_id),
+                purpose: a.purpose.clone(),
+            },
         }
     }
 
@@ -104,7 +182,84 @@ impl BodyView {
                 ("schema", or_dash(&anchor.schema)),
                 ("record time", anchor.record_time.clone()),
             ],
+            Self::CreateIdentity {} => vec![("kind", "create identity".to_owned())],
+            Self::DeclareAttribute {
+                name,
+                cid,
+                commitment,
+                holder,
+                size_bytes,
+            } => vec![
+                ("kind", "declare attribute".to_owned()),
+                ("attribute", name.clone()),
+                ("cid", cid.clone()),
+                ("commitment", commitment.clone()),
+                ("holder", holder.clone()),
+                ("size", format!("{size_bytes} bytes")),
+            ],
+            Self::AttestAttribute {
+                citizen,
+                name,
+                commitment,
+                expires_ms,
+            } => vec![
+                ("kind", "attest attribute".to_owned()),
+                ("citizen", citizen.clone()),
+                ("attribute", name.clone()),
+                ("commitment", commitment.clone()),
+                ("expires", expiry(*expires_ms)),
+            ],
+            Self::RevokeAttestation {
+                citizen,
+                name,
+                reason,
+            } => vec![
+                ("kind", "revoke attestation".to_owned()),
+                ("citizen", citizen.clone()),
+                ("attribute", name.clone()),
+                ("reason", or_dash(reason)),
+            ],
+            Self::GrantConsent {
+                department,
+                attributes,
+                purpose,
+                expires,
+                jurisdiction,
+                ..
+            } => vec![
+                ("kind", "grant consent".to_owned()),
+                ("department", department.clone()),
+                ("attributes", attributes.join(", ")),
+                ("purpose", purpose.clone()),
+                ("expires", expires.clone()),
+                ("jurisdiction", or_dash(jurisdiction)),
+            ],
+            Self::RevokeConsent { consent_id } => vec![
+                ("kind", "revoke consent".to_owned()),
+                ("consent id", consent_id.clone()),
+            ],
+            Self::RecordAccess {
+                citizen,
+                attribute,
+                consent_id,
+                purpose,
+            } => vec![
+                ("kind", "record access".to_owned()),
+                ("citizen", citizen.clone()),
+                ("attribute", attribute.clone()),
+                ("consent id", consent_id.clone()),
+                ("purpose", purpose.clone()),
+            ],
         }
+    }
+}
+
+/// An expiry in Unix ms, where 0 means never.
+pub fn expiry(ms: u64) -> String {
+    if ms == 0 {
+        "never".to_owned()
+    } else {
+        format_time_ms(ms)
     }
 }
 

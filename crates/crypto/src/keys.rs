@@ -31,7 +31,13 @@ pub enum KeyError {
     Hex(String),
     #[error("the system random number generator failed: {0}")]
     Random(String),
+    #[error("not an Ed25519 did:key (expected \"did:key:z6Mk...\"): {0}")]
+    DidKey(String),
 }
+
+/// The multicodec prefix of an Ed25519 public key (0xed, as a varint).
+const MULTICODEC_ED25519_PUB: [u8; 2] = [0xed, 0x01];
+const DID_KEY_PREFIX: &str = "did:key:z";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("signature does not verify against the public key")]
@@ -56,6 +62,29 @@ impl PublicKey {
 
     pub fn as_bytes(&self) -> &[u8; 32] {
         self.0.as_bytes()
+    }
+
+    /// The W3C `did:key` identifier of this key: `did:key:z` followed by
+    /// base58btc of the multicodec prefix 0xed01 and the 32 key bytes.
+    pub fn to_did_key(&self) -> String {
+        let mut bytes = Vec::with_capacity(34);
+        bytes.extend_from_slice(&MULTICODEC_ED25519_PUB);
+        bytes.extend_from_slice(self.as_bytes());
+        format!("{DID_KEY_PREFIX}{}", bs58::encode(bytes).into_string())
+    }
+
+    /// Parses a `did:key` of an Ed25519 key, see [`PublicKey::to_did_key`].
+    pub fn from_did_key(did: &str) -> Result<Self, KeyError> {
+        let encoded = did
+            .strip_prefix(DID_KEY_PREFIX)
+            .ok_or_else(|| KeyError::DidKey(format!("{did:?} does not start with did:key:z")))?;
+        let bytes = bs58::decode(encoded)
+            .into_vec()
+            .map_err(|err| KeyError::DidKey(err.to_string()))?;
+        let key = bytes.strip_prefix(&MULTICODEC_ED25519_PUB).ok_or_else(|| {
+            KeyError::DidKey("the key is not an Ed25519 key (multicodec 0xed)".into())
+        })?;
+        Self::from_slice(key)
     }
 
     pub fn to_hex(&self) -> String {
@@ -173,6 +202,41 @@ mod tests {
 
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_seed([seed; 32])
+    }
+
+    #[test]
+    fn did_key_matches_an_independent_encoding() {
+        // Computed with Python's `cryptography` and a hand-written base58.
+        let key = key(7).public_key();
+        assert_eq!(
+            key.to_hex(),
+            "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"
+        );
+        let did = key.to_did_key();
+        assert_eq!(
+            did,
+            "did:key:z6MkvDqGT54cXesYGvABpF1UapVNwjCqRcafi4Px6Thv5T3Z"
+        );
+        assert_eq!(PublicKey::from_did_key(&did), Ok(key));
+    }
+
+    #[test]
+    fn bad_did_keys_are_errors() {
+        for did in [
+            "did:web:example.org",
+            "did:key:z",
+            "did:key:z0OIl",
+            // A P-256 did:key (multicodec 0x1200), not Ed25519.
+            "did:key:zDnaerDaTF5BXEavCrfRZEk316dpbLsfPDZ3WJ5hRTPFU2169",
+        ] {
+            assert!(
+                matches!(
+                    PublicKey::from_did_key(did),
+                    Err(KeyError::DidKey(_) | KeyError::PublicKeyLength { .. })
+                ),
+                "{did}"
+            );
+        }
     }
 
     #[test]

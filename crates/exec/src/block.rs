@@ -1,6 +1,7 @@
 //! Building a block as primary and checking one as backup.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use govchain_crypto::{Digest, DomainHasher, merkle_root};
@@ -8,6 +9,7 @@ use govchain_proto::types::v1::{Block, BlockHeader, TransactionResult};
 use prost::Message as _;
 
 use crate::execute::{Overlay, execute, state_root};
+use crate::identity::{Context, Departments};
 use crate::state::{StateError, StateRead, read_nonce};
 use crate::transaction::{TransactionError, VerifiedTransaction, check_envelope};
 
@@ -20,12 +22,14 @@ pub struct Head {
     pub timestamp_ms: u64,
 }
 
-/// Limits from genesis.
-#[derive(Clone, Copy, Debug)]
+/// Limits and rules from genesis.
+#[derive(Clone, Debug)]
 pub struct BlockLimits {
     pub transactions_max: u32,
     pub bytes_max: u32,
     pub payload_bytes_max: u32,
+    /// The departments, their signing keys and attestation roles.
+    pub departments: Arc<Departments>,
 }
 
 /// The result of executing a block's transactions on the head state.
@@ -133,6 +137,12 @@ pub fn build_block<'a, S: StateRead>(
     state: &S,
 ) -> Result<BuiltBlock, StateError> {
     let height = head.height + 1;
+    let timestamp_ms = timestamp_ms.max(head.timestamp_ms);
+    let context = Context {
+        departments: &limits.departments,
+        height,
+        now_ms: timestamp_ms,
+    };
     let mut overlay = Overlay::new(state);
     let mut included = Vec::new();
     let mut results = Vec::new();
@@ -147,7 +157,10 @@ pub fn build_block<'a, S: StateRead>(
         if transaction.nonce != read_nonce(&overlay, &transaction.signer)?.saturating_add(1) {
             continue;
         }
-        results.push((transaction.id, execute(&mut overlay, transaction, height)?));
+        results.push((
+            transaction.id,
+            execute(&mut overlay, transaction, &context)?,
+        ));
         bytes += transaction.encoded_len;
         included.push(transaction.envelope.clone());
     }
@@ -159,7 +172,7 @@ pub fn build_block<'a, S: StateRead>(
         parent_hash: head.hash.to_vec(),
         transactions_root: merkle_root(&ids).to_vec(),
         state_root: root.to_vec(),
-        timestamp_ms: timestamp_ms.max(head.timestamp_ms),
+        timestamp_ms,
         view,
         proposer_index,
         transaction_count: u32::try_from(included.len()).expect("bounded by transactions_max"),
@@ -226,6 +239,11 @@ pub fn check_block<S: StateRead>(
     }
     let header = decode_header(&block)?;
     check_header(context, &header, block.transactions.len())?;
+    let execution = Context {
+        departments: &context.limits.departments,
+        height: header.height,
+        now_ms: header.timestamp_ms,
+    };
     let mut overlay = Overlay::new(state);
     let mut transactions = Vec::with_capacity(block.transactions.len());
     let mut results = Vec::with_capacity(block.transactions.len());
@@ -248,7 +266,7 @@ pub fn check_block<S: StateRead>(
         }
         results.push((
             transaction.id,
-            execute(&mut overlay, &transaction, header.height)?,
+            execute(&mut overlay, &transaction, &execution)?,
         ));
         transactions.push(transaction);
     }

@@ -8,6 +8,7 @@ use govchain_proto::types::v1::{
 };
 use prost::Message as _;
 
+use crate::identity::{self, Context, Departments, Outcome, Refusal};
 use crate::state::{StateError, StateRead, nonce_key};
 use crate::transaction::VerifiedTransaction;
 
@@ -42,8 +43,12 @@ impl<'a, S: StateRead> Overlay<'a, S> {
         }
     }
 
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+    pub(crate) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.writes.insert(key, Some(value));
+    }
+
+    pub(crate) fn delete(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
     }
 }
 
@@ -56,30 +61,75 @@ impl<S: StateRead> StateRead for Overlay<'_, S> {
     }
 }
 
-/// Executes `transaction`, whose nonce the caller has checked, at `height`.
-/// The nonce is consumed whatever the outcome.
+/// Executes `transaction`, whose nonce the caller has checked. The nonce is
+/// consumed whatever the outcome.
 pub(crate) fn execute<S: StateRead>(
     overlay: &mut Overlay<'_, S>,
     transaction: &VerifiedTransaction,
-    height: u64,
+    context: &Context<'_>,
 ) -> Result<TransactionResult, StateError> {
     overlay.put(
         nonce_key(&transaction.signer),
         transaction.nonce.to_be_bytes().to_vec(),
     );
-    let outcome = match &transaction.body {
-        Body::AnchorRecord(anchor) => execute_anchor(overlay, transaction, anchor, height)?,
-    };
-    Ok(match outcome {
+    Ok(match apply(overlay, transaction, context)? {
         Ok(()) => TransactionResult {
             outcome: TransactionOutcome::Success.into(),
             error: String::new(),
         },
-        Err(error) => TransactionResult {
+        Err(refusal) => TransactionResult {
             outcome: TransactionOutcome::Failed.into(),
-            error,
+            error: refusal.to_string(),
         },
     })
+}
+
+/// Applies the body of a transaction: its effect, or why it has none.
+fn apply<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    transaction: &VerifiedTransaction,
+    context: &Context<'_>,
+) -> Outcome {
+    match &transaction.body {
+        Body::AnchorRecord(anchor) => execute_anchor(overlay, transaction, anchor, context.height),
+        Body::CreateIdentity(_) => identity::create_identity(overlay, context, transaction),
+        Body::DeclareAttribute(body) => {
+            identity::declare_attribute(overlay, context, transaction, body)
+        }
+        Body::AttestAttribute(body) => {
+            identity::attest_attribute(overlay, context, transaction, body)
+        }
+        Body::RevokeAttestation(body) => {
+            identity::revoke_attestation(overlay, context, transaction, body)
+        }
+        Body::GrantConsent(body) => identity::grant_consent(overlay, context, transaction, body),
+        Body::RevokeConsent(body) => identity::revoke_consent(overlay, context, transaction, body),
+        Body::RecordAccess(body) => identity::record_access(overlay, context, transaction, body),
+    }
+}
+
+/// Whether `transaction` would take effect on `state` in a block at
+/// `height` with timestamp `now_ms`: a node asks this at admission, so that
+/// a transaction that would fail (an attestation by a department without
+/// the role, a read without consent, ...) is refused with the reason
+/// instead of being ordered and failing. Writes nothing.
+pub fn precheck<S: StateRead>(
+    state: &S,
+    departments: &Departments,
+    transaction: &VerifiedTransaction,
+    height: u64,
+    now_ms: u64,
+) -> Result<Result<(), Refusal>, StateError> {
+    let mut overlay = Overlay::new(state);
+    apply(
+        &mut overlay,
+        transaction,
+        &Context {
+            departments,
+            height,
+            now_ms,
+        },
+    )
 }
 
 /// Anchors a new version of a record. Only the first signer of a record may
@@ -89,7 +139,7 @@ fn execute_anchor<S: StateRead>(
     transaction: &VerifiedTransaction,
     anchor: &AnchorRecord,
     height: u64,
-) -> Result<Result<(), String>, StateError> {
+) -> Outcome {
     let key = anchor_key(&anchor.dataset, &anchor.record_id);
     let previous =
         match overlay.get(&key)? {
@@ -104,12 +154,12 @@ fn execute_anchor<S: StateRead>(
     if let Some(previous) = &previous
         && previous.signer != transaction.signer.as_bytes()
     {
-        return Ok(Err(format!(
+        return Ok(Err(Refusal::PermissionDenied(format!(
             "record {:?} in dataset {:?} was anchored by signer {}; only that signer may anchor new versions",
             anchor.record_id,
             anchor.dataset,
             hex_short(&previous.signer)
-        )));
+        ))));
     }
     let record = AnchoredRecord {
         record: Some(anchor.clone()),

@@ -9,6 +9,7 @@
 
 mod block;
 mod execute;
+pub mod identity;
 mod state;
 mod transaction;
 
@@ -16,7 +17,8 @@ pub use block::{
     BlockError, BlockLimits, BuiltBlock, CheckContext, CheckedBlock, ExecutedBlock, Head,
     block_digest, block_hash, build_block, check_block, decode_header,
 };
-pub use execute::anchor_key;
+pub use execute::{anchor_key, precheck};
+pub use identity::{Department, Departments, Refusal};
 pub use state::{StateError, StateRead, nonce_key, read_nonce};
 pub use transaction::{
     TRANSACTION_ENVELOPE_OVERHEAD_BYTES_MAX, TransactionError, VerifiedTransaction, check_envelope,

@@ -1,6 +1,8 @@
 use bytes::Bytes;
 use govchain_crypto::{Digest, DomainHasher, PublicKey, Signature};
 use govchain_proto::types::v1::{Transaction, TransactionEnvelope, transaction::Body};
+
+use crate::identity;
 use prost::Message as _;
 
 const DOMAIN_TRANSACTION: &str = "govchain/tx/v1";
@@ -160,7 +162,111 @@ fn validate_body(body: &Body) -> Result<(), TransactionError> {
             }
             Ok(())
         }
+        Body::CreateIdentity(_) => Ok(()),
+        Body::DeclareAttribute(declare) => {
+            attribute_name("declare_attribute.name", &declare.name)?;
+            cid_text("declare_attribute.cid", &declare.cid)?;
+            fixed_len(
+                "declare_attribute.commitment",
+                &declare.commitment,
+                Digest::LEN,
+            )?;
+            text("declare_attribute.holder", &declare.holder, true)
+        }
+        Body::AttestAttribute(attest) => {
+            fixed_len("attest_attribute.citizen", &attest.citizen, PublicKey::LEN)?;
+            attribute_name("attest_attribute.name", &attest.name)?;
+            fixed_len(
+                "attest_attribute.commitment",
+                &attest.commitment,
+                Digest::LEN,
+            )
+        }
+        Body::RevokeAttestation(revoke) => {
+            fixed_len(
+                "revoke_attestation.citizen",
+                &revoke.citizen,
+                PublicKey::LEN,
+            )?;
+            attribute_name("revoke_attestation.name", &revoke.name)?;
+            text("revoke_attestation.reason", &revoke.reason, false)
+        }
+        Body::GrantConsent(grant) => {
+            text("grant_consent.department", &grant.department, true)?;
+            text("grant_consent.purpose", &grant.purpose, true)?;
+            text("grant_consent.jurisdiction", &grant.jurisdiction, false)?;
+            if grant.attributes.is_empty() || grant.attributes.len() > identity::ATTRIBUTES_MAX {
+                return Err(TransactionError::Malformed(format!(
+                    "grant_consent.attributes must list 1 to {} names, got {}",
+                    identity::ATTRIBUTES_MAX,
+                    grant.attributes.len()
+                )));
+            }
+            for name in &grant.attributes {
+                attribute_name("grant_consent.attributes", name)?;
+            }
+            Ok(())
+        }
+        Body::RevokeConsent(revoke) => {
+            fixed_len("revoke_consent.consent_id", &revoke.consent_id, Digest::LEN)
+        }
+        Body::RecordAccess(access) => {
+            fixed_len("record_access.citizen", &access.citizen, PublicKey::LEN)?;
+            attribute_name("record_access.attribute", &access.attribute)?;
+            fixed_len("record_access.consent_id", &access.consent_id, Digest::LEN)?;
+            text("record_access.purpose", &access.purpose, true)
+        }
     }
+}
+
+fn fixed_len(field: &str, bytes: &[u8], len: usize) -> Result<(), TransactionError> {
+    if bytes.len() == len {
+        return Ok(());
+    }
+    Err(TransactionError::Malformed(format!(
+        "{field} must be {len} bytes, got {}",
+        bytes.len()
+    )))
+}
+
+fn attribute_name(field: &str, name: &str) -> Result<(), TransactionError> {
+    if identity::valid_attribute_name(name) {
+        return Ok(());
+    }
+    Err(TransactionError::Malformed(format!(
+        "{field} {name:?} is not an attribute name: use 1 to {} lower-case letters, digits, '_' or '-'",
+        identity::ATTRIBUTE_NAME_BYTES_MAX
+    )))
+}
+
+fn text(field: &str, value: &str, required: bool) -> Result<(), TransactionError> {
+    if required && value.is_empty() {
+        return Err(TransactionError::Malformed(format!("{field} is empty")));
+    }
+    if value.len() > identity::TEXT_BYTES_MAX {
+        return Err(TransactionError::Malformed(format!(
+            "{field} is over {} bytes",
+            identity::TEXT_BYTES_MAX
+        )));
+    }
+    Ok(())
+}
+
+/// A CIDv1 in base32 text: 'b' and lower-case base32 letters. The holder
+/// node checks that the blob itself is stored.
+fn cid_text(field: &str, cid: &str) -> Result<(), TransactionError> {
+    let valid = cid.len() > 8
+        && cid.len() <= identity::CID_TEXT_BYTES_MAX
+        && cid.starts_with('b')
+        && cid
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
+    if valid {
+        return Ok(());
+    }
+    Err(TransactionError::Malformed(format!(
+        "{field} {cid:?} is not a base32 CIDv1 (like \"bafkrei...\")"
+    )))
 }
 
 #[cfg(test)]

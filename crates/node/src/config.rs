@@ -42,6 +42,49 @@ pub struct NodeFile {
     pub observer: bool,
     #[serde(default)]
     pub mempool: MempoolFile,
+    #[serde(default)]
+    pub blobs: BlobsFile,
+}
+
+/// The blob store (`<data_dir>/blobs/`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobsFile {
+    /// The largest blob one upload may store; a request may ask for less.
+    #[serde(default = "default_blob_bytes")]
+    pub upload_bytes_max: u64,
+    /// How often unreferenced blobs are collected; 0 turns collection off.
+    #[serde(default = "default_gc_interval")]
+    pub gc_interval_secs: u64,
+    /// An uploaded blob that no attribute on chain references is kept this
+    /// long, so that its declaration has time to commit.
+    #[serde(default = "default_gc_grace")]
+    pub gc_grace_secs: u64,
+}
+
+/// Bytes one upload may store, by default.
+pub const BLOB_UPLOAD_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
+
+impl Default for BlobsFile {
+    fn default() -> Self {
+        Self {
+            upload_bytes_max: BLOB_UPLOAD_BYTES_MAX_DEFAULT,
+            gc_interval_secs: default_gc_interval(),
+            gc_grace_secs: default_gc_grace(),
+        }
+    }
+}
+
+fn default_blob_bytes() -> u64 {
+    BLOB_UPLOAD_BYTES_MAX_DEFAULT
+}
+
+fn default_gc_interval() -> u64 {
+    3600
+}
+
+fn default_gc_grace() -> u64 {
+    3600
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -100,6 +143,7 @@ pub struct Settings {
     pub consensus_key: SigningKey,
     pub peers: Vec<Peer>,
     pub mempool: MempoolFile,
+    pub blobs: BlobsFile,
     pub observer: bool,
 }
 
@@ -178,6 +222,14 @@ impl Settings {
         if file.mempool.transactions_max == 0 || file.mempool.bytes_max == 0 {
             bail!("mempool limits must be above zero");
         }
+        if file.blobs.upload_bytes_max == 0
+            || file.blobs.upload_bytes_max > govchain_blobstore::BLOB_SIZE_BYTES_MAX
+        {
+            bail!(
+                "blobs.upload_bytes_max must be 1 to {} bytes",
+                govchain_blobstore::BLOB_SIZE_BYTES_MAX
+            );
+        }
         Ok(Self {
             name: file.name.clone(),
             index,
@@ -190,6 +242,7 @@ impl Settings {
             consensus_key,
             peers,
             mempool: file.mempool,
+            blobs: file.blobs,
             observer: file.observer,
         })
     }

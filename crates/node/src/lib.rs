@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod blobs;
 pub mod config;
 mod consensus_store;
 mod driver;
+mod identity;
 mod mempool;
 mod peers;
 mod service;
@@ -21,12 +23,15 @@ mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use govchain_crypto::PublicKey;
 use govchain_ledger::Ledger;
 use govchain_pbft::{Config, Event, Replica, ValidatorSet};
+use govchain_proto::blob::v1::blob_service_server::BlobServiceServer;
 use govchain_proto::consensus::v1::consensus_service_server::ConsensusServiceServer;
+use govchain_proto::identity::v1::identity_service_server::IdentityServiceServer;
 use govchain_proto::node::v1::node_service_server::NodeServiceServer;
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -39,7 +44,9 @@ pub use driver::now_ms;
 pub use mempool::NONCE_AHEAD_MAX;
 pub use wire::{certificate_from_wire, certificate_to_wire};
 
+use crate::blobs::{BLOB_MESSAGE_BYTES_MAX, BlobApi, Blobs};
 use crate::driver::{DRIVER_EVENTS_MAX, Driver, DriverEvent, TICK_INTERVAL};
+use crate::identity::IdentityApi;
 use crate::mempool::Mempool;
 use crate::peers::{PEER_MESSAGE_BYTES_MAX, PeerSet};
 use crate::service::{ConsensusApi, NodeApi};
@@ -92,6 +99,23 @@ pub async fn run(
         settings.mempool.transactions_max,
         settings.mempool.bytes_max,
     );
+    let blob_dir = settings.data_dir.join("blobs");
+    let store = govchain_blobstore::BlobStore::open(&blob_dir)
+        .with_context(|| format!("cannot open the blob store in {}", blob_dir.display()))?;
+    let holders = settings
+        .peers
+        .iter()
+        .map(|peer| {
+            (
+                peer.name.clone(),
+                (
+                    peer.address.clone(),
+                    tls::peer_client_config(&settings, &peer.name),
+                ),
+            )
+        })
+        .collect();
+    let blobs = Arc::new(Blobs::new(store, settings.blobs.upload_bytes_max, holders));
     let shared = Arc::new(Shared::new(
         settings.observer,
         settings.name.clone(),
@@ -99,6 +123,7 @@ pub async fn run(
         genesis.clone(),
         validators.clone(),
         ledger,
+        blobs,
         mempool,
         peers,
     ));
@@ -130,6 +155,12 @@ pub async fn run(
     health_reporter
         .set_serving::<ConsensusServiceServer<ConsensusApi>>()
         .await;
+    health_reporter
+        .set_serving::<BlobServiceServer<BlobApi>>()
+        .await;
+    health_reporter
+        .set_serving::<IdentityServiceServer<IdentityApi>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(govchain_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -147,6 +178,17 @@ pub async fn run(
         shared: shared.clone(),
         driver: events.clone(),
     };
+    let blob_api = BlobApi {
+        shared: shared.clone(),
+    };
+    let identity_api = IdentityApi::new(node_api.clone());
+    let collector = (settings.blobs.gc_interval_secs > 0).then(|| {
+        tokio::spawn(collect_blobs(
+            shared.clone(),
+            Duration::from_secs(settings.blobs.gc_interval_secs),
+            settings.blobs.gc_grace_secs.saturating_mul(1000),
+        ))
+    });
     info!(node = %settings.name, listen = %settings.listen, "serving gRPC with mutual TLS");
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -165,6 +207,16 @@ pub async fn run(
                 .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
         )
         .add_service(
+            BlobServiceServer::new(blob_api)
+                .max_decoding_message_size(BLOB_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(BLOB_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            IdentityServiceServer::new(identity_api)
+                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(BLOB_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
             ConsensusServiceServer::new(consensus_api)
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
@@ -177,6 +229,9 @@ pub async fn run(
         () = async { stopped(stop).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
     };
     ticker.abort();
+    if let Some(collector) = collector {
+        collector.abort();
+    }
     // Connections may outlive the server future and hold event senders, so
     // the driver is told to stop rather than left to notice.
     let _ = events.send(DriverEvent::Stop).await;
@@ -238,6 +293,25 @@ fn head_certificate(ledger: &Ledger) -> anyhow::Result<Option<govchain_pbft::Com
 async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     // An error means the sender is gone, which only happens after it sent.
     let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Collects unreferenced blobs now and then, off the async threads.
+async fn collect_blobs(shared: Arc<Shared>, interval: Duration, grace_ms: u64) {
+    let mut timer = tokio::time::interval(interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    timer.tick().await;
+    loop {
+        timer.tick().await;
+        let shared = shared.clone();
+        let result =
+            tokio::task::spawn_blocking(move || shared.blobs.collect_garbage(&shared, grace_ms))
+                .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "blob garbage collection failed"),
+            Err(err) => tracing::warn!(error = %err, "blob garbage collection panicked"),
+        }
+    }
 }
 
 async fn tick(events: mpsc::Sender<DriverEvent>) {

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::{
-    StateRead as _, TransactionError, VerifiedTransaction, anchor_key, check_envelope, read_nonce,
+    Refusal, StateRead as _, TransactionError, VerifiedTransaction, anchor_key, check_envelope,
+    precheck, read_nonce,
 };
 use govchain_pbft::Event;
 use govchain_proto::consensus::v1::consensus_service_server::ConsensusService;
@@ -17,7 +18,9 @@ use govchain_proto::consensus::v1::{
 };
 use govchain_proto::node::v1::node_service_server::NodeService;
 use govchain_proto::node::v1::*;
-use govchain_proto::types::v1::{AnchoredRecord, CommittedBlock, TransactionEnvelope};
+use govchain_proto::types::v1::{
+    AnchoredRecord, CommittedBlock, Transaction, TransactionEnvelope, transaction::Body,
+};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt as _};
@@ -32,16 +35,51 @@ use crate::{tls, wire};
 /// Blocks a subscription reads from the ledger per batch while catching up.
 const SUBSCRIPTION_CATCH_UP_BLOCKS_MAX: u64 = 64;
 
+/// Why a transaction was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error(transparent)]
+    Mempool(#[from] MempoolError),
+    /// The transaction would have no effect on the head state.
+    #[error("{0}")]
+    Refused(Refusal),
+}
+
+impl From<TransactionError> for AdmitError {
+    fn from(err: TransactionError) -> Self {
+        AdmitError::Mempool(err.into())
+    }
+}
+
 /// Admits a transaction into the mempool: envelope checks (signature
-/// included, outside the lock), then the nonce against committed state.
+/// included, outside the lock), the nonce against committed state, and,
+/// when the transaction is the signer's next, whether it would take effect
+/// on the head state (so that, say, a read without consent is refused with
+/// its reason instead of being ordered and failing). A transaction queued
+/// behind the signer's pending ones is not prechecked: it may depend on
+/// them.
 pub fn admit(
     shared: &Shared,
     envelope: TransactionEnvelope,
-) -> Result<VerifiedTransaction, MempoolError> {
+) -> Result<VerifiedTransaction, AdmitError> {
     let payload_max = shared.limits.payload_bytes_max as usize;
     let transaction = check_envelope(envelope, shared.chain_id(), payload_max, |_, _| false)?;
-    let committed = read_nonce(&LedgerState(&shared.ledger), &transaction.signer)
+    let state = LedgerState(&shared.ledger);
+    let committed = read_nonce(&state, &transaction.signer)
         .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?;
+    if transaction.nonce == committed + 1 {
+        let head = shared.ledger.head();
+        let now = crate::driver::now_ms().max(head.timestamp_ms);
+        precheck(
+            &state,
+            &shared.limits.departments,
+            &transaction,
+            head.height + 1,
+            now,
+        )
+        .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?
+        .map_err(AdmitError::Refused)?;
+    }
     if transaction.nonce <= committed
         && shared
             .ledger
@@ -60,8 +98,12 @@ pub fn admit(
     Ok(transaction)
 }
 
-fn status_from_admission(err: &MempoolError) -> Status {
+pub(crate) fn status_from_admission(err: &AdmitError) -> Status {
     let message = err.to_string();
+    let err = match err {
+        AdmitError::Refused(refusal) => return status_from_refusal(refusal),
+        AdmitError::Mempool(err) => err,
+    };
     match err {
         MempoolError::Full { .. } => Status::resource_exhausted(message),
         MempoolError::Transaction(err) => match err {
@@ -75,7 +117,16 @@ fn status_from_admission(err: &MempoolError) -> Status {
     }
 }
 
-fn internal(context: &str, err: impl std::fmt::Display) -> Status {
+pub(crate) fn status_from_refusal(refusal: &Refusal) -> Status {
+    match refusal {
+        Refusal::NotFound(message) => Status::not_found(message),
+        Refusal::AlreadyExists(message) => Status::already_exists(message),
+        Refusal::PermissionDenied(message) => Status::permission_denied(message),
+        Refusal::FailedPrecondition(message) => Status::failed_precondition(message),
+    }
+}
+
+pub(crate) fn internal(context: &str, err: impl std::fmt::Display) -> Status {
     let request_id = format!("{:016x}", rand_id());
     error!(request_id, error = %err, "{context}");
     Status::internal(format!(
@@ -101,6 +152,79 @@ pub struct NodeApi {
 }
 
 impl NodeApi {
+    /// Admits a transaction from a client and forwards it to the peers.
+    pub(crate) async fn submit(
+        &self,
+        envelope: TransactionEnvelope,
+    ) -> Result<VerifiedTransaction, Status> {
+        if self.shared.observer {
+            let validators: Vec<&str> = self
+                .shared
+                .genesis
+                .validators
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect();
+            return Err(Status::failed_precondition(format!(
+                "{} is an observer (a read-only backup replica); submit transactions to a validator: {}",
+                self.shared.name,
+                validators.join(", ")
+            )));
+        }
+        self.check_declaration(&envelope)?;
+        let shared = self.shared.clone();
+        // Signature checks are CPU work; keep them off the I/O threads.
+        let transaction = tokio::task::spawn_blocking(move || admit(&shared, envelope))
+            .await
+            .map_err(|e| internal("admission task failed", e))?
+            .map_err(|e| status_from_admission(&e))?;
+        debug!(transaction_id = %transaction.id.short(), "admitted transaction");
+        let batch = TransactionBatch {
+            transactions: vec![transaction.envelope.clone()],
+        };
+        self.shared.peers.broadcast(&StreamRequest {
+            kind: Some(Kind::Transactions(batch)),
+        });
+        self.nudge_driver();
+        Ok(transaction)
+    }
+
+    /// A declaration names the department whose node holds the blob: it
+    /// must be this node's, and the blob must be stored here, so that the
+    /// chain never points at a blob nobody has. (Malformed payloads are
+    /// left to admission, which reports them precisely.)
+    fn check_declaration(&self, envelope: &TransactionEnvelope) -> Result<(), Status> {
+        let Ok(Transaction {
+            body: Some(Body::DeclareAttribute(declare)),
+        }) = Transaction::decode(envelope.payload.clone())
+        else {
+            return Ok(());
+        };
+        if declare.holder != self.shared.name {
+            return Err(Status::failed_precondition(format!(
+                "the declaration names {:?} as holder, but this is {:?}'s node: upload the blob to the holder's node and submit the declaration there",
+                declare.holder, self.shared.name
+            )));
+        }
+        let cid = crate::blobs::parse_cid(&declare.cid)?;
+        let stored = self
+            .shared
+            .blobs
+            .store
+            .stat(&cid)
+            .map_err(crate::blobs::status_from_blob)?;
+        match stored {
+            Some(info) if info.size_bytes == declare.size_bytes => Ok(()),
+            Some(info) => Err(Status::invalid_argument(format!(
+                "blob {cid} has {} bytes, but the declaration says {}",
+                info.size_bytes, declare.size_bytes
+            ))),
+            None => Err(Status::failed_precondition(format!(
+                "blob {cid} is not stored on this node; upload it first (BlobService.Upload)"
+            ))),
+        }
+    }
+
     fn nudge_driver(&self) {
         if !self.shared.mempool_changed.swap(true, Ordering::AcqRel) {
             // If the queue is full the driver is busy and will read the
@@ -134,38 +258,11 @@ impl NodeService for NodeApi {
         &self,
         request: Request<SubmitTransactionRequest>,
     ) -> Result<Response<SubmitTransactionResponse>, Status> {
-        if self.shared.observer {
-            let validators: Vec<&str> = self
-                .shared
-                .genesis
-                .validators
-                .iter()
-                .map(|v| v.name.as_str())
-                .collect();
-            return Err(Status::failed_precondition(format!(
-                "{} is an observer (a read-only backup replica); submit transactions to a validator: {}",
-                self.shared.name,
-                validators.join(", ")
-            )));
-        }
         let envelope = request
             .into_inner()
             .envelope
             .ok_or_else(|| Status::invalid_argument("envelope is required"))?;
-        let shared = self.shared.clone();
-        // Signature checks are CPU work; keep them off the I/O threads.
-        let transaction = tokio::task::spawn_blocking(move || admit(&shared, envelope))
-            .await
-            .map_err(|e| internal("admission task failed", e))?
-            .map_err(|e| status_from_admission(&e))?;
-        debug!(transaction_id = %transaction.id.short(), "admitted transaction");
-        let batch = TransactionBatch {
-            transactions: vec![transaction.envelope.clone()],
-        };
-        self.shared.peers.broadcast(&StreamRequest {
-            kind: Some(Kind::Transactions(batch)),
-        });
-        self.nudge_driver();
+        let transaction = self.submit(envelope).await?;
         Ok(Response::new(SubmitTransactionResponse {
             transaction_id: transaction.id.to_vec(),
         }))

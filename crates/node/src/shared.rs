@@ -4,13 +4,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use govchain_crypto::Digest;
-use govchain_exec::{BlockLimits, Head, StateError, StateRead};
+use govchain_exec::{BlockLimits, Department, Departments, Head, StateError, StateRead};
 use govchain_ledger::Ledger;
 use govchain_pbft::ValidatorSet;
 use govchain_pki::Genesis;
 use govchain_proto::types::v1::CommittedBlock;
 use tokio::sync::broadcast;
 
+use crate::blobs::Blobs;
 use crate::mempool::Mempool;
 use crate::peers::PeerSet;
 
@@ -28,6 +29,7 @@ pub struct Shared {
     pub validators: ValidatorSet,
     pub limits: BlockLimits,
     pub ledger: Arc<Ledger>,
+    pub blobs: Arc<Blobs>,
     mempool: Mutex<Mempool>,
     pub peers: PeerSet,
     pub blocks: broadcast::Sender<Arc<CommittedBlock>>,
@@ -50,6 +52,7 @@ impl Shared {
         genesis: Genesis,
         validators: ValidatorSet,
         ledger: Arc<Ledger>,
+        blobs: Arc<Blobs>,
         mempool: Mempool,
         peers: PeerSet,
     ) -> Self {
@@ -58,6 +61,7 @@ impl Shared {
             transactions_max: consensus.block_transactions_max,
             bytes_max: consensus.block_bytes_max,
             payload_bytes_max: consensus.transaction_payload_bytes_max,
+            departments: Arc::new(departments(&genesis)),
         };
         let (blocks, _) = broadcast::channel(SUBSCRIBERS_BLOCKS_BUFFERED_MAX);
         Self {
@@ -69,6 +73,7 @@ impl Shared {
             validators,
             limits,
             ledger,
+            blobs,
             mempool: Mutex::new(mempool),
             peers,
             blocks,
@@ -112,6 +117,18 @@ impl Shared {
     pub fn current_view(&self) -> u64 {
         self.view.load(Ordering::Relaxed)
     }
+}
+
+/// The departments of genesis, as execution wants them. Genesis was
+/// validated when it was loaded, so every key parses.
+fn departments(genesis: &Genesis) -> Departments {
+    Departments::new(genesis.departments.iter().filter_map(|entry| {
+        Some(Department {
+            name: entry.name.clone(),
+            public_key: govchain_crypto::PublicKey::from_hex(&entry.signing_public_key).ok()?,
+            attests: entry.attests.iter().cloned().collect(),
+        })
+    }))
 }
 
 /// World state at the head of the ledger.

@@ -14,7 +14,9 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::PkiError;
 use crate::files::{PUBLIC_FILE_MODE, SECRET_FILE_MODE, create_dir, read_pem, write_file};
-use crate::genesis::{ConsensusParams, Genesis, VALIDATORS_MAX, ValidatorEntry, validate_chain_id};
+use crate::genesis::{
+    ConsensusParams, DepartmentEntry, Genesis, VALIDATORS_MAX, ValidatorEntry, validate_chain_id,
+};
 use crate::identity::{TlsIdentity, node_dns_name, validate_department};
 
 pub const CA_CERTIFICATE_FILE: &str = "ca.crt";
@@ -25,6 +27,7 @@ pub const NODE_KEY_FILE: &str = "node.key";
 pub const CLIENT_CERTIFICATE_FILE: &str = "client.crt";
 pub const CLIENT_KEY_FILE: &str = "client.key";
 pub const CONSENSUS_KEY_FILE: &str = "consensus.key";
+pub const SIGNING_KEY_FILE: &str = "signing.key";
 
 /// Long enough that a dev or pilot consortium never re-keys its root; the CA
 /// key is offline after init, so the exposure is small.
@@ -48,6 +51,9 @@ pub struct InitOptions {
     /// Departments that get node certificates but are not validators:
     /// backup (non-voting) replicas that follow the chain.
     pub observers: Vec<String>,
+    /// Attribute names each department may attest, by department name
+    /// (validators and observers); departments not listed attest nothing.
+    pub attests: Vec<(String, Vec<String>)>,
 }
 
 /// What [`init_consortium`] wrote.
@@ -71,6 +77,9 @@ pub struct DepartmentFiles {
     pub client_certificate: PathBuf,
     pub client_key: PathBuf,
     pub consensus_key: PathBuf,
+    /// The Ed25519 key the department signs transactions with, listed in
+    /// genesis `departments`.
+    pub signing_key: PathBuf,
     /// A copy of the CA certificate, so the folder is all a department needs.
     pub ca_certificate: PathBuf,
 }
@@ -86,6 +95,7 @@ impl DepartmentFiles {
             client_certificate: dir.join(CLIENT_CERTIFICATE_FILE),
             client_key: dir.join(CLIENT_KEY_FILE),
             consensus_key: dir.join(CONSENSUS_KEY_FILE),
+            signing_key: dir.join(SIGNING_KEY_FILE),
             ca_certificate: dir.join(CA_CERTIFICATE_FILE),
             dir,
         }
@@ -104,7 +114,9 @@ struct DepartmentMaterial {
     node: Issued,
     client: Issued,
     consensus_key_pem: String,
+    signing_key_pem: String,
     validator: ValidatorEntry,
+    department: DepartmentEntry,
 }
 
 /// Creates a new consortium in `options.out`; see the crate docs for the files.
@@ -132,13 +144,29 @@ pub fn init_consortium(options: &InitOptions) -> Result<Consortium, PkiError> {
             .map(|material| material.validator.clone())
             .collect(),
         consensus: ConsensusParams::default(),
+        departments: Vec::new(),
     };
-    genesis.validate()?;
     let observers = options
         .observers
         .iter()
         .map(|department| make_department(&options.out, department, &hosts, &issuer))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut genesis = genesis;
+    genesis.departments = departments
+        .iter()
+        .chain(&observers)
+        .map(|material| {
+            let mut entry = material.department.clone();
+            entry.attests = options
+                .attests
+                .iter()
+                .filter(|(name, _)| *name == entry.name)
+                .flat_map(|(_, attributes)| attributes.iter().cloned())
+                .collect();
+            entry
+        })
+        .collect();
+    genesis.validate()?;
 
     create_dir(&options.out)?;
     for material in departments.iter().chain(&observers) {
@@ -183,6 +211,13 @@ fn validate_options(options: &InitOptions) -> Result<(), PkiError> {
                 name: department.clone(),
             });
         }
+    }
+    if let Some((name, _)) = options
+        .attests
+        .iter()
+        .find(|(name, _)| !seen.contains(name.as_str()))
+    {
+        return Err(PkiError::UnknownAttester { name: name.clone() });
     }
     Ok(())
 }
@@ -275,11 +310,27 @@ fn make_department(
             department: department.to_owned(),
             reason: err.to_string(),
         })?;
+    let signing_key = SigningKey::generate().map_err(|err| PkiError::ConsensusKey {
+        department: department.to_owned(),
+        reason: err.to_string(),
+    })?;
+    let signing_key_pem = signing_key
+        .to_pkcs8_pem()
+        .map_err(|err| PkiError::ConsensusKey {
+            department: department.to_owned(),
+            reason: err.to_string(),
+        })?;
     Ok(DepartmentMaterial {
         files: DepartmentFiles::new(out, department),
         node: make_node(&node_identity, hosts, issuer)?,
         client: make_client(&client_identity, issuer)?,
         consensus_key_pem,
+        signing_key_pem,
+        department: DepartmentEntry {
+            name: department.to_owned(),
+            signing_public_key: signing_key.public_key().to_hex(),
+            attests: Vec::new(),
+        },
         validator: ValidatorEntry {
             name: department.to_owned(),
             consensus_public_key: consensus_key.public_key().to_hex(),
@@ -322,6 +373,11 @@ fn write_department(
     write_file(
         &files.consensus_key,
         material.consensus_key_pem.as_bytes(),
+        SECRET_FILE_MODE,
+    )?;
+    write_file(
+        &files.signing_key,
+        material.signing_key_pem.as_bytes(),
         SECRET_FILE_MODE,
     )
 }
@@ -483,6 +539,10 @@ mod tests {
             departments: DEPARTMENTS.iter().map(|name| (*name).to_owned()).collect(),
             hosts: vec!["node.example.org".to_owned(), "10.1.2.3".to_owned()],
             force: false,
+            attests: vec![(
+                "civil".to_owned(),
+                vec!["name".to_owned(), "photo".to_owned()],
+            )],
         }
     }
 

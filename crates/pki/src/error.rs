@@ -25,6 +25,8 @@ pub enum PkiError {
     DepartmentCount { got: usize, max: usize },
     #[error("department {name:?} is listed twice")]
     DuplicateDepartment { name: String },
+    #[error("--attests names department {name:?}, which is neither a department nor an observer")]
+    UnknownAttester { name: String },
     #[error("extra host {host:?} is neither an IP address nor a DNS name: {reason}")]
     Host { host: String, reason: String },
     #[error("{} does not exist; run `govchain certs init` first", path.display())]

@@ -1,7 +1,7 @@
 //! The genesis file: the chain id, the validator set and the consensus limits
 //! that every node must agree on before the first block.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -9,7 +9,7 @@ use govchain_crypto::{Digest, DomainHasher, PublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::files::{PUBLIC_FILE_MODE, write_atomic};
-use crate::identity::{Role, TlsIdentity};
+use crate::identity::{Role, TlsIdentity, validate_department};
 
 /// PBFT needs at least one validator; more than 256 would make every quorum
 /// certificate and view change too large for one message.
@@ -32,6 +32,25 @@ pub struct Genesis {
     pub validators: Vec<ValidatorEntry>,
     #[serde(default)]
     pub consensus: ConsensusParams,
+    /// Departments that sign transactions as institutions: attesting
+    /// citizens' attributes and reading them under consent. Validators and
+    /// observers may be listed, and so may departments without a node.
+    /// Omitted from the JSON (and from the hash) when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub departments: Vec<DepartmentEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepartmentEntry {
+    /// The department name, as in its certificates.
+    pub name: String,
+    /// Ed25519 key the department signs transactions with, 64 hex
+    /// characters (`<department>/signing.key` from `certs init`).
+    pub signing_public_key: String,
+    /// Attribute names the department may attest, e.g. ["name", "photo"].
+    #[serde(default)]
+    pub attests: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +163,8 @@ pub enum GenesisError {
         identity: String,
         expected: String,
     },
+    #[error("department {name:?} in genesis is invalid: {reason}")]
+    Department { name: String, reason: String },
     #[error("consensus.{field} is 0; it must be at least 1")]
     ZeroLimit { field: &'static str },
     #[error(
@@ -212,7 +233,43 @@ impl Genesis {
                 });
             }
         }
+        self.validate_departments()?;
         self.consensus.validate()
+    }
+
+    fn validate_departments(&self) -> Result<(), GenesisError> {
+        let mut names = HashSet::new();
+        let mut keys: HashMap<PublicKey, &str> = HashMap::new();
+        for department in &self.departments {
+            let invalid = |reason: String| GenesisError::Department {
+                name: department.name.clone(),
+                reason,
+            };
+            validate_department(&department.name).map_err(|err| invalid(err.to_string()))?;
+            if !names.insert(department.name.as_str()) {
+                return Err(invalid("it is listed twice".into()));
+            }
+            let key = PublicKey::from_hex(&department.signing_public_key)
+                .map_err(|err| invalid(format!("signing_public_key: {err}")))?;
+            if let Some(first) = keys.insert(key, &department.name) {
+                return Err(invalid(format!(
+                    "it has the same signing key as department {first:?}"
+                )));
+            }
+            for attribute in &department.attests {
+                let valid = !attribute.is_empty()
+                    && attribute.len() <= 64
+                    && attribute.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    });
+                if !valid {
+                    return Err(invalid(format!(
+                        "attests {attribute:?}, which is not an attribute name (1 to 64 of a-z, 0-9, '_', '-')"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The digest every node compares before talking consensus. It hashes the
@@ -356,7 +413,63 @@ mod tests {
             chain_id: "govchain-test".to_owned(),
             validators: vec![entry("health", 1), entry("tax", 2), entry("police", 3)],
             consensus: ConsensusParams::default(),
+            departments: Vec::new(),
         }
+    }
+
+    fn department(name: &str, seed: u8, attests: &[&str]) -> DepartmentEntry {
+        DepartmentEntry {
+            name: name.to_owned(),
+            signing_public_key: SigningKey::from_seed([seed; 32]).public_key().to_hex(),
+            attests: attests.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn departments_validate_and_change_the_hash() {
+        let mut genesis = genesis();
+        let without = genesis.hash();
+        genesis.departments = vec![
+            department("health", 11, &["name", "date_of_birth"]),
+            department("registry", 12, &[]),
+        ];
+        assert!(genesis.validate().is_ok());
+        assert_ne!(genesis.hash(), without);
+        let json = serde_json::to_string(&genesis).expect("json");
+        assert!(
+            json.contains("\"attests\":[\"name\",\"date_of_birth\"]"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn bad_departments_are_rejected() {
+        let cases = [
+            vec![department("health", 11, &[]), department("health", 12, &[])],
+            vec![department("health", 11, &[]), department("tax", 11, &[])],
+            vec![department("health", 11, &["Name"])],
+            vec![department("Health!", 11, &[])],
+            vec![DepartmentEntry {
+                signing_public_key: "zz".into(),
+                ..department("health", 11, &[])
+            }],
+        ];
+        for departments in cases {
+            let mut genesis = genesis();
+            genesis.departments = departments.clone();
+            assert!(
+                matches!(genesis.validate(), Err(GenesisError::Department { .. })),
+                "{departments:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_genesis_without_departments_keeps_its_old_hash_form() {
+        // Chains created before departments existed must keep their hash:
+        // an empty list is not serialized.
+        let json = serde_json::to_string(&genesis()).expect("json");
+        assert!(!json.contains("departments"), "{json}");
     }
 
     #[test]

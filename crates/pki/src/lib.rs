@@ -49,13 +49,13 @@ mod identity;
 pub use consortium::{
     CA_CERTIFICATE_FILE, CA_KEY_FILE, CLIENT_CERTIFICATE_FILE, CLIENT_KEY_FILE, CONSENSUS_KEY_FILE,
     Consortium, DepartmentFiles, GENESIS_FILE, InitOptions, NODE_CERTIFICATE_FILE, NODE_KEY_FILE,
-    init_consortium, issue_client,
+    SIGNING_KEY_FILE, init_consortium, issue_client,
 };
 pub use error::PkiError;
 pub use files::read_pem;
 pub use genesis::{
-    CHAIN_ID_BYTES_MAX, ConsensusParams, Genesis, GenesisError, VALIDATORS_MAX, ValidatorEntry,
-    validate_chain_id,
+    CHAIN_ID_BYTES_MAX, ConsensusParams, DepartmentEntry, Genesis, GenesisError, VALIDATORS_MAX,
+    ValidatorEntry, validate_chain_id,
 };
 pub use identity::{
     DEPARTMENT_NAME_BYTES_MAX, IdentityError, Role, TlsIdentity, identity_from_certificate,

@@ -36,6 +36,18 @@ pub mod consensus {
     }
 }
 
+pub mod blob {
+    pub mod v1 {
+        package!("govchain.blob.v1.rs");
+    }
+}
+
+pub mod identity {
+    pub mod v1 {
+        package!("govchain.identity.v1.rs");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every govchain service, for gRPC
 /// reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -71,6 +71,27 @@ struct InitArgs {
     /// replicas that follow the chain (run them with `observer = true`).
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     observers: Vec<String>,
+    /// Attribute names a department may attest about citizens, e.g.
+    /// `--attests civil-registry=name,date_of_birth,photo`. Repeat for more
+    /// departments. Every department gets a signing key (signing.key) that
+    /// genesis lists; departments not named here attest nothing.
+    #[arg(long, value_name = "DEPT=ATTR,ATTR", value_parser = parse_attests)]
+    attests: Vec<(String, Vec<String>)>,
+}
+
+fn parse_attests(text: &str) -> Result<(String, Vec<String>), String> {
+    let (department, attributes) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not DEPARTMENT=ATTRIBUTE,ATTRIBUTE"))?;
+    let attributes: Vec<String> = attributes
+        .split(',')
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if department.is_empty() || attributes.is_empty() {
+        return Err(format!("{text:?} is not DEPARTMENT=ATTRIBUTE,ATTRIBUTE"));
+    }
+    Ok((department.to_owned(), attributes))
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +139,7 @@ fn init(args: InitArgs, json: bool) -> anyhow::Result<()> {
         departments: args.departments,
         hosts: args.hosts,
         force: args.force,
+        attests: args.attests,
     })?;
     if json {
         return output::print_json(&init_view(&consortium));
@@ -237,6 +259,7 @@ mod tests {
             departments: vec!["health".into(), "tax".into()],
             hosts: Vec::new(),
             force: false,
+            attests: Vec::new(),
         })
         .expect("init");
         let text = init_text(&consortium);

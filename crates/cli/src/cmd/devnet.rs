@@ -85,6 +85,28 @@ const DEPARTMENTS: [&str; 8] = [
     "housing",
     "labour",
 ];
+/// Who may attest what on a devnet: the civil registry vouches for
+/// identity data, the police for photos, and so on.
+const DEVNET_ATTESTERS: [(&str, &[&str]); 4] = [
+    ("civil", &["name", "date_of_birth", "photo", "address"]),
+    ("police", &["name", "photo"]),
+    ("health", &["vaccination_status"]),
+    ("transport", &["driving_licence"]),
+];
+
+fn devnet_attesters(names: &[String]) -> Vec<(String, Vec<String>)> {
+    DEVNET_ATTESTERS
+        .iter()
+        .filter(|(department, _)| names.iter().any(|name| name == department))
+        .map(|(department, attributes)| {
+            (
+                (*department).to_owned(),
+                attributes.iter().map(|a| (*a).to_owned()).collect(),
+            )
+        })
+        .collect()
+}
+
 /// How long to wait for the nodes to start and connect.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long stopped nodes get to exit after SIGTERM before SIGKILL.
@@ -212,6 +234,7 @@ pub(crate) fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFil
         departments: names.clone(),
         hosts: Vec::new(),
         force: false,
+        attests: devnet_attesters(&names),
     })?;
     let mut nodes = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -239,6 +262,7 @@ pub(crate) fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFil
                 })
                 .collect(),
             mempool: Default::default(),
+            blobs: Default::default(),
         };
         config.save(&dir.join(&node_dir).join("node.toml"))?;
         nodes.push(DevnetNode {

@@ -27,11 +27,12 @@ impl MemoryState {
     }
 }
 
-const LIMITS: BlockLimits = BlockLimits {
+static LIMITS: std::sync::LazyLock<BlockLimits> = std::sync::LazyLock::new(|| BlockLimits {
     transactions_max: 100,
     bytes_max: 1 << 20,
     payload_bytes_max: 4096,
-};
+    departments: Arc::default(),
+});
 
 fn genesis() -> Head {
     Head {
@@ -118,7 +119,7 @@ fn builder_respects_the_count_limit() {
     let txs: Vec<_> = (1..=5).map(|n| verified(&a, n, &format!("r{n}"))).collect();
     let limits = BlockLimits {
         transactions_max: 2,
-        ..LIMITS
+        ..LIMITS.clone()
     };
     let built = build_block(
         CHAIN,

@@ -1,0 +1,810 @@
+//! Citizen identity, attestations, consent and audited access: the state
+//! they keep and the rules that every node applies when executing them.
+//!
+//! **Invariant:** the chain holds no personal data in clear: attribute
+//! values stay in the holder's blob store, sealed with a salt; the state
+//! has their CIDs, salted commitments and the records about them.
+//!
+//! **Invariant:** an access record is written only if, at the executing
+//! block's timestamp, the cited consent was granted by the citizen to the
+//! signing department, is unrevoked and unexpired, and covers the
+//! attribute and the purpose. [`check_access`] is that rule; a node runs it
+//! at admission too, so that a refused read is refused before it is
+//! ordered.
+//!
+//! State keys (every key starts with a prefix and a fixed-length citizen
+//! key or id, and names are length-prefixed, so no two keys collide):
+//! - `id/<citizen>`: [`IdentityRecord`]
+//! - `attr/<citizen><name>`: [`AttributeRecord`]
+//! - `attr-names/<citizen>`: the declared attribute names, `\n`-separated
+//! - `attn/<citizen><len><name><department>`: [`AttestationRecord`]
+//! - `consent/<consent id>`: [`ConsentRecord`]
+//! - `consent-n/<citizen>`, `consent-i/<citizen><u64 seq>`: the consent ids
+//! - `access-n/<citizen>`, `access-i/<citizen><u64 seq>`: the access log
+//! - `access-tx/<transaction id>`: [`AccessRecord`]
+//! - `blob-ref/<cid>`: the citizen key and name of the attribute whose
+//!   sealed blob has that CID
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use govchain_crypto::{Digest, DomainHasher, PublicKey};
+use govchain_proto::types::v1::{
+    AccessRecord, AttestAttribute, AttestationRecord, AttributeRecord, ConsentRecord,
+    DeclareAttribute, GrantConsent, IdentityRecord, RecordAccess, RevokeAttestation, RevokeConsent,
+};
+use prost::Message;
+
+use crate::execute::Overlay;
+use crate::state::{StateError, StateRead};
+use crate::transaction::VerifiedTransaction;
+
+/// Longest attribute name.
+pub const ATTRIBUTE_NAME_BYTES_MAX: usize = 64;
+/// Most attributes one consent covers, and most one citizen declares.
+pub const ATTRIBUTES_MAX: usize = 64;
+/// Longest purpose, reason or jurisdiction text.
+pub const TEXT_BYTES_MAX: usize = 256;
+/// Longest CID text (a CIDv1 SHA-256 in base32 is 59 characters).
+pub const CID_TEXT_BYTES_MAX: usize = 128;
+/// Shortest salt of a sealed attribute.
+pub const SALT_BYTES_MIN: usize = 16;
+
+const DOMAIN_ATTRIBUTE: &str = "govchain/attribute/v1";
+
+/// A department as genesis lists it: the key it signs transactions with
+/// and the attribute names it may attest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Department {
+    pub name: String,
+    pub public_key: PublicKey,
+    pub attests: BTreeSet<String>,
+}
+
+/// The departments of genesis, by signing key and by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Departments {
+    by_key: BTreeMap<[u8; 32], Department>,
+    by_name: BTreeMap<String, [u8; 32]>,
+}
+
+impl Departments {
+    /// The caller (genesis validation) guarantees unique names and keys;
+    /// a later duplicate replaces an earlier one.
+    pub fn new(departments: impl IntoIterator<Item = Department>) -> Self {
+        let mut registry = Self::default();
+        for department in departments {
+            let key = *department.public_key.as_bytes();
+            registry.by_name.insert(department.name.clone(), key);
+            registry.by_key.insert(key, department);
+        }
+        registry
+    }
+
+    pub fn by_key(&self, key: &PublicKey) -> Option<&Department> {
+        self.by_key.get(key.as_bytes())
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Department> {
+        self.by_name.get(name).and_then(|key| self.by_key.get(key))
+    }
+
+    /// In name order.
+    pub fn iter(&self) -> impl Iterator<Item = &Department> {
+        self.by_name.values().filter_map(|key| self.by_key.get(key))
+    }
+}
+
+/// Why an identity transaction has no effect. Each kind maps to one gRPC
+/// status code when a node refuses the transaction at admission.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound(String),
+    AlreadyExists(String),
+    PermissionDenied(String),
+    FailedPrecondition(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotFound(message)
+            | Refusal::AlreadyExists(message)
+            | Refusal::PermissionDenied(message)
+            | Refusal::FailedPrecondition(message) => f.write_str(message),
+        }
+    }
+}
+
+pub(crate) type Outcome = Result<Result<(), Refusal>, StateError>;
+
+/// The commitment to an attribute value: SHA-256 over the domain tag, the
+/// salt and the value, each length-prefixed.
+pub fn attribute_commitment(salt: &[u8], value: &[u8]) -> Digest {
+    DomainHasher::new(DOMAIN_ATTRIBUTE)
+        .bytes(salt)
+        .bytes(value)
+        .finish()
+}
+
+/// Whether `name` is a valid attribute name: 1 to 64 bytes of lower-case
+/// letters, digits, `_` and `-`.
+pub fn valid_attribute_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= ATTRIBUTE_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+// ----- keys ---------------------------------------------------------------
+
+fn key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    for part in parts {
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+fn name_part(name: &str) -> Vec<u8> {
+    let len = u32::try_from(name.len()).expect("names are bounded");
+    [&len.to_be_bytes()[..], name.as_bytes()].concat()
+}
+
+pub fn identity_key(citizen: &PublicKey) -> Vec<u8> {
+    key(b"id/", &[citizen.as_bytes()])
+}
+
+pub fn attribute_key(citizen: &PublicKey, name: &str) -> Vec<u8> {
+    key(b"attr/", &[citizen.as_bytes(), name.as_bytes()])
+}
+
+fn attribute_names_key(citizen: &PublicKey) -> Vec<u8> {
+    key(b"attr-names/", &[citizen.as_bytes()])
+}
+
+pub fn attestation_key(citizen: &PublicKey, name: &str, department: &str) -> Vec<u8> {
+    key(
+        b"attn/",
+        &[citizen.as_bytes(), &name_part(name), department.as_bytes()],
+    )
+}
+
+pub fn consent_key(consent_id: &Digest) -> Vec<u8> {
+    key(b"consent/", &[consent_id.as_bytes()])
+}
+
+fn consent_count_key(citizen: &PublicKey) -> Vec<u8> {
+    key(b"consent-n/", &[citizen.as_bytes()])
+}
+
+fn consent_index_key(citizen: &PublicKey, sequence: u64) -> Vec<u8> {
+    key(
+        b"consent-i/",
+        &[citizen.as_bytes(), &sequence.to_be_bytes()],
+    )
+}
+
+fn access_count_key(citizen: &PublicKey) -> Vec<u8> {
+    key(b"access-n/", &[citizen.as_bytes()])
+}
+
+fn access_index_key(citizen: &PublicKey, sequence: u64) -> Vec<u8> {
+    key(b"access-i/", &[citizen.as_bytes(), &sequence.to_be_bytes()])
+}
+
+pub fn access_key(transaction_id: &Digest) -> Vec<u8> {
+    key(b"access-tx/", &[transaction_id.as_bytes()])
+}
+
+pub fn blob_reference_key(cid: &str) -> Vec<u8> {
+    key(b"blob-ref/", &[cid.as_bytes()])
+}
+
+// ----- reads --------------------------------------------------------------
+
+fn read_message<M: Message + Default>(
+    state: &impl StateRead,
+    key: &[u8],
+    what: &str,
+) -> Result<Option<M>, StateError> {
+    match state.get(key)? {
+        None => Ok(None),
+        Some(bytes) => M::decode(bytes.as_slice())
+            .map(Some)
+            .map_err(|err| StateError::Corrupt {
+                key: what.to_owned(),
+                reason: err.to_string(),
+            }),
+    }
+}
+
+fn read_u64(state: &impl StateRead, key: &[u8], what: &str) -> Result<u64, StateError> {
+    match state.get(key)? {
+        None => Ok(0),
+        Some(bytes) => {
+            let array: [u8; 8] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| StateError::Corrupt {
+                    key: what.to_owned(),
+                    reason: format!("{} bytes, expected 8", bytes.len()),
+                })?;
+            Ok(u64::from_be_bytes(array))
+        }
+    }
+}
+
+pub fn read_identity(
+    state: &impl StateRead,
+    citizen: &PublicKey,
+) -> Result<Option<IdentityRecord>, StateError> {
+    read_message(state, &identity_key(citizen), "identity")
+}
+
+pub fn read_attribute(
+    state: &impl StateRead,
+    citizen: &PublicKey,
+    name: &str,
+) -> Result<Option<AttributeRecord>, StateError> {
+    read_message(state, &attribute_key(citizen, name), "attribute")
+}
+
+/// The names a citizen has declared, in declaration order.
+pub fn attribute_names(
+    state: &impl StateRead,
+    citizen: &PublicKey,
+) -> Result<Vec<String>, StateError> {
+    Ok(match state.get(&attribute_names_key(citizen))? {
+        None => Vec::new(),
+        Some(bytes) => String::from_utf8_lossy(&bytes)
+            .split('\n')
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+pub fn read_attestation(
+    state: &impl StateRead,
+    citizen: &PublicKey,
+    name: &str,
+    department: &str,
+) -> Result<Option<AttestationRecord>, StateError> {
+    read_message(
+        state,
+        &attestation_key(citizen, name, department),
+        "attestation",
+    )
+}
+
+/// Attestations of the attribute's current value (stale ones, of an
+/// earlier commitment, are left out), by departments allowed to attest it.
+pub fn current_attestations(
+    state: &impl StateRead,
+    departments: &Departments,
+    attribute: &AttributeRecord,
+    citizen: &PublicKey,
+) -> Result<Vec<AttestationRecord>, StateError> {
+    let mut found = Vec::new();
+    for department in departments
+        .iter()
+        .filter(|d| d.attests.contains(&attribute.name))
+    {
+        if let Some(record) = read_attestation(state, citizen, &attribute.name, &department.name)?
+            && record.commitment == attribute.commitment
+        {
+            found.push(record);
+        }
+    }
+    Ok(found)
+}
+
+/// Whether an attestation counts at `now_ms`.
+pub fn attestation_valid(record: &AttestationRecord, now_ms: u64) -> bool {
+    !record.revoked && (record.expires_ms == 0 || record.expires_ms > now_ms)
+}
+
+pub fn read_consent(
+    state: &impl StateRead,
+    consent_id: &Digest,
+) -> Result<Option<ConsentRecord>, StateError> {
+    read_message(state, &consent_key(consent_id), "consent")
+}
+
+/// A citizen's consents, oldest first.
+pub fn consents(
+    state: &impl StateRead,
+    citizen: &PublicKey,
+) -> Result<Vec<ConsentRecord>, StateError> {
+    let count = read_u64(state, &consent_count_key(citizen), "consent count")?;
+    let mut records = Vec::new();
+    for sequence in 1..=count {
+        let Some(id) = state.get(&consent_index_key(citizen, sequence))? else {
+            continue;
+        };
+        let id = Digest::from_slice(&id).map_err(|err| StateError::Corrupt {
+            key: "consent index".into(),
+            reason: err.to_string(),
+        })?;
+        if let Some(record) = read_consent(state, &id)? {
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
+pub fn read_access(
+    state: &impl StateRead,
+    transaction_id: &Digest,
+) -> Result<Option<AccessRecord>, StateError> {
+    read_message(state, &access_key(transaction_id), "access")
+}
+
+/// Every recorded access to a citizen's data, oldest first.
+pub fn accesses(
+    state: &impl StateRead,
+    citizen: &PublicKey,
+) -> Result<Vec<AccessRecord>, StateError> {
+    let count = read_u64(state, &access_count_key(citizen), "access count")?;
+    let mut records = Vec::new();
+    for sequence in 1..=count {
+        let Some(id) = state.get(&access_index_key(citizen, sequence))? else {
+            continue;
+        };
+        let id = Digest::from_slice(&id).map_err(|err| StateError::Corrupt {
+            key: "access index".into(),
+            reason: err.to_string(),
+        })?;
+        if let Some(record) = read_access(state, &id)? {
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
+/// The citizen and attribute whose sealed blob has this CID, if any: such
+/// a blob is released only under a recorded access.
+pub fn blob_reference(
+    state: &impl StateRead,
+    cid: &str,
+) -> Result<Option<(PublicKey, String)>, StateError> {
+    let Some(bytes) = state.get(&blob_reference_key(cid))? else {
+        return Ok(None);
+    };
+    let corrupt = |reason: String| StateError::Corrupt {
+        key: format!("blob-ref/{cid}"),
+        reason,
+    };
+    if bytes.len() < PublicKey::LEN {
+        return Err(corrupt(format!("{} bytes", bytes.len())));
+    }
+    let (key, name) = bytes.split_at(PublicKey::LEN);
+    let key = PublicKey::from_slice(key).map_err(|err| corrupt(err.to_string()))?;
+    let name = String::from_utf8(name.to_vec()).map_err(|err| corrupt(err.to_string()))?;
+    Ok(Some((key, name)))
+}
+
+// ----- execution ----------------------------------------------------------
+
+/// What executing an identity transaction needs besides state.
+pub(crate) struct Context<'a> {
+    pub departments: &'a Departments,
+    pub height: u64,
+    /// The block's timestamp: the "now" of every expiry check.
+    pub now_ms: u64,
+}
+
+fn citizen_key(bytes: &[u8]) -> Result<PublicKey, Refusal> {
+    // The body was validated at admission, so this holds for every
+    // transaction in a block; kept as a refusal rather than a panic.
+    PublicKey::from_slice(bytes)
+        .map_err(|err| Refusal::FailedPrecondition(format!("citizen key: {err}")))
+}
+
+fn require_identity<S: StateRead>(
+    state: &S,
+    citizen: &PublicKey,
+) -> Result<Result<IdentityRecord, Refusal>, StateError> {
+    Ok(read_identity(state, citizen)?
+        .ok_or_else(|| Refusal::NotFound(format!("no identity {} on chain", citizen.to_did_key()))))
+}
+
+fn require_department<'d>(
+    departments: &'d Departments,
+    signer: &PublicKey,
+    action: &str,
+) -> Result<&'d Department, Refusal> {
+    departments.by_key(signer).ok_or_else(|| {
+        Refusal::PermissionDenied(format!(
+            "signer {signer} is not a department's signing key in genesis, so it may not {action}"
+        ))
+    })
+}
+
+macro_rules! refuse_unless {
+    ($result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(refusal) => return Ok(Err(refusal)),
+        }
+    };
+}
+
+pub(crate) fn create_identity<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    context: &Context<'_>,
+    transaction: &VerifiedTransaction,
+) -> Outcome {
+    let citizen = &transaction.signer;
+    if read_identity(overlay, citizen)?.is_some() {
+        return Ok(Err(Refusal::AlreadyExists(format!(
+            "identity {} already exists",
+            citizen.to_did_key()
+        ))));
+    }
+    let record = IdentityRecord {
+        public_key: citizen.as_bytes().to_vec(),
+        did: citizen.to_did_key(),
+        created_height: context.height,
+        created_ms: context.now_ms,
+        transaction_id: transaction.id.to_vec(),
+    };
+    overlay.put(identity_key(citizen), record.encode_to_vec());
+    Ok(Ok(()))
+}
+
+pub(crate) fn declare_attribute<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    context: &Context<'_>,
+    transaction: &VerifiedTransaction,
+    declare: &DeclareAttribute,
+) -> Outcome {
+    let citizen = &transaction.signer;
+    refuse_unless!(require_identity(overlay, citizen)?);
+    if context.departments.by_name(&declare.holder).is_none() {
+        return Ok(Err(Refusal::NotFound(format!(
+            "holder {:?} is not a department in genesis",
+            declare.holder
+        ))));
+    }
+    // One sealed blob is one attribute of one citizen: otherwise anyone
+    // could declare a public CID as their own and have the blob released
+    // under their consents.
+    if let Some((owner, name)) = blob_reference(overlay, &declare.cid)?
+        && (owner != *citizen || name != declare.name)
+    {
+        return Ok(Err(Refusal::AlreadyExists(format!(
+            "blob {} is already declared as another attribute; seal the value with a fresh salt and upload it again",
+            declare.cid
+        ))));
+    }
+    let previous = read_attribute(overlay, citizen, &declare.name)?;
+    let mut names = attribute_names(overlay, citizen)?;
+    if previous.is_none() {
+        if names.len() >= ATTRIBUTES_MAX {
+            return Ok(Err(Refusal::FailedPrecondition(format!(
+                "identity {} already has {ATTRIBUTES_MAX} attributes, the most it may have",
+                citizen.to_did_key()
+            ))));
+        }
+        names.push(declare.name.clone());
+        overlay.put(attribute_names_key(citizen), names.join("\n").into_bytes());
+    }
+    // The old blob is this attribute's alone (see above), so nothing
+    // references it any more.
+    if let Some(previous) = &previous
+        && previous.cid != declare.cid
+    {
+        overlay.delete(blob_reference_key(&previous.cid));
+    }
+    let record = AttributeRecord {
+        citizen: citizen.as_bytes().to_vec(),
+        name: declare.name.clone(),
+        cid: declare.cid.clone(),
+        commitment: declare.commitment.clone(),
+        holder: declare.holder.clone(),
+        size_bytes: declare.size_bytes,
+        version: previous.map_or(1, |p| p.version.saturating_add(1)),
+        declared_height: context.height,
+        declared_ms: context.now_ms,
+        transaction_id: transaction.id.to_vec(),
+    };
+    overlay.put(
+        attribute_key(citizen, &declare.name),
+        record.encode_to_vec(),
+    );
+    overlay.put(
+        blob_reference_key(&declare.cid),
+        [citizen.as_bytes(), declare.name.as_bytes()].concat(),
+    );
+    Ok(Ok(()))
+}
+
+pub(crate) fn attest_attribute<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    context: &Context<'_>,
+    transaction: &VerifiedTransaction,
+    attest: &AttestAttribute,
+) -> Outcome {
+    let department = refuse_unless!(require_department(
+        context.departments,
+        &transaction.signer,
+        "attest attributes"
+    ));
+    if !department.attests.contains(&attest.name) {
+        return Ok(Err(Refusal::PermissionDenied(format!(
+            "department {:?} may not attest {:?}; genesis allows it to attest [{}]",
+            department.name,
+            attest.name,
+            department
+                .attests
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))));
+    }
+    let citizen = refuse_unless!(citizen_key(&attest.citizen));
+    refuse_unless!(require_identity(overlay, &citizen)?);
+    let Some(attribute) = read_attribute(overlay, &citizen, &attest.name)? else {
+        return Ok(Err(Refusal::NotFound(format!(
+            "identity {} has not declared {:?}",
+            citizen.to_did_key(),
+            attest.name
+        ))));
+    };
+    if attribute.commitment != attest.commitment {
+        return Ok(Err(Refusal::FailedPrecondition(format!(
+            "the commitment does not match the current value of {:?} (version {}); read the identity again",
+            attest.name, attribute.version
+        ))));
+    }
+    if attest.expires_ms != 0 && attest.expires_ms <= context.now_ms {
+        return Ok(Err(Refusal::FailedPrecondition(format!(
+            "expires_ms {} is not after the block time {}",
+            attest.expires_ms, context.now_ms
+        ))));
+    }
+    let record = AttestationRecord {
+        citizen: citizen.as_bytes().to_vec(),
+        name: attest.name.clone(),
+        commitment: attest.commitment.clone(),
+        department: department.name.clone(),
+        attested_height: context.height,
+        attested_ms: context.now_ms,
+        expires_ms: attest.expires_ms,
+        revoked: false,
+        revocation_reason: String::new(),
+        revoked_ms: 0,
+        transaction_id: transaction.id.to_vec(),
+    };
+    overlay.put(
+        attestation_key(&citizen, &attest.name, &department.name),
+        record.encode_to_vec(),
+    );
+    Ok(Ok(()))
+}
+
+pub(crate) fn revoke_attestation<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    context: &Context<'_>,
+    transaction: &VerifiedTransaction,
+    revoke: &RevokeAttestation,
+) -> Outcome {
+    let department = refuse_unless!(require_department(
+        context.departments,
+        &transaction.signer,
+        "revoke attestations"
+    ));
+    let citizen = refuse_unless!(citizen_key(&revoke.citizen));
+    let Some(mut record) = read_attestation(overlay, &citizen, &revoke.name, &department.name)?
+    else {
+        return Ok(Err(Refusal::NotFound(format!(
+            "department {:?} has no attestation of {:?} for {}",
+            department.name,
+            revoke.name,
+            citizen.to_did_key()
+        ))));
+    };
+    if record.revoked {
+        return Ok(Err(Refusal::FailedPrecondition(format!(
+            "the attestation of {:?} was already revoked at {} ms",
+            revoke.name, record.revoked_ms
+        ))));
+    }
+    record.revoked = true;
+    record.revocation_reason = revoke.reason.clone();
+    record.revoked_ms = context.now_ms;
+    overlay.put(
+        attestation_key(&citizen, &revoke.name, &department.name),
+        record.encode_to_vec(),
+    );
+    Ok(Ok(()))
+}
+
+pub(crate) fn grant_consent<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    context: &Context<'_>,
+    transaction: &VerifiedTransaction,
+    grant: &GrantConsent,
+) -> Outcome {
+    let citizen = &transaction.signer;
+    refuse_unless!(require_identity(overlay, citizen)?);
+    if context.departments.by_name(&grant.department).is_none() {
+        return Ok(Err(Refusal::NotFound(format!(
+            "department {:?} is not in genesis",
+            grant.department
+        ))));
+    }
+    if grant.expires_ms <= context.now_ms {
+        return Ok(Err(Refusal::FailedPrecondition(format!(
+            "the consent would expire at {} ms, which is not after the block time {} ms",
+            grant.expires_ms, context.now_ms
+        ))));
+    }
+    let count = read_u64(overlay, &consent_count_key(citizen), "consent count")?;
+    let sequence = count.saturating_add(1);
+    let record = ConsentRecord {
+        consent_id: transaction.id.to_vec(),
+        citizen: citizen.as_bytes().to_vec(),
+        department: grant.department.clone(),
+        attributes: grant.attributes.clone(),
+        purpose: grant.purpose.clone(),
+        granted_ms: context.now_ms,
+        expires_ms: grant.expires_ms,
+        jurisdiction: grant.jurisdiction.clone(),
+        granted_height: context.height,
+        revoked: false,
+        revoked_ms: 0,
+    };
+    overlay.put(consent_key(&transaction.id), record.encode_to_vec());
+    overlay.put(consent_count_key(citizen), sequence.to_be_bytes().to_vec());
+    overlay.put(
+        consent_index_key(citizen, sequence),
+        transaction.id.to_vec(),
+    );
+    Ok(Ok(()))
+}
+
+pub(crate) fn revoke_consent<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    context: &Context<'_>,
+    transaction: &VerifiedTransaction,
+    revoke: &RevokeConsent,
+) -> Outcome {
+    let id = refuse_unless!(
+        Digest::from_slice(&revoke.consent_id)
+            .map_err(|err| Refusal::FailedPrecondition(format!("consent_id: {err}")))
+    );
+    let Some(mut record) = read_consent(overlay, &id)? else {
+        return Ok(Err(Refusal::NotFound(format!("no consent {id}"))));
+    };
+    if record.citizen != transaction.signer.as_bytes() {
+        return Ok(Err(Refusal::PermissionDenied(format!(
+            "consent {id} was granted by another citizen; only they may revoke it"
+        ))));
+    }
+    if record.revoked {
+        return Ok(Err(Refusal::FailedPrecondition(format!(
+            "consent {id} was already revoked at {} ms",
+            record.revoked_ms
+        ))));
+    }
+    record.revoked = true;
+    record.revoked_ms = context.now_ms;
+    overlay.put(consent_key(&id), record.encode_to_vec());
+    Ok(Ok(()))
+}
+
+/// The access rule (see the module invariant): returns the attribute and
+/// the consent that allow `signer` to read `access.attribute` at
+/// `now_ms`, or why not.
+pub fn check_access(
+    state: &impl StateRead,
+    departments: &Departments,
+    signer: &PublicKey,
+    access: &RecordAccess,
+    now_ms: u64,
+) -> Result<Result<(AttributeRecord, ConsentRecord), Refusal>, StateError> {
+    let department = refuse_unless!(require_department(
+        departments,
+        signer,
+        "read citizens' attributes"
+    ));
+    let citizen = refuse_unless!(citizen_key(&access.citizen));
+    refuse_unless!(require_identity(state, &citizen)?);
+    let Some(attribute) = read_attribute(state, &citizen, &access.attribute)? else {
+        return Ok(Err(Refusal::NotFound(format!(
+            "identity {} has not declared {:?}",
+            citizen.to_did_key(),
+            access.attribute
+        ))));
+    };
+    let id = refuse_unless!(
+        Digest::from_slice(&access.consent_id)
+            .map_err(|err| Refusal::PermissionDenied(format!("consent_id: {err}")))
+    );
+    let Some(consent) = read_consent(state, &id)? else {
+        return Ok(Err(Refusal::PermissionDenied(format!(
+            "no consent {id} on chain"
+        ))));
+    };
+    let denied = |reason: String| Ok(Err(Refusal::PermissionDenied(reason)));
+    if consent.citizen != citizen.as_bytes() {
+        return denied(format!(
+            "consent {id} was granted by another citizen, not {}",
+            citizen.to_did_key()
+        ));
+    }
+    if consent.department != department.name {
+        return denied(format!(
+            "consent {id} is for department {:?}, not {:?}",
+            consent.department, department.name
+        ));
+    }
+    if consent.revoked {
+        return denied(format!(
+            "consent {id} was revoked at {} ms",
+            consent.revoked_ms
+        ));
+    }
+    if consent.expires_ms <= now_ms {
+        return denied(format!("consent {id} expired at {} ms", consent.expires_ms));
+    }
+    if !consent.attributes.contains(&access.attribute) {
+        return denied(format!(
+            "consent {id} does not cover {:?}; it covers [{}]",
+            access.attribute,
+            consent.attributes.join(", ")
+        ));
+    }
+    if consent.purpose != access.purpose {
+        return denied(format!(
+            "consent {id} is for purpose {:?}, not {:?}",
+            consent.purpose, access.purpose
+        ));
+    }
+    Ok(Ok((attribute, consent)))
+}
+
+pub(crate) fn record_access<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    context: &Context<'_>,
+    transaction: &VerifiedTransaction,
+    access: &RecordAccess,
+) -> Outcome {
+    let (attribute, consent) = refuse_unless!(check_access(
+        overlay,
+        context.departments,
+        &transaction.signer,
+        access,
+        context.now_ms
+    )?);
+    let citizen = refuse_unless!(citizen_key(&access.citizen));
+    let sequence =
+        read_u64(overlay, &access_count_key(&citizen), "access count")?.saturating_add(1);
+    let record = AccessRecord {
+        citizen: access.citizen.clone(),
+        attribute: access.attribute.clone(),
+        department: consent.department,
+        consent_id: consent.consent_id,
+        purpose: access.purpose.clone(),
+        cid: attribute.cid,
+        accessed_ms: context.now_ms,
+        block_height: context.height,
+        transaction_id: transaction.id.to_vec(),
+        sequence,
+    };
+    overlay.put(access_key(&transaction.id), record.encode_to_vec());
+    overlay.put(access_count_key(&citizen), sequence.to_be_bytes().to_vec());
+    overlay.put(
+        access_index_key(&citizen, sequence),
+        transaction.id.to_vec(),
+    );
+    Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests;

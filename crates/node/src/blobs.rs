@@ -1,0 +1,500 @@
+//! `BlobService`: uploads into the node's blob store, verified downloads,
+//! the consent gate on citizens' attribute blobs, fetching a blob from its
+//! holder's node, and garbage collection of blobs nothing references.
+//!
+//! **Invariant:** a blob that the chain names as a citizen's attribute
+//! (`blob-ref/<cid>` in state) leaves this node only under a committed
+//! access record of the caller's department, less than
+//! [`ACCESS_WINDOW_MS`] old.
+//!
+//! **Invariant:** bytes fetched from a holder are stored only if they hash
+//! to the CID asked for; the store verifies them again on every read.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::time::Duration;
+
+use bytes::Bytes;
+use govchain_blobstore::{BlobError, BlobInfo, BlobStore, Cid};
+use govchain_crypto::Digest;
+use govchain_exec::identity::{blob_reference, read_access, read_attribute};
+use govchain_pki::TlsIdentity;
+use govchain_proto::blob::v1::blob_service_client::BlobServiceClient;
+use govchain_proto::blob::v1::blob_service_server::BlobService;
+use govchain_proto::blob::v1::*;
+use govchain_proto::types::v1::AccessRecord;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use crate::service::internal;
+use crate::shared::{LedgerState, Shared};
+use crate::tls::caller_identity;
+
+/// Bytes of blob data per streamed message: one chunk of the profile.
+pub const BLOB_MESSAGE_DATA_BYTES_MAX: usize = 1024 * 1024;
+/// Room for framing on top of the data in one message.
+pub const BLOB_MESSAGE_BYTES_MAX: usize = BLOB_MESSAGE_DATA_BYTES_MAX + 64 * 1024;
+/// How long a recorded access lets its department download the blob.
+pub const ACCESS_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// Chunks buffered between the network and the store, each way: the
+/// back-pressure bound of one transfer.
+const TRANSFER_CHUNKS_BUFFERED_MAX: usize = 4;
+
+/// The node's blob store and what serving it needs.
+pub struct Blobs {
+    pub store: BlobStore,
+    pub upload_bytes_max: u64,
+    /// Upload times (Unix ms) of blobs not yet referenced on chain, which
+    /// garbage collection keeps for a grace period.
+    recent: Mutex<HashMap<Cid, u64>>,
+    /// Other departments' nodes, for fetching blobs they hold.
+    holders: HashMap<String, (String, ClientTlsConfig)>,
+}
+
+impl Blobs {
+    pub fn new(
+        store: BlobStore,
+        upload_bytes_max: u64,
+        holders: HashMap<String, (String, ClientTlsConfig)>,
+    ) -> Self {
+        Self {
+            store,
+            upload_bytes_max,
+            recent: Mutex::new(HashMap::new()),
+            holders,
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<Cid, u64>> {
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stores a blob from `reader` (blocking). The blob is left unpinned:
+    /// the chain's references keep it, and an upload is kept for the grace
+    /// period so that its declaration can commit. If `expected` is given
+    /// and the bytes hash to another CID, the upload is dropped again.
+    fn store_blocking(
+        &self,
+        reader: impl Read,
+        limit: u64,
+        expected: Option<&Cid>,
+    ) -> Result<BlobInfo, Status> {
+        let info = self.store.put(reader, limit).map_err(status_from_blob)?;
+        // Release this upload's pin whatever happens next; the CID is in
+        // `recent` first so that a collection in between keeps it.
+        let matches = expected.is_none_or(|cid| *cid == info.cid);
+        if matches {
+            self.recent().insert(info.cid, crate::driver::now_ms());
+        }
+        if let Err(err) = self.store.unpin(&info.cid) {
+            warn!(cid = %info.cid, error = %err, "could not release an upload's pin");
+        }
+        match expected {
+            Some(cid) if *cid != info.cid => Err(Status::invalid_argument(format!(
+                "the uploaded bytes have CID {}, not the expected {cid}; nothing was kept",
+                info.cid
+            ))),
+            _ => Ok(info),
+        }
+    }
+
+    /// Collects blobs that no attribute references and that were not
+    /// uploaded within `grace_ms`.
+    pub fn collect_garbage(&self, shared: &Shared, grace_ms: u64) -> Result<(), BlobError> {
+        let now = crate::driver::now_ms();
+        let recent: HashMap<Cid, u64> = {
+            let mut recent = self.recent();
+            recent.retain(|_, uploaded| now.saturating_sub(*uploaded) < grace_ms);
+            recent.clone()
+        };
+        let state = LedgerState(&shared.ledger);
+        let report = self.store.gc(|cid| {
+            recent.contains_key(cid)
+                // A read failure keeps the blob: never delete on doubt.
+                || blob_reference(&state, &cid.to_string()).map_or(true, |r| r.is_some())
+        })?;
+        if report.roots_removed > 0 {
+            info!(
+                roots = report.roots_removed,
+                bytes = report.bytes_removed,
+                "collected unreferenced blobs"
+            );
+        }
+        Ok(())
+    }
+}
+
+pub fn status_from_blob(err: BlobError) -> Status {
+    let message = err.to_string();
+    match err {
+        BlobError::NotFound { .. } => Status::not_found(message),
+        BlobError::TooLarge { .. } | BlobError::LimitAboveMax { .. } => {
+            Status::resource_exhausted(message)
+        }
+        BlobError::RangeOutOfBounds { .. } => Status::out_of_range(message),
+        BlobError::Read { .. } => Status::aborted(format!(
+            "the upload stream failed, nothing was recorded: {message}"
+        )),
+        BlobError::Corrupt { .. }
+        | BlobError::Missing { .. }
+        | BlobError::Malformed { .. }
+        | BlobError::RootSizeMismatch { .. } => Status::data_loss(message),
+        _ => internal("blob store failed", message),
+    }
+}
+
+pub fn parse_cid(text: &str) -> Result<Cid, Status> {
+    Cid::try_from(text)
+        .map_err(|err| Status::invalid_argument(format!("cid {text:?} is not a CID: {err}")))
+}
+
+/// A `Read` over chunks sent from async code; an `Err` item fails the
+/// read, and the sender going away is the end of the data.
+struct ChannelReader {
+    receiver: std_mpsc::Receiver<Result<Bytes, io::Error>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.recv() {
+                Ok(Ok(chunk)) => self.current = chunk,
+                Ok(Err(err)) => return Err(err),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Stores the chunks that `chunks` yields, with back-pressure: at most
+/// [`TRANSFER_CHUNKS_BUFFERED_MAX`] wait for the store.
+async fn store_stream<S>(
+    blobs: Arc<Blobs>,
+    first: Bytes,
+    mut chunks: S,
+    limit: u64,
+    expected: Option<Cid>,
+) -> Result<BlobInfo, Status>
+where
+    S: Stream<Item = Result<Bytes, Status>> + Unpin,
+{
+    use tokio_stream::StreamExt as _;
+    let (sender, receiver) = std_mpsc::sync_channel(TRANSFER_CHUNKS_BUFFERED_MAX);
+    let writer = tokio::task::spawn_blocking(move || {
+        let reader = ChannelReader {
+            receiver,
+            current: Bytes::new(),
+        };
+        blobs.store_blocking(reader, limit, expected.as_ref())
+    });
+    let send = |sender: &std_mpsc::SyncSender<Result<Bytes, io::Error>>, item| {
+        let sender = sender.clone();
+        tokio::task::spawn_blocking(move || sender.send(item).is_ok())
+    };
+    let mut open = first.is_empty() || send(&sender, Ok(first)).await.unwrap_or(false);
+    while open {
+        match chunks.next().await {
+            None => break,
+            Some(Ok(chunk)) => {
+                if !chunk.is_empty() {
+                    open = send(&sender, Ok(chunk)).await.unwrap_or(false);
+                }
+            }
+            Some(Err(status)) => {
+                let error = io::Error::other(format!("stream ended early: {}", status.message()));
+                let _ = send(&sender, Err(error)).await;
+                break;
+            }
+        }
+    }
+    drop(sender);
+    writer
+        .await
+        .map_err(|err| internal("blob writer task failed", err))?
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<DownloadResponse, Status>> + Send>>;
+
+/// Streams `length` bytes (0: to the end) from `offset` of a stored blob,
+/// every chunk verified by the store.
+pub fn stream_blob(
+    blobs: Arc<Blobs>,
+    cid: Cid,
+    offset: u64,
+    length: u64,
+) -> Result<ChunkStream, Status> {
+    let info = blobs
+        .store
+        .stat(&cid)
+        .map_err(status_from_blob)?
+        .ok_or_else(|| Status::not_found(format!("blob {cid} is not stored on this node")))?;
+    if offset > info.size_bytes {
+        return Err(Status::out_of_range(format!(
+            "offset {offset} is past the end of blob {cid} ({} bytes)",
+            info.size_bytes
+        )));
+    }
+    let length = if length == 0 {
+        info.size_bytes - offset
+    } else {
+        length
+    };
+    let mut reader = blobs
+        .store
+        .reader_range(&cid, offset, length)
+        .map_err(status_from_blob)?;
+    let (sender, receiver) = mpsc::channel(TRANSFER_CHUNKS_BUFFERED_MAX);
+    let size_bytes = info.size_bytes;
+    tokio::task::spawn_blocking(move || {
+        let mut position = offset;
+        let mut sent_any = false;
+        loop {
+            let item = match reader.next_chunk() {
+                Ok(Some(chunk)) => {
+                    let message = DownloadResponse {
+                        offset: position,
+                        size_bytes: if sent_any { 0 } else { size_bytes },
+                        data: Bytes::from(chunk),
+                    };
+                    position += message.data.len() as u64;
+                    Ok(message)
+                }
+                // An empty range still tells the size.
+                Ok(None) if !sent_any => Ok(DownloadResponse {
+                    offset: position,
+                    data: Bytes::new(),
+                    size_bytes,
+                }),
+                Ok(None) => return,
+                Err(err) => Err(status_from_blob(err)),
+            };
+            let last = item.is_err() || item.as_ref().is_ok_and(|m| m.data.is_empty());
+            if sender.blocking_send(item).is_err() || last {
+                return;
+            }
+            sent_any = true;
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+        receiver,
+    )))
+}
+
+/// Checks that `caller` may read `cid`, which the chain names as a
+/// citizen's attribute: `access_id` must be a committed access of the
+/// caller's department to that blob, within the access window. Returns the
+/// access record.
+pub fn authorize_personal(
+    shared: &Shared,
+    caller: &TlsIdentity,
+    cid: &Cid,
+    access_id: &[u8],
+) -> Result<AccessRecord, Status> {
+    if access_id.is_empty() {
+        return Err(Status::permission_denied(format!(
+            "blob {cid} holds a citizen's attribute: read it with IdentityService.ReadAttribute, \
+             or pass access_transaction_id of a committed RecordAccess"
+        )));
+    }
+    let id = Digest::from_slice(access_id)
+        .map_err(|err| Status::invalid_argument(format!("access_transaction_id: {err}")))?;
+    let state = LedgerState(&shared.ledger);
+    let access = read_access(&state, &id)
+        .map_err(|err| internal("state read failed", err))?
+        .ok_or_else(|| Status::permission_denied(format!("no committed access {id} on chain")))?;
+    if access.cid != cid.to_string() {
+        return Err(Status::permission_denied(format!(
+            "access {id} released blob {}, not {cid}",
+            access.cid
+        )));
+    }
+    if access.department != caller.department {
+        return Err(Status::permission_denied(format!(
+            "access {id} was recorded by department {:?}, not {:?}",
+            access.department, caller.department
+        )));
+    }
+    let now = crate::driver::now_ms();
+    if now.saturating_sub(access.accessed_ms) > ACCESS_WINDOW_MS {
+        return Err(Status::permission_denied(format!(
+            "access {id} is older than {} minutes; record a new access",
+            ACCESS_WINDOW_MS / 60_000
+        )));
+    }
+    Ok(access)
+}
+
+/// Makes sure `cid` is stored here, fetching it from `holder`'s node (with
+/// this node's certificate and the same access id) if needed.
+pub async fn ensure_local(
+    shared: &Shared,
+    cid: &Cid,
+    holder: &str,
+    access_id: &[u8],
+) -> Result<(), Status> {
+    let blobs = shared.blobs.clone();
+    if blobs.store.stat(cid).map_err(status_from_blob)?.is_some() {
+        return Ok(());
+    }
+    let Some((address, tls)) = blobs.holders.get(holder).cloned() else {
+        return Err(Status::unavailable(format!(
+            "blob {cid} is held by department {holder:?}, and this node has no address for its node"
+        )));
+    };
+    let unavailable = |err: &dyn std::fmt::Display| {
+        Status::unavailable(format!("fetching blob {cid} from {holder}: {err}"))
+    };
+    let channel = Endpoint::from_shared(address.clone())
+        .map_err(|err| unavailable(&err))?
+        .tls_config(tls)
+        .map_err(|err| unavailable(&err))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|err| unavailable(&err))?;
+    let mut client = BlobServiceClient::new(channel)
+        .max_decoding_message_size(BLOB_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(BLOB_MESSAGE_BYTES_MAX);
+    let stream = client
+        .download(DownloadRequest {
+            cid: cid.to_string(),
+            offset: 0,
+            length: 0,
+            access_transaction_id: access_id.to_vec(),
+        })
+        .await
+        .map_err(|status| {
+            Status::new(
+                status.code(),
+                format!("holder {holder} refused blob {cid}: {}", status.message()),
+            )
+        })?
+        .into_inner();
+    let chunks = Box::pin(tokio_stream::StreamExt::map(stream, |item| {
+        item.map(|message| message.data)
+    }));
+    let limit = blobs.upload_bytes_max;
+    store_stream(blobs, Bytes::new(), chunks, limit, Some(*cid))
+        .await
+        .map_err(|status| {
+            if status.code() == tonic::Code::InvalidArgument {
+                Status::data_loss(format!(
+                    "holder {holder} sent bytes that do not match {cid}; nothing was kept"
+                ))
+            } else {
+                status
+            }
+        })?;
+    info!(%cid, holder, "fetched a blob from its holder");
+    Ok(())
+}
+
+#[derive(Clone)]
+pub struct BlobApi {
+    pub shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl BlobService for BlobApi {
+    async fn upload(
+        &self,
+        request: Request<Streaming<UploadRequest>>,
+    ) -> Result<Response<UploadResponse>, Status> {
+        caller_identity(&request)?;
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty upload: send a header first"))?;
+        let header = first.header.ok_or_else(|| {
+            Status::invalid_argument("the first upload message must carry the header")
+        })?;
+        let blobs = self.shared.blobs.clone();
+        let limit = match header.size_limit_bytes {
+            0 => blobs.upload_bytes_max,
+            asked => asked.min(blobs.upload_bytes_max),
+        };
+        let expected = match header.expected_cid.as_str() {
+            "" => None,
+            text => Some(parse_cid(text)?),
+        };
+        let chunks = Box::pin(tokio_stream::StreamExt::map(stream, |item| {
+            let message = item?;
+            if message.header.is_some() {
+                return Err(Status::invalid_argument(
+                    "only the first upload message may carry a header",
+                ));
+            }
+            Ok(message.data)
+        }));
+        let info = store_stream(blobs, first.data, chunks, limit, expected).await?;
+        info!(cid = %info.cid, bytes = info.size_bytes, "stored an uploaded blob");
+        Ok(Response::new(UploadResponse {
+            cid: info.cid.to_string(),
+            size_bytes: info.size_bytes,
+        }))
+    }
+
+    type DownloadStream = ChunkStream;
+
+    async fn download(
+        &self,
+        request: Request<DownloadRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let caller = caller_identity(&request)?;
+        let request = request.into_inner();
+        let cid = parse_cid(&request.cid)?;
+        let state = LedgerState(&self.shared.ledger);
+        let personal = blob_reference(&state, &request.cid)
+            .map_err(|err| internal("state read failed", err))?;
+        if let Some((citizen, name)) = personal {
+            authorize_personal(&self.shared, &caller, &cid, &request.access_transaction_id)?;
+            let holder = read_attribute(&state, &citizen, &name)
+                .map_err(|err| internal("state read failed", err))?
+                .map(|attribute| attribute.holder)
+                .unwrap_or_default();
+            if holder != self.shared.name {
+                ensure_local(&self.shared, &cid, &holder, &request.access_transaction_id).await?;
+            }
+        }
+        let stream = stream_blob(
+            self.shared.blobs.clone(),
+            cid,
+            request.offset,
+            request.length,
+        )?;
+        Ok(Response::new(stream))
+    }
+
+    async fn stat(&self, request: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
+        caller_identity(&request)?;
+        let request = request.into_inner();
+        let cid = parse_cid(&request.cid)?;
+        let info = self
+            .shared
+            .blobs
+            .store
+            .stat(&cid)
+            .map_err(status_from_blob)?
+            .ok_or_else(|| Status::not_found(format!("blob {cid} is not stored on this node")))?;
+        let personal = blob_reference(&LedgerState(&self.shared.ledger), &request.cid)
+            .map_err(|err| internal("state read failed", err))?
+            .is_some();
+        Ok(Response::new(StatResponse {
+            cid: cid.to_string(),
+            size_bytes: info.size_bytes,
+            personal,
+        }))
+    }
+}

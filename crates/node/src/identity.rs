@@ -1,0 +1,592 @@
+//! `IdentityService`: reads of identities and access logs, consented
+//! attribute reads that are recorded on chain before any byte leaves, and
+//! QR-code login.
+//!
+//! **Invariant:** `ReadAttribute` sends no byte of an attribute before the
+//! caller's `RecordAccess` transaction has committed with success.
+//!
+//! **Invariant:** a login challenge verifies at most once: the first
+//! correctly signed answer consumes it; it expires after its TTL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use govchain_crypto::{Digest, PublicKey, Signature};
+use govchain_exec::identity::{
+    accesses, attestation_valid, attribute_names, consents, current_attestations, read_access,
+    read_attribute, read_identity, valid_attribute_name,
+};
+use govchain_pki::TlsIdentity;
+use govchain_proto::blob::v1::DownloadResponse;
+use govchain_proto::identity::v1::identity_service_server::IdentityService;
+use govchain_proto::identity::v1::*;
+use govchain_proto::types::v1::{TransactionOutcome, transaction::Body};
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::blobs::{ensure_local, parse_cid, stream_blob};
+use crate::service::{NodeApi, internal};
+use crate::shared::{LedgerState, Shared};
+use crate::tls::caller_identity;
+
+/// How long `ReadAttribute` waits for its access to commit.
+pub const ACCESS_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Login challenges outstanding at once on one node.
+pub const LOGIN_CHALLENGES_MAX: usize = 10_000;
+/// Default and longest lifetime of a login challenge.
+pub const LOGIN_TTL_DEFAULT_SECS: u32 = 120;
+pub const LOGIN_TTL_MAX_SECS: u32 = 600;
+/// Attributes one login may ask for.
+pub const LOGIN_ATTRIBUTES_MAX: usize = 16;
+/// The prefix of every login payload, and the domain the device signs in.
+pub const LOGIN_PAYLOAD_PREFIX: &str = "govchain-login:v1?";
+pub const LOGIN_SIGNING_DOMAIN: &str = "govchain/login/v1\n";
+
+struct Challenge {
+    payload: String,
+    expires_ms: u64,
+    used: bool,
+}
+
+#[derive(Clone)]
+pub struct IdentityApi {
+    node: NodeApi,
+    challenges: Arc<Mutex<HashMap<[u8; 16], Challenge>>>,
+}
+
+impl IdentityApi {
+    pub fn new(node: NodeApi) -> Self {
+        Self {
+            node,
+            challenges: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.node.shared
+    }
+
+    fn challenges(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Challenge>> {
+        self.challenges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until `id` is committed and returns whether it succeeded (with
+    /// the error text if not).
+    async fn wait_committed(&self, id: &Digest) -> Result<Result<(), String>, Status> {
+        let mut blocks = self.shared().blocks.subscribe();
+        let deadline = tokio::time::Instant::now() + ACCESS_COMMIT_TIMEOUT;
+        loop {
+            if let Some(location) = self
+                .shared()
+                .ledger
+                .transaction(id)
+                .map_err(|err| internal("ledger read failed", err))?
+            {
+                let result =
+                    <govchain_proto::types::v1::TransactionResult as prost::Message>::decode(
+                        location.result.as_slice(),
+                    )
+                    .map_err(|err| internal("stored result does not decode", err))?;
+                return Ok(if result.outcome == TransactionOutcome::Success as i32 {
+                    Ok(())
+                } else {
+                    Err(result.error)
+                });
+            }
+            // Wake on the next block, or poll now and then in case the
+            // subscription lagged.
+            let wait = tokio::time::timeout(Duration::from_millis(200), blocks.recv());
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "access {id} did not commit within {} s; it may still commit: retry with the same envelope",
+                    ACCESS_COMMIT_TIMEOUT.as_secs()
+                )));
+            }
+            let _ = wait.await;
+        }
+    }
+}
+
+fn citizen_from(public_key: &[u8], did: &str) -> Result<PublicKey, Status> {
+    if !public_key.is_empty() {
+        return PublicKey::from_slice(public_key)
+            .map_err(|err| Status::invalid_argument(format!("public_key: {err}")));
+    }
+    if !did.is_empty() {
+        return PublicKey::from_did_key(did)
+            .map_err(|err| Status::invalid_argument(format!("did: {err}")));
+    }
+    Err(Status::invalid_argument(
+        "give the citizen's public_key or did",
+    ))
+}
+
+/// The fields of a login payload, in the order they are written.
+struct LoginPayload {
+    chain: String,
+    relying_party: String,
+    website: String,
+    nonce: [u8; 16],
+    attributes: Vec<String>,
+    expires_ms: u64,
+}
+
+impl LoginPayload {
+    fn to_text(&self) -> String {
+        format!(
+            "{LOGIN_PAYLOAD_PREFIX}chain={}&rp={}&site={}&nonce={}&attrs={}&exp={}",
+            self.chain,
+            self.relying_party,
+            self.website,
+            hex::encode(self.nonce),
+            self.attributes.join(","),
+            self.expires_ms
+        )
+    }
+
+    fn parse(text: &str) -> Result<Self, Status> {
+        let invalid = |reason: &str| {
+            Status::invalid_argument(format!(
+                "qr_payload is not a govchain login payload: {reason}"
+            ))
+        };
+        let query = text
+            .strip_prefix(LOGIN_PAYLOAD_PREFIX)
+            .ok_or_else(|| invalid("wrong prefix"))?;
+        let mut fields = HashMap::new();
+        for pair in query.split('&') {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| invalid("a field has no '='"))?;
+            if fields.insert(key, value).is_some() {
+                return Err(invalid("a field appears twice"));
+            }
+        }
+        let field = |name: &str| {
+            fields
+                .get(name)
+                .copied()
+                .ok_or_else(|| invalid(&format!("no {name} field")))
+        };
+        let nonce: [u8; 16] = hex::decode(field("nonce")?)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| invalid("nonce is not 32 hex characters"))?;
+        let attributes = match field("attrs")? {
+            "" => Vec::new(),
+            list => list.split(',').map(str::to_owned).collect(),
+        };
+        Ok(Self {
+            chain: field("chain")?.to_owned(),
+            relying_party: field("rp")?.to_owned(),
+            website: field("site")?.to_owned(),
+            nonce,
+            attributes,
+            expires_ms: field("exp")?
+                .parse()
+                .map_err(|_| invalid("exp is not a number"))?,
+        })
+    }
+}
+
+fn valid_website(website: &str) -> bool {
+    website.len() <= 128
+        && website
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:/".contains(&b))
+}
+
+fn require_department_node(shared: &Shared, caller: &TlsIdentity) -> Result<(), Status> {
+    if caller.department == shared.name {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!(
+        "this is {:?}'s node; department {:?} must call its own node",
+        shared.name, caller.department
+    )))
+}
+
+#[tonic::async_trait]
+impl IdentityService for IdentityApi {
+    async fn get_identity(
+        &self,
+        request: Request<GetIdentityRequest>,
+    ) -> Result<Response<GetIdentityResponse>, Status> {
+        caller_identity(&request)?;
+        let request = request.into_inner();
+        let citizen = citizen_from(&request.public_key, &request.did)?;
+        let shared = self.shared();
+        let state = LedgerState(&shared.ledger);
+        let read_failed = |err| internal("state read failed", err);
+        let identity = read_identity(&state, &citizen)
+            .map_err(read_failed)?
+            .ok_or_else(|| {
+                Status::not_found(format!("no identity {} on chain", citizen.to_did_key()))
+            })?;
+        let now = crate::driver::now_ms();
+        let mut attributes = Vec::new();
+        for name in attribute_names(&state, &citizen).map_err(read_failed)? {
+            let Some(attribute) = read_attribute(&state, &citizen, &name).map_err(read_failed)?
+            else {
+                continue;
+            };
+            let attestations =
+                current_attestations(&state, &shared.limits.departments, &attribute, &citizen)
+                    .map_err(read_failed)?;
+            let attested = attestations.iter().any(|a| attestation_valid(a, now));
+            attributes.push(AttributeState {
+                attribute: Some(attribute),
+                attestations,
+                attested,
+            });
+        }
+        let consents = consents(&state, &citizen).map_err(read_failed)?;
+        Ok(Response::new(GetIdentityResponse {
+            identity: Some(identity),
+            attributes,
+            consents,
+        }))
+    }
+
+    async fn list_accesses(
+        &self,
+        request: Request<ListAccessesRequest>,
+    ) -> Result<Response<ListAccessesResponse>, Status> {
+        caller_identity(&request)?;
+        let request = request.into_inner();
+        let citizen = citizen_from(&request.public_key, &request.did)?;
+        let state = LedgerState(&self.shared().ledger);
+        if read_identity(&state, &citizen)
+            .map_err(|err| internal("state read failed", err))?
+            .is_none()
+        {
+            return Err(Status::not_found(format!(
+                "no identity {} on chain",
+                citizen.to_did_key()
+            )));
+        }
+        let accesses =
+            accesses(&state, &citizen).map_err(|err| internal("state read failed", err))?;
+        Ok(Response::new(ListAccessesResponse { accesses }))
+    }
+
+    type ReadAttributeStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<DownloadResponse, Status>> + Send>,
+    >;
+
+    async fn read_attribute(
+        &self,
+        request: Request<ReadAttributeRequest>,
+    ) -> Result<Response<Self::ReadAttributeStream>, Status> {
+        let caller = caller_identity(&request)?;
+        let shared = self.shared();
+        require_department_node(shared, &caller)?;
+        let envelope = request
+            .into_inner()
+            .envelope
+            .ok_or_else(|| Status::invalid_argument("envelope is required"))?;
+        let department = shared
+            .limits
+            .departments
+            .by_name(&caller.department)
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "department {:?} has no signing key in genesis, so it may not read attributes",
+                    caller.department
+                ))
+            })?;
+        if envelope.signer != department.public_key.as_bytes() {
+            return Err(Status::permission_denied(format!(
+                "the access must be signed by {:?}'s signing key, the department of your certificate",
+                caller.department
+            )));
+        }
+        let payload = <govchain_proto::types::v1::Transaction as prost::Message>::decode(
+            envelope.payload.clone(),
+        )
+        .map_err(|err| Status::invalid_argument(format!("payload: {err}")))?;
+        if !matches!(payload.body, Some(Body::RecordAccess(_))) {
+            return Err(Status::invalid_argument(
+                "ReadAttribute takes a RecordAccess transaction",
+            ));
+        }
+        let id = govchain_exec::transaction_id(
+            &envelope.chain_id,
+            &envelope.signer,
+            envelope.nonce,
+            &envelope.payload,
+        );
+        // A retry after DEADLINE_EXCEEDED resubmits the same envelope: it
+        // is then pending or committed, and we wait for it again.
+        match self.node.submit(envelope).await {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::AlreadyExists => {}
+            Err(status) => return Err(status),
+        }
+        if let Err(error) = self.wait_committed(&id).await? {
+            return Err(Status::permission_denied(format!(
+                "the access was ordered but refused: {error}"
+            )));
+        }
+        let state = LedgerState(&shared.ledger);
+        let access = read_access(&state, &id)
+            .map_err(|err| internal("state read failed", err))?
+            .ok_or_else(|| internal("committed access has no record", id))?;
+        let cid = parse_cid(&access.cid)?;
+        let citizen = PublicKey::from_slice(&access.citizen)
+            .map_err(|err| internal("stored access has a bad citizen key", err))?;
+        let holder = read_attribute(&state, &citizen, &access.attribute)
+            .map_err(|err| internal("state read failed", err))?
+            .map(|attribute| attribute.holder)
+            .unwrap_or_default();
+        ensure_local(shared, &cid, &holder, id.as_bytes()).await?;
+        info!(access = %id.short(), attribute = %access.attribute, department = %access.department, "releasing an attribute under a recorded access");
+        Ok(Response::new(stream_blob(shared.blobs.clone(), cid, 0, 0)?))
+    }
+
+    async fn create_login_challenge(
+        &self,
+        request: Request<CreateLoginChallengeRequest>,
+    ) -> Result<Response<CreateLoginChallengeResponse>, Status> {
+        let caller = caller_identity(&request)?;
+        let request = request.into_inner();
+        if request.requested_attributes.len() > LOGIN_ATTRIBUTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "at most {LOGIN_ATTRIBUTES_MAX} attributes per login"
+            )));
+        }
+        if let Some(bad) = request
+            .requested_attributes
+            .iter()
+            .find(|name| !valid_attribute_name(name))
+        {
+            return Err(Status::invalid_argument(format!(
+                "{bad:?} is not an attribute name"
+            )));
+        }
+        if !valid_website(&request.website) {
+            return Err(Status::invalid_argument(
+                "website must be at most 128 characters of letters, digits, '.', '-', ':' and '/'",
+            ));
+        }
+        let ttl = match request.ttl_seconds {
+            0 => LOGIN_TTL_DEFAULT_SECS,
+            ttl if ttl <= LOGIN_TTL_MAX_SECS => ttl,
+            ttl => {
+                return Err(Status::invalid_argument(format!(
+                    "ttl_seconds {ttl} is over the maximum {LOGIN_TTL_MAX_SECS}"
+                )));
+            }
+        };
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce)
+            .map_err(|err| internal("the random number generator failed", err))?;
+        let now = crate::driver::now_ms();
+        let payload = LoginPayload {
+            chain: self.shared().chain_id().to_owned(),
+            relying_party: caller.department.clone(),
+            website: request.website,
+            nonce,
+            attributes: request.requested_attributes,
+            expires_ms: now + u64::from(ttl) * 1000,
+        };
+        let text = payload.to_text();
+        let svg = qrcode::QrCode::new(text.as_bytes())
+            .map_err(|err| internal("QR encoding failed", err))?
+            .render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(256, 256)
+            .build();
+        {
+            let mut challenges = self.challenges();
+            challenges.retain(|_, challenge| challenge.expires_ms > now);
+            if challenges.len() >= LOGIN_CHALLENGES_MAX {
+                return Err(Status::resource_exhausted(format!(
+                    "{LOGIN_CHALLENGES_MAX} login challenges are outstanding; retry later"
+                )));
+            }
+            challenges.insert(
+                nonce,
+                Challenge {
+                    payload: text.clone(),
+                    expires_ms: payload.expires_ms,
+                    used: false,
+                },
+            );
+        }
+        Ok(Response::new(CreateLoginChallengeResponse {
+            qr_payload: text,
+            qr_svg: svg,
+            nonce: nonce.to_vec(),
+            expires_ms: payload.expires_ms,
+            relying_party: payload.relying_party,
+        }))
+    }
+
+    async fn complete_login(
+        &self,
+        request: Request<CompleteLoginRequest>,
+    ) -> Result<Response<CompleteLoginResponse>, Status> {
+        let caller = caller_identity(&request)?;
+        let request = request.into_inner();
+        let payload = LoginPayload::parse(&request.qr_payload)?;
+        let shared = self.shared();
+        if payload.chain != shared.chain_id() {
+            return Err(Status::invalid_argument(format!(
+                "the challenge is for chain {:?}, this is {:?}",
+                payload.chain,
+                shared.chain_id()
+            )));
+        }
+        if payload.relying_party != caller.department {
+            return Err(Status::permission_denied(format!(
+                "the challenge is for relying party {:?}; only it may complete the login",
+                payload.relying_party
+            )));
+        }
+        let citizen = PublicKey::from_slice(&request.public_key)
+            .map_err(|err| Status::invalid_argument(format!("public_key: {err}")))?;
+        let signature = Signature::from_slice(&request.signature)
+            .map_err(|err| Status::invalid_argument(format!("signature: {err}")))?;
+        let now = crate::driver::now_ms();
+        {
+            let challenges = self.challenges();
+            let challenge = challenges.get(&payload.nonce).ok_or_else(|| {
+                Status::not_found(
+                    "unknown login challenge: it was not issued by this node, or expired long ago",
+                )
+            })?;
+            if challenge.payload != request.qr_payload {
+                return Err(Status::invalid_argument(
+                    "the payload differs from the challenge this node issued",
+                ));
+            }
+            if challenge.expires_ms <= now {
+                return Err(Status::failed_precondition(format!(
+                    "the login challenge expired at {} ms",
+                    challenge.expires_ms
+                )));
+            }
+            if challenge.used {
+                return Err(Status::already_exists(
+                    "the login challenge was already used; show a new QR code",
+                ));
+            }
+        }
+        let state = LedgerState(&shared.ledger);
+        let read_failed = |err| internal("state read failed", err);
+        let identity = read_identity(&state, &citizen)
+            .map_err(read_failed)?
+            .ok_or_else(|| {
+                Status::not_found(format!("no identity {} on chain", citizen.to_did_key()))
+            })?;
+        let signed = [
+            LOGIN_SIGNING_DOMAIN.as_bytes(),
+            request.qr_payload.as_bytes(),
+        ]
+        .concat();
+        citizen.verify(&signed, &signature).map_err(|_| {
+            Status::unauthenticated(format!(
+                "the signature does not verify for {}",
+                citizen.to_did_key()
+            ))
+        })?;
+        // Consume the challenge; a concurrent answer may have won.
+        {
+            let mut challenges = self.challenges();
+            match challenges.get_mut(&payload.nonce) {
+                Some(challenge) if !challenge.used => challenge.used = true,
+                _ => {
+                    return Err(Status::already_exists(
+                        "the login challenge was already used; show a new QR code",
+                    ));
+                }
+            }
+        }
+        let citizen_consents = consents(&state, &citizen).map_err(read_failed)?;
+        let mut claims = Vec::new();
+        for name in &payload.attributes {
+            let attribute = read_attribute(&state, &citizen, name)
+                .map_err(read_failed)?
+                .ok_or_else(|| {
+                    Status::permission_denied(format!("{} has not declared {name:?}", identity.did))
+                })?;
+            let attested_by: Vec<String> =
+                current_attestations(&state, &shared.limits.departments, &attribute, &citizen)
+                    .map_err(read_failed)?
+                    .into_iter()
+                    .filter(|a| attestation_valid(a, now))
+                    .map(|a| a.department)
+                    .collect();
+            if attested_by.is_empty() {
+                return Err(Status::permission_denied(format!(
+                    "{name:?} of {} is not attested by any department",
+                    identity.did
+                )));
+            }
+            let consented = citizen_consents.iter().any(|consent| {
+                consent.department == payload.relying_party
+                    && !consent.revoked
+                    && consent.expires_ms > now
+                    && consent.attributes.contains(name)
+            });
+            if !consented {
+                return Err(Status::permission_denied(format!(
+                    "{} has no valid consent letting {:?} use {name:?}",
+                    identity.did, payload.relying_party
+                )));
+            }
+            claims.push(Claim {
+                name: name.clone(),
+                commitment: attribute.commitment,
+                cid: attribute.cid,
+                attested_by,
+            });
+        }
+        info!(did = %identity.did, relying_party = %payload.relying_party, "login completed");
+        Ok(Response::new(CompleteLoginResponse {
+            did: identity.did,
+            public_key: citizen.as_bytes().to_vec(),
+            relying_party: payload.relying_party,
+            claims,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_payload_round_trips() {
+        let payload = LoginPayload {
+            chain: "govchain-dev".into(),
+            relying_party: "tax".into(),
+            website: "tax.gov.example".into(),
+            nonce: [7; 16],
+            attributes: vec!["name".into(), "photo".into()],
+            expires_ms: 1_700_000_000_000,
+        };
+        let text = payload.to_text();
+        assert!(text.starts_with("govchain-login:v1?chain=govchain-dev&rp=tax&"));
+        let parsed = LoginPayload::parse(&text).expect("parse");
+        assert_eq!(parsed.to_text(), text);
+        assert_eq!(parsed.attributes, ["name", "photo"]);
+    }
+
+    #[test]
+    fn bad_login_payloads_are_invalid_arguments() {
+        for text in [
+            "",
+            "https://example.org",
+            "govchain-login:v1?chain=a&rp=b&site=&nonce=00&attrs=&exp=1",
+            "govchain-login:v1?chain=a&rp=b&site=&nonce=07070707070707070707070707070707&attrs=&exp=x",
+            "govchain-login:v1?chain=a&chain=a&rp=b",
+        ] {
+            let status = LoginPayload::parse(text).err().expect(text);
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{text}");
+        }
+    }
+}
