@@ -63,6 +63,12 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `--attests` of `certs init` for the departments that attest.
+pub const ATTESTERS: [(&str, &str); 2] = [
+    ("civil", "civil=name,date_of_birth,photo,address"),
+    ("police", "police=name,photo"),
+];
+
 pub fn departments(n: usize) -> Vec<String> {
     [
         "health",
@@ -121,6 +127,12 @@ impl Cluster {
         let observers_arg = observer_names.join(",");
         if observers > 0 {
             init.extend(["--observers", &observers_arg]);
+        }
+        // Attestation roles as on a devnet, for the departments present.
+        for (department, roles) in ATTESTERS {
+            if names.iter().any(|name| name == department) {
+                init.extend(["--attests", roles]);
+            }
         }
         govchain(&init);
         let genesis_path = certs.join("genesis.json");
@@ -435,7 +447,12 @@ impl<R: prost::Message + Default + Send + 'static> tonic::codec::Codec for RawCo
 impl Cluster {
     /// A raw channel to node `i` with department `i`'s client certificate.
     pub async fn channel(&self, i: usize) -> Channel {
-        let dept = self.certs().join(&self.nodes[i].name);
+        self.channel_as(i, &self.nodes[i].name.clone()).await
+    }
+
+    /// A raw channel to node `i` with `department`'s client certificate.
+    pub async fn channel_as(&self, i: usize, department: &str) -> Channel {
+        let dept = self.certs().join(department);
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(
                 std::fs::read(self.certs().join("ca.crt")).unwrap(),

@@ -139,9 +139,9 @@ pub fn status_from_blob(err: BlobError) -> Status {
             Status::resource_exhausted(message)
         }
         BlobError::RangeOutOfBounds { .. } => Status::out_of_range(message),
-        BlobError::Read { .. } => Status::aborted(format!(
-            "the upload stream failed, nothing was recorded: {message}"
-        )),
+        BlobError::Read { source, .. } => {
+            Status::aborted(format!("nothing was recorded: {message}: {source}"))
+        }
         BlobError::Corrupt { .. }
         | BlobError::Missing { .. }
         | BlobError::Malformed { .. }
@@ -179,15 +179,17 @@ impl Read for ChannelReader {
 
 /// Stores the chunks that `chunks` yields, with back-pressure: at most
 /// [`TRANSFER_CHUNKS_BUFFERED_MAX`] wait for the store.
+/// `chunks` yields the data of each message and whether it was the last;
+/// a stream that ends before its last message records nothing.
 async fn store_stream<S>(
     blobs: Arc<Blobs>,
-    first: Bytes,
+    first: (Bytes, bool),
     mut chunks: S,
     limit: u64,
     expected: Option<Cid>,
 ) -> Result<BlobInfo, Status>
 where
-    S: Stream<Item = Result<Bytes, Status>> + Unpin,
+    S: Stream<Item = Result<(Bytes, bool), Status>> + Unpin,
 {
     use tokio_stream::StreamExt as _;
     let (sender, receiver) = std_mpsc::sync_channel(TRANSFER_CHUNKS_BUFFERED_MAX);
@@ -202,11 +204,22 @@ where
         let sender = sender.clone();
         tokio::task::spawn_blocking(move || sender.send(item).is_ok())
     };
+    let (first, mut finished) = first;
     let mut open = first.is_empty() || send(&sender, Ok(first)).await.unwrap_or(false);
-    while open {
+    // A message the client should not have sent is reported as such, not
+    // as the failed read it causes.
+    let mut refusal = None;
+    while open && !finished {
         match chunks.next().await {
-            None => break,
-            Some(Ok(chunk)) => {
+            None => {
+                let error = io::Error::other(
+                    "the upload was cut off: the stream ended before a message with finish set",
+                );
+                let _ = send(&sender, Err(error)).await;
+                break;
+            }
+            Some(Ok((chunk, last))) => {
+                finished = last;
                 if !chunk.is_empty() {
                     open = send(&sender, Ok(chunk)).await.unwrap_or(false);
                 }
@@ -214,14 +227,21 @@ where
             Some(Err(status)) => {
                 let error = io::Error::other(format!("stream ended early: {}", status.message()));
                 let _ = send(&sender, Err(error)).await;
+                if status.code() == tonic::Code::InvalidArgument {
+                    refusal = Some(status);
+                }
                 break;
             }
         }
     }
     drop(sender);
-    writer
+    let stored = writer
         .await
-        .map_err(|err| internal("blob writer task failed", err))?
+        .map_err(|err| internal("blob writer task failed", err))?;
+    match (stored, refusal) {
+        (Err(_), Some(refusal)) => Err(refusal),
+        (stored, _) => stored,
+    }
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<DownloadResponse, Status>> + Send>>;
@@ -335,6 +355,29 @@ pub fn authorize_personal(
     Ok(access)
 }
 
+/// How long a holder waits for an access it has not seen yet: the reader's
+/// node may have committed the block a moment before this one.
+pub const ACCESS_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits up to [`ACCESS_WAIT`] for the access `access_id` to be in this
+/// node's state; returns at once if the id is malformed or already there.
+async fn wait_for_access(shared: &Shared, access_id: &[u8]) -> Result<(), Status> {
+    let Ok(id) = Digest::from_slice(access_id) else {
+        return Ok(());
+    };
+    let mut blocks = shared.blocks.subscribe();
+    let deadline = tokio::time::Instant::now() + ACCESS_WAIT;
+    loop {
+        let found = read_access(&LedgerState(&shared.ledger), &id)
+            .map_err(|err| internal("state read failed", err))?
+            .is_some();
+        if found || tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), blocks.recv()).await;
+    }
+}
+
 /// Makes sure `cid` is stored here, fetching it from `holder`'s node (with
 /// this node's certificate and the same access id) if needed.
 pub async fn ensure_local(
@@ -381,11 +424,13 @@ pub async fn ensure_local(
             )
         })?
         .into_inner();
-    let chunks = Box::pin(tokio_stream::StreamExt::map(stream, |item| {
-        item.map(|message| message.data)
-    }));
+    // A download ends cleanly only when the holder sent everything.
+    let chunks = Box::pin(tokio_stream::StreamExt::chain(
+        tokio_stream::StreamExt::map(stream, |item| item.map(|message| (message.data, false))),
+        tokio_stream::once(Ok((Bytes::new(), true))),
+    ));
     let limit = blobs.upload_bytes_max;
-    store_stream(blobs, Bytes::new(), chunks, limit, Some(*cid))
+    store_stream(blobs, (Bytes::new(), false), chunks, limit, Some(*cid))
         .await
         .map_err(|status| {
             if status.code() == tonic::Code::InvalidArgument {
@@ -436,9 +481,9 @@ impl BlobService for BlobApi {
                     "only the first upload message may carry a header",
                 ));
             }
-            Ok(message.data)
+            Ok((message.data, message.finish))
         }));
-        let info = store_stream(blobs, first.data, chunks, limit, expected).await?;
+        let info = store_stream(blobs, (first.data, first.finish), chunks, limit, expected).await?;
         info!(cid = %info.cid, bytes = info.size_bytes, "stored an uploaded blob");
         Ok(Response::new(UploadResponse {
             cid: info.cid.to_string(),
@@ -459,6 +504,7 @@ impl BlobService for BlobApi {
         let personal = blob_reference(&state, &request.cid)
             .map_err(|err| internal("state read failed", err))?;
         if let Some((citizen, name)) = personal {
+            wait_for_access(&self.shared, &request.access_transaction_id).await?;
             authorize_personal(&self.shared, &caller, &cid, &request.access_transaction_id)?;
             let holder = read_attribute(&state, &citizen, &name)
                 .map_err(|err| internal("state read failed", err))?

@@ -1,0 +1,749 @@
+//! Citizen identity over real mTLS between real node processes: the
+//! consented, audited read across departments (the holder's node serves the
+//! blob to the reader's node), and every refusal of issue 5's "bad input"
+//! list with its status code, leaving state unchanged.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use govchain_crypto::{Digest, SigningKey};
+use govchain_exec::identity::attribute_commitment;
+use govchain_proto::blob::v1::blob_service_client::BlobServiceClient;
+use govchain_proto::blob::v1::*;
+use govchain_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use govchain_proto::identity::v1::*;
+use govchain_proto::node::v1::node_service_client::NodeServiceClient;
+use govchain_proto::node::v1::*;
+use govchain_proto::types::v1::*;
+use prost::Message as _;
+use support::*;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const HEALTH: usize = 0;
+const TAX: usize = 1;
+const POLICE: usize = 2;
+const CIVIL: usize = 3;
+
+const PURPOSE: &str = "benefit-eligibility-check";
+
+/// Clients of one node, all with one department's certificate.
+struct Clients {
+    node: NodeServiceClient<Channel>,
+    identity: IdentityServiceClient<Channel>,
+    blob: BlobServiceClient<Channel>,
+}
+
+async fn clients(cluster: &Cluster, node: usize, department: &str) -> Clients {
+    let channel = cluster.channel_as(node, department).await;
+    Clients {
+        node: NodeServiceClient::new(channel.clone()),
+        identity: IdentityServiceClient::new(channel.clone()).max_decoding_message_size(4 << 20),
+        blob: BlobServiceClient::new(channel)
+            .max_decoding_message_size(4 << 20)
+            .max_encoding_message_size(4 << 20),
+    }
+}
+
+fn signing_key(cluster: &Cluster, department: &str) -> SigningKey {
+    let pem =
+        std::fs::read_to_string(cluster.certs().join(department).join("signing.key")).unwrap();
+    SigningKey::from_pkcs8_pem(&pem).unwrap()
+}
+
+async fn next_nonce(node: &mut NodeServiceClient<Channel>, key: &SigningKey) -> u64 {
+    node.get_account(GetAccountRequest {
+        public_key: key.public_key().as_bytes().to_vec(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .pending_nonce
+        + 1
+}
+
+async fn signed(
+    node: &mut NodeServiceClient<Channel>,
+    key: &SigningKey,
+    body: transaction::Body,
+) -> TransactionEnvelope {
+    let nonce = next_nonce(node, key).await;
+    sign(key, nonce, body)
+}
+
+/// Submits and waits for the commit; returns the id and the result.
+async fn commit(
+    node: &mut NodeServiceClient<Channel>,
+    key: &SigningKey,
+    body: transaction::Body,
+) -> (Digest, TransactionResult) {
+    let envelope = signed(node, key, body).await;
+    let id = submit(node, envelope).await.unwrap();
+    committed_height(node, id).await;
+    let result = node
+        .get_transaction(GetTransactionRequest {
+            transaction_id: id.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    (id, result)
+}
+
+async fn commit_ok(
+    node: &mut NodeServiceClient<Channel>,
+    key: &SigningKey,
+    body: transaction::Body,
+) -> Digest {
+    let (id, result) = commit(node, key, body).await;
+    assert_eq!(
+        result.outcome,
+        TransactionOutcome::Success as i32,
+        "{}",
+        result.error
+    );
+    id
+}
+
+/// Submits a transaction that admission must refuse; returns the status.
+async fn refused(
+    node: &mut NodeServiceClient<Channel>,
+    key: &SigningKey,
+    body: transaction::Body,
+) -> tonic::Status {
+    let envelope = signed(node, key, body).await;
+    let before = next_nonce(node, key).await;
+    let status = submit(node, envelope)
+        .await
+        .expect_err("admission should refuse");
+    assert_eq!(
+        next_nonce(node, key).await,
+        before,
+        "a refused transaction must not use its nonce"
+    );
+    status
+}
+
+fn assert_status(status: &tonic::Status, code: Code, fragment: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(fragment),
+        "{:?} does not mention {fragment:?}",
+        status.message()
+    );
+}
+
+fn seal(value: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let salt = Digest::sha256(value).to_vec();
+    let sealed = SealedAttribute {
+        salt: salt.clone(),
+        media_type: "application/octet-stream".into(),
+        value: value.to_vec(),
+    };
+    (
+        sealed.encode_to_vec(),
+        attribute_commitment(&salt, value).to_vec(),
+    )
+}
+
+fn upload_messages(header: UploadHeader, bytes: &[u8]) -> Vec<UploadRequest> {
+    let mut messages = vec![UploadRequest {
+        header: Some(header),
+        data: Bytes::new(),
+        finish: false,
+    }];
+    messages.extend(bytes.chunks(256 * 1024).map(|chunk| UploadRequest {
+        header: None,
+        data: Bytes::copy_from_slice(chunk),
+        finish: false,
+    }));
+    if let Some(last) = messages.last_mut() {
+        last.finish = true;
+    }
+    messages
+}
+
+async fn upload(
+    blob: &mut BlobServiceClient<Channel>,
+    header: UploadHeader,
+    bytes: &[u8],
+) -> Result<UploadResponse, tonic::Status> {
+    let messages = upload_messages(header, bytes);
+    blob.upload(tokio_stream::iter(messages))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Reassembles a download that starts at `start`; message offsets count
+/// from the blob's first byte.
+async fn read_stream(
+    mut stream: tonic::Streaming<DownloadResponse>,
+    start: u64,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut bytes = Vec::new();
+    while let Some(message) = stream.message().await? {
+        assert_eq!(
+            message.offset,
+            start + bytes.len() as u64,
+            "chunks arrive in order"
+        );
+        bytes.extend_from_slice(&message.data);
+    }
+    Ok(bytes)
+}
+
+fn declare(
+    name: &str,
+    cid: &str,
+    commitment: &[u8],
+    holder: &str,
+    size: usize,
+) -> transaction::Body {
+    transaction::Body::DeclareAttribute(DeclareAttribute {
+        name: name.into(),
+        cid: cid.into(),
+        commitment: commitment.to_vec(),
+        holder: holder.into(),
+        size_bytes: size as u64,
+    })
+}
+
+fn consent(department: &str, attributes: &[&str], expires_ms: u64) -> transaction::Body {
+    transaction::Body::GrantConsent(GrantConsent {
+        department: department.into(),
+        attributes: attributes.iter().map(|a| (*a).to_owned()).collect(),
+        purpose: PURPOSE.into(),
+        expires_ms,
+        jurisdiction: "EU".into(),
+    })
+}
+
+fn access(citizen: &SigningKey, attribute: &str, consent_id: &Digest) -> transaction::Body {
+    transaction::Body::RecordAccess(RecordAccess {
+        citizen: citizen.public_key().as_bytes().to_vec(),
+        attribute: attribute.into(),
+        consent_id: consent_id.to_vec(),
+        purpose: PURPOSE.into(),
+    })
+}
+
+async fn read_attribute(
+    clients: &mut Clients,
+    key: &SigningKey,
+    body: transaction::Body,
+) -> Result<Vec<u8>, tonic::Status> {
+    let envelope = signed(&mut clients.node, key, body).await;
+    let stream = clients
+        .identity
+        .read_attribute(ReadAttributeRequest {
+            envelope: Some(envelope),
+        })
+        .await?
+        .into_inner();
+    read_stream(stream, 0).await
+}
+
+async fn identity_of(
+    identity: &mut IdentityServiceClient<Channel>,
+    citizen: &SigningKey,
+) -> GetIdentityResponse {
+    identity
+        .get_identity(GetIdentityRequest {
+            public_key: citizen.public_key().as_bytes().to_vec(),
+            did: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn accesses(
+    identity: &mut IdentityServiceClient<Channel>,
+    citizen: &SigningKey,
+) -> Vec<AccessRecord> {
+    identity
+        .list_accesses(ListAccessesRequest {
+            public_key: Vec::new(),
+            did: citizen.public_key().to_did_key(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .accesses
+}
+
+fn now_ms() -> u64 {
+    govchain_node::now_ms()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
+    let cluster = Cluster::start(4).await;
+    let citizen = SigningKey::from_seed([42; 32]);
+    let stranger = SigningKey::from_seed([43; 32]);
+    let (civil_key, tax_key, police_key) = (
+        signing_key(&cluster, "civil"),
+        signing_key(&cluster, "tax"),
+        signing_key(&cluster, "police"),
+    );
+    // The citizen uses civil's portal; tax reads through its own node.
+    let mut civil = clients(&cluster, CIVIL, "civil").await;
+    let mut tax = clients(&cluster, TAX, "tax").await;
+
+    // Unknown identity: nothing can be declared, read or listed.
+    let photo: Vec<u8> = (0..1_300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (sealed, commitment) = seal(&photo);
+    let stored = upload(&mut civil.blob, UploadHeader::default(), &sealed)
+        .await
+        .unwrap();
+    assert_eq!(stored.size_bytes, sealed.len() as u64);
+    let body = declare("photo", &stored.cid, &commitment, "civil", sealed.len());
+    let status = refused(&mut civil.node, &citizen, body.clone()).await;
+    assert_status(&status, Code::NotFound, "no identity did:key:z6Mk");
+    let status = civil
+        .identity
+        .get_identity(GetIdentityRequest {
+            public_key: citizen.public_key().as_bytes().to_vec(),
+            did: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::NotFound, "no identity");
+
+    commit_ok(
+        &mut civil.node,
+        &citizen,
+        transaction::Body::CreateIdentity(CreateIdentity {}),
+    )
+    .await;
+    let status = refused(
+        &mut civil.node,
+        &citizen,
+        transaction::Body::CreateIdentity(CreateIdentity {}),
+    )
+    .await;
+    assert_status(&status, Code::AlreadyExists, "already exists");
+
+    // The declaration must go through the holder's node, which must hold
+    // the blob with the declared size.
+    let status = refused(
+        &mut civil.node,
+        &citizen,
+        declare("photo", &stored.cid, &commitment, "tax", sealed.len()),
+    )
+    .await;
+    assert_status(&status, Code::FailedPrecondition, "names \"tax\" as holder");
+    let status = refused(&mut tax.node, &citizen, body.clone()).await;
+    assert_status(
+        &status,
+        Code::FailedPrecondition,
+        "names \"civil\" as holder",
+    );
+    let status = refused(
+        &mut civil.node,
+        &citizen,
+        declare(
+            "photo",
+            "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+            &commitment,
+            "civil",
+            5,
+        ),
+    )
+    .await;
+    assert_status(&status, Code::FailedPrecondition, "upload it first");
+    let status = refused(
+        &mut civil.node,
+        &citizen,
+        declare("photo", &stored.cid, &commitment, "civil", 7),
+    )
+    .await;
+    assert_status(&status, Code::InvalidArgument, "the declaration says 7");
+    commit_ok(&mut civil.node, &citizen, body).await;
+
+    // Attestation: only a department whose genesis role covers the name.
+    let attest = transaction::Body::AttestAttribute(AttestAttribute {
+        citizen: citizen.public_key().as_bytes().to_vec(),
+        name: "photo".into(),
+        commitment: commitment.clone(),
+        expires_ms: 0,
+    });
+    let status = refused(&mut tax.node, &tax_key, attest.clone()).await;
+    assert_status(&status, Code::PermissionDenied, "may not attest \"photo\"");
+    let status = refused(&mut tax.node, &stranger, attest.clone()).await;
+    assert_status(
+        &status,
+        Code::PermissionDenied,
+        "not a department's signing key",
+    );
+    commit_ok(&mut civil.node, &civil_key, attest).await;
+    let state = identity_of(&mut tax.identity, &citizen).await;
+    assert_eq!(state.attributes.len(), 1);
+    assert!(state.attributes[0].attested);
+    assert_eq!(state.attributes[0].attestations[0].department, "civil");
+
+    // No consent yet: the read is refused before it is ordered.
+    let fake_consent = Digest::sha256(b"no such consent");
+    let status = read_attribute(&mut tax, &tax_key, access(&citizen, "photo", &fake_consent))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "no consent");
+
+    // Consent to tax for the photo; tax reads it through its own node,
+    // which fetches it from civil (the holder) and verifies it.
+    let consent_id = commit_ok(
+        &mut civil.node,
+        &citizen,
+        consent("tax", &["photo"], now_ms() + 3_600_000),
+    )
+    .await;
+    let bytes = read_attribute(&mut tax, &tax_key, access(&citizen, "photo", &consent_id))
+        .await
+        .unwrap();
+    assert_eq!(bytes, sealed, "the sealed blob arrives intact");
+    let opened = SealedAttribute::decode(bytes.as_slice()).unwrap();
+    assert_eq!(opened.value, photo);
+    let log = accesses(&mut civil.identity, &citizen).await;
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (
+            log[0].department.as_str(),
+            log[0].attribute.as_str(),
+            log[0].purpose.as_str()
+        ),
+        ("tax", "photo", PURPOSE)
+    );
+    assert_eq!(log[0].consent_id, consent_id.to_vec());
+    assert_eq!(log[0].cid, stored.cid);
+
+    // The consent does not cover another department, another purpose, or
+    // a read through another department's node.
+    let mut police = clients(&cluster, POLICE, "police").await;
+    let status = read_attribute(
+        &mut police,
+        &police_key,
+        access(&citizen, "photo", &consent_id),
+    )
+    .await
+    .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "is for department \"tax\"");
+    let mut wrong_purpose = access(&citizen, "photo", &consent_id);
+    if let transaction::Body::RecordAccess(access) = &mut wrong_purpose {
+        access.purpose = "marketing".into();
+    }
+    let status = read_attribute(&mut tax, &tax_key, wrong_purpose)
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "not \"marketing\"");
+    let mut tax_via_civil = clients(&cluster, CIVIL, "tax").await;
+    let status = read_attribute(
+        &mut tax_via_civil,
+        &tax_key,
+        access(&citizen, "photo", &consent_id),
+    )
+    .await
+    .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "must call its own node");
+
+    // A consent signed by someone else: the stranger's own consent to tax
+    // does not open the citizen's data, and only the citizen can revoke.
+    commit_ok(
+        &mut civil.node,
+        &stranger,
+        transaction::Body::CreateIdentity(CreateIdentity {}),
+    )
+    .await;
+    let strangers_consent = commit_ok(
+        &mut civil.node,
+        &stranger,
+        consent("tax", &["photo"], now_ms() + 3_600_000),
+    )
+    .await;
+    let status = read_attribute(
+        &mut tax,
+        &tax_key,
+        access(&citizen, "photo", &strangers_consent),
+    )
+    .await
+    .unwrap_err();
+    assert_status(
+        &status,
+        Code::PermissionDenied,
+        "granted by another citizen",
+    );
+    let status = refused(
+        &mut civil.node,
+        &stranger,
+        transaction::Body::RevokeConsent(RevokeConsent {
+            consent_id: consent_id.to_vec(),
+        }),
+    )
+    .await;
+    assert_status(
+        &status,
+        Code::PermissionDenied,
+        "granted by another citizen",
+    );
+
+    // The blob itself is not readable without a recorded access of the
+    // caller's department.
+    let download = |access_transaction_id: Vec<u8>| DownloadRequest {
+        cid: stored.cid.clone(),
+        offset: 0,
+        length: 0,
+        access_transaction_id,
+    };
+    let status = civil.blob.download(download(Vec::new())).await.unwrap_err();
+    assert_status(
+        &status,
+        Code::PermissionDenied,
+        "holds a citizen's attribute",
+    );
+    let access_id = log[0].transaction_id.clone();
+    let status = civil
+        .blob
+        .download(download(access_id.clone()))
+        .await
+        .unwrap_err();
+    assert_status(
+        &status,
+        Code::PermissionDenied,
+        "recorded by department \"tax\"",
+    );
+    // With tax's certificate and tax's access, the holder serves a range.
+    let mut tax_at_civil = clients(&cluster, CIVIL, "tax").await;
+    let mut ranged = download(access_id);
+    ranged.offset = 1_000_000;
+    ranged.length = 100;
+    let range = read_stream(
+        tax_at_civil
+            .blob
+            .download(ranged)
+            .await
+            .unwrap()
+            .into_inner(),
+        1_000_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(range, sealed[1_000_000..1_000_100]);
+
+    // Expired consent: valid when granted, refused after its end.
+    let short = commit_ok(
+        &mut civil.node,
+        &citizen,
+        consent("tax", &["photo"], now_ms() + 4_000),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let status = read_attribute(&mut tax, &tax_key, access(&citizen, "photo", &short))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "expired");
+    let status = refused(
+        &mut civil.node,
+        &citizen,
+        consent("tax", &["photo"], now_ms().saturating_sub(1_000)),
+    )
+    .await;
+    assert_status(
+        &status,
+        Code::FailedPrecondition,
+        "not after the block time",
+    );
+
+    // Revocation closes the door; the log keeps the one access.
+    commit_ok(
+        &mut civil.node,
+        &citizen,
+        transaction::Body::RevokeConsent(RevokeConsent {
+            consent_id: consent_id.to_vec(),
+        }),
+    )
+    .await;
+    let status = read_attribute(&mut tax, &tax_key, access(&citizen, "photo", &consent_id))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "revoked");
+    assert_eq!(accesses(&mut tax.identity, &citizen).await.len(), 1);
+    let consents = identity_of(&mut tax.identity, &citizen).await.consents;
+    assert_eq!(consents.len(), 2);
+    assert!(consents[0].revoked);
+
+    // Every node agrees on the resulting state.
+    let head = cluster.status(CIVIL).await.height;
+    cluster
+        .wait_agree(&[HEALTH, TAX, POLICE, CIVIL], head, Duration::from_secs(30))
+        .await;
+    cluster.assert_no_fork(&[HEALTH, TAX, POLICE, CIVIL]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_refuse_bad_input_and_keep_nothing_half_stored() {
+    let cluster = Cluster::start(4).await;
+    let mut health = clients(&cluster, HEALTH, "health").await;
+    let mut tax = clients(&cluster, TAX, "tax").await;
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+
+    // Over the request's limit.
+    let status = upload(
+        &mut health.blob,
+        UploadHeader {
+            expected_cid: String::new(),
+            size_limit_bytes: 1024 * 1024,
+        },
+        &data,
+    )
+    .await
+    .unwrap_err();
+    assert_status(&status, Code::ResourceExhausted, "over the size limit");
+
+    // Bytes that do not hash to the expected CID.
+    let other = upload(&mut tax.blob, UploadHeader::default(), b"other bytes")
+        .await
+        .unwrap();
+    let status = upload(
+        &mut health.blob,
+        UploadHeader {
+            expected_cid: other.cid.clone(),
+            size_limit_bytes: 0,
+        },
+        &data,
+    )
+    .await
+    .unwrap_err();
+    assert_status(&status, Code::InvalidArgument, &other.cid);
+
+    // No header, a second header, and a CID that is not one.
+    let status = health
+        .blob
+        .upload(tokio_stream::iter(vec![UploadRequest {
+            header: None,
+            data: Bytes::from_static(b"x"),
+            finish: true,
+        }]))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::InvalidArgument, "must carry the header");
+    let mut twice = upload_messages(UploadHeader::default(), b"abc");
+    twice[1].finish = false;
+    twice.push(UploadRequest {
+        header: Some(UploadHeader::default()),
+        data: Bytes::new(),
+        finish: true,
+    });
+    let status = health
+        .blob
+        .upload(tokio_stream::iter(twice))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::InvalidArgument, "only the first");
+    let status = health
+        .blob
+        .stat(StatRequest {
+            cid: "not-a-cid".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    // An upload cut off mid-stream records nothing: its prefix is not a
+    // blob on the node. (Its CID is learned from another node.)
+    let prefix = &data[..1024 * 1024];
+    let prefix_cid = upload(&mut tax.blob, UploadHeader::default(), prefix)
+        .await
+        .unwrap()
+        .cid;
+    assert_eq!(
+        health
+            .blob
+            .stat(StatRequest {
+                cid: prefix_cid.clone(),
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound,
+        "the prefix is not a blob before the cut-off upload"
+    );
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let mut cut = health.blob.clone();
+    let call = tokio::spawn(async move {
+        cut.upload(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    let mut messages = upload_messages(UploadHeader::default(), prefix);
+    messages.last_mut().unwrap().finish = false;
+    for message in messages {
+        sender.send(message).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The client goes away with its stream still open (the sender lives
+    // on until the call is gone), as a crashed uploader would.
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    drop(sender);
+    // A stream that ends without `finish` is just as cut off.
+    let mut unfinished = upload_messages(UploadHeader::default(), prefix);
+    unfinished.last_mut().unwrap().finish = false;
+    let status = health
+        .blob
+        .upload(tokio_stream::iter(unfinished))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::Aborted, "cut off");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = health
+        .blob
+        .stat(StatRequest {
+            cid: prefix_cid.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::NotFound, "not stored on this node");
+
+    // A good upload, and a resumed download from an offset.
+    let stored = upload(&mut health.blob, UploadHeader::default(), &data)
+        .await
+        .unwrap();
+    let stat = health
+        .blob
+        .stat(StatRequest {
+            cid: stored.cid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stat.size_bytes, stat.personal), (data.len() as u64, false));
+    let offset = 1_500_000;
+    let request = DownloadRequest {
+        cid: stored.cid.clone(),
+        offset,
+        length: 0,
+        access_transaction_id: Vec::new(),
+    };
+    let received = read_stream(
+        health.blob.download(request).await.unwrap().into_inner(),
+        offset,
+    )
+    .await
+    .unwrap();
+    assert_eq!(received, data[offset as usize..]);
+    let status = health
+        .blob
+        .download(DownloadRequest {
+            cid: stored.cid.clone(),
+            offset: data.len() as u64 + 1,
+            length: 0,
+            access_transaction_id: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange);
+}
