@@ -747,3 +747,209 @@ async fn uploads_refuse_bad_input_and_keep_nothing_half_stored() {
         .unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange);
 }
+
+fn login_signature(citizen: &SigningKey, payload: &str) -> Vec<u8> {
+    citizen
+        .sign(format!("govchain/login/v1\n{payload}").as_bytes())
+        .to_vec()
+}
+
+async fn challenge(
+    identity: &mut IdentityServiceClient<Channel>,
+    attributes: &[&str],
+    ttl_seconds: u32,
+) -> CreateLoginChallengeResponse {
+    identity
+        .create_login_challenge(CreateLoginChallengeRequest {
+            requested_attributes: attributes.iter().map(|a| (*a).to_owned()).collect(),
+            ttl_seconds,
+            website: "police.gov.example".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn complete(
+    identity: &mut IdentityServiceClient<Channel>,
+    citizen: &SigningKey,
+    payload: &str,
+    signature: Vec<u8>,
+) -> Result<CompleteLoginResponse, tonic::Status> {
+    identity
+        .complete_login(CompleteLoginRequest {
+            qr_payload: payload.to_owned(),
+            public_key: citizen.public_key().as_bytes().to_vec(),
+            signature,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qr_login_checks_key_attestation_and_consent_and_refuses_replays() {
+    let cluster = Cluster::start(4).await;
+    let citizen = SigningKey::from_seed([44; 32]);
+    let civil_key = signing_key(&cluster, "civil");
+    let mut civil = clients(&cluster, CIVIL, "civil").await;
+    let mut police = clients(&cluster, POLICE, "police").await;
+
+    // A login for a citizen the chain does not know.
+    let fresh = challenge(&mut police.identity, &["name"], 0).await;
+    assert!(
+        fresh
+            .qr_payload
+            .starts_with("govchain-login:v1?chain=govchain-test&rp=police&")
+    );
+    assert!(fresh.qr_svg.contains("<svg"), "{}", &fresh.qr_svg[..40]);
+    assert_eq!(fresh.relying_party, "police");
+    let signature = login_signature(&citizen, &fresh.qr_payload);
+    let status = complete(&mut police.identity, &citizen, &fresh.qr_payload, signature)
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::NotFound, "no identity");
+
+    // The citizen declares a name, civil attests it.
+    commit_ok(
+        &mut civil.node,
+        &citizen,
+        transaction::Body::CreateIdentity(CreateIdentity {}),
+    )
+    .await;
+    let (sealed, commitment) = seal(b"Ada Lovelace");
+    let stored = upload(&mut civil.blob, UploadHeader::default(), &sealed)
+        .await
+        .unwrap();
+    commit_ok(
+        &mut civil.node,
+        &citizen,
+        declare("name", &stored.cid, &commitment, "civil", sealed.len()),
+    )
+    .await;
+
+    // Declared but not attested, then attested but not consented.
+    let login = challenge(&mut police.identity, &["name"], 0).await;
+    let signature = login_signature(&citizen, &login.qr_payload);
+    let status = complete(&mut police.identity, &citizen, &login.qr_payload, signature)
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "not attested");
+    commit_ok(
+        &mut civil.node,
+        &civil_key,
+        transaction::Body::AttestAttribute(AttestAttribute {
+            citizen: citizen.public_key().as_bytes().to_vec(),
+            name: "name".into(),
+            commitment: commitment.clone(),
+            expires_ms: 0,
+        }),
+    )
+    .await;
+    let login = challenge(&mut police.identity, &["name"], 0).await;
+    let signature = login_signature(&citizen, &login.qr_payload);
+    let status = complete(&mut police.identity, &citizen, &login.qr_payload, signature)
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "no valid consent");
+    commit_ok(
+        &mut civil.node,
+        &citizen,
+        consent("police", &["name"], now_ms() + 3_600_000),
+    )
+    .await;
+
+    // A wrong signature, another relying party, a tampered payload.
+    let login = challenge(&mut police.identity, &["name"], 0).await;
+    let other = SigningKey::from_seed([45; 32]);
+    let status = complete(
+        &mut police.identity,
+        &citizen,
+        &login.qr_payload,
+        login_signature(&other, &login.qr_payload),
+    )
+    .await
+    .unwrap_err();
+    assert_status(&status, Code::Unauthenticated, "does not verify");
+    let signature = login_signature(&citizen, &login.qr_payload);
+    let mut tax_at_police = clients(&cluster, POLICE, "tax").await;
+    let status = complete(
+        &mut tax_at_police.identity,
+        &citizen,
+        &login.qr_payload,
+        signature.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "only it may complete");
+    let tampered = login.qr_payload.replace("attrs=name", "attrs=name,photo");
+    let status = complete(
+        &mut police.identity,
+        &citizen,
+        &tampered,
+        login_signature(&citizen, &tampered),
+    )
+    .await
+    .unwrap_err();
+    assert_status(&status, Code::InvalidArgument, "differs from the challenge");
+
+    // The real login, then its replay.
+    let done = complete(
+        &mut police.identity,
+        &citizen,
+        &login.qr_payload,
+        signature.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.did, citizen.public_key().to_did_key());
+    assert_eq!(done.relying_party, "police");
+    assert_eq!(done.claims.len(), 1);
+    assert_eq!(done.claims[0].name, "name");
+    assert_eq!(done.claims[0].attested_by, ["civil"]);
+    assert_eq!(done.claims[0].commitment, commitment);
+    let status = complete(&mut police.identity, &citizen, &login.qr_payload, signature)
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::AlreadyExists, "already used");
+
+    // A challenge is only known to the node that issued it, and expires.
+    let login = challenge(&mut police.identity, &["name"], 1).await;
+    let signature = login_signature(&citizen, &login.qr_payload);
+    let mut police_at_civil = clients(&cluster, CIVIL, "police").await;
+    let status = complete(
+        &mut police_at_civil.identity,
+        &citizen,
+        &login.qr_payload,
+        signature.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert_status(&status, Code::NotFound, "unknown login challenge");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let status = complete(&mut police.identity, &citizen, &login.qr_payload, signature)
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::FailedPrecondition, "expired");
+
+    // Bad requests.
+    let status = police
+        .identity
+        .create_login_challenge(CreateLoginChallengeRequest {
+            requested_attributes: vec!["Name".into()],
+            ttl_seconds: 0,
+            website: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = police
+        .identity
+        .create_login_challenge(CreateLoginChallengeRequest {
+            requested_attributes: vec!["name".into()],
+            ttl_seconds: 3_600,
+            website: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::InvalidArgument, "over the maximum");
+}
