@@ -302,6 +302,24 @@ pub(crate) mod tests {
         }
     }
 
+    #[test]
+    fn transaction_id_is_the_framing_documented_in_types_proto() {
+        let signer = [7u8; 32];
+        let payload = b"payload";
+        let mut framed = Vec::new();
+        for part in [&b"govchain/tx/v1"[..], b"chain-x", &signer] {
+            framed.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            framed.extend_from_slice(part);
+        }
+        framed.extend_from_slice(&9u64.to_be_bytes());
+        framed.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        framed.extend_from_slice(payload);
+        assert_eq!(
+            transaction_id("chain-x", &signer, 9, payload),
+            Digest::sha256(&framed)
+        );
+    }
+
     fn check(envelope: TransactionEnvelope) -> Result<VerifiedTransaction, TransactionError> {
         check_envelope(envelope, CHAIN, 1024, |_, _| false)
     }
