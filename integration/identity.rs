@@ -953,3 +953,97 @@ async fn qr_login_checks_key_attestation_and_consent_and_refuses_replays() {
         .unwrap_err();
     assert_status(&status, Code::InvalidArgument, "over the maximum");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_removes_only_blobs_nothing_on_chain_references() {
+    let mut cluster = Cluster::start(4).await;
+    // Collect every second, keeping fresh uploads for one second.
+    cluster.terminate_node(CIVIL).await;
+    let config = cluster.nodes[CIVIL].config.clone();
+    let mut file = govchain_node::NodeFile::load(&config).unwrap();
+    file.blobs.gc_interval_secs = 1;
+    file.blobs.gc_grace_secs = 1;
+    file.save(&config).unwrap();
+    cluster.start_node(CIVIL);
+    cluster.wait_ready(CIVIL).await;
+
+    let citizen = SigningKey::from_seed([46; 32]);
+    let mut civil = clients(&cluster, CIVIL, "civil").await;
+    commit_ok(
+        &mut civil.node,
+        &citizen,
+        transaction::Body::CreateIdentity(CreateIdentity {}),
+    )
+    .await;
+    let (sealed, commitment) = seal(b"1990-01-01");
+    let declared = upload(&mut civil.blob, UploadHeader::default(), &sealed)
+        .await
+        .unwrap();
+    commit_ok(
+        &mut civil.node,
+        &citizen,
+        declare(
+            "date_of_birth",
+            &declared.cid,
+            &commitment,
+            "civil",
+            sealed.len(),
+        ),
+    )
+    .await;
+    let orphan = upload(&mut civil.blob, UploadHeader::default(), b"never declared")
+        .await
+        .unwrap();
+
+    let stat_client = civil.blob.clone();
+    let stat = |cid: String| {
+        let mut blob = stat_client.clone();
+        async move { blob.stat(StatRequest { cid }).await }
+    };
+    eventually(
+        "the orphan blob to be collected",
+        Duration::from_secs(30),
+        || {
+            let stat = stat(orphan.cid.clone());
+            async move { (stat.await.err()?.code() == Code::NotFound).then_some(()) }
+        },
+    )
+    .await;
+    let kept = stat(declared.cid.clone()).await.unwrap().into_inner();
+    assert!(kept.personal, "the declared blob is an attribute");
+    assert_eq!(kept.size_bytes, sealed.len() as u64);
+
+    // Replacing the attribute releases the old blob.
+    let (sealed, commitment) = seal(b"1990-01-02");
+    let replacement = upload(&mut civil.blob, UploadHeader::default(), &sealed)
+        .await
+        .unwrap();
+    commit_ok(
+        &mut civil.node,
+        &citizen,
+        declare(
+            "date_of_birth",
+            &replacement.cid,
+            &commitment,
+            "civil",
+            sealed.len(),
+        ),
+    )
+    .await;
+    eventually(
+        "the replaced blob to be collected",
+        Duration::from_secs(30),
+        || {
+            let stat = stat(declared.cid.clone());
+            async move { (stat.await.err()?.code() == Code::NotFound).then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        stat(replacement.cid.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .personal
+    );
+}
