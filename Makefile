@@ -4,7 +4,7 @@ CARGO ?= cargo
 DEVNET_DIR ?= ./devnet
 VALIDATORS ?= 4
 
-.PHONY: run test build lint fmt-check check-deps unit integration bench soak clean
+.PHONY: run test build lint fmt-check check-deps unit integration bench bench-micro soak clean
 
 ## A local consortium of $(VALIDATORS) validators with demo data, in the foreground.
 run:
@@ -38,6 +38,11 @@ bench:
 	$(CARGO) build --release -p govchain-cli
 	for n in 4 7; do ./target/release/govchain bench --validators $$n --duration 20s --json-out target/bench-$$n.json; done
 	./target/release/govchain bench --validators 4 --mode open --rate 500 --duration 20s --json-out target/bench-4-open.json
+
+## Criterion micro-benchmarks (benches/README.md); FILTER selects a subset.
+FILTER ?=
+bench-micro:
+	$(CARGO) bench -p govchain-benches --bench micro -- $(FILTER)
 
 ## The long simulation: 100,000 seeds of the PBFT simulator.
 soak:

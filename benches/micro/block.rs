@@ -1,0 +1,152 @@
+//! A block of 10, 100 and 1,000 transactions: built by the primary, checked
+//! by a backup (with every signature verified, and with the signatures
+//! already verified at admission), and appended durably to a redb ledger in
+//! a temporary directory on the real file system.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use govchain_crypto::{Digest, DomainHasher};
+use govchain_exec::{BuiltBlock, CheckContext, build_block, check_block};
+use govchain_ledger::{AppendBlock, Ledger, consensus_key};
+use prost::Message as _;
+
+use crate::fixtures::{CHAIN, LIMITS, MemoryState, genesis, transactions};
+
+const BLOCK_SIZES: [u64; 3] = [10, 100, 1_000];
+/// A prepare or commit vote as the node stores it: a signed consensus
+/// message of about this many bytes.
+const VOTE_RECORD_BYTES: usize = 160;
+
+pub fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("block");
+    // The ledger benchmarks fsync; fewer, longer samples keep them steady.
+    group.sample_size(20);
+    for size in BLOCK_SIZES {
+        let candidates = transactions(size);
+        let state = MemoryState::default();
+        let head = genesis();
+        let build = || {
+            build_block(CHAIN, &head, 0, 0, 1_000, &candidates, &LIMITS, &state).expect("builds")
+        };
+        let built = build();
+        assert_eq!(u64::from(built.header.transaction_count), size);
+        group.throughput(Throughput::Elements(size));
+        group.bench_function(BenchmarkId::new("build", size), |b| b.iter(build));
+        let context = CheckContext {
+            chain_id: CHAIN,
+            head: &head,
+            validator_count: 4,
+            limits: &LIMITS,
+            timestamp_ms_max: u64::MAX,
+        };
+        for (name, verified) in [("check", false), ("check_already_verified", true)] {
+            group.bench_function(BenchmarkId::new(name, size), |b| {
+                b.iter(|| {
+                    check_block(&context, &built.hash, &built.encoded, &state, |_, _| {
+                        verified
+                    })
+                    .expect("checks")
+                })
+            });
+        }
+        let fixture = AppendFixture::new(&built);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Ledger::open(dir.path(), CHAIN, head.hash).expect("open");
+        group.bench_function(BenchmarkId::new("ledger_append", size), |b| {
+            b.iter_custom(|iterations| {
+                (0..iterations)
+                    .map(|_| fixture.append_next(&ledger))
+                    .sum::<Duration>()
+            })
+        });
+    }
+    group.finish();
+    bench_vote_record(c);
+}
+
+/// One durable consensus record: what a validator writes before it sends a
+/// prepare or a commit.
+fn bench_vote_record(c: &mut Criterion) {
+    let mut group = c.benchmark_group("consensus_record");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(1));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Ledger::open(dir.path(), CHAIN, genesis().hash).expect("open");
+    let mut seq = 0_u64;
+    group.bench_function("durable_write", |b| {
+        b.iter(|| {
+            seq += 1;
+            let record = (consensus_key(2, seq, 0, 0), vec![7_u8; VOTE_RECORD_BYTES]);
+            ledger.consensus_write(&[record]).expect("write");
+        })
+    });
+    group.finish();
+}
+
+/// The bytes a block of one size stores, replayed at any height with fresh
+/// hashes, transaction ids and state keys, so that the ledger grows as it
+/// does on a busy chain.
+struct AppendFixture {
+    encoded: Vec<u8>,
+    results: Vec<Vec<u8>>,
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl AppendFixture {
+    fn new(built: &BuiltBlock) -> Self {
+        Self {
+            encoded: built.encoded.to_vec(),
+            results: built
+                .executed
+                .transactions
+                .iter()
+                .map(|(_, result)| result.encode_to_vec())
+                .collect(),
+            writes: built
+                .executed
+                .writes
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        }
+    }
+
+    /// Appends the next block and returns how long the append took; the
+    /// preparation of its inputs is not counted.
+    fn append_next(&self, ledger: &Ledger) -> Duration {
+        let head = ledger.head();
+        let height = head.height + 1;
+        let transactions: Vec<(Digest, Vec<u8>)> = self
+            .results
+            .iter()
+            .enumerate()
+            .map(|(index, result)| {
+                let id = DomainHasher::new("bench/tx")
+                    .u64(height)
+                    .u64(index as u64)
+                    .finish();
+                (id, result.clone())
+            })
+            .collect();
+        let writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
+            .writes
+            .iter()
+            .map(|(key, value)| ([&height.to_be_bytes()[..], key].concat(), value.clone()))
+            .collect();
+        let block = AppendBlock {
+            height,
+            hash: DomainHasher::new("bench/block").u64(height).finish(),
+            parent_hash: head.hash,
+            state_root: DomainHasher::new("bench/state").u64(height).finish(),
+            timestamp_ms: height,
+            encoded: &self.encoded,
+            transactions: &transactions,
+            writes: &writes,
+        };
+        let start = Instant::now();
+        ledger.append(&block).expect("append");
+        start.elapsed()
+    }
+}
