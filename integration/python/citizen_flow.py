@@ -1,0 +1,636 @@
+"""A legacy department system wired into govchain with nothing but proto/.
+
+Runs the citizen identity flow against a running devnet, using only the
+Python client that grpcio-tools generates from proto/, grpcio over mutual TLS
+with a department's client certificate, and `cryptography` for Ed25519.
+Every format it computes (transaction id, attribute commitment, login
+signature, did:key) follows the comments in the .proto files.
+
+    python citizen_flow.py --devnet DIR --generated DIR
+
+DIR/devnet.json names the nodes; DIR/certs/<department>/ holds each
+department's client certificate and signing key. Each step is printed; the
+first failed check exits with status 1.
+"""
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import struct
+import sys
+import time
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# Bound on every RPC, in seconds.
+RPC_TIMEOUT_SECONDS = 30
+# Bound on waiting for a transaction to commit, in seconds.
+COMMIT_TIMEOUT_SECONDS = 60
+COMMIT_POLL_SECONDS = 0.1
+# Upload message size: the proto allows up to 1 MiB of data per message.
+UPLOAD_CHUNK_BYTES = 256 * 1024
+MESSAGE_BYTES_MAX = 64 * 1024 * 1024
+PHOTO_BYTES = 300 * 1024
+
+# Domain tags, from the proto comments.
+DOMAIN_TRANSACTION = b"govchain/tx/v1"
+DOMAIN_ATTRIBUTE = b"govchain/attribute/v1"
+LOGIN_SIGNING_PREFIX = b"govchain/login/v1\n"
+
+# The generated modules are imported in main(), once --generated is on the
+# path.
+types_pb2 = node_pb2 = node_pb2_grpc = None
+blob_pb2 = blob_pb2_grpc = identity_pb2 = identity_pb2_grpc = None
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise CheckFailed(message)
+
+
+def step(text):
+    print(f"step: {text}", flush=True)
+
+
+def ok(text):
+    print(f"  ok: {text}", flush=True)
+
+
+# --- Formats from the proto comments ---------------------------------------
+
+
+def framed(data):
+    """u32be(len(data)) || data: a length-prefixed field."""
+    return struct.pack(">I", len(data)) + data
+
+
+def transaction_id(chain_id, signer, nonce, payload):
+    """The transaction id (TransactionEnvelope in types.proto).
+
+    The domain tag, chain id, signer and payload are each length-prefixed,
+    as DomainHasher frames every variable-length field; the nonce is u64be.
+    """
+    digest = hashlib.sha256()
+    digest.update(framed(DOMAIN_TRANSACTION))
+    digest.update(framed(chain_id.encode()))
+    digest.update(framed(signer))
+    digest.update(struct.pack(">Q", nonce))
+    digest.update(framed(payload))
+    return digest.digest()
+
+
+def attribute_commitment(salt, value):
+    """SealedAttribute in types.proto: u32be(21) is len("govchain/attribute/v1")."""
+    digest = hashlib.sha256()
+    digest.update(framed(DOMAIN_ATTRIBUTE))
+    digest.update(framed(salt))
+    digest.update(framed(value))
+    return digest.digest()
+
+
+BASE58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def base58btc(data):
+    number = int.from_bytes(data, "big")
+    text = ""
+    while number > 0:
+        number, digit = divmod(number, 58)
+        text = BASE58_ALPHABET[digit] + text
+    zeros = len(data) - len(data.lstrip(b"\0"))
+    return "1" * zeros + text
+
+
+def did_key(public_key):
+    """W3C did:key of an Ed25519 key: multicodec 0xed 0x01, base58btc 'z'."""
+    return "did:key:z" + base58btc(b"\xed\x01" + public_key)
+
+
+def raw_public_key(private_key):
+    return private_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+# --- Department signing keys -----------------------------------------------
+
+
+def der_element(data, offset):
+    """One DER TLV at `offset`: (tag, content, next offset)."""
+    check(offset + 2 <= len(data), "truncated DER")
+    tag, length = data[offset], data[offset + 1]
+    offset += 2
+    if length & 0x80:
+        width = length & 0x7F
+        check(0 < width <= 2, f"unsupported DER length form {length:#x}")
+        length = int.from_bytes(data[offset : offset + width], "big")
+        offset += width
+    check(offset + length <= len(data), "truncated DER")
+    return tag, data[offset : offset + length], offset + length
+
+
+def der(tag, content):
+    check(len(content) < 0x80, "only short DER lengths are needed here")
+    return bytes([tag, len(content)]) + content
+
+
+def pkcs8_v2_to_v1(der_bytes):
+    """Rewrites an RFC 5958 OneAsymmetricKey (version 1, with the public key
+    in [1]) as the RFC 5208 form (version 0, no public key) that OpenSSL 3.0
+    and cryptography read; returns (v1 DER, embedded public key)."""
+    tag, body, end = der_element(der_bytes, 0)
+    check(tag == 0x30 and end == len(der_bytes), "signing key is not one DER SEQUENCE")
+    tag, version, offset = der_element(body, 0)
+    check(tag == 0x02 and version == b"\x01", f"PKCS#8 version {version.hex()}, expected v2")
+    algorithm_start = offset
+    tag, _, offset = der_element(body, offset)
+    check(tag == 0x30, "no AlgorithmIdentifier")
+    tag, _, offset = der_element(body, offset)
+    check(tag == 0x04, "no privateKey OCTET STRING")
+    private_end = offset
+    public_key = None
+    while offset < len(body):
+        tag, content, offset = der_element(body, offset)
+        if tag == 0x81:
+            check(content[:1] == b"\x00", "public key BIT STRING has unused bits")
+            public_key = content[1:]
+    check(public_key is not None, "PKCS#8 v2 key without a public key")
+    v1 = der(0x30, der(0x02, b"\x00") + body[algorithm_start:private_end])
+    return v1, public_key
+
+
+def load_signing_key(pem, what):
+    """A department's Ed25519 signing key from its PKCS#8 PEM file.
+
+    govchain writes PKCS#8 v2 (RFC 5958, public key included), which
+    cryptography's loader refuses ("extra data"); then the key is rewritten
+    to PKCS#8 v1 and loaded again, and the embedded public key must match.
+    """
+    try:
+        key = serialization.load_pem_private_key(pem, None)
+    except ValueError as err:
+        lines = pem.decode().strip().splitlines()
+        check(
+            lines[0] == "-----BEGIN PRIVATE KEY-----" and lines[-1] == "-----END PRIVATE KEY-----",
+            f"{what} is not a PKCS#8 PEM file",
+        )
+        v1, public_key = pkcs8_v2_to_v1(base64.b64decode("".join(lines[1:-1])))
+        key = serialization.load_der_private_key(v1, None)
+        check(
+            raw_public_key(key) == public_key,
+            f"{what}: the embedded public key does not match the private key",
+        )
+        reason = str(err).rsplit("Details:", 1)[-1].strip()
+        print(f"  note: {what} is PKCS#8 v2, refused ({reason}), read as v1", flush=True)
+    check(isinstance(key, Ed25519PrivateKey), f"{what} is not an Ed25519 key")
+    return key
+
+
+# --- The devnet and its departments ----------------------------------------
+
+
+class Department:
+    """A department's node, client certificate and signing key."""
+
+    def __init__(self, devnet_dir, devnet, name):
+        node = next((n for n in devnet["nodes"] if n["name"] == name), None)
+        check(node is not None, f"devnet.json has no node {name!r}")
+        certs = os.path.join(devnet_dir, devnet["certs"])
+        folder = os.path.join(certs, name)
+        with open(os.path.join(certs, "ca.crt"), "rb") as f:
+            ca = f.read()
+        with open(os.path.join(folder, "client.crt"), "rb") as f:
+            certificate = f.read()
+        with open(os.path.join(folder, "client.key"), "rb") as f:
+            key = f.read()
+        with open(os.path.join(folder, "signing.key"), "rb") as f:
+            self.signing_key = load_signing_key(f.read(), f"{name}'s signing.key")
+        self.name = name
+        self.public_key = raw_public_key(self.signing_key)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=certificate
+        )
+        target = node["url"].removeprefix("https://")
+        # Node certificates name "<department>.node.govchain" (pki
+        # node_dns_name), not the loopback address we dial.
+        options = [
+            ("grpc.ssl_target_name_override", f"{name}.node.govchain"),
+            ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+            ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+        ]
+        self.channel = grpc.secure_channel(target, credentials, options)
+        grpc.channel_ready_future(self.channel).result(timeout=RPC_TIMEOUT_SECONDS)
+        self.node = node_pb2_grpc.NodeServiceStub(self.channel)
+        self.blobs = blob_pb2_grpc.BlobServiceStub(self.channel)
+        self.identity = identity_pb2_grpc.IdentityServiceStub(self.channel)
+
+
+class Chain:
+    """Signs and submits transactions, and waits for them to commit."""
+
+    def __init__(self, chain_id):
+        self.chain_id = chain_id
+
+    def envelope(self, via, key, body):
+        """Signs `body` (a dict with one Transaction field) with `key`,
+        using the next nonce that `via`'s node reports for the signer."""
+        signer = raw_public_key(key)
+        account = via.node.GetAccount(
+            node_pb2.GetAccountRequest(public_key=signer), timeout=RPC_TIMEOUT_SECONDS
+        )
+        nonce = account.pending_nonce + 1
+        payload = types_pb2.Transaction(**body).SerializeToString()
+        tx_id = transaction_id(self.chain_id, signer, nonce, payload)
+        envelope = types_pb2.TransactionEnvelope(
+            payload=payload,
+            signer=signer,
+            signature=key.sign(tx_id),
+            chain_id=self.chain_id,
+            nonce=nonce,
+        )
+        return envelope, tx_id
+
+    def submit(self, via, key, body):
+        """Submits to `via`'s node; returns the transaction id."""
+        envelope, tx_id = self.envelope(via, key, body)
+        response = via.node.SubmitTransaction(
+            node_pb2.SubmitTransactionRequest(envelope=envelope),
+            timeout=RPC_TIMEOUT_SECONDS,
+        )
+        check(
+            response.transaction_id == tx_id,
+            f"the node's transaction id {response.transaction_id.hex()} "
+            f"differs from ours {tx_id.hex()}",
+        )
+        return tx_id
+
+    def wait_committed(self, tx_id, *nodes):
+        """Polls GetTransaction on each node until the transaction is
+        committed there, and checks that it succeeded."""
+        for department in nodes:
+            deadline = time.monotonic() + COMMIT_TIMEOUT_SECONDS
+            while True:
+                try:
+                    status = department.node.GetTransaction(
+                        node_pb2.GetTransactionRequest(transaction_id=tx_id),
+                        timeout=RPC_TIMEOUT_SECONDS,
+                    )
+                    if status.status == node_pb2.TRANSACTION_STATUS_COMMITTED:
+                        break
+                except grpc.RpcError as err:
+                    # The node has not seen it yet (forwarding is async).
+                    if err.code() != grpc.StatusCode.NOT_FOUND:
+                        raise
+                check(
+                    time.monotonic() < deadline,
+                    f"transaction {tx_id.hex()} did not commit on {department.name} "
+                    f"within {COMMIT_TIMEOUT_SECONDS} s",
+                )
+                time.sleep(COMMIT_POLL_SECONDS)
+            outcome = status.result.outcome
+            check(
+                outcome == types_pb2.TRANSACTION_OUTCOME_SUCCESS,
+                f"transaction {tx_id.hex()} committed but failed: "
+                f"{types_pb2.TransactionOutcome.Name(outcome)} {status.result.error!r}",
+            )
+        return status.block_height
+
+    def transact(self, via, key, body, *also_on):
+        """Submits, then waits until committed on `via` and `also_on`."""
+        tx_id = self.submit(via, key, body)
+        height = self.wait_committed(tx_id, via, *also_on)
+        return tx_id, height
+
+
+def expect_rpc_error(call, code, fragment=None):
+    """Runs `call`, which must fail with `code` (and `fragment` in the
+    details); returns the details."""
+    try:
+        call()
+    except grpc.RpcError as err:
+        check(
+            err.code() == code,
+            f"expected {code.name}, got {err.code().name}: {err.details()}",
+        )
+        details = err.details() or ""
+        if fragment is not None:
+            check(
+                fragment in details,
+                f"expected {fragment!r} in the {code.name} details: {details!r}",
+            )
+        return details
+    raise CheckFailed(f"expected {code.name}, but the call succeeded")
+
+
+# --- The flow --------------------------------------------------------------
+
+
+def upload(department, data):
+    """Streams `data`: the header first, `finish` on the last message."""
+
+    def requests():
+        yield blob_pb2.UploadRequest(header=blob_pb2.UploadHeader(size_limit_bytes=0))
+        starts = range(0, len(data), UPLOAD_CHUNK_BYTES)
+        for start in starts:
+            chunk = data[start : start + UPLOAD_CHUNK_BYTES]
+            yield blob_pb2.UploadRequest(data=chunk, finish=start == starts[-1])
+        if not starts:
+            yield blob_pb2.UploadRequest(finish=True)
+
+    return department.blobs.Upload(requests(), timeout=RPC_TIMEOUT_SECONDS)
+
+
+def read_attribute(department, envelope):
+    """Calls ReadAttribute and reassembles the streamed chunks."""
+    blob = bytearray()
+    size = None
+    for chunk in department.identity.ReadAttribute(
+        identity_pb2.ReadAttributeRequest(envelope=envelope),
+        timeout=RPC_TIMEOUT_SECONDS * 2,
+    ):
+        if size is None:
+            size = chunk.size_bytes
+        check(
+            chunk.offset == len(blob),
+            f"chunk at offset {chunk.offset}, expected {len(blob)}",
+        )
+        blob.extend(chunk.data)
+    check(size is not None, "ReadAttribute sent no chunk")
+    check(len(blob) == size, f"got {len(blob)} bytes of a {size}-byte blob")
+    return bytes(blob)
+
+
+def identity_state(department, citizen):
+    return department.identity.GetIdentity(
+        identity_pb2.GetIdentityRequest(public_key=citizen),
+        timeout=RPC_TIMEOUT_SECONDS,
+    )
+
+
+def attribute_state(department, citizen, name):
+    state = identity_state(department, citizen)
+    found = [a for a in state.attributes if a.attribute.name == name]
+    check(len(found) == 1, f"GetIdentity lists {len(found)} attributes {name!r}")
+    return found[0]
+
+
+def list_accesses(department, citizen):
+    return department.identity.ListAccesses(
+        identity_pb2.ListAccessesRequest(public_key=citizen),
+        timeout=RPC_TIMEOUT_SECONDS,
+    ).accesses
+
+
+def run(devnet_dir):
+    with open(os.path.join(devnet_dir, "devnet.json")) as f:
+        devnet = json.load(f)
+    chain = Chain(devnet["chain_id"])
+    civil = Department(devnet_dir, devnet, "civil")
+    tax = Department(devnet_dir, devnet, "tax")
+    police = Department(devnet_dir, devnet, "police")
+    status = civil.node.GetStatus(node_pb2.GetStatusRequest(), timeout=RPC_TIMEOUT_SECONDS)
+    check(status.node == "civil", f"civil's node says it is {status.node!r}")
+    check(status.chain_id == chain.chain_id, f"chain id {status.chain_id!r}")
+    ok(f"connected over mTLS to chain {status.chain_id} at height {status.height}")
+
+    step("create a citizen identity")
+    citizen_key = Ed25519PrivateKey.generate()
+    citizen = raw_public_key(citizen_key)
+    identity_tx, height = chain.transact(
+        civil, citizen_key, {"create_identity": types_pb2.CreateIdentity()}
+    )
+    record = identity_state(civil, citizen).identity
+    check(record.public_key == citizen, "GetIdentity returns another key")
+    check(record.did == did_key(citizen), f"did {record.did!r} != {did_key(citizen)!r}")
+    check(record.transaction_id == identity_tx, "identity transaction id differs")
+    ok(f"{record.did} committed at height {height}")
+
+    step("upload a sealed photo to civil's blob store")
+    photo = os.urandom(PHOTO_BYTES)
+    salt = os.urandom(32)
+    sealed = types_pb2.SealedAttribute(salt=salt, media_type="image/jpeg", value=photo)
+    blob = sealed.SerializeToString()
+    commitment = attribute_commitment(salt, photo)
+    uploaded = upload(civil, blob)
+    check(uploaded.size_bytes == len(blob), f"uploaded {uploaded.size_bytes} of {len(blob)} bytes")
+    check(uploaded.cid.startswith("b"), f"CID {uploaded.cid!r} is not base32 CIDv1")
+    stat = civil.blobs.Stat(blob_pb2.StatRequest(cid=uploaded.cid), timeout=RPC_TIMEOUT_SECONDS)
+    check(stat.size_bytes == len(blob), f"Stat says {stat.size_bytes} bytes")
+    check(not stat.personal, "the blob is personal before any declaration")
+    ok(f"{uploaded.cid}, {len(blob)} bytes")
+
+    step("declare the photo attribute (holder civil)")
+    declare = types_pb2.DeclareAttribute(
+        name="photo",
+        cid=uploaded.cid,
+        commitment=commitment,
+        holder="civil",
+        size_bytes=len(blob),
+    )
+    chain.transact(civil, citizen_key, {"declare_attribute": declare})
+    photo_state = attribute_state(civil, citizen, "photo")
+    check(photo_state.attribute.cid == uploaded.cid, "declared CID differs")
+    check(photo_state.attribute.commitment == commitment, "declared commitment differs")
+    check(photo_state.attribute.version == 1, f"version {photo_state.attribute.version}")
+    check(not photo_state.attested, "attested before any attestation")
+    stat = civil.blobs.Stat(blob_pb2.StatRequest(cid=uploaded.cid), timeout=RPC_TIMEOUT_SECONDS)
+    check(stat.personal, "the declared blob is not marked personal")
+    ok("declared; the chain holds the CID and the commitment")
+
+    step("attest the photo with civil's signing key")
+    attest = types_pb2.AttestAttribute(
+        citizen=citizen, name="photo", commitment=photo_state.attribute.commitment
+    )
+    chain.transact(civil, civil.signing_key, {"attest_attribute": attest})
+    photo_state = attribute_state(civil, citizen, "photo")
+    check(photo_state.attested, "the photo is not attested")
+    check(
+        [a.department for a in photo_state.attestations] == ["civil"],
+        f"attested by {[a.department for a in photo_state.attestations]}",
+    )
+    ok("attested by civil")
+
+    step("grant consent to tax for the photo")
+    purpose = "benefit-eligibility-check"
+    grant = types_pb2.GrantConsent(
+        department="tax",
+        attributes=["photo"],
+        purpose=purpose,
+        expires_ms=now_ms() + 3600 * 1000,
+        jurisdiction="EU",
+    )
+    # Tax's node checks the consent when it admits the access, so wait
+    # until tax's node has the consent too.
+    consent_id, _ = chain.transact(civil, citizen_key, {"grant_consent": grant}, tax)
+    consents = identity_state(tax, citizen).consents
+    check([c.consent_id for c in consents] == [consent_id], "the consent is not listed")
+    check(consents[0].department == "tax" and not consents[0].revoked, f"{consents[0]}")
+    ok(f"consent {consent_id.hex()}")
+
+    step("read the photo as tax, under the consent")
+    access = types_pb2.RecordAccess(
+        citizen=citizen, attribute="photo", consent_id=consent_id, purpose=purpose
+    )
+    envelope, access_tx = chain.envelope(tax, tax.signing_key, {"record_access": access})
+    received = read_attribute(tax, envelope)
+    check(received == blob, "the released blob differs from the uploaded one")
+    opened = types_pb2.SealedAttribute()
+    opened.ParseFromString(received)
+    check(opened.value == photo, "the released photo differs from the original")
+    check(opened.media_type == "image/jpeg", f"media type {opened.media_type!r}")
+    check(
+        attribute_commitment(opened.salt, opened.value) == photo_state.attribute.commitment,
+        "the released value does not match the commitment on chain",
+    )
+    ok(f"{len(opened.value)} bytes, commitment matches")
+
+    step("the citizen lists accesses: one, by tax")
+    accesses = list_accesses(civil, citizen)
+    check(len(accesses) == 1, f"{len(accesses)} accesses listed")
+    record = accesses[0]
+    check(record.department == "tax", f"access by {record.department!r}")
+    check(record.attribute == "photo", f"access to {record.attribute!r}")
+    check(record.consent_id == consent_id, "access under another consent")
+    check(record.purpose == purpose, f"purpose {record.purpose!r}")
+    check(record.cid == uploaded.cid, f"access released {record.cid!r}")
+    check(record.transaction_id == access_tx, "access transaction id differs")
+    check(record.sequence == 1, f"sequence {record.sequence}")
+    ok(f"access at height {record.block_height}")
+
+    step("revoke the consent")
+    revoke = types_pb2.RevokeConsent(consent_id=consent_id)
+    chain.transact(civil, citizen_key, {"revoke_consent": revoke}, tax)
+    consents = identity_state(tax, citizen).consents
+    check(consents[0].revoked, "the consent is not shown revoked")
+    ok("revoked")
+
+    step("read again as tax: denied")
+    envelope, _ = chain.envelope(tax, tax.signing_key, {"record_access": access})
+    details = expect_rpc_error(
+        lambda: read_attribute(tax, envelope), grpc.StatusCode.PERMISSION_DENIED, "revoked"
+    )
+    accesses = list_accesses(civil, citizen)
+    check(len(accesses) == 1, f"{len(accesses)} accesses listed after the denied read")
+    ok(f"PERMISSION_DENIED: {details}")
+
+    step("tax tries to attest the photo: denied")
+    details = expect_rpc_error(
+        lambda: chain.submit(tax, tax.signing_key, {"attest_attribute": attest}),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    ok(f"PERMISSION_DENIED: {details}")
+
+    step("QR login at police: consent first")
+    grant = types_pb2.GrantConsent(
+        department="police",
+        attributes=["photo"],
+        purpose="website-login",
+        expires_ms=now_ms() + 3600 * 1000,
+    )
+    chain.transact(civil, citizen_key, {"grant_consent": grant}, police)
+    ok("police may see the photo")
+
+    step("QR login: police asks for a challenge")
+
+    def challenge():
+        return police.identity.CreateLoginChallenge(
+            identity_pb2.CreateLoginChallengeRequest(
+                requested_attributes=["photo"], ttl_seconds=120, website="police.gov.example"
+            ),
+            timeout=RPC_TIMEOUT_SECONDS,
+        )
+
+    login = challenge()
+    check(login.qr_payload != "", "empty QR payload")
+    check(login.qr_payload.isprintable(), f"QR payload {login.qr_payload!r}")
+    svg = login.qr_svg.lstrip()
+    check(svg.startswith("<?xml") or svg.startswith("<svg"), f"qr_svg starts {svg[:40]!r}")
+    check(login.relying_party == "police", f"relying party {login.relying_party!r}")
+    check(len(login.nonce) > 0, "no nonce")
+    check(login.expires_ms > now_ms(), f"expires at {login.expires_ms}")
+    ok(f"payload {login.qr_payload!r}, {len(login.qr_svg)}-byte SVG")
+
+    step("QR login: the citizen signs, police completes")
+
+    def complete(payload, key):
+        signature = key.sign(LOGIN_SIGNING_PREFIX + payload.encode())
+        return police.identity.CompleteLogin(
+            identity_pb2.CompleteLoginRequest(
+                qr_payload=payload, public_key=citizen, signature=signature
+            ),
+            timeout=RPC_TIMEOUT_SECONDS,
+        )
+
+    result = complete(login.qr_payload, citizen_key)
+    check(result.did == did_key(citizen), f"did {result.did!r}")
+    check(result.public_key == citizen, "login for another key")
+    check(result.relying_party == "police", f"relying party {result.relying_party!r}")
+    check([c.name for c in result.claims] == ["photo"], f"claims {result.claims}")
+    claim = result.claims[0]
+    check(claim.commitment == commitment, "the claim's commitment differs")
+    check(claim.cid == uploaded.cid, f"the claim's CID {claim.cid!r}")
+    check("civil" in claim.attested_by, f"attested by {list(claim.attested_by)}")
+    ok(f"logged in {result.did}, photo attested by {list(claim.attested_by)}")
+
+    step("QR login: the same signed payload again is a replay")
+    details = expect_rpc_error(
+        lambda: complete(login.qr_payload, citizen_key), grpc.StatusCode.ALREADY_EXISTS
+    )
+    ok(f"ALREADY_EXISTS: {details}")
+
+    step("QR login: a bad signature on a fresh challenge")
+    fresh = challenge()
+    check(fresh.nonce != login.nonce, "the fresh challenge reuses the nonce")
+    impostor = Ed25519PrivateKey.generate()
+    details = expect_rpc_error(
+        lambda: complete(fresh.qr_payload, impostor), grpc.StatusCode.UNAUTHENTICATED
+    )
+    ok(f"UNAUTHENTICATED: {details}")
+
+    for department in (civil, tax, police):
+        department.channel.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devnet", required=True, help="devnet directory (devnet.json)")
+    parser.add_argument("--generated", required=True, help="grpc_tools.protoc output")
+    args = parser.parse_args()
+    sys.path.insert(0, args.generated)
+    global types_pb2, node_pb2, node_pb2_grpc, blob_pb2, blob_pb2_grpc
+    global identity_pb2, identity_pb2_grpc
+    from govchain.blob.v1 import blob_pb2, blob_pb2_grpc
+    from govchain.identity.v1 import identity_pb2, identity_pb2_grpc
+    from govchain.node.v1 import node_pb2, node_pb2_grpc
+    from govchain.types.v1 import types_pb2
+
+    started = time.monotonic()
+    try:
+        run(args.devnet)
+    except CheckFailed as failure:
+        print(f"FAILED: {failure}", flush=True)
+        return 1
+    except grpc.RpcError as err:
+        print(f"FAILED: unexpected {err.code().name}: {err.details()}", flush=True)
+        return 1
+    except grpc.FutureTimeoutError:
+        print("FAILED: a node did not accept a connection in time", flush=True)
+        return 1
+    print(f"all steps passed in {time.monotonic() - started:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

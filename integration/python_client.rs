@@ -1,0 +1,257 @@
+//! A generated client, as a legacy department system would wire one in: the
+//! test installs grpcio-tools into a virtualenv, generates a Python client
+//! from `proto/`, starts a four-validator devnet and runs
+//! `integration/python/citizen_flow.py` against it over mutual TLS. The
+//! script knows nothing but the proto files, a department's certificates and
+//! its signing key.
+//!
+//! Needs `python3` (3.9 or later; `GOVCHAIN_PYTHON` names another
+//! interpreter) and pip access to the packages pinned in
+//! `integration/python/requirements.txt`. The virtualenv is kept under the
+//! cargo target directory, so later runs only check the pins.
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_govchain");
+const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+const VENV_CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+const PIP_INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+const PROTOC_TIMEOUT: Duration = Duration::from_secs(120);
+const DEVNET_START_TIMEOUT: Duration = Duration::from_secs(180);
+const DEVNET_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+const FLOW_TIMEOUT: Duration = Duration::from_secs(600);
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What a finished (or timed-out) child process left behind.
+struct Run {
+    /// `None` if it was killed at the deadline.
+    status: Option<ExitStatus>,
+    output: String,
+}
+
+impl Run {
+    fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    fn describe(&self, what: &str, timeout: Duration) -> String {
+        let ending = match self.status {
+            Some(status) => format!("exited with {status}"),
+            None => format!("was killed after {timeout:?}"),
+        };
+        format!(
+            "{what} {ending}; its output:\n{}\n--- end of output",
+            self.output
+        )
+    }
+}
+
+/// Runs `command` with stdout and stderr in one file, killing it at
+/// `timeout`. A fixed deadline rather than `output()`, so that a hung pip
+/// or node cannot hang the test.
+fn run_bounded(mut command: Command, log: &Path, timeout: Duration) -> Run {
+    let file = File::create(log).unwrap();
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+    let program = format!("{command:?}");
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {program}: {err}"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    let output = std::fs::read_to_string(log).unwrap_or_default();
+    Run { status, output }
+}
+
+fn python_executable(venv: &Path) -> PathBuf {
+    venv.join("bin").join("python")
+}
+
+/// Creates (once) the virtualenv and installs the pinned requirements into
+/// it; pip is quick when they are already there.
+fn prepare_python(logs: &Path) -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-client-venv");
+    let python = python_executable(&venv);
+    if !python.exists() {
+        let interpreter = std::env::var("GOVCHAIN_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut command = Command::new(&interpreter);
+        command.args(["-m", "venv"]).arg(&venv);
+        let run = run_bounded(command, &logs.join("venv.log"), VENV_CREATE_TIMEOUT);
+        assert!(
+            run.success(),
+            "creating a virtualenv with `{interpreter} -m venv` failed; install python3 with the venv module or set GOVCHAIN_PYTHON. {}",
+            run.describe("venv", VENV_CREATE_TIMEOUT)
+        );
+    }
+    let requirements = Path::new(REPOSITORY).join("integration/python/requirements.txt");
+    let mut command = Command::new(&python);
+    command
+        .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
+        .arg(&requirements);
+    let run = run_bounded(command, &logs.join("pip.log"), PIP_INSTALL_TIMEOUT);
+    assert!(
+        run.success(),
+        "pip could not install {}; check network access to the package index, or delete {} to start over. {}",
+        requirements.display(),
+        venv.display(),
+        run.describe("pip install", PIP_INSTALL_TIMEOUT)
+    );
+    python
+}
+
+/// Generates the Python client from every file in `proto/`.
+fn generate_client(python: &Path, out: &Path, logs: &Path) {
+    let proto = Path::new(REPOSITORY).join("proto");
+    let mut files = Vec::new();
+    collect_protos(&proto, &mut files);
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no .proto files under {}",
+        proto.display()
+    );
+    std::fs::create_dir_all(out).unwrap();
+    let mut command = Command::new(python);
+    command
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(&proto)
+        .arg(format!("--python_out={}", out.display()))
+        .arg(format!("--grpc_python_out={}", out.display()))
+        .args(&files);
+    let run = run_bounded(command, &logs.join("protoc.log"), PROTOC_TIMEOUT);
+    assert!(
+        run.success(),
+        "{}",
+        run.describe("grpc_tools.protoc", PROTOC_TIMEOUT)
+    );
+}
+
+fn collect_protos(dir: &Path, files: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_protos(&path, files);
+        } else if path.extension().is_some_and(|e| e == "proto") {
+            files.push(path);
+        }
+    }
+}
+
+/// A detached devnet, stopped when dropped, so that a failed assertion
+/// leaves no nodes running.
+struct Devnet {
+    dir: PathBuf,
+    logs: PathBuf,
+}
+
+impl Devnet {
+    fn start(dir: PathBuf, logs: PathBuf) -> Self {
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "devnet",
+                "--validators",
+                "4",
+                "--base-port",
+                "0",
+                "--detach",
+            ])
+            .arg("--dir")
+            .arg(&dir);
+        let run = run_bounded(command, &logs.join("devnet.log"), DEVNET_START_TIMEOUT);
+        // Guard first: a start that failed halfway may have left nodes.
+        let devnet = Self { dir, logs };
+        assert!(
+            run.success(),
+            "{}",
+            run.describe("govchain devnet", DEVNET_START_TIMEOUT)
+        );
+        devnet
+    }
+
+    /// The last lines of each node's log, for a failure message.
+    fn node_logs(&self) -> String {
+        let mut text = String::new();
+        for name in ["health", "tax", "police", "civil"] {
+            let log = self.dir.join("nodes").join(name).join("node.log");
+            let content = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = content.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(15)..];
+            text.push_str(&format!("--- {name} ({})\n", log.display()));
+            for line in tail {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let mut command = Command::new(BIN);
+        command.args(["devnet", "stop", "--dir"]).arg(&self.dir);
+        let run = run_bounded(command, &self.logs.join("stop.log"), DEVNET_STOP_TIMEOUT);
+        if !run.success() {
+            eprintln!(
+                "{}",
+                run.describe("govchain devnet stop", DEVNET_STOP_TIMEOUT)
+            );
+        }
+    }
+}
+
+#[test]
+fn generated_python_client_runs_the_citizen_flow() {
+    let started = Instant::now();
+    let temporary = tempfile::tempdir().unwrap();
+    let logs = temporary.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+
+    let python = prepare_python(&logs);
+    let generated = temporary.path().join("generated");
+    generate_client(&python, &generated, &logs);
+    eprintln!("python client generated in {:.1?}", started.elapsed());
+
+    let devnet = Devnet::start(temporary.path().join("devnet"), logs.clone());
+    eprintln!("devnet up after {:.1?}", started.elapsed());
+
+    let script = Path::new(REPOSITORY).join("integration/python/citizen_flow.py");
+    let mut command = Command::new(&python);
+    command
+        .arg(&script)
+        .arg("--devnet")
+        .arg(&devnet.dir)
+        .arg("--generated")
+        .arg(&generated)
+        .env("PYTHONUNBUFFERED", "1");
+    let run = run_bounded(command, &logs.join("flow.log"), FLOW_TIMEOUT);
+    eprintln!("{}", run.output);
+    assert!(
+        run.success(),
+        "{}\nnode logs:\n{}",
+        run.describe("citizen_flow.py", FLOW_TIMEOUT),
+        devnet.node_logs()
+    );
+    assert!(run.output.contains("all steps passed"), "{}", run.output);
+    drop(devnet);
+    eprintln!("done in {:.1?}", started.elapsed());
+}
