@@ -393,214 +393,264 @@ def list_accesses(department, citizen):
     ).accesses
 
 
-def run(devnet_dir):
-    with open(os.path.join(devnet_dir, "devnet.json")) as f:
-        devnet = json.load(f)
-    chain = Chain(devnet["chain_id"])
-    civil = Department(devnet_dir, devnet, "civil")
-    tax = Department(devnet_dir, devnet, "tax")
-    police = Department(devnet_dir, devnet, "police")
-    status = civil.node.GetStatus(node_pb2.GetStatusRequest(), timeout=RPC_TIMEOUT_SECONDS)
-    check(status.node == "civil", f"civil's node says it is {status.node!r}")
-    check(status.chain_id == chain.chain_id, f"chain id {status.chain_id!r}")
-    ok(f"connected over mTLS to chain {status.chain_id} at height {status.height}")
+class Flow:
+    """The citizen flow, one method per group of steps; what a step
+    learns (keys, CIDs, consent ids) is kept on the object."""
 
-    step("create a citizen identity")
-    citizen_key = Ed25519PrivateKey.generate()
-    citizen = raw_public_key(citizen_key)
-    identity_tx, height = chain.transact(
-        civil, citizen_key, {"create_identity": types_pb2.CreateIdentity()}
-    )
-    record = identity_state(civil, citizen).identity
-    check(record.public_key == citizen, "GetIdentity returns another key")
-    check(record.did == did_key(citizen), f"did {record.did!r} != {did_key(citizen)!r}")
-    check(record.transaction_id == identity_tx, "identity transaction id differs")
-    ok(f"{record.did} committed at height {height}")
+    def __init__(self, devnet_dir):
+        with open(os.path.join(devnet_dir, "devnet.json")) as f:
+            devnet = json.load(f)
+        self.chain = Chain(devnet["chain_id"])
+        self.civil = Department(devnet_dir, devnet, "civil")
+        self.tax = Department(devnet_dir, devnet, "tax")
+        self.police = Department(devnet_dir, devnet, "police")
+        status = self.civil.node.GetStatus(
+            node_pb2.GetStatusRequest(), timeout=RPC_TIMEOUT_SECONDS
+        )
+        check(status.node == "civil", f"civil's node says it is {status.node!r}")
+        check(status.chain_id == self.chain.chain_id, f"chain id {status.chain_id!r}")
+        ok(f"connected over mTLS to chain {status.chain_id} at height {status.height}")
+        self.citizen_key = Ed25519PrivateKey.generate()
+        self.citizen = raw_public_key(self.citizen_key)
 
-    step("upload a sealed photo to civil's blob store")
-    photo = os.urandom(PHOTO_BYTES)
-    salt = os.urandom(32)
-    sealed = types_pb2.SealedAttribute(salt=salt, media_type="image/jpeg", value=photo)
-    blob = sealed.SerializeToString()
-    commitment = attribute_commitment(salt, photo)
-    uploaded = upload(civil, blob)
-    check(uploaded.size_bytes == len(blob), f"uploaded {uploaded.size_bytes} of {len(blob)} bytes")
-    check(uploaded.cid.startswith("b"), f"CID {uploaded.cid!r} is not base32 CIDv1")
-    stat = civil.blobs.Stat(blob_pb2.StatRequest(cid=uploaded.cid), timeout=RPC_TIMEOUT_SECONDS)
-    check(stat.size_bytes == len(blob), f"Stat says {stat.size_bytes} bytes")
-    check(not stat.personal, "the blob is personal before any declaration")
-    ok(f"{uploaded.cid}, {len(blob)} bytes")
+    def close(self):
+        for department in (self.civil, self.tax, self.police):
+            department.channel.close()
 
-    step("declare the photo attribute (holder civil)")
-    declare = types_pb2.DeclareAttribute(
-        name="photo",
-        cid=uploaded.cid,
-        commitment=commitment,
-        holder="civil",
-        size_bytes=len(blob),
-    )
-    chain.transact(civil, citizen_key, {"declare_attribute": declare})
-    photo_state = attribute_state(civil, citizen, "photo")
-    check(photo_state.attribute.cid == uploaded.cid, "declared CID differs")
-    check(photo_state.attribute.commitment == commitment, "declared commitment differs")
-    check(photo_state.attribute.version == 1, f"version {photo_state.attribute.version}")
-    check(not photo_state.attested, "attested before any attestation")
-    stat = civil.blobs.Stat(blob_pb2.StatRequest(cid=uploaded.cid), timeout=RPC_TIMEOUT_SECONDS)
-    check(stat.personal, "the declared blob is not marked personal")
-    ok("declared; the chain holds the CID and the commitment")
+    def create_identity(self):
+        step("create a citizen identity")
+        identity_tx, height = self.chain.transact(
+            self.civil, self.citizen_key, {"create_identity": types_pb2.CreateIdentity()}
+        )
+        record = identity_state(self.civil, self.citizen).identity
+        check(record.public_key == self.citizen, "GetIdentity returns another key")
+        expected = did_key(self.citizen)
+        check(record.did == expected, f"did {record.did!r} != {expected!r}")
+        check(record.transaction_id == identity_tx, "identity transaction id differs")
+        ok(f"{record.did} committed at height {height}")
 
-    step("attest the photo with civil's signing key")
-    attest = types_pb2.AttestAttribute(
-        citizen=citizen, name="photo", commitment=photo_state.attribute.commitment
-    )
-    chain.transact(civil, civil.signing_key, {"attest_attribute": attest})
-    photo_state = attribute_state(civil, citizen, "photo")
-    check(photo_state.attested, "the photo is not attested")
-    check(
-        [a.department for a in photo_state.attestations] == ["civil"],
-        f"attested by {[a.department for a in photo_state.attestations]}",
-    )
-    ok("attested by civil")
+    def upload_photo(self):
+        step("upload a sealed photo to civil's blob store")
+        self.photo = os.urandom(PHOTO_BYTES)
+        salt = os.urandom(32)
+        sealed = types_pb2.SealedAttribute(salt=salt, media_type="image/jpeg", value=self.photo)
+        self.blob = sealed.SerializeToString()
+        self.commitment = attribute_commitment(salt, self.photo)
+        uploaded = upload(self.civil, self.blob)
+        size = len(self.blob)
+        check(uploaded.size_bytes == size, f"uploaded {uploaded.size_bytes} of {size} bytes")
+        check(uploaded.cid.startswith("b"), f"CID {uploaded.cid!r} is not base32 CIDv1")
+        self.cid = uploaded.cid
+        stat = self.stat_photo()
+        check(stat.size_bytes == size, f"Stat says {stat.size_bytes} bytes")
+        check(not stat.personal, "the blob is personal before any declaration")
+        ok(f"{self.cid}, {size} bytes")
 
-    step("grant consent to tax for the photo")
-    purpose = "benefit-eligibility-check"
-    grant = types_pb2.GrantConsent(
-        department="tax",
-        attributes=["photo"],
-        purpose=purpose,
-        expires_ms=now_ms() + 3600 * 1000,
-        jurisdiction="EU",
-    )
-    # Tax's node checks the consent when it admits the access, so wait
-    # until tax's node has the consent too.
-    consent_id, _ = chain.transact(civil, citizen_key, {"grant_consent": grant}, tax)
-    consents = identity_state(tax, citizen).consents
-    check([c.consent_id for c in consents] == [consent_id], "the consent is not listed")
-    check(consents[0].department == "tax" and not consents[0].revoked, f"{consents[0]}")
-    ok(f"consent {consent_id.hex()}")
+    def stat_photo(self):
+        return self.civil.blobs.Stat(
+            blob_pb2.StatRequest(cid=self.cid), timeout=RPC_TIMEOUT_SECONDS
+        )
 
-    step("read the photo as tax, under the consent")
-    access = types_pb2.RecordAccess(
-        citizen=citizen, attribute="photo", consent_id=consent_id, purpose=purpose
-    )
-    envelope, access_tx = chain.envelope(tax, tax.signing_key, {"record_access": access})
-    received = read_attribute(tax, envelope)
-    check(received == blob, "the released blob differs from the uploaded one")
-    opened = types_pb2.SealedAttribute()
-    opened.ParseFromString(received)
-    check(opened.value == photo, "the released photo differs from the original")
-    check(opened.media_type == "image/jpeg", f"media type {opened.media_type!r}")
-    check(
-        attribute_commitment(opened.salt, opened.value) == photo_state.attribute.commitment,
-        "the released value does not match the commitment on chain",
-    )
-    ok(f"{len(opened.value)} bytes, commitment matches")
+    def declare_photo(self):
+        step("declare the photo attribute (holder civil)")
+        declare = types_pb2.DeclareAttribute(
+            name="photo",
+            cid=self.cid,
+            commitment=self.commitment,
+            holder="civil",
+            size_bytes=len(self.blob),
+        )
+        self.chain.transact(self.civil, self.citizen_key, {"declare_attribute": declare})
+        state = attribute_state(self.civil, self.citizen, "photo")
+        check(state.attribute.cid == self.cid, "declared CID differs")
+        check(state.attribute.commitment == self.commitment, "declared commitment differs")
+        check(state.attribute.version == 1, f"version {state.attribute.version}")
+        check(not state.attested, "attested before any attestation")
+        check(self.stat_photo().personal, "the declared blob is not marked personal")
+        ok("declared; the chain holds the CID and the commitment")
 
-    step("the citizen lists accesses: one, by tax")
-    accesses = list_accesses(civil, citizen)
-    check(len(accesses) == 1, f"{len(accesses)} accesses listed")
-    record = accesses[0]
-    check(record.department == "tax", f"access by {record.department!r}")
-    check(record.attribute == "photo", f"access to {record.attribute!r}")
-    check(record.consent_id == consent_id, "access under another consent")
-    check(record.purpose == purpose, f"purpose {record.purpose!r}")
-    check(record.cid == uploaded.cid, f"access released {record.cid!r}")
-    check(record.transaction_id == access_tx, "access transaction id differs")
-    check(record.sequence == 1, f"sequence {record.sequence}")
-    ok(f"access at height {record.block_height}")
+    def attest_photo(self):
+        step("attest the photo with civil's signing key")
+        # The commitment to attest is the one on chain, as GetIdentity shows.
+        on_chain = attribute_state(self.civil, self.citizen, "photo").attribute.commitment
+        self.attest = types_pb2.AttestAttribute(
+            citizen=self.citizen, name="photo", commitment=on_chain
+        )
+        self.chain.transact(self.civil, self.civil.signing_key, {"attest_attribute": self.attest})
+        state = attribute_state(self.civil, self.citizen, "photo")
+        check(state.attested, "the photo is not attested")
+        attesters = [a.department for a in state.attestations]
+        check(attesters == ["civil"], f"attested by {attesters}")
+        ok("attested by civil")
 
-    step("revoke the consent")
-    revoke = types_pb2.RevokeConsent(consent_id=consent_id)
-    chain.transact(civil, citizen_key, {"revoke_consent": revoke}, tax)
-    consents = identity_state(tax, citizen).consents
-    check(consents[0].revoked, "the consent is not shown revoked")
-    ok("revoked")
+    def grant_consent(self, department, purpose):
+        """Grants `department` the photo for `purpose`, for an hour, and
+        waits until `department`'s node has it too: that node checks the
+        consent when it admits an access or completes a login."""
+        grant = types_pb2.GrantConsent(
+            department=department.name,
+            attributes=["photo"],
+            purpose=purpose,
+            expires_ms=now_ms() + 3600 * 1000,
+            jurisdiction="EU",
+        )
+        consent_id, _ = self.chain.transact(
+            self.civil, self.citizen_key, {"grant_consent": grant}, department
+        )
+        return consent_id
 
-    step("read again as tax: denied")
-    envelope, _ = chain.envelope(tax, tax.signing_key, {"record_access": access})
-    details = expect_rpc_error(
-        lambda: read_attribute(tax, envelope), grpc.StatusCode.PERMISSION_DENIED, "revoked"
-    )
-    accesses = list_accesses(civil, citizen)
-    check(len(accesses) == 1, f"{len(accesses)} accesses listed after the denied read")
-    ok(f"PERMISSION_DENIED: {details}")
+    def consent_to_tax(self):
+        step("grant consent to tax for the photo")
+        self.purpose = "benefit-eligibility-check"
+        self.consent_id = self.grant_consent(self.tax, self.purpose)
+        consents = identity_state(self.tax, self.citizen).consents
+        check([c.consent_id for c in consents] == [self.consent_id], "consent not listed")
+        check(consents[0].department == "tax", f"consent for {consents[0].department!r}")
+        check(not consents[0].revoked, "the new consent is revoked")
+        ok(f"consent {self.consent_id.hex()}")
 
-    step("tax tries to attest the photo: denied")
-    details = expect_rpc_error(
-        lambda: chain.submit(tax, tax.signing_key, {"attest_attribute": attest}),
-        grpc.StatusCode.PERMISSION_DENIED,
-    )
-    ok(f"PERMISSION_DENIED: {details}")
+    def access_envelope(self):
+        access = types_pb2.RecordAccess(
+            citizen=self.citizen,
+            attribute="photo",
+            consent_id=self.consent_id,
+            purpose=self.purpose,
+        )
+        return self.chain.envelope(self.tax, self.tax.signing_key, {"record_access": access})
 
-    step("QR login at police: consent first")
-    grant = types_pb2.GrantConsent(
-        department="police",
-        attributes=["photo"],
-        purpose="website-login",
-        expires_ms=now_ms() + 3600 * 1000,
-    )
-    chain.transact(civil, citizen_key, {"grant_consent": grant}, police)
-    ok("police may see the photo")
+    def read_as_tax(self):
+        step("read the photo as tax, under the consent")
+        envelope, self.access_tx = self.access_envelope()
+        received = read_attribute(self.tax, envelope)
+        check(received == self.blob, "the released blob differs from the uploaded one")
+        opened = types_pb2.SealedAttribute()
+        opened.ParseFromString(received)
+        check(opened.value == self.photo, "the released photo differs from the original")
+        check(opened.media_type == "image/jpeg", f"media type {opened.media_type!r}")
+        check(
+            attribute_commitment(opened.salt, opened.value) == self.commitment,
+            "the released value does not match the commitment on chain",
+        )
+        ok(f"{len(opened.value)} bytes, commitment matches")
 
-    step("QR login: police asks for a challenge")
+    def list_one_access(self):
+        step("the citizen lists accesses: one, by tax")
+        accesses = list_accesses(self.civil, self.citizen)
+        check(len(accesses) == 1, f"{len(accesses)} accesses listed")
+        record = accesses[0]
+        check(record.department == "tax", f"access by {record.department!r}")
+        check(record.attribute == "photo", f"access to {record.attribute!r}")
+        check(record.consent_id == self.consent_id, "access under another consent")
+        check(record.purpose == self.purpose, f"purpose {record.purpose!r}")
+        check(record.cid == self.cid, f"access released {record.cid!r}")
+        check(record.transaction_id == self.access_tx, "access transaction id differs")
+        check(record.sequence == 1, f"sequence {record.sequence}")
+        ok(f"access at height {record.block_height}")
 
-    def challenge():
-        return police.identity.CreateLoginChallenge(
+    def revoke_and_refuse(self):
+        step("revoke the consent")
+        revoke = types_pb2.RevokeConsent(consent_id=self.consent_id)
+        self.chain.transact(self.civil, self.citizen_key, {"revoke_consent": revoke}, self.tax)
+        consents = identity_state(self.tax, self.citizen).consents
+        check(consents[0].revoked, "the consent is not shown revoked")
+        ok("revoked")
+
+        step("read again as tax: denied")
+        envelope, _ = self.access_envelope()
+        details = expect_rpc_error(
+            lambda: read_attribute(self.tax, envelope),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "revoked",
+        )
+        accesses = list_accesses(self.civil, self.citizen)
+        check(len(accesses) == 1, f"{len(accesses)} accesses listed after the denied read")
+        ok(f"PERMISSION_DENIED: {details}")
+
+        step("tax tries to attest the photo: denied")
+        details = expect_rpc_error(
+            lambda: self.chain.submit(
+                self.tax, self.tax.signing_key, {"attest_attribute": self.attest}
+            ),
+            grpc.StatusCode.PERMISSION_DENIED,
+        )
+        ok(f"PERMISSION_DENIED: {details}")
+
+    def challenge(self):
+        return self.police.identity.CreateLoginChallenge(
             identity_pb2.CreateLoginChallengeRequest(
                 requested_attributes=["photo"], ttl_seconds=120, website="police.gov.example"
             ),
             timeout=RPC_TIMEOUT_SECONDS,
         )
 
-    login = challenge()
-    check(login.qr_payload != "", "empty QR payload")
-    check(login.qr_payload.isprintable(), f"QR payload {login.qr_payload!r}")
-    svg = login.qr_svg.lstrip()
-    check(svg.startswith("<?xml") or svg.startswith("<svg"), f"qr_svg starts {svg[:40]!r}")
-    check(login.relying_party == "police", f"relying party {login.relying_party!r}")
-    check(len(login.nonce) > 0, "no nonce")
-    check(login.expires_ms > now_ms(), f"expires at {login.expires_ms}")
-    ok(f"payload {login.qr_payload!r}, {len(login.qr_svg)}-byte SVG")
-
-    step("QR login: the citizen signs, police completes")
-
-    def complete(payload, key):
+    def complete(self, payload, key):
+        """The citizen's device signs the payload with `key`; police's
+        website completes the login."""
         signature = key.sign(LOGIN_SIGNING_PREFIX + payload.encode())
-        return police.identity.CompleteLogin(
+        return self.police.identity.CompleteLogin(
             identity_pb2.CompleteLoginRequest(
-                qr_payload=payload, public_key=citizen, signature=signature
+                qr_payload=payload, public_key=self.citizen, signature=signature
             ),
             timeout=RPC_TIMEOUT_SECONDS,
         )
 
-    result = complete(login.qr_payload, citizen_key)
-    check(result.did == did_key(citizen), f"did {result.did!r}")
-    check(result.public_key == citizen, "login for another key")
-    check(result.relying_party == "police", f"relying party {result.relying_party!r}")
-    check([c.name for c in result.claims] == ["photo"], f"claims {result.claims}")
-    claim = result.claims[0]
-    check(claim.commitment == commitment, "the claim's commitment differs")
-    check(claim.cid == uploaded.cid, f"the claim's CID {claim.cid!r}")
-    check("civil" in claim.attested_by, f"attested by {list(claim.attested_by)}")
-    ok(f"logged in {result.did}, photo attested by {list(claim.attested_by)}")
+    def qr_login(self):
+        step("QR login at police: consent first")
+        self.grant_consent(self.police, "website-login")
+        ok("police may see the photo")
 
-    step("QR login: the same signed payload again is a replay")
-    details = expect_rpc_error(
-        lambda: complete(login.qr_payload, citizen_key), grpc.StatusCode.ALREADY_EXISTS
-    )
-    ok(f"ALREADY_EXISTS: {details}")
+        step("QR login: police asks for a challenge")
+        login = self.challenge()
+        check(login.qr_payload != "", "empty QR payload")
+        check(login.qr_payload.isprintable(), f"QR payload {login.qr_payload!r}")
+        svg = login.qr_svg.lstrip()
+        check(svg.startswith(("<?xml", "<svg")), f"qr_svg starts {svg[:40]!r}")
+        check(login.relying_party == "police", f"relying party {login.relying_party!r}")
+        check(len(login.nonce) > 0, "no nonce")
+        check(login.expires_ms > now_ms(), f"expires at {login.expires_ms}")
+        ok(f"payload {login.qr_payload!r}, {len(login.qr_svg)}-byte SVG")
 
-    step("QR login: a bad signature on a fresh challenge")
-    fresh = challenge()
-    check(fresh.nonce != login.nonce, "the fresh challenge reuses the nonce")
-    impostor = Ed25519PrivateKey.generate()
-    details = expect_rpc_error(
-        lambda: complete(fresh.qr_payload, impostor), grpc.StatusCode.UNAUTHENTICATED
-    )
-    ok(f"UNAUTHENTICATED: {details}")
+        step("QR login: the citizen signs, police completes")
+        result = self.complete(login.qr_payload, self.citizen_key)
+        check(result.did == did_key(self.citizen), f"did {result.did!r}")
+        check(result.public_key == self.citizen, "login for another key")
+        check(result.relying_party == "police", f"relying party {result.relying_party!r}")
+        check([c.name for c in result.claims] == ["photo"], f"claims {result.claims}")
+        claim = result.claims[0]
+        check(claim.commitment == self.commitment, "the claim's commitment differs")
+        check(claim.cid == self.cid, f"the claim's CID {claim.cid!r}")
+        check("civil" in claim.attested_by, f"attested by {list(claim.attested_by)}")
+        ok(f"logged in {result.did}, photo attested by {list(claim.attested_by)}")
 
-    for department in (civil, tax, police):
-        department.channel.close()
+        step("QR login: the same signed payload again is a replay")
+        details = expect_rpc_error(
+            lambda: self.complete(login.qr_payload, self.citizen_key),
+            grpc.StatusCode.ALREADY_EXISTS,
+        )
+        ok(f"ALREADY_EXISTS: {details}")
+
+        step("QR login: a bad signature on a fresh challenge")
+        fresh = self.challenge()
+        check(fresh.nonce != login.nonce, "the fresh challenge reuses the nonce")
+        impostor = Ed25519PrivateKey.generate()
+        details = expect_rpc_error(
+            lambda: self.complete(fresh.qr_payload, impostor), grpc.StatusCode.UNAUTHENTICATED
+        )
+        ok(f"UNAUTHENTICATED: {details}")
+
+
+def run(devnet_dir):
+    flow = Flow(devnet_dir)
+    flow.create_identity()
+    flow.upload_photo()
+    flow.declare_photo()
+    flow.attest_photo()
+    flow.consent_to_tax()
+    flow.read_as_tax()
+    flow.list_one_access()
+    flow.revoke_and_refuse()
+    flow.qr_login()
+    flow.close()
 
 
 def main():
