@@ -14,7 +14,6 @@ first failed check exits with status 1.
 """
 
 import argparse
-import base64
 import hashlib
 import json
 import os
@@ -127,73 +126,10 @@ def now_ms():
 # --- Department signing keys -----------------------------------------------
 
 
-def der_element(data, offset):
-    """One DER TLV at `offset`: (tag, content, next offset)."""
-    check(offset + 2 <= len(data), "truncated DER")
-    tag, length = data[offset], data[offset + 1]
-    offset += 2
-    if length & 0x80:
-        width = length & 0x7F
-        check(0 < width <= 2, f"unsupported DER length form {length:#x}")
-        length = int.from_bytes(data[offset : offset + width], "big")
-        offset += width
-    check(offset + length <= len(data), "truncated DER")
-    return tag, data[offset : offset + length], offset + length
-
-
-def der(tag, content):
-    check(len(content) < 0x80, "only short DER lengths are needed here")
-    return bytes([tag, len(content)]) + content
-
-
-def pkcs8_v2_to_v1(der_bytes):
-    """Rewrites an RFC 5958 OneAsymmetricKey (version 1, with the public key
-    in [1]) as the RFC 5208 form (version 0, no public key) that OpenSSL 3.0
-    and cryptography read; returns (v1 DER, embedded public key)."""
-    tag, body, end = der_element(der_bytes, 0)
-    check(tag == 0x30 and end == len(der_bytes), "signing key is not one DER SEQUENCE")
-    tag, version, offset = der_element(body, 0)
-    check(tag == 0x02 and version == b"\x01", f"PKCS#8 version {version.hex()}, expected v2")
-    algorithm_start = offset
-    tag, _, offset = der_element(body, offset)
-    check(tag == 0x30, "no AlgorithmIdentifier")
-    tag, _, offset = der_element(body, offset)
-    check(tag == 0x04, "no privateKey OCTET STRING")
-    private_end = offset
-    public_key = None
-    while offset < len(body):
-        tag, content, offset = der_element(body, offset)
-        if tag == 0x81:
-            check(content[:1] == b"\x00", "public key BIT STRING has unused bits")
-            public_key = content[1:]
-    check(public_key is not None, "PKCS#8 v2 key without a public key")
-    v1 = der(0x30, der(0x02, b"\x00") + body[algorithm_start:private_end])
-    return v1, public_key
-
-
 def load_signing_key(pem, what):
-    """A department's Ed25519 signing key from its PKCS#8 PEM file.
-
-    govchain writes PKCS#8 v2 (RFC 5958, public key included), which
-    cryptography's loader refuses ("extra data"); then the key is rewritten
-    to PKCS#8 v1 and loaded again, and the embedded public key must match.
-    """
-    try:
-        key = serialization.load_pem_private_key(pem, None)
-    except ValueError as err:
-        lines = pem.decode().strip().splitlines()
-        check(
-            lines[0] == "-----BEGIN PRIVATE KEY-----" and lines[-1] == "-----END PRIVATE KEY-----",
-            f"{what} is not a PKCS#8 PEM file",
-        )
-        v1, public_key = pkcs8_v2_to_v1(base64.b64decode("".join(lines[1:-1])))
-        key = serialization.load_der_private_key(v1, None)
-        check(
-            raw_public_key(key) == public_key,
-            f"{what}: the embedded public key does not match the private key",
-        )
-        reason = str(err).rsplit("Details:", 1)[-1].strip()
-        print(f"  note: {what} is PKCS#8 v2, refused ({reason}), read as v1", flush=True)
+    """A department's Ed25519 signing key from its PKCS#8 PEM file (the
+    RFC 8410 form OpenSSL writes), with the standard loader."""
+    key = serialization.load_pem_private_key(pem, None)
     check(isinstance(key, Ed25519PrivateKey), f"{what} is not an Ed25519 key")
     return key
 

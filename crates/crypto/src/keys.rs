@@ -165,13 +165,18 @@ impl SigningKey {
             .map_err(|err| KeyError::PrivateKeyPem(err.to_string()))
     }
 
-    /// The key as PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), as OpenSSL
-    /// writes Ed25519 keys.
+    /// The key as PKCS#8 v1 PEM (`-----BEGIN PRIVATE KEY-----`, RFC 8410
+    /// without the optional public key), exactly as OpenSSL writes Ed25519
+    /// keys: OpenSSL 3 and Python's `cryptography` refuse the v2 form that
+    /// ed25519-dalek writes by default. Both forms are read.
     pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
-        self.0
-            .to_pkcs8_pem(LineEnding::LF)
-            .map(|pem| pem.to_string())
-            .map_err(|err| KeyError::PrivateKeyPem(err.to_string()))
+        ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.0.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .map_err(|err| KeyError::PrivateKeyPem(err.to_string()))
     }
 }
 
@@ -237,6 +242,19 @@ mod tests {
                 "{did}"
             );
         }
+    }
+
+    #[test]
+    fn private_keys_are_written_as_pkcs8_v1_and_read_back() {
+        let key = key(9);
+        let pem = key.to_pkcs8_pem().expect("encodes");
+        // The 48-byte RFC 8410 v1 form: SEQUENCE { version 0, algorithm
+        // id-Ed25519, OCTET STRING { OCTET STRING (32 bytes) } }.
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(body.starts_with("MC4CAQAwBQYDK2VwBCIEI"), "{pem}");
+        assert_eq!(body.len(), 64, "{pem}");
+        let read = SigningKey::from_pkcs8_pem(&pem).expect("decodes");
+        assert_eq!(read.public_key(), key.public_key());
     }
 
     #[test]
