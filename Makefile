@@ -4,15 +4,26 @@ CARGO ?= cargo
 DEVNET_DIR ?= ./devnet
 VALIDATORS ?= 4
 
-.PHONY: run test build lint fmt-check check-deps unit integration bench bench-micro soak clean
+.PHONY: run test build lint fmt-check check-deps python-deps unit integration bench bench-micro soak clean
 
 ## A local consortium of $(VALIDATORS) validators with demo data, in the foreground.
 run:
 	$(CARGO) run --quiet -p govchain-cli -- devnet --dir $(DEVNET_DIR) --validators $(VALIDATORS)
 
 ## Everything CI checks: formatting, lints, dependency direction, all tests.
-test: fmt-check lint check-deps
-	$(CARGO) test --workspace --all-targets
+test: fmt-check lint check-deps python-deps
+	GOVCHAIN_PYTHON_VENV=$(abspath $(PYTHON_VENV)) $(CARGO) test --workspace --all-targets
+
+## The Python packages of the generated-client test (integration/python/),
+## in a virtualenv; re-installed when the pins change.
+PYTHON ?= python3
+PYTHON_VENV ?= target/python-venv
+python-deps: $(PYTHON_VENV)/.installed
+
+$(PYTHON_VENV)/.installed: integration/python/requirements.txt
+	$(PYTHON) -m venv $(PYTHON_VENV)
+	$(PYTHON_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	touch $@
 
 build:
 	$(CARGO) build --workspace
