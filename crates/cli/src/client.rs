@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use govchain_pki::{Genesis, read_pem};
+use govchain_proto::blob::v1::blob_service_client::BlobServiceClient;
+use govchain_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
@@ -20,6 +22,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one unary call may take until the response starts. Streams are
 /// not cut off: the limit ends when the response headers arrive.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest blob message accepted: 1 MiB of data (one chunk of the blob
+/// profile) plus room for framing, as the node's `BlobService` allows.
+pub const BLOB_MESSAGE_BYTES_MAX: usize = BLOB_MESSAGE_DATA_BYTES_MAX + 64 * 1024;
+/// Blob data per upload message: one chunk of the unixfs-v1-2025 profile.
+pub const BLOB_MESSAGE_DATA_BYTES_MAX: usize = 1024 * 1024;
 /// `govchain devnet` writes its files here unless told otherwise.
 const DEVNET_DIR_DEFAULT: &str = "devnet";
 
@@ -53,6 +60,77 @@ pub struct ConnectArgs {
     /// is not in it, e.g. health.node.govchain.
     #[arg(long, env = "GOVCHAIN_SERVER_NAME", value_name = "NAME")]
     pub server_name: Option<String>,
+}
+
+/// [`ConnectArgs`] for a citizen's commands, where `--key` is the citizen's
+/// signing key: the client certificate's key is `--tls-key` here. Without
+/// `--department`, which `consent grant` uses for the consent's department;
+/// [`CitizenConnectArgs`] adds it back.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Connection")]
+pub struct NodeConnectArgs {
+    /// Node client API URL, e.g. https://127.0.0.1:7050.
+    #[arg(long, env = "GOVCHAIN_NODE", value_name = "URL")]
+    pub node: Option<String>,
+    /// Consortium CA certificate (PEM) that signed the node's certificate.
+    #[arg(long, env = "GOVCHAIN_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) issued by the consortium CA.
+    #[arg(long, env = "GOVCHAIN_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of the client certificate (--key elsewhere; here
+    /// --key is the citizen's signing key).
+    #[arg(long = "tls-key", env = "GOVCHAIN_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Devnet directory: node URLs and certificates come from its devnet.json.
+    #[arg(long, env = "GOVCHAIN_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// TLS name to check the node's certificate against, when the URL's host
+    /// is not in it.
+    #[arg(long, env = "GOVCHAIN_SERVER_NAME", value_name = "NAME")]
+    pub server_name: Option<String>,
+}
+
+impl NodeConnectArgs {
+    /// The devnet's first node, or `--node`.
+    pub fn connect_args(&self) -> ConnectArgs {
+        self.with_department(None)
+    }
+
+    fn with_department(&self, department: Option<String>) -> ConnectArgs {
+        ConnectArgs {
+            node: self.node.clone(),
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.tls_key.clone(),
+            dir: self.dir.clone(),
+            department,
+            server_name: self.server_name.clone(),
+        }
+    }
+}
+
+/// [`NodeConnectArgs`] with `--department`: which department's node the
+/// citizen talks to (and whose client certificate is used).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CitizenConnectArgs {
+    #[command(flatten)]
+    pub node: NodeConnectArgs,
+    /// With --dir: talk to this department's node, with its client
+    /// certificate. Default: the first node.
+    #[arg(
+        long,
+        env = "GOVCHAIN_DEPARTMENT",
+        value_name = "NAME",
+        help_heading = "Connection"
+    )]
+    pub department: Option<String>,
+}
+
+impl CitizenConnectArgs {
+    pub fn connect_args(&self) -> ConnectArgs {
+        self.node.with_department(self.department.clone())
+    }
 }
 
 /// One node to talk to, with everything needed for mutual TLS.
@@ -246,6 +324,19 @@ pub fn normalize_url(url: &str) -> anyhow::Result<String> {
 /// to the consortium CA and name the URL's host (`localhost`, `127.0.0.1` and
 /// `::1` are in every node certificate), or `--server-name`.
 pub async fn connect(target: &Target) -> anyhow::Result<NodeServiceClient<Channel>> {
+    Ok(NodeServiceClient::new(
+        channel(target, Some(REQUEST_TIMEOUT)).await?,
+    ))
+}
+
+/// A channel whose calls may take `request_timeout` until their response
+/// starts, for every service of the node. `None` suits a client-streaming
+/// upload, whose response starts only after the last byte was sent; the
+/// connection still times out after [`CONNECT_TIMEOUT`].
+pub async fn channel(
+    target: &Target,
+    request_timeout: Option<Duration>,
+) -> anyhow::Result<Channel> {
     let ca = read_pem(&target.ca)?;
     let cert = read_pem(&target.cert)?;
     let key = read_pem(&target.key)?;
@@ -260,13 +351,34 @@ pub async fn connect(target: &Target) -> anyhow::Result<NodeServiceClient<Channe
         .with_context(|| format!("{url:?} is not a valid node URL"))?
         .tls_config(tls)
         .map_err(|err| anyhow::anyhow!("bad TLS settings for {url}: {}", error_chain(&err)))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT);
-    let channel = endpoint
+        .connect_timeout(CONNECT_TIMEOUT);
+    let endpoint = match request_timeout {
+        Some(timeout) => endpoint.timeout(timeout),
+        None => endpoint,
+    };
+    endpoint
         .connect()
         .await
-        .map_err(|err| connect_error(url, &error_chain(&err)))?;
-    Ok(NodeServiceClient::new(channel))
+        .map_err(|err| connect_error(url, &error_chain(&err)))
+}
+
+/// The same channel as [`connect`] for every service of the node: unary
+/// calls get [`REQUEST_TIMEOUT`].
+pub async fn connect_channel(target: &Target) -> anyhow::Result<Channel> {
+    channel(target, Some(REQUEST_TIMEOUT)).await
+}
+
+/// A `BlobService` client that accepts the node's blob messages (1 MiB of
+/// data plus framing) both ways.
+pub fn blob_client(channel: Channel) -> BlobServiceClient<Channel> {
+    BlobServiceClient::new(channel)
+        .max_decoding_message_size(BLOB_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(BLOB_MESSAGE_BYTES_MAX)
+}
+
+/// An `IdentityService` client; `ReadAttribute` streams blob messages.
+pub fn identity_client(channel: Channel) -> IdentityServiceClient<Channel> {
+    IdentityServiceClient::new(channel).max_decoding_message_size(BLOB_MESSAGE_BYTES_MAX)
 }
 
 fn connect_error(url: &str, cause: &str) -> anyhow::Error {
@@ -327,6 +439,10 @@ pub fn status_line(status: &Status) -> String {
     }
 }
 
+/// What [`rpc_error`] adds to a `PERMISSION_DENIED`; commands that know
+/// better replace it.
+pub const PERMISSION_DENIED_HINT: &str = "; this department may not do that";
+
 /// A failed call as an error for `main` to print: the status line, plus what
 /// to do about it where the code says enough.
 pub fn rpc_error(status: Status) -> anyhow::Error {
@@ -334,7 +450,7 @@ pub fn rpc_error(status: Status) -> anyhow::Error {
         Code::Unauthenticated => {
             "; the node refused the client certificate: use one issued by this consortium's CA (`govchain certs issue-client`)"
         }
-        Code::PermissionDenied => "; this department may not do that",
+        Code::PermissionDenied => PERMISSION_DENIED_HINT,
         Code::Unavailable => {
             "; the node may be changing view, starting or stopping: retry in a moment"
         }

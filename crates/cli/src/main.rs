@@ -1,6 +1,7 @@
 //! The `govchain` command: runs a node or a local devnet, makes the
 //! consortium's certificates and signing keys, and talks to nodes over gRPC
-//! with mutual TLS to submit transactions, read blocks and anchor records.
+//! with mutual TLS to submit transactions, read blocks, anchor records, move
+//! blobs and manage citizens' identities, consent and audited access.
 //!
 //! Exit codes follow ripgrep: 0 when the command did what was asked, 1 for a
 //! negative answer (a record does not match its anchor, a transaction failed),
@@ -40,7 +41,9 @@ use exit::Negative;
         echo hello > r.txt\n  \
         govchain keys new --out my.key\n  \
         govchain record anchor r.txt --dataset demo --record-id r1 --signing-key my.key --wait\n  \
-        govchain record verify r.txt --dataset demo --record-id r1\n\n\
+        govchain record verify r.txt --dataset demo --record-id r1\n  \
+        govchain identity create --key alice.key   # a citizen, as a did:key\n  \
+        govchain blob cid photo.jpg               # a file's IPFS CID, offline\n\n\
         Exit codes: 0 ok, 1 negative answer (e.g. verification failed), 2 error.\n\
         Logging: GOVCHAIN_LOG (or RUST_LOG), e.g. GOVCHAIN_LOG=debug."
 )]
@@ -75,6 +78,30 @@ enum Command {
     Status(cmd::status::StatusArgs),
     /// Anchor a record's SHA-256 on the chain, and verify a file against it.
     Record(cmd::record::RecordArgs),
+    /// Upload, download and inspect content-addressed blobs; compute CIDs offline.
+    Blob(cmd::blob::BlobArgs),
+    /// Citizens' identities, attributes, attestations, consent, audited reads and QR login.
+    #[command(
+        long_about = "Citizens' digital identity. A citizen is an Ed25519 key, named by its \
+            did:key; attribute values stay in a department node's blob store, sealed with a \
+            salt, and the chain holds only their CIDs and salted commitments. Departments \
+            attest attributes (as genesis allows), citizens grant and revoke consent, and \
+            every read of an attribute is recorded on chain before any byte is released.\n\n\
+            Writes are signed transactions and wait for the commit by default (--no-wait \
+            to skip).",
+        after_help = "A walk through, on a devnet (`govchain devnet --detach`):\n  \
+            govchain identity create --key alice.key\n  \
+            govchain identity declare --key alice.key --name photo --file alice.jpg\n  \
+            govchain identity attest --signing-key devnet/certs/civil/signing.key \\\n    \
+            --department civil --citizen did:key:z6Mk... --name photo\n  \
+            govchain identity consent grant --key alice.key --department tax \\\n    \
+            --attributes photo --purpose benefit-check --expires 30d\n  \
+            govchain identity access --signing-key devnet/certs/tax/signing.key --department tax \\\n    \
+            --citizen did:key:z6Mk... --name photo --consent <id> --purpose benefit-check --out photo.jpg\n  \
+            govchain identity log --citizen did:key:z6Mk...\n  \
+            govchain identity show did:key:z6Mk..."
+    )]
+    Identity(cmd::identity::IdentityArgs),
     /// Measure committed throughput and latency against the verification ceiling.
     Bench(cmd::bench::BenchArgs),
 }
@@ -110,6 +137,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Blocks(args) => cmd::blocks::run(args, json).await,
         Command::Status(args) => cmd::status::run(args, json).await,
         Command::Record(args) => cmd::record::run(args, json).await,
+        Command::Blob(args) => cmd::blob::run(args, json).await,
+        Command::Identity(args) => cmd::identity::run(args, json).await,
         Command::Bench(args) => cmd::bench::run(args, json).await,
     }
 }

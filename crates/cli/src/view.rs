@@ -1,9 +1,11 @@
 //! JSON shapes of API messages: bytes as hex, enums as lower-case words,
 //! times as both Unix ms and RFC 3339. These are the `--json` output format.
 
+use govchain_proto::identity::v1::{AttributeState, GetIdentityResponse};
 use govchain_proto::node::v1::TransactionStatus;
 use govchain_proto::types::v1::{
-    AnchorRecord, TransactionOutcome, TransactionResult, transaction::Body,
+    AccessRecord, AnchorRecord, AttestationRecord, ConsentRecord, IdentityRecord,
+    TransactionOutcome, TransactionResult, transaction::Body,
 };
 use serde::Serialize;
 
@@ -254,6 +256,215 @@ impl BodyView {
     }
 }
 
+/// A citizen's identity as `identity show` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdentityView {
+    pub did: String,
+    pub public_key: String,
+    pub created_height: u64,
+    pub created: String,
+    pub transaction_id: String,
+    pub attributes: Vec<AttributeView>,
+    pub consents: Vec<ConsentView>,
+}
+
+impl IdentityView {
+    /// `now_ms` decides which attestations and consents have expired.
+    pub fn new(response: &GetIdentityResponse, now_ms: u64) -> Self {
+        let identity = response.identity.clone().unwrap_or_default();
+        Self::from_parts(&identity, &response.attributes, &response.consents, now_ms)
+    }
+
+    fn from_parts(
+        identity: &IdentityRecord,
+        attributes: &[AttributeState],
+        consents: &[ConsentRecord],
+        now_ms: u64,
+    ) -> Self {
+        Self {
+            did: if identity.did.is_empty() {
+                did_of(&identity.public_key)
+            } else {
+                identity.did.clone()
+            },
+            public_key: hex::encode(&identity.public_key),
+            created_height: identity.created_height,
+            created: format_time_ms(identity.created_ms),
+            transaction_id: hex::encode(&identity.transaction_id),
+            attributes: attributes
+                .iter()
+                .map(|state| AttributeView::new(state, now_ms))
+                .collect(),
+            consents: consents
+                .iter()
+                .map(|consent| ConsentView::new(consent, now_ms))
+                .collect(),
+        }
+    }
+}
+
+/// One declared attribute: where its sealed blob is, the commitment to its
+/// value, and who vouches for the current value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttributeView {
+    pub name: String,
+    pub cid: String,
+    pub commitment: String,
+    pub holder: String,
+    pub size_bytes: u64,
+    pub version: u64,
+    pub declared_height: u64,
+    pub declared: String,
+    /// True if at least one attestation is unrevoked and unexpired.
+    pub attested: bool,
+    pub attestations: Vec<AttestationView>,
+}
+
+impl AttributeView {
+    pub fn new(state: &AttributeState, now_ms: u64) -> Self {
+        let attribute = state.attribute.clone().unwrap_or_default();
+        Self {
+            name: attribute.name,
+            cid: attribute.cid,
+            commitment: hex::encode(&attribute.commitment),
+            holder: attribute.holder,
+            size_bytes: attribute.size_bytes,
+            version: attribute.version,
+            declared_height: attribute.declared_height,
+            declared: format_time_ms(attribute.declared_ms),
+            attested: state.attested,
+            attestations: state
+                .attestations
+                .iter()
+                .map(|record| AttestationView::new(record, now_ms))
+                .collect(),
+        }
+    }
+}
+
+/// `valid`, `revoked` or `expired`: the state of an attestation or consent.
+pub fn grant_state(revoked: bool, expires_ms: u64, now_ms: u64) -> &'static str {
+    if revoked {
+        "revoked"
+    } else if expires_ms != 0 && expires_ms <= now_ms {
+        "expired"
+    } else {
+        "valid"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttestationView {
+    pub department: String,
+    pub state: &'static str,
+    pub attested_height: u64,
+    pub attested: String,
+    pub expires_ms: u64,
+    pub expires: String,
+    pub revocation_reason: String,
+    pub revoked: Option<String>,
+    pub transaction_id: String,
+}
+
+impl AttestationView {
+    pub fn new(record: &AttestationRecord, now_ms: u64) -> Self {
+        Self {
+            department: record.department.clone(),
+            state: grant_state(record.revoked, record.expires_ms, now_ms),
+            attested_height: record.attested_height,
+            attested: format_time_ms(record.attested_ms),
+            expires_ms: record.expires_ms,
+            expires: expiry(record.expires_ms),
+            revocation_reason: record.revocation_reason.clone(),
+            revoked: record.revoked.then(|| format_time_ms(record.revoked_ms)),
+            transaction_id: hex::encode(&record.transaction_id),
+        }
+    }
+
+    /// `civil (valid, expires never)`, for one line per attribute.
+    pub fn text(&self) -> String {
+        match self.state {
+            "revoked" if !self.revocation_reason.is_empty() => {
+                format!("{} (revoked: {})", self.department, self.revocation_reason)
+            }
+            "valid" => format!("{} (valid, expires {})", self.department, self.expires),
+            state => format!("{} ({state})", self.department),
+        }
+    }
+}
+
+/// A consent record; its id is the id of the granting transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsentView {
+    pub consent_id: String,
+    pub citizen: String,
+    pub department: String,
+    pub attributes: Vec<String>,
+    pub purpose: String,
+    pub jurisdiction: String,
+    pub state: &'static str,
+    pub granted_height: u64,
+    pub granted_ms: u64,
+    pub granted: String,
+    pub expires_ms: u64,
+    pub expires: String,
+    pub revoked_ms: Option<u64>,
+    pub revoked: Option<String>,
+}
+
+impl ConsentView {
+    pub fn new(record: &ConsentRecord, now_ms: u64) -> Self {
+        Self {
+            consent_id: hex::encode(&record.consent_id),
+            citizen: did_of(&record.citizen),
+            department: record.department.clone(),
+            attributes: record.attributes.clone(),
+            purpose: record.purpose.clone(),
+            jurisdiction: record.jurisdiction.clone(),
+            state: grant_state(record.revoked, record.expires_ms, now_ms),
+            granted_height: record.granted_height,
+            granted_ms: record.granted_ms,
+            granted: format_time_ms(record.granted_ms),
+            expires_ms: record.expires_ms,
+            expires: expiry(record.expires_ms),
+            revoked_ms: record.revoked.then_some(record.revoked_ms),
+            revoked: record.revoked.then(|| format_time_ms(record.revoked_ms)),
+        }
+    }
+}
+
+/// One recorded read of a citizen's attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessView {
+    pub sequence: u64,
+    pub department: String,
+    pub attribute: String,
+    pub consent_id: String,
+    pub purpose: String,
+    pub cid: String,
+    pub accessed_ms: u64,
+    pub accessed: String,
+    pub block_height: u64,
+    pub transaction_id: String,
+}
+
+impl AccessView {
+    pub fn new(record: &AccessRecord) -> Self {
+        Self {
+            sequence: record.sequence,
+            department: record.department.clone(),
+            attribute: record.attribute.clone(),
+            consent_id: hex::encode(&record.consent_id),
+            purpose: record.purpose.clone(),
+            cid: record.cid.clone(),
+            accessed_ms: record.accessed_ms,
+            accessed: format_time_ms(record.accessed_ms),
+            block_height: record.block_height,
+            transaction_id: hex::encode(&record.transaction_id),
+        }
+    }
+}
+
 /// An expiry in Unix ms, where 0 means never.
 pub fn expiry(ms: u64) -> String {
     if ms == 0 {
@@ -289,6 +500,24 @@ mod tests {
         });
         assert_eq!(failed.text(), "failed: record is owned by tax");
         assert!(failed.failed());
+    }
+
+    #[test]
+    fn grants_are_valid_until_revoked_or_expired() {
+        assert_eq!(grant_state(false, 0, 5), "valid");
+        assert_eq!(grant_state(false, 6, 5), "valid");
+        assert_eq!(grant_state(false, 5, 5), "expired");
+        assert_eq!(grant_state(true, 0, 5), "revoked");
+        let record = AttestationRecord {
+            department: "civil".into(),
+            revoked: true,
+            revocation_reason: "wrong person".into(),
+            ..AttestationRecord::default()
+        };
+        assert_eq!(
+            AttestationView::new(&record, 1).text(),
+            "civil (revoked: wrong person)"
+        );
     }
 
     #[test]

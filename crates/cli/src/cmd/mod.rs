@@ -1,10 +1,12 @@
 //! One module per subcommand. Each has an `XArgs` clap struct and a `run`.
 
 pub mod bench;
+pub mod blob;
 pub mod block;
 pub mod blocks;
 pub mod certs;
 pub mod devnet;
+pub mod identity;
 pub mod keys;
 pub mod ledger;
 pub mod node;
