@@ -19,6 +19,8 @@ fn bench_runs_and_reports_json() {
             "16",
             "--transactions-max",
             "5000",
+            "--blob-mib",
+            "3",
             "--json-out",
         ])
         .arg(&out)
@@ -49,6 +51,18 @@ fn bench_runs_and_reports_json() {
     assert_eq!(report["validators"], 4);
     for quantile in ["p50", "p90", "p99", "p999"] {
         assert!(report["latency_ms"][quantile].is_number());
+    }
+    assert_eq!(report["blob"]["bytes"], 3 * 1024 * 1024);
+    for field in [
+        "upload_mb_s",
+        "download_mb_s",
+        "sha256_mb_s",
+        "upload_ratio",
+    ] {
+        assert!(
+            report["blob"][field].as_f64().unwrap() > 0.0,
+            "blob.{field} missing from {report}"
+        );
     }
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.contains("ratio to ceiling"), "{text}");

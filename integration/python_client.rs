@@ -96,9 +96,16 @@ fn prepare_python(logs: &Path) -> PathBuf {
         "run `make python-deps` first (it creates {} with integration/python/requirements.txt), or set GOVCHAIN_PYTHON_VENV to such a virtualenv",
         venv.display()
     );
-    assert!(python.exists(), "no virtualenv at {}: {setup}", venv.display());
+    assert!(
+        python.exists(),
+        "no virtualenv at {}: {setup}",
+        venv.display()
+    );
     let mut command = Command::new(&python);
-    command.args(["-c", "import grpc, grpc_tools, google.protobuf, cryptography"]);
+    command.args([
+        "-c",
+        "import grpc, grpc_tools, google.protobuf, cryptography",
+    ]);
     let run = run_bounded(command, &logs.join("imports.log"), IMPORT_TIMEOUT);
     assert!(
         run.success(),

@@ -87,6 +87,11 @@ pub struct BenchArgs {
     /// Also write the report as JSON to FILE.
     #[arg(long = "json-out", visible_alias = "json-file", value_name = "FILE")]
     pub json_out: Option<PathBuf>,
+    /// After the transactions, upload and download a blob of this many MiB
+    /// over mTLS and compare with single-core SHA-256 of the same bytes,
+    /// measured in the same run; 0 skips it.
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    pub blob_mib: u64,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -133,6 +138,21 @@ pub struct Report {
     pub view_changes: u64,
     pub node_cpu_cores: f64,
     pub machine_cores: usize,
+    /// With `--blob-mib`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobReport>,
+}
+
+/// Blob transfer over mTLS against hashing the same bytes on one core.
+#[derive(Debug, Serialize)]
+pub struct BlobReport {
+    pub bytes: u64,
+    pub upload_mb_s: f64,
+    pub download_mb_s: f64,
+    /// SHA-256 of the same bytes on one core, in MB/s (10^6 bytes).
+    pub sha256_mb_s: f64,
+    /// Upload MB/s as a fraction of single-core SHA-256 MB/s.
+    pub upload_ratio: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -171,7 +191,15 @@ pub async fn run(args: BenchArgs, json: bool) -> anyhow::Result<()> {
         None => start_devnet(args.validators).await?,
     };
     let file = DevnetFile::load(&dir)?;
-    let result = drive(&args, &dir, &file, verifications_per_second, cores).await;
+    let mut result = drive(&args, &dir, &file, verifications_per_second, cores).await;
+    if args.blob_mib > 0
+        && let Ok(report) = &mut result
+    {
+        match blob_phase(&dir, &file, args.blob_mib).await {
+            Ok(blob) => report.blob = Some(blob),
+            Err(err) => result = Err(err.context("the blob measurement failed")),
+        }
+    }
     if !children.is_empty() {
         devnet::stop_children(&mut children);
     }
@@ -422,7 +450,95 @@ async fn drive(
             (after - cpu_before.unwrap_or(after)) / elapsed.as_secs_f64()
         }),
         machine_cores: cores,
+        blob: None,
     })
+}
+
+/// Uploads `mib` MiB of pseudo-random bytes to the first node and
+/// downloads them again, checking the CID; hashes the same bytes with
+/// SHA-256 on one core for comparison.
+async fn blob_phase(
+    dir: &std::path::Path,
+    file: &DevnetFile,
+    mib: u64,
+) -> anyhow::Result<BlobReport> {
+    use sha2::Digest as _;
+    let bytes = mib
+        .checked_mul(1024 * 1024)
+        .filter(|b| *b <= 4 * 1024 * 1024 * 1024)
+        .context("--blob-mib is over 4096")?;
+    eprintln!("blob: {mib} MiB over mTLS...");
+    let data = Arc::new(pseudo_random(bytes as usize, nanos() as u64));
+    let hashing = data.clone();
+    let sha256_s = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        std::hint::black_box(sha2::Sha256::digest(hashing.as_slice()));
+        started.elapsed().as_secs_f64()
+    })
+    .await?;
+    let expected = crate::cmd::blob::cid_of_bytes(&data)?;
+    let target = devnet::target(dir, file, 0);
+    let mut client = crate::client::blob_client(crate::client::channel(&target, None).await?);
+    let started = Instant::now();
+    let reader = std::io::Cursor::new(ArcBytes(data.clone()));
+    let stored = crate::cmd::blob::upload(
+        &mut client,
+        reader,
+        Default::default(),
+        indicatif::ProgressBar::hidden(),
+    )
+    .await?;
+    let upload_s = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        stored.cid == expected.to_string(),
+        "the node computed CID {} for bytes whose CID is {expected}",
+        stored.cid
+    );
+    let started = Instant::now();
+    let mut stream = client
+        .download(govchain_proto::blob::v1::DownloadRequest {
+            cid: stored.cid.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(crate::client::rpc_error)?
+        .into_inner();
+    let received =
+        crate::cmd::blob::receive(&mut stream, &mut tokio::io::sink(), 0, bytes, None).await?;
+    let download_s = started.elapsed().as_secs_f64();
+    anyhow::ensure!(received == bytes, "downloaded {received} of {bytes} bytes");
+    let mb = bytes as f64 / 1e6;
+    Ok(BlobReport {
+        bytes,
+        upload_mb_s: mb / upload_s,
+        download_mb_s: mb / download_s,
+        sha256_mb_s: mb / sha256_s,
+        upload_ratio: sha256_s / upload_s,
+    })
+}
+
+/// Shares the blob bytes with the upload's reader thread.
+struct ArcBytes(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for ArcBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+/// Incompressible-looking bytes (xorshift64*), so that nothing downstream
+/// could shortcut them.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 /// Each client owns one signer, so its nonces arrive in order, and waits
@@ -726,6 +842,16 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
         "signing (client):    {:.0} tx/s, not charged to the nodes",
         report.signing_tps
     );
+    if let Some(blob) = &report.blob {
+        println!(
+            "blob {:.0} MiB:        upload {:.1} MB/s, download {:.1} MB/s; SHA-256 on one core {:.1} MB/s (upload {:.0}% of it)",
+            blob.bytes as f64 / 1_048_576.0,
+            blob.upload_mb_s,
+            blob.download_mb_s,
+            blob.sha256_mb_s,
+            blob.upload_ratio * 100.0
+        );
+    }
     Ok(())
 }
 

@@ -798,18 +798,8 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<(SigningKey, bool)> {
         return Ok((load_signing_key(path)?, false));
     }
     let key = SigningKey::generate()?;
-    let pem = key.to_pkcs8_pem()?;
-    let write = || -> io::Result<()> {
-        // `create_new`: a file that appeared meanwhile is never replaced.
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        file.write_all(pem.as_bytes())?;
-        file.sync_all()
-    };
-    write().with_context(|| format!("cannot create the key file {}", path.display()))?;
+    // Never replaces a file that appeared meanwhile (no `force`).
+    crate::cmd::keys::write_secret(path, key.to_pkcs8_pem()?.as_bytes(), false)?;
     Ok((key, true))
 }
 

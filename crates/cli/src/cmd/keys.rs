@@ -112,7 +112,7 @@ pub fn load_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
 /// Writes a secret through a temporary file created with mode 0600, so the
 /// key is never readable by others, not even briefly. Without `force` the
 /// final step is a hard link, which fails if the file appeared meanwhile.
-fn write_secret(path: &Path, contents: &[u8], force: bool) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, contents: &[u8], force: bool) -> anyhow::Result<()> {
     let exists = || {
         anyhow::anyhow!(
             "{} already exists; pass --force to replace it (the old key is lost) or choose another --out",
