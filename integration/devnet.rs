@@ -29,6 +29,19 @@ fn devnet_starts_answers_and_stops() {
     }
     assert!(out.contains("anchored 8 demo records"), "{out}");
     assert!(
+        out.contains("demo citizen: did:key:z6Mk"),
+        "the summary shows the demo citizen: {out}"
+    );
+    let did = out
+        .split_whitespace()
+        .find(|word| word.starts_with("did:key:"))
+        .unwrap()
+        .to_owned();
+    let (ok, shown, err) = govchain(&["identity", "show", &did, "--dir", d, "--json"]);
+    assert!(ok, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["consents"][0]["department"], "tax", "{shown}");
+    assert!(
         out.contains("govchain status --dir"),
         "the summary tells how to query: {out}"
     );

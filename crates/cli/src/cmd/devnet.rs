@@ -160,7 +160,8 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         }
         Err(err) => eprintln!("warning: demo transactions failed: {err:#}"),
     }
-    print_summary(&dir, &file, args.detach);
+    let demo_citizen = demo_identity(&dir, &file).await;
+    print_summary(&dir, &file, args.detach, demo_citizen.as_ref());
     if args.detach {
         return Ok(());
     }
@@ -448,7 +449,53 @@ async fn demo_transactions(dir: &Path, file: &DevnetFile) -> anyhow::Result<u64>
     }
 }
 
-fn print_summary(dir: &Path, file: &DevnetFile, detach: bool) {
+/// The department that holds and attests the demo citizen's name, and the
+/// one the citizen consents to.
+const DEMO_HOLDER: &str = "civil";
+const DEMO_READER: &str = "tax";
+const DEMO_PURPOSE: &str = "demo";
+
+/// On a fresh devnet that has both departments, a citizen with an attested
+/// name and a consent for tax to read it.
+async fn demo_identity(dir: &Path, file: &DevnetFile) -> Option<crate::cmd::identity::DemoCitizen> {
+    let has = |name: &str| file.nodes.iter().any(|node| node.name == name);
+    if !has(DEMO_HOLDER) || !has(DEMO_READER) {
+        return None;
+    }
+    match crate::cmd::identity::demo_citizen(dir, DEMO_HOLDER, DEMO_READER, DEMO_PURPOSE).await {
+        Ok(citizen) => citizen,
+        Err(err) => {
+            eprintln!("warning: the demo citizen could not be set up: {err:#}");
+            None
+        }
+    }
+}
+
+fn print_demo_citizen(dir: &Path, citizen: &crate::cmd::identity::DemoCitizen) {
+    let d = dir.display();
+    println!();
+    println!(
+        "demo citizen: {} (key {}), name held and attested by {DEMO_HOLDER}, consent for {DEMO_READER}:",
+        citizen.did,
+        citizen.key_file.display()
+    );
+    println!("  govchain identity show {} --dir {d}", citizen.did);
+    println!(
+        "  govchain identity access --dir {d} --department {DEMO_READER} --signing-key {d}/certs/{DEMO_READER}/signing.key \\\n      --citizen {} --name name --consent {} --purpose {DEMO_PURPOSE} --out name.txt",
+        citizen.did, citizen.consent_id
+    );
+    println!(
+        "  govchain identity log --citizen {} --dir {d}",
+        citizen.did
+    );
+}
+
+fn print_summary(
+    dir: &Path,
+    file: &DevnetFile,
+    detach: bool,
+    demo_citizen: Option<&crate::cmd::identity::DemoCitizen>,
+) {
     let d = dir.display();
     println!(
         "govchain devnet: chain {} with {} validators",
@@ -479,6 +526,9 @@ fn print_summary(dir: &Path, file: &DevnetFile, detach: bool) {
         "  grpcurl -cacert {d}/certs/ca.crt -cert {d}/certs/{first}/client.crt -key {d}/certs/{first}/client.key {} list",
         file.nodes[0].url.trim_start_matches("https://")
     );
+    if let Some(citizen) = demo_citizen {
+        print_demo_citizen(dir, citizen);
+    }
     println!();
     if detach {
         println!("the nodes run in the background; stop them with: govchain devnet stop --dir {d}");

@@ -649,6 +649,96 @@ fn guess_media_type(path: &Path) -> &'static str {
     }
 }
 
+// ----- devnet demo data -----------------------------------------------------
+
+/// What [`demo_citizen`] made.
+pub struct DemoCitizen {
+    pub did: String,
+    pub key_file: PathBuf,
+    pub consent_id: Digest,
+}
+
+/// A demo citizen on a fresh devnet in `dir`: an identity with a declared
+/// `name`, held by `holder`'s node and attested by `holder`, and a consent
+/// letting `reader` read it for `purpose`. The key is written to
+/// `<dir>/demo-citizen.key`; an existing key file means it was done.
+pub async fn demo_citizen(
+    dir: &Path,
+    holder: &str,
+    reader: &str,
+    purpose: &str,
+) -> anyhow::Result<Option<DemoCitizen>> {
+    let key_file = dir.join("demo-citizen.key");
+    if key_file.exists() {
+        return Ok(None);
+    }
+    let department_key = load_signing_key(&dir.join("certs").join(holder).join("signing.key"))?;
+    let connect = ConnectArgs {
+        dir: Some(dir.to_owned()),
+        department: Some(holder.to_owned()),
+        ..ConnectArgs::default()
+    };
+    let mut session = Session::open(&connect, client_timeout()).await?;
+    let commit = CommitArgs {
+        wait: true,
+        no_wait: false,
+        timeout: Duration::from_secs(30),
+    };
+    let key = SigningKey::generate()?;
+    crate::cmd::keys::write_secret(&key_file, key.to_pkcs8_pem()?.as_bytes(), false)?;
+    session
+        .submit(
+            &key,
+            Body::CreateIdentity(CreateIdentity {}),
+            &commit,
+            "the identity",
+        )
+        .await?;
+    let (sealed, commitment) = seal(b"Demo Citizen".to_vec(), "text/plain".into())?;
+    let mut blobs = client::blob_client(client::channel(&connect.target()?, None).await?);
+    let uploaded = blob::upload(
+        &mut blobs,
+        io::Cursor::new(sealed),
+        UploadHeader::default(),
+        indicatif::ProgressBar::hidden(),
+    )
+    .await?;
+    let declare = Body::DeclareAttribute(DeclareAttribute {
+        name: "name".into(),
+        cid: uploaded.cid,
+        commitment: commitment.to_vec(),
+        holder: session.department.clone(),
+        size_bytes: uploaded.size_bytes,
+    });
+    session
+        .submit(&key, declare, &commit, "the declaration")
+        .await?;
+    let attest = Body::AttestAttribute(AttestAttribute {
+        citizen: key.public_key().as_bytes().to_vec(),
+        name: "name".into(),
+        commitment: commitment.to_vec(),
+        expires_ms: 0,
+    });
+    session
+        .submit(&department_key, attest, &commit, "the attestation")
+        .await?;
+    let consent = Body::GrantConsent(GrantConsent {
+        department: reader.to_owned(),
+        attributes: vec!["name".into()],
+        purpose: purpose.to_owned(),
+        expires_ms: govchain_node::now_ms() + 365 * 24 * 3600 * 1000,
+        jurisdiction: String::new(),
+    });
+    let granted = session
+        .submit(&key, consent, &commit, "the consent")
+        .await?;
+    Ok(Some(DemoCitizen {
+        did: key.public_key().to_did_key(),
+        key_file,
+        consent_id: granted.id,
+    }))
+}
+
 // ----- talking to the node --------------------------------------------------
 
 /// A connection to one node, with what every transaction needs from it.
