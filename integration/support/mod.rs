@@ -301,19 +301,121 @@ pub async fn connect(
     cert: &Path,
     key: &Path,
 ) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
+    connect_at("127.0.0.1", port, ca, cert, key, None).await
+}
+
+/// A client of the node at `address:port` (the certificates name every
+/// node's address); `timeout` bounds each call, for nodes that may be cut
+/// off and never answer.
+pub async fn connect_at(
+    address: &str,
+    port: u16,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    timeout: Option<Duration>,
+) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()))
         .identity(Identity::from_pem(
             std::fs::read(cert).unwrap(),
             std::fs::read(key).unwrap(),
         ));
-    let channel = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+    let endpoint = Endpoint::from_shared(format!("https://{address}:{port}"))
         .unwrap()
         .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
+        .connect_timeout(Duration::from_secs(5));
+    let endpoint = match timeout {
+        Some(timeout) => endpoint.timeout(timeout),
+        None => endpoint,
+    };
+    let channel = endpoint.connect().await?;
     Ok(NodeServiceClient::new(channel).max_encoding_message_size(64 << 20))
+}
+
+/// A set of nodes that hands out a client per node index: a loopback
+/// [`Cluster`] or the namespaced cluster of `netns.rs`.
+pub trait NodeClients {
+    async fn node_client(
+        &self,
+        i: usize,
+    ) -> Result<NodeServiceClient<Channel>, tonic::transport::Error>;
+}
+
+impl NodeClients for Cluster {
+    async fn node_client(
+        &self,
+        i: usize,
+    ) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
+        self.client(i).await
+    }
+}
+
+/// Waits until every listed node has at least `height` and all agree on
+/// the block at `height`.
+pub async fn wait_agree(
+    cluster: &impl NodeClients,
+    nodes: &[usize],
+    height: u64,
+    timeout: Duration,
+) {
+    eventually(
+        &format!("nodes {nodes:?} to agree at height {height}"),
+        timeout,
+        || async {
+            let mut hashes = Vec::new();
+            for &i in nodes {
+                let mut client = cluster.node_client(i).await.ok()?;
+                let request = GetBlockRequest {
+                    selector: Some(get_block_request::Selector::Height(height)),
+                };
+                let block = client.get_block(request).await.ok()?.into_inner().block?;
+                hashes.push(block.block_hash);
+            }
+            hashes.windows(2).all(|w| w[0] == w[1]).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Checks that no two nodes in `nodes` hold different blocks at any height
+/// both have.
+pub async fn assert_no_fork(cluster: &impl NodeClients, nodes: &[usize]) {
+    let mut chains: Vec<Vec<Vec<u8>>> = Vec::new();
+    for &i in nodes {
+        let mut client = cluster.node_client(i).await.unwrap();
+        let height = client
+            .get_status(GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .height;
+        let mut chain = Vec::new();
+        for h in 1..=height {
+            let request = GetBlockRequest {
+                selector: Some(get_block_request::Selector::Height(h)),
+            };
+            let block = client.get_block(request).await.unwrap().into_inner().block;
+            chain.push(
+                block
+                    .unwrap_or_else(|| panic!("node {i} has no block {h}"))
+                    .block_hash,
+            );
+        }
+        chains.push(chain);
+    }
+    for (a, chain_a) in chains.iter().enumerate() {
+        for (b, chain_b) in chains.iter().enumerate().skip(a + 1) {
+            let common = chain_a.len().min(chain_b.len());
+            assert_eq!(
+                chain_a[..common],
+                chain_b[..common],
+                "nodes {} and {} forked",
+                nodes[a],
+                nodes[b]
+            );
+        }
+    }
 }
 
 pub fn anchor_body(record_id: &str) -> Body {
@@ -518,67 +620,13 @@ impl Cluster {
     /// Waits until every listed node has at least `height` and all agree
     /// on the block at `height`.
     pub async fn wait_agree(&self, nodes: &[usize], height: u64, timeout: Duration) {
-        eventually(
-            &format!("nodes {nodes:?} to agree at height {height}"),
-            timeout,
-            || async {
-                let mut hashes = Vec::new();
-                for &i in nodes {
-                    let mut client = self.client(i).await.ok()?;
-                    let request = GetBlockRequest {
-                        selector: Some(get_block_request::Selector::Height(height)),
-                    };
-                    let block = client.get_block(request).await.ok()?.into_inner().block?;
-                    hashes.push(block.block_hash);
-                }
-                hashes.windows(2).all(|w| w[0] == w[1]).then_some(())
-            },
-        )
-        .await;
+        wait_agree(self, nodes, height, timeout).await;
     }
 
     /// Checks that no two nodes in `nodes` hold different blocks at any
     /// height both have.
     pub async fn assert_no_fork(&self, nodes: &[usize]) {
-        let mut chains: Vec<Vec<Vec<u8>>> = Vec::new();
-        for &i in nodes {
-            let mut client = self.client(i).await.unwrap();
-            let height = client
-                .get_status(GetStatusRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .height;
-            let mut chain = Vec::new();
-            for h in 1..=height {
-                let request = GetBlockRequest {
-                    selector: Some(get_block_request::Selector::Height(h)),
-                };
-                chain.push(
-                    client
-                        .get_block(request)
-                        .await
-                        .unwrap()
-                        .into_inner()
-                        .block
-                        .unwrap()
-                        .block_hash,
-                );
-            }
-            chains.push(chain);
-        }
-        for (a, chain_a) in chains.iter().enumerate() {
-            for (b, chain_b) in chains.iter().enumerate().skip(a + 1) {
-                let common = chain_a.len().min(chain_b.len());
-                assert_eq!(
-                    chain_a[..common],
-                    chain_b[..common],
-                    "nodes {} and {} forked",
-                    nodes[a],
-                    nodes[b]
-                );
-            }
-        }
+        assert_no_fork(self, nodes).await;
     }
 }
 

@@ -17,9 +17,9 @@ use std::time::Duration;
 use govchain_node::{NodeFile, PeerFile};
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use govchain_proto::node::v1::*;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
-use crate::support::{BIN, CHAIN, departments, eventually, govchain};
+use crate::support::{BIN, CHAIN, connect_at, departments, eventually, govchain};
 
 /// The port every node listens on, each at its own address.
 pub const PORT: u16 = 7050;
@@ -384,12 +384,14 @@ impl NsCluster {
         i: usize,
     ) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
         let dept = self.certs().join(&self.nodes[i].name);
-        connect(
+        // A node behind a cut link never answers; do not wait for ever.
+        connect_at(
             &self.nodes[i].address,
             PORT,
             &self.certs().join("ca.crt"),
             &dept.join("client.crt"),
             &dept.join("client.key"),
+            Some(Duration::from_secs(10)),
         )
         .await
     }
@@ -471,66 +473,14 @@ impl NsCluster {
         .await;
     }
 
-    /// Waits until every listed node has at least `height` and all agree
-    /// on the block at `height`.
+    /// See [`crate::support::wait_agree`].
     pub async fn wait_agree(&self, nodes: &[usize], height: u64, timeout: Duration) {
-        eventually(
-            &format!("nodes {nodes:?} to agree at height {height}"),
-            timeout,
-            || async {
-                let mut hashes = Vec::new();
-                for &i in nodes {
-                    let mut client = self.client(i).await.ok()?;
-                    let request = GetBlockRequest {
-                        selector: Some(get_block_request::Selector::Height(height)),
-                    };
-                    let block = client.get_block(request).await.ok()?.into_inner().block?;
-                    hashes.push(block.block_hash);
-                }
-                hashes.windows(2).all(|w| w[0] == w[1]).then_some(())
-            },
-        )
-        .await;
+        crate::support::wait_agree(self, nodes, height, timeout).await;
     }
 
-    /// Checks that no two nodes in `nodes` hold different blocks at any
-    /// height both have.
+    /// See [`crate::support::assert_no_fork`].
     pub async fn assert_no_fork(&self, nodes: &[usize]) {
-        let mut chains: Vec<Vec<Vec<u8>>> = Vec::new();
-        for &i in nodes {
-            let mut client = self.client(i).await.unwrap();
-            let height = client
-                .get_status(GetStatusRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .height;
-            let mut chain = Vec::new();
-            for h in 1..=height {
-                let request = GetBlockRequest {
-                    selector: Some(get_block_request::Selector::Height(h)),
-                };
-                let block = client.get_block(request).await.unwrap().into_inner().block;
-                chain.push(
-                    block
-                        .unwrap_or_else(|| panic!("node {i} has no block {h}"))
-                        .block_hash,
-                );
-            }
-            chains.push(chain);
-        }
-        for (a, chain_a) in chains.iter().enumerate() {
-            for (b, chain_b) in chains.iter().enumerate().skip(a + 1) {
-                let common = chain_a.len().min(chain_b.len());
-                assert_eq!(
-                    chain_a[..common],
-                    chain_b[..common],
-                    "nodes {} and {} forked",
-                    nodes[a],
-                    nodes[b]
-                );
-            }
-        }
+        crate::support::assert_no_fork(self, nodes).await;
     }
 
     pub fn log_tail(&self, i: usize) -> String {
@@ -587,28 +537,11 @@ where
     }
 }
 
-/// A client of the node at `address:port`, checking its certificate against
-/// the IP address (the certificates name every node's address).
-pub async fn connect(
-    address: &str,
-    port: u16,
-    ca: &Path,
-    cert: &Path,
-    key: &Path,
-) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()))
-        .identity(Identity::from_pem(
-            std::fs::read(cert).unwrap(),
-            std::fs::read(key).unwrap(),
-        ));
-    let channel = Endpoint::from_shared(format!("https://{address}:{port}"))
-        .unwrap()
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(5))
-        // A node behind a cut link never answers; do not wait for it forever.
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await?;
-    Ok(NodeServiceClient::new(channel).max_encoding_message_size(64 << 20))
+impl crate::support::NodeClients for NsCluster {
+    async fn node_client(
+        &self,
+        i: usize,
+    ) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
+        self.client(i).await
+    }
 }
