@@ -12,6 +12,7 @@ use redb::{
 };
 
 use crate::check;
+use crate::consensus::ConsensusStore;
 use crate::error::{
     AppendError, CheckError, Context, Inconsistency, OpenError, ReadError, StorageFailure,
 };
@@ -84,6 +85,8 @@ pub struct Ledger {
     /// each append validates against the head its predecessor left. redb's
     /// own writer lock is released inside `commit`, before the cache moves.
     append_lock: Mutex<()>,
+    /// Votes and views, in a file of their own (see `consensus`).
+    consensus: ConsensusStore,
 }
 
 impl fmt::Debug for Ledger {
@@ -135,12 +138,15 @@ impl Ledger {
             CheckError::Inconsistent(inconsistency) => corrupted(inconsistency),
             CheckError::Storage(failure) => OpenError::Storage(failure),
         })?;
+        drop(snapshot);
+        let consensus = ConsensusStore::open(dir, &db)?;
         Ok(Ledger {
             db,
             chain_id: chain_id.to_owned(),
             genesis_hash,
             head: RwLock::new(head),
             append_lock: Mutex::new(()),
+            consensus,
         })
     }
 
@@ -190,7 +196,6 @@ impl Ledger {
         // On error, dropping `db_write` uncommitted rolls all of it back.
         write_block(&db_write, block, head.height)?;
         advance_head(&db_write, &head, &next)?;
-        crate::consensus::prune(&db_write, block.height)?;
         db_write.commit().context("committing a block")?;
 
         let mut cached = self.head.write().unwrap_or_else(PoisonError::into_inner);
@@ -293,6 +298,11 @@ impl Ledger {
         check::check(&snapshot, self.genesis_hash)
     }
 
+    pub(crate) fn consensus_store(&self) -> &ConsensusStore {
+        &self.consensus
+    }
+
+    #[cfg(test)]
     pub(crate) fn database(&self) -> &Database {
         &self.db
     }

@@ -1,5 +1,7 @@
 //! The durable store of a govchain node: committed blocks, the transaction
-//! index and the world state, in one redb file, `<data_dir>/ledger.redb`.
+//! index and the world state, in one redb file, `<data_dir>/ledger.redb`;
+//! and the validator's consensus records (votes, views), in a second one,
+//! `<data_dir>/consensus.redb`, written more often and kept small.
 //!
 //! The ledger is a storage layer. It keeps blocks as the opaque bytes the
 //! caller encoded and never decodes them, checks no signature and executes
@@ -23,9 +25,13 @@
 //! **Invariant:** every integer the ledger packs, keys included, is
 //! fixed-width big-endian (see `schema`).
 //!
-//! **Invariant:** one process owns the file: redb locks it, so a second
+//! **Invariant:** one process owns the files: redb locks them, so a second
 //! node on the same data directory fails to open instead of interleaving
 //! writes.
+//!
+//! **Invariant:** a consensus record is durable when
+//! [`Ledger::consensus_write`] returns; records about heights at or below
+//! the head are never returned, and are deleted by a later write.
 //!
 //! Disk contents are input: [`Ledger::open`] checks the stored identity and
 //! that the head is backed by its block, and [`Ledger::check`] walks every
@@ -49,6 +55,8 @@ pub use ledger::{AppendBlock, Head, Ledger, TransactionLocation};
 
 /// The name of the ledger file inside the data directory.
 pub const LEDGER_FILE_NAME: &str = "ledger.redb";
+/// The name of the consensus record file inside the data directory.
+pub const CONSENSUS_FILE_NAME: &str = "consensus.redb";
 
 // Storage ceilings. Consensus limits on blocks come from genesis and must
 // sit below these; the ledger enforces them so that a bug upstream cannot
@@ -67,6 +75,9 @@ pub const STATE_KEY_SIZE_BYTES_MAX: usize = 4 * 1024;
 pub const APPEND_SIZE_BYTES_MAX: usize = 512 * 1024 * 1024;
 /// redb's page cache; redb's own default is 1 GiB.
 pub const CACHE_SIZE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// The consensus record file's page cache: it holds the records of at most
+/// one window of heights.
+pub const CONSENSUS_CACHE_SIZE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 // A transaction's index in its block is stored as a `u32`.
 const _: () = assert!(BLOCK_TRANSACTIONS_MAX <= u32::MAX as usize);

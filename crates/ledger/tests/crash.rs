@@ -1,6 +1,9 @@
 //! Crash safety: a child process appends blocks until it is killed with
 //! SIGKILL; the reopened ledger must hold every block the child reported as
-//! appended, each block whole, and pass `check`.
+//! appended, each block whole, and pass `check`. After each block the child
+//! also writes the consensus records a validator would (its view, and its
+//! vote for the next height); every one written before a report must be
+//! back after the kill.
 //!
 //! The child is this test binary run again with `GOVCHAIN_LEDGER_CRASH_CHILD`
 //! set to the ledger directory; it runs only the `crash_child` test, which
@@ -16,7 +19,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use govchain_crypto::{Digest, DomainHasher};
-use govchain_ledger::{AppendBlock, Head, Ledger, TransactionLocation};
+use govchain_ledger::{
+    AppendBlock, CONSENSUS_KEY_BYTES, Head, Ledger, TransactionLocation, consensus_key,
+};
 
 const CHILD_ENV: &str = "GOVCHAIN_LEDGER_CRASH_CHILD";
 const CHILD_TEST_NAME: &str = "crash_child";
@@ -57,6 +62,17 @@ fn state_value(height: u64) -> Vec<u8> {
         .u64(height)
         .finish()
         .to_vec()
+}
+
+/// The records a validator holds once block `height` is appended and it
+/// voted for the next one: its view (here the next height) and that vote.
+fn records_after(height: u64) -> Vec<([u8; CONSENSUS_KEY_BYTES], Vec<u8>)> {
+    let next = height + 1;
+    let vote = DomainHasher::new("crash/vote").u64(next).finish().to_vec();
+    vec![
+        (consensus_key(0, 0, 0, 0), next.to_be_bytes().to_vec()),
+        (consensus_key(2, next, 0, 1), vote),
+    ]
 }
 
 /// Everything block `height` holds, derived from the height alone.
@@ -119,8 +135,9 @@ impl CrashBlock {
     }
 }
 
-/// The child: appends blocks from the stored head on, reporting each
-/// height on stdout once `append` returned, until killed.
+/// The child: appends blocks from the stored head on, each followed by
+/// its consensus records, reporting each height on stdout once both writes
+/// returned, until killed.
 #[test]
 fn crash_child() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else {
@@ -133,6 +150,9 @@ fn crash_child() {
         ledger
             .append(&CrashBlock::new(height).append_block())
             .expect("child appends");
+        ledger
+            .consensus_write(&records_after(height))
+            .expect("child writes consensus records");
         // Rust's stdout is line-buffered: the line leaves the process
         // before the next append starts.
         println!("{REPORT_PREFIX}{height}");
@@ -306,7 +326,37 @@ fn verify_after_crash(dir: &Path, reported: u64) -> u64 {
     for (id, _) in &next.transactions {
         assert_eq!(ledger.transaction(id).expect("read"), None);
     }
+    verify_records(&ledger, reported, head.height);
     head.height
+}
+
+/// The consensus records after a kill: those written after block `head`
+/// if the child got that far (always when it reported `head`), else those
+/// written after the block before; never a record about a height at or
+/// below the head.
+fn verify_records(ledger: &Ledger, reported: u64, head: u64) {
+    let stored: Vec<(Vec<u8>, Vec<u8>)> = ledger.consensus_records().expect("read records");
+    let expected = |height: u64| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut records: Vec<_> = records_after(height)
+            .into_iter()
+            .map(|(key, value)| (key.to_vec(), value))
+            .collect();
+        // A vote about the head's height went with the block.
+        records.retain(|(key, _)| key[1..9] == [0; 8] || key[1..9] > head.to_be_bytes()[..]);
+        records
+    };
+    if head == reported {
+        assert_eq!(
+            stored,
+            expected(head),
+            "records after reported block {head}"
+        );
+    } else {
+        assert!(
+            stored == expected(head) || stored == expected(head - 1),
+            "records after unreported block {head}: {stored:?}"
+        );
+    }
 }
 
 #[test]
