@@ -36,9 +36,49 @@ pub struct Mempool {
     by_id: HashMap<Digest, (u64, VerifiedTransaction)>,
     /// Arrival order, which is the order the primary proposes in.
     by_arrival: BTreeMap<u64, Digest>,
-    by_signer: HashMap<PublicKey, BTreeMap<u64, Digest>>,
-    /// Each pending signer's last committed nonce, as last seen.
-    committed: HashMap<PublicKey, u64>,
+    by_signer: HashMap<PublicKey, Pending>,
+    /// The sum of every signer's `Pending::ready`, kept as transactions
+    /// come and go: the driver asks after every change and every block,
+    /// and counting afresh each time cost a walk over every pending signer.
+    ready: u64,
+}
+
+/// One signer's pending transactions.
+struct Pending {
+    /// The signer's last committed nonce, as last seen.
+    committed: u64,
+    nonces: BTreeMap<u64, Digest>,
+    /// How many nonces after `committed` are pending without a gap.
+    ready: u64,
+}
+
+impl Pending {
+    fn new(committed: u64) -> Self {
+        Self {
+            committed,
+            nonces: BTreeMap::new(),
+            ready: 0,
+        }
+    }
+
+    /// Moves the committed nonce up to `committed` (never down): the ready
+    /// run loses the nonces now used, and then grows over any pending
+    /// nonces that follow it.
+    fn advance(&mut self, committed: u64) {
+        if committed > self.committed {
+            let used = committed - self.committed;
+            self.ready = self.ready.saturating_sub(used);
+            self.committed = committed;
+        }
+        self.extend();
+    }
+
+    /// Grows the ready run over the pending nonces that continue it.
+    fn extend(&mut self) {
+        while self.nonces.contains_key(&(self.committed + self.ready + 1)) {
+            self.ready += 1;
+        }
+    }
 }
 
 impl Mempool {
@@ -51,7 +91,7 @@ impl Mempool {
             by_id: HashMap::new(),
             by_arrival: BTreeMap::new(),
             by_signer: HashMap::new(),
-            committed: HashMap::new(),
+            ready: 0,
         }
     }
 
@@ -73,17 +113,7 @@ impl Mempool {
     /// this is above zero, so a transaction waiting for a missing nonce
     /// never triggers a view change.
     pub fn ready_len(&self) -> u64 {
-        let mut ready = 0;
-        for (signer, nonces) in &self.by_signer {
-            let first = self.committed.get(signer).copied().unwrap_or(0) + 1;
-            let run = nonces
-                .keys()
-                .zip(first..)
-                .take_while(|(nonce, expected)| **nonce == *expected)
-                .count();
-            ready += run as u64;
-        }
-        ready
+        self.ready
     }
 
     /// Whether this exact signature was verified for `id` at admission.
@@ -95,7 +125,12 @@ impl Mempool {
 
     /// The highest pending nonce of `signer`, if any.
     pub fn pending_nonce(&self, signer: &PublicKey) -> Option<u64> {
-        self.by_signer.get(signer)?.keys().next_back().copied()
+        self.by_signer
+            .get(signer)?
+            .nonces
+            .keys()
+            .next_back()
+            .copied()
     }
 
     /// Admits `transaction`, whose signer's last committed nonce is
@@ -131,7 +166,7 @@ impl Mempool {
         if self
             .by_signer
             .get(&transaction.signer)
-            .is_some_and(|nonces| nonces.contains_key(&nonce))
+            .is_some_and(|pending| pending.nonces.contains_key(&nonce))
         {
             let signer = transaction.signer.to_hex();
             return Err(TransactionError::NonceTaken { signer, nonce }.into());
@@ -149,15 +184,14 @@ impl Mempool {
         self.next_arrival += 1;
         self.bytes += size;
         self.by_arrival.insert(arrival, transaction.id);
-        self.by_signer
+        let pending = self
+            .by_signer
             .entry(transaction.signer)
-            .or_default()
-            .insert(nonce, transaction.id);
-        let committed = self
-            .committed
-            .entry(transaction.signer)
-            .or_insert(committed_nonce);
-        *committed = (*committed).max(committed_nonce);
+            .or_insert_with(|| Pending::new(committed_nonce));
+        let ready_before = pending.ready;
+        pending.nonces.insert(nonce, transaction.id);
+        pending.advance(committed_nonce);
+        self.ready = self.ready - ready_before + pending.ready;
         self.by_id.insert(transaction.id, (arrival, transaction));
         Ok(())
     }
@@ -173,19 +207,19 @@ impl Mempool {
     /// and any other transaction of its signers whose nonce is now used.
     pub fn remove_committed(&mut self, committed: &[(PublicKey, u64)]) {
         for (signer, nonce) in committed {
-            let Some(nonces) = self.by_signer.get_mut(signer) else {
+            let Some(pending) = self.by_signer.get_mut(signer) else {
                 continue;
             };
-            if let Some(known) = self.committed.get_mut(signer) {
-                *known = (*known).max(*nonce);
-            }
-            let stale: Vec<Digest> = nonces.range(..=*nonce).map(|(_, id)| *id).collect();
-            nonces.retain(|n, _| *n > *nonce);
-            if nonces.is_empty() {
+            let ready_before = pending.ready;
+            let kept = pending.nonces.split_off(&nonce.saturating_add(1));
+            let stale = std::mem::replace(&mut pending.nonces, kept);
+            pending.advance(*nonce);
+            self.ready = self.ready - ready_before + pending.ready;
+            if pending.nonces.is_empty() {
+                assert_eq!(pending.ready, 0, "no nonce pending, none ready");
                 self.by_signer.remove(signer);
-                self.committed.remove(signer);
             }
-            for id in stale {
+            for id in stale.into_values() {
                 if let Some((arrival, transaction)) = self.by_id.remove(&id) {
                     self.by_arrival.remove(&arrival);
                     self.bytes -= transaction.encoded_len as u64;
@@ -324,5 +358,64 @@ mod ready_tests {
         assert_eq!(pool.ready_len(), 0, "nonce 2 waits for nonce 1");
         pool.insert(transaction(1, 1), 0).expect("admitted");
         assert_eq!(pool.ready_len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod ready_count_tests {
+    use govchain_crypto::SigningKey;
+
+    use super::tests_support::transaction;
+    use super::*;
+
+    /// The ready count from scratch, as `ready_len` defines it.
+    fn recount(pool: &Mempool) -> u64 {
+        pool.by_signer
+            .values()
+            .map(|pending| {
+                let first = pending.committed + 1;
+                let run = pending
+                    .nonces
+                    .range(first..)
+                    .zip(first..)
+                    .take_while(|((nonce, _), expected)| **nonce == *expected)
+                    .count();
+                run as u64
+            })
+            .sum()
+    }
+
+    /// Random inserts (gaps, duplicates, nonces already used) and commits
+    /// (some seen by admission before the mempool hears of them), checking
+    /// the kept count against a fresh one after each.
+    #[test]
+    fn ready_count_follows_inserts_and_commits() {
+        const SIGNERS: u64 = 4;
+        let mut pool = Mempool::new(10_000, 1 << 30);
+        let mut committed = [0_u64; SIGNERS as usize];
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        for _ in 0..3_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let signer_index = (state % SIGNERS) as usize;
+            let seed = signer_index as u8 + 1;
+            let step = (state >> 8) % 6;
+            if (state >> 16).is_multiple_of(5) {
+                let nonce = committed[signer_index] + 1 + step % 3;
+                committed[signer_index] = nonce;
+                // Sometimes admission reads the new nonce from the ledger
+                // before the driver tells the mempool.
+                if !(state >> 24).is_multiple_of(4) {
+                    let signer = SigningKey::from_seed([seed; 32]).public_key();
+                    pool.remove_committed(&[(signer, nonce)]);
+                }
+            } else {
+                let nonce = committed[signer_index] + 1 + step;
+                let _ = pool.insert(transaction(seed, nonce), committed[signer_index]);
+            }
+            assert_eq!(pool.ready_len(), recount(&pool));
+        }
+        assert!(pool.len() > 0, "the run kept some transactions pending");
     }
 }
