@@ -100,12 +100,14 @@ impl fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Opens or creates `<dir>/ledger.redb`, creating `dir` if needed.
+    /// Opens or creates `<dir>/ledger.redb` and `<dir>/consensus.redb`,
+    /// creating `dir` if needed.
     ///
     /// A new ledger records `chain_id` and `genesis_hash`; an existing one
     /// must match both. The stored head is checked against the block
     /// records and the hash index before it is trusted. If the last process
-    /// crashed, redb first rolls back to the last durable commit.
+    /// crashed, redb first rolls back to the last durable commit of each
+    /// file.
     pub fn open(dir: &Path, chain_id: &str, genesis_hash: Digest) -> Result<Ledger, OpenError> {
         if chain_id.is_empty() || chain_id.len() > CHAIN_ID_SIZE_BYTES_MAX {
             return Err(OpenError::InvalidChainId {
