@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -158,17 +158,18 @@ pub fn parse_cid(text: &str) -> Result<Cid, Status> {
 /// A `Read` over chunks sent from async code; an `Err` item fails the
 /// read, and the sender going away is the end of the data.
 struct ChannelReader {
-    receiver: std_mpsc::Receiver<Result<Bytes, io::Error>>,
+    receiver: mpsc::Receiver<Result<Bytes, io::Error>>,
     current: Bytes,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
-            match self.receiver.recv() {
-                Ok(Ok(chunk)) => self.current = chunk,
-                Ok(Err(err)) => return Err(err),
-                Err(_) => return Ok(0),
+            // On the blocking writer thread, never on the runtime.
+            match self.receiver.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(err)) => return Err(err),
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len());
@@ -192,7 +193,7 @@ where
     S: Stream<Item = Result<(Bytes, bool), Status>> + Unpin,
 {
     use tokio_stream::StreamExt as _;
-    let (sender, receiver) = std_mpsc::sync_channel(TRANSFER_CHUNKS_BUFFERED_MAX);
+    let (sender, receiver) = mpsc::channel(TRANSFER_CHUNKS_BUFFERED_MAX);
     let writer = tokio::task::spawn_blocking(move || {
         let reader = ChannelReader {
             receiver,
@@ -200,12 +201,13 @@ where
         };
         blobs.store_blocking(reader, limit, expected.as_ref())
     });
-    let send = |sender: &std_mpsc::SyncSender<Result<Bytes, io::Error>>, item| {
+    // A send fails only when the writer stopped reading; its result says why.
+    let send = |item| {
         let sender = sender.clone();
-        tokio::task::spawn_blocking(move || sender.send(item).is_ok())
+        async move { sender.send(item).await.is_ok() }
     };
     let (first, mut finished) = first;
-    let mut open = first.is_empty() || send(&sender, Ok(first)).await.unwrap_or(false);
+    let mut open = first.is_empty() || send(Ok(first)).await;
     // A message the client should not have sent is reported as such, not
     // as the failed read it causes.
     let mut refusal = None;
@@ -215,18 +217,18 @@ where
                 let error = io::Error::other(
                     "the upload was cut off: the stream ended before a message with finish set",
                 );
-                let _ = send(&sender, Err(error)).await;
+                let _ = send(Err(error)).await;
                 break;
             }
             Some(Ok((chunk, last))) => {
                 finished = last;
                 if !chunk.is_empty() {
-                    open = send(&sender, Ok(chunk)).await.unwrap_or(false);
+                    open = send(Ok(chunk)).await;
                 }
             }
             Some(Err(status)) => {
                 let error = io::Error::other(format!("stream ended early: {}", status.message()));
-                let _ = send(&sender, Err(error)).await;
+                let _ = send(Err(error)).await;
                 if status.code() == tonic::Code::InvalidArgument {
                     refusal = Some(status);
                 }
