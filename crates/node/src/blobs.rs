@@ -376,7 +376,10 @@ async fn wait_for_access(shared: &Shared, access_id: &[u8]) -> Result<(), Status
         if found || tokio::time::Instant::now() >= deadline {
             return Ok(());
         }
-        let _ = tokio::time::timeout(Duration::from_millis(100), blocks.recv()).await;
+        let next = tokio::time::timeout(Duration::from_millis(100), blocks.recv()).await;
+        if let Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) = next {
+            return Err(Status::unavailable("the node is shutting down"));
+        }
     }
 }
 

@@ -105,7 +105,9 @@ impl IdentityApi {
                     ACCESS_COMMIT_TIMEOUT.as_secs()
                 )));
             }
-            let _ = wait.await;
+            if let Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) = wait.await {
+                return Err(Status::unavailable("the node is shutting down"));
+            }
         }
     }
 }
