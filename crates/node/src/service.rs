@@ -67,7 +67,7 @@ pub fn admit(
     let state = LedgerState(&shared.ledger);
     let committed = read_nonce(&state, &transaction.signer)
         .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?;
-    if transaction.nonce == committed + 1 {
+    if committed.checked_add(1) == Some(transaction.nonce) {
         let head = shared.ledger.head();
         let now = crate::driver::now_ms().max(head.timestamp_ms);
         precheck(
