@@ -239,6 +239,13 @@ async fn read_attribute(
     body: transaction::Body,
 ) -> Result<Vec<u8>, tonic::Status> {
     let envelope = signed(&mut clients.node, key, body).await;
+    read_with(clients, envelope).await
+}
+
+async fn read_with(
+    clients: &mut Clients,
+    envelope: TransactionEnvelope,
+) -> Result<Vec<u8>, tonic::Status> {
     let stream = clients
         .identity
         .read_attribute(ReadAttributeRequest {
@@ -403,9 +410,13 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
         consent("tax", &["photo"], now_ms() + 3_600_000),
     )
     .await;
-    let bytes = read_attribute(&mut tax, &tax_key, access(&citizen, "photo", &consent_id))
-        .await
-        .unwrap();
+    let first_access = signed(
+        &mut tax.node,
+        &tax_key,
+        access(&citizen, "photo", &consent_id),
+    )
+    .await;
+    let bytes = read_with(&mut tax, first_access.clone()).await.unwrap();
     assert_eq!(bytes, sealed, "the sealed blob arrives intact");
     let opened = SealedAttribute::decode(bytes.as_slice()).unwrap();
     assert_eq!(opened.value, photo);
@@ -505,6 +516,26 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
         Code::PermissionDenied,
         "holds a citizen's attribute",
     );
+    // Other spellings of the same CID are refused, not looked up as
+    // some other, non-personal blob.
+    for spelling in [format!("/ipfs/{}", stored.cid), stored.cid.to_uppercase()] {
+        let mut request = download(Vec::new());
+        request.cid = spelling.clone();
+        let status = tax.blob.download(request).await.unwrap_err();
+        assert_status(&status, Code::InvalidArgument, "canonical");
+        let status = tax
+            .blob
+            .stat(StatRequest { cid: spelling })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+    let status = civil.blob.download(download(Vec::new())).await.unwrap_err();
+    assert_status(
+        &status,
+        Code::PermissionDenied,
+        "holds a citizen's attribute",
+    );
     let access_id = log[0].transaction_id.clone();
     let status = civil
         .blob
@@ -570,6 +601,9 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
     let status = read_attribute(&mut tax, &tax_key, access(&citizen, "photo", &consent_id))
         .await
         .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "revoked");
+    // Nor does replaying the access that committed before the revocation.
+    let status = read_with(&mut tax, first_access).await.unwrap_err();
     assert_status(&status, Code::PermissionDenied, "revoked");
     assert_eq!(accesses(&mut tax.identity, &citizen).await.len(), 1);
     let consents = identity_of(&mut tax.identity, &citizen).await.consents;
@@ -735,6 +769,20 @@ async fn uploads_refuse_bad_input_and_keep_nothing_half_stored() {
     .await
     .unwrap();
     assert_eq!(received, data[offset as usize..]);
+    // Another department may not read an upload that no attribute names:
+    // it could be a citizen's sealed value whose declaration is pending.
+    let mut tax_at_health = clients(&cluster, HEALTH, "tax").await;
+    let status = tax_at_health
+        .blob
+        .download(DownloadRequest {
+            cid: stored.cid.clone(),
+            offset: 0,
+            length: 0,
+            access_transaction_id: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "not a declared attribute");
     let status = health
         .blob
         .download(DownloadRequest {
@@ -1030,6 +1078,18 @@ async fn garbage_collection_removes_only_blobs_nothing_on_chain_references() {
         ),
     )
     .await;
+    // The old value is still personal data: not released, whoever asks.
+    let status = civil
+        .blob
+        .download(DownloadRequest {
+            cid: declared.cid.clone(),
+            offset: 0,
+            length: 0,
+            access_transaction_id: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "was replaced");
     eventually(
         "the replaced blob to be collected",
         Duration::from_secs(30),

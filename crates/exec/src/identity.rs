@@ -24,6 +24,7 @@
 //! - `access-tx/<transaction id>`: [`AccessRecord`]
 //! - `blob-ref/<cid>`: the citizen key and name of the attribute whose
 //!   sealed blob has that CID
+//! - `blob-retired/<cid>`: the CID of a replaced attribute value
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -200,6 +201,20 @@ pub fn access_key(transaction_id: &Digest) -> Vec<u8> {
 
 pub fn blob_reference_key(cid: &str) -> Vec<u8> {
     key(b"blob-ref/", &[cid.as_bytes()])
+}
+
+/// Marks the CID of a replaced attribute value: still personal data, so
+/// never released without an access (and no access can name it), never
+/// declared again; garbage collection may remove the bytes.
+fn retired_blob_key(cid: &str) -> Vec<u8> {
+    key(b"blob-retired/", &[cid.as_bytes()])
+}
+
+/// Whether the CID is, or was, a citizen's attribute value. Such a blob is
+/// released only under a recorded access.
+pub fn blob_is_personal(state: &impl StateRead, cid: &str) -> Result<bool, StateError> {
+    Ok(state.get(&blob_reference_key(cid))?.is_some()
+        || state.get(&retired_blob_key(cid))?.is_some())
 }
 
 // ----- reads --------------------------------------------------------------
@@ -472,8 +487,10 @@ pub(crate) fn declare_attribute<S: StateRead>(
     // One sealed blob is one attribute of one citizen: otherwise anyone
     // could declare a public CID as their own and have the blob released
     // under their consents.
-    if let Some((owner, name)) = blob_reference(overlay, &declare.cid)?
-        && (owner != *citizen || name != declare.name)
+    let retired = overlay.get(&retired_blob_key(&declare.cid))?.is_some();
+    if retired
+        || blob_reference(overlay, &declare.cid)?
+            .is_some_and(|(owner, name)| owner != *citizen || name != declare.name)
     {
         return Ok(Err(Refusal::AlreadyExists(format!(
             "blob {} is already declared as another attribute; seal the value with a fresh salt and upload it again",
@@ -493,11 +510,12 @@ pub(crate) fn declare_attribute<S: StateRead>(
         overlay.put(attribute_names_key(citizen), names.join("\n").into_bytes());
     }
     // The old blob is this attribute's alone (see above), so nothing
-    // references it any more.
+    // references it any more; it stays personal data.
     if let Some(previous) = &previous
         && previous.cid != declare.cid
     {
         overlay.delete(blob_reference_key(&previous.cid));
+        overlay.put(retired_blob_key(&previous.cid), Vec::new());
     }
     let record = AttributeRecord {
         citizen: citizen.as_bytes().to_vec(),

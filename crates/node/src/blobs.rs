@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use govchain_blobstore::{BlobError, BlobInfo, BlobStore, Cid};
 use govchain_crypto::Digest;
-use govchain_exec::identity::{blob_reference, read_access, read_attribute};
+use govchain_exec::identity::{blob_is_personal, blob_reference, read_access, read_attribute};
 use govchain_pki::TlsIdentity;
 use govchain_proto::blob::v1::blob_service_client::BlobServiceClient;
 use govchain_proto::blob::v1::blob_service_server::BlobService;
@@ -106,17 +106,16 @@ impl Blobs {
     }
 
     /// Collects blobs that no attribute references and that were not
-    /// uploaded within `grace_ms`.
+    /// uploaded within `grace_ms`. The upload list is asked live, inside
+    /// the collection: an upload that finishes meanwhile is listed before
+    /// it drops its pin, so it is either pinned or listed when asked.
     pub fn collect_garbage(&self, shared: &Shared, grace_ms: u64) -> Result<(), BlobError> {
         let now = crate::driver::now_ms();
-        let recent: HashMap<Cid, u64> = {
-            let mut recent = self.recent();
-            recent.retain(|_, uploaded| now.saturating_sub(*uploaded) < grace_ms);
-            recent.clone()
-        };
+        self.recent()
+            .retain(|_, uploaded| now.saturating_sub(*uploaded) < grace_ms);
         let state = LedgerState(&shared.ledger);
         let report = self.store.gc(|cid| {
-            recent.contains_key(cid)
+            self.recent().contains_key(cid)
                 // A read failure keeps the blob: never delete on doubt.
                 || blob_reference(&state, &cid.to_string()).map_or(true, |r| r.is_some())
         })?;
@@ -150,9 +149,20 @@ pub fn status_from_blob(err: BlobError) -> Status {
     }
 }
 
+/// Parses a CID given in its canonical text form (CIDv1, base32, as the
+/// chain names blobs). Other spellings of the same CID (`/ipfs/...`,
+/// base58, upper case) are refused: every lookup by CID text must find
+/// what the chain says about that blob.
 pub fn parse_cid(text: &str) -> Result<Cid, Status> {
-    Cid::try_from(text)
-        .map_err(|err| Status::invalid_argument(format!("cid {text:?} is not a CID: {err}")))
+    let cid = Cid::try_from(text)
+        .map_err(|err| Status::invalid_argument(format!("cid {text:?} is not a CID: {err}")))?;
+    let canonical = cid.to_string();
+    if canonical != text {
+        return Err(Status::invalid_argument(format!(
+            "cid {text:?} is not in canonical form; use {canonical}"
+        )));
+    }
+    Ok(cid)
 }
 
 /// A `Read` over chunks sent from async code; an `Err` item fails the
@@ -506,8 +516,21 @@ impl BlobService for BlobApi {
         let request = request.into_inner();
         let cid = parse_cid(&request.cid)?;
         let state = LedgerState(&self.shared.ledger);
-        let personal = blob_reference(&state, &request.cid)
-            .map_err(|err| internal("state read failed", err))?;
+        let read_failed = |err| internal("state read failed", err);
+        let personal = blob_reference(&state, &request.cid).map_err(read_failed)?;
+        if personal.is_none() && blob_is_personal(&state, &request.cid).map_err(read_failed)? {
+            return Err(Status::permission_denied(format!(
+                "blob {cid} held a citizen's attribute value that was replaced; it is not released"
+            )));
+        }
+        if personal.is_none() && caller.department != self.shared.name {
+            // Uploads no attribute names yet (a declaration pending, or
+            // refused) may be a citizen's sealed value too.
+            return Err(Status::permission_denied(format!(
+                "blob {cid} is not a declared attribute; only {:?}, whose node this is, may read it without a recorded access",
+                self.shared.name
+            )));
+        }
         if let Some((citizen, name)) = personal {
             wait_for_access(&self.shared, &request.access_transaction_id).await?;
             authorize_personal(&self.shared, &caller, &cid, &request.access_transaction_id)?;
@@ -539,9 +562,8 @@ impl BlobService for BlobApi {
             .stat(&cid)
             .map_err(status_from_blob)?
             .ok_or_else(|| Status::not_found(format!("blob {cid} is not stored on this node")))?;
-        let personal = blob_reference(&LedgerState(&self.shared.ledger), &request.cid)
-            .map_err(|err| internal("state read failed", err))?
-            .is_some();
+        let personal = blob_is_personal(&LedgerState(&self.shared.ledger), &request.cid)
+            .map_err(|err| internal("state read failed", err))?;
         Ok(Response::new(StatResponse {
             cid: cid.to_string(),
             size_bytes: info.size_bytes,

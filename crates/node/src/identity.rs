@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use govchain_crypto::{Digest, PublicKey, Signature};
 use govchain_exec::identity::{
-    accesses, attestation_valid, attribute_names, consents, current_attestations, read_access,
-    read_attribute, read_identity, valid_attribute_name,
+    accesses, attestation_valid, attribute_names, check_access, consents, current_attestations,
+    read_access, read_attribute, read_identity, valid_attribute_name,
 };
 use govchain_pki::TlsIdentity;
 use govchain_proto::blob::v1::DownloadResponse;
@@ -300,6 +300,7 @@ impl IdentityService for IdentityApi {
                     caller.department
                 ))
             })?;
+        let department_key = department.public_key;
         if envelope.signer != department.public_key.as_bytes() {
             return Err(Status::permission_denied(format!(
                 "the access must be signed by {:?}'s signing key, the department of your certificate",
@@ -337,6 +338,28 @@ impl IdentityService for IdentityApi {
         let access = read_access(&state, &id)
             .map_err(|err| internal("state read failed", err))?
             .ok_or_else(|| internal("committed access has no record", id))?;
+        // A resubmitted envelope may name an old access: it releases the
+        // bytes only within the access window and while the consent still
+        // holds, as a fresh one would.
+        let now = crate::driver::now_ms();
+        if now.saturating_sub(access.accessed_ms) > crate::blobs::ACCESS_WINDOW_MS {
+            return Err(Status::permission_denied(format!(
+                "access {id} is older than {} minutes; sign a new access",
+                crate::blobs::ACCESS_WINDOW_MS / 60_000
+            )));
+        }
+        let Some(Body::RecordAccess(record_access)) = payload.body else {
+            return Err(internal("checked access body changed", id));
+        };
+        check_access(
+            &state,
+            &shared.limits.departments,
+            &department_key,
+            &record_access,
+            now,
+        )
+        .map_err(|err| internal("state read failed", err))?
+        .map_err(|refusal| Status::permission_denied(refusal.to_string()))?;
         let cid = parse_cid(&access.cid)?;
         let citizen = PublicKey::from_slice(&access.citizen)
             .map_err(|err| internal("stored access has a bad citizen key", err))?;

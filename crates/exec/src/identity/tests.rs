@@ -605,9 +605,27 @@ fn one_blob_backs_one_attribute_of_one_citizen() {
         "is already declared as another attribute",
     );
     assert!(matches!(refusal, Refusal::AlreadyExists(_)), "{refusal:?}");
-    // Re-declaring the name releases its old blob entirely.
+    // Re-declaring the name releases its old blob from the attribute, but
+    // the old value stays personal data that nobody may declare again.
     chain.ok(&alice(), declare("name", "Alice Married"));
     assert_eq!(chain.blob_reference(&cid), None);
+    assert!(blob_is_personal(&chain.state, &cid).expect("state reads"));
+    let commitment = commitment_of("x");
+    for (who, name) in [(alice(), "name"), (alice(), "photo"), (bob(), "name")] {
+        if who.public_key() == bob().public_key()
+            && read_identity(&chain.state, &who.public_key())
+                .expect("reads")
+                .is_none()
+        {
+            chain.ok(&who, create());
+        }
+        let refusal = chain.refused(
+            &who,
+            declare_with(name, &cid, commitment.as_bytes(), "registry"),
+            "is already declared as another attribute",
+        );
+        assert!(matches!(refusal, Refusal::AlreadyExists(_)), "{refusal:?}");
+    }
 }
 
 #[test]
