@@ -605,6 +605,13 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
     // Nor does replaying the access that committed before the revocation.
     let status = read_with(&mut tax, first_access).await.unwrap_err();
     assert_status(&status, Code::PermissionDenied, "revoked");
+    // And the revocation closes the download window the access opened.
+    let status = tax_at_civil
+        .blob
+        .download(download(log[0].transaction_id.clone()))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "revoked");
     assert_eq!(accesses(&mut tax.identity, &citizen).await.len(), 1);
     let consents = identity_of(&mut tax.identity, &citizen).await.consents;
     assert_eq!(consents.len(), 2);

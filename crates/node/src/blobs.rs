@@ -19,12 +19,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use govchain_blobstore::{BlobError, BlobInfo, BlobStore, Cid};
 use govchain_crypto::Digest;
-use govchain_exec::identity::{blob_is_personal, blob_reference, read_access, read_attribute};
+use govchain_exec::identity::{
+    blob_is_personal, blob_reference, check_access, read_access, read_attribute,
+};
 use govchain_pki::TlsIdentity;
 use govchain_proto::blob::v1::blob_service_client::BlobServiceClient;
 use govchain_proto::blob::v1::blob_service_server::BlobService;
 use govchain_proto::blob::v1::*;
-use govchain_proto::types::v1::AccessRecord;
+use govchain_proto::types::v1::{AccessRecord, RecordAccess};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::transport::{ClientTlsConfig, Endpoint};
@@ -364,6 +366,27 @@ pub fn authorize_personal(
             ACCESS_WINDOW_MS / 60_000
         )));
     }
+    // The consent must still hold now: a revocation closes an open window.
+    let department = shared
+        .limits
+        .departments
+        .by_name(&access.department)
+        .ok_or_else(|| internal("an access names an unknown department", &access.department))?;
+    let again = RecordAccess {
+        citizen: access.citizen.clone(),
+        attribute: access.attribute.clone(),
+        consent_id: access.consent_id.clone(),
+        purpose: access.purpose.clone(),
+    };
+    check_access(
+        &state,
+        &shared.limits.departments,
+        &department.public_key,
+        &again,
+        now,
+    )
+    .map_err(|err| internal("state read failed", err))?
+    .map_err(|refusal| Status::permission_denied(refusal.to_string()))?;
     Ok(access)
 }
 
