@@ -214,6 +214,20 @@ fn declare(
     })
 }
 
+fn create_identity() -> transaction::Body {
+    transaction::Body::CreateIdentity(CreateIdentity {})
+}
+
+/// A download of the whole blob from `offset`, without an access.
+fn download_from(cid: &str, offset: u64) -> DownloadRequest {
+    DownloadRequest {
+        cid: cid.to_owned(),
+        offset,
+        length: 0,
+        access_transaction_id: Vec::new(),
+    }
+}
+
 fn consent(department: &str, attributes: &[&str], expires_ms: u64) -> transaction::Body {
     transaction::Body::GrantConsent(GrantConsent {
         department: department.into(),
@@ -323,18 +337,8 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
         .unwrap_err();
     assert_status(&status, Code::NotFound, "no identity");
 
-    commit_ok(
-        &mut civil.node,
-        &citizen,
-        transaction::Body::CreateIdentity(CreateIdentity {}),
-    )
-    .await;
-    let status = refused(
-        &mut civil.node,
-        &citizen,
-        transaction::Body::CreateIdentity(CreateIdentity {}),
-    )
-    .await;
+    commit_ok(&mut civil.node, &citizen, create_identity()).await;
+    let status = refused(&mut civil.node, &citizen, create_identity()).await;
     assert_status(&status, Code::AlreadyExists, "already exists");
 
     // The declaration must go through the holder's node, which must hold
@@ -464,12 +468,7 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
 
     // A consent signed by someone else: the stranger's own consent to tax
     // does not open the citizen's data, and only the citizen can revoke.
-    commit_ok(
-        &mut civil.node,
-        &stranger,
-        transaction::Body::CreateIdentity(CreateIdentity {}),
-    )
-    .await;
+    commit_ok(&mut civil.node, &stranger, create_identity()).await;
     let strangers_consent = commit_ok(
         &mut civil.node,
         &stranger,
@@ -763,12 +762,7 @@ async fn uploads_refuse_bad_input_and_keep_nothing_half_stored() {
         .into_inner();
     assert_eq!((stat.size_bytes, stat.personal), (data.len() as u64, false));
     let offset = 1_500_000;
-    let request = DownloadRequest {
-        cid: stored.cid.clone(),
-        offset,
-        length: 0,
-        access_transaction_id: Vec::new(),
-    };
+    let request = download_from(&stored.cid, offset);
     let received = read_stream(
         health.blob.download(request).await.unwrap().into_inner(),
         offset,
@@ -781,23 +775,13 @@ async fn uploads_refuse_bad_input_and_keep_nothing_half_stored() {
     let mut tax_at_health = clients(&cluster, HEALTH, "tax").await;
     let status = tax_at_health
         .blob
-        .download(DownloadRequest {
-            cid: stored.cid.clone(),
-            offset: 0,
-            length: 0,
-            access_transaction_id: Vec::new(),
-        })
+        .download(download_from(&stored.cid, 0))
         .await
         .unwrap_err();
     assert_status(&status, Code::PermissionDenied, "not a declared attribute");
     let status = health
         .blob
-        .download(DownloadRequest {
-            cid: stored.cid.clone(),
-            offset: data.len() as u64 + 1,
-            length: 0,
-            access_transaction_id: Vec::new(),
-        })
+        .download(download_from(&stored.cid, data.len() as u64 + 1))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange);
@@ -865,12 +849,7 @@ async fn qr_login_checks_key_attestation_and_consent_and_refuses_replays() {
     assert_status(&status, Code::NotFound, "no identity");
 
     // The citizen declares a name, civil attests it.
-    commit_ok(
-        &mut civil.node,
-        &citizen,
-        transaction::Body::CreateIdentity(CreateIdentity {}),
-    )
-    .await;
+    commit_ok(&mut civil.node, &citizen, create_identity()).await;
     let (sealed, commitment) = seal(b"Ada Lovelace");
     let stored = upload(&mut civil.blob, UploadHeader::default(), &sealed)
         .await
@@ -1024,12 +1003,7 @@ async fn garbage_collection_removes_only_blobs_nothing_on_chain_references() {
 
     let citizen = SigningKey::from_seed([46; 32]);
     let mut civil = clients(&cluster, CIVIL, "civil").await;
-    commit_ok(
-        &mut civil.node,
-        &citizen,
-        transaction::Body::CreateIdentity(CreateIdentity {}),
-    )
-    .await;
+    commit_ok(&mut civil.node, &citizen, create_identity()).await;
     let (sealed, commitment) = seal(b"1990-01-01");
     let declared = upload(&mut civil.blob, UploadHeader::default(), &sealed)
         .await
@@ -1088,12 +1062,7 @@ async fn garbage_collection_removes_only_blobs_nothing_on_chain_references() {
     // The old value is still personal data: not released, whoever asks.
     let status = civil
         .blob
-        .download(DownloadRequest {
-            cid: declared.cid.clone(),
-            offset: 0,
-            length: 0,
-            access_transaction_id: Vec::new(),
-        })
+        .download(download_from(&declared.cid, 0))
         .await
         .unwrap_err();
     assert_status(&status, Code::PermissionDenied, "was replaced");
