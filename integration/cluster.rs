@@ -147,6 +147,38 @@ async fn bad_transactions_get_precise_status_codes() {
         Code::InvalidArgument
     );
 
+    // Many submissions at once reach admission together and are verified
+    // as a batch; forged ones among them (another signer's well-formed
+    // signature) must still be told apart one by one.
+    let mut tasks = Vec::new();
+    for i in 0..96u8 {
+        let mut client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = signer(100 + i);
+            let mut envelope = sign(&key, 1, anchor_body(&format!("batch-{i}")));
+            let forged = i % 5 == 3;
+            if forged {
+                envelope.signature = sign(&signer(99), 1, anchor_body("other")).signature;
+            }
+            (forged, submit(&mut client, envelope).await)
+        }));
+    }
+    let mut admitted = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (false, Ok(id)) => admitted.push(id),
+            (true, Err(status)) => {
+                assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+                assert!(status.message().contains("signature"), "{status:?}");
+            }
+            (forged, verdict) => panic!("forged {forged}: {verdict:?}"),
+        }
+    }
+    assert_eq!(admitted.len(), 96 - 19);
+    for id in admitted {
+        committed_height(&mut client, id).await;
+    }
+
     let first = sign(&key, 1, anchor_body("r1"));
     let id = submit(&mut client, first.clone()).await.unwrap();
     committed_height(&mut client, id).await;

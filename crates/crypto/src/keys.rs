@@ -23,6 +23,8 @@ pub enum KeyError {
     PublicKeyLength { got: usize },
     #[error("not a valid Ed25519 public key (not a curve point)")]
     PublicKeyInvalid,
+    #[error("not a usable Ed25519 public key (a point of small order, for which anyone can sign)")]
+    PublicKeyWeak,
     #[error("an Ed25519 signature is 64 bytes, got {got}")]
     SignatureLength { got: usize },
     #[error("not a PKCS#8 PEM Ed25519 private key: {0}")]
@@ -50,9 +52,20 @@ impl PublicKey {
         let array: [u8; 32] = bytes
             .try_into()
             .map_err(|_| KeyError::PublicKeyLength { got: bytes.len() })?;
-        ed25519_dalek::VerifyingKey::from_bytes(&array)
-            .map(Self)
-            .map_err(|_| KeyError::PublicKeyInvalid)
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&array)
+            .map_err(|_| KeyError::PublicKeyInvalid)?;
+        // Anyone can sign for a key of small order under the cofactored
+        // rule, so such keys belong to nobody and are refused here, where
+        // every node decides alike.
+        if key.is_weak() {
+            return Err(KeyError::PublicKeyWeak);
+        }
+        Ok(Self(key))
+    }
+
+    /// The decompressed curve point, for verification.
+    pub(crate) fn point(&self) -> curve25519_dalek::EdwardsPoint {
+        self.0.to_edwards()
     }
 
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
@@ -91,12 +104,11 @@ impl PublicKey {
         hex::encode(self.0.as_bytes())
     }
 
-    /// Verifies with the strict rules (no small-order keys, canonical `S`),
-    /// so that a signature can not be altered into another valid one.
+    /// Verifies under the ZIP-215 rules (canonical `S`, cofactored
+    /// equation), the same rules as [`verify_batch`](crate::verify_batch),
+    /// so a signature gets the same verdict alone or in any batch.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
-        self.0
-            .verify_strict(message, &signature.0)
-            .map_err(|_| SignatureError)
+        crate::verify::verify_one(self, message, signature)
     }
 }
 
@@ -184,19 +196,6 @@ impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SigningKey(public {:?})", self.public_key())
     }
-}
-
-/// Verifies many signatures at once, about twice as fast per signature as one
-/// by one. On failure it does not say which one failed; callers fall back to
-/// [`PublicKey::verify`] to find it.
-pub fn verify_batch(
-    messages: &[&[u8]],
-    signatures: &[Signature],
-    keys: &[PublicKey],
-) -> Result<(), SignatureError> {
-    let signatures: Vec<ed25519_dalek::Signature> = signatures.iter().map(|s| s.0).collect();
-    let keys: Vec<ed25519_dalek::VerifyingKey> = keys.iter().map(|k| k.0).collect();
-    ed25519_dalek::verify_batch(messages, &signatures, &keys).map_err(|_| SignatureError)
 }
 
 #[cfg(test)]
@@ -310,18 +309,19 @@ mod tests {
     }
 
     #[test]
-    fn batch_verification_finds_a_bad_signature() {
-        let keys: Vec<SigningKey> = (1..=4).map(key).collect();
-        let messages: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 10]).collect();
-        let mut signatures: Vec<Signature> =
-            keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
-        let publics: Vec<PublicKey> = keys.iter().map(SigningKey::public_key).collect();
-        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-        assert_eq!(verify_batch(&refs, &signatures, &publics), Ok(()));
-        signatures[2] = keys[2].sign(b"other");
+    fn small_order_public_keys_are_refused() {
+        // The identity point (y = 1) has order 1: any (R, S) with
+        // [8]([S]B − R) = 0 would "verify" under it.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
         assert_eq!(
-            verify_batch(&refs, &signatures, &publics),
-            Err(SignatureError)
+            PublicKey::from_slice(&identity),
+            Err(KeyError::PublicKeyWeak)
+        );
+        // A point of order 4: y = 0.
+        assert_eq!(
+            PublicKey::from_slice(&[0; 32]),
+            Err(KeyError::PublicKeyWeak)
         );
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use govchain_crypto::{Digest, DomainHasher, merkle_root};
+use govchain_crypto::{Digest, DomainHasher, Signature, merkle_root, verify_each};
 use govchain_proto::types::v1::{Block, BlockHeader, TransactionResult};
 use prost::Message as _;
 
@@ -248,14 +248,16 @@ pub fn check_block<S: StateRead>(
     let mut transactions = Vec::with_capacity(block.transactions.len());
     let mut results = Vec::with_capacity(block.transactions.len());
     let payload_max = context.limits.payload_bytes_max as usize;
+    // Form first, then the signatures not checked at admission in one
+    // batch (same verdicts as one by one), then execution in order.
     for (index, envelope) in block.transactions.iter().enumerate() {
-        let transaction = check_envelope(
-            envelope.clone(),
-            context.chain_id,
-            payload_max,
-            &already_verified,
-        )
-        .map_err(|error| BlockError::Transaction { index, error })?;
+        let transaction =
+            check_envelope(envelope.clone(), context.chain_id, payload_max, |_, _| true)
+                .map_err(|error| BlockError::Transaction { index, error })?;
+        transactions.push(transaction);
+    }
+    verify_unverified(&transactions, &already_verified)?;
+    for (index, transaction) in transactions.iter().enumerate() {
         let expected = read_nonce(&overlay, &transaction.signer)?.saturating_add(1);
         if transaction.nonce != expected {
             return Err(BlockError::WrongNonce {
@@ -266,9 +268,8 @@ pub fn check_block<S: StateRead>(
         }
         results.push((
             transaction.id,
-            execute(&mut overlay, &transaction, &execution)?,
+            execute(&mut overlay, transaction, &execution)?,
         ));
-        transactions.push(transaction);
     }
     let ids: Vec<Digest> = results.iter().map(|(id, _)| *id).collect();
     expect_field(
@@ -290,6 +291,43 @@ pub fn check_block<S: StateRead>(
         transactions,
         executed,
     })
+}
+
+/// Verifies, as one batch, the signatures `already_verified` does not
+/// vouch for; the first bad one (by index) is the block's error.
+fn verify_unverified(
+    transactions: &[VerifiedTransaction],
+    already_verified: impl Fn(&Digest, &[u8]) -> bool,
+) -> Result<(), BlockError> {
+    let mut indexes = Vec::new();
+    let mut messages: Vec<&[u8]> = Vec::new();
+    let mut signatures = Vec::new();
+    let mut keys = Vec::new();
+    for (index, transaction) in transactions.iter().enumerate() {
+        if already_verified(&transaction.id, &transaction.envelope.signature) {
+            continue;
+        }
+        let signature = Signature::from_slice(&transaction.envelope.signature).map_err(|err| {
+            BlockError::Transaction {
+                index,
+                error: TransactionError::Malformed(format!("signature: {err}")),
+            }
+        })?;
+        indexes.push(index);
+        messages.push(transaction.id.as_bytes());
+        signatures.push(signature);
+        keys.push(transaction.signer);
+    }
+    let verdicts = verify_each(&messages, &signatures, &keys);
+    match indexes.iter().zip(verdicts).find(|(_, good)| !good) {
+        Some((&index, _)) => Err(BlockError::Transaction {
+            index,
+            error: TransactionError::BadSignature {
+                signer: transactions[index].signer.to_hex(),
+            },
+        }),
+        None => Ok(()),
+    }
 }
 
 fn check_header(

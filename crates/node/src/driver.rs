@@ -331,13 +331,15 @@ impl Driver {
             limits: &self.shared.limits,
             timestamp_ms_max: now_ms() + TIMESTAMP_DRIFT_MS_MAX,
         };
-        let checked = {
-            let mempool = self.shared.mempool();
-            let state = LedgerState(&self.shared.ledger);
-            check_block(&context, &digest, &encoded, &state, |id, signature| {
-                mempool.verified(id, signature)
-            })
-        };
+        // The mempool is locked per lookup, not for the whole check, so
+        // admission goes on meanwhile.
+        let checked = check_block(
+            &context,
+            &digest,
+            &encoded,
+            &LedgerState(&self.shared.ledger),
+            |id, signature| self.shared.mempool().verified(id, signature),
+        );
         let verdict = match checked {
             // A carried-over block keeps the view it was first proposed in.
             Ok(checked)

@@ -7,6 +7,7 @@
 //! peer.
 #![forbid(unsafe_code)]
 
+mod admission;
 mod audit;
 mod blobs;
 pub mod config;
@@ -44,6 +45,7 @@ pub use driver::now_ms;
 pub use mempool::NONCE_AHEAD_MAX;
 pub use wire::{certificate_from_wire, certificate_to_wire};
 
+use crate::admission::Admission;
 use crate::blobs::{BLOB_MESSAGE_BYTES_MAX, BlobApi, Blobs};
 use crate::driver::{DRIVER_EVENTS_MAX, Driver, DriverEvent, TICK_INTERVAL};
 use crate::identity::IdentityApi;
@@ -170,13 +172,16 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let admission = Admission::start(shared.clone(), events.clone())
+        .context("cannot start the admission thread")?;
     let node_api = NodeApi {
         shared: shared.clone(),
-        driver: events.clone(),
+        admission: admission.clone(),
     };
     let consensus_api = ConsensusApi {
         shared: shared.clone(),
         driver: events.clone(),
+        admission,
     };
     let blob_api = BlobApi {
         shared: shared.clone(),

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::{
-    Refusal, StateRead as _, TransactionError, VerifiedTransaction, anchor_key, check_envelope,
-    precheck, read_nonce,
+    Refusal, StateRead as _, TransactionError, VerifiedTransaction, anchor_key, precheck,
+    read_nonce,
 };
 use govchain_pbft::Event;
 use govchain_proto::consensus::v1::consensus_service_server::ConsensusService;
@@ -27,6 +27,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, error, warn};
 
+use crate::admission::{Admission, Origin};
 use crate::driver::DriverEvent;
 use crate::mempool::MempoolError;
 use crate::shared::{LedgerState, Shared};
@@ -51,19 +52,17 @@ impl From<TransactionError> for AdmitError {
     }
 }
 
-/// Admits a transaction into the mempool: envelope checks (signature
-/// included, outside the lock), the nonce against committed state, and,
-/// when the transaction is the signer's next, whether it would take effect
-/// on the head state (so that, say, a read without consent is refused with
-/// its reason instead of being ordered and failing). A transaction queued
-/// behind the signer's pending ones is not prechecked: it may depend on
-/// them.
-pub fn admit(
+/// Admits a transaction whose envelope and signature were checked (by
+/// [`crate::admission`]) into the mempool: the nonce against committed
+/// state, and, when the transaction is the signer's next, whether it would
+/// take effect on the head state (so that, say, a read without consent is
+/// refused with its reason instead of being ordered and failing). A
+/// transaction queued behind the signer's pending ones is not prechecked:
+/// it may depend on them.
+pub(crate) fn admit_verified(
     shared: &Shared,
-    envelope: TransactionEnvelope,
+    transaction: VerifiedTransaction,
 ) -> Result<VerifiedTransaction, AdmitError> {
-    let payload_max = shared.limits.payload_bytes_max as usize;
-    let transaction = check_envelope(envelope, shared.chain_id(), payload_max, |_, _| false)?;
     let state = LedgerState(&shared.ledger);
     let committed = read_nonce(&state, &transaction.signer)
         .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?;
@@ -148,7 +147,7 @@ fn digest_field(name: &str, bytes: &[u8]) -> Result<Digest, Status> {
 #[derive(Clone)]
 pub struct NodeApi {
     pub shared: Arc<Shared>,
-    pub driver: mpsc::Sender<DriverEvent>,
+    pub admission: Admission,
 }
 
 impl NodeApi {
@@ -172,20 +171,14 @@ impl NodeApi {
             )));
         }
         self.check_declaration(&envelope)?;
-        let shared = self.shared.clone();
-        // Signature checks are CPU work; keep them off the I/O threads.
-        let transaction = tokio::task::spawn_blocking(move || admit(&shared, envelope))
-            .await
-            .map_err(|e| internal("admission task failed", e))?
+        let transaction = self
+            .admission
+            .admit(vec![envelope], Origin::Client)
+            .await?
+            .pop()
+            .expect("one verdict per transaction")
             .map_err(|e| status_from_admission(&e))?;
         debug!(transaction_id = %transaction.id.short(), "admitted transaction");
-        let batch = TransactionBatch {
-            transactions: vec![transaction.envelope.clone()],
-        };
-        self.shared.peers.broadcast(&StreamRequest {
-            kind: Some(Kind::Transactions(batch)),
-        });
-        self.nudge_driver();
         Ok(transaction)
     }
 
@@ -222,16 +215,6 @@ impl NodeApi {
             None => Err(Status::failed_precondition(format!(
                 "blob {cid} is not stored on this node; upload it first (BlobService.Upload)"
             ))),
-        }
-    }
-
-    fn nudge_driver(&self) {
-        if !self.shared.mempool_changed.swap(true, Ordering::AcqRel) {
-            // If the queue is full the driver is busy and will read the
-            // mempool size after its next block anyway.
-            if self.driver.try_send(DriverEvent::MempoolChanged).is_err() {
-                self.shared.mempool_changed.store(false, Ordering::Release);
-            }
         }
     }
 
@@ -495,6 +478,7 @@ impl NodeService for NodeApi {
 pub struct ConsensusApi {
     pub shared: Arc<Shared>,
     pub driver: mpsc::Sender<DriverEvent>,
+    pub admission: Admission,
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<FetchBlocksResponse, Status>> + Send>>;
@@ -526,7 +510,7 @@ impl ConsensusService for ConsensusApi {
             .min(from_height.saturating_add(crate::sync::SYNC_BATCH_BLOCKS_MAX - 1));
         let api = NodeApi {
             shared: self.shared.clone(),
-            driver: self.driver.clone(),
+            admission: self.admission.clone(),
         };
         let (sender, receiver) = mpsc::channel(8);
         tokio::spawn(async move {
@@ -589,7 +573,7 @@ impl ConsensusService for ConsensusApi {
                         return Err(Status::unavailable("node is shutting down"));
                     }
                 }
-                Some(Kind::Transactions(batch)) => self.admit_forwarded(&peer_name, batch).await?,
+                Some(Kind::Transactions(batch)) => self.admit_forwarded(batch).await?,
                 None => return Err(Status::invalid_argument("stream message has no kind")),
             }
             accepted += 1;
@@ -601,30 +585,14 @@ impl ConsensusService for ConsensusApi {
 }
 
 impl ConsensusApi {
-    /// Transactions another validator admitted; checked again here (every
-    /// node verifies every signature once).
-    async fn admit_forwarded(&self, peer: &str, batch: TransactionBatch) -> Result<(), Status> {
-        let shared = self.shared.clone();
-        let rejected = tokio::task::spawn_blocking(move || {
-            batch
-                .transactions
-                .into_iter()
-                .filter(|envelope| admit(&shared, envelope.clone()).is_err())
-                .count()
-        })
-        .await
-        .map_err(|e| internal("admission task failed", e))?;
-        if rejected > 0 {
-            debug!(
-                peer,
-                rejected, "forwarded transactions not admitted (duplicates or already committed)"
-            );
-        }
-        if !self.shared.mempool_changed.swap(true, Ordering::AcqRel)
-            && self.driver.send(DriverEvent::MempoolChanged).await.is_err()
-        {
-            return Err(Status::unavailable("node is shutting down"));
-        }
+    /// Transactions another validator admitted; checked again here
+    /// (every node verifies every signature once), as one batch. Waiting
+    /// for the verdicts holds back the peer's stream while admission is
+    /// busy.
+    async fn admit_forwarded(&self, batch: TransactionBatch) -> Result<(), Status> {
+        self.admission
+            .admit(batch.transactions, Origin::Peer)
+            .await?;
         Ok(())
     }
 }

@@ -278,6 +278,66 @@ fn wrong_proposer_and_forged_transaction_are_refused() {
 }
 
 #[test]
+fn signatures_not_checked_at_admission_are_checked_in_one_batch() {
+    let keys: Vec<SigningKey> = (1..=5).map(|i| SigningKey::from_seed([i; 32])).collect();
+    let state = MemoryState::default();
+    let txs: Vec<VerifiedTransaction> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| verified(k, 1, &format!("r{i}")))
+        .collect();
+    let built = build(&genesis(), &state, &txs);
+    // All unverified and all good: the batch passes.
+    check_block(
+        &context(&genesis()),
+        &built.hash,
+        &built.encoded,
+        &state,
+        |_, _| false,
+    )
+    .expect("valid block");
+    // Transactions 1 and 3 carry another transaction's (well-formed)
+    // signature; the first of them is the error, whatever the batch.
+    let (hash, bytes) = tamper(&built, |_, b| {
+        b.transactions[1].signature = b.transactions[0].signature.clone();
+        b.transactions[3].signature = b.transactions[0].signature.clone();
+    });
+    let err = check_block(&context(&genesis()), &hash, &bytes, &state, |_, _| false).err();
+    assert!(
+        matches!(
+            err,
+            Some(BlockError::Transaction {
+                index: 1,
+                error: TransactionError::BadSignature { .. }
+            })
+        ),
+        "{err:?}"
+    );
+    // A signature vouched for at admission is not checked again: only
+    // transaction 3 is left to fail.
+    let forged_1 = crate::transaction::transaction_id(
+        CHAIN,
+        keys[1].public_key().as_bytes(),
+        1,
+        &txs[1].envelope.payload,
+    );
+    let err = check_block(&context(&genesis()), &hash, &bytes, &state, |id, _| {
+        *id == forged_1
+    })
+    .err();
+    assert!(
+        matches!(
+            err,
+            Some(BlockError::Transaction {
+                index: 3,
+                error: TransactionError::BadSignature { .. }
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn out_of_order_nonces_make_a_block_invalid() {
     let a = SigningKey::from_seed([1; 32]);
     let state = MemoryState::default();
