@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use govchain_crypto::{Digest, DomainHasher, Signature, merkle_root, verify_each};
-use govchain_proto::types::v1::{Block, BlockHeader, TransactionResult};
+use govchain_proto::types::v1::{Block, BlockHeader, TransactionEnvelope, TransactionResult};
 use prost::Message as _;
 
 use crate::execute::{Overlay, execute, state_root};
@@ -220,6 +220,20 @@ pub fn check_block<S: StateRead>(
     state: &S,
     already_verified: impl Fn(&Digest, &[u8]) -> bool,
 ) -> Result<CheckedBlock, BlockError> {
+    check_block_reusing(context, digest, encoded, state, |_| None, already_verified)
+}
+
+/// [`check_block`], taking from `admitted` the transactions that were
+/// admitted earlier with exactly the same envelope: they are not decoded,
+/// hashed or verified again (the mempool's copy is the result of doing so).
+pub fn check_block_reusing<S: StateRead>(
+    context: &CheckContext<'_>,
+    digest: &Digest,
+    encoded: &[u8],
+    state: &S,
+    admitted: impl Fn(&TransactionEnvelope) -> Option<VerifiedTransaction>,
+    already_verified: impl Fn(&Digest, &[u8]) -> bool,
+) -> Result<CheckedBlock, BlockError> {
     // Room for the header and framing on top of the transactions.
     let encoded_max = u64::from(context.limits.bytes_max) + 4096;
     if encoded.len() as u64 > encoded_max {
@@ -250,13 +264,24 @@ pub fn check_block<S: StateRead>(
     let payload_max = context.limits.payload_bytes_max as usize;
     // Form first, then the signatures not checked at admission in one
     // batch (same verdicts as one by one), then execution in order.
+    let mut reused = Vec::with_capacity(block.transactions.len());
     for (index, envelope) in block.transactions.iter().enumerate() {
-        let transaction =
-            check_envelope(envelope.clone(), context.chain_id, payload_max, |_, _| true)
-                .map_err(|error| BlockError::Transaction { index, error })?;
+        let transaction = match admitted(envelope) {
+            Some(transaction) => {
+                reused.push(true);
+                transaction
+            }
+            None => {
+                reused.push(false);
+                check_envelope(envelope.clone(), context.chain_id, payload_max, |_, _| true)
+                    .map_err(|error| BlockError::Transaction { index, error })?
+            }
+        };
         transactions.push(transaction);
     }
-    verify_unverified(&transactions, &already_verified)?;
+    verify_unverified(&transactions, |index, transaction| {
+        reused[index] || already_verified(&transaction.id, &transaction.envelope.signature)
+    })?;
     for (index, transaction) in transactions.iter().enumerate() {
         let expected = read_nonce(&overlay, &transaction.signer)?.saturating_add(1);
         if transaction.nonce != expected {
@@ -297,14 +322,14 @@ pub fn check_block<S: StateRead>(
 /// vouch for; the first bad one (by index) is the block's error.
 fn verify_unverified(
     transactions: &[VerifiedTransaction],
-    already_verified: impl Fn(&Digest, &[u8]) -> bool,
+    already_verified: impl Fn(usize, &VerifiedTransaction) -> bool,
 ) -> Result<(), BlockError> {
     let mut indexes = Vec::new();
     let mut messages: Vec<&[u8]> = Vec::new();
     let mut signatures = Vec::new();
     let mut keys = Vec::new();
     for (index, transaction) in transactions.iter().enumerate() {
-        if already_verified(&transaction.id, &transaction.envelope.signature) {
+        if already_verified(index, transaction) {
             continue;
         }
         let signature = Signature::from_slice(&transaction.envelope.signature).map_err(|err| {

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use govchain_crypto::{Digest, PublicKey};
-use govchain_exec::{CheckContext, ExecutedBlock, build_block, check_block};
+use govchain_exec::{CheckContext, ExecutedBlock, build_block, check_block, check_block_reusing};
 use govchain_ledger::AppendBlock;
 use govchain_pbft::{
     Action, CommitCertificate, Event, Record, RejectReason, Replica, SequenceNumber, View,
@@ -333,12 +333,13 @@ impl Driver {
         };
         // The mempool is locked per lookup, not for the whole check, so
         // admission goes on meanwhile.
-        let checked = check_block(
+        let checked = check_block_reusing(
             &context,
             &digest,
             &encoded,
             &LedgerState(&self.shared.ledger),
-            |id, signature| self.shared.mempool().verified(id, signature),
+            |envelope| self.shared.mempool().admitted(envelope),
+            |_, _| false,
         );
         let verdict = match checked {
             // A carried-over block keeps the view it was first proposed in.

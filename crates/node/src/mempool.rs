@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::{TransactionError, VerifiedTransaction};
+use govchain_proto::types::v1::TransactionEnvelope;
 
 /// How far ahead of a signer's committed nonce a transaction may wait.
 pub const NONCE_AHEAD_MAX: u64 = 1024;
@@ -36,7 +37,9 @@ pub struct Mempool {
     by_id: HashMap<Digest, (u64, VerifiedTransaction)>,
     /// Arrival order, which is the order the primary proposes in.
     by_arrival: BTreeMap<u64, Digest>,
-    by_signer: HashMap<PublicKey, Pending>,
+    /// Keyed by the key's bytes, so that a block's envelope can be looked
+    /// up without parsing its key (see [`Mempool::admitted`]).
+    by_signer: HashMap<[u8; 32], Pending>,
     /// The sum of every signer's `Pending::ready`, kept as transactions
     /// come and go: the driver asks after every change and every block,
     /// and counting afresh each time cost a walk over every pending signer.
@@ -123,10 +126,20 @@ impl Mempool {
             .is_some_and(|(_, t)| t.envelope.signature == signature)
     }
 
+    /// The admitted transaction whose envelope is exactly `envelope`, if
+    /// any: a block's transaction found here needs no decoding, hashing or
+    /// signature check again.
+    pub fn admitted(&self, envelope: &TransactionEnvelope) -> Option<VerifiedTransaction> {
+        let signer: &[u8; 32] = envelope.signer.as_slice().try_into().ok()?;
+        let id = self.by_signer.get(signer)?.nonces.get(&envelope.nonce)?;
+        let (_, transaction) = self.by_id.get(id)?;
+        (transaction.envelope == *envelope).then(|| transaction.clone())
+    }
+
     /// The highest pending nonce of `signer`, if any.
     pub fn pending_nonce(&self, signer: &PublicKey) -> Option<u64> {
         self.by_signer
-            .get(signer)?
+            .get(signer.as_bytes())?
             .nonces
             .keys()
             .next_back()
@@ -165,7 +178,7 @@ impl Mempool {
         }
         if self
             .by_signer
-            .get(&transaction.signer)
+            .get(transaction.signer.as_bytes())
             .is_some_and(|pending| pending.nonces.contains_key(&nonce))
         {
             let signer = transaction.signer.to_hex();
@@ -186,7 +199,7 @@ impl Mempool {
         self.by_arrival.insert(arrival, transaction.id);
         let pending = self
             .by_signer
-            .entry(transaction.signer)
+            .entry(*transaction.signer.as_bytes())
             .or_insert_with(|| Pending::new(committed_nonce));
         let ready_before = pending.ready;
         pending.nonces.insert(nonce, transaction.id);
@@ -207,7 +220,7 @@ impl Mempool {
     /// and any other transaction of its signers whose nonce is now used.
     pub fn remove_committed(&mut self, committed: &[(PublicKey, u64)]) {
         for (signer, nonce) in committed {
-            let Some(pending) = self.by_signer.get_mut(signer) else {
+            let Some(pending) = self.by_signer.get_mut(signer.as_bytes()) else {
                 continue;
             };
             let ready_before = pending.ready;
@@ -217,7 +230,7 @@ impl Mempool {
             self.ready = self.ready - ready_before + pending.ready;
             if pending.nonces.is_empty() {
                 assert_eq!(pending.ready, 0, "no nonce pending, none ready");
-                self.by_signer.remove(signer);
+                self.by_signer.remove(signer.as_bytes());
             }
             for id in stale.into_values() {
                 if let Some((arrival, transaction)) = self.by_id.remove(&id) {
@@ -298,6 +311,28 @@ mod tests {
             }))
         ));
         assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn only_an_identical_envelope_is_found_as_admitted() {
+        let mut pool = Mempool::new(10, 1 << 20);
+        let t = transaction(1, 1);
+        pool.insert(t.clone(), 0).expect("admitted");
+        let found = pool.admitted(&t.envelope).expect("same envelope");
+        assert_eq!(found.id, t.id);
+        let mut other_signature = t.envelope.clone();
+        other_signature.signature = transaction(2, 1).envelope.signature;
+        assert!(pool.admitted(&other_signature).is_none());
+        let mut other_payload = t.envelope.clone();
+        other_payload.payload = transaction(1, 2).envelope.payload;
+        assert!(pool.admitted(&other_payload).is_none());
+        let mut other_chain = t.envelope.clone();
+        other_chain.chain_id = "d".into();
+        assert!(pool.admitted(&other_chain).is_none());
+        let mut short_key = t.envelope.clone();
+        short_key.signer.pop();
+        assert!(pool.admitted(&short_key).is_none());
+        assert!(pool.admitted(&transaction(1, 2).envelope).is_none());
     }
 
     #[test]

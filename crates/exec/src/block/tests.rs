@@ -313,6 +313,39 @@ fn signatures_not_checked_at_admission_are_checked_in_one_batch() {
         ),
         "{err:?}"
     );
+    // Reusing admitted transactions: only byte-identical envelopes are
+    // taken, so the forged ones are still checked and still fail.
+    let admitted =
+        |envelope: &TransactionEnvelope| txs.iter().find(|t| t.envelope == *envelope).cloned();
+    let reused = check_block_reusing(
+        &context(&genesis()),
+        &built.hash,
+        &built.encoded,
+        &state,
+        admitted,
+        |_, _| false,
+    )
+    .expect("valid block");
+    assert_eq!(reused.executed.state_root, built.executed.state_root);
+    let err = check_block_reusing(
+        &context(&genesis()),
+        &hash,
+        &bytes,
+        &state,
+        admitted,
+        |_, _| false,
+    )
+    .err();
+    assert!(
+        matches!(
+            err,
+            Some(BlockError::Transaction {
+                index: 1,
+                error: TransactionError::BadSignature { .. }
+            })
+        ),
+        "{err:?}"
+    );
     // A signature vouched for at admission is not checked again: only
     // transaction 3 is left to fail.
     let forged_1 = crate::transaction::transaction_id(
