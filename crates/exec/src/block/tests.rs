@@ -277,6 +277,19 @@ fn wrong_proposer_and_forged_transaction_are_refused() {
     );
 }
 
+fn assert_bad_signature_at(err: Option<BlockError>, expected: usize) {
+    assert!(
+        matches!(
+            err,
+            Some(BlockError::Transaction {
+                index,
+                error: TransactionError::BadSignature { .. }
+            }) if index == expected
+        ),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn signatures_not_checked_at_admission_are_checked_in_one_batch() {
     let keys: Vec<SigningKey> = (1..=5).map(|i| SigningKey::from_seed([i; 32])).collect();
@@ -303,16 +316,7 @@ fn signatures_not_checked_at_admission_are_checked_in_one_batch() {
         b.transactions[3].signature = b.transactions[0].signature.clone();
     });
     let err = check_block(&context(&genesis()), &hash, &bytes, &state, |_, _| false).err();
-    assert!(
-        matches!(
-            err,
-            Some(BlockError::Transaction {
-                index: 1,
-                error: TransactionError::BadSignature { .. }
-            })
-        ),
-        "{err:?}"
-    );
+    assert_bad_signature_at(err, 1);
     // Reusing admitted transactions: only byte-identical envelopes are
     // taken, so the forged ones are still checked and still fail.
     let admitted =
@@ -336,16 +340,7 @@ fn signatures_not_checked_at_admission_are_checked_in_one_batch() {
         |_, _| false,
     )
     .err();
-    assert!(
-        matches!(
-            err,
-            Some(BlockError::Transaction {
-                index: 1,
-                error: TransactionError::BadSignature { .. }
-            })
-        ),
-        "{err:?}"
-    );
+    assert_bad_signature_at(err, 1);
     // A signature vouched for at admission is not checked again: only
     // transaction 3 is left to fail.
     let forged_1 = crate::transaction::transaction_id(
@@ -358,16 +353,7 @@ fn signatures_not_checked_at_admission_are_checked_in_one_batch() {
         *id == forged_1
     })
     .err();
-    assert!(
-        matches!(
-            err,
-            Some(BlockError::Transaction {
-                index: 3,
-                error: TransactionError::BadSignature { .. }
-            })
-        ),
-        "{err:?}"
-    );
+    assert_bad_signature_at(err, 3);
 }
 
 #[test]
