@@ -55,12 +55,27 @@ where
     }
 }
 
+/// Ports for test nodes come from below Linux's default ephemeral range
+/// (32768–60999). A port the kernel hands out for `:0` lies in that range,
+/// so an outgoing connection (a client, or a peer reconnecting to a killed
+/// node) could take it before the node binds it, or while a killed node is
+/// down, and the node would then fail to start.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    // Test binaries run one after another, but start each at another
+    // offset anyway so that leftovers of a previous one are not retried.
+    let offset = std::process::id() % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = TEST_PORTS.start + ((offset + step) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?} on 127.0.0.1");
 }
 
 /// `--attests` of `certs init` for the departments that attest.
@@ -287,10 +302,27 @@ impl Cluster {
     }
 }
 
+/// Lines of each node's log shown when a test fails.
+const FAILURE_LOG_LINES: usize = 30;
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill_node(i);
+        }
+        // The logs go with the temporary directory; a failing test shows
+        // their ends, so that a node that did not start says why.
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(FAILURE_LOG_LINES)..];
+                eprintln!(
+                    "--- last lines of {} ---\n{}",
+                    node.log.display(),
+                    tail.join("\n")
+                );
+            }
         }
     }
 }
