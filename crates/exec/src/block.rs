@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use govchain_crypto::{Digest, DomainHasher, Signature, merkle_root, verify_each};
+use govchain_crypto::{Digest, DomainHasher, merkle_root, verify_each};
 use govchain_proto::types::v1::{Block, BlockHeader, TransactionEnvelope, TransactionResult};
 use prost::Message as _;
 
@@ -332,15 +332,9 @@ fn verify_unverified(
         if already_verified(index, transaction) {
             continue;
         }
-        let signature = Signature::from_slice(&transaction.envelope.signature).map_err(|err| {
-            BlockError::Transaction {
-                index,
-                error: TransactionError::Malformed(format!("signature: {err}")),
-            }
-        })?;
         indexes.push(index);
         messages.push(transaction.id.as_bytes());
-        signatures.push(signature);
+        signatures.push(transaction.signature);
         keys.push(transaction.signer);
     }
     let verdicts = verify_each(&messages, &signatures, &keys);

@@ -46,6 +46,9 @@ pub enum TransactionError {
 pub struct VerifiedTransaction {
     pub id: Digest,
     pub signer: PublicKey,
+    /// The envelope's signature, parsed (verified unless `check_envelope`
+    /// was told it already was).
+    pub signature: Signature,
     pub nonce: u64,
     pub body: Body,
     pub envelope: TransactionEnvelope,
@@ -118,6 +121,7 @@ pub fn check_envelope(
     Ok(VerifiedTransaction {
         id,
         signer,
+        signature,
         nonce: envelope.nonce,
         body,
         envelope,

@@ -26,7 +26,6 @@ use govchain_proto::consensus::v1::{StreamRequest, TransactionBatch};
 use govchain_proto::types::v1::TransactionEnvelope;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
-use tracing::debug;
 
 use crate::driver::DriverEvent;
 use crate::service::{AdmitError, admit_verified};
@@ -132,34 +131,21 @@ fn admit_jobs(shared: &Shared, jobs: Vec<Job>) {
     // nonce is already used on chain, is refused whatever its signature
     // (by `admit_verified`, which inserts nothing then): no need to verify
     // it. Peers forward what this node often has already.
-    let settled: Vec<Vec<bool>> = checked
-        .iter()
-        .map(|verdicts| {
-            verdicts
-                .iter()
-                .map(|v| v.as_ref().is_ok_and(|t| settled(shared, t)))
-                .collect()
-        })
-        .collect();
-    let pending: Vec<&VerifiedTransaction> = checked
-        .iter()
+    let mut unverified: Vec<&mut Result<VerifiedTransaction, AdmitError>> = checked
+        .iter_mut()
         .flatten()
-        .zip(settled.iter().flatten())
-        .filter_map(|(verdict, settled)| verdict.as_ref().ok().filter(|_| !settled))
+        .filter(|verdict| verdict.as_ref().is_ok_and(|t| !settled(shared, t)))
         .collect();
-    let signatures: Vec<Option<Signature>> = pending
+    let pending: Vec<&VerifiedTransaction> = unverified
         .iter()
-        .map(|t| Signature::from_slice(&t.envelope.signature).ok())
+        .map(|verdict| verdict.as_ref().expect("only checked envelopes"))
         .collect();
-    let good = verify_spread(&pending, &signatures);
-    let mut good = good.into_iter();
-    for (verdict, settled) in checked.iter_mut().flatten().zip(settled.iter().flatten()) {
-        if let Ok(transaction) = verdict
-            && !settled
-            && !good.next().expect("one verdict per signature")
-        {
-            *verdict = Err(TransactionError::BadSignature {
-                signer: transaction.signer.to_hex(),
+    let good = verify_spread(&pending);
+    for (verdict, good) in unverified.iter_mut().zip(good) {
+        if !good {
+            let signer = verdict.as_ref().expect("only checked envelopes").signer;
+            **verdict = Err(TransactionError::BadSignature {
+                signer: signer.to_hex(),
             }
             .into());
         }
@@ -172,14 +158,6 @@ fn admit_jobs(shared: &Shared, jobs: Vec<Job>) {
             .collect();
         if job.origin == Origin::Client {
             forward.extend(verdicts.iter().flatten().map(|t| t.envelope.clone()));
-        } else {
-            let rejected = verdicts.iter().filter(|v| v.is_err()).count();
-            if rejected > 0 {
-                debug!(
-                    rejected,
-                    "forwarded transactions not admitted (already known, committed, or refused)"
-                );
-            }
         }
         // The submitter may have gone away; its transactions stay admitted.
         let _ = job.reply.send(verdicts);
@@ -205,8 +183,8 @@ fn settled(shared: &Shared, transaction: &VerifiedTransaction) -> bool {
 }
 
 /// Verifies the signatures of `pending`, splitting a large batch over the
-/// available cores; a signature that did not parse counts as bad.
-fn verify_spread(pending: &[&VerifiedTransaction], signatures: &[Option<Signature>]) -> Vec<bool> {
+/// available cores.
+fn verify_spread(pending: &[&VerifiedTransaction]) -> Vec<bool> {
     let threads = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1)
@@ -214,20 +192,11 @@ fn verify_spread(pending: &[&VerifiedTransaction], signatures: &[Option<Signatur
         .max(1);
     let chunk = pending.len().div_ceil(threads).max(1);
     let verify_chunk = |range: std::ops::Range<usize>| -> Vec<bool> {
-        let mut messages: Vec<&[u8]> = Vec::with_capacity(range.len());
-        let mut parsed: Vec<Signature> = Vec::with_capacity(range.len());
-        let mut keys: Vec<PublicKey> = Vec::with_capacity(range.len());
-        for i in range.clone() {
-            if let Some(signature) = signatures[i] {
-                messages.push(pending[i].id.as_bytes());
-                parsed.push(signature);
-                keys.push(pending[i].signer);
-            }
-        }
-        let mut verdicts = verify_each(&messages, &parsed, &keys).into_iter();
-        range
-            .map(|i| signatures[i].is_some() && verdicts.next().unwrap_or(false))
-            .collect()
+        let part = &pending[range];
+        let messages: Vec<&[u8]> = part.iter().map(|t| t.id.as_bytes().as_slice()).collect();
+        let signatures: Vec<Signature> = part.iter().map(|t| t.signature).collect();
+        let keys: Vec<PublicKey> = part.iter().map(|t| t.signer).collect();
+        verify_each(&messages, &signatures, &keys)
     };
     if threads == 1 {
         return verify_chunk(0..pending.len());

@@ -573,7 +573,7 @@ impl ConsensusService for ConsensusApi {
                         return Err(Status::unavailable("node is shutting down"));
                     }
                 }
-                Some(Kind::Transactions(batch)) => self.admit_forwarded(batch).await?,
+                Some(Kind::Transactions(batch)) => self.admit_forwarded(&peer_name, batch).await?,
                 None => return Err(Status::invalid_argument("stream message has no kind")),
             }
             accepted += 1;
@@ -589,10 +589,19 @@ impl ConsensusApi {
     /// (every node verifies every signature once), as one batch. Waiting
     /// for the verdicts holds back the peer's stream while admission is
     /// busy.
-    async fn admit_forwarded(&self, batch: TransactionBatch) -> Result<(), Status> {
-        self.admission
+    async fn admit_forwarded(&self, peer: &str, batch: TransactionBatch) -> Result<(), Status> {
+        let verdicts = self
+            .admission
             .admit(batch.transactions, Origin::Peer)
             .await?;
+        let rejected = verdicts.iter().filter(|v| v.is_err()).count();
+        if rejected > 0 {
+            debug!(
+                peer,
+                rejected,
+                "forwarded transactions not admitted (already pending or committed, or refused)"
+            );
+        }
         Ok(())
     }
 }
