@@ -26,6 +26,7 @@ use govchain_proto::consensus::v1::{StreamRequest, TransactionBatch};
 use govchain_proto::types::v1::TransactionEnvelope;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
+use tracing::debug;
 
 use crate::driver::DriverEvent;
 use crate::service::{AdmitError, admit_verified};
@@ -34,26 +35,30 @@ use crate::shared::{LedgerState, Shared};
 /// Transactions verified in one batch at most; bounds the latency a batch
 /// adds and the size of the batch forwarded to peers.
 pub const ADMISSION_BATCH_MAX: usize = 4096;
-/// Jobs queued for the admission thread before submitters wait.
-const ADMISSION_QUEUE_MAX: usize = 8192;
+/// Jobs queued for the admission thread. A client's submission finding the
+/// queue full is refused (`RESOURCE_EXHAUSTED`) rather than queued; a
+/// peer's forwarded batch waits for room. The queue stays short in time,
+/// so that the consensus messages behind a forwarded batch on a peer's
+/// stream are not held up for long.
+const ADMISSION_QUEUE_MAX: usize = 4096;
 /// Below this many signatures per thread, splitting a batch over threads
 /// costs more than it saves.
 const SIGNATURES_PER_THREAD_MIN: usize = 256;
 
-/// Where a job's transactions came from: a client's are forwarded to the
-/// peers once admitted; a peer's are not forwarded again.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Origin {
-    Client,
-    Peer,
-}
-
 pub type Verdicts = Vec<Result<VerifiedTransaction, AdmitError>>;
+
+/// Where a job's transactions came from, and who hears the verdicts: a
+/// client's are forwarded to the peers once admitted and answered; a
+/// peer's are not forwarded again, and their refusals are only logged, so
+/// that the peer's stream never waits for verification.
+enum Origin {
+    Client(oneshot::Sender<Verdicts>),
+    Peer(String),
+}
 
 struct Job {
     envelopes: Vec<TransactionEnvelope>,
     origin: Origin,
-    reply: oneshot::Sender<Verdicts>,
 }
 
 /// The handle the gRPC services use to reach the admission thread.
@@ -72,25 +77,43 @@ impl Admission {
         Ok(Self { jobs })
     }
 
-    /// Admits `envelopes` and returns each one's verdict, in order.
-    pub async fn admit(
+    /// Admits a client's transaction and returns its verdict; refused at
+    /// once when admission is saturated.
+    pub async fn submit(
         &self,
-        envelopes: Vec<TransactionEnvelope>,
-        origin: Origin,
-    ) -> Result<Verdicts, Status> {
+        envelope: TransactionEnvelope,
+    ) -> Result<Result<VerifiedTransaction, AdmitError>, Status> {
         let (reply, verdicts) = oneshot::channel();
-        self.jobs
-            .send(Job {
-                envelopes,
-                origin,
-                reply,
-            })
-            .await
-            .map_err(|_| Status::unavailable("node is shutting down"))?;
-        verdicts
-            .await
-            .map_err(|_| Status::unavailable("node is shutting down"))
+        let job = Job {
+            envelopes: vec![envelope],
+            origin: Origin::Client(reply),
+        };
+        self.jobs.try_send(job).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => Status::resource_exhausted(format!(
+                "the node is admitting {ADMISSION_QUEUE_MAX} submissions already; retry later"
+            )),
+            mpsc::error::TrySendError::Closed(_) => shutting_down(),
+        })?;
+        let mut verdicts = verdicts.await.map_err(|_| shutting_down())?;
+        Ok(verdicts.pop().expect("one verdict per transaction"))
     }
+
+    /// Queues a batch a peer forwarded; waits only for room in the queue.
+    pub async fn forward(
+        &self,
+        peer: &str,
+        envelopes: Vec<TransactionEnvelope>,
+    ) -> Result<(), Status> {
+        let job = Job {
+            envelopes,
+            origin: Origin::Peer(peer.to_string()),
+        };
+        self.jobs.send(job).await.map_err(|_| shutting_down())
+    }
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("node is shutting down")
 }
 
 fn run(shared: &Shared, driver: &mpsc::Sender<DriverEvent>, mut queue: mpsc::Receiver<Job>) {
@@ -156,11 +179,24 @@ fn admit_jobs(shared: &Shared, jobs: Vec<Job>) {
             .into_iter()
             .map(|verdict| verdict.and_then(|t| admit_verified(shared, t)))
             .collect();
-        if job.origin == Origin::Client {
-            forward.extend(verdicts.iter().flatten().map(|t| t.envelope.clone()));
+        match job.origin {
+            Origin::Client(reply) => {
+                forward.extend(verdicts.iter().flatten().map(|t| t.envelope.clone()));
+                // The submitter may have gone away; its transactions stay
+                // admitted.
+                let _ = reply.send(verdicts);
+            }
+            Origin::Peer(peer) => {
+                let rejected = verdicts.iter().filter(|v| v.is_err()).count();
+                if rejected > 0 {
+                    debug!(
+                        peer,
+                        rejected,
+                        "forwarded transactions not admitted (already pending or committed, or refused)"
+                    );
+                }
+            }
         }
-        // The submitter may have gone away; its transactions stay admitted.
-        let _ = job.reply.send(verdicts);
     }
     if !forward.is_empty() {
         shared.peers.broadcast(&StreamRequest {
@@ -223,5 +259,49 @@ fn nudge(shared: &Shared, driver: &mpsc::Sender<DriverEvent>) {
     {
         // The driver is busy and reads the mempool after its block anyway.
         shared.mempool_changed.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_finding_the_queue_full_is_refused_at_once() {
+        let (jobs, mut queue) = mpsc::channel(1);
+        let admission = Admission { jobs };
+        // The first submission takes the only place and waits for a verdict.
+        let waiting = tokio::spawn({
+            let admission = admission.clone();
+            async move { admission.submit(TransactionEnvelope::default()).await }
+        });
+        while admission.jobs.capacity() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let status = admission
+            .submit(TransactionEnvelope::default())
+            .await
+            .expect_err("queue is full");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("retry later"), "{status:?}");
+        // A peer's batch waits for room instead; it gets it once the
+        // thread takes the first job.
+        let forwarded = tokio::spawn({
+            let admission = admission.clone();
+            async move {
+                admission
+                    .forward("peer", vec![TransactionEnvelope::default()])
+                    .await
+            }
+        });
+        let first = queue.recv().await.expect("the client's job");
+        assert!(matches!(first.origin, Origin::Client(_)));
+        forwarded.await.expect("task").expect("queued");
+        let second = queue.recv().await.expect("the peer's job");
+        assert!(matches!(second.origin, Origin::Peer(ref name) if name == "peer"));
+        // Dropping the client's job unanswered reads as a shutdown.
+        drop(first);
+        let status = waiting.await.expect("task").expect_err("no verdict");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
     }
 }

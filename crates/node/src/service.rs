@@ -27,7 +27,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, error, warn};
 
-use crate::admission::{Admission, Origin};
+use crate::admission::Admission;
 use crate::driver::DriverEvent;
 use crate::mempool::MempoolError;
 use crate::shared::{LedgerState, Shared};
@@ -173,10 +173,8 @@ impl NodeApi {
         self.check_declaration(&envelope)?;
         let transaction = self
             .admission
-            .admit(vec![envelope], Origin::Client)
+            .submit(envelope)
             .await?
-            .pop()
-            .expect("one verdict per transaction")
             .map_err(|e| status_from_admission(&e))?;
         debug!(transaction_id = %transaction.id.short(), "admitted transaction");
         Ok(transaction)
@@ -586,22 +584,12 @@ impl ConsensusService for ConsensusApi {
 
 impl ConsensusApi {
     /// Transactions another validator admitted; checked again here
-    /// (every node verifies every signature once), as one batch. Waiting
-    /// for the verdicts holds back the peer's stream while admission is
-    /// busy.
+    /// (every node verifies every signature once), in the admission
+    /// thread's next batch. The stream goes on to the next message without
+    /// waiting for the verdicts: consensus messages behind a batch must not
+    /// wait for its verification.
     async fn admit_forwarded(&self, peer: &str, batch: TransactionBatch) -> Result<(), Status> {
-        let verdicts = self
-            .admission
-            .admit(batch.transactions, Origin::Peer)
-            .await?;
-        let rejected = verdicts.iter().filter(|v| v.is_err()).count();
-        if rejected > 0 {
-            debug!(
-                peer,
-                rejected,
-                "forwarded transactions not admitted (already pending or committed, or refused)"
-            );
-        }
+        self.admission.forward(peer, batch.transactions).await?;
         Ok(())
     }
 }
