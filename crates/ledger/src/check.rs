@@ -10,8 +10,12 @@
 //!   block 1), and the hash index maps each block hash to its height, with
 //!   no other entries;
 //! - each indexed transaction points at a stored block and at an index
-//!   below that block's transaction count, and the index holds as many
-//!   entries as the blocks hold transactions.
+//!   below that block's transaction count;
+//! - the recent rows (see `recent`) lie in the window of the last heights,
+//!   each lists as many transactions as its block holds, and a listed id
+//!   that is also indexed points at the same height and index;
+//! - the index and the ids the rows list that are not indexed yet together
+//!   hold as many transactions as the blocks do.
 //!
 //! Not checked: block contents (the ledger never decodes them), state
 //! roots (that needs `exec`), and that no two index entries claim the same
@@ -23,9 +27,10 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata}
 
 use crate::Head;
 use crate::error::{CheckError, Context, Inconsistency, StorageFailure};
+use crate::recent;
 use crate::schema::{
-    self, BLOCK_RECORDS, BLOCKS, BlockRecord, HEIGHT_BY_HASH, HeightKey, META, META_HEAD, STATE,
-    TRANSACTIONS, height_from_key, height_key,
+    self, BLOCK_RECORDS, BLOCKS, BlockRecord, HEIGHT_BY_HASH, HeightKey, META, META_HEAD,
+    RECENT_TRANSACTIONS, STATE, TRANSACTIONS, height_from_key, height_key,
 };
 
 /// What [`crate::Ledger::check`] walked.
@@ -48,10 +53,13 @@ pub(crate) fn check(
     let records = open(snapshot, BLOCK_RECORDS)?;
     let transactions_expected = walk_block_records(snapshot, &records, &head, genesis)?;
     walk_block_bodies(snapshot, &head)?;
-    let transactions = walk_transactions(snapshot, &records, &head)?;
+    let indexed = walk_transactions(snapshot, &records, &head)?;
+    let waiting = walk_recent(snapshot, &records, &head)?;
+    let transactions = indexed.saturating_add(waiting);
     if transactions != transactions_expected {
         return Err(Inconsistency::TransactionCount {
-            entries: transactions,
+            entries: indexed,
+            waiting,
             expected: transactions_expected,
         }
         .into());
@@ -223,6 +231,66 @@ fn walk_transactions(
         entries += 1;
     }
     Ok(entries)
+}
+
+/// Checks the recent rows against the window, the block records and the
+/// index; returns how many listed transactions are not indexed yet.
+fn walk_recent(
+    snapshot: &ReadTransaction,
+    records: &ReadOnlyTable<HeightKey, &'static [u8]>,
+    head: &Head,
+) -> Result<u64, CheckError> {
+    let rows = open(snapshot, RECENT_TRANSACTIONS)?;
+    let transactions = open(snapshot, TRANSACTIONS)?;
+    let first = recent::expired_through(head.height) + 1;
+    let mut waiting: u64 = 0;
+    for row in rows.iter().context("walking recent transactions")? {
+        let (key, value) = row.context("walking recent transactions")?;
+        let height = height_from_key(key.value());
+        if height < first || height > head.height {
+            return Err(Inconsistency::RecentRowOutsideWindow {
+                height,
+                first,
+                head: head.height,
+            }
+            .into());
+        }
+        let count = block_record(records, height, head)?.transaction_count;
+        let mut listed: u64 = 0;
+        for (index, entry) in (0_u32..).zip(schema::decode_recent_row(value.value())) {
+            let (id, _) = entry?;
+            listed += 1;
+            let indexed = transactions
+                .get(id.as_bytes())
+                .context("reading the transaction index")?;
+            match indexed {
+                Some(record) => {
+                    let (indexed_height, indexed_index, _) =
+                        schema::decode_transaction(record.value())?;
+                    if (indexed_height, indexed_index) != (height, index) {
+                        return Err(Inconsistency::RecentRowMismatch {
+                            id,
+                            height,
+                            index,
+                            indexed_height,
+                            indexed_index,
+                        }
+                        .into());
+                    }
+                }
+                None => waiting += 1,
+            }
+        }
+        if listed != u64::from(count) {
+            return Err(Inconsistency::RecentRowCount {
+                height,
+                listed,
+                count,
+            }
+            .into());
+        }
+    }
+    Ok(waiting)
 }
 
 fn read_head(snapshot: &ReadTransaction) -> Result<Head, CheckError> {

@@ -126,8 +126,34 @@ pub enum Inconsistency {
         index: u32,
         count: u32,
     },
-    #[error("transaction index has {entries} entries, the blocks hold {expected} transactions")]
-    TransactionCount { entries: u64, expected: u64 },
+    #[error(
+        "transaction index has {entries} entries and {waiting} recent ones waiting, \
+         the blocks hold {expected} transactions"
+    )]
+    TransactionCount {
+        entries: u64,
+        waiting: u64,
+        expected: u64,
+    },
+    #[error("recent transactions of block {height} are kept outside the window {first}..={head}")]
+    RecentRowOutsideWindow { height: u64, first: u64, head: u64 },
+    #[error("recent transactions of block {height} list {listed}, the block holds {count}")]
+    RecentRowCount {
+        height: u64,
+        listed: u64,
+        count: u32,
+    },
+    #[error(
+        "transaction {id} is listed at block {height} index {index}, \
+         but indexed at block {indexed_height} index {indexed_index}"
+    )]
+    RecentRowMismatch {
+        id: Digest,
+        height: u64,
+        index: u32,
+        indexed_height: u64,
+        indexed_index: u32,
+    },
 }
 
 /// Why [`crate::Ledger::open`] failed.

@@ -1,6 +1,6 @@
 //! [`Ledger`]: open, append and point reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError, RwLock};
@@ -16,9 +16,11 @@ use crate::consensus::ConsensusStore;
 use crate::error::{
     AppendError, CheckError, Context, Inconsistency, OpenError, ReadError, StorageFailure,
 };
+use crate::recent::{self, Merge, Recent};
 use crate::schema::{
     self, BLOCK_RECORDS, BLOCKS, BlockRecord, HEIGHT_BY_HASH, META, META_CHAIN_ID,
-    META_FORMAT_VERSION, META_GENESIS_HASH, META_HEAD, STATE, TRANSACTIONS, height_key,
+    META_FORMAT_VERSION, META_GENESIS_HASH, META_HEAD, RECENT_TRANSACTIONS, STATE, TRANSACTIONS,
+    height_key,
 };
 use crate::{
     APPEND_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MAX, BLOCK_TRANSACTIONS_MAX, BLOCK_WRITES_MAX,
@@ -85,6 +87,11 @@ pub struct Ledger {
     /// each append validates against the head its predecessor left. redb's
     /// own writer lock is released inside `commit`, before the cache moves.
     append_lock: Mutex<()>,
+    /// The transaction ids not yet merged into the index table (see
+    /// `recent`); changed only after a commit, under `append_lock`.
+    recent: RwLock<Recent>,
+    /// [`recent::RECENT_TRANSACTIONS_MAX`]; lowered by tests.
+    recent_max: usize,
     /// Votes and views, in a file of their own (see `consensus`).
     consensus: ConsensusStore,
 }
@@ -140,6 +147,10 @@ impl Ledger {
             CheckError::Inconsistent(inconsistency) => corrupted(inconsistency),
             CheckError::Storage(failure) => OpenError::Storage(failure),
         })?;
+        let recent = load_recent(&snapshot).map_err(|err| match err {
+            ReadError::Corrupted(inconsistency) => corrupted(inconsistency),
+            ReadError::Storage(failure) => OpenError::Storage(failure),
+        })?;
         drop(snapshot);
         let consensus = ConsensusStore::open(dir, &db)?;
         Ok(Ledger {
@@ -148,6 +159,8 @@ impl Ledger {
             genesis_hash,
             head: RwLock::new(head),
             append_lock: Mutex::new(()),
+            recent: RwLock::new(recent),
+            recent_max: recent::RECENT_TRANSACTIONS_MAX,
             consensus,
         })
     }
@@ -196,10 +209,22 @@ impl Ledger {
         };
         let db_write = begin_durable_write(&self.db)?;
         // On error, dropping `db_write` uncommitted rolls all of it back.
-        write_block(&db_write, block, head.height)?;
+        let recent = self.recent_read();
+        let merge = Merge::at(
+            block.height,
+            recent.len(),
+            block.transactions.len(),
+            self.recent_max,
+        );
+        write_block(&db_write, block, head.height, &recent, merge)?;
+        drop(recent);
         advance_head(&db_write, &head, &next)?;
         db_write.commit().context("committing a block")?;
 
+        self.recent
+            .write()
+            .expect("the recent index is only changed after a commit, and that cannot panic")
+            .committed(block.height, merge, block.transactions);
         let mut cached = self.head.write().unwrap_or_else(PoisonError::into_inner);
         assert_eq!(cached.height, head.height, "appends are serialised");
         *cached = next;
@@ -269,6 +294,16 @@ impl Ledger {
     }
 
     pub fn transaction(&self, id: &Digest) -> Result<Option<TransactionLocation>, ReadError> {
+        // The recent tier first, the snapshot second: an id leaves the
+        // recent tier only after the commit that merged it, so a snapshot
+        // begun after missing it there holds it if it is committed.
+        if let Some(entry) = self.recent_read().get(id) {
+            return Ok(Some(TransactionLocation {
+                height: entry.height,
+                index: entry.index,
+                result: entry.result.clone(),
+            }));
+        }
         let snapshot = self.begin_read()?;
         let transactions = open_read(&snapshot, TRANSACTIONS)?;
         let Some(guard) = transactions
@@ -312,6 +347,43 @@ impl Ledger {
     fn begin_read(&self) -> Result<ReadTransaction, ReadError> {
         Ok(self.db.begin_read().context("beginning a read")?)
     }
+
+    fn recent_read(&self) -> std::sync::RwLockReadGuard<'_, Recent> {
+        self.recent
+            .read()
+            .expect("the recent index is only changed after a commit, and that cannot panic")
+    }
+}
+
+/// Rebuilds the recent tier from the rows: every listed id not yet in the
+/// index table is waiting.
+fn load_recent(snapshot: &ReadTransaction) -> Result<Recent, ReadError> {
+    let rows = open_read(snapshot, RECENT_TRANSACTIONS)?;
+    let transactions = open_read(snapshot, TRANSACTIONS)?;
+    let mut recent = Recent::default();
+    for row in rows.iter().context("reading the recent transactions")? {
+        let (key, value) = row.context("reading the recent transactions")?;
+        let height = schema::height_from_key(key.value());
+        for (index, entry) in (0_u32..).zip(schema::decode_recent_row(value.value())) {
+            let (id, result) = entry?;
+            let merged = transactions
+                .get(id.as_bytes())
+                .context("reading the transaction index")?
+                .is_some();
+            if !merged {
+                let result = result.to_vec();
+                recent.insert(
+                    id,
+                    recent::Entry {
+                        height,
+                        index,
+                        result,
+                    },
+                );
+            }
+        }
+    }
+    Ok(recent)
 }
 
 fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -408,6 +480,7 @@ fn initialize(
     drop(db_write.open_table(BLOCK_RECORDS).context(CONTEXT)?);
     drop(db_write.open_table(HEIGHT_BY_HASH).context(CONTEXT)?);
     drop(db_write.open_table(TRANSACTIONS).context(CONTEXT)?);
+    drop(db_write.open_table(RECENT_TRANSACTIONS).context(CONTEXT)?);
     drop(db_write.open_table(STATE).context(CONTEXT)?);
     let mut meta = db_write.open_table(META).context(CONTEXT)?;
     let version = schema::encode_u64(schema::FORMAT_VERSION);
@@ -517,15 +590,17 @@ fn check_limits(block: &AppendBlock<'_>) -> Result<(), AppendError> {
 }
 
 /// Stages every row of `block` in `db_write`; nothing is visible until the
-/// caller commits.
+/// caller commits, and then `recent` must learn of `merge`.
 fn write_block(
     db_write: &WriteTransaction,
     block: &AppendBlock<'_>,
     head_height: u64,
+    recent: &Recent,
+    merge: Merge,
 ) -> Result<(), AppendError> {
     index_hash(db_write, block)?;
     store_block(db_write, block, head_height)?;
-    index_transactions(db_write, block)?;
+    index_transactions(db_write, block, recent, merge)?;
     apply_writes(db_write, block.writes)?;
     Ok(())
 }
@@ -598,24 +673,72 @@ fn store_block(
 fn index_transactions(
     db_write: &WriteTransaction,
     block: &AppendBlock<'_>,
+    recent: &Recent,
+    merge: Merge,
 ) -> Result<(), AppendError> {
     let mut transactions = db_write
         .open_table(TRANSACTIONS)
         .context("opening the transaction index")?;
-    // `check_limits` bounded the count far below `u32::MAX`, so the index
-    // range cannot run out before the slice does.
-    for (index, (id, result)) in (0_u32..).zip(block.transactions) {
-        let record = schema::encode_transaction(block.height, index, result);
-        let previous = transactions
+    let duplicate = |id: &Digest, existing| AppendError::DuplicateTransaction {
+        id: *id,
+        height: block.height,
+        existing,
+    };
+    let mut in_block = HashSet::with_capacity(block.transactions.len());
+    for (id, _) in block.transactions {
+        if let Some(entry) = recent.get(id) {
+            return Err(duplicate(id, entry.height));
+        }
+        if !in_block.insert(id) {
+            return Err(duplicate(id, block.height));
+        }
+        if let Some(existing) = transactions
+            .get(id.as_bytes())
+            .context("looking up a transaction id")?
+        {
+            let (existing, _, _) = schema::decode_transaction(existing.value())?;
+            return Err(duplicate(id, existing));
+        }
+    }
+
+    // The merged range in key order, so the inserts walk the index's
+    // leaves once. `check_limits` bounded the count far below `u32::MAX`.
+    let mut merging: Vec<(&Digest, u64, u32, &[u8])> = recent
+        .merging(merge)
+        .map(|(id, entry)| (id, entry.height, entry.index, &entry.result[..]))
+        .collect();
+    merging.extend(
+        (0_u32..)
+            .zip(block.transactions)
+            .filter(|(_, (id, _))| merge.covers(id))
+            .map(|(index, (id, result))| (id, block.height, index, &result[..])),
+    );
+    merging.sort_unstable_by_key(|(id, ..)| **id);
+    for (id, height, index, result) in merging {
+        let record = schema::encode_transaction(height, index, result);
+        transactions
             .insert(id.as_bytes(), &record[..])
             .context("indexing a transaction")?;
-        if let Some(existing) = previous {
-            let (existing, _, _) = schema::decode_transaction(existing.value())?;
-            return Err(AppendError::DuplicateTransaction {
-                id: *id,
-                height: block.height,
-                existing,
-            });
+    }
+
+    let mut rows = db_write
+        .open_table(RECENT_TRANSACTIONS)
+        .context("opening the recent transactions")?;
+    match merge {
+        Merge::Range(_) => {
+            let row = schema::encode_recent_row(block.transactions);
+            rows.insert(height_key(block.height), &row[..])
+                .context("storing the recent transactions")?;
+            let expired = recent::expired_through(block.height);
+            if expired > 0 {
+                rows.remove(height_key(expired))
+                    .context("deleting merged recent transactions")?;
+            }
+        }
+        // Every row's ids are merged now, this block's included.
+        Merge::All => {
+            rows.retain(|_, _| false)
+                .context("deleting merged recent transactions")?;
         }
     }
     Ok(())
@@ -735,6 +858,18 @@ mod tests {
                 transactions,
                 writes,
             }
+        }
+
+        /// Block `height` with `count` transactions instead of two.
+        fn with_transactions(height: u64, count: u64) -> Self {
+            let mut block = Self::new(height);
+            block.transactions = (0..count)
+                .map(|i| {
+                    let id = digest("many", height * 1_000 + i);
+                    (id, format!("result {height}/{i}").into_bytes())
+                })
+                .collect();
+            block
         }
 
         fn append_block(&self) -> AppendBlock<'_> {
@@ -1119,23 +1254,230 @@ mod tests {
 
     #[test]
     fn reads_run_while_appending() {
-        let (_dir, ledger) = ledger_with(1);
+        let (_dir, ledger) = ledger_with(0);
+        append(&ledger, &TestBlock::with_transactions(1, 16));
         let ledger = Arc::new(ledger);
         let reader = {
             let ledger = Arc::clone(&ledger);
             std::thread::spawn(move || {
                 for _ in 0..50 {
                     let head = ledger.head();
-                    // Every block up to a head seen earlier stays readable.
+                    // Every block up to a head seen earlier stays readable,
+                    // and so does each of its transactions, whether it is
+                    // being merged into the index meanwhile or not.
                     assert!(ledger.block_by_height(head.height).expect("read").is_some());
+                    for height in 1..=head.height {
+                        let block = TestBlock::with_transactions(height, 16);
+                        for (id, _) in &block.transactions {
+                            let location = ledger.transaction(id).expect("read");
+                            assert_eq!(location.map(|at| at.height), Some(height));
+                        }
+                    }
                     ledger.check().expect("check");
                 }
             })
         };
         for height in 2..=20 {
-            append(&ledger, &TestBlock::new(height));
+            append(&ledger, &TestBlock::with_transactions(height, 16));
         }
         reader.join().expect("reader");
+    }
+
+    /// The rows of the recent tier, by height.
+    fn recent_rows(ledger: &Ledger) -> Vec<u64> {
+        let snapshot = ledger.database().begin_read().expect("read");
+        let rows = snapshot.open_table(RECENT_TRANSACTIONS).expect("table");
+        rows.iter()
+            .expect("iter")
+            .map(|row| schema::height_from_key(row.expect("row").0.value()))
+            .collect()
+    }
+
+    /// A chain long enough for every range to be merged twice.
+    const MERGED_CHAIN: u64 = 2 * recent::RANGES + 5;
+
+    #[test]
+    fn transactions_stay_readable_as_they_move_into_the_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = open(dir.path());
+        let blocks: Vec<TestBlock> = (1..=MERGED_CHAIN)
+            .map(|height| TestBlock::with_transactions(height, 8))
+            .collect();
+        for block in &blocks {
+            append(&ledger, block);
+            assert_stored(&ledger, block);
+        }
+        // Only the window of the last heights keeps a row, and the ids of
+        // older blocks all moved into the index.
+        let window: Vec<u64> = (MERGED_CHAIN - recent::RANGES + 2..=MERGED_CHAIN).collect();
+        assert_eq!(recent_rows(&ledger), window);
+        let waiting = ledger.recent_read().len();
+        assert!(waiting > 0 && waiting < window.len() * 8, "{waiting} wait");
+        let all: Vec<&TestBlock> = blocks.iter().collect();
+        let before = observe(&ledger, &all);
+        assert_eq!(before.report.transactions, MERGED_CHAIN * 8);
+
+        // Reopening rebuilds the waiting ids from the rows.
+        drop(ledger);
+        let ledger = open(dir.path());
+        assert_eq!(ledger.recent_read().len(), waiting);
+        assert_eq!(observe(&ledger, &all), before);
+        for block in &blocks {
+            assert_stored(&ledger, block);
+        }
+
+        // A repeat is refused whether the first copy waits or is merged.
+        let head = MERGED_CHAIN;
+        for (from, id) in [
+            (1, blocks[0].transactions[3].0),
+            (head, blocks[head as usize - 1].transactions[5].0),
+        ] {
+            let mut bad = TestBlock::with_transactions(head + 1, 8);
+            bad.transactions.push((id, b"again".to_vec()));
+            let err = ledger.append(&bad.append_block()).expect_err("refused");
+            assert!(
+                matches!(err, AppendError::DuplicateTransaction { existing, .. } if existing == from),
+                "{err}"
+            );
+            assert_eq!(observe(&ledger, &all), before);
+        }
+        append(&ledger, &TestBlock::with_transactions(head + 1, 8));
+        ledger.check().expect("check");
+    }
+
+    #[test]
+    fn too_many_waiting_transactions_are_merged_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ledger = open(dir.path());
+        ledger.recent_max = 20;
+        let blocks: Vec<TestBlock> = (1..=3)
+            .map(|height| TestBlock::with_transactions(height, 8))
+            .collect();
+        append(&ledger, &blocks[0]);
+        append(&ledger, &blocks[1]);
+        assert_eq!(recent_rows(&ledger), vec![1, 2]);
+        assert!(ledger.recent_read().len() > 8);
+        // 16 or so wait and 8 more arrive: everything is merged.
+        append(&ledger, &blocks[2]);
+        assert_eq!(recent_rows(&ledger), Vec::<u64>::new());
+        assert_eq!(ledger.recent_read().len(), 0);
+        for block in &blocks {
+            assert_stored(&ledger, block);
+        }
+        assert_eq!(ledger.check().expect("check").transactions, 24);
+        // The next block starts the window again.
+        append(&ledger, &TestBlock::with_transactions(4, 8));
+        assert_eq!(recent_rows(&ledger), vec![4]);
+        drop(ledger);
+        let ledger = open(dir.path());
+        for height in 1..=4 {
+            assert_stored(&ledger, &TestBlock::with_transactions(height, 8));
+        }
+        assert_eq!(ledger.check().expect("check").transactions, 32);
+    }
+
+    /// A ledger of [`MERGED_CHAIN`] blocks of 8 transactions, closed.
+    fn merged_chain() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = open(dir.path());
+        for height in 1..=MERGED_CHAIN {
+            append(&ledger, &TestBlock::with_transactions(height, 8));
+        }
+        dir
+    }
+
+    fn check_error(dir: &Path) -> Inconsistency {
+        match open(dir).check().expect_err("inconsistent") {
+            CheckError::Inconsistent(inconsistency) => inconsistency,
+            CheckError::Storage(failure) => panic!("storage failed: {failure}"),
+        }
+    }
+
+    #[test]
+    fn check_finds_a_merged_transaction_missing_from_the_index() {
+        let dir = merged_chain();
+        tamper(dir.path(), |db_write| {
+            let mut transactions = db_write.open_table(TRANSACTIONS).expect("table");
+            let (id, _) = &TestBlock::with_transactions(1, 8).transactions[0];
+            assert!(
+                transactions
+                    .remove(id.as_bytes())
+                    .expect("remove")
+                    .is_some()
+            );
+        });
+        let err = check_error(dir.path());
+        let expected = MERGED_CHAIN * 8;
+        assert!(
+            matches!(err, Inconsistency::TransactionCount { entries, waiting, expected: e }
+                if e == expected && entries + waiting == expected - 1),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn check_finds_a_recent_row_outside_the_window() {
+        let dir = merged_chain();
+        tamper(dir.path(), |db_write| {
+            let mut rows = db_write.open_table(RECENT_TRANSACTIONS).expect("table");
+            let row = schema::encode_recent_row(&TestBlock::with_transactions(3, 8).transactions);
+            rows.insert(height_key(3), &row[..]).expect("insert");
+        });
+        let err = check_error(dir.path());
+        assert_eq!(
+            err,
+            Inconsistency::RecentRowOutsideWindow {
+                height: 3,
+                first: MERGED_CHAIN - recent::RANGES + 2,
+                head: MERGED_CHAIN
+            }
+        );
+    }
+
+    #[test]
+    fn check_finds_a_recent_row_that_lost_a_transaction() {
+        let dir = merged_chain();
+        let head = TestBlock::with_transactions(MERGED_CHAIN, 8);
+        tamper(dir.path(), |db_write| {
+            let mut rows = db_write.open_table(RECENT_TRANSACTIONS).expect("table");
+            let row = schema::encode_recent_row(&head.transactions[1..]);
+            rows.insert(height_key(MERGED_CHAIN), &row[..])
+                .expect("insert");
+        });
+        let err = check_error(dir.path());
+        assert_eq!(
+            err,
+            Inconsistency::RecentRowCount {
+                height: MERGED_CHAIN,
+                listed: 7,
+                count: 8
+            }
+        );
+    }
+
+    #[test]
+    fn check_finds_a_listed_transaction_indexed_elsewhere() {
+        let dir = merged_chain();
+        let head = TestBlock::with_transactions(MERGED_CHAIN, 8);
+        let (id, _) = head.transactions[2];
+        tamper(dir.path(), |db_write| {
+            let mut transactions = db_write.open_table(TRANSACTIONS).expect("table");
+            let record = schema::encode_transaction(MERGED_CHAIN, 6, b"");
+            transactions
+                .insert(id.as_bytes(), &record[..])
+                .expect("insert");
+        });
+        let err = check_error(dir.path());
+        assert_eq!(
+            err,
+            Inconsistency::RecentRowMismatch {
+                id,
+                height: MERGED_CHAIN,
+                index: 2,
+                indexed_height: MERGED_CHAIN,
+                indexed_index: 6
+            }
+        );
     }
 
     /// Edits the closed ledger file directly, as damage would.
@@ -1270,7 +1612,7 @@ mod tests {
             err,
             OpenError::UnsupportedFormat {
                 got: 99,
-                supported: 1
+                supported: 2
             }
         ));
     }

@@ -20,7 +20,9 @@
 //! [`Head`] moves only after the commit succeeded.
 //!
 //! **Invariant:** a block hash and a transaction id are each stored once; a
-//! repeat is refused, never overwritten.
+//! repeat is refused, never overwritten. The transaction index keeps recent
+//! ids in a per-block row and merges them into the id-keyed table range by
+//! range (see `recent`), and lookups see both tiers.
 //!
 //! **Invariant:** every integer the ledger packs, keys included, is
 //! fixed-width big-endian (see `schema`).
@@ -46,6 +48,7 @@ mod check;
 mod consensus;
 mod error;
 mod ledger;
+mod recent;
 mod schema;
 
 pub use check::CheckReport;

@@ -14,7 +14,10 @@ use crate::error::Inconsistency;
 
 /// Bumped whenever a table or a record encoding changes; `open` refuses
 /// any other version rather than misreading it.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+///
+/// Version 2 added [`RECENT_TRANSACTIONS`]: the transaction index is kept
+/// in two tiers (see `recent`).
+pub(crate) const FORMAT_VERSION: u64 = 2;
 
 /// A height as a key: `u64` big-endian.
 pub(crate) type HeightKey = [u8; 8];
@@ -33,9 +36,18 @@ pub(crate) const BLOCK_RECORDS: TableDefinition<HeightKey, &[u8]> =
 pub(crate) const HEIGHT_BY_HASH: TableDefinition<[u8; 32], [u8; 8]> =
     TableDefinition::new("height_by_hash");
 
-/// Transaction id -> [`TransactionRecord`].
+/// Transaction id -> `height ‖ index ‖ result` (see [`encode_transaction`]):
+/// the merged tier of the transaction index. A transaction reaches it at
+/// most `recent::RANGES - 1` blocks after its own (see `recent`).
 pub(crate) const TRANSACTIONS: TableDefinition<[u8; 32], &[u8]> =
     TableDefinition::new("transactions");
+
+/// Height -> every transaction of that block as `(id, result)` in block
+/// order (see [`encode_recent_row`]): the recent tier of the transaction
+/// index, one sequential row per block instead of one random-keyed row per
+/// transaction. Rows exist only for the last `recent::RANGES - 1` heights.
+pub(crate) const RECENT_TRANSACTIONS: TableDefinition<HeightKey, &[u8]> =
+    TableDefinition::new("recent_transactions");
 
 /// World state: key -> value.
 pub(crate) const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
@@ -180,6 +192,55 @@ pub(crate) fn decode_transaction(bytes: &[u8]) -> Result<(u64, u32, &[u8]), Inco
     Ok((height, index, rest))
 }
 
+/// `(id ‖ result length as u32 ‖ result)` per transaction, in block order.
+pub(crate) fn encode_recent_row(transactions: &[(Digest, Vec<u8>)]) -> Vec<u8> {
+    let size = transactions
+        .iter()
+        .map(|(_, result)| Digest::LEN + 4 + result.len())
+        .sum();
+    let mut bytes = Vec::with_capacity(size);
+    for (id, result) in transactions {
+        // `check_limits` bounded every result far below `u32::MAX` bytes.
+        let len = u32::try_from(result.len()).expect("a result is under 4 GiB");
+        bytes.extend_from_slice(id.as_bytes());
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(result);
+    }
+    bytes
+}
+
+/// The `(id, result)` pairs of a row written by [`encode_recent_row`], in
+/// block order; a truncated entry is an [`Inconsistency`].
+pub(crate) fn decode_recent_row(
+    mut bytes: &[u8],
+) -> impl Iterator<Item = Result<(Digest, &[u8]), Inconsistency>> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        let too_short = |got| Inconsistency::RecordTooShort {
+            table: "recent_transactions",
+            got,
+            min: Digest::LEN + 4,
+        };
+        if bytes.len() < Digest::LEN + 4 {
+            let got = bytes.len();
+            bytes = &[];
+            return Some(Err(too_short(got)));
+        }
+        let id = Digest::from_bytes(take(&mut bytes));
+        let len = u32::from_be_bytes(take(&mut bytes)) as usize;
+        if bytes.len() < len {
+            let got = Digest::LEN + 4 + bytes.len();
+            bytes = &[];
+            return Some(Err(too_short(got)));
+        }
+        let (result, rest) = bytes.split_at(len);
+        bytes = rest;
+        Some(Ok((id, result)))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +289,27 @@ mod tests {
         assert_eq!(&bytes[..8], &9_u64.to_be_bytes());
         assert_eq!(decode_transaction(&bytes), Ok((9, 2, &b"ok"[..])));
         assert_eq!(decode_transaction(&bytes[..12]), Ok((9, 2, &b""[..])));
+    }
+
+    #[test]
+    fn recent_row_round_trip() {
+        let transactions = vec![(digest(1), b"ok".to_vec()), (digest(2), Vec::new())];
+        let bytes = encode_recent_row(&transactions);
+        let decoded: Vec<_> = decode_recent_row(&bytes)
+            .map(|entry| entry.map(|(id, result)| (id, result.to_vec())))
+            .collect::<Result<_, _>>()
+            .expect("decodes");
+        assert_eq!(decoded, transactions);
+        assert_eq!(decode_recent_row(&[]).count(), 0);
+        // A cut anywhere inside an entry is reported once, then ends.
+        for cut in [1, Digest::LEN + 3, Digest::LEN + 5] {
+            let entries: Vec<_> = decode_recent_row(&bytes[..cut]).collect();
+            assert_eq!(entries.len(), 1, "cut at {cut}");
+            assert!(
+                matches!(entries[0], Err(Inconsistency::RecordTooShort { .. })),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]

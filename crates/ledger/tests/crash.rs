@@ -27,8 +27,10 @@ const CHILD_ENV: &str = "GOVCHAIN_LEDGER_CRASH_CHILD";
 const CHILD_TEST_NAME: &str = "crash_child";
 const CHAIN: &str = "govchain-crash";
 /// Blocks each round lets the child report before the kill; varied so that
-/// the kill lands at different points of the file's growth.
-const ROUND_BLOCKS: [u64; 3] = [5, 17, 40];
+/// the kill lands at different points of the file's growth; together they
+/// pass the 64 heights after which a block's transactions have all moved
+/// from the recent tier into the index.
+const ROUND_BLOCKS: [u64; 3] = [5, 17, 60];
 /// How long one round may wait for the child's reports.
 const ROUND_DURATION_MAX: Duration = Duration::from_secs(60);
 /// The child stops on its own after this, should the parent never kill it.
