@@ -4,8 +4,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use govchain_crypto::{PublicKey, Signature, verify_batch};
-use govchain_exec::{check_envelope, decode_envelope, transaction_id};
+use govchain_crypto::{KeyCache, PublicKey, Signature, verify_batch};
+use govchain_exec::{check_envelope, check_envelope_with, decode_envelope, transaction_id};
 use prost::Message as _;
 
 use crate::fixtures::{CHAIN, PAYLOAD_BYTES_MAX, envelope, signer};
@@ -28,6 +28,17 @@ pub fn bench(c: &mut Criterion) {
         b.iter(|| {
             let envelope = decode_envelope(black_box(&encoded)).expect("decodes");
             check_envelope(envelope, CHAIN, PAYLOAD_BYTES_MAX, |_, _| true).expect("checks")
+        })
+    });
+    // The same, with the signer's key already in the admission thread's
+    // cache of parsed keys (a repeat signer): no point decompression.
+    let mut keys = KeyCache::new(16);
+    group.bench_function("decode_and_check_already_verified_cached_key", |b| {
+        b.iter(|| {
+            let envelope = decode_envelope(black_box(&encoded)).expect("decodes");
+            let parse = |bytes: &[u8]| keys.parse(bytes);
+            check_envelope_with(envelope, CHAIN, PAYLOAD_BYTES_MAX, |_, _| true, parse)
+                .expect("checks")
         })
     });
     group.finish();

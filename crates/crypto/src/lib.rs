@@ -6,11 +6,13 @@
 #![forbid(unsafe_code)]
 
 mod digest;
+mod key_cache;
 mod keys;
 mod merkle;
 mod verify;
 
 pub use digest::{Digest, DigestError, DomainHasher};
+pub use key_cache::KeyCache;
 pub use keys::{KeyError, PublicKey, Signature, SignatureError, SigningKey};
 pub use merkle::merkle_root;
 pub use verify::{verify_batch, verify_each};

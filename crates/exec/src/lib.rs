@@ -22,5 +22,5 @@ pub use identity::{Department, Departments, Refusal};
 pub use state::{StateError, StateRead, nonce_key, read_nonce};
 pub use transaction::{
     TRANSACTION_ENVELOPE_OVERHEAD_BYTES_MAX, TransactionError, VerifiedTransaction, check_envelope,
-    decode_envelope, transaction_id,
+    check_envelope_with, decode_envelope, transaction_id,
 };

@@ -1,5 +1,5 @@
 use bytes::Bytes;
-use govchain_crypto::{Digest, DomainHasher, PublicKey, Signature};
+use govchain_crypto::{Digest, DomainHasher, KeyError, PublicKey, Signature};
 use govchain_proto::types::v1::{Transaction, TransactionEnvelope, transaction::Body};
 
 use crate::identity;
@@ -82,6 +82,25 @@ pub fn check_envelope(
     payload_bytes_max: usize,
     already_verified: impl Fn(&Digest, &[u8]) -> bool,
 ) -> Result<VerifiedTransaction, TransactionError> {
+    check_envelope_with(
+        envelope,
+        chain_id,
+        payload_bytes_max,
+        already_verified,
+        PublicKey::from_slice,
+    )
+}
+
+/// [`check_envelope`], with the signer's key parsed by `parse_signer`,
+/// which must give [`PublicKey::from_slice`]'s verdicts (e.g.
+/// [`govchain_crypto::KeyCache::parse`]).
+pub fn check_envelope_with(
+    envelope: TransactionEnvelope,
+    chain_id: &str,
+    payload_bytes_max: usize,
+    already_verified: impl Fn(&Digest, &[u8]) -> bool,
+    parse_signer: impl FnOnce(&[u8]) -> Result<PublicKey, KeyError>,
+) -> Result<VerifiedTransaction, TransactionError> {
     if envelope.payload.len() > payload_bytes_max {
         return Err(TransactionError::TooLarge {
             got: envelope.payload.len(),
@@ -99,7 +118,7 @@ pub fn check_envelope(
             "nonce must be at least 1".into(),
         ));
     }
-    let signer = PublicKey::from_slice(&envelope.signer)
+    let signer = parse_signer(&envelope.signer)
         .map_err(|err| TransactionError::Malformed(format!("signer: {err}")))?;
     let signature = Signature::from_slice(&envelope.signature)
         .map_err(|err| TransactionError::Malformed(format!("signature: {err}")))?;
