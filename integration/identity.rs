@@ -284,19 +284,42 @@ async fn identity_of(
         .into_inner()
 }
 
+/// The citizen's accesses, read twice: in one default-sized page, and one
+/// access per page following the page tokens; both must agree.
 async fn accesses(
     identity: &mut IdentityServiceClient<Channel>,
     citizen: &SigningKey,
 ) -> Vec<AccessRecord> {
-    identity
-        .list_accesses(ListAccessesRequest {
-            public_key: Vec::new(),
-            did: citizen.public_key().to_did_key(),
-        })
+    let request = |page_size, page_token| ListAccessesRequest {
+        public_key: Vec::new(),
+        did: citizen.public_key().to_did_key(),
+        page_size,
+        page_token,
+    };
+    let whole = identity
+        .list_accesses(request(0, String::new()))
         .await
         .unwrap()
-        .into_inner()
-        .accesses
+        .into_inner();
+    assert_eq!(whole.next_page_token, "", "a few accesses fit one page");
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = identity
+            .list_accesses(request(1, token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.accesses.len() <= 1);
+        paged.extend(page.accesses);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        assert!(paged.len() <= whole.accesses.len(), "pages end");
+        token = page.next_page_token;
+    }
+    assert_eq!(paged, whole.accesses);
+    whole.accesses
 }
 
 fn now_ms() -> u64 {
@@ -424,8 +447,15 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
     assert_eq!(bytes, sealed, "the sealed blob arrives intact");
     let opened = SealedAttribute::decode(bytes.as_slice()).unwrap();
     assert_eq!(opened.value, photo);
+    // A second read is a second access on the log (and a second page when
+    // `accesses` lists one access per page).
+    let again = read_attribute(&mut tax, &tax_key, access(&citizen, "photo", &consent_id))
+        .await
+        .unwrap();
+    assert_eq!(again, sealed);
     let log = accesses(&mut civil.identity, &citizen).await;
-    assert_eq!(log.len(), 1);
+    assert_eq!(log.len(), 2);
+    assert_eq!((log[0].sequence, log[1].sequence), (1, 2));
     assert_eq!(
         (
             log[0].department.as_str(),
@@ -588,7 +618,7 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
         "not after the block time",
     );
 
-    // Revocation closes the door; the log keeps the one access.
+    // Revocation closes the door; the log keeps the two accesses.
     commit_ok(
         &mut civil.node,
         &citizen,
@@ -611,7 +641,7 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
         .await
         .unwrap_err();
     assert_status(&status, Code::PermissionDenied, "revoked");
-    assert_eq!(accesses(&mut tax.identity, &citizen).await.len(), 1);
+    assert_eq!(accesses(&mut tax.identity, &citizen).await.len(), 2);
     let consents = identity_of(&mut tax.identity, &citizen).await.consents;
     assert_eq!(consents.len(), 2);
     assert!(consents[0].revoked);

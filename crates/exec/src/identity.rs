@@ -362,10 +362,30 @@ pub fn accesses(
     state: &impl StateRead,
     citizen: &PublicKey,
 ) -> Result<Vec<AccessRecord>, StateError> {
+    let (records, _) = accesses_page(state, citizen, 1, usize::MAX)?;
+    Ok(records)
+}
+
+/// At most `limit` of a citizen's recorded accesses, oldest first, from
+/// the one numbered `first` (accesses are numbered from 1 in the order
+/// they were recorded), and the number the next page starts at, or `None`
+/// after the last access.
+pub fn accesses_page(
+    state: &impl StateRead,
+    citizen: &PublicKey,
+    first: u64,
+    limit: usize,
+) -> Result<(Vec<AccessRecord>, Option<u64>), StateError> {
     let count = read_u64(state, &access_count_key(citizen), "access count")?;
     let mut records = Vec::new();
-    for sequence in 1..=count {
-        let Some(id) = state.get(&access_index_key(citizen, sequence))? else {
+    let mut sequence = first.max(1);
+    while sequence <= count {
+        if records.len() == limit {
+            return Ok((records, Some(sequence)));
+        }
+        let index = state.get(&access_index_key(citizen, sequence))?;
+        sequence += 1;
+        let Some(id) = index else {
             continue;
         };
         let id = Digest::from_slice(&id).map_err(|err| StateError::Corrupt {
@@ -376,7 +396,7 @@ pub fn accesses(
             records.push(record);
         }
     }
-    Ok(records)
+    Ok((records, None))
 }
 
 /// The citizen and attribute whose sealed blob has this CID, if any: such

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use govchain_crypto::{Digest, PublicKey, Signature};
 use govchain_exec::identity::{
-    accesses, attestation_valid, attribute_names, check_access, consents, current_attestations,
-    read_access, read_attribute, read_identity, valid_attribute_name,
+    accesses_page, attestation_valid, attribute_names, check_access, consents,
+    current_attestations, read_access, read_attribute, read_identity, valid_attribute_name,
 };
 use govchain_pki::TlsIdentity;
 use govchain_proto::blob::v1::DownloadResponse;
@@ -270,9 +270,15 @@ impl IdentityService for IdentityApi {
                 citizen.to_did_key()
             )));
         }
-        let accesses =
-            accesses(&state, &citizen).map_err(|err| internal("state read failed", err))?;
-        Ok(Response::new(ListAccessesResponse { accesses }))
+        let (first, limit) = page_request(request.page_size, &request.page_token)?;
+        let (accesses, next) = accesses_page(&state, &citizen, first, limit)
+            .map_err(|err| internal("state read failed", err))?;
+        Ok(Response::new(ListAccessesResponse {
+            accesses,
+            next_page_token: next
+                .map(|sequence| sequence.to_string())
+                .unwrap_or_default(),
+        }))
     }
 
     type ReadAttributeStream = std::pin::Pin<
@@ -580,8 +586,51 @@ impl IdentityService for IdentityApi {
     }
 }
 
+/// Accesses per `ListAccesses` page when the request says 0.
+pub const ACCESSES_PAGE_SIZE_DEFAULT: u32 = 100;
+/// The most accesses one `ListAccesses` page holds; larger requests are
+/// read as this (AIP-158), so a response stays far below the message limit.
+pub const ACCESSES_PAGE_SIZE_MAX: u32 = 1000;
+
+/// The first access number and the page size a `ListAccesses` request
+/// asks for. A page token is the number of the next page's first access,
+/// as the previous response gave it.
+fn page_request(page_size: u32, page_token: &str) -> Result<(u64, usize), Status> {
+    let size = match page_size {
+        0 => ACCESSES_PAGE_SIZE_DEFAULT,
+        size => size.min(ACCESSES_PAGE_SIZE_MAX),
+    };
+    let first = if page_token.is_empty() {
+        1
+    } else {
+        page_token
+            .parse::<u64>()
+            .ok()
+            .filter(|first| *first >= 1)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "page_token {page_token:?} was not issued by this service; \
+                     pass a next_page_token from a previous response, or none for the first page"
+                ))
+            })?
+    };
+    Ok((first, size as usize))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn page_requests_default_cap_and_refuse_foreign_tokens() {
+        assert_eq!(page_request(0, "").expect("first page"), (1, 100));
+        assert_eq!(page_request(5, "").expect("first page"), (1, 5));
+        assert_eq!(page_request(50_000, "7").expect("later page"), (7, 1000));
+        for token in ["0", "-1", "abc", "1.5"] {
+            let status = page_request(10, token).expect_err("refused");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{token}");
+            assert!(status.message().contains("next_page_token"), "{token}");
+        }
+    }
+
     use super::*;
 
     #[test]

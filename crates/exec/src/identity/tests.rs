@@ -1093,6 +1093,31 @@ fn accesses_in_one_block_get_consecutive_sequences() {
 }
 
 #[test]
+fn accesses_are_listed_a_page_at_a_time() {
+    let (mut chain, consent) = with_consent();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let read = chain.ok(&health(), access(&alice(), "name", &consent, PURPOSE));
+        ids.push(read.to_vec());
+    }
+    let citizen = alice().public_key();
+    let page = |first, limit| {
+        let (records, next) = accesses_page(&chain.state, &citizen, first, limit).expect("reads");
+        let ids: Vec<Vec<u8>> = records.into_iter().map(|r| r.transaction_id).collect();
+        (ids, next)
+    };
+    assert_eq!(page(1, 2), (ids[0..2].to_vec(), Some(3)));
+    assert_eq!(page(3, 2), (ids[2..4].to_vec(), Some(5)));
+    assert_eq!(page(5, 2), (ids[4..].to_vec(), None));
+    // A page that ends exactly at the last access says so.
+    assert_eq!(page(4, 2), (ids[3..].to_vec(), None));
+    assert_eq!(page(1, 100), (ids.clone(), None));
+    assert_eq!(page(6, 2), (Vec::new(), None));
+    // Numbering starts at 1; 0 reads as 1.
+    assert_eq!(page(0, 1), (ids[0..1].to_vec(), Some(2)));
+}
+
+#[test]
 fn access_without_a_consent_on_chain_is_refused() {
     let (mut chain, _) = with_consent();
     let unknown = Digest::sha256(b"no such consent");

@@ -824,16 +824,32 @@ fn attest_error(err: anyhow::Error) -> anyhow::Error {
 async fn log(args: LogArgs, json: bool) -> anyhow::Result<()> {
     let citizen = &args.citizen.citizen;
     let mut session = Session::open(&args.citizen.connect, client_timeout()).await?;
-    let accesses = session
-        .identity
-        .list_accesses(ListAccessesRequest {
-            public_key: citizen.as_bytes().to_vec(),
-            did: String::new(),
-        })
-        .await
-        .map_err(|status| identity_error(status, citizen))?
-        .into_inner()
-        .accesses;
+    let mut accesses = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = session
+            .identity
+            .list_accesses(ListAccessesRequest {
+                public_key: citizen.as_bytes().to_vec(),
+                did: String::new(),
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(|status| identity_error(status, citizen))?
+            .into_inner();
+        if page.next_page_token.is_empty() {
+            accesses.extend(page.accesses);
+            break;
+        }
+        // Each page but the last holds accesses, so this loop ends.
+        anyhow::ensure!(
+            !page.accesses.is_empty(),
+            "the node returned an empty page of accesses that is not the last"
+        );
+        accesses.extend(page.accesses);
+        page_token = page.next_page_token;
+    }
     let views: Vec<AccessView> = accesses.iter().map(AccessView::new).collect();
     if json {
         return output::print_json(&views);
