@@ -47,6 +47,10 @@ pub const ACCESS_WINDOW_MS: u64 = 10 * 60 * 1000;
 /// back-pressure bound of one transfer.
 const TRANSFER_CHUNKS_BUFFERED_MAX: usize = 4;
 
+/// Past this many recent uploads, an upload first forgets those older than
+/// the grace period, so that the map stays bounded between collections.
+const RECENT_UPLOADS_PRUNE_AT: usize = 4096;
+
 /// The node's blob store and what serving it needs.
 pub struct Blobs {
     pub store: BlobStore,
@@ -54,22 +58,41 @@ pub struct Blobs {
     /// Upload times (Unix ms) of blobs not yet referenced on chain, which
     /// garbage collection keeps for a grace period.
     recent: Mutex<HashMap<Cid, u64>>,
+    /// That grace period, or `None` when collection is off and nothing
+    /// needs the upload times.
+    recent_grace_ms: Option<u64>,
     /// Other departments' nodes, for fetching blobs they hold.
     holders: HashMap<String, (String, ClientTlsConfig)>,
 }
 
 impl Blobs {
+    /// `recent_grace_ms` is garbage collection's grace period, `None` when
+    /// collection is off.
     pub fn new(
         store: BlobStore,
         upload_bytes_max: u64,
+        recent_grace_ms: Option<u64>,
         holders: HashMap<String, (String, ClientTlsConfig)>,
     ) -> Self {
         Self {
             store,
             upload_bytes_max,
             recent: Mutex::new(HashMap::new()),
+            recent_grace_ms,
             holders,
         }
+    }
+
+    /// Remembers an upload's time for the collector's grace period.
+    fn note_upload(&self, cid: Cid, now_ms: u64) {
+        let Some(grace_ms) = self.recent_grace_ms else {
+            return;
+        };
+        let mut recent = self.recent();
+        if recent.len() >= RECENT_UPLOADS_PRUNE_AT {
+            recent.retain(|_, uploaded| now_ms.saturating_sub(*uploaded) < grace_ms);
+        }
+        recent.insert(cid, now_ms);
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<Cid, u64>> {
@@ -93,7 +116,7 @@ impl Blobs {
         // `recent` first so that a collection in between keeps it.
         let matches = expected.is_none_or(|cid| *cid == info.cid);
         if matches {
-            self.recent().insert(info.cid, crate::driver::now_ms());
+            self.note_upload(info.cid, crate::driver::now_ms());
         }
         if let Err(err) = self.store.unpin(&info.cid) {
             warn!(cid = %info.cid, error = %err, "could not release an upload's pin");
@@ -592,5 +615,51 @@ impl BlobService for BlobApi {
             size_bytes: info.size_bytes,
             personal,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blobs(dir: &std::path::Path, grace_ms: Option<u64>) -> Blobs {
+        let store = BlobStore::open(dir).expect("store");
+        Blobs::new(store, 1024, grace_ms, HashMap::new())
+    }
+
+    fn cid(n: u64) -> Cid {
+        govchain_blobstore::cid_of_reader(
+            &n.to_be_bytes()[..],
+            govchain_blobstore::PROFILE_UNIXFS_V1_2025,
+        )
+        .expect("cid")
+    }
+
+    #[test]
+    fn recent_uploads_stay_bounded_past_their_grace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = blobs(dir.path(), Some(1_000));
+        let count = RECENT_UPLOADS_PRUNE_AT as u64;
+        for n in 0..count {
+            blobs.note_upload(cid(n), 10_000);
+        }
+        assert_eq!(blobs.recent().len(), RECENT_UPLOADS_PRUNE_AT);
+        // Within the grace period nothing is forgotten...
+        blobs.note_upload(cid(count), 10_500);
+        assert_eq!(blobs.recent().len(), RECENT_UPLOADS_PRUNE_AT + 1);
+        // ...after it, the expired ones go and the new one stays.
+        blobs.note_upload(cid(count + 1), 11_200);
+        let recent = blobs.recent();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent.get(&cid(count)), Some(&10_500));
+        assert_eq!(recent.get(&cid(count + 1)), Some(&11_200));
+    }
+
+    #[test]
+    fn without_collection_uploads_are_not_tracked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = blobs(dir.path(), None);
+        blobs.note_upload(cid(1), 10_000);
+        assert!(blobs.recent().is_empty());
     }
 }

@@ -117,7 +117,14 @@ pub async fn run(
             )
         })
         .collect();
-    let blobs = Arc::new(Blobs::new(store, settings.blobs.upload_bytes_max, holders));
+    let gc_grace_ms = (settings.blobs.gc_interval_secs > 0)
+        .then(|| settings.blobs.gc_grace_secs.saturating_mul(1000));
+    let blobs = Arc::new(Blobs::new(
+        store,
+        settings.blobs.upload_bytes_max,
+        gc_grace_ms,
+        holders,
+    ));
     let shared = Arc::new(Shared::new(
         settings.observer,
         settings.name.clone(),
