@@ -34,6 +34,9 @@ use crate::tls::caller_identity;
 pub const ACCESS_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Login challenges outstanding at once on one node.
 pub const LOGIN_CHALLENGES_MAX: usize = 10_000;
+/// Login challenges one relying department may have outstanding on one
+/// node, so that one department cannot use up the node's room for all.
+pub const LOGIN_CHALLENGES_PER_DEPARTMENT_MAX: usize = LOGIN_CHALLENGES_MAX / 4;
 /// Default and longest lifetime of a login challenge.
 pub const LOGIN_TTL_DEFAULT_SECS: u32 = 120;
 pub const LOGIN_TTL_MAX_SECS: u32 = 600;
@@ -45,8 +48,38 @@ pub const LOGIN_SIGNING_DOMAIN: &str = "govchain/login/v1\n";
 
 struct Challenge {
     payload: String,
+    relying_party: String,
     expires_ms: u64,
     used: bool,
+}
+
+/// Records a new challenge after forgetting the expired ones, unless the
+/// node or the challenge's relying department has no room left.
+fn add_challenge(
+    challenges: &mut HashMap<[u8; 16], Challenge>,
+    nonce: [u8; 16],
+    challenge: Challenge,
+    now_ms: u64,
+) -> Result<(), Status> {
+    challenges.retain(|_, outstanding| outstanding.expires_ms > now_ms);
+    if challenges.len() >= LOGIN_CHALLENGES_MAX {
+        return Err(Status::resource_exhausted(format!(
+            "{LOGIN_CHALLENGES_MAX} login challenges are outstanding; retry later"
+        )));
+    }
+    let department = &challenge.relying_party;
+    let of_department = challenges
+        .values()
+        .filter(|outstanding| outstanding.relying_party == *department)
+        .count();
+    if of_department >= LOGIN_CHALLENGES_PER_DEPARTMENT_MAX {
+        return Err(Status::resource_exhausted(format!(
+            "department {department} has {of_department} login challenges outstanding on this \
+             node, the most one department may; retry when some expire or are used"
+        )));
+    }
+    challenges.insert(nonce, challenge);
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -430,23 +463,13 @@ impl IdentityService for IdentityApi {
             .render::<qrcode::render::svg::Color<'_>>()
             .min_dimensions(256, 256)
             .build();
-        {
-            let mut challenges = self.challenges();
-            challenges.retain(|_, challenge| challenge.expires_ms > now);
-            if challenges.len() >= LOGIN_CHALLENGES_MAX {
-                return Err(Status::resource_exhausted(format!(
-                    "{LOGIN_CHALLENGES_MAX} login challenges are outstanding; retry later"
-                )));
-            }
-            challenges.insert(
-                nonce,
-                Challenge {
-                    payload: text.clone(),
-                    expires_ms: payload.expires_ms,
-                    used: false,
-                },
-            );
-        }
+        let challenge = Challenge {
+            payload: text.clone(),
+            relying_party: payload.relying_party.clone(),
+            expires_ms: payload.expires_ms,
+            used: false,
+        };
+        add_challenge(&mut self.challenges(), nonce, challenge, now)?;
         Ok(Response::new(CreateLoginChallengeResponse {
             qr_payload: text,
             qr_svg: svg,
@@ -619,6 +642,8 @@ fn page_request(page_size: u32, page_token: &str) -> Result<(u64, usize), Status
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn page_requests_default_cap_and_refuse_foreign_tokens() {
         assert_eq!(page_request(0, "").expect("first page"), (1, 100));
@@ -631,7 +656,76 @@ mod tests {
         }
     }
 
-    use super::*;
+    fn challenge(department: &str, expires_ms: u64) -> Challenge {
+        Challenge {
+            payload: String::new(),
+            relying_party: department.into(),
+            expires_ms,
+            used: false,
+        }
+    }
+
+    fn nonce(n: usize) -> [u8; 16] {
+        (n as u128).to_be_bytes()
+    }
+
+    #[test]
+    fn one_department_cannot_take_every_login_challenge() {
+        let mut challenges = HashMap::new();
+        for n in 0..LOGIN_CHALLENGES_PER_DEPARTMENT_MAX {
+            add_challenge(&mut challenges, nonce(n), challenge("tax", 2_000), 1_000).expect("room");
+        }
+        let status = add_challenge(
+            &mut challenges,
+            nonce(0xffff),
+            challenge("tax", 2_000),
+            1_000,
+        )
+        .expect_err("tax is at its cap");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("department tax"), "{status:?}");
+        // Another department still gets one.
+        add_challenge(
+            &mut challenges,
+            nonce(0x1_0000),
+            challenge("health", 5_000),
+            1_000,
+        )
+        .expect("health has room");
+        // Once tax's challenges expire, tax has room again.
+        add_challenge(
+            &mut challenges,
+            nonce(0x1_0001),
+            challenge("tax", 9_000),
+            2_000,
+        )
+        .expect("expired ones are forgotten");
+        assert_eq!(challenges.len(), 2);
+    }
+
+    #[test]
+    fn the_node_wide_cap_still_holds() {
+        let mut challenges = HashMap::new();
+        for n in 0..LOGIN_CHALLENGES_MAX {
+            let department = format!("department-{}", n % 8);
+            add_challenge(
+                &mut challenges,
+                nonce(n),
+                challenge(&department, 2_000),
+                1_000,
+            )
+            .expect("room");
+        }
+        let status = add_challenge(
+            &mut challenges,
+            nonce(LOGIN_CHALLENGES_MAX),
+            challenge("new", 2_000),
+            1_000,
+        )
+        .expect_err("the node is full");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("retry later"), "{status:?}");
+    }
 
     #[test]
     fn login_payload_round_trips() {
