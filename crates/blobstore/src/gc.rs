@@ -13,6 +13,7 @@ use std::ops::Bound;
 use cid::Cid;
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use crate::chunks;
 use crate::dag::{CODEC_DAG_PB, decode_file_node, verify_block};
 use crate::error::{BlobError, Context};
 use crate::schema::{self, BLOCKS, CHUNKS, GC_MARKS, NODES, ROOTS, RootRecord};
@@ -165,7 +166,7 @@ fn sweep(
         let step = scan_step(&index, &marks, in_flight, resume_after.as_deref())?;
         for (key, len) in &step.garbage {
             index.remove(key.as_slice()).context(CONTEXT)?;
-            if chunks.remove(key.as_slice()).context(CONTEXT)?.is_some() {
+            if chunks::remove(&mut chunks, key).context(CONTEXT)? {
                 report.chunks_removed += 1;
             } else if nodes.remove(key.as_slice()).context(CONTEXT)?.is_some() {
                 report.nodes_removed += 1;

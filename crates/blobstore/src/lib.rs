@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+mod chunks;
 mod dag;
 mod error;
 mod gc;

@@ -5,6 +5,7 @@ use std::io::{self, Read};
 use cid::Cid;
 use redb::ReadOnlyTable;
 
+use crate::chunks;
 use crate::dag::{CODEC_RAW, check_child_node, decode_file_node, verify_block};
 use crate::error::{BlobError, Context};
 
@@ -115,7 +116,8 @@ impl BlobReader {
     }
 
     fn read_leaf(&mut self, cid: &Cid, file_size: u64) -> Result<Vec<u8>, BlobError> {
-        let mut bytes = load(&self.chunks, cid)?;
+        let bytes = chunks::read(&self.chunks, &cid.to_bytes()).context("reading a chunk")?;
+        let mut bytes = verified(cid, bytes)?;
         if bytes.len() as u64 != file_size {
             return Err(BlobError::Malformed {
                 cid: *cid,
@@ -150,9 +152,13 @@ fn load(table: &BlockTable, cid: &Cid) -> Result<Vec<u8>, BlobError> {
     let bytes = table
         .get(cid.to_bytes().as_slice())
         .context("reading a block")?
-        .ok_or(BlobError::Missing { cid: *cid })?
-        .value()
-        .to_vec();
+        .map(|stored| stored.value().to_vec());
+    verified(cid, bytes)
+}
+
+/// `bytes` if they were stored and hash to `cid`.
+fn verified(cid: &Cid, bytes: Option<Vec<u8>>) -> Result<Vec<u8>, BlobError> {
+    let bytes = bytes.ok_or(BlobError::Missing { cid: *cid })?;
     verify_block(cid, &bytes)?;
     Ok(bytes)
 }

@@ -4,8 +4,8 @@
 //! fixed-width big-endian. Decoders treat the bytes as untrusted input and
 //! return [`BlobError::BadRecord`] instead of panicking.
 //!
-//! Blocks are split by codec: raw leaves in [`CHUNKS`], dag-pb nodes in
-//! [`NODES`]. [`BLOCKS`] lists every key of both with its value's length,
+//! Blocks are split by codec: raw leaves in [`CHUNKS`] (in pieces, see
+//! `chunks`), dag-pb nodes in [`NODES`]. [`BLOCKS`] lists every key of both with its value's length,
 //! so that garbage collection and counting scan small records instead of
 //! reading every chunk's bytes. The three are written together in every
 //! transaction that adds or removes a block.
@@ -17,10 +17,13 @@ use crate::error::BlobError;
 
 /// Bumped whenever a table or a record encoding changes; `open` refuses
 /// any other version rather than misreading it.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+///
+/// Version 2 stores raw chunks in pieces (see `chunks`).
+pub(crate) const FORMAT_VERSION: u64 = 2;
 
-/// Raw leaf CID -> the chunk's bytes.
-pub(crate) const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks");
+/// Raw leaf CID ‖ piece index (one byte) -> that piece of the chunk's
+/// bytes (see `chunks`).
+pub(crate) const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunk_pieces");
 
 /// dag-pb node CID -> the node's canonical bytes.
 pub(crate) const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");

@@ -180,10 +180,17 @@ impl BlobStore {
             let table = snapshot.open_table(table).context("opening a table")?;
             table.len().context("counting a table")
         };
+        // `BLOCKS` lists every chunk and node once; `CHUNKS` holds pieces.
+        let nodes = len(NODES)?;
         Ok(StoreCounts {
             roots: len(ROOTS)?,
-            chunks: len(CHUNKS)?,
-            nodes: len(NODES)?,
+            chunks: snapshot
+                .open_table(BLOCKS)
+                .context("opening a table")?
+                .len()
+                .context("counting a table")?
+                .saturating_sub(nodes),
+            nodes,
         })
     }
 

@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use cid::Cid;
 use redb::{Durability, ReadableTable, WriteTransaction};
 
+use crate::chunks;
 use crate::dag::{CODEC_DAG_PB, CODEC_RAW};
 use crate::error::{BlobError, Context};
 use crate::schema::{self, BLOCKS, CHUNKS, NODES, ROOTS, RootRecord};
@@ -127,22 +128,32 @@ fn write_blocks(db_write: &WriteTransaction, blocks: &[(Cid, Vec<u8>)]) -> Resul
     let mut nodes = db_write.open_table(NODES).context(CONTEXT)?;
     let mut index = db_write.open_table(BLOCKS).context(CONTEXT)?;
     for (cid, bytes) in blocks {
-        let table = match cid.codec() {
-            CODEC_RAW => &mut chunks,
-            CODEC_DAG_PB => &mut nodes,
+        let key = cid.to_bytes();
+        let raw = match cid.codec() {
+            CODEC_RAW => true,
+            CODEC_DAG_PB => false,
             codec => panic!("the builder made a block of codec {codec:#x}"),
         };
-        let key = cid.to_bytes();
         // Equal CIDs mean equal bytes, so stored bytes that differ are a
         // damaged copy: overwriting them repairs it.
-        let stored_intact = table
-            .get(key.as_slice())
-            .context(CONTEXT)?
-            .is_some_and(|stored| stored.value() == bytes.as_slice());
+        let stored_intact = if raw {
+            chunks::read(&chunks, &key)
+                .context(CONTEXT)?
+                .is_some_and(|stored| stored == *bytes)
+        } else {
+            nodes
+                .get(key.as_slice())
+                .context(CONTEXT)?
+                .is_some_and(|stored| stored.value() == bytes.as_slice())
+        };
         if !stored_intact {
-            table
-                .insert(key.as_slice(), bytes.as_slice())
-                .context(CONTEXT)?;
+            if raw {
+                chunks::write(&mut chunks, &key, bytes).context(CONTEXT)?;
+            } else {
+                nodes
+                    .insert(key.as_slice(), bytes.as_slice())
+                    .context(CONTEXT)?;
+            }
             index
                 .insert(key.as_slice(), schema::encode_block_len(bytes.len()))
                 .context(CONTEXT)?;

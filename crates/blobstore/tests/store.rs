@@ -236,15 +236,20 @@ fn a_reader_failing_mid_stream_leaves_nothing_referenced() {
 
 /// Overwrites the stored bytes of `cid` in `table` with raw redb, as disk
 /// damage would. The table layout is the one `src/schema.rs` documents.
+/// Overwrites the stored bytes of `cid` in `table` ("nodes"), or of its
+/// first piece in "chunk_pieces" (raw chunks are stored in pieces keyed
+/// `cid ‖ piece index`).
 fn damage(dir: &Path, table: &str, cid: &Cid, bytes: &[u8]) {
     let definition: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(table);
     let db = redb::Database::open(dir.join(BLOBSTORE_FILE_NAME)).expect("raw open");
     let db_write = db.begin_write().expect("raw write");
+    let mut key = cid.to_bytes();
+    if table == "chunk_pieces" {
+        key.push(0);
+    }
     {
         let mut blocks = db_write.open_table(definition).expect("table exists");
-        let previous = blocks
-            .insert(cid.to_bytes().as_slice(), bytes)
-            .expect("raw insert");
+        let previous = blocks.insert(key.as_slice(), bytes).expect("raw insert");
         assert!(previous.is_some(), "{cid} was stored in {table}");
     }
     db_write.commit().expect("raw commit");
@@ -260,7 +265,7 @@ fn a_corrupted_chunk_is_detected_and_never_served() {
     let damaged_cid = chunk_cid(chunk);
     let mut damaged = chunk.to_vec();
     damaged[5] ^= 0x10;
-    damage(dir.path(), "chunks", &damaged_cid, &damaged);
+    damage(dir.path(), "chunk_pieces", &damaged_cid, &damaged);
 
     let store = open(dir.path());
     for (offset, len) in [(0, 200), (48, 16), (63, 1), (40, 10), (50, 1)] {
@@ -520,4 +525,69 @@ fn a_reader_outlives_its_store() {
         .read_to_end(&mut bytes)
         .expect("the snapshot still reads");
     assert_eq!(bytes, data);
+}
+
+/// Full-size (1 MiB) chunks are stored in pieces; reads reassemble them,
+/// ranges across a piece boundary come back whole, and damage to a later
+/// piece is caught like damage to the first.
+#[test]
+fn megabyte_chunks_are_stored_in_pieces_and_read_back_whole() {
+    use redb::ReadableTable as _;
+
+    const MIB: usize = 1024 * 1024;
+    // Not a multiple of 251, so that chunks differ from one another.
+    let data: Vec<u8> = (0..MIB * 5 / 2).map(|i| (i % 253) as u8).collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = BlobStore::open(dir.path()).expect("store opens");
+    let cid = store.put(&data[..], data.len() as u64).expect("put").cid;
+    assert_eq!(read_all(&store, &cid), data);
+    let counts = store.counts().expect("counts");
+    assert_eq!((counts.roots, counts.chunks, counts.nodes), (1, 3, 1));
+    // Around the first piece boundary (512 KiB less 1 KiB) and a chunk's.
+    for (offset, len) in [(523_000, 1_000), (MIB - 10, 20), (2 * MIB + 1, 100)] {
+        let range = store
+            .read_range(&cid, offset as u64, len as u64)
+            .expect("range reads");
+        assert_eq!(range, &data[offset..offset + len], "{offset}+{len}");
+    }
+    drop(store);
+
+    // Flip a byte in the second piece of the first chunk.
+    let first_chunk = &data[..MIB];
+    let chunk = cid_of_reader(first_chunk, govchain_blobstore::PROFILE_UNIXFS_V1_2025)
+        .expect("slice reads");
+    let definition: redb::TableDefinition<&[u8], &[u8]> =
+        redb::TableDefinition::new("chunk_pieces");
+    {
+        let db = redb::Database::open(dir.path().join(BLOBSTORE_FILE_NAME)).expect("raw open");
+        let db_write = db.begin_write().expect("raw write");
+        {
+            let mut pieces = db_write.open_table(definition).expect("table exists");
+            let mut key = chunk.to_bytes();
+            key.push(1);
+            let mut piece = pieces
+                .get(key.as_slice())
+                .expect("raw get")
+                .expect("a second piece")
+                .value()
+                .to_vec();
+            piece[7] ^= 0x01;
+            pieces
+                .insert(key.as_slice(), piece.as_slice())
+                .expect("raw insert");
+        }
+        db_write.commit().expect("raw commit");
+    }
+    let store = BlobStore::open(dir.path()).expect("store opens");
+    let err = store
+        .read_range(&cid, 0, 10)
+        .expect_err("the chunk is damaged");
+    assert!(
+        matches!(err, BlobError::Corrupt { cid } if cid == chunk),
+        "{err:?}"
+    );
+    let undamaged = store
+        .read_range(&cid, MIB as u64, 10)
+        .expect("the second chunk is intact");
+    assert_eq!(undamaged, &data[MIB..MIB + 10]);
 }
