@@ -10,6 +10,7 @@
 
 use std::io::{self, Read};
 
+use bytes::Bytes;
 use cid::Cid;
 
 use crate::dag::{CODEC_RAW, Link, cid_of_block, encode_file_node};
@@ -24,30 +25,79 @@ use crate::{ChunkerParams, DAG_DEPTH_MAX};
 /// [`crate::BlobStore::put`] gives the same bytes in a store with those
 /// params.
 pub fn cid_of_reader(reader: impl Read, params: ChunkerParams) -> Result<Cid, BlobError> {
-    let (root, _) = build(reader, params, u64::MAX, &mut |_, _| Ok(()))?;
+    let (root, _) = build(ReadChunks(reader), params, u64::MAX, &mut |_, _| Ok(()))?;
     Ok(root.cid)
 }
 
-/// Chunks `reader`, hands every block to `sink` (leaves before the nodes
+/// Where a put's bytes come from, a chunk at a time. A source that already
+/// holds its input in chunk-sized `Bytes` (the node's upload stream, whose
+/// messages are one chunk each) hands them on without copying them.
+pub trait ChunkSource {
+    /// The next `len` bytes of the input: fewer only at its end, and then
+    /// every later call returns none.
+    fn next_chunk(&mut self, len: usize) -> Result<Bytes, ChunkReadError>;
+}
+
+/// A [`ChunkSource`] failed.
+#[derive(Debug)]
+pub struct ChunkReadError {
+    /// Bytes of the failed chunk that were read before the failure.
+    pub filled: usize,
+    pub source: io::Error,
+}
+
+/// Any [`Read`] as a [`ChunkSource`]: each chunk is read into a new buffer.
+pub struct ReadChunks<R>(pub R);
+
+impl<R: Read> ChunkSource for ReadChunks<R> {
+    fn next_chunk(&mut self, len: usize) -> Result<Bytes, ChunkReadError> {
+        let mut chunk = vec![0_u8; len];
+        let mut filled = 0;
+        while filled < len {
+            match self.0.read(&mut chunk[filled..]) {
+                Ok(0) => break,
+                Ok(count) => {
+                    assert!(count <= len - filled, "Read returned more than asked");
+                    filled += count;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(ChunkReadError { filled, source }),
+            }
+        }
+        chunk.truncate(filled);
+        Ok(Bytes::from(chunk))
+    }
+}
+
+/// Chunks `source`, hands every block to `sink` (leaves before the nodes
 /// that link them, the root last), and returns the root link and the
 /// blob's size. Fails with [`BlobError::TooLarge`] as soon as more than
 /// `size_limit_bytes` were read.
-pub(crate) fn build<R, S>(
-    mut reader: R,
+pub(crate) fn build<C, S>(
+    mut source: C,
     params: ChunkerParams,
     size_limit_bytes: u64,
     sink: &mut S,
 ) -> Result<(Link, u64), BlobError>
 where
-    R: Read,
-    S: FnMut(&Cid, &[u8]) -> Result<(), BlobError>,
+    C: ChunkSource,
+    S: FnMut(&Cid, Bytes) -> Result<(), BlobError>,
 {
     let chunk_len = params.chunk_size_bytes() as usize;
-    let mut chunk = vec![0_u8; chunk_len];
     let mut dag = DagBuilder::new(params);
     let mut size_bytes: u64 = 0;
     loop {
-        let filled = fill_chunk(&mut reader, &mut chunk, size_bytes)?;
+        let chunk = source
+            .next_chunk(chunk_len)
+            .map_err(|err| BlobError::Read {
+                read_bytes: size_bytes.saturating_add(err.filled as u64),
+                source: err.source,
+            })?;
+        let filled = chunk.len();
+        assert!(
+            filled <= chunk_len,
+            "a chunk source returned more than asked"
+        );
         // The JS chunker emits one empty chunk for an empty file, and never
         // an empty chunk after a full one.
         if filled == 0 && dag.leaf_count() > 0 {
@@ -62,9 +112,8 @@ where
                 limit_bytes: size_limit_bytes,
             });
         }
-        let bytes = &chunk[..filled];
-        let cid = cid_of_block(CODEC_RAW, bytes);
-        sink(&cid, bytes)?;
+        let cid = cid_of_block(CODEC_RAW, &chunk);
+        sink(&cid, chunk)?;
         dag.push(
             0,
             Link {
@@ -81,36 +130,6 @@ where
     let root = dag.finish(sink)?;
     assert_eq!(root.file_size, size_bytes, "the DAG covers every byte read");
     Ok((root, size_bytes))
-}
-
-/// Reads until `chunk` is full or the input ends; returns the bytes read.
-/// A short count therefore means the end of the input.
-fn fill_chunk(
-    reader: &mut impl Read,
-    chunk: &mut [u8],
-    read_before: u64,
-) -> Result<usize, BlobError> {
-    let mut filled = 0;
-    while filled < chunk.len() {
-        match reader.read(&mut chunk[filled..]) {
-            Ok(0) => break,
-            Ok(count) => {
-                assert!(
-                    count <= chunk.len() - filled,
-                    "Read returned more than asked"
-                );
-                filled += count;
-            }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(BlobError::Read {
-                    read_bytes: read_before.saturating_add(filled as u64),
-                    source,
-                });
-            }
-        }
-    }
-    Ok(filled)
 }
 
 /// One level of the tree under construction.
@@ -147,7 +166,7 @@ impl DagBuilder {
     /// size allows.
     fn push<S>(&mut self, level: usize, link: Link, sink: &mut S) -> Result<(), BlobError>
     where
-        S: FnMut(&Cid, &[u8]) -> Result<(), BlobError>,
+        S: FnMut(&Cid, Bytes) -> Result<(), BlobError>,
     {
         if level == self.levels.len() {
             assert!(
@@ -172,11 +191,11 @@ impl DagBuilder {
     /// up.
     fn close_node<S>(&mut self, level: usize, sink: &mut S) -> Result<(), BlobError>
     where
-        S: FnMut(&Cid, &[u8]) -> Result<(), BlobError>,
+        S: FnMut(&Cid, Bytes) -> Result<(), BlobError>,
     {
         let (bytes, link) = encode_file_node(&self.levels[level].pending);
         self.levels[level].pending.clear();
-        sink(&link.cid, &bytes)?;
+        sink(&link.cid, Bytes::from(bytes))?;
         self.push(level + 1, link, sink)
     }
 
@@ -189,7 +208,7 @@ impl DagBuilder {
     /// If no leaf was pushed, or the levels break the shape `push` keeps.
     fn finish<S>(mut self, sink: &mut S) -> Result<Link, BlobError>
     where
-        S: FnMut(&Cid, &[u8]) -> Result<(), BlobError>,
+        S: FnMut(&Cid, Bytes) -> Result<(), BlobError>,
     {
         assert!(
             self.leaf_count() > 0,
@@ -227,7 +246,7 @@ mod tests {
     fn blocks_of(size: usize, params: ChunkerParams) -> (Link, Vec<(Cid, Vec<u8>)>) {
         let mut blocks = Vec::new();
         let (root, built) = build(
-            &vec![0_u8; size][..],
+            ReadChunks(&vec![0_u8; size][..]),
             params,
             u64::MAX,
             &mut |cid, bytes| {
@@ -285,8 +304,13 @@ mod tests {
 
     #[test]
     fn over_the_limit_stops_at_the_first_chunk_past_it() {
-        let err = build(&[7_u8; 40][..], params(16, 4), 20, &mut |_, _| Ok(()))
-            .expect_err("40 bytes are over a 20-byte limit");
+        let err = build(
+            ReadChunks(&[7_u8; 40][..]),
+            params(16, 4),
+            20,
+            &mut |_, _| Ok(()),
+        )
+        .expect_err("40 bytes are over a 20-byte limit");
         assert!(matches!(
             err,
             BlobError::TooLarge {
@@ -294,7 +318,15 @@ mod tests {
                 limit_bytes: 20
             }
         ));
-        assert!(build(&[7_u8; 20][..], params(16, 4), 20, &mut |_, _| Ok(())).is_ok());
+        assert!(
+            build(
+                ReadChunks(&[7_u8; 20][..]),
+                params(16, 4),
+                20,
+                &mut |_, _| Ok(())
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ mod upload;
 /// exact `cid` version this crate builds CIDs with.
 pub use cid::Cid;
 
-pub use builder::cid_of_reader;
+pub use builder::{ChunkReadError, ChunkSource, ReadChunks, cid_of_reader};
 pub use error::{BlobError, StorageFailure};
 pub use gc::GcReport;
 pub use params::{ChunkerParams, PROFILE_UNIXFS_V1_2025};

@@ -9,7 +9,7 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
 };
 
-use crate::builder;
+use crate::builder::{self, ChunkSource, ReadChunks};
 use crate::error::{BlobError, Context, StorageFailure};
 use crate::reader::BlobReader;
 use crate::schema::{
@@ -108,6 +108,16 @@ impl BlobStore {
     /// `reader` fails, no root is recorded and the blocks already committed
     /// are left for [`BlobStore::gc`].
     pub fn put(&self, reader: impl Read, size_limit_bytes: u64) -> Result<BlobInfo, BlobError> {
+        self.put_chunks(ReadChunks(reader), size_limit_bytes)
+    }
+
+    /// [`BlobStore::put`] from a [`ChunkSource`], whose chunks are stored
+    /// without being copied.
+    pub fn put_chunks(
+        &self,
+        source: impl ChunkSource,
+        size_limit_bytes: u64,
+    ) -> Result<BlobInfo, BlobError> {
         if size_limit_bytes > BLOB_SIZE_BYTES_MAX {
             return Err(BlobError::LimitAboveMax {
                 limit_bytes: size_limit_bytes,
@@ -116,7 +126,7 @@ impl BlobStore {
         }
         let mut upload = Upload::new(self);
         let (root, size_bytes) =
-            builder::build(reader, self.params, size_limit_bytes, &mut |cid, bytes| {
+            builder::build(source, self.params, size_limit_bytes, &mut |cid, bytes| {
                 upload.stage(cid, bytes)
             })?;
         upload.finish(&root.cid, size_bytes)

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use bytes::Bytes;
 use cid::Cid;
 use redb::{Durability, ReadableTable, WriteTransaction};
 
@@ -56,7 +57,7 @@ impl InFlight {
 /// in-flight registrations to release when it ends, whichever way.
 pub(crate) struct Upload<'s> {
     store: &'s BlobStore,
-    staged: Vec<(Cid, Vec<u8>)>,
+    staged: Vec<(Cid, Bytes)>,
     staged_bytes: usize,
     registered: Vec<Vec<u8>>,
 }
@@ -71,7 +72,7 @@ impl<'s> Upload<'s> {
         }
     }
 
-    pub(crate) fn stage(&mut self, cid: &Cid, bytes: &[u8]) -> Result<(), BlobError> {
+    pub(crate) fn stage(&mut self, cid: &Cid, bytes: Bytes) -> Result<(), BlobError> {
         let full = self.staged.len() == BATCH_BLOCKS_MAX
             || self.staged_bytes + bytes.len() > BATCH_SIZE_BYTES_MAX;
         if full && !self.staged.is_empty() {
@@ -81,7 +82,7 @@ impl<'s> Upload<'s> {
         self.store.in_flight_set().register(&key);
         self.registered.push(key);
         self.staged_bytes += bytes.len();
-        self.staged.push((*cid, bytes.to_vec()));
+        self.staged.push((*cid, bytes));
         assert!(self.staged_bytes <= BATCH_SIZE_BYTES_MAX);
         Ok(())
     }
@@ -122,7 +123,7 @@ impl Drop for Upload<'_> {
 /// # Panics
 ///
 /// If a block is neither raw nor dag-pb: the builder makes only those.
-fn write_blocks(db_write: &WriteTransaction, blocks: &[(Cid, Vec<u8>)]) -> Result<(), BlobError> {
+fn write_blocks(db_write: &WriteTransaction, blocks: &[(Cid, Bytes)]) -> Result<(), BlobError> {
     const CONTEXT: &str = "writing blocks";
     let mut chunks = db_write.open_table(CHUNKS).context(CONTEXT)?;
     let mut nodes = db_write.open_table(NODES).context(CONTEXT)?;
@@ -144,15 +145,13 @@ fn write_blocks(db_write: &WriteTransaction, blocks: &[(Cid, Vec<u8>)]) -> Resul
             nodes
                 .get(key.as_slice())
                 .context(CONTEXT)?
-                .is_some_and(|stored| stored.value() == bytes.as_slice())
+                .is_some_and(|stored| stored.value() == &bytes[..])
         };
         if !stored_intact {
             if raw {
                 chunks::write(&mut chunks, &key, bytes).context(CONTEXT)?;
             } else {
-                nodes
-                    .insert(key.as_slice(), bytes.as_slice())
-                    .context(CONTEXT)?;
+                nodes.insert(key.as_slice(), &bytes[..]).context(CONTEXT)?;
             }
             index
                 .insert(key.as_slice(), schema::encode_block_len(bytes.len()))

@@ -11,13 +11,13 @@
 //! to the CID asked for; the store verifies them again on every read.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use govchain_blobstore::{BlobError, BlobInfo, BlobStore, Cid};
+use bytes::{Bytes, BytesMut};
+use govchain_blobstore::{BlobError, BlobInfo, BlobStore, ChunkReadError, ChunkSource, Cid};
 use govchain_crypto::Digest;
 use govchain_exec::identity::{
     blob_is_personal, blob_reference, check_access, read_access, read_attribute,
@@ -107,11 +107,14 @@ impl Blobs {
     /// and the bytes hash to another CID, the upload is dropped again.
     fn store_blocking(
         &self,
-        reader: impl Read,
+        source: impl ChunkSource,
         limit: u64,
         expected: Option<&Cid>,
     ) -> Result<BlobInfo, Status> {
-        let info = self.store.put(reader, limit).map_err(status_from_blob)?;
+        let info = self
+            .store
+            .put_chunks(source, limit)
+            .map_err(status_from_blob)?;
         // Release this upload's pin whatever happens next; the CID is in
         // `recent` first so that a collection in between keeps it.
         let matches = expected.is_none_or(|cid| *cid == info.cid);
@@ -190,26 +193,40 @@ pub fn parse_cid(text: &str) -> Result<Cid, Status> {
     Ok(cid)
 }
 
-/// A `Read` over chunks sent from async code; an `Err` item fails the
-/// read, and the sender going away is the end of the data.
-struct ChannelReader {
+/// A [`ChunkSource`] over messages sent from async code; an `Err` item
+/// fails the read, and the sender going away is the end of the data.
+/// Clients send one chunk per message (1 MiB), and such a message becomes
+/// the chunk as it is, without a copy; other message sizes are joined.
+struct ChannelChunks {
     receiver: mpsc::Receiver<Result<Bytes, io::Error>>,
     current: Bytes,
 }
 
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            // On the blocking writer thread, never on the runtime.
-            match self.receiver.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(err)) => return Err(err),
-                None => return Ok(0),
+impl ChunkSource for ChannelChunks {
+    fn next_chunk(&mut self, len: usize) -> Result<Bytes, ChunkReadError> {
+        let mut joined: Option<BytesMut> = None;
+        loop {
+            let filled = joined.as_ref().map_or(0, BytesMut::len);
+            if self.current.is_empty() {
+                // On the blocking writer thread, never on the runtime.
+                match self.receiver.blocking_recv() {
+                    Some(Ok(message)) => self.current = message,
+                    Some(Err(source)) => return Err(ChunkReadError { filled, source }),
+                    None => break,
+                }
+                continue;
+            }
+            if joined.is_none() && self.current.len() >= len {
+                return Ok(self.current.split_to(len));
+            }
+            let joined = joined.get_or_insert_with(|| BytesMut::with_capacity(len));
+            let take = (len - filled).min(self.current.len());
+            joined.extend_from_slice(&self.current.split_to(take));
+            if joined.len() == len {
+                break;
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
+        Ok(joined.map(BytesMut::freeze).unwrap_or_default())
     }
 }
 
@@ -230,11 +247,11 @@ where
     use tokio_stream::StreamExt as _;
     let (sender, receiver) = mpsc::channel(TRANSFER_CHUNKS_BUFFERED_MAX);
     let writer = tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader {
+        let source = ChannelChunks {
             receiver,
             current: Bytes::new(),
         };
-        blobs.store_blocking(reader, limit, expected.as_ref())
+        blobs.store_blocking(source, limit, expected.as_ref())
     });
     // A send fails only when the writer stopped reading; its result says why.
     let send = |item| {
@@ -653,6 +670,55 @@ mod tests {
         assert_eq!(recent.len(), 2);
         assert_eq!(recent.get(&cid(count)), Some(&10_500));
         assert_eq!(recent.get(&cid(count + 1)), Some(&11_200));
+    }
+
+    /// A source fed `messages`, then closed.
+    fn chunks_of(messages: Vec<Result<Bytes, io::Error>>) -> ChannelChunks {
+        let (sender, receiver) = mpsc::channel(messages.len().max(1));
+        for message in messages {
+            sender.try_send(message).expect("room");
+        }
+        ChannelChunks {
+            receiver,
+            current: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn a_chunk_sized_message_is_the_chunk_itself() {
+        let message = Bytes::from(vec![5_u8; 8]);
+        let address = message.as_ptr();
+        let mut source = chunks_of(vec![Ok(message)]);
+        let chunk = source.next_chunk(8).expect("a chunk");
+        assert_eq!(chunk.as_ptr(), address, "not copied");
+        assert_eq!(source.next_chunk(8).expect("the end").len(), 0);
+    }
+
+    #[test]
+    fn other_message_sizes_are_cut_and_joined_into_chunks() {
+        let messages = vec![
+            Ok(Bytes::from_static(b"abc")),
+            Ok(Bytes::from_static(b"defghij")),
+            Ok(Bytes::from_static(b"k")),
+        ];
+        let mut source = chunks_of(messages);
+        let chunks: Vec<Bytes> = (0..4)
+            .map(|_| source.next_chunk(4).expect("reads"))
+            .collect();
+        assert_eq!(chunks, vec![&b"abcd"[..], b"efgh", b"ijk", b""]);
+    }
+
+    #[test]
+    fn a_failed_message_reports_what_the_chunk_had() {
+        let messages = vec![
+            Ok(Bytes::from_static(b"abcdef")),
+            Err(io::Error::other("the client went away")),
+        ];
+        let mut source = chunks_of(messages);
+        assert_eq!(source.next_chunk(4).expect("a chunk"), &b"abcd"[..]);
+        let err = source.next_chunk(4).expect_err("fails");
+        assert_eq!(err.filled, 2);
+        assert_eq!(err.source.to_string(), "the client went away");
     }
 
     #[test]
