@@ -234,12 +234,11 @@ fn send_chunks(
 ) -> anyhow::Result<()> {
     let mut header = Some(header);
     loop {
-        let mut data = vec![0_u8; BLOB_MESSAGE_DATA_BYTES_MAX];
-        let filled = fill(&mut reader, &mut data).context("cannot read the file to upload")?;
+        let data = fill(&mut reader).context("cannot read the file to upload")?;
+        let filled = data.len();
         // A short read is the end; a file of whole chunks ends with an
         // empty message.
         let finish = filled < BLOB_MESSAGE_DATA_BYTES_MAX;
-        data.truncate(filled);
         let message = UploadRequest {
             header: header.take(),
             data: Bytes::from(data),
@@ -258,17 +257,15 @@ fn send_chunks(
 }
 
 /// Reads until `buffer` is full or the input ends; returns the bytes read.
-fn fill(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(read) => filled += read,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(filled)
+/// The next message's data: [`BLOB_MESSAGE_DATA_BYTES_MAX`] bytes, fewer
+/// only at the end of the input. Read into spare capacity, so the buffer is
+/// not zeroed first.
+fn fill(reader: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(BLOB_MESSAGE_DATA_BYTES_MAX);
+    reader
+        .take(BLOB_MESSAGE_DATA_BYTES_MAX as u64)
+        .read_to_end(&mut data)?;
+    Ok(data)
 }
 
 /// Writes a download stream starting at `offset` into `writer`, checking
