@@ -587,13 +587,31 @@ mod tests {
         assert!(parse_transaction_id("abc").is_err());
     }
 
+    /// Gives at most 1,000 bytes per read, as a pipe may.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(1_000).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
     #[test]
     fn fill_reads_until_full_or_the_end() {
-        let mut reader: &[u8] = &[1, 2, 3, 4, 5];
-        let mut buffer = [0_u8; 3];
-        assert_eq!(fill(&mut reader, &mut buffer).expect("read"), 3);
-        assert_eq!(fill(&mut reader, &mut buffer).expect("read"), 2);
-        assert_eq!(fill(&mut reader, &mut buffer).expect("read"), 0);
+        let input: Vec<u8> = (0..BLOB_MESSAGE_DATA_BYTES_MAX + 5)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut reader = Trickle(&input);
+        let first = fill(&mut reader).expect("read");
+        assert_eq!(first, &input[..BLOB_MESSAGE_DATA_BYTES_MAX]);
+        assert_eq!(
+            fill(&mut reader).expect("read"),
+            &input[BLOB_MESSAGE_DATA_BYTES_MAX..]
+        );
+        assert!(fill(&mut reader).expect("read").is_empty());
     }
 
     #[tokio::test]
