@@ -88,7 +88,10 @@ pub struct Ledger {
     /// own writer lock is released inside `commit`, before the cache moves.
     append_lock: Mutex<()>,
     /// The transaction ids not yet merged into the index table (see
-    /// `recent`); changed only after a commit, under `append_lock`.
+    /// `recent`). An append holds it for writing across its commit and
+    /// changes it right after, under `append_lock`; a lookup holds it for
+    /// reading until its snapshot has begun. So the tier and a lookup's
+    /// snapshot always describe the same commit.
     recent: RwLock<Recent>,
     /// [`recent::RECENT_TRANSACTIONS_MAX`]; lowered by tests.
     recent_max: usize,
@@ -219,12 +222,15 @@ impl Ledger {
         write_block(&db_write, block, head.height, &recent, merge)?;
         drop(recent);
         advance_head(&db_write, &head, &next)?;
-        db_write.commit().context("committing a block")?;
-
-        self.recent
+        // Lookups wait out the commit: none may see the block in a snapshot
+        // while its ids are in neither tier.
+        let mut recent = self
+            .recent
             .write()
-            .expect("the recent index is only changed after a commit, and that cannot panic")
-            .committed(block.height, merge, block.transactions);
+            .expect("the recent index is only changed after a commit, and that cannot panic");
+        db_write.commit().context("committing a block")?;
+        recent.committed(block.height, merge, block.transactions);
+        drop(recent);
         let mut cached = self.head.write().unwrap_or_else(PoisonError::into_inner);
         assert_eq!(cached.height, head.height, "appends are serialised");
         *cached = next;
@@ -294,10 +300,11 @@ impl Ledger {
     }
 
     pub fn transaction(&self, id: &Digest) -> Result<Option<TransactionLocation>, ReadError> {
-        // The recent tier first, the snapshot second: an id leaves the
-        // recent tier only after the commit that merged it, so a snapshot
-        // begun after missing it there holds it if it is committed.
-        if let Some(entry) = self.recent_read().get(id) {
+        // The recent tier, then a snapshot begun before letting go of it:
+        // no commit comes between, so an id missing from the tier is in
+        // the snapshot's index if it is committed at all.
+        let recent = self.recent_read();
+        if let Some(entry) = recent.get(id) {
             return Ok(Some(TransactionLocation {
                 height: entry.height,
                 index: entry.index,
@@ -305,6 +312,7 @@ impl Ledger {
             }));
         }
         let snapshot = self.begin_read()?;
+        drop(recent);
         let transactions = open_read(&snapshot, TRANSACTIONS)?;
         let Some(guard) = transactions
             .get(id.as_bytes())
@@ -1266,7 +1274,12 @@ mod tests {
                     // and so does each of its transactions, whether it is
                     // being merged into the index meanwhile or not.
                     assert!(ledger.block_by_height(head.height).expect("read").is_some());
-                    for height in 1..=head.height {
+                    // A block whose state a snapshot already shows (the
+                    // head moves later) has its transactions found too.
+                    let last = ledger.state(b"last").expect("read").expect("written");
+                    let seen = u64::from_be_bytes(last.try_into().expect("8 bytes"));
+                    assert!(seen >= head.height);
+                    for height in 1..=seen {
                         let block = TestBlock::with_transactions(height, 16);
                         for (id, _) in &block.transactions {
                             let location = ledger.transaction(id).expect("read");

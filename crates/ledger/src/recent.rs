@@ -15,8 +15,9 @@
 //! therefore waits at most `RANGES - 1` appends, and the row of block `h`
 //! is deleted by the append at `h + RANGES - 1`, when all its ranges have
 //! been merged. If more than [`RECENT_TRANSACTIONS_MAX`] ids would wait,
-//! the append merges every range (and writes no row), so memory stays
-//! bounded whatever the block sizes.
+//! the append merges every range (and writes no row), so the number of
+//! waiting ids stays bounded whatever the block sizes. Each keeps its
+//! result, an outcome and at most an error message.
 //!
 //! **Invariant** (on disk, checked by `check`): a row exists only for a
 //! height in `head - RANGES + 2 ..= head`, and lists exactly the block's
@@ -25,7 +26,8 @@
 //!
 //! **Invariant** (in memory): [`Recent`] holds exactly the ids of the rows
 //! that are not in `TRANSACTIONS`. It is rebuilt from the rows on open and
-//! changed only after the commit that changed the rows.
+//! changed right after the commit that changed the rows, which lookups
+//! wait out (see `Ledger::transaction`).
 
 use std::collections::BTreeMap;
 
