@@ -74,24 +74,22 @@ pub(crate) fn read(
     Ok(Some(bytes))
 }
 
-/// Removes every piece of the chunk `cid`; says whether it had any.
+/// Removes every piece of the chunk `cid`, including pieces left behind by
+/// damage to an earlier one; says whether it had any.
 pub(crate) fn remove(
     table: &mut Table<'_, &'static [u8], &'static [u8]>,
     cid: &[u8],
 ) -> Result<bool, StorageError> {
     let mut removed = false;
     for index in 0..=PIECES_MAX {
-        if table.remove(piece_key(cid, index).as_slice())?.is_none() {
-            break;
-        }
-        removed = true;
+        removed |= table.remove(piece_key(cid, index).as_slice())?.is_some();
     }
     Ok(removed)
 }
 
 #[cfg(test)]
 mod tests {
-    use redb::{Database, ReadableDatabase as _, TableDefinition};
+    use redb::{Database, ReadableDatabase as _, ReadableTableMetadata as _, TableDefinition};
 
     use super::*;
 
@@ -161,5 +159,15 @@ mod tests {
         assert!(with_table(&db, |table| remove(table, &cid)).expect("removes"));
         assert_eq!(read_back(&db, &cid), None);
         assert!(!with_table(&db, |table| remove(table, &cid)).expect("removes"));
+
+        // With its first piece lost, a chunk's later pieces still go.
+        with_table(&db, |table| write(table, &cid, &long)).expect("writes");
+        with_table(&db, |table| {
+            table.remove(piece_key(&cid, 0).as_slice()).map(drop)
+        })
+        .expect("removes piece 0");
+        assert!(with_table(&db, |table| remove(table, &cid)).expect("removes"));
+        let left = with_table(&db, |table| table.len()).expect("counts");
+        assert_eq!(left, 0);
     }
 }

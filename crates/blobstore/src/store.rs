@@ -183,7 +183,8 @@ impl BlobStore {
         Ok(info(cid, record))
     }
 
-    /// Entries per table.
+    /// Recorded roots, and stored chunks and nodes (a chunk counts once,
+    /// however many pieces hold it).
     pub fn counts(&self) -> Result<StoreCounts, BlobError> {
         let snapshot = self.db.begin_read().context("beginning a read")?;
         let len = |table| -> Result<u64, StorageFailure> {

@@ -234,11 +234,10 @@ fn a_reader_failing_mid_stream_leaves_nothing_referenced() {
     assert_eq!(read_all(&store, &info.cid), data);
 }
 
-/// Overwrites the stored bytes of `cid` in `table` with raw redb, as disk
-/// damage would. The table layout is the one `src/schema.rs` documents.
 /// Overwrites the stored bytes of `cid` in `table` ("nodes"), or of its
-/// first piece in "chunk_pieces" (raw chunks are stored in pieces keyed
-/// `cid ‖ piece index`).
+/// first piece in "chunk_pieces", with raw redb, as disk damage would. The
+/// layout is the one `src/schema.rs` documents: raw chunks are stored in
+/// pieces keyed `cid ‖ piece index`.
 fn damage(dir: &Path, table: &str, cid: &Cid, bytes: &[u8]) {
     let definition: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(table);
     let db = redb::Database::open(dir.join(BLOBSTORE_FILE_NAME)).expect("raw open");
@@ -590,4 +589,34 @@ fn megabyte_chunks_are_stored_in_pieces_and_read_back_whole() {
         .read_range(&cid, MIB as u64, 10)
         .expect("the second chunk is intact");
     assert_eq!(undamaged, &data[MIB..MIB + 10]);
+}
+
+/// Collecting a blob of full-size chunks removes every piece of them.
+#[test]
+fn collection_removes_every_piece_of_megabyte_chunks() {
+    use redb::{ReadableDatabase as _, ReadableTableMetadata as _};
+
+    const MIB: usize = 1024 * 1024;
+    let data: Vec<u8> = (0..MIB * 5 / 2).map(|i| (i % 253) as u8).collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = BlobStore::open(dir.path()).expect("store opens");
+    let cid = store.put(&data[..], data.len() as u64).expect("put").cid;
+    store.unpin(&cid).expect("unpin");
+    let report = store.gc(|_| false).expect("gc");
+    assert_eq!(
+        (
+            report.roots_removed,
+            report.chunks_removed,
+            report.nodes_removed
+        ),
+        (1, 3, 1)
+    );
+    assert_eq!(store.counts().expect("counts").chunks, 0);
+    drop(store);
+    let db = redb::Database::open(dir.path().join(BLOBSTORE_FILE_NAME)).expect("raw open");
+    let snapshot = db.begin_read().expect("raw read");
+    let definition: redb::TableDefinition<&[u8], &[u8]> =
+        redb::TableDefinition::new("chunk_pieces");
+    let pieces = snapshot.open_table(definition).expect("table exists");
+    assert_eq!(pieces.len().expect("count"), 0, "no piece is left behind");
 }
