@@ -49,6 +49,8 @@ const TRANSFER_CHUNKS_BUFFERED_MAX: usize = 4;
 
 /// Past this many recent uploads, an upload first forgets those older than
 /// the grace period, so that the map stays bounded between collections.
+/// The next prune waits until the map has doubled again, so a burst of
+/// uploads within the grace period costs linear time, not quadratic.
 const RECENT_UPLOADS_PRUNE_AT: usize = 4096;
 
 /// The node's blob store and what serving it needs.
@@ -61,6 +63,8 @@ pub struct Blobs {
     /// That grace period, or `None` when collection is off and nothing
     /// needs the upload times.
     recent_grace_ms: Option<u64>,
+    /// The size of `recent` at which the next upload prunes it.
+    recent_prune_at: std::sync::atomic::AtomicUsize,
     /// Other departments' nodes, for fetching blobs they hold.
     holders: HashMap<String, (String, ClientTlsConfig)>,
 }
@@ -79,6 +83,7 @@ impl Blobs {
             upload_bytes_max,
             recent: Mutex::new(HashMap::new()),
             recent_grace_ms,
+            recent_prune_at: std::sync::atomic::AtomicUsize::new(RECENT_UPLOADS_PRUNE_AT),
             holders,
         }
     }
@@ -88,9 +93,13 @@ impl Blobs {
         let Some(grace_ms) = self.recent_grace_ms else {
             return;
         };
+        use std::sync::atomic::Ordering::Relaxed;
         let mut recent = self.recent();
-        if recent.len() >= RECENT_UPLOADS_PRUNE_AT {
+        // Read and written under the map's lock.
+        if recent.len() >= self.recent_prune_at.load(Relaxed) {
             recent.retain(|_, uploaded| now_ms.saturating_sub(*uploaded) < grace_ms);
+            let next = (2 * recent.len()).max(RECENT_UPLOADS_PRUNE_AT);
+            self.recent_prune_at.store(next, Relaxed);
         }
         recent.insert(cid, now_ms);
     }
@@ -664,12 +673,22 @@ mod tests {
         // Within the grace period nothing is forgotten...
         blobs.note_upload(cid(count), 10_500);
         assert_eq!(blobs.recent().len(), RECENT_UPLOADS_PRUNE_AT + 1);
-        // ...after it, the expired ones go and the new one stays.
+        // ...and the next prune waits for the map to double: 8,192 entries,
+        // reached within the loop, whose last upload prunes the expired.
         blobs.note_upload(cid(count + 1), 11_200);
+        assert_eq!(blobs.recent().len(), RECENT_UPLOADS_PRUNE_AT + 2);
+        for n in count + 2..2 * count + 1 {
+            let before = blobs.recent().len();
+            blobs.note_upload(cid(n), 11_200);
+            if n < 2 * count {
+                assert_eq!(blobs.recent().len(), before + 1, "no prune before doubling");
+            }
+        }
         let recent = blobs.recent();
-        assert_eq!(recent.len(), 2);
+        assert_eq!(recent.len(), RECENT_UPLOADS_PRUNE_AT + 1);
+        assert!(!recent.contains_key(&cid(0)), "expired");
         assert_eq!(recent.get(&cid(count)), Some(&10_500));
-        assert_eq!(recent.get(&cid(count + 1)), Some(&11_200));
+        assert_eq!(recent.get(&cid(2 * count)), Some(&11_200));
     }
 
     /// A source fed `messages`, then closed.

@@ -74,8 +74,8 @@ fn add_challenge(
         .count();
     if of_department >= LOGIN_CHALLENGES_PER_DEPARTMENT_MAX {
         return Err(Status::resource_exhausted(format!(
-            "department {department} has {of_department} login challenges outstanding on this \
-             node, the most one department may; retry when some expire or are used"
+            "department {department} has {of_department} unexpired login challenges on this \
+             node, the most one department may; retry when some expire"
         )));
     }
     challenges.insert(nonce, challenge);

@@ -821,6 +821,17 @@ fn attest_error(err: anyhow::Error) -> anyhow::Error {
 
 // ----- log, show ------------------------------------------------------------------
 
+/// Whether `next` names a later page than `current` (empty for the first):
+/// a node's page tokens are access numbers.
+fn next_page_after(current: &str, next: &str) -> bool {
+    let current = if current.is_empty() {
+        Some(0)
+    } else {
+        current.parse::<u64>().ok()
+    };
+    matches!((current, next.parse::<u64>()), (Some(current), Ok(next)) if next > current)
+}
+
 async fn log(args: LogArgs, json: bool) -> anyhow::Result<()> {
     let citizen = &args.citizen.citizen;
     let mut session = Session::open(&args.citizen.connect, client_timeout()).await?;
@@ -833,7 +844,7 @@ async fn log(args: LogArgs, json: bool) -> anyhow::Result<()> {
                 public_key: citizen.as_bytes().to_vec(),
                 did: String::new(),
                 page_size: 0,
-                page_token,
+                page_token: page_token.clone(),
             })
             .await
             .map_err(|status| identity_error(status, citizen))?
@@ -842,10 +853,14 @@ async fn log(args: LogArgs, json: bool) -> anyhow::Result<()> {
             accesses.extend(page.accesses);
             break;
         }
-        // Each page but the last holds accesses, so this loop ends.
+        // Each page but the last holds accesses, and the next one starts
+        // further on, so this loop ends however the node answers.
+        let advances = next_page_after(&page_token, &page.next_page_token);
         anyhow::ensure!(
-            !page.accesses.is_empty(),
-            "the node returned an empty page of accesses that is not the last"
+            !page.accesses.is_empty() && advances,
+            "the node returned a page of accesses that does not advance (token {:?} after {:?})",
+            page.next_page_token,
+            page_token
         );
         accesses.extend(page.accesses);
         page_token = page.next_page_token;
@@ -946,6 +961,15 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn only_page_tokens_that_advance_are_followed() {
+        assert!(next_page_after("", "101"));
+        assert!(next_page_after("101", "201"));
+        assert!(!next_page_after("101", "101"), "the same page again");
+        assert!(!next_page_after("201", "101"), "backwards");
+        assert!(!next_page_after("", "next"), "not a token this node issues");
+    }
 
     /// Just the identity commands, to test their parsing.
     #[derive(Debug, Parser)]
