@@ -46,26 +46,21 @@ pub struct ChunkReadError {
     pub source: io::Error,
 }
 
-/// Any [`Read`] as a [`ChunkSource`]: each chunk is read into a new buffer.
+/// Any [`Read`] as a [`ChunkSource`]: each chunk is read into the spare
+/// capacity of a new buffer (not zeroed first), retrying interrupted reads.
 pub struct ReadChunks<R>(pub R);
 
 impl<R: Read> ChunkSource for ReadChunks<R> {
     fn next_chunk(&mut self, len: usize) -> Result<Bytes, ChunkReadError> {
-        let mut chunk = vec![0_u8; len];
-        let mut filled = 0;
-        while filled < len {
-            match self.0.read(&mut chunk[filled..]) {
-                Ok(0) => break,
-                Ok(count) => {
-                    assert!(count <= len - filled, "Read returned more than asked");
-                    filled += count;
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(ChunkReadError { filled, source }),
-            }
+        let mut chunk = Vec::with_capacity(len);
+        // On an error, what was read before it is in `chunk`.
+        match self.0.by_ref().take(len as u64).read_to_end(&mut chunk) {
+            Ok(_) => Ok(Bytes::from(chunk)),
+            Err(source) => Err(ChunkReadError {
+                filled: chunk.len(),
+                source,
+            }),
         }
-        chunk.truncate(filled);
-        Ok(Bytes::from(chunk))
     }
 }
 
@@ -300,6 +295,29 @@ mod tests {
         let (root, blocks) = blocks_of(100, params(8, 3));
         let total: usize = blocks.iter().map(|(_, bytes)| bytes.len()).sum();
         assert_eq!(root.tsize, total as u64);
+    }
+
+    /// Gives at most 1,000 bytes per read, as a pipe may.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(1_000).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn read_chunks_fill_until_full_or_the_end() {
+        const LEN: usize = 1024 * 1024;
+        let input: Vec<u8> = (0..LEN + 5).map(|i| (i % 251) as u8).collect();
+        let mut source = ReadChunks(Trickle(&input));
+        let first = source.next_chunk(LEN).expect("read");
+        assert_eq!(first, &input[..LEN]);
+        assert_eq!(source.next_chunk(LEN).expect("read"), &input[LEN..]);
+        assert!(source.next_chunk(LEN).expect("read").is_empty());
     }
 
     #[test]

@@ -526,6 +526,23 @@ fn a_reader_outlives_its_store() {
     assert_eq!(bytes, data);
 }
 
+const MIB: usize = 1024 * 1024;
+
+/// The raw table of chunk pieces, as `src/schema.rs` documents it.
+const CHUNK_PIECES: redb::TableDefinition<&[u8], &[u8]> =
+    redb::TableDefinition::new("chunk_pieces");
+
+/// A store in `dir` with the default (1 MiB) chunks, holding one blob of
+/// two and a half chunks, which differ from one another; the blob's bytes
+/// and CID.
+fn megabyte_blob(dir: &Path) -> (BlobStore, Vec<u8>, Cid) {
+    // Not a multiple of 251, so that chunks differ from one another.
+    let data: Vec<u8> = (0..MIB * 5 / 2).map(|i| (i % 253) as u8).collect();
+    let store = BlobStore::open(dir).expect("store opens");
+    let cid = store.put(&data[..], data.len() as u64).expect("put").cid;
+    (store, data, cid)
+}
+
 /// Full-size (1 MiB) chunks are stored in pieces; reads reassemble them,
 /// ranges across a piece boundary come back whole, and damage to a later
 /// piece is caught like damage to the first.
@@ -533,12 +550,8 @@ fn a_reader_outlives_its_store() {
 fn megabyte_chunks_are_stored_in_pieces_and_read_back_whole() {
     use redb::ReadableTable as _;
 
-    const MIB: usize = 1024 * 1024;
-    // Not a multiple of 251, so that chunks differ from one another.
-    let data: Vec<u8> = (0..MIB * 5 / 2).map(|i| (i % 253) as u8).collect();
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = BlobStore::open(dir.path()).expect("store opens");
-    let cid = store.put(&data[..], data.len() as u64).expect("put").cid;
+    let (store, data, cid) = megabyte_blob(dir.path());
     assert_eq!(read_all(&store, &cid), data);
     let counts = store.counts().expect("counts");
     assert_eq!((counts.roots, counts.chunks, counts.nodes), (1, 3, 1));
@@ -555,13 +568,11 @@ fn megabyte_chunks_are_stored_in_pieces_and_read_back_whole() {
     let first_chunk = &data[..MIB];
     let chunk = cid_of_reader(first_chunk, govchain_blobstore::PROFILE_UNIXFS_V1_2025)
         .expect("slice reads");
-    let definition: redb::TableDefinition<&[u8], &[u8]> =
-        redb::TableDefinition::new("chunk_pieces");
     {
         let db = redb::Database::open(dir.path().join(BLOBSTORE_FILE_NAME)).expect("raw open");
         let db_write = db.begin_write().expect("raw write");
         {
-            let mut pieces = db_write.open_table(definition).expect("table exists");
+            let mut pieces = db_write.open_table(CHUNK_PIECES).expect("table exists");
             let mut key = chunk.to_bytes();
             key.push(1);
             let mut piece = pieces
@@ -596,11 +607,8 @@ fn megabyte_chunks_are_stored_in_pieces_and_read_back_whole() {
 fn collection_removes_every_piece_of_megabyte_chunks() {
     use redb::{ReadableDatabase as _, ReadableTableMetadata as _};
 
-    const MIB: usize = 1024 * 1024;
-    let data: Vec<u8> = (0..MIB * 5 / 2).map(|i| (i % 253) as u8).collect();
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = BlobStore::open(dir.path()).expect("store opens");
-    let cid = store.put(&data[..], data.len() as u64).expect("put").cid;
+    let (store, _, cid) = megabyte_blob(dir.path());
     store.unpin(&cid).expect("unpin");
     let report = store.gc(|_| false).expect("gc");
     assert_eq!(
@@ -615,8 +623,6 @@ fn collection_removes_every_piece_of_megabyte_chunks() {
     drop(store);
     let db = redb::Database::open(dir.path().join(BLOBSTORE_FILE_NAME)).expect("raw open");
     let snapshot = db.begin_read().expect("raw read");
-    let definition: redb::TableDefinition<&[u8], &[u8]> =
-        redb::TableDefinition::new("chunk_pieces");
-    let pieces = snapshot.open_table(definition).expect("table exists");
+    let pieces = snapshot.open_table(CHUNK_PIECES).expect("table exists");
     assert_eq!(pieces.len().expect("count"), 0, "no piece is left behind");
 }

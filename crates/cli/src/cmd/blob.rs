@@ -6,9 +6,10 @@ use std::io::{self, BufReader, IsTerminal as _, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use bytes::Bytes;
 use clap::{Args, Subcommand};
-use govchain_blobstore::{Cid, PROFILE_UNIXFS_V1_2025, cid_of_reader};
+use govchain_blobstore::{
+    ChunkSource as _, Cid, PROFILE_UNIXFS_V1_2025, ReadChunks, cid_of_reader,
+};
 use govchain_crypto::Digest;
 use govchain_proto::blob::v1::blob_service_client::BlobServiceClient;
 use govchain_proto::blob::v1::{
@@ -227,21 +228,25 @@ pub async fn upload(
 }
 
 fn send_chunks(
-    mut reader: impl Read,
+    reader: impl Read,
     sender: &mpsc::Sender<UploadRequest>,
     header: UploadHeader,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     let mut header = Some(header);
+    let mut source = ReadChunks(reader);
     loop {
-        let data = fill(&mut reader).context("cannot read the file to upload")?;
+        let data = source
+            .next_chunk(BLOB_MESSAGE_DATA_BYTES_MAX)
+            .map_err(|err| err.source)
+            .context("cannot read the file to upload")?;
         let filled = data.len();
         // A short read is the end; a file of whole chunks ends with an
         // empty message.
         let finish = filled < BLOB_MESSAGE_DATA_BYTES_MAX;
         let message = UploadRequest {
             header: header.take(),
-            data: Bytes::from(data),
+            data,
             finish,
         };
         // A closed channel means the call ended; its result says why.
@@ -254,18 +259,6 @@ fn send_chunks(
             return Ok(());
         }
     }
-}
-
-/// Reads until `buffer` is full or the input ends; returns the bytes read.
-/// The next message's data: [`BLOB_MESSAGE_DATA_BYTES_MAX`] bytes, fewer
-/// only at the end of the input. Read into spare capacity, so the buffer is
-/// not zeroed first.
-fn fill(reader: &mut impl Read) -> io::Result<Vec<u8>> {
-    let mut data = Vec::with_capacity(BLOB_MESSAGE_DATA_BYTES_MAX);
-    reader
-        .take(BLOB_MESSAGE_DATA_BYTES_MAX as u64)
-        .read_to_end(&mut data)?;
-    Ok(data)
 }
 
 /// Writes a download stream starting at `offset` into `writer`, checking
@@ -585,33 +578,6 @@ mod tests {
         assert!(parse_cid("not-a-cid").is_err());
         assert!(parse_transaction_id(&"ab".repeat(32)).is_ok());
         assert!(parse_transaction_id("abc").is_err());
-    }
-
-    /// Gives at most 1,000 bytes per read, as a pipe may.
-    struct Trickle<'a>(&'a [u8]);
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = buf.len().min(1_000).min(self.0.len());
-            buf[..n].copy_from_slice(&self.0[..n]);
-            self.0 = &self.0[n..];
-            Ok(n)
-        }
-    }
-
-    #[test]
-    fn fill_reads_until_full_or_the_end() {
-        let input: Vec<u8> = (0..BLOB_MESSAGE_DATA_BYTES_MAX + 5)
-            .map(|i| (i % 251) as u8)
-            .collect();
-        let mut reader = Trickle(&input);
-        let first = fill(&mut reader).expect("read");
-        assert_eq!(first, &input[..BLOB_MESSAGE_DATA_BYTES_MAX]);
-        assert_eq!(
-            fill(&mut reader).expect("read"),
-            &input[BLOB_MESSAGE_DATA_BYTES_MAX..]
-        );
-        assert!(fill(&mut reader).expect("read").is_empty());
     }
 
     #[tokio::test]
