@@ -6,7 +6,10 @@
 //! Exit codes follow ripgrep: 0 when the command did what was asked, 1 for a
 //! negative answer (a record does not match its anchor, a transaction failed),
 //! 2 for an error. Errors are one line on stderr that suggests a next step.
-#![forbid(unsafe_code)]
+//!
+//! No `unsafe` code, but for one call that sets glibc's malloc thresholds
+//! (`malloc.rs`, which says why).
+#![deny(unsafe_code)]
 
 mod client;
 mod cmd;
@@ -15,6 +18,7 @@ mod envelope;
 mod exit;
 #[cfg(test)]
 mod fake_node;
+mod malloc;
 mod output;
 mod view;
 
@@ -117,11 +121,21 @@ impl Command {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before any thread or buffer exists.
+    let tuning = malloc::tune();
     let cli = Cli::parse();
     init_tracing(cli.command.default_log_filter());
-    exit_code(run(cli).await)
+    tracing::debug!(?tuning, "malloc thresholds");
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => exit_code(runtime.block_on(run(cli))),
+        Err(err) => exit_code(Err(
+            anyhow::Error::new(err).context("cannot start the async runtime")
+        )),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

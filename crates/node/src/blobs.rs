@@ -490,6 +490,8 @@ pub async fn ensure_local(
         .tls_config(tls)
         .map_err(|err| unavailable(&err))?
         .connect_timeout(Duration::from_secs(5))
+        .initial_stream_window_size(crate::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(crate::CONNECTION_WINDOW_BYTES)
         .connect()
         .await
         .map_err(|err| unavailable(&err))?;
