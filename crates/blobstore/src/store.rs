@@ -94,6 +94,27 @@ impl BlobStore {
         })
     }
 
+    /// A store on any redb backend, for tests that make storage fail.
+    #[cfg(test)]
+    pub(crate) fn open_on_backend(
+        backend: impl redb::StorageBackend,
+        params: ChunkerParams,
+    ) -> Result<Self, BlobError> {
+        let path = Path::new("<test backend>");
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(|source| BlobError::Database {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        load_or_initialize(&db, path, params)?;
+        Ok(Self {
+            db,
+            params,
+            in_flight: InFlight::default(),
+        })
+    }
+
     pub fn params(&self) -> ChunkerParams {
         self.params
     }
@@ -124,12 +145,16 @@ impl BlobStore {
                 max_bytes: BLOB_SIZE_BYTES_MAX,
             });
         }
-        let mut upload = Upload::new(self);
-        let (root, size_bytes) =
-            builder::build(source, self.params, size_limit_bytes, &mut |cid, bytes| {
-                upload.stage(cid, bytes)
-            })?;
-        upload.finish(&root.cid, size_bytes)
+        // The upload's committer writes each full batch while this thread
+        // reads and hashes the next.
+        std::thread::scope(|scope| {
+            let mut upload = Upload::new(self, scope);
+            let (root, size_bytes) =
+                builder::build(source, self.params, size_limit_bytes, &mut |cid, bytes| {
+                    upload.stage(cid, bytes)
+                })?;
+            upload.finish(&root.cid, size_bytes)
+        })
     }
 
     /// The recorded blob named `cid`, or `None`.
