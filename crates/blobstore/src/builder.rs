@@ -38,6 +38,14 @@ pub trait ChunkSource {
     fn next_chunk(&mut self, len: usize) -> Result<Bytes, ChunkReadError>;
 }
 
+/// Bytes already in memory are handed out as slices of themselves, without
+/// a copy.
+impl ChunkSource for Bytes {
+    fn next_chunk(&mut self, len: usize) -> Result<Bytes, ChunkReadError> {
+        Ok(self.split_to(len.min(self.len())))
+    }
+}
+
 /// A [`ChunkSource`] failed.
 #[derive(Debug)]
 pub struct ChunkReadError {
@@ -318,6 +326,30 @@ mod tests {
         assert_eq!(first, &input[..LEN]);
         assert_eq!(source.next_chunk(LEN).expect("read"), &input[LEN..]);
         assert!(source.next_chunk(LEN).expect("read").is_empty());
+    }
+
+    #[test]
+    fn bytes_in_memory_are_chunked_without_a_copy() {
+        let input = Bytes::from((0..40_u8).collect::<Vec<_>>());
+        let mut source = input.clone();
+        let first = source.next_chunk(16).expect("in memory");
+        assert_eq!(first, input[..16]);
+        assert_eq!(first.as_ptr(), input.as_ptr(), "a slice of the input");
+        assert_eq!(source.next_chunk(16).expect("in memory"), input[16..32]);
+        assert_eq!(source.next_chunk(16).expect("in memory"), input[32..]);
+        assert!(source.next_chunk(16).expect("in memory").is_empty());
+        // And the same blob as when read.
+        let from_bytes = build(input.clone(), params(16, 4), u64::MAX, &mut |_, _| Ok(()));
+        let from_reader = build(
+            ReadChunks(&input[..]),
+            params(16, 4),
+            u64::MAX,
+            &mut |_, _| Ok(()),
+        );
+        assert_eq!(
+            from_bytes.expect("built").0.cid,
+            from_reader.expect("built").0.cid
+        );
     }
 
     #[test]

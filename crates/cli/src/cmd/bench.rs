@@ -468,11 +468,11 @@ async fn blob_phase(
         .filter(|b| *b <= 4 * 1024 * 1024 * 1024)
         .context("--blob-mib is over 4096")?;
     eprintln!("blob: {mib} MiB over mTLS...");
-    let data = Arc::new(pseudo_random(bytes as usize, nanos() as u64));
+    let data = Bytes::from(pseudo_random(bytes as usize, nanos() as u64));
     let hashing = data.clone();
     let sha256_s = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        std::hint::black_box(sha2::Sha256::digest(hashing.as_slice()));
+        std::hint::black_box(sha2::Sha256::digest(&hashing[..]));
         started.elapsed().as_secs_f64()
     })
     .await?;
@@ -480,10 +480,11 @@ async fn blob_phase(
     let target = devnet::target(dir, file, 0);
     let mut client = crate::client::blob_client(crate::client::channel(&target, None).await?);
     let started = Instant::now();
-    let reader = std::io::Cursor::new(ArcBytes(data.clone()));
+    // Slices of `data`, handed to the messages without a copy: the load
+    // generator's reading is not the node's upload speed.
     let stored = crate::cmd::blob::upload(
         &mut client,
-        reader,
+        data.clone(),
         Default::default(),
         indicatif::ProgressBar::hidden(),
     )
@@ -515,15 +516,6 @@ async fn blob_phase(
         sha256_mb_s: mb / sha256_s,
         upload_ratio: sha256_s / upload_s,
     })
-}
-
-/// Shares the blob bytes with the upload's reader thread.
-struct ArcBytes(Arc<Vec<u8>>);
-
-impl AsRef<[u8]> for ArcBytes {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_slice()
-    }
 }
 
 /// Incompressible-looking bytes (xorshift64*), so that nothing downstream

@@ -2,14 +2,12 @@
 //! their CIDs computed offline exactly as IPFS computes them.
 
 use std::fs::File;
-use std::io::{self, BufReader, IsTerminal as _, Read};
+use std::io::{self, BufReader, IsTerminal as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use govchain_blobstore::{
-    ChunkSource as _, Cid, PROFILE_UNIXFS_V1_2025, ReadChunks, cid_of_reader,
-};
+use govchain_blobstore::{ChunkSource, Cid, PROFILE_UNIXFS_V1_2025, ReadChunks, cid_of_reader};
 use govchain_crypto::Digest;
 use govchain_proto::blob::v1::blob_service_client::BlobServiceClient;
 use govchain_proto::blob::v1::{
@@ -195,13 +193,13 @@ pub fn progress_bar(size_bytes: u64, json: bool, message: &str) -> ProgressBar {
 /// call before `finish` is sent, so the node keeps nothing.
 pub async fn upload(
     client: &mut BlobServiceClient<Channel>,
-    reader: impl Read + Send + 'static,
+    source: impl ChunkSource + Send + 'static,
     header: UploadHeader,
     bar: ProgressBar,
 ) -> anyhow::Result<UploadResponse> {
     let (sender, receiver) = mpsc::channel(UPLOAD_MESSAGES_BUFFERED_MAX);
     let mut source =
-        tokio::task::spawn_blocking(move || send_chunks(reader, &sender, header, &bar));
+        tokio::task::spawn_blocking(move || send_chunks(source, &sender, header, &bar));
     let mut call = Box::pin(client.upload(tokio_stream::wrappers::ReceiverStream::new(receiver)));
     let mut source_done = false;
     let failure = loop {
@@ -228,13 +226,12 @@ pub async fn upload(
 }
 
 fn send_chunks(
-    reader: impl Read,
+    mut source: impl ChunkSource,
     sender: &mpsc::Sender<UploadRequest>,
     header: UploadHeader,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     let mut header = Some(header);
-    let mut source = ReadChunks(reader);
     loop {
         let data = source
             .next_chunk(BLOB_MESSAGE_DATA_BYTES_MAX)
@@ -361,7 +358,7 @@ async fn put(args: PutArgs, json: bool) -> anyhow::Result<()> {
         size_limit_bytes: 0,
     };
     let bar = progress_bar(size, json, "uploading");
-    let response = upload(&mut blobs, file, header, bar).await?;
+    let response = upload(&mut blobs, ReadChunks(file), header, bar).await?;
     let view = PutView {
         file: args.file,
         cid: response.cid,

@@ -2,7 +2,6 @@
 //! consent, made by `govchain devnet` so that the read and the audit log
 //! can be tried at once.
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -99,7 +98,7 @@ async fn declare_name(
     let mut blobs = client::blob_client(client::channel(&connect.target()?, None).await?);
     let uploaded = blob::upload(
         &mut blobs,
-        io::Cursor::new(sealed),
+        bytes::Bytes::from(sealed),
         UploadHeader::default(),
         indicatif::ProgressBar::hidden(),
     )

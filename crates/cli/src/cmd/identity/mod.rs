@@ -16,7 +16,6 @@ mod consent;
 mod demo;
 mod login;
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -673,7 +672,7 @@ async fn declare(args: DeclareArgs, json: bool) -> anyhow::Result<()> {
         size_limit_bytes: 0,
     };
     let bar = blob::progress_bar(sealed.len() as u64, json, "uploading");
-    let uploaded = blob::upload(&mut blobs, io::Cursor::new(sealed), header, bar).await?;
+    let uploaded = blob::upload(&mut blobs, bytes::Bytes::from(sealed), header, bar).await?;
     let body = Body::DeclareAttribute(DeclareAttribute {
         name: args.name.clone(),
         cid: uploaded.cid.clone(),
