@@ -1,4 +1,5 @@
-//! `govchain devnet`, the main job, end to end: start, query, stop.
+//! `govchain devnet`, the main job, end to end: start, query, stop; and the
+//! binary's malloc tuning, seen from outside.
 
 #![allow(clippy::unwrap_used)]
 
@@ -68,4 +69,38 @@ fn devnet_starts_answers_and_stops() {
     // Stopped for real: status now reports every node as unreachable.
     let (ok, _, _) = govchain(&["status", "--dir", d]);
     assert!(!ok, "status succeeded against a stopped devnet");
+}
+
+/// The malloc tuning is a debug log line of every command; `mallopt` must
+/// run in a fresh process (before any thread), so it is checked here.
+#[test]
+fn the_binary_tunes_malloc_unless_the_environment_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = |env: &[(&str, &str)]| {
+        let key = dir.path().join("k.key");
+        let _ = std::fs::remove_file(&key);
+        let output = Command::new(BIN)
+            .args(["keys", "new", "--out", key.to_str().unwrap()])
+            .env("GOVCHAIN_LOG", "debug")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        stderr
+            .lines()
+            .find(|line| line.contains("malloc thresholds"))
+            .unwrap_or_else(|| panic!("no malloc line in: {stderr}"))
+            .to_owned()
+    };
+    // glibc accepts both thresholds (it refuses an mmap threshold over
+    // 32 MiB).
+    assert!(tuning(&[]).contains("Applied"));
+    for env in [
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1048576"),
+        ("MALLOC_TRIM_THRESHOLD_", "1048576"),
+    ] {
+        let line = tuning(&[env]);
+        assert!(line.contains("LeftToEnvironment"), "{env:?}: {line}");
+    }
 }

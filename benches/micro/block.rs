@@ -51,16 +51,21 @@ pub fn bench(c: &mut Criterion) {
                 })
             });
         }
-        let fixture = AppendFixture::new(&built);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ledger = Ledger::open(dir.path(), CHAIN, head.hash).expect("open");
-        group.bench_function(BenchmarkId::new("ledger_append", size), |b| {
-            b.iter_custom(|iterations| {
-                (0..iterations)
-                    .map(|_| fixture.append_next(&ledger))
-                    .sum::<Duration>()
-            })
-        });
+        for (name, keys) in [
+            ("ledger_append", StateKeys::ByHeight),
+            ("ledger_append_hashed_keys", StateKeys::Hashed),
+        ] {
+            let fixture = AppendFixture::new(&built, keys);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let ledger = Ledger::open(dir.path(), CHAIN, head.hash).expect("open");
+            group.bench_function(BenchmarkId::new(name, size), |b| {
+                b.iter_custom(|iterations| {
+                    (0..iterations)
+                        .map(|_| fixture.append_next(&ledger))
+                        .sum::<Duration>()
+                })
+            });
+        }
     }
     group.finish();
     bench_vote_record(c);
@@ -85,6 +90,18 @@ fn bench_vote_record(c: &mut Criterion) {
     group.finish();
 }
 
+/// Where a replayed block's state keys fall in the state table.
+#[derive(Clone, Copy)]
+enum StateKeys {
+    /// The block's keys prefixed by its height: each block's writes are
+    /// neighbours, at the table's end, and share leaves. The cheapest case.
+    ByHeight,
+    /// Hashed with the height: spread over the whole table, as the keys of
+    /// records anchored by many departments are. Each write dirties its
+    /// own leaf once the table has more leaves than the block has writes.
+    Hashed,
+}
+
 /// The bytes a block of one size stores, replayed at any height with fresh
 /// hashes, transaction ids and state keys, so that the ledger grows as it
 /// does on a busy chain.
@@ -92,11 +109,13 @@ struct AppendFixture {
     encoded: Vec<u8>,
     results: Vec<Vec<u8>>,
     writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    keys: StateKeys,
 }
 
 impl AppendFixture {
-    fn new(built: &BuiltBlock) -> Self {
+    fn new(built: &BuiltBlock, keys: StateKeys) -> Self {
         Self {
+            keys,
             encoded: built.encoded.to_vec(),
             results: built
                 .executed
@@ -133,7 +152,17 @@ impl AppendFixture {
         let writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
             .writes
             .iter()
-            .map(|(key, value)| ([&height.to_be_bytes()[..], key].concat(), value.clone()))
+            .map(|(key, value)| {
+                let key = match self.keys {
+                    StateKeys::ByHeight => [&height.to_be_bytes()[..], key].concat(),
+                    StateKeys::Hashed => DomainHasher::new("bench/state-key")
+                        .u64(height)
+                        .bytes(key)
+                        .finish()
+                        .to_vec(),
+                };
+                (key, value.clone())
+            })
             .collect();
         let block = AppendBlock {
             height,

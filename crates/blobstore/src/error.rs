@@ -147,6 +147,13 @@ pub enum BlobError {
     },
     #[error(transparent)]
     Storage(#[from] StorageFailure),
+    /// An upload could not start its committer thread (the system's
+    /// thread or memory limits).
+    #[error("cannot start a thread to commit the upload")]
+    Thread {
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl BlobError {

@@ -19,12 +19,13 @@
 //! [`BlobError::Corrupt`] and never returned.
 //!
 //! **Invariant:** a root is only recorded after all its blocks are durable.
-//! [`BlobStore::put`] writes chunks and nodes in bounded batches and records
-//! the root in its last write, which is committed with
-//! [`redb::Durability::Immediate`] and so also makes every earlier batch
-//! durable. An upload that fails, or goes over its size limit, records no
-//! root; the blocks it had already written are unreferenced and the next
-//! [`BlobStore::gc`] removes them.
+//! [`BlobStore::put`] writes chunks and nodes in bounded batches, each
+//! committed durably ([`redb::Durability::Immediate`]) on a committer thread
+//! while the next batch is read and hashed, and records the root in its last
+//! write, which begins only after every batch is committed. An upload that
+//! fails, or goes over its size limit, records no root; the blocks it had
+//! already written are unreferenced and the next [`BlobStore::gc`] removes
+//! them.
 //!
 //! **Invariant:** one store, one set of [`ChunkerParams`]: they are recorded
 //! when the store is created and checked on every open, so that equal bytes

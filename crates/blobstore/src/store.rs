@@ -148,7 +148,7 @@ impl BlobStore {
         // The upload's committer writes each full batch while this thread
         // reads and hashes the next.
         std::thread::scope(|scope| {
-            let mut upload = Upload::new(self, scope);
+            let mut upload = Upload::new(self, scope)?;
             let (root, size_bytes) =
                 builder::build(source, self.params, size_limit_bytes, &mut |cid, bytes| {
                     upload.stage(cid, bytes)

@@ -82,22 +82,29 @@ struct Committer<'scope> {
 }
 
 impl<'scope, 's: 'scope> Upload<'scope, 's> {
-    /// Starts the committer in `scope`, which outlives the upload.
-    pub(crate) fn new(store: &'s BlobStore, scope: &'scope Scope<'scope, '_>) -> Self {
+    /// Starts the committer in `scope`, which outlives the upload; fails if
+    /// the system cannot start a thread.
+    pub(crate) fn new(
+        store: &'s BlobStore,
+        scope: &'scope Scope<'scope, '_>,
+    ) -> Result<Self, BlobError> {
         let (batches, received) = mpsc::sync_channel::<Batch>(0);
-        let thread = scope.spawn(move || {
-            for batch in received {
-                commit_batch(store, &batch)?;
-            }
-            Ok(())
-        });
-        Self {
+        let thread = std::thread::Builder::new()
+            .name("blob-commit".into())
+            .spawn_scoped(scope, move || {
+                for batch in received {
+                    commit_batch(store, &batch)?;
+                }
+                Ok(())
+            })
+            .map_err(|source| BlobError::Thread { source })?;
+        Ok(Self {
             store,
             staged: Vec::new(),
             staged_bytes: 0,
             registered: Vec::new(),
             committer: Some(Committer { batches, thread }),
-        }
+        })
     }
 
     pub(crate) fn stage(&mut self, cid: &Cid, bytes: Bytes) -> Result<(), BlobError> {
@@ -136,16 +143,22 @@ impl Upload<'_, '_> {
     }
 
     /// Closes the committer's channel and waits for it to commit what it
-    /// was given; returns its error, if it stopped on one.
+    /// was given; returns its error, if it stopped on one, and carries on
+    /// its panic.
     fn stop_committer(&mut self) -> Result<(), BlobError> {
-        let Some(Committer { batches, thread }) = self.committer.take() else {
-            return Ok(());
-        };
-        drop(batches);
-        match thread.join() {
+        match self.join_committer() {
             Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),
         }
+    }
+
+    /// [`Upload::stop_committer`], with the committer's panic returned.
+    fn join_committer(&mut self) -> std::thread::Result<Result<(), BlobError>> {
+        let Some(Committer { batches, thread }) = self.committer.take() else {
+            return Ok(Ok(()));
+        };
+        drop(batches);
+        thread.join()
     }
 
     pub(crate) fn finish(mut self, root: &Cid, size_bytes: u64) -> Result<BlobInfo, BlobError> {
@@ -160,12 +173,12 @@ impl Upload<'_, '_> {
 
 impl Drop for Upload<'_, '_> {
     /// A failed upload's committer may still be committing a batch: the
-    /// registrations are released after it stopped. Its error is dropped,
-    /// as the upload already failed.
+    /// registrations are released only after it stopped. How it stopped
+    /// no longer matters (the upload already failed), but the release
+    /// must happen even if it panicked, or garbage collection would keep
+    /// the upload's blocks until the process ends.
     fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = self.stop_committer();
-        }
+        let _ = self.join_committer();
         self.store.in_flight_set().release(&self.registered);
     }
 }
@@ -266,13 +279,18 @@ fn record_root(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Condvar, Mutex, mpsc};
+    use std::time::Duration;
+
+    use bytes::Bytes;
 
     use redb::StorageBackend;
     use redb::backends::InMemoryBackend;
 
-    use crate::{BATCH_BLOCKS_MAX, BlobError, BlobStore, ChunkerParams};
+    use crate::{
+        BATCH_BLOCKS_MAX, BlobError, BlobStore, ChunkReadError, ChunkSource, ChunkerParams,
+    };
 
     /// Memory that refuses every write while `failing` is set.
     #[derive(Debug)]
@@ -306,6 +324,120 @@ mod tests {
         }
     }
 
+    /// Memory whose writes wait at a gate once it is armed, and say so.
+    #[derive(Debug)]
+    struct GatedWrites {
+        memory: InMemoryBackend,
+        armed: Arc<AtomicBool>,
+        /// Told once, when the first write reaches the closed gate.
+        waiting: Mutex<Option<mpsc::Sender<()>>>,
+        gate: Arc<(Mutex<bool>, Condvar)>,
+    }
+
+    impl StorageBackend for GatedWrites {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.memory.len()
+        }
+
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.memory.read(offset, out)
+        }
+
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.memory.set_len(len)
+        }
+
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            self.memory.sync_data()
+        }
+
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            if self.armed.load(Ordering::SeqCst) {
+                if let Some(waiting) = self.waiting.lock().expect("lock").take() {
+                    let _ = waiting.send(());
+                }
+                let (open, opened) = &*self.gate;
+                let mut is_open = open.lock().expect("lock");
+                while !*is_open {
+                    is_open = opened.wait(is_open).expect("lock");
+                }
+            }
+            self.memory.write(offset, data)
+        }
+    }
+
+    /// `chunks` chunks of `len` bytes, then a read error; says when it
+    /// fails.
+    struct FailsAfter {
+        chunks: usize,
+        failed: mpsc::Sender<()>,
+    }
+
+    impl ChunkSource for FailsAfter {
+        fn next_chunk(&mut self, len: usize) -> Result<Bytes, ChunkReadError> {
+            if self.chunks == 0 {
+                let _ = self.failed.send(());
+                return Err(ChunkReadError {
+                    filled: 0,
+                    source: std::io::Error::other("the client went away"),
+                });
+            }
+            self.chunks -= 1;
+            Ok(Bytes::from(self.chunks.to_le_bytes().repeat(len / 8)))
+        }
+    }
+
+    #[test]
+    fn a_failed_upload_keeps_its_blocks_in_flight_until_the_committer_is_done() {
+        const CHUNK: usize = 16;
+        let armed = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let (waiting_tx, waiting) = mpsc::channel();
+        let backend = GatedWrites {
+            memory: InMemoryBackend::new(),
+            armed: armed.clone(),
+            waiting: Mutex::new(Some(waiting_tx)),
+            gate: gate.clone(),
+        };
+        let params = ChunkerParams::new(CHUNK as u32, 4).expect("params");
+        let store = BlobStore::open_on_backend(backend, params).expect("open");
+        armed.store(true, Ordering::SeqCst);
+        let (failed_tx, failed) = mpsc::channel();
+        // One full batch goes to the committer, which blocks writing it;
+        // a few chunks later the source fails.
+        let source = FailsAfter {
+            chunks: BATCH_BLOCKS_MAX + 5,
+            failed: failed_tx,
+        };
+        let open_gate = || {
+            let (open, opened) = &*gate;
+            *open.lock().expect("lock") = true;
+            opened.notify_all();
+        };
+        let (held, put) = std::thread::scope(|scope| {
+            let put = scope.spawn(|| store.put_chunks(source, crate::BLOB_SIZE_BYTES_MAX));
+            let reached = waiting.recv_timeout(Duration::from_secs(60)).is_ok()
+                && failed.recv_timeout(Duration::from_secs(60)).is_ok();
+            // The put is now failing while its batch is still being
+            // written: its blocks must stay registered all along.
+            let held = reached
+                && (0..50).all(|_| {
+                    std::thread::sleep(Duration::from_millis(2));
+                    !store.in_flight_set().lock().is_empty()
+                });
+            // Open before any assertion, so that no failure leaves the
+            // committer waiting for ever.
+            open_gate();
+            (held, put.join().expect("put thread"))
+        });
+        assert!(
+            held,
+            "registrations were released while a batch was being written"
+        );
+        assert!(matches!(put, Err(BlobError::Read { .. })), "{put:?}");
+        assert!(store.in_flight_set().lock().is_empty());
+    }
+
     #[test]
     fn a_batch_the_committer_cannot_write_fails_the_put() {
         const CHUNK: usize = 16;
@@ -316,8 +448,8 @@ mod tests {
         };
         let params = ChunkerParams::new(CHUNK as u32, 4).expect("params");
         let store = BlobStore::open_on_backend(backend, params).expect("open");
-        // Three batches and a bit: the committer gets the first two, and
-        // the put notices its failure when it hands over the next.
+        // Three batches and a bit: the committer fails on the first, and
+        // the put notices when it hands over the second.
         let data: Vec<u8> = (0..(BATCH_BLOCKS_MAX * 3 + 7) * CHUNK)
             .map(|i| (i / CHUNK) as u8 ^ (i % CHUNK) as u8)
             .collect();

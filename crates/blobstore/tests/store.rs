@@ -450,7 +450,10 @@ fn gc_during_an_upload_keeps_its_blocks() {
     let (resume_tx, resume_rx) = mpsc::channel();
     let reader = Paused {
         data: &data,
-        pause_at: (BATCH_BLOCKS_MAX + 10) * CHUNK,
+        // Past the second batch's hand-over: the committer takes a batch
+        // only after committing the one before, so the first is committed
+        // (without a root) when garbage collection runs.
+        pause_at: (2 * BATCH_BLOCKS_MAX + 10) * CHUNK,
         reached: Some(reached_tx),
         resume: resume_rx,
     };

@@ -351,9 +351,7 @@ pub async fn channel(
         .with_context(|| format!("{url:?} is not a valid node URL"))?
         .tls_config(tls)
         .map_err(|err| anyhow::anyhow!("bad TLS settings for {url}: {}", error_chain(&err)))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .initial_stream_window_size(govchain_node::STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(govchain_node::CONNECTION_WINDOW_BYTES);
+        .connect_timeout(CONNECT_TIMEOUT);
     let endpoint = match request_timeout {
         Some(timeout) => endpoint.timeout(timeout),
         None => endpoint,

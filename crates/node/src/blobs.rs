@@ -174,6 +174,9 @@ pub fn status_from_blob(err: BlobError) -> Status {
         BlobError::TooLarge { .. } | BlobError::LimitAboveMax { .. } => {
             Status::resource_exhausted(message)
         }
+        BlobError::Thread { ref source } => {
+            Status::resource_exhausted(format!("{message}: {source}; retry later"))
+        }
         BlobError::RangeOutOfBounds { .. } => Status::out_of_range(message),
         BlobError::Read { source, .. } => {
             Status::aborted(format!("nothing was recorded: {message}: {source}"))
@@ -490,8 +493,6 @@ pub async fn ensure_local(
         .tls_config(tls)
         .map_err(|err| unavailable(&err))?
         .connect_timeout(Duration::from_secs(5))
-        .initial_stream_window_size(crate::STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(crate::CONNECTION_WINDOW_BYTES)
         .connect()
         .await
         .map_err(|err| unavailable(&err))?;

@@ -59,16 +59,6 @@ use crate::shared::Shared;
 /// `RESOURCE_EXHAUSTED` from admission rather than a transport error.
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
-/// The HTTP/2 flow-control window of each stream, set on both ends of every
-/// govchain connection (server, peers, catch-up, blob fetches, the CLI).
-/// HTTP/2's default of 64 KiB let a sender have a sixteenth of a 1 MiB blob
-/// message in flight, so an upload waited for a window update every 64 KiB
-/// (BENCHMARKS.md, step 10).
-pub const STREAM_WINDOW_BYTES: u32 = 4 << 20;
-/// The window of a whole connection: what one connection may have sent
-/// that the receiver has not read yet.
-pub const CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
-
 /// How long in-flight requests may finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -220,8 +210,6 @@ pub async fn run(
     let server = Server::builder()
         .tls_config(tls::server_config(&settings))?
         .tcp_nodelay(true)
-        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
-        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -123,8 +123,6 @@ impl PeerTask {
             .tls_config(self.tls.clone())?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
-            .initial_stream_window_size(crate::STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(crate::CONNECTION_WINDOW_BYTES)
             .connect()
             .await?;
         Ok(ConsensusServiceClient::new(channel)

@@ -155,8 +155,6 @@ impl Syncer {
         let channel = Endpoint::from_shared(config.address.clone())?
             .tls_config(tls)?
             .connect_timeout(Duration::from_secs(2))
-            .initial_stream_window_size(crate::STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(crate::CONNECTION_WINDOW_BYTES)
             .connect()
             .await?;
         self.channels.insert(peer, channel.clone());

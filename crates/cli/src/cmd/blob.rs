@@ -188,7 +188,7 @@ pub fn progress_bar(size_bytes: u64, json: bool, message: &str) -> ProgressBar {
     bar
 }
 
-/// Uploads everything `reader` yields, in messages of 1 MiB: the header in
+/// Uploads everything `source` yields, in messages of 1 MiB: the header in
 /// the first, `finish` on the last. A source that fails mid-way cancels the
 /// call before `finish` is sent, so the node keeps nothing.
 pub async fn upload(
@@ -236,7 +236,7 @@ fn send_chunks(
         let data = source
             .next_chunk(BLOB_MESSAGE_DATA_BYTES_MAX)
             .map_err(|err| err.source)
-            .context("cannot read the file to upload")?;
+            .context("cannot read the bytes to upload")?;
         let filled = data.len();
         // A short read is the end; a file of whole chunks ends with an
         // empty message.
