@@ -479,6 +479,7 @@ async fn blob_phase(
     let expected = crate::cmd::blob::cid_of_bytes(&data)?;
     let target = devnet::target(dir, file, 0);
     let mut client = crate::client::blob_client(crate::client::channel(&target, None).await?);
+    crate::malloc::consolidate_free_memory();
     let started = Instant::now();
     // Slices of `data`, handed to the messages without a copy: the load
     // generator's reading is not the node's upload speed.
