@@ -292,14 +292,26 @@ mod tests {
         BATCH_BLOCKS_MAX, BlobError, BlobStore, ChunkReadError, ChunkSource, ChunkerParams,
     };
 
-    /// Memory that refuses every write while `failing` is set.
-    #[derive(Debug)]
-    struct FailingWrites {
+    /// Memory whose writes fail while `failing` is set, and wait at a gate
+    /// while `gated` is set (saying so once, on `waiting`).
+    #[derive(Debug, Default)]
+    struct TestDisk {
         memory: InMemoryBackend,
         failing: Arc<AtomicBool>,
+        gated: Arc<AtomicBool>,
+        waiting: Mutex<Option<mpsc::Sender<()>>>,
+        gate: Arc<(Mutex<bool>, Condvar)>,
     }
 
-    impl StorageBackend for FailingWrites {
+    impl TestDisk {
+        fn open_gate(gate: &(Mutex<bool>, Condvar)) {
+            let (open, opened) = gate;
+            *open.lock().expect("lock") = true;
+            opened.notify_all();
+        }
+    }
+
+    impl StorageBackend for TestDisk {
         fn len(&self) -> Result<u64, std::io::Error> {
             self.memory.len()
         }
@@ -320,39 +332,7 @@ mod tests {
             if self.failing.load(Ordering::SeqCst) {
                 return Err(std::io::Error::other("the disk refuses writes"));
             }
-            self.memory.write(offset, data)
-        }
-    }
-
-    /// Memory whose writes wait at a gate once it is armed, and say so.
-    #[derive(Debug)]
-    struct GatedWrites {
-        memory: InMemoryBackend,
-        armed: Arc<AtomicBool>,
-        /// Told once, when the first write reaches the closed gate.
-        waiting: Mutex<Option<mpsc::Sender<()>>>,
-        gate: Arc<(Mutex<bool>, Condvar)>,
-    }
-
-    impl StorageBackend for GatedWrites {
-        fn len(&self) -> Result<u64, std::io::Error> {
-            self.memory.len()
-        }
-
-        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-            self.memory.read(offset, out)
-        }
-
-        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-            self.memory.set_len(len)
-        }
-
-        fn sync_data(&self) -> Result<(), std::io::Error> {
-            self.memory.sync_data()
-        }
-
-        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-            if self.armed.load(Ordering::SeqCst) {
+            if self.gated.load(Ordering::SeqCst) {
                 if let Some(waiting) = self.waiting.lock().expect("lock").take() {
                     let _ = waiting.send(());
                 }
@@ -390,29 +370,21 @@ mod tests {
     #[test]
     fn a_failed_upload_keeps_its_blocks_in_flight_until_the_committer_is_done() {
         const CHUNK: usize = 16;
-        let armed = Arc::new(AtomicBool::new(false));
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let (waiting_tx, waiting) = mpsc::channel();
-        let backend = GatedWrites {
-            memory: InMemoryBackend::new(),
-            armed: armed.clone(),
+        let disk = TestDisk {
             waiting: Mutex::new(Some(waiting_tx)),
-            gate: gate.clone(),
+            ..TestDisk::default()
         };
+        let (gated, gate) = (disk.gated.clone(), disk.gate.clone());
         let params = ChunkerParams::new(CHUNK as u32, 4).expect("params");
-        let store = BlobStore::open_on_backend(backend, params).expect("open");
-        armed.store(true, Ordering::SeqCst);
+        let store = BlobStore::open_on_backend(disk, params).expect("open");
+        gated.store(true, Ordering::SeqCst);
         let (failed_tx, failed) = mpsc::channel();
         // One full batch goes to the committer, which blocks writing it;
         // a few chunks later the source fails.
         let source = FailsAfter {
             chunks: BATCH_BLOCKS_MAX + 5,
             failed: failed_tx,
-        };
-        let open_gate = || {
-            let (open, opened) = &*gate;
-            *open.lock().expect("lock") = true;
-            opened.notify_all();
         };
         let (held, put) = std::thread::scope(|scope| {
             let put = scope.spawn(|| store.put_chunks(source, crate::BLOB_SIZE_BYTES_MAX));
@@ -427,7 +399,7 @@ mod tests {
                 });
             // Open before any assertion, so that no failure leaves the
             // committer waiting for ever.
-            open_gate();
+            TestDisk::open_gate(&gate);
             (held, put.join().expect("put thread"))
         });
         assert!(
@@ -441,13 +413,10 @@ mod tests {
     #[test]
     fn a_batch_the_committer_cannot_write_fails_the_put() {
         const CHUNK: usize = 16;
-        let failing = Arc::new(AtomicBool::new(false));
-        let backend = FailingWrites {
-            memory: InMemoryBackend::new(),
-            failing: failing.clone(),
-        };
+        let disk = TestDisk::default();
+        let failing = disk.failing.clone();
         let params = ChunkerParams::new(CHUNK as u32, 4).expect("params");
-        let store = BlobStore::open_on_backend(backend, params).expect("open");
+        let store = BlobStore::open_on_backend(disk, params).expect("open");
         // Three batches and a bit: the committer fails on the first, and
         // the put notices when it hands over the second.
         let data: Vec<u8> = (0..(BATCH_BLOCKS_MAX * 3 + 7) * CHUNK)
