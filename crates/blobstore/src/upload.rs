@@ -135,11 +135,13 @@ impl Upload<'_, '_> {
             None => false,
         };
         if handed {
-            Ok(())
-        } else {
-            // The receiver is gone only when the committer returned.
-            self.stop_committer()
+            return Ok(());
         }
+        // The receiver is gone only when the committer returned, and it
+        // returns early only on an error; the batch it did not take is
+        // lost, so an `Ok` here would let the root go on without it.
+        self.stop_committer()?;
+        unreachable!("the committer stopped before its channel closed, without an error")
     }
 
     /// Closes the committer's channel and waits for it to commit what it

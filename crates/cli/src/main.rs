@@ -7,8 +7,8 @@
 //! negative answer (a record does not match its anchor, a transaction failed),
 //! 2 for an error. Errors are one line on stderr that suggests a next step.
 //!
-//! No `unsafe` code, but for one call that sets glibc's malloc thresholds
-//! (`malloc.rs`, which says why).
+//! No `unsafe` code, but for the glibc malloc calls of `malloc.rs` (which
+//! says why).
 #![deny(unsafe_code)]
 
 mod client;

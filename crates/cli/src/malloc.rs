@@ -13,8 +13,8 @@
 //! heap, and up to 64 MiB of free memory at the top of a heap is kept for
 //! reuse. What is kept was in use at some point, so the process never holds
 //! more than its own peak. Malloc settings in the environment win
-//! (`GLIBC_TUNABLES` with any `glibc.malloc.` tunable, or one of glibc's
-//! `MALLOC_*_` variables): then nothing is changed.
+//! (`GLIBC_TUNABLES` with any `glibc.malloc.` tunable, or one of the
+//! variables in [`MALLOC_VARIABLES`]): then nothing is changed.
 //!
 //! [`consolidate_free_memory`] lets the load generator tidy its heap before
 //! it times something.
@@ -33,9 +33,11 @@ const TRIM_THRESHOLD_BYTES: i32 = 64 << 20;
 pub enum Tuning {
     /// Both thresholds are set.
     Applied,
-    /// `GLIBC_TUNABLES` sets malloc parameters: they are left alone.
+    /// The environment sets malloc parameters (`GLIBC_TUNABLES` or a
+    /// variable of [`MALLOC_VARIABLES`]): they are left alone.
     LeftToEnvironment,
-    /// glibc refused a setting, or this is not glibc.
+    /// glibc refused a setting (the mmap threshold may then be set alone),
+    /// or this is not glibc.
     Unavailable,
 }
 

@@ -175,7 +175,8 @@ pub fn status_from_blob(err: BlobError) -> Status {
             Status::resource_exhausted(message)
         }
         BlobError::Thread { ref source } => {
-            Status::resource_exhausted(format!("{message}: {source}; retry later"))
+            tracing::warn!(error = %source, "{message}");
+            Status::resource_exhausted(format!("{message}: {source}"))
         }
         BlobError::RangeOutOfBounds { .. } => Status::out_of_range(message),
         BlobError::Read { source, .. } => {
