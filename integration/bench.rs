@@ -48,6 +48,18 @@ fn bench_runs_and_reports_json() {
         "nothing committed: {report}"
     );
     assert!(report["ceiling_tps"].as_f64().unwrap() > 0.0);
+    // The ceiling is the mean of the measurements before and after the run.
+    let before = report["ceiling_tps_before"].as_f64().unwrap();
+    let after = report["ceiling_tps_after"].as_f64().unwrap();
+    let ceiling = report["ceiling_tps"].as_f64().unwrap();
+    assert!(before > 0.0 && after > 0.0, "{report}");
+    assert!(
+        (ceiling - (before + after) / 2.0).abs() <= 1e-6 * ceiling,
+        "{report}"
+    );
+    let ratio = report["ratio"].as_f64().unwrap();
+    let committed_tps = report["committed_tps"].as_f64().unwrap();
+    assert!((ratio - committed_tps / ceiling).abs() <= 1e-9, "{report}");
     assert_eq!(report["validators"], 4);
     for quantile in ["p50", "p90", "p99", "p999"] {
         assert!(report["latency_ms"][quantile].is_number());

@@ -216,6 +216,24 @@ mod tests {
     }
 
     #[test]
+    fn bench_json_takes_a_file_as_the_issue_spells_it() {
+        let cli = Cli::try_parse_from([
+            "govchain",
+            "bench",
+            "--duration",
+            "5s",
+            "--json",
+            "out.json",
+        ])
+        .expect("parses");
+        assert!(cli.json);
+        let Command::Bench(args) = cli.command else {
+            panic!("not bench: {:?}", cli.command);
+        };
+        assert_eq!(args.json_file, Some(std::path::PathBuf::from("out.json")));
+    }
+
+    #[test]
     fn a_negative_answer_exits_1_and_an_error_exits_2() {
         assert_eq!(exit_code(Ok(())), ExitCode::SUCCESS);
         assert_eq!(exit_code(Err(Negative::quiet().into())), ExitCode::from(1));

@@ -61,8 +61,9 @@ pub enum Mode {
     govchain bench --dir devnet                     # against a running devnet\n\n\
 The ceiling is what this machine can verify: Ed25519 batch verifications per\n\
 second on all cores, divided by the number of validators (each verifies\n\
-every signature once). Throughput is reported as a ratio of it, since\n\
-absolute figures on shared machines vary between runs.")]
+every signature once), measured before and after the load; the mean is used.\n\
+Throughput is reported as a ratio of it, since absolute figures on shared\n\
+machines vary between runs.")]
 pub struct BenchArgs {
     /// Validators of the devnet the bench starts (ignored with --dir).
     #[arg(long, value_name = "N", default_value_t = 4)]
@@ -87,6 +88,10 @@ pub struct BenchArgs {
     /// Also write the report as JSON to FILE.
     #[arg(long = "json-out", visible_alias = "json-file", value_name = "FILE")]
     pub json_out: Option<PathBuf>,
+    /// Write the report as JSON to this file, as --json-out does: so
+    /// `govchain bench --json out.json` prints JSON and writes out.json.
+    #[arg(value_name = "JSON_FILE")]
+    pub json_file: Option<PathBuf>,
     /// After the transactions, upload and download a blob of this many MiB
     /// over mTLS and compare with single-core SHA-256 of the same bytes,
     /// measured in the same run; 0 skips it.
@@ -125,8 +130,15 @@ pub struct Report {
     pub dropped: u64,
     pub committed: u64,
     pub committed_tps: f64,
+    /// The mean of the two measurements, before and after the load.
     pub verifications_per_second: f64,
+    /// `verifications_per_second` / validators.
     pub ceiling_tps: f64,
+    /// The ceiling measured before the load, and after it: how far the
+    /// machine drifted during the run.
+    pub ceiling_tps_before: f64,
+    pub ceiling_tps_after: f64,
+    /// `committed_tps` / `ceiling_tps`.
     pub ratio: f64,
     pub signing_tps: f64,
     pub latency_ms: Latency,
@@ -141,6 +153,19 @@ pub struct Report {
     /// With `--blob-mib`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blob: Option<BlobReport>,
+}
+
+impl Report {
+    /// Adds the ceiling measured after the run (`verifications_per_second`
+    /// then): the report's ceiling and ratio use the mean of both.
+    fn include_ceiling_after(&mut self, verifications_per_second: f64) {
+        let validators = self.validators as f64;
+        let before = self.ceiling_tps_before * validators;
+        self.verifications_per_second = (before + verifications_per_second) / 2.0;
+        self.ceiling_tps_after = verifications_per_second / validators;
+        self.ceiling_tps = self.verifications_per_second / validators;
+        self.ratio = self.committed_tps / self.ceiling_tps;
+    }
 }
 
 /// Blob transfer over mTLS against hashing the same bytes on one core.
@@ -181,6 +206,7 @@ pub async fn run(args: BenchArgs, json: bool) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.rate == 0 {
         bail!("--concurrency and --rate must be above zero");
     }
+    let json_out = json_path(&args)?.cloned();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     eprintln!("measuring the signature verification ceiling on {cores} cores...");
     let verifications_per_second =
@@ -192,6 +218,13 @@ pub async fn run(args: BenchArgs, json: bool) -> anyhow::Result<()> {
     };
     let file = DevnetFile::load(&dir)?;
     let mut result = drive(&args, &dir, &file, verifications_per_second, cores).await;
+    if let Ok(report) = &mut result {
+        // Measured again, so that a machine that got faster or slower
+        // during the run moves both ends of the ratio alike.
+        eprintln!("measuring the ceiling again after the run...");
+        let after = tokio::task::spawn_blocking(move || measure_verifications(cores)).await?;
+        report.include_ceiling_after(after);
+    }
     if args.blob_mib > 0
         && let Ok(report) = &mut result
     {
@@ -205,11 +238,24 @@ pub async fn run(args: BenchArgs, json: bool) -> anyhow::Result<()> {
     }
     let report = result?;
     print_report(&report, json)?;
-    if let Some(path) = &args.json_out {
+    if let Some(path) = &json_out {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Where the JSON report goes: `--json-out` or the positional file, which
+/// must agree if both are given.
+fn json_path(args: &BenchArgs) -> anyhow::Result<Option<&PathBuf>> {
+    match (&args.json_out, &args.json_file) {
+        (Some(flag), Some(file)) if flag != file => bail!(
+            "two JSON files given, {} (--json-out) and {}: give one",
+            flag.display(),
+            file.display()
+        ),
+        (flag, file) => Ok(flag.as_ref().or(file.as_ref())),
+    }
 }
 
 async fn start_devnet(
@@ -437,6 +483,8 @@ async fn drive(
         committed_tps,
         verifications_per_second,
         ceiling_tps,
+        ceiling_tps_before: ceiling_tps,
+        ceiling_tps_after: ceiling_tps,
         ratio: committed_tps / ceiling_tps,
         signing_tps,
         latency_ms: latency(&tracker.latencies),
@@ -814,11 +862,13 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
         report.committed, report.committed_tps
     );
     println!(
-        "ceiling:             {:.0} tx/s ({:.0} verifications/s on {} cores / {} validators)",
+        "ceiling:             {:.0} tx/s ({:.0} verifications/s on {} cores / {} validators; {:.0} before the run, {:.0} after)",
         report.ceiling_tps,
         report.verifications_per_second,
         report.machine_cores,
-        report.validators
+        report.validators,
+        report.ceiling_tps_before,
+        report.ceiling_tps_after
     );
     println!("ratio to ceiling:    {:.1}%", report.ratio * 100.0);
     println!(
