@@ -198,20 +198,31 @@ async fn read_stream(
     Ok(bytes)
 }
 
+/// A declaration of `stored`, an upload made for the citizen (so that it
+/// carries the holder's receipt), with the given holder and size.
 fn declare(
     name: &str,
-    cid: &str,
+    stored: &UploadResponse,
     commitment: &[u8],
     holder: &str,
     size: usize,
 ) -> transaction::Body {
     transaction::Body::DeclareAttribute(DeclareAttribute {
         name: name.into(),
-        cid: cid.into(),
+        cid: stored.cid.clone(),
         commitment: commitment.to_vec(),
         holder: holder.into(),
         size_bytes: size as u64,
+        holder_receipt: stored.holder_receipt.clone(),
     })
+}
+
+/// An upload header asking the node for a receipt for `citizen`.
+fn for_citizen(citizen: &SigningKey) -> UploadHeader {
+    UploadHeader {
+        receipt_for_citizen: citizen.public_key().as_bytes().to_vec(),
+        ..UploadHeader::default()
+    }
 }
 
 fn create_identity() -> transaction::Body {
@@ -343,11 +354,11 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
     // Unknown identity: nothing can be declared, read or listed.
     let photo: Vec<u8> = (0..1_300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let (sealed, commitment) = seal(&photo);
-    let stored = upload(&mut civil.blob, UploadHeader::default(), &sealed)
+    let stored = upload(&mut civil.blob, for_citizen(&citizen), &sealed)
         .await
         .unwrap();
     assert_eq!(stored.size_bytes, sealed.len() as u64);
-    let body = declare("photo", &stored.cid, &commitment, "civil", sealed.len());
+    let body = declare("photo", &stored, &commitment, "civil", sealed.len());
     let status = refused(&mut civil.node, &citizen, body.clone()).await;
     assert_status(&status, Code::NotFound, "no identity did:key:z6Mk");
     let status = civil
@@ -369,7 +380,7 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
     let status = refused(
         &mut civil.node,
         &citizen,
-        declare("photo", &stored.cid, &commitment, "tax", sealed.len()),
+        declare("photo", &stored, &commitment, "tax", sealed.len()),
     )
     .await;
     assert_status(&status, Code::FailedPrecondition, "names \"tax\" as holder");
@@ -384,7 +395,10 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
         &citizen,
         declare(
             "photo",
-            "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+            &UploadResponse {
+                cid: "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku".into(),
+                ..stored.clone()
+            },
             &commitment,
             "civil",
             5,
@@ -395,7 +409,7 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
     let status = refused(
         &mut civil.node,
         &citizen,
-        declare("photo", &stored.cid, &commitment, "civil", 7),
+        declare("photo", &stored, &commitment, "civil", 7),
     )
     .await;
     assert_status(&status, Code::InvalidArgument, "the declaration says 7");
@@ -667,6 +681,7 @@ async fn uploads_refuse_bad_input_and_keep_nothing_half_stored() {
         UploadHeader {
             expected_cid: String::new(),
             size_limit_bytes: 1024 * 1024,
+            ..UploadHeader::default()
         },
         &data,
     )
@@ -682,7 +697,7 @@ async fn uploads_refuse_bad_input_and_keep_nothing_half_stored() {
         &mut health.blob,
         UploadHeader {
             expected_cid: other.cid.clone(),
-            size_limit_bytes: 0,
+            ..UploadHeader::default()
         },
         &data,
     )
@@ -881,13 +896,13 @@ async fn qr_login_checks_key_attestation_and_consent_and_refuses_replays() {
     // The citizen declares a name, civil attests it.
     commit_ok(&mut civil.node, &citizen, create_identity()).await;
     let (sealed, commitment) = seal(b"Ada Lovelace");
-    let stored = upload(&mut civil.blob, UploadHeader::default(), &sealed)
+    let stored = upload(&mut civil.blob, for_citizen(&citizen), &sealed)
         .await
         .unwrap();
     commit_ok(
         &mut civil.node,
         &citizen,
-        declare("name", &stored.cid, &commitment, "civil", sealed.len()),
+        declare("name", &stored, &commitment, "civil", sealed.len()),
     )
     .await;
 
@@ -1035,7 +1050,7 @@ async fn garbage_collection_removes_only_blobs_nothing_on_chain_references() {
     let mut civil = clients(&cluster, CIVIL, "civil").await;
     commit_ok(&mut civil.node, &citizen, create_identity()).await;
     let (sealed, commitment) = seal(b"1990-01-01");
-    let declared = upload(&mut civil.blob, UploadHeader::default(), &sealed)
+    let declared = upload(&mut civil.blob, for_citizen(&citizen), &sealed)
         .await
         .unwrap();
     commit_ok(
@@ -1043,7 +1058,7 @@ async fn garbage_collection_removes_only_blobs_nothing_on_chain_references() {
         &citizen,
         declare(
             "date_of_birth",
-            &declared.cid,
+            &declared,
             &commitment,
             "civil",
             sealed.len(),
@@ -1074,7 +1089,7 @@ async fn garbage_collection_removes_only_blobs_nothing_on_chain_references() {
 
     // Replacing the attribute releases the old blob.
     let (sealed, commitment) = seal(b"1990-01-02");
-    let replacement = upload(&mut civil.blob, UploadHeader::default(), &sealed)
+    let replacement = upload(&mut civil.blob, for_citizen(&citizen), &sealed)
         .await
         .unwrap();
     commit_ok(
@@ -1082,7 +1097,7 @@ async fn garbage_collection_removes_only_blobs_nothing_on_chain_references() {
         &citizen,
         declare(
             "date_of_birth",
-            &replacement.cid,
+            &replacement,
             &commitment,
             "civil",
             sealed.len(),

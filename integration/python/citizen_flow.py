@@ -273,11 +273,14 @@ def expect_rpc_error(call, code, fragment=None):
 # --- The flow --------------------------------------------------------------
 
 
-def upload(department, data):
-    """Streams `data`: the header first, `finish` on the last message."""
+def upload(department, data, receipt_for_citizen=b""):
+    """Streams `data`: the header first, `finish` on the last message. With
+    a citizen's public key, the node answers with its receipt for the upload,
+    which the citizen's DeclareAttribute must carry."""
 
     def requests():
-        yield blob_pb2.UploadRequest(header=blob_pb2.UploadHeader(size_limit_bytes=0))
+        header = blob_pb2.UploadHeader(receipt_for_citizen=receipt_for_citizen)
+        yield blob_pb2.UploadRequest(header=header)
         starts = range(0, len(data), UPLOAD_CHUNK_BYTES)
         for start in starts:
             chunk = data[start : start + UPLOAD_CHUNK_BYTES]
@@ -372,8 +375,10 @@ class Flow:
         sealed = types_pb2.SealedAttribute(salt=salt, media_type="image/jpeg", value=self.photo)
         self.blob = sealed.SerializeToString()
         self.commitment = attribute_commitment(salt, self.photo)
-        uploaded = upload(self.civil, self.blob)
+        uploaded = upload(self.civil, self.blob, receipt_for_citizen=self.citizen)
         size = len(self.blob)
+        check(len(uploaded.holder_receipt) == 64, "the upload for a citizen has no receipt")
+        self.receipt = uploaded.holder_receipt
         check(uploaded.size_bytes == size, f"uploaded {uploaded.size_bytes} of {size} bytes")
         check(uploaded.cid.startswith("b"), f"CID {uploaded.cid!r} is not base32 CIDv1")
         self.cid = uploaded.cid
@@ -395,6 +400,7 @@ class Flow:
             commitment=self.commitment,
             holder="civil",
             size_bytes=len(self.blob),
+            holder_receipt=self.receipt,
         )
         self.chain.transact(self.civil, self.citizen_key, {"declare_attribute": declare})
         state = attribute_state(self.civil, self.citizen, "photo")

@@ -199,6 +199,63 @@ pub fn build_block<'a, S: StateRead>(
     })
 }
 
+/// What a block fetched from a peer proves by itself, before it is
+/// executed: its hash (recomputed from the header, never taken from the
+/// peer), the header, and that every transaction is well formed, signed by
+/// its signer (all signatures verified, in one batch) and listed in the
+/// header's transaction root.
+///
+/// A commit certificate covers the header, and the header the transaction
+/// ids, but an id does not cover the signature bytes: this check is what
+/// stops a peer from handing a lagging node a certified block whose
+/// envelopes carry forged signatures. A block that passes here and is
+/// certified can fail execution only if this node's state has diverged.
+pub fn check_fetched_block(
+    chain_id: &str,
+    limits: &BlockLimits,
+    block: &Block,
+) -> Result<(Digest, BlockHeader), BlockError> {
+    let encoded_max = u64::from(limits.bytes_max) + 4096;
+    let encoded = block.encoded_len() as u64;
+    if encoded > encoded_max {
+        return Err(BlockError::OverLimit {
+            what: "bytes",
+            got: encoded,
+            max: encoded_max,
+        });
+    }
+    let header = decode_header(block)?;
+    if header.chain_id != chain_id {
+        return Err(wrong("chain_id", chain_id, &header.chain_id));
+    }
+    let count = block.transactions.len();
+    if header.transaction_count as usize != count {
+        return Err(wrong("transaction_count", count, header.transaction_count));
+    }
+    if count > limits.transactions_max as usize {
+        return Err(BlockError::OverLimit {
+            what: "transactions",
+            got: count as u64,
+            max: limits.transactions_max.into(),
+        });
+    }
+    let payload_max = limits.payload_bytes_max as usize;
+    let mut transactions = Vec::with_capacity(count);
+    for (index, envelope) in block.transactions.iter().enumerate() {
+        let transaction = check_envelope(envelope.clone(), chain_id, payload_max, |_, _| true)
+            .map_err(|error| BlockError::Transaction { index, error })?;
+        transactions.push(transaction);
+    }
+    verify_unverified(&transactions, |_, _| false)?;
+    let ids: Vec<Digest> = transactions.iter().map(|t| t.id).collect();
+    expect_field(
+        "transactions_root",
+        merkle_root(&ids),
+        &header.transactions_root,
+    )?;
+    Ok((block_hash(&block.header), header))
+}
+
 /// What a block is checked against.
 pub struct CheckContext<'a> {
     pub chain_id: &'a str,

@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use govchain_crypto::{Digest, DomainHasher, PublicKey};
+use govchain_crypto::{Digest, DomainHasher, PublicKey, Signature};
 use govchain_proto::types::v1::{
     AccessRecord, AttestAttribute, AttestationRecord, AttributeRecord, ConsentRecord,
     DeclareAttribute, GrantConsent, IdentityRecord, RecordAccess, RevokeAttestation, RevokeConsent,
@@ -52,6 +52,7 @@ pub const CID_TEXT_BYTES_MAX: usize = 128;
 pub const SALT_BYTES_MIN: usize = 16;
 
 const DOMAIN_ATTRIBUTE: &str = "govchain/attribute/v1";
+const DOMAIN_BLOB_RECEIPT: &str = "govchain/blob-receipt/v1";
 
 /// A department as genesis lists it: the key it signs transactions with
 /// and the attribute names it may attest.
@@ -60,6 +61,10 @@ pub struct Department {
     pub name: String,
     pub public_key: PublicKey,
     pub attests: BTreeSet<String>,
+    /// The consensus key of the department's validator node, if it runs
+    /// one: the key a holder signs blob receipts with
+    /// ([`blob_receipt_digest`]).
+    pub node_key: Option<PublicKey>,
 }
 
 /// The departments of genesis, by signing key and by name.
@@ -128,7 +133,30 @@ pub fn attribute_commitment(salt: &[u8], value: &[u8]) -> Digest {
         .finish()
 }
 
-/// Whether `name` is a valid attribute name: 1 to 64 bytes of lower-case
+/// What a holder's node signs, with its consensus key, when a client
+/// uploads a blob for a citizen (`UploadHeader.receipt_for_citizen`): that
+/// these exact bytes (`cid`, `size_bytes`) were uploaded to `holder` for
+/// `citizen`. A declaration must carry this signature, so only someone who
+/// had the bytes can bind a stored value to a citizen: a department that
+/// learns a pending declaration's CID cannot declare it first under a key
+/// of its own and have the value released to itself.
+pub fn blob_receipt_digest(
+    chain_id: &str,
+    holder: &str,
+    cid: &str,
+    citizen: &PublicKey,
+    size_bytes: u64,
+) -> Digest {
+    DomainHasher::new(DOMAIN_BLOB_RECEIPT)
+        .bytes(chain_id.as_bytes())
+        .bytes(holder.as_bytes())
+        .bytes(cid.as_bytes())
+        .bytes(citizen.as_bytes())
+        .u64(size_bytes)
+        .finish()
+}
+
+/// Whether the name is a valid attribute name: 1 to 64 bytes of lower-case
 /// letters, digits, `_` and `-`.
 pub fn valid_attribute_name(name: &str) -> bool {
     !name.is_empty()
@@ -498,12 +526,18 @@ pub(crate) fn declare_attribute<S: StateRead>(
 ) -> Outcome {
     let citizen = &transaction.signer;
     refuse_unless!(require_identity(overlay, citizen)?);
-    if context.departments.by_name(&declare.holder).is_none() {
+    let Some(holder) = context.departments.by_name(&declare.holder) else {
         return Ok(Err(Refusal::NotFound(format!(
             "holder {:?} is not a department in genesis",
             declare.holder
         ))));
-    }
+    };
+    refuse_unless!(check_receipt(
+        holder,
+        &transaction.envelope.chain_id,
+        citizen,
+        declare
+    ));
     // One sealed blob is one attribute of one citizen: otherwise anyone
     // could declare a public CID as their own and have the blob released
     // under their consents.
@@ -558,6 +592,42 @@ pub(crate) fn declare_attribute<S: StateRead>(
         [citizen.as_bytes(), declare.name.as_bytes()].concat(),
     );
     Ok(Ok(()))
+}
+
+/// The declaration's `holder_receipt` must be the holder node's signature
+/// of [`blob_receipt_digest`] for this blob and this citizen.
+fn check_receipt(
+    holder: &Department,
+    chain_id: &str,
+    citizen: &PublicKey,
+    declare: &DeclareAttribute,
+) -> Result<(), Refusal> {
+    let Some(node_key) = &holder.node_key else {
+        return Err(Refusal::FailedPrecondition(format!(
+            "holder {:?} runs no validator node, so it holds no blobs",
+            holder.name
+        )));
+    };
+    let digest = blob_receipt_digest(
+        chain_id,
+        &holder.name,
+        &declare.cid,
+        citizen,
+        declare.size_bytes,
+    );
+    let signed = Signature::from_slice(&declare.holder_receipt)
+        .is_ok_and(|signature| node_key.verify(digest.as_bytes(), &signature).is_ok());
+    if signed {
+        return Ok(());
+    }
+    Err(Refusal::PermissionDenied(format!(
+        "the declaration carries no receipt from holder {:?} for blob {} of {} bytes uploaded for {}: upload the sealed value to {:?}'s node with receipt_for_citizen set to this citizen's key, and put the receipt in holder_receipt",
+        holder.name,
+        declare.cid,
+        declare.size_bytes,
+        citizen.to_did_key(),
+        holder.name
+    )))
 }
 
 pub(crate) fn attest_attribute<S: StateRead>(

@@ -15,7 +15,8 @@ mod transaction;
 
 pub use block::{
     BlockError, BlockLimits, BuiltBlock, CheckContext, CheckedBlock, ExecutedBlock, Head,
-    block_digest, block_hash, build_block, check_block, check_block_reusing, decode_header,
+    block_digest, block_hash, build_block, check_block, check_block_reusing, check_fetched_block,
+    decode_header,
 };
 pub use execute::{anchor_key, precheck};
 pub use identity::{Department, Departments, Refusal};

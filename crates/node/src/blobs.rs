@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use govchain_blobstore::{BlobError, BlobInfo, BlobStore, ChunkReadError, ChunkSource, Cid};
-use govchain_crypto::Digest;
+use govchain_crypto::{Digest, PublicKey, SigningKey};
 use govchain_exec::identity::{
     blob_is_personal, blob_reference, check_access, read_access, read_attribute,
 };
@@ -67,6 +67,17 @@ pub struct Blobs {
     recent_prune_at: std::sync::atomic::AtomicUsize,
     /// Other departments' nodes, for fetching blobs they hold.
     holders: HashMap<String, (String, ClientTlsConfig)>,
+    /// What signs receipts for uploads made for a citizen: this validator's
+    /// consensus key, with the chain id and department name the receipt
+    /// names. `None` on an observer, which holds no citizen's blobs.
+    receipts: Option<Receipts>,
+}
+
+/// See [`Blobs::with_receipts`].
+pub struct Receipts {
+    pub key: SigningKey,
+    pub chain_id: String,
+    pub holder: String,
 }
 
 impl Blobs {
@@ -85,7 +96,35 @@ impl Blobs {
             recent_grace_ms,
             recent_prune_at: std::sync::atomic::AtomicUsize::new(RECENT_UPLOADS_PRUNE_AT),
             holders,
+            receipts: None,
         }
+    }
+
+    /// Signs a receipt for each upload made for a citizen
+    /// ([`govchain_exec::identity::blob_receipt_digest`]).
+    pub fn with_receipts(mut self, receipts: Receipts) -> Self {
+        self.receipts = Some(receipts);
+        self
+    }
+
+    /// The receipt binding an uploaded blob to `citizen` (32 key bytes).
+    fn receipt(&self, citizen: &[u8], cid: &Cid, size_bytes: u64) -> Result<Vec<u8>, Status> {
+        let Some(receipts) = &self.receipts else {
+            return Err(Status::failed_precondition(
+                "this node is an observer and holds no citizen's blobs: upload to a validator's node",
+            ));
+        };
+        let citizen = PublicKey::from_slice(citizen).map_err(|err| {
+            Status::invalid_argument(format!("receipt_for_citizen is not a citizen key: {err}"))
+        })?;
+        let digest = govchain_exec::identity::blob_receipt_digest(
+            &receipts.chain_id,
+            &receipts.holder,
+            &cid.to_string(),
+            &citizen,
+            size_bytes,
+        );
+        Ok(receipts.key.sign(digest.as_bytes()).to_bytes().to_vec())
     }
 
     /// Remembers an upload's time for the collector's grace period.
@@ -574,11 +613,31 @@ impl BlobService for BlobApi {
             }
             Ok((message.data, message.finish))
         }));
-        let info = store_stream(blobs, (first.data, first.finish), chunks, limit, expected).await?;
-        info!(cid = %info.cid, bytes = info.size_bytes, "stored an uploaded blob");
+        let receipt_for = header.receipt_for_citizen;
+        if !receipt_for.is_empty() {
+            // Refused before the bytes are read, not after.
+            PublicKey::from_slice(&receipt_for).map_err(|err| {
+                Status::invalid_argument(format!("receipt_for_citizen is not a citizen key: {err}"))
+            })?;
+        }
+        let info = store_stream(
+            blobs.clone(),
+            (first.data, first.finish),
+            chunks,
+            limit,
+            expected,
+        )
+        .await?;
+        let holder_receipt = if receipt_for.is_empty() {
+            Vec::new()
+        } else {
+            blobs.receipt(&receipt_for, &info.cid, info.size_bytes)?
+        };
+        info!(cid = %info.cid, bytes = info.size_bytes, receipt = !holder_receipt.is_empty(), "stored an uploaded blob");
         Ok(Response::new(UploadResponse {
             cid: info.cid.to_string(),
             size_bytes: info.size_bytes,
+            holder_receipt,
         }))
     }
 

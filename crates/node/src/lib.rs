@@ -119,12 +119,19 @@ pub async fn run(
         .collect();
     let gc_grace_ms = (settings.blobs.gc_interval_secs > 0)
         .then(|| settings.blobs.gc_grace_secs.saturating_mul(1000));
-    let blobs = Arc::new(Blobs::new(
-        store,
-        settings.blobs.upload_bytes_max,
-        gc_grace_ms,
-        holders,
-    ));
+    let blobs = Blobs::new(store, settings.blobs.upload_bytes_max, gc_grace_ms, holders);
+    let blobs = Arc::new(if settings.observer {
+        blobs
+    } else {
+        blobs.with_receipts(blobs::Receipts {
+            // The same key as the replica's (a copy, as there).
+            key: govchain_crypto::SigningKey::from_pkcs8_pem(
+                &settings.consensus_key.to_pkcs8_pem()?,
+            )?,
+            chain_id: genesis.chain_id.clone(),
+            holder: settings.name.clone(),
+        })
+    });
     let shared = Arc::new(Shared::new(
         settings.observer,
         settings.name.clone(),
@@ -210,6 +217,9 @@ pub async fn run(
     let server = Server::builder()
         .tls_config(tls::server_config(&settings))?
         .tcp_nodelay(true)
+        .layer(tonic::service::InterceptorLayer::new(
+            tls::Members::from_genesis(&genesis),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -121,12 +121,20 @@ impl Shared {
 
 /// The departments of genesis, as execution wants them. Genesis was
 /// validated when it was loaded, so every key parses.
-fn departments(genesis: &Genesis) -> Departments {
+pub fn departments(genesis: &Genesis) -> Departments {
     Departments::new(genesis.departments.iter().filter_map(|entry| {
+        let node_key = genesis
+            .validators
+            .iter()
+            .find(|validator| validator.name == entry.name)
+            .and_then(|validator| {
+                govchain_crypto::PublicKey::from_hex(&validator.consensus_public_key).ok()
+            });
         Some(Department {
             name: entry.name.clone(),
             public_key: govchain_crypto::PublicKey::from_hex(&entry.signing_public_key).ok()?,
             attests: entry.attests.iter().cloned().collect(),
+            node_key,
         })
     }))
 }

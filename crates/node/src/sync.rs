@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use govchain_crypto::Digest;
-use govchain_exec::block_hash;
+use govchain_exec::check_fetched_block;
 use govchain_pbft::verify_commit_certificate;
 use govchain_proto::consensus::v1::FetchBlocksRequest;
 use govchain_proto::consensus::v1::consensus_service_client::ConsensusServiceClient;
@@ -25,6 +25,10 @@ use crate::tls::peer_client_config;
 
 /// Blocks handed to the driver at once; also the most a peer sends per call.
 pub const SYNC_BATCH_BLOCKS_MAX: u64 = 128;
+
+/// How long one batch may take to arrive; a peer that stalls longer is
+/// left for another.
+const SYNC_BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The target of an observer's requests: as far as the peers have.
 const FOLLOW: u64 = u64::MAX;
@@ -115,7 +119,7 @@ impl Syncer {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(err) => {
-                        debug!(peer = %self.shared.validator_name(peer), error = %err, "state transfer from peer failed");
+                        warn!(node = %self.shared.name, peer = %self.shared.validator_name(peer), error = %err, "state transfer from peer failed; trying another");
                         break;
                     }
                 }
@@ -162,8 +166,50 @@ impl Syncer {
     }
 
     /// Fetches, checks and hands over one batch; returns how many blocks
-    /// were applied.
+    /// were applied. Any fault of the peer (a block that does not check, more
+    /// blocks than asked, a stream that stalls) is an error, and the caller
+    /// moves on to another peer.
     async fn fetch_batch(&mut self, peer: u32, target: u64) -> anyhow::Result<u64> {
+        let fetched = tokio::time::timeout(SYNC_BATCH_TIMEOUT, self.fetch_checked(peer, target))
+            .await
+            .unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "no complete batch within {SYNC_BATCH_TIMEOUT:?}"
+                ))
+            });
+        let batch = match fetched {
+            Ok(batch) => batch,
+            Err(err) => {
+                // A fresh connection next time: the peer may have been
+                // replaced, and a stalled stream must not be reused.
+                self.channels.remove(&peer);
+                return Err(err);
+            }
+        };
+        let count = batch.len() as u64;
+        if count == 0 {
+            return Ok(0);
+        }
+        let (ack, applied) = oneshot::channel();
+        self.driver
+            .send(DriverEvent::Synced { blocks: batch, ack })
+            .await?;
+        let applied = applied.await?;
+        anyhow::ensure!(
+            applied == count,
+            "this node applied {applied} of the {count} certified blocks (see the driver's error)"
+        );
+        Ok(applied)
+    }
+
+    /// Fetches the blocks after the head, up to `target` and at most
+    /// [`SYNC_BATCH_BLOCKS_MAX`], and checks each one as fully as a proposal
+    /// is checked, apart from executing it (see [`check_fetched`]).
+    async fn fetch_checked(
+        &mut self,
+        peer: u32,
+        target: u64,
+    ) -> anyhow::Result<Vec<CommittedBlock>> {
         let channel = self.channel(peer).await?;
         let mut client =
             ConsensusServiceClient::new(channel).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
@@ -174,71 +220,77 @@ impl Syncer {
             from_height: from,
             to_height: to,
         };
-        let mut stream = match client.fetch_blocks(request).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => {
-                self.channels.remove(&peer);
-                anyhow::bail!("{status}");
-            }
-        };
+        let mut stream = client.fetch_blocks(request).await?.into_inner();
         let mut batch = Vec::new();
         let mut parent = head.hash;
         let mut height = from;
         while let Some(response) = stream.next().await {
-            let block = response?
+            anyhow::ensure!(
+                height <= to,
+                "peer sent more blocks than the {} asked for ({from}..={to})",
+                to - from + 1
+            );
+            let mut block = response?
                 .block
                 .ok_or_else(|| anyhow::anyhow!("empty response"))?;
-            parent = self.verify(&block, height, &parent)?;
+            let shared = self.shared.clone();
+            // Signature verification is CPU work: off the async runtime.
+            block =
+                tokio::task::spawn_blocking(move || check_fetched(&shared, block, height, &parent))
+                    .await??;
+            parent = Digest::from_slice(&block.block_hash)?;
             batch.push(block);
             height += 1;
         }
-        let count = batch.len() as u64;
-        if count == 0 {
-            return Ok(0);
-        }
-        let (ack, applied) = oneshot::channel();
-        self.driver
-            .send(DriverEvent::Synced { blocks: batch, ack })
-            .await?;
-        Ok(applied.await?)
+        Ok(batch)
     }
+}
 
-    /// A fetched block must be at `height`, link to `parent`, and carry a
-    /// valid commit certificate for its own hash. Returns its hash.
-    fn verify(
-        &self,
-        block: &CommittedBlock,
-        height: u64,
-        parent: &Digest,
-    ) -> anyhow::Result<Digest> {
-        let body = block
-            .block
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("block {height} has no body"))?;
-        let header = govchain_exec::decode_header(body)?;
-        let hash = block_hash(&body.header);
-        anyhow::ensure!(
-            header.height == height,
-            "peer sent height {} for {height}",
-            header.height
-        );
-        anyhow::ensure!(
-            header.parent_hash == parent.as_bytes(),
-            "block {height} does not link to our head"
-        );
-        let certificate = block
-            .certificate
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("block {height} has no certificate"))?;
-        let certificate =
-            crate::wire::certificate_from_wire(certificate).map_err(anyhow::Error::msg)?;
-        verify_commit_certificate(
-            self.shared.chain_id(),
-            &self.shared.validators,
-            height,
-            &hash,
-            &certificate,
-        )?;
-        Ok(hash)
-    }
+/// Checks a block a peer sent for `height` on top of `parent`: its hash is
+/// recomputed from its header (the peer's `block_hash` is replaced by it),
+/// it links to `parent`, its commit certificate is a quorum's for that hash,
+/// and every transaction is well formed, validly signed and in the header's
+/// transaction root ([`govchain_exec::check_fetched_block`]). What is left
+/// for the driver is execution, which a block that passes here fails only
+/// if this node's state has diverged.
+fn check_fetched(
+    shared: &Shared,
+    mut block: CommittedBlock,
+    height: u64,
+    parent: &Digest,
+) -> anyhow::Result<CommittedBlock> {
+    let body = block
+        .block
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("block {height} has no body"))?;
+    let (hash, header) = check_fetched_block(shared.chain_id(), &shared.limits, body)
+        .map_err(|err| anyhow::anyhow!("block {height}: {err}"))?;
+    anyhow::ensure!(
+        header.height == height,
+        "peer sent height {} for {height}",
+        header.height
+    );
+    anyhow::ensure!(
+        header.parent_hash == parent.as_bytes(),
+        "block {height} does not link to our head"
+    );
+    anyhow::ensure!(
+        block.block_hash.is_empty() || block.block_hash == hash.as_bytes(),
+        "block {height}: the peer's block_hash is not the hash of the header"
+    );
+    let certificate = block
+        .certificate
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("block {height} has no certificate"))?;
+    let certificate =
+        crate::wire::certificate_from_wire(certificate).map_err(anyhow::Error::msg)?;
+    verify_commit_certificate(
+        shared.chain_id(),
+        &shared.validators,
+        height,
+        &hash,
+        &certificate,
+    )?;
+    block.block_hash = hash.to_vec();
+    Ok(block)
 }

@@ -1,7 +1,11 @@
 //! Mutual TLS: every connection, in and out, presents a certificate issued
 //! by the consortium CA.
 
-use govchain_pki::{Role, TlsIdentity, identity_from_certificate, node_dns_name};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use govchain_pki::{Genesis, Role, TlsIdentity, identity_from_certificate, node_dns_name};
+use tonic::service::Interceptor;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
@@ -54,5 +58,54 @@ pub fn require_node(identity: &TlsIdentity) -> Result<(), Status> {
         Role::Client => Err(Status::permission_denied(format!(
             "{identity} is a client certificate; only validator node certificates may call ConsensusService"
         ))),
+    }
+}
+
+/// The departments of the chain: the validators and every department
+/// genesis lists (observers among them). The consortium CA may have issued
+/// certificates to others (a department that was never admitted, or a
+/// test CA shared with another chain); a certificate is necessary but not
+/// sufficient.
+#[derive(Clone, Debug)]
+pub struct Members {
+    chain_id: Arc<str>,
+    names: Arc<BTreeSet<String>>,
+}
+
+impl Members {
+    pub fn from_genesis(genesis: &Genesis) -> Self {
+        let names = genesis
+            .validators
+            .iter()
+            .map(|validator| validator.name.clone())
+            .chain(genesis.departments.iter().map(|d| d.name.clone()))
+            .collect();
+        Self {
+            chain_id: genesis.chain_id.as_str().into(),
+            names: Arc::new(names),
+        }
+    }
+
+    pub fn contains(&self, department: &str) -> bool {
+        self.names.contains(department)
+    }
+
+    /// The caller's identity, if its department is a member.
+    pub fn check<T>(&self, request: &Request<T>) -> Result<TlsIdentity, Status> {
+        let identity = caller_identity(request)?;
+        if !self.contains(&identity.department) {
+            return Err(Status::permission_denied(format!(
+                "department {:?} is not a member of chain {}: its certificate is from the consortium CA, but genesis lists no such department",
+                identity.department, self.chain_id
+            )));
+        }
+        Ok(identity)
+    }
+}
+
+/// Every RPC, health and reflection included, passes this check first.
+impl Interceptor for Members {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.check(&request).map(|_| request)
     }
 }

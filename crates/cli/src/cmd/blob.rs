@@ -355,7 +355,7 @@ async fn put(args: PutArgs, json: bool) -> anyhow::Result<()> {
             .expect_cid
             .map(|cid| cid.to_string())
             .unwrap_or_default(),
-        size_limit_bytes: 0,
+        ..UploadHeader::default()
     };
     let bar = progress_bar(size, json, "uploading");
     let response = upload(&mut blobs, ReadChunks(file), header, bar).await?;

@@ -424,3 +424,73 @@ fn garbage_block_bytes_are_malformed() {
     .err();
     assert!(matches!(err, Some(BlockError::Malformed(_))));
 }
+
+#[test]
+fn a_fetched_block_proves_its_hash_signatures_and_transaction_root() {
+    let keys: Vec<SigningKey> = (1..=3).map(|i| SigningKey::from_seed([i; 32])).collect();
+    let state = MemoryState::default();
+    let txs: Vec<VerifiedTransaction> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| verified(k, 1, &format!("r{i}")))
+        .collect();
+    let built = build(&genesis(), &state, &txs);
+    let block = Block::decode(built.encoded.clone()).expect("decodes");
+    let (hash, header) = check_fetched_block(CHAIN, &LIMITS, &block).expect("an honest block");
+    assert_eq!(hash, built.hash);
+    assert_eq!(header, built.header);
+
+    // A forged signature leaves the ids, the root and the hash unchanged:
+    // only verifying every signature finds it.
+    let mut forged = block.clone();
+    forged.transactions[1].signature = keys[0].sign(b"something else").to_bytes().to_vec();
+    assert_eq!(block_hash(&forged.header), built.hash);
+    assert_bad_signature_at(check_fetched_block(CHAIN, &LIMITS, &forged).err(), 1);
+
+    // A transaction swapped for another signed one breaks the root.
+    let mut swapped = block.clone();
+    swapped.transactions[2] = sign(&keys[2], 1, anchor("other"));
+    let err = check_fetched_block(CHAIN, &LIMITS, &swapped).err();
+    assert!(
+        matches!(
+            err,
+            Some(BlockError::WrongField {
+                field: "transactions_root",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+
+    // One dropped: the count in the header no longer matches.
+    let mut short = block.clone();
+    short.transactions.pop();
+    let err = check_fetched_block(CHAIN, &LIMITS, &short).err();
+    assert!(
+        matches!(
+            err,
+            Some(BlockError::WrongField {
+                field: "transaction_count",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+
+    // Another chain's block, and a header that does not decode.
+    let err = check_fetched_block("another-chain", &LIMITS, &block).err();
+    assert!(
+        matches!(
+            err,
+            Some(BlockError::WrongField {
+                field: "chain_id",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let mut garbage = block;
+    garbage.header = vec![0xff; 7];
+    let err = check_fetched_block(CHAIN, &LIMITS, &garbage).err();
+    assert!(matches!(err, Some(BlockError::Malformed(_))), "{err:?}");
+}

@@ -49,19 +49,32 @@ fn health() -> SigningKey {
     SigningKey::from_seed([11; 32])
 }
 
+/// The consensus key of the registry's validator node, which holds the
+/// citizens' blobs in these tests and signs their upload receipts.
+fn registry_node() -> SigningKey {
+    SigningKey::from_seed([20; 32])
+}
+
 fn department(name: &str, key: &SigningKey, attests: &[&str]) -> Department {
     Department {
         name: name.into(),
         public_key: key.public_key(),
         attests: attests.iter().map(|name| (*name).to_owned()).collect(),
+        node_key: None,
     }
 }
 
+/// The registry runs a validator node; health has no node.
 fn departments() -> Departments {
-    Departments::new([
-        department("registry", &registry(), &["name", "date_of_birth", "photo"]),
-        department("health", &health(), &[]),
-    ])
+    let mut registry = department("registry", &registry(), &["name", "date_of_birth", "photo"]);
+    registry.node_key = Some(registry_node().public_key());
+    Departments::new([registry, department("health", &health(), &[])])
+}
+
+/// The registry node's receipt for an upload of `cid` for `citizen`.
+fn receipt(citizen: &PublicKey, cid: &str, size_bytes: u64) -> Vec<u8> {
+    let digest = blob_receipt_digest(CHAIN, "registry", cid, citizen, size_bytes);
+    registry_node().sign(digest.as_bytes()).to_vec()
 }
 
 // ----- bodies --------------------------------------------------------------
@@ -93,6 +106,7 @@ fn declare_with(name: &str, cid: &str, commitment: &[u8], holder: &str) -> Body 
         commitment: commitment.to_vec(),
         holder: holder.into(),
         size_bytes: 128,
+        holder_receipt: Vec::new(),
     })
 }
 
@@ -209,7 +223,16 @@ impl Chain {
     }
 
     /// `body` signed by `key` with an explicit nonce.
-    fn signed(&self, key: &SigningKey, nonce: u64, body: Body) -> VerifiedTransaction {
+    ///
+    /// A declaration without a receipt gets the registry node's receipt for
+    /// its signer, as if the signer had uploaded the blob: the tests of the
+    /// receipt rule give theirs explicitly.
+    fn signed(&self, key: &SigningKey, nonce: u64, mut body: Body) -> VerifiedTransaction {
+        if let Body::DeclareAttribute(declare) = &mut body
+            && declare.holder_receipt.is_empty()
+        {
+            declare.holder_receipt = receipt(&key.public_key(), &declare.cid, declare.size_bytes);
+        }
         check_envelope(
             sign(key, nonce, body),
             CHAIN,
@@ -1658,4 +1681,115 @@ fn departments_are_found_by_key_and_by_name() {
     assert_eq!(departments.by_name("tax"), None);
     let names: Vec<&str> = departments.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, vec!["health", "registry"]);
+}
+
+/// The race of the hardening review: Mallory's department learns Alice's
+/// pending declaration (CID, commitment, size) and declares the same value
+/// under a citizen key of its own, ordered first. Without a receipt that
+/// binds the upload to Alice, Mallory's declaration owned the blob (and its
+/// release), and Alice's failed with ALREADY_EXISTS.
+#[test]
+fn a_pending_declaration_cannot_be_claimed_first_by_someone_who_only_saw_it() {
+    let mut chain = Chain::new();
+    let mallory = outsider();
+    chain.ok(&alice(), create());
+    chain.ok(&mallory, create());
+    let cid = cid_of("address", "1 Main Street");
+    let commitment = commitment_of("1 Main Street");
+    let size_bytes = 128;
+    let alices = |holder_receipt: Vec<u8>| {
+        Body::DeclareAttribute(DeclareAttribute {
+            name: "address".into(),
+            cid: cid.clone(),
+            commitment: commitment.to_vec(),
+            holder: "registry".into(),
+            size_bytes,
+            holder_receipt,
+        })
+    };
+    let alice_receipt = receipt(&alice().public_key(), &cid, size_bytes);
+    // Mallory copies the whole declaration, receipt included; or brings no
+    // receipt; or one of another holder's key. Ordered first, in one block.
+    let forged = SigningKey::from_seed([99; 32])
+        .sign(
+            blob_receipt_digest(CHAIN, "registry", &cid, &mallory.public_key(), size_bytes)
+                .as_bytes(),
+        )
+        .to_vec();
+    for (nonce, attempt) in [alice_receipt.clone(), vec![0; 64], forged]
+        .into_iter()
+        .enumerate()
+    {
+        let theft = chain.signed(&mallory, 2 + nonce as u64, alices(attempt));
+        let results = chain.block(&[theft]);
+        assert_eq!(
+            results[0].outcome(),
+            TransactionOutcome::Failed,
+            "{results:?}"
+        );
+        assert!(
+            results[0]
+                .error
+                .contains("no receipt from holder \"registry\""),
+            "{}",
+            results[0].error
+        );
+    }
+    assert_eq!(chain.blob_reference(&cid), None);
+    let declared = chain.signed(&alice(), 2, alices(alice_receipt));
+    let results = chain.block(&[declared]);
+    assert_eq!(
+        results[0].outcome(),
+        TransactionOutcome::Success,
+        "{results:?}"
+    );
+    assert_eq!(
+        chain.blob_reference(&cid),
+        Some((alice().public_key(), "address".to_owned()))
+    );
+}
+
+/// A receipt names its holder, blob and size: none of them can be changed,
+/// and a holder that runs no node cannot have signed one.
+#[test]
+fn a_receipt_binds_holder_blob_and_size() {
+    let mut chain = with_alice();
+    let cid = cid_of("photo", "jpeg");
+    let commitment = commitment_of("jpeg");
+    let good = receipt(&alice().public_key(), &cid, 128);
+    let body = |holder: &str, size_bytes: u64, holder_receipt: Vec<u8>| {
+        Body::DeclareAttribute(DeclareAttribute {
+            name: "photo".into(),
+            cid: cid.clone(),
+            commitment: commitment.to_vec(),
+            holder: holder.into(),
+            size_bytes,
+            holder_receipt,
+        })
+    };
+    let refusal = chain.refused(
+        &alice(),
+        body("registry", 129, good.clone()),
+        "no receipt from holder",
+    );
+    assert!(
+        matches!(refusal, Refusal::PermissionDenied(_)),
+        "{refusal:?}"
+    );
+    let other_blob = receipt(&alice().public_key(), &cid_of("photo", "png"), 128);
+    chain.refused(
+        &alice(),
+        body("registry", 128, other_blob),
+        "no receipt from holder",
+    );
+    let refusal = chain.refused(
+        &alice(),
+        body("health", 128, good.clone()),
+        "runs no validator node",
+    );
+    assert!(
+        matches!(refusal, Refusal::FailedPrecondition(_)),
+        "{refusal:?}"
+    );
+    chain.ok(&alice(), body("registry", 128, good));
 }

@@ -99,7 +99,10 @@ async fn declare_name(
     let uploaded = blob::upload(
         &mut blobs,
         bytes::Bytes::from(sealed),
-        UploadHeader::default(),
+        UploadHeader {
+            receipt_for_citizen: key.public_key().as_bytes().to_vec(),
+            ..UploadHeader::default()
+        },
         indicatif::ProgressBar::hidden(),
     )
     .await?;
@@ -109,6 +112,7 @@ async fn declare_name(
         commitment: commitment.to_vec(),
         holder: session.department.clone(),
         size_bytes: uploaded.size_bytes,
+        holder_receipt: uploaded.holder_receipt,
     });
     session
         .submit(key, declare, commit, "the declaration")

@@ -670,6 +670,7 @@ async fn declare(args: DeclareArgs, json: bool) -> anyhow::Result<()> {
     let header = UploadHeader {
         expected_cid: cid.to_string(),
         size_limit_bytes: 0,
+        receipt_for_citizen: key.public_key().as_bytes().to_vec(),
     };
     let bar = blob::progress_bar(sealed.len() as u64, json, "uploading");
     let uploaded = blob::upload(&mut blobs, bytes::Bytes::from(sealed), header, bar).await?;
@@ -679,6 +680,7 @@ async fn declare(args: DeclareArgs, json: bool) -> anyhow::Result<()> {
         commitment: commitment.to_vec(),
         holder: session.department.clone(),
         size_bytes: uploaded.size_bytes,
+        holder_receipt: uploaded.holder_receipt,
     });
     let transaction = session
         .submit(&key, body, &args.commit, "the declaration")

@@ -1,0 +1,379 @@
+//! Attacks over the network on real nodes: a Byzantine validator serving
+//! state transfer, and a consortium certificate of a department that
+//! genesis does not list.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use govchain_crypto::SigningKey;
+use govchain_proto::consensus::v1::consensus_service_client::ConsensusServiceClient;
+use govchain_proto::consensus::v1::consensus_service_server::{
+    ConsensusService, ConsensusServiceServer,
+};
+use govchain_proto::consensus::v1::{
+    FetchBlocksRequest, FetchBlocksResponse, StreamRequest, StreamResponse,
+};
+use govchain_proto::node::v1::*;
+use govchain_proto::types::v1::{Block, CommittedBlock};
+use prost::Message as _;
+use support::*;
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+
+const VIEW_TIMEOUT_MS: u64 = 1_000;
+const LONG: Duration = Duration::from_secs(90);
+
+/// How the Byzantine peer corrupts the blocks it serves, one way per
+/// request, in turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Attack {
+    /// Honest blocks, but a `block_hash` field that is not their hash (it
+    /// used to panic the driver, which took the hash from the message).
+    WrongHashField,
+    /// A transaction's signature replaced by another valid-looking one: the
+    /// transaction id, the root and the certificate all still hold (it used
+    /// to be stored as it came).
+    ForgedSignature,
+    /// A transaction replaced by another, validly signed one: the root no
+    /// longer matches (it used to panic the driver).
+    SwappedTransaction,
+    /// The certificate of the next block attached to this one.
+    MismatchedCertificate,
+}
+
+const ATTACKS: [Attack; 4] = [
+    Attack::WrongHashField,
+    Attack::ForgedSignature,
+    Attack::SwappedTransaction,
+    Attack::MismatchedCertificate,
+];
+
+/// A validator gone bad: it holds the validator's own node certificate and
+/// serves `FetchBlocks` from an honest node's blocks, corrupted.
+#[derive(Clone)]
+struct ByzantinePeer {
+    honest: ConsensusServiceClient<tonic::transport::Channel>,
+    next: Arc<Mutex<usize>>,
+    /// Attacks that reached the victim with a block to corrupt.
+    delivered: Arc<Mutex<BTreeMap<Attack, u32>>>,
+}
+
+type FetchStream = Pin<Box<dyn Stream<Item = Result<FetchBlocksResponse, Status>> + Send>>;
+
+impl ByzantinePeer {
+    fn corrupt(attack: Attack, blocks: &mut [CommittedBlock]) -> bool {
+        let with_transactions = blocks.iter().position(|b| {
+            b.block
+                .as_ref()
+                .is_some_and(|body| !body.transactions.is_empty())
+        });
+        match attack {
+            Attack::WrongHashField => {
+                blocks[0].block_hash = vec![7; 32];
+                true
+            }
+            Attack::ForgedSignature => {
+                let Some(i) = with_transactions else {
+                    return false;
+                };
+                let body = blocks[i].block.as_mut().unwrap();
+                body.transactions[0].signature = SigningKey::from_seed([66; 32])
+                    .sign(b"not this transaction")
+                    .to_bytes()
+                    .to_vec();
+                true
+            }
+            Attack::SwappedTransaction => {
+                let Some(i) = with_transactions else {
+                    return false;
+                };
+                let body: &mut Block = blocks[i].block.as_mut().unwrap();
+                let nonce = body.transactions[0].nonce;
+                body.transactions[0] = sign(
+                    &SigningKey::from_seed([67; 32]),
+                    nonce,
+                    anchor_body("swapped"),
+                );
+                true
+            }
+            Attack::MismatchedCertificate => {
+                if blocks.len() < 2 {
+                    return false;
+                }
+                blocks[0].certificate = blocks[1].certificate.clone();
+                true
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ConsensusService for ByzantinePeer {
+    type FetchBlocksStream = FetchStream;
+
+    async fn fetch_blocks(
+        &self,
+        request: Request<FetchBlocksRequest>,
+    ) -> Result<Response<FetchStream>, Status> {
+        let request = request.into_inner();
+        let mut honest = self.honest.clone();
+        let mut stream = honest.fetch_blocks(request).await?.into_inner();
+        let mut blocks = Vec::new();
+        while let Some(item) = stream.next().await {
+            blocks.push(item?.block.unwrap());
+        }
+        if !blocks.is_empty() {
+            let attack = {
+                let mut next = self.next.lock().unwrap();
+                *next += 1;
+                ATTACKS[(*next - 1) % ATTACKS.len()]
+            };
+            if Self::corrupt(attack, &mut blocks) {
+                *self.delivered.lock().unwrap().entry(attack).or_default() += 1;
+            }
+        }
+        let items: Vec<Result<FetchBlocksResponse, Status>> = blocks
+            .into_iter()
+            .map(|block| Ok(FetchBlocksResponse { block: Some(block) }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    /// Takes the peers' consensus streams and ignores what they say.
+    async fn stream(
+        &self,
+        request: Request<Streaming<StreamRequest>>,
+    ) -> Result<Response<StreamResponse>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(Ok(_)) = stream.next().await {}
+        Ok(Response::new(StreamResponse::default()))
+    }
+}
+
+async fn node_channel(
+    cluster: &Cluster,
+    as_department: &str,
+    to: usize,
+) -> tonic::transport::Channel {
+    let certs = cluster.certs();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(certs.join("ca.crt")).unwrap(),
+        ))
+        .identity(Identity::from_pem(
+            std::fs::read(certs.join(as_department).join("node.crt")).unwrap(),
+            std::fs::read(certs.join(as_department).join("node.key")).unwrap(),
+        ))
+        .domain_name(format!("{}.node.govchain", cluster.nodes[to].name));
+    Endpoint::from_shared(format!("https://127.0.0.1:{}", cluster.nodes[to].port))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn height(cluster: &Cluster, i: usize) -> u64 {
+    cluster.status(i).await.height
+}
+
+async fn block_at(cluster: &Cluster, i: usize, height: u64) -> CommittedBlock {
+    cluster
+        .client(i)
+        .await
+        .unwrap()
+        .get_block(GetBlockRequest {
+            selector: Some(get_block_request::Selector::Height(height)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .block
+        .unwrap()
+}
+
+/// An observer asks validator 0 first for every batch. Validator 0 is
+/// replaced by a Byzantine server with its real certificate, which corrupts
+/// each batch in one of four ways. The observer must refuse every one,
+/// fetch the same blocks from an honest validator instead, stay up, and end
+/// with exactly the honest chain, signatures included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byzantine_fetch_blocks_peer_cannot_crash_or_corrupt_a_lagging_node() {
+    let mut cluster = Cluster::start_full(4, VIEW_TIMEOUT_MS, 1).await;
+    let observer = 4;
+    let byzantine = 0;
+    cluster.kill_node(byzantine);
+    let certs = cluster.certs();
+    let name = cluster.nodes[byzantine].name.clone();
+    let peer = ByzantinePeer {
+        honest: ConsensusServiceClient::new(node_channel(&cluster, &name, 1).await)
+            .max_decoding_message_size(64 << 20),
+        next: Arc::default(),
+        delivered: Arc::default(),
+    };
+    let delivered = peer.delivered.clone();
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            std::fs::read(certs.join(&name).join("node.crt")).unwrap(),
+            std::fs::read(certs.join(&name).join("node.key")).unwrap(),
+        ))
+        .client_ca_root(Certificate::from_pem(
+            std::fs::read(certs.join("ca.crt")).unwrap(),
+        ));
+    let address = format!("127.0.0.1:{}", cluster.nodes[byzantine].port)
+        .parse()
+        .unwrap();
+    let server = tokio::spawn(
+        Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(ConsensusServiceServer::new(peer))
+            .serve(address),
+    );
+
+    let live = [1, 2, 3];
+    let mut clients = Vec::new();
+    for &i in &live {
+        clients.push(cluster.client(i).await.unwrap());
+    }
+    let load = Load::start(clients, 14);
+    eventually("every attack to reach the observer", LONG, || async {
+        let delivered = delivered.lock().unwrap().clone();
+        ATTACKS
+            .iter()
+            .all(|attack| delivered.get(attack).copied().unwrap_or(0) >= 2)
+            .then_some(())
+    })
+    .await;
+    load.stop().await;
+    assert!(!server.is_finished(), "the Byzantine server stopped");
+
+    let last = height(&cluster, 1).await;
+    cluster.wait_agree(&[1, 2, 3, observer], last, LONG).await;
+    let process = cluster.nodes[observer].child.as_mut().unwrap();
+    assert!(
+        process.try_wait().unwrap().is_none(),
+        "the observer exited:\n{}",
+        cluster.log_tail(observer)
+    );
+    // Exactly the honest chain: every block, transaction and signature.
+    for h in 1..=last {
+        let honest = block_at(&cluster, 1, h).await;
+        let followed = block_at(&cluster, observer, h).await;
+        assert_eq!(
+            followed.block.unwrap().encode_to_vec(),
+            honest.block.unwrap().encode_to_vec(),
+            "block {h} differs on the observer"
+        );
+        assert_eq!(followed.block_hash, honest.block_hash, "block {h}");
+    }
+    let log = std::fs::read_to_string(&cluster.nodes[observer].log).unwrap();
+    let refusals = log
+        .lines()
+        .filter(|line| line.contains("state transfer from peer failed") && line.contains(&name))
+        .collect::<Vec<_>>();
+    for reason in [
+        "block_hash is not the hash of the header",
+        "signature does not verify for signer",
+        "transactions_root",
+        "certificate is for",
+    ] {
+        assert!(
+            refusals.iter().any(|line| line.contains(reason)),
+            "no refusal of {name} mentions {reason:?}; refusals:\n{}",
+            refusals.join("\n")
+        );
+    }
+    server.abort();
+}
+
+/// The consortium CA issued a certificate to a department that genesis does
+/// not list: every service refuses it, by name, and members are still
+/// served on the same node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_outside_genesis_is_refused_every_rpc() {
+    let cluster = Cluster::start(4).await;
+    let certs = cluster.certs();
+    let outsider = cluster.dir.path().join("outsider");
+    govchain(&[
+        "certs",
+        "issue-client",
+        "--ca-dir",
+        certs.to_str().unwrap(),
+        "--department",
+        "outsider",
+        "--out",
+        outsider.to_str().unwrap(),
+    ]);
+    let mut client = connect(
+        cluster.nodes[0].port,
+        &certs.join("ca.crt"),
+        &outsider.join("client.crt"),
+        &outsider.join("client.key"),
+    )
+    .await
+    .unwrap();
+    let status = client.get_status(GetStatusRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("\"outsider\" is not a member"),
+        "{}",
+        status.message()
+    );
+    let channel = client_channel(&cluster, &outsider).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    let mut identity =
+        govchain_proto::identity::v1::identity_service_client::IdentityServiceClient::new(
+            channel.clone(),
+        );
+    let status = identity
+        .create_login_challenge(
+            govchain_proto::identity::v1::CreateLoginChallengeRequest::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    let mut consensus = ConsensusServiceClient::new(channel);
+    let status = consensus
+        .fetch_blocks(FetchBlocksRequest {
+            from_height: 1,
+            to_height: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    // A member on the same node is served.
+    let status = cluster.status(0).await;
+    assert_eq!(status.node, cluster.nodes[0].name);
+}
+
+async fn client_channel(cluster: &Cluster, dir: &std::path::Path) -> tonic::transport::Channel {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(cluster.certs().join("ca.crt")).unwrap(),
+        ))
+        .identity(Identity::from_pem(
+            std::fs::read(dir.join("client.crt")).unwrap(),
+            std::fs::read(dir.join("client.key")).unwrap(),
+        ));
+    Endpoint::from_shared(format!("https://127.0.0.1:{}", cluster.nodes[0].port))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
