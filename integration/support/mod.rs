@@ -55,6 +55,11 @@ where
     }
 }
 
+/// The nodes' log filter: `info`, and the debug line in which tonic's
+/// server names why a TLS handshake failed (`tls accept error`), so that a
+/// test can tell a refused certificate from a node that was never reached.
+pub const NODE_LOG_FILTER: &str = "info,tonic::transport::server::io_stream=debug";
+
 /// Ports for test nodes come from below Linux's default ephemeral range
 /// (32768–60999). A port the kernel hands out for `:0` lies in that range,
 /// so an outgoing connection (a client, or a peer reconnecting to a killed
@@ -223,7 +228,7 @@ impl Cluster {
             .unwrap();
         let child = Command::new(BIN)
             .args(["node", "--config", node.config.to_str().unwrap()])
-            .env("GOVCHAIN_LOG", "info")
+            .env("GOVCHAIN_LOG", NODE_LOG_FILTER)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
