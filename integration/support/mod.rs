@@ -51,6 +51,7 @@ where
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
         );
+        // The polling interval of this wait.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -695,6 +696,8 @@ impl Load {
                 let envelope = sign(&key, 1, anchor_body(&format!("load-{seed}-{counter}")));
                 let count = clients.len();
                 let client = &mut clients[turn % count];
+                // These sleeps stay on purpose: they pace the load (a
+                // refused submission backs off a little longer).
                 match submit(client, envelope).await {
                     Ok(id) => {
                         acknowledged.push(id);
