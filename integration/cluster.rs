@@ -215,10 +215,47 @@ async fn bad_transactions_get_precise_status_codes() {
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
+/// `err` and every error in its source chain, outermost first.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut next = Some(err);
+    while let Some(err) = next {
+        parts.push(err.to_string());
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
+/// The lines of node `i`'s log in which its TLS server says why a
+/// handshake failed (see [`NODE_LOG_FILTER`]).
+fn tls_refusals(cluster: &Cluster, i: usize) -> Vec<String> {
+    std::fs::read_to_string(&cluster.nodes[i].log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("tls accept error"))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_and_impersonating_certificates_are_refused() {
     let cluster = Cluster::start(4).await;
-    // A client certificate from another consortium's CA: the handshake fails.
+    let port = cluster.nodes[0].port;
+    let ca = cluster.certs().join("ca.crt");
+    // The node is up and serves a client certificate of its own CA, so a
+    // failure below is not an unreachable node.
+    let own = cluster.certs().join("health");
+    let served = connect(port, &ca, &own.join("client.crt"), &own.join("client.key"))
+        .await
+        .unwrap()
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(served.node, "health");
+
+    // A client certificate from another consortium's CA: the node's TLS
+    // server refuses the handshake, because of that certificate's issuer.
     let foreign = tempfile::tempdir().unwrap();
     govchain(&[
         "certs",
@@ -229,10 +266,11 @@ async fn foreign_and_impersonating_certificates_are_refused() {
         "health",
     ]);
     let dept = foreign.path().join("health");
+    let earlier = tls_refusals(&cluster, 0).len();
     let refused = async {
         let mut client = connect(
-            cluster.nodes[0].port,
-            &cluster.certs().join("ca.crt"),
+            port,
+            &ca,
             &dept.join("client.crt"),
             &dept.join("client.key"),
         )
@@ -240,7 +278,43 @@ async fn foreign_and_impersonating_certificates_are_refused() {
         Ok::<_, Box<dyn std::error::Error>>(client.get_status(GetStatusRequest {}).await?)
     }
     .await;
-    assert!(refused.is_err(), "a foreign-CA certificate was accepted");
+    let Err(err) = refused else {
+        panic!("a foreign-CA certificate was accepted");
+    };
+    // The client reached the node, and the transport failed: no refused
+    // connection or timeout, and no gRPC status from a service either. The
+    // client cannot name the reason: in TLS 1.3 the server judges the
+    // client's certificate after the client's side of the handshake is
+    // done, so the client reads the server's alert (unknown CA), or finds
+    // the connection closed or its pipe broken, depending on timing.
+    let chain = error_chain(err.as_ref());
+    for unreachable in ["refused", "timed out", "deadline"] {
+        assert!(
+            !chain.contains(unreachable),
+            "the node was not reached ({unreachable}): {chain}"
+        );
+    }
+    assert!(
+        chain.contains("transport error"),
+        "not a failed connection: {chain}"
+    );
+    // The node names the reason: its TLS server refused the handshake
+    // because the certificate's issuer is not the consortium CA.
+    let refusals = eventually(
+        "the node to log why it refused the handshake",
+        Duration::from_secs(10),
+        || {
+            let lines = tls_refusals(&cluster, 0);
+            async move { (lines.len() > earlier).then(|| lines[earlier..].to_vec()) }
+        },
+    )
+    .await;
+    for refusal in &refusals {
+        assert!(
+            refusal.contains("invalid peer certificate: UnknownIssuer"),
+            "a handshake failed for another reason than the foreign CA: {refusal}"
+        );
+    }
 
     // Department tax's node certificate, on a stream to health, sending a
     // message that claims to come from police (signed with police's key).

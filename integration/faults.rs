@@ -119,10 +119,14 @@ async fn a_stopped_node_catches_up_without_a_fork() {
     let load = Load::start(clients(&cluster, &live).await, 2);
     grows(&cluster, live[0], 0, 2).await;
     cluster.signal(stopped, "STOP");
+    let stopped_at = tokio::time::Instant::now();
     let at_stop = height(&cluster, live[0]).await;
-    // Longer than the view timeout, while the others keep committing.
+    // The others keep committing while it is stopped...
     grows(&cluster, live[0], at_stop, 10).await;
-    tokio::time::sleep(Duration::from_millis(3 * VIEW_TIMEOUT_MS)).await;
+    // ...and it stays stopped for at least three of its view timeouts, so
+    // that every timer it has is overdue when it resumes. This wait stays
+    // on purpose: the length of the pause is what the test is about.
+    tokio::time::sleep_until(stopped_at + Duration::from_millis(3 * VIEW_TIMEOUT_MS)).await;
     cluster.signal(stopped, "CONT");
     let target = height(&cluster, live[0]).await;
     grows(&cluster, stopped, 0, target).await;

@@ -7,6 +7,10 @@
 
 mod support;
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -167,6 +171,46 @@ fn upload_messages(header: UploadHeader, bytes: &[u8]) -> Vec<UploadRequest> {
         last.finish = true;
     }
     messages
+}
+
+/// The messages of an upload as the call takes them from a channel,
+/// recording, whenever the call asks for the next one before it is there,
+/// how many it had taken by then.
+struct WatchedStream {
+    inner: tokio_stream::wrappers::ReceiverStream<UploadRequest>,
+    taken: usize,
+    waiting_after: Arc<AtomicUsize>,
+}
+
+impl WatchedStream {
+    /// The stream, and the number of messages it had handed on the last
+    /// time the call found it empty.
+    fn new(receiver: tokio::sync::mpsc::Receiver<UploadRequest>) -> (Self, Arc<AtomicUsize>) {
+        let waiting_after = Arc::new(AtomicUsize::new(0));
+        let stream = Self {
+            inner: tokio_stream::wrappers::ReceiverStream::new(receiver),
+            taken: 0,
+            waiting_after: waiting_after.clone(),
+        };
+        (stream, waiting_after)
+    }
+}
+
+impl tokio_stream::Stream for WatchedStream {
+    type Item = UploadRequest;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<UploadRequest>> {
+        let poll = Pin::new(&mut self.inner).poll_next(context);
+        match &poll {
+            Poll::Ready(Some(_)) => self.taken += 1,
+            Poll::Pending => self.waiting_after.store(self.taken, Ordering::SeqCst),
+            Poll::Ready(None) => {}
+        }
+        poll
+    }
 }
 
 async fn upload(
@@ -609,13 +653,23 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
     assert_eq!(range, sealed[1_000_000..1_000_100]);
 
     // Expired consent: valid when granted, refused after its end.
+    let short_end_ms = now_ms() + 4_000;
     let short = commit_ok(
         &mut civil.node,
         &citizen,
-        consent("tax", &["photo"], now_ms() + 4_000),
+        consent("tax", &["photo"], short_end_ms),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    // Nodes judge expiry by their wall clock, the one `now_ms` reads.
+    eventually(
+        "the short consent's end to pass",
+        Duration::from_secs(10),
+        || {
+            let passed = now_ms() > short_end_ms;
+            async move { passed.then_some(()) }
+        },
+    )
+    .await;
     let status = read_attribute(&mut tax, &tax_key, access(&citizen, "photo", &short))
         .await
         .unwrap_err();
@@ -758,17 +812,27 @@ async fn uploads_refuse_bad_input_and_keep_nothing_half_stored() {
         "the prefix is not a blob before the cut-off upload"
     );
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let (stream, asked) = WatchedStream::new(receiver);
     let mut cut = health.blob.clone();
-    let call = tokio::spawn(async move {
-        cut.upload(tokio_stream::wrappers::ReceiverStream::new(receiver))
-            .await
-    });
+    let call = tokio::spawn(async move { cut.upload(stream).await });
     let mut messages = upload_messages(UploadHeader::default(), prefix);
     messages.last_mut().unwrap().finish = false;
+    let count = messages.len();
     for message in messages {
         sender.send(message).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The call took every message and came back for another: hyper asks
+    // for the next frame only after handing the last one to the HTTP/2
+    // stream, so the whole prefix is on its way to the node.
+    eventually(
+        "the cut-off upload to ask for more after its last message",
+        Duration::from_secs(20),
+        || {
+            let waiting = asked.load(Ordering::SeqCst) == count;
+            async move { waiting.then_some(()) }
+        },
+    )
+    .await;
     // The client goes away with its stream still open (the sender lives
     // on until the call is gone), as a crashed uploader would.
     call.abort();
@@ -783,6 +847,9 @@ async fn uploads_refuse_bad_input_and_keep_nothing_half_stored() {
         .await
         .unwrap_err();
     assert_status(&status, Code::Aborted, "cut off");
+    // This sleep stays on purpose: the abandoned upload must not be
+    // recorded late either, and that something does not happen can only
+    // be watched for a while; the node reports nothing to wait for.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = health
         .blob
@@ -1004,7 +1071,16 @@ async fn qr_login_checks_key_attestation_and_consent_and_refuses_replays() {
     .await
     .unwrap_err();
     assert_status(&status, Code::NotFound, "unknown login challenge");
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // The node judges expiry by its wall clock, the one `now_ms` reads.
+    eventually(
+        "the challenge's end to pass",
+        Duration::from_secs(10),
+        || {
+            let passed = now_ms() > login.expires_ms;
+            async move { passed.then_some(()) }
+        },
+    )
+    .await;
     let status = complete(&mut police.identity, &citizen, &login.qr_payload, signature)
         .await
         .unwrap_err();

@@ -51,9 +51,15 @@ where
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
         );
+        // The polling interval of this wait.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The nodes' log filter: `info`, and the debug line in which tonic's
+/// server names why a TLS handshake failed (`tls accept error`), so that a
+/// test can tell a refused certificate from a node that was never reached.
+pub const NODE_LOG_FILTER: &str = "info,tonic::transport::server::io_stream=debug";
 
 /// Ports for test nodes come from below Linux's default ephemeral range
 /// (32768–60999). A port the kernel hands out for `:0` lies in that range,
@@ -223,7 +229,7 @@ impl Cluster {
             .unwrap();
         let child = Command::new(BIN)
             .args(["node", "--config", node.config.to_str().unwrap()])
-            .env("GOVCHAIN_LOG", "info")
+            .env("GOVCHAIN_LOG", NODE_LOG_FILTER)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -690,6 +696,8 @@ impl Load {
                 let envelope = sign(&key, 1, anchor_body(&format!("load-{seed}-{counter}")));
                 let count = clients.len();
                 let client = &mut clients[turn % count];
+                // These sleeps stay on purpose: they pace the load (a
+                // refused submission backs off a little longer).
                 match submit(client, envelope).await {
                     Ok(id) => {
                         acknowledged.push(id);

@@ -102,7 +102,8 @@ pub struct Net {
 impl Net {
     /// Creates `n` namespaces joined by a bridge. Returns `Err` with the
     /// reason only when the namespaces cannot be created at all (not root,
-    /// no iproute2, no permission): the caller skips. Any later failure
+    /// no iproute2, no permission): the caller fails, or skips if told to
+    /// (`GOVCHAIN_SKIP_NETNS=1`, see `partition.rs`). Any later failure
     /// panics; whatever was made by then is removed on drop.
     pub fn create(n: usize) -> Result<Self, String> {
         let pid = std::process::id();
@@ -533,6 +534,7 @@ where
             std::time::Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}; last seen: {seen}"
         );
+        // The polling interval of this wait.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -20,6 +20,7 @@ pub mod node;
 pub mod rng;
 pub mod scenario;
 pub mod simulator;
+pub mod twin;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

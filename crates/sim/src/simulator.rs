@@ -20,6 +20,7 @@ use crate::node::{
 };
 use crate::rng::Rng;
 use crate::scenario::{NetworkFaults, Scenario, TwinRoute};
+use crate::twin::TwinWatch;
 
 /// Every replica gets a `Tick` this often.
 pub const TICK_MS: u64 = 10;
@@ -49,6 +50,13 @@ pub struct Stats {
     pub transfers: u64,
     pub blocks_transferred: u64,
     pub equivocations: u64,
+    /// Messages of the twin (the second process with an honest validator's
+    /// key) that honest replicas received.
+    pub twin_messages: u64,
+    /// Slots `(kind, view, seq)` for which honest replicas received one
+    /// digest from the twinned validator's original and another from its
+    /// twin: the conflicting proposals and votes a twin causes.
+    pub twin_conflicts: u64,
     /// When every honest node reached the target after the faults stopped.
     pub recovered_after_ms: Option<u64>,
 }
@@ -57,7 +65,7 @@ impl fmt::Display for Stats {
     fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             out,
-            "sim={}ms height={}..{} view_max={} view_changes={} messages={} dropped={} duplicated={} rejected={} crashes={} transfers={}({} blocks) equivocations={} recovered_after={}",
+            "sim={}ms height={}..{} view_max={} view_changes={} messages={} dropped={} duplicated={} rejected={} crashes={} transfers={}({} blocks) equivocations={} twin_messages={} twin_conflicts={} recovered_after={}",
             self.sim_ms,
             self.height_min,
             self.height_max,
@@ -71,6 +79,8 @@ impl fmt::Display for Stats {
             self.transfers,
             self.blocks_transferred,
             self.equivocations,
+            self.twin_messages,
+            self.twin_conflicts,
             self.recovered_after_ms
                 .map_or("-".to_owned(), |ms| format!("{ms}ms")),
         )
@@ -149,6 +159,7 @@ pub struct Simulator {
     calm_target: SequenceNumber,
     checker: Checker,
     conspiracy: Conspiracy,
+    twin_watch: TwinWatch,
     victims: Vec<ReplicaIndex>,
     net_rng: Rng,
     fault_rng: Rng,
@@ -180,6 +191,7 @@ impl Simulator {
             calm_target: 0,
             checker,
             conspiracy: Conspiracy::default(),
+            twin_watch: TwinWatch::default(),
             victims,
             net_rng: rng.fork(),
             fault_rng: rng.fork(),
@@ -371,6 +383,10 @@ impl Simulator {
         }
         if let Some(adversary) = self.nodes[to].adversary.as_mut() {
             adversary.on_incoming(&message, &self.victims);
+        }
+        let sender = self.nodes[from].role;
+        if self.nodes[to].is_honest() && matches!(sender, Role::Original | Role::Twin) {
+            self.twin_watch.on_received(sender == Role::Twin, &message);
         }
         self.step(to, Event::Message(message));
     }
@@ -980,6 +996,8 @@ impl Simulator {
     fn finish(mut self) -> Report {
         self.update_heights();
         self.stats.sim_ms = self.now_ms;
+        self.stats.twin_messages = self.twin_watch.twin_messages();
+        self.stats.twin_conflicts = self.twin_watch.conflicts();
         Report {
             violations: self.checker.violations().to_vec(),
             stats: self.stats,
