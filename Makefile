@@ -83,8 +83,9 @@ fuzz-tools:
 fuzz-build: fuzz-tools
 	$(FUZZ_CARGO) build $(FUZZ_FLAGS)
 
-## Each target for FUZZ_CI_SECONDS (part of `make test`, about 3 minutes
-## with the build). A crash fails it and leaves the input in fuzz/artifacts/.
+## Each target for FUZZ_CI_SECONDS (part of `make test`): about 100 s once
+## built; the first build takes 2.5-3.5 minutes on 2 busy cores. A crash
+## fails it and leaves the input in fuzz/artifacts/.
 fuzz-ci: fuzz-build
 	@mkdir -p $(FUZZ_TARGET_DIR)/logs
 	@for target in $(FUZZ_TARGETS); do \
