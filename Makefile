@@ -4,15 +4,17 @@ CARGO ?= cargo
 DEVNET_DIR ?= ./devnet
 VALIDATORS ?= 4
 
-.PHONY: run test build lint fmt-check check-deps python-deps unit integration bench bench-micro soak clean
+.PHONY: run test build lint fmt-check check-deps python-deps unit integration bench bench-micro soak clean fuzz fuzz-ci fuzz-build fuzz-tools
 
 ## A local consortium of $(VALIDATORS) validators with demo data, in the foreground.
 run:
 	$(CARGO) run --quiet -p govchain-cli -- devnet --dir $(DEVNET_DIR) --validators $(VALIDATORS)
 
-## Everything CI checks: formatting, lints, dependency direction, all tests.
+## Everything CI checks: formatting, lints, dependency direction, all tests,
+## then every fuzz target for a few seconds.
 test: fmt-check lint check-deps python-deps
 	GOVCHAIN_PYTHON_VENV=$(abspath $(PYTHON_VENV)) $(CARGO) test --workspace --all-targets
+	$(MAKE) fuzz-ci
 
 ## The Python packages of the generated-client test (integration/python/),
 ## in a virtualenv; re-installed when the pins change.
@@ -60,6 +62,50 @@ bench-micro:
 ## The long simulation: 100,000 seeds of the PBFT simulator.
 soak:
 	$(CARGO) run --release -p govchain-sim -- --seed-start 0 --seeds 100000
+
+## Fuzzing (fuzz/README.md). cargo-fuzz on the stable toolchain:
+## RUSTC_BOOTSTRAP lets it pass libFuzzer's -Z flags; no sanitizer (every
+## govchain crate forbids unsafe code, and the build is smaller without);
+## its own target dir, since the instrumented build shares nothing with the
+## normal one, with 16 codegen units (a faster build, slightly slower runs).
+## FUZZ_TARGETS selects targets, e.g. `make fuzz FUZZ_TARGETS=block`.
+FUZZ_TARGETS ?= ed25519_differential envelope block consensus_message cid sync_block
+FUZZ_CI_SECONDS ?= 15
+FUZZ_SECONDS ?= 600
+FUZZ_TARGET_DIR ?= $(abspath target/fuzz)
+CARGO_FUZZ_VERSION ?= 0.13.2
+FUZZ_CARGO = cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
+FUZZ_FLAGS = --sanitizer none --codegen-units 16 --target-dir $(FUZZ_TARGET_DIR)
+
+fuzz-tools:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+
+fuzz-build: fuzz-tools
+	$(FUZZ_CARGO) build $(FUZZ_FLAGS)
+
+## Each target for FUZZ_CI_SECONDS (part of `make test`): about 100 s once
+## built; the first build takes 2.5-3.5 minutes on 2 busy cores. A crash
+## fails it and leaves the input in fuzz/artifacts/.
+fuzz-ci: fuzz-build
+	@mkdir -p $(FUZZ_TARGET_DIR)/logs
+	@for target in $(FUZZ_TARGETS); do \
+		log=$(FUZZ_TARGET_DIR)/logs/$$target.log; \
+		echo "fuzz: $$target for $(FUZZ_CI_SECONDS) s (log: $$log)"; \
+		if ($(FUZZ_CARGO) run $(FUZZ_FLAGS) $$target -- -max_total_time=$(FUZZ_CI_SECONDS) -timeout=10 -print_final_stats=1) >$$log 2>&1; then \
+			grep -E '^(Done|stat::number_of_executed_units)' $$log; \
+		else \
+			tail -n 60 $$log; \
+			echo "fuzz: $$target failed; the input is in fuzz/artifacts/$$target/"; \
+			exit 1; \
+		fi; \
+	done
+
+## The same, longer: FUZZ_SECONDS per target (default 10 minutes).
+fuzz: fuzz-build
+	@for target in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$target for $(FUZZ_SECONDS) s"; \
+		$(FUZZ_CARGO) run $(FUZZ_FLAGS) $$target -- -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean
