@@ -377,3 +377,133 @@ async fn client_channel(cluster: &Cluster, dir: &std::path::Path) -> tonic::tran
         .await
         .unwrap()
 }
+
+fn department_key(cluster: &Cluster, department: &str) -> SigningKey {
+    let pem =
+        std::fs::read_to_string(cluster.certs().join(department).join("signing.key")).unwrap();
+    SigningKey::from_pkcs8_pem(&pem).unwrap()
+}
+
+/// The attack run committed an anchor and a RecordAccess signed with tax's
+/// key through health's certificate. A department's transactions now come
+/// through its own certificate only; a citizen's key through anyone's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_signed_transaction_must_come_through_that_departments_certificate() {
+    let cluster = Cluster::start(4).await;
+    let (health, tax) = (0, 1);
+    assert_eq!(cluster.nodes[health].name, "health");
+    assert_eq!(cluster.nodes[tax].name, "tax");
+    let tax_key = department_key(&cluster, "tax");
+    let mut as_health = cluster.client(health).await.unwrap();
+    let status = submit(
+        &mut as_health,
+        sign(&tax_key, 1, anchor_body("tax-by-health")),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("signed with department \"tax\"'s signing key")
+            && status.message().contains("health"),
+        "{}",
+        status.message()
+    );
+    // Through tax's own certificate, on any node, it is admitted and commits.
+    let mut as_tax = cluster.client(tax).await.unwrap();
+    let id = submit(&mut as_tax, sign(&tax_key, 1, anchor_body("tax-by-tax")))
+        .await
+        .unwrap();
+    committed_height(&mut as_tax, id).await;
+    // A key that is no department's goes through any member's certificate.
+    let citizen = SigningKey::from_seed([5; 32]);
+    let id = submit(&mut as_health, sign(&citizen, 1, anchor_body("anyone")))
+        .await
+        .unwrap();
+    committed_height(&mut as_health, id).await;
+}
+
+/// A connection that never starts its TLS handshake is closed by the node
+/// (the attack run held 500 half-open connections for 20 to 150 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_completes_its_handshake_is_closed() {
+    use tokio::io::AsyncReadExt as _;
+    let cluster = Cluster::start(4).await;
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", cluster.nodes[0].port))
+        .await
+        .unwrap();
+    let opened = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(30), silent.read(&mut byte))
+        .await
+        .expect("the node kept a silent connection open for 30 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Closed by the handshake timeout (10 s), not at once.
+    assert!(
+        opened.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        opened.elapsed()
+    );
+    // The node still serves.
+    assert_eq!(cluster.status(0).await.node, cluster.nodes[0].name);
+}
+
+/// One department may hold 16 block subscriptions on a node; the next is
+/// refused by name, other departments are unaffected, and a closed
+/// subscription gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_subscriptions_are_capped_per_department() {
+    let cluster = Cluster::start(4).await;
+    let mut tax = cluster.client(1).await.unwrap();
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        open.push(
+            tax.subscribe_blocks(SubscribeBlocksRequest { from_height: 0 })
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let status = tax
+        .subscribe_blocks(SubscribeBlocksRequest { from_height: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("\"tax\" holds 16 block subscriptions")
+            && status
+                .message()
+                .contains("SUBSCRIPTIONS_PER_DEPARTMENT_MAX"),
+        "{}",
+        status.message()
+    );
+    // Another department, through the same node.
+    let mut health_on_tax_node = connect(
+        cluster.nodes[1].port,
+        &cluster.certs().join("ca.crt"),
+        &cluster.certs().join("health").join("client.crt"),
+        &cluster.certs().join("health").join("client.key"),
+    )
+    .await
+    .unwrap();
+    health_on_tax_node
+        .subscribe_blocks(SubscribeBlocksRequest { from_height: 0 })
+        .await
+        .unwrap();
+    // Closing one frees a place once the node notices the stream is gone.
+    open.pop();
+    eventually("a freed subscription place", LONG, || {
+        let mut tax = tax.clone();
+        async move {
+            let stream = tax
+                .subscribe_blocks(SubscribeBlocksRequest { from_height: 0 })
+                .await
+                .ok()?;
+            Some(stream)
+        }
+    })
+    .await;
+}

@@ -1,13 +1,14 @@
 //! The sync path: a `CommittedBlock` as a validator serves it from
 //! `ConsensusService.FetchBlocks`, decoded and checked as a node's sync
-//! task checks it before handing it to the driver (height, parent link,
-//! commit certificate against genesis). When the first byte is odd, the
+//! task checks it before handing it to the driver (hash, signatures and
+//! transaction root of the content; height, parent link, commit certificate
+//! against genesis). When the first byte is odd, the
 //! input chooses the header, the signers and the damage instead, and the
 //! verdict must equal the one computed here from those choices.
 #![no_main]
 
-use govchain_crypto::Digest;
-use govchain_exec::{block_hash, decode_header};
+use govchain_crypto::{Digest, merkle_root};
+use govchain_exec::{BlockLimits, block_hash, check_fetched_block};
 use govchain_fuzz::wire::{certificate_from_wire, certificate_to_wire};
 use govchain_fuzz::{CHAIN_ID, VALIDATOR_COUNT, validator_key, validators};
 use govchain_pbft::{CommitCertificate, commit_signing_bytes, verify_commit_certificate};
@@ -23,18 +24,16 @@ fn parent() -> Digest {
     Digest::sha256(b"fuzz genesis")
 }
 
-/// The check of a fetched block: the rule of `crates/node/src/sync.rs`
-/// (`verify`), restated with the same public functions, since the sync
-/// task is private to the node.
-///
-/// **The place for `govchain_exec`'s check of a fetched certified block**,
-/// which another change is adding as a pure function: when it lands, call
-/// it here instead (or beside this, asserting that the two agree). The
-/// structured oracle below then tests it unchanged.
+/// The check of a fetched block, as `crates/node/src/sync.rs`
+/// (`check_fetched`) makes it, with the same public functions (the sync
+/// task is private to the node): [`check_fetched_block`] (the hash from the
+/// header, every signature, the transaction root), then height, parent
+/// link and the commit certificate against genesis.
 fn verify_fetched(block: &CommittedBlock, height: u64, parent: &Digest) -> Result<Digest, String> {
     let body = block.block.as_ref().ok_or("no body")?;
-    let header = decode_header(body).map_err(|e| e.to_string())?;
-    let hash = block_hash(&body.header);
+    let (hash, header) =
+        check_fetched_block(CHAIN_ID, &limits(), body).map_err(|e| e.to_string())?;
+    assert_eq!(hash, block_hash(&body.header), "the hash is the header's");
     if header.height != height {
         return Err(format!("height {} for {height}", header.height));
     }
@@ -48,6 +47,15 @@ fn verify_fetched(block: &CommittedBlock, height: u64, parent: &Digest) -> Resul
     Ok(hash)
 }
 
+fn limits() -> BlockLimits {
+    BlockLimits {
+        transactions_max: 100,
+        bytes_max: 1 << 20,
+        payload_bytes_max: 4096,
+        departments: Default::default(),
+    }
+}
+
 /// A block and certificate made from the input, and whether a correct
 /// node must accept them.
 fn structured(u: &mut Unstructured) -> Result<(CommittedBlock, bool)> {
@@ -57,6 +65,9 @@ fn structured(u: &mut Unstructured) -> Result<(CommittedBlock, bool)> {
         HEIGHT
     };
     let links = !u.ratio(1, 8)?;
+    // The block has no transactions: its root is the empty tree's, unless
+    // the input damages it.
+    let rooted = !u.ratio(1, 8)?;
     let header = BlockHeader {
         chain_id: CHAIN_ID.into(),
         height,
@@ -65,7 +76,11 @@ fn structured(u: &mut Unstructured) -> Result<(CommittedBlock, bool)> {
         } else {
             u.bytes(32)?.to_vec()
         },
-        transactions_root: u.bytes(32)?.to_vec(),
+        transactions_root: if rooted {
+            merkle_root(&[]).to_vec()
+        } else {
+            u.bytes(32)?.to_vec()
+        },
         state_root: u.bytes(32)?.to_vec(),
         timestamp_ms: u.arbitrary()?,
         view: u.int_in_range(0..=7)?,
@@ -116,7 +131,9 @@ fn structured(u: &mut Unstructured) -> Result<(CommittedBlock, bool)> {
         digest: certified_hash,
         signatures,
     };
+    let rooted = rooted || header.transactions_root == merkle_root(&[]).as_bytes();
     let accept = height == HEIGHT
+        && rooted
         && linked
         && certified_height == HEIGHT
         && certified_hash == hash

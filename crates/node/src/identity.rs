@@ -363,7 +363,7 @@ impl IdentityService for IdentityApi {
         );
         // A retry after DEADLINE_EXCEEDED resubmits the same envelope: it
         // is then pending or committed, and we wait for it again.
-        match self.node.submit(envelope).await {
+        match self.node.submit(&caller, envelope).await {
             Ok(_) => {}
             Err(status) if status.code() == tonic::Code::AlreadyExists => {}
             Err(status) => return Err(status),

@@ -11,9 +11,11 @@ mod admission;
 mod audit;
 mod blobs;
 pub mod config;
+mod connections;
 mod consensus_store;
 mod driver;
 mod identity;
+mod limits;
 mod mempool;
 mod peers;
 mod service;
@@ -60,6 +62,14 @@ use crate::shared::Shared;
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// How long in-flight requests may finish after a shutdown signal.
+/// Concurrent calls on one connection (HTTP/2 streams). The load
+/// generator puts up to 512 on one connection per node.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 1024;
+/// A connection that answers no HTTP/2 ping within the timeout is closed,
+/// so a peer that vanished does not hold its streams for ever.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The validator set of a genesis, as `pbft` wants it.
@@ -214,9 +224,14 @@ pub async fn run(
         shutdown.await;
         let _ = stop_sender.send(true);
     });
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let server = Server::builder()
         .tls_config(tls::server_config(&settings))?
-        .tcp_nodelay(true)
+        .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .layer(tonic::service::InterceptorLayer::new(
             tls::Members::from_genesis(&genesis),
         ))
@@ -243,7 +258,10 @@ pub async fn run(
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
-        .serve_with_shutdown(settings.listen, stopped(stop.clone()));
+        .serve_with_incoming_shutdown(
+            connections::incoming(listener, connections::CONNECTIONS_MAX),
+            stopped(stop.clone()),
+        );
     // Peers keep their streams open for good, so a graceful shutdown would
     // wait for ever: after a grace period the server is dropped.
     let served = tokio::select! {

@@ -11,6 +11,7 @@ use govchain_exec::{
     read_nonce,
 };
 use govchain_pbft::Event;
+use govchain_pki::TlsIdentity;
 use govchain_proto::consensus::v1::consensus_service_server::ConsensusService;
 use govchain_proto::consensus::v1::{
     FetchBlocksRequest, FetchBlocksResponse, StreamRequest, StreamResponse, TransactionBatch,
@@ -25,10 +26,11 @@ use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::admission::Admission;
 use crate::driver::DriverEvent;
+use crate::limits::SUBSCRIBER_STALL_MAX;
 use crate::mempool::MempoolError;
 use crate::shared::{LedgerState, Shared};
 use crate::{tls, wire};
@@ -154,6 +156,7 @@ impl NodeApi {
     /// Admits a transaction from a client and forwards it to the peers.
     pub(crate) async fn submit(
         &self,
+        caller: &TlsIdentity,
         envelope: TransactionEnvelope,
     ) -> Result<VerifiedTransaction, Status> {
         if self.shared.observer {
@@ -170,14 +173,41 @@ impl NodeApi {
                 validators.join(", ")
             )));
         }
+        self.check_submitter(caller, &envelope)?;
         self.check_declaration(&envelope)?;
         let transaction = self
             .admission
             .submit(envelope)
             .await?
             .map_err(|e| status_from_admission(&e))?;
-        debug!(transaction_id = %transaction.id.short(), "admitted transaction");
+        debug!(transaction_id = %transaction.id.short(), submitter = %caller.department, "admitted transaction");
         Ok(transaction)
+    }
+
+    /// A transaction signed with a department's genesis signing key must
+    /// come through that department's own certificate: a department whose
+    /// key leaked to another department's systems (or a department that
+    /// obtained another's signed envelope) cannot have it ordered through
+    /// its own connection. Peer validators forward admitted transactions
+    /// over `ConsensusService`, not through here. Citizens' keys are not
+    /// departments' and may arrive through any member's certificate.
+    fn check_submitter(
+        &self,
+        caller: &TlsIdentity,
+        envelope: &TransactionEnvelope,
+    ) -> Result<(), Status> {
+        let Ok(signer) = PublicKey::from_slice(&envelope.signer) else {
+            return Ok(()); // Malformed: admission says precisely why.
+        };
+        match self.shared.limits.departments.by_key(&signer) {
+            Some(department) if department.name != caller.department => {
+                Err(Status::permission_denied(format!(
+                    "the transaction is signed with department {:?}'s signing key but arrived with {}'s certificate: a department submits its transactions with its own certificate",
+                    department.name, caller
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A declaration names the department whose node holds the blob: it
@@ -239,11 +269,12 @@ impl NodeService for NodeApi {
         &self,
         request: Request<SubmitTransactionRequest>,
     ) -> Result<Response<SubmitTransactionResponse>, Status> {
+        let caller = tls::caller_identity(&request)?;
         let envelope = request
             .into_inner()
             .envelope
             .ok_or_else(|| Status::invalid_argument("envelope is required"))?;
-        let transaction = self.submit(envelope).await?;
+        let transaction = self.submit(&caller, envelope).await?;
         Ok(Response::new(SubmitTransactionResponse {
             transaction_id: transaction.id.to_vec(),
         }))
@@ -369,11 +400,25 @@ impl NodeService for NodeApi {
         &self,
         request: Request<SubscribeBlocksRequest>,
     ) -> Result<Response<BlockStream>, Status> {
+        let caller = tls::caller_identity(&request)?;
+        let slot = self.shared.subscriptions.open(&caller.department)?;
         let from = request.into_inner().from_height;
         let api = self.clone();
         let mut live = self.shared.blocks.subscribe();
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(async move {
+            // Held until the subscription ends, however it ends.
+            let _slot = slot;
+            let send = |item| async {
+                match sender.send_timeout(item, SUBSCRIBER_STALL_MAX).await {
+                    Ok(()) => true,
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                        info!(department = %caller.department, stalled_secs = SUBSCRIBER_STALL_MAX.as_secs(), "a block subscriber stopped reading; disconnected");
+                        false
+                    }
+                    Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+                }
+            };
             let mut next = if from == 0 {
                 api.shared.ledger.head().height + 1
             } else {
@@ -390,29 +435,29 @@ impl NodeService for NodeApi {
                         let block = match api.committed_block(height) {
                             Ok(Some(block)) => block,
                             Ok(None) => return,
-                            Err(status) => return drop(sender.send(Err(status)).await),
+                            Err(status) => {
+                                send(Err(status)).await;
+                                return;
+                            }
                         };
-                        if sender
-                            .send(Ok(SubscribeBlocksResponse { block: Some(block) }))
-                            .await
-                            .is_err()
-                        {
+                        if !send(Ok(SubscribeBlocksResponse { block: Some(block) })).await {
                             return;
                         }
                     }
                     next = until;
                 }
-                match live.recv().await {
+                // A subscriber that went away frees its place now, not at
+                // the next block.
+                let received = tokio::select! {
+                    received = live.recv() => received,
+                    () = sender.closed() => return,
+                };
+                match received {
                     Ok(block) => {
                         let height = block.header.as_ref().map_or(0, |h| h.height);
                         if height == next {
-                            if sender
-                                .send(Ok(SubscribeBlocksResponse {
-                                    block: Some((*block).clone()),
-                                }))
-                                .await
-                                .is_err()
-                            {
+                            let block = Some((*block).clone());
+                            if !send(Ok(SubscribeBlocksResponse { block })).await {
                                 return;
                             }
                             next += 1;

@@ -11,10 +11,15 @@ use tonic::{Request, Status};
 
 use crate::config::Settings;
 
+/// How long a client may take to complete the TLS handshake before the
+/// connection is closed: half-open connections do not hold a place.
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The server requires a client certificate that chains to the consortium
 /// CA; the handshake fails for any other.
 pub fn server_config(settings: &Settings) -> ServerTlsConfig {
     ServerTlsConfig::new()
+        .timeout(TLS_HANDSHAKE_TIMEOUT)
         .identity(Identity::from_pem(
             &settings.certificate_pem,
             &settings.key_pem,

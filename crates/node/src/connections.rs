@@ -1,0 +1,154 @@
+//! Accepting connections with a bound on how many are open at once.
+//!
+//! tonic serves every connection it accepts. A client that opens thousands
+//! of connections (or leaves half-open ones behind: the TLS handshake has
+//! its own timeout, `tls::TLS_HANDSHAKE_TIMEOUT`) would otherwise hold a
+//! task, buffers and a file descriptor each. Past the bound a connection is
+//! closed as soon as it is accepted, and the refusal is logged.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tracing::warn;
+
+/// Connections a node keeps open at once, from all clients and peers.
+pub const CONNECTIONS_MAX: usize = 1024;
+
+/// An accepted connection holding one of the [`CONNECTIONS_MAX`] places
+/// until it is dropped.
+pub struct Counted {
+    inner: TcpStream,
+    _place: OwnedSemaphorePermit,
+}
+
+impl Connected for Counted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The connections `listener` accepts, at most `max` open at once; the
+/// stream ends when the server drops it.
+pub fn incoming(listener: TcpListener, max: usize) -> ReceiverStream<io::Result<Counted>> {
+    let (sender, receiver) = mpsc::channel(16);
+    let places = Arc::new(Semaphore::new(max));
+    let refused = AtomicU64::new(0);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = sender.closed() => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors and the like: the next accept
+                // may succeed once connections close.
+                Err(err) => {
+                    warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(place) = places.clone().try_acquire_owned() else {
+                let count = refused.fetch_add(1, Ordering::Relaxed) + 1;
+                // One line per power of two, so a flood does not flood the log.
+                if count.is_power_of_two() {
+                    warn!(peer = ?stream.peer_addr().ok(), max, refused = count, "connection refused: CONNECTIONS_MAX connections are open");
+                }
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let counted = Counted {
+                inner: stream,
+                _place: place,
+            };
+            if sender.send(Ok(counted)).await.is_err() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(receiver)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt as _;
+    use tokio_stream::StreamExt as _;
+
+    #[tokio::test]
+    async fn past_the_bound_connections_are_closed_and_places_come_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let mut accepted = incoming(listener, 2);
+        let _a = TcpStream::connect(address).await.expect("connect");
+        let _b = TcpStream::connect(address).await.expect("connect");
+        let first = accepted.next().await.expect("open").expect("accepted");
+        let second = accepted.next().await.expect("open").expect("accepted");
+        // The third is accepted by the kernel and closed by the node.
+        let mut third = TcpStream::connect(address).await.expect("connect");
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), third.read(&mut byte))
+            .await
+            .expect("the node closes the third connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        // A place freed is a place for the next connection.
+        drop(first);
+        let _c = TcpStream::connect(address).await.expect("connect");
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), accepted.next())
+            .await
+            .expect("accepted once a place is free");
+        assert!(matches!(next, Some(Ok(_))));
+        drop(second);
+    }
+}
