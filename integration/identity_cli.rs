@@ -441,6 +441,8 @@ fn attestations(devnet: &Devnet, did: &str) {
         assert_eq!(attested["revoked"], false, "{attested}");
     }
     let tax = devnet.signing_key("tax");
+    // Tax's key through another department's certificate: refused before
+    // the rules are even asked, with the way out.
     let refused = run(&[
         "identity",
         "attest",
@@ -452,6 +454,29 @@ fn attestations(devnet: &Devnet, did: &str) {
         "name",
         "--dir",
         d,
+    ]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("signed with department \"tax\"'s signing key")
+            && refused.stderr.contains("--department tax"),
+        "{}",
+        refused.stderr
+    );
+    let refused = run(&[
+        "identity",
+        "attest",
+        "--signing-key",
+        &tax,
+        "--citizen",
+        did,
+        "--name",
+        "name",
+        "--dir",
+        d,
+        "--department",
+        "tax",
     ]);
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(

@@ -439,6 +439,19 @@ pub fn status_line(status: &Status) -> String {
     }
 }
 
+/// The department whose signing key signed a transaction that the node
+/// refused because it came with another department's certificate.
+fn wrong_certificate_for(status: &Status) -> Option<&str> {
+    if status.code() != Code::PermissionDenied {
+        return None;
+    }
+    let rest = status
+        .message()
+        .strip_prefix("the transaction is signed with department \"")?;
+    rest.split_once("\"'s signing key but arrived with")
+        .map(|(department, _)| department)
+}
+
 /// What [`rpc_error`] adds to a `PERMISSION_DENIED`; commands that know
 /// better replace it.
 pub const PERMISSION_DENIED_HINT: &str = "; this department may not do that";
@@ -446,6 +459,12 @@ pub const PERMISSION_DENIED_HINT: &str = "; this department may not do that";
 /// A failed call as an error for `main` to print: the status line, plus what
 /// to do about it where the code says enough.
 pub fn rpc_error(status: Status) -> anyhow::Error {
+    if let Some(department) = wrong_certificate_for(&status) {
+        return anyhow::anyhow!(
+            "{}; connect as {department}: `--department {department}` with a devnet, else its client certificate with --cert and --key",
+            status_line(&status)
+        );
+    }
     let hint = match status.code() {
         Code::Unauthenticated => {
             "; the node refused the client certificate: use one issued by this consortium's CA (`govchain certs issue-client`)"
