@@ -388,7 +388,7 @@ fn department_key(cluster: &Cluster, department: &str) -> SigningKey {
 /// key through health's certificate. A department's transactions now come
 /// through its own certificate only; a citizen's key through anyone's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_department_signed_transaction_must_come_through_that_departments_certificate() {
+async fn department_keys_come_through_their_certificate_and_namespaces_take_only_their_key() {
     let cluster = Cluster::start(4).await;
     let (health, tax) = (0, 1);
     assert_eq!(cluster.nodes[health].name, "health");
@@ -416,12 +416,47 @@ async fn a_department_signed_transaction_must_come_through_that_departments_cert
         .await
         .unwrap();
     committed_height(&mut as_tax, id).await;
-    // A key that is no department's goes through any member's certificate.
+    // A key that is no department's goes through any member's certificate,
+    // but not into a department's namespace.
     let citizen = SigningKey::from_seed([5; 32]);
     let id = submit(&mut as_health, sign(&citizen, 1, anchor_body("anyone")))
         .await
         .unwrap();
     committed_height(&mut as_health, id).await;
+    let squat = govchain_proto::types::v1::transaction::Body::AnchorRecord(
+        govchain_proto::types::v1::AnchorRecord {
+            dataset: "health/vaccinations".into(),
+            record_id: "2026-1".into(),
+            record_hash: vec![1; 32],
+            schema: "fhir".into(),
+            record_time_ms: 1,
+        },
+    );
+    let status = submit(&mut as_health, sign(&citizen, 2, squat.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("in department \"health\"'s namespace"),
+        "{}",
+        status.message()
+    );
+    let health_key = department_key(&cluster, "health");
+    let id = submit(&mut as_health, sign(&health_key, 1, squat))
+        .await
+        .unwrap();
+    committed_height(&mut as_health, id).await;
+    let anchored = as_health
+        .get_anchor(GetAnchorRequest {
+            dataset: "health/vaccinations".into(),
+            record_id: "2026-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(anchored.anchored.unwrap().department, "health");
 }
 
 /// A connection that never starts its TLS handshake is closed by the node

@@ -95,6 +95,8 @@ impl NodeService for FakeNode {
                         version,
                         block_height: height,
                         transaction_id: verified.id.to_vec(),
+                        // The toy chain has no genesis departments.
+                        department: String::new(),
                     },
                 );
                 TransactionResult {

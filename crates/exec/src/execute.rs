@@ -8,7 +8,7 @@ use govchain_proto::types::v1::{
 };
 use prost::Message as _;
 
-use crate::identity::{self, Context, Departments, Outcome, Refusal};
+use crate::identity::{self, Context, Department, Departments, Outcome, Refusal};
 use crate::state::{StateError, StateRead, nonce_key};
 use crate::transaction::VerifiedTransaction;
 
@@ -91,7 +91,7 @@ fn apply<S: StateRead>(
     context: &Context<'_>,
 ) -> Outcome {
     match &transaction.body {
-        Body::AnchorRecord(anchor) => execute_anchor(overlay, transaction, anchor, context.height),
+        Body::AnchorRecord(anchor) => execute_anchor(overlay, transaction, anchor, context),
         Body::CreateIdentity(_) => identity::create_identity(overlay, context, transaction),
         Body::DeclareAttribute(body) => {
             identity::declare_attribute(overlay, context, transaction, body)
@@ -132,14 +132,40 @@ pub fn precheck<S: StateRead>(
     )
 }
 
-/// Anchors a new version of a record. Only the first signer of a record may
-/// anchor later versions, so one department can not overwrite another's.
+/// The department whose namespace a dataset is in: its first path segment
+/// ("health" for "health/vaccinations"), if genesis lists a department of
+/// that name.
+pub fn dataset_owner<'d>(departments: &'d Departments, dataset: &str) -> Option<&'d Department> {
+    let first = dataset.split('/').next().unwrap_or(dataset);
+    departments.by_name(first)
+}
+
+/// Anchors a new version of a record. A dataset named after a department
+/// ("health/...") takes anchors only from that department's signing key, so
+/// no one can squat another department's records before it anchors them;
+/// and only the first signer of a record may anchor later versions, so one
+/// signer can not overwrite another's.
 fn execute_anchor<S: StateRead>(
     overlay: &mut Overlay<'_, S>,
     transaction: &VerifiedTransaction,
     anchor: &AnchorRecord,
-    height: u64,
+    context: &Context<'_>,
 ) -> Outcome {
+    let signer_department = context.departments.by_key(&transaction.signer);
+    if let Some(owner) = dataset_owner(context.departments, &anchor.dataset)
+        && signer_department.is_none_or(|signer| signer.name != owner.name)
+    {
+        return Ok(Err(Refusal::PermissionDenied(format!(
+            "dataset {:?} is in department {:?}'s namespace; only {:?}'s signing key may anchor records in it, and the signer is {}",
+            anchor.dataset,
+            owner.name,
+            owner.name,
+            signer_department.map_or_else(
+                || format!("key {}", hex_short(transaction.signer.as_bytes())),
+                |d| format!("department {:?}", d.name)
+            )
+        ))));
+    }
     let key = anchor_key(&anchor.dataset, &anchor.record_id);
     let previous =
         match overlay.get(&key)? {
@@ -165,8 +191,11 @@ fn execute_anchor<S: StateRead>(
         record: Some(anchor.clone()),
         signer: transaction.signer.as_bytes().to_vec(),
         version: previous.map_or(1, |p| p.version.saturating_add(1)),
-        block_height: height,
+        block_height: context.height,
         transaction_id: transaction.id.to_vec(),
+        department: signer_department
+            .map(|d| d.name.clone())
+            .unwrap_or_default(),
     };
     overlay.put(key, record.encode_to_vec());
     Ok(Ok(()))

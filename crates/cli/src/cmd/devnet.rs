@@ -393,60 +393,73 @@ pub(crate) async fn wait_until_connected(
     }
 }
 
-/// Each department anchors a few records, to have something to look at.
+/// Each department anchors a few records in its own namespace
+/// (`<department>/demo`), signed with its signing key and sent through its
+/// own node with its own client certificate, as the chain requires.
 async fn demo_transactions(dir: &Path, file: &DevnetFile) -> anyhow::Result<u64> {
-    let key_path = dir.join("demo.key");
-    let key = if key_path.exists() {
-        SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&key_path)?)?
-    } else {
-        let key = SigningKey::generate()?;
-        std::fs::write(&key_path, key.to_pkcs8_pem()?)?;
-        key
-    };
-    let mut client = connect(&target(dir, file, 0)).await?;
-    let account = client
-        .get_account(GetAccountRequest {
-            public_key: key.public_key().as_bytes().to_vec(),
-        })
-        .await?
-        .into_inner();
-    let mut last = None;
-    for i in 0..DEMO_RECORDS {
-        let nonce = account.pending_nonce + 1 + i;
-        let department = &file.nodes[(i as usize) % file.nodes.len()].name;
-        let content = format!("demo record {nonce} shared by {department}");
-        let anchor = Anchor {
-            dataset: format!("{department}/demo"),
-            record_id: format!("record-{nonce}"),
-            record_hash: govchain_crypto::Digest::sha256(content.as_bytes()),
-            schema: "demo/v1".into(),
-            record_time_ms: govchain_node::now_ms(),
-        };
-        let signed = sign(&key, &file.chain_id, nonce, &anchor.transaction());
-        client
-            .submit_transaction(SubmitTransactionRequest {
-                envelope: Some(signed.envelope),
-            })
-            .await?;
-        last = Some(signed.id);
-    }
-    let Some(last) = last else { return Ok(0) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = client
-            .get_transaction(GetTransactionRequest {
-                transaction_id: last.to_vec(),
+    let mut lasts = Vec::new();
+    let mut clients = Vec::new();
+    let departments = file.nodes.len() as u64;
+    for (index, node) in file.nodes.iter().enumerate() {
+        let key_path = dir.join("certs").join(&node.name).join("signing.key");
+        let key = SigningKey::from_pkcs8_pem(
+            &std::fs::read_to_string(&key_path)
+                .with_context(|| format!("cannot read {}", key_path.display()))?,
+        )?;
+        let mut client = connect(&target(dir, file, index)).await?;
+        let account = client
+            .get_account(GetAccountRequest {
+                public_key: key.public_key().as_bytes().to_vec(),
             })
             .await?
             .into_inner();
-        if response.status == TransactionStatus::Committed as i32 {
-            return Ok(response.block_height);
+        let records =
+            DEMO_RECORDS / departments + u64::from((index as u64) < DEMO_RECORDS % departments);
+        for i in 0..records {
+            let nonce = account.pending_nonce + 1 + i;
+            let department = &node.name;
+            let content = format!("demo record {nonce} shared by {department}");
+            let anchor = Anchor {
+                dataset: format!("{department}/demo"),
+                record_id: format!("record-{nonce}"),
+                record_hash: govchain_crypto::Digest::sha256(content.as_bytes()),
+                schema: "demo/v1".into(),
+                record_time_ms: govchain_node::now_ms(),
+            };
+            let signed = sign(&key, &file.chain_id, nonce, &anchor.transaction());
+            client
+                .submit_transaction(SubmitTransactionRequest {
+                    envelope: Some(signed.envelope),
+                })
+                .await?;
+            if i + 1 == records {
+                lasts.push((index, signed.id));
+            }
         }
-        if Instant::now() > deadline {
-            bail!("the demo transactions did not commit within 30s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        clients.push(client);
     }
+    // Each department's last record commits after its earlier ones.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut height = 0;
+    for (index, last) in lasts {
+        loop {
+            let response = clients[index]
+                .get_transaction(GetTransactionRequest {
+                    transaction_id: last.to_vec(),
+                })
+                .await?
+                .into_inner();
+            if response.status == TransactionStatus::Committed as i32 {
+                height = height.max(response.block_height);
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the demo transactions did not commit within 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(height)
 }
 
 /// The department that holds and attests the demo citizen's name, and the

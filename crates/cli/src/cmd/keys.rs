@@ -30,13 +30,13 @@ enum KeysCommand {
             is the signer that the chain records. An existing file is never replaced \
             without --force.",
         after_help = "Examples:\n  \
-            govchain keys new --out health-signer.key\n  \
-            govchain record anchor r.pdf --dataset health/reports --record-id r-1 \\\n    \
-            --signing-key health-signer.key"
+            govchain keys new --out my-signer.key\n  \
+            govchain record anchor r.pdf --dataset open-data/reports --record-id r-1 \\\n    \
+            --signing-key my-signer.key"
     )]
     New(NewArgs),
     /// Print the public key of a signing key file.
-    #[command(after_help = "Example:\n  govchain keys show health-signer.key")]
+    #[command(after_help = "Example:\n  govchain keys show my-signer.key")]
     Show(ShowArgs),
 }
 

@@ -46,10 +46,15 @@ enum RecordCommand {
             too, no node is needed at all (offline signing). Submit it later with \
             `govchain tx submit`.\n\n\
             With --wait, waits for the block and prints the result; a transaction that is \
-            committed but fails (e.g. another department owns the record) exits 1.",
+            committed but fails (e.g. another department owns the record) exits 1.\n\n\
+            A dataset whose first segment names a department (health/reports) is that \
+            department's namespace: only its signing key (certs/<department>/signing.key) \
+            may anchor there, and the transaction must come with its certificate \
+            (--department with a devnet). Other datasets take any key.",
         after_help = "Examples:\n  \
             govchain record anchor report.pdf --dataset health/reports --record-id r-2024-001 \\\n    \
-            --schema application/pdf --signing-key health.key --dir devnet --wait\n  \
+            --schema application/pdf --signing-key devnet/certs/health/signing.key \\\n    \
+            --department health --dir devnet --wait\n  \
             govchain record anchor report.pdf --dataset health/reports --record-id r-2024-001 \\\n    \
             --signing-key health.key --nonce 7 --chain-id govchain-devnet --out r.envelope"
     )]
@@ -381,6 +386,8 @@ struct VerifyView {
 struct AnchoredView {
     record: Option<AnchorView>,
     signer: String,
+    /// The department whose key anchored it; empty for other keys.
+    department: String,
     version: u64,
     block_height: u64,
     transaction_id: String,
@@ -391,6 +398,7 @@ impl AnchoredView {
         Self {
             record: anchored.record.as_ref().map(AnchorView::new),
             signer: hex::encode(&anchored.signer),
+            department: anchored.department.clone(),
             version: anchored.version,
             block_height: anchored.block_height,
             transaction_id: hex::encode(&anchored.transaction_id),
@@ -477,7 +485,8 @@ fn verify_text(view: &VerifyView) -> String {
         .add("version", anchored.version)
         .add("block height", anchored.block_height)
         .add("transaction", &anchored.transaction_id)
-        .add("signer", &anchored.signer);
+        .add("signer", &anchored.signer)
+        .add("department", or_dash(&anchored.department));
     if let Some(record) = &anchored.record {
         fields
             .add("schema", or_dash(&record.schema))
@@ -514,6 +523,7 @@ mod tests {
             version: 2,
             block_height: 40,
             transaction_id: vec![0x22; 32],
+            department: "health".into(),
         }
     }
 

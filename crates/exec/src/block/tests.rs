@@ -494,3 +494,81 @@ fn a_fetched_block_proves_its_hash_signatures_and_transaction_root() {
     let err = check_fetched_block(CHAIN, &LIMITS, &garbage).err();
     assert!(matches!(err, Some(BlockError::Malformed(_))), "{err:?}");
 }
+
+/// The attack run anchored `health/...` records with keys that were no
+/// department's. A department's name as the dataset's first segment is its
+/// namespace now.
+#[test]
+fn a_departments_namespace_takes_anchors_only_from_its_key() {
+    use crate::identity::Department;
+    let health = SigningKey::from_seed([30; 32]);
+    let squatter = SigningKey::from_seed([31; 32]);
+    let tax = SigningKey::from_seed([32; 32]);
+    let department = |name: &str, key: &SigningKey| Department {
+        name: name.into(),
+        public_key: key.public_key(),
+        attests: Default::default(),
+        node_key: None,
+    };
+    let limits = BlockLimits {
+        departments: Arc::new(crate::identity::Departments::new([
+            department("health", &health),
+            department("tax", &tax),
+        ])),
+        ..LIMITS.clone()
+    };
+    let anchor_in = |key: &SigningKey, nonce: u64, dataset: &str| {
+        let body = govchain_proto::types::v1::transaction::Body::AnchorRecord(
+            govchain_proto::types::v1::AnchorRecord {
+                dataset: dataset.into(),
+                record_id: "r1".into(),
+                record_hash: vec![1; 32],
+                schema: "s".into(),
+                record_time_ms: 1,
+            },
+        );
+        check_envelope(sign(key, nonce, body), CHAIN, 4096, |_, _| false).expect("valid")
+    };
+    let txs = vec![
+        anchor_in(&squatter, 1, "health/vaccinations"),
+        anchor_in(&tax, 1, "health/other"),
+        anchor_in(&health, 1, "health/vaccinations"),
+        anchor_in(&squatter, 2, "shared/open-data"),
+    ];
+    let state = MemoryState::default();
+    let built = build_block(CHAIN, &genesis(), 0, 0, 1_000, &txs, &limits, &state).expect("build");
+    let results: Vec<_> = built.executed.transactions.iter().map(|(_, r)| r).collect();
+    assert_eq!(results[0].outcome(), TransactionOutcome::Failed);
+    assert!(
+        results[0]
+            .error
+            .contains("in department \"health\"'s namespace"),
+        "{}",
+        results[0].error
+    );
+    assert_eq!(results[1].outcome(), TransactionOutcome::Failed);
+    assert!(
+        results[1]
+            .error
+            .contains("the signer is department \"tax\""),
+        "{}",
+        results[1].error
+    );
+    assert_eq!(results[2].outcome(), TransactionOutcome::Success);
+    assert_eq!(results[3].outcome(), TransactionOutcome::Success);
+    let stored = built.executed.writes[&anchor_key("health/vaccinations", "r1")]
+        .clone()
+        .expect("written");
+    let record = AnchoredRecord::decode(stored.as_slice()).expect("decodes");
+    assert_eq!(record.department, "health");
+    assert_eq!(record.signer, health.public_key().as_bytes().to_vec());
+    let open = built.executed.writes[&anchor_key("shared/open-data", "r1")]
+        .clone()
+        .expect("written");
+    assert_eq!(
+        AnchoredRecord::decode(open.as_slice())
+            .expect("decodes")
+            .department,
+        ""
+    );
+}
