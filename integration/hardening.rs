@@ -542,3 +542,38 @@ async fn block_subscriptions_are_capped_per_department() {
     })
     .await;
 }
+
+/// A 16 MiB IdentityService request of empty repeated strings peaked near
+/// 200 MB in the attack run. Identity requests are bounded by what the
+/// largest of them needs (a RecordAccess envelope), and the answer names the
+/// limit without echoing the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_request_larger_than_any_needs_is_refused_before_it_is_decoded() {
+    let cluster = Cluster::start(4).await;
+    let channel = client_channel(&cluster, &cluster.certs().join("civil")).await;
+    let mut identity =
+        govchain_proto::identity::v1::identity_service_client::IdentityServiceClient::new(channel)
+            .max_encoding_message_size(64 << 20);
+    let status = identity
+        .create_login_challenge(govchain_proto::identity::v1::CreateLoginChallengeRequest {
+            requested_attributes: vec![String::new(); 1_000_000],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("the limit is"),
+        "{}",
+        status.message()
+    );
+    assert!(status.message().len() < 200, "{}", status.message());
+    // A request of normal size is served.
+    let challenge = identity
+        .create_login_challenge(govchain_proto::identity::v1::CreateLoginChallengeRequest {
+            requested_attributes: vec!["name".into()],
+            ..Default::default()
+        })
+        .await;
+    assert!(challenge.is_ok(), "{challenge:?}");
+}

@@ -33,7 +33,7 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
-use crate::service::internal;
+use crate::service::{echo, internal};
 use crate::shared::{LedgerState, Shared};
 use crate::tls::caller_identity;
 
@@ -234,12 +234,14 @@ pub fn status_from_blob(err: BlobError) -> Status {
 /// base58, upper case) are refused: every lookup by CID text must find
 /// what the chain says about that blob.
 pub fn parse_cid(text: &str) -> Result<Cid, Status> {
-    let cid = Cid::try_from(text)
-        .map_err(|err| Status::invalid_argument(format!("cid {text:?} is not a CID: {err}")))?;
+    let cid = Cid::try_from(text).map_err(|err| {
+        Status::invalid_argument(format!("cid {} is not a CID: {err}", echo(text)))
+    })?;
     let canonical = cid.to_string();
     if canonical != text {
         return Err(Status::invalid_argument(format!(
-            "cid {text:?} is not in canonical form; use {canonical}"
+            "cid {} is not in canonical form; use {canonical}",
+            echo(text)
         )));
     }
     Ok(cid)

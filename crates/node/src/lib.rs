@@ -61,6 +61,17 @@ use crate::shared::Shared;
 /// `RESOURCE_EXHAUSTED` from admission rather than a transport error.
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// The largest `IdentityService` request: a `ReadAttribute` envelope (the
+/// genesis payload limit and its framing), with room for the other fields.
+/// Not the generic 16 MiB: these requests hold repeated strings, which take
+/// about twelve times their encoded size once decoded (a 16 MiB request of
+/// empty strings peaked near 200 MB).
+pub fn identity_request_bytes_max(genesis: &govchain_pki::Genesis) -> usize {
+    genesis.consensus.transaction_payload_bytes_max as usize
+        + govchain_exec::TRANSACTION_ENVELOPE_OVERHEAD_BYTES_MAX
+        + 16 * 1024
+}
+
 /// How long in-flight requests may finish after a shutdown signal.
 /// Concurrent calls on one connection (HTTP/2 streams). The load
 /// generator puts up to 512 on one connection per node.
@@ -250,7 +261,7 @@ pub async fn run(
         )
         .add_service(
             IdentityServiceServer::new(identity_api)
-                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+                .max_decoding_message_size(identity_request_bytes_max(&genesis))
                 .max_encoding_message_size(BLOB_MESSAGE_BYTES_MAX),
         )
         .add_service(

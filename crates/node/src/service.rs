@@ -127,6 +127,19 @@ pub(crate) fn status_from_refusal(refusal: &Refusal) -> Status {
     }
 }
 
+/// Longest piece of a request echoed back in an error message.
+pub const ECHO_CHARS_MAX: usize = 96;
+
+/// `text` quoted for an error message, cut to [`ECHO_CHARS_MAX`]
+/// characters: a request may carry megabytes where a name is expected, and
+/// the answer (and the log) should not repeat them.
+pub(crate) fn echo(text: &str) -> String {
+    match text.char_indices().nth(ECHO_CHARS_MAX) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes in all)", &text[..end], text.len()),
+    }
+}
+
 pub(crate) fn internal(context: &str, err: impl std::fmt::Display) -> Status {
     let request_id = format!("{:016x}", rand_id());
     error!(request_id, error = %err, "{context}");
@@ -223,8 +236,9 @@ impl NodeApi {
         };
         if declare.holder != self.shared.name {
             return Err(Status::failed_precondition(format!(
-                "the declaration names {:?} as holder, but this is {:?}'s node: upload the blob to the holder's node and submit the declaration there",
-                declare.holder, self.shared.name
+                "the declaration names {} as holder, but this is {:?}'s node: upload the blob to the holder's node and submit the declaration there",
+                echo(&declare.holder),
+                self.shared.name
             )));
         }
         let cid = crate::blobs::parse_cid(&declare.cid)?;
@@ -505,8 +519,9 @@ impl NodeService for NodeApi {
             .map_err(|e| internal("state read failed", e))?
         else {
             return Err(Status::not_found(format!(
-                "record {:?} in dataset {:?} is not anchored",
-                request.record_id, request.dataset
+                "record {} in dataset {} is not anchored",
+                echo(&request.record_id),
+                echo(&request.dataset)
             )));
         };
         let anchored = AnchoredRecord::decode(bytes.as_slice())
@@ -636,5 +651,22 @@ impl ConsensusApi {
     async fn admit_forwarded(&self, peer: &str, batch: TransactionBatch) -> Result<(), Status> {
         self.admission.forward(peer, batch.transactions).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod echo_tests {
+    use super::*;
+
+    #[test]
+    fn long_input_is_cut_and_short_input_kept() {
+        assert_eq!(echo("tax"), "\"tax\"");
+        let long = "x".repeat(1_000_000);
+        let echoed = echo(&long);
+        assert!(echoed.len() < 200, "{}", echoed.len());
+        assert!(echoed.ends_with("… (1000000 bytes in all)"), "{echoed}");
+        // Cut on a character boundary.
+        let wide = "é".repeat(200);
+        assert!(echo(&wide).starts_with(&format!("{:?}", "é".repeat(ECHO_CHARS_MAX))));
     }
 }
