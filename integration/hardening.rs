@@ -577,3 +577,41 @@ async fn an_identity_request_larger_than_any_needs_is_refused_before_it_is_decod
         .await;
     assert!(challenge.is_ok(), "{challenge:?}");
 }
+
+/// Fresh keys cost nothing, so one department's clients could fill a node's
+/// mempool with transactions that never commit (nonces past a gap). Each
+/// department gets a quarter of it; the others keep theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_department_cannot_fill_a_nodes_mempool() {
+    let mut cluster = Cluster::start(4).await;
+    let node = 1;
+    cluster.kill_node(node);
+    let mut file = govchain_node::NodeFile::load(&cluster.nodes[node].config).unwrap();
+    file.mempool.transactions_max = 8;
+    file.save(&cluster.nodes[node].config).unwrap();
+    cluster.start_node(node);
+    cluster.wait_ready(node).await;
+    // Nonce 2 of fresh keys: parked behind the missing nonce 1, for good.
+    let parked = |seed: u8| sign(&SigningKey::from_seed([seed; 32]), 2, anchor_body("parked"));
+    let mut tax = cluster.client(node).await.unwrap();
+    for seed in 1..=2 {
+        submit(&mut tax, parked(seed)).await.unwrap();
+    }
+    let status = submit(&mut tax, parked(3)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("department \"tax\" has 2 transactions pending")
+            && status.message().contains("DEPARTMENT_SHARE_DIVISOR"),
+        "{}",
+        status.message()
+    );
+    let mut police_on_tax_node = connect(
+        cluster.nodes[node].port,
+        &cluster.certs().join("ca.crt"),
+        &cluster.certs().join("police").join("client.crt"),
+        &cluster.certs().join("police").join("client.key"),
+    )
+    .await
+    .unwrap();
+    submit(&mut police_on_tax_node, parked(4)).await.unwrap();
+}

@@ -57,7 +57,8 @@ pub type Verdicts = Vec<Result<VerifiedTransaction, AdmitError>>;
 /// peer's are not forwarded again, and their refusals are only logged, so
 /// that the peer's stream never waits for verification.
 enum Origin {
-    Client(oneshot::Sender<Verdicts>),
+    /// A client of this department, waiting for the verdicts.
+    Client(oneshot::Sender<Verdicts>, String),
     Peer(String),
 }
 
@@ -86,12 +87,13 @@ impl Admission {
     /// once when admission is saturated.
     pub async fn submit(
         &self,
+        department: &str,
         envelope: TransactionEnvelope,
     ) -> Result<Result<VerifiedTransaction, AdmitError>, Status> {
         let (reply, verdicts) = oneshot::channel();
         let job = Job {
             envelopes: vec![envelope],
-            origin: Origin::Client(reply),
+            origin: Origin::Client(reply, department.to_owned()),
         };
         self.jobs.try_send(job).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => Status::resource_exhausted(format!(
@@ -182,12 +184,16 @@ fn admit_jobs(shared: &Shared, keys: &mut KeyCache, jobs: Vec<Job>) {
     }
     let mut forward = Vec::new();
     for (job, verdicts) in jobs.into_iter().zip(checked) {
+        let submitter = match &job.origin {
+            Origin::Client(_, department) => Some(department.as_str()),
+            Origin::Peer(_) => None,
+        };
         let verdicts: Verdicts = verdicts
             .into_iter()
-            .map(|verdict| verdict.and_then(|t| admit_verified(shared, t)))
+            .map(|verdict| verdict.and_then(|t| admit_verified(shared, t, submitter)))
             .collect();
         match job.origin {
-            Origin::Client(reply) => {
+            Origin::Client(reply, _) => {
                 forward.extend(verdicts.iter().flatten().map(|t| t.envelope.clone()));
                 // The submitter may have gone away; its transactions stay
                 // admitted.
@@ -280,13 +286,17 @@ mod tests {
         // The first submission takes the only place and waits for a verdict.
         let waiting = tokio::spawn({
             let admission = admission.clone();
-            async move { admission.submit(TransactionEnvelope::default()).await }
+            async move {
+                admission
+                    .submit("tax", TransactionEnvelope::default())
+                    .await
+            }
         });
         while admission.jobs.capacity() > 0 {
             tokio::task::yield_now().await;
         }
         let status = admission
-            .submit(TransactionEnvelope::default())
+            .submit("tax", TransactionEnvelope::default())
             .await
             .expect_err("queue is full");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
@@ -302,7 +312,7 @@ mod tests {
             }
         });
         let first = queue.recv().await.expect("the client's job");
-        assert!(matches!(first.origin, Origin::Client(_)));
+        assert!(matches!(first.origin, Origin::Client(_, ref department) if department == "tax"));
         forwarded.await.expect("task").expect("queued");
         let second = queue.recv().await.expect("the peer's job");
         assert!(matches!(second.origin, Origin::Peer(ref name) if name == "peer"));

@@ -5,6 +5,7 @@
 //! limits; at most one transaction per (signer, nonce).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::{TransactionError, VerifiedTransaction};
@@ -13,11 +14,26 @@ use govchain_proto::types::v1::TransactionEnvelope;
 /// How far ahead of a signer's committed nonce a transaction may wait.
 pub const NONCE_AHEAD_MAX: u64 = 1024;
 
+/// The part of the mempool's transaction limit that the transactions one
+/// department submitted through this node may take: 1/4, so that one
+/// department (or a stolen client certificate minting fresh citizen keys)
+/// cannot fill the mempool and lock the others out. Forwarded transactions
+/// are counted at the node that admitted them from a client.
+pub const DEPARTMENT_SHARE_DIVISOR: u64 = 4;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MempoolError {
     #[error(transparent)]
     Transaction(#[from] TransactionError),
+    #[error(
+        "department {department:?} has {held} transactions pending in this node's mempool, its share (1/DEPARTMENT_SHARE_DIVISOR of {transactions_max}); retry as they commit"
+    )]
+    DepartmentShare {
+        department: String,
+        held: u64,
+        transactions_max: u64,
+    },
     #[error(
         "mempool is full: {transactions} transactions and {bytes} bytes held, limits {transactions_max} and {bytes_max}; retry later"
     )]
@@ -44,6 +60,10 @@ pub struct Mempool {
     /// come and go: the driver asks after every change and every block,
     /// and counting afresh each time cost a walk over every pending signer.
     ready: u64,
+    /// The department that submitted each transaction a client gave this
+    /// node, and how many each department has pending.
+    submitters: HashMap<Digest, Arc<str>>,
+    by_department: HashMap<Arc<str>, u64>,
 }
 
 /// One signer's pending transactions.
@@ -93,6 +113,8 @@ impl Mempool {
             next_arrival: 0,
             by_id: HashMap::new(),
             by_arrival: BTreeMap::new(),
+            submitters: HashMap::new(),
+            by_department: HashMap::new(),
             by_signer: HashMap::new(),
             ready: 0,
         }
@@ -148,10 +170,28 @@ impl Mempool {
 
     /// Admits `transaction`, whose signer's last committed nonce is
     /// `committed_nonce`.
+    #[cfg(test)]
     pub fn insert(
         &mut self,
         transaction: VerifiedTransaction,
         committed_nonce: u64,
+    ) -> Result<(), MempoolError> {
+        self.insert_from(transaction, committed_nonce, None)
+    }
+
+    /// Transactions pending that `department` submitted through this node.
+    pub fn department_len(&self, department: &str) -> u64 {
+        self.by_department.get(department).copied().unwrap_or(0)
+    }
+
+    /// [`Mempool::insert`], for a transaction a client of `submitter` gave
+    /// this node (`None`: a peer forwarded it), within that department's
+    /// share of the mempool.
+    pub fn insert_from(
+        &mut self,
+        transaction: VerifiedTransaction,
+        committed_nonce: u64,
+        submitter: Option<&str>,
     ) -> Result<(), MempoolError> {
         let nonce = transaction.nonce;
         if nonce <= committed_nonce {
@@ -192,6 +232,19 @@ impl Mempool {
                 transactions_max: self.transactions_max,
                 bytes_max: self.bytes_max,
             });
+        }
+        if let Some(department) = submitter {
+            let held = self.department_len(department);
+            if held >= self.transactions_max / DEPARTMENT_SHARE_DIVISOR {
+                return Err(MempoolError::DepartmentShare {
+                    department: department.to_owned(),
+                    held,
+                    transactions_max: self.transactions_max,
+                });
+            }
+            let department: Arc<str> = department.into();
+            *self.by_department.entry(department.clone()).or_default() += 1;
+            self.submitters.insert(transaction.id, department);
         }
         let arrival = self.next_arrival;
         self.next_arrival += 1;
@@ -237,6 +290,21 @@ impl Mempool {
                     self.by_arrival.remove(&arrival);
                     self.bytes -= transaction.encoded_len as u64;
                 }
+                self.forget_submitter(&id);
+            }
+        }
+    }
+}
+
+impl Mempool {
+    fn forget_submitter(&mut self, id: &Digest) {
+        let Some(department) = self.submitters.remove(id) else {
+            return;
+        };
+        if let Some(held) = self.by_department.get_mut(&department) {
+            *held -= 1;
+            if *held == 0 {
+                self.by_department.remove(&department);
             }
         }
     }
@@ -452,5 +520,34 @@ mod ready_count_tests {
             assert_eq!(pool.ready_len(), recount(&pool));
         }
         assert!(pool.len() > 0, "the run kept some transactions pending");
+    }
+
+    #[test]
+    fn a_department_gets_a_quarter_and_commits_give_it_back() {
+        let mut pool = Mempool::new(8, 1 << 20);
+        for seed in 1..=2 {
+            pool.insert_from(transaction(seed, 1), 0, Some("tax"))
+                .expect("within the share");
+        }
+        let refused = pool.insert_from(transaction(3, 1), 0, Some("tax"));
+        assert!(
+            matches!(
+                refused,
+                Err(MempoolError::DepartmentShare { ref department, held: 2, transactions_max: 8 })
+                    if department == "tax"
+            ),
+            "{refused:?}"
+        );
+        // Other departments, and forwarded transactions, are not affected.
+        pool.insert_from(transaction(3, 1), 0, Some("health"))
+            .expect("health's own share");
+        pool.insert_from(transaction(4, 1), 0, None)
+            .expect("forwarded");
+        assert_eq!(pool.len(), 4);
+        let signer = transaction(1, 1).signer;
+        pool.remove_committed(&[(signer, 1)]);
+        assert_eq!(pool.department_len("tax"), 1);
+        pool.insert_from(transaction(5, 1), 0, Some("tax"))
+            .expect("a place came back");
     }
 }

@@ -61,9 +61,12 @@ impl From<TransactionError> for AdmitError {
 /// refused with its reason instead of being ordered and failing). A
 /// transaction queued behind the signer's pending ones is not prechecked:
 /// it may depend on them.
+/// `submitter`: the department whose client gave this node the
+/// transaction (`None` when a peer forwarded it), for its mempool share.
 pub(crate) fn admit_verified(
     shared: &Shared,
     transaction: VerifiedTransaction,
+    submitter: Option<&str>,
 ) -> Result<VerifiedTransaction, AdmitError> {
     let state = LedgerState(&shared.ledger);
     let committed = read_nonce(&state, &transaction.signer)
@@ -95,7 +98,9 @@ pub(crate) fn admit_verified(
         }
         .into());
     }
-    shared.mempool().insert(transaction.clone(), committed)?;
+    shared
+        .mempool()
+        .insert_from(transaction.clone(), committed, submitter)?;
     Ok(transaction)
 }
 
@@ -106,7 +111,9 @@ pub(crate) fn status_from_admission(err: &AdmitError) -> Status {
         AdmitError::Mempool(err) => err,
     };
     match err {
-        MempoolError::Full { .. } => Status::resource_exhausted(message),
+        MempoolError::Full { .. } | MempoolError::DepartmentShare { .. } => {
+            Status::resource_exhausted(message)
+        }
         MempoolError::Transaction(err) => match err {
             TransactionError::TooLarge { .. } => Status::resource_exhausted(message),
             TransactionError::Duplicate { .. } => Status::already_exists(message),
@@ -190,7 +197,7 @@ impl NodeApi {
         self.check_declaration(&envelope)?;
         let transaction = self
             .admission
-            .submit(envelope)
+            .submit(&caller.department, envelope)
             .await?
             .map_err(|e| status_from_admission(&e))?;
         debug!(transaction_id = %transaction.id.short(), submitter = %caller.department, "admitted transaction");
