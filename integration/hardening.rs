@@ -508,7 +508,7 @@ async fn block_subscriptions_are_capped_per_department() {
     assert!(
         status
             .message()
-            .contains("\"tax\" holds 16 block subscriptions")
+            .contains("\"tax\" has 16 block subscriptions open")
             && status
                 .message()
                 .contains("SUBSCRIPTIONS_PER_DEPARTMENT_MAX"),
@@ -600,7 +600,9 @@ async fn one_department_cannot_fill_a_nodes_mempool() {
     let status = submit(&mut tax, parked(3)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     assert!(
-        status.message().contains("department \"tax\" has 2 transactions pending")
+        status
+            .message()
+            .contains("department \"tax\" has 2 transactions pending")
             && status.message().contains("DEPARTMENT_SHARE_DIVISOR"),
         "{}",
         status.message()

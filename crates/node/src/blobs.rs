@@ -588,7 +588,9 @@ impl BlobService for BlobApi {
         &self,
         request: Request<Streaming<UploadRequest>>,
     ) -> Result<Response<UploadResponse>, Status> {
-        caller_identity(&request)?;
+        let caller = caller_identity(&request)?;
+        // Held until the upload ends, however it ends.
+        let _slot = self.shared.uploads.open(&caller.department)?;
         let mut stream = request.into_inner();
         let first = stream
             .message()

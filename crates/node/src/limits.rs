@@ -1,5 +1,6 @@
 //! Per-department shares of the node's resources that a hostile or broken
-//! client could otherwise take all of. Each limit, when reached, is a
+//! client could otherwise take all of (the mempool's share is in
+//! `mempool.rs`). Each limit, when reached, is a
 //! `RESOURCE_EXHAUSTED` that names it.
 
 use std::collections::BTreeMap;
@@ -19,44 +20,80 @@ const _: () = assert!(SUBSCRIPTIONS_PER_DEPARTMENT_MAX <= SUBSCRIPTIONS_MAX);
 /// the HTTP/2 buffers behind them) for ever.
 pub const SUBSCRIBER_STALL_MAX: Duration = Duration::from_secs(30);
 
-/// Open subscriptions, by department.
-#[derive(Debug, Default)]
-pub struct Subscriptions {
+/// Uploads one department may stream into a node at once.
+pub const UPLOADS_PER_DEPARTMENT_MAX: u32 = 8;
+/// Uploads a node takes at once, all departments together.
+pub const UPLOADS_MAX: u32 = 64;
+const _: () = assert!(UPLOADS_PER_DEPARTMENT_MAX <= UPLOADS_MAX);
+
+/// Places for long-lived calls of one kind (block subscriptions, uploads),
+/// counted by department, with a per-department and a node-wide bound.
+#[derive(Debug)]
+pub struct Slots {
+    /// What a place is for, e.g. "block subscriptions", and the names of
+    /// the two limits, for the refusal.
+    what: &'static str,
+    per_department: (u32, &'static str),
+    total: (u32, &'static str),
     open: Mutex<BTreeMap<String, u32>>,
 }
 
-/// A subscription's place; dropping it frees the place.
+/// One call's place; dropping it frees the place.
 #[derive(Debug)]
-pub struct SubscriptionSlot {
-    subscriptions: Arc<Subscriptions>,
+pub struct Slot {
+    slots: Arc<Slots>,
     department: String,
 }
 
-impl Subscriptions {
-    /// A place for one more subscription of `department`, unless that
-    /// department or the node is at its limit.
-    pub fn open(self: &Arc<Self>, department: &str) -> Result<SubscriptionSlot, Status> {
+impl Slots {
+    pub fn subscriptions() -> Arc<Self> {
+        Arc::new(Self {
+            what: "block subscriptions",
+            per_department: (
+                SUBSCRIPTIONS_PER_DEPARTMENT_MAX,
+                "SUBSCRIPTIONS_PER_DEPARTMENT_MAX",
+            ),
+            total: (SUBSCRIPTIONS_MAX, "SUBSCRIPTIONS_MAX"),
+            open: Mutex::default(),
+        })
+    }
+
+    pub fn uploads() -> Arc<Self> {
+        Arc::new(Self {
+            what: "uploads",
+            per_department: (UPLOADS_PER_DEPARTMENT_MAX, "UPLOADS_PER_DEPARTMENT_MAX"),
+            total: (UPLOADS_MAX, "UPLOADS_MAX"),
+            open: Mutex::default(),
+        })
+    }
+
+    /// A place for one more call of `department`, unless that department or
+    /// the node is at its limit.
+    pub fn open(self: &Arc<Self>, department: &str) -> Result<Slot, Status> {
         let mut open = self.lock();
         let total: u32 = open.values().sum();
         let mine = open.get(department).copied().unwrap_or(0);
-        if mine >= SUBSCRIPTIONS_PER_DEPARTMENT_MAX {
+        let what = self.what;
+        let (per_department, per_department_name) = self.per_department;
+        let (total_max, total_name) = self.total;
+        if mine >= per_department {
             return Err(Status::resource_exhausted(format!(
-                "department {department:?} holds {mine} block subscriptions on this node, the most one department may (SUBSCRIPTIONS_PER_DEPARTMENT_MAX); close one first"
+                "department {department:?} has {mine} {what} open on this node, the most one department may ({per_department_name}); finish one first"
             )));
         }
-        if total >= SUBSCRIPTIONS_MAX {
+        if total >= total_max {
             return Err(Status::resource_exhausted(format!(
-                "this node serves {total} block subscriptions, its most (SUBSCRIPTIONS_MAX); try another node or later"
+                "this node has {total} {what} open, its most ({total_name}); try another node or later"
             )));
         }
         open.insert(department.to_owned(), mine + 1);
-        Ok(SubscriptionSlot {
-            subscriptions: self.clone(),
+        Ok(Slot {
+            slots: self.clone(),
             department: department.to_owned(),
         })
     }
 
-    /// Open subscriptions of `department`.
+    /// Open places of `department`.
     #[cfg(test)]
     pub fn count(&self, department: &str) -> u32 {
         self.lock().get(department).copied().unwrap_or(0)
@@ -71,9 +108,9 @@ impl Subscriptions {
     }
 }
 
-impl Drop for SubscriptionSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let mut open = self.subscriptions.lock();
+        let mut open = self.slots.lock();
         if let Some(count) = open.get_mut(&self.department) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -89,7 +126,7 @@ mod tests {
 
     #[test]
     fn a_department_gets_its_share_and_places_come_back() {
-        let subscriptions = Arc::new(Subscriptions::default());
+        let subscriptions = Slots::subscriptions();
         let slots: Vec<_> = (0..SUBSCRIPTIONS_PER_DEPARTMENT_MAX)
             .map(|_| subscriptions.open("tax").expect("within the share"))
             .collect();
@@ -111,7 +148,7 @@ mod tests {
 
     #[test]
     fn the_node_has_a_total() {
-        let subscriptions = Arc::new(Subscriptions::default());
+        let subscriptions = Slots::subscriptions();
         let departments = SUBSCRIPTIONS_MAX / SUBSCRIPTIONS_PER_DEPARTMENT_MAX;
         let _slots: Vec<_> = (0..departments)
             .flat_map(|d| {
@@ -125,5 +162,21 @@ mod tests {
             refused.message().contains("SUBSCRIPTIONS_MAX"),
             "{refused:?}"
         );
+    }
+
+    #[test]
+    fn uploads_have_their_own_limits() {
+        let uploads = Slots::uploads();
+        let _held: Vec<_> = (0..UPLOADS_PER_DEPARTMENT_MAX)
+            .map(|_| uploads.open("civil").expect("within"))
+            .collect();
+        let refused = uploads.open("civil").expect_err("over the share");
+        assert!(
+            refused.message().contains("8 uploads open")
+                && refused.message().contains("UPLOADS_PER_DEPARTMENT_MAX"),
+            "{refused:?}"
+        );
+        // Subscriptions are counted apart.
+        Slots::subscriptions().open("civil").expect("another kind");
     }
 }

@@ -12,7 +12,7 @@ use govchain_proto::types::v1::CommittedBlock;
 use tokio::sync::broadcast;
 
 use crate::blobs::Blobs;
-use crate::limits::Subscriptions;
+use crate::limits::Slots;
 use crate::mempool::Mempool;
 use crate::peers::PeerSet;
 
@@ -42,8 +42,9 @@ pub struct Shared {
     pub rejected_messages: AtomicU64,
     /// Set when the mempool changed and the driver has not been told.
     pub mempool_changed: AtomicBool,
-    /// Open block subscriptions, by department.
-    pub subscriptions: Arc<Subscriptions>,
+    /// Open block subscriptions and uploads, by department.
+    pub subscriptions: Arc<Slots>,
+    pub uploads: Arc<Slots>,
 }
 
 impl Shared {
@@ -84,7 +85,8 @@ impl Shared {
             view_normal: AtomicBool::new(true),
             mempool_changed: AtomicBool::new(false),
             rejected_messages: AtomicU64::new(0),
-            subscriptions: Arc::default(),
+            subscriptions: Slots::subscriptions(),
+            uploads: Slots::uploads(),
         }
     }
 
