@@ -480,7 +480,8 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
     assert!(state.attributes[0].attested);
     assert_eq!(state.attributes[0].attestations[0].department, "civil");
 
-    // No consent yet: the read is refused before it is ordered.
+    // No consent yet: the read is refused, and still ordered, so that the
+    // citizen's log shows who tried (first entry below).
     let fake_consent = Digest::sha256(b"no such consent");
     let status = read_attribute(&mut tax, &tax_key, access(&citizen, "photo", &fake_consent))
         .await
@@ -512,8 +513,16 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
         .unwrap();
     assert_eq!(again, sealed);
     let log = accesses(&mut civil.identity, &citizen).await;
-    assert_eq!(log.len(), 2);
-    assert_eq!((log[0].sequence, log[1].sequence), (1, 2));
+    assert_eq!(log.len(), 3);
+    let (refusal, log) = (&log[0], &log[1..]);
+    assert!(refusal.refused, "{refusal:?}");
+    assert!(refusal.refusal.contains("no consent"), "{refusal:?}");
+    assert_eq!(
+        (refusal.department.as_str(), refusal.cid.as_str()),
+        ("tax", "")
+    );
+    assert_eq!((log[0].sequence, log[1].sequence), (2, 3));
+    assert!(!log[0].refused && !log[1].refused);
     assert_eq!(
         (
             log[0].department.as_str(),
@@ -709,7 +718,31 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
         .await
         .unwrap_err();
     assert_status(&status, Code::PermissionDenied, "revoked");
-    assert_eq!(accesses(&mut tax.identity, &citizen).await.len(), 2);
+    // The log holds the two accesses and every refused attempt, in order:
+    // who tried, and why they were refused.
+    let log = accesses(&mut civil.identity, &citizen).await;
+    assert_eq!(log.iter().filter(|a| !a.refused).count(), 2);
+    let refusals: Vec<(&str, &str)> = log
+        .iter()
+        .filter(|a| a.refused)
+        .map(|a| (a.department.as_str(), a.refusal.as_str()))
+        .collect();
+    let expected = [
+        ("tax", "no consent"),
+        ("police", "is for department \"tax\""),
+        ("tax", "not \"marketing\""),
+        ("tax", "granted by another citizen"),
+        ("tax", "expired"),
+        ("tax", "revoked"),
+    ];
+    assert_eq!(refusals.len(), expected.len(), "{refusals:?}");
+    for ((department, reason), (want_department, want_reason)) in refusals.iter().zip(expected) {
+        assert_eq!(*department, want_department, "{refusals:?}");
+        assert!(
+            reason.contains(want_reason),
+            "{reason:?} lacks {want_reason:?}"
+        );
+    }
     let consents = identity_of(&mut tax.identity, &citizen).await.consents;
     assert_eq!(consents.len(), 2);
     assert!(consents[0].revoked);

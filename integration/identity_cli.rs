@@ -307,8 +307,19 @@ fn citizen_flow_through_the_cli() {
     );
     assert!(refused.stderr.contains("revoked"), "{}", refused.stderr);
     assert!(!again.exists());
+    // No second access: the refused attempt is in the log as a refusal.
     let log = ok(&["identity", "log", "--citizen", &did, "--dir", &d, "--json"]).json();
-    assert_eq!(log.as_array().unwrap().len(), 1, "no second access: {log}");
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[0]["refused"], false, "{log:?}");
+    assert_eq!(log[1]["refused"], true, "{log:?}");
+    assert_eq!(log[1]["cid"], "", "a refusal releases nothing: {log:?}");
+    assert!(
+        log[1]["refusal"].as_str().unwrap().contains("revoked"),
+        "{log:?}"
+    );
+    let table = ok(&["identity", "log", "--citizen", &did, "--dir", &d]).stdout;
+    assert!(table.contains("REFUSED: consent"), "{table}");
 
     login(&d, key, &did);
 

@@ -504,9 +504,17 @@ class Flow:
             grpc.StatusCode.PERMISSION_DENIED,
             "revoked",
         )
+        # The attempt is in the citizen's log, as a refusal that released
+        # nothing.
         accesses = list_accesses(self.civil, self.citizen)
-        check(len(accesses) == 1, f"{len(accesses)} accesses listed after the denied read")
-        ok(f"PERMISSION_DENIED: {details}")
+        check(len(accesses) == 2, f"{len(accesses)} log entries after the denied read")
+        check(not accesses[0].refused, "the first read is shown refused")
+        refusal = accesses[1]
+        check(refusal.refused, "the denied read is not in the log as a refusal")
+        check(refusal.department == "tax", f"refusal by {refusal.department!r}")
+        check(refusal.cid == "", "a refusal names a released blob")
+        check("revoked" in refusal.refusal, f"refusal reason {refusal.refusal!r}")
+        ok(f"PERMISSION_DENIED: {details}; the attempt is in the citizen's log")
 
         step("tax tries to attest the photo: denied")
         details = expect_rpc_error(

@@ -446,6 +446,9 @@ pub struct AccessView {
     pub accessed: String,
     pub block_height: u64,
     pub transaction_id: String,
+    /// A refused attempt: nothing was released, `refusal` says why.
+    pub refused: bool,
+    pub refusal: String,
 }
 
 impl AccessView {
@@ -461,6 +464,17 @@ impl AccessView {
             accessed: format_time_ms(record.accessed_ms),
             block_height: record.block_height,
             transaction_id: hex::encode(&record.transaction_id),
+            refused: record.refused,
+            refusal: record.refusal.clone(),
+        }
+    }
+
+    /// "read", or "REFUSED: <why>".
+    pub fn outcome(&self) -> String {
+        if self.refused {
+            format!("REFUSED: {}", self.refusal)
+        } else {
+            "read".to_owned()
         }
     }
 }

@@ -21,7 +21,11 @@
 //! - `consent/<consent id>`: [`ConsentRecord`]
 //! - `consent-n/<citizen>`, `consent-i/<citizen><u64 seq>`: the consent ids
 //! - `access-n/<citizen>`, `access-i/<citizen><u64 seq>`: the access log
-//! - `access-tx/<transaction id>`: [`AccessRecord`]
+//! - `access-tx/<transaction id>`: [`AccessRecord`] of an access
+//! - `access-refused/<transaction id>`: [`AccessRecord`] of a refused
+//!   attempt (never read when a blob is released);
+//!   `access-refused-n/<citizen><len><department><u64 day>`: how many
+//!   refusals that department left in that citizen's log that day
 //! - `blob-ref/<cid>`: the citizen key and name of the attribute whose
 //!   sealed blob has that CID
 //! - `blob-retired/<cid>`: the CID of a replaced attribute value
@@ -420,7 +424,11 @@ pub fn accesses_page(
             key: "access index".into(),
             reason: err.to_string(),
         })?;
-        if let Some(record) = read_access(state, &id)? {
+        let record = match read_access(state, &id)? {
+            Some(record) => Some(record),
+            None => read_message(state, &refused_access_key(&id), "refused access")?,
+        };
+        if let Some(record) = record {
             records.push(record);
         }
     }
@@ -877,19 +885,129 @@ pub fn check_access(
     Ok(Ok((attribute, consent)))
 }
 
+/// Refused reads one department may leave in one citizen's access log per
+/// UTC day (by block time); later ones still fail, unlogged, so that a
+/// department cannot flood a citizen's log.
+pub const REFUSALS_LOGGED_PER_DAY_MAX: u64 = 32;
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+fn refusal_count_key(citizen: &PublicKey, department: &str, day: u64) -> Vec<u8> {
+    key(
+        b"access-refused-n/",
+        &[
+            citizen.as_bytes(),
+            &name_part(department),
+            &day.to_be_bytes(),
+        ],
+    )
+}
+
+/// Where a refused read's record lives: apart from `access-tx/`, which is
+/// what a holder checks before releasing a blob, so a refusal can never be
+/// mistaken for an access.
+fn refused_access_key(transaction_id: &Digest) -> Vec<u8> {
+    key(b"access-refused/", &[transaction_id.as_bytes()])
+}
+
+/// The citizen and department a refused `RecordAccess` is logged for, if
+/// it is: signed by a genesis department, naming a citizen with an
+/// identity, within [`REFUSALS_LOGGED_PER_DAY_MAX`]. A node admits such a
+/// transaction even though its rule refuses it, so that the attempt is
+/// ordered and the citizen sees who tried.
+pub fn refusal_logged_for(
+    state: &impl StateRead,
+    departments: &Departments,
+    signer: &PublicKey,
+    access: &RecordAccess,
+    now_ms: u64,
+) -> Result<Option<(PublicKey, String)>, StateError> {
+    let Some(department) = departments.by_key(signer) else {
+        return Ok(None);
+    };
+    let Ok(citizen) = PublicKey::from_slice(&access.citizen) else {
+        return Ok(None);
+    };
+    if read_identity(state, &citizen)?.is_none() {
+        return Ok(None);
+    }
+    let day = now_ms / DAY_MS;
+    let logged = read_u64(
+        state,
+        &refusal_count_key(&citizen, &department.name, day),
+        "refusal count",
+    )?;
+    Ok((logged < REFUSALS_LOGGED_PER_DAY_MAX).then(|| (citizen, department.name.clone())))
+}
+
+/// Appends a refused read to the citizen's access log (see
+/// [`refusal_logged_for`]): the one case where a transaction that fails its
+/// rule writes more than its nonce.
+fn log_refusal<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    context: &Context<'_>,
+    transaction: &VerifiedTransaction,
+    access: &RecordAccess,
+    refusal: &Refusal,
+) -> Result<(), StateError> {
+    let Some((citizen, department)) = refusal_logged_for(
+        overlay,
+        context.departments,
+        &transaction.signer,
+        access,
+        context.now_ms,
+    )?
+    else {
+        return Ok(());
+    };
+    let count_key = refusal_count_key(&citizen, &department, context.now_ms / DAY_MS);
+    let logged = read_u64(overlay, &count_key, "refusal count")?;
+    overlay.put(count_key, logged.saturating_add(1).to_be_bytes().to_vec());
+    let sequence =
+        read_u64(overlay, &access_count_key(&citizen), "access count")?.saturating_add(1);
+    let record = AccessRecord {
+        citizen: access.citizen.clone(),
+        attribute: access.attribute.clone(),
+        department,
+        consent_id: access.consent_id.clone(),
+        purpose: access.purpose.clone(),
+        cid: String::new(),
+        accessed_ms: context.now_ms,
+        block_height: context.height,
+        transaction_id: transaction.id.to_vec(),
+        sequence,
+        refused: true,
+        refusal: refusal.to_string(),
+    };
+    overlay.put(refused_access_key(&transaction.id), record.encode_to_vec());
+    overlay.put(access_count_key(&citizen), sequence.to_be_bytes().to_vec());
+    overlay.put(
+        access_index_key(&citizen, sequence),
+        transaction.id.to_vec(),
+    );
+    Ok(())
+}
+
 pub(crate) fn record_access<S: StateRead>(
     overlay: &mut Overlay<'_, S>,
     context: &Context<'_>,
     transaction: &VerifiedTransaction,
     access: &RecordAccess,
 ) -> Outcome {
-    let (attribute, consent) = refuse_unless!(check_access(
+    let checked = check_access(
         overlay,
         context.departments,
         &transaction.signer,
         access,
-        context.now_ms
-    )?);
+        context.now_ms,
+    )?;
+    let (attribute, consent) = match checked {
+        Ok(allowed) => allowed,
+        Err(refusal) => {
+            log_refusal(overlay, context, transaction, access, &refusal)?;
+            return Ok(Err(refusal));
+        }
+    };
     let citizen = refuse_unless!(citizen_key(&access.citizen));
     let sequence =
         read_u64(overlay, &access_count_key(&citizen), "access count")?.saturating_add(1);
@@ -904,6 +1022,8 @@ pub(crate) fn record_access<S: StateRead>(
         block_height: context.height,
         transaction_id: transaction.id.to_vec(),
         sequence,
+        refused: false,
+        refusal: String::new(),
     };
     overlay.put(access_key(&transaction.id), record.encode_to_vec());
     overlay.put(access_count_key(&citizen), sequence.to_be_bytes().to_vec());

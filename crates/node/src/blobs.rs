@@ -671,8 +671,25 @@ impl BlobService for BlobApi {
             )));
         }
         if let Some((citizen, name)) = personal {
-            wait_for_access(&self.shared, &request.access_transaction_id).await?;
-            authorize_personal(&self.shared, &caller, &cid, &request.access_transaction_id)?;
+            let authorized = match wait_for_access(&self.shared, &request.access_transaction_id)
+                .await
+            {
+                Ok(()) => {
+                    authorize_personal(&self.shared, &caller, &cid, &request.access_transaction_id)
+                }
+                Err(status) => Err(status),
+            };
+            // Every release and refusal of a citizen's blob is logged, by
+            // department and CID, never with the value.
+            match &authorized {
+                Ok(_) => {
+                    info!(department = %caller.department, %cid, citizen = %citizen.to_did_key(), attribute = %name, "releasing a citizen's attribute blob under a recorded access");
+                }
+                Err(status) => {
+                    info!(department = %caller.department, %cid, citizen = %citizen.to_did_key(), attribute = %name, reason = %status.message(), "refused a download of a citizen's attribute blob");
+                }
+            }
+            authorized?;
             let holder = read_attribute(&state, &citizen, &name)
                 .map_err(|err| internal("state read failed", err))?
                 .map(|attribute| attribute.holder)

@@ -350,11 +350,22 @@ impl IdentityService for IdentityApi {
             envelope.payload.clone(),
         )
         .map_err(|err| Status::invalid_argument(format!("payload: {err}")))?;
-        if !matches!(payload.body, Some(Body::RecordAccess(_))) {
+        let Some(Body::RecordAccess(asked)) = &payload.body else {
             return Err(Status::invalid_argument(
                 "ReadAttribute takes a RecordAccess transaction",
             ));
-        }
+        };
+        // A refused read is still ordered, so that the citizen's log shows
+        // the attempt; the answer keeps the refusal's precise code.
+        let refused_now = check_access(
+            &LedgerState(&shared.ledger),
+            &shared.limits.departments,
+            &department_key,
+            asked,
+            crate::driver::now_ms(),
+        )
+        .map_err(|err| internal("state read failed", err))?
+        .err();
         let id = govchain_exec::transaction_id(
             &envelope.chain_id,
             &envelope.signer,
@@ -369,9 +380,16 @@ impl IdentityService for IdentityApi {
             Err(status) => return Err(status),
         }
         if let Err(error) = self.wait_committed(&id).await? {
-            return Err(Status::permission_denied(format!(
-                "the access was ordered but refused: {error}"
-            )));
+            let code = refused_now
+                .as_ref()
+                .map_or(tonic::Code::PermissionDenied, |refusal| {
+                    crate::service::status_from_refusal(refusal).code()
+                });
+            info!(department = %caller.department, transaction_id = %id.short(), "refused a read; the attempt is on chain");
+            return Err(Status::new(
+                code,
+                format!("the access was ordered but refused: {error}"),
+            ));
         }
         let state = LedgerState(&shared.ledger);
         let access = read_access(&state, &id)

@@ -74,15 +74,20 @@ pub(crate) fn admit_verified(
     if committed.checked_add(1) == Some(transaction.nonce) {
         let head = shared.ledger.head();
         let now = crate::driver::now_ms().max(head.timestamp_ms);
-        precheck(
+        let checked = precheck(
             &state,
             &shared.limits.departments,
             &transaction,
             head.height + 1,
             now,
         )
-        .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?
-        .map_err(AdmitError::Refused)?;
+        .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?;
+        if let Err(refusal) = checked
+            && !refusal_is_logged(&state, shared, &transaction, now)
+                .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?
+        {
+            return Err(AdmitError::Refused(refusal));
+        }
     }
     if transaction.nonce <= committed
         && shared
@@ -102,6 +107,33 @@ pub(crate) fn admit_verified(
         .mempool()
         .insert_from(transaction.clone(), committed, submitter)?;
     Ok(transaction)
+}
+
+/// A department's read that the consent rule refuses is still ordered when
+/// execution will log the attempt in the citizen's access log
+/// (`exec::identity::refusal_logged_for`): the citizen sees who tried. It
+/// commits as FAILED and releases nothing.
+fn refusal_is_logged(
+    state: &LedgerState<'_>,
+    shared: &Shared,
+    transaction: &VerifiedTransaction,
+    now_ms: u64,
+) -> Result<bool, govchain_exec::StateError> {
+    let govchain_proto::types::v1::transaction::Body::RecordAccess(access) = &transaction.body
+    else {
+        return Ok(false);
+    };
+    let logged = govchain_exec::identity::refusal_logged_for(
+        state,
+        &shared.limits.departments,
+        &transaction.signer,
+        access,
+        now_ms,
+    )?;
+    if let Some((citizen, department)) = &logged {
+        info!(%department, citizen = %citizen.to_did_key(), attribute = %access.attribute, transaction_id = %transaction.id.short(), "admitting a refused read, to be logged for the citizen");
+    }
+    Ok(logged.is_some())
 }
 
 pub(crate) fn status_from_admission(err: &AdmitError) -> Status {

@@ -355,9 +355,40 @@ impl Chain {
             nonce_key(&key.public_key()),
             transaction.nonce.to_be_bytes().to_vec(),
         );
+        // A refused read of a department is the one failure that writes
+        // more: the attempt, in the citizen's log, never as an access.
+        if let Body::RecordAccess(access) = &transaction.body
+            && let Some((citizen, _)) = refusal_logged_for(
+                &before_state(&expected, &transaction),
+                &self.limits.departments,
+                &transaction.signer,
+                access,
+                self.now_ms,
+            )
+            .expect("state reads")
+        {
+            let logged = accesses(&self.state, &citizen).expect("state reads");
+            let last = logged.last().expect("the refusal is logged");
+            assert!(last.refused, "{last:?}");
+            assert_eq!(last.refusal, refusal.to_string());
+            assert_eq!(last.transaction_id, transaction.id.to_vec());
+            assert_eq!(last.cid, "", "a refusal names no blob");
+            assert_eq!(
+                read_access(&self.state, &transaction.id).expect("reads"),
+                None
+            );
+            for (key, value) in &self.state.0 {
+                if [&b"access-"[..]]
+                    .iter()
+                    .any(|prefix| key.starts_with(prefix))
+                {
+                    expected.0.insert(key.clone(), value.clone());
+                }
+            }
+        }
         assert_eq!(
             self.state, expected,
-            "a failed transaction changes only the nonce"
+            "a failed transaction changes only the nonce (and logs a refused read)"
         );
         refusal
     }
@@ -438,15 +469,15 @@ fn with_consent() -> (Chain, Digest) {
     (chain, consent)
 }
 
-/// Asserts that health's refused read left no access record.
+/// Asserts that health's refused reads released nothing: the citizen's log
+/// holds only refusals (for a citizen with an identity), and none of them is
+/// an access a holder would honour.
 fn assert_no_access(chain: &Chain, citizen: &SigningKey) {
-    assert_eq!(chain.accesses(citizen), vec![]);
-    assert!(
-        !chain
-            .state
-            .0
-            .contains_key(&access_count_key(&citizen.public_key()))
-    );
+    for record in chain.accesses(citizen) {
+        assert!(record.refused, "{record:?}");
+        let id = Digest::from_slice(&record.transaction_id).expect("an id");
+        assert_eq!(chain.access(&id), None, "a refusal is never an access");
+    }
 }
 
 // ----- identities --------------------------------------------------------------
@@ -1072,6 +1103,8 @@ fn an_access_under_consent_is_recorded() {
         block_height: 5,
         transaction_id: first.to_vec(),
         sequence: 1,
+        refused: false,
+        refusal: String::new(),
     };
     assert_eq!(chain.access(&first), Some(expected.clone()));
     // After a re-declaration, the next access records the new CID.
@@ -1212,7 +1245,9 @@ fn access_under_a_revoked_consent_is_refused() {
         matches!(refusal, Refusal::PermissionDenied(_)),
         "{refusal:?}"
     );
-    assert_eq!(chain.accesses(&alice()).len(), 1);
+    let log = chain.accesses(&alice());
+    assert_eq!(log.iter().filter(|r| !r.refused).count(), 1);
+    assert_eq!(log.iter().filter(|r| r.refused).count(), 1);
 }
 
 #[test]
@@ -1236,7 +1271,9 @@ fn access_under_an_expired_consent_is_refused() {
         access(&alice(), "name", &consent, PURPOSE),
         "expired",
     );
-    assert_eq!(chain.accesses(&alice()).len(), 1);
+    let log = chain.accesses(&alice());
+    assert_eq!(log.iter().filter(|r| !r.refused).count(), 1);
+    assert_eq!(log.iter().filter(|r| r.refused).count(), 2);
 }
 
 #[test]
@@ -1340,8 +1377,23 @@ fn a_whole_flow_in_one_block() {
             .is_some()
     );
     assert_eq!(chain.access(&late_read.id), None);
-    assert_eq!(chain.accesses(&citizen).len(), 1);
+    // The late read is in the citizen's log as a refusal, after the access.
+    let log = chain.accesses(&citizen);
+    assert_eq!(log.len(), 2);
+    assert!(!log[0].refused);
+    assert!(
+        log[1].refused && log[1].refusal.contains("was revoked"),
+        "{:?}",
+        log[1]
+    );
     assert_eq!(chain.current_attestations(&citizen, "name").len(), 1);
+}
+
+/// The state before `transaction`: `expected` without its nonce write.
+fn before_state(expected: &MemoryState, transaction: &VerifiedTransaction) -> MemoryState {
+    let mut state = expected.clone();
+    state.0.remove(&nonce_key(&transaction.signer));
+    state
 }
 
 // ----- admission -------------------------------------------------------------
@@ -1792,4 +1844,27 @@ fn a_receipt_binds_holder_blob_and_size() {
         "{refusal:?}"
     );
     chain.ok(&alice(), body("registry", 128, good));
+}
+
+/// A department cannot flood a citizen's log with refusals: 32 a day are
+/// logged, later ones fail unlogged, and the next day logs again.
+#[test]
+fn refused_reads_are_logged_up_to_a_daily_bound() {
+    let (mut chain, _) = with_consent();
+    let wrong = Digest::sha256(b"no such consent");
+    for _ in 0..REFUSALS_LOGGED_PER_DAY_MAX + 3 {
+        let read = chain.transaction(&health(), access(&alice(), "name", &wrong, PURPOSE));
+        let results = chain.block(&[read]);
+        assert_eq!(results[0].outcome(), TransactionOutcome::Failed);
+    }
+    let logged = chain.accesses(&alice());
+    assert_eq!(logged.len() as u64, REFUSALS_LOGGED_PER_DAY_MAX);
+    assert!(logged.iter().all(|r| r.refused && r.department == "health"));
+    chain.advance_to(START_MS + DAY_MS);
+    let read = chain.transaction(&health(), access(&alice(), "name", &wrong, PURPOSE));
+    chain.block(&[read]);
+    assert_eq!(
+        chain.accesses(&alice()).len() as u64,
+        REFUSALS_LOGGED_PER_DAY_MAX + 1
+    );
 }

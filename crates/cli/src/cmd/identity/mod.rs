@@ -872,7 +872,7 @@ async fn log(args: LogArgs, json: bool) -> anyhow::Result<()> {
     }
     if views.is_empty() {
         return output::print(&format!(
-            "no department has read the data of {}",
+            "no department has read, or tried to read, the data of {}",
             citizen.to_did_key()
         ));
     }
@@ -883,6 +883,7 @@ async fn log(args: LogArgs, json: bool) -> anyhow::Result<()> {
         "PURPOSE",
         "CONSENT",
         "TRANSACTION",
+        "OUTCOME",
     ]);
     for view in &views {
         table.add(vec![
@@ -892,6 +893,7 @@ async fn log(args: LogArgs, json: bool) -> anyhow::Result<()> {
             view.purpose.clone(),
             view.consent_id.clone(),
             view.transaction_id.clone(),
+            view.outcome(),
         ]);
     }
     output::print(&table.render())
