@@ -26,6 +26,55 @@ pub const UPLOADS_PER_DEPARTMENT_MAX: u32 = 8;
 pub const UPLOADS_MAX: u32 = 64;
 const _: () = assert!(UPLOADS_PER_DEPARTMENT_MAX <= UPLOADS_MAX);
 
+/// Calls one department may make to a node per second, on average
+/// ([`RequestRates`]); a burst may reach [`REQUESTS_BURST_MAX`]. Far above
+/// what the load generator needs (it submits about 2,000 per department
+/// and second and learns of commits from one block subscription), far below
+/// what would let one department starve the others.
+pub const REQUESTS_PER_SECOND_PER_DEPARTMENT: u32 = 10_000;
+pub const REQUESTS_BURST_MAX: u32 = 20_000;
+const _: () = assert!(REQUESTS_PER_SECOND_PER_DEPARTMENT <= REQUESTS_BURST_MAX);
+
+/// A token bucket per department: each call takes a token, tokens come back
+/// at [`REQUESTS_PER_SECOND_PER_DEPARTMENT`] up to [`REQUESTS_BURST_MAX`].
+#[derive(Debug, Default)]
+pub struct RequestRates {
+    buckets: Mutex<BTreeMap<String, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl RequestRates {
+    /// Takes one call's token for `department` at `now`, or says how long
+    /// to wait.
+    pub fn take(&self, department: &str, now: std::time::Instant) -> Result<(), Status> {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let burst = f64::from(REQUESTS_BURST_MAX);
+        let bucket = buckets.entry(department.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens =
+            (bucket.tokens + elapsed * f64::from(REQUESTS_PER_SECOND_PER_DEPARTMENT)).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        Err(Status::resource_exhausted(format!(
+            "department {department:?} is calling this node faster than {REQUESTS_PER_SECOND_PER_DEPARTMENT} times a second (REQUESTS_PER_SECOND_PER_DEPARTMENT); slow down and retry"
+        )))
+    }
+}
+
 /// Places for long-lived calls of one kind (block subscriptions, uploads),
 /// counted by department, with a per-department and a node-wide bound.
 #[derive(Debug)]
@@ -178,5 +227,30 @@ mod tests {
         );
         // Subscriptions are counted apart.
         Slots::subscriptions().open("civil").expect("another kind");
+    }
+
+    #[test]
+    fn a_department_calling_too_fast_is_slowed_and_others_are_not() {
+        let rates = RequestRates::default();
+        let start = std::time::Instant::now();
+        for _ in 0..REQUESTS_BURST_MAX {
+            rates.take("tax", start).expect("within the burst");
+        }
+        let refused = rates.take("tax", start).expect_err("burst spent");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused
+                .message()
+                .contains("REQUESTS_PER_SECOND_PER_DEPARTMENT")
+        );
+        rates
+            .take("health", start)
+            .expect("another department's bucket");
+        // A tenth of a second later, a tenth of the rate has come back.
+        let later = start + std::time::Duration::from_millis(100);
+        for _ in 0..REQUESTS_PER_SECOND_PER_DEPARTMENT / 10 {
+            rates.take("tax", later).expect("refilled");
+        }
+        assert!(rates.take("tax", later).is_err());
     }
 }

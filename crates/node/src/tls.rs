@@ -75,6 +75,7 @@ pub fn require_node(identity: &TlsIdentity) -> Result<(), Status> {
 pub struct Members {
     chain_id: Arc<str>,
     names: Arc<BTreeSet<String>>,
+    rates: Arc<crate::limits::RequestRates>,
 }
 
 impl Members {
@@ -88,6 +89,7 @@ impl Members {
         Self {
             chain_id: genesis.chain_id.as_str().into(),
             names: Arc::new(names),
+            rates: Arc::default(),
         }
     }
 
@@ -108,9 +110,14 @@ impl Members {
     }
 }
 
-/// Every RPC, health and reflection included, passes this check first.
+/// Every RPC, health and reflection included, passes this check first,
+/// then the department's request rate
+/// (`limits::REQUESTS_PER_SECOND_PER_DEPARTMENT`).
 impl Interceptor for Members {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        self.check(&request).map(|_| request)
+        let identity = self.check(&request)?;
+        self.rates
+            .take(&identity.department, std::time::Instant::now())?;
+        Ok(request)
     }
 }
