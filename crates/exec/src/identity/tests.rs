@@ -1793,3 +1793,5 @@ fn a_receipt_binds_holder_blob_and_size() {
     );
     chain.ok(&alice(), body("registry", 128, good));
 }
+
+mod disclosure;
