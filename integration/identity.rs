@@ -1306,7 +1306,10 @@ async fn a_citizens_record_is_disclosed_only_to_the_citizen_and_by_consent() {
     let cluster = Cluster::start(4).await;
     let citizen = SigningKey::from_seed([52; 32]);
     let other = SigningKey::from_seed([53; 32]);
-    let (health_key, tax_key) = (signing_key(&cluster, "health"), signing_key(&cluster, "tax"));
+    let (health_key, tax_key) = (
+        signing_key(&cluster, "health"),
+        signing_key(&cluster, "tax"),
+    );
     let mut civil = clients(&cluster, CIVIL, "civil").await;
     let mut health = clients(&cluster, HEALTH, "health").await;
     let mut tax = clients(&cluster, TAX, "tax").await;
@@ -1315,8 +1318,7 @@ async fn a_citizens_record_is_disclosed_only_to_the_citizen_and_by_consent() {
 
     commit_ok(&mut civil.node, &citizen, create_identity()).await;
     let photo_cid = declare_value(&mut civil, "civil", &citizen, "photo", b"a photo").await;
-    let address_cid =
-        declare_value(&mut civil, "civil", &citizen, "address", b"1 Main St").await;
+    let address_cid = declare_value(&mut civil, "civil", &citizen, "address", b"1 Main St").await;
 
     // A department with no consent and no attestation role learns nothing
     // but how to get access.
@@ -1343,7 +1345,12 @@ async fn a_citizens_record_is_disclosed_only_to_the_citizen_and_by_consent() {
         "the same answer as for a blob that is not stored"
     );
     // The holder's department still sees it, as personal.
-    let held = civil.blob.stat(stat(&photo_cid)).await.unwrap().into_inner();
+    let held = civil
+        .blob
+        .stat(stat(&photo_cid))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(held.personal);
 
     // A consent to health for the photo shows health the photo only, and
@@ -1400,7 +1407,10 @@ async fn a_citizens_record_is_disclosed_only_to_the_citizen_and_by_consent() {
     assert_eq!(by_health[0].department, "health");
     let by_tax = accesses(&mut tax.identity, &citizen).await;
     assert_eq!(
-        by_tax.iter().map(|a| a.attribute.as_str()).collect::<Vec<_>>(),
+        by_tax
+            .iter()
+            .map(|a| a.attribute.as_str())
+            .collect::<Vec<_>>(),
         ["photo", "address"]
     );
     assert!(by_tax.iter().all(|a| a.department == "tax"));

@@ -126,11 +126,10 @@ pub fn check_citizen_request(
     signature: &[u8],
     now_ms: u64,
 ) -> Result<(), CitizenRequestError> {
-    let signature = Signature::from_slice(signature).map_err(|_| {
-        CitizenRequestError::Malformed {
+    let signature =
+        Signature::from_slice(signature).map_err(|_| CitizenRequestError::Malformed {
             len: signature.len(),
-        }
-    })?;
+        })?;
     let digest = citizen_read_digest(chain_id, read, citizen, request_time_ms);
     if citizen.verify(digest.as_bytes(), &signature).is_err() {
         return Err(CitizenRequestError::BadSignature {

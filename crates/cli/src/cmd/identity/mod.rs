@@ -527,6 +527,19 @@ impl Session {
     ) -> anyhow::Result<GetIdentityResponse> {
         let (request_time_ms, citizen_signature) =
             self.citizen_signature(CitizenRead::GetIdentity, citizen, key)?;
+        self.read_identity(citizen, request_time_ms, citizen_signature)
+            .await
+            .map_err(|status| identity_error(status, citizen))
+    }
+
+    /// `GetIdentity`, with the node's status for callers that explain a
+    /// refusal their own way.
+    async fn read_identity(
+        &mut self,
+        citizen: &PublicKey,
+        request_time_ms: u64,
+        citizen_signature: Vec<u8>,
+    ) -> Result<GetIdentityResponse, Status> {
         self.identity
             .get_identity(GetIdentityRequest {
                 public_key: citizen.as_bytes().to_vec(),
@@ -536,7 +549,6 @@ impl Session {
             })
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|status| identity_error(status, citizen))
     }
 
     /// The request time and the citizen's signature of a read request, or
@@ -804,7 +816,9 @@ fn find_attribute(response: &GetIdentityResponse, name: &str) -> anyhow::Result<
                 .as_ref()
                 .map_or_else(String::new, |identity| identity.did.clone());
             format!(
-                "{did} has not declared {name:?}; the citizen declares it with `govchain identity declare`"
+                "{did} has not declared {name:?}, or this department may not see it (a department \
+                 sees the attributes a consent in force or its attestation role covers); the \
+                 citizen declares it with `govchain identity declare`"
             )
         })
 }
@@ -832,7 +846,19 @@ async fn attest(args: AttestArgs, json: bool) -> anyhow::Result<()> {
         });
         (body, None, None)
     } else {
-        let identity = session.get_identity(&args.citizen).await?;
+        // A department sees every declared attribute it may attest.
+        let identity = match session.read_identity(&args.citizen, 0, Vec::new()).await {
+            Ok(identity) => identity,
+            Err(status) if status.code() == Code::PermissionDenied => {
+                anyhow::bail!(
+                    "{}; so this department may not attest {:?} either: genesis gives it no \
+                     attestation role",
+                    status_line(&status),
+                    args.name
+                );
+            }
+            Err(status) => return Err(identity_error(status, &args.citizen)),
+        };
         let attribute = find_attribute(&identity, &args.name)?;
         let expires_ms = args.expires.expires_ms();
         let body = Body::AttestAttribute(AttestAttribute {
@@ -981,9 +1007,7 @@ async fn log(args: LogArgs, json: bool) -> anyhow::Result<()> {
 async fn show(args: ShowArgs, json: bool) -> anyhow::Result<()> {
     let key = citizen_key(args.key.as_deref())?;
     let mut session = Session::open(&args.connect.connect_args(), client_timeout()).await?;
-    let identity = session
-        .get_identity_as(&args.citizen, key.as_ref())
-        .await?;
+    let identity = session.get_identity_as(&args.citizen, key.as_ref()).await?;
     let view = IdentityView::new(&identity, now_ms());
     if json {
         return output::print_json(&view);

@@ -47,7 +47,10 @@ fn a_department_without_consent_or_role_is_refused_with_the_way_in() {
 #[test]
 fn a_consented_department_sees_only_the_consented_attributes_and_its_consents() {
     let (mut chain, _) = with_consent();
-    chain.ok(&alice(), grant("registry", &["name"], PURPOSE, CONSENT_END_MS));
+    chain.ok(
+        &alice(),
+        grant("registry", &["name"], PURPOSE, CONSENT_END_MS),
+    );
     let consents = consents_of(&chain, &alice());
     let seen = disclosure(&chain, Reader::Department("health")).expect("consented");
     assert!(!seen.is_everything());
@@ -84,7 +87,10 @@ fn a_revoked_or_expired_consent_shows_the_identity_but_no_attribute() {
 #[test]
 fn a_department_sees_only_its_own_accesses() {
     let (mut chain, consent) = with_consent();
-    chain.ok(&alice(), grant("registry", &["name"], PURPOSE, CONSENT_END_MS));
+    chain.ok(
+        &alice(),
+        grant("registry", &["name"], PURPOSE, CONSENT_END_MS),
+    );
     let registry_consent = consents_of(&chain, &alice())[1].consent_id.clone();
     let registry_consent = Digest::from_slice(&registry_consent).expect("a digest");
     let mut ids = Vec::new();
@@ -98,9 +104,10 @@ fn a_department_sees_only_its_own_accesses() {
     let citizen = alice().public_key();
     let page = |reader: Reader<'_>, first, limit| {
         let shown = access_log_disclosure(reader);
-        let (records, next) =
-            accesses_page_where(&chain.state, &citizen, first, limit, |a| shown.shows_access(a))
-                .expect("reads");
+        let (records, next) = accesses_page_where(&chain.state, &citizen, first, limit, |a| {
+            shown.shows_access(a)
+        })
+        .expect("reads");
         let ids: Vec<Vec<u8>> = records.into_iter().map(|r| r.transaction_id).collect();
         (ids, next)
     };
@@ -132,9 +139,15 @@ fn a_citizen_request_verifies_only_with_its_key_rpc_chain_and_time() {
     let good = signed_read(CitizenRead::GetIdentity, &alice(), now);
     assert_eq!(check(CitizenRead::GetIdentity, CHAIN, &good, now), Ok(()));
     // The edges of the window count; one past them does not.
-    for time in [now - REQUEST_TIME_SKEW_MS_MAX, now + REQUEST_TIME_SKEW_MS_MAX] {
+    for time in [
+        now - REQUEST_TIME_SKEW_MS_MAX,
+        now + REQUEST_TIME_SKEW_MS_MAX,
+    ] {
         let signature = signed_read(CitizenRead::GetIdentity, &alice(), time);
-        assert_eq!(check(CitizenRead::GetIdentity, CHAIN, &signature, time), Ok(()));
+        assert_eq!(
+            check(CitizenRead::GetIdentity, CHAIN, &signature, time),
+            Ok(())
+        );
     }
     let old = now - REQUEST_TIME_SKEW_MS_MAX - 1;
     let signature = signed_read(CitizenRead::GetIdentity, &alice(), old);
