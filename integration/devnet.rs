@@ -38,10 +38,30 @@ fn devnet_starts_answers_and_stops() {
         .find(|word| word.starts_with("did:key:"))
         .unwrap()
         .to_owned();
-    let (ok, shown, err) = govchain(&["identity", "show", &did, "--dir", d, "--json"]);
+    // As the citizen (its key signs the request), every consent shows.
+    let key = dir.join("demo-citizen.key");
+    let key = key.to_str().unwrap();
+    let (ok, shown, err) =
+        govchain(&["identity", "show", &did, "--key", key, "--dir", d, "--json"]);
     assert!(ok, "{err}");
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(shown["consents"][0]["department"], "tax", "{shown}");
+    // Without the key, police (which genesis lets attest names) sees the
+    // name it may attest, but not the citizen's consent to tax.
+    let (ok, shown, err) = govchain(&[
+        "identity",
+        "show",
+        &did,
+        "--department",
+        "police",
+        "--dir",
+        d,
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["consents"], serde_json::json!([]), "{shown}");
+    assert_eq!(shown["attributes"][0]["name"], "name", "{shown}");
     assert!(
         out.contains("govchain status --dir"),
         "the summary tells how to query: {out}"

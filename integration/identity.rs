@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use govchain_crypto::{Digest, SigningKey};
 use govchain_exec::identity::attribute_commitment;
+use govchain_exec::identity::disclosure::{CitizenRead, citizen_read_digest};
 use govchain_proto::blob::v1::blob_service_client::BlobServiceClient;
 use govchain_proto::blob::v1::*;
 use govchain_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -325,31 +326,94 @@ async fn read_with(
     read_stream(stream, 0).await
 }
 
+/// The request time and signature of `signer`'s read request for
+/// `citizen`'s record, signed at `request_time_ms`.
+fn citizen_signed(
+    read: CitizenRead,
+    citizen: &SigningKey,
+    signer: &SigningKey,
+    request_time_ms: u64,
+) -> (u64, Vec<u8>) {
+    let digest = citizen_read_digest(CHAIN, read, &citizen.public_key(), request_time_ms);
+    (request_time_ms, signer.sign(digest.as_bytes()).to_vec())
+}
+
+/// A GetIdentity request: as the caller's department, or signed by
+/// `signer` at `request_time_ms`.
+fn get_identity_request(
+    citizen: &SigningKey,
+    signed_by: Option<(&SigningKey, u64)>,
+) -> GetIdentityRequest {
+    let (request_time_ms, citizen_signature) = signed_by.map_or((0, Vec::new()), |(key, at)| {
+        citizen_signed(CitizenRead::GetIdentity, citizen, key, at)
+    });
+    GetIdentityRequest {
+        public_key: citizen.public_key().as_bytes().to_vec(),
+        did: String::new(),
+        request_time_ms,
+        citizen_signature,
+    }
+}
+
+/// The identity as the caller's department sees it.
 async fn identity_of(
     identity: &mut IdentityServiceClient<Channel>,
     citizen: &SigningKey,
 ) -> GetIdentityResponse {
     identity
-        .get_identity(GetIdentityRequest {
-            public_key: citizen.public_key().as_bytes().to_vec(),
-            did: String::new(),
-        })
+        .get_identity(get_identity_request(citizen, None))
         .await
         .unwrap()
         .into_inner()
 }
 
-/// The citizen's accesses, read twice: in one default-sized page, and one
-/// access per page following the page tokens; both must agree.
+/// The whole identity, asked with the citizen's signature.
+async fn identity_as_citizen(
+    identity: &mut IdentityServiceClient<Channel>,
+    citizen: &SigningKey,
+) -> GetIdentityResponse {
+    identity
+        .get_identity(get_identity_request(citizen, Some((citizen, now_ms()))))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The citizen's accesses as the caller's department sees them.
 async fn accesses(
     identity: &mut IdentityServiceClient<Channel>,
     citizen: &SigningKey,
 ) -> Vec<AccessRecord> {
+    accesses_with(identity, citizen, false).await
+}
+
+/// Every access, asked with the citizen's signature.
+async fn accesses_as_citizen(
+    identity: &mut IdentityServiceClient<Channel>,
+    citizen: &SigningKey,
+) -> Vec<AccessRecord> {
+    accesses_with(identity, citizen, true).await
+}
+
+/// The citizen's accesses, read twice: in one default-sized page, and one
+/// access per page following the page tokens; both must agree.
+async fn accesses_with(
+    identity: &mut IdentityServiceClient<Channel>,
+    citizen: &SigningKey,
+    as_citizen: bool,
+) -> Vec<AccessRecord> {
+    let (request_time_ms, citizen_signature) = if as_citizen {
+        citizen_signed(CitizenRead::ListAccesses, citizen, citizen, now_ms())
+    } else {
+        (0, Vec::new())
+    };
     let request = |page_size, page_token| ListAccessesRequest {
         public_key: Vec::new(),
         did: citizen.public_key().to_did_key(),
         page_size,
         page_token,
+        request_time_ms,
+        citizen_signature: citizen_signature.clone(),
     };
     let whole = identity
         .list_accesses(request(0, String::new()))
@@ -407,10 +471,7 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
     assert_status(&status, Code::NotFound, "no identity did:key:z6Mk");
     let status = civil
         .identity
-        .get_identity(GetIdentityRequest {
-            public_key: citizen.public_key().as_bytes().to_vec(),
-            did: String::new(),
-        })
+        .get_identity(get_identity_request(&citizen, None))
         .await
         .unwrap_err();
     assert_status(&status, Code::NotFound, "no identity");
@@ -475,7 +536,8 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
         "not a department's signing key",
     );
     commit_ok(&mut civil.node, &civil_key, attest).await;
-    let state = identity_of(&mut tax.identity, &citizen).await;
+    // Civil may attest the photo, so it sees it without a consent.
+    let state = identity_of(&mut civil.identity, &citizen).await;
     assert_eq!(state.attributes.len(), 1);
     assert!(state.attributes[0].attested);
     assert_eq!(state.attributes[0].attestations[0].department, "civil");
@@ -512,7 +574,7 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
         .await
         .unwrap();
     assert_eq!(again, sealed);
-    let log = accesses(&mut civil.identity, &citizen).await;
+    let log = accesses_as_citizen(&mut civil.identity, &citizen).await;
     assert_eq!(log.len(), 3);
     let (refusal, log) = (&log[0], &log[1..]);
     assert!(refusal.refused, "{refusal:?}");
@@ -720,7 +782,7 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
     assert_status(&status, Code::PermissionDenied, "revoked");
     // The log holds the two accesses and every refused attempt, in order:
     // who tried, and why they were refused.
-    let log = accesses(&mut civil.identity, &citizen).await;
+    let log = accesses_as_citizen(&mut civil.identity, &citizen).await;
     assert_eq!(log.iter().filter(|a| !a.refused).count(), 2);
     let refusals: Vec<(&str, &str)> = log
         .iter()
@@ -1236,4 +1298,218 @@ async fn garbage_collection_removes_only_blobs_nothing_on_chain_references() {
             .into_inner()
             .personal
     );
+}
+
+/// Uploads `value` sealed to `holder`'s node for the citizen, and declares
+/// it as the attribute `name`; returns the CID.
+async fn declare_value(
+    holder: &mut Clients,
+    holder_name: &str,
+    citizen: &SigningKey,
+    name: &str,
+    value: &[u8],
+) -> String {
+    let (sealed, commitment) = seal(value);
+    let stored = upload(&mut holder.blob, for_citizen(citizen), &sealed)
+        .await
+        .unwrap();
+    let body = declare(name, &stored, &commitment, holder_name, sealed.len());
+    commit_ok(&mut holder.node, citizen, body).await;
+    stored.cid
+}
+
+fn names(response: &GetIdentityResponse) -> Vec<&str> {
+    response
+        .attributes
+        .iter()
+        .map(|state| state.attribute.as_ref().unwrap().name.as_str())
+        .collect()
+}
+
+fn consent_departments(response: &GetIdentityResponse) -> Vec<&str> {
+    response
+        .consents
+        .iter()
+        .map(|consent| consent.department.as_str())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_citizens_record_is_disclosed_only_to_the_citizen_and_by_consent() {
+    let cluster = Cluster::start(4).await;
+    let citizen = SigningKey::from_seed([52; 32]);
+    let other = SigningKey::from_seed([53; 32]);
+    let (health_key, tax_key) = (
+        signing_key(&cluster, "health"),
+        signing_key(&cluster, "tax"),
+    );
+    let mut civil = clients(&cluster, CIVIL, "civil").await;
+    let mut health = clients(&cluster, HEALTH, "health").await;
+    let mut tax = clients(&cluster, TAX, "tax").await;
+    // Health and tax, asking civil's node (the holder) about its blobs.
+    let mut health_at_civil = clients(&cluster, CIVIL, "health").await;
+
+    commit_ok(&mut civil.node, &citizen, create_identity()).await;
+    let photo_cid = declare_value(&mut civil, "civil", &citizen, "photo", b"a photo").await;
+    let address_cid = declare_value(&mut civil, "civil", &citizen, "address", b"1 Main St").await;
+
+    // A department with no consent and no attestation role learns nothing
+    // but how to get access.
+    let status = health
+        .identity
+        .get_identity(get_identity_request(&citizen, None))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "no consent");
+    assert_status(&status, Code::PermissionDenied, "citizen_signature");
+    // Stat of the citizen's blob answers it exactly as an unknown CID.
+    let unknown = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
+    let stat = |cid: &str| StatRequest { cid: cid.into() };
+    let of_unknown = health_at_civil.blob.stat(stat(unknown)).await.unwrap_err();
+    let of_photo = health_at_civil
+        .blob
+        .stat(stat(&photo_cid))
+        .await
+        .unwrap_err();
+    assert_eq!(of_photo.code(), Code::NotFound);
+    assert_eq!(
+        of_photo.message().replace(&photo_cid, "<cid>"),
+        of_unknown.message().replace(unknown, "<cid>"),
+        "the same answer as for a blob that is not stored"
+    );
+    // The holder's department still sees it, as personal.
+    let held = civil
+        .blob
+        .stat(stat(&photo_cid))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(held.personal);
+
+    // A consent to health for the photo shows health the photo only, and
+    // only health's consent; a consent to tax stays hidden from health.
+    let health_consent = commit_ok(
+        &mut civil.node,
+        &citizen,
+        consent("health", &["photo"], now_ms() + 3_600_000),
+    )
+    .await;
+    let tax_consent = commit_ok(
+        &mut civil.node,
+        &citizen,
+        consent("tax", &["photo", "address"], now_ms() + 3_600_000),
+    )
+    .await;
+    let seen = identity_of(&mut health.identity, &citizen).await;
+    assert_eq!(names(&seen), ["photo"]);
+    assert_eq!(consent_departments(&seen), ["health"]);
+    let stat_photo = health_at_civil
+        .blob
+        .stat(stat(&photo_cid))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stat_photo.personal);
+    let status = health_at_civil
+        .blob
+        .stat(stat(&address_cid))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::NotFound, "not stored on this node");
+
+    // The citizen's signed request sees everything.
+    let everything = identity_as_citizen(&mut health.identity, &citizen).await;
+    assert_eq!(names(&everything), ["photo", "address"]);
+    assert_eq!(consent_departments(&everything), ["health", "tax"]);
+
+    // Each department reads; each sees only its own accesses.
+    read_attribute(
+        &mut health,
+        &health_key,
+        access(&citizen, "photo", &health_consent),
+    )
+    .await
+    .unwrap();
+    for name in ["photo", "address"] {
+        read_attribute(&mut tax, &tax_key, access(&citizen, name, &tax_consent))
+            .await
+            .unwrap();
+    }
+    let by_health = accesses(&mut health.identity, &citizen).await;
+    assert_eq!(by_health.len(), 1);
+    assert_eq!(by_health[0].department, "health");
+    let by_tax = accesses(&mut tax.identity, &citizen).await;
+    assert_eq!(
+        by_tax
+            .iter()
+            .map(|a| a.attribute.as_str())
+            .collect::<Vec<_>>(),
+        ["photo", "address"]
+    );
+    assert!(by_tax.iter().all(|a| a.department == "tax"));
+    let mut police = clients(&cluster, POLICE, "police").await;
+    assert_eq!(accesses(&mut police.identity, &citizen).await, vec![]);
+    let all = accesses_as_citizen(&mut police.identity, &citizen).await;
+    assert_eq!(all.len(), 3);
+
+    // A signed request outside the window, or signed by another key, or
+    // half given, is refused precisely.
+    let old = now_ms() - 6 * 60 * 1000;
+    let status = health
+        .identity
+        .get_identity(get_identity_request(&citizen, Some((&citizen, old))))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::FailedPrecondition, "sign a new one");
+    let (request_time_ms, citizen_signature) =
+        citizen_signed(CitizenRead::ListAccesses, &citizen, &citizen, old);
+    let status = police
+        .identity
+        .list_accesses(ListAccessesRequest {
+            public_key: citizen.public_key().as_bytes().to_vec(),
+            request_time_ms,
+            citizen_signature,
+            ..ListAccessesRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::FailedPrecondition, "sign a new one");
+    let status = health
+        .identity
+        .get_identity(get_identity_request(&citizen, Some((&other, now_ms()))))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::Unauthenticated, "does not verify");
+    // A GetIdentity signature is not a ListAccesses one.
+    let (request_time_ms, citizen_signature) =
+        citizen_signed(CitizenRead::GetIdentity, &citizen, &citizen, now_ms());
+    let status = police
+        .identity
+        .list_accesses(ListAccessesRequest {
+            public_key: citizen.public_key().as_bytes().to_vec(),
+            request_time_ms,
+            citizen_signature,
+            ..ListAccessesRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::Unauthenticated, "does not verify");
+    let mut half = get_identity_request(&citizen, Some((&citizen, now_ms())));
+    half.request_time_ms = 0;
+    let status = health.identity.get_identity(half).await.unwrap_err();
+    assert_status(&status, Code::InvalidArgument, "both");
+
+    // A revoked consent: health still sees the identity and its consent,
+    // revoked, but no attribute.
+    commit_ok(
+        &mut civil.node,
+        &citizen,
+        transaction::Body::RevokeConsent(RevokeConsent {
+            consent_id: health_consent.to_vec(),
+        }),
+    )
+    .await;
+    let seen = identity_of(&mut health.identity, &citizen).await;
+    assert_eq!(names(&seen), Vec::<&str>::new());
+    assert!(seen.consents[0].revoked);
 }

@@ -245,7 +245,19 @@ fn citizen_flow_through_the_cli() {
         .to_owned();
     personal_blob(&d, tmp.path(), &photo_cid, &access_id);
 
-    let log = ok(&["identity", "log", "--citizen", &did, "--dir", &d, "--json"]).json();
+    // The citizen's key signs the request: the whole log.
+    let log = ok(&[
+        "identity",
+        "log",
+        "--citizen",
+        &did,
+        "--key",
+        key,
+        "--dir",
+        &d,
+        "--json",
+    ])
+    .json();
     let entries = log.as_array().unwrap();
     assert_eq!(entries.len(), 1, "{log}");
     assert_eq!(entries[0]["department"], "tax");
@@ -253,8 +265,45 @@ fn citizen_flow_through_the_cli() {
     assert_eq!(entries[0]["consent_id"], consent.as_str());
     assert_eq!(entries[0]["purpose"], PURPOSE);
     assert_eq!(entries[0]["transaction_id"], access_id.as_str());
-    let text = ok(&["identity", "log", "--citizen", &did, "--dir", &d]).stdout;
+    let text = ok(&[
+        "identity",
+        "log",
+        "--citizen",
+        &did,
+        "--key",
+        key,
+        "--dir",
+        &d,
+    ])
+    .stdout;
     assert!(text.contains("tax") && text.contains(PURPOSE), "{text}");
+    // As a department: tax sees its own access, police none.
+    let as_tax = ok(&[
+        "identity",
+        "log",
+        "--citizen",
+        &did,
+        "--department",
+        "tax",
+        "--dir",
+        &d,
+        "--json",
+    ])
+    .json();
+    assert_eq!(as_tax, log, "tax's only access is the whole log");
+    let as_police = ok(&[
+        "identity",
+        "log",
+        "--citizen",
+        &did,
+        "--department",
+        "police",
+        "--dir",
+        &d,
+        "--json",
+    ])
+    .json();
+    assert_eq!(as_police, serde_json::json!([]), "{as_police}");
 
     let receipt = ok(&[
         "identity",
@@ -263,6 +312,8 @@ fn citizen_flow_through_the_cli() {
         &consent,
         "--citizen",
         &did,
+        "--department",
+        "tax",
         "--dir",
         &d,
     ])
@@ -308,7 +359,18 @@ fn citizen_flow_through_the_cli() {
     assert!(refused.stderr.contains("revoked"), "{}", refused.stderr);
     assert!(!again.exists());
     // No second access: the refused attempt is in the log as a refusal.
-    let log = ok(&["identity", "log", "--citizen", &did, "--dir", &d, "--json"]).json();
+    let log = ok(&[
+        "identity",
+        "log",
+        "--citizen",
+        &did,
+        "--key",
+        key,
+        "--dir",
+        &d,
+        "--json",
+    ])
+    .json();
     let log = log.as_array().unwrap();
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(log[0]["refused"], false, "{log:?}");
@@ -318,12 +380,25 @@ fn citizen_flow_through_the_cli() {
         log[1]["refusal"].as_str().unwrap().contains("revoked"),
         "{log:?}"
     );
-    let table = ok(&["identity", "log", "--citizen", &did, "--dir", &d]).stdout;
+    let table = ok(&[
+        "identity",
+        "log",
+        "--citizen",
+        &did,
+        "--key",
+        key,
+        "--dir",
+        &d,
+    ])
+    .stdout;
     assert!(table.contains("REFUSED: consent"), "{table}");
 
     login(&d, key, &did);
 
-    let shown = ok(&["identity", "show", &did, "--dir", &d, "--json"]).json();
+    let shown = ok(&[
+        "identity", "show", &did, "--key", key, "--dir", &d, "--json",
+    ])
+    .json();
     let attributes = shown["attributes"].as_array().unwrap();
     let photo_state = attributes.iter().find(|a| a["name"] == "photo").unwrap();
     assert_eq!(photo_state["attested"], true, "{shown}");
@@ -335,8 +410,29 @@ fn citizen_flow_through_the_cli() {
         .map(|c| c["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["revoked", "valid"], "{shown}");
-    let text = ok(&["identity", "show", &did, "--dir", &d]).stdout;
+    let text = ok(&["identity", "show", &did, "--key", key, "--dir", &d]).stdout;
     assert!(text.contains("civil (valid"), "{text}");
+    // Without the key, health (which attests only vaccination_status,
+    // not declared, and holds no consent) sees the identity and nothing of
+    // it.
+    let as_health = ok(&[
+        "identity",
+        "show",
+        &did,
+        "--department",
+        "health",
+        "--dir",
+        &d,
+        "--json",
+    ])
+    .json();
+    assert_eq!(as_health["did"], did.as_str());
+    assert_eq!(
+        as_health["attributes"],
+        serde_json::json!([]),
+        "{as_health}"
+    );
+    assert_eq!(as_health["consents"], serde_json::json!([]), "{as_health}");
 }
 
 /// `blob cid` offline equals `blob put`; a download verifies and resumes.
@@ -452,8 +548,8 @@ fn attestations(devnet: &Devnet, did: &str) {
         assert_eq!(attested["revoked"], false, "{attested}");
     }
     let tax = devnet.signing_key("tax");
-    // Tax's key through another department's certificate: refused before
-    // the rules are even asked, with the way out.
+    // Tax's key through civil's certificate (civil may see the name, as its
+    // attester): refused before the rules are even asked, with the way out.
     let refused = run(&[
         "identity",
         "attest",
@@ -465,6 +561,8 @@ fn attestations(devnet: &Devnet, did: &str) {
         "name",
         "--dir",
         d,
+        "--department",
+        "civil",
     ]);
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(
@@ -475,6 +573,8 @@ fn attestations(devnet: &Devnet, did: &str) {
         "{}",
         refused.stderr
     );
+    // With tax's key and tax's certificate: tax holds no consent yet and
+    // attests nothing, so it may not even see the identity.
     let refused = run(&[
         "identity",
         "attest",
@@ -501,6 +601,14 @@ fn attestations(devnet: &Devnet, did: &str) {
         refused.stderr
     );
     assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);
+    // Nor show it, and it is told how to get access.
+    let refused = run(&["identity", "show", did, "--department", "tax", "--dir", d]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("PERMISSION_DENIED") && refused.stderr.contains("--key"),
+        "{}",
+        refused.stderr
+    );
 }
 
 /// A consent to the tax office; returns its id.

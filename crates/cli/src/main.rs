@@ -102,8 +102,8 @@ enum Command {
             --attributes photo --purpose benefit-check --expires 30d\n  \
             govchain identity access --signing-key devnet/certs/tax/signing.key --department tax \\\n    \
             --citizen did:key:z6Mk... --name photo --consent <id> --purpose benefit-check --out photo.jpg\n  \
-            govchain identity log --citizen did:key:z6Mk...\n  \
-            govchain identity show did:key:z6Mk..."
+            govchain identity log --citizen did:key:z6Mk... --key alice.key\n  \
+            govchain identity show did:key:z6Mk... --key alice.key"
     )]
     Identity(cmd::identity::IdentityArgs),
     /// Measure committed throughput and latency against the verification ceiling.

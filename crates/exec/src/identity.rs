@@ -44,6 +44,8 @@ use crate::execute::Overlay;
 use crate::state::{StateError, StateRead};
 use crate::transaction::VerifiedTransaction;
 
+pub mod disclosure;
+
 /// Longest attribute name.
 pub const ATTRIBUTE_NAME_BYTES_MAX: usize = 64;
 /// Most attributes one consent covers, and most one citizen declares.
@@ -408,6 +410,19 @@ pub fn accesses_page(
     first: u64,
     limit: usize,
 ) -> Result<(Vec<AccessRecord>, Option<u64>), StateError> {
+    accesses_page_where(state, citizen, first, limit, |_| true)
+}
+
+/// As [`accesses_page`], counting and returning only the accesses `keep`
+/// accepts (e.g. one department's own): a page is full with `limit` kept
+/// accesses, so every page but the last holds some.
+pub fn accesses_page_where(
+    state: &impl StateRead,
+    citizen: &PublicKey,
+    first: u64,
+    limit: usize,
+    keep: impl Fn(&AccessRecord) -> bool,
+) -> Result<(Vec<AccessRecord>, Option<u64>), StateError> {
     let count = read_u64(state, &access_count_key(citizen), "access count")?;
     let mut records = Vec::new();
     let mut sequence = first.max(1);
@@ -428,7 +443,9 @@ pub fn accesses_page(
             Some(record) => Some(record),
             None => read_message(state, &refused_access_key(&id), "refused access")?,
         };
-        if let Some(record) = record {
+        if let Some(record) = record
+            && keep(&record)
+        {
             records.push(record);
         }
     }

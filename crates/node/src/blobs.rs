@@ -7,6 +7,10 @@
 //! access record of the caller's department, less than
 //! [`ACCESS_WINDOW_MS`] old.
 //!
+//! **Invariant:** `Stat` tells a department that a personal blob is stored
+//! only if `exec::identity::disclosure::blob_visible_to` lets it know;
+//! otherwise it answers as for a blob that is not stored.
+//!
 //! **Invariant:** bytes fetched from a holder are stored only if they hash
 //! to the CID asked for; the store verifies them again on every read.
 
@@ -19,6 +23,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use govchain_blobstore::{BlobError, BlobInfo, BlobStore, ChunkReadError, ChunkSource, Cid};
 use govchain_crypto::{Digest, PublicKey, SigningKey};
+use govchain_exec::identity::disclosure::blob_visible_to;
 use govchain_exec::identity::{
     blob_is_personal, blob_reference, check_access, read_access, read_attribute,
 };
@@ -708,18 +713,34 @@ impl BlobService for BlobApi {
     }
 
     async fn stat(&self, request: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
-        caller_identity(&request)?;
+        let caller = caller_identity(&request)?;
         let request = request.into_inner();
         let cid = parse_cid(&request.cid)?;
+        let state = LedgerState(&self.shared.ledger);
+        let read_failed = |err| internal("state read failed", err);
+        // One answer for "not here" and "not yours to know about", so that
+        // Stat reveals neither that a personal blob exists nor that it is
+        // personal.
+        let not_found = || Status::not_found(format!("blob {cid} is not stored on this node"));
+        let visible = blob_visible_to(
+            &state,
+            &caller.department,
+            &self.shared.name,
+            &request.cid,
+            crate::driver::now_ms(),
+        )
+        .map_err(read_failed)?;
+        if !visible {
+            return Err(not_found());
+        }
         let info = self
             .shared
             .blobs
             .store
             .stat(&cid)
             .map_err(status_from_blob)?
-            .ok_or_else(|| Status::not_found(format!("blob {cid} is not stored on this node")))?;
-        let personal = blob_is_personal(&LedgerState(&self.shared.ledger), &request.cid)
-            .map_err(|err| internal("state read failed", err))?;
+            .ok_or_else(not_found)?;
+        let personal = blob_is_personal(&state, &request.cid).map_err(read_failed)?;
         Ok(Response::new(StatResponse {
             cid: cid.to_string(),
             size_bytes: info.size_bytes,

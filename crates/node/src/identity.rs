@@ -1,6 +1,8 @@
-//! `IdentityService`: reads of identities and access logs, consented
-//! attribute reads that are recorded on chain before any byte leaves, and
-//! QR-code login.
+//! `IdentityService`: reads of identities and access logs (disclosed as
+//! `exec::identity::disclosure` rules: everything to the citizen's signed
+//! request, a department's share to a department), consented attribute
+//! reads that are recorded on chain before any byte leaves, and QR-code
+//! login.
 //!
 //! **Invariant:** `ReadAttribute` sends no byte of an attribute before the
 //! caller's `RecordAccess` transaction has committed with success.
@@ -13,8 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use govchain_crypto::{Digest, PublicKey, Signature};
+use govchain_exec::identity::disclosure::{
+    CitizenRead, CitizenRequestError, Reader, access_log_disclosure, check_citizen_request,
+    identity_disclosure,
+};
 use govchain_exec::identity::{
-    accesses_page, attestation_valid, attribute_names, check_access, consents,
+    accesses_page_where, attestation_valid, attribute_names, check_access, consents,
     current_attestations, read_access, read_attribute, read_identity, valid_attribute_name,
 };
 use govchain_pki::TlsIdentity;
@@ -234,6 +240,45 @@ fn valid_website(website: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b".-:/".contains(&b))
 }
 
+/// Who asks for a citizen's record: the citizen, if the request carries
+/// the citizen's valid signature (see `identity::disclosure`), else the
+/// department of the caller's certificate.
+fn reader_of<'a>(
+    shared: &Shared,
+    caller: &'a TlsIdentity,
+    read: CitizenRead,
+    citizen: &PublicKey,
+    request_time_ms: u64,
+    signature: &[u8],
+    now_ms: u64,
+) -> Result<Reader<'a>, Status> {
+    match (request_time_ms, signature.is_empty()) {
+        (0, true) => return Ok(Reader::Department(&caller.department)),
+        (0, false) | (_, true) => {
+            return Err(Status::invalid_argument(
+                "give both request_time_ms and citizen_signature for the citizen's own request, \
+                 or neither to ask as your department",
+            ));
+        }
+        _ => {}
+    }
+    check_citizen_request(
+        shared.chain_id(),
+        read,
+        citizen,
+        request_time_ms,
+        signature,
+        now_ms,
+    )
+    .map_err(|err| match err {
+        CitizenRequestError::Malformed { .. } => Status::invalid_argument(err.to_string()),
+        CitizenRequestError::BadSignature { .. } => Status::unauthenticated(err.to_string()),
+        CitizenRequestError::OutsideWindow { .. } => Status::failed_precondition(err.to_string()),
+        _ => Status::invalid_argument(err.to_string()),
+    })?;
+    Ok(Reader::Citizen)
+}
+
 fn require_department_node(shared: &Shared, caller: &TlsIdentity) -> Result<(), Status> {
     if caller.department == shared.name {
         return Ok(());
@@ -250,10 +295,20 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<GetIdentityRequest>,
     ) -> Result<Response<GetIdentityResponse>, Status> {
-        caller_identity(&request)?;
+        let caller = caller_identity(&request)?;
         let request = request.into_inner();
         let citizen = citizen_from(&request.public_key, &request.did)?;
         let shared = self.shared();
+        let now = crate::driver::now_ms();
+        let reader = reader_of(
+            shared,
+            &caller,
+            CitizenRead::GetIdentity,
+            &citizen,
+            request.request_time_ms,
+            &request.citizen_signature,
+            now,
+        )?;
         let state = LedgerState(&shared.ledger);
         let read_failed = |err| internal("state read failed", err);
         let identity = read_identity(&state, &citizen)
@@ -261,9 +316,20 @@ impl IdentityService for IdentityApi {
             .ok_or_else(|| {
                 Status::not_found(format!("no identity {} on chain", citizen.to_did_key()))
             })?;
-        let now = crate::driver::now_ms();
+        let citizen_consents = consents(&state, &citizen).map_err(read_failed)?;
+        let shown = identity_disclosure(
+            &shared.limits.departments,
+            reader,
+            &citizen,
+            &citizen_consents,
+            now,
+        )
+        .map_err(|refusal| Status::permission_denied(refusal.to_string()))?;
         let mut attributes = Vec::new();
         for name in attribute_names(&state, &citizen).map_err(read_failed)? {
+            if !shown.shows_attribute(&name) {
+                continue;
+            }
             let Some(attribute) = read_attribute(&state, &citizen, &name).map_err(read_failed)?
             else {
                 continue;
@@ -278,7 +344,10 @@ impl IdentityService for IdentityApi {
                 attested,
             });
         }
-        let consents = consents(&state, &citizen).map_err(read_failed)?;
+        let consents = citizen_consents
+            .into_iter()
+            .filter(|consent| shown.shows_consent(consent))
+            .collect();
         Ok(Response::new(GetIdentityResponse {
             identity: Some(identity),
             attributes,
@@ -290,10 +359,20 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<ListAccessesRequest>,
     ) -> Result<Response<ListAccessesResponse>, Status> {
-        caller_identity(&request)?;
+        let caller = caller_identity(&request)?;
         let request = request.into_inner();
         let citizen = citizen_from(&request.public_key, &request.did)?;
-        let state = LedgerState(&self.shared().ledger);
+        let shared = self.shared();
+        let reader = reader_of(
+            shared,
+            &caller,
+            CitizenRead::ListAccesses,
+            &citizen,
+            request.request_time_ms,
+            &request.citizen_signature,
+            crate::driver::now_ms(),
+        )?;
+        let state = LedgerState(&shared.ledger);
         if read_identity(&state, &citizen)
             .map_err(|err| internal("state read failed", err))?
             .is_none()
@@ -304,8 +383,11 @@ impl IdentityService for IdentityApi {
             )));
         }
         let (first, limit) = page_request(request.page_size, &request.page_token)?;
-        let (accesses, next) = accesses_page(&state, &citizen, first, limit)
-            .map_err(|err| internal("state read failed", err))?;
+        let shown = access_log_disclosure(reader);
+        let (accesses, next) = accesses_page_where(&state, &citizen, first, limit, |access| {
+            shown.shows_access(access)
+        })
+        .map_err(|err| internal("state read failed", err))?;
         Ok(Response::new(ListAccessesResponse {
             accesses,
             next_page_token: next

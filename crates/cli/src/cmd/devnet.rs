@@ -492,14 +492,19 @@ fn print_demo_citizen(dir: &Path, citizen: &crate::cmd::identity::DemoCitizen) {
         citizen.did,
         citizen.key_file.display()
     );
-    println!("  govchain identity show {} --dir {d}", citizen.did);
+    println!(
+        "  govchain identity show {} --key {} --dir {d}",
+        citizen.did,
+        citizen.key_file.display()
+    );
     println!(
         "  govchain identity access --dir {d} --department {DEMO_READER} --signing-key {d}/certs/{DEMO_READER}/signing.key \\\n      --citizen {} --name name --consent {} --purpose {DEMO_PURPOSE} --out name.txt",
         citizen.did, citizen.consent_id
     );
     println!(
-        "  govchain identity log --citizen {} --dir {d}",
-        citizen.did
+        "  govchain identity log --citizen {} --key {} --dir {d}",
+        citizen.did,
+        citizen.key_file.display()
     );
 }
 

@@ -1868,3 +1868,5 @@ fn refused_reads_are_logged_up_to_a_daily_bound() {
         REFUSALS_LOGGED_PER_DAY_MAX + 1
     );
 }
+
+mod disclosure;

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::Args;
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::identity::attribute_commitment;
+use govchain_proto::blob::v1::DownloadResponse;
 use govchain_proto::identity::v1::ReadAttributeRequest;
 use govchain_proto::types::v1::{
     AttributeRecord, RecordAccess, SealedAttribute, transaction::Body,
@@ -27,7 +28,6 @@ use crate::client::{ConnectArgs, rpc_error, status_line};
 use crate::cmd::blob;
 use crate::cmd::keys::load_signing_key;
 use crate::cmd::tx::wait_for_commit;
-use crate::envelope::Signed;
 use crate::output::Fields;
 
 /// `access` waits up to this long for the node's answer to start: the node
@@ -86,8 +86,14 @@ pub(super) async fn access(args: AccessArgs, json: bool) -> anyhow::Result<()> {
         );
     }
     let mut session = Session::open(&args.connect, ACCESS_CALL_TIMEOUT).await?;
-    let identity = session.get_identity(&args.citizen).await?;
-    let attribute = find_attribute(&identity, &args.name)?;
+    // A department sees an attribute only while a consent in force covers
+    // it (or it may attest it). Hidden, the read is still sent: the node's
+    // refusal says precisely why (revoked, expired, not covered, not
+    // declared).
+    let visible = match session.get_identity(&args.citizen).await {
+        Ok(identity) => find_attribute(&identity, &args.name).ok(),
+        Err(_) => None,
+    };
     let body = Body::RecordAccess(RecordAccess {
         citizen: args.citizen.as_bytes().to_vec(),
         attribute: args.name.clone(),
@@ -96,7 +102,21 @@ pub(super) async fn access(args: AccessArgs, json: bool) -> anyhow::Result<()> {
     });
     let signed = session.sign(&key, body).await?;
     let id = signed.id;
-    let sealed = read_sealed(&mut session, &args.citizen, signed, &attribute, json).await?;
+    let mut stream = session
+        .identity
+        .read_attribute(ReadAttributeRequest {
+            envelope: Some(signed.envelope),
+        })
+        .await
+        .map_err(|status| access_error(status, &args.citizen))?
+        .into_inner();
+    // The access committed under a consent in force, so the attribute is
+    // visible now even if it was not a moment ago.
+    let attribute = match visible {
+        Some(attribute) => attribute,
+        None => find_attribute(&session.get_identity(&args.citizen).await?, &args.name)?,
+    };
+    let sealed = read_sealed(&mut stream, &attribute, json).await?;
     let value = open_sealed(&sealed, &attribute)?;
     write_value(&args.out, &value.value, args.force)?;
     // Committed before any byte was sent; ask where, for the record.
@@ -131,26 +151,16 @@ pub(super) async fn access(args: AccessArgs, json: bool) -> anyhow::Result<()> {
     print_view(&view, &fields, json)
 }
 
-/// Sends the signed access with `ReadAttribute` and returns the sealed
-/// attribute's bytes, checked against the CID the chain holds.
+/// Receives the sealed attribute's bytes that `ReadAttribute` streams,
+/// checked against the CID the chain holds.
 async fn read_sealed(
-    session: &mut Session,
-    citizen: &PublicKey,
-    signed: Signed,
+    stream: &mut tonic::Streaming<DownloadResponse>,
     attribute: &AttributeRecord,
     json: bool,
 ) -> anyhow::Result<Vec<u8>> {
-    let mut stream = session
-        .identity
-        .read_attribute(ReadAttributeRequest {
-            envelope: Some(signed.envelope),
-        })
-        .await
-        .map_err(|status| access_error(status, citizen))?
-        .into_inner();
     let mut sealed = Vec::new();
     let progress = (!json).then_some("reading");
-    blob::receive(&mut stream, &mut sealed, 0, attribute.size_bytes, progress).await?;
+    blob::receive(stream, &mut sealed, 0, attribute.size_bytes, progress).await?;
     let cid = blob::cid_of_bytes(&sealed)?;
     anyhow::ensure!(
         cid.to_string() == attribute.cid,

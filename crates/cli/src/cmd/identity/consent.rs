@@ -11,7 +11,7 @@ use govchain_proto::types::v1::{ConsentRecord, GrantConsent, RevokeConsent, tran
 use serde::Serialize;
 
 use super::{
-    CitizenArgs, CommitArgs, Session, Submitted, client_timeout, expires_ms, now_ms,
+    CitizenArgs, CommitArgs, Session, Submitted, citizen_key, client_timeout, expires_ms, now_ms,
     parse_attribute_name, parse_citizen, parse_validity, print_view,
 };
 use crate::client::{CitizenConnectArgs, ConnectArgs, NodeConnectArgs};
@@ -54,7 +54,9 @@ enum ConsentCommand {
     )]
     Revoke(RevokeArgs),
     /// List a citizen's consents and their state.
-    #[command(after_help = "Example:\n  govchain identity consent list --citizen did:key:z6Mk...")]
+    #[command(
+        after_help = "Examples:\n  govchain identity consent list --citizen did:key:z6Mk... --key alice.key\n  govchain identity consent list --citizen did:key:z6Mk... --department tax   # tax's consents only"
+    )]
     List(CitizenArgs),
     /// Export a consent as a Kantara consent receipt (JSON).
     #[command(
@@ -213,8 +215,9 @@ async fn revoke(args: RevokeArgs, json: bool) -> anyhow::Result<()> {
 }
 
 async fn list_consents(args: CitizenArgs, json: bool) -> anyhow::Result<()> {
-    let mut session = Session::open(&args.connect, client_timeout()).await?;
-    let identity = session.get_identity(&args.citizen).await?;
+    let key = citizen_key(args.key.as_deref())?;
+    let mut session = Session::open(&args.connect.connect_args(), client_timeout()).await?;
+    let identity = session.get_identity_as(&args.citizen, key.as_ref()).await?;
     let now = now_ms();
     let views: Vec<ConsentView> = identity
         .consents

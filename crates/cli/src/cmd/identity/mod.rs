@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use govchain_crypto::{Digest, PublicKey, SigningKey};
+use govchain_exec::identity::disclosure::{CitizenRead, citizen_read_digest};
 use govchain_exec::identity::{attribute_commitment, valid_attribute_name};
 use govchain_proto::blob::v1::UploadHeader;
 use govchain_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -143,16 +144,30 @@ enum IdentityCommand {
     #[command(
         long_about = "List every recorded access to a citizen's attributes, oldest first: \
             when, which department, which attribute, under which consent and for what \
-            purpose. Each line is a committed transaction; no read can skip it.",
-        after_help = "Example:\n  govchain identity log --citizen did:key:z6Mk... --dir devnet"
+            purpose. Each line is a committed transaction; no read can skip it.\n\n\
+            With --key (the citizen's key file) the request is signed as the citizen's own, \
+            valid for 5 minutes, and lists every access. Without it you ask as the department \
+            of the client certificate (--department with --dir), which sees only its own \
+            accesses.",
+        after_help = "Examples:\n  \
+            govchain identity log --citizen did:key:z6Mk... --key alice.key --dir devnet\n  \
+            govchain identity log --citizen did:key:z6Mk... --department tax --dir devnet   # tax's reads only"
     )]
     Log(LogArgs),
     /// Show an identity: attributes, attestations and consents.
     #[command(
         long_about = "Show an identity as the chain holds it: each attribute's CID, size, \
             holder and version; its attestations (valid, revoked or expired; stale ones of an \
-            older value are left out); and every consent with its state.",
-        after_help = "Example:\n  govchain identity show did:key:z6Mk... --dir devnet --json"
+            older value are left out); and every consent with its state.\n\n\
+            With --key (the citizen's key file) the request is signed as the citizen's own, \
+            valid for 5 minutes, and shows everything. Without it you ask as the department \
+            of the client certificate (--department with --dir): it sees the attributes its \
+            consents in force cover or genesis lets it attest, and only its own consents; a \
+            department with neither a consent nor an attestation role is refused \
+            (PERMISSION_DENIED).",
+        after_help = "Examples:\n  \
+            govchain identity show did:key:z6Mk... --key alice.key --dir devnet --json\n  \
+            govchain identity show did:key:z6Mk... --department tax --dir devnet   # what tax may see"
     )]
     Show(ShowArgs),
     /// QR-code login: make a challenge, sign it as the citizen, complete it.
@@ -259,8 +274,13 @@ struct CitizenArgs {
     /// The citizen: did:key:z... or the public key in hex.
     #[arg(long, value_name = "DID", value_parser = parse_citizen)]
     citizen: PublicKey,
+    /// The citizen's key file: sign the request as the citizen, who sees
+    /// everything. Without it, you ask as the department of the client
+    /// certificate and see only that department's share.
+    #[arg(long, value_name = "KEYFILE")]
+    key: Option<PathBuf>,
     #[command(flatten)]
-    connect: ConnectArgs,
+    connect: CitizenConnectArgs,
 }
 
 #[derive(Debug, Args)]
@@ -274,8 +294,13 @@ struct ShowArgs {
     /// The citizen: did:key:z... or the public key in hex.
     #[arg(value_name = "DID", value_parser = parse_citizen)]
     citizen: PublicKey,
+    /// The citizen's key file: sign the request as the citizen, who sees
+    /// everything. Without it, you ask as the department of the client
+    /// certificate and see only that department's share.
+    #[arg(long, value_name = "KEYFILE")]
+    key: Option<PathBuf>,
     #[command(flatten)]
-    connect: ConnectArgs,
+    connect: CitizenConnectArgs,
 }
 
 pub async fn run(args: IdentityArgs, json: bool) -> anyhow::Result<()> {
@@ -488,27 +513,89 @@ impl Session {
         })
     }
 
+    /// The identity as this session's department may see it.
     async fn get_identity(&mut self, citizen: &PublicKey) -> anyhow::Result<GetIdentityResponse> {
+        self.get_identity_as(citizen, None).await
+    }
+
+    /// The identity, asked as the citizen if `key` (the citizen's) is
+    /// given, else as this session's department.
+    async fn get_identity_as(
+        &mut self,
+        citizen: &PublicKey,
+        key: Option<&SigningKey>,
+    ) -> anyhow::Result<GetIdentityResponse> {
+        let (request_time_ms, citizen_signature) =
+            self.citizen_signature(CitizenRead::GetIdentity, citizen, key)?;
+        self.read_identity(citizen, request_time_ms, citizen_signature)
+            .await
+            .map_err(|status| identity_error(status, citizen))
+    }
+
+    /// `GetIdentity`, with the node's status for callers that explain a
+    /// refusal their own way.
+    async fn read_identity(
+        &mut self,
+        citizen: &PublicKey,
+        request_time_ms: u64,
+        citizen_signature: Vec<u8>,
+    ) -> Result<GetIdentityResponse, Status> {
         self.identity
             .get_identity(GetIdentityRequest {
                 public_key: citizen.as_bytes().to_vec(),
                 did: String::new(),
+                request_time_ms,
+                citizen_signature,
             })
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|status| identity_error(status, citizen))
+    }
+
+    /// The request time and the citizen's signature of a read request, or
+    /// `(0, [])` to ask as the department.
+    fn citizen_signature(
+        &self,
+        read: CitizenRead,
+        citizen: &PublicKey,
+        key: Option<&SigningKey>,
+    ) -> anyhow::Result<(u64, Vec<u8>)> {
+        let Some(key) = key else {
+            return Ok((0, Vec::new()));
+        };
+        anyhow::ensure!(
+            key.public_key() == *citizen,
+            "--key holds the key of {}, not of {}; give the citizen's own key file",
+            key.public_key().to_did_key(),
+            citizen.to_did_key()
+        );
+        let request_time_ms = now_ms();
+        let digest = citizen_read_digest(&self.chain_id, read, citizen, request_time_ms);
+        Ok((request_time_ms, key.sign(digest.as_bytes()).to_vec()))
     }
 }
 
+/// The citizen's key from `--key`, if given.
+fn citizen_key(path: Option<&Path>) -> anyhow::Result<Option<SigningKey>> {
+    path.map(load_signing_key).transpose()
+}
+
 fn identity_error(status: Status, citizen: &PublicKey) -> anyhow::Error {
-    if status.code() == Code::NotFound {
-        return anyhow::anyhow!(
+    match status.code() {
+        Code::NotFound => anyhow::anyhow!(
             "{}; register {} with `govchain identity create --key KEYFILE`",
             status_line(&status),
             citizen.to_did_key()
-        );
+        ),
+        Code::PermissionDenied => anyhow::anyhow!(
+            "{}; as the citizen, pass --key with the citizen's key file",
+            status_line(&status)
+        ),
+        Code::FailedPrecondition | Code::Unauthenticated => anyhow::anyhow!(
+            "{}; check this machine's clock and that --key is the citizen's key",
+            status_line(&status)
+        ),
+        _ => rpc_error(status),
     }
-    rpc_error(status)
 }
 
 /// A submitted transaction and, after the wait, its committed view.
@@ -729,7 +816,9 @@ fn find_attribute(response: &GetIdentityResponse, name: &str) -> anyhow::Result<
                 .as_ref()
                 .map_or_else(String::new, |identity| identity.did.clone());
             format!(
-                "{did} has not declared {name:?}; the citizen declares it with `govchain identity declare`"
+                "{did} has not declared {name:?}, or this department may not see it (a department \
+                 sees the attributes a consent in force or its attestation role covers); the \
+                 citizen declares it with `govchain identity declare`"
             )
         })
 }
@@ -757,7 +846,19 @@ async fn attest(args: AttestArgs, json: bool) -> anyhow::Result<()> {
         });
         (body, None, None)
     } else {
-        let identity = session.get_identity(&args.citizen).await?;
+        // A department sees every declared attribute it may attest.
+        let identity = match session.read_identity(&args.citizen, 0, Vec::new()).await {
+            Ok(identity) => identity,
+            Err(status) if status.code() == Code::PermissionDenied => {
+                anyhow::bail!(
+                    "{}; so this department may not attest {:?} either: genesis gives it no \
+                     attestation role",
+                    status_line(&status),
+                    args.name
+                );
+            }
+            Err(status) => return Err(identity_error(status, &args.citizen)),
+        };
         let attribute = find_attribute(&identity, &args.name)?;
         let expires_ms = args.expires.expires_ms();
         let body = Body::AttestAttribute(AttestAttribute {
@@ -835,7 +936,11 @@ fn next_page_after(current: &str, next: &str) -> bool {
 
 async fn log(args: LogArgs, json: bool) -> anyhow::Result<()> {
     let citizen = &args.citizen.citizen;
-    let mut session = Session::open(&args.citizen.connect, client_timeout()).await?;
+    let key = citizen_key(args.citizen.key.as_deref())?;
+    let mut session = Session::open(&args.citizen.connect.connect_args(), client_timeout()).await?;
+    // One signature for every page: it stays good for a few minutes.
+    let (request_time_ms, citizen_signature) =
+        session.citizen_signature(CitizenRead::ListAccesses, citizen, key.as_ref())?;
     let mut accesses = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -846,6 +951,8 @@ async fn log(args: LogArgs, json: bool) -> anyhow::Result<()> {
                 did: String::new(),
                 page_size: 0,
                 page_token: page_token.clone(),
+                request_time_ms,
+                citizen_signature: citizen_signature.clone(),
             })
             .await
             .map_err(|status| identity_error(status, citizen))?
@@ -900,8 +1007,9 @@ async fn log(args: LogArgs, json: bool) -> anyhow::Result<()> {
 }
 
 async fn show(args: ShowArgs, json: bool) -> anyhow::Result<()> {
-    let mut session = Session::open(&args.connect, client_timeout()).await?;
-    let identity = session.get_identity(&args.citizen).await?;
+    let key = citizen_key(args.key.as_deref())?;
+    let mut session = Session::open(&args.connect.connect_args(), client_timeout()).await?;
+    let identity = session.get_identity_as(&args.citizen, key.as_ref()).await?;
     let view = IdentityView::new(&identity, now_ms());
     if json {
         return output::print_json(&view);
