@@ -19,12 +19,13 @@ use govchain_proto::consensus::v1::consensus_service_server::{
 use govchain_proto::consensus::v1::{
     FetchBlocksRequest, FetchBlocksResponse, StreamRequest, StreamResponse,
 };
+use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use govchain_proto::node::v1::*;
 use govchain_proto::types::v1::{Block, CommittedBlock};
 use prost::Message as _;
 use support::*;
 use tokio_stream::{Stream, StreamExt as _};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 const VIEW_TIMEOUT_MS: u64 = 1_000;
@@ -157,28 +158,16 @@ impl ConsensusService for ByzantinePeer {
     }
 }
 
-async fn node_channel(
-    cluster: &Cluster,
-    as_department: &str,
-    to: usize,
-) -> tonic::transport::Channel {
-    let certs = cluster.certs();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(certs.join("ca.crt")).unwrap(),
-        ))
-        .identity(Identity::from_pem(
-            std::fs::read(certs.join(as_department).join("node.crt")).unwrap(),
-            std::fs::read(certs.join(as_department).join("node.key")).unwrap(),
-        ))
-        .domain_name(format!("{}.node.govchain", cluster.nodes[to].name));
-    Endpoint::from_shared(format!("https://127.0.0.1:{}", cluster.nodes[to].port))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+/// The status has `code` and its message every fragment.
+fn assert_status(status: &Status, code: tonic::Code, fragments: &[&str]) {
+    assert_eq!(status.code(), code, "{status:?}");
+    for fragment in fragments {
+        assert!(
+            status.message().contains(fragment),
+            "{:?} lacks {fragment:?}",
+            status.message()
+        );
+    }
 }
 
 async fn height(cluster: &Cluster, i: usize) -> u64 {
@@ -214,7 +203,7 @@ async fn a_byzantine_fetch_blocks_peer_cannot_crash_or_corrupt_a_lagging_node() 
     let certs = cluster.certs();
     let name = cluster.nodes[byzantine].name.clone();
     let peer = ByzantinePeer {
-        honest: ConsensusServiceClient::new(node_channel(&cluster, &name, 1).await)
+        honest: ConsensusServiceClient::new(cluster.peer_channel_as(1, &name).await)
             .max_decoding_message_size(64 << 20),
         next: Arc::default(),
         delivered: Arc::default(),
@@ -302,7 +291,8 @@ async fn a_byzantine_fetch_blocks_peer_cannot_crash_or_corrupt_a_lagging_node() 
 async fn a_department_outside_genesis_is_refused_every_rpc() {
     let cluster = Cluster::start(4).await;
     let certs = cluster.certs();
-    let outsider = cluster.dir.path().join("outsider");
+    // Issued into the certificates folder, beside the members'.
+    let outsider = certs.join("outsider");
     govchain(&[
         "certs",
         "issue-client",
@@ -313,28 +303,24 @@ async fn a_department_outside_genesis_is_refused_every_rpc() {
         "--out",
         outsider.to_str().unwrap(),
     ]);
-    let mut client = connect(
-        cluster.nodes[0].port,
-        &certs.join("ca.crt"),
-        &outsider.join("client.crt"),
-        &outsider.join("client.key"),
-    )
-    .await
-    .unwrap();
+    let channel = cluster.channel_as(0, "outsider").await;
+    let mut client = NodeServiceClient::new(channel.clone());
     let status = client.get_status(GetStatusRequest {}).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-    assert!(
-        status.message().contains("\"outsider\" is not a member"),
-        "{}",
-        status.message()
+    assert_status(
+        &status,
+        tonic::Code::PermissionDenied,
+        &["\"outsider\" is not a member"],
     );
-    let channel = client_channel(&cluster, &outsider).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let status = health
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert_status(
+        &status,
+        tonic::Code::PermissionDenied,
+        &["\"outsider\" is not a member"],
+    );
     let mut identity =
         govchain_proto::identity::v1::identity_service_client::IdentityServiceClient::new(
             channel.clone(),
@@ -345,7 +331,11 @@ async fn a_department_outside_genesis_is_refused_every_rpc() {
         )
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert_status(
+        &status,
+        tonic::Code::PermissionDenied,
+        &["\"outsider\" is not a member"],
+    );
     let mut consensus = ConsensusServiceClient::new(channel);
     let status = consensus
         .fetch_blocks(FetchBlocksRequest {
@@ -354,28 +344,14 @@ async fn a_department_outside_genesis_is_refused_every_rpc() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert_status(
+        &status,
+        tonic::Code::PermissionDenied,
+        &["\"outsider\" is not a member"],
+    );
     // A member on the same node is served.
     let status = cluster.status(0).await;
     assert_eq!(status.node, cluster.nodes[0].name);
-}
-
-async fn client_channel(cluster: &Cluster, dir: &std::path::Path) -> tonic::transport::Channel {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(cluster.certs().join("ca.crt")).unwrap(),
-        ))
-        .identity(Identity::from_pem(
-            std::fs::read(dir.join("client.crt")).unwrap(),
-            std::fs::read(dir.join("client.key")).unwrap(),
-        ));
-    Endpoint::from_shared(format!("https://127.0.0.1:{}", cluster.nodes[0].port))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 fn department_key(cluster: &Cluster, department: &str) -> SigningKey {
@@ -401,14 +377,10 @@ async fn department_keys_come_through_their_certificate_and_namespaces_take_only
     )
     .await
     .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains("signed with department \"tax\"'s signing key")
-            && status.message().contains("health"),
-        "{}",
-        status.message()
+    assert_status(
+        &status,
+        tonic::Code::PermissionDenied,
+        &["signed with department \"tax\"'s signing key", "health"],
     );
     // Through tax's own certificate, on any node, it is admitted and commits.
     let mut as_tax = cluster.client(tax).await.unwrap();
@@ -435,13 +407,10 @@ async fn department_keys_come_through_their_certificate_and_namespaces_take_only
     let status = submit(&mut as_health, sign(&citizen, 2, squat.clone()))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains("in department \"health\"'s namespace"),
-        "{}",
-        status.message()
+    assert_status(
+        &status,
+        tonic::Code::PermissionDenied,
+        &["in department \"health\"'s namespace"],
     );
     let health_key = department_key(&cluster, "health");
     let id = submit(&mut as_health, sign(&health_key, 1, squat))
@@ -504,26 +473,16 @@ async fn block_subscriptions_are_capped_per_department() {
         .subscribe_blocks(SubscribeBlocksRequest { from_height: 0 })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains("\"tax\" has 16 block subscriptions open")
-            && status
-                .message()
-                .contains("SUBSCRIPTIONS_PER_DEPARTMENT_MAX"),
-        "{}",
-        status.message()
+    assert_status(
+        &status,
+        tonic::Code::ResourceExhausted,
+        &[
+            "\"tax\" has 16 block subscriptions open",
+            "SUBSCRIPTIONS_PER_DEPARTMENT_MAX",
+        ],
     );
     // Another department, through the same node.
-    let mut health_on_tax_node = connect(
-        cluster.nodes[1].port,
-        &cluster.certs().join("ca.crt"),
-        &cluster.certs().join("health").join("client.crt"),
-        &cluster.certs().join("health").join("client.key"),
-    )
-    .await
-    .unwrap();
+    let mut health_on_tax_node = NodeServiceClient::new(cluster.channel_as(1, "health").await);
     health_on_tax_node
         .subscribe_blocks(SubscribeBlocksRequest { from_height: 0 })
         .await
@@ -550,7 +509,7 @@ async fn block_subscriptions_are_capped_per_department() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_request_larger_than_any_needs_is_refused_before_it_is_decoded() {
     let cluster = Cluster::start(4).await;
-    let channel = client_channel(&cluster, &cluster.certs().join("civil")).await;
+    let channel = cluster.channel_as(0, "civil").await;
     let mut identity =
         govchain_proto::identity::v1::identity_service_client::IdentityServiceClient::new(channel)
             .max_encoding_message_size(64 << 20);
@@ -561,12 +520,7 @@ async fn an_identity_request_larger_than_any_needs_is_refused_before_it_is_decod
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
-    assert!(
-        status.message().contains("the limit is"),
-        "{}",
-        status.message()
-    );
+    assert_status(&status, tonic::Code::OutOfRange, &["the limit is"]);
     assert!(status.message().len() < 200, "{}", status.message());
     // A request of normal size is served.
     let challenge = identity
@@ -598,22 +552,14 @@ async fn one_department_cannot_fill_a_nodes_mempool() {
         submit(&mut tax, parked(seed)).await.unwrap();
     }
     let status = submit(&mut tax, parked(3)).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains("department \"tax\" has 2 transactions pending")
-            && status.message().contains("DEPARTMENT_SHARE_DIVISOR"),
-        "{}",
-        status.message()
+    assert_status(
+        &status,
+        tonic::Code::ResourceExhausted,
+        &[
+            "department \"tax\" has 2 transactions pending",
+            "DEPARTMENT_SHARE_DIVISOR",
+        ],
     );
-    let mut police_on_tax_node = connect(
-        cluster.nodes[node].port,
-        &cluster.certs().join("ca.crt"),
-        &cluster.certs().join("police").join("client.crt"),
-        &cluster.certs().join("police").join("client.key"),
-    )
-    .await
-    .unwrap();
+    let mut police_on_tax_node = NodeServiceClient::new(cluster.channel_as(node, "police").await);
     submit(&mut police_on_tax_node, parked(4)).await.unwrap();
 }

@@ -592,15 +592,30 @@ impl Cluster {
 
     /// A raw channel to node `i` with `department`'s client certificate.
     pub async fn channel_as(&self, i: usize, department: &str) -> Channel {
+        self.channel_with(i, department, "client").await
+    }
+
+    /// A raw channel to node `i` with `department`'s node certificate, as
+    /// a peer validator connects (checking the node's DNS name).
+    pub async fn peer_channel_as(&self, i: usize, department: &str) -> Channel {
+        self.channel_with(i, department, "node").await
+    }
+
+    /// `role` is "client" or "node": which of the department's
+    /// certificates to present.
+    async fn channel_with(&self, i: usize, department: &str, role: &str) -> Channel {
         let dept = self.certs().join(department);
-        let tls = ClientTlsConfig::new()
+        let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(
                 std::fs::read(self.certs().join("ca.crt")).unwrap(),
             ))
             .identity(Identity::from_pem(
-                std::fs::read(dept.join("client.crt")).unwrap(),
-                std::fs::read(dept.join("client.key")).unwrap(),
+                std::fs::read(dept.join(format!("{role}.crt"))).unwrap(),
+                std::fs::read(dept.join(format!("{role}.key"))).unwrap(),
             ));
+        if role == "node" {
+            tls = tls.domain_name(format!("{}.node.govchain", self.nodes[i].name));
+        }
         Endpoint::from_shared(format!("https://127.0.0.1:{}", self.nodes[i].port))
             .unwrap()
             .tls_config(tls)
