@@ -985,7 +985,11 @@ async fn uploads_refuse_bad_input_and_keep_nothing_half_stored() {
         .download(download_from(&stored.cid, 0))
         .await
         .unwrap_err();
-    assert_status(&status, Code::PermissionDenied, "not a declared attribute");
+    assert_status(
+        &status,
+        Code::PermissionDenied,
+        "is not released to department \"tax\"",
+    );
     let status = health
         .blob
         .download(download_from(&stored.cid, data.len() as u64 + 1))
@@ -1376,6 +1380,27 @@ async fn a_citizens_record_is_disclosed_only_to_the_citizen_and_by_consent() {
         of_photo.message().replace(&photo_cid, "<cid>"),
         of_unknown.message().replace(unknown, "<cid>"),
         "the same answer as for a blob that is not stored"
+    );
+    // Download, too, refuses it exactly as a CID nobody uploaded.
+    let download = |cid: &str| DownloadRequest {
+        cid: cid.into(),
+        ..DownloadRequest::default()
+    };
+    let of_unknown = health_at_civil
+        .blob
+        .download(download(unknown))
+        .await
+        .unwrap_err();
+    let of_photo = health_at_civil
+        .blob
+        .download(download(&photo_cid))
+        .await
+        .unwrap_err();
+    assert_eq!(of_photo.code(), of_unknown.code());
+    assert_eq!(
+        of_photo.message().replace(&photo_cid, "<cid>"),
+        of_unknown.message().replace(unknown, "<cid>"),
+        "the same refusal as for a blob that is not stored"
     );
     // The holder's department still sees it, as personal.
     let held = civil

@@ -965,7 +965,6 @@ fn log_refusal<S: StateRead>(
     context: &Context<'_>,
     transaction: &VerifiedTransaction,
     access: &RecordAccess,
-    refusal: &Refusal,
 ) -> Result<(), StateError> {
     let Some((citizen, department)) = refusal_logged_for(
         overlay,
@@ -994,7 +993,11 @@ fn log_refusal<S: StateRead>(
         transaction_id: transaction.id.to_vec(),
         sequence,
         refused: true,
-        refusal: refusal.to_string(),
+        // Not the refusal's text: state is hashed into the state root, and
+        // a message's wording (and how a toolchain escapes the strings it
+        // quotes) must never be consensus. Readers take the text from the
+        // transaction's result (`refusal_text`).
+        refusal: String::new(),
     };
     overlay.put(refused_access_key(&transaction.id), record.encode_to_vec());
     overlay.put(access_count_key(&citizen), sequence.to_be_bytes().to_vec());
@@ -1021,7 +1024,7 @@ pub(crate) fn record_access<S: StateRead>(
     let (attribute, consent) = match checked {
         Ok(allowed) => allowed,
         Err(refusal) => {
-            log_refusal(overlay, context, transaction, access, &refusal)?;
+            log_refusal(overlay, context, transaction, access)?;
             return Ok(Err(refusal));
         }
     };

@@ -9,7 +9,9 @@
 //!
 //! **Invariant:** `Stat` tells a department that a personal blob is stored
 //! only if `exec::identity::disclosure::blob_visible_to` lets it know;
-//! otherwise it answers as for a blob that is not stored.
+//! otherwise it answers as for a blob that is not stored. `Download` gives
+//! such a department the one refusal it gives for any blob no attribute
+//! names, stored or not.
 //!
 //! **Invariant:** bytes fetched from a holder are stored only if they hash
 //! to the CID asked for; the store verifies them again on every read.
@@ -78,6 +80,12 @@ pub struct Blobs {
     receipts: Option<Receipts>,
 }
 
+fn observer_holds_no_citizen_blobs() -> Status {
+    Status::failed_precondition(
+        "this node is an observer and holds no citizen's blobs: upload to a validator's node",
+    )
+}
+
 /// See [`Blobs::with_receipts`].
 pub struct Receipts {
     pub key: SigningKey,
@@ -115,9 +123,7 @@ impl Blobs {
     /// The receipt binding an uploaded blob to `citizen` (32 key bytes).
     fn receipt(&self, citizen: &[u8], cid: &Cid, size_bytes: u64) -> Result<Vec<u8>, Status> {
         let Some(receipts) = &self.receipts else {
-            return Err(Status::failed_precondition(
-                "this node is an observer and holds no citizen's blobs: upload to a validator's node",
-            ));
+            return Err(observer_holds_no_citizen_blobs());
         };
         let citizen = PublicKey::from_slice(citizen).map_err(|err| {
             Status::invalid_argument(format!("receipt_for_citizen is not a citizen key: {err}"))
@@ -628,6 +634,9 @@ impl BlobService for BlobApi {
             PublicKey::from_slice(&receipt_for).map_err(|err| {
                 Status::invalid_argument(format!("receipt_for_citizen is not a citizen key: {err}"))
             })?;
+            if blobs.receipts.is_none() {
+                return Err(observer_holds_no_citizen_blobs());
+            }
         }
         let info = store_stream(
             blobs.clone(),
@@ -661,6 +670,29 @@ impl BlobService for BlobApi {
         let cid = parse_cid(&request.cid)?;
         let state = LedgerState(&self.shared.ledger);
         let read_failed = |err| internal("state read failed", err);
+        // The Stat rule first, with Stat's answer: a department that may not
+        // learn that a personal blob exists must not learn it from which
+        // refusal Download gives either.
+        let visible = blob_visible_to(
+            &state,
+            &caller.department,
+            &self.shared.name,
+            &request.cid,
+            crate::driver::now_ms(),
+        )
+        .map_err(read_failed)?;
+        // One refusal for "not a declared attribute, and not yours" and
+        // "a citizen's blob you may not know of", whether or not it is stored.
+        let not_released = || {
+            Status::permission_denied(format!(
+                "blob {cid} is not released to department {:?} here: blobs no attribute names are read only by {:?}, whose node this is, and a citizen's attribute only under a recorded access (IdentityService.ReadAttribute)",
+                caller.department, self.shared.name
+            ))
+        };
+        if !visible {
+            info!(department = %caller.department, %cid, "refused a download of a blob this department may not know of");
+            return Err(not_released());
+        }
         let personal = blob_reference(&state, &request.cid).map_err(read_failed)?;
         if personal.is_none() && blob_is_personal(&state, &request.cid).map_err(read_failed)? {
             return Err(Status::permission_denied(format!(
@@ -670,10 +702,7 @@ impl BlobService for BlobApi {
         if personal.is_none() && caller.department != self.shared.name {
             // Uploads no attribute names yet (a declaration pending, or
             // refused) may be a citizen's sealed value too.
-            return Err(Status::permission_denied(format!(
-                "blob {cid} is not a declared attribute; only {:?}, whose node this is, may read it without a recorded access",
-                self.shared.name
-            )));
+            return Err(not_released());
         }
         if let Some((citizen, name)) = personal {
             let authorized = match wait_for_access(&self.shared, &request.access_transaction_id)

@@ -27,7 +27,9 @@ use govchain_pki::TlsIdentity;
 use govchain_proto::blob::v1::DownloadResponse;
 use govchain_proto::identity::v1::identity_service_server::IdentityService;
 use govchain_proto::identity::v1::*;
-use govchain_proto::types::v1::{TransactionOutcome, transaction::Body};
+use govchain_proto::types::v1::{
+    AccessRecord, TransactionOutcome, TransactionResult, transaction::Body,
+};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -388,6 +390,10 @@ impl IdentityService for IdentityApi {
             shown.shows_access(access)
         })
         .map_err(|err| internal("state read failed", err))?;
+        let accesses = accesses
+            .into_iter()
+            .map(|access| with_refusal_text(&shared.ledger, access))
+            .collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(ListAccessesResponse {
             accesses,
             next_page_token: next
@@ -738,6 +744,28 @@ fn page_request(page_size: u32, page_token: &str) -> Result<(u64, usize), Status
             })?
     };
     Ok((first, size as usize))
+}
+
+/// A refused attempt's reason, from its transaction's committed result:
+/// world state keeps the attempt but not the text (see
+/// `exec::identity::REFUSALS_LOGGED_PER_DAY_MAX`).
+fn with_refusal_text(
+    ledger: &govchain_ledger::Ledger,
+    mut access: AccessRecord,
+) -> Result<AccessRecord, Status> {
+    if !access.refused || !access.refusal.is_empty() {
+        return Ok(access);
+    }
+    let id = Digest::from_slice(&access.transaction_id)
+        .map_err(|err| internal("access record has no transaction id", err))?;
+    let location = ledger
+        .transaction(&id)
+        .map_err(|err| internal("ledger read failed", err))?
+        .ok_or_else(|| internal("refused access has no committed transaction", id))?;
+    let result = <TransactionResult as prost::Message>::decode(location.result.as_slice())
+        .map_err(|err| internal("stored result does not decode", err))?;
+    access.refusal = result.error;
+    Ok(access)
 }
 
 #[cfg(test)]

@@ -49,15 +49,15 @@ struct Bucket {
 }
 
 impl RequestRates {
-    /// Takes one call's token for `department` at `now`, or says how long
-    /// to wait.
-    pub fn take(&self, department: &str, now: std::time::Instant) -> Result<(), Status> {
+    /// Takes one call's token for `caller` (a department's certificate
+    /// identity) at `now`, or refuses.
+    pub fn take(&self, caller: &str, now: std::time::Instant) -> Result<(), Status> {
         let mut buckets = self
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let burst = f64::from(REQUESTS_BURST_MAX);
-        let bucket = buckets.entry(department.to_owned()).or_insert(Bucket {
+        let bucket = buckets.entry(caller.to_owned()).or_insert(Bucket {
             tokens: burst,
             at: now,
         });
@@ -70,7 +70,7 @@ impl RequestRates {
             return Ok(());
         }
         Err(Status::resource_exhausted(format!(
-            "department {department:?} is calling this node faster than {REQUESTS_PER_SECOND_PER_DEPARTMENT} times a second (REQUESTS_PER_SECOND_PER_DEPARTMENT); slow down and retry"
+            "{caller} is calling this node faster than {REQUESTS_PER_SECOND_PER_DEPARTMENT} times a second (REQUESTS_PER_SECOND_PER_DEPARTMENT); slow down and retry"
         )))
     }
 }

@@ -216,6 +216,10 @@ impl Syncer {
         let head = self.shared.ledger.head();
         let from = head.height + 1;
         let to = target.min(head.height + SYNC_BATCH_BLOCKS_MAX);
+        if to < from {
+            // Consensus caught up meanwhile.
+            return Ok(Vec::new());
+        }
         let request = FetchBlocksRequest {
             from_height: from,
             to_height: to,
