@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use govchain_crypto::Digest;
 use govchain_exec::check_fetched_block;
-use govchain_pbft::verify_commit_certificate;
+use govchain_pbft::{Transferred, check_transferred};
 use govchain_proto::consensus::v1::FetchBlocksRequest;
 use govchain_proto::consensus::v1::consensus_service_client::ConsensusServiceClient;
 use govchain_proto::types::v1::CommittedBlock;
@@ -275,10 +275,6 @@ fn check_fetched(
         header.height
     );
     anyhow::ensure!(
-        header.parent_hash == parent.as_bytes(),
-        "block {height} does not link to our head"
-    );
-    anyhow::ensure!(
         block.block_hash.is_empty() || block.block_hash == hash.as_bytes(),
         "block {height}: the peer's block_hash is not the hash of the header"
     );
@@ -288,12 +284,19 @@ fn check_fetched(
         .ok_or_else(|| anyhow::anyhow!("block {height} has no certificate"))?;
     let certificate =
         crate::wire::certificate_from_wire(certificate).map_err(anyhow::Error::msg)?;
-    verify_commit_certificate(
+    let named_parent = Digest::from_slice(&header.parent_hash)
+        .map_err(|err| anyhow::anyhow!("block {height}: parent hash: {err}"))?;
+    // The rule the simulator's state transfer runs too.
+    check_transferred(
         shared.chain_id(),
         &shared.validators,
         height,
-        &hash,
-        &certificate,
+        parent,
+        Transferred {
+            digest: hash,
+            parent: named_parent,
+            certificate: &certificate,
+        },
     )?;
     block.block_hash = hash.to_vec();
     Ok(block)

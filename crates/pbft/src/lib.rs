@@ -21,8 +21,8 @@ mod replica;
 
 pub use message::{
     Body, CertificateError, CommitCertificate, NewView, PreparedCertificate,
-    PreparedCertificateError, SignedMessage, ViewChange, commit_signing_bytes,
-    verify_commit_certificate,
+    PreparedCertificateError, SignedMessage, TransferError, Transferred, ViewChange,
+    check_transferred, commit_signing_bytes, verify_commit_certificate,
 };
 pub use quorum::{ValidatorSet, ValidatorSetError};
 // The new-view rule is public so that the simulator's Byzantine primaries

@@ -285,6 +285,56 @@ pub fn verify_commit_certificate(
     Ok(())
 }
 
+/// What a block received by state transfer claims, as the receiver read it
+/// from the block's own bytes: never the sender's word for its digest.
+#[derive(Clone, Copy, Debug)]
+pub struct Transferred<'a> {
+    /// The digest computed from the block's bytes.
+    pub digest: Digest,
+    /// The parent the block names.
+    pub parent: Digest,
+    pub certificate: &'a CommitCertificate,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransferError {
+    #[error("block {seq} names parent {got}, but this node's block {below} is {expected}", below = seq.saturating_sub(1))]
+    Unlinked {
+        seq: SequenceNumber,
+        expected: Digest,
+        got: Digest,
+    },
+    #[error("block {seq}: {error}")]
+    Certificate {
+        seq: SequenceNumber,
+        error: CertificateError,
+    },
+}
+
+/// The rule a replica applies to a block fetched from a peer for height
+/// `seq` on top of its head `head`: the block links to the head and its
+/// commit certificate is a quorum's for the digest of its own bytes. The
+/// node's sync task (after checking the transactions) and the simulator's
+/// state transfer both use it.
+pub fn check_transferred(
+    chain_id: &str,
+    validators: &ValidatorSet,
+    seq: SequenceNumber,
+    head: &Digest,
+    block: Transferred<'_>,
+) -> Result<(), TransferError> {
+    if block.parent != *head {
+        return Err(TransferError::Unlinked {
+            seq,
+            expected: *head,
+            got: block.parent,
+        });
+    }
+    verify_commit_certificate(chain_id, validators, seq, &block.digest, block.certificate)
+        .map_err(|error| TransferError::Certificate { seq, error })
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PreparedCertificateError {

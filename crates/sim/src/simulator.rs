@@ -9,7 +9,7 @@ use std::fmt;
 use govchain_crypto::Digest;
 use govchain_pbft::{
     Action, CommitCertificate, Config, Event, Record, ReplicaIndex, SequenceNumber, SignedMessage,
-    ValidatorSet, View, verify_commit_certificate,
+    Transferred, ValidatorSet, View, check_transferred, verify_commit_certificate,
 };
 
 use crate::adversary::{Adversary, Conspiracy, Context, Send};
@@ -49,6 +49,9 @@ pub struct Stats {
     pub crashes: u64,
     pub transfers: u64,
     pub blocks_transferred: u64,
+    /// Corrupted blocks a Byzantine validator served to a node catching up,
+    /// which the node's transfer rule (`pbft::check_transferred`) refused.
+    pub transfers_refused: u64,
     pub equivocations: u64,
     /// Messages of the twin (the second process with an honest validator's
     /// key) that honest replicas received.
@@ -65,7 +68,7 @@ impl fmt::Display for Stats {
     fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             out,
-            "sim={}ms height={}..{} view_max={} view_changes={} messages={} dropped={} duplicated={} rejected={} crashes={} transfers={}({} blocks) equivocations={} twin_messages={} twin_conflicts={} recovered_after={}",
+            "sim={}ms height={}..{} view_max={} view_changes={} messages={} dropped={} duplicated={} rejected={} crashes={} transfers={}({} blocks, {} refused) equivocations={} twin_messages={} twin_conflicts={} recovered_after={}",
             self.sim_ms,
             self.height_min,
             self.height_max,
@@ -78,6 +81,7 @@ impl fmt::Display for Stats {
             self.crashes,
             self.transfers,
             self.blocks_transferred,
+            self.transfers_refused,
             self.equivocations,
             self.twin_messages,
             self.twin_conflicts,
@@ -801,6 +805,7 @@ impl Simulator {
         let Some(source) = self.transfer_source(slot, target, peers) else {
             return;
         };
+        self.byzantine_transfer(slot, source);
         let available = self.nodes[source].durable.height();
         let upto = if self.net_rng.one_in(3) {
             self.net_rng.range(height + 1, available)
@@ -844,6 +849,68 @@ impl Simulator {
         inputs.push(self.pending_event(slot));
         for input in inputs {
             self.step(slot, input);
+        }
+    }
+
+    /// Half the time, a Byzantine validator the node can reach answers the
+    /// transfer first, with the next block corrupted one of three ways:
+    /// other bytes under the block's certificate, a certificate cut below
+    /// a quorum, or a block on another parent. The node must refuse it by
+    /// `check_transferred`, the rule the real node's sync task applies, and
+    /// then fetch from the honest `source` as before; accepting it is a
+    /// violation.
+    fn byzantine_transfer(&mut self, slot: usize, source: usize) {
+        let liars: Vec<usize> = (0..self.nodes.len())
+            // A Byzantine node runs an adversary, not a replica: it is
+            // there whenever the network lets it be.
+            .filter(|s| self.nodes[*s].role == Role::Byzantine && self.reachable(*s, slot))
+            .collect();
+        if liars.is_empty() || !self.net_rng.one_in(2) {
+            return;
+        }
+        let liar = liars[self.net_rng.index(liars.len())];
+        let seq = self.nodes[slot].durable.height() + 1;
+        let Some(entry) = self.nodes[source].durable.entry(seq).cloned() else {
+            return;
+        };
+        let Some(mut block) = Block::decode(&entry.block) else {
+            return;
+        };
+        let mut certificate = entry.certificate.clone();
+        match self.net_rng.index(3) {
+            0 => block.counter ^= 1,
+            1 => certificate.signatures.truncate(1),
+            _ => block.parent = Digest::sha256(b"another chain"),
+        }
+        let bytes = block.encode();
+        let head = self.nodes[slot].durable.head_digest();
+        let verdict = match block_digest(&bytes) {
+            None => Err("malformed".to_owned()),
+            Some(digest) => check_transferred(
+                CHAIN_ID,
+                &self.validators,
+                seq,
+                &head,
+                Transferred {
+                    digest,
+                    parent: block.parent,
+                    certificate: &certificate,
+                },
+            )
+            .map_err(|err| err.to_string()),
+        };
+        match verdict {
+            Err(reason) => {
+                self.stats.transfers_refused += 1;
+                self.trace(|| {
+                    format!("node {slot} refuses block {seq} from Byzantine node {liar}: {reason}")
+                });
+            }
+            Ok(()) => self.checker.fail(
+                self.now_ms,
+                ViolationKind::BadDelivery,
+                format!("node {slot} accepted a corrupted block {seq} from Byzantine node {liar}"),
+            ),
         }
     }
 

@@ -221,6 +221,37 @@ fn a_minority_cut_off_catches_up_by_state_transfer_after_the_partition_heals() {
     );
 }
 
+/// Nodes that catch up ask a Byzantine validator too, which serves them
+/// corrupted blocks: every one is refused by the transfer rule the real
+/// node applies (`pbft::check_transferred`), and the nodes still catch up
+/// from honest ones, with no bad delivery.
+#[test]
+fn a_byzantine_validator_serving_state_transfer_is_refused() {
+    let stats = run_all(0..4, |seed| {
+        let mut scenario = lossy(Scenario::calm(seed, 7));
+        // Node 6 is Byzantine and cut off with node 5, which it then
+        // "helps" catch up.
+        scenario.byzantine = vec![byzantine(6, SILENT)];
+        scenario.blocks = 30;
+        scenario.block_interval_ms = 100;
+        scenario.fault_phase_ms = 4_500;
+        scenario.partitions = vec![Partition {
+            start_ms: 300,
+            heal_ms: 4_000,
+            groups: vec![0, 0, 0, 0, 0, 1, 1],
+        }];
+        scenario
+    });
+    assert!(
+        stats.iter().all(|s| s.transfers_refused > 0),
+        "the Byzantine validator served corrupted blocks: {stats:?}"
+    );
+    assert!(
+        stats.iter().all(|s| s.blocks_transferred >= 20),
+        "the honest node of the minority still fetched the blocks: {stats:?}"
+    );
+}
+
 #[test]
 fn a_seed_replays_exactly() {
     let options = RunOptions::default();
