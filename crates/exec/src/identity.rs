@@ -979,8 +979,6 @@ fn log_refusal<S: StateRead>(
     let count_key = refusal_count_key(&citizen, &department, context.now_ms / DAY_MS);
     let logged = read_u64(overlay, &count_key, "refusal count")?;
     overlay.put(count_key, logged.saturating_add(1).to_be_bytes().to_vec());
-    let sequence =
-        read_u64(overlay, &access_count_key(&citizen), "access count")?.saturating_add(1);
     let record = AccessRecord {
         citizen: access.citizen.clone(),
         attribute: access.attribute.clone(),
@@ -991,20 +989,37 @@ fn log_refusal<S: StateRead>(
         accessed_ms: context.now_ms,
         block_height: context.height,
         transaction_id: transaction.id.to_vec(),
-        sequence,
+        sequence: 0,
         refused: true,
         // Not the refusal's text: state is hashed into the state root, and
         // a message's wording (and how a toolchain escapes the strings it
         // quotes) must never be consensus. Readers take the text from the
-        // transaction's result (`refusal_text`).
+        // transaction's result (the node's `with_refusal_text`).
         refusal: String::new(),
     };
-    overlay.put(refused_access_key(&transaction.id), record.encode_to_vec());
-    overlay.put(access_count_key(&citizen), sequence.to_be_bytes().to_vec());
-    overlay.put(
-        access_index_key(&citizen, sequence),
-        transaction.id.to_vec(),
-    );
+    append_to_log(
+        overlay,
+        &citizen,
+        refused_access_key(&transaction.id),
+        record,
+        &transaction.id,
+    )
+}
+
+/// Appends `record` to the citizen's access log under `record_key`, as the
+/// next entry (its `sequence` is set here).
+fn append_to_log<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    citizen: &PublicKey,
+    record_key: Vec<u8>,
+    mut record: AccessRecord,
+    transaction_id: &Digest,
+) -> Result<(), StateError> {
+    let sequence = read_u64(overlay, &access_count_key(citizen), "access count")?.saturating_add(1);
+    record.sequence = sequence;
+    overlay.put(record_key, record.encode_to_vec());
+    overlay.put(access_count_key(citizen), sequence.to_be_bytes().to_vec());
+    overlay.put(access_index_key(citizen, sequence), transaction_id.to_vec());
     Ok(())
 }
 
@@ -1029,8 +1044,6 @@ pub(crate) fn record_access<S: StateRead>(
         }
     };
     let citizen = refuse_unless!(citizen_key(&access.citizen));
-    let sequence =
-        read_u64(overlay, &access_count_key(&citizen), "access count")?.saturating_add(1);
     let record = AccessRecord {
         citizen: access.citizen.clone(),
         attribute: access.attribute.clone(),
@@ -1041,16 +1054,17 @@ pub(crate) fn record_access<S: StateRead>(
         accessed_ms: context.now_ms,
         block_height: context.height,
         transaction_id: transaction.id.to_vec(),
-        sequence,
+        sequence: 0,
         refused: false,
         refusal: String::new(),
     };
-    overlay.put(access_key(&transaction.id), record.encode_to_vec());
-    overlay.put(access_count_key(&citizen), sequence.to_be_bytes().to_vec());
-    overlay.put(
-        access_index_key(&citizen, sequence),
-        transaction.id.to_vec(),
-    );
+    append_to_log(
+        overlay,
+        &citizen,
+        access_key(&transaction.id),
+        record,
+        &transaction.id,
+    )?;
     Ok(Ok(()))
 }
 

@@ -593,6 +593,21 @@ pub struct BlobApi {
     pub shared: Arc<Shared>,
 }
 
+impl BlobApi {
+    /// The Stat rule (`blob_visible_to`): whether the caller's department
+    /// may learn that this node stores `cid` and that it is personal.
+    fn visible_to(&self, caller: &TlsIdentity, cid: &str) -> Result<bool, Status> {
+        blob_visible_to(
+            &LedgerState(&self.shared.ledger),
+            &caller.department,
+            &self.shared.name,
+            cid,
+            crate::driver::now_ms(),
+        )
+        .map_err(|err| internal("state read failed", err))
+    }
+}
+
 #[tonic::async_trait]
 impl BlobService for BlobApi {
     async fn upload(
@@ -673,14 +688,7 @@ impl BlobService for BlobApi {
         // The Stat rule first, with Stat's answer: a department that may not
         // learn that a personal blob exists must not learn it from which
         // refusal Download gives either.
-        let visible = blob_visible_to(
-            &state,
-            &caller.department,
-            &self.shared.name,
-            &request.cid,
-            crate::driver::now_ms(),
-        )
-        .map_err(read_failed)?;
+        let visible = self.visible_to(&caller, &request.cid)?;
         // One refusal for "not a declared attribute, and not yours" and
         // "a citizen's blob you may not know of", whether or not it is stored.
         let not_released = || {
@@ -751,14 +759,7 @@ impl BlobService for BlobApi {
         // Stat reveals neither that a personal blob exists nor that it is
         // personal.
         let not_found = || Status::not_found(format!("blob {cid} is not stored on this node"));
-        let visible = blob_visible_to(
-            &state,
-            &caller.department,
-            &self.shared.name,
-            &request.cid,
-            crate::driver::now_ms(),
-        )
-        .map_err(read_failed)?;
+        let visible = self.visible_to(&caller, &request.cid)?;
         if !visible {
             return Err(not_found());
         }

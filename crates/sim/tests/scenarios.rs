@@ -200,21 +200,24 @@ fn a_second_process_with_an_honest_validators_key_breaks_nothing() {
     }
 }
 
+/// Seven validators; nodes 5 and 6 are cut off while the others commit
+/// most of 30 blocks, then the partition heals.
+fn minority_cut_off(seed: u64) -> Scenario {
+    let mut scenario = lossy(Scenario::calm(seed, 7));
+    scenario.blocks = 30;
+    scenario.block_interval_ms = 100;
+    scenario.fault_phase_ms = 4_500;
+    scenario.partitions = vec![Partition {
+        start_ms: 300,
+        heal_ms: 4_000,
+        groups: vec![0, 0, 0, 0, 0, 1, 1],
+    }];
+    scenario
+}
+
 #[test]
 fn a_minority_cut_off_catches_up_by_state_transfer_after_the_partition_heals() {
-    let stats = run_all(0..4, |seed| {
-        let mut scenario = lossy(Scenario::calm(seed, 7));
-        scenario.blocks = 30;
-        scenario.block_interval_ms = 100;
-        scenario.fault_phase_ms = 4_500;
-        // Nodes 5 and 6 are cut off while the others commit most blocks.
-        scenario.partitions = vec![Partition {
-            start_ms: 300,
-            heal_ms: 4_000,
-            groups: vec![0, 0, 0, 0, 0, 1, 1],
-        }];
-        scenario
-    });
+    let stats = run_all(0..4, minority_cut_off);
     assert!(
         stats.iter().all(|s| s.blocks_transferred >= 2 * 20),
         "the minority fetched the blocks: {stats:?}"
@@ -228,18 +231,10 @@ fn a_minority_cut_off_catches_up_by_state_transfer_after_the_partition_heals() {
 #[test]
 fn a_byzantine_validator_serving_state_transfer_is_refused() {
     let stats = run_all(0..4, |seed| {
-        let mut scenario = lossy(Scenario::calm(seed, 7));
+        let mut scenario = minority_cut_off(seed);
         // Node 6 is Byzantine and cut off with node 5, which it then
         // "helps" catch up.
         scenario.byzantine = vec![byzantine(6, SILENT)];
-        scenario.blocks = 30;
-        scenario.block_interval_ms = 100;
-        scenario.fault_phase_ms = 4_500;
-        scenario.partitions = vec![Partition {
-            start_ms: 300,
-            heal_ms: 4_000,
-            groups: vec![0, 0, 0, 0, 0, 1, 1],
-        }];
         scenario
     });
     assert!(
