@@ -1478,7 +1478,18 @@ async fn a_citizens_record_is_disclosed_only_to_the_citizen_and_by_consent() {
     assert_eq!(all.len(), 3);
 
     // A signed request outside the window, or signed by another key, or
-    // half given, is refused precisely.
+    // half given, is refused precisely. `signed_as` is the RPC the citizen
+    // signed for, which the request may or may not be.
+    let list_signed = |signed_as: CitizenRead, at_ms: u64| {
+        let (request_time_ms, citizen_signature) =
+            citizen_signed(signed_as, &citizen, &citizen, at_ms);
+        ListAccessesRequest {
+            public_key: citizen.public_key().as_bytes().to_vec(),
+            request_time_ms,
+            citizen_signature,
+            ..ListAccessesRequest::default()
+        }
+    };
     let old = now_ms() - 6 * 60 * 1000;
     let status = health
         .identity
@@ -1486,16 +1497,9 @@ async fn a_citizens_record_is_disclosed_only_to_the_citizen_and_by_consent() {
         .await
         .unwrap_err();
     assert_status(&status, Code::FailedPrecondition, "sign a new one");
-    let (request_time_ms, citizen_signature) =
-        citizen_signed(CitizenRead::ListAccesses, &citizen, &citizen, old);
     let status = police
         .identity
-        .list_accesses(ListAccessesRequest {
-            public_key: citizen.public_key().as_bytes().to_vec(),
-            request_time_ms,
-            citizen_signature,
-            ..ListAccessesRequest::default()
-        })
+        .list_accesses(list_signed(CitizenRead::ListAccesses, old))
         .await
         .unwrap_err();
     assert_status(&status, Code::FailedPrecondition, "sign a new one");
@@ -1506,16 +1510,9 @@ async fn a_citizens_record_is_disclosed_only_to_the_citizen_and_by_consent() {
         .unwrap_err();
     assert_status(&status, Code::Unauthenticated, "does not verify");
     // A GetIdentity signature is not a ListAccesses one.
-    let (request_time_ms, citizen_signature) =
-        citizen_signed(CitizenRead::GetIdentity, &citizen, &citizen, now_ms());
     let status = police
         .identity
-        .list_accesses(ListAccessesRequest {
-            public_key: citizen.public_key().as_bytes().to_vec(),
-            request_time_ms,
-            citizen_signature,
-            ..ListAccessesRequest::default()
-        })
+        .list_accesses(list_signed(CitizenRead::GetIdentity, now_ms()))
         .await
         .unwrap_err();
     assert_status(&status, Code::Unauthenticated, "does not verify");

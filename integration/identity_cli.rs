@@ -548,22 +548,26 @@ fn attestations(devnet: &Devnet, did: &str) {
         assert_eq!(attested["revoked"], false, "{attested}");
     }
     let tax = devnet.signing_key("tax");
+    // Tax's key attesting the name, through `department`'s certificate.
+    let attest_with_tax_key_as = |department: &str| {
+        run(&[
+            "identity",
+            "attest",
+            "--signing-key",
+            &tax,
+            "--citizen",
+            did,
+            "--name",
+            "name",
+            "--dir",
+            d,
+            "--department",
+            department,
+        ])
+    };
     // Tax's key through civil's certificate (civil may see the name, as its
     // attester): refused before the rules are even asked, with the way out.
-    let refused = run(&[
-        "identity",
-        "attest",
-        "--signing-key",
-        &tax,
-        "--citizen",
-        did,
-        "--name",
-        "name",
-        "--dir",
-        d,
-        "--department",
-        "civil",
-    ]);
+    let refused = attest_with_tax_key_as("civil");
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(
         refused
@@ -575,20 +579,7 @@ fn attestations(devnet: &Devnet, did: &str) {
     );
     // With tax's key and tax's certificate: tax holds no consent yet and
     // attests nothing, so it may not even see the identity.
-    let refused = run(&[
-        "identity",
-        "attest",
-        "--signing-key",
-        &tax,
-        "--citizen",
-        did,
-        "--name",
-        "name",
-        "--dir",
-        d,
-        "--department",
-        "tax",
-    ]);
+    let refused = attest_with_tax_key_as("tax");
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(
         refused.stderr.contains("PERMISSION_DENIED"),
