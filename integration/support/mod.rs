@@ -25,6 +25,8 @@ pub const CHAIN: &str = "govchain-test";
 pub struct Node {
     pub name: String,
     pub port: u16,
+    /// The plaintext gRPC health port (`health_listen`).
+    pub health_port: u16,
     pub config: PathBuf,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -167,6 +169,7 @@ impl Cluster {
         .unwrap();
         let all: Vec<String> = names.iter().chain(&observer_names).cloned().collect();
         let ports: Vec<u16> = all.iter().map(|_| free_port()).collect();
+        let health_ports: Vec<u16> = all.iter().map(|_| free_port()).collect();
         let mut nodes = Vec::new();
         for (i, name) in all.iter().enumerate() {
             let node_dir = dir.path().join("nodes").join(name);
@@ -193,12 +196,14 @@ impl Cluster {
                     .collect(),
                 mempool: Default::default(),
                 blobs: Default::default(),
+                health_listen: Some(format!("127.0.0.1:{}", health_ports[i]).parse().unwrap()),
             };
             let config = node_dir.join("node.toml");
             file.save(&config).unwrap();
             nodes.push(Node {
                 name: name.clone(),
                 port: ports[i],
+                health_port: health_ports[i],
                 config,
                 data_dir: node_dir.join("data"),
                 log: node_dir.join("node.log"),

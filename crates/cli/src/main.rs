@@ -121,6 +121,9 @@ impl Command {
     }
 }
 
+/// How long blocking tasks may run on after the command finished.
+const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn main() -> ExitCode {
     // Before any thread or buffer exists.
     let tuning = malloc::tune();
@@ -131,7 +134,13 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
     {
-        Ok(runtime) => exit_code(runtime.block_on(run(cli))),
+        Ok(runtime) => {
+            let result = runtime.block_on(run(cli));
+            // A node that stops on a fatal error does not wait for blocking
+            // work of the part that failed.
+            runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+            exit_code(result)
+        }
         Err(err) => exit_code(Err(
             anyhow::Error::new(err).context("cannot start the async runtime")
         )),

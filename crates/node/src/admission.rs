@@ -31,6 +31,7 @@ use tracing::debug;
 use crate::driver::DriverEvent;
 use crate::service::{AdmitError, admit_verified};
 use crate::shared::{LedgerState, Shared};
+use crate::supervise::Fatal;
 
 /// Transactions verified in one batch at most; bounds the latency a batch
 /// adds and the size of the batch forwarded to peers.
@@ -75,11 +76,16 @@ pub struct Admission {
 
 impl Admission {
     /// Starts the admission thread; it stops when every handle is dropped.
-    pub fn start(shared: Arc<Shared>, driver: mpsc::Sender<DriverEvent>) -> std::io::Result<Self> {
+    pub fn start(
+        shared: Arc<Shared>,
+        driver: mpsc::Sender<DriverEvent>,
+        fatal: &Fatal,
+    ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel(ADMISSION_QUEUE_MAX);
-        std::thread::Builder::new()
-            .name("admission".into())
-            .spawn(move || run(&shared, &driver, queue))?;
+        fatal.spawn_thread("admission", move || {
+            run(&shared, &driver, queue);
+            Ok(())
+        })?;
         Ok(Self { jobs })
     }
 

@@ -44,6 +44,13 @@ pub struct NodeFile {
     pub mempool: MempoolFile,
     #[serde(default)]
     pub blobs: BlobsFile,
+    /// Address for a plaintext gRPC port that serves only
+    /// `grpc.health.v1.Health`, for probes that cannot present a client
+    /// certificate (Kubernetes' `grpc:` probe), e.g. "0.0.0.0:7052".
+    /// Service "" is readiness (NOT_SERVING while starting or catching up),
+    /// service "liveness" is SERVING while the process runs. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// The blob store (`<data_dir>/blobs/`).
@@ -145,6 +152,7 @@ pub struct Settings {
     pub mempool: MempoolFile,
     pub blobs: BlobsFile,
     pub observer: bool,
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl NodeFile {
@@ -244,6 +252,7 @@ impl Settings {
             mempool: file.mempool,
             blobs: file.blobs,
             observer: file.observer,
+            health_listen: file.health_listen,
         })
     }
 }

@@ -185,8 +185,10 @@ impl Driver {
             .map(|r| consensus_store::encode(&r))
             .collect();
         if let Err(err) = self.shared.ledger.consensus_write(&records) {
-            error!(node = %self.shared.name, error = %err, "cannot persist consensus records");
-            panic!("cannot persist consensus records: {err}");
+            // With its causes: "... while ...: No space left on device".
+            let err = anyhow::Error::new(err);
+            error!(node = %self.shared.name, error = format!("{err:#}"), "cannot persist consensus records");
+            panic!("cannot persist consensus records: {err:#}");
         }
     }
 
@@ -445,8 +447,9 @@ impl Driver {
             writes: &ready.executed.writes,
         };
         if let Err(err) = self.shared.ledger.append(&append) {
-            error!(node = %self.shared.name, seq, error = %err, "ledger refused a committed block");
-            panic!("ledger refused committed block {seq}: {err}");
+            let err = anyhow::Error::new(err);
+            error!(node = %self.shared.name, seq, error = format!("{err:#}"), "ledger refused a committed block");
+            panic!("ledger refused committed block {seq}: {err:#}");
         }
         self.shared.mempool().remove_committed(&ready.signers);
         info!(node = %self.shared.name, view, seq, digest = %ready.digest.short(), transactions = transactions.len(), "committed block");

@@ -18,8 +18,10 @@ mod identity;
 mod limits;
 mod mempool;
 mod peers;
+mod readiness;
 mod service;
 mod shared;
+mod supervise;
 mod sync;
 pub mod tls;
 mod wire;
@@ -45,6 +47,8 @@ pub use audit::{AuditReport, audit_ledger};
 pub use config::{NodeFile, PeerFile, Settings};
 pub use driver::now_ms;
 pub use mempool::NONCE_AHEAD_MAX;
+pub use readiness::{LIVENESS_SERVICE, SYNC_LAG_BLOCKS_MAX};
+pub use supervise::FatalError;
 pub use wire::{certificate_from_wire, certificate_to_wire};
 
 use crate::admission::Admission;
@@ -96,11 +100,13 @@ pub fn validator_set(genesis: &govchain_pki::Genesis) -> anyhow::Result<Validato
     Ok(ValidatorSet::new(keys)?)
 }
 
-/// Runs a node until `shutdown` completes.
+/// Runs a node until `shutdown` completes, or until a part it needs fails
+/// ([`FatalError`], returned as the error).
 pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let (fatal, mut fatal_errors) = supervise::Fatal::new();
     let genesis = settings.genesis.clone();
     let validators = validator_set(&genesis)?;
     let ledger = Arc::new(
@@ -116,7 +122,7 @@ pub async fn run(
     let peers = if settings.observer {
         PeerSet::none()
     } else {
-        PeerSet::start(&settings)
+        PeerSet::start(&settings, &fatal)
     };
     let mempool = Mempool::new(
         settings.mempool.transactions_max,
@@ -171,21 +177,40 @@ pub async fn run(
         Some(start_replica(&settings, &shared, validators)?)
     };
     let (events, receiver) = mpsc::channel(DRIVER_EVENTS_MAX);
-    let sync = sync::start(&settings, shared.clone(), events.clone());
+    let sync = sync::start(&settings, shared.clone(), events.clone(), &fatal);
+    let mut tasks = Vec::new();
     if settings.observer {
-        tokio::spawn(sync::follow(
-            sync.clone(),
-            settings.peers.iter().map(|p| p.index).collect(),
+        tasks.push(fatal.spawn_task(
+            "follow",
+            sync::follow(
+                sync.clone(),
+                settings.peers.iter().map(|p| p.index).collect(),
+            ),
         ));
     }
-    let driver = Driver::new(shared.clone(), replica, sync);
-    let driver_thread = std::thread::Builder::new()
-        .name("consensus".into())
-        .spawn(move || driver.run(receiver))
+    let driver = Driver::new(shared.clone(), replica, sync.clone());
+    let driver_thread = fatal
+        .spawn_thread("consensus", move || {
+            driver.run(receiver);
+            Ok(())
+        })
         .context("cannot start the consensus thread")?;
-    let ticker = tokio::spawn(tick(events.clone()));
+    tasks.push(fatal.spawn_task("ticker", tick(events.clone())));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // Not ready until the peers were asked how far the chain is.
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    tasks.push(fatal.spawn_task(
+        "readiness",
+        readiness::watch(
+            readiness::PeerAddresses::of(&settings),
+            shared.clone(),
+            health_reporter.clone(),
+            sync,
+        ),
+    ));
     health_reporter
         .set_serving::<NodeServiceServer<NodeApi>>()
         .await;
@@ -207,7 +232,7 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let admission = Admission::start(shared.clone(), events.clone())
+    let admission = Admission::start(shared.clone(), events.clone(), &fatal)
         .context("cannot start the admission thread")?;
     let node_api = NodeApi {
         shared: shared.clone(),
@@ -222,13 +247,26 @@ pub async fn run(
         shared: shared.clone(),
     };
     let identity_api = IdentityApi::new(node_api.clone());
-    let collector = (settings.blobs.gc_interval_secs > 0).then(|| {
-        tokio::spawn(collect_blobs(
-            shared.clone(),
-            Duration::from_secs(settings.blobs.gc_interval_secs),
-            settings.blobs.gc_grace_secs.saturating_mul(1000),
-        ))
-    });
+    if settings.blobs.gc_interval_secs > 0 {
+        tasks.push(fatal.spawn_task(
+            "blob collector",
+            collect_blobs(
+                shared.clone(),
+                Duration::from_secs(settings.blobs.gc_interval_secs),
+                settings.blobs.gc_grace_secs.saturating_mul(1000),
+            ),
+        ));
+    }
+    if let Some(address) = settings.health_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} (health_listen)"))?;
+        info!(node = %settings.name, listen = %address, "serving gRPC health in plaintext for probes");
+        tasks.push(fatal.spawn_task(
+            "health server",
+            serve_health(listener, health_service.clone()),
+        ));
+    }
     info!(node = %settings.name, listen = %settings.listen, "serving gRPC with mutual TLS");
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -275,23 +313,54 @@ pub async fn run(
         );
     // Peers keep their streams open for good, so a graceful shutdown would
     // wait for ever: after a grace period the server is dropped.
-    let served = tokio::select! {
-        served = server => served,
+    let outcome = tokio::select! {
+        served = server => served.with_context(|| format!("gRPC server on {} failed", settings.listen)),
         () = async { stopped(stop).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
+        failure = fatal_errors.first() => Err(anyhow::Error::new(failure)),
     };
-    ticker.abort();
-    if let Some(collector) = collector {
-        collector.abort();
+    fatal.stopping();
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        task.ended().await;
     }
     // Connections may outlive the server future and hold event senders, so
     // the driver is told to stop rather than left to notice.
     let _ = events.send(DriverEvent::Stop).await;
     drop(shared);
-    let _ = tokio::task::spawn_blocking(move || driver_thread.join()).await;
-    served.with_context(|| format!("gRPC server on {} failed", settings.listen))?;
-    info!(node = %settings.name, "stopped");
-    Ok(())
+    if outcome.is_ok() {
+        let _ = tokio::task::spawn_blocking(move || driver_thread.join()).await;
+        info!(node = %settings.name, "stopped");
+    }
+    // After a fatal error the consensus thread may be the part that failed
+    // (or be stuck behind it): the process exits without waiting for it.
+    outcome
 }
+
+/// Serves only gRPC health, in plaintext, for probes that cannot speak
+/// mutual TLS (Kubernetes' `grpc:` probe). It tells nothing but
+/// SERVING/NOT_SERVING, so it needs no client certificate.
+async fn serve_health(
+    listener: tokio::net::TcpListener,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) {
+    let served = Server::builder()
+        .concurrency_limit_per_connection(HEALTH_STREAMS_PER_CONNECTION_MAX)
+        .add_service(health)
+        .serve_with_incoming(connections::incoming(listener, HEALTH_CONNECTIONS_MAX))
+        .await;
+    if let Err(err) = served {
+        tracing::error!(error = %err, "the health server failed");
+    }
+}
+
+/// Bounds of the plaintext health port: probes open one connection and
+/// one call at a time.
+const HEALTH_CONNECTIONS_MAX: usize = 64;
+const HEALTH_STREAMS_PER_CONNECTION_MAX: usize = 8;
 
 /// The PBFT replica of a validator, resumed from its ledger and records.
 fn start_replica(

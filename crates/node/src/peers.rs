@@ -13,6 +13,7 @@ use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 use crate::config::Settings;
+use crate::supervise::Fatal;
 use crate::tls::peer_client_config;
 
 /// Messages queued for one peer; when full, new messages to it are dropped
@@ -37,7 +38,7 @@ pub struct PeerSet {
 
 impl PeerSet {
     /// Starts one connection task per configured peer.
-    pub fn start(settings: &Settings) -> Self {
+    pub fn start(settings: &Settings, fatal: &Fatal) -> Self {
         let peers = settings
             .peers
             .iter()
@@ -51,7 +52,7 @@ impl PeerSet {
                     tls,
                     connected: connected.clone(),
                 };
-                tokio::spawn(task.run(receiver));
+                fatal.spawn_task(&format!("peer {}", peer.name), task.run(receiver));
                 PeerHandle {
                     name: peer.name.clone(),
                     queue,

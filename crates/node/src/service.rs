@@ -444,6 +444,7 @@ impl NodeService for NodeApi {
             observer: shared.observer,
             view_active: shared.view_normal.load(Ordering::Relaxed),
             rejected_messages: shared.rejected_messages.load(Ordering::Relaxed),
+            syncing: shared.readiness.syncing(),
         }))
     }
 

@@ -15,6 +15,7 @@ use crate::blobs::Blobs;
 use crate::limits::Slots;
 use crate::mempool::Mempool;
 use crate::peers::PeerSet;
+use crate::readiness::Readiness;
 
 /// Committed blocks kept for slow subscribers before they must re-read the
 /// ledger.
@@ -45,6 +46,8 @@ pub struct Shared {
     /// Open block subscriptions and uploads, by department.
     pub subscriptions: Arc<Slots>,
     pub uploads: Arc<Slots>,
+    /// Whether the node is caught up (`readiness::watch` keeps it).
+    pub readiness: Readiness,
 }
 
 impl Shared {
@@ -87,6 +90,7 @@ impl Shared {
             rejected_messages: AtomicU64::new(0),
             subscriptions: Slots::subscriptions(),
             uploads: Slots::uploads(),
+            readiness: Readiness::default(),
         }
     }
 

@@ -21,6 +21,7 @@ use crate::config::{Peer, Settings};
 use crate::driver::DriverEvent;
 use crate::peers::PEER_MESSAGE_BYTES_MAX;
 use crate::shared::Shared;
+use crate::supervise::Fatal;
 use crate::tls::peer_client_config;
 
 /// Blocks handed to the driver at once; also the most a peer sends per call.
@@ -72,6 +73,7 @@ pub fn start(
     settings: &Settings,
     shared: Arc<Shared>,
     driver: mpsc::Sender<DriverEvent>,
+    fatal: &Fatal,
 ) -> mpsc::Sender<SyncRequest> {
     let (sender, receiver) = mpsc::channel(64);
     let tls = settings
@@ -86,7 +88,7 @@ pub fn start(
         tls,
         channels: BTreeMap::new(),
     };
-    tokio::spawn(syncer.run(receiver));
+    fatal.spawn_task("state transfer", syncer.run(receiver));
     sender
 }
 

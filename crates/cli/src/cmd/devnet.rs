@@ -264,6 +264,7 @@ pub(crate) fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFil
                 .collect(),
             mempool: Default::default(),
             blobs: Default::default(),
+            health_listen: None,
         };
         config.save(&dir.join(&node_dir).join("node.toml"))?;
         nodes.push(DevnetNode {

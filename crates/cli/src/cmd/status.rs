@@ -45,6 +45,9 @@ struct NodeStatus {
     mempool_transactions: Option<u64>,
     mempool_bytes: Option<u64>,
     connected_peers: Option<Vec<String>>,
+    /// True while the node starts or catches up with its peers (its gRPC
+    /// health is NOT_SERVING meanwhile).
+    syncing: Option<bool>,
     error: Option<String>,
 }
 
@@ -72,6 +75,7 @@ impl NodeStatus {
             mempool_transactions: Some(status.mempool_transactions),
             mempool_bytes: Some(status.mempool_bytes),
             connected_peers: Some(status.connected_peers),
+            syncing: Some(status.syncing),
             error: None,
         }
     }
@@ -151,7 +155,17 @@ fn render_one(node: &NodeStatus) -> String {
         .add("node", node.name())
         .add("url", &node.url)
         .add("chain id", text(&node.chain_id))
-        .add("height", number(node.height))
+        .add(
+            "height",
+            if node.syncing == Some(true) {
+                format!(
+                    "{} (syncing: catching up with its peers)",
+                    number(node.height)
+                )
+            } else {
+                number(node.height)
+            },
+        )
         .add("head hash", text(&node.head_hash))
         .add(
             "head time",
@@ -206,10 +220,15 @@ fn render_table(nodes: &[NodeStatus]) -> String {
             .as_deref()
             .filter(|hash| !hash.is_empty())
             .map_or("-", |hash| hash.get(..8).unwrap_or(hash));
+        let height = node.height.unwrap_or(0).to_string();
         table.add(vec![
             node.name().to_owned(),
             node.url.clone(),
-            node.height.unwrap_or(0).to_string(),
+            if node.syncing == Some(true) {
+                format!("{height} syncing")
+            } else {
+                height
+            },
             head.to_owned(),
             node.view.unwrap_or(0).to_string(),
             node.primary.clone().unwrap_or_default(),
@@ -262,6 +281,7 @@ mod tests {
                 observer: false,
                 view_active: true,
                 rejected_messages: 0,
+                syncing: false,
             },
         )
     }
@@ -284,6 +304,7 @@ mod tests {
         assert_eq!(first["height"], 12);
         assert_eq!(first["head_hash"], "ab".repeat(32));
         assert_eq!(first["connected_peers"][1], "education");
+        assert_eq!(first["syncing"], false);
         assert!(first["error"].is_null());
         let second = &json["nodes"][1];
         assert_eq!(second["node"], "tax");
@@ -316,5 +337,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("head time:    -"), "{text}");
+        assert!(text.contains("height:       12\n"), "{text}");
+    }
+
+    #[test]
+    fn a_syncing_node_says_so_beside_its_height() {
+        let mut node = health();
+        node.syncing = Some(true);
+        assert!(render(&[node]).contains("height:       12 (syncing: catching up with its peers)"),);
+        let mut node = health();
+        node.syncing = Some(true);
+        let table = render(&[node, down()]);
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.contains("12 syncing")),
+            "{table}"
+        );
     }
 }
