@@ -68,6 +68,8 @@ enum Command {
     Devnet(cmd::devnet::DevnetArgs),
     /// Check a node's ledger files offline.
     Ledger(cmd::ledger::LedgerArgs),
+    /// Validate a node's config (node.toml and GOVCHAIN_* overrides).
+    Config(cmd::config::ConfigArgs),
     /// Make the consortium CA, department certificates and genesis.
     Certs(cmd::certs::CertsArgs),
     /// Make and inspect Ed25519 transaction signing keys.
@@ -153,6 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(args) => cmd::node::run(args).await,
         Command::Devnet(args) => cmd::devnet::run(args).await,
         Command::Ledger(args) => cmd::ledger::run(args, json),
+        Command::Config(args) => cmd::config::run(args, json),
         Command::Certs(args) => cmd::certs::run(args, json),
         Command::Keys(args) => cmd::keys::run(args, json),
         Command::Tx(args) => cmd::tx::run(args, json).await,

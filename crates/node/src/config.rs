@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
+use figment::providers::Format as _;
 use govchain_crypto::SigningKey;
 use govchain_pki::Genesis;
 use serde::{Deserialize, Serialize};
@@ -155,7 +156,47 @@ pub struct Settings {
     pub health_listen: Option<SocketAddr>,
 }
 
+/// Environment variables that override `node.toml` keys start with this:
+/// `GOVCHAIN_LISTEN`, and `__` between nested keys
+/// (`GOVCHAIN_MEMPOOL__BYTES_MAX`). Values are TOML values where they parse
+/// as one (`100`, `true`, `[{name = "tax", address = "https://..."}]`),
+/// otherwise strings (`0.0.0.0:7050`).
+pub const ENV_PREFIX: &str = "GOVCHAIN_";
+
+/// Separates nested keys in an override's name.
+pub const ENV_NESTING: &str = "__";
+
+/// The top-level keys of `node.toml`. Only variables naming one of them
+/// are overrides: other `GOVCHAIN_*` variables (`GOVCHAIN_LOG`, the CLI's
+/// `GOVCHAIN_NODE`, ...) are other settings. A test keeps the list equal
+/// to [`NodeFile`]'s fields.
+pub const NODE_FILE_KEYS: &[&str] = &[
+    "name",
+    "listen",
+    "data_dir",
+    "genesis",
+    "ca_certificate",
+    "certificate",
+    "key",
+    "consensus_key",
+    "peers",
+    "observer",
+    "mempool",
+    "blobs",
+    "health_listen",
+];
+
+/// A `node.toml` key whose value came from the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Override {
+    /// Dotted key, e.g. "mempool.bytes_max".
+    pub key: String,
+    /// The variable, e.g. "GOVCHAIN_MEMPOOL__BYTES_MAX".
+    pub variable: String,
+}
+
 impl NodeFile {
+    /// The file alone, as written (for tools that edit it).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read node config {}", path.display()))?;
@@ -163,10 +204,89 @@ impl NodeFile {
             .with_context(|| format!("node config {} is not valid", path.display()))
     }
 
+    /// The configuration a node runs with: the file, with every
+    /// `GOVCHAIN_<KEY>` environment variable applied over it; and which
+    /// keys the environment set. Errors name the key, the value and where
+    /// it came from (the file or the variable).
+    pub fn effective(path: &Path) -> anyhow::Result<(Self, Vec<Override>)> {
+        // The file must exist even when the environment sets everything:
+        // relative paths are relative to its folder.
+        if !path.is_file() {
+            bail!("cannot read node config {}: no such file", path.display());
+        }
+        let figment = figment::Figment::new()
+            .merge(figment::providers::Toml::file_exact(path))
+            .merge(overrides_provider());
+        let file: Self = figment.extract().map_err(|err| {
+            anyhow::anyhow!(
+                "node config {} is not valid: {}",
+                path.display(),
+                describe_figment_error(err)
+            )
+        })?;
+        Ok((file, overrides()))
+    }
+
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let text = toml::to_string_pretty(self).context("node config does not serialize")?;
+        let text = self.to_toml()?;
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
     }
+
+    /// The file's text.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string_pretty(self).context("node config does not serialize")
+    }
+}
+
+/// Whether an environment variable's name (after the prefix, lower case)
+/// is an override of a `node.toml` key.
+fn is_override(key: &str) -> bool {
+    let top = key.split(ENV_NESTING).next().unwrap_or(key);
+    NODE_FILE_KEYS.contains(&top)
+}
+
+fn overrides_provider() -> figment::providers::Env {
+    figment::providers::Env::prefixed(ENV_PREFIX)
+        .filter(|key| is_override(&key.as_str().to_ascii_lowercase()))
+        .split(ENV_NESTING)
+}
+
+/// The overrides present in this process's environment.
+pub fn overrides() -> Vec<Override> {
+    let mut found: Vec<Override> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter_map(|variable| {
+            let key = variable.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
+            is_override(&key).then(|| Override {
+                key: key.replace(ENV_NESTING, "."),
+                variable,
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| a.key.cmp(&b.key));
+    found
+}
+
+/// figment's error, each one on a line: "invalid type: found string
+/// \"abc\", expected u64 for key \"mempool.bytes_max\" in
+/// GOVCHAIN_ environment variable(s)".
+fn describe_figment_error(err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let mut text = e.kind.to_string();
+            if !e.path.is_empty() {
+                text.push_str(&format!(" for key {:?}", e.path.join(".")));
+            }
+            if let Some(source) = &e.metadata {
+                text.push_str(&format!(" in {}", source.name));
+                if let Some(figment::Source::File(file)) = &source.source {
+                    text.push_str(&format!(" {}", file.display()));
+                }
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Settings {
@@ -174,7 +294,13 @@ impl Settings {
     /// agree: the node is a validator in genesis, its consensus key is the
     /// one genesis lists, and every peer is a validator.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let file = NodeFile::load(path)?;
+        let (file, _) = NodeFile::effective(path)?;
+        Self::from_file(file, path)
+    }
+
+    /// Checks `file` (read from `path`, perhaps with overrides) and loads
+    /// everything it points to.
+    pub fn from_file(file: NodeFile, path: &Path) -> anyhow::Result<Self> {
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &Path| {
             if p.is_absolute() {
@@ -183,29 +309,44 @@ impl Settings {
                 base.join(p)
             }
         };
-        let genesis = Genesis::load(&resolve(&file.genesis))
-            .with_context(|| format!("cannot load genesis {}", resolve(&file.genesis).display()))?;
+        let read_file = |key: &str, p: &Path| {
+            govchain_pki::read_pem(&resolve(p))
+                .with_context(|| format!("{key} = {p:?}: cannot read {}", resolve(p).display()))
+        };
+        let genesis = Genesis::load(&resolve(&file.genesis)).with_context(|| {
+            format!(
+                "genesis = {:?}: cannot load {}",
+                file.genesis,
+                resolve(&file.genesis).display()
+            )
+        })?;
         let index = match (genesis.validator_index_by_name(&file.name), file.observer) {
             (Some(index), false) => index,
             (None, true) => u32::MAX,
             (Some(_), true) => bail!(
-                "node {:?} is a validator in genesis; remove `observer = true`",
+                "observer = true: node {:?} is a validator in genesis, and a validator must vote; remove `observer = true`",
                 file.name
             ),
             (None, false) => bail!(
-                "node {:?} is not a validator in genesis (chain {}); set `observer = true` to run it as a backup replica",
+                "name = {:?}: not a validator in genesis (chain {}); set `observer = true` to run it as a backup replica",
                 file.name,
                 genesis.chain_id
             ),
         };
         let consensus_key =
-            SigningKey::from_pkcs8_pem(&govchain_pki::read_pem(&resolve(&file.consensus_key))?)
-                .context("consensus key")?;
+            SigningKey::from_pkcs8_pem(&read_file("consensus_key", &file.consensus_key)?)
+                .with_context(|| {
+                    format!(
+                        "consensus_key = {:?}: not an Ed25519 key in PKCS#8 PEM",
+                        file.consensus_key
+                    )
+                })?;
         if !file.observer {
             let listed = &genesis.validators[index as usize].consensus_public_key;
             if consensus_key.public_key().to_hex() != *listed {
                 bail!(
-                    "consensus key {} does not match genesis, which lists {listed} for {:?}",
+                    "consensus_key = {:?}: its public key {} is not the one genesis lists for {:?} ({listed})",
+                    file.consensus_key,
                     consensus_key.public_key(),
                     file.name
                 );
@@ -218,7 +359,10 @@ impl Settings {
                 let index = genesis
                     .validator_index_by_name(&peer.name)
                     .with_context(|| {
-                        format!("peer {:?} is not a validator in genesis", peer.name)
+                        format!(
+                            "peers.name = {:?}: not a validator in genesis; peers are the validators this node talks to",
+                            peer.name
+                        )
                     })?;
                 Ok(Peer {
                     name: peer.name.clone(),
@@ -227,15 +371,30 @@ impl Settings {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        if file.mempool.transactions_max == 0 || file.mempool.bytes_max == 0 {
-            bail!("mempool limits must be above zero");
+        if file.mempool.transactions_max == 0 {
+            bail!("mempool.transactions_max = 0: must be at least 1");
+        }
+        if file.mempool.bytes_max == 0 {
+            bail!("mempool.bytes_max = 0: must be at least 1");
         }
         if file.blobs.upload_bytes_max == 0
             || file.blobs.upload_bytes_max > govchain_blobstore::BLOB_SIZE_BYTES_MAX
         {
             bail!(
-                "blobs.upload_bytes_max must be 1 to {} bytes",
+                "blobs.upload_bytes_max = {}: must be 1 to {} bytes",
+                file.blobs.upload_bytes_max,
                 govchain_blobstore::BLOB_SIZE_BYTES_MAX
+            );
+        }
+        if let Some(health) = file.health_listen
+            && health.port() == file.listen.port()
+            && (health.ip() == file.listen.ip()
+                || health.ip().is_unspecified()
+                || file.listen.ip().is_unspecified())
+        {
+            bail!(
+                "health_listen = \"{health}\": must be another port than listen ({}), which serves mutual TLS",
+                file.listen
             );
         }
         Ok(Self {
@@ -243,9 +402,9 @@ impl Settings {
             index,
             listen: file.listen,
             data_dir: resolve(&file.data_dir),
-            ca_certificate_pem: govchain_pki::read_pem(&resolve(&file.ca_certificate))?,
-            certificate_pem: govchain_pki::read_pem(&resolve(&file.certificate))?,
-            key_pem: govchain_pki::read_pem(&resolve(&file.key))?,
+            ca_certificate_pem: read_file("ca_certificate", &file.ca_certificate)?,
+            certificate_pem: read_file("certificate", &file.certificate)?,
+            key_pem: read_file("key", &file.key)?,
             genesis,
             consensus_key,
             peers,
@@ -254,5 +413,102 @@ impl Settings {
             observer: file.observer,
             health_listen: file.health_listen,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+name = "health"
+listen = "127.0.0.1:7050"
+data_dir = "data"
+genesis = "genesis.json"
+ca_certificate = "ca.crt"
+certificate = "node.crt"
+key = "node.key"
+consensus_key = "consensus.key"
+
+[mempool]
+transactions_max = 10
+"#;
+
+    #[test]
+    fn the_override_keys_are_the_files_keys() {
+        let mut file: NodeFile = toml::from_str(FILE).expect("parse");
+        file.health_listen = Some("127.0.0.1:7052".parse().expect("address"));
+        file.peers.push(PeerFile {
+            name: "tax".into(),
+            address: "https://127.0.0.1:7051".into(),
+        });
+        let table = toml::Table::try_from(&file).expect("table");
+        let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        let mut listed = NODE_FILE_KEYS.to_vec();
+        keys.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(keys, listed, "NODE_FILE_KEYS must list every node.toml key");
+    }
+
+    #[test]
+    fn environment_variables_override_keys_nested_ones_with_double_underscores() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("node.toml", FILE)?;
+            jail.set_env("GOVCHAIN_LISTEN", "0.0.0.0:9050");
+            jail.set_env("GOVCHAIN_MEMPOOL__BYTES_MAX", "4096");
+            jail.set_env("GOVCHAIN_HEALTH_LISTEN", "0.0.0.0:9052");
+            jail.set_env(
+                "GOVCHAIN_PEERS",
+                r#"[{name = "tax", address = "https://tax-0.peers:7050"}]"#,
+            );
+            // Other settings of the same prefix are not node.toml keys.
+            jail.set_env("GOVCHAIN_LOG", "debug");
+            jail.set_env("GOVCHAIN_NODE", "https://somewhere:7050");
+            let (file, overrides) = NodeFile::effective(Path::new("node.toml")).expect("effective");
+            assert_eq!(file.listen, "0.0.0.0:9050".parse().expect("address"));
+            assert_eq!(file.mempool.bytes_max, 4096);
+            assert_eq!(file.mempool.transactions_max, 10, "the file's value stays");
+            assert_eq!(
+                file.health_listen,
+                Some("0.0.0.0:9052".parse().expect("address"))
+            );
+            assert_eq!(file.peers.len(), 1);
+            assert_eq!(file.peers[0].address, "https://tax-0.peers:7050");
+            let keys: Vec<&str> = overrides.iter().map(|o| o.key.as_str()).collect();
+            assert_eq!(
+                keys,
+                ["health_listen", "listen", "mempool.bytes_max", "peers"]
+            );
+            assert_eq!(overrides[2].variable, "GOVCHAIN_MEMPOOL__BYTES_MAX");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_override_names_the_key_the_value_and_the_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("node.toml", FILE)?;
+            jail.set_env("GOVCHAIN_MEMPOOL__BYTES_MAX", "lots");
+            let err = NodeFile::effective(Path::new("node.toml"))
+                .expect_err("not a number")
+                .to_string();
+            assert!(err.contains("\"lots\""), "{err}");
+            assert!(err.contains("mempool.bytes_max"), "{err}");
+            assert!(err.contains("GOVCHAIN_"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_refused_by_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("node.toml", &format!("{FILE}\nlisten_adress = \"x\"\n"))?;
+            let err = NodeFile::effective(Path::new("node.toml"))
+                .expect_err("unknown key")
+                .to_string();
+            assert!(err.contains("listen_adress"), "{err}");
+            assert!(err.contains("node.toml"), "{err}");
+            Ok(())
+        });
     }
 }

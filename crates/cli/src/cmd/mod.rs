@@ -5,6 +5,7 @@ pub mod blob;
 pub mod block;
 pub mod blocks;
 pub mod certs;
+pub mod config;
 pub mod devnet;
 pub mod identity;
 pub mod keys;

@@ -6,7 +6,17 @@ use anyhow::Context as _;
 use clap::Args;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  govchain node --config nodes/health/node.toml")]
+#[command(
+    long_about = "Run one node (a validator, or an observer with `observer = true`) from its \
+        config file. Every node.toml key can be overridden by a GOVCHAIN_<KEY> environment \
+        variable, nested keys joined by `__` (GOVCHAIN_MEMPOOL__BYTES_MAX); the node logs each \
+        key the environment set. `govchain config check FILE` validates the same way without \
+        starting. A part the node cannot work without (consensus, admission, state transfer, \
+        a peer link) that fails ends the process with exit code 2 and a `fatal:` log line \
+        naming the cause.",
+    after_help = "Examples:\n  govchain node --config nodes/health/node.toml\n  \
+        GOVCHAIN_LISTEN=0.0.0.0:7050 GOVCHAIN_HEALTH_LISTEN=0.0.0.0:7052 govchain node --config node.toml"
+)]
 pub struct NodeArgs {
     /// The node's config file (TOML).
     #[arg(long, env = "GOVCHAIN_CONFIG", value_name = "FILE")]
@@ -15,7 +25,12 @@ pub struct NodeArgs {
 
 /// Runs the node until Ctrl-C or SIGTERM.
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let settings = govchain_node::Settings::load(&args.config)
+    let (file, overrides) = govchain_node::NodeFile::effective(&args.config)
+        .with_context(|| format!("cannot start from {}", args.config.display()))?;
+    for applied in &overrides {
+        tracing::info!(key = %applied.key, variable = %applied.variable, "node.toml key set by the environment");
+    }
+    let settings = govchain_node::Settings::from_file(file, &args.config)
         .with_context(|| format!("cannot start from {}", args.config.display()))?;
     govchain_node::run(settings, shutdown_signal()).await
 }

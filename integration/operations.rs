@@ -1,7 +1,8 @@
-//! Honest liveness and readiness, on real node processes: a node that is
-//! far behind is NOT_SERVING (and says `syncing`) until it caught up, and a
-//! node whose ledger refuses writes exits non-zero, naming the cause,
-//! instead of living on half alive.
+//! Operating a node, on real node processes: honest liveness and readiness
+//! (a node that is far behind is NOT_SERVING and says `syncing` until it
+//! caught up; a node whose ledger refuses writes exits non-zero, naming the
+//! cause, instead of living on half alive) and `govchain config check`
+//! with environment overrides.
 
 #![allow(clippy::unwrap_used)]
 
@@ -219,4 +220,84 @@ async fn a_node_whose_disk_fills_up_exits_non_zero_naming_the_cause() {
         .await
         .unwrap();
     assert!(committed_height(&mut client, id).await > height);
+}
+
+#[test]
+fn config_check_applies_environment_overrides_and_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    govchain(&[
+        "certs",
+        "init",
+        "--out",
+        certs.to_str().unwrap(),
+        "--departments",
+        "health,tax,police,civil",
+    ]);
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        r#"name = "health"
+listen = "127.0.0.1:7050"
+data_dir = "data"
+genesis = "certs/genesis.json"
+ca_certificate = "certs/ca.crt"
+certificate = "certs/health/node.crt"
+key = "certs/health/node.key"
+consensus_key = "certs/health/consensus.key"
+"#,
+    )
+    .unwrap();
+    let check = |env: &[(&str, &str)]| {
+        Command::new(BIN)
+            .args(["config", "check", config.to_str().unwrap(), "--json"])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let output = check(&[
+        ("GOVCHAIN_LISTEN", "0.0.0.0:9050"),
+        ("GOVCHAIN_MEMPOOL__TRANSACTIONS_MAX", "500"),
+        ("GOVCHAIN_HEALTH_LISTEN", "0.0.0.0:9052"),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let view: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(view["valid"], true);
+    assert_eq!(view["effective"]["listen"], "0.0.0.0:9050");
+    assert_eq!(view["effective"]["health_listen"], "0.0.0.0:9052");
+    assert_eq!(view["effective"]["mempool"]["transactions_max"], 500);
+    assert_eq!(view["role"], "validator 0 of 4");
+    assert_eq!(
+        view["overrides"][1]["variable"], "GOVCHAIN_LISTEN",
+        "{view}"
+    );
+
+    // Each mistake is named with its key, its value and the rule.
+    for (env, expected) in [
+        (
+            ("GOVCHAIN_MEMPOOL__BYTES_MAX", "lots"),
+            "found string \"lots\", expected u64 for key \"mempool.bytes_max\" in `GOVCHAIN_` environment",
+        ),
+        (
+            ("GOVCHAIN_MEMPOOL__BYTES_MAX", "0"),
+            "mempool.bytes_max = 0: must be at least 1",
+        ),
+        (
+            ("GOVCHAIN_NAME", "nobody"),
+            "name = \"nobody\": not a validator in genesis",
+        ),
+        (
+            ("GOVCHAIN_HEALTH_LISTEN", "127.0.0.1:7050"),
+            "must be another port than listen",
+        ),
+        (
+            ("GOVCHAIN_KEY", "certs/missing.key"),
+            "key = \"certs/missing.key\": cannot read",
+        ),
+    ] {
+        let output = check(&[env]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{env:?}: {stderr}");
+        assert!(stderr.contains(expected), "{env:?}: {stderr}");
+    }
 }
