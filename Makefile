@@ -3,12 +3,15 @@
 CARGO ?= cargo
 DEVNET_DIR ?= ./devnet
 VALIDATORS ?= 4
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: run test build lint fmt-check check-deps python-deps unit integration bench bench-micro soak clean fuzz fuzz-ci fuzz-build fuzz-tools
 
 ## A local consortium of $(VALIDATORS) validators with demo data, in the foreground.
+## The build shows its progress (a first build takes minutes on 2 cores).
 run:
-	$(CARGO) run --quiet -p govchain-cli -- devnet --dir $(DEVNET_DIR) --validators $(VALIDATORS)
+	$(CARGO) build -p govchain-cli
+	$(TARGET_DIR)/debug/govchain devnet --dir $(DEVNET_DIR) --validators $(VALIDATORS)
 
 ## Everything CI checks: formatting, lints, dependency direction, all tests,
 ## then every fuzz target for a few seconds.

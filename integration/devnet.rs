@@ -66,6 +66,19 @@ fn devnet_starts_answers_and_stops() {
         out.contains("govchain status --dir"),
         "the summary tells how to query: {out}"
     );
+    // The test's govchain is not on the PATH: the summary says how to put
+    // it there, so that the commands after it run as printed.
+    let bin_dir = std::path::Path::new(BIN)
+        .canonicalize()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    assert!(
+        out.contains(&format!("export PATH=\"{bin_dir}:$PATH\"")),
+        "the summary puts govchain on the PATH: {out}"
+    );
 
     let (ok, out, err) = govchain(&["status", "--dir", d, "--json"]);
     let (stopped, stop_out, _) = stop();

@@ -532,6 +532,9 @@ fn print_summary(
     println!("genesis:      {d}/certs/genesis.json");
     println!();
     println!("try, in another terminal:");
+    if let Some(line) = path_hint() {
+        println!("  {line}");
+    }
     println!("  govchain status --dir {d}");
     println!("  govchain blocks follow --dir {d}");
     println!("  govchain block get --latest --dir {d}");
@@ -554,6 +557,28 @@ fn print_summary(
     } else {
         println!("press Ctrl-C to stop the devnet (its data stays in {d}; run again to resume)");
     }
+}
+
+/// The line that puts this `govchain` on the PATH, when `govchain` there
+/// is not this executable (after `make run`, it is in target/debug), so
+/// that the commands printed after it run as printed.
+fn path_hint() -> Option<String> {
+    let exe = std::env::current_exe().ok()?.canonicalize().ok()?;
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            dir.join("govchain")
+                .canonicalize()
+                .is_ok_and(|found| found == exe)
+        })
+    });
+    if on_path {
+        return None;
+    }
+    let dir = exe.parent()?;
+    Some(format!(
+        "export PATH=\"{}:$PATH\"   # puts this govchain on your PATH",
+        dir.display()
+    ))
 }
 
 /// Waits for Ctrl-C or SIGTERM, or for a node to exit, then stops them all.
