@@ -417,6 +417,8 @@ impl Settings {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment::Error, which is large.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
