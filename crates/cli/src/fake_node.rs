@@ -14,11 +14,12 @@ use govchain_proto::node::v1::node_service_server::{NodeService, NodeServiceServ
 use govchain_proto::node::v1::{
     GetAccountRequest, GetAccountResponse, GetAnchorRequest, GetAnchorResponse, GetBlockRequest,
     GetBlockResponse, GetStatusRequest, GetStatusResponse, GetTransactionRequest,
-    GetTransactionResponse, SubmitTransactionRequest, SubmitTransactionResponse,
-    SubscribeBlocksRequest, SubscribeBlocksResponse, TransactionStatus,
+    GetTransactionResponse, SubmitResult, SubmitTransactionRequest, SubmitTransactionResponse,
+    SubmitTransactionsRequest, SubmitTransactionsResponse, SubscribeBlocksRequest,
+    SubscribeBlocksResponse, TransactionStatus,
 };
 use govchain_proto::types::v1::{
-    AnchoredRecord, TransactionOutcome, TransactionResult, transaction::Body,
+    AnchoredRecord, TransactionEnvelope, TransactionOutcome, TransactionResult, transaction::Body,
 };
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -49,16 +50,9 @@ impl FakeNode {
     }
 }
 
-#[tonic::async_trait]
-impl NodeService for FakeNode {
-    async fn submit_transaction(
-        &self,
-        request: Request<SubmitTransactionRequest>,
-    ) -> Result<Response<SubmitTransactionResponse>, Status> {
-        let envelope = request
-            .into_inner()
-            .envelope
-            .ok_or_else(|| Status::invalid_argument("no envelope"))?;
+impl FakeNode {
+    /// Executes an anchor at once, as a block of its own; returns its id.
+    fn submit_one(&self, envelope: TransactionEnvelope) -> Result<Vec<u8>, Status> {
         let verified = govchain_exec::check_envelope(envelope, CHAIN, 65536, |_, _| false)
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
         let mut chain = self.chain()?;
@@ -117,9 +111,65 @@ impl NodeService for FakeNode {
                 envelope: Some(verified.envelope),
             },
         );
+        Ok(verified.id.to_vec())
+    }
+}
+
+#[tonic::async_trait]
+impl NodeService for FakeNode {
+    async fn submit_transaction(
+        &self,
+        request: Request<SubmitTransactionRequest>,
+    ) -> Result<Response<SubmitTransactionResponse>, Status> {
+        let envelope = request
+            .into_inner()
+            .envelope
+            .ok_or_else(|| Status::invalid_argument("no envelope"))?;
         Ok(Response::new(SubmitTransactionResponse {
-            transaction_id: verified.id.to_vec(),
+            transaction_id: self.submit_one(envelope)?,
         }))
+    }
+
+    async fn submit_transactions(
+        &self,
+        request: Request<SubmitTransactionsRequest>,
+    ) -> Result<Response<SubmitTransactionsResponse>, Status> {
+        let results = request
+            .into_inner()
+            .envelopes
+            .into_iter()
+            .map(|envelope| {
+                let id = govchain_exec::transaction_id(
+                    &envelope.chain_id,
+                    &envelope.signer,
+                    envelope.nonce,
+                    &envelope.payload,
+                );
+                match self.submit_one(envelope) {
+                    Ok(_) => SubmitResult {
+                        transaction_id: id.to_vec(),
+                        code: 0,
+                        message: String::new(),
+                    },
+                    Err(status) => SubmitResult {
+                        transaction_id: id.to_vec(),
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    },
+                }
+            })
+            .collect();
+        Ok(Response::new(SubmitTransactionsResponse { results }))
+    }
+
+    type SubmitTransactionStreamStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<SubmitTransactionsResponse, Status>>>;
+
+    async fn submit_transaction_stream(
+        &self,
+        _request: Request<tonic::Streaming<SubmitTransactionsRequest>>,
+    ) -> Result<Response<Self::SubmitTransactionStreamStream>, Status> {
+        Err(Status::unimplemented("the fake node takes no feeds"))
     }
 
     async fn get_transaction(

@@ -89,16 +89,16 @@ impl Admission {
         Ok(Self { jobs })
     }
 
-    /// Admits a client's transaction and returns its verdict; refused at
-    /// once when admission is saturated.
-    pub async fn submit(
+    /// Admits a client's transactions as one job (their signatures are
+    /// verified together) and returns a verdict for each, in order.
+    pub async fn submit_many(
         &self,
         department: &str,
-        envelope: TransactionEnvelope,
-    ) -> Result<Result<VerifiedTransaction, AdmitError>, Status> {
+        envelopes: Vec<TransactionEnvelope>,
+    ) -> Result<Verdicts, Status> {
         let (reply, verdicts) = oneshot::channel();
         let job = Job {
-            envelopes: vec![envelope],
+            envelopes,
             origin: Origin::Client(reply, department.to_owned()),
         };
         self.jobs.try_send(job).map_err(|err| match err {
@@ -107,8 +107,7 @@ impl Admission {
             )),
             mpsc::error::TrySendError::Closed(_) => shutting_down(),
         })?;
-        let mut verdicts = verdicts.await.map_err(|_| shutting_down())?;
-        Ok(verdicts.pop().expect("one verdict per transaction"))
+        verdicts.await.map_err(|_| shutting_down())
     }
 
     /// Queues a batch a peer forwarded; waits only for room in the queue.

@@ -26,6 +26,13 @@ pub const UPLOADS_PER_DEPARTMENT_MAX: u32 = 8;
 pub const UPLOADS_MAX: u32 = 64;
 const _: () = assert!(UPLOADS_PER_DEPARTMENT_MAX <= UPLOADS_MAX);
 
+/// Transaction feeds (`SubmitTransactionStream`) one department may hold
+/// open on a node.
+pub const FEEDS_PER_DEPARTMENT_MAX: u32 = 8;
+/// Transaction feeds a node serves at once, all departments together.
+pub const FEEDS_MAX: u32 = 64;
+const _: () = assert!(FEEDS_PER_DEPARTMENT_MAX <= FEEDS_MAX);
+
 /// Calls one department may make to a node per second, on average
 /// ([`RequestRates`]); a burst may reach [`REQUESTS_BURST_MAX`]. Far above
 /// what the load generator needs (it submits about 2,000 per department
@@ -112,6 +119,15 @@ impl Slots {
             what: "uploads",
             per_department: (UPLOADS_PER_DEPARTMENT_MAX, "UPLOADS_PER_DEPARTMENT_MAX"),
             total: (UPLOADS_MAX, "UPLOADS_MAX"),
+            open: Mutex::default(),
+        })
+    }
+
+    pub fn feeds() -> Arc<Self> {
+        Arc::new(Self {
+            what: "transaction feeds",
+            per_department: (FEEDS_PER_DEPARTMENT_MAX, "FEEDS_PER_DEPARTMENT_MAX"),
+            total: (FEEDS_MAX, "FEEDS_MAX"),
             open: Mutex::default(),
         })
     }

@@ -211,6 +211,17 @@ impl NodeApi {
         caller: &TlsIdentity,
         envelope: TransactionEnvelope,
     ) -> Result<VerifiedTransaction, Status> {
+        let mut results = self.submit_many(caller, vec![envelope]).await?;
+        results.pop().expect("one result per envelope")
+    }
+
+    /// Checks and admits `envelopes` as one admission job, with one result
+    /// per envelope in order; the outer error refuses the whole call.
+    pub(crate) async fn submit_many(
+        &self,
+        caller: &TlsIdentity,
+        envelopes: Vec<TransactionEnvelope>,
+    ) -> Result<Vec<Result<VerifiedTransaction, Status>>, Status> {
         if self.shared.observer {
             let validators: Vec<&str> = self
                 .shared
@@ -225,15 +236,81 @@ impl NodeApi {
                 validators.join(", ")
             )));
         }
-        self.check_submitter(caller, &envelope)?;
-        self.check_declaration(&envelope)?;
-        let transaction = self
-            .admission
-            .submit(&caller.department, envelope)
-            .await?
-            .map_err(|e| status_from_admission(&e))?;
-        debug!(transaction_id = %transaction.id.short(), submitter = %caller.department, "admitted transaction");
-        Ok(transaction)
+        let mut results: Vec<Option<Result<VerifiedTransaction, Status>>> =
+            Vec::with_capacity(envelopes.len());
+        let mut admissible = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            match self
+                .check_submitter(caller, &envelope)
+                .and_then(|()| self.check_declaration(&envelope))
+            {
+                Ok(()) => {
+                    admissible.push(envelope);
+                    results.push(None);
+                }
+                Err(status) => results.push(Some(Err(status))),
+            }
+        }
+        let mut verdicts = if admissible.is_empty() {
+            Vec::new()
+        } else {
+            self.admission
+                .submit_many(&caller.department, admissible)
+                .await?
+        }
+        .into_iter();
+        Ok(results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    let verdict = verdicts.next().expect("one verdict per admissible envelope");
+                    let transaction = verdict.map_err(|e| status_from_admission(&e))?;
+                    debug!(transaction_id = %transaction.id.short(), submitter = %caller.department, "admitted transaction");
+                    Ok(transaction)
+                })
+            })
+            .collect())
+    }
+
+    /// `SubmitTransactions` for one request message: the bounds, then one
+    /// result per envelope.
+    async fn submit_batch(
+        &self,
+        caller: &TlsIdentity,
+        request: SubmitTransactionsRequest,
+    ) -> Result<SubmitTransactionsResponse, Status> {
+        let count = request.envelopes.len();
+        if count > SUBMIT_BATCH_TRANSACTIONS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{count} envelopes in one request; at most {SUBMIT_BATCH_TRANSACTIONS_MAX} (SUBMIT_BATCH_TRANSACTIONS_MAX): split the batch"
+            )));
+        }
+        let ids: Vec<Vec<u8>> = request
+            .envelopes
+            .iter()
+            .map(|e| {
+                govchain_exec::transaction_id(&e.chain_id, &e.signer, e.nonce, &e.payload).to_vec()
+            })
+            .collect();
+        let results = self.submit_many(caller, request.envelopes).await?;
+        Ok(SubmitTransactionsResponse {
+            results: results
+                .into_iter()
+                .zip(ids)
+                .map(|(result, transaction_id)| match result {
+                    Ok(_) => SubmitResult {
+                        transaction_id,
+                        code: tonic::Code::Ok as i32,
+                        message: String::new(),
+                    },
+                    Err(status) => SubmitResult {
+                        transaction_id,
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    },
+                })
+                .collect(),
+        })
     }
 
     /// A transaction signed with a department's genesis signing key must
@@ -315,6 +392,13 @@ impl NodeApi {
 }
 
 type BlockStream = Pin<Box<dyn Stream<Item = Result<SubscribeBlocksResponse, Status>> + Send>>;
+type FeedStream = Pin<Box<dyn Stream<Item = Result<SubmitTransactionsResponse, Status>> + Send>>;
+
+/// Envelopes one `SubmitTransactions` request (or one message of a feed)
+/// may hold; the 16 MiB message limit bounds its bytes.
+pub const SUBMIT_BATCH_TRANSACTIONS_MAX: usize = 1024;
+/// Answers a feed holds for a client that does not read them.
+const FEED_RESPONSES_BUFFERED_MAX: usize = 4;
 
 #[tonic::async_trait]
 impl NodeService for NodeApi {
@@ -331,6 +415,51 @@ impl NodeService for NodeApi {
         Ok(Response::new(SubmitTransactionResponse {
             transaction_id: transaction.id.to_vec(),
         }))
+    }
+
+    async fn submit_transactions(
+        &self,
+        request: Request<SubmitTransactionsRequest>,
+    ) -> Result<Response<SubmitTransactionsResponse>, Status> {
+        let caller = tls::caller_identity(&request)?;
+        let response = self.submit_batch(&caller, request.into_inner()).await?;
+        Ok(Response::new(response))
+    }
+
+    type SubmitTransactionStreamStream = FeedStream;
+
+    async fn submit_transaction_stream(
+        &self,
+        request: Request<Streaming<SubmitTransactionsRequest>>,
+    ) -> Result<Response<FeedStream>, Status> {
+        let caller = tls::caller_identity(&request)?;
+        let slot = self.shared.feeds.open(&caller.department)?;
+        let mut requests = request.into_inner();
+        let api = self.clone();
+        // One batch at a time per feed: the client's flow control (and
+        // this channel's few places) bound what a feed holds in memory.
+        let (responses, receiver) = tokio::sync::mpsc::channel(FEED_RESPONSES_BUFFERED_MAX);
+        tokio::spawn(async move {
+            let _slot = slot;
+            loop {
+                let request = match requests.message().await {
+                    Ok(Some(request)) => request,
+                    Ok(None) => return,
+                    Err(status) => {
+                        let _ = responses.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let answer = api.submit_batch(&caller, request).await;
+                let failed = answer.is_err();
+                if responses.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
     }
 
     async fn get_transaction(

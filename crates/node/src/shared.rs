@@ -46,6 +46,7 @@ pub struct Shared {
     /// Open block subscriptions and uploads, by department.
     pub subscriptions: Arc<Slots>,
     pub uploads: Arc<Slots>,
+    pub feeds: Arc<Slots>,
     /// Whether the node is caught up (`readiness::watch` keeps it).
     pub readiness: Readiness,
 }
@@ -90,6 +91,7 @@ impl Shared {
             rejected_messages: AtomicU64::new(0),
             subscriptions: Slots::subscriptions(),
             uploads: Slots::uploads(),
+            feeds: Slots::feeds(),
             readiness: Readiness::default(),
         }
     }

@@ -1,0 +1,233 @@
+//! Batched submission on real nodes: `SubmitTransactions` gives each
+//! envelope its own result, in order, and `SubmitTransactionStream` answers
+//! each batch of a feed in order; bounds are refused by name.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use govchain_crypto::{Digest, SigningKey};
+use govchain_proto::node::v1::node_service_client::NodeServiceClient;
+use govchain_proto::node::v1::*;
+use govchain_proto::types::v1::TransactionEnvelope;
+use support::*;
+use tonic::Code;
+
+fn key(i: u32) -> SigningKey {
+    let mut seed = [7u8; 32];
+    seed[..4].copy_from_slice(&i.to_be_bytes());
+    SigningKey::from_seed(seed)
+}
+
+fn anchors(from: u32, count: u32) -> Vec<TransactionEnvelope> {
+    (from..from + count)
+        .map(|i| sign(&key(i), 1, anchor_body(&format!("batch-{i}"))))
+        .collect()
+}
+
+async fn wait_committed(
+    client: &mut NodeServiceClient<tonic::transport::Channel>,
+    ids: &[Vec<u8>],
+) {
+    for id in ids {
+        committed_height(client, Digest::from_slice(id).unwrap()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_gives_each_envelope_its_own_result_in_order() {
+    let cluster = Cluster::start(4).await;
+    // Node 1 is tax's; its client certificate is tax's.
+    let mut client = cluster.client(1).await.unwrap();
+
+    let mut envelopes = anchors(0, 300);
+    // 10: a flipped signature bit; 20: another chain; 30: the same
+    // envelope as 29; 40: signed with health's department key but sent
+    // with tax's certificate; 50: a payload that is not a transaction.
+    envelopes[10].signature[0] ^= 1;
+    envelopes[20] = {
+        let mut e = sign(&key(20), 1, anchor_body("batch-20"));
+        e.chain_id = "another-chain".into();
+        e
+    };
+    envelopes[30] = envelopes[29].clone();
+    let health_key = govchain_crypto::SigningKey::from_pkcs8_pem(
+        &std::fs::read_to_string(cluster.certs().join("health/signing.key")).unwrap(),
+    )
+    .unwrap();
+    envelopes[40] = sign(&health_key, 1, anchor_body("squat"));
+    envelopes[50].payload = bytes::Bytes::from_static(&[0xff, 0xff]);
+    let expected_ids: Vec<Vec<u8>> = envelopes
+        .iter()
+        .map(|e| transaction_id(e).to_vec())
+        .collect();
+
+    let response = client
+        .submit_transactions(SubmitTransactionsRequest {
+            envelopes: envelopes.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.results.len(), 300);
+    let refused = |i: usize, code: Code, fragment: &str| {
+        let result = &response.results[i];
+        assert_eq!(
+            Code::from_i32(result.code),
+            code,
+            "envelope {i}: {result:?}"
+        );
+        assert!(
+            result.message.contains(fragment),
+            "envelope {i}: {result:?}"
+        );
+    };
+    refused(10, Code::InvalidArgument, "signature");
+    refused(20, Code::InvalidArgument, "another-chain");
+    refused(30, Code::AlreadyExists, "");
+    refused(40, Code::PermissionDenied, "health");
+    refused(50, Code::InvalidArgument, "");
+    let mut admitted = Vec::new();
+    for (i, result) in response.results.iter().enumerate() {
+        assert_eq!(
+            result.transaction_id, expected_ids[i],
+            "results are in request order"
+        );
+        if ![10, 20, 30, 40, 50].contains(&i) {
+            assert_eq!(result.code, 0, "envelope {i}: {result:?}");
+            assert!(result.message.is_empty());
+            admitted.push(result.transaction_id.clone());
+        }
+    }
+    assert_eq!(admitted.len(), 295);
+    // Every admitted transaction commits, and is found on another node.
+    let mut other = cluster.client(3).await.unwrap();
+    wait_committed(&mut other, &admitted).await;
+    for i in [10usize, 20, 40, 50] {
+        let status = other
+            .get_transaction(GetTransactionRequest {
+                transaction_id: expected_ids[i].clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::NotFound,
+            "refused envelope {i} is nowhere"
+        );
+    }
+
+    // Over the count bound: the whole call is refused, naming the bound.
+    let status = client
+        .submit_transactions(SubmitTransactionsRequest {
+            envelopes: anchors(1000, 1025),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("SUBMIT_BATCH_TRANSACTIONS_MAX"),
+        "{status:?}"
+    );
+    // An empty batch is a valid, empty answer.
+    let empty = client
+        .submit_transactions(SubmitTransactionsRequest { envelopes: vec![] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(empty.results.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_answers_each_batch_in_order_and_feeds_are_bounded() {
+    let cluster = Cluster::start(4).await;
+    let mut client = cluster.client(2).await.unwrap();
+    let batches: Vec<Vec<TransactionEnvelope>> =
+        (0..5).map(|b| anchors(5000 + b * 100, 100)).collect();
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    let mut responses = client
+        .submit_transaction_stream(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids = Vec::new();
+    for batch in &batches {
+        sender
+            .send(SubmitTransactionsRequest {
+                envelopes: batch.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    for batch in &batches {
+        let response = tokio::time::timeout(Duration::from_secs(30), responses.message())
+            .await
+            .expect("an answer per batch")
+            .unwrap()
+            .expect("the feed stays open");
+        assert_eq!(response.results.len(), batch.len());
+        for (result, envelope) in response.results.iter().zip(batch) {
+            assert_eq!(result.code, 0, "{result:?}");
+            assert_eq!(result.transaction_id, transaction_id(envelope).to_vec());
+            ids.push(result.transaction_id.clone());
+        }
+    }
+    // A batch over the bound ends the feed with the bound's name.
+    sender
+        .send(SubmitTransactionsRequest {
+            envelopes: anchors(9000, 1025),
+        })
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), responses.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("SUBMIT_BATCH_TRANSACTIONS_MAX"));
+    wait_committed(&mut client, &ids).await;
+
+    // A department holds at most 8 feeds open on a node.
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let feed = client
+            .submit_transaction_stream(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+            .unwrap();
+        open.push((sender, feed));
+    }
+    let (_sender, receiver) = tokio::sync::mpsc::channel::<SubmitTransactionsRequest>(1);
+    let status = client
+        .submit_transaction_stream(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("FEEDS_PER_DEPARTMENT_MAX"),
+        "{status:?}"
+    );
+    // Closing one frees its place.
+    drop(open.pop());
+    let freed = eventually(
+        "a closed feed to free its place",
+        Duration::from_secs(10),
+        || {
+            let mut client = client.clone();
+            async move {
+                let (sender, receiver) = tokio::sync::mpsc::channel::<SubmitTransactionsRequest>(1);
+                let feed = client
+                    .submit_transaction_stream(tokio_stream::wrappers::ReceiverStream::new(
+                        receiver,
+                    ))
+                    .await
+                    .ok()?;
+                Some((sender, feed))
+            }
+        },
+    )
+    .await;
+    drop(freed);
+}
