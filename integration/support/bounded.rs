@@ -63,4 +63,3 @@ pub fn run_bounded(mut command: Command, log: &Path, timeout: Duration) -> Run {
     let output = std::fs::read_to_string(log).unwrap_or_default();
     Run { status, output }
 }
-
