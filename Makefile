@@ -19,15 +19,17 @@ test: fmt-check lint check-deps python-deps
 	GOVCHAIN_PYTHON_VENV=$(abspath $(PYTHON_VENV)) $(CARGO) test --workspace --all-targets
 	$(MAKE) fuzz-ci
 
-## The Python packages of the generated-client test (integration/python/),
-## in a virtualenv; re-installed when the pins change.
+## The Python packages of the generated-client test (integration/python/)
+## and of the Helm chart's render test (helm/govchain/tests/), in a
+## virtualenv; re-installed when the pins change.
 PYTHON ?= python3
 PYTHON_VENV ?= target/python-venv
 python-deps: $(PYTHON_VENV)/.installed
 
-$(PYTHON_VENV)/.installed: integration/python/requirements.txt
+PYTHON_REQUIREMENTS = integration/python/requirements.txt helm/govchain/tests/requirements.txt
+$(PYTHON_VENV)/.installed: $(PYTHON_REQUIREMENTS)
 	$(PYTHON) -m venv $(PYTHON_VENV)
-	$(PYTHON_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	$(PYTHON_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(PYTHON_REQUIREMENTS))
 	touch $@
 
 build:

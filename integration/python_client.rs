@@ -13,10 +13,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[path = "support/bounded.rs"]
+mod bounded;
+
+use bounded::run_bounded;
 
 const BIN: &str = env!("CARGO_BIN_EXE_govchain");
 const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -26,60 +30,6 @@ const PROTOC_TIMEOUT: Duration = Duration::from_secs(120);
 const DEVNET_START_TIMEOUT: Duration = Duration::from_secs(180);
 const DEVNET_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const FLOW_TIMEOUT: Duration = Duration::from_secs(600);
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
-
-/// What a finished (or timed-out) child process left behind.
-struct Run {
-    /// `None` if it was killed at the deadline.
-    status: Option<ExitStatus>,
-    output: String,
-}
-
-impl Run {
-    fn success(&self) -> bool {
-        self.status.is_some_and(|s| s.success())
-    }
-
-    fn describe(&self, what: &str, timeout: Duration) -> String {
-        let ending = match self.status {
-            Some(status) => format!("exited with {status}"),
-            None => format!("was killed after {timeout:?}"),
-        };
-        format!(
-            "{what} {ending}; its output:\n{}\n--- end of output",
-            self.output
-        )
-    }
-}
-
-/// Runs `command` with stdout and stderr in one file, killing it at
-/// `timeout`. A fixed deadline rather than `output()`, so that a hung pip
-/// or node cannot hang the test.
-fn run_bounded(mut command: Command, log: &Path, timeout: Duration) -> Run {
-    let file = File::create(log).unwrap();
-    command
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file);
-    let program = format!("{command:?}");
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {program}: {err}"));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break None;
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    };
-    let output = std::fs::read_to_string(log).unwrap_or_default();
-    Run { status, output }
-}
 
 fn python_executable(venv: &Path) -> PathBuf {
     venv.join("bin").join("python")

@@ -58,6 +58,14 @@ pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), 
     })
 }
 
+/// Writes a file that holds private keys (mode 0600 from the start, then
+/// renamed into place), for tools outside this crate that bundle keys, such
+/// as `govchain certs k8s-secrets`: one place keeps the rule that a key is
+/// never world-readable, not even briefly.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    write_file(path, contents, SECRET_FILE_MODE)
+}
+
 pub(crate) fn create_dir(path: &Path) -> Result<(), PkiError> {
     fs::create_dir_all(path).map_err(|source| PkiError::Io {
         action: "create directory",

@@ -52,7 +52,7 @@ pub use consortium::{
     SIGNING_KEY_FILE, init_consortium, issue_client,
 };
 pub use error::PkiError;
-pub use files::read_pem;
+pub use files::{read_pem, write_private_file};
 pub use genesis::{
     CHAIN_ID_BYTES_MAX, ConsensusParams, DepartmentEntry, Genesis, GenesisError, VALIDATORS_MAX,
     ValidatorEntry, validate_chain_id,

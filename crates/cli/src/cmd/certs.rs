@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use crate::output::{self, Fields};
 
+mod k8s_secrets;
+
 #[derive(Debug, Args)]
 pub struct CertsArgs {
     #[command(subcommand)]
@@ -46,6 +48,39 @@ enum CertsCommand {
             --ca app-certs/ca.crt --cert app-certs/client.crt --key app-certs/client.key"
     )]
     IssueClient(IssueClientArgs),
+    /// Turn a `certs init` output into Kubernetes Secrets (one node and one
+    /// client Secret per department) and the genesis ConfigMap, for the Helm
+    /// chart in helm/govchain.
+    #[command(
+        name = "k8s-secrets",
+        long_about = "Turn a `certs init` output into Kubernetes manifests for the Helm chart \
+            (helm/govchain): per department (validators and observers) a Secret \
+            govchain-<dept>-node with ca.crt, node.crt, node.key and consensus.key, and a \
+            Secret govchain-<dept>-client with ca.crt, client.crt and client.key; and a \
+            ConfigMap govchain-genesis with genesis.json. These are the names the chart's \
+            values expect by default.\n\n\
+            ca.key and each department's signing.key are never included: the CA key stays \
+            offline, and the node never reads the signing key. The file holds private keys, \
+            so it is written with mode 0600: apply it, then delete it.",
+        after_help = "Example:\n  \
+            govchain certs init --out certs/prod --chain-id gov-prod \\\n    \
+            --departments health,tax,police,civil --observers backup-a\n  \
+            govchain certs k8s-secrets --dir certs/prod --out secrets.yaml\n  \
+            kubectl apply --namespace govchain -f secrets.yaml && rm secrets.yaml\n  \
+            helm install govchain helm/govchain --namespace govchain"
+    )]
+    K8sSecrets(K8sSecretsArgs),
+}
+
+#[derive(Debug, Args)]
+struct K8sSecretsArgs {
+    /// The output folder of `govchain certs init` (genesis.json and one
+    /// folder per department).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// File to write the manifests to (multi-document YAML, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -111,7 +146,33 @@ pub fn run(args: CertsArgs, json: bool) -> anyhow::Result<()> {
     match args.command {
         CertsCommand::Init(args) => init(args, json),
         CertsCommand::IssueClient(args) => issue_client(args, json),
+        CertsCommand::K8sSecrets(args) => k8s_secrets(args, json),
     }
+}
+
+fn k8s_secrets(args: K8sSecretsArgs, json: bool) -> anyhow::Result<()> {
+    let bundle = k8s_secrets::collect(&args.dir)?;
+    govchain_pki::write_private_file(&args.out, bundle.to_yaml(&args.dir).as_bytes())?;
+    let view = bundle.view(&args.out);
+    if json {
+        return output::print_json(&view);
+    }
+    let mut fields = Fields::new();
+    fields
+        .add("chain id", &view.chain_id)
+        .add("genesis hash", &view.genesis_hash)
+        .add("departments", view.departments.join(", "))
+        .add("secrets", view.secrets.len())
+        .add("config map", &view.config_map)
+        .add("written", format!("{} (mode 0600)", args.out.display()));
+    output::print(&format!(
+        "{}\n\nNext steps:\n  \
+         kubectl apply --namespace NAMESPACE -f {out} && rm {out}\n  \
+         helm install govchain helm/govchain --namespace NAMESPACE \
+         (values: validators[].name and secretName, see helm/govchain/README.md)",
+        fields.render(),
+        out = args.out.display()
+    ))
 }
 
 #[derive(Debug, Serialize)]

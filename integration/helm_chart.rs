@@ -1,0 +1,163 @@
+//! The Helm chart (`helm/govchain`) against what `govchain certs
+//! k8s-secrets` writes: two consortia made with `govchain certs init` (the
+//! default values' four departments; the seven departments and two
+//! observers of `helm/govchain/ci/seven-departments-values.yaml`), each
+//! turned into Secret manifests, then `helm/govchain/tests/render_test.py`
+//! lints and renders the chart with Helm's Go SDK (PyPI `helm-python-sdk`,
+//! no `helm` binary), validates every manifest against the Kubernetes 1.30
+//! schema (`kubernetes-validate`), checks that every Secret the pods mount
+//! is one k8s-secrets wrote, and that each bad values file in
+//! `helm/govchain/tests/bad-values/` is refused with its message.
+//!
+//! Needs the virtualenv of `make python-deps` (`target/python-venv`, or
+//! `GOVCHAIN_PYTHON_VENV`), which installs `helm/govchain/tests/requirements.txt`;
+//! without it the test fails and says so. Everything runs offline.
+
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+#[path = "support/bounded.rs"]
+mod bounded;
+
+use bounded::run_bounded;
+
+const BIN: &str = env!("CARGO_BIN_EXE_govchain");
+const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(60);
+const CERTS_TIMEOUT: Duration = Duration::from_secs(60);
+const RENDER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The departments of `helm/govchain/values.yaml`.
+const DEFAULT_DEPARTMENTS: &str = "health,tax,police,civil";
+/// The validators and observers of `helm/govchain/ci/seven-departments-values.yaml`.
+const CI_DEPARTMENTS: &str = "health,tax,police,civil,education,transport,justice";
+const CI_OBSERVERS: &str = "backup-a,backup-b";
+
+/// The virtualenv's python, checked to load Helm's library and the schemas.
+fn prepare_python(logs: &Path) -> PathBuf {
+    let venv = std::env::var_os("GOVCHAIN_PYTHON_VENV").map_or_else(
+        || Path::new(REPOSITORY).join("target/python-venv"),
+        PathBuf::from,
+    );
+    let python = venv.join("bin").join("python");
+    let setup = format!(
+        "run `make python-deps` first (it creates {} with helm/govchain/tests/requirements.txt), or set GOVCHAIN_PYTHON_VENV to such a virtualenv",
+        venv.display()
+    );
+    assert!(
+        python.exists(),
+        "no virtualenv at {}: {setup}",
+        venv.display()
+    );
+    let mut command = Command::new(&python);
+    command.args([
+        "-c",
+        "import helm_python, kubernetes_validate, yaml; print('helm', helm_python.helm_sdk_version())",
+    ]);
+    let run = run_bounded(command, &logs.join("imports.log"), IMPORT_TIMEOUT);
+    assert!(
+        run.success(),
+        "the virtualenv lacks helm-python-sdk or kubernetes-validate: {setup}. {}",
+        run.describe("import", IMPORT_TIMEOUT)
+    );
+    python
+}
+
+fn govchain(args: &[&str], logs: &Path, name: &str) {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    let run = run_bounded(command, &logs.join(name), CERTS_TIMEOUT);
+    assert!(
+        run.success(),
+        "{}",
+        run.describe(&format!("govchain {args:?}"), CERTS_TIMEOUT)
+    );
+}
+
+/// `certs init` then `certs k8s-secrets` into `<root>/<name>.yaml`, over a
+/// world-readable file left there: the keys must end up 0600 regardless.
+fn secrets(root: &Path, name: &str, departments: &str, observers: Option<&str>) -> PathBuf {
+    let certs = root.join(name);
+    let out = root.join(format!("{name}.yaml"));
+    std::fs::write(&out, "stale").unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut init = vec![
+        "certs",
+        "init",
+        "--out",
+        certs.to_str().unwrap(),
+        "--chain-id",
+        "gov-k8s",
+        "--departments",
+        departments,
+    ];
+    if let Some(observers) = observers {
+        init.extend(["--observers", observers]);
+    }
+    govchain(&init, root, &format!("init-{name}.log"));
+    govchain(
+        &[
+            "certs",
+            "k8s-secrets",
+            "--dir",
+            certs.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        root,
+        &format!("k8s-secrets-{name}.log"),
+    );
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{} holds keys", out.display());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let node_key = std::fs::read_to_string(certs.join("tax/node.key")).unwrap();
+    assert!(!text.contains("stale"));
+    assert!(
+        !text.contains(node_key.trim()),
+        "keys are base64 in Secret data"
+    );
+    out
+}
+
+#[test]
+fn chart_renders_lints_and_validates_with_k8s_secrets_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let python = prepare_python(root);
+    let default_secrets = secrets(root, "default", DEFAULT_DEPARTMENTS, None);
+    let ci_secrets = secrets(root, "ci", CI_DEPARTMENTS, Some(CI_OBSERVERS));
+
+    let chart = Path::new(REPOSITORY).join("helm/govchain");
+    let mut command = Command::new(&python);
+    command
+        .arg(chart.join("tests/render_test.py"))
+        .arg("--chart")
+        .arg(&chart)
+        .arg("--default-secrets")
+        .arg(&default_secrets)
+        .arg("--ci-secrets")
+        .arg(&ci_secrets);
+    let run = run_bounded(command, &root.join("render.log"), RENDER_TIMEOUT);
+    assert!(
+        run.success(),
+        "{}",
+        run.describe("render_test.py", RENDER_TIMEOUT)
+    );
+    // The default values, each ci/ file and each bad values file: one
+    // check apiece, none left out.
+    let files_in = |folder: &str| std::fs::read_dir(chart.join(folder)).unwrap().count();
+    let expected = format!(
+        "{} passed, 0 failed",
+        1 + files_in("ci") + files_in("tests/bad-values")
+    );
+    assert!(
+        run.output.contains(&expected),
+        "expected {expected:?} in:\n{}",
+        run.output
+    );
+}
