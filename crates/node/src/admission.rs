@@ -293,7 +293,7 @@ mod tests {
             let admission = admission.clone();
             async move {
                 admission
-                    .submit("tax", TransactionEnvelope::default())
+                    .submit_many("tax", vec![TransactionEnvelope::default()])
                     .await
             }
         });
@@ -301,7 +301,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let status = admission
-            .submit("tax", TransactionEnvelope::default())
+            .submit_many("tax", vec![TransactionEnvelope::default()])
             .await
             .expect_err("queue is full");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
