@@ -231,3 +231,74 @@ async fn a_feed_answers_each_batch_in_order_and_feeds_are_bounded() {
     .await;
     drop(freed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tx_submit_with_several_envelopes_sends_a_batch_and_reports_each() {
+    let cluster = Cluster::start(4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("me.key");
+    govchain(&["keys", "new", "--out", key.to_str().unwrap()]);
+    let mut files = Vec::new();
+    let document = dir.path().join("document.txt");
+    std::fs::write(&document, b"a record kept at the department").unwrap();
+    for (nonce, record) in [(1, "a"), (2, "b"), (3, "c")] {
+        let out = dir.path().join(format!("{record}.envelope"));
+        govchain(&[
+            "record",
+            "anchor",
+            document.to_str().unwrap(),
+            "--dataset",
+            "cli-batch",
+            "--record-id",
+            record,
+            "--signing-key",
+            key.to_str().unwrap(),
+            "--nonce",
+            &nonce.to_string(),
+            "--chain-id",
+            CHAIN,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        files.push(out);
+    }
+    // The third file twice: the second copy is refused as a duplicate.
+    files.push(files[2].clone());
+    let certs = cluster.certs();
+    let mut args: Vec<String> = vec!["--json".into(), "tx".into(), "submit".into()];
+    for file in &files {
+        args.extend(["--envelope".into(), file.display().to_string()]);
+    }
+    args.extend([
+        "--wait".into(),
+        "--node".into(),
+        format!("https://127.0.0.1:{}", cluster.nodes[0].port),
+        "--ca".into(),
+        certs.join("ca.crt").display().to_string(),
+        "--cert".into(),
+        certs.join("health/client.crt").display().to_string(),
+        "--key".into(),
+        certs.join("health/client.key").display().to_string(),
+    ]);
+    let output = std::process::Command::new(BIN)
+        .args(&args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "one refused: exit 1; {stderr}"
+    );
+    assert!(stderr.contains("1 of 4 envelopes refused"), "{stderr}");
+    let view: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let results = view["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    for (i, result) in results.iter().take(3).enumerate() {
+        assert_eq!(result["status"], "admitted", "{result}");
+        assert_eq!(result["committed"]["status"], "committed", "{result}");
+        assert_eq!(result["committed"]["nonce"], i as u64 + 1, "{result}");
+    }
+    assert_eq!(results[3]["status"], "already_exists", "{}", results[3]);
+    assert_eq!(results[3]["transaction_id"], results[2]["transaction_id"]);
+}

@@ -375,6 +375,37 @@ class Flow:
         for department in (self.civil, self.tax, self.police):
             department.channel.close()
 
+    def bulk_identities(self):
+        step("create 20 identities in one SubmitTransactions call, one of them forged")
+        envelopes, ids = [], []
+        for _ in range(20):
+            key = Ed25519PrivateKey.generate()
+            envelope, tx_id = self.chain.envelope(
+                self.civil, key, {"create_identity": types_pb2.CreateIdentity()}
+            )
+            envelopes.append(envelope)
+            ids.append(tx_id)
+        envelopes[7].signature = bytes([envelopes[7].signature[0] ^ 1]) + envelopes[7].signature[1:]
+        response = self.civil.node.SubmitTransactions(
+            node_pb2.SubmitTransactionsRequest(envelopes=envelopes),
+            timeout=RPC_TIMEOUT_SECONDS,
+        )
+        check(len(response.results) == 20, f"{len(response.results)} results for 20 envelopes")
+        for i, (result, tx_id) in enumerate(zip(response.results, ids)):
+            check(result.transaction_id == tx_id, f"result {i} names another transaction")
+            if i == 7:
+                check(
+                    result.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+                    and "signature" in result.message,
+                    f"the forged envelope got {result.code} {result.message!r}",
+                )
+            else:
+                check(result.code == 0 and not result.message, f"envelope {i}: {result}")
+        for i, tx_id in enumerate(ids):
+            if i != 7:
+                self.chain.wait_committed(tx_id, self.civil)
+        ok("19 identities committed, the forged one refused with its reason")
+
     def create_identity(self):
         step("create a citizen identity")
         identity_tx, height = self.chain.transact(
@@ -617,6 +648,7 @@ class Flow:
 
 def run(devnet_dir):
     flow = Flow(devnet_dir)
+    flow.bulk_identities()
     flow.create_identity()
     flow.upload_photo()
     flow.declare_photo()

@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 use govchain_crypto::Digest;
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use govchain_proto::node::v1::{
-    GetTransactionRequest, GetTransactionResponse, SubmitTransactionRequest, TransactionStatus,
+    GetTransactionRequest, GetTransactionResponse, SubmitTransactionRequest,
+    SubmitTransactionsRequest, TransactionStatus,
 };
 use govchain_proto::types::v1::TransactionEnvelope;
 use serde::Serialize;
@@ -42,12 +43,18 @@ enum TxCommand {
             govchain.types.v1.TransactionEnvelope) to a node, which checks it and admits it to \
             its mempool; the validators then order it into a block. Prints the transaction id. \
             With --wait, also waits until it is committed and prints the block height and \
-            result; a committed but failed transaction exits 1.",
+            result; a committed but failed transaction exits 1.\n\n\
+            Several --envelope files go to the node in batches of up to 1,024 \
+            (SubmitTransactions, one call per batch, signatures verified together); each \
+            envelope gets its own line: its id and ADMITTED, or the gRPC code and reason it \
+            was refused. The command exits 1 if any was refused (or, with --wait, failed).",
         after_help = "Examples:\n  \
             govchain record anchor r.pdf --dataset d --record-id r1 --signing-key k.pem \\\n    \
             --nonce 1 --chain-id govchain-devnet --out r1.envelope   # sign offline\n  \
             govchain tx submit --envelope r1.envelope --dir devnet --wait\n  \
-            cat r1.envelope | govchain tx submit --envelope - --wait"
+            cat r1.envelope | govchain tx submit --envelope - --wait\n  \
+            govchain tx submit --envelope r1.envelope --envelope r2.envelope --wait   # one batch\n  \
+            govchain tx submit --envelope out/*.envelope --json                  # many files"
     )]
     Submit(SubmitArgs),
     /// Show a transaction's status, block, result, signer and nonce.
@@ -68,9 +75,10 @@ pub struct WaitArgs {
 
 #[derive(Debug, Args)]
 struct SubmitArgs {
-    /// Envelope file, or - for stdin.
-    #[arg(long, value_name = "FILE")]
-    envelope: PathBuf,
+    /// Envelope file, or - for stdin; repeat it (or give several files
+    /// after it) to submit in batches.
+    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    envelope: Vec<PathBuf>,
     #[command(flatten)]
     wait: WaitArgs,
     #[command(flatten)]
@@ -308,7 +316,10 @@ impl TransactionView {
 }
 
 async fn submit(args: SubmitArgs, json: bool) -> anyhow::Result<()> {
-    let envelope = read_envelope(&args.envelope)?;
+    if args.envelope.len() > 1 {
+        return submit_batches(args, json).await;
+    }
+    let envelope = read_envelope(&args.envelope[0])?;
     let target = args.connect.target()?;
     let mut client = client::connect(&target).await?;
     let id = submit_envelope(&mut client, envelope).await?;
@@ -322,6 +333,139 @@ async fn submit(args: SubmitArgs, json: bool) -> anyhow::Result<()> {
     }
     let response = wait_for_commit(&mut client, &id, args.wait.timeout).await?;
     TransactionView::new(&id, &response).print(json)
+}
+
+/// Envelopes per `SubmitTransactions` call: the node's bound
+/// (SUBMIT_BATCH_TRANSACTIONS_MAX).
+const BATCH_ENVELOPES_MAX: usize = 1024;
+
+/// One envelope's line of a batch submission (`--json`:
+/// `{"results": [BatchLine, ...]}`).
+#[derive(Debug, Serialize)]
+struct BatchLine {
+    file: String,
+    transaction_id: String,
+    /// "admitted", or the gRPC code of the refusal in snake case
+    /// ("already_exists").
+    status: String,
+    /// Why it was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// With --wait: the committed transaction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    committed: Option<TransactionView>,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchView {
+    results: Vec<BatchLine>,
+}
+
+async fn submit_batches(args: SubmitArgs, json: bool) -> anyhow::Result<()> {
+    let envelopes = args
+        .envelope
+        .iter()
+        .map(|path| read_envelope(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let target = args.connect.target()?;
+    let mut client = client::connect(&target).await?;
+    let mut lines = Vec::with_capacity(envelopes.len());
+    let mut files = args.envelope.iter();
+    let mut envelopes = envelopes.into_iter().peekable();
+    while envelopes.peek().is_some() {
+        let batch: Vec<TransactionEnvelope> =
+            envelopes.by_ref().take(BATCH_ENVELOPES_MAX).collect();
+        let sent = batch.len();
+        let response = client
+            .submit_transactions(SubmitTransactionsRequest { envelopes: batch })
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        anyhow::ensure!(
+            response.results.len() == sent,
+            "the node answered {} results for {sent} envelopes",
+            response.results.len()
+        );
+        for result in response.results {
+            let file = files
+                .next()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default();
+            let code = Code::from_i32(result.code);
+            lines.push(BatchLine {
+                file,
+                transaction_id: hex::encode(&result.transaction_id),
+                status: if code == Code::Ok {
+                    "admitted".to_owned()
+                } else {
+                    snake_case(&format!("{code:?}"))
+                },
+                error: (code != Code::Ok).then_some(result.message),
+                committed: None,
+            });
+        }
+    }
+    if args.wait.wait {
+        for line in lines.iter_mut().filter(|l| l.error.is_none()) {
+            let id = Digest::from_hex(&line.transaction_id)
+                .context("the node answered with a malformed transaction id")?;
+            let response = wait_for_commit(&mut client, &id, args.wait.timeout).await?;
+            line.committed = Some(TransactionView::new(&id, &response));
+        }
+    }
+    let refused = lines.iter().filter(|l| l.error.is_some()).count();
+    let failed = lines
+        .iter()
+        .filter(|l| l.committed.as_ref().is_some_and(TransactionView::failed))
+        .count();
+    let view = BatchView { results: lines };
+    if json {
+        output::print_json(&view)?;
+    } else {
+        output::print(&render_batch(&view))?;
+    }
+    if refused + failed > 0 {
+        return Err(Negative::new(format!(
+            "{refused} of {} envelopes refused, {failed} committed but failed",
+            view.results.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// "AlreadyExists" → "already_exists".
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+fn render_batch(view: &BatchView) -> String {
+    let mut table = crate::output::Table::new(&["FILE", "TRANSACTION", "STATUS", "DETAIL"]);
+    for line in &view.results {
+        let detail = match (&line.error, &line.committed) {
+            (Some(error), _) => error.clone(),
+            (None, Some(committed)) => format!(
+                "committed at height {}{}",
+                committed.block_height.unwrap_or(0),
+                if committed.failed() { ", FAILED" } else { "" }
+            ),
+            (None, None) => String::new(),
+        };
+        table.add(vec![
+            line.file.clone(),
+            line.transaction_id.clone(),
+            line.status.clone(),
+            detail,
+        ]);
+    }
+    table.render()
 }
 
 async fn get(args: GetArgs, json: bool) -> anyhow::Result<()> {
@@ -358,6 +502,22 @@ mod tests {
 
     use super::*;
     use crate::envelope::Anchor;
+
+    #[test]
+    fn code_names_are_snake_case() {
+        assert_eq!(
+            snake_case(&format!("{:?}", Code::AlreadyExists)),
+            "already_exists"
+        );
+        assert_eq!(
+            snake_case(&format!("{:?}", Code::InvalidArgument)),
+            "invalid_argument"
+        );
+        assert_eq!(
+            snake_case(&format!("{:?}", Code::Unavailable)),
+            "unavailable"
+        );
+    }
 
     #[test]
     fn durations_parse() {
