@@ -13,7 +13,7 @@ use clap::{Args, ValueEnum};
 use govchain_crypto::{Digest, PublicKey, Signature, SigningKey, verify_batch};
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use govchain_proto::node::v1::{
-    GetStatusRequest, SubmitTransactionRequest, SubscribeBlocksRequest,
+    GetStatusRequest, SubmitTransactionRequest, SubmitTransactionsRequest, SubscribeBlocksRequest,
 };
 use govchain_proto::types::v1::{
     AnchorRecord, Transaction, TransactionEnvelope, transaction::Body,
@@ -53,11 +53,31 @@ pub enum Mode {
     Open,
 }
 
+/// How the load generator hands transactions to the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Submit {
+    /// One `SubmitTransaction` call per transaction.
+    Single,
+    /// A batcher per node gathers what the clients send for up to
+    /// `BATCH_LINGER` (or 1,024 transactions) into one `SubmitTransactions`
+    /// call, as a department's gateway would.
+    Batch,
+}
+
+/// How long a node's batcher waits for more transactions before sending.
+const BATCH_LINGER: Duration = Duration::from_millis(2);
+/// Transactions per `SubmitTransactions` call, at most (the node's bound).
+const BATCH_TRANSACTIONS_MAX: usize = 1024;
+/// `SubmitTransactions` calls one batcher has in flight at once.
+const BATCH_CALLS_IN_FLIGHT_MAX: usize = 8;
+
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     govchain bench                                  # 4 validators, closed loop, 30 s\n  \
     govchain bench --validators 7 --duration 20s --json out.json\n  \
     govchain bench --mode open --rate 2000 --duration 20s\n  \
+    govchain bench --submit batch                   # SubmitTransactions, batched per node\n  \
     govchain bench --dir devnet                     # against a running devnet\n\n\
 The ceiling is what this machine can verify: Ed25519 batch verifications per\n\
 second on all cores, divided by the number of validators (each verifies\n\
@@ -73,6 +93,9 @@ pub struct BenchArgs {
     pub duration: Duration,
     #[arg(long, value_enum, default_value_t = Mode::Closed)]
     pub mode: Mode,
+    /// One call per transaction, or batches per node (SubmitTransactions).
+    #[arg(long, value_enum, default_value_t = Submit::Single)]
+    pub submit: Submit,
     /// Closed loop: clients in flight.
     #[arg(long, value_name = "C", default_value_t = 256)]
     pub concurrency: u32,
@@ -123,6 +146,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub mode: Mode,
+    pub submit: Submit,
     pub validators: usize,
     pub duration_s: f64,
     pub submitted: u64,
@@ -440,12 +464,13 @@ async fn drive(
                 |s| s.progress_chars("=> "),
             ),
     );
+    let submitter = Submitter::new(args.submit, &clients);
     let started = Instant::now();
     let (submitted, rejected, dropped) = match args.mode {
         Mode::Closed => {
             closed_loop(
                 args,
-                clients.clone(),
+                submitter,
                 transactions,
                 tracker.clone(),
                 &bar,
@@ -453,7 +478,7 @@ async fn drive(
             )
             .await
         }
-        Mode::Open => open_loop(args, clients.clone(), transactions, tracker.clone(), &bar).await,
+        Mode::Open => open_loop(args, submitter, transactions, tracker.clone(), &bar).await,
     };
     let elapsed = started.elapsed();
     bar.finish_and_clear();
@@ -474,6 +499,7 @@ async fn drive(
     let ceiling_tps = verifications_per_second / validators as f64;
     Ok(Report {
         mode: args.mode,
+        submit: args.submit,
         validators,
         duration_s: elapsed.as_secs_f64(),
         submitted,
@@ -586,7 +612,7 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 /// for each transaction to commit before sending the next.
 async fn closed_loop(
     args: &BenchArgs,
-    clients: Vec<NodeServiceClient<Channel>>,
+    submitter: Submitter,
     transactions: Vec<(Digest, TransactionEnvelope)>,
     tracker: Arc<Mutex<Tracker>>,
     bar: &indicatif::ProgressBar,
@@ -600,7 +626,7 @@ async fn closed_loop(
     }
     let mut tasks = Vec::new();
     for (w, queue) in per_signer.into_iter().enumerate() {
-        let mut client = clients[w % clients.len()].clone();
+        let submitter = submitter.clone();
         let tracker = tracker.clone();
         tasks.push(tokio::spawn(async move {
             let (mut submitted, mut rejected) = (0u64, 0u64);
@@ -613,13 +639,7 @@ async fn closed_loop(
                     t.waiting.insert(id, (Instant::now(), Some(done)));
                 }
                 submitted += 1;
-                if client
-                    .submit_transaction(SubmitTransactionRequest {
-                        envelope: Some(envelope),
-                    })
-                    .await
-                    .is_err()
-                {
+                if !submitter.submit(w, envelope).await {
                     rejected += 1;
                     if let Ok(mut t) = tracker.lock() {
                         t.waiting.remove(&id);
@@ -649,7 +669,7 @@ async fn closed_loop(
 /// was due, not from when a busy client got round to sending it.
 async fn open_loop(
     args: &BenchArgs,
-    clients: Vec<NodeServiceClient<Channel>>,
+    submitter: Submitter,
     transactions: Vec<(Digest, TransactionEnvelope)>,
     tracker: Arc<Mutex<Tracker>>,
     bar: &indicatif::ProgressBar,
@@ -675,16 +695,10 @@ async fn open_loop(
         }
         submitted += 1;
         // Signer j mod 1024 always goes to the same node, keeping its nonces in order.
-        let mut client = clients[(j % 1024) % clients.len()].clone();
+        let submitter = submitter.clone();
         let (tracker, rejected) = (tracker.clone(), rejected.clone());
         tokio::spawn(async move {
-            if client
-                .submit_transaction(SubmitTransactionRequest {
-                    envelope: Some(envelope),
-                })
-                .await
-                .is_err()
-            {
+            if !submitter.submit(j % 1024, envelope).await {
                 rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Ok(mut t) = tracker.lock() {
                     t.waiting.remove(&id);
@@ -699,6 +713,106 @@ async fn open_loop(
         rejected.load(std::sync::atomic::Ordering::Relaxed),
         dropped,
     )
+}
+
+/// Hands a transaction to node `worker mod n`, one call each or through
+/// that node's batcher; `submit` says whether the node admitted it.
+#[derive(Clone)]
+enum Submitter {
+    Single(Vec<NodeServiceClient<Channel>>),
+    Batch(Vec<tokio::sync::mpsc::Sender<(TransactionEnvelope, oneshot::Sender<bool>)>>),
+}
+
+impl Submitter {
+    fn new(submit: Submit, clients: &[NodeServiceClient<Channel>]) -> Self {
+        match submit {
+            Submit::Single => Self::Single(clients.to_vec()),
+            Submit::Batch => Self::Batch(
+                clients
+                    .iter()
+                    .map(|client| {
+                        let (sender, receiver) =
+                            tokio::sync::mpsc::channel(BATCH_TRANSACTIONS_MAX * 4);
+                        tokio::spawn(batcher(client.clone(), receiver));
+                        sender
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    async fn submit(&self, worker: usize, envelope: TransactionEnvelope) -> bool {
+        match self {
+            Self::Single(clients) => clients[worker % clients.len()]
+                .clone()
+                .submit_transaction(SubmitTransactionRequest {
+                    envelope: Some(envelope),
+                })
+                .await
+                .is_ok(),
+            Self::Batch(batchers) => {
+                let (reply, admitted) = oneshot::channel();
+                if batchers[worker % batchers.len()]
+                    .send((envelope, reply))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+                admitted.await.unwrap_or(false)
+            }
+        }
+    }
+}
+
+/// One node's batcher: gathers what arrives within [`BATCH_LINGER`] of the
+/// first transaction (at most [`BATCH_TRANSACTIONS_MAX`]) into one
+/// `SubmitTransactions` call, with up to [`BATCH_CALLS_IN_FLIGHT_MAX`]
+/// calls in flight; each sender learns whether its transaction was
+/// admitted. Batches go out in order, so one signer's nonces stay in order.
+async fn batcher(
+    client: NodeServiceClient<Channel>,
+    mut queue: tokio::sync::mpsc::Receiver<(TransactionEnvelope, oneshot::Sender<bool>)>,
+) {
+    let calls = Arc::new(Semaphore::new(BATCH_CALLS_IN_FLIGHT_MAX));
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        let linger = tokio::time::sleep(BATCH_LINGER);
+        tokio::pin!(linger);
+        while batch.len() < BATCH_TRANSACTIONS_MAX {
+            tokio::select! {
+                next = queue.recv() => match next {
+                    Some(item) => batch.push(item),
+                    None => break,
+                },
+                () = &mut linger => break,
+            }
+        }
+        let Ok(permit) = calls.clone().acquire_owned().await else {
+            return;
+        };
+        let (envelopes, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let results = client
+                .submit_transactions(SubmitTransactionsRequest { envelopes })
+                .await
+                .map(|r| r.into_inner().results);
+            drop(permit);
+            match results {
+                Ok(results) => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(result.code == 0);
+                    }
+                }
+                Err(_) => {
+                    for reply in replies {
+                        let _ = reply.send(false);
+                    }
+                }
+            }
+        });
+    }
 }
 
 async fn tick_bar(bar: &indicatif::ProgressBar, duration: Duration) {
