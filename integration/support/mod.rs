@@ -193,6 +193,7 @@ impl Cluster {
                     .collect(),
                 mempool: Default::default(),
                 blobs: Default::default(),
+                metrics_listen: None,
             };
             let config = node_dir.join("node.toml");
             file.save(&config).unwrap();

@@ -316,6 +316,7 @@ impl NsCluster {
                     .collect(),
                 mempool: Default::default(),
                 blobs: Default::default(),
+                metrics_listen: None,
             };
             let config = node_dir.join("node.toml");
             file.save(&config).unwrap();

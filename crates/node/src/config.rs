@@ -44,6 +44,10 @@ pub struct NodeFile {
     pub mempool: MempoolFile,
     #[serde(default)]
     pub blobs: BlobsFile,
+    /// Address to serve Prometheus metrics on, as plain HTTP at `/metrics`,
+    /// e.g. "127.0.0.1:9464"; no metrics server when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The blob store (`<data_dir>/blobs/`).
@@ -145,6 +149,7 @@ pub struct Settings {
     pub mempool: MempoolFile,
     pub blobs: BlobsFile,
     pub observer: bool,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeFile {
@@ -244,6 +249,7 @@ impl Settings {
             mempool: file.mempool,
             blobs: file.blobs,
             observer: file.observer,
+            metrics_listen: file.metrics_listen,
         })
     }
 }

@@ -21,6 +21,7 @@ mod peers;
 mod service;
 mod shared;
 mod sync;
+pub mod telemetry;
 pub mod tls;
 mod wire;
 
@@ -178,7 +179,8 @@ pub async fn run(
             settings.peers.iter().map(|p| p.index).collect(),
         ));
     }
-    let driver = Driver::new(shared.clone(), replica, sync);
+    let mut metrics = node_metrics(&settings);
+    let driver = Driver::new(shared.clone(), replica, sync, metrics.driver());
     let driver_thread = std::thread::Builder::new()
         .name("consensus".into())
         .spawn(move || driver.run(receiver))
@@ -209,6 +211,12 @@ pub async fn run(
 
     let admission = Admission::start(shared.clone(), events.clone())
         .context("cannot start the admission thread")?;
+    metrics.observe(&shared, &admission, metric_sources(&settings));
+    let metrics = Arc::new(metrics);
+    let metrics_server = match settings.metrics_listen {
+        Some(address) => Some(start_metrics(&shared, address, metrics.clone()).await?),
+        None => None,
+    };
     let node_api = NodeApi {
         shared: shared.clone(),
         admission: admission.clone(),
@@ -246,6 +254,7 @@ pub async fn run(
         .layer(tonic::service::InterceptorLayer::new(
             tls::Members::from_genesis(&genesis),
         ))
+        .layer(telemetry::trace_context::ServerTraceLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -283,6 +292,12 @@ pub async fn run(
     if let Some(collector) = collector {
         collector.abort();
     }
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
+    // The OTLP reader's last export runs on its own thread and needs this
+    // runtime's I/O: wait for it off the async threads.
+    let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
     // Connections may outlive the server future and hold event senders, so
     // the driver is told to stop rather than left to notice.
     let _ = events.send(DriverEvent::Stop).await;
@@ -291,6 +306,58 @@ pub async fn run(
     served.with_context(|| format!("gRPC server on {} failed", settings.listen))?;
     info!(node = %settings.name, "stopped");
     Ok(())
+}
+
+/// The node's meter provider: a scrape reader when `metrics_listen` is
+/// set, an OTLP exporter when the environment asks for metrics.
+fn node_metrics(settings: &Settings) -> telemetry::NodeMetrics {
+    let otlp = telemetry::OtlpSignals::from_env().metrics.then(|| {
+        opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .build()
+    });
+    let otlp = match otlp {
+        Some(Ok(exporter)) => Some(exporter),
+        Some(Err(err)) => {
+            tracing::warn!(error = %err, "cannot set up the OTLP metric exporter; metrics are not exported over OTLP");
+            None
+        }
+        None => None,
+    };
+    telemetry::NodeMetrics::new(settings.metrics_listen.is_some(), otlp, &settings.name)
+}
+
+fn metric_sources(settings: &Settings) -> telemetry::metrics::Sources {
+    let certificates_not_after = [
+        ("node", &settings.certificate_pem),
+        ("ca", &settings.ca_certificate_pem),
+    ]
+    .into_iter()
+    .filter_map(|(label, pem)| Some((label, telemetry::metrics::certificate_not_after(pem)?)))
+    .collect();
+    telemetry::metrics::Sources {
+        blob_file: settings
+            .data_dir
+            .join("blobs")
+            .join(govchain_blobstore::BLOBSTORE_FILE_NAME),
+        certificates_not_after,
+    }
+}
+
+/// Binds `metrics_listen` and serves `/metrics` on it.
+async fn start_metrics(
+    shared: &Shared,
+    address: std::net::SocketAddr,
+    metrics: Arc<telemetry::NodeMetrics>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {address}"))?;
+    let bound = listener.local_addr().unwrap_or(address);
+    let url = telemetry::metrics_url(bound);
+    info!(node = %shared.name, url = %url, "serving Prometheus metrics");
+    let _ = shared.metrics_url.set(url);
+    Ok(tokio::spawn(telemetry::serve_metrics(listener, metrics)))
 }
 
 /// The PBFT replica of a validator, resumed from its ledger and records.

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, error, info, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::admission::Admission;
 use crate::driver::DriverEvent;
@@ -229,7 +230,7 @@ impl NodeApi {
         self.check_declaration(&envelope)?;
         let transaction = self
             .admission
-            .submit(&caller.department, envelope)
+            .submit(&caller.department, envelope, tracing::Span::current().context())
             .await?
             .map_err(|e| status_from_admission(&e))?;
         debug!(transaction_id = %transaction.id.short(), submitter = %caller.department, "admitted transaction");
@@ -444,6 +445,7 @@ impl NodeService for NodeApi {
             observer: shared.observer,
             view_active: shared.view_normal.load(Ordering::Relaxed),
             rejected_messages: shared.rejected_messages.load(Ordering::Relaxed),
+            metrics_url: shared.metrics_url.get().cloned().unwrap_or_default(),
         }))
     }
 
@@ -688,7 +690,10 @@ impl ConsensusApi {
     /// waiting for the verdicts: consensus messages behind a batch must not
     /// wait for its verification.
     async fn admit_forwarded(&self, peer: &str, batch: TransactionBatch) -> Result<(), Status> {
-        self.admission.forward(peer, batch.transactions).await?;
+        let trace = crate::telemetry::trace_context::from_map(&batch.trace_context);
+        self.admission
+            .forward(peer, batch.transactions, trace)
+            .await?;
         Ok(())
     }
 }

@@ -45,6 +45,10 @@ pub struct Shared {
     /// Open block subscriptions and uploads, by department.
     pub subscriptions: Arc<Slots>,
     pub uploads: Arc<Slots>,
+    /// Where `/metrics` is served, once its listener is bound.
+    pub metrics_url: std::sync::OnceLock<String>,
+    /// Admission spans of traced transactions, for their block's span.
+    pub traces: crate::telemetry::trace_context::TransactionTraces,
 }
 
 impl Shared {
@@ -87,6 +91,8 @@ impl Shared {
             rejected_messages: AtomicU64::new(0),
             subscriptions: Slots::subscriptions(),
             uploads: Slots::uploads(),
+            metrics_url: std::sync::OnceLock::new(),
+            traces: Default::default(),
         }
     }
 

@@ -45,6 +45,8 @@ struct NodeStatus {
     mempool_transactions: Option<u64>,
     mempool_bytes: Option<u64>,
     connected_peers: Option<Vec<String>>,
+    /// Where the node serves Prometheus metrics; null when it does not.
+    metrics_url: Option<String>,
     error: Option<String>,
 }
 
@@ -72,6 +74,7 @@ impl NodeStatus {
             mempool_transactions: Some(status.mempool_transactions),
             mempool_bytes: Some(status.mempool_bytes),
             connected_peers: Some(status.connected_peers),
+            metrics_url: Some(status.metrics_url).filter(|url| !url.is_empty()),
             error: None,
         }
     }
@@ -262,6 +265,7 @@ mod tests {
                 observer: false,
                 view_active: true,
                 rejected_messages: 0,
+                metrics_url: "http://127.0.0.1:9464/metrics".into(),
             },
         )
     }
@@ -284,10 +288,12 @@ mod tests {
         assert_eq!(first["height"], 12);
         assert_eq!(first["head_hash"], "ab".repeat(32));
         assert_eq!(first["connected_peers"][1], "education");
+        assert_eq!(first["metrics_url"], "http://127.0.0.1:9464/metrics");
         assert!(first["error"].is_null());
         let second = &json["nodes"][1];
         assert_eq!(second["node"], "tax");
         assert!(second["height"].is_null());
+        assert!(second["metrics_url"].is_null());
         assert!(
             second["error"]
                 .as_str()

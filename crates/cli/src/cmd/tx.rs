@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tracing::Instrument as _;
 use clap::{Args, Subcommand};
 use govchain_crypto::Digest;
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
@@ -146,10 +147,18 @@ pub async fn submit_envelope(
     client: &mut NodeServiceClient<Channel>,
     envelope: TransactionEnvelope,
 ) -> anyhow::Result<Digest> {
+    // The root of the transaction's trace when OTEL_* variables are set:
+    // its context goes to the node in the request's metadata.
+    let span = tracing::info_span!("submit", otel.name = "govchain submit", otel.kind = "client");
+    let mut request = tonic::Request::new(SubmitTransactionRequest {
+        envelope: Some(envelope),
+    });
+    span.in_scope(|| {
+        govchain_node::telemetry::trace_context::inject_current(request.metadata_mut());
+    });
     let response = client
-        .submit_transaction(SubmitTransactionRequest {
-            envelope: Some(envelope),
-        })
+        .submit_transaction(request)
+        .instrument(span)
         .await
         .map_err(rpc_error)?
         .into_inner();
