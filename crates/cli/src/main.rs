@@ -258,9 +258,12 @@ mod tests {
 
     #[test]
     fn log_format_is_global_and_only_text_or_json() {
-        let cli = Cli::try_parse_from(["govchain", "status", "--log-format", "json"])
-            .expect("parses");
-        assert_eq!(cli.log_format.parse::<telemetry::LogFormat>().ok(), Some(telemetry::LogFormat::Json));
+        let cli =
+            Cli::try_parse_from(["govchain", "status", "--log-format", "json"]).expect("parses");
+        assert_eq!(
+            cli.log_format.parse::<telemetry::LogFormat>().ok(),
+            Some(telemetry::LogFormat::Json)
+        );
         let err = Cli::try_parse_from(["govchain", "--log-format", "yaml", "status"])
             .expect_err("refused");
         assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);

@@ -31,9 +31,9 @@ use tracing::debug;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::driver::DriverEvent;
-use crate::telemetry::trace_context;
 use crate::service::{AdmitError, admit_verified};
 use crate::shared::{LedgerState, Shared};
+use crate::telemetry::trace_context;
 
 /// Transactions verified in one batch at most; bounds the latency a batch
 /// adds and the size of the batch forwarded to peers.
@@ -351,7 +351,11 @@ mod tests {
             let admission = admission.clone();
             async move {
                 admission
-                    .forward("peer", vec![TransactionEnvelope::default()], Default::default())
+                    .forward(
+                        "peer",
+                        vec![TransactionEnvelope::default()],
+                        Default::default(),
+                    )
                     .await
             }
         });

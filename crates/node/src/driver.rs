@@ -25,10 +25,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::consensus_store;
-use crate::telemetry::DriverMetrics;
-use crate::telemetry::trace_context;
 use crate::shared::{LedgerState, Shared};
 use crate::sync::SyncRequest;
+use crate::telemetry::DriverMetrics;
+use crate::telemetry::trace_context;
 use crate::wire;
 
 /// Events waiting for the driver; producers wait when it is full.
@@ -316,7 +316,10 @@ impl Driver {
                 .collect()
         };
         debug!(node = %self.shared.name, view, seq, digest = %built.hash.short(), transactions = built.header.transaction_count, "built block");
-        self.continue_transaction_traces(&span, built.executed.transactions.iter().map(|(id, _)| id));
+        self.continue_transaction_traces(
+            &span,
+            built.executed.transactions.iter().map(|(id, _)| id),
+        );
         self.ready.insert(
             seq,
             ReadyBlock {
@@ -357,14 +360,16 @@ impl Driver {
         let execute = span.in_scope(|| tracing::info_span!("execute"));
         // The mempool is locked per lookup, not for the whole check, so
         // admission goes on meanwhile.
-        let checked = execute.in_scope(|| check_block_reusing(
-            &context,
-            &digest,
-            &encoded,
-            &LedgerState(&self.shared.ledger),
-            |envelope| self.shared.mempool().admitted(envelope),
-            |_, _| false,
-        ));
+        let checked = execute.in_scope(|| {
+            check_block_reusing(
+                &context,
+                &digest,
+                &encoded,
+                &LedgerState(&self.shared.ledger),
+                |envelope| self.shared.mempool().admitted(envelope),
+                |_, _| false,
+            )
+        });
         drop(execute);
         let verdict = match checked {
             // A carried-over block keeps the view it was first proposed in.
@@ -484,15 +489,25 @@ impl Driver {
         }
         self.metrics.block_appended(
             transactions.len() as u64,
-            (parent.height > 0)
-                .then(|| ready.header.timestamp_ms.saturating_sub(parent.timestamp_ms)),
+            (parent.height > 0).then(|| {
+                ready
+                    .header
+                    .timestamp_ms
+                    .saturating_sub(parent.timestamp_ms)
+            }),
             ready.header.timestamp_ms,
             now_ms(),
         );
         self.shared.mempool().remove_committed(&ready.signers);
-        self.shared.traces.forget(transactions.iter().map(|(id, _)| id));
+        self.shared
+            .traces
+            .forget(transactions.iter().map(|(id, _)| id));
         info!(node = %self.shared.name, view, seq, digest = %ready.digest.short(), transactions = transactions.len(), "committed block");
-        let _notify = tracing::info_span!("notify subscribers", subscribers = self.shared.blocks.receiver_count()).entered();
+        let _notify = tracing::info_span!(
+            "notify subscribers",
+            subscribers = self.shared.blocks.receiver_count()
+        )
+        .entered();
         // No subscriber is not an error.
         let _ = self.shared.blocks.send(Arc::new(committed));
     }
@@ -604,7 +619,13 @@ impl Driver {
 /// The span of one block on this node: `role` is "propose" on the
 /// primary, "check" on a backup.
 fn block_span(node: &str, view: View, seq: SequenceNumber, role: &'static str) -> tracing::Span {
-    tracing::info_span!("block", otel.name = format!("block {role}"), node, view, seq)
+    tracing::info_span!(
+        "block",
+        otel.name = format!("block {role}"),
+        node,
+        view,
+        seq
+    )
 }
 
 /// A refusal's kind in snake case, from its variant name ("WrongView" →

@@ -230,7 +230,11 @@ impl NodeApi {
         self.check_declaration(&envelope)?;
         let transaction = self
             .admission
-            .submit(&caller.department, envelope, tracing::Span::current().context())
+            .submit(
+                &caller.department,
+                envelope,
+                tracing::Span::current().context(),
+            )
             .await?
             .map_err(|e| status_from_admission(&e))?;
         debug!(transaction_id = %transaction.id.short(), submitter = %caller.department, "admitted transaction");

@@ -198,9 +198,11 @@ fn ports(base: u16, n: u32) -> anyhow::Result<Vec<u16>> {
 /// chosen in one go, so that the two sets never overlap.
 fn api_and_metrics_ports(args: &DevnetArgs) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
     let n = args.validators;
-    let metrics_base = args
-        .metrics_base_port
-        .unwrap_or(if args.base_port == 0 { 0 } else { METRICS_BASE_PORT_DEFAULT });
+    let metrics_base = args.metrics_base_port.unwrap_or(if args.base_port == 0 {
+        0
+    } else {
+        METRICS_BASE_PORT_DEFAULT
+    });
     match (args.base_port, metrics_base) {
         (0, 0) => {
             let mut all = ports(0, n * 2)?;
@@ -553,7 +555,13 @@ fn print_summary(
     for node in &file.nodes {
         let log = dir.join(&node.config).with_file_name("node.log");
         let metrics = node.metrics_url.as_deref().unwrap_or("-");
-        println!("  {:<12} {:<24} {:<32} {}", node.name, node.url, metrics, log.display());
+        println!(
+            "  {:<12} {:<24} {:<32} {}",
+            node.name,
+            node.url,
+            metrics,
+            log.display()
+        );
     }
     println!();
     println!("certificates: {d}/certs (CA, and per department node, client and consensus keys)");

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tracing::Instrument as _;
 use clap::{Args, Subcommand};
 use govchain_crypto::Digest;
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
@@ -16,6 +15,7 @@ use govchain_proto::types::v1::TransactionEnvelope;
 use serde::Serialize;
 use tonic::Code;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 
 use crate::client::{self, ConnectArgs, rpc_error};
 use crate::envelope;
@@ -149,7 +149,11 @@ pub async fn submit_envelope(
 ) -> anyhow::Result<Digest> {
     // The root of the transaction's trace when OTEL_* variables are set:
     // its context goes to the node in the request's metadata.
-    let span = tracing::info_span!("submit", otel.name = "govchain submit", otel.kind = "client");
+    let span = tracing::info_span!(
+        "submit",
+        otel.name = "govchain submit",
+        otel.kind = "client"
+    );
     let mut request = tonic::Request::new(SubmitTransactionRequest {
         envelope: Some(envelope),
     });

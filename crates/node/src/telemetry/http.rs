@@ -61,7 +61,10 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<NodeMetrics>) {
 
 async fn respond(request: &Request<Incoming>, metrics: Arc<NodeMetrics>) -> Response<Full<Bytes>> {
     if request.uri().path() != "/metrics" {
-        return text(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n".into());
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found; metrics are at /metrics\n".into(),
+        );
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
@@ -80,9 +83,15 @@ async fn respond(request: &Request<Incoming>, metrics: Arc<NodeMetrics>) -> Resp
         }
         Ok(Some(Err(err))) => {
             tracing::warn!(error = %err, "metrics: collection failed");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "collection failed; see the node log\n".into())
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "collection failed; see the node log\n".into(),
+            )
         }
-        Ok(None) | Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "metrics are not available\n".into()),
+        Ok(None) | Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics are not available\n".into(),
+        ),
     }
 }
 

@@ -12,7 +12,6 @@ use opentelemetry::trace::TraceContextExt as _;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime as _, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
@@ -84,9 +83,12 @@ where
     Value::Object(object)
 }
 
-/// The W3C ids of the current span, when OpenTelemetry traces it.
+/// The W3C ids of the entered span, when OpenTelemetry traces it. The
+/// OpenTelemetry layer makes an entered span's context the current one
+/// (context activation); the dispatcher itself cannot be asked from
+/// inside an event (tracing refuses re-entry).
 fn trace_ids() -> (Option<String>, Option<String>) {
-    let context = tracing::Span::current().context();
+    let context = opentelemetry::Context::current();
     let span = context.span();
     let span_context = span.span_context();
     if !span_context.is_valid() {
@@ -135,6 +137,8 @@ mod tests {
 
     use opentelemetry::trace::TracerProvider as _;
     use tracing_subscriber::layer::SubscriberExt as _;
+
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
     use super::*;
 

@@ -230,42 +230,56 @@ impl NodeMetrics {
         let weak = Arc::downgrade(shared);
         let read = move |f: &dyn Fn(&Shared) -> u64| weak.upgrade().map(|shared| f(&shared));
         let read = Arc::new(read);
-        let gauge = |name: &'static str, help: &'static str, unit: &'static str, f: fn(&Shared) -> u64| {
-            let read = read.clone();
-            let mut builder = self
-                .meter
-                .u64_observable_gauge(name)
-                .with_description(help)
-                .with_callback(move |observer| {
-                    if let Some(value) = read(&f) {
-                        observer.observe(value, &[]);
-                    }
-                });
-            if !unit.is_empty() {
-                builder = builder.with_unit(unit);
-            }
-            Box::new(builder.build()) as Box<dyn Any + Send + Sync>
-        };
+        let gauge =
+            |name: &'static str, help: &'static str, unit: &'static str, f: fn(&Shared) -> u64| {
+                let read = read.clone();
+                let mut builder = self
+                    .meter
+                    .u64_observable_gauge(name)
+                    .with_description(help)
+                    .with_callback(move |observer| {
+                        if let Some(value) = read(&f) {
+                            observer.observe(value, &[]);
+                        }
+                    });
+                if !unit.is_empty() {
+                    builder = builder.with_unit(unit);
+                }
+                Box::new(builder.build()) as Box<dyn Any + Send + Sync>
+            };
         let mut observers = vec![
-            gauge(HEIGHT, "Height of the latest block in this node's ledger.", "", |s| {
-                s.ledger.head().height
-            }),
-            gauge(VIEW, "The PBFT view this replica is in.", "", Shared::current_view),
+            gauge(
+                HEIGHT,
+                "Height of the latest block in this node's ledger.",
+                "",
+                |s| s.ledger.head().height,
+            ),
+            gauge(
+                VIEW,
+                "The PBFT view this replica is in.",
+                "",
+                Shared::current_view,
+            ),
             gauge(
                 MEMPOOL_TRANSACTIONS,
                 "Transactions waiting in the mempool.",
                 "",
                 |s| s.mempool().len(),
             ),
-            gauge(MEMPOOL_BYTES, "Encoded bytes of the mempool's transactions.", "By", |s| {
-                s.mempool().bytes()
-            }),
+            gauge(
+                MEMPOOL_BYTES,
+                "Encoded bytes of the mempool's transactions.",
+                "By",
+                |s| s.mempool().bytes(),
+            ),
         ];
         let queue = admission.weak_queue();
         observers.push(Box::new(
             self.meter
                 .u64_observable_gauge(ADMISSION_QUEUE_DEPTH)
-                .with_description("Submissions and forwarded batches waiting for the admission thread.")
+                .with_description(
+                    "Submissions and forwarded batches waiting for the admission thread.",
+                )
                 .with_callback(move |observer| {
                     if let Some(depth) = queue.depth() {
                         observer.observe(depth, &[]);
@@ -322,7 +336,9 @@ impl NodeMetrics {
             .meter
             .i64_observable_gauge(CERTIFICATE_EXPIRY)
             .with_unit("s")
-            .with_description("Seconds until a certificate this node uses expires (negative: expired).")
+            .with_description(
+                "Seconds until a certificate this node uses expires (negative: expired).",
+            )
             .with_callback(move |observer| {
                 let now = i64::try_from(crate::driver::now_ms() / 1000).unwrap_or(i64::MAX);
                 for (certificate, not_after) in &expiry {
@@ -433,12 +449,20 @@ mod tests {
                 "{name}: prefix"
             );
             assert!(
-                name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
                 "{name}: snake case"
             );
-            assert_eq!(name.ends_with("_total"), counter, "{name}: _total iff counter");
+            assert_eq!(
+                name.ends_with("_total"),
+                counter,
+                "{name}: _total iff counter"
+            );
             assert!(name.contains(unit), "{name}: unit {unit}");
-            assert!(!name.contains("_ms") && !name.contains("milli"), "{name}: base units");
+            assert!(
+                !name.contains("_ms") && !name.contains("milli"),
+                "{name}: base units"
+            );
         }
         let mut names: Vec<&str> = ALL.iter().map(|(name, _, _)| *name).collect();
         names.sort_unstable();
@@ -453,7 +477,10 @@ mod tests {
         driver.block_appended(3, Some(1_500), 10_000, 10_250);
         driver.views_changed(1);
         driver.message_refused("bad_signature".into());
-        let collected = metrics.collect().expect("a scrape reader").expect("collects");
+        let collected = metrics
+            .collect()
+            .expect("a scrape reader")
+            .expect("collects");
         let text = super::super::prometheus::render(&collected);
         for (name, kind) in [
             (COMMITTED_TRANSACTIONS, "counter"),
@@ -463,12 +490,27 @@ mod tests {
             (BLOCK_INTERVAL, "histogram"),
             (COMMIT_LATENCY, "histogram"),
         ] {
-            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name} {kind}:\n{text}");
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name} {kind}:\n{text}"
+            );
         }
-        assert!(text.contains("govchain_committed_transactions_total 3\n"), "{text}");
-        assert!(text.contains("govchain_block_interval_seconds_sum 1.5\n"), "{text}");
-        assert!(text.contains("govchain_commit_latency_seconds_sum 0.25\n"), "{text}");
-        assert!(text.contains("govchain_refused_messages_total{reason=\"bad_signature\"} 1\n"), "{text}");
+        assert!(
+            text.contains("govchain_committed_transactions_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("govchain_block_interval_seconds_sum 1.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("govchain_commit_latency_seconds_sum 0.25\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("govchain_refused_messages_total{reason=\"bad_signature\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]

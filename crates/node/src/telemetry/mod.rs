@@ -80,7 +80,8 @@ impl OtlpSignals {
     /// [`OtlpSignals::from_env`] over any variable source (for tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let set = |name: &str| lookup(name).is_some_and(|value| !value.trim().is_empty());
-        if lookup("OTEL_SDK_DISABLED").is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+        if lookup("OTEL_SDK_DISABLED")
+            .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
         {
             return Self::default();
         }
@@ -91,7 +92,10 @@ impl OtlpSignals {
         };
         Self {
             traces: signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER"),
-            metrics: signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_METRICS_EXPORTER"),
+            metrics: signal(
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "OTEL_METRICS_EXPORTER",
+            ),
         }
     }
 }
@@ -201,8 +205,8 @@ pub fn init(format: LogFormat, default_filter: &str, instance: Option<&str>) -> 
     Telemetry { tracer_provider }
 }
 
-fn span_exporter() -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError>
-{
+fn span_exporter()
+-> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
     use opentelemetry_otlp::WithExportConfig as _;
     // The builder reads OTEL_EXPORTER_OTLP_{,TRACES_}ENDPOINT, _HEADERS and
     // _TIMEOUT itself; the protocol is gRPC whatever OTEL_EXPORTER_OTLP_PROTOCOL says.
@@ -230,7 +234,10 @@ mod tests {
     fn nothing_is_exported_without_an_endpoint() {
         assert_eq!(signals(&[]), OtlpSignals::default());
         assert_eq!(
-            signals(&[("OTEL_SERVICE_NAME", "x"), ("OTEL_TRACES_SAMPLER", "always_on")]),
+            signals(&[
+                ("OTEL_SERVICE_NAME", "x"),
+                ("OTEL_TRACES_SAMPLER", "always_on")
+            ]),
             OtlpSignals::default()
         );
     }

@@ -74,7 +74,10 @@ fn render_data<T: Number>(out: &mut String, metric: &Metric, data: &MetricData<T
 }
 
 fn header(out: &mut String, metric: &Metric, kind: &str) {
-    let help = metric.description().replace('\\', "\\\\").replace('\n', "\\n");
+    let help = metric
+        .description()
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n");
     let _ = writeln!(out, "# HELP {} {help}", metric.name());
     let _ = writeln!(out, "# TYPE {} {kind}", metric.name());
 }
@@ -82,14 +85,32 @@ fn header(out: &mut String, metric: &Metric, kind: &str) {
 fn render_gauge<T: Number>(out: &mut String, metric: &Metric, gauge: &Gauge<T>) {
     header(out, metric, "gauge");
     for point in gauge.data_points() {
-        sample(out, metric.name(), &labels(point.attributes(), None), point.value().text());
+        sample(
+            out,
+            metric.name(),
+            &labels(point.attributes(), None),
+            point.value().text(),
+        );
     }
 }
 
 fn render_sum<T: Number>(out: &mut String, metric: &Metric, sum: &Sum<T>) {
-    header(out, metric, if sum.is_monotonic() { "counter" } else { "gauge" });
+    header(
+        out,
+        metric,
+        if sum.is_monotonic() {
+            "counter"
+        } else {
+            "gauge"
+        },
+    );
     for point in sum.data_points() {
-        sample(out, metric.name(), &labels(point.attributes(), None), point.value().text());
+        sample(
+            out,
+            metric.name(),
+            &labels(point.attributes(), None),
+            point.value().text(),
+        );
     }
 }
 
@@ -106,10 +127,20 @@ fn render_histogram<T: Number>(out: &mut String, metric: &Metric, histogram: &Hi
             sample(out, &format!("{name}_bucket"), &le, cumulative.to_string());
         }
         let inf = labels(point.attributes(), Some("+Inf".into()));
-        sample(out, &format!("{name}_bucket"), &inf, point.count().to_string());
+        sample(
+            out,
+            &format!("{name}_bucket"),
+            &inf,
+            point.count().to_string(),
+        );
         let plain = labels(point.attributes(), None);
         sample(out, &format!("{name}_sum"), &plain, point.sum().text());
-        sample(out, &format!("{name}_count"), &plain, point.count().to_string());
+        sample(
+            out,
+            &format!("{name}_count"),
+            &plain,
+            point.count().to_string(),
+        );
     }
 }
 
@@ -175,10 +206,7 @@ mod tests {
         #[derive(Debug)]
         struct Shared(std::sync::Arc<ManualReader>);
         impl opentelemetry_sdk::metrics::reader::MetricReader for Shared {
-            fn register_pipeline(
-                &self,
-                p: std::sync::Weak<opentelemetry_sdk::metrics::Pipeline>,
-            ) {
+            fn register_pipeline(&self, p: std::sync::Weak<opentelemetry_sdk::metrics::Pipeline>) {
                 self.0.register_pipeline(p);
             }
             fn collect(&self, m: &mut ResourceMetrics) -> opentelemetry_sdk::error::OTelSdkResult {
@@ -212,7 +240,10 @@ mod tests {
     #[test]
     fn counters_gauges_and_labels_render_as_prometheus_text() {
         let text = rendered(|meter| {
-            let counter = meter.u64_counter(names::REFUSED_MESSAGES).with_description("Refused.").build();
+            let counter = meter
+                .u64_counter(names::REFUSED_MESSAGES)
+                .with_description("Refused.")
+                .build();
             counter.add(2, &[KeyValue::new("reason", "bad \"sig\"")]);
             counter.add(1, &[KeyValue::new("reason", "wrong_view")]);
             let _gauge = meter
@@ -221,12 +252,30 @@ mod tests {
                 .with_callback(|o| o.observe(-5, &[KeyValue::new("certificate", "node")]))
                 .build();
         });
-        assert!(text.contains("# TYPE govchain_refused_messages_total counter\n"), "{text}");
-        assert!(text.contains("govchain_refused_messages_total{reason=\"bad \\\"sig\\\"\"} 2\n"), "{text}");
-        assert!(text.contains("govchain_refused_messages_total{reason=\"wrong_view\"} 1\n"), "{text}");
-        assert!(text.contains("# HELP govchain_certificate_expiry_seconds Line one\\nline two.\n"), "{text}");
-        assert!(text.contains("# TYPE govchain_certificate_expiry_seconds gauge\n"), "{text}");
-        assert!(text.contains("govchain_certificate_expiry_seconds{certificate=\"node\"} -5\n"), "{text}");
+        assert!(
+            text.contains("# TYPE govchain_refused_messages_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("govchain_refused_messages_total{reason=\"bad \\\"sig\\\"\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("govchain_refused_messages_total{reason=\"wrong_view\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP govchain_certificate_expiry_seconds Line one\\nline two.\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE govchain_certificate_expiry_seconds gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("govchain_certificate_expiry_seconds{certificate=\"node\"} -5\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -240,12 +289,30 @@ mod tests {
                 histogram.record(value, &[]);
             }
         });
-        assert!(text.contains("# TYPE govchain_commit_latency_seconds histogram\n"), "{text}");
-        assert!(text.contains("govchain_commit_latency_seconds_bucket{le=\"0.1\"} 1\n"), "{text}");
-        assert!(text.contains("govchain_commit_latency_seconds_bucket{le=\"1\"} 3\n"), "{text}");
-        assert!(text.contains("govchain_commit_latency_seconds_bucket{le=\"+Inf\"} 4\n"), "{text}");
-        assert!(text.contains("govchain_commit_latency_seconds_sum 4.25\n"), "{text}");
-        assert!(text.contains("govchain_commit_latency_seconds_count 4\n"), "{text}");
+        assert!(
+            text.contains("# TYPE govchain_commit_latency_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("govchain_commit_latency_seconds_bucket{le=\"0.1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("govchain_commit_latency_seconds_bucket{le=\"1\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("govchain_commit_latency_seconds_bucket{le=\"+Inf\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("govchain_commit_latency_seconds_sum 4.25\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("govchain_commit_latency_seconds_count 4\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::task::{Context as TaskContext, Poll};
 
+use govchain_crypto::Digest;
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
-use govchain_crypto::Digest;
 use opentelemetry::trace::{SpanContext, TraceContextExt as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Instrument as _;
@@ -59,7 +59,10 @@ pub const TRACED_TRANSACTIONS_MAX: usize = 65_536;
 /// (the others) its trace. Empty when nothing is traced.
 #[derive(Default)]
 pub struct TransactionTraces {
-    inner: std::sync::Mutex<(HashMap<Digest, SpanContext>, std::collections::VecDeque<Digest>)>,
+    inner: std::sync::Mutex<(
+        HashMap<Digest, SpanContext>,
+        std::collections::VecDeque<Digest>,
+    )>,
 }
 
 impl TransactionTraces {
@@ -103,8 +106,13 @@ impl TransactionTraces {
 
     fn lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, (HashMap<Digest, SpanContext>, std::collections::VecDeque<Digest>)>
-    {
+    ) -> std::sync::MutexGuard<
+        '_,
+        (
+            HashMap<Digest, SpanContext>,
+            std::collections::VecDeque<Digest>,
+        ),
+    > {
         // Plain maps: a panic elsewhere leaves them consistent.
         self.inner
             .lock()
@@ -224,8 +232,14 @@ mod tests {
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         );
         let back = from_map(&map);
-        assert_eq!(back.span().span_context().trace_id(), remote().span().span_context().trace_id());
-        assert_eq!(back.span().span_context().span_id(), remote().span().span_context().span_id());
+        assert_eq!(
+            back.span().span_context().trace_id(),
+            remote().span().span_context().trace_id()
+        );
+        assert_eq!(
+            back.span().span_context().span_id(),
+            remote().span().span_context().span_id()
+        );
         assert!(back.span().span_context().is_remote());
     }
 
@@ -241,7 +255,8 @@ mod tests {
     #[test]
     fn metadata_carries_the_traceparent_a_server_extracts() {
         let mut metadata = tonic::metadata::MetadataMap::new();
-        TraceContextPropagator::new().inject_context(&remote(), &mut MetadataInjector(&mut metadata));
+        TraceContextPropagator::new()
+            .inject_context(&remote(), &mut MetadataInjector(&mut metadata));
         let headers = metadata.into_headers();
         assert!(headers.contains_key("traceparent"));
         let extracted = extract_headers(&headers);
@@ -270,7 +285,10 @@ mod tests {
             let future = service.call(request);
             futures_block_on(future)
         });
-        assert_eq!(seen.expect("infallible").to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            seen.expect("infallible").to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
     }
 
     /// Answers with the trace id of the span it runs in.
