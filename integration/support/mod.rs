@@ -197,6 +197,7 @@ impl Cluster {
                 mempool: Default::default(),
                 blobs: Default::default(),
                 health_listen: Some(format!("127.0.0.1:{}", health_ports[i]).parse().unwrap()),
+                metrics_listen: None,
             };
             let config = node_dir.join("node.toml");
             file.save(&config).unwrap();

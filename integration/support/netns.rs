@@ -317,6 +317,7 @@ impl NsCluster {
                 mempool: Default::default(),
                 blobs: Default::default(),
                 health_listen: None,
+                metrics_listen: None,
             };
             let config = node_dir.join("node.toml");
             file.save(&config).unwrap();

@@ -494,6 +494,7 @@ mod tests {
             data_dir: format!("nodes/{name}").into(),
             config: format!("nodes/{name}/node.toml").into(),
             pid: None,
+            metrics_url: None,
         };
         DevnetFile {
             chain_id: "govchain-devnet".into(),

@@ -47,6 +47,10 @@ pub struct DevnetNode {
     /// Process id while the node runs detached; `None` once stopped.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// Where the node serves Prometheus metrics (`metrics_listen`), e.g.
+    /// `http://127.0.0.1:9464/metrics`; absent in devnets made before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_url: Option<String>,
 }
 
 impl DevnetFile {
@@ -157,6 +161,7 @@ mod tests {
                     data_dir: "nodes/health".into(),
                     config: "nodes/health/node.toml".into(),
                     pid: Some(1234),
+                    metrics_url: None,
                 },
                 DevnetNode {
                     name: "tax".into(),
@@ -164,6 +169,7 @@ mod tests {
                     data_dir: "nodes/tax".into(),
                     config: "nodes/tax/node.toml".into(),
                     pid: None,
+                    metrics_url: None,
                 },
             ],
         }

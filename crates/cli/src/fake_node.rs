@@ -298,6 +298,7 @@ pub async fn start(dir: &Path, down_url: &str) -> SocketAddr {
         data_dir: format!("nodes/{name}").into(),
         config: format!("nodes/{name}/node.toml").into(),
         pid: None,
+        metrics_url: None,
     };
     DevnetFile {
         chain_id: CHAIN.into(),

@@ -26,7 +26,7 @@ use std::io;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use govchain_node::telemetry;
 
 use exit::Negative;
 
@@ -49,12 +49,27 @@ use exit::Negative;
         govchain identity create --key alice.key   # a citizen, as a did:key\n  \
         govchain blob cid photo.jpg               # a file's IPFS CID, offline\n\n\
         Exit codes: 0 ok, 1 negative answer (e.g. verification failed), 2 error.\n\
-        Logging: GOVCHAIN_LOG (or RUST_LOG), e.g. GOVCHAIN_LOG=debug."
+        Logging: GOVCHAIN_LOG (or RUST_LOG), e.g. GOVCHAIN_LOG=debug; structured:\n  \
+        govchain --log-format json node --config nodes/tax/node.toml\n\
+        Traces: set OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/gRPC), e.g.\n  \
+        OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 govchain devnet"
 )]
 struct Cli {
     /// Print JSON instead of human-readable text.
     #[arg(long, global = true)]
     json: bool,
+
+    /// Log lines on stderr as text (the default) or as JSON objects, which
+    /// carry trace_id and span_id when OpenTelemetry traces are exported.
+    #[arg(
+        long,
+        global = true,
+        env = "GOVCHAIN_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text",
+        value_parser = ["text", "json"]
+    )]
+    log_format: String,
 
     #[command(subcommand)]
     command: Command,
@@ -121,6 +136,16 @@ impl Command {
             _ => "warn",
         }
     }
+
+    /// The node's department, for `service.instance.id` on its spans.
+    fn instance(&self) -> Option<String> {
+        match self {
+            Command::Node(args) => govchain_node::NodeFile::load(&args.config)
+                .ok()
+                .map(|file| file.name),
+            _ => None,
+        }
+    }
 }
 
 /// How long blocking tasks may run on after the command finished.
@@ -130,23 +155,35 @@ fn main() -> ExitCode {
     // Before any thread or buffer exists.
     let tuning = malloc::tune();
     let cli = Cli::parse();
-    init_tracing(cli.command.default_log_filter());
-    tracing::debug!(?tuning, "malloc thresholds");
-    match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => {
-            let result = runtime.block_on(run(cli));
-            // A node that stops on a fatal error does not wait for blocking
-            // work of the part that failed.
-            runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
-            exit_code(result)
+        Ok(runtime) => runtime,
+        Err(err) => {
+            return exit_code(Err(
+                anyhow::Error::new(err).context("cannot start the async runtime")
+            ));
         }
-        Err(err) => exit_code(Err(
-            anyhow::Error::new(err).context("cannot start the async runtime")
-        )),
-    }
+    };
+    // The OTLP exporter's connection lives on this runtime.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        let format = cli.log_format.parse().unwrap_or_default();
+        telemetry::init(
+            format,
+            cli.command.default_log_filter(),
+            cli.command.instance().as_deref(),
+        )
+    };
+    tracing::debug!(?tuning, "malloc thresholds");
+    let result = runtime.block_on(run(cli));
+    // Spans still buffered go out while the runtime can still carry them.
+    telemetry.shutdown();
+    // A node that stops on a fatal error does not wait for blocking work
+    // of the part that failed.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    exit_code(result)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -167,23 +204,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Identity(args) => cmd::identity::run(args, json).await,
         Command::Bench(args) => cmd::bench::run(args, json).await,
     }
-}
-
-/// Logs go to stderr so that stdout carries only the answer. `GOVCHAIN_LOG`
-/// wins over `RUST_LOG`.
-fn init_tracing(default_filter: &str) {
-    let filter = ["GOVCHAIN_LOG", "RUST_LOG"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
-        .and_then(|value| EnvFilter::try_new(value).ok())
-        .unwrap_or_else(|| EnvFilter::new(default_filter));
-    // Colours only on a terminal: node logs usually go to files.
-    let ansi = std::io::IsTerminal::is_terminal(&io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(ansi)
-        .init();
 }
 
 fn exit_code(result: anyhow::Result<()>) -> ExitCode {
@@ -243,6 +263,19 @@ mod tests {
             panic!("not bench: {:?}", cli.command);
         };
         assert_eq!(args.json_file, Some(std::path::PathBuf::from("out.json")));
+    }
+
+    #[test]
+    fn log_format_is_global_and_only_text_or_json() {
+        let cli =
+            Cli::try_parse_from(["govchain", "status", "--log-format", "json"]).expect("parses");
+        assert_eq!(
+            cli.log_format.parse::<telemetry::LogFormat>().ok(),
+            Some(telemetry::LogFormat::Json)
+        );
+        let err = Cli::try_parse_from(["govchain", "--log-format", "yaml", "status"])
+            .expect_err("refused");
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
     }
 
     #[test]

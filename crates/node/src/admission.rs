@@ -28,10 +28,13 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 use tracing::debug;
 
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
 use crate::driver::DriverEvent;
 use crate::service::{AdmitError, admit_verified};
 use crate::shared::{LedgerState, Shared};
 use crate::supervise::Fatal;
+use crate::telemetry::trace_context;
 
 /// Transactions verified in one batch at most; bounds the latency a batch
 /// adds and the size of the batch forwarded to peers.
@@ -66,6 +69,9 @@ enum Origin {
 struct Job {
     envelopes: Vec<TransactionEnvelope>,
     origin: Origin,
+    /// The trace the submission or forwarded batch belongs to (invalid
+    /// when not traced); the job's admission span continues it.
+    trace: opentelemetry::Context,
 }
 
 /// The handle the gRPC services use to reach the admission thread.
@@ -95,11 +101,13 @@ impl Admission {
         &self,
         department: &str,
         envelopes: Vec<TransactionEnvelope>,
+        trace: opentelemetry::Context,
     ) -> Result<Verdicts, Status> {
         let (reply, verdicts) = oneshot::channel();
         let job = Job {
             envelopes,
             origin: Origin::Client(reply, department.to_owned()),
+            trace,
         };
         self.jobs.try_send(job).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => Status::resource_exhausted(format!(
@@ -115,12 +123,31 @@ impl Admission {
         &self,
         peer: &str,
         envelopes: Vec<TransactionEnvelope>,
+        trace: opentelemetry::Context,
     ) -> Result<(), Status> {
         let job = Job {
             envelopes,
             origin: Origin::Peer(peer.to_string()),
+            trace,
         };
         self.jobs.send(job).await.map_err(|_| shutting_down())
+    }
+
+    /// A handle for the queue-depth metric that does not keep the
+    /// admission thread alive.
+    pub fn weak_queue(&self) -> WeakQueue {
+        WeakQueue(self.jobs.downgrade())
+    }
+}
+
+/// See [`Admission::weak_queue`].
+pub struct WeakQueue(mpsc::WeakSender<Job>);
+
+impl WeakQueue {
+    /// Jobs waiting for the admission thread; `None` once it stopped.
+    pub fn depth(&self) -> Option<u64> {
+        let jobs = self.0.upgrade()?;
+        Some((jobs.max_capacity() - jobs.capacity()) as u64)
     }
 }
 
@@ -188,17 +215,28 @@ fn admit_jobs(shared: &Shared, keys: &mut KeyCache, jobs: Vec<Job>) {
         }
     }
     let mut forward = Vec::new();
+    let mut forward_trace = None;
     for (job, verdicts) in jobs.into_iter().zip(checked) {
-        let submitter = match &job.origin {
-            Origin::Client(_, department) => Some(department.as_str()),
-            Origin::Peer(_) => None,
+        let (submitter, peer) = match &job.origin {
+            Origin::Client(_, department) => (Some(department.as_str()), None),
+            Origin::Peer(peer) => (None, Some(peer.as_str())),
         };
-        let verdicts: Verdicts = verdicts
-            .into_iter()
-            .map(|verdict| verdict.and_then(|t| admit_verified(shared, t, submitter)))
-            .collect();
+        let span = tracing::info_span!("admission", node = %shared.name, peer, transactions = job.envelopes.len());
+        trace_context::adopt(&span, job.trace);
+        let verdicts: Verdicts = span.in_scope(|| {
+            verdicts
+                .into_iter()
+                .map(|verdict| verdict.and_then(|t| admit_verified(shared, t, submitter)))
+                .collect()
+        });
+        for transaction in verdicts.iter().flatten() {
+            shared.traces.record(transaction.id, &span);
+        }
         match job.origin {
             Origin::Client(reply, _) => {
+                if forward_trace.is_none() && verdicts.iter().any(Result::is_ok) {
+                    forward_trace = Some(span.context());
+                }
                 forward.extend(verdicts.iter().flatten().map(|t| t.envelope.clone()));
                 // The submitter may have gone away; its transactions stay
                 // admitted.
@@ -217,9 +255,15 @@ fn admit_jobs(shared: &Shared, keys: &mut KeyCache, jobs: Vec<Job>) {
         }
     }
     if !forward.is_empty() {
+        // One context per batch: the first traced submission's. A batch
+        // holds several only under load, when tracing samples anyway.
+        let trace_context = forward_trace
+            .map(|context| trace_context::to_map(&context))
+            .unwrap_or_default();
         shared.peers.broadcast(&StreamRequest {
             kind: Some(Kind::Transactions(TransactionBatch {
                 transactions: forward,
+                trace_context,
             })),
         });
     }
@@ -293,7 +337,7 @@ mod tests {
             let admission = admission.clone();
             async move {
                 admission
-                    .submit_many("tax", vec![TransactionEnvelope::default()])
+                    .submit_many("tax", vec![TransactionEnvelope::default()], Default::default())
                     .await
             }
         });
@@ -301,7 +345,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let status = admission
-            .submit_many("tax", vec![TransactionEnvelope::default()])
+            .submit_many("tax", vec![TransactionEnvelope::default()], Default::default())
             .await
             .expect_err("queue is full");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
@@ -312,7 +356,11 @@ mod tests {
             let admission = admission.clone();
             async move {
                 admission
-                    .forward("peer", vec![TransactionEnvelope::default()])
+                    .forward(
+                        "peer",
+                        vec![TransactionEnvelope::default()],
+                        Default::default(),
+                    )
                     .await
             }
         });

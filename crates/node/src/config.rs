@@ -52,6 +52,10 @@ pub struct NodeFile {
     /// service "liveness" is SERVING while the process runs. Off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_listen: Option<SocketAddr>,
+    /// Address to serve Prometheus metrics on, as plain HTTP at `/metrics`,
+    /// e.g. "127.0.0.1:9464"; no metrics server when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The blob store (`<data_dir>/blobs/`).
@@ -154,6 +158,7 @@ pub struct Settings {
     pub blobs: BlobsFile,
     pub observer: bool,
     pub health_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Environment variables that override `node.toml` keys start with this:
@@ -184,6 +189,7 @@ pub const NODE_FILE_KEYS: &[&str] = &[
     "mempool",
     "blobs",
     "health_listen",
+    "metrics_listen",
 ];
 
 /// A `node.toml` key whose value came from the environment.
@@ -412,6 +418,7 @@ impl Settings {
             blobs: file.blobs,
             observer: file.observer,
             health_listen: file.health_listen,
+            metrics_listen: file.metrics_listen,
         })
     }
 }
@@ -440,6 +447,7 @@ transactions_max = 10
     fn the_override_keys_are_the_files_keys() {
         let mut file: NodeFile = toml::from_str(FILE).expect("parse");
         file.health_listen = Some("127.0.0.1:7052".parse().expect("address"));
+        file.metrics_listen = Some("127.0.0.1:9464".parse().expect("address"));
         file.peers.push(PeerFile {
             name: "tax".into(),
             address: "https://127.0.0.1:7051".into(),

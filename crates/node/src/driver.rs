@@ -27,6 +27,8 @@ use tracing::{debug, error, info, warn};
 use crate::consensus_store;
 use crate::shared::{LedgerState, Shared};
 use crate::sync::SyncRequest;
+use crate::telemetry::DriverMetrics;
+use crate::telemetry::trace_context;
 use crate::wire;
 
 /// Events waiting for the driver; producers wait when it is full.
@@ -63,6 +65,9 @@ struct ReadyBlock {
     header: BlockHeader,
     executed: ExecutedBlock,
     signers: Vec<(PublicKey, u64)>,
+    /// This node's span for the block, from proposal (or check) to its
+    /// append; prepare and commit are events on it.
+    span: tracing::Span,
 }
 
 pub struct Driver {
@@ -77,6 +82,9 @@ pub struct Driver {
     unwritten: Vec<Record>,
     /// (last wall clock seen, consensus clock), in ms.
     clock: (u64, u64),
+    metrics: DriverMetrics,
+    /// The replica's view after the last event, to count view changes.
+    last_view: Option<View>,
 }
 
 impl Driver {
@@ -84,9 +92,13 @@ impl Driver {
         shared: Arc<Shared>,
         replica: Option<Replica>,
         sync: mpsc::Sender<SyncRequest>,
+        metrics: DriverMetrics,
     ) -> Self {
         let now = now_ms();
+        let last_view = replica.as_ref().map(Replica::view);
         Self {
+            metrics,
+            last_view,
             shared,
             replica,
             deferred_checks: BTreeMap::new(),
@@ -163,7 +175,11 @@ impl Driver {
             self.write_records();
         }
         if let Some(replica) = &self.replica {
-            self.shared.view.store(replica.view(), Ordering::Relaxed);
+            let view = replica.view();
+            if let Some(last) = self.last_view.replace(view) {
+                self.metrics.views_changed(view.saturating_sub(last));
+            }
+            self.shared.view.store(view, Ordering::Relaxed);
             self.shared
                 .view_normal
                 .store(replica.is_normal(), Ordering::Relaxed);
@@ -196,6 +212,7 @@ impl Driver {
         match action {
             Action::Broadcast(message) => {
                 debug!(node = %self.shared.name, kind = kind(&message.body), "broadcast");
+                self.mark_phase(&message.body);
                 let request = StreamRequest {
                     kind: Some(Kind::Consensus(wire::message_to_wire(&message))),
                 };
@@ -240,6 +257,7 @@ impl Driver {
                 self.shared
                     .rejected_messages
                     .fetch_add(1, Ordering::Relaxed);
+                self.metrics.message_refused(reason_name(&reason));
                 // Messages of another view or beyond the window are routine
                 // around view changes and catch-up; the rest are faults.
                 match reason {
@@ -262,7 +280,9 @@ impl Driver {
             seq,
             "the primary builds on the applied head"
         );
-        let built = {
+        let span = block_span(&self.shared.name, view, seq, "propose");
+        let built = span.in_scope(|| {
+            let _execute = tracing::info_span!("execute").entered();
             let mempool = self.shared.mempool();
             let state = LedgerState(&self.shared.ledger);
             build_block(
@@ -275,7 +295,7 @@ impl Driver {
                 &self.shared.limits,
                 &state,
             )
-        };
+        });
         let built = match built {
             Ok(built) => built,
             Err(err) => {
@@ -298,6 +318,10 @@ impl Driver {
                 .collect()
         };
         debug!(node = %self.shared.name, view, seq, digest = %built.hash.short(), transactions = built.header.transaction_count, "built block");
+        self.continue_transaction_traces(
+            &span,
+            built.executed.transactions.iter().map(|(id, _)| id),
+        );
         self.ready.insert(
             seq,
             ReadyBlock {
@@ -306,6 +330,7 @@ impl Driver {
                 header: built.header,
                 executed: built.executed,
                 signers,
+                span,
             },
         );
         Event::ProposalBuilt {
@@ -333,16 +358,21 @@ impl Driver {
             limits: &self.shared.limits,
             timestamp_ms_max: now_ms() + TIMESTAMP_DRIFT_MS_MAX,
         };
+        let span = block_span(&self.shared.name, view, seq, "check");
+        let execute = span.in_scope(|| tracing::info_span!("execute"));
         // The mempool is locked per lookup, not for the whole check, so
         // admission goes on meanwhile.
-        let checked = check_block_reusing(
-            &context,
-            &digest,
-            &encoded,
-            &LedgerState(&self.shared.ledger),
-            |envelope| self.shared.mempool().admitted(envelope),
-            |_, _| false,
-        );
+        let checked = execute.in_scope(|| {
+            check_block_reusing(
+                &context,
+                &digest,
+                &encoded,
+                &LedgerState(&self.shared.ledger),
+                |envelope| self.shared.mempool().admitted(envelope),
+                |_, _| false,
+            )
+        });
+        drop(execute);
         let verdict = match checked {
             // A carried-over block keeps the view it was first proposed in.
             Ok(checked)
@@ -359,6 +389,10 @@ impl Driver {
                     .iter()
                     .map(|t| (t.signer, t.nonce))
                     .collect();
+                self.continue_transaction_traces(
+                    &span,
+                    checked.executed.transactions.iter().map(|(id, _)| id),
+                );
                 self.ready.insert(
                     seq,
                     ReadyBlock {
@@ -367,6 +401,7 @@ impl Driver {
                         header: checked.header,
                         executed: checked.executed,
                         signers,
+                        span,
                     },
                 );
                 Ok(())
@@ -446,15 +481,64 @@ impl Driver {
             transactions: &transactions,
             writes: &ready.executed.writes,
         };
-        if let Err(err) = self.shared.ledger.append(&append) {
+        let parent = self.shared.ledger.head();
+        let _block = ready.span.enter();
+        let appended =
+            tracing::info_span!("ledger.append").in_scope(|| self.shared.ledger.append(&append));
+        if let Err(err) = appended {
+            // With its causes: "... while ...: No space left on device".
             let err = anyhow::Error::new(err);
             error!(node = %self.shared.name, seq, error = format!("{err:#}"), "ledger refused a committed block");
             panic!("ledger refused committed block {seq}: {err:#}");
         }
+        self.metrics.block_appended(
+            transactions.len() as u64,
+            (parent.height > 0).then(|| {
+                ready
+                    .header
+                    .timestamp_ms
+                    .saturating_sub(parent.timestamp_ms)
+            }),
+            ready.header.timestamp_ms,
+            now_ms(),
+        );
         self.shared.mempool().remove_committed(&ready.signers);
+        self.shared
+            .traces
+            .forget(transactions.iter().map(|(id, _)| id));
         info!(node = %self.shared.name, view, seq, digest = %ready.digest.short(), transactions = transactions.len(), "committed block");
+        let _notify = tracing::info_span!(
+            "notify subscribers",
+            subscribers = self.shared.blocks.receiver_count()
+        )
+        .entered();
         // No subscriber is not an error.
         let _ = self.shared.blocks.send(Arc::new(committed));
+    }
+
+    /// Records the PBFT phase this replica reached for a block as an event
+    /// on the block's span.
+    fn mark_phase(&self, body: &govchain_pbft::Body) {
+        let (seq, phase) = match body {
+            govchain_pbft::Body::PrePrepare { seq, .. } => (*seq, "pre-prepare"),
+            govchain_pbft::Body::Prepare { seq, .. } => (*seq, "prepare"),
+            govchain_pbft::Body::Commit { seq, .. } => (*seq, "commit"),
+            _ => return,
+        };
+        if let Some(ready) = self.ready.get(&seq) {
+            ready.span.in_scope(|| info!(phase, "pbft phase"));
+        }
+    }
+
+    /// Makes a block's span continue its first traced transaction's trace
+    /// and link to the others'.
+    fn continue_transaction_traces<'a>(
+        &self,
+        span: &tracing::Span,
+        ids: impl Iterator<Item = &'a Digest>,
+    ) {
+        let traced = self.shared.traces.spans_of(ids);
+        trace_context::continue_traces(span, &traced);
     }
 
     /// Applies blocks fetched by state transfer. The sync task checked
@@ -525,6 +609,7 @@ impl Driver {
                 header: checked.header,
                 executed: checked.executed,
                 signers,
+                span: tracing::Span::none(),
             };
             self.ready.remove(&header.height);
             self.append(ready, certificate);
@@ -533,6 +618,40 @@ impl Driver {
         }
         (applied, last)
     }
+}
+
+/// The span of one block on this node: `role` is "propose" on the
+/// primary, "check" on a backup.
+fn block_span(node: &str, view: View, seq: SequenceNumber, role: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "block",
+        otel.name = format!("block {role}"),
+        node,
+        view,
+        seq
+    )
+}
+
+/// A refusal's kind in snake case, from its variant name ("WrongView" →
+/// "wrong_view"): a fixed, small set, fit for a metric label.
+fn reason_name(reason: &RejectReason) -> String {
+    let debug = format!("{reason:?}");
+    let variant = debug
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or("other");
+    let mut name = String::new();
+    for (i, c) in variant.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                name.push('_');
+            }
+            name.push(c.to_ascii_lowercase());
+        } else {
+            name.push(c);
+        }
+    }
+    name
 }
 
 fn kind(body: &govchain_pbft::Body) -> &'static str {

@@ -23,6 +23,7 @@ mod service;
 mod shared;
 mod supervise;
 mod sync;
+pub mod telemetry;
 pub mod tls;
 mod wire;
 
@@ -188,7 +189,8 @@ pub async fn run(
             ),
         ));
     }
-    let driver = Driver::new(shared.clone(), replica, sync.clone());
+    let mut metrics = node_metrics(&settings);
+    let driver = Driver::new(shared.clone(), replica, sync.clone(), metrics.driver());
     let driver_thread = fatal
         .spawn_thread("consensus", move || {
             driver.run(receiver);
@@ -234,6 +236,15 @@ pub async fn run(
 
     let admission = Admission::start(shared.clone(), events.clone(), &fatal)
         .context("cannot start the admission thread")?;
+    metrics.observe(&shared, &admission, metric_sources(&settings));
+    let metrics = Arc::new(metrics);
+    if let Some(address) = settings.metrics_listen {
+        let listener = bind_metrics(&shared, address).await?;
+        tasks.push(fatal.spawn_task(
+            "metrics server",
+            telemetry::serve_metrics(listener, metrics.clone()),
+        ));
+    }
     let node_api = NodeApi {
         shared: shared.clone(),
         admission: admission.clone(),
@@ -284,6 +295,7 @@ pub async fn run(
         .layer(tonic::service::InterceptorLayer::new(
             tls::Members::from_genesis(&genesis),
         ))
+        .layer(telemetry::trace_context::ServerTraceLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -325,6 +337,9 @@ pub async fn run(
     for task in tasks {
         task.ended().await;
     }
+    // The OTLP reader's last export runs on its own thread and needs this
+    // runtime's I/O: wait for it off the async threads.
+    let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
     // Connections may outlive the server future and hold event senders, so
     // the driver is told to stop rather than left to notice.
     let _ = events.send(DriverEvent::Stop).await;
@@ -361,6 +376,57 @@ async fn serve_health(
 /// one call at a time.
 const HEALTH_CONNECTIONS_MAX: usize = 64;
 const HEALTH_STREAMS_PER_CONNECTION_MAX: usize = 8;
+
+/// The node's meter provider: a scrape reader when `metrics_listen` is
+/// set, an OTLP exporter when the environment asks for metrics.
+fn node_metrics(settings: &Settings) -> telemetry::NodeMetrics {
+    let otlp = telemetry::OtlpSignals::from_env().metrics.then(|| {
+        opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .build()
+    });
+    let otlp = match otlp {
+        Some(Ok(exporter)) => Some(exporter),
+        Some(Err(err)) => {
+            tracing::warn!(error = %err, "cannot set up the OTLP metric exporter; metrics are not exported over OTLP");
+            None
+        }
+        None => None,
+    };
+    telemetry::NodeMetrics::new(settings.metrics_listen.is_some(), otlp, &settings.name)
+}
+
+fn metric_sources(settings: &Settings) -> telemetry::metrics::Sources {
+    let certificates_not_after = [
+        ("node", &settings.certificate_pem),
+        ("ca", &settings.ca_certificate_pem),
+    ]
+    .into_iter()
+    .filter_map(|(label, pem)| Some((label, telemetry::metrics::certificate_not_after(pem)?)))
+    .collect();
+    telemetry::metrics::Sources {
+        blob_file: settings
+            .data_dir
+            .join("blobs")
+            .join(govchain_blobstore::BLOBSTORE_FILE_NAME),
+        certificates_not_after,
+    }
+}
+
+/// Binds `metrics_listen`, where `/metrics` is then served.
+async fn bind_metrics(
+    shared: &Shared,
+    address: std::net::SocketAddr,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {address}"))?;
+    let bound = listener.local_addr().unwrap_or(address);
+    let url = telemetry::metrics_url(bound);
+    info!(node = %shared.name, url = %url, "serving Prometheus metrics");
+    let _ = shared.metrics_url.set(url);
+    Ok(listener)
+}
 
 /// The PBFT replica of a validator, resumed from its ledger and records.
 fn start_replica(

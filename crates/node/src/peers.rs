@@ -81,6 +81,21 @@ impl PeerSet {
         }
     }
 
+    /// Each peer's name, whether its stream is open, and the messages to
+    /// it dropped so far.
+    pub fn states(&self) -> Vec<(String, bool, u64)> {
+        self.peers
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.connected.load(Ordering::Relaxed),
+                    p.dropped.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
     pub fn connected(&self) -> Vec<String> {
         self.peers
             .iter()

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, error, info, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::admission::Admission;
 use crate::driver::DriverEvent;
@@ -255,7 +256,11 @@ impl NodeApi {
             Vec::new()
         } else {
             self.admission
-                .submit_many(&caller.department, admissible)
+                .submit_many(
+                    &caller.department,
+                    admissible,
+                    tracing::Span::current().context(),
+                )
                 .await?
         }
         .into_iter();
@@ -574,6 +579,7 @@ impl NodeService for NodeApi {
             view_active: shared.view_normal.load(Ordering::Relaxed),
             rejected_messages: shared.rejected_messages.load(Ordering::Relaxed),
             syncing: shared.readiness.syncing(),
+            metrics_url: shared.metrics_url.get().cloned().unwrap_or_default(),
         }))
     }
 
@@ -818,7 +824,10 @@ impl ConsensusApi {
     /// waiting for the verdicts: consensus messages behind a batch must not
     /// wait for its verification.
     async fn admit_forwarded(&self, peer: &str, batch: TransactionBatch) -> Result<(), Status> {
-        self.admission.forward(peer, batch.transactions).await?;
+        let trace = crate::telemetry::trace_context::from_map(&batch.trace_context);
+        self.admission
+            .forward(peer, batch.transactions, trace)
+            .await?;
         Ok(())
     }
 }

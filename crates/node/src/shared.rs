@@ -49,6 +49,10 @@ pub struct Shared {
     pub feeds: Arc<Slots>,
     /// Whether the node is caught up (`readiness::watch` keeps it).
     pub readiness: Readiness,
+    /// Where `/metrics` is served, once its listener is bound.
+    pub metrics_url: std::sync::OnceLock<String>,
+    /// Admission spans of traced transactions, for their block's span.
+    pub traces: crate::telemetry::trace_context::TransactionTraces,
 }
 
 impl Shared {
@@ -93,6 +97,8 @@ impl Shared {
             uploads: Slots::uploads(),
             feeds: Slots::feeds(),
             readiness: Readiness::default(),
+            metrics_url: std::sync::OnceLock::new(),
+            traces: Default::default(),
         }
     }
 

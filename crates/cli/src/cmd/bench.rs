@@ -296,6 +296,7 @@ async fn start_devnet(
         dir: dir.clone(),
         validators,
         base_port: 0,
+        metrics_base_port: None,
         reset: false,
         detach: false,
     };

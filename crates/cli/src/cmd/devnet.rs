@@ -46,6 +46,11 @@ pub struct DevnetArgs {
     /// 0 picks any free ports.
     #[arg(long, value_name = "P", default_value_t = 7050)]
     pub base_port: u16,
+    /// Prometheus `/metrics` port of the first node (`metrics_listen`); the
+    /// others count up from it. 0 picks any free ports; by default 9464, or
+    /// free ports when --base-port is 0.
+    #[arg(long, value_name = "P")]
+    pub metrics_base_port: Option<u16>,
     /// Delete the directory's chain data and certificates first.
     #[arg(long)]
     pub reset: bool,
@@ -189,6 +194,29 @@ fn ports(base: u16, n: u32) -> anyhow::Result<Vec<u16>> {
         .collect()
 }
 
+/// The client API ports and the metrics ports of the nodes. Free ports are
+/// chosen in one go, so that the two sets never overlap.
+fn api_and_metrics_ports(args: &DevnetArgs) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
+    let n = args.validators;
+    let metrics_base = args.metrics_base_port.unwrap_or(if args.base_port == 0 {
+        0
+    } else {
+        METRICS_BASE_PORT_DEFAULT
+    });
+    match (args.base_port, metrics_base) {
+        (0, 0) => {
+            let mut all = ports(0, n * 2)?;
+            let metrics = all.split_off(n as usize);
+            Ok((all, metrics))
+        }
+        (api, metrics) => Ok((ports(api, n)?, ports(metrics, n)?)),
+    }
+}
+
+/// The first devnet node's metrics port: OpenTelemetry's default for a
+/// Prometheus endpoint.
+const METRICS_BASE_PORT_DEFAULT: u16 = 9464;
+
 fn department_names(n: u32) -> Vec<String> {
     (0..n as usize)
         .map(|i| {
@@ -226,7 +254,7 @@ pub(crate) fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFil
         return Ok(file);
     }
     let names = department_names(args.validators);
-    let ports = ports(args.base_port, args.validators)?;
+    let (ports, metrics_ports) = api_and_metrics_ports(args)?;
     let certs = dir.join("certs");
     govchain_pki::init_consortium(&govchain_pki::InitOptions {
         observers: Vec::new(),
@@ -265,6 +293,7 @@ pub(crate) fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFil
             mempool: Default::default(),
             blobs: Default::default(),
             health_listen: None,
+            metrics_listen: Some(format!("127.0.0.1:{}", metrics_ports[i]).parse()?),
         };
         config.save(&dir.join(&node_dir).join("node.toml"))?;
         nodes.push(DevnetNode {
@@ -273,6 +302,7 @@ pub(crate) fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFil
             data_dir: node_dir.join("data"),
             config: node_dir.join("node.toml"),
             pid: None,
+            metrics_url: Some(format!("http://127.0.0.1:{}/metrics", metrics_ports[i])),
         });
     }
     Ok(DevnetFile {
@@ -522,10 +552,17 @@ fn print_summary(
         file.nodes.len()
     );
     println!();
-    println!("  {:<12} {:<24} log", "node", "address");
+    println!("  {:<12} {:<24} {:<32} log", "node", "address", "metrics");
     for node in &file.nodes {
         let log = dir.join(&node.config).with_file_name("node.log");
-        println!("  {:<12} {:<24} {}", node.name, node.url, log.display());
+        let metrics = node.metrics_url.as_deref().unwrap_or("-");
+        println!(
+            "  {:<12} {:<24} {:<32} {}",
+            node.name,
+            node.url,
+            metrics,
+            log.display()
+        );
     }
     println!();
     println!("certificates: {d}/certs (CA, and per department node, client and consensus keys)");

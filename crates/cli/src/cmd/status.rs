@@ -48,6 +48,8 @@ struct NodeStatus {
     /// True while the node starts or catches up with its peers (its gRPC
     /// health is NOT_SERVING meanwhile).
     syncing: Option<bool>,
+    /// Where the node serves Prometheus metrics; null when it does not.
+    metrics_url: Option<String>,
     error: Option<String>,
 }
 
@@ -76,6 +78,7 @@ impl NodeStatus {
             mempool_bytes: Some(status.mempool_bytes),
             connected_peers: Some(status.connected_peers),
             syncing: Some(status.syncing),
+            metrics_url: Some(status.metrics_url).filter(|url| !url.is_empty()),
             error: None,
         }
     }
@@ -282,6 +285,7 @@ mod tests {
                 view_active: true,
                 rejected_messages: 0,
                 syncing: false,
+                metrics_url: "http://127.0.0.1:9464/metrics".into(),
             },
         )
     }
@@ -305,10 +309,12 @@ mod tests {
         assert_eq!(first["head_hash"], "ab".repeat(32));
         assert_eq!(first["connected_peers"][1], "education");
         assert_eq!(first["syncing"], false);
+        assert_eq!(first["metrics_url"], "http://127.0.0.1:9464/metrics");
         assert!(first["error"].is_null());
         let second = &json["nodes"][1];
         assert_eq!(second["node"], "tax");
         assert!(second["height"].is_null());
+        assert!(second["metrics_url"].is_null());
         assert!(
             second["error"]
                 .as_str()

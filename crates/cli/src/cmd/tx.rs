@@ -16,6 +16,7 @@ use govchain_proto::types::v1::TransactionEnvelope;
 use serde::Serialize;
 use tonic::Code;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 
 use crate::client::{self, ConnectArgs, rpc_error};
 use crate::envelope;
@@ -154,10 +155,22 @@ pub async fn submit_envelope(
     client: &mut NodeServiceClient<Channel>,
     envelope: TransactionEnvelope,
 ) -> anyhow::Result<Digest> {
+    // The root of the transaction's trace when OTEL_* variables are set:
+    // its context goes to the node in the request's metadata.
+    let span = tracing::info_span!(
+        "submit",
+        otel.name = "govchain submit",
+        otel.kind = "client"
+    );
+    let mut request = tonic::Request::new(SubmitTransactionRequest {
+        envelope: Some(envelope),
+    });
+    span.in_scope(|| {
+        govchain_node::telemetry::trace_context::inject_current(request.metadata_mut());
+    });
     let response = client
-        .submit_transaction(SubmitTransactionRequest {
-            envelope: Some(envelope),
-        })
+        .submit_transaction(request)
+        .instrument(span)
         .await
         .map_err(rpc_error)?
         .into_inner();
