@@ -24,8 +24,8 @@ use std::path::Path;
 
 use govchain_crypto::Digest;
 use redb::{
-    Key, ReadTransaction, ReadableDatabase as _, ReadableTable as _, TableDefinition, TableHandle as _,
-    Value, WriteTransaction,
+    Key, ReadTransaction, ReadableDatabase as _, ReadableTable as _, TableDefinition,
+    TableHandle as _, Value, WriteTransaction,
 };
 
 use crate::error::{Context as _, ReadError, StorageFailure};
@@ -294,4 +294,3 @@ fn check_width<T: Value>(table: &str, what: &'static str, bytes: &[u8]) -> Resul
         _ => Ok(()),
     }
 }
-

@@ -119,9 +119,7 @@ impl TlsIdentity {
             "client" => Role::Client,
             "admin" => Role::Admin,
             _ => {
-                return Err(malformed(
-                    "role must be \"node\", \"client\" or \"admin\"",
-                ));
+                return Err(malformed("role must be \"node\", \"client\" or \"admin\""));
             }
         };
         validate_department(department).map_err(|err| malformed(&err.to_string()))?;

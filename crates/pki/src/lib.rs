@@ -52,9 +52,10 @@ mod genesis;
 mod identity;
 
 pub use consortium::{
-    ADMIN_CERTIFICATE_FILE, ADMIN_KEY_FILE, CA_CERTIFICATE_FILE, CA_KEY_FILE, CLIENT_CERTIFICATE_FILE, CLIENT_KEY_FILE, CONSENSUS_KEY_FILE,
-    Consortium, DepartmentFiles, GENESIS_FILE, InitOptions, NODE_CERTIFICATE_FILE, NODE_KEY_FILE,
-    SIGNING_KEY_FILE, init_consortium, issue_admin, issue_client,
+    ADMIN_CERTIFICATE_FILE, ADMIN_KEY_FILE, CA_CERTIFICATE_FILE, CA_KEY_FILE,
+    CLIENT_CERTIFICATE_FILE, CLIENT_KEY_FILE, CONSENSUS_KEY_FILE, Consortium, DepartmentFiles,
+    GENESIS_FILE, InitOptions, NODE_CERTIFICATE_FILE, NODE_KEY_FILE, SIGNING_KEY_FILE,
+    init_consortium, issue_admin, issue_client,
 };
 pub use error::PkiError;
 pub use files::read_pem;

@@ -121,11 +121,7 @@ async fn backup(args: BackupArgs, json: bool) -> anyhow::Result<()> {
         .into_inner();
     let bar = progress_bar(json);
     let mut receiver = Receiver::new(&args.out, bar.clone());
-    while let Some(response) = stream
-        .message()
-        .await
-        .map_err(backup_error)?
-    {
+    while let Some(response) = stream.message().await.map_err(backup_error)? {
         if receiver.take(response.item)? {
             break;
         }
@@ -214,7 +210,10 @@ impl<'a> Receiver<'a> {
     }
 
     fn chunk(&mut self, file: &str, data: &[u8]) -> anyhow::Result<()> {
-        anyhow::ensure!(self.header.is_some(), "the node sent data before its header");
+        anyhow::ensure!(
+            self.header.is_some(),
+            "the node sent data before its header"
+        );
         if self.current.is_none() {
             anyhow::ensure!(
                 [LEDGER_DUMP_FILE, BLOBS_DUMP_FILE].contains(&file)
@@ -247,7 +246,10 @@ impl<'a> Receiver<'a> {
             .current
             .take()
             .with_context(|| format!("the node ended {file:?}, which it never began"))?;
-        anyhow::ensure!(name == file, "the node ended {file:?} while sending {name:?}");
+        anyhow::ensure!(
+            name == file,
+            "the node ended {file:?} while sending {name:?}"
+        );
         handle
             .sync_all()
             .with_context(|| format!("cannot sync {}", self.out.join(file).display()))?;
@@ -313,7 +315,10 @@ fn print_backup(out: &Path, manifest: &Manifest, json: bool) -> anyhow::Result<(
         .add("height", manifest.height)
         .add("head", &manifest.head_hash);
     for file in &manifest.files {
-        fields.add(&file.name, format!("{} bytes, sha256 {}", file.bytes, file.sha256));
+        fields.add(
+            &file.name,
+            format!("{} bytes, sha256 {}", file.bytes, file.sha256),
+        );
     }
     output::print(&fields.render())
 }

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use govchain_pki::{
-    ADMIN_CERTIFICATE_FILE, ADMIN_KEY_FILE, CA_CERTIFICATE_FILE, CLIENT_CERTIFICATE_FILE, CLIENT_KEY_FILE, Consortium, InitOptions,
+    ADMIN_CERTIFICATE_FILE, ADMIN_KEY_FILE, CA_CERTIFICATE_FILE, CLIENT_CERTIFICATE_FILE,
+    CLIENT_KEY_FILE, Consortium, InitOptions,
 };
 use serde::Serialize;
 

@@ -109,8 +109,7 @@ impl<R: Read> DumpReader<R> {
             return Ok(None);
         }
         let table = self.read_exact_vec(usize::from(table_len[0]), TABLE_NAME_BYTES_MAX)?;
-        let table =
-            String::from_utf8(table).map_err(|_| invalid("a table name is not UTF-8"))?;
+        let table = String::from_utf8(table).map_err(|_| invalid("a table name is not UTF-8"))?;
         let key_len = self.read_len()?;
         let key = self.read_exact_vec(key_len, KEY_BYTES_MAX)?;
         let value_len = self.read_len()?;
@@ -126,7 +125,9 @@ impl<R: Read> DumpReader<R> {
 
     fn read_exact_vec(&mut self, len: usize, max: usize) -> io::Result<Vec<u8>> {
         if len > max {
-            return Err(invalid(&format!("a field of {len} bytes is over the {max} bytes allowed")));
+            return Err(invalid(&format!(
+                "a field of {len} bytes is over the {max} bytes allowed"
+            )));
         }
         let mut bytes = vec![0u8; len];
         self.reader.read_exact(&mut bytes)?;
@@ -194,8 +195,13 @@ mod tests {
         assert_eq!(cut.len(), 1);
         let err = cut.into_iter().next().expect("one item").expect_err("cut");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-        let foreign: Vec<io::Result<DumpRow>> = DumpReader::new(&b"SQLite format 3\0xyz"[..]).collect();
-        let err = foreign.into_iter().next().expect("one item").expect_err("foreign");
+        let foreign: Vec<io::Result<DumpRow>> =
+            DumpReader::new(&b"SQLite format 3\0xyz"[..]).collect();
+        let err = foreign
+            .into_iter()
+            .next()
+            .expect("one item")
+            .expect_err("foreign");
         assert!(err.to_string().contains("govchain-dump-1"), "{err}");
     }
 
@@ -209,6 +215,9 @@ mod tests {
             .next()
             .expect("one item")
             .expect_err("too long");
-        assert!(err.to_string().contains("over the 65536 bytes allowed"), "{err}");
+        assert!(
+            err.to_string().contains("over the 65536 bytes allowed"),
+            "{err}"
+        );
     }
 }

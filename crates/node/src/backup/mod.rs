@@ -85,7 +85,8 @@ impl AdminService for AdminApi {
                 Ok(()) => info!(node = %node, "backup sent"),
                 Err(err) => {
                     warn!(node = %node, error = %err, "backup stopped");
-                    let _ = sender.blocking_send(Err(crate::service::internal("backup failed", err)));
+                    let _ =
+                        sender.blocking_send(Err(crate::service::internal("backup failed", err)));
                 }
             }
         });

@@ -23,8 +23,7 @@ use govchain_pki::Genesis;
 use sha2::{Digest as _, Sha256};
 
 use super::format::{
-    BLOBS_DUMP_FILE, DumpReader, LEDGER_DUMP_FILE, MANIFEST_FILE, MANIFEST_FORMAT_VERSION,
-    Manifest,
+    BLOBS_DUMP_FILE, DumpReader, LEDGER_DUMP_FILE, MANIFEST_FILE, MANIFEST_FORMAT_VERSION, Manifest,
 };
 
 /// The directory the node keeps its blob store in, under its data dir.
@@ -79,13 +78,17 @@ pub enum RestoreError {
     },
     #[error("{path} is not empty ({entries}); pass --force to replace its ledger and blob store")]
     DataDirNotEmpty { path: PathBuf, entries: String },
-    #[error("backup file {path} is {got} bytes, but the manifest says {expected}: it is damaged or cut")]
+    #[error(
+        "backup file {path} is {got} bytes, but the manifest says {expected}: it is damaged or cut"
+    )]
     FileLength {
         path: PathBuf,
         expected: u64,
         got: u64,
     },
-    #[error("backup file {path} has SHA-256 {got}, but the manifest says {expected}: it is damaged")]
+    #[error(
+        "backup file {path} has SHA-256 {got}, but the manifest says {expected}: it is damaged"
+    )]
     FileHash {
         path: PathBuf,
         expected: String,
@@ -307,7 +310,9 @@ fn import_and_check(manifest: &Manifest, options: &RestoreOptions) -> Result<Hea
         });
     }
     ledger.check()?;
-    drop(govchain_blobstore::BlobStore::open(&data_dir.join(BLOBS_DIR))?);
+    drop(govchain_blobstore::BlobStore::open(
+        &data_dir.join(BLOBS_DIR),
+    )?);
     Ok(head)
 }
 
