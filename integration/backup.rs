@@ -270,8 +270,7 @@ async fn refuse_backup_to_other_certificates(cluster: &Cluster) {
     let as_client = AdminServiceClient::new(cluster.channel_as(RESTORED, "health").await)
         .backup(BackupRequest {})
         .await
-        .err()
-        .expect("a client certificate is refused");
+        .expect_err("a client certificate is refused");
     assert_eq!(as_client.code(), tonic::Code::PermissionDenied);
     assert!(
         as_client.message().contains("is a client certificate"),
@@ -281,8 +280,7 @@ async fn refuse_backup_to_other_certificates(cluster: &Cluster) {
     let foreign_admin = AdminServiceClient::new(cluster.admin_channel_as(RESTORED, "tax").await)
         .backup(BackupRequest {})
         .await
-        .err()
-        .expect("another department's admin is refused");
+        .expect_err("another department's admin is refused");
     assert_eq!(foreign_admin.code(), tonic::Code::PermissionDenied);
     assert!(
         foreign_admin

@@ -26,6 +26,9 @@ use crate::{BLOBSTORE_FILE_NAME, CACHE_SIZE_BYTES_MAX};
 /// One row of a dump: table name, key bytes, value bytes.
 pub type DumpRow = (String, Vec<u8>, Vec<u8>);
 
+/// Where an export hands each row: table name, key bytes, value bytes.
+pub type RowSink<'a> = dyn FnMut(&str, &[u8], &[u8]) -> io::Result<()> + 'a;
+
 /// An import commits after staging this many bytes of rows.
 pub const IMPORT_COMMIT_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -88,10 +91,7 @@ impl BlobStore {
 impl BlobSnapshot {
     /// Hands every row of every table but the garbage-collection marks to
     /// `sink`, table by table in key order; stops at the first error.
-    pub fn export(
-        &self,
-        sink: &mut dyn FnMut(&str, &[u8], &[u8]) -> io::Result<()>,
-    ) -> Result<(), ExportError> {
+    pub fn export(&self, sink: &mut RowSink<'_>) -> Result<(), ExportError> {
         export_table(&self.read, META, sink)?;
         export_table(&self.read, CHUNKS, sink)?;
         export_table(&self.read, NODES, sink)?;
@@ -104,7 +104,7 @@ impl BlobSnapshot {
 fn export_table<K: Key + 'static, V: Value + 'static>(
     read: &ReadTransaction,
     table: TableDefinition<'_, K, V>,
-    sink: &mut dyn FnMut(&str, &[u8], &[u8]) -> io::Result<()>,
+    sink: &mut RowSink<'_>,
 ) -> Result<(), ExportError> {
     let name = table.name().to_owned();
     let opened = read

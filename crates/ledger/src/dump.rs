@@ -39,6 +39,9 @@ use crate::{CACHE_SIZE_BYTES_MAX, Head, LEDGER_FILE_NAME, Ledger};
 /// One row of a dump: table name, key bytes, value bytes.
 pub type DumpRow = (String, Vec<u8>, Vec<u8>);
 
+/// Where an export hands each row: table name, key bytes, value bytes.
+pub type RowSink<'a> = dyn FnMut(&str, &[u8], &[u8]) -> io::Result<()> + 'a;
+
 /// An import commits after staging this many bytes of rows, so a restore
 /// of a large ledger never holds it all in one write transaction.
 pub const IMPORT_COMMIT_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -135,10 +138,7 @@ impl Snapshot {
 
     /// Hands every row of every ledger table to `sink`, table by table in
     /// key order; stops at the first error, the sink's included.
-    pub fn export(
-        &self,
-        sink: &mut dyn FnMut(&str, &[u8], &[u8]) -> io::Result<()>,
-    ) -> Result<(), ExportError> {
+    pub fn export(&self, sink: &mut RowSink<'_>) -> Result<(), ExportError> {
         export_table(&self.read, META, sink)?;
         export_table(&self.read, BLOCKS, sink)?;
         export_table(&self.read, BLOCK_RECORDS, sink)?;
@@ -153,7 +153,7 @@ impl Snapshot {
 fn export_table<K: Key + 'static, V: Value + 'static>(
     read: &ReadTransaction,
     table: TableDefinition<'_, K, V>,
-    sink: &mut dyn FnMut(&str, &[u8], &[u8]) -> io::Result<()>,
+    sink: &mut RowSink<'_>,
 ) -> Result<(), ExportError> {
     let name = table.name().to_owned();
     let opened = read

@@ -904,6 +904,32 @@ mod tests {
     }
 
     #[test]
+    fn admin_certificates_carry_the_admin_role_of_their_department() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("ca");
+        let consortium = init_consortium(&options(&out)).expect("init");
+        for files in &consortium.departments {
+            let admin = pem(&files.admin_certificate);
+            assert_eq!(
+                identity_from_certificate(&admin.contents).expect("identity"),
+                TlsIdentity::admin(&files.department).expect("valid")
+            );
+        }
+        let ops = dir.path().join("tax-ops");
+        issue_admin(&out, "tax", &ops).expect("issue");
+        let admin_certificate = ops.join(ADMIN_CERTIFICATE_FILE);
+        assert!(verifies(&admin_certificate, &consortium.ca_certificate));
+        assert_eq!(
+            identity_from_certificate(&pem(&admin_certificate).contents).expect("identity"),
+            TlsIdentity::admin("tax").expect("valid")
+        );
+        assert_eq!(mode(&ops.join(ADMIN_KEY_FILE)), 0o600);
+        assert!(!ops.join(CLIENT_KEY_FILE).exists());
+        let again = issue_admin(&out, "tax", &ops).expect_err("existing key");
+        assert!(matches!(again, PkiError::ClientKeyExists { .. }));
+    }
+
+    #[test]
     fn issue_client_errors_are_clear() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = issue_client(&dir.path().join("nowhere"), "tax", &dir.path().join("app"))
@@ -963,7 +989,12 @@ mod tests {
             identity_from_certificate(&two),
             Err(IdentityError::SeveralIdentities { count: 2, .. })
         ));
-        let bad = certificate_with(&["spiffe://govchain/dept/tax/admin"]);
+        let admin = certificate_with(&["spiffe://govchain/dept/tax/admin"]);
+        assert_eq!(
+            identity_from_certificate(&admin),
+            Ok(TlsIdentity::admin("tax").expect("valid"))
+        );
+        let bad = certificate_with(&["spiffe://govchain/dept/tax/root"]);
         assert!(matches!(
             identity_from_certificate(&bad),
             Err(IdentityError::Uri { .. })

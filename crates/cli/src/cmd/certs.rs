@@ -295,7 +295,7 @@ mod tests {
         assert_eq!(view["departments"][1]["name"], "tax");
         assert_eq!(
             view["departments"][0]["files"].as_array().map(Vec::len),
-            Some(6)
+            Some(8)
         );
     }
 }
