@@ -4,19 +4,21 @@
 
 use std::path::PathBuf;
 
-const PROTOS: [&str; 5] = [
+const PROTOS: [&str; 6] = [
     "govchain/types/v1/types.proto",
     "govchain/node/v1/node.proto",
     "govchain/consensus/v1/consensus.proto",
     "govchain/blob/v1/blob.proto",
     "govchain/identity/v1/identity.proto",
+    "govchain/admin/v1/admin.proto",
 ];
-const PACKAGES: [(&str, &str); 5] = [
+const PACKAGES: [(&str, &str); 6] = [
     (".govchain.types.v1", "crate::types::v1"),
     (".govchain.node.v1", "crate::node::v1"),
     (".govchain.consensus.v1", "crate::consensus::v1"),
     (".govchain.blob.v1", "crate::blob::v1"),
     (".govchain.identity.v1", "crate::identity::v1"),
+    (".govchain.admin.v1", "crate::admin::v1"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,6 +56,7 @@ fn builder(services: bool) -> tonic_prost_build::Builder {
         .bytes(".govchain.consensus.v1.PrePrepare.block")
         .bytes(".govchain.blob.v1.UploadRequest.data")
         .bytes(".govchain.blob.v1.DownloadResponse.data")
+        .bytes(".govchain.admin.v1.BackupChunk.data")
 }
 
 fn config() -> Result<tonic_prost_build::Config, Box<dyn std::error::Error>> {

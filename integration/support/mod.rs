@@ -607,7 +607,12 @@ impl Cluster {
         self.channel_with(i, department, "node").await
     }
 
-    /// `role` is "client" or "node": which of the department's
+    /// A raw channel to node `i` with `department`'s admin certificate.
+    pub async fn admin_channel_as(&self, i: usize, department: &str) -> Channel {
+        self.channel_with(i, department, "admin").await
+    }
+
+    /// `role` is "client", "admin" or "node": which of the department's
     /// certificates to present.
     async fn channel_with(&self, i: usize, department: &str, role: &str) -> Channel {
         let dept = self.certs().join(department);

@@ -43,6 +43,7 @@
 mod builder;
 mod chunks;
 mod dag;
+pub mod dump;
 mod error;
 mod gc;
 mod params;

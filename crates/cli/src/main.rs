@@ -123,6 +123,8 @@ enum Command {
             govchain identity show did:key:z6Mk... --key alice.key"
     )]
     Identity(cmd::identity::IdentityArgs),
+    /// Back up a running node, and restore a node's data directory from a backup.
+    Admin(cmd::admin::AdminArgs),
     /// Measure committed throughput and latency against the verification ceiling.
     Bench(cmd::bench::BenchArgs),
 }
@@ -203,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Blob(args) => cmd::blob::run(args, json).await,
         Command::Identity(args) => cmd::identity::run(args, json).await,
         Command::Bench(args) => cmd::bench::run(args, json).await,
+        Command::Admin(args) => cmd::admin::run(args, json).await,
     }
 }
 

@@ -347,6 +347,10 @@ impl Ledger {
         &self.consensus
     }
 
+    pub(crate) fn database_for_snapshot(&self) -> &Database {
+        &self.db
+    }
+
     #[cfg(test)]
     pub(crate) fn database(&self) -> &Database {
         &self.db

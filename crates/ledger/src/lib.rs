@@ -46,6 +46,7 @@
 
 mod check;
 mod consensus;
+mod dump;
 mod error;
 mod ledger;
 mod recent;
@@ -53,6 +54,9 @@ mod schema;
 
 pub use check::CheckReport;
 pub use consensus::{CONSENSUS_KEY_BYTES, consensus_key};
+pub use dump::{
+    DumpRow, ExportError, IMPORT_COMMIT_BYTES_MAX, ImportError, RowSink, Snapshot, import,
+};
 pub use error::{AppendError, CheckError, Inconsistency, OpenError, ReadError, StorageFailure};
 pub use ledger::{AppendBlock, Head, Ledger, TransactionLocation};
 

@@ -9,6 +9,7 @@
 
 mod admission;
 mod audit;
+pub mod backup;
 mod blobs;
 pub mod config;
 mod connections;
@@ -35,6 +36,7 @@ use anyhow::Context as _;
 use govchain_crypto::PublicKey;
 use govchain_ledger::Ledger;
 use govchain_pbft::{Config, Event, Replica, ValidatorSet};
+use govchain_proto::admin::v1::admin_service_server::AdminServiceServer;
 use govchain_proto::blob::v1::blob_service_server::BlobServiceServer;
 use govchain_proto::consensus::v1::consensus_service_server::ConsensusServiceServer;
 use govchain_proto::identity::v1::identity_service_server::IdentityServiceServer;
@@ -225,6 +227,9 @@ pub async fn run(
     health_reporter
         .set_serving::<IdentityServiceServer<IdentityApi>>()
         .await;
+    health_reporter
+        .set_serving::<AdminServiceServer<backup::AdminApi>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(govchain_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -258,6 +263,7 @@ pub async fn run(
         shared: shared.clone(),
     };
     let identity_api = IdentityApi::new(node_api.clone());
+    let admin_api = backup::AdminApi::new(shared.clone(), settings.data_dir.clone());
     if settings.blobs.gc_interval_secs > 0 {
         tasks.push(fatal.spawn_task(
             "blob collector",
@@ -313,6 +319,10 @@ pub async fn run(
             IdentityServiceServer::new(identity_api)
                 .max_decoding_message_size(identity_request_bytes_max(&genesis))
                 .max_encoding_message_size(BLOB_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            AdminServiceServer::new(admin_api)
+                .max_encoding_message_size(backup::BACKUP_CHUNK_BYTES_MAX + 64 * 1024),
         )
         .add_service(
             ConsensusServiceServer::new(consensus_api)

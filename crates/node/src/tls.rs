@@ -60,10 +60,30 @@ pub fn caller_identity<T>(request: &Request<T>) -> Result<TlsIdentity, Status> {
 pub fn require_node(identity: &TlsIdentity) -> Result<(), Status> {
     match identity.role {
         Role::Node => Ok(()),
-        Role::Client => Err(Status::permission_denied(format!(
-            "{identity} is a client certificate; only validator node certificates may call ConsensusService"
+        Role::Client | Role::Admin => Err(Status::permission_denied(format!(
+            "{identity} is a {} certificate; only validator node certificates may call ConsensusService",
+            identity.role
         ))),
     }
+}
+
+/// The identity must be an admin certificate of `department`, the node's
+/// own: the platform team that runs this node, and no other department's,
+/// may copy its whole ledger and blob store.
+pub fn require_admin_of(identity: &TlsIdentity, department: &str) -> Result<(), Status> {
+    if identity.role != Role::Admin {
+        return Err(Status::permission_denied(format!(
+            "{identity} is a {} certificate; AdminService takes only an admin certificate of department {department:?} (govchain certs issue-client --admin)",
+            identity.role
+        )));
+    }
+    if identity.department != department {
+        return Err(Status::permission_denied(format!(
+            "{identity} is an admin certificate of department {:?}; this node belongs to department {department:?}, whose admin certificates alone may call AdminService",
+            identity.department
+        )));
+    }
+    Ok(())
 }
 
 /// The departments of the chain: the validators and every department

@@ -27,6 +27,8 @@ pub const NODE_KEY_FILE: &str = "node.key";
 pub const CLIENT_CERTIFICATE_FILE: &str = "client.crt";
 pub const CLIENT_KEY_FILE: &str = "client.key";
 pub const CONSENSUS_KEY_FILE: &str = "consensus.key";
+pub const ADMIN_CERTIFICATE_FILE: &str = "admin.crt";
+pub const ADMIN_KEY_FILE: &str = "admin.key";
 pub const SIGNING_KEY_FILE: &str = "signing.key";
 
 /// Long enough that a dev or pilot consortium never re-keys its root; the CA
@@ -76,6 +78,9 @@ pub struct DepartmentFiles {
     pub node_key: PathBuf,
     pub client_certificate: PathBuf,
     pub client_key: PathBuf,
+    /// The platform team's certificate for the node's `AdminService`.
+    pub admin_certificate: PathBuf,
+    pub admin_key: PathBuf,
     pub consensus_key: PathBuf,
     /// The Ed25519 key the department signs transactions with, listed in
     /// genesis `departments`.
@@ -94,6 +99,8 @@ impl DepartmentFiles {
             node_key: dir.join(NODE_KEY_FILE),
             client_certificate: dir.join(CLIENT_CERTIFICATE_FILE),
             client_key: dir.join(CLIENT_KEY_FILE),
+            admin_certificate: dir.join(ADMIN_CERTIFICATE_FILE),
+            admin_key: dir.join(ADMIN_KEY_FILE),
             consensus_key: dir.join(CONSENSUS_KEY_FILE),
             signing_key: dir.join(SIGNING_KEY_FILE),
             ca_certificate: dir.join(CA_CERTIFICATE_FILE),
@@ -113,6 +120,7 @@ struct DepartmentMaterial {
     files: DepartmentFiles,
     node: Issued,
     client: Issued,
+    admin: Issued,
     consensus_key_pem: String,
     signing_key_pem: String,
     validator: ValidatorEntry,
@@ -227,8 +235,23 @@ fn validate_options(options: &InitOptions) -> Result<(), PkiError> {
 /// `out_dir`. It refuses to replace an existing `client.key`, which some
 /// application may still be using.
 pub fn issue_client(ca_dir: &Path, department: &str, out_dir: &Path) -> Result<(), PkiError> {
-    let identity = TlsIdentity::client(department)?;
-    let client_key_path = out_dir.join(CLIENT_KEY_FILE);
+    issue_leaf(ca_dir, &TlsIdentity::client(department)?, out_dir)
+}
+
+/// Issues another admin certificate for `department` (the platform team
+/// running its node), writing `admin.crt`, `admin.key` and a copy of
+/// `ca.crt` into `out_dir`; it refuses to replace an existing `admin.key`.
+pub fn issue_admin(ca_dir: &Path, department: &str, out_dir: &Path) -> Result<(), PkiError> {
+    issue_leaf(ca_dir, &TlsIdentity::admin(department)?, out_dir)
+}
+
+/// `identity` is a client or admin identity: both are client-only leaves.
+fn issue_leaf(ca_dir: &Path, identity: &TlsIdentity, out_dir: &Path) -> Result<(), PkiError> {
+    let (certificate_file, key_file) = match identity.role {
+        crate::identity::Role::Admin => (ADMIN_CERTIFICATE_FILE, ADMIN_KEY_FILE),
+        _ => (CLIENT_CERTIFICATE_FILE, CLIENT_KEY_FILE),
+    };
+    let client_key_path = out_dir.join(key_file);
     if client_key_path.exists() {
         return Err(PkiError::ClientKeyExists {
             path: client_key_path,
@@ -241,7 +264,7 @@ pub fn issue_client(ca_dir: &Path, department: &str, out_dir: &Path) -> Result<(
         &ca_certificate_pem,
         &ca_dir.join(CA_KEY_FILE),
     )?;
-    let client = make_client(&identity, &issuer)?;
+    let client = make_client(identity, &issuer)?;
     create_dir(out_dir)?;
     write_file(
         &out_dir.join(CA_CERTIFICATE_FILE),
@@ -249,7 +272,7 @@ pub fn issue_client(ca_dir: &Path, department: &str, out_dir: &Path) -> Result<(
         PUBLIC_FILE_MODE,
     )?;
     write_file(
-        &out_dir.join(CLIENT_CERTIFICATE_FILE),
+        &out_dir.join(certificate_file),
         client.certificate_pem.as_bytes(),
         PUBLIC_FILE_MODE,
     )?;
@@ -300,6 +323,7 @@ fn make_department(
 ) -> Result<DepartmentMaterial, PkiError> {
     let node_identity = TlsIdentity::node(department)?;
     let client_identity = TlsIdentity::client(department)?;
+    let admin_identity = TlsIdentity::admin(department)?;
     let consensus_key = SigningKey::generate().map_err(|err| PkiError::ConsensusKey {
         department: department.to_owned(),
         reason: err.to_string(),
@@ -324,6 +348,7 @@ fn make_department(
         files: DepartmentFiles::new(out, department),
         node: make_node(&node_identity, hosts, issuer)?,
         client: make_client(&client_identity, issuer)?,
+        admin: make_client(&admin_identity, issuer)?,
         consensus_key_pem,
         signing_key_pem,
         department: DepartmentEntry {
@@ -368,6 +393,16 @@ fn write_department(
     write_file(
         &files.client_key,
         material.client.key_pem.as_bytes(),
+        SECRET_FILE_MODE,
+    )?;
+    write_file(
+        &files.admin_certificate,
+        material.admin.certificate_pem.as_bytes(),
+        PUBLIC_FILE_MODE,
+    )?;
+    write_file(
+        &files.admin_key,
+        material.admin.key_pem.as_bytes(),
         SECRET_FILE_MODE,
     )?;
     write_file(
@@ -477,7 +512,7 @@ fn make_client(identity: &TlsIdentity, issuer: &Issuer<'_, KeyPair>) -> Result<I
     let names = vec![SanType::URI(identity.to_uri().try_into().map_err(&error)?)];
     let usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     make_leaf(
-        &format!("govchain client {}", identity.department),
+        &format!("govchain {} {}", identity.role, identity.department),
         names,
         usages,
         issuer,
@@ -595,13 +630,19 @@ mod tests {
         assert_eq!(consortium.departments.len(), DEPARTMENTS.len());
         for (files, name) in consortium.departments.iter().zip(DEPARTMENTS) {
             assert_eq!(files, &DepartmentFiles::new(&out, name));
-            for key in [&files.node_key, &files.client_key, &files.consensus_key] {
+            for key in [
+                &files.node_key,
+                &files.client_key,
+                &files.admin_key,
+                &files.consensus_key,
+            ] {
                 assert_eq!(mode(key), 0o600, "{}", key.display());
                 assert!(read_pem(key).expect("key").contains("PRIVATE KEY"));
             }
             for certificate in [
                 &files.node_certificate,
                 &files.client_certificate,
+                &files.admin_certificate,
                 &files.ca_certificate,
             ] {
                 // The umask may narrow 0644 further, never widen it.
@@ -863,6 +904,32 @@ mod tests {
     }
 
     #[test]
+    fn admin_certificates_carry_the_admin_role_of_their_department() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("ca");
+        let consortium = init_consortium(&options(&out)).expect("init");
+        for files in &consortium.departments {
+            let admin = pem(&files.admin_certificate);
+            assert_eq!(
+                identity_from_certificate(&admin.contents).expect("identity"),
+                TlsIdentity::admin(&files.department).expect("valid")
+            );
+        }
+        let ops = dir.path().join("tax-ops");
+        issue_admin(&out, "tax", &ops).expect("issue");
+        let admin_certificate = ops.join(ADMIN_CERTIFICATE_FILE);
+        assert!(verifies(&admin_certificate, &consortium.ca_certificate));
+        assert_eq!(
+            identity_from_certificate(&pem(&admin_certificate).contents).expect("identity"),
+            TlsIdentity::admin("tax").expect("valid")
+        );
+        assert_eq!(mode(&ops.join(ADMIN_KEY_FILE)), 0o600);
+        assert!(!ops.join(CLIENT_KEY_FILE).exists());
+        let again = issue_admin(&out, "tax", &ops).expect_err("existing key");
+        assert!(matches!(again, PkiError::ClientKeyExists { .. }));
+    }
+
+    #[test]
     fn issue_client_errors_are_clear() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = issue_client(&dir.path().join("nowhere"), "tax", &dir.path().join("app"))
@@ -922,7 +989,12 @@ mod tests {
             identity_from_certificate(&two),
             Err(IdentityError::SeveralIdentities { count: 2, .. })
         ));
-        let bad = certificate_with(&["spiffe://govchain/dept/tax/admin"]);
+        let admin = certificate_with(&["spiffe://govchain/dept/tax/admin"]);
+        assert_eq!(
+            identity_from_certificate(&admin),
+            Ok(TlsIdentity::admin("tax").expect("valid"))
+        );
+        let bad = certificate_with(&["spiffe://govchain/dept/tax/root"]);
         assert!(matches!(
             identity_from_certificate(&bad),
             Err(IdentityError::Uri { .. })

@@ -17,7 +17,7 @@ pub enum PkiError {
     )]
     CaKeyExists { path: PathBuf },
     #[error(
-        "{} already exists; refusing to replace a client key (choose another output directory)",
+        "{} already exists; refusing to replace a client or admin key (choose another output directory)",
         path.display()
     )]
     ClientKeyExists { path: PathBuf },

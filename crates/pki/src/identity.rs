@@ -18,6 +18,11 @@ pub enum Role {
     Node,
     /// A department's own applications and the CLI.
     Client,
+    /// The platform team that runs the department's node: may call the
+    /// node's `AdminService` (online backup). Kept apart from `Client` so
+    /// that an application's certificate, which many systems hold, can never
+    /// copy the node's whole ledger and blob store.
+    Admin,
 }
 
 /// The identity a govchain certificate carries as its one govchain URI SAN.
@@ -35,7 +40,7 @@ pub enum IdentityError {
     )]
     DepartmentName { name: String, reason: &'static str },
     #[error(
-        "{uri:?} is not a govchain identity: {reason} (expected spiffe://govchain/dept/<dept>/node or .../client)"
+        "{uri:?} is not a govchain identity: {reason} (expected spiffe://govchain/dept/<dept>/node, .../client or .../admin)"
     )]
     Uri { uri: String, reason: String },
     #[error("certificate does not parse as X.509: {reason}")]
@@ -51,6 +56,7 @@ impl Role {
         match self {
             Role::Node => "node",
             Role::Client => "client",
+            Role::Admin => "admin",
         }
     }
 }
@@ -80,11 +86,21 @@ impl TlsIdentity {
         })
     }
 
+    /// The identity of `department`'s node administrators; checks the
+    /// department name.
+    pub fn admin(department: &str) -> Result<Self, IdentityError> {
+        validate_department(department)?;
+        Ok(Self {
+            department: department.to_owned(),
+            role: Role::Admin,
+        })
+    }
+
     pub fn to_uri(&self) -> String {
         format!("{URI_PREFIX}{}/{}", self.department, self.role)
     }
 
-    /// Parses exactly `spiffe://govchain/dept/<dept>/<node|client>`: no
+    /// Parses exactly `spiffe://govchain/dept/<dept>/<node|client|admin>`: no
     /// trailing slash, query, fragment or case variation, so that one identity
     /// has one spelling and string comparison of URIs is identity comparison.
     pub fn parse_uri(uri: &str) -> Result<Self, IdentityError> {
@@ -101,7 +117,10 @@ impl TlsIdentity {
         let role = match role {
             "node" => Role::Node,
             "client" => Role::Client,
-            _ => return Err(malformed("role must be \"node\" or \"client\"")),
+            "admin" => Role::Admin,
+            _ => {
+                return Err(malformed("role must be \"node\", \"client\" or \"admin\""));
+            }
         };
         validate_department(department).map_err(|err| malformed(&err.to_string()))?;
         Ok(Self {
@@ -188,7 +207,11 @@ mod tests {
 
     #[test]
     fn uri_round_trip() {
-        for identity in [TlsIdentity::node("health"), TlsIdentity::client("civil-2")] {
+        for identity in [
+            TlsIdentity::node("health"),
+            TlsIdentity::client("civil-2"),
+            TlsIdentity::admin("tax"),
+        ] {
             let identity = identity.expect("valid name");
             let uri = identity.to_uri();
             assert_eq!(TlsIdentity::parse_uri(&uri), Ok(identity.clone()));
@@ -207,7 +230,8 @@ mod tests {
             "spiffe://govchain/dept/tax",
             "spiffe://govchain/dept/tax/",
             "spiffe://govchain/dept/tax/node/",
-            "spiffe://govchain/dept/tax/admin",
+            "spiffe://govchain/dept/tax/root",
+            "spiffe://govchain/dept/tax/Admin",
             "spiffe://govchain/dept/Tax/node",
             "spiffe://govchain/dept//node",
             "spiffe://other/dept/tax/node",

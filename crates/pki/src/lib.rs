@@ -15,11 +15,14 @@
 //! <out>/<dept>/node.key     its key (mode 0600)
 //! <out>/<dept>/client.crt   client certificate: clientAuth, for the CLI and apps
 //! <out>/<dept>/client.key   its key (mode 0600)
+//! <out>/<dept>/admin.crt    admin certificate: clientAuth, for the node's platform team
+//! <out>/<dept>/admin.key    its key (mode 0600)
 //! <out>/<dept>/consensus.key  Ed25519 consensus signing key (PKCS#8 PEM, mode 0600)
 //! ```
 //!
 //! [`issue_client`] writes another `client.crt`, `client.key` and `ca.crt`
-//! into a directory of its own.
+//! into a directory of its own; [`issue_admin`] the same for `admin.crt`
+//! and `admin.key`.
 //!
 //! # Identities
 //!
@@ -28,6 +31,8 @@
 //!
 //! - node: `spiffe://govchain/dept/<dept>/node`
 //! - client: `spiffe://govchain/dept/<dept>/client`
+//! - admin: `spiffe://govchain/dept/<dept>/admin` (only the department's own
+//!   node's `AdminService` accepts it)
 //!
 //! A node certificate also has the DNS name `<dept>.node.govchain` (see
 //! [`node_dns_name`]), which peers use as the TLS server name, plus
@@ -47,9 +52,10 @@ mod genesis;
 mod identity;
 
 pub use consortium::{
-    CA_CERTIFICATE_FILE, CA_KEY_FILE, CLIENT_CERTIFICATE_FILE, CLIENT_KEY_FILE, CONSENSUS_KEY_FILE,
-    Consortium, DepartmentFiles, GENESIS_FILE, InitOptions, NODE_CERTIFICATE_FILE, NODE_KEY_FILE,
-    SIGNING_KEY_FILE, init_consortium, issue_client,
+    ADMIN_CERTIFICATE_FILE, ADMIN_KEY_FILE, CA_CERTIFICATE_FILE, CA_KEY_FILE,
+    CLIENT_CERTIFICATE_FILE, CLIENT_KEY_FILE, CONSENSUS_KEY_FILE, Consortium, DepartmentFiles,
+    GENESIS_FILE, InitOptions, NODE_CERTIFICATE_FILE, NODE_KEY_FILE, SIGNING_KEY_FILE,
+    init_consortium, issue_admin, issue_client,
 };
 pub use error::PkiError;
 pub use files::{read_pem, write_private_file};

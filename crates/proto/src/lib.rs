@@ -48,6 +48,12 @@ pub mod identity {
     }
 }
 
+pub mod admin {
+    pub mod v1 {
+        package!("govchain.admin.v1.rs");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every govchain service, for gRPC
 /// reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

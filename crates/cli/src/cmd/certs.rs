@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use govchain_pki::{
-    CA_CERTIFICATE_FILE, CLIENT_CERTIFICATE_FILE, CLIENT_KEY_FILE, Consortium, InitOptions,
+    ADMIN_CERTIFICATE_FILE, ADMIN_KEY_FILE, CA_CERTIFICATE_FILE, CLIENT_CERTIFICATE_FILE,
+    CLIENT_KEY_FILE, Consortium, InitOptions,
 };
 use serde::Serialize;
 
@@ -41,11 +42,14 @@ enum CertsCommand {
         long_about = "Issue another client certificate for a department, signed by the \
             consortium CA, e.g. for an application that submits transactions. Writes \
             client.crt, client.key (mode 0600) and a copy of ca.crt into --out, and refuses \
-            to replace an existing client.key.",
+            to replace an existing client.key. With --admin, writes admin.crt and admin.key \
+            instead: a certificate for the platform team that runs the department's node, \
+            the only one that node's AdminService (govchain admin backup) accepts.",
         after_help = "Example:\n  \
             govchain certs issue-client --ca-dir certs --department health --out app-certs\n  \
             govchain status --node https://127.0.0.1:7050 \\\n    \
-            --ca app-certs/ca.crt --cert app-certs/client.crt --key app-certs/client.key"
+            --ca app-certs/ca.crt --cert app-certs/client.crt --key app-certs/client.key\n  \
+            govchain certs issue-client --ca-dir certs --department health --admin --out ops-certs"
     )]
     IssueClient(IssueClientArgs),
     /// Turn a `certs init` output into Kubernetes Secrets (one node and one
@@ -137,9 +141,14 @@ struct IssueClientArgs {
     /// Department the certificate is for.
     #[arg(long, value_name = "NAME")]
     department: String,
-    /// Directory to write client.crt, client.key and ca.crt into.
+    /// Directory to write client.crt, client.key and ca.crt into
+    /// (admin.crt and admin.key with --admin).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Issue an admin certificate for the platform team that runs the
+    /// department's node (govchain admin backup), not an application's.
+    #[arg(long)]
+    admin: bool,
 }
 
 pub fn run(args: CertsArgs, json: bool) -> anyhow::Result<()> {
@@ -227,6 +236,8 @@ fn init_view(consortium: &Consortium) -> InitView {
                     files.node_key.clone(),
                     files.client_certificate.clone(),
                     files.client_key.clone(),
+                    files.admin_certificate.clone(),
+                    files.admin_key.clone(),
                     files.consensus_key.clone(),
                 ],
             })
@@ -251,7 +262,7 @@ fn init_text(consortium: &Consortium) -> String {
         fields.add(
             &files.department,
             format!(
-                "{}/ (ca.crt node.crt node.key client.crt client.key consensus.key)",
+                "{}/ (ca.crt node.crt node.key client.crt client.key admin.crt admin.key consensus.key)",
                 files.dir.display()
             ),
         );
@@ -272,8 +283,12 @@ fn init_text(consortium: &Consortium) -> String {
 }
 
 fn issue_client(args: IssueClientArgs, json: bool) -> anyhow::Result<()> {
-    govchain_pki::issue_client(&args.ca_dir, &args.department, &args.out)?;
-    let files = issued_files(&args.out);
+    if args.admin {
+        govchain_pki::issue_admin(&args.ca_dir, &args.department, &args.out)?;
+    } else {
+        govchain_pki::issue_client(&args.ca_dir, &args.department, &args.out)?;
+    }
+    let files = issued_files(&args.out, args.admin);
     if json {
         return output::print_json(&DepartmentView {
             name: args.department,
@@ -289,19 +304,29 @@ fn issue_client(args: IssueClientArgs, json: bool) -> anyhow::Result<()> {
         .add("key", format!("{} (mode 0600)", key.display()))
         .add("CA certificate", ca.display());
     output::print(&format!(
-        "{}\n\nUse it with:\n  govchain status --node URL --ca {} --cert {} --key {}",
+        "{}\n\nUse it with:\n  govchain {} --node URL --ca {} --cert {} --key {}",
         fields.render(),
+        if args.admin {
+            "admin backup --out DIR"
+        } else {
+            "status"
+        },
         ca.display(),
         cert.display(),
         key.display()
     ))
 }
 
-fn issued_files(out: &Path) -> [PathBuf; 3] {
+fn issued_files(out: &Path, admin: bool) -> [PathBuf; 3] {
+    let (certificate, key) = if admin {
+        (ADMIN_CERTIFICATE_FILE, ADMIN_KEY_FILE)
+    } else {
+        (CLIENT_CERTIFICATE_FILE, CLIENT_KEY_FILE)
+    };
     [
         out.join(CA_CERTIFICATE_FILE),
-        out.join(CLIENT_CERTIFICATE_FILE),
-        out.join(CLIENT_KEY_FILE),
+        out.join(certificate),
+        out.join(key),
     ]
 }
 
@@ -331,7 +356,7 @@ mod tests {
         assert_eq!(view["departments"][1]["name"], "tax");
         assert_eq!(
             view["departments"][0]["files"].as_array().map(Vec::len),
-            Some(6)
+            Some(8)
         );
     }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand. Each has an `XArgs` clap struct and a `run`.
 
+pub mod admin;
 pub mod bench;
 pub mod blob;
 pub mod block;
