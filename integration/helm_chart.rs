@@ -141,7 +141,9 @@ fn chart_renders_lints_and_validates_with_k8s_secrets_output() {
         .arg("--default-secrets")
         .arg(&default_secrets)
         .arg("--ci-secrets")
-        .arg(&ci_secrets);
+        .arg(&ci_secrets)
+        .arg("--dump-configs")
+        .arg(root.join("configs"));
     let run = run_bounded(command, &root.join("render.log"), RENDER_TIMEOUT);
     assert!(
         run.success(),
@@ -159,5 +161,60 @@ fn chart_renders_lints_and_validates_with_k8s_secrets_output() {
         run.output.contains(&expected),
         "expected {expected:?} in:\n{}",
         run.output
+    );
+
+    // Each pod's node.toml, with the pod's mounts mapped onto the
+    // consortium the Secrets came from, is one the node accepts: every
+    // key known (metrics_listen, health_listen), the department a
+    // validator whose consensus key genesis lists, the peers validators.
+    let certs = root.join("default");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(
+                "/etc/govchain/credentials/",
+                &format!("{}/", certs.display()),
+            )
+            .replace(
+                "/etc/govchain/genesis/genesis.json",
+                &certs.join("genesis.json").display().to_string(),
+            )
+            .replace(
+                "/var/lib/govchain",
+                &root.join("data").display().to_string(),
+            );
+        let local = root.join(format!(
+            "local-{}",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&local, text).unwrap();
+        let output = Command::new(BIN)
+            .args(["--json", "config", "check", local.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let view: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(view["effective"]["health_listen"], "0.0.0.0:7052", "{view}");
+        assert_eq!(
+            view["effective"]["metrics_listen"], "0.0.0.0:9464",
+            "{view}"
+        );
+        assert_eq!(
+            view["effective"]["peers"].as_array().unwrap().len(),
+            3,
+            "{view}"
+        );
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 4,
+        "one node.toml per validator of the default values"
     );
 }

@@ -337,7 +337,11 @@ mod tests {
             let admission = admission.clone();
             async move {
                 admission
-                    .submit_many("tax", vec![TransactionEnvelope::default()], Default::default())
+                    .submit_many(
+                        "tax",
+                        vec![TransactionEnvelope::default()],
+                        Default::default(),
+                    )
                     .await
             }
         });
@@ -345,7 +349,11 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let status = admission
-            .submit_many("tax", vec![TransactionEnvelope::default()], Default::default())
+            .submit_many(
+                "tax",
+                vec![TransactionEnvelope::default()],
+                Default::default(),
+            )
             .await
             .expect_err("queue is full");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");

@@ -161,7 +161,7 @@ def check_statefulset(statefulset: dict[str, Any], members: list[dict[str, str]]
         check("health_listen" in config, f"{label}: pod {pod} has no health_listen for its probes")
 
 
-def check_rendered(chart: Path, values_path: Path | None, secrets_path: Path) -> str:
+def check_rendered(chart: Path, values_path: Path | None, secrets_path: Path, dump: Path | None = None) -> str:
     label = values_path.name if values_path else "default values"
     values = load_values(values_path)
     lint(chart, values, label)
@@ -179,6 +179,13 @@ def check_rendered(chart: Path, values_path: Path | None, secrets_path: Path) ->
     check(set(CLIENT_FILES) <= provided.get(("Secret", merged["test"]["clientSecretName"]), set()), f"{label}: no client Secret {merged['test']['clientSecretName']}")
 
     configs = node_configs(documents)
+    if dump is not None:
+        # The raw node.toml files, for the caller to check with the node's
+        # own loader (`govchain config check`).
+        dump.mkdir(parents=True, exist_ok=True)
+        config_maps = [d for d in by_kind(documents, "ConfigMap") if d["metadata"]["name"] == CHART_CONFIG_MAP]
+        for name, text in config_maps[0]["data"].items():
+            (dump / name).write_text(text)
     check(len(configs) == len(validators) + len(observers), f"{label}: {len(configs)} node.toml files for {len(validators) + len(observers)} nodes")
     statefulsets = {d["metadata"]["name"]: d for d in by_kind(documents, "StatefulSet")}
     expected_sets = {f"{RELEASE}-govchain-validator"} | ({f"{RELEASE}-govchain-observer"} if observers else set())
@@ -230,10 +237,11 @@ def main() -> int:
     parser.add_argument("--chart", type=Path, required=True)
     parser.add_argument("--default-secrets", type=Path, required=True)
     parser.add_argument("--ci-secrets", type=Path, required=True)
+    parser.add_argument("--dump-configs", type=Path, help="write the default values' node.toml files here")
     args = parser.parse_args()
     ci_files = sorted((args.chart / "ci").glob("*.yaml"))
     bad_files = sorted((args.chart / "tests" / "bad-values").glob("*.yaml"))
-    checks = [lambda: check_rendered(args.chart, None, args.default_secrets)]
+    checks = [lambda: check_rendered(args.chart, None, args.default_secrets, args.dump_configs)]
     checks += [lambda path=path: check_rendered(args.chart, path, args.ci_secrets) for path in ci_files]
     checks += [lambda path=path: check_refused(args.chart, path) for path in bad_files]
     if not ci_files or not bad_files:
