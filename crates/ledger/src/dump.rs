@@ -2,16 +2,11 @@
 //! read transaction ([`Ledger::snapshot`], [`Snapshot::export`]), and a
 //! fresh ledger file rebuilt from those rows ([`import`]).
 //!
-//! A row is `(table name, key bytes, value bytes)`, in table order and key
-//! order within a table; the byte form of a key or value is redb's own
-//! (`Key::as_bytes`), which for every table here is the fixed-width
-//! big-endian or raw bytes the schema defines. The framing of rows into a
-//! byte stream is the caller's (the node's backup format).
-//!
-//! Why rows and not a copy of the file: a redb file that a writer keeps
-//! committing to cannot be copied consistently byte by byte (its header and
-//! freed pages change under the copy), while a read transaction is a stable
-//! view for as long as it is held, and consensus keeps appending meanwhile.
+//! The row form, its bounds and the checks on rows read back are
+//! `govchain_redb_dump`'s, shared with the blob store; this module names
+//! the ledger's tables. The framing of rows into a byte stream is the
+//! caller's (the node's backup format). Consensus keeps appending while a
+//! snapshot is held.
 //!
 //! The consensus records (`consensus.redb`) are deliberately not dumped: a
 //! validator's votes belong to that validator at that moment, and loading
@@ -19,32 +14,19 @@
 //! ARCHITECTURE.md, "Backup and restore").
 
 use std::io;
-use std::iter::Peekable;
 use std::path::Path;
 
 use govchain_crypto::Digest;
-use redb::{
-    Key, ReadTransaction, ReadableDatabase as _, ReadableTable as _, TableDefinition,
-    TableHandle as _, Value, WriteTransaction,
-};
+pub use govchain_redb_dump::{DumpRow, ExportError, IMPORT_COMMIT_BYTES_MAX, ImportError, RowSink};
+use govchain_redb_dump::{KeyForm, Rows, Schema, export_table, insert_run};
+use redb::{ReadTransaction, ReadableDatabase as _, WriteTransaction};
 
-use crate::error::{Context as _, ReadError, StorageFailure};
-use crate::ledger::begin_durable_write;
+use crate::error::{Context as _, ReadError};
 use crate::schema::{
     self, BLOCK_RECORDS, BLOCKS, HEIGHT_BY_HASH, META, META_HEAD, RECENT_TRANSACTIONS, STATE,
     TRANSACTIONS,
 };
 use crate::{CACHE_SIZE_BYTES_MAX, Head, LEDGER_FILE_NAME, Ledger};
-
-/// One row of a dump: table name, key bytes, value bytes.
-pub type DumpRow = (String, Vec<u8>, Vec<u8>);
-
-/// Where an export hands each row: table name, key bytes, value bytes.
-pub type RowSink<'a> = dyn FnMut(&str, &[u8], &[u8]) -> io::Result<()> + 'a;
-
-/// An import commits after staging this many bytes of rows, so a restore
-/// of a large ledger never holds it all in one write transaction.
-pub const IMPORT_COMMIT_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// A consistent view of the ledger file, for a backup. Appends go on while
 /// it is held; redb keeps the pages it sees until it is dropped.
@@ -53,49 +35,6 @@ pub struct Snapshot {
     chain_id: String,
     genesis_hash: Digest,
     head: Head,
-}
-
-/// Why an export stopped.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ExportError {
-    #[error(transparent)]
-    Read(#[from] ReadError),
-    #[error(transparent)]
-    Storage(#[from] StorageFailure),
-    /// The row sink refused a row, e.g. the backup's receiver went away.
-    #[error("the backup stream refused a row")]
-    Sink(#[source] io::Error),
-}
-
-/// Why an import failed. On any error the partly written file is left for
-/// the caller to delete.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ImportError {
-    #[error("{path} already exists; restore only into an empty data directory")]
-    Exists { path: std::path::PathBuf },
-    #[error("cannot create ledger database {path}")]
-    Database {
-        path: std::path::PathBuf,
-        #[source]
-        source: redb::DatabaseError,
-    },
-    #[error("the dump names table {table:?}, which a ledger does not have")]
-    UnknownTable { table: String },
-    #[error("a {what} in table {table} is {got} bytes, expected {expected}")]
-    RowWidth {
-        table: String,
-        what: &'static str,
-        got: usize,
-        expected: usize,
-    },
-    #[error("a key in table {table} is not UTF-8")]
-    KeyNotText { table: String },
-    #[error("cannot read the dump")]
-    Source(#[source] io::Error),
-    #[error(transparent)]
-    Storage(#[from] StorageFailure),
 }
 
 impl Ledger {
@@ -150,24 +89,6 @@ impl Snapshot {
     }
 }
 
-fn export_table<K: Key + 'static, V: Value + 'static>(
-    read: &ReadTransaction,
-    table: TableDefinition<'_, K, V>,
-    sink: &mut RowSink<'_>,
-) -> Result<(), ExportError> {
-    let name = table.name().to_owned();
-    let opened = read
-        .open_table(table)
-        .context("opening a table to export")?;
-    for row in opened.iter().context("exporting a table")? {
-        let (key, value) = row.context("exporting a table")?;
-        let (key, value) = (key.value(), value.value());
-        let (key, value) = (K::as_bytes(&key), V::as_bytes(&value));
-        sink(&name, key.as_ref(), value.as_ref()).map_err(ExportError::Sink)?;
-    }
-    Ok(())
-}
-
 /// Creates `<dir>/ledger.redb` from the rows of a dump, all tables present
 /// even where the dump has no row. Refuses an existing file. The caller
 /// then opens it with [`Ledger::open`], which checks chain id, genesis and
@@ -176,121 +97,47 @@ pub fn import(
     dir: &Path,
     rows: impl Iterator<Item = io::Result<DumpRow>>,
 ) -> Result<(), ImportError> {
-    let path = dir.join(LEDGER_FILE_NAME);
-    if path.exists() {
-        return Err(ImportError::Exists { path });
+    let mut rows = rows;
+    govchain_redb_dump::import(
+        &dir.join(LEDGER_FILE_NAME),
+        CACHE_SIZE_BYTES_MAX,
+        &LedgerSchema,
+        &mut rows,
+    )
+}
+
+/// The ledger's tables, for an import.
+struct LedgerSchema;
+
+impl Schema for LedgerSchema {
+    fn create_tables(&self, write: &WriteTransaction) -> Result<(), redb::TableError> {
+        drop(write.open_table(META)?);
+        drop(write.open_table(BLOCKS)?);
+        drop(write.open_table(BLOCK_RECORDS)?);
+        drop(write.open_table(HEIGHT_BY_HASH)?);
+        drop(write.open_table(TRANSACTIONS)?);
+        drop(write.open_table(RECENT_TRANSACTIONS)?);
+        drop(write.open_table(STATE)?);
+        Ok(())
     }
-    std::fs::create_dir_all(dir).map_err(ImportError::Source)?;
-    let db = redb::Builder::new()
-        .set_cache_size(CACHE_SIZE_BYTES_MAX)
-        .create(&path)
-        .map_err(|source| ImportError::Database {
-            path: path.clone(),
-            source,
-        })?;
-    let mut rows = rows.peekable();
-    let mut db_write = begin_durable_write(&db)?;
-    create_tables(&db_write)?;
-    loop {
-        let staged = match rows.peek() {
-            None => break,
-            Some(Err(_)) => {
-                return Err(ImportError::Source(
-                    rows.next()
-                        .and_then(Result::err)
-                        .unwrap_or_else(|| io::Error::other("dump read failed")),
-                ));
-            }
-            Some(Ok((table, _, _))) => import_run(&db_write, &table.clone(), &mut rows)?,
-        };
-        if staged >= IMPORT_COMMIT_BYTES_MAX {
-            db_write.commit().context("committing imported rows")?;
-            db_write = begin_durable_write(&db)?;
+
+    fn insert_run(
+        &self,
+        write: &WriteTransaction,
+        table: &str,
+        rows: &mut Rows<'_>,
+    ) -> Result<usize, ImportError> {
+        match table {
+            "meta" => insert_run(write, META, KeyForm::Text, rows),
+            "blocks" => insert_run(write, BLOCKS, KeyForm::Bytes, rows),
+            "block_records" => insert_run(write, BLOCK_RECORDS, KeyForm::Bytes, rows),
+            "height_by_hash" => insert_run(write, HEIGHT_BY_HASH, KeyForm::Bytes, rows),
+            "transactions" => insert_run(write, TRANSACTIONS, KeyForm::Bytes, rows),
+            "recent_transactions" => insert_run(write, RECENT_TRANSACTIONS, KeyForm::Bytes, rows),
+            "state" => insert_run(write, STATE, KeyForm::Bytes, rows),
+            other => Err(ImportError::UnknownTable {
+                table: other.to_owned(),
+            }),
         }
-    }
-    db_write.commit().context("committing imported rows")?;
-    Ok(())
-}
-
-fn create_tables(db_write: &WriteTransaction) -> Result<(), StorageFailure> {
-    const CONTEXT: &str = "creating the imported ledger's tables";
-    drop(db_write.open_table(META).context(CONTEXT)?);
-    drop(db_write.open_table(BLOCKS).context(CONTEXT)?);
-    drop(db_write.open_table(BLOCK_RECORDS).context(CONTEXT)?);
-    drop(db_write.open_table(HEIGHT_BY_HASH).context(CONTEXT)?);
-    drop(db_write.open_table(TRANSACTIONS).context(CONTEXT)?);
-    drop(db_write.open_table(RECENT_TRANSACTIONS).context(CONTEXT)?);
-    drop(db_write.open_table(STATE).context(CONTEXT)?);
-    Ok(())
-}
-
-/// Inserts the run of rows of the next row's table, until the table
-/// changes or [`IMPORT_COMMIT_BYTES_MAX`] bytes are staged; returns the
-/// bytes staged.
-fn import_run<I: Iterator<Item = io::Result<DumpRow>>>(
-    db_write: &WriteTransaction,
-    table: &str,
-    rows: &mut Peekable<I>,
-) -> Result<usize, ImportError> {
-    match table {
-        "meta" => insert_run(db_write, META, rows),
-        "blocks" => insert_run(db_write, BLOCKS, rows),
-        "block_records" => insert_run(db_write, BLOCK_RECORDS, rows),
-        "height_by_hash" => insert_run(db_write, HEIGHT_BY_HASH, rows),
-        "transactions" => insert_run(db_write, TRANSACTIONS, rows),
-        "recent_transactions" => insert_run(db_write, RECENT_TRANSACTIONS, rows),
-        "state" => insert_run(db_write, STATE, rows),
-        other => Err(ImportError::UnknownTable {
-            table: other.to_owned(),
-        }),
-    }
-}
-
-fn insert_run<K: Key + 'static, V: Value + 'static, I>(
-    db_write: &WriteTransaction,
-    definition: TableDefinition<'_, K, V>,
-    rows: &mut Peekable<I>,
-) -> Result<usize, ImportError>
-where
-    I: Iterator<Item = io::Result<DumpRow>>,
-{
-    let name = definition.name().to_owned();
-    let mut table = db_write
-        .open_table(definition)
-        .context("opening a table to import into")?;
-    let mut staged = 0usize;
-    while staged < IMPORT_COMMIT_BYTES_MAX {
-        match rows.peek() {
-            Some(Ok((next, _, _))) if *next == name => {}
-            _ => break,
-        }
-        let Some(Ok((_, key, value))) = rows.next() else {
-            break;
-        };
-        check_width::<K>(&name, "key", &key)?;
-        check_width::<V>(&name, "value", &value)?;
-        // `&str` keys (the meta table) decode without a check in redb.
-        if name == META.name() && std::str::from_utf8(&key).is_err() {
-            return Err(ImportError::KeyNotText { table: name });
-        }
-        table
-            .insert(K::from_bytes(&key), V::from_bytes(&value))
-            .context("importing a row")?;
-        staged = staged.saturating_add(key.len() + value.len());
-    }
-    Ok(staged)
-}
-
-/// redb's `from_bytes` of a fixed-width type assumes the width; a dump
-/// row is input, so it is checked first.
-fn check_width<T: Value>(table: &str, what: &'static str, bytes: &[u8]) -> Result<(), ImportError> {
-    match T::fixed_width() {
-        Some(expected) if bytes.len() != expected => Err(ImportError::RowWidth {
-            table: table.to_owned(),
-            what,
-            got: bytes.len(),
-            expected,
-        }),
-        _ => Ok(()),
     }
 }

@@ -102,9 +102,9 @@ pub enum RestoreError {
         source: io::Error,
     },
     #[error("cannot import the ledger")]
-    LedgerImport(#[from] govchain_ledger::ImportError),
+    LedgerImport(#[source] govchain_ledger::ImportError),
     #[error("cannot import the blob store")]
-    BlobImport(#[from] govchain_blobstore::dump::ImportError),
+    BlobImport(#[source] govchain_blobstore::dump::ImportError),
     #[error("the restored ledger does not open")]
     LedgerOpen(#[from] govchain_ledger::OpenError),
     #[error("the restored ledger fails its check")]
@@ -294,11 +294,13 @@ fn remove_owned(data_dir: &Path) -> Result<(), RestoreError> {
 
 fn import_and_check(manifest: &Manifest, options: &RestoreOptions) -> Result<Head, RestoreError> {
     let data_dir = &options.data_dir;
-    govchain_ledger::import(data_dir, dump_rows(&options.from.join(LEDGER_DUMP_FILE))?)?;
+    govchain_ledger::import(data_dir, dump_rows(&options.from.join(LEDGER_DUMP_FILE))?)
+        .map_err(RestoreError::LedgerImport)?;
     govchain_blobstore::dump::import(
         &data_dir.join(BLOBS_DIR),
         dump_rows(&options.from.join(BLOBS_DUMP_FILE))?,
-    )?;
+    )
+    .map_err(RestoreError::BlobImport)?;
     let ledger = Ledger::open(data_dir, &options.genesis.chain_id, options.genesis.hash())?;
     let head = ledger.head();
     if head.height != manifest.height || head.hash.to_hex() != manifest.head_hash {
