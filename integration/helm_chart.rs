@@ -23,12 +23,11 @@ use std::time::Duration;
 #[path = "support/bounded.rs"]
 mod bounded;
 
-use bounded::run_bounded;
+use bounded::{prepare_python, run_bounded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_govchain");
 const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-const IMPORT_TIMEOUT: Duration = Duration::from_secs(60);
 const CERTS_TIMEOUT: Duration = Duration::from_secs(60);
 const RENDER_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -37,36 +36,6 @@ const DEFAULT_DEPARTMENTS: &str = "health,tax,police,civil";
 /// The validators and observers of `helm/govchain/ci/seven-departments-values.yaml`.
 const CI_DEPARTMENTS: &str = "health,tax,police,civil,education,transport,justice";
 const CI_OBSERVERS: &str = "backup-a,backup-b";
-
-/// The virtualenv's python, checked to load Helm's library and the schemas.
-fn prepare_python(logs: &Path) -> PathBuf {
-    let venv = std::env::var_os("GOVCHAIN_PYTHON_VENV").map_or_else(
-        || Path::new(REPOSITORY).join("target/python-venv"),
-        PathBuf::from,
-    );
-    let python = venv.join("bin").join("python");
-    let setup = format!(
-        "run `make python-deps` first (it creates {} with helm/govchain/tests/requirements.txt), or set GOVCHAIN_PYTHON_VENV to such a virtualenv",
-        venv.display()
-    );
-    assert!(
-        python.exists(),
-        "no virtualenv at {}: {setup}",
-        venv.display()
-    );
-    let mut command = Command::new(&python);
-    command.args([
-        "-c",
-        "import helm_python, kubernetes_validate, yaml; print('helm', helm_python.helm_sdk_version())",
-    ]);
-    let run = run_bounded(command, &logs.join("imports.log"), IMPORT_TIMEOUT);
-    assert!(
-        run.success(),
-        "the virtualenv lacks helm-python-sdk or kubernetes-validate: {setup}. {}",
-        run.describe("import", IMPORT_TIMEOUT)
-    );
-    python
-}
 
 fn govchain(args: &[&str], logs: &Path, name: &str) {
     let mut command = Command::new(BIN);
@@ -128,7 +97,11 @@ fn secrets(root: &Path, name: &str, departments: &str, observers: Option<&str>) 
 fn chart_renders_lints_and_validates_with_k8s_secrets_output() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let python = prepare_python(root);
+    let python = prepare_python(
+        root,
+        "import helm_python, kubernetes_validate, yaml; print('helm', helm_python.helm_sdk_version())",
+        "helm/govchain/tests/requirements.txt (helm-python-sdk, kubernetes-validate)",
+    );
     let default_secrets = secrets(root, "default", DEFAULT_DEPARTMENTS, None);
     let ci_secrets = secrets(root, "ci", CI_DEPARTMENTS, Some(CI_OBSERVERS));
 

@@ -20,50 +20,15 @@ use std::time::{Duration, Instant};
 #[path = "support/bounded.rs"]
 mod bounded;
 
-use bounded::run_bounded;
+use bounded::{prepare_python, run_bounded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_govchain");
 const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-const IMPORT_TIMEOUT: Duration = Duration::from_secs(60);
 const PROTOC_TIMEOUT: Duration = Duration::from_secs(120);
 const DEVNET_START_TIMEOUT: Duration = Duration::from_secs(180);
 const DEVNET_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const FLOW_TIMEOUT: Duration = Duration::from_secs(600);
-
-fn python_executable(venv: &Path) -> PathBuf {
-    venv.join("bin").join("python")
-}
-
-/// The virtualenv's python, checked to have the pinned packages.
-fn prepare_python(logs: &Path) -> PathBuf {
-    let venv = std::env::var_os("GOVCHAIN_PYTHON_VENV").map_or_else(
-        || Path::new(REPOSITORY).join("target/python-venv"),
-        PathBuf::from,
-    );
-    let python = python_executable(&venv);
-    let setup = format!(
-        "run `make python-deps` first (it creates {} with integration/python/requirements.txt), or set GOVCHAIN_PYTHON_VENV to such a virtualenv",
-        venv.display()
-    );
-    assert!(
-        python.exists(),
-        "no virtualenv at {}: {setup}",
-        venv.display()
-    );
-    let mut command = Command::new(&python);
-    command.args([
-        "-c",
-        "import grpc, grpc_tools, google.protobuf, cryptography",
-    ]);
-    let run = run_bounded(command, &logs.join("imports.log"), IMPORT_TIMEOUT);
-    assert!(
-        run.success(),
-        "the virtualenv lacks the client packages: {setup}. {}",
-        run.describe("import", IMPORT_TIMEOUT)
-    );
-    python
-}
 
 /// Generates the Python client from every file in `proto/`.
 fn generate_client(python: &Path, out: &Path, logs: &Path) {
@@ -174,7 +139,11 @@ fn generated_python_client_runs_the_citizen_flow() {
     let logs = temporary.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
 
-    let python = prepare_python(&logs);
+    let python = prepare_python(
+        &logs,
+        "import grpc, grpc_tools, google.protobuf, cryptography",
+        "integration/python/requirements.txt (the client packages)",
+    );
     let generated = temporary.path().join("generated");
     generate_client(&python, &generated, &logs);
     eprintln!("python client generated in {:.1?}", started.elapsed());

@@ -5,7 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,4 +62,38 @@ pub fn run_bounded(mut command: Command, log: &Path, timeout: Duration) -> Run {
     };
     let output = std::fs::read_to_string(log).unwrap_or_default();
     Run { status, output }
+}
+
+const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+/// How long the check that the virtualenv has its packages may take.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The python of the virtualenv `make python-deps` makes
+/// (`target/python-venv`, or `GOVCHAIN_PYTHON_VENV`), checked to run
+/// `import_check`; `packages` names what it needs, for the failure
+/// message. The test fails (never skips) when it is missing.
+pub fn prepare_python(logs: &Path, import_check: &str, packages: &str) -> PathBuf {
+    let venv = std::env::var_os("GOVCHAIN_PYTHON_VENV").map_or_else(
+        || Path::new(REPOSITORY).join("target/python-venv"),
+        PathBuf::from,
+    );
+    let python = venv.join("bin").join("python");
+    let setup = format!(
+        "run `make python-deps` first (it creates {} with {packages}), or set GOVCHAIN_PYTHON_VENV to such a virtualenv",
+        venv.display()
+    );
+    assert!(
+        python.exists(),
+        "no virtualenv at {}: {setup}",
+        venv.display()
+    );
+    let mut command = Command::new(&python);
+    command.args(["-c", import_check]);
+    let run = run_bounded(command, &logs.join("imports.log"), IMPORT_TIMEOUT);
+    assert!(
+        run.success(),
+        "the virtualenv lacks {packages}: {setup}. {}",
+        run.describe("import", IMPORT_TIMEOUT)
+    );
+    python
 }

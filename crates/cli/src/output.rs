@@ -10,6 +10,29 @@ use serde::Serialize;
 
 /// Writes `text` and a newline to stdout. A closed pipe comes back as an
 /// `io::Error`, which `main` treats as a normal end.
+/// A progress bar on stderr with `template` (indicatif's syntax) and the
+/// project's `=> ` bar; hidden with `--json`. Every long command uses it.
+pub fn progress_bar(
+    json: bool,
+    length: u64,
+    template: &str,
+    message: &str,
+) -> indicatif::ProgressBar {
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(length)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template).map_or_else(
+            |_| indicatif::ProgressStyle::default_bar(),
+            |style| style.progress_chars("=> "),
+        ),
+    );
+    bar.set_message(message.to_owned());
+    bar
+}
+
 pub fn print(text: &str) -> anyhow::Result<()> {
     let mut stdout = io::stdout().lock();
     stdout.write_all(text.as_bytes())?;

@@ -140,22 +140,12 @@ fn backup_error(status: tonic::Status) -> anyhow::Error {
 }
 
 fn progress_bar(json: bool) -> indicatif::ProgressBar {
-    let bar = if json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(0)
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/~{total_bytes} ({bytes_per_sec}, {eta})",
-        )
-        .map_or_else(
-            |_| indicatif::ProgressStyle::default_bar(),
-            |s| s.progress_chars("=> "),
-        ),
-    );
-    bar.set_message("backing up");
-    bar
+    crate::output::progress_bar(
+        json,
+        0,
+        "{msg} [{bar:40}] {bytes}/~{total_bytes} ({bytes_per_sec}, {eta})",
+        "backing up",
+    )
 }
 
 /// An absent or empty directory; a backup never mixes with other files.

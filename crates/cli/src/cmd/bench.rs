@@ -457,13 +457,11 @@ async fn drive(
     let tracker = Arc::new(Mutex::new(Tracker::default()));
     let follower = tokio::spawn(follow(clients[0].clone(), tracker.clone()));
 
-    let bar = indicatif::ProgressBar::new(args.duration.as_millis() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {elapsed}/{duration}")
-            .map_or_else(
-                |_| indicatif::ProgressStyle::default_bar(),
-                |s| s.progress_chars("=> "),
-            ),
+    let bar = crate::output::progress_bar(
+        false,
+        args.duration.as_millis() as u64,
+        "{spinner} {msg} [{bar:30}] {elapsed}/{duration}",
+        "",
     );
     let submitter = Submitter::new(args.submit, &clients);
     let started = Instant::now();

@@ -13,7 +13,7 @@ use govchain_proto::blob::v1::blob_service_client::BlobServiceClient;
 use govchain_proto::blob::v1::{
     DownloadRequest, DownloadResponse, StatRequest, UploadHeader, UploadRequest, UploadResponse,
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use tokio::io::{AsyncSeekExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
@@ -174,18 +174,12 @@ pub fn progress_bar(size_bytes: u64, json: bool, message: &str) -> ProgressBar {
     if json || size_bytes < PROGRESS_BYTES_MIN || !io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::with_draw_target(Some(size_bytes), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .map_or_else(
-            |_| ProgressStyle::default_bar(),
-            |style| style.progress_chars("=> "),
-        ),
-    );
-    bar.set_message(message.to_owned());
-    bar
+    crate::output::progress_bar(
+        false,
+        size_bytes,
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        message,
+    )
 }
 
 /// Uploads everything `source` yields, in messages of 1 MiB: the header in

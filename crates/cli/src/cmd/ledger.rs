@@ -36,21 +36,12 @@ pub fn run(args: LedgerArgs, json: bool) -> anyhow::Result<()> {
     let LedgerCommand::Verify(args) = args.command;
     let genesis = govchain_pki::Genesis::load(&args.genesis)
         .with_context(|| format!("cannot load genesis {}", args.genesis.display()))?;
-    let bar = if json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(0)
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:40}] {pos}/{len} blocks ({per_sec}, {eta})",
-        )
-        .map_or_else(
-            |_| indicatif::ProgressStyle::default_bar(),
-            |s| s.progress_chars("=> "),
-        ),
+    let bar = crate::output::progress_bar(
+        json,
+        0,
+        "{msg} [{bar:40}] {pos}/{len} blocks ({per_sec}, {eta})",
+        "verifying",
     );
-    bar.set_message("verifying");
     let report = govchain_node::audit_ledger(&args.data_dir, &genesis, |height, head| {
         bar.set_length(head);
         bar.set_position(height);
