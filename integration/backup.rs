@@ -295,6 +295,29 @@ async fn refuse_backup_to_other_certificates(cluster: &Cluster) {
         foreign_admin.message()
     );
 
+    // An admin certificate does not act for its department: it can read
+    // the chain's status, but not submit as the department.
+    let admin = cluster.admin_channel_as(RESTORED, "health").await;
+    let mut node = govchain_proto::node::v1::node_service_client::NodeServiceClient::new(admin);
+    node.get_status(govchain_proto::node::v1::GetStatusRequest {})
+        .await
+        .expect("an admin certificate reads the status");
+    let key = govchain_crypto::SigningKey::from_seed([61; 32]);
+    let refused = submit(
+        &mut node,
+        sign(&key, 1, anchor_body("by-the-platform-team")),
+    )
+    .await
+    .expect_err("an admin certificate does not submit");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused
+            .message()
+            .contains("is an admin certificate, for AdminService"),
+        "{}",
+        refused.message()
+    );
+
     // The command says the same, exits 2 and leaves no manifest.
     let out = cluster.dir.path().join("refused-backup");
     let output = backup_with(cluster, RESTORED, "health", "client", &out).await;

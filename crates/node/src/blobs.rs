@@ -42,7 +42,7 @@ use tracing::{info, warn};
 
 use crate::service::{echo, internal};
 use crate::shared::{LedgerState, Shared};
-use crate::tls::caller_identity;
+use crate::tls::department_caller;
 
 /// Bytes of blob data per streamed message: one chunk of the profile.
 pub const BLOB_MESSAGE_DATA_BYTES_MAX: usize = 1024 * 1024;
@@ -614,7 +614,7 @@ impl BlobService for BlobApi {
         &self,
         request: Request<Streaming<UploadRequest>>,
     ) -> Result<Response<UploadResponse>, Status> {
-        let caller = caller_identity(&request)?;
+        let caller = department_caller(&request)?;
         // Held until the upload ends, however it ends.
         let _slot = self.shared.uploads.open(&caller.department)?;
         let mut stream = request.into_inner();
@@ -680,7 +680,7 @@ impl BlobService for BlobApi {
         &self,
         request: Request<DownloadRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
-        let caller = caller_identity(&request)?;
+        let caller = department_caller(&request)?;
         let request = request.into_inner();
         let cid = parse_cid(&request.cid)?;
         let state = LedgerState(&self.shared.ledger);
@@ -750,7 +750,7 @@ impl BlobService for BlobApi {
     }
 
     async fn stat(&self, request: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
-        let caller = caller_identity(&request)?;
+        let caller = department_caller(&request)?;
         let request = request.into_inner();
         let cid = parse_cid(&request.cid)?;
         let state = LedgerState(&self.shared.ledger);

@@ -36,7 +36,7 @@ use tracing::info;
 use crate::blobs::{ensure_local, parse_cid, stream_blob};
 use crate::service::{NodeApi, internal};
 use crate::shared::{LedgerState, Shared};
-use crate::tls::caller_identity;
+use crate::tls::department_caller;
 
 /// How long `ReadAttribute` waits for its access to commit.
 pub const ACCESS_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -297,7 +297,7 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<GetIdentityRequest>,
     ) -> Result<Response<GetIdentityResponse>, Status> {
-        let caller = caller_identity(&request)?;
+        let caller = department_caller(&request)?;
         let request = request.into_inner();
         let citizen = citizen_from(&request.public_key, &request.did)?;
         let shared = self.shared();
@@ -361,7 +361,7 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<ListAccessesRequest>,
     ) -> Result<Response<ListAccessesResponse>, Status> {
-        let caller = caller_identity(&request)?;
+        let caller = department_caller(&request)?;
         let request = request.into_inner();
         let citizen = citizen_from(&request.public_key, &request.did)?;
         let shared = self.shared();
@@ -410,7 +410,7 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<ReadAttributeRequest>,
     ) -> Result<Response<Self::ReadAttributeStream>, Status> {
-        let caller = caller_identity(&request)?;
+        let caller = department_caller(&request)?;
         let shared = self.shared();
         require_department_node(shared, &caller)?;
         let envelope = request
@@ -521,7 +521,7 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<CreateLoginChallengeRequest>,
     ) -> Result<Response<CreateLoginChallengeResponse>, Status> {
-        let caller = caller_identity(&request)?;
+        let caller = department_caller(&request)?;
         let request = request.into_inner();
         if request.requested_attributes.len() > LOGIN_ATTRIBUTES_MAX {
             return Err(Status::invalid_argument(format!(
@@ -589,7 +589,7 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<CompleteLoginRequest>,
     ) -> Result<Response<CompleteLoginResponse>, Status> {
-        let caller = caller_identity(&request)?;
+        let caller = department_caller(&request)?;
         let request = request.into_inner();
         let payload = LoginPayload::parse(&request.qr_payload)?;
         let shared = self.shared();

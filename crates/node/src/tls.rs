@@ -56,6 +56,21 @@ pub fn caller_identity<T>(request: &Request<T>) -> Result<TlsIdentity, Status> {
     })
 }
 
+/// The identity of a caller acting for its department: submitting,
+/// subscribing, uploading, reading citizens' data. An admin certificate is
+/// the platform team's, for `AdminService` (and reads of the chain's
+/// status); it does not act for the department.
+pub fn department_caller<T>(request: &Request<T>) -> Result<TlsIdentity, Status> {
+    let identity = caller_identity(request)?;
+    if identity.role == Role::Admin {
+        return Err(Status::permission_denied(format!(
+            "{identity} is an admin certificate, for AdminService: it does not act for department {:?}; use one of its client certificates",
+            identity.department
+        )));
+    }
+    Ok(identity)
+}
+
 /// The identity must be a validator node's.
 pub fn require_node(identity: &TlsIdentity) -> Result<(), Status> {
     match identity.role {
