@@ -155,7 +155,7 @@ async fn a_feed_answers_each_batch_in_order_and_feeds_are_bounded() {
     let mut ids = Vec::new();
     for batch in &batches {
         sender
-            .send(SubmitTransactionsRequest {
+            .send(SubmitTransactionStreamRequest {
                 envelopes: batch.clone(),
             })
             .await
@@ -176,7 +176,7 @@ async fn a_feed_answers_each_batch_in_order_and_feeds_are_bounded() {
     }
     // A batch over the bound ends the feed with the bound's name.
     sender
-        .send(SubmitTransactionsRequest {
+        .send(SubmitTransactionStreamRequest {
             envelopes: anchors(9000, 1025),
         })
         .await
@@ -199,7 +199,7 @@ async fn a_feed_answers_each_batch_in_order_and_feeds_are_bounded() {
             .unwrap();
         open.push((sender, feed));
     }
-    let (_sender, receiver) = tokio::sync::mpsc::channel::<SubmitTransactionsRequest>(1);
+    let (_sender, receiver) = tokio::sync::mpsc::channel::<SubmitTransactionStreamRequest>(1);
     let status = client
         .submit_transaction_stream(tokio_stream::wrappers::ReceiverStream::new(receiver))
         .await
@@ -217,7 +217,8 @@ async fn a_feed_answers_each_batch_in_order_and_feeds_are_bounded() {
         || {
             let mut client = client.clone();
             async move {
-                let (sender, receiver) = tokio::sync::mpsc::channel::<SubmitTransactionsRequest>(1);
+                let (sender, receiver) =
+                    tokio::sync::mpsc::channel::<SubmitTransactionStreamRequest>(1);
                 let feed = client
                     .submit_transaction_stream(tokio_stream::wrappers::ReceiverStream::new(
                         receiver,

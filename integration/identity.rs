@@ -228,17 +228,26 @@ async fn upload(
 /// Reassembles a download that starts at `start`; message offsets count
 /// from the blob's first byte.
 async fn read_stream(
-    mut stream: tonic::Streaming<DownloadResponse>,
+    stream: tonic::Streaming<DownloadResponse>,
     start: u64,
 ) -> Result<Vec<u8>, tonic::Status> {
+    let pieces = tokio_stream::StreamExt::map(stream, |piece| {
+        piece.map(|piece| (piece.offset, piece.data))
+    });
+    reassemble(pieces, start).await
+}
+
+/// Joins `(offset, data)` pieces, checking that they arrive in order.
+async fn reassemble(
+    pieces: impl tokio_stream::Stream<Item = Result<(u64, bytes::Bytes), tonic::Status>>,
+    start: u64,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut pieces = std::pin::pin!(pieces);
     let mut bytes = Vec::new();
-    while let Some(message) = stream.message().await? {
-        assert_eq!(
-            message.offset,
-            start + bytes.len() as u64,
-            "chunks arrive in order"
-        );
-        bytes.extend_from_slice(&message.data);
+    while let Some(piece) = tokio_stream::StreamExt::next(&mut pieces).await {
+        let (offset, data) = piece?;
+        assert_eq!(offset, start + bytes.len() as u64, "chunks arrive in order");
+        bytes.extend_from_slice(&data);
     }
     Ok(bytes)
 }
@@ -323,7 +332,11 @@ async fn read_with(
         })
         .await?
         .into_inner();
-    read_stream(stream, 0).await
+    // The same pieces as a download: offset, data, size.
+    let pieces = tokio_stream::StreamExt::map(stream, |piece| {
+        piece.map(|piece| (piece.offset, piece.data))
+    });
+    reassemble(pieces, 0).await
 }
 
 /// The request time and signature of `signer`'s read request for

@@ -56,6 +56,7 @@ fn builder(services: bool) -> tonic_prost_build::Builder {
         .bytes(".govchain.consensus.v1.PrePrepare.block")
         .bytes(".govchain.blob.v1.UploadRequest.data")
         .bytes(".govchain.blob.v1.DownloadResponse.data")
+        .bytes(".govchain.identity.v1.ReadAttributeResponse.data")
         .bytes(".govchain.admin.v1.BackupChunk.data")
 }
 

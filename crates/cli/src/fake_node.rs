@@ -15,8 +15,8 @@ use govchain_proto::node::v1::{
     GetAccountRequest, GetAccountResponse, GetAnchorRequest, GetAnchorResponse, GetBlockRequest,
     GetBlockResponse, GetStatusRequest, GetStatusResponse, GetTransactionRequest,
     GetTransactionResponse, SubmitResult, SubmitTransactionRequest, SubmitTransactionResponse,
-    SubmitTransactionsRequest, SubmitTransactionsResponse, SubscribeBlocksRequest,
-    SubscribeBlocksResponse, TransactionStatus,
+    SubmitTransactionStreamRequest, SubmitTransactionStreamResponse, SubmitTransactionsRequest,
+    SubmitTransactionsResponse, SubscribeBlocksRequest, SubscribeBlocksResponse, TransactionStatus,
 };
 use govchain_proto::types::v1::{
     AnchoredRecord, TransactionEnvelope, TransactionOutcome, TransactionResult, transaction::Body,
@@ -163,11 +163,11 @@ impl NodeService for FakeNode {
     }
 
     type SubmitTransactionStreamStream =
-        tokio_stream::Iter<std::vec::IntoIter<Result<SubmitTransactionsResponse, Status>>>;
+        tokio_stream::Iter<std::vec::IntoIter<Result<SubmitTransactionStreamResponse, Status>>>;
 
     async fn submit_transaction_stream(
         &self,
-        _request: Request<tonic::Streaming<SubmitTransactionsRequest>>,
+        _request: Request<tonic::Streaming<SubmitTransactionStreamRequest>>,
     ) -> Result<Response<Self::SubmitTransactionStreamStream>, Status> {
         Err(Status::unimplemented("the fake node takes no feeds"))
     }

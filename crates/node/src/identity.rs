@@ -24,7 +24,6 @@ use govchain_exec::identity::{
     current_attestations, read_access, read_attribute, read_identity, valid_attribute_name,
 };
 use govchain_pki::TlsIdentity;
-use govchain_proto::blob::v1::DownloadResponse;
 use govchain_proto::identity::v1::identity_service_server::IdentityService;
 use govchain_proto::identity::v1::*;
 use govchain_proto::types::v1::{
@@ -403,7 +402,7 @@ impl IdentityService for IdentityApi {
     }
 
     type ReadAttributeStream = std::pin::Pin<
-        Box<dyn tokio_stream::Stream<Item = Result<DownloadResponse, Status>> + Send>,
+        Box<dyn tokio_stream::Stream<Item = Result<ReadAttributeResponse, Status>> + Send>,
     >;
 
     async fn read_attribute(
@@ -514,7 +513,17 @@ impl IdentityService for IdentityApi {
             .unwrap_or_default();
         ensure_local(shared, &cid, &holder, id.as_bytes()).await?;
         info!(access = %id.short(), attribute = %access.attribute, department = %access.department, "releasing an attribute under a recorded access");
-        Ok(Response::new(stream_blob(shared.blobs.clone(), cid, 0, 0)?))
+        let pieces = stream_blob(shared.blobs.clone(), cid, 0, 0)?;
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            pieces,
+            |piece| {
+                piece.map(|piece| ReadAttributeResponse {
+                    offset: piece.offset,
+                    data: piece.data,
+                    size_bytes: piece.size_bytes,
+                })
+            },
+        ))))
     }
 
     async fn create_login_challenge(

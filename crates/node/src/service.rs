@@ -397,7 +397,8 @@ impl NodeApi {
 }
 
 type BlockStream = Pin<Box<dyn Stream<Item = Result<SubscribeBlocksResponse, Status>> + Send>>;
-type FeedStream = Pin<Box<dyn Stream<Item = Result<SubmitTransactionsResponse, Status>> + Send>>;
+type FeedStream =
+    Pin<Box<dyn Stream<Item = Result<SubmitTransactionStreamResponse, Status>> + Send>>;
 
 /// Envelopes one `SubmitTransactions` request (or one message of a feed)
 /// may hold; the 16 MiB message limit bounds its bytes.
@@ -435,7 +436,7 @@ impl NodeService for NodeApi {
 
     async fn submit_transaction_stream(
         &self,
-        request: Request<Streaming<SubmitTransactionsRequest>>,
+        request: Request<Streaming<SubmitTransactionStreamRequest>>,
     ) -> Result<Response<FeedStream>, Status> {
         let caller = tls::department_caller(&request)?;
         let slot = self.shared.feeds.open(&caller.department)?;
@@ -455,7 +456,17 @@ impl NodeService for NodeApi {
                         return;
                     }
                 };
-                let answer = api.submit_batch(&caller, request).await;
+                let answer = api
+                    .submit_batch(
+                        &caller,
+                        SubmitTransactionsRequest {
+                            envelopes: request.envelopes,
+                        },
+                    )
+                    .await
+                    .map(|response| SubmitTransactionStreamResponse {
+                        results: response.results,
+                    });
                 let failed = answer.is_err();
                 if responses.send(answer).await.is_err() || failed {
                     return;

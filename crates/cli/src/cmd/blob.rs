@@ -252,12 +252,44 @@ fn send_chunks(
     }
 }
 
+/// One message of a streamed blob: `BlobService.Download` and
+/// `IdentityService.ReadAttribute` send the same pieces.
+pub trait Piece: prost::Message + Default + 'static {
+    fn offset(&self) -> u64;
+    fn data(&self) -> &[u8];
+    fn size_bytes(&self) -> u64;
+}
+
+impl Piece for DownloadResponse {
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+    fn data(&self) -> &[u8] {
+        &self.data
+    }
+    fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+}
+
+impl Piece for govchain_proto::identity::v1::ReadAttributeResponse {
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+    fn data(&self) -> &[u8] {
+        &self.data
+    }
+    fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+}
+
 /// Writes a download stream starting at `offset` into `writer`, checking
 /// that the pieces arrive in order and add up to the blob's size, which is
 /// returned. A blob over `size_bytes_max` is refused before its bytes.
 /// With `progress` (a label), a large blob shows a progress bar.
-pub async fn receive<W: AsyncWrite + Unpin>(
-    stream: &mut Streaming<DownloadResponse>,
+pub async fn receive<W: AsyncWrite + Unpin, P: Piece>(
+    stream: &mut Streaming<P>,
     writer: &mut W,
     offset: u64,
     size_bytes_max: u64,
@@ -269,25 +301,25 @@ pub async fn receive<W: AsyncWrite + Unpin>(
     while let Some(message) = stream.message().await.map_err(rpc_error)? {
         let size = *size.get_or_insert_with(|| {
             if let Some(label) = progress {
-                bar = progress_bar(message.size_bytes, false, label);
+                bar = progress_bar(message.size_bytes(), false, label);
                 bar.set_position(offset);
             }
-            message.size_bytes
+            message.size_bytes()
         });
         anyhow::ensure!(
             size <= size_bytes_max,
             "the blob has {size} bytes, over the {size_bytes_max} expected"
         );
         anyhow::ensure!(
-            message.offset == position,
+            message.offset() == position,
             "the node sent bytes at offset {} where {position} was expected",
-            message.offset
+            message.offset()
         );
         position = position
-            .checked_add(message.data.len() as u64)
+            .checked_add(message.data().len() as u64)
             .filter(|end| *end <= size)
             .with_context(|| format!("the node sent more than the blob's {size} bytes"))?;
-        writer.write_all(&message.data).await?;
+        writer.write_all(message.data()).await?;
         bar.set_position(position);
     }
     writer.flush().await?;

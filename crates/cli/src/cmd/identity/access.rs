@@ -12,7 +12,6 @@ use anyhow::Context as _;
 use clap::Args;
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::identity::attribute_commitment;
-use govchain_proto::blob::v1::DownloadResponse;
 use govchain_proto::identity::v1::ReadAttributeRequest;
 use govchain_proto::types::v1::{
     AttributeRecord, RecordAccess, SealedAttribute, transaction::Body,
@@ -154,7 +153,7 @@ pub(super) async fn access(args: AccessArgs, json: bool) -> anyhow::Result<()> {
 /// Receives the sealed attribute's bytes that `ReadAttribute` streams,
 /// checked against the CID the chain holds.
 async fn read_sealed(
-    stream: &mut tonic::Streaming<DownloadResponse>,
+    stream: &mut tonic::Streaming<govchain_proto::identity::v1::ReadAttributeResponse>,
     attribute: &AttributeRecord,
     json: bool,
 ) -> anyhow::Result<Vec<u8>> {
