@@ -5,7 +5,7 @@ DEVNET_DIR ?= ./devnet
 VALIDATORS ?= 4
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: run test build lint fmt-check check-deps python-deps unit integration bench bench-micro soak clean fuzz fuzz-ci fuzz-build fuzz-tools
+.PHONY: proto-lint proto-tools run test build lint fmt-check check-deps python-deps unit integration bench bench-micro soak clean fuzz fuzz-ci fuzz-build fuzz-tools
 
 ## A local consortium of $(VALIDATORS) validators with demo data, in the foreground.
 ## The build shows its progress (a first build takes minutes on 2 cores).
@@ -15,7 +15,7 @@ run:
 
 ## Everything CI checks: formatting, lints, dependency direction, all tests,
 ## then every fuzz target for a few seconds.
-test: fmt-check lint check-deps python-deps
+test: fmt-check lint check-deps proto-lint python-deps
 	GOVCHAIN_PYTHON_VENV=$(abspath $(PYTHON_VENV)) $(CARGO) test --workspace --all-targets
 	$(MAKE) fuzz-ci
 
@@ -31,6 +31,21 @@ $(PYTHON_VENV)/.installed: $(PYTHON_REQUIREMENTS)
 	$(PYTHON) -m venv $(PYTHON_VENV)
 	$(PYTHON_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(PYTHON_REQUIREMENTS))
 	touch $@
+
+## The proto's lint (buf STANDARD) and breaking-change check against the
+## previous commit (wire and JSON compatibility). buf comes from npm
+## (@bufbuild/buf ships the binary) into target/buf-tools.
+BUF_VERSION ?= 1.75.0
+BUF := $(abspath target/buf-tools/node_modules/.bin/buf)
+proto-tools: $(BUF)
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix target/buf-tools @bufbuild/buf@$(BUF_VERSION)
+
+proto-lint: $(BUF)
+	cd proto && $(BUF) lint
+	@git rev-parse --verify -q HEAD~1 >/dev/null || { echo "proto-lint: no previous commit to check breaking changes against (a shallow clone?); fetch the history" >&2; exit 1; }
+	$(BUF) breaking proto --against '.git#ref=HEAD~1,subdir=proto'
 
 build:
 	$(CARGO) build --workspace
