@@ -113,6 +113,16 @@ async fn bad_transactions_get_precise_status_codes() {
     let mut client = cluster.client(1).await.unwrap();
     let key = signer(9);
 
+    // `latest = false` selects nothing; it is not "the latest".
+    let status = client
+        .get_block(GetBlockRequest {
+            selector: Some(get_block_request::Selector::Latest(false)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("latest = false"), "{status:?}");
+
     let mut tampered = sign(&key, 1, anchor_body("r1"));
     tampered.signature[0] ^= 1;
     let status = submit(&mut client, tampered).await.unwrap_err();

@@ -530,7 +530,12 @@ impl NodeService for NodeApi {
         use get_block_request::Selector;
         let height = match request.into_inner().selector {
             Some(Selector::Height(height)) => height,
-            Some(Selector::Latest(_)) => self.shared.ledger.head().height,
+            Some(Selector::Latest(true)) => self.shared.ledger.head().height,
+            Some(Selector::Latest(false)) => {
+                return Err(Status::invalid_argument(
+                    "latest = false selects nothing: set latest = true, or give a height or a hash",
+                ));
+            }
             Some(Selector::Hash(hash)) => {
                 let hash = digest_field("hash", &hash)?;
                 match self
