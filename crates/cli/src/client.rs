@@ -340,6 +340,17 @@ pub async fn channel(
     let ca = read_pem(&target.ca)?;
     let cert = read_pem(&target.cert)?;
     let key = read_pem(&target.key)?;
+    // A node refuses such a certificate during the TLS handshake, which a
+    // client only sees as a closed connection: name the reason first.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    govchain_pki::check_issued_by(&cert, &ca, now).map_err(|mismatch| {
+        anyhow::anyhow!(
+            "client certificate {} {mismatch}; the node would refuse it: use a certificate issued by this chain's consortium CA (`govchain certs issue-client`), or the CA file of its chain with --ca",
+            target.cert.display()
+        )
+    })?;
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .identity(Identity::from_pem(cert, key));
@@ -474,6 +485,9 @@ pub fn rpc_error(status: Status) -> anyhow::Error {
             "; the node may be changing view, starting or stopping: retry in a moment"
         }
         Code::DeadlineExceeded => "; the node did not answer in time: check `govchain status`",
+        Code::Cancelled | Code::Unknown if error_chain(&status).contains("connection closed") => {
+            "; the node closed the connection: it may be stopping, or it refused this connection (a certificate of another chain is named before connecting): check `govchain status`"
+        }
         Code::ResourceExhausted => "; the node is busy or a limit was hit: retry later",
         _ => "",
     };

@@ -377,14 +377,31 @@ mod tests {
             attests: Vec::new(),
         })
         .expect("other consortium");
-        let mut args = connect_args(dir.path());
-        args.ca = Some(other.join("ca.crt"));
-        let err = connect(&args.target().expect("target"))
-            .await
-            .expect_err("untrusted");
+        // A client of the other consortium: its own CA does not trust
+        // the node's certificate.
+        let mut target = connect_args(dir.path()).target().expect("target");
+        target.ca = other.join("ca.crt");
+        target.cert = other.join("health/client.crt");
+        target.key = other.join("health/client.key");
+        let err = connect(&target).await.expect_err("untrusted");
         let message = format!("{err:#}");
         assert!(
             message.contains("cannot reach node at https://127.0.0.1:"),
+            "{message}"
+        );
+        assert!(message.contains("--ca"), "{message}");
+
+        // This consortium's client certificate with the other CA file: the
+        // node would refuse the certificate, which is named before any
+        // connection (a refused TLS 1.3 client sees only a closed one).
+        let mut target = connect_args(dir.path()).target().expect("target");
+        target.ca = other.join("ca.crt");
+        let err = connect(&target)
+            .await
+            .expect_err("refused before connecting");
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("was not issued by the CA the node uses"),
             "{message}"
         );
         assert!(message.contains("--ca"), "{message}");

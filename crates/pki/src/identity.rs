@@ -289,3 +289,105 @@ mod tests {
         ));
     }
 }
+
+/// Why a client certificate would be refused by a node that trusts `ca`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssuerMismatch {
+    #[error("is not a PEM certificate: {0}")]
+    NotACertificate(String),
+    #[error(
+        "was not issued by the CA the node uses ({ca:?}) but by {issuer:?} (a CA of the same name is another consortium's, or one made again)"
+    )]
+    OtherIssuer { issuer: String, ca: String },
+    #[error("expired at {not_after}")]
+    Expired { not_after: String },
+    #[error("is not valid before {not_before}")]
+    NotYetValid { not_before: String },
+}
+
+/// Checks, before any connection, that `certificate_pem` is signed by
+/// `ca_pem` and valid at `now_unix_s`: what a node checks first of a
+/// client. TLS 1.3 lets the client finish its handshake before the server
+/// judges its certificate, so a refused client only sees a closed
+/// connection; this names the reason instead.
+pub fn check_issued_by(
+    certificate_pem: &str,
+    ca_pem: &str,
+    now_unix_s: i64,
+) -> Result<(), IssuerMismatch> {
+    let parse = |pem: &str| -> Result<Vec<u8>, IssuerMismatch> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .map_err(|err| IssuerMismatch::NotACertificate(err.to_string()))?;
+        Ok(pem.contents)
+    };
+    let (leaf_der, ca_der) = (parse(certificate_pem)?, parse(ca_pem)?);
+    let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der)
+        .map_err(|err| IssuerMismatch::NotACertificate(err.to_string()))?;
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der)
+        .map_err(|err| IssuerMismatch::NotACertificate(err.to_string()))?;
+    if leaf.verify_signature(Some(ca.public_key())).is_err() {
+        return Err(IssuerMismatch::OtherIssuer {
+            issuer: leaf.issuer().to_string(),
+            ca: ca.subject().to_string(),
+        });
+    }
+    let validity = leaf.validity();
+    if now_unix_s > validity.not_after.timestamp() {
+        return Err(IssuerMismatch::Expired {
+            not_after: validity.not_after.to_string(),
+        });
+    }
+    if now_unix_s < validity.not_before.timestamp() {
+        return Err(IssuerMismatch::NotYetValid {
+            not_before: validity.not_before.to_string(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod issuer_tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_of_another_ca_is_named_before_connecting() {
+        let dir = tempfile::tempdir().expect("dir");
+        let init = |name: &str| {
+            crate::init_consortium(&crate::InitOptions {
+                observers: Vec::new(),
+                out: dir.path().join(name),
+                chain_id: "c".into(),
+                departments: vec!["health".into()],
+                hosts: Vec::new(),
+                force: false,
+                attests: Vec::new(),
+            })
+            .expect("init");
+        };
+        init("ours");
+        init("theirs");
+        let read = |path: &str| std::fs::read_to_string(dir.path().join(path)).expect("read");
+        let ca = read("ours/ca.crt");
+        let ours = read("ours/health/client.crt");
+        let theirs = read("theirs/health/client.crt");
+        let now = 1_800_000_000;
+        assert_eq!(check_issued_by(&ours, &ca, now), Ok(()));
+        assert!(matches!(
+            check_issued_by(&theirs, &ca, now),
+            Err(IssuerMismatch::OtherIssuer { .. })
+        ));
+        assert!(matches!(
+            check_issued_by(&ours, &ca, 4_200_000_000),
+            Err(IssuerMismatch::Expired { .. })
+        ));
+        assert!(matches!(
+            check_issued_by(&ours, &ca, 0),
+            Err(IssuerMismatch::NotYetValid { .. })
+        ));
+        assert!(matches!(
+            check_issued_by("junk", &ca, now),
+            Err(IssuerMismatch::NotACertificate(_))
+        ));
+    }
+}

@@ -64,6 +64,6 @@ pub use genesis::{
     ValidatorEntry, validate_chain_id,
 };
 pub use identity::{
-    DEPARTMENT_NAME_BYTES_MAX, IdentityError, Role, TlsIdentity, identity_from_certificate,
-    node_dns_name, validate_department,
+    DEPARTMENT_NAME_BYTES_MAX, IdentityError, IssuerMismatch, Role, TlsIdentity, check_issued_by,
+    identity_from_certificate, node_dns_name, validate_department,
 };
