@@ -119,6 +119,9 @@ pub async fn run(
     );
     let head = ledger.head();
     info!(node = %settings.name, height = head.height, head = %head.hash.short(), chain = %genesis.chain_id, "ledger opened");
+    if let Some(warning) = genesis.consensus.response_limit_warning() {
+        tracing::warn!(node = %settings.name, "{warning}");
+    }
 
     // An observer does not stream to validators (they would refuse it); it
     // only fetches blocks.

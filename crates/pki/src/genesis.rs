@@ -18,11 +18,18 @@ pub const VALIDATORS_MAX: usize = 256;
 pub const CHAIN_ID_BYTES_MAX: usize = 64;
 
 const BLOCK_TRANSACTIONS_MAX_DEFAULT: u32 = 2000;
-const BLOCK_BYTES_MAX_DEFAULT: u32 = 4 * 1024 * 1024;
+const BLOCK_BYTES_MAX_DEFAULT: u32 = 3 * 1024 * 1024;
+/// The largest `block_bytes_max` genesis may set: a block with its header
+/// framing and commit certificate (256 validators' signatures at most)
+/// must fit the 4 MiB that gRPC clients receive by default, so that
+/// `GetBlock` and `SubscribeBlocks` work with default clients in every
+/// language.
+pub const BLOCK_BYTES_MAX_LIMIT: u32 = 4 * 1024 * 1024 - 128 * 1024;
 const VIEW_TIMEOUT_MS_DEFAULT: u64 = 2000;
 const TRANSACTION_PAYLOAD_BYTES_MAX_DEFAULT: u32 = 64 * 1024;
 
 const _: () = assert!(TRANSACTION_PAYLOAD_BYTES_MAX_DEFAULT <= BLOCK_BYTES_MAX_DEFAULT);
+const _: () = assert!(BLOCK_BYTES_MAX_DEFAULT <= BLOCK_BYTES_MAX_LIMIT);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -344,6 +351,18 @@ impl ValidatorEntry {
 }
 
 impl ConsensusParams {
+    /// Why a full block would break default gRPC clients, if it would: a
+    /// chain made before the 3 MiB default (4 MiB then) still starts, and
+    /// the node says so in its log.
+    pub fn response_limit_warning(&self) -> Option<String> {
+        (self.block_bytes_max > BLOCK_BYTES_MAX_LIMIT).then(|| {
+            format!(
+                "consensus.block_bytes_max {} is over {BLOCK_BYTES_MAX_LIMIT} (BLOCK_BYTES_MAX_LIMIT): a full block and its certificate do not fit the 4 MiB a default gRPC client receives, so clients must raise their receive limit for GetBlock and SubscribeBlocks",
+                self.block_bytes_max
+            )
+        })
+    }
+
     fn validate(&self) -> Result<(), GenesisError> {
         let limits = [
             (
@@ -565,6 +584,18 @@ mod tests {
     }
 
     #[test]
+    fn a_block_over_a_default_grpc_response_is_warned_of() {
+        let mut genesis = genesis();
+        genesis.consensus.block_bytes_max = BLOCK_BYTES_MAX_LIMIT;
+        assert_eq!(genesis.consensus.response_limit_warning(), None);
+        // A chain made with the old 4 MiB default still validates.
+        genesis.consensus.block_bytes_max = 4 * 1024 * 1024;
+        assert!(genesis.validate().is_ok());
+        let warning = genesis.consensus.response_limit_warning().expect("warned");
+        assert!(warning.contains("BLOCK_BYTES_MAX_LIMIT"), "{warning}");
+    }
+
+    #[test]
     fn unknown_fields_are_rejected() {
         let mut value = serde_json::to_value(genesis()).expect("to_value");
         value["consensus"]["block_size"] = serde_json::json!(5);
@@ -584,7 +615,7 @@ mod tests {
         let parsed: Genesis = serde_json::from_value(value).expect("parse");
         assert_eq!(parsed.consensus.view_timeout_ms, 500);
         assert_eq!(parsed.consensus.block_transactions_max, 2000);
-        assert_eq!(parsed.consensus.block_bytes_max, 4 * 1024 * 1024);
+        assert_eq!(parsed.consensus.block_bytes_max, 3 * 1024 * 1024);
         assert_eq!(parsed.consensus.transaction_payload_bytes_max, 64 * 1024);
         assert_eq!(parsed.consensus.empty_block_interval_ms, 0);
     }

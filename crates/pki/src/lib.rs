@@ -60,8 +60,8 @@ pub use consortium::{
 pub use error::PkiError;
 pub use files::{read_pem, write_private_file};
 pub use genesis::{
-    CHAIN_ID_BYTES_MAX, ConsensusParams, DepartmentEntry, Genesis, GenesisError, VALIDATORS_MAX,
-    ValidatorEntry, validate_chain_id,
+    BLOCK_BYTES_MAX_LIMIT, CHAIN_ID_BYTES_MAX, ConsensusParams, DepartmentEntry, Genesis,
+    GenesisError, VALIDATORS_MAX, ValidatorEntry, validate_chain_id,
 };
 pub use identity::{
     DEPARTMENT_NAME_BYTES_MAX, IdentityError, IssuerMismatch, Role, TlsIdentity, check_issued_by,
