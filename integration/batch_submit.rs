@@ -303,3 +303,113 @@ async fn tx_submit_with_several_envelopes_sends_a_batch_and_reports_each() {
     assert_eq!(results[3]["status"], "already_exists", "{}", results[3]);
     assert_eq!(results[3]["transaction_id"], results[2]["transaction_id"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_and_wait_and_commit_status_answer_when_blocks_are_durable() {
+    let cluster = Cluster::start(4).await;
+    let mut client = cluster.client(0).await.unwrap();
+
+    // One transaction, submitted and waited for in one call.
+    let envelope = sign(&key(70_000), 1, anchor_body("wait-for-me"));
+    let answer = client
+        .submit_transaction_and_wait(SubmitTransactionAndWaitRequest {
+            envelope: Some(envelope.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .transaction
+        .unwrap();
+    assert_eq!(answer.transaction_id, transaction_id(&envelope).to_vec());
+    assert_eq!(answer.status, TransactionStatus::Committed as i32);
+    assert!(answer.block_height > 0);
+    // Durable before the answer: the node's own GetTransaction agrees.
+    let looked_up = client
+        .get_transaction(GetTransactionRequest {
+            transaction_id: answer.transaction_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(looked_up.block_height, answer.block_height);
+    assert_eq!(looked_up.block_hash, answer.block_hash);
+    // Admission errors are SubmitTransaction's: the same envelope again.
+    let again = client
+        .submit_transaction_and_wait(SubmitTransactionAndWaitRequest {
+            envelope: Some(envelope),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+
+    // Many at once: one answer per id, then the stream ends.
+    let batch = anchors(71_000, 50);
+    let ids: Vec<Vec<u8>> = batch.iter().map(|e| transaction_id(e).to_vec()).collect();
+    let mut follow = cluster.client(2).await.unwrap();
+    let mut stream = follow
+        .commit_status(CommitStatusRequest {
+            transaction_ids: ids.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let submitted = client
+        .submit_transactions(SubmitTransactionsRequest { envelopes: batch })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(submitted.results.iter().all(|r| r.code == 0));
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(answer) = tokio::time::timeout(Duration::from_secs(60), stream.message())
+        .await
+        .expect("answers before the node's own bound")
+        .unwrap()
+    {
+        let transaction = answer.transaction.unwrap();
+        assert_eq!(transaction.status, TransactionStatus::Committed as i32);
+        assert!(seen.insert(transaction.transaction_id), "each id once");
+    }
+    assert_eq!(seen, ids.iter().cloned().collect(), "every id, then the end");
+
+    // Already committed: answered at once. Never submitted: the deadline
+    // ends the stream, naming what is still waiting.
+    let unknown = Digest::sha256(b"never submitted").to_vec();
+    let mut request = tonic::Request::new(CommitStatusRequest {
+        transaction_ids: vec![ids[0].clone(), unknown],
+    });
+    request.set_timeout(Duration::from_millis(1500));
+    let mut stream = follow.commit_status(request).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.transaction.unwrap().transaction_id, ids[0]);
+    let end = stream.message().await.unwrap_err();
+    assert_eq!(end.code(), Code::DeadlineExceeded, "{end:?}");
+    assert!(end.message().contains("1 transactions did not commit"), "{end:?}");
+
+    // Bounds and malformed ids.
+    let status = follow
+        .commit_status(CommitStatusRequest {
+            transaction_ids: vec![ids[1].clone(), ids[1].clone()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("repeats"), "{status:?}");
+    let status = follow
+        .commit_status(CommitStatusRequest {
+            transaction_ids: (0..1025u32)
+                .map(|i| Digest::sha256(&i.to_be_bytes()).to_vec())
+                .collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("COMMIT_STATUS_IDS_MAX"), "{status:?}");
+    let status = follow
+        .commit_status(CommitStatusRequest {
+            transaction_ids: vec![vec![1, 2, 3]],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("transaction_ids[0]"), "{status:?}");
+}

@@ -12,11 +12,13 @@ use govchain_crypto::Digest;
 use govchain_pki::{DepartmentFiles, InitOptions};
 use govchain_proto::node::v1::node_service_server::{NodeService, NodeServiceServer};
 use govchain_proto::node::v1::{
-    GetAccountRequest, GetAccountResponse, GetAnchorRequest, GetAnchorResponse, GetBlockRequest,
-    GetBlockResponse, GetStatusRequest, GetStatusResponse, GetTransactionRequest,
-    GetTransactionResponse, SubmitResult, SubmitTransactionRequest, SubmitTransactionResponse,
-    SubmitTransactionStreamRequest, SubmitTransactionStreamResponse, SubmitTransactionsRequest,
-    SubmitTransactionsResponse, SubscribeBlocksRequest, SubscribeBlocksResponse, TransactionStatus,
+    CommitStatusRequest, CommitStatusResponse, GetAccountRequest, GetAccountResponse,
+    GetAnchorRequest, GetAnchorResponse, GetBlockRequest, GetBlockResponse, GetStatusRequest,
+    GetStatusResponse, GetTransactionRequest, GetTransactionResponse, SubmitResult,
+    SubmitTransactionAndWaitRequest, SubmitTransactionAndWaitResponse, SubmitTransactionRequest,
+    SubmitTransactionResponse, SubmitTransactionStreamRequest, SubmitTransactionStreamResponse,
+    SubmitTransactionsRequest, SubmitTransactionsResponse, SubscribeBlocksRequest,
+    SubscribeBlocksResponse, TransactionStatus,
 };
 use govchain_proto::types::v1::{
     AnchoredRecord, TransactionEnvelope, TransactionOutcome, TransactionResult, transaction::Body,
@@ -170,6 +172,50 @@ impl NodeService for FakeNode {
         _request: Request<tonic::Streaming<SubmitTransactionStreamRequest>>,
     ) -> Result<Response<Self::SubmitTransactionStreamStream>, Status> {
         Err(Status::unimplemented("the fake node takes no feeds"))
+    }
+
+    /// The toy chain commits at submission, so the wait is over at once.
+    async fn submit_transaction_and_wait(
+        &self,
+        request: Request<SubmitTransactionAndWaitRequest>,
+    ) -> Result<Response<SubmitTransactionAndWaitResponse>, Status> {
+        let envelope = request
+            .into_inner()
+            .envelope
+            .ok_or_else(|| Status::invalid_argument("no envelope"))?;
+        let id = self.submit_one(envelope)?;
+        let transaction = self.chain()?.transactions.get(&id).cloned();
+        Ok(Response::new(SubmitTransactionAndWaitResponse {
+            transaction,
+        }))
+    }
+
+    type CommitStatusStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<CommitStatusResponse, Status>>>;
+
+    /// Known transactions at once; an unknown one ends the stream as a
+    /// missed deadline would.
+    async fn commit_status(
+        &self,
+        request: Request<CommitStatusRequest>,
+    ) -> Result<Response<Self::CommitStatusStream>, Status> {
+        let chain = self.chain()?;
+        let answers = request
+            .into_inner()
+            .transaction_ids
+            .iter()
+            .map(|id| {
+                chain
+                    .transactions
+                    .get(id)
+                    .cloned()
+                    .map(|transaction| CommitStatusResponse {
+                        transaction: Some(transaction),
+                    })
+                    .ok_or_else(|| Status::deadline_exceeded("not committed on the fake node"))
+            })
+            .collect::<Vec<_>>();
+        Ok(Response::new(tokio_stream::iter(answers)))
     }
 
     async fn get_transaction(

@@ -381,6 +381,79 @@ impl NodeApi {
         }
     }
 
+    /// `id` as committed on this node, if it is.
+    fn committed_transaction(&self, id: &Digest) -> Result<Option<GetTransactionResponse>, Status> {
+        let Some(location) = self
+            .shared
+            .ledger
+            .transaction(id)
+            .map_err(|e| internal("ledger read failed", e))?
+        else {
+            return Ok(None);
+        };
+        let block = self
+            .committed_block(location.height)?
+            .ok_or_else(|| internal("indexed block missing", location.height))?;
+        let envelope = block
+            .block
+            .as_ref()
+            .and_then(|b| b.transactions.get(location.index as usize).cloned());
+        let result =
+            govchain_proto::types::v1::TransactionResult::decode(location.result.as_slice())
+                .map_err(|e| internal("stored result does not decode", e))?;
+        Ok(Some(GetTransactionResponse {
+            transaction_id: id.to_vec(),
+            status: TransactionStatus::Committed.into(),
+            block_height: location.height,
+            block_hash: block.block_hash,
+            index: location.index,
+            result: Some(result),
+            envelope,
+        }))
+    }
+
+    /// Waits until each of `ids` is committed here, handing each to
+    /// `found` once, in commit order (those already committed first), or
+    /// until `deadline`; returns the ids still waiting then. New blocks
+    /// are learnt from the block broadcast, subscribed before the ledger
+    /// is first read so that no commit falls between the two.
+    async fn wait_committed(
+        &self,
+        ids: Vec<Digest>,
+        deadline: tokio::time::Instant,
+        mut found: impl FnMut(GetTransactionResponse) -> bool,
+    ) -> Result<Vec<Digest>, Status> {
+        let mut blocks = self.shared.blocks.subscribe();
+        let mut waiting = ids;
+        loop {
+            let mut still = Vec::with_capacity(waiting.len());
+            for id in waiting {
+                match self.committed_transaction(&id)? {
+                    Some(committed) => {
+                        if !found(committed) {
+                            // The receiver went away.
+                            return Ok(Vec::new());
+                        }
+                    }
+                    None => still.push(id),
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() {
+                return Ok(waiting);
+            }
+            // Any new block (or a lag, which means many) is a reason to
+            // look again.
+            match tokio::time::timeout_at(deadline, blocks.recv()).await {
+                Err(_) => return Ok(waiting),
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    return Err(Status::unavailable("the node is shutting down"));
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
     fn committed_block(&self, height: u64) -> Result<Option<CommittedBlock>, Status> {
         let Some(bytes) = self
             .shared
@@ -399,6 +472,50 @@ impl NodeApi {
 type BlockStream = Pin<Box<dyn Stream<Item = Result<SubscribeBlocksResponse, Status>> + Send>>;
 type FeedStream =
     Pin<Box<dyn Stream<Item = Result<SubmitTransactionStreamResponse, Status>> + Send>>;
+
+type CommitStream = Pin<Box<dyn Stream<Item = Result<CommitStatusResponse, Status>> + Send>>;
+
+/// Transactions one `CommitStatus` call may follow.
+pub const COMMIT_STATUS_IDS_MAX: usize = 1024;
+/// Answers a `CommitStatus` stream holds for a client that does not read
+/// them: one per id, so a reader never loses one.
+const COMMIT_STATUS_BUFFERED_MAX: usize = COMMIT_STATUS_IDS_MAX + 1;
+/// How long a wait for commits lasts without a deadline from the client.
+pub const COMMIT_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+/// A wait ends this long before the client's deadline, so that the client
+/// gets the node's answer rather than its own timeout.
+const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// When a wait for commits must end: the client's `grpc-timeout` less a
+/// margin, at most [`COMMIT_WAIT_MAX`] from now.
+fn wait_deadline(metadata: &tonic::metadata::MetadataMap) -> tokio::time::Instant {
+    let asked = metadata
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map(|timeout| timeout.saturating_sub(DEADLINE_MARGIN));
+    let wait = asked.map_or(COMMIT_WAIT_MAX, |asked| asked.min(COMMIT_WAIT_MAX));
+    tokio::time::Instant::now() + wait
+}
+
+/// The `grpc-timeout` header: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(text: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value.checked_mul(3600)?),
+        "M" => Duration::from_secs(value.checked_mul(60)?),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
 
 /// Envelopes one `SubmitTransactions` request (or one message of a feed)
 /// may hold; the 16 MiB message limit bounds its bytes.
@@ -478,36 +595,100 @@ impl NodeService for NodeApi {
         )))
     }
 
+    async fn submit_transaction_and_wait(
+        &self,
+        request: Request<SubmitTransactionAndWaitRequest>,
+    ) -> Result<Response<SubmitTransactionAndWaitResponse>, Status> {
+        let deadline = wait_deadline(request.metadata());
+        let caller = tls::department_caller(&request)?;
+        let envelope = request
+            .into_inner()
+            .envelope
+            .ok_or_else(|| Status::invalid_argument("envelope is required"))?;
+        let transaction = self.submit(&caller, envelope).await?;
+        let mut committed = None;
+        let left = self
+            .wait_committed(vec![transaction.id], deadline, |found| {
+                committed = Some(found);
+                true
+            })
+            .await?;
+        match committed {
+            Some(transaction) => Ok(Response::new(SubmitTransactionAndWaitResponse {
+                transaction: Some(transaction),
+            })),
+            None => Err(Status::deadline_exceeded(format!(
+                "transaction {} was admitted but did not commit before the deadline; it may still commit: ask CommitStatus or GetTransaction",
+                left.first().unwrap_or(&transaction.id)
+            ))),
+        }
+    }
+
+    type CommitStatusStream = CommitStream;
+
+    async fn commit_status(
+        &self,
+        request: Request<CommitStatusRequest>,
+    ) -> Result<Response<CommitStream>, Status> {
+        let deadline = wait_deadline(request.metadata());
+        let caller = tls::caller_identity(&request)?;
+        let request = request.into_inner();
+        if request.transaction_ids.len() > COMMIT_STATUS_IDS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{} transaction ids; at most {COMMIT_STATUS_IDS_MAX} (COMMIT_STATUS_IDS_MAX) per call",
+                request.transaction_ids.len()
+            )));
+        }
+        let mut ids = Vec::with_capacity(request.transaction_ids.len());
+        for (i, id) in request.transaction_ids.iter().enumerate() {
+            let id = digest_field(&format!("transaction_ids[{i}]"), id)?;
+            if ids.contains(&id) {
+                return Err(Status::invalid_argument(format!(
+                    "transaction_ids[{i}] repeats {id}"
+                )));
+            }
+            ids.push(id);
+        }
+        let slot = self.shared.subscriptions.open(&caller.department)?;
+        let (sender, receiver) = mpsc::channel(COMMIT_STATUS_BUFFERED_MAX);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let found = |transaction| {
+                sender
+                    .try_send(Ok(CommitStatusResponse {
+                        transaction: Some(transaction),
+                    }))
+                    .is_ok()
+            };
+            let outcome = api.wait_committed(ids, deadline, found).await;
+            let end = match outcome {
+                Ok(left) if left.is_empty() => return,
+                Ok(left) => Status::deadline_exceeded(format!(
+                    "{} transactions did not commit before the deadline: {}",
+                    left.len(),
+                    left.iter()
+                        .take(8)
+                        .map(Digest::short)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                Err(status) => status,
+            };
+            let _ = sender.send(Err(end)).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
     async fn get_transaction(
         &self,
         request: Request<GetTransactionRequest>,
     ) -> Result<Response<GetTransactionResponse>, Status> {
         let id = digest_field("transaction_id", &request.into_inner().transaction_id)?;
-        if let Some(location) = self
-            .shared
-            .ledger
-            .transaction(&id)
-            .map_err(|e| internal("ledger read failed", e))?
-        {
-            let block = self
-                .committed_block(location.height)?
-                .ok_or_else(|| internal("indexed block missing", location.height))?;
-            let envelope = block
-                .block
-                .as_ref()
-                .and_then(|b| b.transactions.get(location.index as usize).cloned());
-            let result =
-                govchain_proto::types::v1::TransactionResult::decode(location.result.as_slice())
-                    .map_err(|e| internal("stored result does not decode", e))?;
-            return Ok(Response::new(GetTransactionResponse {
-                transaction_id: id.to_vec(),
-                status: TransactionStatus::Committed.into(),
-                block_height: location.height,
-                block_hash: block.block_hash,
-                index: location.index,
-                result: Some(result),
-                envelope,
-            }));
+        if let Some(committed) = self.committed_transaction(&id)? {
+            return Ok(Response::new(committed));
         }
         let pending = self.shared.mempool().get(&id).map(|t| t.envelope.clone());
         match pending {
@@ -864,5 +1045,24 @@ mod echo_tests {
         // Cut on a character boundary.
         let wide = "é".repeat(200);
         assert!(echo(&wide).starts_with(&format!("{:?}", "é".repeat(ECHO_CHARS_MAX))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_protocol_writes_them() {
+        use std::time::Duration;
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout("9n"), Some(Duration::from_nanos(9)));
+        for bad in ["", "S", "5", "5s", "123456789S", "-1S", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 }

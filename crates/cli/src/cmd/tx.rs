@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use govchain_crypto::Digest;
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use govchain_proto::node::v1::{
-    GetTransactionRequest, GetTransactionResponse, SubmitTransactionRequest,
+    CommitStatusRequest, GetTransactionRequest, GetTransactionResponse, SubmitTransactionRequest,
     SubmitTransactionsRequest, TransactionStatus,
 };
 use govchain_proto::types::v1::TransactionEnvelope;
@@ -24,8 +24,8 @@ use crate::exit::Negative;
 use crate::output::{self, Fields};
 use crate::view::{BodyView, ResultView, status_name};
 
-/// How often `--wait` asks whether a transaction has committed.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Transaction ids per `CommitStatus` call (the node's bound).
+const COMMIT_STATUS_IDS_MAX: usize = 1024;
 /// Largest envelope file read; far above any chain's payload limit, so the
 /// node, not the CLI, is the one to refuse an oversized transaction.
 const ENVELOPE_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
@@ -178,37 +178,64 @@ pub async fn submit_envelope(
         .context("the node answered with a malformed transaction id")
 }
 
-/// Polls until the transaction is committed or `timeout` passes. A node that
-/// has not seen the transaction yet, or is changing view, is asked again.
+/// Waits until the transaction is committed or `timeout` passes, with the
+/// node's `CommitStatus` stream (the node answers the moment the block is
+/// durable; no polling).
 pub async fn wait_for_commit(
     client: &mut NodeServiceClient<Channel>,
     id: &Digest,
     timeout: Duration,
 ) -> anyhow::Result<GetTransactionResponse> {
+    let mut committed = wait_for_commits(client, &[*id], timeout).await?;
+    committed
+        .pop()
+        .context("the node ended the wait without an answer")
+}
+
+/// Waits for every one of `ids` (in calls of at most 1,024), and returns
+/// them as committed, in commit order per call. After `timeout`, says
+/// which are still pending and how to follow them up.
+pub async fn wait_for_commits(
+    client: &mut NodeServiceClient<Channel>,
+    ids: &[Digest],
+    timeout: Duration,
+) -> anyhow::Result<Vec<GetTransactionResponse>> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut state = "unknown to the node";
-    loop {
-        let request = GetTransactionRequest {
-            transaction_id: id.to_vec(),
-        };
-        match client.get_transaction(request).await {
-            Ok(response) => {
-                let response = response.into_inner();
-                if response.status() == TransactionStatus::Committed {
-                    return Ok(response);
+    let mut committed = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(COMMIT_STATUS_IDS_MAX) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut request = tonic::Request::new(CommitStatusRequest {
+            transaction_ids: chunk.iter().map(|id| id.to_vec()).collect(),
+        });
+        request.set_timeout(left);
+        let mut stream = client
+            .commit_status(request)
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        loop {
+            match stream.message().await {
+                Ok(Some(answer)) => committed.push(
+                    answer
+                        .transaction
+                        .context("the node answered CommitStatus without the transaction")?,
+                ),
+                Ok(None) => break,
+                Err(status) if status.code() == Code::DeadlineExceeded => {
+                    let first = chunk
+                        .iter()
+                        .find(|id| !committed.iter().any(|c| c.transaction_id == id.as_bytes()))
+                        .unwrap_or(&chunk[0]);
+                    anyhow::bail!(
+                        "transaction {first} is not committed after {timeout:?} ({}); it may commit later: check with `govchain tx get {first}` and `govchain status`",
+                        client::status_line(&status)
+                    );
                 }
-                state = "pending";
+                Err(status) => return Err(rpc_error(status)),
             }
-            Err(status) if matches!(status.code(), Code::NotFound | Code::Unavailable) => {}
-            Err(status) => return Err(rpc_error(status)),
         }
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!(
-                "transaction {id} is still {state} after {timeout:?}; it may commit later: check with `govchain tx get {id}` and `govchain status`"
-            );
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
     }
+    Ok(committed)
 }
 
 /// The answer to `tx submit`, `tx get` and `record anchor --wait`.
@@ -419,11 +446,21 @@ async fn submit_batches(args: SubmitArgs, json: bool) -> anyhow::Result<()> {
         }
     }
     if args.wait.wait {
-        for line in lines.iter_mut().filter(|l| l.error.is_none()) {
-            let id = Digest::from_hex(&line.transaction_id)
+        let admitted = lines
+            .iter()
+            .filter(|l| l.error.is_none())
+            .map(|l| Digest::from_hex(&l.transaction_id))
+            .collect::<Result<Vec<_>, _>>()
+            .context("the node answered with a malformed transaction id")?;
+        for response in wait_for_commits(&mut client, &admitted, args.wait.timeout).await? {
+            let id = Digest::from_slice(&response.transaction_id)
                 .context("the node answered with a malformed transaction id")?;
-            let response = wait_for_commit(&mut client, &id, args.wait.timeout).await?;
-            line.committed = Some(TransactionView::new(&id, &response));
+            if let Some(line) = lines
+                .iter_mut()
+                .find(|l| l.error.is_none() && l.transaction_id == id.to_hex())
+            {
+                line.committed = Some(TransactionView::new(&id, &response));
+            }
         }
     }
     let refused = lines.iter().filter(|l| l.error.is_some()).count();
