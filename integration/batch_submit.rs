@@ -369,7 +369,11 @@ async fn submit_and_wait_and_commit_status_answer_when_blocks_are_durable() {
         assert_eq!(transaction.status, TransactionStatus::Committed as i32);
         assert!(seen.insert(transaction.transaction_id), "each id once");
     }
-    assert_eq!(seen, ids.iter().cloned().collect(), "every id, then the end");
+    assert_eq!(
+        seen,
+        ids.iter().cloned().collect(),
+        "every id, then the end"
+    );
 
     // Already committed: answered at once. Never submitted: the deadline
     // ends the stream, naming what is still waiting.
@@ -383,7 +387,10 @@ async fn submit_and_wait_and_commit_status_answer_when_blocks_are_durable() {
     assert_eq!(first.transaction.unwrap().transaction_id, ids[0]);
     let end = stream.message().await.unwrap_err();
     assert_eq!(end.code(), Code::DeadlineExceeded, "{end:?}");
-    assert!(end.message().contains("1 transactions did not commit"), "{end:?}");
+    assert!(
+        end.message().contains("1 transactions did not commit"),
+        "{end:?}"
+    );
 
     // Bounds and malformed ids.
     let status = follow
@@ -403,7 +410,10 @@ async fn submit_and_wait_and_commit_status_answer_when_blocks_are_durable() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("COMMIT_STATUS_IDS_MAX"), "{status:?}");
+    assert!(
+        status.message().contains("COMMIT_STATUS_IDS_MAX"),
+        "{status:?}"
+    );
     let status = follow
         .commit_status(CommitStatusRequest {
             transaction_ids: vec![vec![1, 2, 3]],
@@ -411,5 +421,8 @@ async fn submit_and_wait_and_commit_status_answer_when_blocks_are_durable() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("transaction_ids[0]"), "{status:?}");
+    assert!(
+        status.message().contains("transaction_ids[0]"),
+        "{status:?}"
+    );
 }

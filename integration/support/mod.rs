@@ -158,9 +158,32 @@ impl Cluster {
             }
         }
         govchain(&init);
+        Self::start_prepared(dir, view_timeout_ms).await
+    }
+
+    /// Starts the consortium in `<dir>/certs` (genesis.json, ca.crt and
+    /// one folder per department, as `certs init` lays them out), however
+    /// it was made: genesis' validators in order, then its other
+    /// departments as observers.
+    pub async fn start_prepared(dir: tempfile::TempDir, view_timeout_ms: u64) -> Self {
+        let certs = dir.path().join("certs");
         let genesis_path = certs.join("genesis.json");
         let mut genesis: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&genesis_path).unwrap()).unwrap();
+        let names: Vec<String> = genesis["validators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_owned())
+            .collect();
+        let observer_names: Vec<String> = genesis["departments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_owned())
+            .filter(|name| !names.contains(name))
+            .collect();
+        let (n, observers) = (names.len(), observer_names.len());
         genesis["consensus"]["view_timeout_ms"] = serde_json::json!(view_timeout_ms);
         std::fs::write(
             &genesis_path,

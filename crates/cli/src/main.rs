@@ -87,6 +87,8 @@ enum Command {
     Config(cmd::config::ConfigArgs),
     /// Make the consortium CA, department certificates and genesis.
     Certs(cmd::certs::CertsArgs),
+    /// Assemble genesis from the departments' public parts.
+    Genesis(cmd::genesis::GenesisArgs),
     /// Make and inspect Ed25519 transaction signing keys.
     Keys(cmd::keys::KeysArgs),
     /// Submit signed transactions and look them up.
@@ -196,6 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger(args) => cmd::ledger::run(args, json),
         Command::Config(args) => cmd::config::run(args, json),
         Command::Certs(args) => cmd::certs::run(args, json),
+        Command::Genesis(args) => cmd::genesis::run(args, json),
         Command::Keys(args) => cmd::keys::run(args, json),
         Command::Tx(args) => cmd::tx::run(args, json).await,
         Command::Block(args) => cmd::block::run(args, json).await,

@@ -5,18 +5,18 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use govchain_crypto::SigningKey;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
+use crate::ceremony::{
+    DepartmentKeys, DepartmentPublic, assemble_genesis, record_issued, sign_request,
+};
 use crate::error::PkiError;
 use crate::files::{PUBLIC_FILE_MODE, SECRET_FILE_MODE, create_dir, read_pem, write_file};
-use crate::genesis::{
-    ConsensusParams, DepartmentEntry, Genesis, VALIDATORS_MAX, ValidatorEntry, validate_chain_id,
-};
+use crate::genesis::{Genesis, VALIDATORS_MAX, validate_chain_id};
 use crate::identity::{TlsIdentity, node_dns_name, validate_department};
 
 pub const CA_CERTIFICATE_FILE: &str = "ca.crt";
@@ -110,7 +110,7 @@ impl DepartmentFiles {
 }
 
 /// A certificate with its private key, both PEM.
-struct Issued {
+pub(crate) struct Issued {
     certificate_pem: String,
     key_pem: String,
 }
@@ -123,8 +123,7 @@ struct DepartmentMaterial {
     admin: Issued,
     consensus_key_pem: String,
     signing_key_pem: String,
-    validator: ValidatorEntry,
-    department: DepartmentEntry,
+    public: DepartmentPublic,
 }
 
 /// Creates a new consortium in `options.out`; see the crate docs for the files.
@@ -145,36 +144,20 @@ pub fn init_consortium(options: &InitOptions) -> Result<Consortium, PkiError> {
         .iter()
         .map(|department| make_department(&options.out, department, &hosts, &issuer))
         .collect::<Result<Vec<_>, _>>()?;
-    let genesis = Genesis {
-        chain_id: options.chain_id.clone(),
-        validators: departments
-            .iter()
-            .map(|material| material.validator.clone())
-            .collect(),
-        consensus: ConsensusParams::default(),
-        departments: Vec::new(),
-    };
     let observers = options
         .observers
         .iter()
         .map(|department| make_department(&options.out, department, &hosts, &issuer))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut genesis = genesis;
-    genesis.departments = departments
-        .iter()
-        .chain(&observers)
-        .map(|material| {
-            let mut entry = material.department.clone();
-            entry.attests = options
-                .attests
-                .iter()
-                .filter(|(name, _)| *name == entry.name)
-                .flat_map(|(_, attributes)| attributes.iter().cloned())
-                .collect();
-            entry
-        })
-        .collect();
-    genesis.validate()?;
+    let publics = |materials: &[DepartmentMaterial]| -> Vec<DepartmentPublic> {
+        materials.iter().map(|m| m.public.clone()).collect()
+    };
+    let genesis = assemble_genesis(
+        &options.chain_id,
+        &publics(&departments),
+        &publics(&observers),
+        &options.attests,
+    )?;
 
     create_dir(&options.out)?;
     for material in departments.iter().chain(&observers) {
@@ -188,6 +171,22 @@ pub fn init_consortium(options: &InitOptions) -> Result<Consortium, PkiError> {
     )?;
     let genesis_path = options.out.join(GENESIS_FILE);
     genesis.write(&genesis_path)?;
+    let names: Vec<&str> = departments
+        .iter()
+        .chain(&observers)
+        .map(|m| m.public.department.as_str())
+        .collect();
+    // A fresh registry: `--force` replaced the CA, so nothing it issued
+    // before counts.
+    let registry = options.out.join(crate::ceremony::ISSUED_FILE);
+    if registry.exists() {
+        std::fs::remove_file(&registry).map_err(|source| PkiError::Io {
+            action: "remove",
+            path: registry.clone(),
+            source,
+        })?;
+    }
+    record_issued(&options.out, &names)?;
     write_file(&ca_key_path, ca.key_pem.as_bytes(), SECRET_FILE_MODE)?;
     Ok(Consortium {
         out: options.out.clone(),
@@ -200,6 +199,37 @@ pub fn init_consortium(options: &InitOptions) -> Result<Consortium, PkiError> {
             .map(|material| material.files)
             .collect(),
     })
+}
+
+/// Creates only the consortium CA in `out` (`ca.crt`, `ca.key` mode 0600,
+/// and an empty `issued.json`), for a ceremony in which each department
+/// makes its own keys (`govchain certs ca`). Refuses to replace a CA key
+/// unless `force`.
+pub fn init_ca(out: &Path, chain_id: &str, force: bool) -> Result<PathBuf, PkiError> {
+    validate_chain_id(chain_id)?;
+    let ca_key_path = out.join(CA_KEY_FILE);
+    if !force && ca_key_path.exists() {
+        return Err(PkiError::CaKeyExists { path: ca_key_path });
+    }
+    let (ca, _) = make_ca(chain_id)?;
+    create_dir(out)?;
+    let ca_certificate = out.join(CA_CERTIFICATE_FILE);
+    write_file(
+        &ca_certificate,
+        ca.certificate_pem.as_bytes(),
+        PUBLIC_FILE_MODE,
+    )?;
+    let registry = out.join(crate::ceremony::ISSUED_FILE);
+    if registry.exists() {
+        std::fs::remove_file(&registry).map_err(|source| PkiError::Io {
+            action: "remove",
+            path: registry.clone(),
+            source,
+        })?;
+    }
+    record_issued(out, &[])?;
+    write_file(&ca_key_path, ca.key_pem.as_bytes(), SECRET_FILE_MODE)?;
+    Ok(ca_certificate)
 }
 
 fn validate_options(options: &InitOptions) -> Result<(), PkiError> {
@@ -286,7 +316,7 @@ fn issue_leaf(ca_dir: &Path, identity: &TlsIdentity, out_dir: &Path) -> Result<(
 /// Loads the CA as an rcgen issuer, checking that the key belongs to the
 /// certificate: otherwise every certificate issued would fail to verify, and
 /// only at the first TLS handshake.
-fn load_issuer(
+pub(crate) fn load_issuer(
     certificate_path: &Path,
     certificate_pem: &str,
     key_path: &Path,
@@ -315,52 +345,37 @@ fn load_issuer(
     Issuer::from_ca_cert_pem(certificate_pem, key).map_err(|err| ca_error(err.to_string()))
 }
 
+/// One department's keys and certificates, through the same request and
+/// signing steps as the ceremony (`ceremony`): the keys never leave this
+/// function but into the department's own folder.
 fn make_department(
     out: &Path,
     department: &str,
     hosts: &[SanType],
     issuer: &Issuer<'_, KeyPair>,
 ) -> Result<DepartmentMaterial, PkiError> {
-    let node_identity = TlsIdentity::node(department)?;
-    let client_identity = TlsIdentity::client(department)?;
-    let admin_identity = TlsIdentity::admin(department)?;
-    let consensus_key = SigningKey::generate().map_err(|err| PkiError::ConsensusKey {
-        department: department.to_owned(),
-        reason: err.to_string(),
-    })?;
-    let consensus_key_pem = consensus_key
-        .to_pkcs8_pem()
-        .map_err(|err| PkiError::ConsensusKey {
-            department: department.to_owned(),
-            reason: err.to_string(),
-        })?;
-    let signing_key = SigningKey::generate().map_err(|err| PkiError::ConsensusKey {
-        department: department.to_owned(),
-        reason: err.to_string(),
-    })?;
-    let signing_key_pem = signing_key
-        .to_pkcs8_pem()
-        .map_err(|err| PkiError::ConsensusKey {
-            department: department.to_owned(),
-            reason: err.to_string(),
-        })?;
+    let keys = DepartmentKeys::generate(department)?;
+    let issued = sign_request(&keys.request(&[])?, issuer, hosts)?;
+    let mut private: std::collections::BTreeMap<&str, String> =
+        keys.private_files()?.into_iter().collect();
+    let mut take = |name: &str| private.remove(name).unwrap_or_default();
     Ok(DepartmentMaterial {
         files: DepartmentFiles::new(out, department),
-        node: make_node(&node_identity, hosts, issuer)?,
-        client: make_client(&client_identity, issuer)?,
-        admin: make_client(&admin_identity, issuer)?,
-        consensus_key_pem,
-        signing_key_pem,
-        department: DepartmentEntry {
-            name: department.to_owned(),
-            signing_public_key: signing_key.public_key().to_hex(),
-            attests: Vec::new(),
+        node: Issued {
+            certificate_pem: issued.node_pem,
+            key_pem: take(NODE_KEY_FILE),
         },
-        validator: ValidatorEntry {
-            name: department.to_owned(),
-            consensus_public_key: consensus_key.public_key().to_hex(),
-            tls_identity: node_identity.to_uri(),
+        client: Issued {
+            certificate_pem: issued.client_pem,
+            key_pem: take(CLIENT_KEY_FILE),
         },
+        admin: Issued {
+            certificate_pem: issued.admin_pem,
+            key_pem: take(ADMIN_KEY_FILE),
+        },
+        consensus_key_pem: take(CONSENSUS_KEY_FILE),
+        signing_key_pem: take(SIGNING_KEY_FILE),
+        public: issued.public,
     })
 }
 
@@ -418,7 +433,7 @@ fn write_department(
 }
 
 /// Extra hosts become IP SANs when they parse as addresses, DNS SANs otherwise.
-fn parse_hosts(hosts: &[String]) -> Result<Vec<SanType>, PkiError> {
+pub(crate) fn parse_hosts(hosts: &[String]) -> Result<Vec<SanType>, PkiError> {
     hosts.iter().map(|host| parse_host(host)).collect()
 }
 
@@ -453,7 +468,7 @@ fn certificate_error(what: &str) -> impl Fn(rcgen::Error) -> PkiError + '_ {
     }
 }
 
-fn make_ca(chain_id: &str) -> Result<(Issued, Issuer<'static, KeyPair>), PkiError> {
+pub(crate) fn make_ca(chain_id: &str) -> Result<(Issued, Issuer<'static, KeyPair>), PkiError> {
     let error = certificate_error("CA");
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(&error)?;
     let mut params = CertificateParams::default();
@@ -475,12 +490,14 @@ fn make_ca(chain_id: &str) -> Result<(Issued, Issuer<'static, KeyPair>), PkiErro
 }
 
 /// A node serves peers and clients and also dials peers, so its certificate is
-/// good for both server and client authentication.
-fn make_node(
+/// good for both server and client authentication. Signs `public_key`
+/// (the node's own, from its request).
+pub(crate) fn node_certificate(
     identity: &TlsIdentity,
     hosts: &[SanType],
+    public_key: &impl rcgen::PublicKeyData,
     issuer: &Issuer<'_, KeyPair>,
-) -> Result<Issued, PkiError> {
+) -> Result<String, PkiError> {
     let error = certificate_error("node");
     let mut names = vec![
         SanType::URI(identity.to_uri().try_into().map_err(&error)?),
@@ -498,36 +515,59 @@ fn make_node(
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    make_leaf(
+    sign_leaf(
         &format!("govchain node {}", identity.department),
         names,
         usages,
+        public_key,
         issuer,
         &error,
     )
 }
 
-fn make_client(identity: &TlsIdentity, issuer: &Issuer<'_, KeyPair>) -> Result<Issued, PkiError> {
+/// A client or admin certificate for `public_key`: client authentication
+/// only.
+pub(crate) fn client_certificate(
+    identity: &TlsIdentity,
+    public_key: &impl rcgen::PublicKeyData,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<String, PkiError> {
     let error = certificate_error("client");
     let names = vec![SanType::URI(identity.to_uri().try_into().map_err(&error)?)];
     let usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    make_leaf(
+    sign_leaf(
         &format!("govchain {} {}", identity.role, identity.department),
         names,
         usages,
+        public_key,
         issuer,
         &error,
     )
 }
 
-fn make_leaf(
+/// A new TLS key (ECDSA P-256), for a node, client or admin certificate.
+pub(crate) fn tls_key() -> Result<KeyPair, PkiError> {
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(certificate_error("TLS key"))
+}
+
+fn make_client(identity: &TlsIdentity, issuer: &Issuer<'_, KeyPair>) -> Result<Issued, PkiError> {
+    let key = tls_key()?;
+    Ok(Issued {
+        certificate_pem: client_certificate(identity, &key, issuer)?,
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Every leaf's parameters are the CA's choice: a request supplies only
+/// the public key, never names, usages or validity.
+fn sign_leaf(
     common_name: &str,
     names: Vec<SanType>,
     usages: Vec<ExtendedKeyUsagePurpose>,
+    public_key: &impl rcgen::PublicKeyData,
     issuer: &Issuer<'_, KeyPair>,
     error: &impl Fn(rcgen::Error) -> PkiError,
-) -> Result<Issued, PkiError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(error)?;
+) -> Result<String, PkiError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
@@ -539,11 +579,8 @@ fn make_leaf(
     params.extended_key_usages = usages;
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params, LEAF_VALIDITY);
-    let certificate = params.signed_by(&key, issuer).map_err(error)?;
-    Ok(Issued {
-        certificate_pem: certificate.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    let certificate = params.signed_by(public_key, issuer).map_err(error)?;
+    Ok(certificate.pem())
 }
 
 fn set_validity(params: &mut CertificateParams, validity: Duration) {
@@ -554,6 +591,7 @@ fn set_validity(params: &mut CertificateParams, validity: Duration) {
 
 #[cfg(test)]
 mod tests {
+    use govchain_crypto::SigningKey;
     use std::fs;
     use std::os::unix::fs::PermissionsExt as _;
 
@@ -662,9 +700,10 @@ mod tests {
             .expect("list")
             .map(|e| e.expect("entry").file_name())
             .collect();
+        // ca.crt, ca.key, genesis.json, issued.json and a folder each.
         assert_eq!(
             entries.len(),
-            3 + DEPARTMENTS.len(),
+            4 + DEPARTMENTS.len(),
             "no stray temporary files: {entries:?}"
         );
     }

@@ -50,4 +50,16 @@ pub enum PkiError {
     CaKeyMismatch { key: PathBuf, certificate: PathBuf },
     #[error("cannot make a consensus key for {department:?}: {reason}")]
     ConsensusKey { department: String, reason: String },
+    #[error("{} is not a valid request or public part: {reason}", path.display())]
+    Request { path: PathBuf, reason: String },
+    #[error("the certificate request of department {department:?} is refused: {reason}")]
+    RequestRefused { department: String, reason: String },
+    #[error(
+        "department {department:?} already has certificates from this CA (see {}): a name is issued once",
+        registry.display()
+    )]
+    DepartmentTaken {
+        department: String,
+        registry: PathBuf,
+    },
 }

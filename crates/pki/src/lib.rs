@@ -45,16 +45,21 @@
 //! [`Genesis::validate`]; [`Genesis::hash`] depends on values, not formatting.
 #![forbid(unsafe_code)]
 
+mod ceremony;
 mod consortium;
 mod error;
 mod files;
 mod genesis;
 mod identity;
 
+pub use ceremony::{
+    CertificateRequest, DepartmentKeys, DepartmentPublic, ISSUED_FILE, IssuedCertificates,
+    PUBLIC_FILE, REQUEST_FILE, assemble_genesis, load_publics, sign_request_file,
+};
 pub use consortium::{
     ADMIN_CERTIFICATE_FILE, ADMIN_KEY_FILE, CA_CERTIFICATE_FILE, CA_KEY_FILE,
     CLIENT_CERTIFICATE_FILE, CLIENT_KEY_FILE, CONSENSUS_KEY_FILE, Consortium, DepartmentFiles,
-    GENESIS_FILE, InitOptions, NODE_CERTIFICATE_FILE, NODE_KEY_FILE, SIGNING_KEY_FILE,
+    GENESIS_FILE, InitOptions, NODE_CERTIFICATE_FILE, NODE_KEY_FILE, SIGNING_KEY_FILE, init_ca,
     init_consortium, issue_admin, issue_client,
 };
 pub use error::PkiError;

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::output::{self, Fields};
 
+mod ceremony;
 mod k8s_secrets;
 
 #[derive(Debug, Args)]
@@ -52,6 +53,30 @@ enum CertsCommand {
             govchain certs issue-client --ca-dir certs --department health --admin --out ops-certs"
     )]
     IssueClient(IssueClientArgs),
+    /// Create only the consortium CA, for a ceremony in which each
+    /// department makes its own keys (`certs csr`, then `certs sign`).
+    #[command(
+        long_about = "Create only the consortium CA (ca.crt, ca.key mode 0600, and issued.json,             the list of departments it has issued to), for a key ceremony without a key             dealer: each department runs `govchain certs csr` on its own machine, sends the             request.json, and gets back certificates from `govchain certs sign`; genesis comes             from `govchain genesis assemble`. `certs init` does all of it in one process, for             development.",
+        after_help = "Example:
+  govchain certs ca --out ca --chain-id gov-prod"
+    )]
+    Ca(ceremony::CaArgs),
+    /// Make a department's private keys here and a request for its
+    /// certificates.
+    #[command(
+        long_about = "Make a department's keys on its own machine: node, client and admin TLS             keys, the Ed25519 consensus key and the transaction signing key, each written with             mode 0600 into --out, which must not hold them already. Writes request.json beside             them: three certificate signing requests and the two public keys, each key signing             the request, so the CA knows the keys' holder asked. Only request.json leaves the             machine.",
+        after_help = "Example:
+              govchain certs csr --department health --out health-keys --hosts health.gov.example
+              scp health-keys/request.json ca-host:requests/health.json"
+    )]
+    Csr(ceremony::CsrArgs),
+    /// Sign a department's request with the consortium CA.
+    #[command(
+        long_about = "Issue a department's node, client and admin certificates from its             request.json with the consortium CA in --ca-dir: the CA checks the request (each             CSR signed by its key, the consensus and signing keys' signatures over the             request, a valid and unused department name) and chooses the certificates' names,             usages and validity itself. Writes node.crt, client.crt, admin.crt, ca.crt and             public.json into --out and records the department in issued.json, so a name is             issued once.",
+        after_help = "Example:
+              govchain certs sign --ca-dir ca requests/health.json --out issued/health"
+    )]
+    Sign(ceremony::SignArgs),
     /// Turn a `certs init` output into Kubernetes Secrets (one node and one
     /// client Secret per department) and the genesis ConfigMap, for the Helm
     /// chart in helm/govchain.
@@ -118,7 +143,7 @@ struct InitArgs {
     attests: Vec<(String, Vec<String>)>,
 }
 
-fn parse_attests(text: &str) -> Result<(String, Vec<String>), String> {
+pub fn parse_attests(text: &str) -> Result<(String, Vec<String>), String> {
     let (department, attributes) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not DEPARTMENT=ATTRIBUTE,ATTRIBUTE"))?;
@@ -155,6 +180,9 @@ pub fn run(args: CertsArgs, json: bool) -> anyhow::Result<()> {
     match args.command {
         CertsCommand::Init(args) => init(args, json),
         CertsCommand::IssueClient(args) => issue_client(args, json),
+        CertsCommand::Ca(args) => ceremony::ca(args, json),
+        CertsCommand::Csr(args) => ceremony::csr(args, json),
+        CertsCommand::Sign(args) => ceremony::sign(args, json),
         CertsCommand::K8sSecrets(args) => k8s_secrets(args, json),
     }
 }

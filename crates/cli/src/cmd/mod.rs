@@ -8,6 +8,7 @@ pub mod blocks;
 pub mod certs;
 pub mod config;
 pub mod devnet;
+pub mod genesis;
 pub mod identity;
 pub mod keys;
 pub mod ledger;
