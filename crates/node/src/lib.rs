@@ -203,6 +203,16 @@ pub async fn run(
         })
         .context("cannot start the consensus thread")?;
     tasks.push(fatal.spawn_task("ticker", tick(events.clone())));
+    tasks.push(fatal.spawn_task(
+        "certificate expiry",
+        warn_of_expiry(
+            settings.name.clone(),
+            vec![
+                ("node certificate", settings.certificate_pem.clone()),
+                ("CA certificate", settings.ca_certificate_pem.clone()),
+            ],
+        ),
+    ));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Not ready until the peers were asked how far the chain is.
@@ -509,6 +519,30 @@ async fn collect_blobs(shared: Arc<Shared>, interval: Duration, grace_ms: u64) {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "blob garbage collection failed"),
             Err(err) => tracing::warn!(error = %err, "blob garbage collection panicked"),
+        }
+    }
+}
+
+/// Logs a warning, at start and once a day, for each certificate the node
+/// uses that expires within `govchain_pki::EXPIRY_WARNING_DAYS` (or has):
+/// an expired certificate is the most common cause of a consortium's
+/// outage, and a month is time to renew it.
+async fn warn_of_expiry(node: String, certificates: Vec<(&'static str, String)>) {
+    const CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+    let mut timer = tokio::time::interval(CHECK_INTERVAL);
+    loop {
+        timer.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for (what, pem) in &certificates {
+            let Ok(validity) = govchain_pki::certificate_validity(pem) else {
+                continue;
+            };
+            let days_left = (validity.not_after_unix_s - now).div_euclid(86_400);
+            if days_left < govchain_pki::EXPIRY_WARNING_DAYS {
+                tracing::warn!(node = %node, certificate = what, subject = %validity.subject, days_left, "certificate expires soon: renew it (govchain certs check)");
+            }
         }
     }
 }

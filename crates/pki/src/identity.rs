@@ -391,3 +391,35 @@ mod issuer_tests {
         ));
     }
 }
+
+/// A certificate's subject and the end of its validity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validity {
+    pub subject: String,
+    /// Its govchain identity URI, when it has one.
+    pub identity: Option<String>,
+    pub not_before_unix_s: i64,
+    pub not_after_unix_s: i64,
+}
+
+/// Nodes warn this long before a certificate they use expires, and `govchain
+/// certs check` flags it.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// The validity of a PEM certificate.
+pub fn certificate_validity(pem: &str) -> Result<Validity, IssuerMismatch> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|err| IssuerMismatch::NotACertificate(err.to_string()))?;
+    let certificate = pem
+        .parse_x509()
+        .map_err(|err| IssuerMismatch::NotACertificate(err.to_string()))?;
+    let validity = certificate.validity();
+    Ok(Validity {
+        subject: certificate.subject().to_string(),
+        identity: identity_from_certificate(&pem.contents)
+            .ok()
+            .map(|identity| identity.to_uri()),
+        not_before_unix_s: validity.not_before.timestamp(),
+        not_after_unix_s: validity.not_after.timestamp(),
+    })
+}

@@ -69,6 +69,7 @@ pub use genesis::{
     GenesisError, VALIDATORS_MAX, ValidatorEntry, validate_chain_id,
 };
 pub use identity::{
-    DEPARTMENT_NAME_BYTES_MAX, IdentityError, IssuerMismatch, Role, TlsIdentity, check_issued_by,
-    identity_from_certificate, node_dns_name, validate_department,
+    DEPARTMENT_NAME_BYTES_MAX, EXPIRY_WARNING_DAYS, IdentityError, IssuerMismatch, Role,
+    TlsIdentity, Validity, certificate_validity, check_issued_by, identity_from_certificate,
+    node_dns_name, validate_department,
 };

@@ -77,6 +77,18 @@ enum CertsCommand {
               govchain certs sign --ca-dir ca requests/health.json --out issued/health"
     )]
     Sign(ceremony::SignArgs),
+    /// Report days to expiry of certificates; exit 1 when one is close.
+    #[command(
+        long_about = "Report each certificate's identity, expiry and days left: the files given, \
+            or every *.crt below the folders given (a devnet's certs by default). Exits 1 when \
+            one expires within --warn-days (30 by default) or has expired. Nodes log a warning \
+            for their own certificates from 30 days before, and export \
+            govchain_certificate_expiry_seconds.",
+        after_help = "Examples:\n  \
+            govchain certs check                      # every certificate of ./devnet\n  \
+            govchain certs check /etc/govchain/tls --warn-days 60 --json"
+    )]
+    Check(ceremony::CheckArgs),
     /// Turn a `certs init` output into Kubernetes Secrets (one node and one
     /// client Secret per department) and the genesis ConfigMap, for the Helm
     /// chart in helm/govchain.
@@ -183,6 +195,7 @@ pub fn run(args: CertsArgs, json: bool) -> anyhow::Result<()> {
         CertsCommand::Ca(args) => ceremony::ca(args, json),
         CertsCommand::Csr(args) => ceremony::csr(args, json),
         CertsCommand::Sign(args) => ceremony::sign(args, json),
+        CertsCommand::Check(args) => ceremony::check(args, json),
         CertsCommand::K8sSecrets(args) => k8s_secrets(args, json),
     }
 }

@@ -388,9 +388,9 @@ pub struct Sources {
 
 /// The notAfter of the first certificate in a PEM text, in Unix seconds.
 pub fn certificate_not_after(pem: &str) -> Option<i64> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
-    let certificate = pem.parse_x509().ok()?;
-    Some(certificate.validity().not_after.timestamp())
+    govchain_pki::certificate_validity(pem)
+        .ok()
+        .map(|validity| validity.not_after_unix_s)
 }
 
 mod process {
