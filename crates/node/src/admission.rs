@@ -45,6 +45,10 @@ pub const ADMISSION_BATCH_MAX: usize = 4096;
 /// so that the consensus messages behind a forwarded batch on a peer's
 /// stream are not held up for long.
 const ADMISSION_QUEUE_MAX: usize = 4096;
+/// Envelopes clients may have queued for admission at once, all calls
+/// together: a job may hold 1,024 envelopes (`SubmitTransactions`), so the
+/// job count alone would let a few clients queue millions.
+pub const ADMISSION_ENVELOPES_MAX: usize = 65_536;
 /// Below this many signatures per thread, splitting a batch over threads
 /// costs more than it saves.
 const SIGNATURES_PER_THREAD_MIN: usize = 256;
@@ -72,12 +76,17 @@ struct Job {
     /// The trace the submission or forwarded batch belongs to (invalid
     /// when not traced); the job's admission span continues it.
     trace: opentelemetry::Context,
+    /// A client job's share of [`ADMISSION_ENVELOPES_MAX`], given back
+    /// when the job is done.
+    _envelopes: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// The handle the gRPC services use to reach the admission thread.
 #[derive(Clone)]
 pub struct Admission {
     jobs: mpsc::Sender<Job>,
+    /// Places for client envelopes in the queue ([`ADMISSION_ENVELOPES_MAX`]).
+    envelopes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Admission {
@@ -92,7 +101,10 @@ impl Admission {
             run(&shared, &driver, queue);
             Ok(())
         })?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            envelopes: Arc::new(tokio::sync::Semaphore::new(ADMISSION_ENVELOPES_MAX)),
+        })
     }
 
     /// Admits a client's transactions as one job (their signatures are
@@ -103,11 +115,22 @@ impl Admission {
         envelopes: Vec<TransactionEnvelope>,
         trace: opentelemetry::Context,
     ) -> Result<Verdicts, Status> {
+        let count = u32::try_from(envelopes.len()).unwrap_or(u32::MAX);
+        let permit = self
+            .envelopes
+            .clone()
+            .try_acquire_many_owned(count)
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "the node is admitting {ADMISSION_ENVELOPES_MAX} envelopes already (ADMISSION_ENVELOPES_MAX); retry later"
+                ))
+            })?;
         let (reply, verdicts) = oneshot::channel();
         let job = Job {
             envelopes,
             origin: Origin::Client(reply, department.to_owned()),
             trace,
+            _envelopes: Some(permit),
         };
         self.jobs.try_send(job).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => Status::resource_exhausted(format!(
@@ -129,6 +152,7 @@ impl Admission {
             envelopes,
             origin: Origin::Peer(peer.to_string()),
             trace,
+            _envelopes: None,
         };
         self.jobs.send(job).await.map_err(|_| shutting_down())
     }
@@ -329,9 +353,64 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn client_envelopes_queued_for_admission_are_bounded_and_given_back() {
+        let (jobs, mut queue) = mpsc::channel(16);
+        let admission = Admission {
+            jobs,
+            envelopes: Arc::new(tokio::sync::Semaphore::new(3)),
+        };
+        let first = tokio::spawn({
+            let admission = admission.clone();
+            async move {
+                admission
+                    .submit_many(
+                        "tax",
+                        vec![TransactionEnvelope::default(); 2],
+                        Default::default(),
+                    )
+                    .await
+            }
+        });
+        let job = queue.recv().await.expect("the first job");
+        let status = admission
+            .submit_many(
+                "tax",
+                vec![TransactionEnvelope::default(); 2],
+                Default::default(),
+            )
+            .await
+            .expect_err("2 + 2 envelopes are over 3");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(
+            status.message().contains("ADMISSION_ENVELOPES_MAX"),
+            "{status:?}"
+        );
+        // The first job done (here: dropped unanswered), its places return.
+        drop(job);
+        let _ = first.await;
+        let second = tokio::spawn({
+            let admission = admission.clone();
+            async move {
+                admission
+                    .submit_many(
+                        "tax",
+                        vec![TransactionEnvelope::default(); 3],
+                        Default::default(),
+                    )
+                    .await
+            }
+        });
+        assert!(queue.recv().await.is_some(), "three places again");
+        second.abort();
+    }
+
+    #[tokio::test]
     async fn a_client_finding_the_queue_full_is_refused_at_once() {
         let (jobs, mut queue) = mpsc::channel(1);
-        let admission = Admission { jobs };
+        let admission = Admission {
+            jobs,
+            envelopes: Arc::new(tokio::sync::Semaphore::new(ADMISSION_ENVELOPES_MAX)),
+        };
         // The first submission takes the only place and waits for a verdict.
         let waiting = tokio::spawn({
             let admission = admission.clone();

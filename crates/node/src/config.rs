@@ -244,6 +244,12 @@ impl NodeFile {
     }
 }
 
+/// Whether the environment variable `name` overrides a `node.toml` key.
+pub fn is_override_variable(name: &str) -> bool {
+    name.strip_prefix(ENV_PREFIX)
+        .is_some_and(|key| is_override(&key.to_ascii_lowercase()))
+}
+
 /// Whether an environment variable's name (after the prefix, lower case)
 /// is an override of a `node.toml` key.
 fn is_override(key: &str) -> bool {

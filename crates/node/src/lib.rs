@@ -365,7 +365,9 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
     // Connections may outlive the server future and hold event senders, so
     // the driver is told to stop rather than left to notice.
-    let _ = events.send(DriverEvent::Stop).await;
+    // Bounded: after a fatal error the consensus thread may be stuck with
+    // its queue full, and the process must still exit.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, events.send(DriverEvent::Stop)).await;
     drop(shared);
     if outcome.is_ok() {
         let _ = tokio::task::spawn_blocking(move || driver_thread.join()).await;

@@ -6,8 +6,10 @@
 //! far the chain is) and while it is more than [`SYNC_LAG_BLOCKS_MAX`]
 //! blocks behind the height its peers claim. What peers claim is taken
 //! with Byzantine peers in mind: the (f+1)-th highest claim, which at least
-//! one honest validator has reached when f+1 or more answered, so f liars
-//! can not keep a node out of service by claiming heights nobody has.
+//! one honest validator has reached, so f liars can not keep a node out of
+//! service by claiming heights nobody has. With fewer than f+1 answers the
+//! node keeps its status (NOT_SERVING while it starts): f liars alone
+//! could otherwise make a node that is behind look caught up.
 //! Liveness (health service [`LIVENESS_SERVICE`]) is separate: a syncing
 //! node is alive, and restarting it would only delay its catch-up.
 
@@ -61,14 +63,13 @@ impl Readiness {
 }
 
 /// The height that the peers' claims show the chain has reached, given
-/// that up to `f` of them may lie: the (f+1)-th highest claim. With fewer
-/// answers than f+1, the lowest of them: a liar then holds the node back
-/// only while it is the one peer that answers.
-/// `None` when no peer answered.
+/// that up to `f` of them may lie: the (f+1)-th highest claim, which an
+/// honest peer has reached. `None` with fewer than f+1 answers: then no
+/// judgement is safe either way (f liars could claim a height nobody has,
+/// or a low one to make a node that is behind look caught up).
 pub fn claimed_height(mut claims: Vec<u64>, f: usize) -> Option<u64> {
     claims.sort_unstable_by(|a, b| b.cmp(a));
-    let index = f.min(claims.len().checked_sub(1)?);
-    Some(claims[index])
+    claims.get(f).copied()
 }
 
 /// Whether a node at `height` is syncing, given what its peers claim.
@@ -126,7 +127,14 @@ pub async fn watch(
         let claims = ask_heights(&peers).await;
         let claimed = claimed_height(claims.iter().map(|(_, h)| *h).collect(), f);
         let height = shared.ledger.head().height;
-        let syncing = is_syncing(height, claimed);
+        let syncing = match claimed {
+            Some(_) => is_syncing(height, claimed),
+            // A node without peers (a one-validator chain) is the chain.
+            None if peers.is_empty() => false,
+            // Too few answers to judge: the status stays as it was, which
+            // is NOT_SERVING while the node starts.
+            None => was_syncing.unwrap_or(true),
+        };
         shared.readiness.syncing.store(syncing, Ordering::Release);
         if let Some(target) = claimed.filter(|_| syncing) {
             let ahead = claims
@@ -190,10 +198,11 @@ mod tests {
         assert_eq!(claimed_height(vec![1_000_000, 40, 39], 1), Some(40));
         // n = 7, f = 2: two liars.
         assert_eq!(claimed_height(vec![900, 12, 10, 901, 11, 12], 2), Some(12));
-        // Fewer answers than f + 1: the lowest.
-        assert_eq!(claimed_height(vec![500], 1), Some(500));
-        assert_eq!(claimed_height(vec![500, 20], 2), Some(20));
+        // Fewer answers than f + 1: no judgement.
+        assert_eq!(claimed_height(vec![500], 1), None);
+        assert_eq!(claimed_height(vec![500, 20], 2), None);
         assert_eq!(claimed_height(Vec::new(), 1), None);
+        assert_eq!(claimed_height(vec![7], 0), Some(7));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The gRPC services: `NodeService` for department systems and
 //! `ConsensusService` for peers.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -383,6 +384,16 @@ impl NodeApi {
 
     /// `id` as committed on this node, if it is.
     fn committed_transaction(&self, id: &Digest) -> Result<Option<GetTransactionResponse>, Status> {
+        self.committed_transaction_cached(id, &mut BTreeMap::new())
+    }
+
+    /// As [`NodeApi::committed_transaction`], decoding each block once for
+    /// all the ids looked up with the same `blocks`.
+    fn committed_transaction_cached(
+        &self,
+        id: &Digest,
+        blocks: &mut BTreeMap<u64, CommittedBlock>,
+    ) -> Result<Option<GetTransactionResponse>, Status> {
         let Some(location) = self
             .shared
             .ledger
@@ -391,9 +402,13 @@ impl NodeApi {
         else {
             return Ok(None);
         };
-        let block = self
-            .committed_block(location.height)?
-            .ok_or_else(|| internal("indexed block missing", location.height))?;
+        let block = match blocks.entry(location.height) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => entry.insert(
+                self.committed_block(location.height)?
+                    .ok_or_else(|| internal("indexed block missing", location.height))?,
+            ),
+        };
         let envelope = block
             .block
             .as_ref()
@@ -405,34 +420,40 @@ impl NodeApi {
             transaction_id: id.to_vec(),
             status: TransactionStatus::Committed.into(),
             block_height: location.height,
-            block_hash: block.block_hash,
+            block_hash: block.block_hash.clone(),
             index: location.index,
             result: Some(result),
             envelope,
         }))
     }
 
-    /// Waits until each of `ids` is committed here, handing each to
+    /// Waits until each of `ids` is committed here, sending each to
     /// `found` once, in commit order (those already committed first), or
-    /// until `deadline`; returns the ids still waiting then. New blocks
-    /// are learnt from the block broadcast, subscribed before the ledger
-    /// is first read so that no commit falls between the two.
+    /// until `deadline`; returns the ids still waiting then (none when the
+    /// receiver went away). New blocks are learnt from the block broadcast,
+    /// subscribed before the ledger is first read so that no commit falls
+    /// between the two. Sending waits for room, so a reader that does not
+    /// read holds at most the channel's few answers.
     async fn wait_committed(
         &self,
         ids: Vec<Digest>,
         deadline: tokio::time::Instant,
-        mut found: impl FnMut(GetTransactionResponse) -> bool,
+        found: &mpsc::Sender<GetTransactionResponse>,
     ) -> Result<Vec<Digest>, Status> {
         let mut blocks = self.shared.blocks.subscribe();
         let mut waiting = ids;
         loop {
             let mut still = Vec::with_capacity(waiting.len());
+            let mut decoded = BTreeMap::new();
             for id in waiting {
-                match self.committed_transaction(&id)? {
+                match self.committed_transaction_cached(&id, &mut decoded)? {
                     Some(committed) => {
-                        if !found(committed) {
+                        match tokio::time::timeout_at(deadline, found.send(committed)).await {
+                            Ok(Ok(())) => {}
                             // The receiver went away.
-                            return Ok(Vec::new());
+                            Ok(Err(_)) => return Ok(Vec::new()),
+                            // It stopped reading until the deadline.
+                            Err(_) => return Ok(vec![id]),
                         }
                     }
                     None => still.push(id),
@@ -478,8 +499,8 @@ type CommitStream = Pin<Box<dyn Stream<Item = Result<CommitStatusResponse, Statu
 /// Transactions one `CommitStatus` call may follow.
 pub const COMMIT_STATUS_IDS_MAX: usize = 1024;
 /// Answers a `CommitStatus` stream holds for a client that does not read
-/// them: one per id, so a reader never loses one.
-const COMMIT_STATUS_BUFFERED_MAX: usize = COMMIT_STATUS_IDS_MAX + 1;
+/// them; the wait then pauses (until the deadline).
+const COMMIT_STATUS_BUFFERED_MAX: usize = 16;
 /// How long a wait for commits lasts without a deadline from the client.
 pub const COMMIT_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 /// A wait ends this long before the client's deadline, so that the client
@@ -520,6 +541,8 @@ fn parse_grpc_timeout(text: &str) -> Option<std::time::Duration> {
 /// Envelopes one `SubmitTransactions` request (or one message of a feed)
 /// may hold; the 16 MiB message limit bounds its bytes.
 pub const SUBMIT_BATCH_TRANSACTIONS_MAX: usize = 1024;
+/// How long a feed may stay open without a batch before it is closed.
+pub const FEED_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(300);
 /// Answers a feed holds for a client that does not read them.
 const FEED_RESPONSES_BUFFERED_MAX: usize = 4;
 
@@ -565,11 +588,18 @@ impl NodeService for NodeApi {
         tokio::spawn(async move {
             let _slot = slot;
             loop {
-                let request = match requests.message().await {
-                    Ok(Some(request)) => request,
-                    Ok(None) => return,
-                    Err(status) => {
+                let request = match tokio::time::timeout(FEED_IDLE_MAX, requests.message()).await {
+                    Ok(Ok(Some(request))) => request,
+                    Ok(Ok(None)) => return,
+                    Ok(Err(status)) => {
                         let _ = responses.send(Err(status)).await;
+                        return;
+                    }
+                    Err(_) => {
+                        let idle = Status::deadline_exceeded(format!(
+                            "no batch for {FEED_IDLE_MAX:?} (FEED_IDLE_MAX): the feed is closed to free its place; open another"
+                        ));
+                        let _ = responses.try_send(Err(idle));
                         return;
                     }
                 };
@@ -585,7 +615,10 @@ impl NodeService for NodeApi {
                         results: response.results,
                     });
                 let failed = answer.is_err();
-                if responses.send(answer).await.is_err() || failed {
+                // A client that stops reading its answers is let go, as a
+                // stalled block subscriber is.
+                let sent = tokio::time::timeout(SUBSCRIBER_STALL_MAX, responses.send(answer)).await;
+                if !matches!(sent, Ok(Ok(()))) || failed {
                     return;
                 }
             }
@@ -606,14 +639,11 @@ impl NodeService for NodeApi {
             .envelope
             .ok_or_else(|| Status::invalid_argument("envelope is required"))?;
         let transaction = self.submit(&caller, envelope).await?;
-        let mut committed = None;
+        let (found, mut committed) = mpsc::channel(1);
         let left = self
-            .wait_committed(vec![transaction.id], deadline, |found| {
-                committed = Some(found);
-                true
-            })
+            .wait_committed(vec![transaction.id], deadline, &found)
             .await?;
-        match committed {
+        match committed.try_recv().ok() {
             Some(transaction) => Ok(Response::new(SubmitTransactionAndWaitResponse {
                 transaction: Some(transaction),
             })),
@@ -651,17 +681,31 @@ impl NodeService for NodeApi {
         }
         let slot = self.shared.subscriptions.open(&caller.department)?;
         let (sender, receiver) = mpsc::channel(COMMIT_STATUS_BUFFERED_MAX);
+        let (found, mut committed) = mpsc::channel(1);
         let api = self.clone();
+        // Answers pass through as they come; the slot is held until the
+        // client has them all, or went away.
+        let forward = sender.clone();
+        let forwarding = tokio::spawn(async move {
+            while let Some(transaction) = committed.recv().await {
+                let answer = Ok(CommitStatusResponse {
+                    transaction: Some(transaction),
+                });
+                if forward.send(answer).await.is_err() {
+                    return;
+                }
+            }
+        });
         tokio::spawn(async move {
             let _slot = slot;
-            let found = |transaction| {
-                sender
-                    .try_send(Ok(CommitStatusResponse {
-                        transaction: Some(transaction),
-                    }))
-                    .is_ok()
+            let outcome = tokio::select! {
+                outcome = api.wait_committed(ids, deadline, &found) => outcome,
+                // The client cancelled: stop waiting at once.
+                () = sender.closed() => return,
             };
-            let outcome = api.wait_committed(ids, deadline, found).await;
+            // Every answer goes out before the end of the stream.
+            drop(found);
+            let _ = forwarding.await;
             let end = match outcome {
                 Ok(left) if left.is_empty() => return,
                 Ok(left) => Status::deadline_exceeded(format!(

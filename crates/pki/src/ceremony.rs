@@ -592,6 +592,27 @@ mod tests {
     }
 
     #[test]
+    fn a_request_cannot_ask_for_another_departments_name_or_a_wildcard() {
+        let keys = DepartmentKeys::generate("police").expect("keys");
+        for host in [
+            "tax.node.govchain",
+            "*.node.govchain",
+            "TAX.NODE.GOVCHAIN",
+            "node.govchain",
+            "*.gov.example",
+        ] {
+            let request = keys.request(&[host.to_owned()]).expect("request");
+            let err = sign_request(&request, &issuer(), &[]).expect_err(host);
+            assert!(err.to_string().contains(host), "{err} names {host}");
+        }
+        // An ordinary name of its own is fine.
+        let request = keys
+            .request(&["police.gov.example".into()])
+            .expect("request");
+        sign_request(&request, &issuer(), &[]).expect("own host");
+    }
+
+    #[test]
     fn a_name_is_issued_once() {
         let dir = tempfile::tempdir().expect("dir");
         record_issued(dir.path(), &["health", "tax"]).expect("first");

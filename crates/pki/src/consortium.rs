@@ -448,14 +448,26 @@ fn parse_host(host: &str) -> Result<SanType, PkiError> {
     if host.is_empty() || host.len() > 253 {
         return Err(invalid("a DNS name is 1 to 253 characters"));
     }
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'*');
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.');
     if !host.bytes().all(allowed) {
         return Err(invalid(
-            "a DNS name may only contain letters, digits, '-', '.' and '*'",
+            "a DNS name may only contain letters, digits, '-' and '.' (no wildcards: a wildcard could name another department's host)",
         ));
+    }
+    // Peers check a node by the name `<department>.node.govchain`, which
+    // the CA puts on each node certificate itself: a host asking for any
+    // name in that domain asks to be taken for another department's node.
+    let lower = host.to_ascii_lowercase();
+    if lower == NODE_DNS_DOMAIN || lower.ends_with(&format!(".{NODE_DNS_DOMAIN}")) {
+        return Err(invalid(&format!(
+            "names in {NODE_DNS_DOMAIN} are the CA's to give (each node certificate carries its own department's)"
+        )));
     }
     dns(host).map_err(|err| invalid(&err.to_string()))
 }
+
+/// The domain of the names peers check nodes by (`node_dns_name`).
+const NODE_DNS_DOMAIN: &str = "node.govchain";
 
 fn dns(name: &str) -> Result<SanType, rcgen::Error> {
     Ok(SanType::DnsName(name.try_into()?))

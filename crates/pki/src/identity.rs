@@ -321,15 +321,35 @@ pub fn check_issued_by(
             .map_err(|err| IssuerMismatch::NotACertificate(err.to_string()))?;
         Ok(pem.contents)
     };
-    let (leaf_der, ca_der) = (parse(certificate_pem)?, parse(ca_pem)?);
+    let leaf_der = parse(certificate_pem)?;
     let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der)
         .map_err(|err| IssuerMismatch::NotACertificate(err.to_string()))?;
-    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der)
-        .map_err(|err| IssuerMismatch::NotACertificate(err.to_string()))?;
-    if leaf.verify_signature(Some(ca.public_key())).is_err() {
+    // A CA file may hold several certificates (a rollover): the node
+    // trusts each, so any may have issued the leaf.
+    let mut cas = Vec::new();
+    for pem in x509_parser::pem::Pem::iter_from_buffer(ca_pem.as_bytes()) {
+        let pem = pem.map_err(|err| IssuerMismatch::NotACertificate(err.to_string()))?;
+        cas.push(pem.contents);
+    }
+    let mut subjects = Vec::new();
+    for der in &cas {
+        let (_, ca) = x509_parser::parse_x509_certificate(der)
+            .map_err(|err| IssuerMismatch::NotACertificate(err.to_string()))?;
+        if leaf.verify_signature(Some(ca.public_key())).is_ok() {
+            subjects.clear();
+            break;
+        }
+        subjects.push(ca.subject().to_string());
+    }
+    if cas.is_empty() {
+        return Err(IssuerMismatch::NotACertificate(
+            "the CA file holds no certificate".to_owned(),
+        ));
+    }
+    if !subjects.is_empty() {
         return Err(IssuerMismatch::OtherIssuer {
             issuer: leaf.issuer().to_string(),
-            ca: ca.subject().to_string(),
+            ca: subjects.join(", "),
         });
     }
     let validity = leaf.validity();
@@ -373,6 +393,10 @@ mod issuer_tests {
         let theirs = read("theirs/health/client.crt");
         let now = 1_800_000_000;
         assert_eq!(check_issued_by(&ours, &ca, now), Ok(()));
+        // A bundle of both CAs (a rollover) trusts either's certificates.
+        let bundle = format!("{}{ca}", read("theirs/ca.crt"));
+        assert_eq!(check_issued_by(&ours, &bundle, now), Ok(()));
+        assert_eq!(check_issued_by(&theirs, &bundle, now), Ok(()));
         assert!(matches!(
             check_issued_by(&theirs, &ca, now),
             Err(IssuerMismatch::OtherIssuer { .. })

@@ -348,6 +348,16 @@ pub(crate) fn start_nodes(
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        // The devnet's node.toml files are the configuration: variables
+        // that would override their keys (GOVCHAIN_KEY is also the CLI's
+        // --key, which a shell may have exported) do not reach the nodes.
+        for (variable, _) in std::env::vars_os() {
+            if let Some(name) = variable.to_str()
+                && govchain_node::config::is_override_variable(name)
+            {
+                command.env_remove(name);
+            }
+        }
         if detach {
             // Its own process group, so the terminal's Ctrl-C does not reach it.
             command.process_group(0);

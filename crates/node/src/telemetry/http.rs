@@ -25,13 +25,18 @@ pub const METRICS_CONNECTIONS_MAX: usize = 16;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `GET /metrics` on `listener` until the task is aborted.
+/// How long the metrics server waits after a failed accept.
+const ACCEPT_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub async fn serve_metrics(listener: TcpListener, metrics: Arc<NodeMetrics>) {
     let slots = Arc::new(Semaphore::new(METRICS_CONNECTIONS_MAX));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
+                // Out of file descriptors, say: wait rather than spin.
                 tracing::debug!(error = %err, "metrics: accept failed");
+                tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
                 continue;
             }
         };

@@ -302,7 +302,9 @@ mod tests {
         // Leaves (node, client, admin) last about two years, the CA ten.
         check(args(30), true).expect("nothing close to expiry");
         let err = check(args(800), true).expect_err("the leaves expire within 800 days");
-        let negative = err.downcast_ref::<crate::exit::Negative>().expect("a negative answer");
+        let negative = err
+            .downcast_ref::<crate::exit::Negative>()
+            .expect("a negative answer");
         assert!(
             negative
                 .message()
