@@ -181,6 +181,29 @@ pub enum BatchError {
     DigestMismatch { claimed: Digest, computed: Digest },
 }
 
+/// Puts back into the store the batches this node's consensus records
+/// hold ([`crate::consensus_store::encode_batches`]): those of proposals
+/// it voted for and that are not yet in a block. Each is checked again as
+/// a peer's would be. Returns how many were reloaded.
+pub fn restore_batches(shared: &Shared) -> anyhow::Result<usize> {
+    let batches = crate::consensus_store::load_batches(&shared.ledger)?;
+    let count = batches.len();
+    let payload_max = shared.limits.payload_bytes_max as usize;
+    for wire in batches {
+        let (batch, transactions) = check_batch(
+            shared.chain_id(),
+            payload_max,
+            wire,
+            |bytes| PublicKey::from_slice(bytes),
+            |_| false,
+        )
+        .map_err(|err| anyhow::anyhow!("a batch in the consensus records does not check: {err}"))?;
+        let ids: Vec<Digest> = transactions.iter().map(|t| t.id).collect();
+        shared.batches().insert(Arc::new(batch), &ids);
+    }
+    Ok(count)
+}
+
 /// Checks a batch from a peer: size, form of every envelope, every
 /// signature not `known` (verified before with these exact bytes) in one
 /// verification, and the claimed digest. Returns the batch and its

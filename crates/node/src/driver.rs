@@ -106,6 +106,9 @@ pub struct Driver {
     sync: mpsc::Sender<SyncRequest>,
     /// Records to make durable before the next action that is not a record.
     unwritten: Vec<Record>,
+    /// Batch records ([`Driver::keep_batches`]) to write with the next
+    /// records.
+    unwritten_batches: Vec<([u8; govchain_ledger::CONSENSUS_KEY_BYTES], Vec<u8>)>,
     /// (last wall clock seen, consensus clock), in ms.
     clock: (u64, u64),
     metrics: DriverMetrics,
@@ -134,6 +137,7 @@ impl Driver {
             ready: BTreeMap::new(),
             sync,
             unwritten: Vec::new(),
+            unwritten_batches: Vec::new(),
             clock: (now, now),
         }
     }
@@ -233,11 +237,14 @@ impl Driver {
         if self.unwritten.is_empty() {
             return;
         }
-        let records: Vec<_> = self
-            .unwritten
-            .drain(..)
-            .map(|r| consensus_store::encode(&r))
-            .collect();
+        // The batches go with the first vote written after they were
+        // resolved, in the same durable write.
+        let mut records: Vec<_> = self.unwritten_batches.drain(..).collect();
+        records.extend(
+            self.unwritten
+                .drain(..)
+                .map(|r| consensus_store::encode(&r)),
+        );
         if let Err(err) = self.shared.ledger.consensus_write(&records) {
             // With its causes: "... while ...: No space left on device".
             let err = anyhow::Error::new(err);
@@ -346,7 +353,7 @@ impl Driver {
             return Event::ProposalSkipped { view, seq };
         }
         let block = Block::decode(built.encoded.clone()).expect("a block we just encoded decodes");
-        let proposal = self.propose_by_reference(&block, &built.executed);
+        let proposal = self.propose_by_reference(view, seq, &block, &built.executed);
         let signers = {
             let mempool = self.shared.mempool();
             built
@@ -384,7 +391,13 @@ impl Driver {
     /// batches its transactions are in. Transactions this node holds in no
     /// batch (evicted, say) are sealed into a new one first, which reaches
     /// each peer before the pre-prepare on the same stream.
-    fn propose_by_reference(&self, block: &Block, executed: &ExecutedBlock) -> Bytes {
+    fn propose_by_reference(
+        &mut self,
+        view: View,
+        seq: SequenceNumber,
+        block: &Block,
+        executed: &ExecutedBlock,
+    ) -> Bytes {
         let ids: Vec<&Digest> = executed.transactions.iter().map(|(id, _)| id).collect();
         let unlocated: Vec<VerifiedTransaction> = {
             let store = self.shared.batches();
@@ -412,7 +425,27 @@ impl Driver {
                 .expect("every transaction was just located or sealed");
             push_slice(&mut slices, batch, index);
         }
-        Bytes::from(encode_proposal(block.header.clone(), &slices))
+        let proposal = encode_proposal(block.header.clone(), &slices);
+        let named: Vec<Arc<Batch>> = decode_proposal(&proposal)
+            .map(|p| p.batches())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|digest| store.get(digest))
+            .collect();
+        drop(store);
+        self.keep_batches(view, seq, &named);
+        Bytes::from(proposal)
+    }
+
+    /// Makes the batches of `(view, seq)`'s proposal durable with the next
+    /// consensus write: the pre-prepare (primary) or the prepare (backup)
+    /// this proposal leads to, so a node that voted for it can resolve it
+    /// after a restart, and serve its batches, even if every other holder
+    /// restarted too and a new view re-proposes it by reference.
+    fn keep_batches(&mut self, view: View, seq: SequenceNumber, batches: &[Arc<Batch>]) {
+        let wire: Vec<_> = batches.iter().map(|b| b.to_wire()).collect();
+        self.unwritten_batches
+            .push(consensus_store::encode_batches(view, seq, &wire));
     }
 
     /// Checks again the proposal waiting for batches, if any.
@@ -445,6 +478,7 @@ impl Driver {
         };
         if missing.is_empty() {
             self.waiting = None;
+            self.keep_batches(view, seq, &batches);
             let block = assemble_block(&proposal, |digest| {
                 batches
                     .iter()

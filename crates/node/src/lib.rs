@@ -178,6 +178,9 @@ pub async fn run(
     let replica = if settings.observer {
         None
     } else {
+        let restored = dissemination::restore_batches(&shared)
+            .context("cannot reload the batches of this node's votes")?;
+        info!(node = %settings.name, batches = restored, "batches of pending proposals reloaded");
         Some(start_replica(&settings, &shared, validators)?)
     };
     let (events, receiver) = mpsc::channel(DRIVER_EVENTS_MAX);
