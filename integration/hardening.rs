@@ -17,7 +17,8 @@ use govchain_proto::consensus::v1::consensus_service_server::{
     ConsensusService, ConsensusServiceServer,
 };
 use govchain_proto::consensus::v1::{
-    FetchBlocksRequest, FetchBlocksResponse, StreamRequest, StreamResponse,
+    FetchBatchesRequest, FetchBatchesResponse, FetchBlocksRequest, FetchBlocksResponse,
+    StreamRequest, StreamResponse,
 };
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use govchain_proto::node::v1::*;
@@ -67,6 +68,7 @@ struct ByzantinePeer {
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<FetchBlocksResponse, Status>> + Send>>;
+type FetchBatchesStream = Pin<Box<dyn Stream<Item = Result<FetchBatchesResponse, Status>> + Send>>;
 
 impl ByzantinePeer {
     fn corrupt(attack: Attack, blocks: &mut [CommittedBlock]) -> bool {
@@ -118,6 +120,15 @@ impl ByzantinePeer {
 #[tonic::async_trait]
 impl ConsensusService for ByzantinePeer {
     type FetchBlocksStream = FetchStream;
+    type FetchBatchesStream = FetchBatchesStream;
+
+    /// Holds no batch.
+    async fn fetch_batches(
+        &self,
+        _request: Request<FetchBatchesRequest>,
+    ) -> Result<Response<FetchBatchesStream>, Status> {
+        Ok(Response::new(Box::pin(tokio_stream::empty())))
+    }
 
     async fn fetch_blocks(
         &self,

@@ -7,12 +7,17 @@
 //! and the same state root.
 #![forbid(unsafe_code)]
 
+mod batch;
 mod block;
 mod execute;
 pub mod identity;
 mod state;
 mod transaction;
 
+pub use batch::{
+    AssembleError, CheckedProposal, assemble_block, batch_digest, decode_proposal, encode_proposal,
+    proposal_digest, push_slice,
+};
 pub use block::{
     BlockError, BlockLimits, BuiltBlock, CheckContext, CheckedBlock, ExecutedBlock, Head,
     block_digest, block_hash, build_block, check_block, check_block_reusing, check_fetched_block,

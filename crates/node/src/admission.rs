@@ -9,8 +9,11 @@
 //! the survivors in arrival order against the head state. Under light load
 //! a batch is one transaction and nothing waits; under heavy load batches
 //! grow by themselves. Transactions that clients submitted here and that
-//! were admitted go to the peers as one forwarded batch, which the peers'
-//! own admission threads verify as a batch in turn.
+//! were admitted are sealed into batches named by digest and forwarded to
+//! the peers (`dissemination::seal`); a peer's batch is checked whole
+//! (`dissemination::check_batch`: its digest, and its signatures in one
+//! verification), kept for proposals that name it, and its transactions
+//! admitted.
 //!
 //! Batch and single verification follow the same (ZIP-215) rules, so a
 //! transaction gets the same verdict on every node however the nodes
@@ -19,17 +22,17 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use govchain_crypto::{KeyCache, PublicKey, Signature, verify_each};
+use govchain_crypto::{Digest, KeyCache};
 use govchain_exec::{TransactionError, VerifiedTransaction, check_envelope_with, read_nonce};
-use govchain_proto::consensus::v1::stream_request::Kind;
-use govchain_proto::consensus::v1::{StreamRequest, TransactionBatch};
+use govchain_proto::consensus::v1::TransactionBatch;
 use govchain_proto::types::v1::TransactionEnvelope;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::dissemination::{check_batch, seal, verify_spread};
 use crate::driver::DriverEvent;
 use crate::service::{AdmitError, admit_verified};
 use crate::shared::{LedgerState, Shared};
@@ -49,9 +52,6 @@ const ADMISSION_QUEUE_MAX: usize = 4096;
 /// together: a job may hold 1,024 envelopes (`SubmitTransactions`), so the
 /// job count alone would let a few clients queue millions.
 pub const ADMISSION_ENVELOPES_MAX: usize = 65_536;
-/// Below this many signatures per thread, splitting a batch over threads
-/// costs more than it saves.
-const SIGNATURES_PER_THREAD_MIN: usize = 256;
 /// Parsed signer keys kept per generation of the admission thread's
 /// [`KeyCache`] (at most twice this many, ~250 bytes each): parsing a key
 /// decompresses a point, about as costly as the rest of its batched
@@ -67,7 +67,8 @@ pub type Verdicts = Vec<Result<VerifiedTransaction, AdmitError>>;
 enum Origin {
     /// A client of this department, waiting for the verdicts.
     Client(oneshot::Sender<Verdicts>, String),
-    Peer(String),
+    /// A peer's batch, with the digest the peer claims for it.
+    Peer(String, Vec<u8>),
 }
 
 struct Job {
@@ -145,12 +146,12 @@ impl Admission {
     pub async fn forward(
         &self,
         peer: &str,
-        envelopes: Vec<TransactionEnvelope>,
+        batch: TransactionBatch,
         trace: opentelemetry::Context,
     ) -> Result<(), Status> {
         let job = Job {
-            envelopes,
-            origin: Origin::Peer(peer.to_string()),
+            envelopes: batch.transactions,
+            origin: Origin::Peer(peer.to_string(), batch.digest),
             trace,
             _envelopes: None,
         };
@@ -199,6 +200,69 @@ fn run(shared: &Shared, driver: &mpsc::Sender<DriverEvent>, mut queue: mpsc::Rec
 }
 
 fn admit_jobs(shared: &Shared, keys: &mut KeyCache, jobs: Vec<Job>) {
+    let (peers, clients): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|job| matches!(job.origin, Origin::Peer(..)));
+    for job in peers {
+        admit_batch(shared, keys, job);
+    }
+    if !clients.is_empty() {
+        admit_client_jobs(shared, keys, clients);
+    }
+}
+
+/// A peer's batch: checked whole (`dissemination::check_batch`), kept, and
+/// its transactions admitted. A batch with any fault is refused whole and
+/// the reason logged: an honest peer forwards only what it admitted.
+fn admit_batch(shared: &Shared, keys: &mut KeyCache, job: Job) {
+    let Origin::Peer(peer, digest) = job.origin else {
+        unreachable!("only peer jobs")
+    };
+    let span = tracing::info_span!("admission", node = %shared.name, peer, transactions = job.envelopes.len());
+    trace_context::adopt(&span, job.trace);
+    let _entered = span.enter();
+    let batch = TransactionBatch {
+        transactions: job.envelopes,
+        trace_context: Default::default(),
+        digest,
+    };
+    let checked = check_batch(
+        shared.chain_id(),
+        shared.limits.payload_bytes_max as usize,
+        batch,
+        |bytes| keys.parse(bytes),
+        |t| shared.mempool().verified(&t.id, &t.envelope.signature),
+    );
+    let (batch, transactions) = match checked {
+        Ok(checked) => checked,
+        Err(err) => {
+            warn!(node = %shared.name, peer, reason = %err, "refused transaction batch");
+            return;
+        }
+    };
+    let ids: Vec<Digest> = transactions.iter().map(|t| t.id).collect();
+    debug!(node = %shared.name, peer, digest = %batch.digest.short(), transactions = ids.len(), "batch received");
+    shared.batches().insert(Arc::new(batch), &ids);
+    let mut rejected = 0;
+    for transaction in transactions {
+        match admit_verified(shared, transaction, None) {
+            Ok(transaction) => shared.traces.record(transaction.id, &span),
+            Err(_) => rejected += 1,
+        }
+    }
+    if rejected > 0 {
+        debug!(
+            peer,
+            rejected,
+            "forwarded transactions not admitted (already pending or committed, or refused)"
+        );
+    }
+}
+
+/// Clients' submissions: form, then every signature at once, then
+/// admission in order; the admitted ones are sealed into batches and
+/// forwarded.
+fn admit_client_jobs(shared: &Shared, keys: &mut KeyCache, jobs: Vec<Job>) {
     let chain_id = shared.chain_id();
     let payload_max = shared.limits.payload_bytes_max as usize;
     // Form first (cheap), then every signature at once.
@@ -218,7 +282,7 @@ fn admit_jobs(shared: &Shared, keys: &mut KeyCache, jobs: Vec<Job>) {
     // A transaction that is already pending with this signature, or whose
     // nonce is already used on chain, is refused whatever its signature
     // (by `admit_verified`, which inserts nothing then): no need to verify
-    // it. Peers forward what this node often has already.
+    // it.
     let mut unverified: Vec<&mut Result<VerifiedTransaction, AdmitError>> = checked
         .iter_mut()
         .flatten()
@@ -241,55 +305,34 @@ fn admit_jobs(shared: &Shared, keys: &mut KeyCache, jobs: Vec<Job>) {
     let mut forward = Vec::new();
     let mut forward_trace = None;
     for (job, verdicts) in jobs.into_iter().zip(checked) {
-        let (submitter, peer) = match &job.origin {
-            Origin::Client(_, department) => (Some(department.as_str()), None),
-            Origin::Peer(peer) => (None, Some(peer.as_str())),
+        let Origin::Client(reply, department) = job.origin else {
+            unreachable!("only client jobs")
         };
-        let span = tracing::info_span!("admission", node = %shared.name, peer, transactions = job.envelopes.len());
+        let span = tracing::info_span!("admission", node = %shared.name, transactions = job.envelopes.len());
         trace_context::adopt(&span, job.trace);
         let verdicts: Verdicts = span.in_scope(|| {
             verdicts
                 .into_iter()
-                .map(|verdict| verdict.and_then(|t| admit_verified(shared, t, submitter)))
+                .map(|verdict| verdict.and_then(|t| admit_verified(shared, t, Some(&department))))
                 .collect()
         });
         for transaction in verdicts.iter().flatten() {
             shared.traces.record(transaction.id, &span);
         }
-        match job.origin {
-            Origin::Client(reply, _) => {
-                if forward_trace.is_none() && verdicts.iter().any(Result::is_ok) {
-                    forward_trace = Some(span.context());
-                }
-                forward.extend(verdicts.iter().flatten().map(|t| t.envelope.clone()));
-                // The submitter may have gone away; its transactions stay
-                // admitted.
-                let _ = reply.send(verdicts);
-            }
-            Origin::Peer(peer) => {
-                let rejected = verdicts.iter().filter(|v| v.is_err()).count();
-                if rejected > 0 {
-                    debug!(
-                        peer,
-                        rejected,
-                        "forwarded transactions not admitted (already pending or committed, or refused)"
-                    );
-                }
-            }
+        if forward_trace.is_none() && verdicts.iter().any(Result::is_ok) {
+            forward_trace = Some(span.context());
         }
+        forward.extend(verdicts.iter().flatten().cloned());
+        // The submitter may have gone away; its transactions stay admitted.
+        let _ = reply.send(verdicts);
     }
     if !forward.is_empty() {
-        // One context per batch: the first traced submission's. A batch
+        // One context per round: the first traced submission's. A round
         // holds several only under load, when tracing samples anyway.
         let trace_context = forward_trace
             .map(|context| trace_context::to_map(&context))
             .unwrap_or_default();
-        shared.peers.broadcast(&StreamRequest {
-            kind: Some(Kind::Transactions(TransactionBatch {
-                transactions: forward,
-                trace_context,
-            })),
-        });
+        seal(shared, &forward, trace_context);
     }
 }
 
@@ -302,40 +345,6 @@ fn settled(shared: &Shared, transaction: &VerifiedTransaction) -> bool {
         || shared
             .mempool()
             .verified(&transaction.id, &transaction.envelope.signature)
-}
-
-/// Verifies the signatures of `pending`, splitting a large batch over the
-/// available cores.
-fn verify_spread(pending: &[&VerifiedTransaction]) -> Vec<bool> {
-    let threads = std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1)
-        .min(pending.len() / SIGNATURES_PER_THREAD_MIN)
-        .max(1);
-    let chunk = pending.len().div_ceil(threads).max(1);
-    let verify_chunk = |range: std::ops::Range<usize>| -> Vec<bool> {
-        let part = &pending[range];
-        let messages: Vec<&[u8]> = part.iter().map(|t| t.id.as_bytes().as_slice()).collect();
-        let signatures: Vec<Signature> = part.iter().map(|t| t.signature).collect();
-        let keys: Vec<PublicKey> = part.iter().map(|t| t.signer).collect();
-        verify_each(&messages, &signatures, &keys)
-    };
-    if threads == 1 {
-        return verify_chunk(0..pending.len());
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..pending.len())
-            .step_by(chunk)
-            .map(|start| {
-                let end = (start + chunk).min(pending.len());
-                scope.spawn(move || verify_chunk(start..end))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| handle.join().expect("verification thread panicked"))
-            .collect()
-    })
 }
 
 /// Tells the driver the mempool changed, once until it has looked.
@@ -443,11 +452,7 @@ mod tests {
             let admission = admission.clone();
             async move {
                 admission
-                    .forward(
-                        "peer",
-                        vec![TransactionEnvelope::default()],
-                        Default::default(),
-                    )
+                    .forward("peer", TransactionBatch::default(), Default::default())
                     .await
             }
         });
@@ -455,7 +460,7 @@ mod tests {
         assert!(matches!(first.origin, Origin::Client(_, ref department) if department == "tax"));
         forwarded.await.expect("task").expect("queued");
         let second = queue.recv().await.expect("the peer's job");
-        assert!(matches!(second.origin, Origin::Peer(ref name) if name == "peer"));
+        assert!(matches!(second.origin, Origin::Peer(ref name, _) if name == "peer"));
         // Dropping the client's job unanswered reads as a shutdown.
         drop(first);
         let status = waiting.await.expect("task").expect_err("no verdict");

@@ -12,6 +12,50 @@ const KIND_VIEW: u8 = 0;
 const KIND_ACCEPTED: u8 = 1;
 const KIND_VOTE: u8 = 2;
 const KIND_PREPARED: u8 = 3;
+/// The batches a proposal this node built or found valid names, written
+/// with the vote that proposal led to (see [`encode_batches`]).
+const KIND_BATCHES: u8 = 4;
+
+/// The batches `(view, seq)`'s proposal names, as one record: a node that
+/// voted for a proposal can then resolve it after a restart, and serve its
+/// batches to peers, even when every other holder restarted too (a new
+/// view re-proposes a prepared proposal by reference). Pruned with the
+/// block, as every record about a height.
+pub fn encode_batches(
+    view: u64,
+    seq: u64,
+    batches: &[wire::TransactionBatch],
+) -> ([u8; CONSENSUS_KEY_BYTES], Vec<u8>) {
+    let mut value = Vec::new();
+    for batch in batches {
+        batch
+            .encode_length_delimited(&mut value)
+            .expect("a Vec grows as needed");
+    }
+    (consensus_key(KIND_BATCHES, seq, view, 0), value)
+}
+
+/// Every batch the records hold (see [`encode_batches`]).
+pub fn load_batches(ledger: &Ledger) -> anyhow::Result<Vec<wire::TransactionBatch>> {
+    let mut batches = Vec::new();
+    for (key, value) in ledger.consensus_records()? {
+        if key.first().copied() != Some(KIND_BATCHES) {
+            continue;
+        }
+        let mut bytes = value.as_slice();
+        while !bytes.is_empty() {
+            batches.push(
+                wire::TransactionBatch::decode_length_delimited(&mut bytes).map_err(|err| {
+                    anyhow::anyhow!(
+                        "consensus record {} is corrupt: batches: {err}",
+                        hex::encode(&key)
+                    )
+                })?,
+            );
+        }
+    }
+    Ok(batches)
+}
 
 /// The key and value a record is stored under. One view record (key seq 0,
 /// never pruned, overwritten); others keyed by the height they are about, so
@@ -99,6 +143,8 @@ pub fn load(ledger: &Ledger) -> anyhow::Result<Restored> {
                     .prepared
                     .push(prepared_from_wire(certificate, 0).map_err(|e| corrupt(&e))?);
             }
+            // Loaded by `load_batches`.
+            Some(KIND_BATCHES) => {}
             _ => return Err(corrupt("unknown kind")),
         }
     }
@@ -190,5 +236,47 @@ mod tests {
                 prepares: vec![prepare]
             }]
         );
+    }
+
+    #[test]
+    fn the_batches_of_a_vote_come_back_after_a_reopen_beside_the_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let genesis = Digest::sha256(b"g");
+        let digest = Digest::sha256(b"block");
+        let prepare = signed(
+            1,
+            Body::Prepare {
+                view: 0,
+                seq: 1,
+                digest,
+            },
+        );
+        let batch = |n: u8| wire::TransactionBatch {
+            transactions: vec![govchain_proto::types::v1::TransactionEnvelope {
+                payload: Bytes::from(vec![n; 40]),
+                signer: vec![n; 32],
+                signature: vec![n; 64],
+                chain_id: "c".into(),
+                nonce: u64::from(n),
+            }],
+            trace_context: Default::default(),
+            digest: vec![n; 32],
+        };
+        {
+            let ledger = Ledger::open(dir.path(), "c", genesis).expect("open");
+            ledger
+                .consensus_write(&[
+                    encode_batches(0, 1, &[batch(1), batch(2)]),
+                    encode(&Record::Vote(prepare.clone())),
+                    // Another height's batches.
+                    encode_batches(0, 2, &[batch(3)]),
+                ])
+                .expect("write");
+        }
+        let ledger = Ledger::open(dir.path(), "c", genesis).expect("reopen");
+        let restored = load(&ledger).expect("batch records do not disturb the votes");
+        assert_eq!(restored.votes, vec![prepare]);
+        let batches = load_batches(&ledger).expect("batches");
+        assert_eq!(batches, vec![batch(1), batch(2), batch(3)]);
     }
 }

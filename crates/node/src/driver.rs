@@ -13,7 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use govchain_crypto::{Digest, PublicKey};
-use govchain_exec::{CheckContext, ExecutedBlock, build_block, check_block, check_block_reusing};
+use govchain_exec::{
+    CheckContext, ExecutedBlock, VerifiedTransaction, assemble_block, build_block, check_block,
+    check_block_reusing, decode_proposal, encode_proposal, push_slice,
+};
 use govchain_ledger::AppendBlock;
 use govchain_pbft::{
     Action, CommitCertificate, Event, Record, RejectReason, Replica, SequenceNumber, View,
@@ -25,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::consensus_store;
+use crate::dissemination::{Batch, FetchRequest, seal};
 use crate::shared::{LedgerState, Shared};
 use crate::sync::SyncRequest;
 use crate::telemetry::DriverMetrics;
@@ -48,6 +52,8 @@ pub enum DriverEvent {
         blocks: Vec<CommittedBlock>,
         ack: oneshot::Sender<u64>,
     },
+    /// The fetcher got batches (or gave up on some): check again.
+    BatchesArrived,
     /// Finish the current event and stop.
     Stop,
 }
@@ -57,6 +63,22 @@ pub enum DriverEvent {
 /// does not, so timers do not all fire before the node has heard from its
 /// peers.
 const CLOCK_ADVANCE_PER_TICK_MS_MAX: u64 = 100;
+/// How long a backup waits for a batch a proposal names to arrive on its
+/// own (forwarded by another validator, on another stream than the
+/// pre-prepare) before it asks the fetcher.
+const BATCH_WAIT_MS: u64 = 20;
+/// Fetches asked for one proposal at most; after that the proposal stays
+/// unanswered and the view-change timer replaces its primary.
+const BATCH_FETCHES_PER_PROPOSAL_MAX: u32 = 3;
+
+/// A proposal whose batches are not all here yet.
+struct Waiting {
+    view: View,
+    seq: SequenceNumber,
+    since_ms: u64,
+    fetches: u32,
+    fetch_in_flight: bool,
+}
 
 /// A block this node built or checked, kept until it is delivered.
 struct ReadyBlock {
@@ -76,10 +98,17 @@ pub struct Driver {
     replica: Option<Replica>,
     /// Proposals waiting for their parent block to be applied.
     deferred_checks: BTreeMap<SequenceNumber, (View, Digest, Bytes, bool)>,
+    /// The next proposal to check, while it waits for batches.
+    waiting: Option<Waiting>,
+    /// Where missing batches are asked for; `None` on an observer.
+    fetch: Option<mpsc::Sender<FetchRequest>>,
     ready: BTreeMap<SequenceNumber, ReadyBlock>,
     sync: mpsc::Sender<SyncRequest>,
     /// Records to make durable before the next action that is not a record.
     unwritten: Vec<Record>,
+    /// Batch records ([`Driver::keep_batches`]) to write with the next
+    /// records.
+    unwritten_batches: Vec<([u8; govchain_ledger::CONSENSUS_KEY_BYTES], Vec<u8>)>,
     /// (last wall clock seen, consensus clock), in ms.
     clock: (u64, u64),
     metrics: DriverMetrics,
@@ -92,6 +121,7 @@ impl Driver {
         shared: Arc<Shared>,
         replica: Option<Replica>,
         sync: mpsc::Sender<SyncRequest>,
+        fetch: Option<mpsc::Sender<FetchRequest>>,
         metrics: DriverMetrics,
     ) -> Self {
         let now = now_ms();
@@ -102,9 +132,12 @@ impl Driver {
             shared,
             replica,
             deferred_checks: BTreeMap::new(),
+            waiting: None,
+            fetch,
             ready: BTreeMap::new(),
             sync,
             unwritten: Vec::new(),
+            unwritten_batches: Vec::new(),
             clock: (now, now),
         }
     }
@@ -135,6 +168,7 @@ impl Driver {
                 DriverEvent::Consensus(Event::Tick { now_ms: wall }) => {
                     let now_ms = self.consensus_now(wall);
                     self.step(Event::Tick { now_ms });
+                    self.recheck_waiting();
                 }
                 DriverEvent::Consensus(event) => self.step(event),
                 DriverEvent::Synced { blocks, ack } => {
@@ -148,6 +182,14 @@ impl Driver {
                     self.shared.mempool_changed.store(false, Ordering::Release);
                     let count = self.shared.mempool().ready_len();
                     self.step(Event::PendingTransactions { count });
+                    // A forwarded batch may be what a proposal waits for.
+                    self.recheck_waiting();
+                }
+                DriverEvent::BatchesArrived => {
+                    if let Some(waiting) = &mut self.waiting {
+                        waiting.fetch_in_flight = false;
+                    }
+                    self.recheck_waiting();
                 }
                 DriverEvent::Stop => break,
             }
@@ -195,11 +237,14 @@ impl Driver {
         if self.unwritten.is_empty() {
             return;
         }
-        let records: Vec<_> = self
-            .unwritten
-            .drain(..)
-            .map(|r| consensus_store::encode(&r))
-            .collect();
+        // The batches go with the first vote written after they were
+        // resolved, in the same durable write.
+        let mut records: Vec<_> = self.unwritten_batches.drain(..).collect();
+        records.extend(
+            self.unwritten
+                .drain(..)
+                .map(|r| consensus_store::encode(&r)),
+        );
         if let Err(err) = self.shared.ledger.consensus_write(&records) {
             // With its causes: "... while ...: No space left on device".
             let err = anyhow::Error::new(err);
@@ -308,6 +353,7 @@ impl Driver {
             return Event::ProposalSkipped { view, seq };
         }
         let block = Block::decode(built.encoded.clone()).expect("a block we just encoded decodes");
+        let proposal = self.propose_by_reference(view, seq, &block, &built.executed);
         let signers = {
             let mempool = self.shared.mempool();
             built
@@ -337,8 +383,140 @@ impl Driver {
             view,
             seq,
             digest: built.hash,
-            block: built.encoded,
+            block: proposal,
         }
+    }
+
+    /// The proposal for a block this node built: its header and the
+    /// batches its transactions are in. Transactions this node holds in no
+    /// batch (evicted, say) are sealed into a new one first, which reaches
+    /// each peer before the pre-prepare on the same stream.
+    fn propose_by_reference(
+        &mut self,
+        view: View,
+        seq: SequenceNumber,
+        block: &Block,
+        executed: &ExecutedBlock,
+    ) -> Bytes {
+        let ids: Vec<&Digest> = executed.transactions.iter().map(|(id, _)| id).collect();
+        let unlocated: Vec<VerifiedTransaction> = {
+            let store = self.shared.batches();
+            let mempool = self.shared.mempool();
+            ids.iter()
+                .zip(&block.transactions)
+                .filter(|(id, envelope)| store.locate(id, envelope).is_none())
+                .map(|(id, _)| {
+                    mempool
+                        .get(id)
+                        .cloned()
+                        .expect("a built block's transactions are in the mempool")
+                })
+                .collect()
+        };
+        if !unlocated.is_empty() {
+            debug!(node = %self.shared.name, transactions = unlocated.len(), "sealing transactions held in no batch");
+            seal(&self.shared, &unlocated, Default::default());
+        }
+        let store = self.shared.batches();
+        let mut slices = Vec::new();
+        for (id, envelope) in ids.iter().zip(&block.transactions) {
+            let (batch, index) = store
+                .locate(id, envelope)
+                .expect("every transaction was just located or sealed");
+            push_slice(&mut slices, batch, index);
+        }
+        let proposal = encode_proposal(block.header.clone(), &slices);
+        let named: Vec<Arc<Batch>> = decode_proposal(&proposal)
+            .map(|p| p.batches())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|digest| store.get(digest))
+            .collect();
+        drop(store);
+        self.keep_batches(view, seq, &named);
+        Bytes::from(proposal)
+    }
+
+    /// Makes the batches of `(view, seq)`'s proposal durable with the next
+    /// consensus write: the pre-prepare (primary) or the prepare (backup)
+    /// this proposal leads to, so a node that voted for it can resolve it
+    /// after a restart, and serve its batches, even if every other holder
+    /// restarted too and a new view re-proposes it by reference.
+    fn keep_batches(&mut self, view: View, seq: SequenceNumber, batches: &[Arc<Batch>]) {
+        let wire: Vec<_> = batches.iter().map(|b| b.to_wire()).collect();
+        self.unwritten_batches
+            .push(consensus_store::encode_batches(view, seq, &wire));
+    }
+
+    /// Checks again the proposal waiting for batches, if any.
+    fn recheck_waiting(&mut self) {
+        if self.waiting.is_none() {
+            return;
+        }
+        let events = self.run_ready_checks();
+        for event in events {
+            self.step(event);
+        }
+    }
+
+    /// The block a proposal names, once every batch it names is here.
+    /// `Ok(None)`: still waiting; the fetcher is asked after
+    /// [`BATCH_WAIT_MS`], at most [`BATCH_FETCHES_PER_PROPOSAL_MAX`] times.
+    fn resolve(
+        &mut self,
+        view: View,
+        seq: SequenceNumber,
+        encoded: &[u8],
+    ) -> Result<Option<Block>, String> {
+        let proposal = decode_proposal(encoded).map_err(|err| err.to_string())?;
+        let batches: Vec<Arc<Batch>>;
+        let missing: Vec<Digest> = {
+            let store = self.shared.batches();
+            let named = proposal.batches();
+            batches = named.iter().filter_map(|d| store.get(d)).collect();
+            named.into_iter().filter(|d| !store.contains(d)).collect()
+        };
+        if missing.is_empty() {
+            self.waiting = None;
+            self.keep_batches(view, seq, &batches);
+            let block = assemble_block(&proposal, |digest| {
+                batches
+                    .iter()
+                    .find(|b| b.digest == *digest)
+                    .map(|b| b.envelopes.as_slice())
+            })
+            .map_err(|err| err.to_string())?;
+            return Ok(Some(block));
+        }
+        let now = now_ms();
+        let waiting = match &mut self.waiting {
+            Some(waiting) if waiting.view == view && waiting.seq == seq => waiting,
+            _ => self.waiting.insert(Waiting {
+                view,
+                seq,
+                since_ms: now,
+                fetches: 0,
+                fetch_in_flight: false,
+            }),
+        };
+        if now.saturating_sub(waiting.since_ms) >= BATCH_WAIT_MS
+            && !waiting.fetch_in_flight
+            && waiting.fetches < BATCH_FETCHES_PER_PROPOSAL_MAX
+            && let Some(fetch) = &self.fetch
+        {
+            let primary = u32::try_from(view % u64::from(self.shared.validators.len()))
+                .expect("fewer validators than u32::MAX");
+            let request = FetchRequest {
+                digests: missing.clone(),
+                first: primary,
+            };
+            if fetch.try_send(request).is_ok() {
+                waiting.fetches += 1;
+                waiting.fetch_in_flight = true;
+                info!(node = %self.shared.name, view, seq, missing = missing.len(), attempt = waiting.fetches, "proposal names batches this node lacks; fetching them");
+            }
+        }
+        Ok(None)
     }
 
     /// Checks every deferred proposal whose parent is now the head.
@@ -348,9 +526,29 @@ impl Driver {
         let Some((view, digest, encoded, reproposal)) =
             self.deferred_checks.remove(&(head.height + 1))
         else {
+            self.waiting = None;
             return Vec::new();
         };
         let seq = head.height + 1;
+        let encoded = match self.resolve(view, seq, &encoded) {
+            Ok(Some(block)) => block.encode_to_vec(),
+            Ok(None) => {
+                // Not answered until the batches are here; a primary that
+                // withholds them is replaced by the view-change timer.
+                self.deferred_checks
+                    .insert(seq, (view, digest, encoded, reproposal));
+                return Vec::new();
+            }
+            Err(err) => {
+                self.waiting = None;
+                return vec![Event::ProposalChecked {
+                    view,
+                    seq,
+                    digest,
+                    verdict: Err(err),
+                }];
+            }
+        };
         let context = CheckContext {
             chain_id: self.shared.chain_id(),
             head: &head,

@@ -14,6 +14,7 @@ mod blobs;
 pub mod config;
 mod connections;
 mod consensus_store;
+mod dissemination;
 mod driver;
 mod identity;
 mod limits;
@@ -180,6 +181,9 @@ pub async fn run(
     let replica = if settings.observer {
         None
     } else {
+        let restored = dissemination::restore_batches(&shared)
+            .context("cannot reload the batches of this node's votes")?;
+        info!(node = %settings.name, batches = restored, "batches of pending proposals reloaded");
         Some(start_replica(&settings, &shared, validators)?)
     };
     let (events, receiver) = mpsc::channel(DRIVER_EVENTS_MAX);
@@ -195,7 +199,15 @@ pub async fn run(
         ));
     }
     let mut metrics = node_metrics(&settings);
-    let driver = Driver::new(shared.clone(), replica, sync.clone(), metrics.driver());
+    let fetch = (!settings.observer)
+        .then(|| dissemination::Fetcher::start(&settings, shared.clone(), events.clone(), &fatal));
+    let driver = Driver::new(
+        shared.clone(),
+        replica,
+        sync.clone(),
+        fetch,
+        metrics.driver(),
+    );
     let driver_thread = fatal
         .spawn_thread("consensus", move || {
             driver.run(receiver);
@@ -474,7 +486,9 @@ fn start_replica(
             )?,
             empty_block_interval_ms: genesis.consensus.empty_block_interval_ms,
             view_timeout_ms: genesis.consensus.view_timeout_ms,
-            block_digest: govchain_exec::block_digest,
+            // Pre-prepares carry proposals (header and batch slices), not
+            // blocks: see `dissemination`.
+            block_digest: govchain_exec::proposal_digest,
         },
         shared.ledger.head().height,
         last_certificate,

@@ -15,8 +15,8 @@ use govchain_pbft::Event;
 use govchain_pki::TlsIdentity;
 use govchain_proto::consensus::v1::consensus_service_server::ConsensusService;
 use govchain_proto::consensus::v1::{
-    FetchBlocksRequest, FetchBlocksResponse, StreamRequest, StreamResponse, TransactionBatch,
-    stream_request::Kind,
+    FetchBatchesRequest, FetchBatchesResponse, FetchBlocksRequest, FetchBlocksResponse,
+    StreamRequest, StreamResponse, TransactionBatch, stream_request::Kind,
 };
 use govchain_proto::node::v1::node_service_server::NodeService;
 use govchain_proto::node::v1::*;
@@ -31,6 +31,7 @@ use tracing::{debug, error, info, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::admission::Admission;
+use crate::dissemination::FETCH_BATCHES_DIGESTS_MAX;
 use crate::driver::DriverEvent;
 use crate::limits::SUBSCRIBER_STALL_MAX;
 use crate::mempool::MempoolError;
@@ -958,10 +959,49 @@ pub struct ConsensusApi {
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<FetchBlocksResponse, Status>> + Send>>;
+type FetchBatchesStream = Pin<Box<dyn Stream<Item = Result<FetchBatchesResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ConsensusService for ConsensusApi {
     type FetchBlocksStream = FetchStream;
+    type FetchBatchesStream = FetchBatchesStream;
+
+    /// Batches this node holds, for a validator that lacks one a proposal
+    /// names: only validators may ask, at most
+    /// `FETCH_BATCHES_DIGESTS_MAX` digests per call, one batch per message.
+    async fn fetch_batches(
+        &self,
+        request: Request<FetchBatchesRequest>,
+    ) -> Result<Response<FetchBatchesStream>, Status> {
+        let identity = tls::caller_identity(&request)?;
+        tls::require_node(&identity)?;
+        let peer = self.validator_of(&identity)?;
+        let FetchBatchesRequest { digests } = request.into_inner();
+        if digests.len() > FETCH_BATCHES_DIGESTS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{} digests asked for, at most {FETCH_BATCHES_DIGESTS_MAX} per call",
+                digests.len()
+            )));
+        }
+        let digests = digests
+            .iter()
+            .map(|d| digest_field("digests", d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let held: Vec<_> = {
+            let store = self.shared.batches();
+            digests.iter().filter_map(|d| store.get(d)).collect()
+        };
+        debug!(node = %self.shared.name, peer = %self.shared.validator_name(peer), asked = digests.len(), held = held.len(), "serving batches");
+        let responses: Vec<Result<FetchBatchesResponse, Status>> = held
+            .iter()
+            .map(|batch| {
+                Ok(FetchBatchesResponse {
+                    batch: Some(batch.to_wire()),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(responses))))
+    }
 
     /// Committed blocks for state transfer and observers: any node
     /// certificate of the consortium may ask, a bounded number per call.
@@ -1012,16 +1052,7 @@ impl ConsensusService for ConsensusApi {
     ) -> Result<Response<StreamResponse>, Status> {
         let identity = tls::caller_identity(&request)?;
         tls::require_node(&identity)?;
-        let peer = self
-            .shared
-            .genesis
-            .validator_index_by_identity(&identity)
-            .ok_or_else(|| {
-                Status::permission_denied(format!(
-                    "{identity} is not a validator of chain {}",
-                    self.shared.chain_id()
-                ))
-            })?;
+        let peer = self.validator_of(&identity)?;
         let peer_name = self.shared.validator_name(peer).to_string();
         let mut stream = request.into_inner();
         let mut accepted = 0u64;
@@ -1061,6 +1092,20 @@ impl ConsensusService for ConsensusApi {
 }
 
 impl ConsensusApi {
+    /// The caller's validator index; an observer's or a foreign node's
+    /// certificate is refused.
+    fn validator_of(&self, identity: &TlsIdentity) -> Result<u32, Status> {
+        self.shared
+            .genesis
+            .validator_index_by_identity(identity)
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "{identity} is not a validator of chain {}",
+                    self.shared.chain_id()
+                ))
+            })
+    }
+
     /// Transactions another validator admitted; checked again here
     /// (every node verifies every signature once), in the admission
     /// thread's next batch. The stream goes on to the next message without
@@ -1068,9 +1113,7 @@ impl ConsensusApi {
     /// wait for its verification.
     async fn admit_forwarded(&self, peer: &str, batch: TransactionBatch) -> Result<(), Status> {
         let trace = crate::telemetry::trace_context::from_map(&batch.trace_context);
-        self.admission
-            .forward(peer, batch.transactions, trace)
-            .await?;
+        self.admission.forward(peer, batch, trace).await?;
         Ok(())
     }
 }

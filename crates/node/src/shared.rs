@@ -12,6 +12,7 @@ use govchain_proto::types::v1::CommittedBlock;
 use tokio::sync::broadcast;
 
 use crate::blobs::Blobs;
+use crate::dissemination::BatchStore;
 use crate::limits::Slots;
 use crate::mempool::Mempool;
 use crate::peers::PeerSet;
@@ -33,6 +34,8 @@ pub struct Shared {
     pub ledger: Arc<Ledger>,
     pub blobs: Arc<Blobs>,
     mempool: Mutex<Mempool>,
+    /// Batches of admitted transactions, by digest (see `dissemination`).
+    batches: Mutex<BatchStore>,
     pub peers: PeerSet,
     pub blocks: broadcast::Sender<Arc<CommittedBlock>>,
     pub view: AtomicU64,
@@ -87,6 +90,7 @@ impl Shared {
             ledger,
             blobs,
             mempool: Mutex::new(mempool),
+            batches: Mutex::new(BatchStore::default()),
             peers,
             blocks,
             view: AtomicU64::new(0),
@@ -111,6 +115,13 @@ impl Shared {
         // A panic while holding the lock is a bug that already crashed a
         // task; the mempool's own invariants hold between method calls.
         self.mempool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The batch store lock. Held only for in-memory work, never across I/O.
+    pub fn batches(&self) -> MutexGuard<'_, BatchStore> {
+        self.batches
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -13,7 +13,7 @@ use govchain_pbft::{
     SignedMessage, ValidatorSet, View, ViewChange, commit_signing_bytes, decide,
 };
 
-use crate::app::Block;
+use crate::app::{Block, EMPTY_BATCH};
 use crate::node::{CHAIN_ID, VIEW_AHEAD_MAX, key};
 use crate::rng::Rng;
 use crate::scenario::Behaviour;
@@ -224,6 +224,7 @@ impl Adversary {
             parent,
             salt: FORGED_SALT + u64::from(self.identity),
             counter,
+            batch: EMPTY_BATCH,
         }
         .seal()
     }

@@ -5,8 +5,12 @@ use bytes::Bytes;
 use govchain_crypto::Digest;
 use govchain_pbft::SequenceNumber;
 
-/// seq (8) + parent digest (32) + proposer salt (8) + counter (8).
-pub const BLOCK_BYTES: usize = 8 + Digest::LEN + 8 + 8;
+/// seq (8) + parent digest (32) + proposer salt (8) + counter (8) + batch
+/// digest (32).
+pub const BLOCK_BYTES: usize = 8 + Digest::LEN + 8 + 8 + Digest::LEN;
+
+/// The batch a block with no transactions names: every node holds it.
+pub const EMPTY_BATCH: Digest = Digest::from_bytes([0; 32]);
 
 /// The parent of block 1.
 pub const GENESIS_PARENT: Digest = Digest::from_bytes([0; 32]);
@@ -19,6 +23,10 @@ pub struct Block {
     pub parent: Digest,
     pub salt: u64,
     pub counter: u64,
+    /// The batch of transactions the block orders, by digest, as the
+    /// node's proposals name batches: a backup must hold it (or fetch it)
+    /// before it checks the block.
+    pub batch: Digest,
 }
 
 impl Block {
@@ -28,6 +36,7 @@ impl Block {
         bytes.extend_from_slice(self.parent.as_bytes());
         bytes.extend_from_slice(&self.salt.to_be_bytes());
         bytes.extend_from_slice(&self.counter.to_be_bytes());
+        bytes.extend_from_slice(self.batch.as_bytes());
         Bytes::from(bytes)
     }
 
@@ -47,6 +56,7 @@ impl Block {
             parent: Digest::from_slice(bytes.get(8..40)?).ok()?,
             salt: u64_at(40)?,
             counter: u64_at(48)?,
+            batch: Digest::from_slice(bytes.get(56..88)?).ok()?,
         })
     }
 
@@ -55,6 +65,14 @@ impl Block {
         let bytes = self.encode();
         (Digest::sha256(&bytes), bytes)
     }
+}
+
+/// The digest of the batch node `slot` seals for its `counter`-th build.
+pub fn batch_digest(slot: usize, counter: u64) -> Digest {
+    let mut bytes = b"govchain-sim/batch".to_vec();
+    bytes.extend_from_slice(&(slot as u64).to_be_bytes());
+    bytes.extend_from_slice(&counter.to_be_bytes());
+    Digest::sha256(&bytes)
 }
 
 /// `Config::block_digest`: SHA-256 of well-formed block bytes.
@@ -100,6 +118,7 @@ mod tests {
             parent: Digest::sha256(b"p"),
             salt: 9,
             counter: 1,
+            batch: batch_digest(2, 1),
         };
         let (digest, bytes) = block.seal();
         assert_eq!(Block::decode(&bytes), Some(block.clone()));

@@ -2,6 +2,8 @@
 //! durable (consensus records and the delivered chain), and the in-memory
 //! state of its application that a crash loses.
 
+use std::collections::{BTreeMap, VecDeque};
+
 use bytes::Bytes;
 use govchain_crypto::{Digest, SigningKey};
 use govchain_pbft::{
@@ -10,7 +12,7 @@ use govchain_pbft::{
 };
 
 use crate::adversary::Adversary;
-use crate::app::{GENESIS_PARENT, block_digest};
+use crate::app::{EMPTY_BATCH, GENESIS_PARENT, block_digest};
 
 pub const CHAIN_ID: &str = "govchain-sim";
 
@@ -25,6 +27,10 @@ pub const LOG_WINDOW_SEQS: u64 = 64;
 /// `pbft`'s `replica::VIEW_AHEAD_MAX` (not exported): view changes further
 /// ahead are refused.
 pub const VIEW_AHEAD_MAX: u64 = 64;
+
+/// Batches a node holds at most (the oldest go first), as the node's
+/// batch store is bounded.
+pub const BATCHES_HELD_MAX: usize = 1_024;
 
 /// A validator's consensus key, the same in every run.
 pub fn key(identity: ReplicaIndex) -> SigningKey {
@@ -67,6 +73,11 @@ pub struct Durable {
     votes: Vec<SignedMessage>,
     prepared: Vec<PreparedCertificate>,
     chain: Vec<Entry>,
+    /// Batches named by proposals this node built or found valid, kept
+    /// with its votes: a block prepared by a quorum may be carried into a
+    /// new view after every holder crashed, and must stay checkable.
+    /// Bounded like the in-memory store, oldest first.
+    pub batches: VecDeque<Digest>,
 }
 
 impl Durable {
@@ -188,6 +199,10 @@ pub struct Node {
     /// The (view, normal) last seen, to notice view changes.
     pub seen_view: (View, bool),
     pub adversary: Option<Adversary>,
+    /// Batches held, in memory (a crash loses them), oldest first.
+    pub batches: VecDeque<Digest>,
+    /// When each missing batch was last asked for.
+    pub batches_asked: BTreeMap<Digest, u64>,
 }
 
 impl Node {
@@ -211,6 +226,8 @@ impl Node {
             torn_crash: None,
             seen_view: (0, true),
             adversary,
+            batches: VecDeque::new(),
+            batches_asked: BTreeMap::new(),
         }
     }
 
@@ -239,6 +256,39 @@ impl Node {
         self.transfer_in_flight = false;
         self.told_pending = None;
         self.torn_crash = None;
+        self.batches.clear();
+        self.batches_asked.clear();
+    }
+
+    pub fn holds_batch(&self, digest: &Digest) -> bool {
+        *digest == EMPTY_BATCH
+            || self.batches.contains(digest)
+            || self.durable.batches.contains(digest)
+    }
+
+    /// Makes a batch durable: it names a proposal this node built or
+    /// found valid.
+    pub fn keep_batch_durably(&mut self, digest: Digest) {
+        if digest == EMPTY_BATCH || self.durable.batches.contains(&digest) {
+            return;
+        }
+        if self.durable.batches.len() >= BATCHES_HELD_MAX {
+            self.durable.batches.pop_front();
+        }
+        self.durable.batches.push_back(digest);
+    }
+
+    /// Keeps a batch; returns whether it is new here.
+    pub fn keep_batch(&mut self, digest: Digest) -> bool {
+        if self.holds_batch(&digest) {
+            return false;
+        }
+        if self.batches.len() >= BATCHES_HELD_MAX {
+            self.batches.pop_front();
+        }
+        self.batches.push_back(digest);
+        self.batches_asked.remove(&digest);
+        true
     }
 
     pub fn is_up(&self) -> bool {

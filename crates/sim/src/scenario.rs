@@ -26,6 +26,9 @@ pub struct Behaviour {
     pub forge: bool,
     /// Proposes blocks whose parent (or height) is wrong.
     pub wrong_parent: bool,
+    /// As primary: proposes blocks naming a batch it never sends and never
+    /// serves when asked.
+    pub withhold_batches: bool,
 }
 
 impl fmt::Display for Behaviour {
@@ -36,6 +39,7 @@ impl fmt::Display for Behaviour {
             (self.double_vote, "double-vote"),
             (self.forge, "forge"),
             (self.wrong_parent, "wrong-parent"),
+            (self.withhold_batches, "withhold-batches"),
         ];
         let on: Vec<&str> = names
             .iter()
@@ -345,6 +349,7 @@ fn behaviour(rng: &mut Rng) -> Behaviour {
         double_vote: rng.one_in(2),
         forge: rng.one_in(2),
         wrong_parent: rng.one_in(3),
+        withhold_batches: rng.one_in(3),
     };
     if behaviour == Behaviour::default() {
         behaviour.equivocate = true;

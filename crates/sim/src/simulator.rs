@@ -13,7 +13,7 @@ use govchain_pbft::{
 };
 
 use crate::adversary::{Adversary, Conspiracy, Context, Send};
-use crate::app::{Block, block_digest, check_block};
+use crate::app::{Block, batch_digest, block_digest, check_block};
 use crate::check::{Checker, Violation, ViolationKind};
 use crate::node::{
     CHAIN_ID, DeferredCheck, Entry, LOG_WINDOW_SEQS, Node, Role, key, validator_set,
@@ -27,6 +27,8 @@ pub const TICK_MS: u64 = 10;
 /// Events one input may cause at one node (its actions' answers fed back):
 /// a bound so that a feedback loop is a reported failure, not a hang.
 const STEPS_PER_INPUT_MAX: usize = 10_000;
+/// How long a node waits before asking again for a batch it lacks.
+const BATCH_ASK_INTERVAL_MS: u64 = 50;
 /// A torn crash that finds no step with two actions happens plainly after
 /// this long.
 const TORN_CRASH_WAIT_MS: u64 = 500;
@@ -62,13 +64,19 @@ pub struct Stats {
     pub twin_conflicts: u64,
     /// When every honest node reached the target after the faults stopped.
     pub recovered_after_ms: Option<u64>,
+    /// Blocks a Byzantine primary proposed naming a batch it never sent.
+    pub batches_withheld: u64,
+    /// Batch requests honest nodes sent for batches a proposal named.
+    pub batch_requests: u64,
+    /// Batches honest nodes got by asking for them.
+    pub batches_fetched: u64,
 }
 
 impl fmt::Display for Stats {
     fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             out,
-            "sim={}ms height={}..{} view_max={} view_changes={} messages={} dropped={} duplicated={} rejected={} crashes={} transfers={}({} blocks, {} refused) equivocations={} twin_messages={} twin_conflicts={} recovered_after={}",
+            "sim={}ms height={}..{} view_max={} view_changes={} messages={} dropped={} duplicated={} rejected={} crashes={} transfers={}({} blocks, {} refused) equivocations={} twin_messages={} twin_conflicts={} recovered_after={} batches_withheld={} batch_requests={} batches_fetched={}",
             self.sim_ms,
             self.height_min,
             self.height_max,
@@ -87,6 +95,9 @@ impl fmt::Display for Stats {
             self.twin_conflicts,
             self.recovered_after_ms
                 .map_or("-".to_owned(), |ms| format!("{ms}ms")),
+            self.batches_withheld,
+            self.batch_requests,
+            self.batches_fetched,
         )
     }
 }
@@ -104,6 +115,18 @@ enum Happening {
         from: usize,
         to: usize,
         message: SignedMessage,
+    },
+    /// A batch of transactions on its way, forwarded or answering a request.
+    Batch {
+        to: usize,
+        digest: Digest,
+        answer: bool,
+    },
+    /// `from` asks `to` for a batch.
+    BatchRequest {
+        from: usize,
+        to: usize,
+        digest: Digest,
     },
     TransferDone {
         node: usize,
@@ -296,6 +319,10 @@ impl Simulator {
         match happening {
             Happening::Tick(slot) => self.on_tick(slot),
             Happening::Message { from, to, message } => self.on_message(from, to, message),
+            Happening::Batch { to, digest, answer } => self.on_batch(to, digest, answer),
+            Happening::BatchRequest { from, to, digest } => {
+                self.on_batch_request(from, to, digest);
+            }
             Happening::TransferDone {
                 node,
                 incarnation,
@@ -368,6 +395,7 @@ impl Simulator {
                 now_ms: self.now_ms,
             },
         );
+        self.recheck_waiting(slot);
         if self.nodes[slot].adversary.is_some() && self.nodes[slot].is_up() {
             let sends = self.with_adversary(slot, |adversary, context, conspiracy| {
                 adversary.on_tick(context, conspiracy)
@@ -393,6 +421,46 @@ impl Simulator {
             self.twin_watch.on_received(sender == Role::Twin, &message);
         }
         self.step(to, Event::Message(message));
+    }
+
+    fn on_batch(&mut self, to: usize, digest: Digest, answer: bool) {
+        if !self.nodes[to].is_up() {
+            self.stats.dropped += 1;
+            return;
+        }
+        if self.nodes[to].keep_batch(digest) {
+            if answer && self.nodes[to].is_honest() {
+                self.stats.batches_fetched += 1;
+            }
+            self.recheck_waiting(to);
+        }
+    }
+
+    /// A node answers with a batch it holds; a withholding primary never
+    /// held the batch it named.
+    fn on_batch_request(&mut self, from: usize, to: usize, digest: Digest) {
+        if !self.nodes[to].is_up() || self.is_silent(to) || !self.nodes[to].holds_batch(&digest) {
+            return;
+        }
+        self.transmit(to, from, |to| Happening::Batch {
+            to,
+            digest,
+            answer: true,
+        });
+    }
+
+    /// Runs the node's next check again if it waits for a batch.
+    fn recheck_waiting(&mut self, slot: usize) {
+        if !self.nodes[slot].is_up() {
+            return;
+        }
+        let next = self.nodes[slot].durable.height() + 1;
+        if !self.nodes[slot].deferred.iter().any(|c| c.seq == next) {
+            return;
+        }
+        for event in self.ready_checks(slot) {
+            self.step(slot, event);
+        }
     }
 
     fn on_crash(&mut self, node: usize, down_ms: u64, torn: bool) {
@@ -673,12 +741,35 @@ impl Simulator {
         }
         let node = &mut self.nodes[slot];
         node.builds += 1;
+        let batch = batch_digest(slot, node.builds);
+        let withhold = node
+            .adversary
+            .as_ref()
+            .is_some_and(|a| a.behaviour.withhold_batches);
         let mut block = Block {
             seq,
             parent: node.durable.head_digest(),
             salt: slot as u64,
             counter: node.builds,
+            batch,
         };
+        if withhold && self.fault_rng.one_in(2) {
+            // Named, never sent, never held: nobody can check the block.
+            self.stats.batches_withheld += 1;
+        } else {
+            // The batch goes out before the pre-prepare, though the network
+            // may drop or delay it.
+            self.nodes[slot].keep_batch(batch);
+            self.nodes[slot].keep_batch_durably(batch);
+            for to in self.recipients(slot, None) {
+                self.transmit(slot, to, |to| Happening::Batch {
+                    to,
+                    digest: batch,
+                    answer: false,
+                });
+            }
+        }
+        let node = &mut self.nodes[slot];
         let wrong_parent = node
             .adversary
             .as_ref()
@@ -699,13 +790,35 @@ impl Simulator {
         }
     }
 
+    /// Checks whose parent is applied and whose batch is here. One whose
+    /// batch is missing waits, and the batch is asked for from every other
+    /// validator (again after [`BATCH_ASK_INTERVAL_MS`]); the check is not
+    /// answered until it arrives, so a primary that withholds its batch is
+    /// replaced by the view-change timer.
     fn ready_checks(&mut self, slot: usize) -> Vec<Event> {
         let parent = self.nodes[slot].durable.head_digest();
         let ready = self.nodes[slot].ready_checks();
+        let (ready, waiting): (Vec<DeferredCheck>, Vec<DeferredCheck>) =
+            ready.into_iter().partition(|check| {
+                Block::decode(&check.block)
+                    .is_none_or(|block| self.nodes[slot].holds_batch(&block.batch))
+            });
+        for check in waiting {
+            let batch = Block::decode(&check.block)
+                .expect("only decodable blocks wait")
+                .batch;
+            self.ask_for_batch(slot, batch);
+            self.nodes[slot].defer_check(check);
+        }
         ready
             .into_iter()
             .map(|check| {
                 let verdict = check_block(check.seq, &check.digest, &check.block, &parent);
+                if verdict.is_ok()
+                    && let Some(block) = Block::decode(&check.block)
+                {
+                    self.nodes[slot].keep_batch_durably(block.batch);
+                }
                 Event::ProposalChecked {
                     view: check.view,
                     seq: check.seq,
@@ -714,6 +827,24 @@ impl Simulator {
                 }
             })
             .collect()
+    }
+
+    fn ask_for_batch(&mut self, slot: usize, batch: Digest) {
+        let asked = self.nodes[slot].batches_asked.get(&batch).copied();
+        if asked.is_some_and(|at| self.now_ms < at + BATCH_ASK_INTERVAL_MS) {
+            return;
+        }
+        self.nodes[slot].batches_asked.insert(batch, self.now_ms);
+        for to in self.recipients(slot, None) {
+            if self.nodes[slot].is_honest() {
+                self.stats.batch_requests += 1;
+            }
+            self.transmit(slot, to, |to| Happening::BatchRequest {
+                from: slot,
+                to,
+                digest: batch,
+            });
+        }
     }
 
     fn deliver(
@@ -1021,6 +1152,25 @@ impl Simulator {
             })
             .map(|node| node.slot)
             .collect()
+    }
+
+    /// Puts `happening` (made for the recipient) on the network from
+    /// `from` to `to`, with the same faults as a consensus message.
+    fn transmit(&mut self, from: usize, to: usize, happening: impl Fn(usize) -> Happening) {
+        self.stats.messages += 1;
+        if self.net_rng.chance(self.network.drop_ppm) || !self.reachable(from, to) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let copies = if self.net_rng.chance(self.network.duplicate_ppm) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.delay();
+            self.schedule(self.now_ms + delay, happening(to));
+        }
     }
 
     fn send(&mut self, from: usize, to: usize, message: SignedMessage) {

@@ -55,6 +55,7 @@ const SILENT: Behaviour = Behaviour {
     double_vote: false,
     forge: false,
     wrong_parent: false,
+    withhold_batches: false,
 };
 
 #[test]
@@ -72,6 +73,34 @@ fn a_silent_primary_is_replaced_and_blocks_go_on() {
             );
             assert!(stats.height_min >= 10 + 3, "blocks went on: {stats}");
         }
+    }
+}
+
+/// A primary whose proposals name batches it never sends (nor serves) is
+/// replaced: nobody can check its block, so nobody prepares it, and the
+/// view-change timer moves on. Batches the lossy network drops are fetched
+/// from other holders. Agreement is checked by every run.
+#[test]
+fn a_primary_withholding_batches_is_replaced_and_nobody_diverges() {
+    let withholder = Behaviour {
+        withhold_batches: true,
+        ..Behaviour::default()
+    };
+    for replicas in [4, 7] {
+        let stats = run_all(0..5, |seed| {
+            let mut scenario = lossy(Scenario::calm(seed, replicas));
+            scenario.byzantine = vec![byzantine(0, withholder)];
+            scenario
+        });
+        for stats in &stats {
+            assert!(stats.batches_withheld > 0, "a batch was withheld: {stats}");
+            assert!(stats.view_max >= 1, "the view changed: {stats}");
+            assert!(stats.height_min >= 10 + 3, "blocks went on: {stats}");
+        }
+        assert!(
+            stats.iter().any(|s| s.batches_fetched > 0),
+            "a dropped batch was fetched from a holder"
+        );
     }
 }
 
