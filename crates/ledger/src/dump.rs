@@ -32,7 +32,7 @@ use crate::error::{Context as _, ReadError, StorageFailure};
 use crate::ledger::begin_durable_write;
 use crate::schema::{
     self, BLOCK_RECORDS, BLOCKS, HEIGHT_BY_HASH, META, META_HEAD, RECENT_TRANSACTIONS, STATE,
-    TRANSACTIONS,
+    STATE_TREE, TRANSACTIONS,
 };
 use crate::{CACHE_SIZE_BYTES_MAX, Head, LEDGER_FILE_NAME, Ledger};
 
@@ -146,6 +146,7 @@ impl Snapshot {
         export_table(&self.read, TRANSACTIONS, sink)?;
         export_table(&self.read, RECENT_TRANSACTIONS, sink)?;
         export_table(&self.read, STATE, sink)?;
+        export_table(&self.read, STATE_TREE, sink)?;
         Ok(())
     }
 }
@@ -221,6 +222,7 @@ fn create_tables(db_write: &WriteTransaction) -> Result<(), StorageFailure> {
     drop(db_write.open_table(TRANSACTIONS).context(CONTEXT)?);
     drop(db_write.open_table(RECENT_TRANSACTIONS).context(CONTEXT)?);
     drop(db_write.open_table(STATE).context(CONTEXT)?);
+    drop(db_write.open_table(STATE_TREE).context(CONTEXT)?);
     Ok(())
 }
 
@@ -240,6 +242,7 @@ fn import_run<I: Iterator<Item = io::Result<DumpRow>>>(
         "transactions" => insert_run(db_write, TRANSACTIONS, rows),
         "recent_transactions" => insert_run(db_write, RECENT_TRANSACTIONS, rows),
         "state" => insert_run(db_write, STATE, rows),
+        "state_tree" => insert_run(db_write, STATE_TREE, rows),
         other => Err(ImportError::UnknownTable {
             table: other.to_owned(),
         }),
