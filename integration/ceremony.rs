@@ -246,6 +246,7 @@ async fn three_departments_and_a_ca_make_a_consortium_without_sharing_a_private_
         .get_anchor(govchain_proto::node::v1::GetAnchorRequest {
             dataset: "test/records".into(),
             record_id: "made-by-ceremony".into(),
+            prove: false,
         })
         .await
         .unwrap()

@@ -432,6 +432,7 @@ async fn department_keys_come_through_their_certificate_and_namespaces_take_only
         .get_anchor(GetAnchorRequest {
             dataset: "health/vaccinations".into(),
             record_id: "2026-1".into(),
+            prove: false,
         })
         .await
         .unwrap()

@@ -63,6 +63,7 @@ fn signing_key(cluster: &Cluster, department: &str) -> SigningKey {
 async fn next_nonce(node: &mut NodeServiceClient<Channel>, key: &SigningKey) -> u64 {
     node.get_account(GetAccountRequest {
         public_key: key.public_key().as_bytes().to_vec(),
+        prove: false,
     })
     .await
     .unwrap()

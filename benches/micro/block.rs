@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use govchain_crypto::{Digest, DomainHasher};
-use govchain_exec::{BuiltBlock, CheckContext, build_block, check_block};
+use govchain_exec::{
+    BuiltBlock, CheckContext, StateError, TreeRead, build_block, check_block, update_tree,
+};
 use govchain_ledger::{AppendBlock, Ledger, consensus_key};
 use prost::Message as _;
 
@@ -164,18 +166,33 @@ impl AppendFixture {
                 (key, value.clone())
             })
             .collect();
+        // The state tree grows with the state, as on a node; its update is
+        // execution's cost (see `state_tree`), its nodes are the append's.
+        let tree = update_tree(&LedgerTree(ledger), &writes).expect("tree update");
         let block = AppendBlock {
             height,
             hash: DomainHasher::new("bench/block").u64(height).finish(),
             parent_hash: head.hash,
-            state_root: DomainHasher::new("bench/state").u64(height).finish(),
+            state_root: tree.root,
             timestamp_ms: height,
             encoded: &self.encoded,
             transactions: &transactions,
             writes: &writes,
+            tree_writes: &tree.writes,
         };
         let start = Instant::now();
         ledger.append(&block).expect("append");
         start.elapsed()
+    }
+}
+
+/// The ledger's stored state tree, as the node reads it.
+struct LedgerTree<'a>(&'a Ledger);
+
+impl TreeRead for LedgerTree<'_> {
+    fn tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.0
+            .state_tree_node(path)
+            .map_err(|err| StateError::Read(err.to_string()))
     }
 }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use govchain_crypto::{Digest, SigningKey};
 use govchain_exec::{
-    BlockLimits, Head, StateError, StateRead, VerifiedTransaction, check_envelope, transaction_id,
+    BlockLimits, Head, MemoryTree, StateError, StateRead, TreeRead, VerifiedTransaction,
+    check_envelope, transaction_id,
 };
 use govchain_proto::types::v1::{
     AnchorRecord, Transaction, TransactionEnvelope, transaction::Body,
@@ -87,12 +88,19 @@ pub fn genesis() -> Head {
     }
 }
 
-/// World state in memory: the benchmarks measure execution, not reads.
+/// World state and its tree in memory: the benchmarks measure execution,
+/// not reads.
 #[derive(Default)]
-pub struct MemoryState(pub BTreeMap<Vec<u8>, Vec<u8>>);
+pub struct MemoryState(pub BTreeMap<Vec<u8>, Vec<u8>>, pub MemoryTree);
 
 impl StateRead for MemoryState {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self.0.get(key).cloned())
+    }
+}
+
+impl TreeRead for MemoryState {
+    fn tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.1.tree_node(path)
     }
 }

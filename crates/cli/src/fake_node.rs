@@ -284,6 +284,7 @@ impl NodeService for FakeNode {
         Ok(Response::new(GetAccountResponse {
             committed_nonce: nonce,
             pending_nonce: nonce,
+            proof: None,
         }))
     }
 
@@ -299,6 +300,8 @@ impl NodeService for FakeNode {
             .map(|anchored| {
                 Response::new(GetAnchorResponse {
                     anchored: Some(anchored),
+                    proof: None,
+                    anchored_bytes: Vec::new(),
                 })
             })
             .ok_or_else(|| Status::not_found("record is not anchored"))

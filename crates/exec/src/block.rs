@@ -8,9 +8,10 @@ use govchain_crypto::{Digest, DomainHasher, merkle_root, verify_each};
 use govchain_proto::types::v1::{Block, BlockHeader, TransactionEnvelope, TransactionResult};
 use prost::Message as _;
 
-use crate::execute::{Overlay, execute, state_root};
+use crate::execute::{Overlay, execute};
 use crate::identity::{Context, Departments};
 use crate::state::{StateError, StateRead, read_nonce};
+use crate::state_tree::{TreeRead, update_tree};
 use crate::transaction::{TransactionError, VerifiedTransaction, check_envelope};
 
 /// The latest committed block, as far as building on it is concerned.
@@ -39,6 +40,10 @@ pub struct ExecutedBlock {
     pub transactions: Vec<(Digest, TransactionResult)>,
     /// State changes, sorted by key; `None` deletes.
     pub writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The state tree's node changes for `writes` (see `state_tree`),
+    /// stored with the block in the same append.
+    pub tree_writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The state tree's root after the block.
     pub state_root: Digest,
 }
 
@@ -126,7 +131,7 @@ pub fn decode_header(block: &Block) -> Result<BlockHeader, BlockError> {
 /// order), taking those whose nonce is next for their signer, up to the
 /// limits.
 #[allow(clippy::too_many_arguments)]
-pub fn build_block<'a, S: StateRead>(
+pub fn build_block<'a, S: StateRead + TreeRead>(
     chain_id: &str,
     head: &Head,
     view: u64,
@@ -164,7 +169,8 @@ pub fn build_block<'a, S: StateRead>(
         bytes += transaction.encoded_len;
         included.push(transaction.envelope.clone());
     }
-    let root = state_root(&head.state_root, height, &overlay.writes);
+    let tree = update_tree(state, &overlay.writes)?;
+    let root = tree.root;
     let ids: Vec<Digest> = results.iter().map(|(id, _)| *id).collect();
     let header = BlockHeader {
         chain_id: chain_id.into(),
@@ -189,6 +195,7 @@ pub fn build_block<'a, S: StateRead>(
     let executed = ExecutedBlock {
         transactions: results,
         writes: overlay.writes,
+        tree_writes: tree.writes,
         state_root: root,
     };
     Ok(BuiltBlock {
@@ -270,7 +277,7 @@ pub struct CheckContext<'a> {
 /// fields, proposer, limits, every transaction, and the state root after
 /// executing them. `already_verified` lets signatures checked at admission
 /// be skipped.
-pub fn check_block<S: StateRead>(
+pub fn check_block<S: StateRead + TreeRead>(
     context: &CheckContext<'_>,
     digest: &Digest,
     encoded: &[u8],
@@ -283,7 +290,7 @@ pub fn check_block<S: StateRead>(
 /// [`check_block`], taking from `admitted` the transactions that were
 /// admitted earlier with exactly the same envelope: they are not decoded,
 /// hashed or verified again (the mempool's copy is the result of doing so).
-pub fn check_block_reusing<S: StateRead>(
+pub fn check_block_reusing<S: StateRead + TreeRead>(
     context: &CheckContext<'_>,
     digest: &Digest,
     encoded: &[u8],
@@ -359,12 +366,13 @@ pub fn check_block_reusing<S: StateRead>(
         merkle_root(&ids),
         &header.transactions_root,
     )?;
-    let root = state_root(&context.head.state_root, header.height, &overlay.writes);
-    expect_field("state_root", root, &header.state_root)?;
+    let tree = update_tree(state, &overlay.writes)?;
+    expect_field("state_root", tree.root, &header.state_root)?;
     let executed = ExecutedBlock {
         transactions: results,
         writes: overlay.writes,
-        state_root: root,
+        tree_writes: tree.writes,
+        state_root: tree.root,
     };
     Ok(CheckedBlock {
         hash,

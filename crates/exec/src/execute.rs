@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use govchain_crypto::{Digest, DomainHasher};
 use govchain_proto::types::v1::{
     AnchorRecord, AnchoredRecord, TransactionOutcome, TransactionResult, transaction::Body,
 };
@@ -203,25 +202,4 @@ fn execute_anchor<S: StateRead>(
 
 fn hex_short(bytes: &[u8]) -> String {
     bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-/// The state commitment after a block: a hash chain over the blocks' write
-/// sets. Two nodes have the same root exactly when they applied the same
-/// writes in the same blocks. (It does not give inclusion proofs; a Merkle
-/// state tree can replace it behind the same header field.)
-pub(crate) fn state_root(
-    parent: &Digest,
-    height: u64,
-    writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-) -> Digest {
-    let mut hasher = DomainHasher::new("govchain/state/v1");
-    hasher.digest(parent).u64(height).u64(writes.len() as u64);
-    for (key, value) in writes {
-        hasher.bytes(key);
-        match value {
-            Some(value) => hasher.u32(1).bytes(value),
-            None => hasher.u32(0),
-        };
-    }
-    hasher.finish()
 }

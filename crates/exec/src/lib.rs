@@ -4,7 +4,8 @@
 //! **Invariant:** execution is deterministic: it never reads a clock, never
 //! iterates a `HashMap`, and reads state only through [`StateRead`]. Two
 //! nodes that execute the same blocks on the same state get the same writes
-//! and the same state root.
+//! and the same state root, and the state root commits to the whole state
+//! (see [`state_tree`]): a value and its proof verify against it.
 #![forbid(unsafe_code)]
 
 mod batch;
@@ -12,6 +13,7 @@ mod block;
 mod execute;
 pub mod identity;
 mod state;
+pub mod state_tree;
 mod transaction;
 
 pub use batch::{
@@ -26,6 +28,9 @@ pub use block::{
 pub use execute::{anchor_key, dataset_owner, precheck};
 pub use identity::{Department, Departments, Refusal};
 pub use state::{StateError, StateRead, nonce_key, read_nonce};
+pub use state_tree::{
+    EMPTY_ROOT, MemoryTree, ProofError, StateProof, TreeRead, TreeUpdate, prove, update_tree,
+};
 pub use transaction::{
     TRANSACTION_ENVELOPE_OVERHEAD_BYTES_MAX, TransactionError, VerifiedTransaction, check_envelope,
     check_envelope_with, decode_envelope, transaction_id,

@@ -30,7 +30,7 @@ use crate::error::{CheckError, Context, Inconsistency, StorageFailure};
 use crate::recent;
 use crate::schema::{
     self, BLOCK_RECORDS, BLOCKS, BlockRecord, HEIGHT_BY_HASH, HeightKey, META, META_HEAD,
-    RECENT_TRANSACTIONS, STATE, TRANSACTIONS, height_from_key, height_key,
+    RECENT_TRANSACTIONS, STATE, STATE_TREE, TRANSACTIONS, height_from_key, height_key,
 };
 
 /// What [`crate::Ledger::check`] walked.
@@ -42,6 +42,8 @@ pub struct CheckReport {
     pub blocks: u64,
     pub transactions: u64,
     pub state_entries: u64,
+    /// Stored state tree nodes.
+    pub state_tree_nodes: u64,
 }
 
 pub(crate) fn check(
@@ -65,11 +67,15 @@ pub(crate) fn check(
         .into());
     }
     let state_entries = open(snapshot, STATE)?.len().context("counting state")?;
+    let state_tree_nodes = open(snapshot, STATE_TREE)?
+        .len()
+        .context("counting state tree nodes")?;
     Ok(CheckReport {
         head,
         blocks: head.height,
         transactions,
         state_entries,
+        state_tree_nodes,
     })
 }
 

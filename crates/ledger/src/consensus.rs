@@ -244,6 +244,7 @@ mod tests {
             encoded: b"block",
             transactions: &[],
             writes: &writes,
+            tree_writes: &writes,
         };
         ledger.append(&block).expect("append");
     }

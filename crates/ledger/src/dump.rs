@@ -24,7 +24,7 @@ use redb::{ReadTransaction, ReadableDatabase as _, WriteTransaction};
 use crate::error::{Context as _, ReadError};
 use crate::schema::{
     self, BLOCK_RECORDS, BLOCKS, HEIGHT_BY_HASH, META, META_HEAD, RECENT_TRANSACTIONS, STATE,
-    TRANSACTIONS,
+    STATE_TREE, TRANSACTIONS,
 };
 use crate::{CACHE_SIZE_BYTES_MAX, Head, LEDGER_FILE_NAME, Ledger};
 
@@ -85,6 +85,7 @@ impl Snapshot {
         export_table(&self.read, TRANSACTIONS, sink)?;
         export_table(&self.read, RECENT_TRANSACTIONS, sink)?;
         export_table(&self.read, STATE, sink)?;
+        export_table(&self.read, STATE_TREE, sink)?;
         Ok(())
     }
 }
@@ -118,6 +119,7 @@ impl Schema for LedgerSchema {
         drop(write.open_table(TRANSACTIONS)?);
         drop(write.open_table(RECENT_TRANSACTIONS)?);
         drop(write.open_table(STATE)?);
+        drop(write.open_table(STATE_TREE)?);
         Ok(())
     }
 
@@ -135,6 +137,7 @@ impl Schema for LedgerSchema {
             "transactions" => insert_run(write, TRANSACTIONS, KeyForm::Bytes, rows),
             "recent_transactions" => insert_run(write, RECENT_TRANSACTIONS, KeyForm::Bytes, rows),
             "state" => insert_run(write, STATE, KeyForm::Bytes, rows),
+            "state_tree" => insert_run(write, STATE_TREE, KeyForm::Bytes, rows),
             other => Err(ImportError::UnknownTable {
                 table: other.to_owned(),
             }),

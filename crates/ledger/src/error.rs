@@ -176,7 +176,10 @@ pub enum OpenError {
         #[source]
         source: redb::DatabaseError,
     },
-    #[error("ledger format version {got} is not supported (this build reads version {supported})")]
+    #[error(
+        "ledger format version {got} is not supported (this build reads version {supported}); \
+         move the data directory aside and start the node with an empty one: it syncs the chain from its peers"
+    )]
     UnsupportedFormat { got: u64, supported: u64 },
     #[error("ledger belongs to chain {stored:?}, but chain {given:?} was requested")]
     ChainIdMismatch { stored: String, given: String },

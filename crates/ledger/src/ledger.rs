@@ -17,14 +17,16 @@ use crate::error::{
     AppendError, CheckError, Context, Inconsistency, OpenError, ReadError, StorageFailure,
 };
 use crate::recent::{self, Merge, Recent};
+use crate::schema::HeightKey;
 use crate::schema::{
     self, BLOCK_RECORDS, BLOCKS, BlockRecord, HEIGHT_BY_HASH, META, META_CHAIN_ID,
-    META_FORMAT_VERSION, META_GENESIS_HASH, META_HEAD, RECENT_TRANSACTIONS, STATE, TRANSACTIONS,
-    height_key,
+    META_FORMAT_VERSION, META_GENESIS_HASH, META_HEAD, RECENT_TRANSACTIONS, STATE, STATE_TREE,
+    TRANSACTIONS, height_key,
 };
 use crate::{
-    APPEND_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MAX, BLOCK_TRANSACTIONS_MAX, BLOCK_WRITES_MAX,
-    CACHE_SIZE_BYTES_MAX, CHAIN_ID_SIZE_BYTES_MAX, LEDGER_FILE_NAME, STATE_KEY_SIZE_BYTES_MAX,
+    APPEND_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MAX, BLOCK_TRANSACTIONS_MAX, BLOCK_TREE_WRITES_MAX,
+    BLOCK_WRITES_MAX, CACHE_SIZE_BYTES_MAX, CHAIN_ID_SIZE_BYTES_MAX, LEDGER_FILE_NAME,
+    STATE_KEY_SIZE_BYTES_MAX,
 };
 
 /// The last appended block, or the genesis position of an empty ledger.
@@ -63,6 +65,10 @@ pub struct AppendBlock<'a> {
     pub transactions: &'a [(Digest, Vec<u8>)],
     /// State changes; `None` deletes the key.
     pub writes: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The state tree's node changes that go with `writes` (node path ->
+    /// encoded node; `None` deletes), so that the nodes and the state they
+    /// commit to are never apart, even after a crash.
+    pub tree_writes: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 /// Where a transaction was committed, and its encoded result.
@@ -336,6 +342,32 @@ impl Ledger {
         Ok(value.map(|guard| guard.value().to_vec()))
     }
 
+    /// The state tree node stored at `path` as of the head.
+    pub fn state_tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        let snapshot = self.begin_read()?;
+        let tree = open_read(&snapshot, STATE_TREE)?;
+        let node = tree.get(path).context("reading the state tree")?;
+        Ok(node.map(|guard| guard.value().to_vec()))
+    }
+
+    /// A consistent view of the head for reads that must agree with each
+    /// other: a value, its state tree nodes and the head block.
+    pub fn head_view(&self) -> Result<HeadView, ReadError> {
+        let snapshot = self.begin_read()?;
+        let head = {
+            let meta = open_read(&snapshot, META)?;
+            let stored = meta.get(META_HEAD).context("reading the head")?;
+            let stored = stored.ok_or(Inconsistency::MissingMeta { key: META_HEAD })?;
+            schema::decode_head(stored.value())?
+        };
+        Ok(HeadView {
+            head,
+            state: open_read(&snapshot, STATE)?,
+            tree: open_read(&snapshot, STATE_TREE)?,
+            blocks: open_read(&snapshot, BLOCKS)?,
+        })
+    }
+
     /// Structural self-check; see [`check`](crate::check) for what it
     /// covers. Runs on one snapshot, concurrently with appends.
     pub fn check(&self) -> Result<crate::CheckReport, CheckError> {
@@ -494,6 +526,7 @@ fn initialize(
     drop(db_write.open_table(TRANSACTIONS).context(CONTEXT)?);
     drop(db_write.open_table(RECENT_TRANSACTIONS).context(CONTEXT)?);
     drop(db_write.open_table(STATE).context(CONTEXT)?);
+    drop(db_write.open_table(STATE_TREE).context(CONTEXT)?);
     let mut meta = db_write.open_table(META).context(CONTEXT)?;
     let version = schema::encode_u64(schema::FORMAT_VERSION);
     let head = schema::encode_head(&Head::genesis(genesis_hash));
@@ -585,6 +618,11 @@ fn check_limits(block: &AppendBlock<'_>) -> Result<(), AppendError> {
         block.writes.len(),
         BLOCK_WRITES_MAX,
     )?;
+    limit(
+        "the state tree write count",
+        block.tree_writes.len(),
+        BLOCK_TREE_WRITES_MAX,
+    )?;
     let mut size = block.encoded.len();
     for (_, result) in block.transactions {
         size = size.saturating_add(result.len());
@@ -597,6 +635,10 @@ fn check_limits(block: &AppendBlock<'_>) -> Result<(), AppendError> {
         )?;
         let value_len = value.as_ref().map_or(0, Vec::len);
         size = size.saturating_add(key.len()).saturating_add(value_len);
+    }
+    for (path, node) in block.tree_writes {
+        let node_len = node.as_ref().map_or(0, Vec::len);
+        size = size.saturating_add(path.len()).saturating_add(node_len);
     }
     limit("the total size in bytes", size, APPEND_SIZE_BYTES_MAX)
 }
@@ -613,7 +655,8 @@ fn write_block(
     index_hash(db_write, block)?;
     store_block(db_write, block, head_height)?;
     index_transactions(db_write, block, recent, merge)?;
-    apply_writes(db_write, block.writes)?;
+    apply_writes(db_write, STATE, block.writes)?;
+    apply_writes(db_write, STATE_TREE, block.tree_writes)?;
     Ok(())
 }
 
@@ -758,9 +801,10 @@ fn index_transactions(
 
 fn apply_writes(
     db_write: &WriteTransaction,
+    table: TableDefinition<'_, &'static [u8], &'static [u8]>,
     writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 ) -> Result<(), StorageFailure> {
-    let mut state = db_write.open_table(STATE).context("opening state")?;
+    let mut state = db_write.open_table(table).context("opening state")?;
     for (key, value) in writes {
         match value {
             Some(value) => {
@@ -774,6 +818,46 @@ fn apply_writes(
         }
     }
     Ok(())
+}
+
+/// The head and the tables a read of state with its proof needs, all from
+/// one snapshot: no append lands between its reads.
+pub struct HeadView {
+    head: Head,
+    state: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    tree: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    blocks: redb::ReadOnlyTable<HeightKey, &'static [u8]>,
+}
+
+impl HeadView {
+    /// The head this view shows.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// The world-state value of `key` at this head.
+    pub fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        let value = self.state.get(key).context("reading state")?;
+        Ok(value.map(|guard| guard.value().to_vec()))
+    }
+
+    /// The state tree node at `path` at this head.
+    pub fn state_tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        let node = self.tree.get(path).context("reading the state tree")?;
+        Ok(node.map(|guard| guard.value().to_vec()))
+    }
+
+    /// The head block as its caller encoded it; `None` at genesis.
+    pub fn head_block(&self) -> Result<Option<Vec<u8>>, ReadError> {
+        if self.head.height == 0 {
+            return Ok(None);
+        }
+        let block = self
+            .blocks
+            .get(height_key(self.head.height))
+            .context("reading the head block")?;
+        Ok(block.map(|guard| guard.value().to_vec()))
+    }
 }
 
 /// Replaces the stored head `current` by `next`.
@@ -834,6 +918,7 @@ mod tests {
         encoded: Vec<u8>,
         transactions: Vec<(Digest, Vec<u8>)>,
         writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        tree_writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     }
 
     impl TestBlock {
@@ -860,6 +945,8 @@ mod tests {
             if height > 2 {
                 writes.insert(format!("key/{}", height - 2).into_bytes(), None);
             }
+            let mut tree_writes = BTreeMap::new();
+            tree_writes.insert(b"root".to_vec(), Some(height.to_be_bytes().to_vec()));
             Self {
                 height,
                 hash: digest("block", height),
@@ -869,6 +956,7 @@ mod tests {
                 encoded: format!("block {height}").into_bytes(),
                 transactions,
                 writes,
+                tree_writes,
             }
         }
 
@@ -894,6 +982,7 @@ mod tests {
                 encoded: &self.encoded,
                 transactions: &self.transactions,
                 writes: &self.writes,
+                tree_writes: &self.tree_writes,
             }
         }
 
@@ -1169,6 +1258,36 @@ mod tests {
             matches!(err, AppendError::LimitExceeded { height: 3, got, max, .. }
                 if *got == STATE_KEY_SIZE_BYTES_MAX + 1 && *max == STATE_KEY_SIZE_BYTES_MAX)
         });
+    }
+
+    #[test]
+    fn head_view_reads_state_tree_and_head_block_of_one_head() {
+        let (_dir, ledger) = ledger_with(0);
+        let view = ledger.head_view().expect("view");
+        assert_eq!(view.head().height, 0);
+        assert_eq!(
+            view.head_block().expect("read"),
+            None,
+            "no block at genesis"
+        );
+        append(&ledger, &TestBlock::new(1));
+        let view = ledger.head_view().expect("view");
+        append(&ledger, &TestBlock::new(2));
+        // The view still shows block 1 after block 2 landed.
+        assert_eq!(view.head(), TestBlock::new(1).head());
+        assert_eq!(
+            view.head_block().expect("read"),
+            Some(TestBlock::new(1).encoded)
+        );
+        assert_eq!(view.state(b"key/2").expect("read"), None);
+        assert_eq!(
+            view.state_tree_node(b"root").expect("read"),
+            Some(1_u64.to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            ledger.state_tree_node(b"root").expect("read"),
+            Some(2_u64.to_be_bytes().to_vec())
+        );
     }
 
     #[test]
@@ -1616,6 +1735,30 @@ mod tests {
     }
 
     #[test]
+    fn open_refuses_a_format_2_ledger_naming_both_versions() {
+        let (dir, ledger) = ledger_with(0);
+        drop(ledger);
+        tamper(dir.path(), |db_write| {
+            let mut meta = db_write.open_table(META).expect("table");
+            meta.insert(META_FORMAT_VERSION, &schema::encode_u64(2)[..])
+                .expect("insert");
+        });
+        let err = Ledger::open(dir.path(), CHAIN, genesis()).expect_err("refused");
+        assert!(matches!(
+            err,
+            OpenError::UnsupportedFormat {
+                got: 2,
+                supported: 3
+            }
+        ));
+        let message = err.to_string();
+        assert!(
+            message.contains("format version 2") && message.contains("reads version 3"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn open_refuses_an_unknown_format_version() {
         let (dir, ledger) = ledger_with(0);
         drop(ledger);
@@ -1629,7 +1772,7 @@ mod tests {
             err,
             OpenError::UnsupportedFormat {
                 got: 99,
-                supported: 2
+                supported: 3
             }
         ));
     }

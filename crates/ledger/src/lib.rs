@@ -9,8 +9,8 @@
 //! root, transaction results and state writes that other crates computed.
 //!
 //! **Invariant:** one block is one redb write transaction. [`Ledger::append`]
-//! stages the block, its record, its hash-index entry, its transactions and
-//! its state writes and the new head together, and commits them with
+//! stages the block, its record, its hash-index entry, its transactions, its
+//! state writes, the state tree nodes they change and the new head together, and commits them with
 //! [`redb::Durability::Immediate`]: when `append` returns `Ok`, the block is
 //! on disk; after a crash, the file holds all of a block or none of it.
 //!
@@ -58,7 +58,7 @@ pub use dump::{
     DumpRow, ExportError, IMPORT_COMMIT_BYTES_MAX, ImportError, RowSink, Snapshot, import,
 };
 pub use error::{AppendError, CheckError, Inconsistency, OpenError, ReadError, StorageFailure};
-pub use ledger::{AppendBlock, Head, Ledger, TransactionLocation};
+pub use ledger::{AppendBlock, Head, HeadView, Ledger, TransactionLocation};
 
 /// The name of the ledger file inside the data directory.
 pub const LEDGER_FILE_NAME: &str = "ledger.redb";
@@ -76,6 +76,9 @@ pub const BLOCK_SIZE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const BLOCK_TRANSACTIONS_MAX: usize = 100_000;
 /// State keys and deletions one block may write.
 pub const BLOCK_WRITES_MAX: usize = 1_000_000;
+/// State tree nodes one block may write or delete: a written key changes
+/// the nodes on its path, about log2(keys) of them.
+pub const BLOCK_TREE_WRITES_MAX: usize = 64 * BLOCK_WRITES_MAX;
 pub const STATE_KEY_SIZE_BYTES_MAX: usize = 4 * 1024;
 /// Everything one append stores: the encoded block, the transaction
 /// results, and the state keys and values.

@@ -17,7 +17,11 @@ use crate::error::Inconsistency;
 ///
 /// Version 2 added [`RECENT_TRANSACTIONS`]: the transaction index is kept
 /// in two tiers (see `recent`).
-pub(crate) const FORMAT_VERSION: u64 = 2;
+///
+/// Version 3 added [`STATE_TREE`]: the state root is the root of a Merkle
+/// tree over the whole state, no longer a hash chain over write sets, so a
+/// version 2 file holds neither the nodes nor roots of that meaning.
+pub(crate) const FORMAT_VERSION: u64 = 3;
 
 /// A height as a key: `u64` big-endian.
 pub(crate) type HeightKey = [u8; 8];
@@ -51,6 +55,11 @@ pub(crate) const RECENT_TRANSACTIONS: TableDefinition<HeightKey, &[u8]> =
 
 /// World state: key -> value.
 pub(crate) const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+
+/// The state tree's nodes at the head: node path -> encoded node. The
+/// ledger stores them as the caller computed them (`govchain_exec::
+/// state_tree` defines both) and never decodes them.
+pub(crate) const STATE_TREE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state_tree");
 
 /// Identity of the ledger and its head; keys are the `META_*` constants.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

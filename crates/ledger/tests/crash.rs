@@ -83,6 +83,9 @@ struct CrashBlock {
     encoded: Vec<u8>,
     transactions: Vec<(Digest, Vec<u8>)>,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Stand-ins for state tree nodes: the ledger stores them opaquely, so
+    /// what matters is that they land with the state or not at all.
+    tree_writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl CrashBlock {
@@ -105,11 +108,18 @@ impl CrashBlock {
         if height > STATE_KEYS_KEPT {
             writes.insert(state_key(height - STATE_KEYS_KEPT), None);
         }
+        let mut tree_writes = BTreeMap::new();
+        tree_writes.insert(b"root".to_vec(), Some(height.to_be_bytes().to_vec()));
+        tree_writes.insert(state_key(height), Some(state_value(height)));
+        if height > STATE_KEYS_KEPT {
+            tree_writes.insert(state_key(height - STATE_KEYS_KEPT), None);
+        }
         Self {
             height,
             encoded,
             transactions,
             writes,
+            tree_writes,
         }
     }
 
@@ -133,6 +143,7 @@ impl CrashBlock {
             encoded: &self.encoded,
             transactions: &self.transactions,
             writes: &self.writes,
+            tree_writes: &self.tree_writes,
         }
     }
 }
@@ -282,7 +293,9 @@ fn verify_block(ledger: &Ledger, block: &CrashBlock) {
 /// The state at `head` is a function of the head height alone.
 fn verify_state(ledger: &Ledger, head: u64) {
     let state = |key: &[u8]| ledger.state(key).expect("read state");
+    let tree = |path: &[u8]| ledger.state_tree_node(path).expect("read the tree");
     assert_eq!(state(b"height"), Some(head.to_be_bytes().to_vec()));
+    assert_eq!(tree(b"root"), Some(head.to_be_bytes().to_vec()));
     for height in 1..=head + 1 {
         let kept = height <= head && height + STATE_KEYS_KEPT > head;
         let expected = kept.then(|| state_value(height));
@@ -290,6 +303,11 @@ fn verify_state(ledger: &Ledger, head: u64) {
             state(&state_key(height)),
             expected,
             "key/{height} at head {head}"
+        );
+        assert_eq!(
+            tree(&state_key(height)),
+            expected,
+            "tree node {height} at head {head}"
         );
     }
 }

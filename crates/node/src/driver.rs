@@ -678,6 +678,7 @@ impl Driver {
             encoded: &encoded,
             transactions: &transactions,
             writes: &ready.executed.writes,
+            tree_writes: &ready.executed.tree_writes,
         };
         let parent = self.shared.ledger.head();
         let _block = ready.span.enter();

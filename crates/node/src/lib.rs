@@ -23,6 +23,7 @@ mod peers;
 mod readiness;
 mod service;
 mod shared;
+mod state_proof;
 mod supervise;
 mod sync;
 pub mod telemetry;
@@ -52,6 +53,7 @@ pub use config::{NodeFile, PeerFile, Settings};
 pub use driver::now_ms;
 pub use mempool::NONCE_AHEAD_MAX;
 pub use readiness::{LIVENESS_SERVICE, SYNC_LAG_BLOCKS_MAX};
+pub use state_proof::{ProvenHead, StateProofError, verify_state_proof};
 pub use supervise::FatalError;
 pub use wire::{certificate_from_wire, certificate_to_wire};
 

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::{
-    Refusal, StateRead as _, TransactionError, VerifiedTransaction, anchor_key, precheck,
-    read_nonce,
+    Refusal, StateRead as _, TransactionError, VerifiedTransaction, anchor_key, nonce_key,
+    precheck, read_nonce,
 };
 use govchain_pbft::Event;
 use govchain_pki::TlsIdentity;
@@ -36,6 +36,7 @@ use crate::driver::DriverEvent;
 use crate::limits::SUBSCRIBER_STALL_MAX;
 use crate::mempool::MempoolError;
 use crate::shared::{LedgerState, Shared};
+use crate::state_proof::read_with_proof;
 use crate::{tls, wire};
 
 /// Blocks a subscription reads from the ledger per batch while catching up.
@@ -910,10 +911,24 @@ impl NodeService for NodeApi {
         &self,
         request: Request<GetAccountRequest>,
     ) -> Result<Response<GetAccountResponse>, Status> {
-        let key = PublicKey::from_slice(&request.into_inner().public_key)
+        let request = request.into_inner();
+        let key = PublicKey::from_slice(&request.public_key)
             .map_err(|err| Status::invalid_argument(format!("public_key: {err}")))?;
-        let committed_nonce = read_nonce(&LedgerState(&self.shared.ledger), &key)
-            .map_err(|e| internal("state read failed", e))?;
+        let (committed_nonce, proof) = if request.prove {
+            // The nonce from the proof's own snapshot, so that both agree.
+            let (value, proof) = read_with_proof(&self.shared.ledger, &nonce_key(&key))
+                .map_err(|e| internal("state read with proof failed", e))?;
+            let nonce = match value.as_deref().map(<[u8; 8]>::try_from) {
+                None => 0,
+                Some(Ok(bytes)) => u64::from_be_bytes(bytes),
+                Some(Err(err)) => return Err(internal("stored nonce is corrupt", err)),
+            };
+            (nonce, Some(proof))
+        } else {
+            let nonce = read_nonce(&LedgerState(&self.shared.ledger), &key)
+                .map_err(|e| internal("state read failed", e))?;
+            (nonce, None)
+        };
         let pending_nonce = self
             .shared
             .mempool()
@@ -923,6 +938,7 @@ impl NodeService for NodeApi {
         Ok(Response::new(GetAccountResponse {
             committed_nonce,
             pending_nonce,
+            proof,
         }))
     }
 
@@ -932,11 +948,25 @@ impl NodeService for NodeApi {
     ) -> Result<Response<GetAnchorResponse>, Status> {
         let request = request.into_inner();
         let key = anchor_key(&request.dataset, &request.record_id);
-        let state = LedgerState(&self.shared.ledger);
-        let Some(bytes) = state
-            .get(&key)
-            .map_err(|e| internal("state read failed", e))?
-        else {
+        let (bytes, proof) = if request.prove {
+            let (value, proof) = read_with_proof(&self.shared.ledger, &key)
+                .map_err(|e| internal("state read with proof failed", e))?;
+            (value, Some(proof))
+        } else {
+            let value = LedgerState(&self.shared.ledger)
+                .get(&key)
+                .map_err(|e| internal("state read failed", e))?;
+            (value, None)
+        };
+        let Some(bytes) = bytes else {
+            if proof.is_some() {
+                // The proof of absence is the answer.
+                return Ok(Response::new(GetAnchorResponse {
+                    anchored: None,
+                    proof,
+                    anchored_bytes: Vec::new(),
+                }));
+            }
             return Err(Status::not_found(format!(
                 "record {} in dataset {} is not anchored",
                 echo(&request.record_id),
@@ -945,8 +975,11 @@ impl NodeService for NodeApi {
         };
         let anchored = AnchoredRecord::decode(bytes.as_slice())
             .map_err(|e| internal("stored anchor does not decode", e))?;
+        let anchored_bytes = if proof.is_some() { bytes } else { Vec::new() };
         Ok(Response::new(GetAnchorResponse {
             anchored: Some(anchored),
+            proof,
+            anchored_bytes,
         }))
     }
 }

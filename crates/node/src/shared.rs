@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use govchain_crypto::Digest;
-use govchain_exec::{BlockLimits, Department, Departments, Head, StateError, StateRead};
+use govchain_exec::{BlockLimits, Department, Departments, Head, StateError, StateRead, TreeRead};
 use govchain_ledger::Ledger;
 use govchain_pbft::ValidatorSet;
 use govchain_pki::Genesis;
@@ -175,6 +175,14 @@ impl StateRead for LedgerState<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         self.0
             .state(key)
+            .map_err(|err| StateError::Read(err.to_string()))
+    }
+}
+
+impl TreeRead for LedgerState<'_> {
+    fn tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.0
+            .state_tree_node(path)
             .map_err(|err| StateError::Read(err.to_string()))
     }
 }

@@ -24,6 +24,16 @@ pub struct FatalError {
     pub how: String,
 }
 
+/// How long a part that only ended waits for the failure behind it.
+pub const CAUSE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl FatalError {
+    /// A panic or a failure, rather than a part that ended.
+    pub fn is_cause(&self) -> bool {
+        self.how.starts_with("panicked") || self.how.starts_with("failed")
+    }
+}
+
 /// Reports fatal errors to [`crate::run`]. Clones share one channel and
 /// one "stopping" flag: after [`Fatal::stopping`], parts that end are not
 /// errors.
@@ -38,12 +48,29 @@ pub struct FatalReceiver(mpsc::UnboundedReceiver<FatalError>);
 
 impl FatalReceiver {
     /// The first fatal error; pending for ever if there is none.
+    /// The cause of the node's stop: the first panic or failure, or, when
+    /// a part only ended, that, unless a panic or failure follows within
+    /// [`CAUSE_WAIT`]: a part often ends because another failed (a task
+    /// whose queue the panicked consensus thread held), and the stop must
+    /// name the failure, not its consequence.
     pub async fn first(&mut self) -> FatalError {
-        match self.0.recv().await {
-            Some(fatal) => fatal,
+        let Some(first) = self.0.recv().await else {
             // Every sender is gone, so nothing can fail any more.
-            None => std::future::pending().await,
+            return std::future::pending().await;
+        };
+        if first.is_cause() {
+            return first;
         }
+        let cause = tokio::time::timeout(CAUSE_WAIT, async {
+            while let Some(next) = self.0.recv().await {
+                if next.is_cause() {
+                    return Some(next);
+                }
+            }
+            None
+        })
+        .await;
+        cause.ok().flatten().unwrap_or(first)
     }
 }
 
@@ -232,6 +259,24 @@ mod tests {
                 how: "failed: redb: No space left on device".into()
             }
         );
+    }
+
+    #[tokio::test]
+    async fn the_stop_names_the_failure_not_the_part_that_ended_because_of_it() {
+        let (fatal, mut receiver) = Fatal::new();
+        fatal.spawn_task("batch fetch", async {}).ended().await;
+        fatal
+            .spawn_thread("consensus", || panic!("ledger refused committed block 6"))
+            .expect("spawn")
+            .join()
+            .ok();
+        let cause = receiver.first().await;
+        assert_eq!(cause.part, "consensus thread");
+        assert!(cause.is_cause());
+        // With no failure behind it, an ended part is the cause.
+        let (fatal, mut receiver) = Fatal::new();
+        fatal.spawn_task("peer tax", async {}).ended().await;
+        assert_eq!(receiver.first().await.part, "peer tax task");
     }
 
     #[tokio::test]

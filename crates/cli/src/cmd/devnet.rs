@@ -451,6 +451,7 @@ async fn demo_transactions(dir: &Path, file: &DevnetFile) -> anyhow::Result<u64>
         let account = client
             .get_account(GetAccountRequest {
                 public_key: key.public_key().as_bytes().to_vec(),
+                prove: false,
             })
             .await?
             .into_inner();

@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use govchain_crypto::{Digest, SigningKey};
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
-use govchain_proto::node::v1::{GetAccountRequest, GetAnchorRequest, GetStatusRequest};
+use govchain_proto::node::v1::{
+    GetAccountRequest, GetAnchorRequest, GetAnchorResponse, GetStatusRequest,
+};
 use govchain_proto::types::v1::AnchoredRecord;
 use prost::Message as _;
 use serde::Serialize;
@@ -63,11 +65,22 @@ enum RecordCommand {
     #[command(
         long_about = "Check a file against its anchor: hash the file and compare with the \
             SHA-256 anchored on the chain for that dataset and record id. Prints MATCH and \
-            exits 0, or prints MISMATCH (exit 1) or NOT ANCHORED (exit 1). The answer comes \
-            from the node you ask; ask another with --department or --node for a second \
-            opinion.",
-        after_help = "Example:\n  \
-            govchain record verify report.pdf --dataset health/reports --record-id r-2024-001 --dir devnet"
+            exits 0, or prints MISMATCH (exit 1) or NOT ANCHORED (exit 1). Without --verify \
+            the answer comes from the node you ask; ask another with --department or --node \
+            for a second opinion.\n\n\
+            With --verify the node need not be trusted: it returns the anchor with a proof, \
+            which is checked offline against genesis (--genesis, or the devnet's with --dir): \
+            the block header's commit certificate needs a quorum of the validators' \
+            signatures, and the state tree path must lead from the anchor (or, for NOT \
+            ANCHORED, from its absence) to that header's state root. A proof or value that \
+            does not verify is refused: PROOF REFUSED on stderr, exit 1. --save-proof keeps \
+            the node's answer; --proof-file checks a saved answer with no node at all.",
+        after_help = "Examples:\n  \
+            govchain record verify report.pdf --dataset health/reports --record-id r-2024-001 --dir devnet\n  \
+            govchain record verify report.pdf --dataset health/reports --record-id r-2024-001 \\\n    \
+            --dir devnet --verify --save-proof r-2024-001.proof\n  \
+            govchain record verify report.pdf --dataset health/reports --record-id r-2024-001 \\\n    \
+            --verify --proof-file r-2024-001.proof --genesis devnet/genesis.json"
     )]
     Verify(VerifyArgs),
     /// Print a file's SHA-256, as `record anchor` computes it (offline).
@@ -121,6 +134,24 @@ struct VerifyArgs {
     /// The record's id within the dataset.
     #[arg(long, value_name = "R")]
     record_id: String,
+    /// Ask for a proof and check it offline against genesis; a proof that
+    /// does not verify exits 1.
+    #[arg(long)]
+    verify: bool,
+    /// Genesis to check the proof against; default with --dir: the devnet's.
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    genesis: Option<PathBuf>,
+    /// Write the node's answer with its proof (protobuf) to this file.
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    save_proof: Option<PathBuf>,
+    /// Check an answer saved with --save-proof instead of asking a node.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "verify",
+        conflicts_with = "save_proof"
+    )]
+    proof_file: Option<PathBuf>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -283,6 +314,7 @@ async fn next_nonce(
     let account = client
         .get_account(GetAccountRequest {
             public_key: key.public_key().as_bytes().to_vec(),
+            prove: false,
         })
         .await
         .map_err(rpc_error)?
@@ -380,6 +412,9 @@ struct VerifyView {
     dataset: String,
     record_id: String,
     anchored: Option<AnchoredView>,
+    /// With `--verify`: what the proof was checked against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proof: Option<ProofView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -414,20 +449,14 @@ impl AnchoredView {
 
 async fn verify(args: VerifyArgs, json: bool) -> anyhow::Result<()> {
     let facts = hash_file(&args.file)?;
-    let target = args.connect.target()?;
-    let mut client = client::connect(&target).await?;
-    let response = client
-        .get_anchor(GetAnchorRequest {
-            dataset: args.dataset.clone(),
-            record_id: args.record_id.clone(),
-        })
-        .await;
-    let anchored = match response {
-        Ok(response) => response.into_inner().anchored,
-        Err(status) if status.code() == Code::NotFound => None,
-        Err(status) => return Err(rpc_error(status)),
+    let (anchored, proven) = if args.verify {
+        let (anchored, proven) = proven_anchor(&args).await?;
+        (anchored, Some(proven))
+    } else {
+        (fetch_anchor(&args).await?, None)
     };
-    let view = verify_view(args, &facts.sha256, anchored.as_ref());
+    let mut view = verify_view(args, &facts.sha256, anchored.as_ref());
+    view.proof = proven;
     if json {
         output::print_json(&view)?;
     } else {
@@ -437,6 +466,109 @@ async fn verify(args: VerifyArgs, json: bool) -> anyhow::Result<()> {
         Verdict::Match => Ok(()),
         Verdict::Mismatch | Verdict::NotAnchored => Err(Negative::quiet().into()),
     }
+}
+
+async fn fetch_anchor(args: &VerifyArgs) -> anyhow::Result<Option<AnchoredRecord>> {
+    let target = args.connect.target()?;
+    let mut client = client::connect(&target).await?;
+    let response = client
+        .get_anchor(GetAnchorRequest {
+            dataset: args.dataset.clone(),
+            record_id: args.record_id.clone(),
+            prove: false,
+        })
+        .await;
+    match response {
+        Ok(response) => Ok(response.into_inner().anchored),
+        Err(status) if status.code() == Code::NotFound => Ok(None),
+        Err(status) => Err(rpc_error(status)),
+    }
+}
+
+/// What `--verify` checked, for both output formats.
+#[derive(Debug, Serialize)]
+struct ProofView {
+    genesis: PathBuf,
+    block_height: u64,
+    block_hash: Option<String>,
+    state_root: String,
+    commit_signatures: usize,
+    quorum: u32,
+    proof_depth: usize,
+    proves: &'static str,
+}
+
+/// The anchor from the node (or a saved answer), checked offline against
+/// genesis; a proof that does not verify is a negative answer.
+async fn proven_anchor(args: &VerifyArgs) -> anyhow::Result<(Option<AnchoredRecord>, ProofView)> {
+    let genesis_path = match (&args.genesis, args.connect.devnet()?) {
+        (Some(path), _) => path.clone(),
+        (None, Some(devnet)) => devnet.file.genesis_path(&devnet.dir),
+        (None, None) => anyhow::bail!(
+            "--verify needs the genesis to check against: give --genesis FILE (or --dir with a devnet)"
+        ),
+    };
+    let genesis = govchain_pki::Genesis::load(&genesis_path)
+        .with_context(|| format!("reading genesis {}", genesis_path.display()))?;
+    let validators = govchain_node::validator_set(&genesis)?;
+    let response = match &args.proof_file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading the saved proof {}", path.display()))?;
+            GetAnchorResponse::decode(bytes.as_slice())
+                .with_context(|| format!("{} is not a saved GetAnchor answer", path.display()))?
+        }
+        None => ask_with_proof(args).await?,
+    };
+    let proof = response
+        .proof
+        .as_ref()
+        .ok_or_else(|| Negative::new("PROOF REFUSED: the node's answer carries no proof"))?;
+    let key = govchain_exec::anchor_key(&args.dataset, &args.record_id);
+    let value = (!response.anchored_bytes.is_empty()).then_some(response.anchored_bytes.as_slice());
+    let proven =
+        govchain_node::verify_state_proof(&genesis.chain_id, &validators, &key, value, proof)
+            .map_err(|err| Negative::new(format!("PROOF REFUSED: {err}")))?;
+    // The proven bytes are the answer; the decoded copy beside them is not
+    // trusted.
+    let anchored = match value {
+        None => None,
+        Some(bytes) => Some(AnchoredRecord::decode(bytes).map_err(|err| {
+            Negative::new(format!(
+                "PROOF REFUSED: the proven anchor does not decode: {err}"
+            ))
+        })?),
+    };
+    let view = ProofView {
+        genesis: genesis_path,
+        block_height: proven.height,
+        block_hash: proven.block_hash.map(|hash| hash.to_hex()),
+        state_root: proven.state_root.to_hex(),
+        commit_signatures: proven.signers,
+        quorum: proven.quorum,
+        proof_depth: proven.proof_depth,
+        proves: if value.is_some() { "value" } else { "absence" },
+    };
+    Ok((anchored, view))
+}
+
+async fn ask_with_proof(args: &VerifyArgs) -> anyhow::Result<GetAnchorResponse> {
+    let target = args.connect.target()?;
+    let mut client = client::connect(&target).await?;
+    let response = client
+        .get_anchor(GetAnchorRequest {
+            dataset: args.dataset.clone(),
+            record_id: args.record_id.clone(),
+            prove: true,
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    if let Some(path) = &args.save_proof {
+        std::fs::write(path, response.encode_to_vec())
+            .with_context(|| format!("writing the proof to {}", path.display()))?;
+    }
+    Ok(response)
 }
 
 fn verify_view(args: VerifyArgs, sha256: &Digest, anchored: Option<&AnchoredRecord>) -> VerifyView {
@@ -453,10 +585,44 @@ fn verify_view(args: VerifyArgs, sha256: &Digest, anchored: Option<&AnchoredReco
         dataset: args.dataset,
         record_id: args.record_id,
         anchored,
+        proof: None,
     }
 }
 
 fn verify_text(view: &VerifyView) -> String {
+    let text = answer_text(view);
+    let Some(proof) = &view.proof else {
+        return text;
+    };
+    let mut fields = Fields::new();
+    fields
+        .add(
+            "proof",
+            format!(
+                "verified offline against genesis {}",
+                proof.genesis.display()
+            ),
+        )
+        .add("proves", proof.proves)
+        .add(
+            "certified block",
+            match &proof.block_hash {
+                Some(hash) => format!(
+                    "height {} hash {hash}, {} commit signatures (quorum {})",
+                    proof.block_height, proof.commit_signatures, proof.quorum
+                ),
+                None => "genesis state (height 0, empty)".into(),
+            },
+        )
+        .add("state root", &proof.state_root)
+        .add(
+            "proof depth",
+            format!("{} sibling hashes", proof.proof_depth),
+        );
+    format!("{text}\n{}", fields.render())
+}
+
+fn answer_text(view: &VerifyView) -> String {
     let headline = match (&view.result, &view.anchored) {
         (Verdict::Match, Some(anchored)) => format!(
             "MATCH: {} is anchored version {} at height {} by signer {}",
@@ -506,6 +672,10 @@ mod tests {
             file: PathBuf::from("r.pdf"),
             dataset: "health/reports".into(),
             record_id: "r-1".into(),
+            verify: false,
+            genesis: None,
+            save_proof: None,
+            proof_file: None,
             connect: ConnectArgs::default(),
         }
     }

@@ -5,10 +5,10 @@ use govchain_proto::types::v1::{AnchoredRecord, TransactionOutcome};
 
 use super::*;
 use crate::transaction::tests::{CHAIN, anchor, sign};
-use crate::{anchor_key, check_envelope};
+use crate::{MemoryTree, anchor_key, check_envelope, prove};
 
 #[derive(Default)]
-struct MemoryState(BTreeMap<Vec<u8>, Vec<u8>>);
+struct MemoryState(BTreeMap<Vec<u8>, Vec<u8>>, MemoryTree);
 
 impl StateRead for MemoryState {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
@@ -16,9 +16,16 @@ impl StateRead for MemoryState {
     }
 }
 
+impl TreeRead for MemoryState {
+    fn tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.1.tree_node(path)
+    }
+}
+
 impl MemoryState {
-    fn apply(&mut self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
-        for (key, value) in writes {
+    fn apply(&mut self, executed: &ExecutedBlock) {
+        self.1.apply(&executed.tree_writes);
+        for (key, value) in &executed.writes {
             match value {
                 Some(value) => self.0.insert(key.clone(), value.clone()),
                 None => self.0.remove(key),
@@ -140,7 +147,7 @@ fn chained_blocks_track_nonces_and_state_roots() {
     let a = SigningKey::from_seed([1; 32]);
     let mut state = MemoryState::default();
     let first = build(&genesis(), &state, &[verified(&a, 1, "r1")]);
-    state.apply(&first.executed.writes);
+    state.apply(&first.executed);
     let head = Head {
         height: 1,
         hash: first.hash,
@@ -571,4 +578,28 @@ fn a_departments_namespace_takes_anchors_only_from_its_key() {
             .department,
         ""
     );
+}
+
+#[test]
+fn the_state_root_proves_anchors_nonces_and_absence() {
+    let a = SigningKey::from_seed([1; 32]);
+    let mut state = MemoryState::default();
+    let first = build(&genesis(), &state, &[verified(&a, 1, "r1")]);
+    state.apply(&first.executed);
+    let root = first.executed.state_root;
+    assert_eq!(first.header.state_root, root.to_vec());
+    assert_ne!(root, crate::EMPTY_ROOT);
+    for (key, value) in &state.0 {
+        prove(&state, key)
+            .expect("prove")
+            .verify(&root, key, Some(value))
+            .expect("each written key proves its value");
+    }
+    let nonce = crate::nonce_key(&a.public_key());
+    assert!(state.0.contains_key(&nonce), "the nonce is state too");
+    let missing = anchor_key("health/vaccinations", "never");
+    prove(&state, &missing)
+        .expect("prove")
+        .verify(&root, &missing, None)
+        .expect("an unanchored record proves absent");
 }

@@ -15,6 +15,7 @@ use super::*;
 use crate::block::{BlockLimits, CheckContext, Head, build_block, check_block};
 use crate::execute::precheck;
 use crate::state::{nonce_key, read_nonce};
+use crate::state_tree::{MemoryTree, TreeRead, prove};
 use crate::transaction::tests::{CHAIN, sign};
 use crate::transaction::{TransactionError, check_envelope};
 
@@ -173,6 +174,21 @@ impl StateRead for MemoryState {
     }
 }
 
+/// The state and its tree, as the ledger offers both to execution.
+struct WithTree<'a>(&'a MemoryState, &'a MemoryTree);
+
+impl StateRead for WithTree<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.0.get(key)
+    }
+}
+
+impl TreeRead for WithTree<'_> {
+    fn tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.1.tree_node(path)
+    }
+}
+
 impl MemoryState {
     fn apply(&mut self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
         for (key, value) in writes {
@@ -188,6 +204,7 @@ impl MemoryState {
 /// would, and applies it.
 struct Chain {
     state: MemoryState,
+    tree: MemoryTree,
     head: Head,
     limits: BlockLimits,
     now_ms: u64,
@@ -197,6 +214,7 @@ impl Chain {
     fn new() -> Self {
         Self {
             state: MemoryState::default(),
+            tree: MemoryTree::default(),
             head: Head {
                 height: 0,
                 hash: Digest::sha256(b"genesis"),
@@ -259,7 +277,7 @@ impl Chain {
             self.now_ms,
             transactions,
             &self.limits,
-            &self.state,
+            &WithTree(&self.state, &self.tree),
         )
         .expect("build");
         assert_eq!(built.header.transaction_count as usize, transactions.len());
@@ -274,7 +292,7 @@ impl Chain {
             },
             &built.hash,
             &built.encoded,
-            &self.state,
+            &WithTree(&self.state, &self.tree),
             |_, _| false,
         )
         .expect("the built block checks");
@@ -292,6 +310,15 @@ impl Chain {
         let expected: Vec<Digest> = transactions.iter().map(|t| t.id).collect();
         assert_eq!(ids, expected);
         self.state.apply(&built.executed.writes);
+        self.tree.apply(&built.executed.tree_writes);
+        // Every key of world state (identities, attributes, attestations,
+        // consents, access logs, nonces) is covered by the state root.
+        for (key, value) in &self.state.0 {
+            prove(&self.tree, key)
+                .expect("prove")
+                .verify(&built.executed.state_root, key, Some(value))
+                .expect("every state key proves its value against the root");
+        }
         self.head = Head {
             height: built.header.height,
             hash: built.hash,

@@ -468,6 +468,7 @@ impl Session {
             .node
             .get_account(GetAccountRequest {
                 public_key: key.public_key().as_bytes().to_vec(),
+                prove: false,
             })
             .await
             .map_err(rpc_error)?

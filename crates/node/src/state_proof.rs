@@ -1,0 +1,218 @@
+//! State reads with proofs: the node's side (a value, its state tree path
+//! and the certified head block, all from one ledger snapshot) and the
+//! client's side ([`verify_state_proof`]: pure, offline, against genesis).
+
+use govchain_crypto::Digest;
+use govchain_exec::{
+    EMPTY_ROOT, ProofError, StateError, StateProof, StateRead, TreeRead, block_hash, prove,
+};
+use govchain_ledger::{HeadView, Ledger, ReadError};
+use govchain_pbft::{CertificateError, ValidatorSet, verify_commit_certificate};
+use govchain_proto::types::v1::{self as types, BlockHeader, CommittedBlock};
+use prost::Message as _;
+
+use crate::wire::certificate_from_wire;
+
+/// World state and its tree at one head, from one ledger snapshot, so that
+/// value, proof and header agree.
+struct HeadState(HeadView);
+
+impl StateRead for HeadState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.0
+            .state(key)
+            .map_err(|err| StateError::Read(err.to_string()))
+    }
+}
+
+impl TreeRead for HeadState {
+    fn tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.0
+            .state_tree_node(path)
+            .map_err(|err| StateError::Read(err.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProveError {
+    #[error(transparent)]
+    Ledger(#[from] ReadError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("the head block at height {height} is missing or does not decode: {reason}")]
+    HeadBlock { height: u64, reason: String },
+}
+
+/// The value of `key` at the head, with its proof and the head block's
+/// header and certificate. At height 0 the header is empty and there is no
+/// certificate: the proof is against the empty genesis state.
+pub(crate) fn read_with_proof(
+    ledger: &Ledger,
+    key: &[u8],
+) -> Result<(Option<Vec<u8>>, types::StateProof), ProveError> {
+    let view = ledger.head_view()?;
+    let height = view.head().height;
+    let (header, certificate) = match view.head_block()? {
+        None if height == 0 => (Vec::new(), None),
+        None => {
+            return Err(ProveError::HeadBlock {
+                height,
+                reason: "missing".into(),
+            });
+        }
+        Some(bytes) => {
+            let committed =
+                CommittedBlock::decode(bytes.as_slice()).map_err(|err| ProveError::HeadBlock {
+                    height,
+                    reason: err.to_string(),
+                })?;
+            let header = committed
+                .block
+                .map(|block| block.header)
+                .unwrap_or_default();
+            (header, committed.certificate)
+        }
+    };
+    let state = HeadState(view);
+    let value = state.get(key)?;
+    let proof = prove(&state, key)?;
+    let (leaf_key_hash, leaf_value_hash) = proof
+        .leaf()
+        .map_or((Vec::new(), Vec::new()), |(k, v)| (k.to_vec(), v.to_vec()));
+    Ok((
+        value,
+        types::StateProof {
+            header,
+            certificate,
+            siblings: proof.siblings().iter().map(Digest::to_vec).collect(),
+            leaf_key_hash,
+            leaf_value_hash,
+        },
+    ))
+}
+
+/// What a verified proof was checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvenHead {
+    /// 0 for the genesis state.
+    pub height: u64,
+    /// The block hash, or `None` for the genesis state.
+    pub block_hash: Option<Digest>,
+    pub state_root: Digest,
+    pub timestamp_ms: u64,
+    /// Distinct validators whose commit signatures were checked.
+    pub signers: usize,
+    pub quorum: u32,
+    /// Sibling hashes on the key's path.
+    pub proof_depth: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateProofError {
+    #[error("the proof's header does not decode: {0}")]
+    Header(String),
+    #[error("the proof's header is for chain {got:?}, genesis is for {expected:?}")]
+    ChainId { expected: String, got: String },
+    #[error("the proof has a header but no commit certificate")]
+    NoCertificate,
+    #[error("the proof's commit certificate is malformed: {0}")]
+    CertificateMalformed(String),
+    #[error("the header at height {height} is not certified: {error}")]
+    Certificate {
+        height: u64,
+        error: CertificateError,
+    },
+    #[error("the proof's {what} is {got} bytes, expected 32")]
+    DigestLength { what: &'static str, got: usize },
+    #[error("the state proof does not verify against the certified state root: {0}")]
+    Proof(#[from] ProofError),
+}
+
+/// Checks offline that `key` holds `value` (`None`: nothing) in the state
+/// committed by the proof's block: the header's hash is certified by a
+/// quorum of the validators of genesis (`chain_id`, `validators`), and the
+/// state tree path leads from the key's leaf to the header's state root.
+/// A proof with no header is against the genesis state (the empty tree).
+pub fn verify_state_proof(
+    chain_id: &str,
+    validators: &ValidatorSet,
+    key: &[u8],
+    value: Option<&[u8]>,
+    proof: &types::StateProof,
+) -> Result<ProvenHead, StateProofError> {
+    let mut head = certified_head(chain_id, validators, proof)?;
+    let siblings = proof
+        .siblings
+        .iter()
+        .map(|sibling| digest("sibling hash", sibling))
+        .collect::<Result<Vec<_>, _>>()?;
+    let leaf = if proof.leaf_key_hash.is_empty() && proof.leaf_value_hash.is_empty() {
+        None
+    } else {
+        Some((
+            digest("leaf key hash", &proof.leaf_key_hash)?,
+            digest("leaf value hash", &proof.leaf_value_hash)?,
+        ))
+    };
+    head.proof_depth = siblings.len();
+    StateProof::new(siblings, leaf).verify(&head.state_root, key, value)?;
+    Ok(head)
+}
+
+/// The header of the proof, checked against its certificate and genesis.
+fn certified_head(
+    chain_id: &str,
+    validators: &ValidatorSet,
+    proof: &types::StateProof,
+) -> Result<ProvenHead, StateProofError> {
+    if proof.header.is_empty() && proof.certificate.is_none() {
+        return Ok(ProvenHead {
+            height: 0,
+            block_hash: None,
+            state_root: EMPTY_ROOT,
+            timestamp_ms: 0,
+            signers: 0,
+            quorum: validators.quorum(),
+            proof_depth: 0,
+        });
+    }
+    let header = BlockHeader::decode(proof.header.as_slice())
+        .map_err(|err| StateProofError::Header(err.to_string()))?;
+    if header.chain_id != chain_id {
+        return Err(StateProofError::ChainId {
+            expected: chain_id.into(),
+            got: header.chain_id,
+        });
+    }
+    let certificate = proof
+        .certificate
+        .as_ref()
+        .ok_or(StateProofError::NoCertificate)?;
+    let certificate =
+        certificate_from_wire(certificate).map_err(StateProofError::CertificateMalformed)?;
+    let hash = block_hash(&proof.header);
+    verify_commit_certificate(chain_id, validators, header.height, &hash, &certificate).map_err(
+        |error| StateProofError::Certificate {
+            height: header.height,
+            error,
+        },
+    )?;
+    Ok(ProvenHead {
+        height: header.height,
+        block_hash: Some(hash),
+        state_root: digest("header state root", &header.state_root)?,
+        timestamp_ms: header.timestamp_ms,
+        signers: certificate.signatures.len(),
+        quorum: validators.quorum(),
+        proof_depth: 0,
+    })
+}
+
+fn digest(what: &'static str, bytes: &[u8]) -> Result<Digest, StateProofError> {
+    Digest::from_slice(bytes).map_err(|_| StateProofError::DigestLength {
+        what,
+        got: bytes.len(),
+    })
+}
