@@ -11,9 +11,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use govchain_crypto::{Digest, SigningKey};
 use govchain_exec::{
-    BlockLimits, CheckContext, Departments, Head, StateError, StateRead, VerifiedTransaction,
-    block_digest, block_hash, build_block, check_block, check_envelope, decode_header,
-    transaction_id,
+    BlockLimits, CheckContext, Departments, Head, StateError, StateRead, TreeRead,
+    VerifiedTransaction, block_digest, block_hash, build_block, check_block, check_envelope,
+    decode_header, transaction_id,
 };
 use govchain_fuzz::{CHAIN_ID, VALIDATOR_COUNT};
 use govchain_proto::types::v1::{
@@ -31,6 +31,13 @@ struct EmptyState;
 
 impl StateRead for EmptyState {
     fn get(&self, _key: &[u8]) -> std::result::Result<Option<Vec<u8>>, StateError> {
+        Ok(None)
+    }
+}
+
+/// The empty state's Merkle tree has no node.
+impl TreeRead for EmptyState {
+    fn tree_node(&self, _path: &[u8]) -> std::result::Result<Option<Vec<u8>>, StateError> {
         Ok(None)
     }
 }
