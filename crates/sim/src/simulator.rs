@@ -42,6 +42,9 @@ pub struct Stats {
     pub height_max: SequenceNumber,
     /// Highest view an honest node worked in.
     pub view_max: View,
+    /// Each honest node's view at the end and whether it works in it
+    /// (`false`: it is changing views); `None` for a node that is down.
+    pub views_at_end: Vec<Option<(View, bool)>>,
     /// View changes honest nodes started.
     pub view_changes: u64,
     pub messages: u64,
@@ -76,7 +79,7 @@ impl fmt::Display for Stats {
     fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             out,
-            "sim={}ms height={}..{} view_max={} view_changes={} messages={} dropped={} duplicated={} rejected={} crashes={} transfers={}({} blocks, {} refused) equivocations={} twin_messages={} twin_conflicts={} recovered_after={} batches_withheld={} batch_requests={} batches_fetched={}",
+            "sim={}ms height={}..{} view_max={} view_changes={} messages={} dropped={} duplicated={} rejected={} crashes={} transfers={}({} blocks, {} refused) equivocations={} twin_messages={} twin_conflicts={} recovered_after={} batches_withheld={} batch_requests={} batches_fetched={} views_at_end=[{}]",
             self.sim_ms,
             self.height_min,
             self.height_max,
@@ -98,6 +101,15 @@ impl fmt::Display for Stats {
             self.batches_withheld,
             self.batch_requests,
             self.batches_fetched,
+            self.views_at_end
+                .iter()
+                .map(|view| match view {
+                    Some((view, true)) => view.to_string(),
+                    Some((view, false)) => format!("{view}*"),
+                    None => "down".to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
         )
     }
 }
@@ -1212,6 +1224,12 @@ impl Simulator {
 
     fn finish(mut self) -> Report {
         self.update_heights();
+        self.stats.views_at_end = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_honest())
+            .map(|n| n.replica.as_ref().map(|r| (r.view(), r.is_normal())))
+            .collect();
         self.stats.sim_ms = self.now_ms;
         self.stats.twin_messages = self.twin_watch.twin_messages();
         self.stats.twin_conflicts = self.twin_watch.conflicts();

@@ -289,3 +289,42 @@ fn a_seed_replays_exactly() {
         );
     }
 }
+
+/// Four validators; the primary of view 0 is cut off while the others
+/// change view and go on under load, then the partition heals and its state
+/// transfers are slow (up to three view timeouts). Catching up, it must not
+/// blame the new primary for the blocks it has yet to fetch: a timeout then
+/// would put it alone in a later view, which the others (making progress)
+/// never join, and leave it out of every quorum.
+fn primary_cut_off_with_slow_transfers(seed: u64) -> Scenario {
+    let mut scenario = Scenario::calm(seed, 4);
+    scenario.blocks = 80;
+    scenario.block_interval_ms = 50;
+    scenario.fault_phase_ms = 1_700;
+    scenario.calm_blocks = 20;
+    scenario.transfer_delay_max_ms = 3 * scenario.view_timeout_ms;
+    scenario.partitions = vec![Partition {
+        start_ms: 200,
+        heal_ms: 1_500,
+        groups: vec![1, 0, 0, 0],
+    }];
+    scenario
+}
+
+#[test]
+fn a_healed_primary_catching_up_slowly_rejoins_the_view_of_the_others() {
+    let stats = run_all(0..20, primary_cut_off_with_slow_transfers);
+    for stats in stats {
+        assert!(stats.view_max >= 1, "the others changed view: {stats}");
+        assert!(
+            stats.blocks_transferred > 0,
+            "the healed node caught up by transfer: {stats}"
+        );
+        let first = stats.views_at_end[0];
+        assert!(
+            first.is_some_and(|(_, normal)| normal)
+                && stats.views_at_end.iter().all(|view| *view == first),
+            "every node works in one view at the end: {stats}"
+        );
+    }
+}

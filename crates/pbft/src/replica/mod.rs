@@ -521,8 +521,17 @@ impl Replica {
                     .progress_deadline_ms
                     .is_some_and(|deadline| self.now_ms >= deadline)
                 {
-                    // §4.4: the primary made no progress in time.
-                    return self.start_view_change(self.view + 1);
+                    if self.proven_ahead().is_some() {
+                        // f + 1 validators (so a correct one) delivered
+                        // blocks this replica has yet to fetch: the system
+                        // makes progress, and a view change by this replica
+                        // alone would leave it in a view nobody joins. It
+                        // catches up (`check_behind`) and judges again.
+                        self.progress_deadline_ms = Some(self.now_ms + self.timeout_ms(0));
+                    } else {
+                        // §4.4: the primary made no progress in time.
+                        return self.start_view_change(self.view + 1);
+                    }
                 }
             }
             Status::ViewChanging {
@@ -650,13 +659,9 @@ impl Replica {
     /// one) have delivered blocks this replica has not: at once when two or
     /// more behind, after a heartbeat interval without progress when one.
     fn check_behind(&mut self) {
-        let f = self.config.validators.faults_tolerated() as usize;
-        let mut claims: Vec<SequenceNumber> = self.claims.values().copied().collect();
-        claims.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&target) = claims.get(f) else { return };
-        if target <= self.last_delivered {
+        let Some(target) = self.proven_ahead() else {
             return;
-        }
+        };
         let stuck =
             self.now_ms.saturating_sub(self.last_delivery_ms) >= self.heartbeat_interval_ms();
         if target < self.last_delivered + 2 && !stuck {
@@ -676,6 +681,19 @@ impl Replica {
             .map(|(peer, _)| *peer)
             .collect();
         self.out.push(Action::StateTransfer { target, peers });
+    }
+
+    /// The highest sequence number that f + 1 peers (so at least one
+    /// correct one) have proven to have delivered, when it is above this
+    /// replica's.
+    fn proven_ahead(&self) -> Option<SequenceNumber> {
+        let f = self.config.validators.faults_tolerated() as usize;
+        let mut claims: Vec<SequenceNumber> = self.claims.values().copied().collect();
+        claims.sort_unstable_by(|a, b| b.cmp(a));
+        claims
+            .get(f)
+            .copied()
+            .filter(|target| *target > self.last_delivered)
     }
 
     /// The node applied certified blocks up to `certificate.seq`.
