@@ -200,7 +200,7 @@ class Chain:
         account = via.node.GetAccount(
             node_pb2.GetAccountRequest(public_key=signer), timeout=RPC_TIMEOUT_SECONDS
         )
-        nonce = account.pending_nonce + 1
+        nonce = account.next_nonce
         payload = types_pb2.Transaction(**body).SerializeToString()
         tx_id = transaction_id(self.chain_id, signer, nonce, payload)
         envelope = types_pb2.TransactionEnvelope(

@@ -111,6 +111,7 @@ impl FakeNode {
                 index: 0,
                 result: Some(result),
                 envelope: Some(verified.envelope),
+                ..Default::default()
             },
         );
         Ok(verified.id.to_vec())
@@ -284,6 +285,8 @@ impl NodeService for FakeNode {
         Ok(Response::new(GetAccountResponse {
             committed_nonce: nonce,
             pending_nonce: nonce,
+            next_nonce: nonce + 1,
+            parked: 0,
             proof: None,
         }))
     }

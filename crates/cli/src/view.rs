@@ -20,11 +20,12 @@ pub fn outcome_name(outcome: TransactionOutcome) -> &'static str {
     }
 }
 
-/// `pending`, `committed`, or `unspecified`.
+/// `pending`, `committed`, `dropped`, or `unspecified`.
 pub fn status_name(status: TransactionStatus) -> &'static str {
     match status {
         TransactionStatus::Pending => "pending",
         TransactionStatus::Committed => "committed",
+        TransactionStatus::Dropped => "dropped",
         TransactionStatus::Unspecified => "unspecified",
     }
 }

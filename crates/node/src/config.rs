@@ -115,6 +115,10 @@ pub struct MempoolFile {
     pub transactions_max: u64,
     #[serde(default = "default_mempool_bytes")]
     pub bytes_max: u64,
+    /// How long, in milliseconds, a transaction may wait behind a nonce gap
+    /// before the node drops it (`DROPPED`); 10 minutes by default.
+    #[serde(default = "default_parked_ttl_ms")]
+    pub parked_ttl_ms: u64,
 }
 
 impl Default for MempoolFile {
@@ -122,6 +126,7 @@ impl Default for MempoolFile {
         Self {
             transactions_max: MEMPOOL_TRANSACTIONS_MAX_DEFAULT,
             bytes_max: MEMPOOL_BYTES_MAX_DEFAULT,
+            parked_ttl_ms: default_parked_ttl_ms(),
         }
     }
 }
@@ -132,6 +137,10 @@ fn default_mempool_transactions() -> u64 {
 
 fn default_mempool_bytes() -> u64 {
     MEMPOOL_BYTES_MAX_DEFAULT
+}
+
+fn default_parked_ttl_ms() -> u64 {
+    crate::mempool::PARKED_TTL_DEFAULT.as_millis() as u64
 }
 
 /// A peer after validation: its genesis index and address.
@@ -385,6 +394,9 @@ impl Settings {
             .collect::<anyhow::Result<Vec<_>>>()?;
         if file.mempool.transactions_max == 0 {
             bail!("mempool.transactions_max = 0: must be at least 1");
+        }
+        if file.mempool.parked_ttl_ms == 0 {
+            bail!("mempool.parked_ttl_ms = 0: must be at least 1");
         }
         if file.mempool.bytes_max == 0 {
             bail!("mempool.bytes_max = 0: must be at least 1");

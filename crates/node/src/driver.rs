@@ -169,6 +169,7 @@ impl Driver {
                     let now_ms = self.consensus_now(wall);
                     self.step(Event::Tick { now_ms });
                     self.recheck_waiting();
+                    self.expire_parked();
                 }
                 DriverEvent::Consensus(event) => self.step(event),
                 DriverEvent::Synced { blocks, ack } => {
@@ -446,6 +447,18 @@ impl Driver {
         let wire: Vec<_> = batches.iter().map(|b| b.to_wire()).collect();
         self.unwritten_batches
             .push(consensus_store::encode_batches(view, seq, &wire));
+    }
+
+    /// Drops the transactions that waited behind a nonce gap too long.
+    fn expire_parked(&mut self) {
+        let expired = self
+            .shared
+            .mempool()
+            .expire_parked(std::time::Instant::now());
+        if !expired.is_empty() {
+            info!(node = %self.shared.name, transactions = expired.len(), first = %expired[0].short(), "dropped transactions that waited behind a nonce gap (mempool.parked_ttl_ms)");
+            self.metrics.transactions_dropped(expired.len() as u64);
+        }
     }
 
     /// Checks again the proposal waiting for batches, if any.

@@ -136,6 +136,7 @@ pub async fn run(
     let mempool = Mempool::new(
         settings.mempool.transactions_max,
         settings.mempool.bytes_max,
+        std::time::Duration::from_millis(settings.mempool.parked_ttl_ms),
     );
     let blob_dir = settings.data_dir.join("blobs");
     let store = govchain_blobstore::BlobStore::open(&blob_dir)

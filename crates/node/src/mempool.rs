@@ -4,8 +4,9 @@
 //! included) on this node; the count and bytes never exceed the configured
 //! limits; at most one transaction per (signer, nonce).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::{TransactionError, VerifiedTransaction};
@@ -13,6 +14,15 @@ use govchain_proto::types::v1::TransactionEnvelope;
 
 /// How far ahead of a signer's committed nonce a transaction may wait.
 pub const NONCE_AHEAD_MAX: u64 = 1024;
+
+/// How long a transaction may wait behind a nonce gap (a missing nonce of
+/// its signer) before this node drops it, by default: 10 minutes.
+pub const PARKED_TTL_DEFAULT: Duration = Duration::from_secs(600);
+
+/// Dropped transactions whose id and reason a node remembers, so that
+/// `GetTransaction` and `CommitStatus` can answer `DROPPED`; the oldest
+/// are forgotten first.
+pub const DROPPED_REMEMBERED_MAX: usize = 65_536;
 
 /// The part of the mempool's transaction limit that the transactions one
 /// department submitted through this node may take: 1/4, so that one
@@ -48,9 +58,11 @@ pub enum MempoolError {
 pub struct Mempool {
     transactions_max: u64,
     bytes_max: u64,
+    parked_ttl: Duration,
     bytes: u64,
     next_arrival: u64,
-    by_id: HashMap<Digest, (u64, VerifiedTransaction)>,
+    /// Arrival number, admission time, transaction.
+    by_id: HashMap<Digest, (u64, Instant, VerifiedTransaction)>,
     /// Arrival order, which is the order the primary proposes in.
     by_arrival: BTreeMap<u64, Digest>,
     /// Keyed by the key's bytes, so that a block's envelope can be looked
@@ -64,6 +76,23 @@ pub struct Mempool {
     /// node, and how many each department has pending.
     submitters: HashMap<Digest, Arc<str>>,
     by_department: HashMap<Arc<str>, u64>,
+    /// Why each recently dropped transaction was dropped (at most
+    /// [`DROPPED_REMEMBERED_MAX`], oldest first in `dropped_order`).
+    dropped: HashMap<Digest, Arc<str>>,
+    dropped_order: VecDeque<Digest>,
+}
+
+/// What a node holds of one signer's transactions (see
+/// [`Mempool::account`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingAccount {
+    /// The highest nonce pending, or the committed nonce.
+    pub highest: u64,
+    /// The nonce the signer's next transaction should use: one past the
+    /// unbroken run of nonces after the committed one that is pending.
+    pub next: u64,
+    /// Transactions pending behind a gap (a nonce above `next`).
+    pub parked: u64,
 }
 
 /// One signer's pending transactions.
@@ -105,10 +134,13 @@ impl Pending {
 }
 
 impl Mempool {
-    pub fn new(transactions_max: u64, bytes_max: u64) -> Self {
+    /// A mempool of at most `transactions_max` transactions and `bytes_max`
+    /// bytes, where a transaction behind a nonce gap waits `parked_ttl`.
+    pub fn new(transactions_max: u64, bytes_max: u64, parked_ttl: Duration) -> Self {
         Self {
             transactions_max,
             bytes_max,
+            parked_ttl,
             bytes: 0,
             next_arrival: 0,
             by_id: HashMap::new(),
@@ -117,6 +149,8 @@ impl Mempool {
             by_department: HashMap::new(),
             by_signer: HashMap::new(),
             ready: 0,
+            dropped: HashMap::new(),
+            dropped_order: VecDeque::new(),
         }
     }
 
@@ -129,7 +163,13 @@ impl Mempool {
     }
 
     pub fn get(&self, id: &Digest) -> Option<&VerifiedTransaction> {
-        self.by_id.get(id).map(|(_, t)| t)
+        self.by_id.get(id).map(|(_, _, t)| t)
+    }
+
+    /// Why this node dropped `id` without committing it, if it did
+    /// recently (and has not admitted it again since).
+    pub fn dropped(&self, id: &Digest) -> Option<Arc<str>> {
+        self.dropped.get(id).cloned()
     }
 
     /// Transactions a block could include now: per signer, the run of
@@ -145,7 +185,7 @@ impl Mempool {
     pub fn verified(&self, id: &Digest, signature: &[u8]) -> bool {
         self.by_id
             .get(id)
-            .is_some_and(|(_, t)| t.envelope.signature == signature)
+            .is_some_and(|(_, _, t)| t.envelope.signature == signature)
     }
 
     /// The admitted transaction whose envelope is exactly `envelope`, if
@@ -154,18 +194,39 @@ impl Mempool {
     pub fn admitted(&self, envelope: &TransactionEnvelope) -> Option<VerifiedTransaction> {
         let signer: &[u8; 32] = envelope.signer.as_slice().try_into().ok()?;
         let id = self.by_signer.get(signer)?.nonces.get(&envelope.nonce)?;
-        let (_, transaction) = self.by_id.get(id)?;
+        let (_, _, transaction) = self.by_id.get(id)?;
         (transaction.envelope == *envelope).then(|| transaction.clone())
     }
 
-    /// The highest pending nonce of `signer`, if any.
-    pub fn pending_nonce(&self, signer: &PublicKey) -> Option<u64> {
-        self.by_signer
-            .get(signer.as_bytes())?
+    /// What this node holds of `signer`'s transactions, given its last
+    /// committed nonce.
+    pub fn account(&self, signer: &PublicKey, committed: u64) -> PendingAccount {
+        let Some(pending) = self.by_signer.get(signer.as_bytes()) else {
+            return PendingAccount {
+                highest: committed,
+                next: committed + 1,
+                parked: 0,
+            };
+        };
+        // `pending.committed` may lag the ledger until the driver removes
+        // a block's transactions: count only nonces above `committed`.
+        let mut next = committed + 1;
+        while pending.nonces.contains_key(&next) {
+            next += 1;
+        }
+        let parked = pending.nonces.range(next..).count() as u64;
+        let highest = pending
             .nonces
             .keys()
             .next_back()
             .copied()
+            .unwrap_or(committed)
+            .max(committed);
+        PendingAccount {
+            highest,
+            next,
+            parked,
+        }
     }
 
     /// Admits `transaction`, whose signer's last committed nonce is
@@ -176,7 +237,7 @@ impl Mempool {
         transaction: VerifiedTransaction,
         committed_nonce: u64,
     ) -> Result<(), MempoolError> {
-        self.insert_from(transaction, committed_nonce, None)
+        self.insert_from(transaction, committed_nonce, None, Instant::now())
     }
 
     /// Transactions pending that `department` submitted through this node.
@@ -184,14 +245,15 @@ impl Mempool {
         self.by_department.get(department).copied().unwrap_or(0)
     }
 
-    /// [`Mempool::insert`], for a transaction a client of `submitter` gave
-    /// this node (`None`: a peer forwarded it), within that department's
-    /// share of the mempool.
+    /// Admits `transaction`, whose signer's last committed nonce is
+    /// `committed_nonce`, at `now`, for a client of `submitter` (`None`: a
+    /// peer forwarded it), within that department's share of the mempool.
     pub fn insert_from(
         &mut self,
         transaction: VerifiedTransaction,
         committed_nonce: u64,
         submitter: Option<&str>,
+        now: Instant,
     ) -> Result<(), MempoolError> {
         let nonce = transaction.nonce;
         if nonce <= committed_nonce {
@@ -258,15 +320,78 @@ impl Mempool {
         pending.nonces.insert(nonce, transaction.id);
         pending.advance(committed_nonce);
         self.ready = self.ready - ready_before + pending.ready;
-        self.by_id.insert(transaction.id, (arrival, transaction));
+        // Admitted again after it was dropped: it is pending, not dropped.
+        self.dropped.remove(&transaction.id);
+        self.by_id
+            .insert(transaction.id, (arrival, now, transaction));
         Ok(())
+    }
+
+    /// Drops every transaction that has waited behind a nonce gap longer
+    /// than the parked time to live at `now`; returns their ids. A
+    /// transaction the signer's next nonces lead up to (ready) never
+    /// expires: it is what the next block takes.
+    pub fn expire_parked(&mut self, now: Instant) -> Vec<Digest> {
+        let mut expired = Vec::new();
+        // Arrival order is admission-time order: stop at the first that is
+        // young enough.
+        for id in self.by_arrival.values() {
+            let Some((_, admitted, transaction)) = self.by_id.get(id) else {
+                continue;
+            };
+            if now.saturating_duration_since(*admitted) < self.parked_ttl {
+                break;
+            }
+            // The first nonce missing before it, when it is parked.
+            let missing = self
+                .by_signer
+                .get(transaction.signer.as_bytes())
+                .map(|p| p.committed + p.ready + 1)
+                .filter(|missing| transaction.nonce > *missing);
+            if let Some(missing) = missing {
+                expired.push((*id, missing));
+            }
+        }
+        let ttl = self.parked_ttl.as_secs_f64();
+        for (id, missing) in &expired {
+            let Some((arrival, _, transaction)) = self.by_id.remove(id) else {
+                continue;
+            };
+            self.by_arrival.remove(&arrival);
+            self.bytes -= transaction.encoded_len as u64;
+            self.forget_submitter(id);
+            let signer = transaction.signer.as_bytes();
+            if let Some(pending) = self.by_signer.get_mut(signer) {
+                pending.nonces.remove(&transaction.nonce);
+                if pending.nonces.is_empty() {
+                    self.by_signer.remove(signer);
+                }
+            }
+            let reason = format!(
+                "waited {ttl:.0} s (mempool.parked_ttl_ms) behind a nonce gap: nonce {} of the signer never arrived, so nonce {} could not commit; submit the missing nonces, or this one again with the signer's next nonce",
+                missing, transaction.nonce
+            );
+            self.remember_dropped(*id, reason.into());
+        }
+        expired.into_iter().map(|(id, _)| id).collect()
+    }
+
+    fn remember_dropped(&mut self, id: Digest, reason: Arc<str>) {
+        if self.dropped.insert(id, reason).is_none() {
+            self.dropped_order.push_back(id);
+        }
+        while self.dropped_order.len() > DROPPED_REMEMBERED_MAX {
+            if let Some(old) = self.dropped_order.pop_front() {
+                self.dropped.remove(&old);
+            }
+        }
     }
 
     /// Transactions in arrival order, for the block builder.
     pub fn candidates(&self) -> impl Iterator<Item = &VerifiedTransaction> {
         self.by_arrival
             .values()
-            .filter_map(|id| self.by_id.get(id).map(|(_, t)| t))
+            .filter_map(|id| self.by_id.get(id).map(|(_, _, t)| t))
     }
 
     /// Removes everything a committed block made obsolete: its transactions
@@ -286,7 +411,7 @@ impl Mempool {
                 self.by_signer.remove(signer.as_bytes());
             }
             for id in stale.into_values() {
-                if let Some((arrival, transaction)) = self.by_id.remove(&id) {
+                if let Some((arrival, _, transaction)) = self.by_id.remove(&id) {
                     self.by_arrival.remove(&arrival);
                     self.bytes -= transaction.encoded_len as u64;
                 }
@@ -348,7 +473,7 @@ mod tests {
 
     #[test]
     fn duplicates_stale_and_taken_nonces_are_refused() {
-        let mut pool = Mempool::new(10, 1 << 20);
+        let mut pool = Mempool::new(10, 1 << 20, PARKED_TTL_DEFAULT);
         pool.insert(transaction(1, 1), 0).expect("admitted");
         assert!(matches!(
             pool.insert(transaction(1, 1), 0),
@@ -383,7 +508,7 @@ mod tests {
 
     #[test]
     fn only_an_identical_envelope_is_found_as_admitted() {
-        let mut pool = Mempool::new(10, 1 << 20);
+        let mut pool = Mempool::new(10, 1 << 20, PARKED_TTL_DEFAULT);
         let t = transaction(1, 1);
         pool.insert(t.clone(), 0).expect("admitted");
         let found = pool.admitted(&t.envelope).expect("same envelope");
@@ -405,7 +530,7 @@ mod tests {
 
     #[test]
     fn limits_hold() {
-        let mut pool = Mempool::new(2, 1 << 20);
+        let mut pool = Mempool::new(2, 1 << 20, PARKED_TTL_DEFAULT);
         pool.insert(transaction(1, 1), 0).expect("admitted");
         pool.insert(transaction(2, 1), 0).expect("admitted");
         assert!(matches!(
@@ -416,7 +541,7 @@ mod tests {
             })
         ));
         let size = transaction(1, 1).encoded_len as u64;
-        let mut small = Mempool::new(100, size * 2 - 1);
+        let mut small = Mempool::new(100, size * 2 - 1, PARKED_TTL_DEFAULT);
         small.insert(transaction(1, 1), 0).expect("admitted");
         assert!(matches!(
             small.insert(transaction(2, 1), 0),
@@ -427,7 +552,7 @@ mod tests {
 
     #[test]
     fn commit_removes_used_nonces_and_keeps_order() {
-        let mut pool = Mempool::new(10, 1 << 20);
+        let mut pool = Mempool::new(10, 1 << 20, PARKED_TTL_DEFAULT);
         for (seed, nonce) in [(1, 1), (2, 1), (1, 2), (1, 3)] {
             pool.insert(transaction(seed, nonce), 0).expect("admitted");
         }
@@ -440,7 +565,14 @@ mod tests {
             2,
             "signer 2's nonce 1 and signer 1's nonce 3"
         );
-        assert_eq!(pool.pending_nonce(&signer), Some(3));
+        assert_eq!(
+            pool.account(&signer, 2),
+            PendingAccount {
+                highest: 3,
+                next: 4,
+                parked: 0
+            }
+        );
         assert_eq!(
             pool.bytes(),
             pool.candidates().map(|t| t.encoded_len as u64).sum::<u64>()
@@ -455,12 +587,83 @@ mod ready_tests {
 
     #[test]
     fn a_nonce_gap_is_not_ready() {
-        let mut pool = Mempool::new(10, 1 << 20);
+        let mut pool = Mempool::new(10, 1 << 20, PARKED_TTL_DEFAULT);
         pool.insert(transaction(1, 2), 0).expect("admitted");
         assert_eq!(pool.len(), 1);
         assert_eq!(pool.ready_len(), 0, "nonce 2 waits for nonce 1");
         pool.insert(transaction(1, 1), 0).expect("admitted");
         assert_eq!(pool.ready_len(), 2);
+    }
+
+    #[test]
+    fn the_account_shows_the_next_usable_nonce_and_the_gap() {
+        let mut pool = Mempool::new(10, 1 << 20, PARKED_TTL_DEFAULT);
+        let signer = transaction(1, 1).signer;
+        let empty = pool.account(&signer, 4);
+        assert_eq!((empty.highest, empty.next, empty.parked), (4, 5, 0));
+        for nonce in [1, 2, 5, 1000] {
+            pool.insert(transaction(1, nonce), 0).expect("admitted");
+        }
+        let account = pool.account(&signer, 0);
+        assert_eq!(
+            (account.highest, account.next, account.parked),
+            (1000, 3, 2),
+            "nonces 1 and 2 can commit; 5 and 1000 wait behind the gap at 3"
+        );
+        // The ledger moved on before the driver removed the block.
+        assert_eq!(pool.account(&signer, 2).next, 3);
+    }
+
+    #[test]
+    fn parked_transactions_expire_and_are_remembered_as_dropped() {
+        let ttl = Duration::from_secs(10);
+        let mut pool = Mempool::new(10, 1 << 20, ttl);
+        let start = Instant::now();
+        let ready = transaction(1, 1);
+        let parked = transaction(1, 3);
+        let later = transaction(2, 2);
+        pool.insert_from(ready.clone(), 0, Some("tax"), start)
+            .expect("admitted");
+        pool.insert_from(parked.clone(), 0, Some("tax"), start)
+            .expect("admitted");
+        pool.insert_from(later.clone(), 0, None, start + ttl / 2)
+            .expect("admitted");
+        assert!(pool.expire_parked(start + ttl / 2).is_empty(), "young");
+        assert_eq!(pool.expire_parked(start + ttl), vec![parked.id]);
+        assert_eq!(pool.len(), 2);
+        assert!(pool.get(&ready.id).is_some(), "a ready one never expires");
+        assert_eq!(pool.department_len("tax"), 1, "its share is given back");
+        assert_eq!(pool.bytes(), (ready.encoded_len + later.encoded_len) as u64);
+        let reason = pool.dropped(&parked.id).expect("remembered");
+        assert!(
+            reason.contains("nonce 2 of the signer never arrived"),
+            "{reason}"
+        );
+        assert!(pool.dropped(&ready.id).is_none());
+        assert_eq!(pool.account(&parked.signer, 0).parked, 0);
+        // Signer 2 waits for nonce 1 but is still young; then expires.
+        assert!(pool.expire_parked(start + ttl).is_empty());
+        assert_eq!(pool.expire_parked(start + ttl * 2), vec![later.id]);
+        assert_eq!(pool.account(&later.signer, 0).highest, 0, "nothing left");
+        // Admitted again, it is pending, no longer dropped.
+        pool.insert(parked.clone(), 0).expect("admitted again");
+        assert!(pool.dropped(&parked.id).is_none());
+    }
+
+    #[test]
+    fn the_dropped_memory_is_bounded() {
+        let mut pool = Mempool::new(10, 1 << 20, PARKED_TTL_DEFAULT);
+        for i in 0..DROPPED_REMEMBERED_MAX + 5 {
+            let mut id = [0; 32];
+            id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            pool.remember_dropped(Digest::from_bytes(id), "gone".into());
+        }
+        assert_eq!(pool.dropped.len(), DROPPED_REMEMBERED_MAX);
+        assert_eq!(pool.dropped_order.len(), DROPPED_REMEMBERED_MAX);
+        assert!(
+            pool.dropped(&Digest::from_bytes([0; 32])).is_none(),
+            "the oldest went first"
+        );
     }
 }
 
@@ -494,7 +697,7 @@ mod ready_count_tests {
     #[test]
     fn ready_count_follows_inserts_and_commits() {
         const SIGNERS: u64 = 4;
-        let mut pool = Mempool::new(10_000, 1 << 30);
+        let mut pool = Mempool::new(10_000, 1 << 30, PARKED_TTL_DEFAULT);
         let mut committed = [0_u64; SIGNERS as usize];
         let mut state = 0x2545_F491_4F6C_DD1D_u64;
         for _ in 0..3_000 {
@@ -524,12 +727,12 @@ mod ready_count_tests {
 
     #[test]
     fn a_department_gets_a_quarter_and_commits_give_it_back() {
-        let mut pool = Mempool::new(8, 1 << 20);
+        let mut pool = Mempool::new(8, 1 << 20, PARKED_TTL_DEFAULT);
         for seed in 1..=2 {
-            pool.insert_from(transaction(seed, 1), 0, Some("tax"))
+            pool.insert_from(transaction(seed, 1), 0, Some("tax"), Instant::now())
                 .expect("within the share");
         }
-        let refused = pool.insert_from(transaction(3, 1), 0, Some("tax"));
+        let refused = pool.insert_from(transaction(3, 1), 0, Some("tax"), Instant::now());
         assert!(
             matches!(
                 refused,
@@ -539,15 +742,15 @@ mod ready_count_tests {
             "{refused:?}"
         );
         // Other departments, and forwarded transactions, are not affected.
-        pool.insert_from(transaction(3, 1), 0, Some("health"))
+        pool.insert_from(transaction(3, 1), 0, Some("health"), Instant::now())
             .expect("health's own share");
-        pool.insert_from(transaction(4, 1), 0, None)
+        pool.insert_from(transaction(4, 1), 0, None, Instant::now())
             .expect("forwarded");
         assert_eq!(pool.len(), 4);
         let signer = transaction(1, 1).signer;
         pool.remove_committed(&[(signer, 1)]);
         assert_eq!(pool.department_len("tax"), 1);
-        pool.insert_from(transaction(5, 1), 0, Some("tax"))
+        pool.insert_from(transaction(5, 1), 0, Some("tax"), Instant::now())
             .expect("a place came back");
     }
 }

@@ -107,9 +107,12 @@ pub(crate) fn admit_verified(
         }
         .into());
     }
-    shared
-        .mempool()
-        .insert_from(transaction.clone(), committed, submitter)?;
+    shared.mempool().insert_from(
+        transaction.clone(),
+        committed,
+        submitter,
+        std::time::Instant::now(),
+    )?;
     Ok(transaction)
 }
 
@@ -426,13 +429,25 @@ impl NodeApi {
             index: location.index,
             result: Some(result),
             envelope,
+            drop_reason: String::new(),
         }))
     }
 
-    /// Waits until each of `ids` is committed here, sending each to
-    /// `found` once, in commit order (those already committed first), or
-    /// until `deadline`; returns the ids still waiting then (none when the
-    /// receiver went away). New blocks are learnt from the block broadcast,
+    /// `id` as this node dropped it, if it did (and does not hold it again).
+    fn dropped_transaction(&self, id: &Digest) -> Option<GetTransactionResponse> {
+        let reason = self.shared.mempool().dropped(id)?;
+        Some(GetTransactionResponse {
+            transaction_id: id.to_vec(),
+            status: TransactionStatus::Dropped.into(),
+            drop_reason: reason.to_string(),
+            ..Default::default()
+        })
+    }
+
+    /// Waits until each of `ids` is committed here (or dropped), sending
+    /// each to `found` once, in commit order (those already committed
+    /// first), or until `deadline`; returns the ids still waiting then (none
+    /// when the receiver went away). New blocks are learnt from the block broadcast,
     /// subscribed before the ledger is first read so that no commit falls
     /// between the two. Sending waits for room, so a reader that does not
     /// read holds at most the channel's few answers.
@@ -458,7 +473,16 @@ impl NodeApi {
                             Err(_) => return Ok(vec![id]),
                         }
                     }
-                    None => still.push(id),
+                    None => match self.dropped_transaction(&id) {
+                        Some(dropped) => {
+                            match tokio::time::timeout_at(deadline, found.send(dropped)).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => return Ok(Vec::new()),
+                                Err(_) => return Ok(vec![id]),
+                            }
+                        }
+                        None => still.push(id),
+                    },
                 }
             }
             waiting = still;
@@ -466,9 +490,12 @@ impl NodeApi {
                 return Ok(waiting);
             }
             // Any new block (or a lag, which means many) is a reason to
-            // look again.
-            match tokio::time::timeout_at(deadline, blocks.recv()).await {
-                Err(_) => return Ok(waiting),
+            // look again; so is the time in which a transaction may have
+            // been dropped without any block.
+            let look_again = deadline.min(tokio::time::Instant::now() + DROPPED_POLL_INTERVAL);
+            match tokio::time::timeout_at(look_again, blocks.recv()).await {
+                Err(_) if look_again >= deadline => return Ok(waiting),
+                Err(_) => {}
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
                     return Err(Status::unavailable("the node is shutting down"));
                 }
@@ -497,6 +524,10 @@ type FeedStream =
     Pin<Box<dyn Stream<Item = Result<SubmitTransactionStreamResponse, Status>> + Send>>;
 
 type CommitStream = Pin<Box<dyn Stream<Item = Result<CommitStatusResponse, Status>> + Send>>;
+
+/// How often a wait for commits looks whether a transaction it waits for
+/// was dropped (which no block announces).
+const DROPPED_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Transactions one `CommitStatus` call may follow.
 pub const COMMIT_STATUS_IDS_MAX: usize = 1024;
@@ -737,13 +768,16 @@ impl NodeService for NodeApi {
             return Ok(Response::new(committed));
         }
         let pending = self.shared.mempool().get(&id).map(|t| t.envelope.clone());
-        match pending {
-            Some(envelope) => Ok(Response::new(GetTransactionResponse {
+        if let Some(envelope) = pending {
+            return Ok(Response::new(GetTransactionResponse {
                 transaction_id: id.to_vec(),
                 status: TransactionStatus::Pending.into(),
                 envelope: Some(envelope),
                 ..Default::default()
-            })),
+            }));
+        }
+        match self.dropped_transaction(&id) {
+            Some(dropped) => Ok(Response::new(dropped)),
             None => Err(Status::not_found(format!(
                 "transaction {id} is neither committed nor pending on this node"
             ))),
@@ -929,15 +963,12 @@ impl NodeService for NodeApi {
                 .map_err(|e| internal("state read failed", e))?;
             (nonce, None)
         };
-        let pending_nonce = self
-            .shared
-            .mempool()
-            .pending_nonce(&key)
-            .unwrap_or(committed_nonce)
-            .max(committed_nonce);
+        let account = self.shared.mempool().account(&key, committed_nonce);
         Ok(Response::new(GetAccountResponse {
             committed_nonce,
-            pending_nonce,
+            pending_nonce: account.highest,
+            next_nonce: account.next,
+            parked: account.parked,
             proof,
         }))
     }

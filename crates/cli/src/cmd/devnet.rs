@@ -458,7 +458,7 @@ async fn demo_transactions(dir: &Path, file: &DevnetFile) -> anyhow::Result<u64>
         let records =
             DEMO_RECORDS / departments + u64::from((index as u64) < DEMO_RECORDS % departments);
         for i in 0..records {
-            let nonce = account.pending_nonce + 1 + i;
+            let nonce = account.next_nonce + i;
             let department = &node.name;
             let content = format!("demo record {nonce} shared by {department}");
             let anchor = Anchor {

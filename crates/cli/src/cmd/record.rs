@@ -42,7 +42,7 @@ enum RecordCommand {
             records the hash, dataset, record id, schema and the file's modification time, \
             and submit it. Only the department that first anchored a record may anchor new \
             versions of it.\n\n\
-            The nonce comes from the node (its pending nonce + 1) unless --nonce is given, \
+            The nonce comes from the node (the next usable nonce, GetAccount.next_nonce) unless --nonce is given, \
             and the chain id from the node unless --chain-id is given. With --out, the signed \
             envelope is written to a file instead of submitted; with --nonce and --chain-id \
             too, no node is needed at all (offline signing). Submit it later with \
@@ -108,7 +108,7 @@ struct AnchorArgs {
     /// Record time in Unix ms; default: the file's modification time.
     #[arg(long, value_name = "MS")]
     record_time_ms: Option<u64>,
-    /// Nonce to sign with; default: ask the node (pending nonce + 1).
+    /// Nonce to sign with; default: ask the node (GetAccount.next_nonce).
     #[arg(long, value_name = "N")]
     nonce: Option<u64>,
     /// Chain id to sign for; default: ask the node.
@@ -305,8 +305,8 @@ async fn node_chain_id(client: &mut NodeServiceClient<Channel>) -> anyhow::Resul
     Ok(status.chain_id)
 }
 
-/// The signer's pending nonce + 1, so transactions still in the mempool are
-/// counted.
+/// The signer's next usable nonce (`GetAccount.next_nonce`): transactions
+/// still in the mempool are counted, up to the first gap.
 async fn next_nonce(
     client: &mut NodeServiceClient<Channel>,
     key: &SigningKey,
@@ -319,10 +319,7 @@ async fn next_nonce(
         .await
         .map_err(rpc_error)?
         .into_inner();
-    account
-        .pending_nonce
-        .checked_add(1)
-        .context("the signer's nonce is exhausted")
+    Ok(account.next_nonce)
 }
 
 /// Signs, then runs the node's own envelope checks locally, so that a bad

@@ -215,11 +215,19 @@ pub async fn wait_for_commits(
             .into_inner();
         loop {
             match stream.message().await {
-                Ok(Some(answer)) => committed.push(
-                    answer
+                Ok(Some(answer)) => {
+                    let transaction = answer
                         .transaction
-                        .context("the node answered CommitStatus without the transaction")?,
-                ),
+                        .context("the node answered CommitStatus without the transaction")?;
+                    if transaction.status() == TransactionStatus::Dropped {
+                        anyhow::bail!(
+                            "transaction {} was dropped without committing: {}",
+                            hex::encode(&transaction.transaction_id),
+                            transaction.drop_reason
+                        );
+                    }
+                    committed.push(transaction);
+                }
                 Ok(None) => break,
                 Err(status) if status.code() == Code::DeadlineExceeded => {
                     let first = chunk
@@ -251,6 +259,9 @@ pub struct TransactionView {
     pub nonce: Option<u64>,
     pub chain_id: Option<String>,
     pub body: Option<BodyView>,
+    /// Why the node dropped it (status `dropped`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<String>,
 }
 
 impl TransactionView {
@@ -266,6 +277,7 @@ impl TransactionView {
             nonce: None,
             chain_id: None,
             body: None,
+            drop_reason: None,
         }
     }
 
@@ -289,6 +301,8 @@ impl TransactionView {
             body: envelope
                 .and_then(envelope::body)
                 .map(|body| BodyView::new(&body)),
+            drop_reason: (response.status() == TransactionStatus::Dropped)
+                .then(|| response.drop_reason.clone()),
         }
     }
 
@@ -312,6 +326,9 @@ impl TransactionView {
         }
         if let Some(result) = &self.result {
             fields.add("result", result.text());
+        }
+        if let Some(reason) = &self.drop_reason {
+            fields.add("dropped because", reason);
         }
         if let Some(signer) = &self.signer {
             fields.add("signer", signer);
@@ -600,6 +617,7 @@ mod tests {
                 error: error.into(),
             }),
             envelope: Some(signed.envelope),
+            ..Default::default()
         };
         (signed.id, response)
     }

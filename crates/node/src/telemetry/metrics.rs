@@ -37,6 +37,7 @@ pub const VIEW: &str = "govchain_view";
 pub const VIEW_CHANGES: &str = "govchain_view_changes_total";
 pub const MEMPOOL_TRANSACTIONS: &str = "govchain_mempool_transactions";
 pub const MEMPOOL_BYTES: &str = "govchain_mempool_bytes";
+pub const MEMPOOL_DROPPED: &str = "govchain_mempool_dropped_total";
 pub const ADMISSION_QUEUE_DEPTH: &str = "govchain_admission_queue_jobs";
 pub const PEER_CONNECTED: &str = "govchain_peer_connected";
 pub const PEER_DROPPED_MESSAGES: &str = "govchain_peer_dropped_messages_total";
@@ -87,6 +88,7 @@ pub struct DriverMetrics {
     commit_latency: Histogram<f64>,
     view_changes: Counter<u64>,
     refused_messages: Counter<u64>,
+    dropped: Counter<u64>,
 }
 
 impl DriverMetrics {
@@ -122,7 +124,18 @@ impl DriverMetrics {
                 .u64_counter(REFUSED_MESSAGES)
                 .with_description("Consensus messages refused, by reason.")
                 .build(),
+            dropped: meter
+                .u64_counter(MEMPOOL_DROPPED)
+                .with_description(
+                    "Transactions dropped from the mempool after waiting behind a nonce gap for mempool.parked_ttl_ms.",
+                )
+                .build(),
         }
+    }
+
+    /// `count` parked transactions expired from the mempool.
+    pub fn transactions_dropped(&self, count: u64) {
+        self.dropped.add(count, &[]);
     }
 
     /// A block of `transactions` transactions appended, stamped
@@ -421,7 +434,7 @@ mod tests {
     use super::*;
 
     /// (name, is a counter, unit suffix expected)
-    const ALL: [(&str, bool, &str); 17] = [
+    const ALL: [(&str, bool, &str); 18] = [
         (HEIGHT, false, ""),
         (COMMITTED_TRANSACTIONS, true, ""),
         (COMMITTED_BLOCKS, true, ""),
@@ -431,6 +444,7 @@ mod tests {
         (VIEW_CHANGES, true, ""),
         (MEMPOOL_TRANSACTIONS, false, ""),
         (MEMPOOL_BYTES, false, "_bytes"),
+        (MEMPOOL_DROPPED, true, ""),
         (ADMISSION_QUEUE_DEPTH, false, ""),
         (PEER_CONNECTED, false, ""),
         (PEER_DROPPED_MESSAGES, true, ""),

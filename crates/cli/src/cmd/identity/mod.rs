@@ -462,7 +462,7 @@ impl Session {
         })
     }
 
-    /// Signs `body` at the signer's pending nonce + 1.
+    /// Signs `body` at the signer's next usable nonce (`GetAccount.next_nonce`).
     async fn sign(&mut self, key: &SigningKey, body: Body) -> anyhow::Result<Signed> {
         let account = self
             .node
@@ -473,10 +473,7 @@ impl Session {
             .await
             .map_err(rpc_error)?
             .into_inner();
-        let nonce = account
-            .pending_nonce
-            .checked_add(1)
-            .context("the signer's nonce is exhausted")?;
+        let nonce = account.next_nonce;
         let transaction = Transaction { body: Some(body) };
         Ok(envelope::sign(key, &self.chain_id, nonce, &transaction))
     }
