@@ -438,6 +438,19 @@ async fn department_keys_come_through_their_certificate_and_namespaces_take_only
         .unwrap()
         .into_inner();
     assert_eq!(anchored.anchored.unwrap().department, "health");
+    // An anchor is named by both fields: a request without one is invalid,
+    // not a miss.
+    for (dataset, record_id) in [("", "2026-1"), ("health/vaccinations", ""), ("", "")] {
+        let status = as_health
+            .get_anchor(GetAnchorRequest {
+                dataset: dataset.into(),
+                record_id: record_id.into(),
+                prove: true,
+            })
+            .await
+            .unwrap_err();
+        assert_status(&status, tonic::Code::InvalidArgument, &["is required"]);
+    }
 }
 
 /// A connection that never starts its TLS handshake is closed by the node

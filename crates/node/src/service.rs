@@ -978,6 +978,16 @@ impl NodeService for NodeApi {
         request: Request<GetAnchorRequest>,
     ) -> Result<Response<GetAnchorResponse>, Status> {
         let request = request.into_inner();
+        for (field, value) in [
+            ("dataset", &request.dataset),
+            ("record_id", &request.record_id),
+        ] {
+            if value.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "{field} is required (an anchor is named by dataset and record_id)"
+                )));
+            }
+        }
         let key = anchor_key(&request.dataset, &request.record_id);
         let (bytes, proof) = if request.prove {
             let (value, proof) = read_with_proof(&self.shared.ledger, &key)
