@@ -16,6 +16,7 @@ use govchain_proto::node::v1::*;
 use support::*;
 use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic_types::StatusExt as _;
 
 fn signer(i: u8) -> SigningKey {
     SigningKey::from_seed([i; 32])
@@ -152,10 +153,9 @@ async fn bad_transactions_get_precise_status_codes() {
         payload: Bytes::from_static(&[0xff, 0xff, 0xff]),
         ..sign(&key, 1, anchor_body("r1"))
     };
-    assert_eq!(
-        submit(&mut client, garbage).await.unwrap_err().code(),
-        Code::InvalidArgument
-    );
+    let status = submit(&mut client, garbage).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(reason(&status), "MALFORMED_TRANSACTION", "{status:?}");
 
     // Many submissions at once reach admission together and are verified
     // as a batch; forged ones among them (another signer's well-formed
@@ -180,6 +180,10 @@ async fn bad_transactions_get_precise_status_codes() {
             (true, Err(status)) => {
                 assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
                 assert!(status.message().contains("signature"), "{status:?}");
+                assert_eq!(reason(&status), "BAD_SIGNATURE", "{status:?}");
+                let details = status.get_error_details();
+                let violations = &details.bad_request().unwrap().field_violations;
+                assert_eq!(violations[0].field, "envelope.signature");
             }
             (forged, verdict) => panic!("forged {forged}: {verdict:?}"),
         }
@@ -195,12 +199,24 @@ async fn bad_transactions_get_precise_status_codes() {
     // The same transaction again: a replay.
     let status = submit(&mut client, first).await.unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert_eq!(reason(&status), "DUPLICATE_TRANSACTION", "{status:?}");
     // Another transaction with the used nonce: stale.
     let status = submit(&mut client, sign(&key, 1, anchor_body("r2")))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("nonce"), "{}", status.message());
+    // For programs: the reason, the committed nonce and the signer.
+    let details = status.get_error_details();
+    let info = details.error_info().unwrap();
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("NONCE_USED", "govchain")
+    );
+    assert_eq!(info.metadata["committed_nonce"], "1");
+    let violation = &details.precondition_failure().unwrap().violations[0];
+    assert_eq!(violation.r#type, "NONCE");
+    assert_eq!(violation.subject, key.public_key().to_hex());
     // Unknown transaction and block.
     let status = client
         .get_transaction(GetTransactionRequest {
@@ -209,6 +225,7 @@ async fn bad_transactions_get_precise_status_codes() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(reason(&status), "NOT_FOUND");
     let status = client
         .get_block(GetBlockRequest {
             selector: Some(get_block_request::Selector::Height(1_000_000)),
@@ -223,6 +240,23 @@ async fn bad_transactions_get_precise_status_codes() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    let details = status.get_error_details();
+    assert_eq!(details.error_info().unwrap().reason, "INVALID_REQUEST");
+    assert_eq!(
+        details.bad_request().unwrap().field_violations[0].field,
+        "transaction_id"
+    );
+}
+
+/// The `ErrorInfo` reason a node's error status carries.
+fn reason(status: &tonic::Status) -> String {
+    let info = status.get_error_details().error_info().cloned();
+    assert_eq!(
+        info.as_ref().map(|i| i.domain.as_str()),
+        Some("govchain"),
+        "{status:?}"
+    );
+    info.unwrap().reason
 }
 
 /// `err` and every error in its source chain, outermost first.

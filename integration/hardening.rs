@@ -169,9 +169,27 @@ impl ConsensusService for ByzantinePeer {
     }
 }
 
-/// The status has `code` and its message every fragment.
+/// The status has `code` and its message every fragment, and it is the
+/// node's own: a `google.rpc.ErrorInfo` in domain "govchain" with a reason
+/// (LIMIT_REACHED with the limit's name and a RetryInfo for
+/// RESOURCE_EXHAUSTED).
 fn assert_status(status: &Status, code: tonic::Code, fragments: &[&str]) {
+    use tonic_types::StatusExt as _;
     assert_eq!(status.code(), code, "{status:?}");
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "govchain", "{status:?}");
+    assert!(!info.reason.is_empty(), "{status:?}");
+    if code == tonic::Code::ResourceExhausted {
+        assert!(
+            ["LIMIT_REACHED", "MEMPOOL_SHARE_REACHED", "MEMPOOL_FULL"]
+                .contains(&info.reason.as_str()),
+            "{status:?}"
+        );
+        assert!(details.retry_info().is_some(), "{status:?}");
+    }
     for fragment in fragments {
         assert!(
             status.message().contains(fragment),

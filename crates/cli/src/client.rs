@@ -442,11 +442,20 @@ pub fn code_name(code: Code) -> &'static str {
 
 /// `<CODE>: <message>` on one line.
 pub fn status_line(status: &Status) -> String {
+    use tonic_types::StatusExt as _;
     let message = one_line(status.message());
+    let code = code_name(status.code());
+    // The node's reason, where it says more than the code.
+    let head = match status.get_details_error_info() {
+        Some(info) if info.reason != code && !info.reason.is_empty() => {
+            format!("{code} ({})", info.reason)
+        }
+        _ => code.to_owned(),
+    };
     if message.is_empty() {
-        code_name(status.code()).to_owned()
+        head
     } else {
-        format!("{}: {message}", code_name(status.code()))
+        format!("{head}: {message}")
     }
 }
 
@@ -602,6 +611,24 @@ mod tests {
         assert!(
             message.starts_with("UNAVAILABLE: view change; "),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn the_nodes_reason_shows_where_it_says_more_than_the_code() {
+        use tonic_types::{ErrorDetails, StatusExt as _};
+        let with = |reason: &str| {
+            let mut details = ErrorDetails::new();
+            details.set_error_info(reason, "govchain", std::collections::HashMap::new());
+            Status::with_error_details(Code::FailedPrecondition, "nonce 3 is used", details)
+        };
+        assert_eq!(
+            status_line(&with("NONCE_USED")),
+            "FAILED_PRECONDITION (NONCE_USED): nonce 3 is used"
+        );
+        assert_eq!(
+            status_line(&with("FAILED_PRECONDITION")),
+            "FAILED_PRECONDITION: nonce 3 is used"
         );
     }
 }

@@ -21,7 +21,8 @@ use govchain_proto::node::v1::{
     SubscribeBlocksResponse, TransactionStatus,
 };
 use govchain_proto::types::v1::{
-    AnchoredRecord, TransactionEnvelope, TransactionOutcome, TransactionResult, transaction::Body,
+    AnchoredRecord, ErrorReason, TransactionEnvelope, TransactionOutcome, TransactionResult,
+    transaction::Body,
 };
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -80,6 +81,7 @@ impl FakeNode {
             Some(previous) if previous.signer != signer => TransactionResult {
                 outcome: TransactionOutcome::Failed.into(),
                 error: "only the first signer may anchor new versions".into(),
+                reason: ErrorReason::PermissionDenied.into(),
             },
             previous => {
                 let version = previous.map_or(1, |previous| previous.version + 1);
@@ -98,6 +100,7 @@ impl FakeNode {
                 TransactionResult {
                     outcome: TransactionOutcome::Success.into(),
                     error: String::new(),
+                    ..Default::default()
                 }
             }
         };

@@ -4,7 +4,7 @@
 use govchain_proto::identity::v1::{AttributeState, GetIdentityResponse};
 use govchain_proto::node::v1::TransactionStatus;
 use govchain_proto::types::v1::{
-    AccessRecord, AnchorRecord, AttestationRecord, ConsentRecord, IdentityRecord,
+    AccessRecord, AnchorRecord, AttestationRecord, ConsentRecord, ErrorReason, IdentityRecord,
     TransactionOutcome, TransactionResult, transaction::Body,
 };
 use serde::Serialize;
@@ -35,13 +35,24 @@ pub struct ResultView {
     pub outcome: &'static str,
     /// Why the transaction failed; empty on success.
     pub error: String,
+    /// The stable reason of a failure (`NOT_FOUND`, `PERMISSION_DENIED`,
+    /// ...: `ErrorReason` without its prefix); absent on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl ResultView {
     pub fn new(result: &TransactionResult) -> Self {
+        let reason = result.reason();
         Self {
             outcome: outcome_name(result.outcome()),
             error: result.error.clone(),
+            reason: (reason != ErrorReason::Unspecified).then(|| {
+                let name = reason.as_str_name();
+                name.strip_prefix("ERROR_REASON_")
+                    .unwrap_or(name)
+                    .to_owned()
+            }),
         }
     }
 
@@ -506,14 +517,18 @@ mod tests {
         let ok = ResultView::new(&TransactionResult {
             outcome: TransactionOutcome::Success.into(),
             error: String::new(),
+            ..Default::default()
         });
         assert_eq!(ok.text(), "success");
+        assert_eq!(ok.reason, None);
         assert!(!ok.failed());
         let failed = ResultView::new(&TransactionResult {
             outcome: TransactionOutcome::Failed.into(),
             error: "record is owned by tax".into(),
+            reason: ErrorReason::PermissionDenied.into(),
         });
         assert_eq!(failed.text(), "failed: record is owned by tax");
+        assert_eq!(failed.reason.as_deref(), Some("PERMISSION_DENIED"));
         assert!(failed.failed());
     }
 

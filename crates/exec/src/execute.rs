@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use govchain_proto::types::v1::{
-    AnchorRecord, AnchoredRecord, TransactionOutcome, TransactionResult, transaction::Body,
+    AnchorRecord, AnchoredRecord, ErrorReason, TransactionOutcome, TransactionResult,
+    transaction::Body,
 };
 use prost::Message as _;
 
@@ -75,10 +76,12 @@ pub(crate) fn execute<S: StateRead>(
         Ok(()) => TransactionResult {
             outcome: TransactionOutcome::Success.into(),
             error: String::new(),
+            reason: ErrorReason::Unspecified.into(),
         },
         Err(refusal) => TransactionResult {
             outcome: TransactionOutcome::Failed.into(),
             error: refusal.to_string(),
+            reason: refusal.reason().into(),
         },
     })
 }

@@ -128,6 +128,20 @@ impl fmt::Display for Refusal {
     }
 }
 
+impl Refusal {
+    /// The stable reason a program reads (`TransactionResult.reason`, and
+    /// the `ErrorInfo` of the status at admission).
+    pub fn reason(&self) -> govchain_proto::types::v1::ErrorReason {
+        use govchain_proto::types::v1::ErrorReason;
+        match self {
+            Refusal::NotFound(_) => ErrorReason::NotFound,
+            Refusal::AlreadyExists(_) => ErrorReason::AlreadyExists,
+            Refusal::PermissionDenied(_) => ErrorReason::PermissionDenied,
+            Refusal::FailedPrecondition(_) => ErrorReason::FailedPrecondition,
+        }
+    }
+}
+
 pub(crate) type Outcome = Result<Result<(), Refusal>, StateError>;
 
 /// The commitment to an attribute value: SHA-256 over the domain tag, the

@@ -26,11 +26,16 @@ pub enum TransactionError {
     #[error("signature does not verify for signer {signer}")]
     BadSignature { signer: String },
     #[error("nonce {got} is already used: the signer's last committed nonce is {committed}")]
-    StaleNonce { got: u64, committed: u64 },
+    StaleNonce {
+        signer: String,
+        got: u64,
+        committed: u64,
+    },
     #[error(
         "nonce {got} is too far ahead: the signer's last committed nonce is {committed}, at most {max_ahead} ahead may wait"
     )]
     NonceTooFarAhead {
+        signer: String,
         got: u64,
         committed: u64,
         max_ahead: u64,

@@ -122,9 +122,12 @@ impl Admission {
             .clone()
             .try_acquire_many_owned(count)
             .map_err(|_| {
-                Status::resource_exhausted(format!(
-                    "the node is admitting {ADMISSION_ENVELOPES_MAX} envelopes already (ADMISSION_ENVELOPES_MAX); retry later"
-                ))
+                crate::errors::limit_reached(
+                    "ADMISSION_ENVELOPES_MAX",
+                    format!(
+                        "the node is admitting {ADMISSION_ENVELOPES_MAX} envelopes already (ADMISSION_ENVELOPES_MAX); retry later"
+                    ),
+                )
             })?;
         let (reply, verdicts) = oneshot::channel();
         let job = Job {
@@ -134,9 +137,12 @@ impl Admission {
             _envelopes: Some(permit),
         };
         self.jobs.try_send(job).map_err(|err| match err {
-            mpsc::error::TrySendError::Full(_) => Status::resource_exhausted(format!(
-                "the node is admitting {ADMISSION_QUEUE_MAX} submissions already; retry later"
-            )),
+            mpsc::error::TrySendError::Full(_) => crate::errors::limit_reached(
+                "ADMISSION_QUEUE_MAX",
+                format!(
+                    "the node is admitting {ADMISSION_QUEUE_MAX} submissions already; retry later"
+                ),
+            ),
             mpsc::error::TrySendError::Closed(_) => shutting_down(),
         })?;
         verdicts.await.map_err(|_| shutting_down())
@@ -177,7 +183,7 @@ impl WeakQueue {
 }
 
 fn shutting_down() -> Status {
-    Status::unavailable("node is shutting down")
+    crate::errors::unavailable("node is shutting down", crate::errors::RETRY_AFTER_DEFAULT)
 }
 
 fn run(shared: &Shared, driver: &mpsc::Sender<DriverEvent>, mut queue: mpsc::Receiver<Job>) {

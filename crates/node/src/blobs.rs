@@ -40,6 +40,7 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
+use crate::errors;
 use crate::service::{echo, internal};
 use crate::shared::{LedgerState, Shared};
 use crate::tls::department_caller;
@@ -81,7 +82,7 @@ pub struct Blobs {
 }
 
 fn observer_holds_no_citizen_blobs() -> Status {
-    Status::failed_precondition(
+    errors::failed_precondition(
         "this node is an observer and holds no citizen's blobs: upload to a validator's node",
     )
 }
@@ -126,7 +127,7 @@ impl Blobs {
             return Err(observer_holds_no_citizen_blobs());
         };
         let citizen = PublicKey::from_slice(citizen).map_err(|err| {
-            Status::invalid_argument(format!("receipt_for_citizen is not a citizen key: {err}"))
+            errors::invalid_argument(format!("receipt_for_citizen is not a citizen key: {err}"))
         })?;
         let digest = govchain_exec::identity::blob_receipt_digest(
             &receipts.chain_id,
@@ -184,7 +185,7 @@ impl Blobs {
             warn!(cid = %info.cid, error = %err, "could not release an upload's pin");
         }
         match expected {
-            Some(cid) if *cid != info.cid => Err(Status::invalid_argument(format!(
+            Some(cid) if *cid != info.cid => Err(errors::invalid_argument(format!(
                 "the uploaded bytes have CID {}, not the expected {cid}; nothing was kept",
                 info.cid
             ))),
@@ -220,22 +221,26 @@ impl Blobs {
 pub fn status_from_blob(err: BlobError) -> Status {
     let message = err.to_string();
     match err {
-        BlobError::NotFound { .. } => Status::not_found(message),
+        BlobError::NotFound { .. } => errors::not_found_plain(message),
         BlobError::TooLarge { .. } | BlobError::LimitAboveMax { .. } => {
-            Status::resource_exhausted(message)
+            errors::limit_reached("blobs.blob_bytes_max", message)
         }
         BlobError::Thread { ref source } => {
             tracing::warn!(error = %source, "{message}");
-            Status::resource_exhausted(format!("{message}: {source}"))
+            errors::limit_reached("threads", format!("{message}: {source}"))
         }
-        BlobError::RangeOutOfBounds { .. } => Status::out_of_range(message),
-        BlobError::Read { source, .. } => {
-            Status::aborted(format!("nothing was recorded: {message}: {source}"))
-        }
+        BlobError::RangeOutOfBounds { .. } => errors::out_of_range(message),
+        BlobError::Read { source, .. } => errors::Failure::new(
+            tonic::Code::Aborted,
+            errors::ErrorReason::Unavailable,
+            format!("nothing was recorded: {message}: {source}"),
+        )
+        .retry_after(errors::RETRY_AFTER_DEFAULT)
+        .status(),
         BlobError::Corrupt { .. }
         | BlobError::Missing { .. }
         | BlobError::Malformed { .. }
-        | BlobError::RootSizeMismatch { .. } => Status::data_loss(message),
+        | BlobError::RootSizeMismatch { .. } => errors::data_loss(message),
         _ => internal("blob store failed", message),
     }
 }
@@ -246,11 +251,11 @@ pub fn status_from_blob(err: BlobError) -> Status {
 /// what the chain says about that blob.
 pub fn parse_cid(text: &str) -> Result<Cid, Status> {
     let cid = Cid::try_from(text).map_err(|err| {
-        Status::invalid_argument(format!("cid {} is not a CID: {err}", echo(text)))
+        errors::invalid_argument(format!("cid {} is not a CID: {err}", echo(text)))
     })?;
     let canonical = cid.to_string();
     if canonical != text {
-        return Err(Status::invalid_argument(format!(
+        return Err(errors::invalid_argument(format!(
             "cid {} is not in canonical form; use {canonical}",
             echo(text)
         )));
@@ -377,9 +382,9 @@ pub fn stream_blob(
         .store
         .stat(&cid)
         .map_err(status_from_blob)?
-        .ok_or_else(|| Status::not_found(format!("blob {cid} is not stored on this node")))?;
+        .ok_or_else(|| errors::not_found_plain(format!("blob {cid} is not stored on this node")))?;
     if offset > info.size_bytes {
-        return Err(Status::out_of_range(format!(
+        return Err(errors::out_of_range(format!(
             "offset {offset} is past the end of blob {cid} ({} bytes)",
             info.size_bytes
         )));
@@ -441,32 +446,32 @@ pub fn authorize_personal(
     access_id: &[u8],
 ) -> Result<AccessRecord, Status> {
     if access_id.is_empty() {
-        return Err(Status::permission_denied(format!(
+        return Err(errors::permission_denied(format!(
             "blob {cid} holds a citizen's attribute: read it with IdentityService.ReadAttribute, \
              or pass access_transaction_id of a committed RecordAccess"
         )));
     }
     let id = Digest::from_slice(access_id)
-        .map_err(|err| Status::invalid_argument(format!("access_transaction_id: {err}")))?;
+        .map_err(|err| errors::invalid_argument(format!("access_transaction_id: {err}")))?;
     let state = LedgerState(&shared.ledger);
     let access = read_access(&state, &id)
         .map_err(|err| internal("state read failed", err))?
-        .ok_or_else(|| Status::permission_denied(format!("no committed access {id} on chain")))?;
+        .ok_or_else(|| errors::permission_denied(format!("no committed access {id} on chain")))?;
     if access.cid != cid.to_string() {
-        return Err(Status::permission_denied(format!(
+        return Err(errors::permission_denied(format!(
             "access {id} released blob {}, not {cid}",
             access.cid
         )));
     }
     if access.department != caller.department {
-        return Err(Status::permission_denied(format!(
+        return Err(errors::permission_denied(format!(
             "access {id} was recorded by department {:?}, not {:?}",
             access.department, caller.department
         )));
     }
     let now = crate::driver::now_ms();
     if now.saturating_sub(access.accessed_ms) > ACCESS_WINDOW_MS {
-        return Err(Status::permission_denied(format!(
+        return Err(errors::permission_denied(format!(
             "access {id} is older than {} minutes; record a new access",
             ACCESS_WINDOW_MS / 60_000
         )));
@@ -491,7 +496,7 @@ pub fn authorize_personal(
         now,
     )
     .map_err(|err| internal("state read failed", err))?
-    .map_err(|refusal| Status::permission_denied(refusal.to_string()))?;
+    .map_err(|refusal| errors::permission_denied(refusal.to_string()))?;
     Ok(access)
 }
 
@@ -516,7 +521,10 @@ async fn wait_for_access(shared: &Shared, access_id: &[u8]) -> Result<(), Status
         }
         let next = tokio::time::timeout(Duration::from_millis(100), blocks.recv()).await;
         if let Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) = next {
-            return Err(Status::unavailable("the node is shutting down"));
+            return Err(errors::unavailable(
+                "the node is shutting down",
+                errors::RETRY_AFTER_DEFAULT,
+            ));
         }
     }
 }
@@ -534,12 +542,15 @@ pub async fn ensure_local(
         return Ok(());
     }
     let Some((address, tls)) = blobs.holders.get(holder).cloned() else {
-        return Err(Status::unavailable(format!(
+        return Err(errors::failed_precondition(format!(
             "blob {cid} is held by department {holder:?}, and this node has no address for its node"
         )));
     };
     let unavailable = |err: &dyn std::fmt::Display| {
-        Status::unavailable(format!("fetching blob {cid} from {holder}: {err}"))
+        errors::unavailable(
+            format!("fetching blob {cid} from {holder}: {err}"),
+            errors::RETRY_AFTER_DEFAULT,
+        )
     };
     let channel = Endpoint::from_shared(address.clone())
         .map_err(|err| unavailable(&err))?
@@ -561,10 +572,19 @@ pub async fn ensure_local(
         })
         .await
         .map_err(|status| {
-            Status::new(
+            // The holder's own reason and details, with who said it.
+            let reason = tonic_types::StatusExt::get_details_error_info(&status)
+                .and_then(|info| {
+                    errors::ErrorReason::from_str_name(&format!("ERROR_REASON_{}", info.reason))
+                })
+                .unwrap_or(errors::ErrorReason::Unavailable);
+            errors::Failure::new(
                 status.code(),
+                reason,
                 format!("holder {holder} refused blob {cid}: {}", status.message()),
             )
+            .meta("holder", holder)
+            .status()
         })?
         .into_inner();
     // A download ends cleanly only when the holder sent everything.
@@ -577,7 +597,7 @@ pub async fn ensure_local(
         .await
         .map_err(|status| {
             if status.code() == tonic::Code::InvalidArgument {
-                Status::data_loss(format!(
+                errors::data_loss(format!(
                     "holder {holder} sent bytes that do not match {cid}; nothing was kept"
                 ))
             } else {
@@ -621,9 +641,9 @@ impl BlobService for BlobApi {
         let first = stream
             .message()
             .await?
-            .ok_or_else(|| Status::invalid_argument("empty upload: send a header first"))?;
+            .ok_or_else(|| errors::invalid_argument("empty upload: send a header first"))?;
         let header = first.header.ok_or_else(|| {
-            Status::invalid_argument("the first upload message must carry the header")
+            errors::invalid_argument("the first upload message must carry the header")
         })?;
         let blobs = self.shared.blobs.clone();
         let limit = match header.size_limit_bytes {
@@ -637,7 +657,7 @@ impl BlobService for BlobApi {
         let chunks = Box::pin(tokio_stream::StreamExt::map(stream, |item| {
             let message = item?;
             if message.header.is_some() {
-                return Err(Status::invalid_argument(
+                return Err(errors::invalid_argument(
                     "only the first upload message may carry a header",
                 ));
             }
@@ -647,7 +667,7 @@ impl BlobService for BlobApi {
         if !receipt_for.is_empty() {
             // Refused before the bytes are read, not after.
             PublicKey::from_slice(&receipt_for).map_err(|err| {
-                Status::invalid_argument(format!("receipt_for_citizen is not a citizen key: {err}"))
+                errors::invalid_argument(format!("receipt_for_citizen is not a citizen key: {err}"))
             })?;
             if blobs.receipts.is_none() {
                 return Err(observer_holds_no_citizen_blobs());
@@ -692,7 +712,7 @@ impl BlobService for BlobApi {
         // One refusal for "not a declared attribute, and not yours" and
         // "a citizen's blob you may not know of", whether or not it is stored.
         let not_released = || {
-            Status::permission_denied(format!(
+            errors::permission_denied(format!(
                 "blob {cid} is not released to department {:?} here: blobs no attribute names are read only by {:?}, whose node this is, and a citizen's attribute only under a recorded access (IdentityService.ReadAttribute)",
                 caller.department, self.shared.name
             ))
@@ -703,7 +723,7 @@ impl BlobService for BlobApi {
         }
         let personal = blob_reference(&state, &request.cid).map_err(read_failed)?;
         if personal.is_none() && blob_is_personal(&state, &request.cid).map_err(read_failed)? {
-            return Err(Status::permission_denied(format!(
+            return Err(errors::permission_denied(format!(
                 "blob {cid} held a citizen's attribute value that was replaced; it is not released"
             )));
         }
@@ -758,7 +778,8 @@ impl BlobService for BlobApi {
         // One answer for "not here" and "not yours to know about", so that
         // Stat reveals neither that a personal blob exists nor that it is
         // personal.
-        let not_found = || Status::not_found(format!("blob {cid} is not stored on this node"));
+        let not_found =
+            || errors::not_found_plain(format!("blob {cid} is not stored on this node"));
         let visible = self.visible_to(&caller, &request.cid)?;
         if !visible {
             return Err(not_found());

@@ -33,6 +33,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::blobs::{ensure_local, parse_cid, stream_blob};
+use crate::errors;
 use crate::service::{NodeApi, internal};
 use crate::shared::{LedgerState, Shared};
 use crate::tls::department_caller;
@@ -70,9 +71,10 @@ fn add_challenge(
 ) -> Result<(), Status> {
     challenges.retain(|_, outstanding| outstanding.expires_ms > now_ms);
     if challenges.len() >= LOGIN_CHALLENGES_MAX {
-        return Err(Status::resource_exhausted(format!(
-            "{LOGIN_CHALLENGES_MAX} login challenges are outstanding; retry later"
-        )));
+        return Err(errors::limit_reached(
+            "LOGIN_CHALLENGES_MAX",
+            format!("{LOGIN_CHALLENGES_MAX} login challenges are outstanding; retry later"),
+        ));
     }
     let department = &challenge.relying_party;
     let of_department = challenges
@@ -80,10 +82,13 @@ fn add_challenge(
         .filter(|outstanding| outstanding.relying_party == *department)
         .count();
     if of_department >= LOGIN_CHALLENGES_PER_DEPARTMENT_MAX {
-        return Err(Status::resource_exhausted(format!(
-            "department {department} has {of_department} unexpired login challenges on this \
-             node, the most one department may; retry when some expire"
-        )));
+        return Err(errors::limit_reached(
+            "LOGIN_CHALLENGES_PER_DEPARTMENT_MAX",
+            format!(
+                "department {department} has {of_department} unexpired login challenges on this \
+                 node, the most one department may; retry when some expire"
+            ),
+        ));
     }
     challenges.insert(nonce, challenge);
     Ok(())
@@ -140,13 +145,16 @@ impl IdentityApi {
             // subscription lagged.
             let wait = tokio::time::timeout(Duration::from_millis(200), blocks.recv());
             if tokio::time::Instant::now() >= deadline {
-                return Err(Status::deadline_exceeded(format!(
+                return Err(errors::deadline_exceeded(format!(
                     "access {id} did not commit within {} s; it may still commit: retry with the same envelope",
                     ACCESS_COMMIT_TIMEOUT.as_secs()
                 )));
             }
             if let Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) = wait.await {
-                return Err(Status::unavailable("the node is shutting down"));
+                return Err(errors::unavailable(
+                    "the node is shutting down",
+                    errors::RETRY_AFTER_DEFAULT,
+                ));
             }
         }
     }
@@ -155,13 +163,13 @@ impl IdentityApi {
 fn citizen_from(public_key: &[u8], did: &str) -> Result<PublicKey, Status> {
     if !public_key.is_empty() {
         return PublicKey::from_slice(public_key)
-            .map_err(|err| Status::invalid_argument(format!("public_key: {err}")));
+            .map_err(|err| errors::invalid_argument(format!("public_key: {err}")));
     }
     if !did.is_empty() {
         return PublicKey::from_did_key(did)
-            .map_err(|err| Status::invalid_argument(format!("did: {err}")));
+            .map_err(|err| errors::invalid_argument(format!("did: {err}")));
     }
-    Err(Status::invalid_argument(
+    Err(errors::invalid_argument(
         "give the citizen's public_key or did",
     ))
 }
@@ -191,7 +199,7 @@ impl LoginPayload {
 
     fn parse(text: &str) -> Result<Self, Status> {
         let invalid = |reason: &str| {
-            Status::invalid_argument(format!(
+            errors::invalid_argument(format!(
                 "qr_payload is not a govchain login payload: {reason}"
             ))
         };
@@ -256,7 +264,7 @@ fn reader_of<'a>(
     match (request_time_ms, signature.is_empty()) {
         (0, true) => return Ok(Reader::Department(&caller.department)),
         (0, false) | (_, true) => {
-            return Err(Status::invalid_argument(
+            return Err(errors::invalid_argument(
                 "give both request_time_ms and citizen_signature for the citizen's own request, \
                  or neither to ask as your department",
             ));
@@ -272,10 +280,10 @@ fn reader_of<'a>(
         now_ms,
     )
     .map_err(|err| match err {
-        CitizenRequestError::Malformed { .. } => Status::invalid_argument(err.to_string()),
-        CitizenRequestError::BadSignature { .. } => Status::unauthenticated(err.to_string()),
-        CitizenRequestError::OutsideWindow { .. } => Status::failed_precondition(err.to_string()),
-        _ => Status::invalid_argument(err.to_string()),
+        CitizenRequestError::Malformed { .. } => errors::invalid_argument(err.to_string()),
+        CitizenRequestError::BadSignature { .. } => errors::unauthenticated(err.to_string()),
+        CitizenRequestError::OutsideWindow { .. } => errors::failed_precondition(err.to_string()),
+        _ => errors::invalid_argument(err.to_string()),
     })?;
     Ok(Reader::Citizen)
 }
@@ -284,7 +292,7 @@ fn require_department_node(shared: &Shared, caller: &TlsIdentity) -> Result<(), 
     if caller.department == shared.name {
         return Ok(());
     }
-    Err(Status::permission_denied(format!(
+    Err(errors::permission_denied(format!(
         "this is {:?}'s node; department {:?} must call its own node",
         shared.name, caller.department
     )))
@@ -315,7 +323,7 @@ impl IdentityService for IdentityApi {
         let identity = read_identity(&state, &citizen)
             .map_err(read_failed)?
             .ok_or_else(|| {
-                Status::not_found(format!("no identity {} on chain", citizen.to_did_key()))
+                errors::not_found_plain(format!("no identity {} on chain", citizen.to_did_key()))
             })?;
         let citizen_consents = consents(&state, &citizen).map_err(read_failed)?;
         let shown = identity_disclosure(
@@ -325,7 +333,7 @@ impl IdentityService for IdentityApi {
             &citizen_consents,
             now,
         )
-        .map_err(|refusal| Status::permission_denied(refusal.to_string()))?;
+        .map_err(|refusal| errors::permission_denied(refusal.to_string()))?;
         let mut attributes = Vec::new();
         for name in attribute_names(&state, &citizen).map_err(read_failed)? {
             if !shown.shows_attribute(&name) {
@@ -378,7 +386,7 @@ impl IdentityService for IdentityApi {
             .map_err(|err| internal("state read failed", err))?
             .is_none()
         {
-            return Err(Status::not_found(format!(
+            return Err(errors::not_found_plain(format!(
                 "no identity {} on chain",
                 citizen.to_did_key()
             )));
@@ -415,20 +423,20 @@ impl IdentityService for IdentityApi {
         let envelope = request
             .into_inner()
             .envelope
-            .ok_or_else(|| Status::invalid_argument("envelope is required"))?;
+            .ok_or_else(|| errors::invalid_argument("envelope is required"))?;
         let department = shared
             .limits
             .departments
             .by_name(&caller.department)
             .ok_or_else(|| {
-                Status::permission_denied(format!(
+                errors::permission_denied(format!(
                     "department {:?} has no signing key in genesis, so it may not read attributes",
                     caller.department
                 ))
             })?;
         let department_key = department.public_key;
         if envelope.signer != department.public_key.as_bytes() {
-            return Err(Status::permission_denied(format!(
+            return Err(errors::permission_denied(format!(
                 "the access must be signed by {:?}'s signing key, the department of your certificate",
                 caller.department
             )));
@@ -436,9 +444,9 @@ impl IdentityService for IdentityApi {
         let payload = <govchain_proto::types::v1::Transaction as prost::Message>::decode(
             envelope.payload.clone(),
         )
-        .map_err(|err| Status::invalid_argument(format!("payload: {err}")))?;
+        .map_err(|err| errors::invalid_argument(format!("payload: {err}")))?;
         let Some(Body::RecordAccess(asked)) = &payload.body else {
-            return Err(Status::invalid_argument(
+            return Err(errors::invalid_argument(
                 "ReadAttribute takes a RecordAccess transaction",
             ));
         };
@@ -467,16 +475,20 @@ impl IdentityService for IdentityApi {
             Err(status) => return Err(status),
         }
         if let Err(error) = self.wait_committed(&id).await? {
-            let code = refused_now
-                .as_ref()
-                .map_or(tonic::Code::PermissionDenied, |refusal| {
-                    crate::service::status_from_refusal(refusal).code()
-                });
+            let (code, reason) = refused_now.as_ref().map_or(
+                (
+                    tonic::Code::PermissionDenied,
+                    errors::ErrorReason::PermissionDenied,
+                ),
+                crate::service::refusal_reason,
+            );
             info!(department = %caller.department, transaction_id = %id.short(), "refused a read; the attempt is on chain");
-            return Err(Status::new(
+            return Err(errors::Failure::new(
                 code,
+                reason,
                 format!("the access was ordered but refused: {error}"),
-            ));
+            )
+            .status());
         }
         let state = LedgerState(&shared.ledger);
         let access = read_access(&state, &id)
@@ -487,7 +499,7 @@ impl IdentityService for IdentityApi {
         // holds, as a fresh one would.
         let now = crate::driver::now_ms();
         if now.saturating_sub(access.accessed_ms) > crate::blobs::ACCESS_WINDOW_MS {
-            return Err(Status::permission_denied(format!(
+            return Err(errors::permission_denied(format!(
                 "access {id} is older than {} minutes; sign a new access",
                 crate::blobs::ACCESS_WINDOW_MS / 60_000
             )));
@@ -503,7 +515,7 @@ impl IdentityService for IdentityApi {
             now,
         )
         .map_err(|err| internal("state read failed", err))?
-        .map_err(|refusal| Status::permission_denied(refusal.to_string()))?;
+        .map_err(|refusal| errors::permission_denied(refusal.to_string()))?;
         let cid = parse_cid(&access.cid)?;
         let citizen = PublicKey::from_slice(&access.citizen)
             .map_err(|err| internal("stored access has a bad citizen key", err))?;
@@ -533,7 +545,7 @@ impl IdentityService for IdentityApi {
         let caller = department_caller(&request)?;
         let request = request.into_inner();
         if request.requested_attributes.len() > LOGIN_ATTRIBUTES_MAX {
-            return Err(Status::invalid_argument(format!(
+            return Err(errors::invalid_argument(format!(
                 "at most {LOGIN_ATTRIBUTES_MAX} attributes per login"
             )));
         }
@@ -542,12 +554,12 @@ impl IdentityService for IdentityApi {
             .iter()
             .find(|name| !valid_attribute_name(name))
         {
-            return Err(Status::invalid_argument(format!(
+            return Err(errors::invalid_argument(format!(
                 "{bad:?} is not an attribute name"
             )));
         }
         if !valid_website(&request.website) {
-            return Err(Status::invalid_argument(
+            return Err(errors::invalid_argument(
                 "website must be at most 128 characters of letters, digits, '.', '-', ':' and '/'",
             ));
         }
@@ -555,7 +567,7 @@ impl IdentityService for IdentityApi {
             0 => LOGIN_TTL_DEFAULT_SECS,
             ttl if ttl <= LOGIN_TTL_MAX_SECS => ttl,
             ttl => {
-                return Err(Status::invalid_argument(format!(
+                return Err(errors::invalid_argument(format!(
                     "ttl_seconds {ttl} is over the maximum {LOGIN_TTL_MAX_SECS}"
                 )));
             }
@@ -603,43 +615,43 @@ impl IdentityService for IdentityApi {
         let payload = LoginPayload::parse(&request.qr_payload)?;
         let shared = self.shared();
         if payload.chain != shared.chain_id() {
-            return Err(Status::invalid_argument(format!(
+            return Err(errors::invalid_argument(format!(
                 "the challenge is for chain {:?}, this is {:?}",
                 payload.chain,
                 shared.chain_id()
             )));
         }
         if payload.relying_party != caller.department {
-            return Err(Status::permission_denied(format!(
+            return Err(errors::permission_denied(format!(
                 "the challenge is for relying party {:?}; only it may complete the login",
                 payload.relying_party
             )));
         }
         let citizen = PublicKey::from_slice(&request.public_key)
-            .map_err(|err| Status::invalid_argument(format!("public_key: {err}")))?;
+            .map_err(|err| errors::invalid_argument(format!("public_key: {err}")))?;
         let signature = Signature::from_slice(&request.signature)
-            .map_err(|err| Status::invalid_argument(format!("signature: {err}")))?;
+            .map_err(|err| errors::invalid_argument(format!("signature: {err}")))?;
         let now = crate::driver::now_ms();
         {
             let challenges = self.challenges();
             let challenge = challenges.get(&payload.nonce).ok_or_else(|| {
-                Status::not_found(
+                errors::not_found_plain(
                     "unknown login challenge: it was not issued by this node, or expired long ago",
                 )
             })?;
             if challenge.payload != request.qr_payload {
-                return Err(Status::invalid_argument(
+                return Err(errors::invalid_argument(
                     "the payload differs from the challenge this node issued",
                 ));
             }
             if challenge.expires_ms <= now {
-                return Err(Status::failed_precondition(format!(
+                return Err(errors::failed_precondition(format!(
                     "the login challenge expired at {} ms",
                     challenge.expires_ms
                 )));
             }
             if challenge.used {
-                return Err(Status::already_exists(
+                return Err(errors::already_exists(
                     "the login challenge was already used; show a new QR code",
                 ));
             }
@@ -649,7 +661,7 @@ impl IdentityService for IdentityApi {
         let identity = read_identity(&state, &citizen)
             .map_err(read_failed)?
             .ok_or_else(|| {
-                Status::not_found(format!("no identity {} on chain", citizen.to_did_key()))
+                errors::not_found_plain(format!("no identity {} on chain", citizen.to_did_key()))
             })?;
         let signed = [
             LOGIN_SIGNING_DOMAIN.as_bytes(),
@@ -657,7 +669,7 @@ impl IdentityService for IdentityApi {
         ]
         .concat();
         citizen.verify(&signed, &signature).map_err(|_| {
-            Status::unauthenticated(format!(
+            errors::unauthenticated(format!(
                 "the signature does not verify for {}",
                 citizen.to_did_key()
             ))
@@ -668,7 +680,7 @@ impl IdentityService for IdentityApi {
             match challenges.get_mut(&payload.nonce) {
                 Some(challenge) if !challenge.used => challenge.used = true,
                 _ => {
-                    return Err(Status::already_exists(
+                    return Err(errors::already_exists(
                         "the login challenge was already used; show a new QR code",
                     ));
                 }
@@ -680,7 +692,7 @@ impl IdentityService for IdentityApi {
             let attribute = read_attribute(&state, &citizen, name)
                 .map_err(read_failed)?
                 .ok_or_else(|| {
-                    Status::permission_denied(format!("{} has not declared {name:?}", identity.did))
+                    errors::permission_denied(format!("{} has not declared {name:?}", identity.did))
                 })?;
             let attested_by: Vec<String> =
                 current_attestations(&state, &shared.limits.departments, &attribute, &citizen)
@@ -690,7 +702,7 @@ impl IdentityService for IdentityApi {
                     .map(|a| a.department)
                     .collect();
             if attested_by.is_empty() {
-                return Err(Status::permission_denied(format!(
+                return Err(errors::permission_denied(format!(
                     "{name:?} of {} is not attested by any department",
                     identity.did
                 )));
@@ -702,7 +714,7 @@ impl IdentityService for IdentityApi {
                     && consent.attributes.contains(name)
             });
             if !consented {
-                return Err(Status::permission_denied(format!(
+                return Err(errors::permission_denied(format!(
                     "{} has no valid consent letting {:?} use {name:?}",
                     identity.did, payload.relying_party
                 )));
@@ -746,7 +758,7 @@ fn page_request(page_size: u32, page_token: &str) -> Result<(u64, usize), Status
             .ok()
             .filter(|first| *first >= 1)
             .ok_or_else(|| {
-                Status::invalid_argument(format!(
+                errors::invalid_argument(format!(
                     "page_token {page_token:?} was not issued by this service; \
                      pass a next_page_token from a previous response, or none for the first page"
                 ))

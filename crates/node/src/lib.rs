@@ -16,6 +16,7 @@ mod connections;
 mod consensus_store;
 mod dissemination;
 mod driver;
+pub mod errors;
 mod identity;
 mod limits;
 mod mempool;
@@ -326,6 +327,7 @@ pub async fn run(
         .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .layer(errors::ErrorDetailsLayer)
         .layer(tonic::service::InterceptorLayer::new(
             tls::Members::from_genesis(&genesis),
         ))

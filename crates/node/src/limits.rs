@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tonic::Status;
 
+use crate::errors;
+
 /// Block subscriptions one department may hold open on a node.
 pub const SUBSCRIPTIONS_PER_DEPARTMENT_MAX: u32 = 16;
 /// Block subscriptions a node serves at once, all departments together.
@@ -76,9 +78,18 @@ impl RequestRates {
             bucket.tokens -= 1.0;
             return Ok(());
         }
-        Err(Status::resource_exhausted(format!(
-            "{caller} is calling this node faster than {REQUESTS_PER_SECOND_PER_DEPARTMENT} times a second (REQUESTS_PER_SECOND_PER_DEPARTMENT); slow down and retry"
-        )))
+        // The bucket holds a token again after this long.
+        let wait = (1.0 - bucket.tokens) / f64::from(REQUESTS_PER_SECOND_PER_DEPARTMENT);
+        Err(errors::Failure::new(
+            tonic::Code::ResourceExhausted,
+            errors::ErrorReason::LimitReached,
+            format!(
+                "{caller} is calling this node faster than {REQUESTS_PER_SECOND_PER_DEPARTMENT} times a second (REQUESTS_PER_SECOND_PER_DEPARTMENT); slow down and retry"
+            ),
+        )
+        .meta("limit", "REQUESTS_PER_SECOND_PER_DEPARTMENT")
+        .retry_after(Duration::from_secs_f64(wait.max(0.001)))
+        .status())
     }
 }
 
@@ -142,14 +153,20 @@ impl Slots {
         let (per_department, per_department_name) = self.per_department;
         let (total_max, total_name) = self.total;
         if mine >= per_department {
-            return Err(Status::resource_exhausted(format!(
-                "department {department:?} has {mine} {what} open on this node, the most one department may ({per_department_name}); finish one first"
-            )));
+            return Err(errors::limit_reached(
+                per_department_name,
+                format!(
+                    "department {department:?} has {mine} {what} open on this node, the most one department may ({per_department_name}); finish one first"
+                ),
+            ));
         }
         if total >= total_max {
-            return Err(Status::resource_exhausted(format!(
-                "this node has {total} {what} open, its most ({total_name}); try another node or later"
-            )));
+            return Err(errors::limit_reached(
+                total_name,
+                format!(
+                    "this node has {total} {what} open, its most ({total_name}); try another node or later"
+                ),
+            ));
         }
         open.insert(department.to_owned(), mine + 1);
         Ok(Slot {

@@ -258,6 +258,7 @@ impl Mempool {
         let nonce = transaction.nonce;
         if nonce <= committed_nonce {
             return Err(TransactionError::StaleNonce {
+                signer: transaction.signer.to_hex(),
                 got: nonce,
                 committed: committed_nonce,
             }
@@ -265,6 +266,7 @@ impl Mempool {
         }
         if nonce > committed_nonce.saturating_add(NONCE_AHEAD_MAX) {
             let error = TransactionError::NonceTooFarAhead {
+                signer: transaction.signer.to_hex(),
                 got: nonce,
                 committed: committed_nonce,
                 max_ahead: NONCE_AHEAD_MAX,
@@ -485,7 +487,8 @@ mod tests {
             pool.insert(transaction(1, 3), 3),
             Err(MempoolError::Transaction(TransactionError::StaleNonce {
                 got: 3,
-                committed: 3
+                committed: 3,
+                ..
             }))
         ));
         assert!(matches!(

@@ -26,13 +26,14 @@ use govchain_proto::types::v1::{
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt as _};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, error, info, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::admission::Admission;
 use crate::dissemination::FETCH_BATCHES_DIGESTS_MAX;
 use crate::driver::DriverEvent;
+use crate::errors::{self, ErrorReason, Failure, RETRY_AFTER_DEFAULT};
 use crate::limits::SUBSCRIBER_STALL_MAX;
 use crate::mempool::MempoolError;
 use crate::shared::{LedgerState, Shared};
@@ -149,28 +150,94 @@ pub(crate) fn status_from_admission(err: &AdmitError) -> Status {
         AdmitError::Refused(refusal) => return status_from_refusal(refusal),
         AdmitError::Mempool(err) => err,
     };
-    match err {
-        MempoolError::Full { .. } | MempoolError::DepartmentShare { .. } => {
-            Status::resource_exhausted(message)
+    let failure = match err {
+        MempoolError::Full { .. } => {
+            Failure::new(Code::ResourceExhausted, ErrorReason::MempoolFull, message)
+                .retry_after(RETRY_AFTER_DEFAULT)
         }
+        MempoolError::DepartmentShare { .. } => Failure::new(
+            Code::ResourceExhausted,
+            ErrorReason::MempoolShareReached,
+            message,
+        )
+        .meta("limit", "DEPARTMENT_SHARE_DIVISOR")
+        .retry_after(RETRY_AFTER_DEFAULT),
         MempoolError::Transaction(err) => match err {
-            TransactionError::TooLarge { .. } => Status::resource_exhausted(message),
-            TransactionError::Duplicate { .. } => Status::already_exists(message),
-            TransactionError::StaleNonce { .. }
-            | TransactionError::NonceTooFarAhead { .. }
-            | TransactionError::NonceTaken { .. } => Status::failed_precondition(message),
-            _ => Status::invalid_argument(message),
+            TransactionError::TooLarge { max, .. } => Failure::new(
+                Code::ResourceExhausted,
+                ErrorReason::PayloadTooLarge,
+                message.clone(),
+            )
+            .meta("limit", max)
+            .field("envelope.payload", message),
+            TransactionError::Duplicate { state, .. } => Failure::new(
+                Code::AlreadyExists,
+                ErrorReason::DuplicateTransaction,
+                message,
+            )
+            .meta("state", state),
+            TransactionError::StaleNonce {
+                signer, committed, ..
+            } => Failure::new(
+                Code::FailedPrecondition,
+                ErrorReason::NonceUsed,
+                message.clone(),
+            )
+            .meta("committed_nonce", committed)
+            .precondition("NONCE", signer, message),
+            TransactionError::NonceTooFarAhead {
+                signer, committed, ..
+            } => Failure::new(
+                Code::FailedPrecondition,
+                ErrorReason::NonceTooFarAhead,
+                message.clone(),
+            )
+            .meta("committed_nonce", committed)
+            .precondition("NONCE", signer, message),
+            TransactionError::NonceTaken { signer, .. } => Failure::new(
+                Code::FailedPrecondition,
+                ErrorReason::NonceTaken,
+                message.clone(),
+            )
+            .precondition("NONCE", signer, message),
+            TransactionError::WrongChain { .. } => Failure::new(
+                Code::InvalidArgument,
+                ErrorReason::WrongChain,
+                message.clone(),
+            )
+            .field("envelope.chain_id", message),
+            TransactionError::BadSignature { .. } => Failure::new(
+                Code::InvalidArgument,
+                ErrorReason::BadSignature,
+                message.clone(),
+            )
+            .field("envelope.signature", message),
+            _ => Failure::new(
+                Code::InvalidArgument,
+                ErrorReason::MalformedTransaction,
+                message,
+            ),
         },
-    }
+    };
+    failure.status()
 }
 
 pub(crate) fn status_from_refusal(refusal: &Refusal) -> Status {
-    match refusal {
-        Refusal::NotFound(message) => Status::not_found(message),
-        Refusal::AlreadyExists(message) => Status::already_exists(message),
-        Refusal::PermissionDenied(message) => Status::permission_denied(message),
-        Refusal::FailedPrecondition(message) => Status::failed_precondition(message),
-    }
+    let message = refusal.to_string();
+    let (code, reason) = refusal_reason(refusal);
+    Failure::new(code, reason, message).status()
+}
+
+/// The code and reason of a rule's refusal, at admission and in a
+/// transaction's result alike.
+pub(crate) fn refusal_reason(refusal: &Refusal) -> (Code, ErrorReason) {
+    let code = match refusal {
+        Refusal::NotFound(_) => Code::NotFound,
+        Refusal::AlreadyExists(_) => Code::AlreadyExists,
+        Refusal::PermissionDenied(_) => Code::PermissionDenied,
+        Refusal::FailedPrecondition(_) => Code::FailedPrecondition,
+    };
+    (code, refusal.reason())
 }
 
 /// Longest piece of a request echoed back in an error message.
@@ -189,9 +256,10 @@ pub(crate) fn echo(text: &str) -> String {
 pub(crate) fn internal(context: &str, err: impl std::fmt::Display) -> Status {
     let request_id = format!("{:016x}", rand_id());
     error!(request_id, error = %err, "{context}");
-    Status::internal(format!(
-        "{context}; see the node log for request {request_id}"
-    ))
+    errors::internal_logged(
+        format!("{context}; see the node log for request {request_id}"),
+        &request_id,
+    )
 }
 
 /// A request id for correlating an internal error with the log; unique
@@ -202,7 +270,7 @@ fn rand_id() -> u64 {
 }
 
 fn digest_field(name: &str, bytes: &[u8]) -> Result<Digest, Status> {
-    Digest::from_slice(bytes).map_err(|err| Status::invalid_argument(format!("{name}: {err}")))
+    Digest::from_slice(bytes).map_err(|err| errors::invalid_field(name, format!("{name}: {err}")))
 }
 
 #[derive(Clone)]
@@ -237,7 +305,7 @@ impl NodeApi {
                 .iter()
                 .map(|v| v.name.as_str())
                 .collect();
-            return Err(Status::failed_precondition(format!(
+            return Err(errors::failed_precondition(format!(
                 "{} is an observer (a read-only backup replica); submit transactions to a validator: {}",
                 self.shared.name,
                 validators.join(", ")
@@ -292,7 +360,7 @@ impl NodeApi {
     ) -> Result<SubmitTransactionsResponse, Status> {
         let count = request.envelopes.len();
         if count > SUBMIT_BATCH_TRANSACTIONS_MAX {
-            return Err(Status::invalid_argument(format!(
+            return Err(errors::invalid_argument(format!(
                 "{count} envelopes in one request; at most {SUBMIT_BATCH_TRANSACTIONS_MAX} (SUBMIT_BATCH_TRANSACTIONS_MAX): split the batch"
             )));
         }
@@ -341,7 +409,7 @@ impl NodeApi {
         };
         match self.shared.limits.departments.by_key(&signer) {
             Some(department) if department.name != caller.department => {
-                Err(Status::permission_denied(format!(
+                Err(errors::permission_denied(format!(
                     "the transaction is signed with department {:?}'s signing key but arrived with {}'s certificate: a department submits its transactions with its own certificate",
                     department.name, caller
                 )))
@@ -362,7 +430,7 @@ impl NodeApi {
             return Ok(());
         };
         if declare.holder != self.shared.name {
-            return Err(Status::failed_precondition(format!(
+            return Err(errors::failed_precondition(format!(
                 "the declaration names {} as holder, but this is {:?}'s node: upload the blob to the holder's node and submit the declaration there",
                 echo(&declare.holder),
                 self.shared.name
@@ -377,11 +445,11 @@ impl NodeApi {
             .map_err(crate::blobs::status_from_blob)?;
         match stored {
             Some(info) if info.size_bytes == declare.size_bytes => Ok(()),
-            Some(info) => Err(Status::invalid_argument(format!(
+            Some(info) => Err(errors::invalid_argument(format!(
                 "blob {cid} has {} bytes, but the declaration says {}",
                 info.size_bytes, declare.size_bytes
             ))),
-            None => Err(Status::failed_precondition(format!(
+            None => Err(errors::failed_precondition(format!(
                 "blob {cid} is not stored on this node; upload it first (BlobService.Upload)"
             ))),
         }
@@ -497,7 +565,10 @@ impl NodeApi {
                 Err(_) if look_again >= deadline => return Ok(waiting),
                 Err(_) => {}
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
-                    return Err(Status::unavailable("the node is shutting down"));
+                    return Err(errors::unavailable(
+                        "the node is shutting down",
+                        errors::RETRY_AFTER_DEFAULT,
+                    ));
                 }
                 Ok(_) => {}
             }
@@ -589,7 +660,7 @@ impl NodeService for NodeApi {
         let envelope = request
             .into_inner()
             .envelope
-            .ok_or_else(|| Status::invalid_argument("envelope is required"))?;
+            .ok_or_else(|| errors::invalid_argument("envelope is required"))?;
         let transaction = self.submit(&caller, envelope).await?;
         Ok(Response::new(SubmitTransactionResponse {
             transaction_id: transaction.id.to_vec(),
@@ -629,7 +700,7 @@ impl NodeService for NodeApi {
                         return;
                     }
                     Err(_) => {
-                        let idle = Status::deadline_exceeded(format!(
+                        let idle = errors::deadline_exceeded(format!(
                             "no batch for {FEED_IDLE_MAX:?} (FEED_IDLE_MAX): the feed is closed to free its place; open another"
                         ));
                         let _ = responses.try_send(Err(idle));
@@ -670,7 +741,7 @@ impl NodeService for NodeApi {
         let envelope = request
             .into_inner()
             .envelope
-            .ok_or_else(|| Status::invalid_argument("envelope is required"))?;
+            .ok_or_else(|| errors::invalid_argument("envelope is required"))?;
         let transaction = self.submit(&caller, envelope).await?;
         let (found, mut committed) = mpsc::channel(1);
         let left = self
@@ -680,7 +751,7 @@ impl NodeService for NodeApi {
             Some(transaction) => Ok(Response::new(SubmitTransactionAndWaitResponse {
                 transaction: Some(transaction),
             })),
-            None => Err(Status::deadline_exceeded(format!(
+            None => Err(errors::deadline_exceeded(format!(
                 "transaction {} was admitted but did not commit before the deadline; it may still commit: ask CommitStatus or GetTransaction",
                 left.first().unwrap_or(&transaction.id)
             ))),
@@ -697,7 +768,7 @@ impl NodeService for NodeApi {
         let caller = tls::caller_identity(&request)?;
         let request = request.into_inner();
         if request.transaction_ids.len() > COMMIT_STATUS_IDS_MAX {
-            return Err(Status::invalid_argument(format!(
+            return Err(errors::invalid_argument(format!(
                 "{} transaction ids; at most {COMMIT_STATUS_IDS_MAX} (COMMIT_STATUS_IDS_MAX) per call",
                 request.transaction_ids.len()
             )));
@@ -706,7 +777,7 @@ impl NodeService for NodeApi {
         for (i, id) in request.transaction_ids.iter().enumerate() {
             let id = digest_field(&format!("transaction_ids[{i}]"), id)?;
             if ids.contains(&id) {
-                return Err(Status::invalid_argument(format!(
+                return Err(errors::invalid_argument(format!(
                     "transaction_ids[{i}] repeats {id}"
                 )));
             }
@@ -741,7 +812,7 @@ impl NodeService for NodeApi {
             let _ = forwarding.await;
             let end = match outcome {
                 Ok(left) if left.is_empty() => return,
-                Ok(left) => Status::deadline_exceeded(format!(
+                Ok(left) => errors::deadline_exceeded(format!(
                     "{} transactions did not commit before the deadline: {}",
                     left.len(),
                     left.iter()
@@ -778,7 +849,7 @@ impl NodeService for NodeApi {
         }
         match self.dropped_transaction(&id) {
             Some(dropped) => Ok(Response::new(dropped)),
-            None => Err(Status::not_found(format!(
+            None => Err(errors::not_found_plain(format!(
                 "transaction {id} is neither committed nor pending on this node"
             ))),
         }
@@ -793,7 +864,7 @@ impl NodeService for NodeApi {
             Some(Selector::Height(height)) => height,
             Some(Selector::Latest(true)) => self.shared.ledger.head().height,
             Some(Selector::Latest(false)) => {
-                return Err(Status::invalid_argument(
+                return Err(errors::invalid_argument(
                     "latest = false selects nothing: set latest = true, or give a height or a hash",
                 ));
             }
@@ -806,20 +877,24 @@ impl NodeService for NodeApi {
                     .map_err(|e| internal("ledger read failed", e))?
                 {
                     Some((height, _)) => height,
-                    None => return Err(Status::not_found(format!("no block with hash {hash}"))),
+                    None => {
+                        return Err(errors::not_found_plain(format!(
+                            "no block with hash {hash}"
+                        )));
+                    }
                 }
             }
-            None => return Err(Status::invalid_argument("give a height, a hash or latest")),
+            None => return Err(errors::invalid_argument("give a height, a hash or latest")),
         };
         let head = self.shared.ledger.head().height;
         if height == 0 {
-            return Err(Status::not_found(
+            return Err(errors::not_found_plain(
                 "height 0 is genesis, which has no block; the first block is at height 1",
             ));
         }
         match self.committed_block(height)? {
             Some(block) => Ok(Response::new(GetBlockResponse { block: Some(block) })),
-            None => Err(Status::not_found(format!(
+            None => Err(errors::not_found_plain(format!(
                 "no block at height {height}; the head is at {head}"
             ))),
         }
@@ -947,7 +1022,7 @@ impl NodeService for NodeApi {
     ) -> Result<Response<GetAccountResponse>, Status> {
         let request = request.into_inner();
         let key = PublicKey::from_slice(&request.public_key)
-            .map_err(|err| Status::invalid_argument(format!("public_key: {err}")))?;
+            .map_err(|err| errors::invalid_argument(format!("public_key: {err}")))?;
         let (committed_nonce, proof) = if request.prove {
             // The nonce from the proof's own snapshot, so that both agree.
             let (value, proof) = read_with_proof(&self.shared.ledger, &nonce_key(&key))
@@ -983,7 +1058,7 @@ impl NodeService for NodeApi {
             ("record_id", &request.record_id),
         ] {
             if value.is_empty() {
-                return Err(Status::invalid_argument(format!(
+                return Err(errors::invalid_argument(format!(
                     "{field} is required (an anchor is named by dataset and record_id)"
                 )));
             }
@@ -1008,7 +1083,7 @@ impl NodeService for NodeApi {
                     anchored_bytes: Vec::new(),
                 }));
             }
-            return Err(Status::not_found(format!(
+            return Err(errors::not_found_plain(format!(
                 "record {} in dataset {} is not anchored",
                 echo(&request.record_id),
                 echo(&request.dataset)
@@ -1052,7 +1127,7 @@ impl ConsensusService for ConsensusApi {
         let peer = self.validator_of(&identity)?;
         let FetchBatchesRequest { digests } = request.into_inner();
         if digests.len() > FETCH_BATCHES_DIGESTS_MAX {
-            return Err(Status::invalid_argument(format!(
+            return Err(errors::invalid_argument(format!(
                 "{} digests asked for, at most {FETCH_BATCHES_DIGESTS_MAX} per call",
                 digests.len()
             )));
@@ -1090,7 +1165,7 @@ impl ConsensusService for ConsensusApi {
             to_height,
         } = request.into_inner();
         if from_height == 0 || to_height < from_height {
-            return Err(Status::invalid_argument(format!(
+            return Err(errors::invalid_argument(format!(
                 "bad range {from_height}..={to_height}; heights start at 1"
             )));
         }
@@ -1137,13 +1212,13 @@ impl ConsensusService for ConsensusApi {
                     if consensus.sender_index != peer {
                         let claimed = self.shared.validator_name(consensus.sender_index);
                         warn!(peer = %peer_name, claimed, "peer sent a message under another validator's name");
-                        return Err(Status::permission_denied(format!(
+                        return Err(errors::permission_denied(format!(
                             "this stream is authenticated as validator {peer_name} (index {peer}) but the message claims sender {claimed} (index {})",
                             consensus.sender_index
                         )));
                     }
                     let message = wire::message_from_wire(consensus).map_err(|err| {
-                        Status::invalid_argument(format!("malformed consensus message: {err}"))
+                        errors::invalid_argument(format!("malformed consensus message: {err}"))
                     })?;
                     if self
                         .driver
@@ -1151,11 +1226,14 @@ impl ConsensusService for ConsensusApi {
                         .await
                         .is_err()
                     {
-                        return Err(Status::unavailable("node is shutting down"));
+                        return Err(errors::unavailable(
+                            "node is shutting down",
+                            errors::RETRY_AFTER_DEFAULT,
+                        ));
                     }
                 }
                 Some(Kind::Transactions(batch)) => self.admit_forwarded(&peer_name, batch).await?,
-                None => return Err(Status::invalid_argument("stream message has no kind")),
+                None => return Err(errors::invalid_argument("stream message has no kind")),
             }
             accepted += 1;
         }
@@ -1173,7 +1251,7 @@ impl ConsensusApi {
             .genesis
             .validator_index_by_identity(identity)
             .ok_or_else(|| {
-                Status::permission_denied(format!(
+                errors::permission_denied(format!(
                     "{identity} is not a validator of chain {}",
                     self.shared.chain_id()
                 ))

@@ -43,14 +43,14 @@ pub fn peer_client_config(settings: &Settings, department: &str) -> ClientTlsCon
 
 /// The identity of the client certificate of a request.
 pub fn caller_identity<T>(request: &Request<T>) -> Result<TlsIdentity, Status> {
-    let certificates = request
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("no client certificate: connect with mutual TLS"))?;
-    let leaf = certificates
-        .first()
-        .ok_or_else(|| Status::unauthenticated("no client certificate: connect with mutual TLS"))?;
+    let certificates = request.peer_certs().ok_or_else(|| {
+        crate::errors::unauthenticated("no client certificate: connect with mutual TLS")
+    })?;
+    let leaf = certificates.first().ok_or_else(|| {
+        crate::errors::unauthenticated("no client certificate: connect with mutual TLS")
+    })?;
     identity_from_certificate(leaf.as_ref()).map_err(|err| {
-        Status::unauthenticated(format!(
+        crate::errors::unauthenticated(format!(
             "client certificate has no govchain identity: {err}"
         ))
     })
@@ -63,7 +63,7 @@ pub fn caller_identity<T>(request: &Request<T>) -> Result<TlsIdentity, Status> {
 pub fn department_caller<T>(request: &Request<T>) -> Result<TlsIdentity, Status> {
     let identity = caller_identity(request)?;
     if identity.role == Role::Admin {
-        return Err(Status::permission_denied(format!(
+        return Err(crate::errors::permission_denied(format!(
             "{identity} is an admin certificate, for AdminService: it does not act for department {:?}; use one of its client certificates",
             identity.department
         )));
@@ -75,7 +75,7 @@ pub fn department_caller<T>(request: &Request<T>) -> Result<TlsIdentity, Status>
 pub fn require_node(identity: &TlsIdentity) -> Result<(), Status> {
     match identity.role {
         Role::Node => Ok(()),
-        Role::Client | Role::Admin => Err(Status::permission_denied(format!(
+        Role::Client | Role::Admin => Err(crate::errors::permission_denied(format!(
             "{identity} is a {} certificate; only validator node certificates may call ConsensusService",
             identity.role
         ))),
@@ -87,13 +87,13 @@ pub fn require_node(identity: &TlsIdentity) -> Result<(), Status> {
 /// may copy its whole ledger and blob store.
 pub fn require_admin_of(identity: &TlsIdentity, department: &str) -> Result<(), Status> {
     if identity.role != Role::Admin {
-        return Err(Status::permission_denied(format!(
+        return Err(crate::errors::permission_denied(format!(
             "{identity} is a {} certificate; AdminService takes only an admin certificate of department {department:?} (govchain certs issue-client --admin)",
             identity.role
         )));
     }
     if identity.department != department {
-        return Err(Status::permission_denied(format!(
+        return Err(crate::errors::permission_denied(format!(
             "{identity} is an admin certificate of department {:?}; this node belongs to department {department:?}, whose admin certificates alone may call AdminService",
             identity.department
         )));
@@ -136,7 +136,7 @@ impl Members {
     pub fn check<T>(&self, request: &Request<T>) -> Result<TlsIdentity, Status> {
         let identity = caller_identity(request)?;
         if !self.contains(&identity.department) {
-            return Err(Status::permission_denied(format!(
+            return Err(crate::errors::permission_denied(format!(
                 "department {:?} is not a member of chain {}: its certificate is from the consortium CA, but genesis lists no such department",
                 identity.department, self.chain_id
             )));

@@ -43,7 +43,20 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|status| {
-            Status::invalid_argument(format!("malformed protobuf message: {}", status.message()))
+            use tonic_types::StatusExt as _;
+            let mut details = tonic_types::ErrorDetails::new();
+            // As govchain-node's errors module names it (ErrorReason
+            // INVALID_REQUEST, domain "govchain").
+            details.set_error_info(
+                "INVALID_REQUEST",
+                "govchain",
+                std::collections::HashMap::new(),
+            );
+            Status::with_error_details(
+                tonic::Code::InvalidArgument,
+                format!("malformed protobuf message: {}", status.message()),
+                details,
+            )
         })
     }
 

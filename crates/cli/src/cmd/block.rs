@@ -278,6 +278,7 @@ pub(crate) mod tests {
             results: vec![TransactionResult {
                 outcome: TransactionOutcome::Success.into(),
                 error: String::new(),
+                ..Default::default()
             }],
         }
     }

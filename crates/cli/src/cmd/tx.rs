@@ -615,6 +615,7 @@ mod tests {
             result: Some(TransactionResult {
                 outcome: outcome.into(),
                 error: error.into(),
+                ..Default::default()
             }),
             envelope: Some(signed.envelope),
             ..Default::default()

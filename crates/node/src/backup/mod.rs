@@ -117,7 +117,8 @@ struct RunningBackup(Arc<AtomicBool>);
 impl RunningBackup {
     fn take(running: &Arc<AtomicBool>) -> Result<Self, Status> {
         if running.swap(true, Ordering::AcqRel) {
-            return Err(Status::resource_exhausted(
+            return Err(crate::errors::limit_reached(
+                "one backup at a time",
                 "another backup of this node is running (one at a time); try again when it ends",
             ));
         }
