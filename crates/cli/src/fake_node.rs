@@ -260,6 +260,20 @@ impl NodeService for FakeNode {
         }))
     }
 
+    type SubscribeTransactionsStream = tokio_stream::Iter<
+        std::vec::IntoIter<Result<govchain_proto::node::v1::SubscribeTransactionsResponse, Status>>,
+    >;
+
+    /// The toy chain keeps no event index: refused, as an old node would.
+    async fn subscribe_transactions(
+        &self,
+        _request: Request<govchain_proto::node::v1::SubscribeTransactionsRequest>,
+    ) -> Result<Response<Self::SubscribeTransactionsStream>, Status> {
+        Err(Status::unimplemented(
+            "the fake node does not follow transactions",
+        ))
+    }
+
     type SubscribeBlocksStream =
         tokio_stream::Iter<std::vec::IntoIter<Result<SubscribeBlocksResponse, Status>>>;
 

@@ -32,6 +32,7 @@ pub use state_tree::{
     EMPTY_ROOT, MemoryTree, ProofError, StateProof, TreeRead, TreeUpdate, prove, update_tree,
 };
 pub use transaction::{
-    TRANSACTION_ENVELOPE_OVERHEAD_BYTES_MAX, TransactionError, VerifiedTransaction, check_envelope,
-    check_envelope_with, decode_envelope, transaction_id,
+    TRANSACTION_ENVELOPE_OVERHEAD_BYTES_MAX, TRANSACTION_KINDS, TransactionError,
+    VerifiedTransaction, body_kind, check_envelope, check_envelope_with, decode_envelope,
+    transaction_id,
 };

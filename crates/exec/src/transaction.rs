@@ -61,6 +61,34 @@ pub struct VerifiedTransaction {
     pub encoded_len: usize,
 }
 
+/// Every transaction kind, by its body's field name in `Transaction`, as
+/// clients name them (event filters, the CLI).
+pub const TRANSACTION_KINDS: [&str; 8] = [
+    "anchor_record",
+    "create_identity",
+    "declare_attribute",
+    "attest_attribute",
+    "revoke_attestation",
+    "grant_consent",
+    "revoke_consent",
+    "record_access",
+];
+
+/// `body`'s kind: its field name in `Transaction` (one of
+/// [`TRANSACTION_KINDS`]).
+pub fn body_kind(body: &Body) -> &'static str {
+    match body {
+        Body::AnchorRecord(_) => "anchor_record",
+        Body::CreateIdentity(_) => "create_identity",
+        Body::DeclareAttribute(_) => "declare_attribute",
+        Body::AttestAttribute(_) => "attest_attribute",
+        Body::RevokeAttestation(_) => "revoke_attestation",
+        Body::GrantConsent(_) => "grant_consent",
+        Body::RevokeConsent(_) => "revoke_consent",
+        Body::RecordAccess(_) => "record_access",
+    }
+}
+
 /// The transaction id, which is also the digest the signer signs.
 pub fn transaction_id(chain_id: &str, signer: &[u8], nonce: u64, payload: &[u8]) -> Digest {
     DomainHasher::new(DOMAIN_TRANSACTION)
@@ -463,6 +491,44 @@ pub(crate) mod tests {
             let mut envelope = sign(&key, 1, anchor("r"));
             envelope.payload = Bytes::from(payload);
             prop_assert!(check(envelope).is_err());
+        }
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use govchain_proto::types::v1::*;
+
+    use super::*;
+
+    #[test]
+    fn every_kind_is_named_once_as_its_field() {
+        let bodies = [
+            Body::AnchorRecord(AnchorRecord::default()),
+            Body::CreateIdentity(CreateIdentity::default()),
+            Body::DeclareAttribute(DeclareAttribute::default()),
+            Body::AttestAttribute(AttestAttribute::default()),
+            Body::RevokeAttestation(RevokeAttestation::default()),
+            Body::GrantConsent(GrantConsent::default()),
+            Body::RevokeConsent(RevokeConsent::default()),
+            Body::RecordAccess(RecordAccess::default()),
+        ];
+        let kinds: Vec<&str> = bodies.iter().map(body_kind).collect();
+        assert_eq!(kinds, TRANSACTION_KINDS);
+        // The names are the oneof's fields: the body encodes under them.
+        for (body, kind) in bodies.into_iter().zip(kinds) {
+            let json_like = format!("{:?}", Transaction { body: Some(body) });
+            let variant: String = kind
+                .split('_')
+                .map(|part| {
+                    let mut chars = part.chars();
+                    chars
+                        .next()
+                        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                        .unwrap_or_default()
+                })
+                .collect();
+            assert!(json_like.contains(&variant), "{kind}: {json_like}");
         }
     }
 }

@@ -17,6 +17,7 @@ mod consensus_store;
 mod dissemination;
 mod driver;
 pub mod errors;
+pub mod events;
 mod identity;
 mod limits;
 mod mempool;

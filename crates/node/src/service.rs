@@ -34,6 +34,7 @@ use crate::admission::Admission;
 use crate::dissemination::FETCH_BATCHES_DIGESTS_MAX;
 use crate::driver::DriverEvent;
 use crate::errors::{self, ErrorReason, Failure, RETRY_AFTER_DEFAULT};
+use crate::events;
 use crate::limits::SUBSCRIBER_STALL_MAX;
 use crate::mempool::MempoolError;
 use crate::shared::{LedgerState, Shared};
@@ -575,6 +576,77 @@ impl NodeApi {
         }
     }
 
+    /// Sends to `sender` what `per_block` makes of each committed block
+    /// from height `next` on, in order: those in the ledger first, then each
+    /// as it commits (`live`, subscribed before the ledger was read, so
+    /// that no block falls between). A subscriber that falls behind the
+    /// live buffer reads the ledger again, so it never misses a block. Ends
+    /// when the client goes away, stops reading for
+    /// [`SUBSCRIBER_STALL_MAX`] (it is disconnected, and told so in the
+    /// log), or the node stops.
+    async fn follow_committed<T: Send>(
+        &self,
+        mut next: u64,
+        mut live: tokio::sync::broadcast::Receiver<Arc<CommittedBlock>>,
+        department: &str,
+        sender: &mpsc::Sender<Result<T, Status>>,
+        mut per_block: impl FnMut(&CommittedBlock) -> Vec<T>,
+    ) {
+        let send = |item| async {
+            match sender.send_timeout(item, SUBSCRIBER_STALL_MAX).await {
+                Ok(()) => true,
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    info!(%department, stalled_secs = SUBSCRIBER_STALL_MAX.as_secs(), "a block subscriber stopped reading; disconnected");
+                    false
+                }
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+            }
+        };
+        loop {
+            while next <= self.shared.ledger.head().height {
+                let until = (next + SUBSCRIPTION_CATCH_UP_BLOCKS_MAX)
+                    .min(self.shared.ledger.head().height + 1);
+                for height in next..until {
+                    let block = match self.committed_block(height) {
+                        Ok(Some(block)) => block,
+                        Ok(None) => return,
+                        Err(status) => {
+                            send(Err(status)).await;
+                            return;
+                        }
+                    };
+                    for item in per_block(&block) {
+                        if !send(Ok(item)).await {
+                            return;
+                        }
+                    }
+                }
+                next = until;
+            }
+            // A subscriber that went away frees its place now, not at the
+            // next block.
+            let received = tokio::select! {
+                received = live.recv() => received,
+                () = sender.closed() => return,
+            };
+            match received {
+                Ok(block) => {
+                    let height = block.header.as_ref().map_or(0, |h| h.height);
+                    if height == next {
+                        for item in per_block(&block) {
+                            if !send(Ok(item)).await {
+                                return;
+                            }
+                        }
+                        next += 1;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
     fn committed_block(&self, height: u64) -> Result<Option<CommittedBlock>, Status> {
         let Some(bytes) = self
             .shared
@@ -595,6 +667,8 @@ type FeedStream =
     Pin<Box<dyn Stream<Item = Result<SubmitTransactionStreamResponse, Status>> + Send>>;
 
 type CommitStream = Pin<Box<dyn Stream<Item = Result<CommitStatusResponse, Status>> + Send>>;
+type TransactionEventStream =
+    Pin<Box<dyn Stream<Item = Result<SubscribeTransactionsResponse, Status>> + Send>>;
 
 /// How often a wait for commits looks whether a transaction it waits for
 /// was dropped (which no block announces).
@@ -946,70 +1020,72 @@ impl NodeService for NodeApi {
         let caller = tls::caller_identity(&request)?;
         let slot = self.shared.subscriptions.open(&caller.department)?;
         let from = request.into_inner().from_height;
-        let api = self.clone();
-        let mut live = self.shared.blocks.subscribe();
+        let next = if from == 0 {
+            self.shared.ledger.head().height + 1
+        } else {
+            from
+        };
         let (sender, receiver) = mpsc::channel(16);
+        let api = self.clone();
+        let live = self.shared.blocks.subscribe();
         tokio::spawn(async move {
             // Held until the subscription ends, however it ends.
             let _slot = slot;
-            let send = |item| async {
-                match sender.send_timeout(item, SUBSCRIBER_STALL_MAX).await {
-                    Ok(()) => true,
-                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                        info!(department = %caller.department, stalled_secs = SUBSCRIBER_STALL_MAX.as_secs(), "a block subscriber stopped reading; disconnected");
-                        false
-                    }
-                    Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
-                }
-            };
-            let mut next = if from == 0 {
-                api.shared.ledger.head().height + 1
-            } else {
-                from
-            };
-            loop {
-                // Catch up from the ledger, then follow live blocks; a
-                // subscriber that falls behind the live buffer reads the
-                // ledger again, so it never misses a block.
-                while next <= api.shared.ledger.head().height {
-                    let until = (next + SUBSCRIPTION_CATCH_UP_BLOCKS_MAX)
-                        .min(api.shared.ledger.head().height + 1);
-                    for height in next..until {
-                        let block = match api.committed_block(height) {
-                            Ok(Some(block)) => block,
-                            Ok(None) => return,
-                            Err(status) => {
-                                send(Err(status)).await;
-                                return;
-                            }
-                        };
-                        if !send(Ok(SubscribeBlocksResponse { block: Some(block) })).await {
-                            return;
-                        }
-                    }
-                    next = until;
-                }
-                // A subscriber that went away frees its place now, not at
-                // the next block.
-                let received = tokio::select! {
-                    received = live.recv() => received,
-                    () = sender.closed() => return,
-                };
-                match received {
-                    Ok(block) => {
-                        let height = block.header.as_ref().map_or(0, |h| h.height);
-                        if height == next {
-                            let block = Some((*block).clone());
-                            if !send(Ok(SubscribeBlocksResponse { block })).await {
-                                return;
-                            }
-                            next += 1;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
+            api.follow_committed(next, live, &caller.department, &sender, |block| {
+                vec![SubscribeBlocksResponse {
+                    block: Some(block.clone()),
+                }]
+            })
+            .await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
+    type SubscribeTransactionsStream = TransactionEventStream;
+
+    async fn subscribe_transactions(
+        &self,
+        request: Request<SubscribeTransactionsRequest>,
+    ) -> Result<Response<TransactionEventStream>, Status> {
+        let caller = tls::caller_identity(&request)?;
+        let request = request.into_inner();
+        let filter = events::Filter::new(request.filter.unwrap_or_default())?;
+        let head = self.shared.ledger.head().height;
+        // The first block to read, and the first entry in it.
+        let (next, first) = match request.after {
+            Some(after) if after.height > head => {
+                return Err(errors::invalid_field(
+                    "after.height",
+                    format!(
+                        "position {}:{} is beyond this node's head block {head}; resume from a position a node gave you",
+                        after.height, after.index
+                    ),
+                ));
             }
+            Some(after) => (after.height, after.index.saturating_add(1)),
+            None if request.from_height == 0 => (head + 1, 0),
+            None => (request.from_height, 0),
+        };
+        let slot = self.shared.subscriptions.open(&caller.department)?;
+        let (sender, receiver) = mpsc::channel(64);
+        let api = self.clone();
+        let live = self.shared.blocks.subscribe();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let departments = api.shared.limits.departments.clone();
+            api.follow_committed(next, live, &caller.department, &sender, |block| {
+                let height = block.header.as_ref().map_or(0, |h| h.height);
+                let from = if height == next { first } else { 0 };
+                events::events(block, from, &filter, &departments)
+                    .into_iter()
+                    .map(|transaction| SubscribeTransactionsResponse {
+                        transaction: Some(transaction),
+                    })
+                    .collect()
+            })
+            .await;
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(receiver),

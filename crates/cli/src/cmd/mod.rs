@@ -16,3 +16,4 @@ pub mod node;
 pub mod record;
 pub mod status;
 pub mod tx;
+pub mod tx_follow;

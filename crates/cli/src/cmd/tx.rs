@@ -61,6 +61,22 @@ enum TxCommand {
     /// Show a transaction's status, block, result, signer and nonce.
     #[command(after_help = "Example:\n  govchain tx get 5f0c...e1 --dir devnet --json")]
     Get(GetArgs),
+    /// Print committed transactions that match a filter, as they commit.
+    #[command(
+        long_about = "Print one line per committed transaction that matches the filter \
+            (position HEIGHT:INDEX, id, kind, signing department or signer, block time, \
+            result), in chain order: from --from or --after, then each new one as it commits \
+            (SubscribeTransactions). Filters of one kind are alternatives, filters of different \
+            kinds must all match. If the connection breaks, the command resumes after the last \
+            transaction it printed, with no gap and no repeat; a program that stops can do the \
+            same with --after and the last position it processed. Runs until Ctrl-C, --limit, \
+            or the node ends the stream. With --json, prints one JSON object per line.",
+        after_help = "Examples:\n  \
+            govchain tx follow --dir devnet --kind anchor_record --dataset health/\n  \
+            govchain tx follow --dir devnet --signed-by tax --from 1 --json\n  \
+            govchain tx follow --dir devnet --after 120:3 --limit 100 --json | jq .position"
+    )]
+    Follow(super::tx_follow::FollowArgs),
 }
 
 /// `--wait` and `--timeout`, shared with `record anchor`.
@@ -99,6 +115,7 @@ pub async fn run(args: TxArgs, json: bool) -> anyhow::Result<()> {
     match args.command {
         TxCommand::Submit(args) => submit(args, json).await,
         TxCommand::Get(args) => get(args, json).await,
+        TxCommand::Follow(args) => super::tx_follow::run(args, json).await,
     }
 }
 
