@@ -260,6 +260,20 @@ impl NodeService for FakeNode {
         }))
     }
 
+    async fn list_anchors(
+        &self,
+        _request: Request<govchain_proto::node::v1::ListAnchorsRequest>,
+    ) -> Result<Response<govchain_proto::node::v1::ListAnchorsResponse>, Status> {
+        Err(Status::unimplemented("the fake node keeps no listings"))
+    }
+
+    async fn list_transactions(
+        &self,
+        _request: Request<govchain_proto::node::v1::ListTransactionsRequest>,
+    ) -> Result<Response<govchain_proto::node::v1::ListTransactionsResponse>, Status> {
+        Err(Status::unimplemented("the fake node keeps no listings"))
+    }
+
     type SubscribeTransactionsStream = tokio_stream::Iter<
         std::vec::IntoIter<Result<govchain_proto::node::v1::SubscribeTransactionsResponse, Status>>,
     >;

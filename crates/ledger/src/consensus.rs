@@ -245,6 +245,7 @@ mod tests {
             transactions: &[],
             writes: &writes,
             tree_writes: &writes,
+            query_keys: &[],
         };
         ledger.append(&block).expect("append");
     }

@@ -23,8 +23,8 @@ use redb::{ReadTransaction, ReadableDatabase as _, WriteTransaction};
 
 use crate::error::{Context as _, ReadError};
 use crate::schema::{
-    self, BLOCK_RECORDS, BLOCKS, HEIGHT_BY_HASH, META, META_HEAD, RECENT_TRANSACTIONS, STATE,
-    STATE_TREE, TRANSACTIONS,
+    self, BLOCK_RECORDS, BLOCKS, HEIGHT_BY_HASH, META, META_HEAD, QUERY_INDEX, RECENT_TRANSACTIONS,
+    STATE, STATE_TREE, TRANSACTIONS,
 };
 use crate::{CACHE_SIZE_BYTES_MAX, Head, LEDGER_FILE_NAME, Ledger};
 
@@ -86,6 +86,7 @@ impl Snapshot {
         export_table(&self.read, RECENT_TRANSACTIONS, sink)?;
         export_table(&self.read, STATE, sink)?;
         export_table(&self.read, STATE_TREE, sink)?;
+        export_table(&self.read, QUERY_INDEX, sink)?;
         Ok(())
     }
 }
@@ -120,6 +121,7 @@ impl Schema for LedgerSchema {
         drop(write.open_table(RECENT_TRANSACTIONS)?);
         drop(write.open_table(STATE)?);
         drop(write.open_table(STATE_TREE)?);
+        drop(write.open_table(QUERY_INDEX)?);
         Ok(())
     }
 
@@ -138,6 +140,7 @@ impl Schema for LedgerSchema {
             "recent_transactions" => insert_run(write, RECENT_TRANSACTIONS, KeyForm::Bytes, rows),
             "state" => insert_run(write, STATE, KeyForm::Bytes, rows),
             "state_tree" => insert_run(write, STATE_TREE, KeyForm::Bytes, rows),
+            "query_index" => insert_run(write, QUERY_INDEX, KeyForm::Bytes, rows),
             other => Err(ImportError::UnknownTable {
                 table: other.to_owned(),
             }),

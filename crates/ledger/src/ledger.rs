@@ -20,8 +20,8 @@ use crate::recent::{self, Merge, Recent};
 use crate::schema::HeightKey;
 use crate::schema::{
     self, BLOCK_RECORDS, BLOCKS, BlockRecord, HEIGHT_BY_HASH, META, META_CHAIN_ID,
-    META_FORMAT_VERSION, META_GENESIS_HASH, META_HEAD, RECENT_TRANSACTIONS, STATE, STATE_TREE,
-    TRANSACTIONS, height_key,
+    META_FORMAT_VERSION, META_GENESIS_HASH, META_HEAD, QUERY_INDEX, RECENT_TRANSACTIONS, STATE,
+    STATE_TREE, TRANSACTIONS, height_key,
 };
 use crate::{
     APPEND_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MAX, BLOCK_TRANSACTIONS_MAX, BLOCK_TREE_WRITES_MAX,
@@ -69,6 +69,9 @@ pub struct AppendBlock<'a> {
     /// encoded node; `None` deletes), so that the nodes and the state they
     /// commit to are never apart, even after a crash.
     pub tree_writes: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Keys for the query index (see [`Ledger::query`]): the caller's
+    /// encoding, each new.
+    pub query_keys: &'a [Vec<u8>],
 }
 
 /// Where a transaction was committed, and its encoded result.
@@ -334,6 +337,37 @@ impl Ledger {
         }))
     }
 
+    /// Up to `limit` query index keys that start with `prefix` and sort
+    /// after `after` (all from the first when `None`), in key order, from
+    /// one snapshot.
+    pub fn query(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, ReadError> {
+        use std::ops::Bound;
+        let snapshot = self.begin_read()?;
+        let index = open_read(&snapshot, QUERY_INDEX)?;
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut keys = Vec::new();
+        let range = index
+            .range::<&[u8]>((start, Bound::Unbounded))
+            .context("reading the query index")?;
+        for entry in range {
+            let (key, _) = entry.context("reading the query index")?;
+            let key = key.value();
+            if !key.starts_with(prefix) || keys.len() >= limit {
+                break;
+            }
+            keys.push(key.to_vec());
+        }
+        Ok(keys)
+    }
+
     /// The world-state value of `key` as of the head.
     pub fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
         let snapshot = self.begin_read()?;
@@ -527,6 +561,7 @@ fn initialize(
     drop(db_write.open_table(RECENT_TRANSACTIONS).context(CONTEXT)?);
     drop(db_write.open_table(STATE).context(CONTEXT)?);
     drop(db_write.open_table(STATE_TREE).context(CONTEXT)?);
+    drop(db_write.open_table(QUERY_INDEX).context(CONTEXT)?);
     let mut meta = db_write.open_table(META).context(CONTEXT)?;
     let version = schema::encode_u64(schema::FORMAT_VERSION);
     let head = schema::encode_head(&Head::genesis(genesis_hash));
@@ -657,6 +692,19 @@ fn write_block(
     index_transactions(db_write, block, recent, merge)?;
     apply_writes(db_write, STATE, block.writes)?;
     apply_writes(db_write, STATE_TREE, block.tree_writes)?;
+    index_queries(db_write, block)?;
+    Ok(())
+}
+
+fn index_queries(db_write: &WriteTransaction, block: &AppendBlock<'_>) -> Result<(), AppendError> {
+    let mut index = db_write
+        .open_table(QUERY_INDEX)
+        .context("opening the query index")?;
+    for key in block.query_keys {
+        index
+            .insert(key.as_slice(), ())
+            .context("writing the query index")?;
+    }
     Ok(())
 }
 
@@ -919,6 +967,7 @@ mod tests {
         transactions: Vec<(Digest, Vec<u8>)>,
         writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
         tree_writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        query_keys: Vec<Vec<u8>>,
     }
 
     impl TestBlock {
@@ -947,7 +996,13 @@ mod tests {
             }
             let mut tree_writes = BTreeMap::new();
             tree_writes.insert(b"root".to_vec(), Some(height.to_be_bytes().to_vec()));
+            // Two listings: "a" gets every block, "b" the even ones.
+            let mut query_keys = vec![[b"a".as_slice(), &height.to_be_bytes()].concat()];
+            if height.is_multiple_of(2) {
+                query_keys.push([b"b".as_slice(), &height.to_be_bytes()].concat());
+            }
             Self {
+                query_keys,
                 height,
                 hash: digest("block", height),
                 parent_hash,
@@ -983,6 +1038,7 @@ mod tests {
                 transactions: &self.transactions,
                 writes: &self.writes,
                 tree_writes: &self.tree_writes,
+                query_keys: &self.query_keys,
             }
         }
 
@@ -1002,6 +1058,27 @@ mod tests {
 
     fn append(ledger: &Ledger, block: &TestBlock) {
         ledger.append(&block.append_block()).expect("append");
+    }
+
+    #[test]
+    fn the_query_index_lists_by_prefix_after_a_key_in_key_order() {
+        let (_dir, ledger) = ledger_with(6);
+        let key = |list: &[u8], height: u64| [list, &height.to_be_bytes()].concat();
+        let all_b = ledger.query(b"b", None, 10).expect("query");
+        assert_eq!(all_b, vec![key(b"b", 2), key(b"b", 4), key(b"b", 6)]);
+        // Pages: two at a time, each after the last key of the one before.
+        let first = ledger.query(b"a", None, 2).expect("query");
+        assert_eq!(first, vec![key(b"a", 1), key(b"a", 2)]);
+        let second = ledger.query(b"a", Some(&first[1]), 2).expect("query");
+        assert_eq!(second, vec![key(b"a", 3), key(b"a", 4)]);
+        let last = ledger.query(b"a", Some(&key(b"a", 6)), 2).expect("query");
+        assert!(last.is_empty(), "nothing after the last");
+        // An `after` outside the prefix does not leak other listings.
+        assert_eq!(
+            ledger.query(b"b", Some(b"a"), 1).expect("query"),
+            vec![key(b"b", 2)]
+        );
+        assert!(ledger.query(b"c", None, 10).expect("query").is_empty());
     }
 
     /// A ledger holding blocks `1..=count` of the test chain.
@@ -1025,6 +1102,7 @@ mod tests {
         by_hash: Vec<Option<(u64, Vec<u8>)>>,
         transactions: Vec<Option<TransactionLocation>>,
         state: Vec<Option<Vec<u8>>>,
+        queries: Vec<Vec<u8>>,
     }
 
     fn observe(ledger: &Ledger, blocks: &[&TestBlock]) -> Observation {
@@ -1035,6 +1113,7 @@ mod tests {
             by_hash: Vec::new(),
             transactions: Vec::new(),
             state: Vec::new(),
+            queries: ledger.query(b"", None, usize::MAX).expect("query"),
         };
         for block in blocks {
             let stored = ledger.block_by_height(block.height).expect("read");
@@ -1735,25 +1814,25 @@ mod tests {
     }
 
     #[test]
-    fn open_refuses_a_format_2_ledger_naming_both_versions() {
+    fn open_refuses_a_format_3_ledger_naming_both_versions() {
         let (dir, ledger) = ledger_with(0);
         drop(ledger);
         tamper(dir.path(), |db_write| {
             let mut meta = db_write.open_table(META).expect("table");
-            meta.insert(META_FORMAT_VERSION, &schema::encode_u64(2)[..])
+            meta.insert(META_FORMAT_VERSION, &schema::encode_u64(3)[..])
                 .expect("insert");
         });
         let err = Ledger::open(dir.path(), CHAIN, genesis()).expect_err("refused");
         assert!(matches!(
             err,
             OpenError::UnsupportedFormat {
-                got: 2,
-                supported: 3
+                got: 3,
+                supported: 4
             }
         ));
         let message = err.to_string();
         assert!(
-            message.contains("format version 2") && message.contains("reads version 3"),
+            message.contains("format version 3") && message.contains("reads version 4"),
             "{message}"
         );
     }
@@ -1772,7 +1851,7 @@ mod tests {
             err,
             OpenError::UnsupportedFormat {
                 got: 99,
-                supported: 3
+                supported: 4
             }
         ));
     }

@@ -21,7 +21,9 @@ use crate::error::Inconsistency;
 /// Version 3 added [`STATE_TREE`]: the state root is the root of a Merkle
 /// tree over the whole state, no longer a hash chain over write sets, so a
 /// version 2 file holds neither the nodes nor roots of that meaning.
-pub(crate) const FORMAT_VERSION: u64 = 3;
+///
+/// Version 4 added [`QUERY_INDEX`], written with each block from its first.
+pub(crate) const FORMAT_VERSION: u64 = 4;
 
 /// A height as a key: `u64` big-endian.
 pub(crate) type HeightKey = [u8; 8];
@@ -60,6 +62,11 @@ pub(crate) const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("st
 /// ledger stores them as the caller computed them (`govchain_exec::
 /// state_tree` defines both) and never decodes them.
 pub(crate) const STATE_TREE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state_tree");
+
+/// Query index keys -> nothing: the caller's keys for listings (anchors by
+/// dataset, a signer's transactions, ...), written with their block and
+/// read back in key order by prefix. The ledger never decodes them.
+pub(crate) const QUERY_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("query_index");
 
 /// Identity of the ledger and its head; keys are the `META_*` constants.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

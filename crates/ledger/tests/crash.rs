@@ -144,6 +144,7 @@ impl CrashBlock {
             transactions: &self.transactions,
             writes: &self.writes,
             tree_writes: &self.tree_writes,
+            query_keys: &[],
         }
     }
 }

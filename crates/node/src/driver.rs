@@ -674,6 +674,7 @@ impl Driver {
             results,
         };
         let encoded = committed.encode_to_vec();
+        let query_keys = crate::queries::keys(&committed, &self.shared.limits.departments);
         let transactions: Vec<(Digest, Vec<u8>)> = ready
             .executed
             .transactions
@@ -692,6 +693,7 @@ impl Driver {
             transactions: &transactions,
             writes: &ready.executed.writes,
             tree_writes: &ready.executed.tree_writes,
+            query_keys: &query_keys,
         };
         let parent = self.shared.ledger.head();
         let _block = ready.span.enter();

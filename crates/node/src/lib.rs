@@ -22,6 +22,7 @@ mod identity;
 mod limits;
 mod mempool;
 mod peers;
+pub mod queries;
 mod readiness;
 mod service;
 mod shared;

@@ -37,6 +37,7 @@ use crate::errors::{self, ErrorReason, Failure, RETRY_AFTER_DEFAULT};
 use crate::events;
 use crate::limits::SUBSCRIBER_STALL_MAX;
 use crate::mempool::MempoolError;
+use crate::queries;
 use crate::shared::{LedgerState, Shared};
 use crate::state_proof::read_with_proof;
 use crate::{tls, wire};
@@ -1090,6 +1091,85 @@ impl NodeService for NodeApi {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(receiver),
         )))
+    }
+
+    async fn list_anchors(
+        &self,
+        request: Request<ListAnchorsRequest>,
+    ) -> Result<Response<ListAnchorsResponse>, Status> {
+        tls::caller_identity(&request)?;
+        let request = request.into_inner();
+        let by_time = request.from_time_ms > 0 || request.to_time_ms > 0;
+        let selectors = [
+            !request.dataset.is_empty(),
+            !request.department.is_empty(),
+            by_time,
+        ];
+        if selectors.iter().filter(|s| **s).count() != 1 {
+            return Err(errors::invalid_argument(
+                "name exactly one of: dataset (with record_id for a record's versions), department, or a time range (from_time_ms, to_time_ms)",
+            ));
+        }
+        if !request.record_id.is_empty() && request.dataset.is_empty() {
+            return Err(errors::invalid_field(
+                "dataset",
+                "record_id needs its dataset",
+            ));
+        }
+        if request.to_time_ms > 0 && request.to_time_ms <= request.from_time_ms {
+            return Err(errors::invalid_field(
+                "to_time_ms",
+                format!(
+                    "to_time_ms {} is not after from_time_ms {}",
+                    request.to_time_ms, request.from_time_ms
+                ),
+            ));
+        }
+        let listing = if !request.record_id.is_empty() {
+            queries::Listing::Record {
+                dataset: request.dataset,
+                record_id: request.record_id,
+            }
+        } else if !request.dataset.is_empty() {
+            queries::Listing::Dataset(request.dataset)
+        } else if !request.department.is_empty() {
+            queries::Listing::Department(request.department)
+        } else {
+            queries::Listing::Time {
+                from_ms: request.from_time_ms,
+                to_ms: request.to_time_ms,
+            }
+        };
+        let (anchors, next_page_token) = queries::list(
+            &self.shared,
+            &listing,
+            request.page_size,
+            &request.page_token,
+        )?;
+        Ok(Response::new(ListAnchorsResponse {
+            anchors,
+            next_page_token,
+        }))
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<ListTransactionsRequest>,
+    ) -> Result<Response<ListTransactionsResponse>, Status> {
+        tls::caller_identity(&request)?;
+        let request = request.into_inner();
+        let signer = PublicKey::from_slice(&request.signer)
+            .map_err(|err| errors::invalid_field("signer", format!("signer: {err}")))?;
+        let (transactions, next_page_token) = queries::list(
+            &self.shared,
+            &queries::Listing::Signer(*signer.as_bytes()),
+            request.page_size,
+            &request.page_token,
+        )?;
+        Ok(Response::new(ListTransactionsResponse {
+            transactions,
+            next_page_token,
+        }))
     }
 
     async fn get_account(

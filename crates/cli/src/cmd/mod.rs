@@ -12,6 +12,7 @@ pub mod genesis;
 pub mod identity;
 pub mod keys;
 pub mod ledger;
+pub mod listing;
 pub mod node;
 pub mod record;
 pub mod status;

@@ -61,6 +61,28 @@ enum RecordCommand {
             --signing-key health.key --nonce 7 --chain-id govchain-devnet --out r.envelope"
     )]
     Anchor(AnchorArgs),
+    /// Every anchored version of one record, oldest first.
+    #[command(
+        long_about = "List every version of one record that was anchored (ListAnchors with \
+            dataset and record id), oldest first: position HEIGHT:INDEX, transaction id, \
+            signing department, block time; --json adds each version's hash, schema and \
+            record time. Only anchors that took effect are versions.",
+        after_help = "Example:\n  \
+            govchain record history health/reports r-2024-001 --dir devnet --json"
+    )]
+    History(super::listing::HistoryArgs),
+    /// List anchors by dataset, signing department or block time.
+    #[command(
+        long_about = "List the anchors that took effect (ListAnchors), oldest first, selected \
+            by exactly one of: --dataset, --signed-by (a genesis department), or --since (with \
+            an optional --until) over block time. One page at a time (--page-size, default \
+            100; the token for the next page goes to stderr), or every page with --all.",
+        after_help = "Examples:\n  \
+            govchain record list --dataset health/reports --dir devnet\n  \
+            govchain record list --signed-by tax --all --json --dir devnet\n  \
+            govchain record list --since 2026-12-01T00:00:00Z --until 2026-12-02T00:00:00Z --dir devnet"
+    )]
+    List(super::listing::ListArgs),
     /// Check a file against the record's anchored hash.
     #[command(
         long_about = "Check a file against its anchor: hash the file and compare with the \
@@ -165,6 +187,8 @@ struct HashArgs {
 
 pub async fn run(args: RecordArgs, json: bool) -> anyhow::Result<()> {
     match args.command {
+        RecordCommand::History(args) => super::listing::history(args, json).await,
+        RecordCommand::List(args) => super::listing::list(args, json).await,
         RecordCommand::Anchor(args) => anchor(args, json).await,
         RecordCommand::Verify(args) => verify(args, json).await,
         RecordCommand::Hash(args) => hash(args, json),

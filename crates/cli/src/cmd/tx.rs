@@ -77,6 +77,18 @@ enum TxCommand {
             govchain tx follow --dir devnet --after 120:3 --limit 100 --json | jq .position"
     )]
     Follow(super::tx_follow::FollowArgs),
+    /// List a signer's committed transactions, oldest first.
+    #[command(
+        long_about = "List the committed transactions of one signer (ListTransactions), \
+            whatever their result, oldest first, one page at a time: --page-size entries \
+            (default 100), then a token for the next page on stderr; --all reads every page. \
+            Each line shows the position HEIGHT:INDEX, id, kind, signing department, block \
+            time and result.",
+        after_help = "Examples:\n  \
+            govchain tx list --signing-key devnet/certs/health/signing.key --dir devnet\n  \
+            govchain tx list --signer 3b6a...c1 --all --json --dir devnet"
+    )]
+    List(super::listing::TxListArgs),
 }
 
 /// `--wait` and `--timeout`, shared with `record anchor`.
@@ -116,6 +128,7 @@ pub async fn run(args: TxArgs, json: bool) -> anyhow::Result<()> {
         TxCommand::Submit(args) => submit(args, json).await,
         TxCommand::Get(args) => get(args, json).await,
         TxCommand::Follow(args) => super::tx_follow::run(args, json).await,
+        TxCommand::List(args) => super::listing::transactions(args, json).await,
     }
 }
 

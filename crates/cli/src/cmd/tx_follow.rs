@@ -70,7 +70,7 @@ fn parse_position(text: &str) -> Result<(u64, u32), String> {
 
 /// One transaction, as printed (`--json`: one object per line).
 #[derive(Debug, Serialize)]
-struct EventLine {
+pub(crate) struct EventLine {
     /// `HEIGHT:INDEX`, for `--after`.
     position: String,
     height: u64,
@@ -104,7 +104,7 @@ impl EventLine {
         }
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let who = if self.department.is_empty() {
             self.signer.get(..16).unwrap_or(&self.signer).to_owned()
         } else {
