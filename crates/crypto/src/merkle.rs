@@ -199,7 +199,7 @@ mod tests {
         assert_eq!(merkle_inclusion_proof(&d, 7), None);
         let root = merkle_root(&d);
         for index in 0..7 {
-            let path = merkle_inclusion_proof(&d, index).unwrap();
+            let path = merkle_inclusion_proof(&d, index).expect("a leaf of the tree");
             assert!(verify_inclusion(&d[index], index as u64, 7, &path, &root));
         }
     }
@@ -256,12 +256,12 @@ mod tests {
         // checks a proof must know the size from elsewhere (a block
         // header's transaction count).
         let d = leaves(3);
-        let path = merkle_inclusion_proof(&d, 0).unwrap();
+        let path = merkle_inclusion_proof(&d, 0).expect("a leaf of the tree");
         let root = merkle_root(&d);
         assert_eq!(sides(0, 3), sides(0, 4));
         assert!(verify_inclusion(&d[0], 0, 4, &path, &root));
         // Leaf 2 is the lone last node of three (it rises), not of four.
-        let path = merkle_inclusion_proof(&d, 2).unwrap();
+        let path = merkle_inclusion_proof(&d, 2).expect("a leaf of the tree");
         assert_ne!(sides(2, 3), sides(2, 4));
         assert!(verify_inclusion(&d[2], 2, 3, &path, &root));
         assert!(!verify_inclusion(&d[2], 2, 4, &path, &root));
@@ -283,7 +283,7 @@ mod tests {
             let d = seeded_leaves(seed, n);
             let root = merkle_root(&d);
             for (index, leaf) in d.iter().enumerate() {
-                let path = merkle_inclusion_proof(&d, index).unwrap();
+                let path = merkle_inclusion_proof(&d, index).expect("a leaf of the tree");
                 prop_assert!(path.len() <= 8, "at most ceil(log2(200)) hashes");
                 prop_assert!(verify_inclusion(leaf, index as u64, n as u64, &path, &root));
             }
@@ -301,7 +301,7 @@ mod tests {
             let d = seeded_leaves(seed, n);
             let root = merkle_root(&d);
             let i = index.index(n);
-            let path = merkle_inclusion_proof(&d, i).unwrap();
+            let path = merkle_inclusion_proof(&d, i).expect("a leaf of the tree");
             let (leaf, at, size) = (d[i], i as u64, n as u64);
             prop_assert!(verify_inclusion(&leaf, at, size, &path, &root));
 
