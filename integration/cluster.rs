@@ -205,6 +205,7 @@ async fn bad_transactions_get_precise_status_codes() {
     let status = client
         .get_transaction(GetTransactionRequest {
             transaction_id: vec![0; 32],
+            prove: false,
         })
         .await
         .unwrap_err();
@@ -219,6 +220,7 @@ async fn bad_transactions_get_precise_status_codes() {
     let status = client
         .get_transaction(GetTransactionRequest {
             transaction_id: vec![1, 2],
+            prove: false,
         })
         .await
         .unwrap_err();

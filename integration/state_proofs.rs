@@ -12,7 +12,7 @@ use std::process::Command;
 
 use govchain_crypto::SigningKey;
 use govchain_exec::nonce_key;
-use govchain_node::{StateProofError, validator_set, verify_state_proof};
+use govchain_node::{CertifiedHeaderError, StateProofError, validator_set, verify_state_proof};
 use govchain_pki::Genesis;
 use govchain_proto::node::v1::*;
 use govchain_proto::types::v1::AnchoredRecord;
@@ -233,5 +233,11 @@ async fn anchors_and_nonces_verify_offline_and_lies_are_caught() {
     // A proof for another chain's genesis is refused.
     let err = verify_state_proof("another-chain", &validators, &nonce_state_key, None, &proof)
         .unwrap_err();
-    assert!(matches!(err, StateProofError::ChainId { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StateProofError::Header(CertifiedHeaderError::ChainId { .. })
+        ),
+        "{err}"
+    );
 }

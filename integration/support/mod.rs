@@ -548,6 +548,7 @@ pub async fn committed_height(client: &mut NodeServiceClient<Channel>, id: Diges
                 let response = client
                     .get_transaction(GetTransactionRequest {
                         transaction_id: id.to_vec(),
+                        prove: false,
                     })
                     .await
                     .ok()?;

@@ -111,6 +111,7 @@ impl FakeNode {
                 index: 0,
                 result: Some(result),
                 envelope: Some(verified.envelope),
+                proof: None,
             },
         );
         Ok(verified.id.to_vec())
@@ -302,6 +303,7 @@ impl NodeService for FakeNode {
                     anchored: Some(anchored),
                     proof: None,
                     anchored_bytes: Vec::new(),
+                    anchoring_proof: None,
                 })
             })
             .ok_or_else(|| Status::not_found("record is not anchored"))

@@ -600,6 +600,7 @@ mod tests {
                 error: error.into(),
             }),
             envelope: Some(signed.envelope),
+            proof: None,
         };
         (signed.id, response)
     }
