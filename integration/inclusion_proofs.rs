@@ -41,22 +41,6 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-/// The flags that reach node `i` as its department's client.
-fn connect_args(cluster: &Cluster, i: usize) -> Vec<String> {
-    let certs = cluster.certs();
-    let department = certs.join(&cluster.nodes[i].name);
-    strings(&[
-        "--node",
-        &format!("https://127.0.0.1:{}", cluster.nodes[i].port),
-        "--ca",
-        certs.join("ca.crt").to_str().unwrap(),
-        "--cert",
-        department.join("client.crt").to_str().unwrap(),
-        "--key",
-        department.join("client.key").to_str().unwrap(),
-    ])
-}
-
 fn genesis_path(cluster: &Cluster) -> PathBuf {
     cluster.certs().join("genesis.json")
 }
@@ -282,7 +266,7 @@ async fn committed_transactions_verify_offline_and_lies_are_caught() {
     // The CLI: fetched, verified, saved; then checked again with no node.
     let work = tempfile::tempdir().unwrap();
     let saved = work.path().join("tx.proof");
-    let mut extra = connect_args(&cluster, 1);
+    let mut extra = cluster.client_flags(1);
     extra.extend(strings(&["--save-proof", saved.to_str().unwrap()]));
     let (code, stdout, stderr) = tx_get_verify(&cluster, &id, &extra);
     assert_eq!(code, 0, "{stdout} {stderr}");
@@ -350,7 +334,7 @@ async fn committed_transactions_verify_offline_and_lies_are_caught() {
     let (code, _, stderr) = tx_get_verify(
         &cluster,
         &Digest::sha256(b"never"),
-        &connect_args(&cluster, 3),
+        &cluster.client_flags(3),
     );
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("neither committed nor pending"), "{stderr}");
@@ -431,7 +415,7 @@ async fn an_anchor_comes_with_the_inclusion_of_its_transaction() {
         genesis_path(&cluster).to_str().unwrap(),
     ]);
     let offline = args.clone();
-    args.extend(connect_args(&cluster, 1));
+    args.extend(cluster.client_flags(1));
     args.extend(strings(&["--save-proof", saved.to_str().unwrap()]));
     let (code, stdout, stderr) = govchain_status(&args);
     assert_eq!(code, 0, "{stdout} {stderr}");

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use clap::Args;
 use govchain_node::ProvenInclusion;
 use govchain_pki::Genesis;
 use prost::Message;
@@ -12,6 +13,30 @@ use serde::Serialize;
 
 use crate::client::ConnectArgs;
 use crate::output::Fields;
+
+/// `--verify` and what goes with it, shared by the commands that read
+/// with proofs.
+#[derive(Debug, Default, Args)]
+pub struct ProofArgs {
+    /// Ask for a proof and check it offline against genesis; an answer
+    /// that does not verify exits 1.
+    #[arg(long)]
+    pub verify: bool,
+    /// Genesis to check the proof against; default with --dir: the devnet's.
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    pub genesis: Option<PathBuf>,
+    /// Write the node's answer with its proof (protobuf) to this file.
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    pub save_proof: Option<PathBuf>,
+    /// Check an answer saved with --save-proof instead of asking a node.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "verify",
+        conflicts_with = "save_proof"
+    )]
+    pub proof_file: Option<PathBuf>,
+}
 
 /// The genesis to check proofs against, and where it was read from:
 /// `genesis`, or else the devnet's when `connect` names one.
@@ -29,6 +54,11 @@ pub fn trusted_genesis(
     let genesis =
         Genesis::load(&path).with_context(|| format!("reading genesis {}", path.display()))?;
     Ok((path, genesis))
+}
+
+/// The text output's `proof` row.
+pub fn verified_against(genesis: &Path) -> String {
+    format!("verified offline against genesis {}", genesis.display())
 }
 
 /// A node's answer saved with `--save-proof`, named `what` in errors.

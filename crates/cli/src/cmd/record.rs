@@ -22,7 +22,7 @@ use crate::cmd::tx::{TransactionView, WaitArgs, submit_envelope, wait_for_commit
 use crate::envelope::{self, Anchor, FileFacts, Signed, hash_file};
 use crate::exit::Negative;
 use crate::output::{self, Fields, format_time_ms};
-use crate::proof::{self, InclusionView};
+use crate::proof::{self, InclusionView, ProofArgs};
 use crate::view::{AnchorView, or_dash};
 
 /// Any payload far over this is refused by every node, so the CLI refuses it
@@ -137,24 +137,8 @@ struct VerifyArgs {
     /// The record's id within the dataset.
     #[arg(long, value_name = "R")]
     record_id: String,
-    /// Ask for a proof and check it offline against genesis; a proof that
-    /// does not verify exits 1.
-    #[arg(long)]
-    verify: bool,
-    /// Genesis to check the proof against; default with --dir: the devnet's.
-    #[arg(long, value_name = "FILE", requires = "verify")]
-    genesis: Option<PathBuf>,
-    /// Write the node's answer with its proof (protobuf) to this file.
-    #[arg(long, value_name = "FILE", requires = "verify")]
-    save_proof: Option<PathBuf>,
-    /// Check an answer saved with --save-proof instead of asking a node.
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "verify",
-        conflicts_with = "save_proof"
-    )]
-    proof_file: Option<PathBuf>,
+    #[command(flatten)]
+    proof: ProofArgs,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -452,7 +436,7 @@ impl AnchoredView {
 
 async fn verify(args: VerifyArgs, json: bool) -> anyhow::Result<()> {
     let facts = hash_file(&args.file)?;
-    let (anchored, proven) = if args.verify {
+    let (anchored, proven) = if args.proof.verify {
         let (anchored, proven) = proven_anchor(&args).await?;
         (anchored, Some(proven))
     } else {
@@ -507,9 +491,10 @@ struct ProofView {
 /// The anchor from the node (or a saved answer), checked offline against
 /// genesis; a proof that does not verify is a negative answer.
 async fn proven_anchor(args: &VerifyArgs) -> anyhow::Result<(Option<AnchoredRecord>, ProofView)> {
-    let (genesis_path, genesis) = proof::trusted_genesis(args.genesis.as_deref(), &args.connect)?;
+    let (genesis_path, genesis) =
+        proof::trusted_genesis(args.proof.genesis.as_deref(), &args.connect)?;
     let validators = govchain_node::validator_set(&genesis)?;
-    let response: GetAnchorResponse = match &args.proof_file {
+    let response: GetAnchorResponse = match &args.proof.proof_file {
         Some(path) => proof::read_saved(path, "GetAnchor")?,
         None => ask_with_proof(args).await?,
     };
@@ -571,7 +556,7 @@ async fn ask_with_proof(args: &VerifyArgs) -> anyhow::Result<GetAnchorResponse> 
         .await
         .map_err(rpc_error)?
         .into_inner();
-    if let Some(path) = &args.save_proof {
+    if let Some(path) = &args.proof.save_proof {
         proof::save(path, &response)?;
     }
     Ok(response)
@@ -602,13 +587,7 @@ fn verify_text(view: &VerifyView) -> String {
     };
     let mut fields = Fields::new();
     fields
-        .add(
-            "proof",
-            format!(
-                "verified offline against genesis {}",
-                proof.genesis.display()
-            ),
-        )
+        .add("proof", proof::verified_against(&proof.genesis))
         .add("proves", proof.proves)
         .add(
             "certified block",
@@ -681,10 +660,7 @@ mod tests {
             file: PathBuf::from("r.pdf"),
             dataset: "health/reports".into(),
             record_id: "r-1".into(),
-            verify: false,
-            genesis: None,
-            save_proof: None,
-            proof_file: None,
+            proof: ProofArgs::default(),
             connect: ConnectArgs::default(),
         }
     }

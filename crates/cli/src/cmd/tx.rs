@@ -22,7 +22,7 @@ use crate::client::{self, ConnectArgs, rpc_error};
 use crate::envelope;
 use crate::exit::Negative;
 use crate::output::{self, Fields};
-use crate::proof::{self, InclusionView};
+use crate::proof::{self, InclusionView, ProofArgs};
 use crate::view::{BodyView, ResultView, status_name};
 
 /// Transaction ids per `CommitStatus` call (the node's bound).
@@ -110,24 +110,8 @@ struct GetArgs {
     /// Transaction id, 64 hex characters.
     #[arg(value_name = "ID_HEX")]
     id: String,
-    /// Ask for an inclusion proof and check it offline against genesis; an
-    /// answer that does not verify exits 1.
-    #[arg(long)]
-    verify: bool,
-    /// Genesis to check the proof against; default with --dir: the devnet's.
-    #[arg(long, value_name = "FILE", requires = "verify")]
-    genesis: Option<PathBuf>,
-    /// Write the node's answer with its proof (protobuf) to this file.
-    #[arg(long, value_name = "FILE", requires = "verify")]
-    save_proof: Option<PathBuf>,
-    /// Check an answer saved with --save-proof instead of asking a node.
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "verify",
-        conflicts_with = "save_proof"
-    )]
-    proof_file: Option<PathBuf>,
+    #[command(flatten)]
+    proof: ProofArgs,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -558,7 +542,7 @@ fn render_batch(view: &BatchView) -> String {
 async fn get(args: GetArgs, json: bool) -> anyhow::Result<()> {
     let id = Digest::from_hex(&args.id)
         .with_context(|| format!("{:?} is not a transaction id", args.id))?;
-    if args.verify {
+    if args.proof.verify {
         return get_verified(&args, &id, json).await;
     }
     let response = ask_transaction(&args, &id, false).await?;
@@ -619,13 +603,14 @@ const PROVES: &str = "envelope, block height, block hash and index (not the resu
 /// checked offline against genesis; one that does not verify is a
 /// negative answer naming the item that failed.
 async fn get_verified(args: &GetArgs, id: &Digest, json: bool) -> anyhow::Result<()> {
-    let (genesis_path, genesis) = proof::trusted_genesis(args.genesis.as_deref(), &args.connect)?;
+    let (genesis_path, genesis) =
+        proof::trusted_genesis(args.proof.genesis.as_deref(), &args.connect)?;
     let validators = govchain_node::validator_set(&genesis)?;
-    let response = match &args.proof_file {
+    let response = match &args.proof.proof_file {
         Some(path) => proof::read_saved(path, "GetTransaction")?,
         None => {
             let response = ask_transaction(args, id, true).await?;
-            if let Some(path) = &args.save_proof {
+            if let Some(path) = &args.proof.save_proof {
                 proof::save(path, &response)?;
             }
             response
@@ -654,13 +639,7 @@ async fn get_verified(args: &GetArgs, id: &Digest, json: bool) -> anyhow::Result
     }
     let mut fields = Fields::new();
     fields
-        .add(
-            "proof",
-            format!(
-                "verified offline against genesis {}",
-                view.proof.genesis.display()
-            ),
-        )
+        .add("proof", proof::verified_against(&view.proof.genesis))
         .add("proves", view.proof.proves);
     view.proof.inclusion.add_to(&mut fields, "included");
     output::print(&format!(
