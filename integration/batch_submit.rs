@@ -109,6 +109,7 @@ async fn a_batch_gives_each_envelope_its_own_result_in_order() {
         let status = other
             .get_transaction(GetTransactionRequest {
                 transaction_id: expected_ids[i].clone(),
+                prove: false,
             })
             .await
             .unwrap_err();
@@ -327,6 +328,7 @@ async fn submit_and_wait_and_commit_status_answer_when_blocks_are_durable() {
     let looked_up = client
         .get_transaction(GetTransactionRequest {
             transaction_id: answer.transaction_id.clone(),
+            prove: false,
         })
         .await
         .unwrap()

@@ -221,6 +221,7 @@ async fn bad_transactions_get_precise_status_codes() {
     let status = client
         .get_transaction(GetTransactionRequest {
             transaction_id: vec![0; 32],
+            prove: false,
         })
         .await
         .unwrap_err();
@@ -236,6 +237,7 @@ async fn bad_transactions_get_precise_status_codes() {
     let status = client
         .get_transaction(GetTransactionRequest {
             transaction_id: vec![1, 2],
+            prove: false,
         })
         .await
         .unwrap_err();

@@ -166,6 +166,7 @@ async fn restarting_every_node_loses_no_committed_transaction() {
             let response = client
                 .get_transaction(GetTransactionRequest {
                     transaction_id: id.to_vec(),
+                    prove: false,
                 })
                 .await;
             let response = response

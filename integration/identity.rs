@@ -93,6 +93,7 @@ async fn commit(
     let result = node
         .get_transaction(GetTransactionRequest {
             transaction_id: id.to_vec(),
+            prove: false,
         })
         .await
         .unwrap()

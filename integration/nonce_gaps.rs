@@ -114,6 +114,7 @@ async fn a_transaction_behind_a_nonce_gap_is_dropped_and_can_be_sent_again() {
     let read = client
         .get_transaction(GetTransactionRequest {
             transaction_id: parked_id.to_vec(),
+            prove: false,
         })
         .await
         .unwrap()
@@ -167,6 +168,7 @@ async fn a_transaction_behind_a_nonce_gap_is_dropped_and_can_be_sent_again() {
             client
                 .get_transaction(GetTransactionRequest {
                     transaction_id: parked_id.to_vec(),
+                    prove: false,
                 })
                 .await
                 .unwrap()

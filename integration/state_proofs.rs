@@ -12,7 +12,7 @@ use std::process::Command;
 
 use govchain_crypto::SigningKey;
 use govchain_exec::nonce_key;
-use govchain_node::{StateProofError, validator_set, verify_state_proof};
+use govchain_node::{CertifiedHeaderError, StateProofError, validator_set, verify_state_proof};
 use govchain_pki::Genesis;
 use govchain_proto::node::v1::*;
 use govchain_proto::types::v1::AnchoredRecord;
@@ -35,8 +35,7 @@ fn govchain_status(args: &[&str]) -> (i32, String, String) {
 /// `record verify --verify` against node `i`, with extra arguments.
 fn verify_args(cluster: &Cluster, i: usize, file: &Path, record: &str) -> Vec<String> {
     let certs = cluster.certs();
-    let department = certs.join(&cluster.nodes[i].name);
-    [
+    let mut args: Vec<String> = [
         "record",
         "verify",
         file.to_str().unwrap(),
@@ -47,18 +46,12 @@ fn verify_args(cluster: &Cluster, i: usize, file: &Path, record: &str) -> Vec<St
         "--verify",
         "--genesis",
         certs.join("genesis.json").to_str().unwrap(),
-        "--node",
-        &format!("https://127.0.0.1:{}", cluster.nodes[i].port),
-        "--ca",
-        certs.join("ca.crt").to_str().unwrap(),
-        "--cert",
-        department.join("client.crt").to_str().unwrap(),
-        "--key",
-        department.join("client.key").to_str().unwrap(),
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    args.extend(cluster.client_flags(i));
+    args
 }
 
 fn run(args: &[String]) -> (i32, String, String) {
@@ -233,5 +226,11 @@ async fn anchors_and_nonces_verify_offline_and_lies_are_caught() {
     // A proof for another chain's genesis is refused.
     let err = verify_state_proof("another-chain", &validators, &nonce_state_key, None, &proof)
         .unwrap_err();
-    assert!(matches!(err, StateProofError::ChainId { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StateProofError::Header(CertifiedHeaderError::ChainId { .. })
+        ),
+        "{err}"
+    );
 }

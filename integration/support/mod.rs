@@ -248,6 +248,22 @@ impl Cluster {
         self.dir.path().join("certs")
     }
 
+    /// The `govchain` flags that reach node `i` as its department's client.
+    pub fn client_flags(&self, i: usize) -> Vec<String> {
+        let certs = self.certs();
+        let department = certs.join(&self.nodes[i].name);
+        vec![
+            "--node".into(),
+            format!("https://127.0.0.1:{}", self.nodes[i].port),
+            "--ca".into(),
+            certs.join("ca.crt").display().to_string(),
+            "--cert".into(),
+            department.join("client.crt").display().to_string(),
+            "--key".into(),
+            department.join("client.key").display().to_string(),
+        ]
+    }
+
     pub fn start_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {} already runs", node.name);
@@ -548,6 +564,7 @@ pub async fn committed_height(client: &mut NodeServiceClient<Channel>, id: Diges
                 let response = client
                     .get_transaction(GetTransactionRequest {
                         transaction_id: id.to_vec(),
+                        prove: false,
                     })
                     .await
                     .ok()?;

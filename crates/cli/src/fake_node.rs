@@ -336,6 +336,7 @@ impl NodeService for FakeNode {
                     anchored: Some(anchored),
                     proof: None,
                     anchored_bytes: Vec::new(),
+                    anchoring_proof: None,
                 })
             })
             .ok_or_else(|| Status::not_found("record is not anchored"))

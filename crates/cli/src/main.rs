@@ -20,6 +20,7 @@ mod exit;
 mod fake_node;
 mod malloc;
 mod output;
+mod proof;
 mod view;
 
 use std::io;

@@ -14,5 +14,5 @@ mod verify;
 pub use digest::{Digest, DigestError, DomainHasher};
 pub use key_cache::KeyCache;
 pub use keys::{KeyError, PublicKey, Signature, SignatureError, SigningKey};
-pub use merkle::merkle_root;
+pub use merkle::{merkle_inclusion_proof, merkle_root, verify_inclusion};
 pub use verify::{verify_batch, verify_each};

@@ -11,6 +11,7 @@ mod admission;
 mod audit;
 pub mod backup;
 mod blobs;
+mod certified_header;
 pub mod config;
 mod connections;
 mod consensus_store;
@@ -19,6 +20,7 @@ mod driver;
 pub mod errors;
 pub mod events;
 mod identity;
+mod inclusion_proof;
 mod limits;
 mod mempool;
 mod peers;
@@ -52,8 +54,13 @@ use tonic::transport::Server;
 use tracing::info;
 
 pub use audit::{AuditReport, audit_ledger};
+pub use certified_header::CertifiedHeaderError;
 pub use config::{NodeFile, PeerFile, Settings};
 pub use driver::now_ms;
+pub use inclusion_proof::{
+    InclusionProofError, ProvenInclusion, verify_anchoring_proof, verify_inclusion_proof,
+    verify_transaction_proof,
+};
 pub use mempool::NONCE_AHEAD_MAX;
 pub use readiness::{LIVENESS_SERVICE, SYNC_LAG_BLOCKS_MAX};
 pub use state_proof::{ProvenHead, StateProofError, verify_state_proof};

@@ -316,11 +316,8 @@ mod tests {
             ..Default::default()
         };
         let departments = Departments::new([]);
-        let signer_key = with_position(
-            Listing::Signer(*key.public_key().as_bytes()).prefix(),
-            9,
-            0,
-        );
+        let signer_key =
+            with_position(Listing::Signer(*key.public_key().as_bytes()).prefix(), 9, 0);
         let failed = keys(&block(TransactionOutcome::Failed), &departments);
         assert_eq!(failed, vec![signer_key.clone()]);
         let succeeded = keys(&block(TransactionOutcome::Success), &departments);

@@ -21,7 +21,8 @@ use govchain_proto::consensus::v1::{
 use govchain_proto::node::v1::node_service_server::NodeService;
 use govchain_proto::node::v1::*;
 use govchain_proto::types::v1::{
-    AnchoredRecord, CommittedBlock, Transaction, TransactionEnvelope, transaction::Body,
+    AnchoredRecord, CommittedBlock, InclusionProof, Transaction, TransactionEnvelope,
+    transaction::Body,
 };
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -35,6 +36,7 @@ use crate::dissemination::FETCH_BATCHES_DIGESTS_MAX;
 use crate::driver::DriverEvent;
 use crate::errors::{self, ErrorReason, Failure, RETRY_AFTER_DEFAULT};
 use crate::events;
+use crate::inclusion_proof::inclusion_proof;
 use crate::limits::SUBSCRIBER_STALL_MAX;
 use crate::mempool::MempoolError;
 use crate::queries;
@@ -457,13 +459,9 @@ impl NodeApi {
         }
     }
 
-    /// `id` as committed on this node, if it is.
-    fn committed_transaction(&self, id: &Digest) -> Result<Option<GetTransactionResponse>, Status> {
-        self.committed_transaction_cached(id, &mut BTreeMap::new())
-    }
-
-    /// As [`NodeApi::committed_transaction`], decoding each block once for
-    /// all the ids looked up with the same `blocks`.
+    /// `id` as committed on this node, if it is, decoding each block once
+    /// for all the ids looked up with the same `blocks` (which keeps the
+    /// blocks it decoded, so a proof can be built from them).
     fn committed_transaction_cached(
         &self,
         id: &Digest,
@@ -500,6 +498,7 @@ impl NodeApi {
             result: Some(result),
             envelope,
             drop_reason: String::new(),
+            proof: None,
         }))
     }
 
@@ -646,6 +645,24 @@ impl NodeApi {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
+    }
+
+    /// The inclusion proof of the transaction that anchored `anchored`.
+    /// Blocks never change once appended, so this agrees with a state
+    /// proof read from any later head.
+    fn anchoring_proof(&self, anchored: &AnchoredRecord) -> Result<InclusionProof, Status> {
+        let id = Digest::from_slice(&anchored.transaction_id)
+            .map_err(|e| internal("stored anchor's transaction id is malformed", e))?;
+        let location = self
+            .shared
+            .ledger
+            .transaction(&id)
+            .map_err(|e| internal("ledger read failed", e))?
+            .ok_or_else(|| internal("anchoring transaction not indexed", id))?;
+        let block = self
+            .committed_block(location.height)?
+            .ok_or_else(|| internal("indexed block missing", location.height))?;
+        inclusion_proof(&block, location.index).map_err(|e| internal("inclusion proof failed", e))
     }
 
     fn committed_block(&self, height: u64) -> Result<Option<CommittedBlock>, Status> {
@@ -909,8 +926,19 @@ impl NodeService for NodeApi {
         &self,
         request: Request<GetTransactionRequest>,
     ) -> Result<Response<GetTransactionResponse>, Status> {
-        let id = digest_field("transaction_id", &request.into_inner().transaction_id)?;
-        if let Some(committed) = self.committed_transaction(&id)? {
+        let request = request.into_inner();
+        let id = digest_field("transaction_id", &request.transaction_id)?;
+        let mut blocks = BTreeMap::new();
+        if let Some(mut committed) = self.committed_transaction_cached(&id, &mut blocks)? {
+            if request.prove {
+                let block = blocks
+                    .get(&committed.block_height)
+                    .ok_or_else(|| internal("looked-up block missing", committed.block_height))?;
+                committed.proof = Some(
+                    inclusion_proof(block, committed.index)
+                        .map_err(|e| internal("inclusion proof failed", e))?,
+                );
+            }
             return Ok(Response::new(committed));
         }
         let pending = self.shared.mempool().get(&id).map(|t| t.envelope.clone());
@@ -1237,6 +1265,7 @@ impl NodeService for NodeApi {
                     anchored: None,
                     proof,
                     anchored_bytes: Vec::new(),
+                    anchoring_proof: None,
                 }));
             }
             return Err(errors::not_found_plain(format!(
@@ -1247,11 +1276,16 @@ impl NodeService for NodeApi {
         };
         let anchored = AnchoredRecord::decode(bytes.as_slice())
             .map_err(|e| internal("stored anchor does not decode", e))?;
-        let anchored_bytes = if proof.is_some() { bytes } else { Vec::new() };
+        let (anchored_bytes, anchoring_proof) = if proof.is_some() {
+            (bytes, Some(self.anchoring_proof(&anchored)?))
+        } else {
+            (Vec::new(), None)
+        };
         Ok(Response::new(GetAnchorResponse {
             anchored: Some(anchored),
             proof,
             anchored_bytes,
+            anchoring_proof,
         }))
     }
 }

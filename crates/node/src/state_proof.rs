@@ -3,15 +3,13 @@
 //! client's side ([`verify_state_proof`]: pure, offline, against genesis).
 
 use govchain_crypto::Digest;
-use govchain_exec::{
-    EMPTY_ROOT, ProofError, StateError, StateProof, StateRead, TreeRead, block_hash, prove,
-};
+use govchain_exec::{EMPTY_ROOT, ProofError, StateError, StateProof, StateRead, TreeRead, prove};
 use govchain_ledger::{HeadView, Ledger, ReadError};
-use govchain_pbft::{CertificateError, ValidatorSet, verify_commit_certificate};
-use govchain_proto::types::v1::{self as types, BlockHeader, CommittedBlock};
+use govchain_pbft::ValidatorSet;
+use govchain_proto::types::v1::{self as types, CommittedBlock};
 use prost::Message as _;
 
-use crate::wire::certificate_from_wire;
+use crate::certified_header::{CertifiedHeaderError, certify_header};
 
 /// World state and its tree at one head, from one ledger snapshot, so that
 /// value, proof and header agree.
@@ -111,19 +109,8 @@ pub struct ProvenHead {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateProofError {
-    #[error("the proof's header does not decode: {0}")]
-    Header(String),
-    #[error("the proof's header is for chain {got:?}, genesis is for {expected:?}")]
-    ChainId { expected: String, got: String },
-    #[error("the proof has a header but no commit certificate")]
-    NoCertificate,
-    #[error("the proof's commit certificate is malformed: {0}")]
-    CertificateMalformed(String),
-    #[error("the header at height {height} is not certified: {error}")]
-    Certificate {
-        height: u64,
-        error: CertificateError,
-    },
+    #[error(transparent)]
+    Header(#[from] CertifiedHeaderError),
     #[error("the proof's {what} is {got} bytes, expected 32")]
     DigestLength { what: &'static str, got: usize },
     #[error("the state proof does not verify against the certified state root: {0}")]
@@ -161,7 +148,8 @@ pub fn verify_state_proof(
     Ok(head)
 }
 
-/// The header of the proof, checked against its certificate and genesis.
+/// The header of the proof, checked against its certificate and genesis;
+/// no header and no certificate is the genesis state.
 fn certified_head(
     chain_id: &str,
     validators: &ValidatorSet,
@@ -178,33 +166,18 @@ fn certified_head(
             proof_depth: 0,
         });
     }
-    let header = BlockHeader::decode(proof.header.as_slice())
-        .map_err(|err| StateProofError::Header(err.to_string()))?;
-    if header.chain_id != chain_id {
-        return Err(StateProofError::ChainId {
-            expected: chain_id.into(),
-            got: header.chain_id,
-        });
-    }
-    let certificate = proof
-        .certificate
-        .as_ref()
-        .ok_or(StateProofError::NoCertificate)?;
-    let certificate =
-        certificate_from_wire(certificate).map_err(StateProofError::CertificateMalformed)?;
-    let hash = block_hash(&proof.header);
-    verify_commit_certificate(chain_id, validators, header.height, &hash, &certificate).map_err(
-        |error| StateProofError::Certificate {
-            height: header.height,
-            error,
-        },
+    let certified = certify_header(
+        chain_id,
+        validators,
+        &proof.header,
+        proof.certificate.as_ref(),
     )?;
     Ok(ProvenHead {
-        height: header.height,
-        block_hash: Some(hash),
-        state_root: digest("header state root", &header.state_root)?,
-        timestamp_ms: header.timestamp_ms,
-        signers: certificate.signatures.len(),
+        height: certified.header.height,
+        block_hash: Some(certified.hash),
+        state_root: digest("header state root", &certified.header.state_root)?,
+        timestamp_ms: certified.header.timestamp_ms,
+        signers: certified.signers,
         quorum: validators.quorum(),
         proof_depth: 0,
     })

@@ -488,6 +488,7 @@ async fn demo_transactions(dir: &Path, file: &DevnetFile) -> anyhow::Result<u64>
             let response = clients[index]
                 .get_transaction(GetTransactionRequest {
                     transaction_id: last.to_vec(),
+                    prove: false,
                 })
                 .await?
                 .into_inner();

@@ -22,6 +22,7 @@ use crate::cmd::tx::{TransactionView, WaitArgs, submit_envelope, wait_for_commit
 use crate::envelope::{self, Anchor, FileFacts, Signed, hash_file};
 use crate::exit::Negative;
 use crate::output::{self, Fields, format_time_ms};
+use crate::proof::{self, InclusionView, ProofArgs};
 use crate::view::{AnchorView, or_dash};
 
 /// Any payload far over this is refused by every node, so the CLI refuses it
@@ -94,8 +95,10 @@ enum RecordCommand {
             which is checked offline against genesis (--genesis, or the devnet's with --dir): \
             the block header's commit certificate needs a quorum of the validators' \
             signatures, and the state tree path must lead from the anchor (or, for NOT \
-            ANCHORED, from its absence) to that header's state root. A proof or value that \
-            does not verify is refused: PROOF REFUSED on stderr, exit 1. --save-proof keeps \
+            ANCHORED, from its absence) to that header's state root; for an anchored record, \
+            the transaction that anchored it must be in the block the anchor names (an RFC \
+            6962 audit path to that certified header's transactions root). A proof or value \
+            that does not verify is refused: PROOF REFUSED on stderr, exit 1. --save-proof keeps \
             the node's answer; --proof-file checks a saved answer with no node at all.",
         after_help = "Examples:\n  \
             govchain record verify report.pdf --dataset health/reports --record-id r-2024-001 --dir devnet\n  \
@@ -156,24 +159,8 @@ struct VerifyArgs {
     /// The record's id within the dataset.
     #[arg(long, value_name = "R")]
     record_id: String,
-    /// Ask for a proof and check it offline against genesis; a proof that
-    /// does not verify exits 1.
-    #[arg(long)]
-    verify: bool,
-    /// Genesis to check the proof against; default with --dir: the devnet's.
-    #[arg(long, value_name = "FILE", requires = "verify")]
-    genesis: Option<PathBuf>,
-    /// Write the node's answer with its proof (protobuf) to this file.
-    #[arg(long, value_name = "FILE", requires = "verify")]
-    save_proof: Option<PathBuf>,
-    /// Check an answer saved with --save-proof instead of asking a node.
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "verify",
-        conflicts_with = "save_proof"
-    )]
-    proof_file: Option<PathBuf>,
+    #[command(flatten)]
+    proof: ProofArgs,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -470,7 +457,7 @@ impl AnchoredView {
 
 async fn verify(args: VerifyArgs, json: bool) -> anyhow::Result<()> {
     let facts = hash_file(&args.file)?;
-    let (anchored, proven) = if args.verify {
+    let (anchored, proven) = if args.proof.verify {
         let (anchored, proven) = proven_anchor(&args).await?;
         (anchored, Some(proven))
     } else {
@@ -517,28 +504,19 @@ struct ProofView {
     quorum: u32,
     proof_depth: usize,
     proves: &'static str,
+    /// For a value: the transaction that anchored it, proven in its block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anchoring: Option<InclusionView>,
 }
 
 /// The anchor from the node (or a saved answer), checked offline against
 /// genesis; a proof that does not verify is a negative answer.
 async fn proven_anchor(args: &VerifyArgs) -> anyhow::Result<(Option<AnchoredRecord>, ProofView)> {
-    let genesis_path = match (&args.genesis, args.connect.devnet()?) {
-        (Some(path), _) => path.clone(),
-        (None, Some(devnet)) => devnet.file.genesis_path(&devnet.dir),
-        (None, None) => anyhow::bail!(
-            "--verify needs the genesis to check against: give --genesis FILE (or --dir with a devnet)"
-        ),
-    };
-    let genesis = govchain_pki::Genesis::load(&genesis_path)
-        .with_context(|| format!("reading genesis {}", genesis_path.display()))?;
+    let (genesis_path, genesis) =
+        proof::trusted_genesis(args.proof.genesis.as_deref(), &args.connect)?;
     let validators = govchain_node::validator_set(&genesis)?;
-    let response = match &args.proof_file {
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("reading the saved proof {}", path.display()))?;
-            GetAnchorResponse::decode(bytes.as_slice())
-                .with_context(|| format!("{} is not a saved GetAnchor answer", path.display()))?
-        }
+    let response: GetAnchorResponse = match &args.proof.proof_file {
+        Some(path) => proof::read_saved(path, "GetAnchor")?,
         None => ask_with_proof(args).await?,
     };
     let proof = response
@@ -560,6 +538,19 @@ async fn proven_anchor(args: &VerifyArgs) -> anyhow::Result<(Option<AnchoredReco
             ))
         })?),
     };
+    // The transaction that anchored it is in the block the anchor names.
+    let anchoring = match &anchored {
+        None => None,
+        Some(anchored) => Some(
+            govchain_node::verify_anchoring_proof(
+                &genesis.chain_id,
+                &validators,
+                anchored,
+                response.anchoring_proof.as_ref(),
+            )
+            .map_err(|err| Negative::new(format!("PROOF REFUSED: anchoring transaction: {err}")))?,
+        ),
+    };
     let view = ProofView {
         genesis: genesis_path,
         block_height: proven.height,
@@ -569,6 +560,7 @@ async fn proven_anchor(args: &VerifyArgs) -> anyhow::Result<(Option<AnchoredReco
         quorum: proven.quorum,
         proof_depth: proven.proof_depth,
         proves: if value.is_some() { "value" } else { "absence" },
+        anchoring: anchoring.as_ref().map(InclusionView::new),
     };
     Ok((anchored, view))
 }
@@ -585,9 +577,8 @@ async fn ask_with_proof(args: &VerifyArgs) -> anyhow::Result<GetAnchorResponse> 
         .await
         .map_err(rpc_error)?
         .into_inner();
-    if let Some(path) = &args.save_proof {
-        std::fs::write(path, response.encode_to_vec())
-            .with_context(|| format!("writing the proof to {}", path.display()))?;
+    if let Some(path) = &args.proof.save_proof {
+        proof::save(path, &response)?;
     }
     Ok(response)
 }
@@ -617,13 +608,7 @@ fn verify_text(view: &VerifyView) -> String {
     };
     let mut fields = Fields::new();
     fields
-        .add(
-            "proof",
-            format!(
-                "verified offline against genesis {}",
-                proof.genesis.display()
-            ),
-        )
+        .add("proof", proof::verified_against(&proof.genesis))
         .add("proves", proof.proves)
         .add(
             "certified block",
@@ -640,6 +625,9 @@ fn verify_text(view: &VerifyView) -> String {
             "proof depth",
             format!("{} sibling hashes", proof.proof_depth),
         );
+    if let Some(anchoring) = &proof.anchoring {
+        anchoring.add_to(&mut fields, "anchoring transaction");
+    }
     format!("{text}\n{}", fields.render())
 }
 
@@ -693,10 +681,7 @@ mod tests {
             file: PathBuf::from("r.pdf"),
             dataset: "health/reports".into(),
             record_id: "r-1".into(),
-            verify: false,
-            genesis: None,
-            save_proof: None,
-            proof_file: None,
+            proof: ProofArgs::default(),
             connect: ConnectArgs::default(),
         }
     }

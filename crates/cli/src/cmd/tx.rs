@@ -22,6 +22,7 @@ use crate::client::{self, ConnectArgs, rpc_error};
 use crate::envelope;
 use crate::exit::Negative;
 use crate::output::{self, Fields};
+use crate::proof::{self, InclusionView, ProofArgs};
 use crate::view::{BodyView, ResultView, status_name};
 
 /// Transaction ids per `CommitStatus` call (the node's bound).
@@ -59,7 +60,25 @@ enum TxCommand {
     )]
     Submit(SubmitArgs),
     /// Show a transaction's status, block, result, signer and nonce.
-    #[command(after_help = "Example:\n  govchain tx get 5f0c...e1 --dir devnet --json")]
+    #[command(
+        long_about = "Show a transaction's status, block, result, signer and nonce, as the node \
+            you ask has it; ask another with --department or --node for a second opinion.\n\n\
+            With --verify the node need not be trusted: it returns the transaction with its \
+            block's header, that block's commit certificate and an RFC 6962 audit path, which \
+            are checked offline against genesis (--genesis, or the devnet's with --dir): the \
+            envelope must hash to the id and carry a valid signature, the audit path must \
+            lead from the id at its index to the header's transactions root, and a quorum of \
+            the validators must have signed that header. It proves the envelope, block \
+            height, block hash and index; not the result, which no header commits to. An \
+            answer that does not verify is refused: PROOF REFUSED and the failing item on \
+            stderr, exit 1; a transaction that is pending, not committed, has nothing to \
+            prove yet (exit 1). --save-proof keeps the node's answer; --proof-file checks a \
+            saved answer with no node at all.",
+        after_help = "Examples:\n  \
+            govchain tx get 5f0c...e1 --dir devnet --json\n  \
+            govchain tx get 5f0c...e1 --dir devnet --verify --save-proof tx.proof\n  \
+            govchain tx get 5f0c...e1 --verify --proof-file tx.proof --genesis devnet/genesis.json"
+    )]
     Get(GetArgs),
     /// Print committed transactions that match a filter, as they commit.
     #[command(
@@ -119,6 +138,8 @@ struct GetArgs {
     /// Transaction id, 64 hex characters.
     #[arg(value_name = "ID_HEX")]
     id: String,
+    #[command(flatten)]
+    proof: ProofArgs,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -568,11 +589,30 @@ fn render_batch(view: &BatchView) -> String {
 async fn get(args: GetArgs, json: bool) -> anyhow::Result<()> {
     let id = Digest::from_hex(&args.id)
         .with_context(|| format!("{:?} is not a transaction id", args.id))?;
+    if args.proof.verify {
+        return get_verified(&args, &id, json).await;
+    }
+    let response = ask_transaction(&args, &id, false).await?;
+    let view = TransactionView::new(&id, &response);
+    // `tx get` reports; a failed transaction is an answer, not an error.
+    if json {
+        output::print_json(&view)
+    } else {
+        output::print(&view.fields().render())
+    }
+}
+
+async fn ask_transaction(
+    args: &GetArgs,
+    id: &Digest,
+    prove: bool,
+) -> anyhow::Result<GetTransactionResponse> {
     let target = args.connect.target()?;
     let mut client = client::connect(&target).await?;
     let response = client
         .get_transaction(GetTransactionRequest {
             transaction_id: id.to_vec(),
+            prove,
         })
         .await
         .map_err(|status| match status.code() {
@@ -583,13 +623,77 @@ async fn get(args: GetArgs, json: bool) -> anyhow::Result<()> {
             _ => rpc_error(status),
         })?
         .into_inner();
-    let view = TransactionView::new(&id, &response);
-    // `tx get` reports; a failed transaction is an answer, not an error.
-    if json {
-        output::print_json(&view)
-    } else {
-        output::print(&view.fields().render())
+    Ok(response)
+}
+
+/// `tx get` with its answer proven.
+#[derive(Debug, Serialize)]
+struct ProvenTransactionView {
+    #[serde(flatten)]
+    transaction: TransactionView,
+    proof: InclusionProofView,
+}
+
+#[derive(Debug, Serialize)]
+struct InclusionProofView {
+    genesis: PathBuf,
+    /// What the proof covers; the result is the node's word.
+    proves: &'static str,
+    #[serde(flatten)]
+    inclusion: InclusionView,
+}
+
+/// What `--verify` proves of a transaction.
+const PROVES: &str = "envelope, block height, block hash and index (not the result)";
+
+/// `tx get --verify`: the answer (from the node or a saved file) is
+/// checked offline against genesis; one that does not verify is a
+/// negative answer naming the item that failed.
+async fn get_verified(args: &GetArgs, id: &Digest, json: bool) -> anyhow::Result<()> {
+    let (genesis_path, genesis) =
+        proof::trusted_genesis(args.proof.genesis.as_deref(), &args.connect)?;
+    let validators = govchain_node::validator_set(&genesis)?;
+    let response = match &args.proof.proof_file {
+        Some(path) => proof::read_saved(path, "GetTransaction")?,
+        None => {
+            let response = ask_transaction(args, id, true).await?;
+            if let Some(path) = &args.proof.save_proof {
+                proof::save(path, &response)?;
+            }
+            response
+        }
+    };
+    if response.status() != TransactionStatus::Committed {
+        return Err(Negative::new(format!(
+            "NOT PROVEN: transaction {id} is {}, not committed; nothing to prove yet (wait with `govchain tx submit --wait`, or ask again)",
+            status_name(response.status()),
+        ))
+        .into());
     }
+    let proven =
+        govchain_node::verify_transaction_proof(&genesis.chain_id, &validators, id, &response)
+            .map_err(|err| Negative::new(format!("PROOF REFUSED: {err}")))?;
+    let view = ProvenTransactionView {
+        transaction: TransactionView::new(id, &response),
+        proof: InclusionProofView {
+            genesis: genesis_path,
+            proves: PROVES,
+            inclusion: InclusionView::new(&proven),
+        },
+    };
+    if json {
+        return output::print_json(&view);
+    }
+    let mut fields = Fields::new();
+    fields
+        .add("proof", proof::verified_against(&view.proof.genesis))
+        .add("proves", view.proof.proves);
+    view.proof.inclusion.add_to(&mut fields, "included");
+    output::print(&format!(
+        "{}\n{}",
+        view.transaction.fields().render(),
+        fields.render()
+    ))
 }
 
 #[cfg(test)]
