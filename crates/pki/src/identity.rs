@@ -306,6 +306,17 @@ pub enum IssuerMismatch {
     NotYetValid { not_before: String },
 }
 
+/// [`identity_from_certificate`] of the first certificate in a PEM file:
+/// a client learns which department its own certificate acts for.
+pub fn identity_from_certificate_pem(pem: &str) -> Result<TlsIdentity, IdentityError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|err| {
+        IdentityError::Certificate {
+            reason: format!("not a PEM certificate: {err}"),
+        }
+    })?;
+    identity_from_certificate(&pem.contents)
+}
+
 /// Checks, before any connection, that `certificate_pem` is signed by
 /// `ca_pem` and valid at `now_unix_s`: what a node checks first of a
 /// client. TLS 1.3 lets the client finish its handshake before the server

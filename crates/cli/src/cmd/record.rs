@@ -292,7 +292,7 @@ fn unreachable_offline<T>() -> anyhow::Result<T> {
     anyhow::bail!("internal error: no node connection where one is needed")
 }
 
-async fn node_chain_id(client: &mut NodeServiceClient<Channel>) -> anyhow::Result<String> {
+pub async fn node_chain_id(client: &mut NodeServiceClient<Channel>) -> anyhow::Result<String> {
     let status = client
         .get_status(GetStatusRequest {})
         .await
@@ -307,7 +307,7 @@ async fn node_chain_id(client: &mut NodeServiceClient<Channel>) -> anyhow::Resul
 
 /// The signer's pending nonce + 1, so transactions still in the mempool are
 /// counted.
-async fn next_nonce(
+pub async fn next_nonce(
     client: &mut NodeServiceClient<Channel>,
     key: &SigningKey,
 ) -> anyhow::Result<u64> {
@@ -327,7 +327,7 @@ async fn next_nonce(
 
 /// Signs, then runs the node's own envelope checks locally, so that a bad
 /// dataset or record id is reported before anything is written or sent.
-fn sign_checked(
+pub fn sign_checked(
     key: &SigningKey,
     chain_id: &str,
     nonce: u64,
