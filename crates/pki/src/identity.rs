@@ -398,6 +398,20 @@ mod issuer_tests {
         };
         init("ours");
         init("theirs");
+        // A client reads its own department from its certificate.
+        let client = std::fs::read_to_string(dir.path().join("ours/health/client.crt"))
+            .expect("client certificate");
+        assert_eq!(
+            identity_from_certificate_pem(&client),
+            Ok(TlsIdentity {
+                department: "health".into(),
+                role: Role::Client
+            })
+        );
+        assert!(matches!(
+            identity_from_certificate_pem("not pem"),
+            Err(IdentityError::Certificate { .. })
+        ));
         let read = |path: &str| std::fs::read_to_string(dir.path().join(path)).expect("read");
         let ca = read("ours/ca.crt");
         let ours = read("ours/health/client.crt");
