@@ -424,11 +424,11 @@ fn transform_jsonl(
         };
         match row {
             Ok(object) => {
-                counter.count(
-                    quasi_identifiers
-                        .iter()
-                        .map(|qi| scalar_text(object.get(qi))),
-                );
+                let group: Vec<String> = quasi_identifiers
+                    .iter()
+                    .map(|qi| group_text(object.get(qi)))
+                    .collect();
+                counter.count(group.iter().map(String::as_str));
                 serde_json::to_writer(&mut output, &object)
                     .map_err(|err| TransformError::Write(err.into()))?;
                 output.write_all(b"\n").map_err(TransformError::Write)?;
@@ -442,13 +442,11 @@ fn transform_jsonl(
     Ok(summary)
 }
 
-/// The counted text of an output value: a string as it is, nothing for
-/// absent or null (the same group as an empty string).
-fn scalar_text(value: Option<&Value>) -> &str {
-    match value {
-        Some(Value::String(text)) => text,
-        _ => "",
-    }
+/// The counted text of an output value: its JSON text, so that the string
+/// "34" and the number 34 are different groups (merging them would
+/// overstate k); absent counts as null.
+fn group_text(value: Option<&Value>) -> String {
+    value.map_or_else(|| Value::Null.to_string(), Value::to_string)
 }
 
 /// One JSONL row: a bad row is `Ok(Err(problem))`; a field the rules do not

@@ -342,6 +342,16 @@ async fn publish(
     let name = required(&args.dataset, "--dataset")?;
     let dataset = namespaced(&department, name);
     let signing_key = load_signing_key(required(&args.signing_key, "--signing-key")?)?;
+    // A dataset name the chain would refuse is refused before the upload.
+    let preflight = Anchor {
+        dataset: dataset.clone(),
+        record_id: format!("v{}", u64::MAX),
+        record_hash: batch.sha256,
+        schema: SCHEMA_TAG.to_owned(),
+        record_time_ms: 0,
+    };
+    sign_checked(&signing_key, "preflight", 1, &preflight)
+        .with_context(|| format!("--dataset {name:?} cannot be used"))?;
     let mut blobs = client::blob_client(client::channel(&target, None).await?);
     let file = batch
         .file

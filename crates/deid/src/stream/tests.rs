@@ -185,6 +185,28 @@ fn jsonl_rows_are_transformed_and_bad_lines_skipped() {
 }
 
 #[test]
+fn jsonl_groups_tell_numbers_strings_and_absence_apart() {
+    let rules =
+        Rules::parse(b"[fields.age]\naction = \"keep\"\nquasi_identifier = true\n").expect("valid");
+    let count = |input: &str| {
+        let summary = transform(
+            Format::Jsonl,
+            input.as_bytes(),
+            Vec::new(),
+            &rules,
+            &key(),
+            Options::default(),
+        )
+        .expect("transforms");
+        (summary.k_anonymity.k, summary.k_anonymity.groups)
+    };
+    assert_eq!(count("{\"age\":30}\n{\"age\":31}\n"), (Some(1), 2));
+    assert_eq!(count("{\"age\":30}\n{\"age\":\"30\"}\n"), (Some(1), 2));
+    assert_eq!(count("{\"age\":30}\n{\"age\":30}\n"), (Some(2), 1));
+    assert_eq!(count("{}\n{\"age\":null}\n"), (Some(2), 1));
+}
+
+#[test]
 fn a_jsonl_field_the_rules_do_not_name_stops_the_transform() {
     let (result, _) = run(
         Format::Jsonl,
