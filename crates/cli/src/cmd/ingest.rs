@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use govchain_blobstore::ReadChunks;
-use govchain_crypto::Digest;
+use govchain_crypto::{Digest, SigningKey};
 use govchain_deid::{Format, Options, Rules, Summary, TransformError};
 use govchain_proto::blob::v1::UploadHeader;
 use govchain_proto::node::v1::GetAnchorRequest;
@@ -121,6 +121,12 @@ enum FormatArg {
 pub async fn run(args: IngestArgs, json: bool) -> anyhow::Result<()> {
     if let Some(path) = &args.new_secret {
         secret::create(path)?;
+        if json {
+            return output::print_json(&serde_json::json!({
+                "secret_file": path,
+                "size_bytes": secret::NEW_SECRET_BYTES,
+            }));
+        }
         return output::print(&format!(
             "made a new department secret in {} ({} random bytes, mode 0600)\n\
              Keep it with the department's keys: the same secret gives the same pseudonyms, \
@@ -137,6 +143,11 @@ pub async fn run(args: IngestArgs, json: bool) -> anyhow::Result<()> {
         .with_context(|| format!("the rules file {} cannot be used", rules_path.display()))?;
     let key = secret::load(required(&args.secret_file, "--secret-file")?)?;
     let format = format_of(input, args.format)?;
+    let destination = if args.dry_run {
+        None
+    } else {
+        Some(destination(&args)?)
+    };
     let batch = deidentify(input, format, rules.clone(), key, args.strict, json).await?;
     print_bad_rows(&batch.summary);
     if let Some(out) = &args.out {
@@ -144,15 +155,15 @@ pub async fn run(args: IngestArgs, json: bool) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", out.display()))?;
     }
     let mut view = IngestView::new(&args, &rules, &batch);
-    if args.dry_run {
+    let Some(destination) = destination else {
         return print_view(&view, json);
-    }
+    };
     anyhow::ensure!(
         batch.summary.rows_written > 0,
         "no row of {} passed the rules; nothing was uploaded or anchored",
         input.display()
     );
-    publish(&args, &batch, &mut view, json).await?;
+    publish(destination, args.timeout, &batch, &mut view, json).await?;
     print_view(&view, json)
 }
 
@@ -330,28 +341,51 @@ pub fn schema(cid: &str, summary: &Summary, rules_hash: &str, k: Option<u64>) ->
     )
 }
 
-/// Uploads the batch, anchors the version, and checks the anchor.
-async fn publish(
-    args: &IngestArgs,
-    batch: &Batch,
-    view: &mut IngestView,
-    json: bool,
-) -> anyhow::Result<()> {
+/// Where and as whom a batch is published, checked before any work.
+struct Destination {
+    target: client::Target,
+    dataset: String,
+    signing_key: SigningKey,
+}
+
+/// Reads the connection, the department of the client certificate and the
+/// signing key, and refuses a dataset name the chain would refuse, before
+/// the export is read.
+fn destination(args: &IngestArgs) -> anyhow::Result<Destination> {
     let target = args.connect.target()?;
     let department = department_of(&target)?;
     let name = required(&args.dataset, "--dataset")?;
     let dataset = namespaced(&department, name);
     let signing_key = load_signing_key(required(&args.signing_key, "--signing-key")?)?;
-    // A dataset name the chain would refuse is refused before the upload.
     let preflight = Anchor {
         dataset: dataset.clone(),
         record_id: format!("v{}", u64::MAX),
-        record_hash: batch.sha256,
+        record_hash: Digest::sha256(b""),
         schema: SCHEMA_TAG.to_owned(),
         record_time_ms: 0,
     };
     sign_checked(&signing_key, "preflight", 1, &preflight)
         .with_context(|| format!("--dataset {name:?} cannot be used"))?;
+    Ok(Destination {
+        target,
+        dataset,
+        signing_key,
+    })
+}
+
+/// Uploads the batch, anchors the version, and checks the anchor.
+async fn publish(
+    destination: Destination,
+    timeout: Duration,
+    batch: &Batch,
+    view: &mut IngestView,
+    json: bool,
+) -> anyhow::Result<()> {
+    let Destination {
+        target,
+        dataset,
+        signing_key,
+    } = destination;
     let mut blobs = client::blob_client(client::channel(&target, None).await?);
     let file = batch
         .file
@@ -380,7 +414,7 @@ async fn publish(
     submit_envelope(&mut node, signed.envelope).await?;
     let committed = TransactionView::new(
         &signed.id,
-        &wait_for_commit(&mut node, &signed.id, args.timeout).await?,
+        &wait_for_commit(&mut node, &signed.id, timeout).await?,
     );
     if committed.failed() {
         anyhow::bail!(
