@@ -1,8 +1,8 @@
 //! `govchain ingest` against a real four-node cluster: a synthetic export
 //! full of personal values (names, national ids, dates of birth, phone
 //! numbers) is de-identified, uploaded and anchored; then every block,
-//! every transaction and the shared blob are scanned for every raw personal
-//! value, and none may be found. Bad rows are reported by line and skipped;
+//! every transaction, the shared blob and the nodes' logs are scanned for
+//! every raw personal value, and none may be found. Bad rows are reported by line and skipped;
 //! `--strict` stops at the first one and anchors nothing.
 //!
 //! Bounded memory on large files is a property of the design (row by row
@@ -387,6 +387,12 @@ async fn an_ingested_export_leaves_no_personal_value_on_chain_or_in_the_blob() {
         assert_eq!(hits(transaction, &personal), Vec::<&str>::new());
     }
     assert_eq!(hits(&blob, &personal), Vec::<&str>::new());
+    // Nor in any node's log.
+    for node in &cluster.nodes {
+        let log = std::fs::read(&node.log).unwrap();
+        assert!(!log.is_empty(), "{} logs", node.name);
+        assert_eq!(hits(&log, &personal), Vec::<&str>::new(), "{}", node.name);
+    }
 
     // ...while the scans do see what was published: the anchor in a block,
     // and in the blob the kept column, the generalised years and the

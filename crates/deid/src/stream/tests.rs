@@ -280,3 +280,27 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The same for JSON Lines, whatever the values' characters (JSON
+    /// escapes included): the raw value is never in the output text.
+    #[test]
+    fn jsonl_hides_dropped_and_pseudonymised_values(
+        rows in proptest::collection::vec(("\\PC{6,20}", "\\PC{6,20}"), 1..20)
+    ) {
+        let mut input = String::new();
+        for (name, nid) in &rows {
+            input.push_str(&serde_json::json!({"name": name, "nid": nid, "diagnosis": "ok"}).to_string());
+            input.push('\n');
+        }
+        let (result, out) = run(Format::Jsonl, &input, true);
+        prop_assert_eq!(result.expect("valid rows").rows_written, rows.len() as u64);
+        for ((name, nid), line) in rows.iter().zip(out.lines()) {
+            let value: serde_json::Value = serde_json::from_str(line).expect("json");
+            prop_assert_eq!(value.get("name"), None);
+            let pseudonym = key().pseudonym(nid);
+            prop_assert_eq!(value["nid"].as_str(), Some(pseudonym.as_str()));
+            prop_assert!(!line.contains(name.as_str()) && !line.contains(nid.as_str()));
+        }
+    }
+}
