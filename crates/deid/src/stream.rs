@@ -78,6 +78,8 @@ impl fmt::Display for RowProblem {
 #[error("line {line}: {problem}")]
 pub struct RowError {
     pub line: u64,
+    /// In JSON, the problem's fields sit beside `line`.
+    #[serde(flatten)]
     pub problem: RowProblem,
 }
 
