@@ -101,6 +101,10 @@ fn bad_rows_are_skipped_with_their_line_numbers() {
         summary.errors[1].to_string(),
         "line 5: 2 fields where the header has 6"
     );
+    assert_eq!(
+        serde_json::to_value(&summary.errors[1]).expect("json"),
+        serde_json::json!({"line": 5, "problem": "field_count", "got": 2, "expected": 6})
+    );
     assert!(!out.contains("NI-100"), "{out}");
     for error in &summary.errors {
         assert!(
