@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 status=0
-for crate in govchain-pbft govchain-exec govchain-crypto; do
+for crate in govchain-pbft govchain-exec govchain-crypto govchain-deid; do
     tree=$(cargo tree -p "$crate" -e normal --prefix none --format '{p}')
     for forbidden in tokio tonic rustls redb hyper h2 govchain-ledger govchain-node; do
         if grep -qE "^${forbidden} v" <<<"$tree"; then

@@ -306,6 +306,17 @@ pub enum IssuerMismatch {
     NotYetValid { not_before: String },
 }
 
+/// [`identity_from_certificate`] of the first certificate in a PEM file:
+/// a client learns which department its own certificate acts for.
+pub fn identity_from_certificate_pem(pem: &str) -> Result<TlsIdentity, IdentityError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|err| {
+        IdentityError::Certificate {
+            reason: format!("not a PEM certificate: {err}"),
+        }
+    })?;
+    identity_from_certificate(&pem.contents)
+}
+
 /// Checks, before any connection, that `certificate_pem` is signed by
 /// `ca_pem` and valid at `now_unix_s`: what a node checks first of a
 /// client. TLS 1.3 lets the client finish its handshake before the server
@@ -387,6 +398,20 @@ mod issuer_tests {
         };
         init("ours");
         init("theirs");
+        // A client reads its own department from its certificate.
+        let client = std::fs::read_to_string(dir.path().join("ours/health/client.crt"))
+            .expect("client certificate");
+        assert_eq!(
+            identity_from_certificate_pem(&client),
+            Ok(TlsIdentity {
+                department: "health".into(),
+                role: Role::Client
+            })
+        );
+        assert!(matches!(
+            identity_from_certificate_pem("not pem"),
+            Err(IdentityError::Certificate { .. })
+        ));
         let read = |path: &str| std::fs::read_to_string(dir.path().join(path)).expect("read");
         let ca = read("ours/ca.crt");
         let ours = read("ours/health/client.crt");

@@ -71,5 +71,5 @@ pub use genesis::{
 pub use identity::{
     DEPARTMENT_NAME_BYTES_MAX, EXPIRY_WARNING_DAYS, IdentityError, IssuerMismatch, Role,
     TlsIdentity, Validity, certificate_validity, check_issued_by, identity_from_certificate,
-    node_dns_name, validate_department,
+    identity_from_certificate_pem, node_dns_name, validate_department,
 };

@@ -10,6 +10,7 @@ pub mod config;
 pub mod devnet;
 pub mod genesis;
 pub mod identity;
+pub mod ingest;
 pub mod keys;
 pub mod ledger;
 pub mod listing;

@@ -303,7 +303,7 @@ fn unreachable_offline<T>() -> anyhow::Result<T> {
     anyhow::bail!("internal error: no node connection where one is needed")
 }
 
-async fn node_chain_id(client: &mut NodeServiceClient<Channel>) -> anyhow::Result<String> {
+pub async fn node_chain_id(client: &mut NodeServiceClient<Channel>) -> anyhow::Result<String> {
     let status = client
         .get_status(GetStatusRequest {})
         .await
@@ -318,7 +318,7 @@ async fn node_chain_id(client: &mut NodeServiceClient<Channel>) -> anyhow::Resul
 
 /// The signer's next usable nonce (`GetAccount.next_nonce`): transactions
 /// still in the mempool are counted, up to the first gap.
-async fn next_nonce(
+pub async fn next_nonce(
     client: &mut NodeServiceClient<Channel>,
     key: &SigningKey,
 ) -> anyhow::Result<u64> {
@@ -335,7 +335,7 @@ async fn next_nonce(
 
 /// Signs, then runs the node's own envelope checks locally, so that a bad
 /// dataset or record id is reported before anything is written or sent.
-fn sign_checked(
+pub fn sign_checked(
     key: &SigningKey,
     chain_id: &str,
     nonce: u64,
