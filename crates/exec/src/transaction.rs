@@ -2,7 +2,7 @@ use bytes::Bytes;
 use govchain_crypto::{Digest, DomainHasher, KeyError, PublicKey, Signature};
 use govchain_proto::types::v1::{Transaction, TransactionEnvelope, transaction::Body};
 
-use crate::identity;
+use crate::{approval, identity};
 use prost::Message as _;
 
 const DOMAIN_TRANSACTION: &str = "govchain/tx/v1";
@@ -238,6 +238,24 @@ fn validate_body(body: &Body) -> Result<(), TransactionError> {
             attribute_name("record_access.attribute", &access.attribute)?;
             fixed_len("record_access.consent_id", &access.consent_id, Digest::LEN)?;
             text("record_access.purpose", &access.purpose, true)
+        }
+        Body::RegisterOfficer(body) => {
+            approval::validate_register_officer(body).map_err(TransactionError::Malformed)
+        }
+        Body::RevokeOfficer(body) => {
+            approval::validate_revoke_officer(body).map_err(TransactionError::Malformed)
+        }
+        Body::DefineWorkflow(body) => approval::validate_definition(body)
+            .map(|_| ())
+            .map_err(TransactionError::Malformed),
+        Body::OpenCase(body) => {
+            approval::validate_open_case(body).map_err(TransactionError::Malformed)
+        }
+        Body::ActOnCase(body) => {
+            approval::validate_act_on_case(body).map_err(TransactionError::Malformed)
+        }
+        Body::AmendCase(body) => {
+            approval::validate_amend_case(body).map_err(TransactionError::Malformed)
         }
     }
 }
