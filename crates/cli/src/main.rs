@@ -125,6 +125,25 @@ enum Command {
             govchain identity show did:key:z6Mk... --key alice.key"
     )]
     Identity(cmd::identity::IdentityArgs),
+    /// Register and revoke a department's officers (their keys and roles).
+    Officer(cmd::approval::officer::OfficerArgs),
+    /// Define cross-department approval workflows (versioned DAGs of steps).
+    Workflow(cmd::approval::workflow::WorkflowArgs),
+    /// Open cases, act on their steps as an officer, and follow them.
+    #[command(
+        long_about = "Paperless cross-department approvals. A case is an application against             a workflow version; officers registered by their departments approve, reject or             return its ready steps with signed transactions, and the chain refuses             out-of-order steps, wrong departments or roles, revoked officers, second             signatures, closed cases and late actions, each with its reason.",
+        after_help = "A walk through, on a devnet:
+              govchain workflow define restaurant.toml --dir devnet --department commerce \
+                --signing-key devnet/certs/commerce/signing.key
+              govchain officer register --dir devnet --department fire \
+                --signing-key devnet/certs/fire/signing.key --officer <hex> --role inspector
+              govchain case open --workflow open-restaurant --signing-key alice.key --dir devnet
+              govchain case approve <case> --step fire-inspection --signing-key fire-officer.key \
+                --dir devnet --department fire
+              govchain case list --dir devnet --department commerce --waiting commerce
+              govchain case show <case> --dir devnet --department commerce"
+    )]
+    Case(cmd::approval::case::CaseArgs),
     /// Back up a running node, and restore a node's data directory from a backup.
     Admin(cmd::admin::AdminArgs),
     /// Measure committed throughput and latency against the verification ceiling.
@@ -207,6 +226,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Record(args) => cmd::record::run(args, json).await,
         Command::Blob(args) => cmd::blob::run(args, json).await,
         Command::Identity(args) => cmd::identity::run(args, json).await,
+        Command::Officer(args) => cmd::approval::officer::run(args, json).await,
+        Command::Workflow(args) => cmd::approval::workflow::run(args, json).await,
+        Command::Case(args) => cmd::approval::case::run(args, json).await,
         Command::Bench(args) => cmd::bench::run(args, json).await,
         Command::Admin(args) => cmd::admin::run(args, json).await,
     }
