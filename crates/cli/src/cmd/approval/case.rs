@@ -326,6 +326,8 @@ struct CaseStepView {
     approvals_required: u32,
     approvals: Vec<String>,
     ready: String,
+    /// Unix ms; 0 for none.
+    deadline_ms: u64,
     deadline: String,
 }
 
@@ -376,6 +378,7 @@ impl CaseView {
                         .map(|a| hex::encode(&a.officer))
                         .collect(),
                     ready: time_or_dash(step.ready_ms),
+                    deadline_ms: step.deadline_ms,
                     deadline: time_or_dash(step.deadline_ms),
                 })
                 .collect(),
