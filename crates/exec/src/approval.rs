@@ -497,19 +497,12 @@ pub fn case_visible_to(case: &CaseRecord, department: &str) -> bool {
 
 /// Whether a case is open with a ready step of `department`: the case
 /// waits for that department.
-pub fn case_waits_for(
-    case: &CaseRecord,
-    definition: &WorkflowDefinition,
-    department: &str,
-) -> bool {
+pub fn case_waits_for(case: &CaseRecord, department: &str) -> bool {
     case.state == CaseState::Open as i32
         && case
             .steps
             .iter()
-            .zip(&definition.steps)
-            .any(|(step, defined)| {
-                step.state == StepState::Ready as i32 && defined.department == department
-            })
+            .any(|step| step.state == StepState::Ready as i32 && step.department == department)
 }
 
 // ----- execution ------------------------------------------------------------
@@ -781,6 +774,8 @@ fn initial_step(step: &WorkflowStep, now_ms: u64) -> CaseStep {
         },
         approvals: Vec::new(),
         approved_ms: 0,
+        department: step.department.clone(),
+        role: step.role.clone(),
     }
 }
 
@@ -946,6 +941,8 @@ pub(crate) fn act_on_case<S: StateRead>(
         &case.workflow_id,
         case.workflow_version
     )?);
+    // A case's steps are its definition's, in order, from `open_case`;
+    // otherwise state is corrupt, and crashing beats diverging.
     assert_eq!(case.steps.len(), definition.steps.len());
     let Some(position) = definition
         .steps

@@ -227,8 +227,6 @@ impl ApprovalService for ApprovalApi {
         let state = LedgerState(&shared.ledger);
         let wanted_state = request.state;
         let scanned_max = CASES_SCANNED_PER_PAGE_ENTRY.saturating_mul(limit as u64);
-        // A case's definition is read only for the waiting filter, and at
-        // most once per case.
         let keep = |case: &CaseRecord| {
             let visible = match &asker {
                 Asker::Department(department) => case_visible_to(case, department),
@@ -239,12 +237,7 @@ impl ApprovalService for ApprovalApi {
             let of_workflow =
                 request.workflow_id.is_empty() || case.workflow_id == request.workflow_id;
             let waiting = request.waiting_department.is_empty()
-                || read_definition(&state, &case.workflow_id, case.workflow_version)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|definition| {
-                        case_waits_for(case, &definition, &request.waiting_department)
-                    });
+                || case_waits_for(case, &request.waiting_department);
             visible && in_state && of_workflow && waiting
         };
         let (cases, next) =

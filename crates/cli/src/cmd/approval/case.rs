@@ -319,7 +319,6 @@ struct CaseView {
 #[derive(Debug, Serialize)]
 struct CaseStepView {
     step_id: String,
-    /// From the definition, when it is known.
     department: String,
     role: String,
     state: &'static str,
@@ -368,8 +367,8 @@ impl CaseView {
                 .enumerate()
                 .map(|(i, step)| CaseStepView {
                     step_id: step.step_id.clone(),
-                    department: defined(i).map(|d| d.department.clone()).unwrap_or_default(),
-                    role: defined(i).map(|d| d.role.clone()).unwrap_or_default(),
+                    department: step.department.clone(),
+                    role: step.role.clone(),
                     state: step_state_name(step.state),
                     approvals_required: defined(i).map_or(0, |d| d.approvals_required),
                     approvals: step
