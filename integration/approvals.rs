@@ -552,7 +552,138 @@ fn a_restaurant_is_approved_across_departments_and_every_refusal_is_precise() {
     .json();
     assert_eq!(approved["cases"][0]["case_id"], case.as_str());
 
+    returned_then_rejected(&d, citizen, &officers);
     after_the_deadline(&devnet, tmp.path(), citizen, &officers);
+}
+
+/// A second case: fire returns it for more information, officers cannot
+/// act until the citizen amends it, then health rejects it for good.
+fn returned_then_rejected(d: &str, citizen: &str, officers: &Officers) {
+    let plan = format!("floor-plan=bafkrei{}", "b".repeat(52));
+    let case = ok(&[
+        "case",
+        "open",
+        "--workflow",
+        "open-restaurant",
+        "--document",
+        &plan,
+        "--signing-key",
+        citizen,
+        "--dir",
+        d,
+        "--json",
+    ])
+    .json()["case_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let officer_args = |verb: &str, step: &str, key: &str, department: &str, reason: &str| {
+        let mut args = vec![
+            "case".to_owned(),
+            verb.to_owned(),
+            case.clone(),
+            "--step".to_owned(),
+            step.to_owned(),
+            "--signing-key".to_owned(),
+            key.to_owned(),
+            "--dir".to_owned(),
+            d.to_owned(),
+            "--department".to_owned(),
+            department.to_owned(),
+        ];
+        if !reason.is_empty() {
+            args.extend(["--reason".to_owned(), reason.to_owned()]);
+        }
+        args
+    };
+    let fire_a = officers.fire_a.0.as_str();
+    let health = officers.health.0.as_str();
+    // A return without a reason is malformed.
+    refused(
+        &args(&officer_args(
+            "return",
+            "fire-inspection",
+            fire_a,
+            "police",
+            "",
+        )),
+        &["INVALID_ARGUMENT", "reason is empty"],
+    );
+    ok(&args(&officer_args(
+        "return",
+        "fire-inspection",
+        fire_a,
+        "police",
+        "send the evacuation plan",
+    )));
+    let returned = case_json(d, "police", &case);
+    assert_eq!(returned["state"], "returned");
+    assert_eq!(returned["reason"], "send the evacuation plan");
+    refused(
+        &args(&officer_args(
+            "approve",
+            "health-inspection",
+            health,
+            "health",
+            "",
+        )),
+        &[
+            "FAILED_PRECONDITION",
+            "returned to the applicant",
+            "evacuation plan",
+        ],
+    );
+    let evacuation = format!("evacuation-plan=bafkrei{}", "c".repeat(52));
+    ok(&[
+        "case",
+        "amend",
+        &case,
+        "--document",
+        &evacuation,
+        "--signing-key",
+        citizen,
+        "--dir",
+        d,
+    ]);
+    let amended = case_json(d, "police", &case);
+    assert_eq!(amended["state"], "open");
+    assert_eq!(
+        amended["documents"].as_array().unwrap().len(),
+        2,
+        "{amended}"
+    );
+    ok(&args(&officer_args(
+        "approve",
+        "fire-inspection",
+        fire_a,
+        "police",
+        "",
+    )));
+    ok(&args(&officer_args(
+        "reject",
+        "health-inspection",
+        health,
+        "health",
+        "no hand basin in the kitchen",
+    )));
+    let rejected = case_json(d, "health", &case);
+    assert_eq!(rejected["state"], "rejected");
+    assert_eq!(rejected["reason"], "no hand basin in the kitchen");
+    refused(
+        &args(&officer_args(
+            "approve",
+            "fire-inspection",
+            &officers.fire_b.0,
+            "police",
+            "",
+        )),
+        &["is closed (rejected)"],
+    );
+    let text = ok(&["case", "show", &case, "--dir", d, "--department", "health"]).stdout;
+    assert!(
+        text.contains("rejected") && text.contains("no hand basin"),
+        "{text}"
+    );
 }
 
 /// A one-step workflow with a deadline of a few seconds: an approval in
