@@ -131,17 +131,20 @@ enum Command {
     Workflow(cmd::approval::workflow::WorkflowArgs),
     /// Open cases, act on their steps as an officer, and follow them.
     #[command(
-        long_about = "Paperless cross-department approvals. A case is an application against             a workflow version; officers registered by their departments approve, reject or             return its ready steps with signed transactions, and the chain refuses             out-of-order steps, wrong departments or roles, revoked officers, second             signatures, closed cases and late actions, each with its reason.",
-        after_help = "A walk through, on a devnet:
-              govchain workflow define restaurant.toml --dir devnet --department commerce \
-                --signing-key devnet/certs/commerce/signing.key
-              govchain officer register --dir devnet --department fire \
-                --signing-key devnet/certs/fire/signing.key --officer <hex> --role inspector
-              govchain case open --workflow open-restaurant --signing-key alice.key --dir devnet
-              govchain case approve <case> --step fire-inspection --signing-key fire-officer.key \
-                --dir devnet --department fire
-              govchain case list --dir devnet --department commerce --waiting commerce
-              govchain case show <case> --dir devnet --department commerce"
+        long_about = "Paperless cross-department approvals. A case is an application against \
+            a workflow version; officers registered by their departments approve, reject or \
+            return its ready steps with signed transactions, and the chain refuses \
+            out-of-order steps, wrong departments or roles, revoked officers, second \
+            signatures, closed cases and late actions, each with its reason.",
+        after_help = "A walk through (with a devnet, add --dir devnet --department <name>):\n  \
+            govchain workflow define restaurant.toml --signing-key certs/commerce/signing.key\n  \
+            govchain officer register --signing-key certs/fire/signing.key \\\n    \
+            --officer <hex> --role inspector\n  \
+            govchain case open --workflow open-restaurant --signing-key alice.key \\\n    \
+            --document floor-plan=bafkrei...\n  \
+            govchain case approve <case> --step fire-inspection --signing-key fire-officer.key\n  \
+            govchain case list --waiting commerce\n  \
+            govchain case show <case>"
     )]
     Case(cmd::approval::case::CaseArgs),
     /// Back up a running node, and restore a node's data directory from a backup.
