@@ -49,16 +49,19 @@ use crate::transaction::VerifiedTransaction;
 
 /// Most steps in one definition.
 pub const STEPS_MAX: usize = 32;
-/// Most officers one step names (N).
+/// Most officers one step names (N), and most approvals it needs (M).
 pub const STEP_OFFICERS_MAX: usize = 32;
 /// Most documents, or document and attribute names, per case or step.
 pub const DOCUMENTS_MAX: usize = 32;
-/// Most events in one case's history: bounds returns and amendments.
-pub const CASE_EVENTS_MAX: usize = 256;
+/// Most events in one case's history: bounds the record, and so the
+/// returns and amendments of one case.
+pub const CASE_EVENTS_MAX: usize = 2048;
 /// Longest title, reason or CID text.
 pub const TEXT_BYTES_MAX: usize = 256;
 
-const _: () = assert!(STEPS_MAX * STEP_OFFICERS_MAX < CASE_EVENTS_MAX * 8);
+// A case walked straight through (open, every approval, a reject) always
+// fits: only returns and amendments can use up the history.
+const _: () = assert!(1 + STEPS_MAX * STEP_OFFICERS_MAX + 1 < CASE_EVENTS_MAX);
 
 // ----- stateless checks -----------------------------------------------------
 
@@ -170,6 +173,14 @@ fn validate_step(step: &WorkflowStep) -> Result<(), String> {
     if step.approvals_required == 0 {
         return Err(format!("{} must be at least 1", at("approvals_required")));
     }
+    let required = usize::try_from(step.approvals_required).unwrap_or(usize::MAX);
+    if required > STEP_OFFICERS_MAX {
+        return Err(format!(
+            "{} is {}, at most {STEP_OFFICERS_MAX}",
+            at("approvals_required"),
+            step.approvals_required
+        ));
+    }
     if step.officers.len() > STEP_OFFICERS_MAX {
         return Err(format!(
             "{} names {} officers, at most {STEP_OFFICERS_MAX}",
@@ -184,7 +195,6 @@ fn validate_step(step: &WorkflowStep) -> Result<(), String> {
     for officer in &step.officers {
         check_key(&at("officers"), officer)?;
     }
-    let required = usize::try_from(step.approvals_required).unwrap_or(usize::MAX);
     if !step.officers.is_empty() && required > step.officers.len() {
         return Err(format!(
             "{} needs {} approvals (M) but names only {} officers (N); M must be at most N",

@@ -407,6 +407,16 @@ fn zero_approvals_is_malformed() {
 }
 
 #[test]
+fn more_approvals_than_a_step_may_name_is_malformed() {
+    let mut body = restaurant();
+    body.steps[0].approvals_required = STEP_OFFICERS_MAX as u32 + 1;
+    assert!(malformed(Body::DefineWorkflow(body)).contains("is 33, at most 32"));
+    let mut body = restaurant();
+    body.steps[0].approvals_required = STEP_OFFICERS_MAX as u32;
+    assert!(validate_definition(&body).is_ok());
+}
+
+#[test]
 fn an_unspecified_step_kind_is_malformed() {
     let mut body = restaurant();
     body.steps[0].kind = StepKind::Unspecified.into();
@@ -869,6 +879,30 @@ fn a_returned_case_waits_for_the_applicants_amendment() {
         Refusal::FailedPrecondition,
         &["is open, not returned"],
     );
+}
+
+#[test]
+fn a_case_history_is_bounded() {
+    let mut chain = Chain::restaurant();
+    let id = chain.ok(&citizen(), open(1));
+    let give_back = || act(&id, "fire-inspection", CaseAction::Return, "more");
+    // Each round adds a return and an amendment to the opening.
+    let refusal = loop {
+        if let Err(refusal) = chain.run(&fire_inspector_a(), give_back()) {
+            break refusal;
+        }
+        if let Err(refusal) = chain.run(&citizen(), amend(&id)) {
+            break refusal;
+        }
+    };
+    assert!(
+        matches!(&refusal, Refusal::FailedPrecondition(m) if m.contains("2048 events, the most one case keeps")),
+        "{refusal:?}"
+    );
+    let case = chain.case(&id);
+    assert_eq!(case.events.len(), CASE_EVENTS_MAX);
+    // The last return fit; its amendment did not.
+    assert_eq!(case.state, CaseState::Returned as i32);
 }
 
 #[test]
