@@ -973,29 +973,14 @@ pub(crate) fn act_on_case<S: StateRead>(
         context.now_ms
     ));
     refuse_unless!(events_room(&case));
-    let action = CaseAction::try_from(body.action).unwrap_or(CaseAction::Unspecified);
-    match action {
-        CaseAction::Approve => refuse_unless!(approve(
-            &mut case,
-            &definition,
-            position,
-            context,
-            transaction
-        )),
-        CaseAction::Reject => close_or_return(&mut case, CaseState::Rejected, &body.reason),
-        CaseAction::Return => close_or_return(&mut case, CaseState::Returned, &body.reason),
-        CaseAction::Unspecified => {
-            return Ok(Err(Refusal::FailedPrecondition(format!(
-                "unknown case action {}",
-                body.action
-            ))));
-        }
-    }
-    let kind = match action {
-        CaseAction::Approve => "approve",
-        CaseAction::Reject => "reject",
-        _ => "return",
-    };
+    let kind = refuse_unless!(apply_action(
+        &mut case,
+        &definition,
+        position,
+        body,
+        context,
+        transaction
+    ));
     case.events.push(event(
         kind,
         &body.step_id,
@@ -1007,6 +992,36 @@ pub(crate) fn act_on_case<S: StateRead>(
     case.updated_ms = context.now_ms;
     overlay.put(case_key(&id), case.encode_to_vec());
     Ok(Ok(()))
+}
+
+/// Applies an officer's checked action to the case; returns the event's
+/// kind.
+fn apply_action(
+    case: &mut CaseRecord,
+    definition: &WorkflowDefinition,
+    position: usize,
+    body: &ActOnCase,
+    context: &Context<'_>,
+    transaction: &VerifiedTransaction,
+) -> Result<&'static str, Refusal> {
+    match CaseAction::try_from(body.action).unwrap_or(CaseAction::Unspecified) {
+        CaseAction::Approve => {
+            approve(case, definition, position, context, transaction)?;
+            Ok("approve")
+        }
+        CaseAction::Reject => {
+            close_or_return(case, CaseState::Rejected, &body.reason);
+            Ok("reject")
+        }
+        CaseAction::Return => {
+            close_or_return(case, CaseState::Returned, &body.reason);
+            Ok("return")
+        }
+        CaseAction::Unspecified => Err(Refusal::FailedPrecondition(format!(
+            "unknown case action {}",
+            body.action
+        ))),
+    }
 }
 
 fn close_or_return(case: &mut CaseRecord, state: CaseState, reason: &str) {

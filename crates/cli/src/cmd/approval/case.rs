@@ -533,38 +533,44 @@ async fn list(args: ListArgs, json: bool) -> anyhow::Result<()> {
     if json {
         return crate::output::print_json(&view);
     }
-    let mut table = Table::new(&[
-        "case",
-        "workflow",
-        "state",
-        "applicant",
-        "ready steps",
-        "opened",
-    ]);
-    for case in &view.cases {
-        let ready: Vec<&str> = case
-            .steps
-            .iter()
-            .filter(|s| s.state == "ready")
-            .map(|s| s.step_id.as_str())
-            .collect();
-        table.add(vec![
-            case.case_id.clone(),
-            format!("{} v{}", case.workflow_id, case.workflow_version),
-            case.state.to_owned(),
-            case.applicant.clone(),
-            or_dash(&ready.join(", ")),
-            case.opened.clone(),
+    crate::output::print(&view.render())
+}
+
+impl ListView {
+    fn render(&self) -> String {
+        let mut table = Table::new(&[
+            "case",
+            "workflow",
+            "state",
+            "applicant",
+            "ready steps",
+            "opened",
         ]);
+        for case in &self.cases {
+            let ready: Vec<&str> = case
+                .steps
+                .iter()
+                .filter(|s| s.state == "ready")
+                .map(|s| s.step_id.as_str())
+                .collect();
+            table.add(vec![
+                case.case_id.clone(),
+                format!("{} v{}", case.workflow_id, case.workflow_version),
+                case.state.to_owned(),
+                case.applicant.clone(),
+                or_dash(&ready.join(", ")),
+                case.opened.clone(),
+            ]);
+        }
+        let mut text = table.render();
+        if !self.next_page_token.is_empty() {
+            text.push_str(&format!(
+                "\nmore: --page-token {} (or --all)",
+                self.next_page_token
+            ));
+        }
+        text
     }
-    let mut text = table.render();
-    if !view.next_page_token.is_empty() {
-        text.push_str(&format!(
-            "\nmore: --page-token {} (or --all)",
-            view.next_page_token
-        ));
-    }
-    crate::output::print(&text)
 }
 
 #[cfg(test)]
