@@ -684,6 +684,52 @@ fn returned_then_rejected(d: &str, citizen: &str, officers: &Officers) {
         text.contains("rejected") && text.contains("no hand basin"),
         "{text}"
     );
+
+    // Police sees both restaurant cases, a page at a time.
+    let page = |token: &str, all: bool| {
+        let mut list = vec![
+            "case",
+            "list",
+            "--dir",
+            d,
+            "--department",
+            "police",
+            "--page-size",
+            "1",
+            "--json",
+        ];
+        if !token.is_empty() {
+            list.extend(["--page-token", token]);
+        }
+        if all {
+            list.push("--all");
+        }
+        ok(&list).json()
+    };
+    let first = page("", false);
+    assert_eq!(first["cases"].as_array().unwrap().len(), 1, "{first}");
+    let token = first["next_page_token"].as_str().unwrap().to_owned();
+    assert!(!token.is_empty(), "{first}");
+    let second = page(&token, false);
+    assert_eq!(second["cases"][0]["case_id"], case.as_str(), "{second}");
+    assert_eq!(second["next_page_token"], "", "{second}");
+    let all = page("", true);
+    assert_eq!(all["cases"].as_array().unwrap().len(), 2, "{all}");
+    assert_eq!(all["cases"][0]["state"], "approved");
+    assert_eq!(all["cases"][1]["state"], "rejected");
+    refused(
+        &[
+            "case",
+            "list",
+            "--dir",
+            d,
+            "--department",
+            "police",
+            "--page-token",
+            "x",
+        ],
+        &["INVALID_ARGUMENT", "next_page_token"],
+    );
 }
 
 /// A one-step workflow with a deadline of a few seconds: an approval in
