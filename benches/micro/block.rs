@@ -169,6 +169,27 @@ impl AppendFixture {
         // The state tree grows with the state, as on a node; its update is
         // execution's cost (see `state_tree`), its nodes are the append's.
         let tree = update_tree(&LedgerTree(ledger), &writes).expect("tree update");
+        // Listing keys as a node writes for anchors (`node::queries`): the
+        // signer's (spread like keys), the dataset's and block time's
+        // (clustered at the end of their listings).
+        let position = |index: usize| {
+            [
+                height.to_be_bytes().as_slice(),
+                &(index as u32).to_be_bytes(),
+            ]
+            .concat()
+        };
+        let query_keys: Vec<Vec<u8>> = transactions
+            .iter()
+            .enumerate()
+            .flat_map(|(index, (id, _))| {
+                [
+                    [&[1u8][..], id.as_bytes(), &position(index)].concat(),
+                    [&[2u8][..], b"\0\0\0\x0cbench/record", &position(index)].concat(),
+                    [&[5u8][..], &height.to_be_bytes(), &position(index)].concat(),
+                ]
+            })
+            .collect();
         let block = AppendBlock {
             height,
             hash: DomainHasher::new("bench/block").u64(height).finish(),
@@ -179,6 +200,7 @@ impl AppendFixture {
             transactions: &transactions,
             writes: &writes,
             tree_writes: &tree.writes,
+            query_keys: &query_keys,
         };
         let start = Instant::now();
         ledger.append(&block).expect("append");

@@ -4,21 +4,23 @@
 
 use std::path::PathBuf;
 
-const PROTOS: [&str; 6] = [
+const PROTOS: [&str; 7] = [
     "govchain/types/v1/types.proto",
     "govchain/node/v1/node.proto",
     "govchain/consensus/v1/consensus.proto",
     "govchain/blob/v1/blob.proto",
     "govchain/identity/v1/identity.proto",
     "govchain/admin/v1/admin.proto",
+    "govchain/approval/v1/approval.proto",
 ];
-const PACKAGES: [(&str, &str); 6] = [
+const PACKAGES: [(&str, &str); 7] = [
     (".govchain.types.v1", "crate::types::v1"),
     (".govchain.node.v1", "crate::node::v1"),
     (".govchain.consensus.v1", "crate::consensus::v1"),
     (".govchain.blob.v1", "crate::blob::v1"),
     (".govchain.identity.v1", "crate::identity::v1"),
     (".govchain.admin.v1", "crate::admin::v1"),
+    (".govchain.approval.v1", "crate::approval::v1"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -132,6 +132,28 @@ enum Command {
         after_help = INGEST_EXAMPLE
     )]
     Ingest(cmd::ingest::IngestArgs),
+    /// Register and revoke a department's officers (their keys and roles).
+    Officer(cmd::approval::officer::OfficerArgs),
+    /// Define cross-department approval workflows (versioned DAGs of steps).
+    Workflow(cmd::approval::workflow::WorkflowArgs),
+    /// Open cases, act on their steps as an officer, and follow them.
+    #[command(
+        long_about = "Paperless cross-department approvals. A case is an application against \
+            a workflow version; officers registered by their departments approve, reject or \
+            return its ready steps with signed transactions, and the chain refuses \
+            out-of-order steps, wrong departments or roles, revoked officers, second \
+            signatures, closed cases and late actions, each with its reason.",
+        after_help = "A walk through (with a devnet, add --dir devnet --department <name>):\n  \
+            govchain workflow define restaurant.toml --signing-key certs/commerce/signing.key\n  \
+            govchain officer register --signing-key certs/fire/signing.key \\\n    \
+            --officer <hex> --role inspector\n  \
+            govchain case open --workflow open-restaurant --signing-key alice.key \\\n    \
+            --document floor-plan=bafkrei...\n  \
+            govchain case approve <case> --step fire-inspection --signing-key fire-officer.key\n  \
+            govchain case list --waiting commerce\n  \
+            govchain case show <case>"
+    )]
+    Case(cmd::approval::case::CaseArgs),
     /// Back up a running node, and restore a node's data directory from a backup.
     Admin(cmd::admin::AdminArgs),
     /// Measure committed throughput and latency against the verification ceiling.
@@ -249,6 +271,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Blob(args) => cmd::blob::run(args, json).await,
         Command::Identity(args) => cmd::identity::run(args, json).await,
         Command::Ingest(args) => cmd::ingest::run(args, json).await,
+        Command::Officer(args) => cmd::approval::officer::run(args, json).await,
+        Command::Workflow(args) => cmd::approval::workflow::run(args, json).await,
+        Command::Case(args) => cmd::approval::case::run(args, json).await,
         Command::Bench(args) => cmd::bench::run(args, json).await,
         Command::Admin(args) => cmd::admin::run(args, json).await,
     }

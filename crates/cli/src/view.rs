@@ -134,6 +134,54 @@ pub enum BodyView {
         consent_id: String,
         purpose: String,
     },
+    RegisterOfficer {
+        officer: String,
+        role: String,
+    },
+    RevokeOfficer {
+        officer: String,
+        reason: String,
+    },
+    DefineWorkflow {
+        workflow_id: String,
+        title: String,
+        steps: Vec<String>,
+    },
+    OpenCase {
+        workflow_id: String,
+        workflow_version: u64,
+        /// `name=cid` pairs.
+        documents: Vec<String>,
+    },
+    ActOnCase {
+        case_id: String,
+        step_id: String,
+        action: String,
+        reason: String,
+    },
+    AmendCase {
+        case_id: String,
+        documents: Vec<String>,
+    },
+}
+
+/// `name=cid` for each document.
+fn document_pairs(documents: &[govchain_proto::types::v1::CaseDocument]) -> Vec<String> {
+    documents
+        .iter()
+        .map(|d| format!("{}={}", d.name, d.cid))
+        .collect()
+}
+
+/// `approve`, `reject`, `return` or `unspecified`.
+pub fn action_name(action: i32) -> &'static str {
+    use govchain_proto::types::v1::CaseAction;
+    match CaseAction::try_from(action) {
+        Ok(CaseAction::Approve) => "approve",
+        Ok(CaseAction::Reject) => "reject",
+        Ok(CaseAction::Return) => "return",
+        _ => "unspecified",
+    }
 }
 
 /// A citizen key as its did:key, or hex if it is not a valid key.
@@ -181,6 +229,34 @@ impl BodyView {
                 attribute: a.attribute.clone(),
                 consent_id: hex::encode(&a.consent_id),
                 purpose: a.purpose.clone(),
+            },
+            Body::RegisterOfficer(r) => Self::RegisterOfficer {
+                officer: hex::encode(&r.officer),
+                role: r.role.clone(),
+            },
+            Body::RevokeOfficer(r) => Self::RevokeOfficer {
+                officer: hex::encode(&r.officer),
+                reason: r.reason.clone(),
+            },
+            Body::DefineWorkflow(d) => Self::DefineWorkflow {
+                workflow_id: d.workflow_id.clone(),
+                title: d.title.clone(),
+                steps: d.steps.iter().map(|s| s.step_id.clone()).collect(),
+            },
+            Body::OpenCase(o) => Self::OpenCase {
+                workflow_id: o.workflow_id.clone(),
+                workflow_version: o.workflow_version,
+                documents: document_pairs(&o.documents),
+            },
+            Body::ActOnCase(a) => Self::ActOnCase {
+                case_id: hex::encode(&a.case_id),
+                step_id: a.step_id.clone(),
+                action: action_name(a.action).to_owned(),
+                reason: a.reason.clone(),
+            },
+            Body::AmendCase(a) => Self::AmendCase {
+                case_id: hex::encode(&a.case_id),
+                documents: document_pairs(&a.documents),
             },
         }
     }
@@ -263,6 +339,52 @@ impl BodyView {
                 ("attribute", attribute.clone()),
                 ("consent id", consent_id.clone()),
                 ("purpose", purpose.clone()),
+            ],
+            Self::RegisterOfficer { officer, role } => vec![
+                ("kind", "register officer".to_owned()),
+                ("officer", officer.clone()),
+                ("role", role.clone()),
+            ],
+            Self::RevokeOfficer { officer, reason } => vec![
+                ("kind", "revoke officer".to_owned()),
+                ("officer", officer.clone()),
+                ("reason", or_dash(reason)),
+            ],
+            Self::DefineWorkflow {
+                workflow_id,
+                title,
+                steps,
+            } => vec![
+                ("kind", "define workflow".to_owned()),
+                ("workflow", workflow_id.clone()),
+                ("title", or_dash(title)),
+                ("steps", steps.join(", ")),
+            ],
+            Self::OpenCase {
+                workflow_id,
+                workflow_version,
+                documents,
+            } => vec![
+                ("kind", "open case".to_owned()),
+                ("workflow", format!("{workflow_id} v{workflow_version}")),
+                ("documents", or_dash(&documents.join(", "))),
+            ],
+            Self::ActOnCase {
+                case_id,
+                step_id,
+                action,
+                reason,
+            } => vec![
+                ("kind", "act on case".to_owned()),
+                ("case", case_id.clone()),
+                ("step", step_id.clone()),
+                ("action", action.clone()),
+                ("reason", or_dash(reason)),
+            ],
+            Self::AmendCase { case_id, documents } => vec![
+                ("kind", "amend case".to_owned()),
+                ("case", case_id.clone()),
+                ("documents", documents.join(", ")),
             ],
         }
     }

@@ -8,6 +8,7 @@ use govchain_proto::types::v1::{
 };
 use prost::Message as _;
 
+use crate::approval;
 use crate::identity::{self, Context, Department, Departments, Outcome, Refusal};
 use crate::state::{StateError, StateRead, nonce_key};
 use crate::transaction::VerifiedTransaction;
@@ -107,6 +108,16 @@ fn apply<S: StateRead>(
         Body::GrantConsent(body) => identity::grant_consent(overlay, context, transaction, body),
         Body::RevokeConsent(body) => identity::revoke_consent(overlay, context, transaction, body),
         Body::RecordAccess(body) => identity::record_access(overlay, context, transaction, body),
+        Body::RegisterOfficer(body) => {
+            approval::register_officer(overlay, context, transaction, body)
+        }
+        Body::RevokeOfficer(body) => approval::revoke_officer(overlay, context, transaction, body),
+        Body::DefineWorkflow(body) => {
+            approval::define_workflow(overlay, context, transaction, body)
+        }
+        Body::OpenCase(body) => approval::open_case(overlay, context, transaction, body),
+        Body::ActOnCase(body) => approval::act_on_case(overlay, context, transaction, body),
+        Body::AmendCase(body) => approval::amend_case(overlay, context, transaction, body),
     }
 }
 

@@ -11,7 +11,10 @@
 mod batch;
 mod block;
 mod execute;
+// `refuse_unless!` is shared with `approval`, declared after it.
+#[macro_use]
 pub mod identity;
+pub mod approval;
 mod state;
 pub mod state_tree;
 mod transaction;

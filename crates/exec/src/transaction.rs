@@ -2,7 +2,7 @@ use bytes::Bytes;
 use govchain_crypto::{Digest, DomainHasher, KeyError, PublicKey, Signature};
 use govchain_proto::types::v1::{Transaction, TransactionEnvelope, transaction::Body};
 
-use crate::identity;
+use crate::{approval, identity};
 use prost::Message as _;
 
 const DOMAIN_TRANSACTION: &str = "govchain/tx/v1";
@@ -63,7 +63,7 @@ pub struct VerifiedTransaction {
 
 /// Every transaction kind, by its body's field name in `Transaction`, as
 /// clients name them (event filters, the CLI).
-pub const TRANSACTION_KINDS: [&str; 8] = [
+pub const TRANSACTION_KINDS: [&str; 14] = [
     "anchor_record",
     "create_identity",
     "declare_attribute",
@@ -72,6 +72,12 @@ pub const TRANSACTION_KINDS: [&str; 8] = [
     "grant_consent",
     "revoke_consent",
     "record_access",
+    "register_officer",
+    "revoke_officer",
+    "define_workflow",
+    "open_case",
+    "act_on_case",
+    "amend_case",
 ];
 
 /// `body`'s kind: its field name in `Transaction` (one of
@@ -86,6 +92,12 @@ pub fn body_kind(body: &Body) -> &'static str {
         Body::GrantConsent(_) => "grant_consent",
         Body::RevokeConsent(_) => "revoke_consent",
         Body::RecordAccess(_) => "record_access",
+        Body::RegisterOfficer(_) => "register_officer",
+        Body::RevokeOfficer(_) => "revoke_officer",
+        Body::DefineWorkflow(_) => "define_workflow",
+        Body::OpenCase(_) => "open_case",
+        Body::ActOnCase(_) => "act_on_case",
+        Body::AmendCase(_) => "amend_case",
     }
 }
 
@@ -271,6 +283,24 @@ fn validate_body(body: &Body) -> Result<(), TransactionError> {
             attribute_name("record_access.attribute", &access.attribute)?;
             fixed_len("record_access.consent_id", &access.consent_id, Digest::LEN)?;
             text("record_access.purpose", &access.purpose, true)
+        }
+        Body::RegisterOfficer(body) => {
+            approval::validate_register_officer(body).map_err(TransactionError::Malformed)
+        }
+        Body::RevokeOfficer(body) => {
+            approval::validate_revoke_officer(body).map_err(TransactionError::Malformed)
+        }
+        Body::DefineWorkflow(body) => approval::validate_definition(body)
+            .map(|_| ())
+            .map_err(TransactionError::Malformed),
+        Body::OpenCase(body) => {
+            approval::validate_open_case(body).map_err(TransactionError::Malformed)
+        }
+        Body::ActOnCase(body) => {
+            approval::validate_act_on_case(body).map_err(TransactionError::Malformed)
+        }
+        Body::AmendCase(body) => {
+            approval::validate_amend_case(body).map_err(TransactionError::Malformed)
         }
     }
 }
@@ -512,6 +542,12 @@ mod kind_tests {
             Body::GrantConsent(GrantConsent::default()),
             Body::RevokeConsent(RevokeConsent::default()),
             Body::RecordAccess(RecordAccess::default()),
+            Body::RegisterOfficer(RegisterOfficer::default()),
+            Body::RevokeOfficer(RevokeOfficer::default()),
+            Body::DefineWorkflow(DefineWorkflow::default()),
+            Body::OpenCase(OpenCase::default()),
+            Body::ActOnCase(ActOnCase::default()),
+            Body::AmendCase(AmendCase::default()),
         ];
         let kinds: Vec<&str> = bodies.iter().map(body_kind).collect();
         assert_eq!(kinds, TRANSACTION_KINDS);

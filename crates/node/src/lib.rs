@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod approval;
 mod audit;
 pub mod backup;
 mod blobs;
@@ -44,6 +45,7 @@ use govchain_crypto::PublicKey;
 use govchain_ledger::Ledger;
 use govchain_pbft::{Config, Event, Replica, ValidatorSet};
 use govchain_proto::admin::v1::admin_service_server::AdminServiceServer;
+use govchain_proto::approval::v1::approval_service_server::ApprovalServiceServer;
 use govchain_proto::blob::v1::blob_service_server::BlobServiceServer;
 use govchain_proto::consensus::v1::consensus_service_server::ConsensusServiceServer;
 use govchain_proto::identity::v1::identity_service_server::IdentityServiceServer;
@@ -68,6 +70,7 @@ pub use supervise::FatalError;
 pub use wire::{certificate_from_wire, certificate_to_wire};
 
 use crate::admission::Admission;
+use crate::approval::ApprovalApi;
 use crate::blobs::{BLOB_MESSAGE_BYTES_MAX, BlobApi, Blobs};
 use crate::driver::{DRIVER_EVENTS_MAX, Driver, DriverEvent, TICK_INTERVAL};
 use crate::identity::IdentityApi;
@@ -266,6 +269,9 @@ pub async fn run(
         .set_serving::<IdentityServiceServer<IdentityApi>>()
         .await;
     health_reporter
+        .set_serving::<ApprovalServiceServer<ApprovalApi>>()
+        .await;
+    health_reporter
         .set_serving::<AdminServiceServer<backup::AdminApi>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -301,6 +307,7 @@ pub async fn run(
         shared: shared.clone(),
     };
     let identity_api = IdentityApi::new(node_api.clone());
+    let approval_api = ApprovalApi::new(node_api.clone());
     let admin_api = backup::AdminApi::new(shared.clone(), settings.data_dir.clone());
     if settings.blobs.gc_interval_secs > 0 {
         tasks.push(fatal.spawn_task(
@@ -358,6 +365,11 @@ pub async fn run(
             IdentityServiceServer::new(identity_api)
                 .max_decoding_message_size(identity_request_bytes_max(&genesis))
                 .max_encoding_message_size(BLOB_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            ApprovalServiceServer::new(approval_api)
+                .max_decoding_message_size(identity_request_bytes_max(&genesis))
+                .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
         )
         .add_service(
             AdminServiceServer::new(admin_api)

@@ -54,6 +54,12 @@ pub mod admin {
     }
 }
 
+pub mod approval {
+    pub mod v1 {
+        package!("govchain.approval.v1.rs");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every govchain service, for gRPC
 /// reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each has an `XArgs` clap struct and a `run`.
 
 pub mod admin;
+pub mod approval;
 pub mod bench;
 pub mod blob;
 pub mod block;

@@ -26,7 +26,9 @@ const RECONNECT_WAIT: Duration = Duration::from_secs(1);
 pub struct FollowArgs {
     /// Only transactions of this kind (repeatable): anchor_record,
     /// create_identity, declare_attribute, attest_attribute,
-    /// revoke_attestation, grant_consent, revoke_consent, record_access.
+    /// revoke_attestation, grant_consent, revoke_consent, record_access,
+    /// register_officer, revoke_officer, define_workflow, open_case,
+    /// act_on_case, amend_case.
     #[arg(long = "kind", value_name = "KIND")]
     kinds: Vec<String>,
     /// Only anchors in this dataset (repeatable); a name ending in "/" is a

@@ -52,6 +52,10 @@ pub const REQUEST_TIME_SKEW_MS_MAX: u64 = 5 * 60 * 1000;
 pub enum CitizenRead {
     GetIdentity,
     ListAccesses,
+    /// `ApprovalService.GetCase`: the applicant reads its case.
+    GetCase,
+    /// `ApprovalService.ListCases`: the applicant lists its cases.
+    ListCases,
 }
 
 impl CitizenRead {
@@ -60,6 +64,8 @@ impl CitizenRead {
         match self {
             CitizenRead::GetIdentity => "GetIdentity",
             CitizenRead::ListAccesses => "ListAccesses",
+            CitizenRead::GetCase => "GetCase",
+            CitizenRead::ListCases => "ListCases",
         }
     }
 }

@@ -189,17 +189,17 @@ enum IdentityCommand {
 /// `--wait` is the default for identity commands; `--no-wait` returns once
 /// the node admitted the transaction.
 #[derive(Debug, Clone, Args)]
-struct CommitArgs {
+pub(crate) struct CommitArgs {
     /// Wait until the transaction is committed (the default).
     #[arg(long, overrides_with = "no_wait")]
-    wait: bool,
+    pub(crate) wait: bool,
     /// Return as soon as the node admitted the transaction; follow it with
     /// `govchain tx get`.
     #[arg(long, overrides_with = "wait")]
-    no_wait: bool,
+    pub(crate) no_wait: bool,
     /// How long to wait for the commit, e.g. 30s, 2m.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -393,7 +393,7 @@ pub fn parse_expiry(text: &str) -> Result<Expiry, String> {
     parse_validity(text).map(|validity| Expiry(Some(validity)))
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| {
@@ -432,16 +432,21 @@ fn guess_media_type(path: &Path) -> &'static str {
 // ----- talking to the node --------------------------------------------------
 
 /// A connection to one node, with what every transaction needs from it.
-struct Session {
+pub(crate) struct Session {
     node: NodeServiceClient<Channel>,
     identity: IdentityServiceClient<Channel>,
-    chain_id: String,
+    /// The connection, for the clients of other services.
+    pub(crate) channel: Channel,
+    pub(crate) chain_id: String,
     /// The node's department.
-    department: String,
+    pub(crate) department: String,
 }
 
 impl Session {
-    async fn open(connect: &ConnectArgs, request_timeout: Duration) -> anyhow::Result<Self> {
+    pub(crate) async fn open(
+        connect: &ConnectArgs,
+        request_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let target = connect.target()?;
         let channel = client::channel(&target, Some(request_timeout)).await?;
         let mut node = NodeServiceClient::new(channel.clone());
@@ -456,7 +461,8 @@ impl Session {
         );
         Ok(Self {
             node,
-            identity: client::identity_client(channel),
+            identity: client::identity_client(channel.clone()),
+            channel,
             chain_id: status.chain_id,
             department: status.node,
         })
@@ -480,7 +486,7 @@ impl Session {
 
     /// Signs and submits `body`, then (unless `--no-wait`) waits for the
     /// commit. A committed failure is a negative answer naming `what`.
-    async fn submit(
+    pub(crate) async fn submit(
         &mut self,
         key: &SigningKey,
         body: Body,
@@ -551,7 +557,7 @@ impl Session {
 
     /// The request time and the citizen's signature of a read request, or
     /// `(0, [])` to ask as the department.
-    fn citizen_signature(
+    pub(crate) fn citizen_signature(
         &self,
         read: CitizenRead,
         citizen: &PublicKey,
@@ -598,10 +604,10 @@ fn identity_error(status: Status, citizen: &PublicKey) -> anyhow::Error {
 
 /// A submitted transaction and, after the wait, its committed view.
 #[derive(Debug, Serialize)]
-struct Submitted {
+pub(crate) struct Submitted {
     #[serde(serialize_with = "serialize_hex")]
-    id: Digest,
-    committed: Option<TransactionView>,
+    pub(crate) id: Digest,
+    pub(crate) committed: Option<TransactionView>,
 }
 
 fn serialize_hex<S: serde::Serializer>(id: &Digest, serializer: S) -> Result<S::Ok, S::Error> {
@@ -609,7 +615,7 @@ fn serialize_hex<S: serde::Serializer>(id: &Digest, serializer: S) -> Result<S::
 }
 
 impl Submitted {
-    fn add_to(&self, fields: &mut Fields) {
+    pub(crate) fn add_to(&self, fields: &mut Fields) {
         fields.add("transaction", self.id.to_hex());
         match self.committed.as_ref().and_then(|view| view.block_height) {
             Some(height) => fields.add("block height", height),
@@ -621,7 +627,11 @@ impl Submitted {
     }
 }
 
-fn print_view<T: Serialize>(view: &T, fields: &Fields, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_view<T: Serialize>(
+    view: &T,
+    fields: &Fields,
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
         output::print_json(view)
     } else {
@@ -683,7 +693,7 @@ async fn create(args: CreateArgs, json: bool) -> anyhow::Result<()> {
 }
 
 /// The unary request timeout of every other client command.
-fn client_timeout() -> Duration {
+pub(crate) fn client_timeout() -> Duration {
     Duration::from_secs(15)
 }
 
