@@ -66,6 +66,44 @@ fn devnet_starts_answers_and_stops() {
         out.contains("govchain status --dir"),
         "the summary tells how to query: {out}"
     );
+    // The demo case walks to approved with the commands the summary prints,
+    // as printed: the two inspections, then the licence.
+    let case = out
+        .lines()
+        .find_map(|line| line.strip_prefix("demo case "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the summary shows the demo case: {out}"))
+        .to_owned();
+    let approvals: Vec<Vec<String>> = out
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("govchain case approve "))
+        .map(|rest| {
+            let command = rest.split('#').next().unwrap();
+            std::iter::once("case".to_owned())
+                .chain(std::iter::once("approve".to_owned()))
+                .chain(command.split_whitespace().map(str::to_owned))
+                .collect()
+        })
+        .collect();
+    assert_eq!(approvals.len(), 3, "one approval per step: {out}");
+    for approval in &approvals {
+        let args: Vec<&str> = approval.iter().map(String::as_str).collect();
+        let (ok, _, err) = govchain(&args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let (ok, shown, err) = govchain(&[
+        "case",
+        "show",
+        &case,
+        "--dir",
+        d,
+        "--department",
+        "tax",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["state"], "approved", "{shown}");
     // The test's govchain is not on the PATH: the summary says how to put
     // it there, so that the commands after it run as printed.
     let bin_dir = std::path::Path::new(BIN)

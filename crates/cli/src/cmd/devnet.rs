@@ -166,7 +166,17 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         Err(err) => eprintln!("warning: demo transactions failed: {err:#}"),
     }
     let demo_citizen = demo_identity(&dir, &file).await;
-    print_summary(&dir, &file, args.detach, demo_citizen.as_ref());
+    let demo_case = match &demo_citizen {
+        Some(citizen) => demo_case(&dir, &file, &citizen.key_file).await,
+        None => None,
+    };
+    print_summary(
+        &dir,
+        &file,
+        args.detach,
+        demo_citizen.as_ref(),
+        demo_case.as_ref(),
+    );
     if args.detach {
         return Ok(());
     }
@@ -527,6 +537,55 @@ async fn demo_identity(dir: &Path, file: &DevnetFile) -> Option<crate::cmd::iden
     }
 }
 
+/// The departments that inspect, check fire safety and license in the
+/// demo case (the devnet has no fire or commerce department).
+const DEMO_CASE_DEPARTMENTS: [&str; 3] = ["health", "police", "tax"];
+
+/// On a fresh devnet that has those departments, the "open a restaurant"
+/// workflow, an officer per step and a case the demo citizen opened.
+async fn demo_case(
+    dir: &Path,
+    file: &DevnetFile,
+    citizen_key: &Path,
+) -> Option<crate::cmd::approval::demo::DemoCase> {
+    let has = |name: &str| file.nodes.iter().any(|node| node.name == name);
+    if !DEMO_CASE_DEPARTMENTS.iter().all(|name| has(name)) {
+        return None;
+    }
+    match crate::cmd::approval::demo::demo_case(dir, citizen_key, DEMO_CASE_DEPARTMENTS).await {
+        Ok(case) => case,
+        Err(err) => {
+            eprintln!("warning: the demo case could not be set up: {err:#}");
+            None
+        }
+    }
+}
+
+fn print_demo_case(dir: &Path, case: &crate::cmd::approval::demo::DemoCase) {
+    let d = dir.display();
+    println!();
+    println!(
+        "demo case {} (workflow {}: two inspections in parallel, then the licence); walk it to approved:",
+        case.case_id,
+        case.workflow_file.display()
+    );
+    for officer in &case.officers {
+        println!(
+            "  govchain case approve {} --step {} --signing-key {} --dir {d} --department {}   # {}'s {}",
+            case.case_id,
+            officer.step,
+            officer.key_file.display(),
+            officer.department,
+            officer.department,
+            officer.role
+        );
+    }
+    println!(
+        "  govchain case show {} --dir {d} --department {}",
+        case.case_id, case.officers[0].department
+    );
+}
+
 fn print_demo_citizen(dir: &Path, citizen: &crate::cmd::identity::DemoCitizen) {
     let d = dir.display();
     println!();
@@ -556,6 +615,7 @@ fn print_summary(
     file: &DevnetFile,
     detach: bool,
     demo_citizen: Option<&crate::cmd::identity::DemoCitizen>,
+    demo_case: Option<&crate::cmd::approval::demo::DemoCase>,
 ) {
     let d = dir.display();
     println!(
@@ -599,6 +659,9 @@ fn print_summary(
     );
     if let Some(citizen) = demo_citizen {
         print_demo_citizen(dir, citizen);
+    }
+    if let Some(case) = demo_case {
+        print_demo_case(dir, case);
     }
     println!();
     if detach {

@@ -16,6 +16,7 @@ use crate::cmd::identity::{CommitArgs, Session, Submitted, client_timeout};
 use crate::cmd::keys::load_signing_key;
 
 pub mod case;
+pub mod demo;
 pub mod officer;
 pub mod workflow;
 
