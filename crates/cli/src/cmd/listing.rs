@@ -19,10 +19,10 @@ const PAGES_MAX: usize = 10_000;
 #[derive(Debug, Args)]
 pub struct PageArgs {
     /// Entries per page (at most 1,000; default 100).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     page_size: u32,
     /// The next_page_token a previous page printed.
-    #[arg(long, value_name = "TOKEN", default_value = "")]
+    #[arg(long, value_name = "TOKEN", default_value = "", hide_default_value = true)]
     page_token: String,
     /// Read every page, not just one.
     #[arg(long)]
