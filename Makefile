@@ -19,14 +19,15 @@ test: fmt-check lint check-deps proto-lint python-deps
 	GOVCHAIN_PYTHON_VENV=$(abspath $(PYTHON_VENV)) $(CARGO) test --workspace --all-targets
 	$(MAKE) fuzz-ci
 
-## The Python packages of the generated-client test (integration/python/)
-## and of the Helm chart's render test (helm/govchain/tests/), in a
-## virtualenv; re-installed when the pins change.
+## The Python packages of the generated-client tests (integration/python/,
+## clients/python/: the govchain-client package, its runtime packages and
+## setuptools to build it offline) and of the Helm chart's render test
+## (helm/govchain/tests/), in a virtualenv; re-installed when the pins change.
 PYTHON ?= python3
 PYTHON_VENV ?= target/python-venv
 python-deps: $(PYTHON_VENV)/.installed
 
-PYTHON_REQUIREMENTS = integration/python/requirements.txt helm/govchain/tests/requirements.txt
+PYTHON_REQUIREMENTS = integration/python/requirements.txt clients/python/requirements.txt helm/govchain/tests/requirements.txt
 $(PYTHON_VENV)/.installed: $(PYTHON_REQUIREMENTS)
 	$(PYTHON) -m venv $(PYTHON_VENV)
 	$(PYTHON_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(PYTHON_REQUIREMENTS))
