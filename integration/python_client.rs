@@ -10,6 +10,11 @@
 //! test` runs first) creates it in `target/python-venv`;
 //! `GOVCHAIN_PYTHON_VENV` names another. The test itself talks only to
 //! loopback: the packages are installed before it runs, not by it.
+//!
+//! The second test does the same through the `govchain-client` package
+//! (`clients/python`): it installs the package offline into that virtualenv
+//! (its build generates the stubs from `proto/`), runs the package's unit
+//! tests, then `clients/python/tests/devnet_flow.py` against a devnet.
 
 #![allow(clippy::unwrap_used)]
 
@@ -29,6 +34,8 @@ const PROTOC_TIMEOUT: Duration = Duration::from_secs(120);
 const DEVNET_START_TIMEOUT: Duration = Duration::from_secs(180);
 const DEVNET_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const FLOW_TIMEOUT: Duration = Duration::from_secs(600);
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
+const UNIT_TESTS_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Generates the Python client from every file in `proto/`.
 fn generate_client(python: &Path, out: &Path, logs: &Path) {
@@ -166,6 +173,99 @@ fn generated_python_client_runs_the_citizen_flow() {
         run.success(),
         "{}\nnode logs:\n{}",
         run.describe("citizen_flow.py", FLOW_TIMEOUT),
+        devnet.node_logs()
+    );
+    assert!(run.output.contains("all steps passed"), "{}", run.output);
+    drop(devnet);
+    eprintln!("done in {:.1?}", started.elapsed());
+}
+
+/// Installs `clients/python` into the virtualenv from the local folder, with
+/// no index: the build and runtime packages come from `make python-deps`.
+fn install_client_package(python: &Path, logs: &Path) {
+    let package = Path::new(REPOSITORY).join("clients/python");
+    let mut command = Command::new(python);
+    command
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--force-reinstall",
+            "--no-deps",
+        ])
+        .arg(&package);
+    let run = run_bounded(command, &logs.join("install.log"), INSTALL_TIMEOUT);
+    assert!(
+        run.success(),
+        "{}",
+        run.describe("pip install clients/python", INSTALL_TIMEOUT)
+    );
+}
+
+/// Runs the package's unit tests against the installed package, with the
+/// transaction id vector as the Rust code path computes it.
+fn run_client_unit_tests(python: &Path, logs: &Path) {
+    let vector = govchain_exec::transaction_id("chain-x", &[7u8; 32], 9, b"payload");
+    let mut command = Command::new(python);
+    command
+        .args(["-m", "unittest", "discover", "-v", "-s"])
+        .arg(Path::new(REPOSITORY).join("clients/python/tests"))
+        // Not the source folder: the tests must import the installed package.
+        .current_dir(logs)
+        .env("GOVCHAIN_TX_ID_VECTOR", vector.to_hex());
+    let run = run_bounded(command, &logs.join("unit.log"), UNIT_TESTS_TIMEOUT);
+    eprintln!("{}", run.output);
+    assert!(
+        run.success(),
+        "{}",
+        run.describe("clients/python unit tests", UNIT_TESTS_TIMEOUT)
+    );
+    assert!(
+        run.output.contains("test_vector_from_rust"),
+        "{}",
+        run.output
+    );
+    assert!(!run.output.contains("skipped"), "{}", run.output);
+}
+
+#[test]
+fn python_client_package_proves_follows_and_reads_error_reasons() {
+    let started = Instant::now();
+    let temporary = tempfile::tempdir().unwrap();
+    let logs = temporary.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+
+    let python = prepare_python(
+        &logs,
+        "import grpc, grpc_tools, grpc_status, google.rpc.error_details_pb2, cryptography, setuptools",
+        "integration/python/requirements.txt and clients/python/requirements.txt",
+    );
+    install_client_package(&python, &logs);
+    run_client_unit_tests(&python, &logs);
+    eprintln!(
+        "package installed and unit-tested in {:.1?}",
+        started.elapsed()
+    );
+
+    let devnet = Devnet::start(temporary.path().join("devnet"), logs.clone());
+    eprintln!("devnet up after {:.1?}", started.elapsed());
+    let script = Path::new(REPOSITORY).join("clients/python/tests/devnet_flow.py");
+    let mut command = Command::new(&python);
+    command
+        .arg(&script)
+        .arg("--devnet")
+        .arg(&devnet.dir)
+        .current_dir(&logs)
+        .env("PYTHONUNBUFFERED", "1");
+    let run = run_bounded(command, &logs.join("package_flow.log"), FLOW_TIMEOUT);
+    eprintln!("{}", run.output);
+    assert!(
+        run.success(),
+        "{}\nnode logs:\n{}",
+        run.describe("devnet_flow.py", FLOW_TIMEOUT),
         devnet.node_logs()
     );
     assert!(run.output.contains("all steps passed"), "{}", run.output);
