@@ -22,7 +22,12 @@ pub struct PageArgs {
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     page_size: u32,
     /// The next_page_token a previous page printed.
-    #[arg(long, value_name = "TOKEN", default_value = "", hide_default_value = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        default_value = "",
+        hide_default_value = true
+    )]
     page_token: String,
     /// Read every page, not just one.
     #[arg(long)]
