@@ -153,6 +153,8 @@ impl Devnet {
             "--base-port",
             "0",
             "--detach",
+            // The test counts cases: none but its own.
+            "--no-demo",
         ]);
         devnet
     }

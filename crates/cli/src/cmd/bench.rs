@@ -299,6 +299,7 @@ async fn start_devnet(
         metrics_base_port: None,
         reset: false,
         detach: false,
+        no_demo: true,
     };
     let file = devnet::prepare(&dir, &args)?;
     file.save(&dir)?;

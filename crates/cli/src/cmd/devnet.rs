@@ -57,6 +57,10 @@ pub struct DevnetArgs {
     /// Start the nodes in the background and return.
     #[arg(long)]
     pub detach: bool,
+    /// Leave the chain empty: no demo records, citizen or approval case
+    /// (for a clean start, or tests that count what is on chain).
+    #[arg(long)]
+    pub no_demo: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,16 +163,21 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         stop_children(&mut children);
         bail!("the devnet did not start");
     }
-    match demo_transactions(&dir, &file).await {
-        Ok(height) => {
-            println!("anchored {DEMO_RECORDS} demo records; the chain is at height {height}\n")
+    let (demo_citizen, demo_case) = if args.no_demo {
+        (None, None)
+    } else {
+        match demo_transactions(&dir, &file).await {
+            Ok(height) => {
+                println!("anchored {DEMO_RECORDS} demo records; the chain is at height {height}\n")
+            }
+            Err(err) => eprintln!("warning: demo transactions failed: {err:#}"),
         }
-        Err(err) => eprintln!("warning: demo transactions failed: {err:#}"),
-    }
-    let demo_citizen = demo_identity(&dir, &file).await;
-    let demo_case = match &demo_citizen {
-        Some(citizen) => demo_case(&dir, &file, &citizen.key_file).await,
-        None => None,
+        let demo_citizen = demo_identity(&dir, &file).await;
+        let demo_case = match &demo_citizen {
+            Some(citizen) => demo_case(&dir, &file, &citizen.key_file).await,
+            None => None,
+        };
+        (demo_citizen, demo_case)
     };
     print_summary(
         &dir,
