@@ -219,6 +219,18 @@ async fn filtered_events_resume_after_a_position_without_gap_or_repeat() {
     );
     let status = health
         .subscribe_transactions(SubscribeTransactionsRequest {
+            after: Some(ChainPosition {
+                height: 0,
+                index: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("height 0"), "{status:?}");
+    let status = health
+        .subscribe_transactions(SubscribeTransactionsRequest {
             filter: Some(TransactionFilter {
                 kinds: vec!["mint_coins".into()],
                 ..Default::default()

@@ -179,6 +179,28 @@ async fn records_have_a_history_and_anchors_list_by_dataset_department_time_and_
     );
     assert_eq!(window[0].transaction_id, history[1].transaction_id);
     assert!(!ids(&window).contains(&versions[2]), "the end is exclusive");
+    // A token that would start before the range is not this listing's.
+    let first_page = health
+        .list_anchors(ListAnchorsRequest {
+            from_time_ms: history[0].block_timestamp_ms,
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first_page.next_page_token.is_empty());
+    let status = health
+        .list_anchors(ListAnchorsRequest {
+            from_time_ms: from,
+            to_time_ms: to,
+            page_token: first_page.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("page_token"), "{status:?}");
 
     // A signer's transactions, whatever their kind, in chain order.
     let signed = health

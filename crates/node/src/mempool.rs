@@ -370,7 +370,7 @@ impl Mempool {
                 }
             }
             let reason = format!(
-                "waited {ttl:.0} s (mempool.parked_ttl_ms) behind a nonce gap: nonce {} of the signer never arrived, so nonce {} could not commit; submit the missing nonces, or this one again with the signer's next nonce",
+                "waited {ttl:.0} s (mempool.parked_ttl_ms) behind a nonce gap: nonce {} of the signer never arrived, so nonce {} could not commit; submit the missing nonces, then this same envelope again (do not sign its payload anew under another nonce: another validator may still hold this one, and both would commit)",
                 missing, transaction.nonce
             );
             self.remember_dropped(*id, reason.into());

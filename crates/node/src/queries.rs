@@ -162,9 +162,17 @@ pub fn list(
             _ => None,
         }
     } else {
-        let token = hex::decode(page_token)
-            .ok()
-            .filter(|t| t.starts_with(&prefix));
+        let token = hex::decode(page_token).ok().filter(|t| {
+            // A whole key of this listing; in a time range, not before it.
+            let in_range = match listing {
+                Listing::Time { from_ms, .. } => t
+                    .get(1..9)
+                    .and_then(|time| time.try_into().ok())
+                    .is_some_and(|time| u64::from_be_bytes(time) >= *from_ms),
+                _ => true,
+            };
+            t.starts_with(&prefix) && t.len() >= prefix.len() + 12 && in_range
+        });
         Some(token.ok_or_else(|| {
             errors::invalid_field(
                 "page_token",

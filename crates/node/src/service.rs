@@ -1093,6 +1093,12 @@ impl NodeService for NodeApi {
                     ),
                 ));
             }
+            Some(after) if after.height == 0 => {
+                return Err(errors::invalid_field(
+                    "after.height",
+                    "height 0 holds no transaction; the first block is 1 (or use from_height)",
+                ));
+            }
             Some(after) => (after.height, after.index.saturating_add(1)),
             None if request.from_height == 0 => (head + 1, 0),
             None => (request.from_height, 0),
