@@ -11,7 +11,7 @@ use std::time::Duration;
 use govchain_crypto::{Digest, SigningKey};
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use govchain_proto::node::v1::*;
-use govchain_proto::types::v1::TransactionEnvelope;
+use govchain_proto::types::v1::{ErrorReason, TransactionEnvelope};
 use support::*;
 use tonic::Code;
 
@@ -72,23 +72,49 @@ async fn a_batch_gives_each_envelope_its_own_result_in_order() {
         .unwrap()
         .into_inner();
     assert_eq!(response.results.len(), 300);
-    let refused = |i: usize, code: Code, fragment: &str| {
+    let refused = |i: usize, code: Code, reason: ErrorReason, fragment: &str| {
         let result = &response.results[i];
         assert_eq!(
             Code::from_i32(result.code),
             code,
             "envelope {i}: {result:?}"
         );
+        assert_eq!(result.reason(), reason, "envelope {i}: {result:?}");
         assert!(
             result.message.contains(fragment),
             "envelope {i}: {result:?}"
         );
     };
-    refused(10, Code::InvalidArgument, "signature");
-    refused(20, Code::InvalidArgument, "another-chain");
-    refused(30, Code::AlreadyExists, "");
-    refused(40, Code::PermissionDenied, "health");
-    refused(50, Code::InvalidArgument, "");
+    refused(
+        10,
+        Code::InvalidArgument,
+        ErrorReason::BadSignature,
+        "signature",
+    );
+    refused(
+        20,
+        Code::InvalidArgument,
+        ErrorReason::WrongChain,
+        "another-chain",
+    );
+    refused(
+        30,
+        Code::AlreadyExists,
+        ErrorReason::DuplicateTransaction,
+        "",
+    );
+    refused(
+        40,
+        Code::PermissionDenied,
+        ErrorReason::PermissionDenied,
+        "health",
+    );
+    refused(
+        50,
+        Code::InvalidArgument,
+        ErrorReason::MalformedTransaction,
+        "",
+    );
     let mut admitted = Vec::new();
     for (i, result) in response.results.iter().enumerate() {
         assert_eq!(
@@ -98,6 +124,7 @@ async fn a_batch_gives_each_envelope_its_own_result_in_order() {
         if ![10, 20, 30, 40, 50].contains(&i) {
             assert_eq!(result.code, 0, "envelope {i}: {result:?}");
             assert!(result.message.is_empty());
+            assert_eq!(result.reason(), ErrorReason::Unspecified);
             admitted.push(result.transaction_id.clone());
         }
     }

@@ -28,6 +28,16 @@ pub fn reason_name(reason: ErrorReason) -> &'static str {
     name.strip_prefix("ERROR_REASON_").unwrap_or(name)
 }
 
+/// The reason `status` carries in its `ErrorInfo`, or its code's when it
+/// carries none (or one of another domain).
+pub fn reason_of(status: &Status) -> ErrorReason {
+    status
+        .get_details_error_info()
+        .filter(|info| info.domain == ERROR_DOMAIN)
+        .and_then(|info| ErrorReason::from_str_name(&format!("ERROR_REASON_{}", info.reason)))
+        .unwrap_or_else(|| reason_for_code(status.code()))
+}
+
 /// An error status being built.
 #[must_use]
 pub struct Failure {
@@ -383,6 +393,18 @@ mod tests {
         assert_eq!(
             status.get_error_details().error_info().unwrap().reason,
             "NONCE_USED"
+        );
+    }
+
+    #[test]
+    fn the_reason_of_a_status_is_read_back_from_its_details() {
+        let status =
+            Failure::new(Code::FailedPrecondition, ErrorReason::NonceUsed, "used").status();
+        assert_eq!(reason_of(&status), ErrorReason::NonceUsed);
+        // No details: the code's reason.
+        assert_eq!(
+            reason_of(&Status::resource_exhausted("full")),
+            ErrorReason::LimitReached
         );
     }
 
