@@ -14,6 +14,7 @@ use govchain_proto::node::v1::*;
 use govchain_proto::types::v1::{ErrorReason, TransactionEnvelope};
 use support::*;
 use tonic::Code;
+use tonic_types::StatusExt as _;
 
 fn key(i: u32) -> SigningKey {
     let mut seed = [7u8; 32];
@@ -216,6 +217,43 @@ async fn a_feed_answers_each_batch_in_order_and_feeds_are_bounded() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("SUBMIT_BATCH_TRANSACTIONS_MAX"));
     wait_committed(&mut client, &ids).await;
+
+    // A message that is not a request, after one that is, ends the feed
+    // with INVALID_ARGUMENT and the same structured details as every other
+    // refusal (in the trailers, after the first answer).
+    let valid = SubmitTransactionStreamRequest {
+        envelopes: anchors(9500, 1),
+    };
+    let mut answers = raw_streaming::<SubmitTransactionStreamResponse>(
+        cluster.channel(0).await,
+        "/govchain.node.v1.NodeService/SubmitTransactionStream",
+        vec![
+            prost::Message::encode_to_vec(&valid),
+            vec![0xff, 0xff, 0xff],
+        ],
+    )
+    .await
+    .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(30), answers.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the valid batch is answered");
+    assert_eq!(first.results[0].code, 0, "{first:?}");
+    let status = tokio::time::timeout(Duration::from_secs(30), answers.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let info = status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("an ErrorInfo");
+    assert_eq!(
+        (info.domain.as_str(), info.reason.as_str()),
+        ("govchain", "INVALID_REQUEST")
+    );
 
     // A department holds at most 8 feeds open on a node.
     let mut open = Vec::new();

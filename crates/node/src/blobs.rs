@@ -363,7 +363,7 @@ where
         .await
         .map_err(|err| internal("blob writer task failed", err))?;
     match (stored, refusal) {
-        (Err(_), Some(refusal)) => Err(refusal),
+        (Err(_), Some(refusal)) => Err(errors::detailed(refusal)),
         (stored, _) => stored,
     }
 }

@@ -790,7 +790,7 @@ impl NodeService for NodeApi {
                     Ok(Ok(Some(request))) => request,
                     Ok(Ok(None)) => return,
                     Ok(Err(status)) => {
-                        let _ = responses.send(Err(status)).await;
+                        let _ = responses.send(Err(errors::detailed(status))).await;
                         return;
                     }
                     Err(_) => {
@@ -1398,7 +1398,7 @@ impl ConsensusService for ConsensusApi {
         let mut stream = request.into_inner();
         let mut accepted = 0u64;
         while let Some(message) = stream.next().await {
-            let message = message?;
+            let message = message.map_err(errors::detailed)?;
             match message.kind {
                 Some(Kind::Consensus(consensus)) => {
                     if consensus.sender_index != peer {
