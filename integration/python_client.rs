@@ -14,7 +14,9 @@
 //! The second test does the same through the `govchain-client` package
 //! (`clients/python`): it installs the package offline into that virtualenv
 //! (its build generates the stubs from `proto/`), runs the package's unit
-//! tests, then `clients/python/tests/devnet_flow.py` against a devnet.
+//! tests, then `clients/python/tests/devnet_flow.py` against a devnet, and
+//! `clients/python/tests/approval_flow.py`: the demo's restaurant case end
+//! to end.
 
 #![allow(clippy::unwrap_used)]
 
@@ -268,6 +270,27 @@ fn python_client_package_proves_follows_and_reads_error_reasons() {
         run.describe("devnet_flow.py", FLOW_TIMEOUT),
         devnet.node_logs()
     );
+    assert!(run.output.contains("all steps passed"), "{}", run.output);
+
+    // The restaurant case, opened, refused out of order, approved step by
+    // step by the demo's officers and proven, through the package.
+    let script = Path::new(REPOSITORY).join("clients/python/tests/approval_flow.py");
+    let mut command = Command::new(&python);
+    command
+        .arg(&script)
+        .arg("--devnet")
+        .arg(&devnet.dir)
+        .current_dir(&logs)
+        .env("PYTHONUNBUFFERED", "1");
+    let run = run_bounded(command, &logs.join("approval_flow.log"), FLOW_TIMEOUT);
+    eprintln!("{}", run.output);
+    assert!(
+        run.success(),
+        "{}\nnode logs:\n{}",
+        run.describe("approval_flow.py", FLOW_TIMEOUT),
+        devnet.node_logs()
+    );
+    assert!(run.output.contains("APPROVED after"), "{}", run.output);
     assert!(run.output.contains("all steps passed"), "{}", run.output);
     drop(devnet);
     eprintln!("done in {:.1?}", started.elapsed());
