@@ -26,15 +26,15 @@ use std::time::{Duration, Instant};
 
 #[path = "support/bounded.rs"]
 mod bounded;
+#[path = "support/detached_devnet.rs"]
+mod detached_devnet;
 
 use bounded::{prepare_python, run_bounded};
+use detached_devnet::Devnet;
 
-const BIN: &str = env!("CARGO_BIN_EXE_govchain");
 const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 const PROTOC_TIMEOUT: Duration = Duration::from_secs(120);
-const DEVNET_START_TIMEOUT: Duration = Duration::from_secs(180);
-const DEVNET_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const FLOW_TIMEOUT: Duration = Duration::from_secs(600);
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
 const UNIT_TESTS_TIMEOUT: Duration = Duration::from_secs(120);
@@ -73,70 +73,6 @@ fn collect_protos(dir: &Path, files: &mut Vec<PathBuf>) {
             collect_protos(&path, files);
         } else if path.extension().is_some_and(|e| e == "proto") {
             files.push(path);
-        }
-    }
-}
-
-/// A detached devnet, stopped when dropped, so that a failed assertion
-/// leaves no nodes running.
-struct Devnet {
-    dir: PathBuf,
-    logs: PathBuf,
-}
-
-impl Devnet {
-    fn start(dir: PathBuf, logs: PathBuf) -> Self {
-        let mut command = Command::new(BIN);
-        command
-            .args([
-                "devnet",
-                "--validators",
-                "4",
-                "--base-port",
-                "0",
-                "--detach",
-            ])
-            .arg("--dir")
-            .arg(&dir);
-        let run = run_bounded(command, &logs.join("devnet.log"), DEVNET_START_TIMEOUT);
-        // Guard first: a start that failed halfway may have left nodes.
-        let devnet = Self { dir, logs };
-        assert!(
-            run.success(),
-            "{}",
-            run.describe("govchain devnet", DEVNET_START_TIMEOUT)
-        );
-        devnet
-    }
-
-    /// The last lines of each node's log, for a failure message.
-    fn node_logs(&self) -> String {
-        let mut text = String::new();
-        for name in ["health", "tax", "police", "civil"] {
-            let log = self.dir.join("nodes").join(name).join("node.log");
-            let content = std::fs::read_to_string(&log).unwrap_or_default();
-            let lines: Vec<&str> = content.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(15)..];
-            text.push_str(&format!("--- {name} ({})\n", log.display()));
-            for line in tail {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-        text
-    }
-}
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        let mut command = Command::new(BIN);
-        command.args(["devnet", "stop", "--dir"]).arg(&self.dir);
-        let run = run_bounded(command, &self.logs.join("stop.log"), DEVNET_STOP_TIMEOUT);
-        if !run.success() {
-            eprintln!(
-                "{}",
-                run.describe("govchain devnet stop", DEVNET_STOP_TIMEOUT)
-            );
         }
     }
 }
