@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 
 import { type ErrorInfo, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
@@ -62,22 +62,40 @@ export class NodeConnection {
   readonly transport: Transport;
   readonly client: Client<typeof NodeService>;
   private readonly session: Http2SessionManager;
+  // Aborted by close(): every call made through `transport` listens to it.
+  private readonly closing = new AbortController();
 
   constructor(session: Http2SessionManager, baseUrl: string) {
     this.session = session;
+    const closing = this.closing.signal;
+    const cancelOnClose: Interceptor = (next) => (request) =>
+      next({ ...request, signal: AbortSignal.any([request.signal, closing]) });
     this.transport = createGrpcTransport({
       baseUrl,
       sessionManager: session,
+      interceptors: [cancelOnClose],
       readMaxBytes: MESSAGE_BYTES_MAX,
       writeMaxBytes: MESSAGE_BYTES_MAX,
     });
     this.client = createClient(NodeService, this.transport);
   }
 
-  /** Ends the connection: every call still on it fails with CANCELED. (A
-   * later call would open a new one.) */
+  /** Whether close() was called. */
+  get closed(): boolean {
+    return this.closing.signal.aborted;
+  }
+
+  /** Ends the connection: every call still on it fails with CANCELED, and
+   * a stream yields nothing more, not even messages it had already
+   * received. */
   close(): void {
+    this.closing.abort(new ConnectError("the connection was closed", Code.Canceled));
     this.session.abort();
+  }
+
+  /** Throws the CANCELED error of close() once it was called. */
+  throwIfClosed(): void {
+    this.closing.signal.throwIfAborted();
   }
 }
 
@@ -180,6 +198,9 @@ export async function* follow(
     try {
       const request = { filter: options.filter, after, fromHeight: options.fromHeight ?? 0n };
       for await (const message of connection.client.subscribeTransactions(request, { signal: stream.signal })) {
+        // What a closed connection had received is not delivered: the
+        // caller closed it to stop this stream (and resumes it here).
+        connection.throwIfClosed();
         const transaction = message.transaction;
         if (transaction === undefined) {
           continue;
