@@ -51,11 +51,7 @@ fn check_prerequisites(logs: &Path) {
         "node_modules/@connectrpc/connect-node/package.json",
     ] {
         let path = package.join(needed);
-        assert!(
-            path.exists(),
-            "{} is missing: {setup}",
-            path.display()
-        );
+        assert!(path.exists(), "{} is missing: {setup}", path.display());
     }
     let mut command = Command::new("node");
     command.arg("--version");
