@@ -9,6 +9,7 @@ export { verifyInclusion } from "./merkle.js";
 export {
   COMMIT_TIMEOUT_MS,
   ERROR_DOMAIN,
+  RECONNECTS_MAX,
   RPC_TIMEOUT_MS,
   connect,
   errorInfo,
@@ -20,6 +21,7 @@ export {
   type ConnectOptions,
   type FollowOptions,
   type Pem,
+  type StreamSource,
 } from "./node.js";
 export {
   ProofError,

@@ -175,7 +175,13 @@ export interface FollowOptions {
   after?: ChainPosition;
   /** Without `after`: the first height to stream from (0: the head on). */
   fromHeight?: bigint;
+  /** The pause before each reconnect; RECONNECT_PAUSE_MS by default. */
+  reconnectPauseMs?: number;
 }
+
+/** What follow() streams from: a NodeConnection, or in tests a client over
+ * another transport. */
+export type StreamSource = Pick<NodeConnection, "client" | "throwIfClosed">;
 
 /**
  * Yields the committed transactions matching `filter`, in chain order, for
@@ -186,7 +192,7 @@ export interface FollowOptions {
  * row that brought nothing new. Leaving the loop cancels the stream.
  */
 export async function* follow(
-  open: () => NodeConnection | Promise<NodeConnection>,
+  open: () => StreamSource | Promise<StreamSource>,
   options: FollowOptions = {},
 ): AsyncGenerator<CommittedTransaction, void, undefined> {
   let after = options.after;
@@ -222,6 +228,6 @@ export async function* follow(
       throw failure ?? new Error(`the stream ended ${reconnects} times in a row`);
     }
     reconnects += 1;
-    await sleep(RECONNECT_PAUSE_MS);
+    await sleep(options.reconnectPauseMs ?? RECONNECT_PAUSE_MS);
   }
 }
