@@ -49,6 +49,7 @@ $(TYPESCRIPT_CLIENT)/node_modules/.installed: $(TYPESCRIPT_CLIENT)/package.json 
 ## The proto's lint (buf STANDARD) and breaking-change check against the
 ## previous commit (wire and JSON compatibility). buf comes from npm
 ## (@bufbuild/buf ships the binary) into target/buf-tools.
+## clients/typescript/package.json pins the same version for its generation.
 BUF_VERSION ?= 1.75.0
 BUF := $(abspath target/buf-tools/node_modules/.bin/buf)
 proto-tools: $(BUF)
