@@ -4,6 +4,7 @@
 // govchain_client.node).
 
 import { setTimeout as sleep } from "node:timers/promises";
+import { createSecureContext } from "node:tls";
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
@@ -101,7 +102,8 @@ export class NodeConnection {
 
 /**
  * Connects over mutual TLS and waits for the handshake; throws a
- * ConnectError (UNAVAILABLE, or DEADLINE_EXCEEDED after readyTimeoutMs).
+ * ConnectError (UNAVAILABLE, or DEADLINE_EXCEEDED after readyTimeoutMs),
+ * or a TypeError when the CA, certificate or key does not load.
  */
 export async function connect(options: ConnectOptions): Promise<NodeConnection> {
   const baseUrl = options.address.includes("://") ? options.address : `https://${options.address}`;
@@ -111,6 +113,13 @@ export async function connect(options: ConnectOptions): Promise<NodeConnection> 
     key: Buffer.from(options.key),
     ...(options.serverName === undefined ? {} : { servername: options.serverName }),
   };
+  try {
+    // Loaded once here so that a bad file is named now, not lost inside
+    // the session manager's connection attempt.
+    createSecureContext(tls);
+  } catch (err) {
+    throw new TypeError(`the CA, client certificate or key does not load: ${String(err)}`, { cause: err });
+  }
   const session = new Http2SessionManager(baseUrl, undefined, tls);
   const timeoutMs = options.readyTimeoutMs ?? RPC_TIMEOUT_MS;
   const deadline = new AbortController();
@@ -125,7 +134,8 @@ export async function connect(options: ConnectOptions): Promise<NodeConnection> 
   }
   if (state === "error") {
     const cause = session.error();
-    throw new ConnectError(`cannot connect to ${baseUrl}: ${String(cause)}`, Code.Unavailable, undefined, undefined, cause);
+    const why = cause instanceof ConnectError ? cause.rawMessage : String(cause);
+    throw new ConnectError(`cannot connect to ${baseUrl}: ${why}`, Code.Unavailable, undefined, undefined, cause);
   }
   return new NodeConnection(session, baseUrl);
 }

@@ -10,7 +10,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 
 import { BadRequestSchema, ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
-import { errorInfo, errorReason } from "../src/node.js";
+import { connect, errorInfo, errorReason } from "../src/node.js";
 
 /** The error a client sees for a status with these details on the wire. */
 function overTheWire(sent: ConnectError): ConnectError {
@@ -51,5 +51,14 @@ describe("errorReason", () => {
     assert.equal(errorReason(plain), undefined);
     assert.equal(errorReason(new Error("not a call")), undefined);
     assert.equal(errorReason(undefined), undefined);
+  });
+});
+
+describe("connect", () => {
+  it("names TLS files that do not load, before dialling", async () => {
+    await assert.rejects(
+      connect({ address: "127.0.0.1:1", ca: "not a PEM", cert: "not a PEM", key: "not a PEM" }),
+      (err: unknown) => err instanceof TypeError && /does not load: .*PEM/.test(err.message),
+    );
   });
 });
