@@ -412,13 +412,11 @@ fn altering_any_byte_of_any_signed_field_proof_step_or_certificate_fails() {
     let mut checked = 0usize;
     for section in 0..4 {
         let (name, transactions) = honest.sections()[section];
-        for number in 0..transactions.len() {
+        for (number, transaction) in transactions.iter().enumerate() {
             let item = format!("{name} {}", number + 1);
-            let field_count = byte_fields(&mut transactions[number].clone()).len();
+            let field_count = byte_fields(&mut transaction.clone()).len();
             for field in 0..field_count {
-                let len = byte_fields(&mut transactions[number].clone())[field]
-                    .1
-                    .len();
+                let len = byte_fields(&mut transaction.clone())[field].1.len();
                 assert!(len > 0, "{item}: field {field} is empty");
                 for at in 0..len {
                     let mut lie = honest.clone();
@@ -446,7 +444,7 @@ fn altering_any_byte_of_any_signed_field_proof_step_or_certificate_fails() {
                 }
             }
             // Each commit signature's validator index, and the chain id.
-            let signatures = transactions[number].proof.certificate.signatures.len();
+            let signatures = transaction.proof.certificate.signatures.len();
             for s in 0..signatures {
                 for byte in 0..4 {
                     let mut lie = honest.clone();

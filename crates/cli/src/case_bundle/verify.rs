@@ -106,7 +106,7 @@ pub fn verify_bundle(
     })?;
     let claimed = CaseRecord::decode(bundle.case.as_slice())
         .map_err(|err| BundleError::ClaimedCase(err.to_string()))?;
-    let mut proven = prove_all(bundle, genesis)?;
+    let (mut proven, quorum) = prove_all(bundle, genesis)?;
     // Chain order: the order the validators executed them in.
     proven.sort_by_key(|p| (p.height, p.index));
     let replayed = replay(genesis, &proven, &case_id)?;
@@ -121,15 +121,14 @@ pub fn verify_bundle(
         case: replayed,
         transactions: proven.len(),
         blocks: blocks.len(),
-        quorum: govchain_node::validator_set(genesis)
-            .map_err(|err| BundleError::Genesis(err.to_string()))?
-            .quorum(),
+        quorum,
     })
 }
 
 /// Every transaction of every section proven against genesis, each named
-/// as its section's item ("action 3 (approve step ...)").
-fn prove_all(bundle: &CaseBundle, genesis: &Genesis) -> Result<Vec<Proven>, BundleError> {
+/// as its section's item ("action 3 (approve step ...)"); and genesis's
+/// quorum.
+fn prove_all(bundle: &CaseBundle, genesis: &Genesis) -> Result<(Vec<Proven>, u32), BundleError> {
     let validators = govchain_node::validator_set(genesis)
         .map_err(|err| BundleError::Genesis(format!("{err:#}")))?;
     let payload_bytes_max = genesis.consensus.transaction_payload_bytes_max as usize;
@@ -175,7 +174,7 @@ fn prove_all(bundle: &CaseBundle, genesis: &Genesis) -> Result<Vec<Proven>, Bund
             });
         }
     }
-    Ok(proven)
+    Ok((proven, validators.quorum()))
 }
 
 /// World state that starts empty: only what the bundle's transactions
