@@ -554,7 +554,7 @@ fn a_restaurant_is_approved_across_departments_and_every_refusal_is_precise() {
     .json();
     assert_eq!(approved["cases"][0]["case_id"], case.as_str());
 
-    returned_then_rejected(&d, citizen, &officers);
+    let rejected = returned_then_rejected(&d, citizen, &officers);
     after_the_deadline(&devnet, tmp.path(), citizen, &officers);
 
     // The approved case's evidence, exported from one node, then checked
@@ -574,8 +574,34 @@ fn a_restaurant_is_approved_across_departments_and_every_refusal_is_precise() {
     ])
     .json();
     assert_eq!(exported["state"], "approved", "{exported}");
+    // Every kind of action: return, amend, approve, reject.
+    let rejected_bundle = tmp.path().join("rejected.json");
+    ok(&[
+        "case",
+        "export",
+        &rejected,
+        "--out",
+        path_str(&rejected_bundle),
+        "--dir",
+        &d,
+        "--department",
+        "health",
+    ]);
     let genesis = devnet.dir.join("certs").join("genesis.json");
     drop(devnet);
+    let verified = ok(&[
+        "verify",
+        path_str(&rejected_bundle),
+        "--genesis",
+        path_str(&genesis),
+        "--json",
+    ])
+    .json();
+    assert_eq!(verified["state"], "rejected", "{verified}");
+    assert_eq!(verified["events"], 5, "{verified}");
+    // The definition, health's and fire-a's registrations, the identity
+    // and open, return, amend, approve, reject.
+    assert_eq!(verified["transactions"], 9, "{verified}");
     evidence_bundle_verifies_offline_and_any_tampering_fails(&bundle, &genesis, &officers);
 }
 
@@ -697,7 +723,8 @@ fn evidence_bundle_verifies_offline_and_any_tampering_fails(
 
 /// A second case: fire returns it for more information, officers cannot
 /// act until the citizen amends it, then health rejects it for good.
-fn returned_then_rejected(d: &str, citizen: &str, officers: &Officers) {
+/// Returns the rejected case's id.
+fn returned_then_rejected(d: &str, citizen: &str, officers: &Officers) -> String {
     let plan = format!("floor-plan=bafkrei{}", "b".repeat(52));
     let case = ok(&[
         "case",
@@ -869,6 +896,7 @@ fn returned_then_rejected(d: &str, citizen: &str, officers: &Officers) {
         ],
         &["INVALID_ARGUMENT", "next_page_token"],
     );
+    case
 }
 
 /// A one-step workflow with a deadline of a few seconds: an approval in
