@@ -158,6 +158,7 @@ enum Command {
     )]
     Case(cmd::approval::case::CaseArgs),
     /// Check a case's evidence bundle offline: signatures, proofs, certificates, replay.
+    #[command(long_about = cmd::verify::LONG_ABOUT)]
     Verify(cmd::verify::VerifyArgs),
     /// Back up a running node, and restore a node's data directory from a backup.
     Admin(cmd::admin::AdminArgs),

@@ -18,9 +18,9 @@ use crate::output::Fields;
 /// transactions of at most 64 KiB payload each, in hex, with their proofs.
 const BUNDLE_FILE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Check a case's evidence bundle (from `govchain case export`) offline, with \
+/// `govchain verify --help`: on the subcommand in `main.rs`, where clap
+/// reads it.
+pub const LONG_ABOUT: &str = "Check a case's evidence bundle (from `govchain case export`) offline, with \
         no node: each transaction's envelope (its id and signature), its RFC 6962 inclusion \
         proof against the transactions root of its block's header, and each header's commit \
         certificate (signatures of 2f+1 distinct validators of the bundle's genesis); then the \
@@ -35,12 +35,13 @@ const BUNDLE_FILE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
         Exit codes: 0 when everything holds; 1 when anything does not, naming the first \
         failing item (e.g. `action 3 (approve step health-inspection by ...): the audit path \
         ... does not lead ... to the header's transactions root`); 2 when the file cannot be \
-        read.",
-    after_help = "Examples:\n  \
+        read.";
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
         govchain case export 5f0c...e1 --out bundle.json --dir devnet --department tax\n  \
         govchain verify bundle.json\n  \
-        govchain verify bundle.json --genesis devnet/genesis.json"
-)]
+        govchain verify bundle.json --genesis devnet/certs/genesis.json")]
 pub struct VerifyArgs {
     /// The bundle (JSON, `govchain-case-bundle/1`).
     #[arg(value_name = "BUNDLE")]

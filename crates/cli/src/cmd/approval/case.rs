@@ -94,7 +94,7 @@ enum CaseCommand {
             department the case is visible to.",
         after_help = "Example:\n  \
             govchain case export 5f0c...e1 --out bundle.json --dir devnet --department tax\n  \
-            govchain verify bundle.json --genesis devnet/genesis.json"
+            govchain verify bundle.json --genesis devnet/certs/genesis.json"
     )]
     Export(super::export::ExportArgs),
 }
