@@ -574,7 +574,8 @@ fn a_restaurant_is_approved_across_departments_and_every_refusal_is_precise() {
     ])
     .json();
     assert_eq!(exported["state"], "approved", "{exported}");
-    // Every kind of action: return, amend, approve, reject.
+    // Every kind of action: return, amend, approve, reject; exported by
+    // the citizen, through civil, which has no step in it.
     let rejected_bundle = tmp.path().join("rejected.json");
     ok(&[
         "case",
@@ -582,10 +583,12 @@ fn a_restaurant_is_approved_across_departments_and_every_refusal_is_precise() {
         &rejected,
         "--out",
         path_str(&rejected_bundle),
+        "--applicant-key",
+        citizen,
         "--dir",
         &d,
         "--department",
-        "health",
+        "civil",
     ]);
     let genesis = devnet.dir.join("certs").join("genesis.json");
     drop(devnet);

@@ -91,9 +91,10 @@ enum CaseCommand {
             RFC 6962 inclusion proof, plus the genesis it is checked against (--genesis, or the \
             devnet's with --dir). The node need not be trusted: the bundle is verified before \
             it is written, and anyone checks it offline with `govchain verify`. Ask as a \
-            department the case is visible to.",
-        after_help = "Example:\n  \
+            department the case is visible to, or as its applicant with --applicant-key.",
+        after_help = "Examples:\n  \
             govchain case export 5f0c...e1 --out bundle.json --dir devnet --department tax\n  \
+            govchain case export 5f0c...e1 --out mine.json --dir devnet --applicant-key alice.key\n  \
             govchain verify bundle.json --genesis devnet/certs/genesis.json"
     )]
     Export(super::export::ExportArgs),
