@@ -554,13 +554,180 @@ fn a_restaurant_is_approved_across_departments_and_every_refusal_is_precise() {
     .json();
     assert_eq!(approved["cases"][0]["case_id"], case.as_str());
 
-    returned_then_rejected(&d, citizen, &officers);
+    let rejected = returned_then_rejected(&d, citizen, &officers);
     after_the_deadline(&devnet, tmp.path(), citizen, &officers);
+
+    // The approved case's evidence, exported from one node, then checked
+    // with every node stopped.
+    let bundle = tmp.path().join("bundle.json");
+    let exported = ok(&[
+        "case",
+        "export",
+        &case,
+        "--out",
+        path_str(&bundle),
+        "--dir",
+        &d,
+        "--department",
+        "tax",
+        "--json",
+    ])
+    .json();
+    assert_eq!(exported["state"], "approved", "{exported}");
+    // Every kind of action: return, amend, approve, reject; exported by
+    // the citizen, through civil, which has no step in it.
+    let rejected_bundle = tmp.path().join("rejected.json");
+    ok(&[
+        "case",
+        "export",
+        &rejected,
+        "--out",
+        path_str(&rejected_bundle),
+        "--applicant-key",
+        citizen,
+        "--dir",
+        &d,
+        "--department",
+        "civil",
+    ]);
+    let genesis = devnet.dir.join("certs").join("genesis.json");
+    drop(devnet);
+    let verified = ok(&[
+        "verify",
+        path_str(&rejected_bundle),
+        "--genesis",
+        path_str(&genesis),
+        "--json",
+    ])
+    .json();
+    assert_eq!(verified["state"], "rejected", "{verified}");
+    assert_eq!(verified["events"], 5, "{verified}");
+    // The definition, health's and fire-a's registrations, the identity
+    // and open, return, amend, approve, reject.
+    assert_eq!(verified["transactions"], 9, "{verified}");
+    evidence_bundle_verifies_offline_and_any_tampering_fails(&bundle, &genesis, &officers);
+}
+
+/// `govchain verify` on the exported bundle with no node running: it holds
+/// (exit 0), and each tampered copy fails (exit 1) naming the item.
+fn evidence_bundle_verifies_offline_and_any_tampering_fails(
+    bundle: &Path,
+    genesis: &Path,
+    officers: &Officers,
+) {
+    let verified = ok(&[
+        "verify",
+        path_str(bundle),
+        "--genesis",
+        path_str(genesis),
+        "--json",
+    ])
+    .json();
+    assert_eq!(verified["verified"], true, "{verified}");
+    assert_eq!(verified["state"], "approved", "{verified}");
+    assert_eq!(verified["events"], 5, "{verified}");
+    // The definition, the four officers who acted (fire-b was revoked
+    // before it could), the citizen's identity and the five case
+    // transactions.
+    assert_eq!(verified["transactions"], 11, "{verified}");
+    let text = ok(&["verify", path_str(bundle)]).stdout;
+    assert!(
+        text.contains(verified["genesis_hash"].as_str().unwrap())
+            && text.contains("compare it with your genesis"),
+        "the summary prints the genesis hash to compare: {text}"
+    );
+
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle).unwrap()).unwrap();
+    let officers_section = original["officers"].as_array().unwrap();
+    assert_eq!(officers_section.len(), 4, "{original}");
+    // Registrations are the acting officers' only: fire-a's is there,
+    // fire-b's (revoked before it could act) is not.
+    let payloads: Vec<&str> = officers_section
+        .iter()
+        .map(|t| t["envelope"]["payload"].as_str().unwrap())
+        .collect();
+    assert!(payloads.iter().any(|p| p.contains(&officers.fire_a.1)));
+    assert!(!payloads.iter().any(|p| p.contains(&officers.fire_b.1)));
+    // (JSON pointer, what the failure names, why)
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "/actions/2/proof/certificate/signatures/0/signature",
+            "action 3 (approve step fire-inspection by",
+            "not certified",
+        ),
+        (
+            "/actions/1/envelope/payload",
+            "action 2 (",
+            "transaction id",
+        ),
+        (
+            "/actions/4/envelope/signature",
+            "action 5 (approve step license by",
+            "signature",
+        ),
+        (
+            "/officers/0/proof/header",
+            "officer 1 (register officer",
+            "",
+        ),
+        (
+            "/definitions/0/block_hash",
+            "definition 1 (define workflow open-restaurant)",
+            "block hash",
+        ),
+    ];
+    for (at, (pointer, item, why)) in cases.iter().enumerate() {
+        let mut lie = original.clone();
+        let field = lie.pointer_mut(pointer).unwrap();
+        let hex = field.as_str().unwrap().to_owned();
+        // One hex digit, in the middle: one byte of the field.
+        let middle = hex.len() / 2;
+        let digit = &hex[middle..=middle];
+        let other = if digit == "0" { "1" } else { "0" };
+        *field =
+            serde_json::Value::String(format!("{}{other}{}", &hex[..middle], &hex[middle + 1..]));
+        let path = bundle.with_file_name(format!("tampered-{at}.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(&lie).unwrap()).unwrap();
+        let refused = run(&["verify", path_str(&path), "--genesis", path_str(genesis)]);
+        assert_eq!(
+            refused.code,
+            Some(1),
+            "{pointer} altered: {}\n{}",
+            refused.stdout,
+            refused.stderr
+        );
+        assert!(
+            refused.stderr.starts_with(&format!("NOT VERIFIED: {item}")),
+            "{pointer} altered: {:?} does not name {item:?}",
+            refused.stderr
+        );
+        assert!(
+            refused.stderr.contains(why),
+            "{pointer}: {}",
+            refused.stderr
+        );
+    }
+
+    // A bundle checked against another genesis proves nothing.
+    let other = bundle.with_file_name("other-genesis.json");
+    let mut genesis_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(genesis).unwrap()).unwrap();
+    genesis_json["chain_id"] = "another-chain".into();
+    std::fs::write(&other, genesis_json.to_string()).unwrap();
+    let refused = run(&["verify", path_str(bundle), "--genesis", path_str(&other)]);
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("is not the trusted genesis"),
+        "{}",
+        refused.stderr
+    );
 }
 
 /// A second case: fire returns it for more information, officers cannot
 /// act until the citizen amends it, then health rejects it for good.
-fn returned_then_rejected(d: &str, citizen: &str, officers: &Officers) {
+/// Returns the rejected case's id.
+fn returned_then_rejected(d: &str, citizen: &str, officers: &Officers) -> String {
     let plan = format!("floor-plan=bafkrei{}", "b".repeat(52));
     let case = ok(&[
         "case",
@@ -732,6 +899,7 @@ fn returned_then_rejected(d: &str, citizen: &str, officers: &Officers) {
         ],
         &["INVALID_ARGUMENT", "next_page_token"],
     );
+    case
 }
 
 /// A one-step workflow with a deadline of a few seconds: an approval in

@@ -11,6 +11,7 @@
 //! says why).
 #![deny(unsafe_code)]
 
+mod case_bundle;
 mod client;
 mod cmd;
 mod devnet_file;
@@ -151,9 +152,14 @@ enum Command {
             --document floor-plan=bafkrei...\n  \
             govchain case approve <case> --step fire-inspection --signing-key fire-officer.key\n  \
             govchain case list --waiting commerce\n  \
-            govchain case show <case>"
+            govchain case show <case>\n  \
+            govchain case export <case> --out bundle.json   # evidence, checked offline by:\n  \
+            govchain verify bundle.json --genesis genesis.json"
     )]
     Case(cmd::approval::case::CaseArgs),
+    /// Check a case's evidence bundle offline: signatures, proofs, certificates, replay.
+    #[command(long_about = cmd::verify::LONG_ABOUT)]
+    Verify(cmd::verify::VerifyArgs),
     /// Back up a running node, and restore a node's data directory from a backup.
     Admin(cmd::admin::AdminArgs),
     /// Measure committed throughput and latency against the verification ceiling.
@@ -274,6 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Officer(args) => cmd::approval::officer::run(args, json).await,
         Command::Workflow(args) => cmd::approval::workflow::run(args, json).await,
         Command::Case(args) => cmd::approval::case::run(args, json).await,
+        Command::Verify(args) => cmd::verify::run(args, json),
         Command::Bench(args) => cmd::bench::run(args, json).await,
         Command::Admin(args) => cmd::admin::run(args, json).await,
     }

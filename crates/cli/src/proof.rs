@@ -48,7 +48,7 @@ pub fn trusted_genesis(
         (Some(path), _) => path.to_path_buf(),
         (None, Some(devnet)) => devnet.file.genesis_path(&devnet.dir),
         (None, None) => anyhow::bail!(
-            "--verify needs the genesis to check against: give --genesis FILE (or --dir with a devnet)"
+            "checking proofs needs the genesis to check against: give --genesis FILE (or --dir with a devnet)"
         ),
     };
     let genesis =

@@ -145,6 +145,44 @@ pub fn precheck<S: StateRead>(
     )
 }
 
+/// A committed transaction's effect, as replayed on its own: what
+/// [`apply_committed`] returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replayed {
+    pub result: TransactionResult,
+    /// State changes, sorted by key; `None` deletes.
+    pub writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// Executes `transaction`, which a certified block at `height` with
+/// timestamp `now_ms` committed, on `state`, by the same path a block's
+/// execution takes: its result and its writes. The nonce is recorded but
+/// not checked: the block's validators checked it, and a replay of some of
+/// a signer's transactions (an evidence bundle holds only those of one
+/// case) has gaps in its nonces.
+pub fn apply_committed<S: StateRead>(
+    state: &S,
+    departments: &Departments,
+    transaction: &VerifiedTransaction,
+    height: u64,
+    now_ms: u64,
+) -> Result<Replayed, StateError> {
+    let mut overlay = Overlay::new(state);
+    let result = execute(
+        &mut overlay,
+        transaction,
+        &Context {
+            departments,
+            height,
+            now_ms,
+        },
+    )?;
+    Ok(Replayed {
+        result,
+        writes: overlay.writes,
+    })
+}
+
 /// The department whose namespace a dataset is in: its first path segment
 /// ("health" for "health/vaccinations"), if genesis lists a department of
 /// that name.

@@ -28,7 +28,7 @@ pub use block::{
     block_digest, block_hash, build_block, check_block, check_block_reusing, check_fetched_block,
     decode_header,
 };
-pub use execute::{anchor_key, dataset_owner, precheck};
+pub use execute::{Replayed, anchor_key, apply_committed, dataset_owner, precheck};
 pub use identity::{Department, Departments, Refusal};
 pub use state::{StateError, StateRead, nonce_key, read_nonce};
 pub use state_tree::{

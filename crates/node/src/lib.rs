@@ -65,6 +65,7 @@ pub use inclusion_proof::{
 };
 pub use mempool::NONCE_AHEAD_MAX;
 pub use readiness::{LIVENESS_SERVICE, SYNC_LAG_BLOCKS_MAX};
+pub use shared::departments;
 pub use state_proof::{ProvenHead, StateProofError, verify_state_proof};
 pub use supervise::FatalError;
 pub use wire::{certificate_from_wire, certificate_to_wire};

@@ -20,3 +20,4 @@ pub mod record;
 pub mod status;
 pub mod tx;
 pub mod tx_follow;
+pub mod verify;

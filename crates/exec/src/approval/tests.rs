@@ -247,6 +247,18 @@ impl Chain {
         let mut overlay = Overlay::new(&self.state);
         let result = execute(&mut overlay, &transaction, &context).expect("state reads");
         let writes = std::mem::take(&mut overlay.writes);
+        // A replay (`apply_committed`, as an evidence bundle's verifier
+        // runs it) is this very execution.
+        let replayed = crate::apply_committed(
+            &self.state,
+            &self.departments,
+            &transaction,
+            self.height,
+            self.now_ms,
+        )
+        .expect("state reads");
+        assert_eq!(replayed.result, result);
+        assert_eq!(replayed.writes, writes);
         match &prechecked {
             Ok(()) => assert_eq!(result.outcome, TransactionOutcome::Success as i32),
             Err(refusal) => {

@@ -82,6 +82,22 @@ enum CaseCommand {
             govchain case list --dir devnet --applicant-key alice.key --all"
     )]
     List(ListArgs),
+    /// Write a case's evidence bundle: every transaction with its proof, and genesis.
+    #[command(
+        long_about = "Write a self-contained evidence bundle of a case (JSON, format \
+            govchain-case-bundle/1): the workflow's definitions, the registrations of the \
+            officers who acted, the applicant's identity and every transaction of the case, \
+            each with its signed envelope, its block's header and commit certificate and its \
+            RFC 6962 inclusion proof, plus the genesis it is checked against (--genesis, or the \
+            devnet's with --dir). The node need not be trusted: the bundle is verified before \
+            it is written, and anyone checks it offline with `govchain verify`. Ask as a \
+            department the case is visible to, or as its applicant with --applicant-key.",
+        after_help = "Examples:\n  \
+            govchain case export 5f0c...e1 --out bundle.json --dir devnet --department tax\n  \
+            govchain case export 5f0c...e1 --out mine.json --dir devnet --applicant-key alice.key\n  \
+            govchain verify bundle.json --genesis devnet/certs/genesis.json"
+    )]
+    Export(super::export::ExportArgs),
 }
 
 /// A document as `NAME=CID`.
@@ -209,6 +225,7 @@ pub async fn run(args: CaseArgs, json: bool) -> anyhow::Result<()> {
         CaseCommand::Amend(args) => amend(args, json).await,
         CaseCommand::Show(args) => show(args, json).await,
         CaseCommand::List(args) => list(args, json).await,
+        CaseCommand::Export(args) => super::export::export(args, json).await,
     }
 }
 

@@ -17,6 +17,7 @@ use crate::cmd::keys::load_signing_key;
 
 pub mod case;
 pub mod demo;
+pub mod export;
 pub mod officer;
 pub mod workflow;
 
