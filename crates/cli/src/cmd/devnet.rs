@@ -574,7 +574,7 @@ fn print_demo_case(dir: &Path, case: &crate::cmd::approval::demo::DemoCase) {
     let d = dir.display();
     println!();
     println!(
-        "demo case {} (workflow {}: two inspections in parallel, then the licence); walk it to approved:",
+        "demo case {} (workflow {}: an automatic eligibility check, approved by its rule as the case opened, two inspections in parallel, then the licence); walk it to approved:",
         case.case_id,
         case.workflow_file.display()
     );

@@ -1,5 +1,6 @@
-//! The devnet's demo case: an "open a restaurant" workflow (a health and a
-//! fire inspection in parallel, then the licence), an officer per
+//! The devnet's demo case: an "open a restaurant" workflow (an automatic
+//! eligibility check, a health and a fire inspection in parallel, then the
+//! licence), an officer per
 //! department, and a case the demo citizen opened, so that the walk to
 //! "approved" can be tried at once from the commands `govchain devnet`
 //! prints.
@@ -36,13 +37,25 @@ pub struct DemoCase {
     pub officers: Vec<DemoOfficer>,
 }
 
+/// The department whose automatic step checks that the applicant's name is
+/// attested by it (the demo citizen's is).
+pub const DEMO_ELIGIBILITY_DEPARTMENT: &str = "civil";
+
 /// The devnet has no fire or commerce department: `inspections` stands in
-/// for the fire brigade and `licensing` for commerce.
+/// for the fire brigade and `licensing` for commerce. The eligibility step
+/// is automatic: its rule approves it when the case opens.
 fn workflow_toml(health: &str, inspections: &str, licensing: &str) -> String {
+    let civil = DEMO_ELIGIBILITY_DEPARTMENT;
     format!(
         r#"# The devnet's demo workflow: `govchain workflow define` takes this file.
 id = "{DEMO_WORKFLOW}"
 title = "Open a restaurant"
+
+[[step]]
+id = "eligibility"
+department = "{civil}"
+role = "clerk"
+rule = '"name" in applicant.attested && "{civil}" in applicant.attested.name'
 
 [[step]]
 id = "health-inspection"
@@ -60,7 +73,7 @@ documents = ["floor-plan"]
 id = "license"
 department = "{licensing}"
 role = "licensing"
-depends_on = ["health-inspection", "fire-inspection"]
+depends_on = ["eligibility", "health-inspection", "fire-inspection"]
 deadline = "30d"
 "#
     )
@@ -187,10 +200,22 @@ mod tests {
             .iter()
             .map(|s| s.step_id.as_str())
             .collect();
-        assert_eq!(steps, ["health-inspection", "fire-inspection", "license"]);
         assert_eq!(
-            definition.steps[2].depends_on,
-            ["health-inspection", "fire-inspection"]
+            steps,
+            [
+                "eligibility",
+                "health-inspection",
+                "fire-inspection",
+                "license"
+            ]
+        );
+        assert_eq!(
+            definition.steps[3].depends_on,
+            ["eligibility", "health-inspection", "fire-inspection"]
+        );
+        assert_eq!(
+            definition.steps[0].kind,
+            govchain_proto::types::v1::StepKind::Automatic as i32
         );
     }
 }
