@@ -257,7 +257,7 @@ fn evaluation_is_a_function_of_the_input() {
     assert_eq!(evaluate(ELIGIBLE, &input), Ok(true));
     assert!(
         evaluate("size(documents)", &input)
-            .unwrap_err()
+            .expect_err("an int is not a bool")
             .contains("not a bool")
     );
     input.attested.insert("age".into(), vec!["health".into()]);
@@ -466,7 +466,7 @@ proptest! {
             if case.state == CaseState::Approved as i32 {
                 prop_assert!(overridden);
             }
-            if case.steps[0].rule_outcome != "" {
+            if !case.steps[0].rule_outcome.is_empty() {
                 prop_assert_eq!(case.steps[0].rule_outcome.as_str(), "false");
             }
         }
