@@ -593,6 +593,14 @@ fn print_demo_case(dir: &Path, case: &crate::cmd::approval::demo::DemoCase) {
         "  govchain case show {} --dir {d} --department {}",
         case.case_id, case.officers[0].department
     );
+    println!(
+        "  # a case whose applicant's name is not attested waits at eligibility; {}'s clerk settles it:\n  \
+         # govchain case override CASE --step {} --approve --reason \"...\" --signing-key {} --dir {d} --department {}",
+        case.clerk.department,
+        case.clerk.step,
+        case.clerk.key_file.display(),
+        case.clerk.department
+    );
 }
 
 fn print_demo_citizen(dir: &Path, citizen: &crate::cmd::identity::DemoCitizen) {

@@ -34,7 +34,10 @@ pub struct DemoOfficer {
 pub struct DemoCase {
     pub case_id: Digest,
     pub workflow_file: PathBuf,
+    /// The officers of the officer steps, one per step.
     pub officers: Vec<DemoOfficer>,
+    /// Civil's clerk, who may override the automatic eligibility step.
+    pub clerk: DemoOfficer,
 }
 
 /// The department whose automatic step checks that the applicant's name is
@@ -108,10 +111,12 @@ pub async fn demo_case(
         load_signing_key(&dir.join("certs").join(department).join("signing.key"))
     };
 
-    // An officer per step, registered by its department through its own
+    // An officer per step (a clerk for the automatic one, who may
+    // override it), registered by its department through its own
     // certificate.
     let mut officers = Vec::new();
     for (department, role, step) in [
+        (DEMO_ELIGIBILITY_DEPARTMENT, "clerk", "eligibility"),
         (health, "inspector", "health-inspection"),
         (inspections, "fire-inspector", "fire-inspection"),
         (licensing, "licensing", "license"),
@@ -177,10 +182,12 @@ pub async fn demo_case(
     });
     let mut session = Session::open(&connect(health), client_timeout()).await?;
     let opened = session.submit(&citizen, open, &commit, "the case").await?;
+    let clerk = officers.remove(0);
     Ok(Some(DemoCase {
         case_id: opened.id,
         workflow_file,
         officers,
+        clerk,
     }))
 }
 
