@@ -241,6 +241,16 @@ fn an_evaluation_error_is_recorded_and_leaves_the_step_for_an_officer() {
 }
 
 #[test]
+fn a_long_chain_at_the_size_bound_evaluates() {
+    let rule = format!("{}1 == 200", "1 + ".repeat(199));
+    assert!(rule.len() <= crate::approval::rule::RULE_BYTES_MAX);
+    assert_eq!(evaluate(&rule, &RuleInput::default()), Ok(true));
+    let rule = format!("{}false", "!".repeat(1000));
+    assert_eq!(validate_rule(&rule), Ok(()));
+    assert_eq!(evaluate(&rule, &RuleInput::default()), Ok(false));
+}
+
+#[test]
 fn evaluation_is_a_function_of_the_input() {
     let mut input = RuleInput {
         workflow_id: "open-restaurant".into(),
@@ -469,6 +479,21 @@ proptest! {
             if !case.steps[0].rule_outcome.is_empty() {
                 prop_assert_eq!(case.steps[0].rule_outcome.as_str(), "false");
             }
+        }
+    }
+
+    /// Any text of at most the bound is refused or accepted, never a
+    /// panic: every node checks rules at admission.
+    #[test]
+    fn checking_any_rule_text_returns(text in "[ -~]{0,300}", tokens in prop::collection::vec(
+        prop::sample::select(vec!["(", ")", "[", "]", "{", "}", "&&", "||", "!", "==", "in", ".", "steps",
+            "documents", "applicant", "case", "\"a\"", "1", "size", ",", "?", ":", "-", "+", "has", "x"]),
+        0..200,
+    )) {
+        let _ = validate_rule(&text);
+        let joined = tokens.join(" ");
+        if validate_rule(&joined).is_ok() {
+            let _ = evaluate(&joined, &RuleInput::default());
         }
     }
 
