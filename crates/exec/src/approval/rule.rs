@@ -13,7 +13,9 @@
 //! bytes with brackets nested at most [`RULE_NESTING_MAX`] deep, and,
 //! without comprehensions, evaluation visits each node of the expression
 //! once; the input is bounded by the case ([`super::STEPS_MAX`] steps,
-//! [`super::DOCUMENTS_MAX`] documents) and the applicant's attributes.
+//! [`super::DOCUMENTS_MAX`] documents) and the applicant's attributes
+//! ([`crate::identity::ATTRIBUTES_MAX`], each attested by at most every
+//! genesis department).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
