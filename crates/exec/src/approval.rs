@@ -18,7 +18,7 @@
 //! only by its rule evaluating to true over the case ([`rule`]), in the
 //! transaction whose commit made it so, or by one officer's signed
 //! override; a false or failing rule leaves it ready for an officer. See
-//! [`automatic`] for when rules are evaluated.
+//! `approval/automatic.rs` for when rules are evaluated.
 //!
 //! Citizen attributes named by a step are declarative: a department reads
 //! them only through a consent and a recorded access (`exec::identity`),
