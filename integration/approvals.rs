@@ -5,7 +5,9 @@
 //! workflow defined from TOML, officers registered per department, a case
 //! walked to approved from the CLI, and each refusal the chain makes
 //! (wrong department, out of order, double signature, revoked officer,
-//! closed case, after a deadline) with its precise status.
+//! closed case, after a deadline) with its precise status; and an
+//! automatic step approved by its CEL rule, and one settled by an
+//! officer's override.
 
 #![allow(clippy::unwrap_used)]
 
@@ -556,6 +558,7 @@ fn a_restaurant_is_approved_across_departments_and_every_refusal_is_precise() {
 
     let rejected = returned_then_rejected(&d, citizen, &officers);
     after_the_deadline(&devnet, tmp.path(), citizen, &officers);
+    automatic_steps(&devnet, tmp.path(), citizen, &officers);
 
     // The approved case's evidence, exported from one node, then checked
     // with every node stopped.
@@ -986,4 +989,248 @@ fn after_the_deadline(devnet: &Devnet, dir: &Path, citizen: &str, officers: &Off
         "health",
     ]);
     assert_eq!(case_json(d, "health", &in_time)["state"], "approved");
+}
+
+/// After a health inspection, civil's automatic eligibility step approves
+/// a case whose documents include a menu, by its rule, in the inspection's
+/// transaction; a case without one waits until a civil clerk overrides
+/// the rule with a reason.
+fn automatic_steps(devnet: &Devnet, dir: &Path, citizen: &str, officers: &Officers) {
+    let d = devnet.d();
+    let file = dir.join("kiosk.toml");
+    let kiosk = r#"
+id = "kiosk-permit"
+[[step]]
+id = "inspection"
+department = "health"
+role = "inspector"
+[[step]]
+id = "eligibility"
+department = "civil"
+role = "clerk"
+depends_on = ["inspection"]
+rule = 'steps["inspection"] == "approved" && "menu" in documents'
+"#;
+    // A rule reading an unknown variable is refused before signing.
+    std::fs::write(&file, kiosk.replace("\"menu\" in documents", "salary > 3")).unwrap();
+    let define = |file: &Path| {
+        run(&[
+            "workflow",
+            "define",
+            path_str(file),
+            "--signing-key",
+            &devnet.signing_key("health"),
+            "--dir",
+            d,
+            "--department",
+            "health",
+        ])
+    };
+    let bad = define(&file);
+    assert_eq!(bad.code, Some(2), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("unknown variable \"salary\""),
+        "{}",
+        bad.stderr
+    );
+    std::fs::write(&file, kiosk).unwrap();
+    let defined = define(&file);
+    assert_eq!(defined.code, Some(0), "{}", defined.stderr);
+    let shown = ok(&["workflow", "show", "kiosk-permit", "--dir", d, "--json"]).json();
+    assert_eq!(shown["steps"][1]["approvals_required"], 0, "{shown}");
+    assert!(
+        shown["steps"][1]["rule"].as_str().unwrap().contains("menu"),
+        "{shown}"
+    );
+    let clerk = officer_key(dir, "civil-clerk");
+    register(devnet, "civil", &clerk.1, "clerk");
+
+    let open = |documents: &[String]| {
+        let mut argv: Vec<String> = ["case", "open", "--workflow", "kiosk-permit"]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect();
+        for document in documents {
+            argv.extend(["--document".to_owned(), document.clone()]);
+        }
+        argv.extend(
+            ["--signing-key", citizen, "--dir", d, "--json"]
+                .iter()
+                .map(|a| (*a).to_owned()),
+        );
+        ok(&args(&argv)).json()["case_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let inspect = |case: &str| {
+        ok(&[
+            "case",
+            "approve",
+            case,
+            "--step",
+            "inspection",
+            "--signing-key",
+            &officers.health.0,
+            "--dir",
+            d,
+            "--department",
+            "health",
+        ]);
+    };
+    let automatic = |case: &serde_json::Value| {
+        case["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step_id"] == "eligibility")
+            .unwrap()
+            .clone()
+    };
+    let kinds = |case: &serde_json::Value| -> Vec<String> {
+        case["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // With a menu, the inspection's approval makes the rule true.
+    let with_menu = open(&[format!("menu=bafkrei{}", "m".repeat(52))]);
+    let before = case_json(d, "civil", &with_menu);
+    assert_eq!(automatic(&before)["state"], "blocked", "{before}");
+    inspect(&with_menu);
+    let after = case_json(d, "civil", &with_menu);
+    assert_eq!(automatic(&after)["state"], "approved", "{after}");
+    assert_eq!(automatic(&after)["rule_outcome"], "true", "{after}");
+    assert_eq!(after["state"], "approved", "{after}");
+    assert_eq!(
+        kinds(&after),
+        ["open", "approve", "auto-approve"],
+        "{after}"
+    );
+
+    // Without one, the rule is false and the step waits for an officer.
+    let without = open(&[]);
+    inspect(&without);
+    let waiting = case_json(d, "civil", &without);
+    assert_eq!(automatic(&waiting)["state"], "ready", "{waiting}");
+    assert_eq!(automatic(&waiting)["rule_outcome"], "false", "{waiting}");
+    let text = ok(&[
+        "case",
+        "show",
+        &without,
+        "--dir",
+        d,
+        "--department",
+        "civil",
+    ])
+    .stdout;
+    assert!(text.contains("automatic step"), "{text}");
+    assert!(text.contains("\"menu\" in documents"), "{text}");
+    refused(
+        &[
+            "case",
+            "approve",
+            &without,
+            "--step",
+            "eligibility",
+            "--signing-key",
+            &clerk.0,
+            "--dir",
+            d,
+            "--department",
+            "civil",
+        ],
+        &["FAILED_PRECONDITION", "is automatic", "override"],
+    );
+    refused(
+        &[
+            "case",
+            "override",
+            &without,
+            "--step",
+            "eligibility",
+            "--approve",
+            "--reason",
+            "menu seen",
+            "--signing-key",
+            &officers.health.0,
+            "--dir",
+            d,
+            "--department",
+            "health",
+        ],
+        &[
+            "PERMISSION_DENIED",
+            "not a registered officer of department \"civil\"",
+        ],
+    );
+    // The applicant may ask for an evaluation; the rule is still false.
+    ok(&[
+        "case",
+        "evaluate",
+        &without,
+        "--step",
+        "eligibility",
+        "--signing-key",
+        citizen,
+        "--dir",
+        d,
+    ]);
+    assert_eq!(
+        step_state(&case_json(d, "civil", &without), "eligibility"),
+        "ready"
+    );
+    ok(&[
+        "case",
+        "override",
+        &without,
+        "--step",
+        "eligibility",
+        "--approve",
+        "--reason",
+        "menu shown at the counter",
+        "--signing-key",
+        &clerk.0,
+        "--dir",
+        d,
+        "--department",
+        "civil",
+    ]);
+    let settled = case_json(d, "civil", &without);
+    assert_eq!(settled["state"], "approved", "{settled}");
+    assert_eq!(
+        kinds(&settled),
+        ["open", "approve", "override-approve"],
+        "{settled}"
+    );
+    let last = settled["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["reason"], "menu shown at the counter", "{last}");
+    assert_eq!(last["department"], "civil", "{last}");
+    refused(
+        &[
+            "case",
+            "override",
+            &without,
+            "--step",
+            "eligibility",
+            "--reject",
+            "--reason",
+            "too late",
+            "--signing-key",
+            &clerk.0,
+            "--dir",
+            d,
+            "--department",
+            "civil",
+        ],
+        &["FAILED_PRECONDITION", "closed (approved)"],
+    );
 }

@@ -67,7 +67,8 @@ fn devnet_starts_answers_and_stops() {
         "the summary tells how to query: {out}"
     );
     // The demo case walks to approved with the commands the summary prints,
-    // as printed: the two inspections, then the licence.
+    // as printed: the two inspections, then the licence (the automatic
+    // eligibility step needs no command).
     let case = out
         .lines()
         .find_map(|line| line.strip_prefix("demo case "))
@@ -104,6 +105,12 @@ fn devnet_starts_answers_and_stops() {
     assert!(ok, "{err}");
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(shown["state"], "approved", "{shown}");
+    // The eligibility step was approved by its rule as the case opened
+    // (the demo citizen's name is attested by civil), not by an officer.
+    let eligibility = &shown["steps"][0];
+    assert_eq!(eligibility["step_id"], "eligibility", "{shown}");
+    assert_eq!(eligibility["rule_outcome"], "true", "{shown}");
+    assert_eq!(shown["events"][1]["kind"], "auto-approve", "{shown}");
     // The floor plan, on health's node, is read by police (its step may
     // read it) as a document of the case, and refused to tax (its step may
     // not) and to police without the case.

@@ -193,6 +193,10 @@ def walk_to_approval(devnet, channel, approvals, case_id, workflow):
     )
 
     step("approve each ready step with an officer of its department")
+    # The demo's eligibility step is automatic: its rule (the applicant's
+    # name attested by civil) is false for this new citizen, so civil's
+    # clerk overrides it with a reason.
+    automatic = {s.step_id for s in workflow.steps if s.kind == types_pb2.STEP_KIND_AUTOMATIC}
     approvers = {}
     for _ in range(ROUNDS_MAX):
         case, _ = get_case(approvals, case_id)
@@ -203,12 +207,17 @@ def walk_to_approval(devnet, channel, approvals, case_id, workflow):
         check(ready, "an open case with no ready step")
         for ready_step in ready:
             key = devnet.officer_key(ready_step.department)
-            committed = submit(
-                devnet,
-                channel,
-                key,
-                act(ready_step.step_id, case_id, types_pb2.CASE_ACTION_APPROVE),
-            )
+            if ready_step.step_id in automatic:
+                check(ready_step.rule_outcome == "false", f"rule outcome {ready_step.rule_outcome!r}")
+                action = act(
+                    ready_step.step_id,
+                    case_id,
+                    types_pb2.CASE_ACTION_OVERRIDE_APPROVE,
+                    "name checked at the counter",
+                )
+            else:
+                action = act(ready_step.step_id, case_id, types_pb2.CASE_ACTION_APPROVE)
+            committed = submit(devnet, channel, key, action)
             succeeded(committed, f"approving {ready_step.step_id}")
             approvers[ready_step.step_id] = (ready_step.department, key)
             ok(f"{ready_step.step_id} approved by {ready_step.department}'s officer")

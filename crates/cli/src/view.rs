@@ -176,13 +176,17 @@ fn document_pairs(documents: &[govchain_proto::types::v1::CaseDocument]) -> Vec<
         .collect()
 }
 
-/// `approve`, `reject`, `return` or `unspecified`.
+/// `approve`, `reject`, `return`, `override-approve`, `override-reject`,
+/// `evaluate` or `unspecified`.
 pub fn action_name(action: i32) -> &'static str {
     use govchain_proto::types::v1::CaseAction;
     match CaseAction::try_from(action) {
         Ok(CaseAction::Approve) => "approve",
         Ok(CaseAction::Reject) => "reject",
         Ok(CaseAction::Return) => "return",
+        Ok(CaseAction::OverrideApprove) => "override-approve",
+        Ok(CaseAction::OverrideReject) => "override-reject",
+        Ok(CaseAction::Evaluate) => "evaluate",
         _ => "unspecified",
     }
 }

@@ -14,6 +14,12 @@
 //! [`STEPS_MAX`] steps, unique ids, known dependencies, no cycle, `M ≤ N`,
 //! genesis departments), so a case never meets a step it cannot reach.
 //!
+//! **Invariant:** an automatic step (`STEP_KIND_AUTOMATIC`) is approved
+//! only by its rule evaluating to true over the case ([`rule`]), in the
+//! transaction whose commit made it so, or by one officer's signed
+//! override; a false or failing rule leaves it ready for an officer. See
+//! `approval/automatic.rs` for when rules are evaluated.
+//!
 //! Citizen attributes named by a step are declarative: a department reads
 //! them only through a consent and a recorded access (`exec::identity`),
 //! never through a case.
@@ -46,6 +52,11 @@ use crate::execute::Overlay;
 use crate::identity::{Context, Outcome, Refusal, read_identity, valid_attribute_name};
 use crate::state::{StateError, StateRead};
 use crate::transaction::VerifiedTransaction;
+
+mod automatic;
+pub mod rule;
+
+pub use automatic::rule_input;
 
 /// Most steps in one definition.
 pub const STEPS_MAX: usize = 32;
@@ -161,15 +172,26 @@ pub fn validate_definition(body: &DefineWorkflow) -> Result<Vec<usize>, String> 
 fn validate_step(step: &WorkflowStep) -> Result<(), String> {
     check_name("step_id", &step.step_id)?;
     let at = |field: &str| format!("step {:?}: {field}", step.step_id);
-    if step.kind != StepKind::Officer as i32 {
-        return Err(format!(
-            "{} {} is not supported; only STEP_KIND_OFFICER (1) steps exist",
-            at("kind"),
-            step.kind
-        ));
-    }
     check_name(&at("department"), &step.department)?;
     check_name(&at("role"), &step.role)?;
+    match StepKind::try_from(step.kind) {
+        Ok(StepKind::Officer) => {
+            if !step.rule.is_empty() {
+                return Err(format!(
+                    "{} is set, but only STEP_KIND_AUTOMATIC (2) steps have a rule",
+                    at("rule")
+                ));
+            }
+        }
+        Ok(StepKind::Automatic) => return validate_automatic_step(step),
+        _ => {
+            return Err(format!(
+                "{} {} is not STEP_KIND_OFFICER (1) or STEP_KIND_AUTOMATIC (2)",
+                at("kind"),
+                step.kind
+            ));
+        }
+    }
     if step.approvals_required == 0 {
         return Err(format!("{} must be at least 1", at("approvals_required")));
     }
@@ -203,6 +225,27 @@ fn validate_step(step: &WorkflowStep) -> Result<(), String> {
             step.officers.len()
         ));
     }
+    check_lists(step)
+}
+
+/// An automatic step: a rule that checks, no M-of-N officers (its
+/// department and role say who may override it), and the common lists.
+fn validate_automatic_step(step: &WorkflowStep) -> Result<(), String> {
+    let at = |field: &str| format!("step {:?}: {field}", step.step_id);
+    if step.approvals_required != 0 || !step.officers.is_empty() {
+        return Err(format!(
+            "{} is automatic: its rule approves it, so approvals_required must be 0 and officers empty (got {} and {} keys); officers of its department and role may override it",
+            at("kind"),
+            step.approvals_required,
+            step.officers.len()
+        ));
+    }
+    rule::validate_rule(&step.rule).map_err(|why| format!("{}: {why}", at("rule")))?;
+    check_lists(step)
+}
+
+fn check_lists(step: &WorkflowStep) -> Result<(), String> {
+    let at = |field: &str| format!("step {:?}: {field}", step.step_id);
     for (field, names) in [
         ("documents", &step.documents),
         ("attributes", &step.attributes),
@@ -298,13 +341,16 @@ pub fn validate_act_on_case(body: &ActOnCase) -> Result<(), String> {
     let action = CaseAction::try_from(body.action).unwrap_or(CaseAction::Unspecified);
     match action {
         CaseAction::Unspecified => Err(format!(
-            "act_on_case.action {} is not APPROVE (1), REJECT (2) or RETURN (3)",
+            "act_on_case.action {} is not APPROVE (1), REJECT (2), RETURN (3), OVERRIDE_APPROVE (4), OVERRIDE_REJECT (5) or EVALUATE (6)",
             body.action
         )),
-        CaseAction::Approve => check_text("act_on_case.reason", &body.reason, false),
-        CaseAction::Reject | CaseAction::Return => {
-            check_text("act_on_case.reason", &body.reason, true)
+        CaseAction::Approve | CaseAction::Evaluate => {
+            check_text("act_on_case.reason", &body.reason, false)
         }
+        CaseAction::Reject
+        | CaseAction::Return
+        | CaseAction::OverrideApprove
+        | CaseAction::OverrideReject => check_text("act_on_case.reason", &body.reason, true),
     }
 }
 
@@ -751,6 +797,8 @@ pub(crate) fn open_case<S: StateRead>(
         events: vec![event("open", "", "", "", context, transaction)],
         departments: departments.iter().cloned().collect(),
     };
+    let mut case = case;
+    automatic::settle(overlay, context, transaction, &mut case, &definition)?;
     overlay.put(case_key(&transaction.id), case.encode_to_vec());
     let mut indexes = vec![
         CaseIndex::Applicant(*applicant),
@@ -786,6 +834,8 @@ fn initial_step(step: &WorkflowStep, now_ms: u64) -> CaseStep {
         approved_ms: 0,
         department: step.department.clone(),
         role: step.role.clone(),
+        rule_outcome: String::new(),
+        evaluated_height: 0,
     }
 }
 
@@ -965,6 +1015,25 @@ pub(crate) fn act_on_case<S: StateRead>(
         ))));
     };
     let defined = &definition.steps[position];
+    let action = CaseAction::try_from(body.action).unwrap_or(CaseAction::Unspecified);
+    refuse_unless!(automatic::check_action_fits_step(defined, action, &case));
+    if action == CaseAction::Evaluate {
+        refuse_unless!(automatic::check_on_case(
+            overlay,
+            &case,
+            &transaction.signer
+        )?);
+        refuse_unless!(check_step_actionable(
+            &case.steps[position],
+            defined,
+            &case,
+            context.now_ms
+        ));
+        automatic::settle(overlay, context, transaction, &mut case, &definition)?;
+        case.updated_ms = context.now_ms;
+        overlay.put(case_key(&id), case.encode_to_vec());
+        return Ok(Ok(()));
+    }
     let officer = refuse_unless!(check_officer(overlay, defined, &transaction.signer)?);
     refuse_unless!(check_step_actionable(
         &case.steps[position],
@@ -989,6 +1058,7 @@ pub(crate) fn act_on_case<S: StateRead>(
         context,
         transaction,
     ));
+    automatic::settle(overlay, context, transaction, &mut case, &definition)?;
     case.updated_ms = context.now_ms;
     overlay.put(case_key(&id), case.encode_to_vec());
     Ok(Ok(()))
@@ -1017,10 +1087,17 @@ fn apply_action(
             close_or_return(case, CaseState::Returned, &body.reason);
             Ok("return")
         }
-        CaseAction::Unspecified => Err(Refusal::FailedPrecondition(format!(
-            "unknown case action {}",
-            body.action
-        ))),
+        CaseAction::OverrideApprove => {
+            complete_step(case, definition, position, context.now_ms);
+            Ok("override-approve")
+        }
+        CaseAction::OverrideReject => {
+            close_or_return(case, CaseState::Rejected, &body.reason);
+            Ok("override-reject")
+        }
+        CaseAction::Unspecified | CaseAction::Evaluate => Err(Refusal::FailedPrecondition(
+            format!("unknown case action {}", body.action),
+        )),
     }
 }
 
@@ -1059,9 +1136,22 @@ fn approve(
     if step.approvals.len() < required {
         return Ok(());
     }
+    complete_step(case, definition, position, context.now_ms);
+    Ok(())
+}
+
+/// Marks the step at `position` approved; the steps that waited only for
+/// it become ready, and with every step approved the case is.
+fn complete_step(
+    case: &mut CaseRecord,
+    definition: &WorkflowDefinition,
+    position: usize,
+    now_ms: u64,
+) {
+    let step = &mut case.steps[position];
     step.state = StepState::Approved.into();
-    step.approved_ms = context.now_ms;
-    release_ready_steps(case, definition, context.now_ms);
+    step.approved_ms = now_ms;
+    release_ready_steps(case, definition, now_ms);
     if case
         .steps
         .iter()
@@ -1069,7 +1159,6 @@ fn approve(
     {
         case.state = CaseState::Approved.into();
     }
-    Ok(())
 }
 
 /// Makes ready every blocked step whose dependencies are all approved.
@@ -1132,6 +1221,7 @@ pub(crate) fn amend_case<S: StateRead>(
     case.state = CaseState::Open.into();
     case.events
         .push(event("amend", "", "", "", context, transaction));
+    automatic::settle(overlay, context, transaction, &mut case, &definition)?;
     case.updated_ms = context.now_ms;
     overlay.put(case_key(&id), case.encode_to_vec());
     Ok(Ok(()))

@@ -574,7 +574,7 @@ fn print_demo_case(dir: &Path, case: &crate::cmd::approval::demo::DemoCase) {
     let d = dir.display();
     println!();
     println!(
-        "demo case {} (workflow {}: two inspections in parallel, then the licence); walk it to approved:",
+        "demo case {} (workflow {}: an automatic eligibility check, approved by its rule as the case opened, two inspections in parallel, then the licence); walk it to approved:",
         case.case_id,
         case.workflow_file.display()
     );
@@ -592,6 +592,14 @@ fn print_demo_case(dir: &Path, case: &crate::cmd::approval::demo::DemoCase) {
     println!(
         "  govchain case show {} --dir {d} --department {}",
         case.case_id, case.officers[0].department
+    );
+    println!(
+        "  # a case whose applicant's name is not attested waits at eligibility; {}'s clerk settles it:\n  \
+         # govchain case override CASE --step {} --approve --reason \"...\" --signing-key {} --dir {d} --department {}",
+        case.clerk.department,
+        case.clerk.step,
+        case.clerk.key_file.display(),
+        case.clerk.department
     );
 }
 

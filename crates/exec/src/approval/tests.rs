@@ -74,11 +74,24 @@ fn departments() -> Departments {
         attests: Default::default(),
         node_key: None,
     };
+    let mut civil = department("civil", &civil());
+    civil.attests = ["age".to_owned()].into();
+    civil.node_key = Some(civil_node().public_key());
     Departments::new([
         department("health", &health()),
         department("fire", &fire()),
         department("commerce", &commerce()),
+        civil,
     ])
+}
+
+/// The civil registry: attests `age` and holds attribute values.
+fn civil() -> SigningKey {
+    SigningKey::from_seed([13; 32])
+}
+
+fn civil_node() -> SigningKey {
+    SigningKey::from_seed([14; 32])
 }
 
 // ----- bodies ---------------------------------------------------------------
@@ -95,6 +108,7 @@ fn step(id: &str, department: &str, role: &str, m: u32, depends_on: &[&str]) -> 
         deadline_ms: 0,
         documents: vec!["floor-plan".into()],
         attributes: Vec::new(),
+        rule: String::new(),
     }
 }
 
@@ -432,7 +446,10 @@ fn more_approvals_than_a_step_may_name_is_malformed() {
 fn an_unspecified_step_kind_is_malformed() {
     let mut body = restaurant();
     body.steps[0].kind = StepKind::Unspecified.into();
-    assert!(malformed(Body::DefineWorkflow(body)).contains("only STEP_KIND_OFFICER"));
+    assert!(
+        malformed(Body::DefineWorkflow(body))
+            .contains("is not STEP_KIND_OFFICER (1) or STEP_KIND_AUTOMATIC (2)")
+    );
 }
 
 #[test]
@@ -1237,3 +1254,5 @@ fn check_case(
     prop_assert_eq!(all_approved, case.state == CaseState::Approved as i32);
     Ok(())
 }
+
+mod automatic;

@@ -1,5 +1,6 @@
-//! `govchain case open|approve|reject|return|amend|show|list`: applications
-//! walked through a workflow's steps by officers' signed actions.
+//! `govchain case open|approve|reject|return|override|evaluate|amend|show|list`:
+//! applications walked through a workflow's steps by officers' signed
+//! actions and automatic steps' rules.
 
 use std::path::PathBuf;
 
@@ -59,6 +60,31 @@ enum CaseCommand {
             govchain case return 5f0c...e1 --step fire-inspection --reason \"send the evacuation plan\" \\\n    \
             --signing-key fire-officer.key --dir devnet --department fire")]
     Return(ActArgs),
+    /// Override an automatic step's rule, as an officer of its department.
+    #[command(
+        long_about = "Settle an automatic step (one decided by its CEL rule) by hand, as an \
+            officer of the step's department and role: --approve approves the ready step \
+            whatever its rule says (one signature suffices), --reject closes the case as \
+            rejected. A reason is required and recorded in the case's history as an \
+            override-approve or override-reject event. Refused like any action on a closed \
+            case, a step not ready or past its deadline, or by a revoked officer.",
+        after_help = "Example:\n  \
+            govchain case override 5f0c...e1 --step eligibility --approve \\\n    \
+            --reason \"age checked on the paper birth certificate\" \\\n    \
+            --signing-key civil-clerk.key --dir devnet --department civil"
+    )]
+    Override(OverrideArgs),
+    /// Have a case's automatic steps evaluated again (e.g. after an attestation).
+    #[command(
+        long_about = "Evaluate the rules of a case's ready automatic steps again, as the \
+            applicant or an officer of one of the case's departments. Rules are evaluated \
+            whenever a transaction of the case commits; an attestation of the applicant's \
+            attributes is not one, so after it, ask for an evaluation. `case show` prints \
+            each automatic step's last outcome.",
+        after_help = "Example:\n  \
+            govchain case evaluate 5f0c...e1 --step eligibility --signing-key alice.key --dir devnet"
+    )]
+    Evaluate(EvaluateArgs),
     /// Amend a returned case with new or replaced documents, as the applicant.
     #[command(after_help = "Example:\n  \
             govchain case amend 5f0c...e1 --document evacuation-plan=bafkrei... --signing-key alice.key --dir devnet")]
@@ -137,6 +163,40 @@ struct ActArgs {
     /// Why; required to reject or return.
     #[arg(long, value_name = "TEXT", default_value = "")]
     reason: String,
+    #[command(flatten)]
+    signed: SignedArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("outcome").required(true).args(["approve", "reject"])))]
+struct OverrideArgs {
+    /// The case id (hex).
+    #[arg(value_name = "CASE_ID", value_parser = blob::parse_transaction_id)]
+    case: Digest,
+    /// The automatic step overridden.
+    #[arg(long, value_name = "STEP")]
+    step: String,
+    /// Approve the step.
+    #[arg(long)]
+    approve: bool,
+    /// Reject the case.
+    #[arg(long)]
+    reject: bool,
+    /// Why; required, at most 256 bytes.
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    #[command(flatten)]
+    signed: SignedArgs,
+}
+
+#[derive(Debug, Args)]
+struct EvaluateArgs {
+    /// The case id (hex).
+    #[arg(value_name = "CASE_ID", value_parser = blob::parse_transaction_id)]
+    case: Digest,
+    /// A ready automatic step of the case (all ready ones are evaluated).
+    #[arg(long, value_name = "STEP")]
+    step: String,
     #[command(flatten)]
     signed: SignedArgs,
 }
@@ -222,6 +282,29 @@ pub async fn run(args: CaseArgs, json: bool) -> anyhow::Result<()> {
         CaseCommand::Approve(args) => act(args, CaseAction::Approve, json).await,
         CaseCommand::Reject(args) => act(args, CaseAction::Reject, json).await,
         CaseCommand::Return(args) => act(args, CaseAction::Return, json).await,
+        CaseCommand::Override(args) => {
+            let action = if args.approve {
+                CaseAction::OverrideApprove
+            } else {
+                CaseAction::OverrideReject
+            };
+            let act_args = ActArgs {
+                case: args.case,
+                step: args.step,
+                reason: args.reason,
+                signed: args.signed,
+            };
+            act(act_args, action, json).await
+        }
+        CaseCommand::Evaluate(args) => {
+            let act_args = ActArgs {
+                case: args.case,
+                step: args.step,
+                reason: String::new(),
+                signed: args.signed,
+            };
+            act(act_args, CaseAction::Evaluate, json).await
+        }
         CaseCommand::Amend(args) => amend(args, json).await,
         CaseCommand::Show(args) => show(args, json).await,
         CaseCommand::List(args) => list(args, json).await,
@@ -345,6 +428,12 @@ struct CaseStepView {
     /// Unix ms; 0 for none.
     deadline_ms: u64,
     deadline: String,
+    /// An automatic step's CEL rule; empty for an officer step.
+    rule: String,
+    /// Its last evaluation: "true", "false" or "error: ..."; empty before.
+    rule_outcome: String,
+    /// The height of that evaluation; 0 before.
+    evaluated_height: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -396,6 +485,9 @@ impl CaseView {
                     ready: time_or_dash(step.ready_ms),
                     deadline_ms: step.deadline_ms,
                     deadline: time_or_dash(step.deadline_ms),
+                    rule: defined(i).map_or_else(String::new, |d| d.rule.clone()),
+                    rule_outcome: step.rule_outcome.clone(),
+                    evaluated_height: step.evaluated_height,
                 })
                 .collect(),
             events: case
@@ -443,7 +535,11 @@ impl CaseView {
                 or_dash(&step.department),
                 or_dash(&step.role),
                 step.state.to_owned(),
-                format!("{}/{}", step.approvals.len(), step.approvals_required),
+                if step.rule.is_empty() {
+                    format!("{}/{}", step.approvals.len(), step.approvals_required)
+                } else {
+                    "automatic".into()
+                },
                 step.deadline.clone(),
             ]);
         }
@@ -456,6 +552,30 @@ impl CaseView {
                 or_dash(&event.department),
                 or_dash(&event.reason),
             ]);
+        }
+        let mut rules = Table::new(&["automatic step", "rule", "last outcome", "at height"]);
+        let automatic: Vec<&CaseStepView> =
+            self.steps.iter().filter(|s| !s.rule.is_empty()).collect();
+        for step in &automatic {
+            rules.add(vec![
+                step.step_id.clone(),
+                step.rule.clone(),
+                or_dash(&step.rule_outcome),
+                if step.evaluated_height == 0 {
+                    "-".into()
+                } else {
+                    step.evaluated_height.to_string()
+                },
+            ]);
+        }
+        if !automatic.is_empty() {
+            return format!(
+                "{}\n{}\n{}\n{}",
+                fields.render(),
+                steps.render(),
+                rules.render(),
+                events.render()
+            );
         }
         format!(
             "{}\n{}\n{}",

@@ -1,5 +1,6 @@
-//! The devnet's demo case: an "open a restaurant" workflow (a health and a
-//! fire inspection in parallel, then the licence), an officer per
+//! The devnet's demo case: an "open a restaurant" workflow (an automatic
+//! eligibility check, a health and a fire inspection in parallel, then the
+//! licence), an officer per
 //! department, and a case the demo citizen opened, so that the walk to
 //! "approved" can be tried at once from the commands `govchain devnet`
 //! prints.
@@ -33,16 +34,31 @@ pub struct DemoOfficer {
 pub struct DemoCase {
     pub case_id: Digest,
     pub workflow_file: PathBuf,
+    /// The officers of the officer steps, one per step.
     pub officers: Vec<DemoOfficer>,
+    /// Civil's clerk, who may override the automatic eligibility step.
+    pub clerk: DemoOfficer,
 }
 
+/// The department whose automatic step checks that the applicant's name is
+/// attested by it (the demo citizen's is).
+pub const DEMO_ELIGIBILITY_DEPARTMENT: &str = "civil";
+
 /// The devnet has no fire or commerce department: `inspections` stands in
-/// for the fire brigade and `licensing` for commerce.
+/// for the fire brigade and `licensing` for commerce. The eligibility step
+/// is automatic: its rule approves it when the case opens.
 fn workflow_toml(health: &str, inspections: &str, licensing: &str) -> String {
+    let civil = DEMO_ELIGIBILITY_DEPARTMENT;
     format!(
         r#"# The devnet's demo workflow: `govchain workflow define` takes this file.
 id = "{DEMO_WORKFLOW}"
 title = "Open a restaurant"
+
+[[step]]
+id = "eligibility"
+department = "{civil}"
+role = "clerk"
+rule = '"name" in applicant.attested && "{civil}" in applicant.attested.name'
 
 [[step]]
 id = "health-inspection"
@@ -60,7 +76,7 @@ documents = ["floor-plan"]
 id = "license"
 department = "{licensing}"
 role = "licensing"
-depends_on = ["health-inspection", "fire-inspection"]
+depends_on = ["eligibility", "health-inspection", "fire-inspection"]
 deadline = "30d"
 "#
     )
@@ -95,10 +111,12 @@ pub async fn demo_case(
         load_signing_key(&dir.join("certs").join(department).join("signing.key"))
     };
 
-    // An officer per step, registered by its department through its own
+    // An officer per step (a clerk for the automatic one, who may
+    // override it), registered by its department through its own
     // certificate.
     let mut officers = Vec::new();
     for (department, role, step) in [
+        (DEMO_ELIGIBILITY_DEPARTMENT, "clerk", "eligibility"),
         (health, "inspector", "health-inspection"),
         (inspections, "fire-inspector", "fire-inspection"),
         (licensing, "licensing", "license"),
@@ -164,10 +182,12 @@ pub async fn demo_case(
     });
     let mut session = Session::open(&connect(health), client_timeout()).await?;
     let opened = session.submit(&citizen, open, &commit, "the case").await?;
+    let clerk = officers.remove(0);
     Ok(Some(DemoCase {
         case_id: opened.id,
         workflow_file,
         officers,
+        clerk,
     }))
 }
 
@@ -187,10 +207,22 @@ mod tests {
             .iter()
             .map(|s| s.step_id.as_str())
             .collect();
-        assert_eq!(steps, ["health-inspection", "fire-inspection", "license"]);
         assert_eq!(
-            definition.steps[2].depends_on,
-            ["health-inspection", "fire-inspection"]
+            steps,
+            [
+                "eligibility",
+                "health-inspection",
+                "fire-inspection",
+                "license"
+            ]
+        );
+        assert_eq!(
+            definition.steps[3].depends_on,
+            ["eligibility", "health-inspection", "fire-inspection"]
+        );
+        assert_eq!(
+            definition.steps[0].kind,
+            govchain_proto::types::v1::StepKind::Automatic as i32
         );
     }
 }

@@ -18,7 +18,13 @@
 //! deadline = "14d"                  # once ready; s, m, h, d units; none by default
 //! documents = ["floor-plan"]        # case documents the step may read
 //! attributes = []                   # citizen attributes it may need (read under consent)
-//! kind = "officer"                  # the only kind today
+//! kind = "officer"                  # or "automatic" (implied by a rule)
+//!
+//! [[step]]
+//! id = "eligibility"                # automatic: decided by a CEL rule
+//! department = "civil"              # its officers of the role may override
+//! role = "clerk"
+//! rule = '"age" in applicant.attested && "civil" in applicant.attested.age'
 //!
 //! [[step]]
 //! id = "license"
@@ -68,7 +74,17 @@ enum WorkflowCommand {
             id = \"fire-inspection\"\n  department = \"fire\"\n  role = \"inspector\"\n  \
             approvals = 2\n  officers = []            # keys (hex or did:key); empty: any of the role\n  \
             depends_on = []\n  deadline = \"14d\"\n  documents = [\"floor-plan\"]\n  \
-            attributes = [\"name\"]   # read only under the citizen's consent",
+            attributes = [\"name\"]   # read only under the citizen's consent\n\n\
+            An automatic step has a CEL rule instead of approvals and officers; it is \
+            approved when the rule is true as a transaction of the case commits, and an \
+            officer of its department and role may override it (`govchain case override`):\n  \
+            [[step]]\n  id = \"eligibility\"\n  department = \"civil\"\n  role = \"clerk\"\n  \
+            rule = '\"age\" in applicant.attested && \"civil\" in applicant.attested.age'\n\n\
+            Rule variables: applicant.attested (attribute name -> attesting departments), \
+            applicant.department, steps (step id -> \"blocked\", \"ready\" or \"approved\"; \
+            write steps[\"fire-inspection\"]), documents (names), case.workflow_id, \
+            case.workflow_version. At most 1,024 bytes; operators, `in`, has(), size, \
+            contains, startsWith and endsWith only (no all/exists/map/filter, no time).",
         after_help = "Example:\n  \
             govchain workflow define restaurant.toml --dir devnet --department commerce \\\n    \
             --signing-key devnet/certs/commerce/signing.key"
@@ -131,6 +147,7 @@ struct StepFile {
     #[serde(default)]
     attributes: Vec<String>,
     kind: Option<String>,
+    rule: Option<String>,
 }
 
 fn one() -> u32 {
@@ -159,12 +176,24 @@ pub fn read_definition_file(path: &Path) -> anyhow::Result<DefineWorkflow> {
 }
 
 fn step_of(step: StepFile) -> anyhow::Result<WorkflowStep> {
-    let kind = match step.kind.as_deref().unwrap_or("officer") {
+    let implied = if step.rule.is_some() {
+        "automatic"
+    } else {
+        "officer"
+    };
+    let kind = match step.kind.as_deref().unwrap_or(implied) {
         "officer" => StepKind::Officer,
+        "automatic" => StepKind::Automatic,
         other => anyhow::bail!(
-            "step {:?}: kind {other:?} is not known; only \"officer\" steps exist",
+            "step {:?}: kind {other:?} is not known; steps are \"officer\" or \"automatic\"",
             step.id
         ),
+    };
+    // An automatic step's rule approves it: no M of N.
+    let approvals_required = if kind == StepKind::Automatic {
+        0
+    } else {
+        step.approvals
     };
     let deadline_ms = match &step.deadline {
         None => 0,
@@ -188,12 +217,13 @@ fn step_of(step: StepFile) -> anyhow::Result<WorkflowStep> {
         kind: kind.into(),
         department: step.department,
         role: step.role,
-        approvals_required: step.approvals,
+        approvals_required,
         officers,
         depends_on: step.depends_on,
         deadline_ms,
         documents: step.documents,
         attributes: step.attributes,
+        rule: step.rule.unwrap_or_default(),
     })
 }
 
@@ -261,6 +291,8 @@ pub struct StepView {
     pub deadline_ms: u64,
     pub documents: Vec<String>,
     pub attributes: Vec<String>,
+    /// An automatic step's CEL rule; empty for an officer step.
+    pub rule: String,
 }
 
 impl WorkflowView {
@@ -284,6 +316,7 @@ impl WorkflowView {
                     deadline_ms: step.deadline_ms,
                     documents: step.documents.clone(),
                     attributes: step.attributes.clone(),
+                    rule: step.rule.clone(),
                 })
                 .collect(),
         }
@@ -316,7 +349,11 @@ async fn show(args: ShowArgs, json: bool) -> anyhow::Result<()> {
             step.step_id.clone(),
             step.department.clone(),
             step.role.clone(),
-            m_of_n(step.approvals_required, step.officers.len()),
+            if step.rule.is_empty() {
+                m_of_n(step.approvals_required, step.officers.len())
+            } else {
+                format!("rule: {}", step.rule)
+            },
             or_dash(&step.depends_on.join(", ")),
             deadline_text(step.deadline_ms),
         ]);
@@ -415,7 +452,31 @@ depends_on = ["health-inspection", "fire-inspection"]
         assert!(format!("{err:#}").contains("aprovals"), "{err:#}");
         let kind = RESTAURANT.replace("approvals = 2", "kind = \"cel\"");
         let err = read_definition_file(write(&kind).path()).expect_err("unknown kind");
-        assert!(format!("{err:#}").contains("only \"officer\""), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("\"officer\" or \"automatic\""),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_rule_makes_an_automatic_step_and_a_bad_rule_is_refused_before_signing() {
+        let automatic = RESTAURANT.replace(
+            "approvals = 2",
+            "approvals = 2\nrule = 'steps[\"health-inspection\"] == \"approved\"'",
+        );
+        let body = read_definition_file(write(&automatic).path()).expect("an automatic step");
+        assert_eq!(body.steps[1].kind, StepKind::Automatic as i32);
+        assert_eq!(body.steps[1].approvals_required, 0);
+        assert_eq!(
+            body.steps[1].rule,
+            "steps[\"health-inspection\"] == \"approved\""
+        );
+        let bad = RESTAURANT.replace("approvals = 2", "rule = 'salary > 3'");
+        let err = read_definition_file(write(&bad).path()).expect_err("unknown variable");
+        assert!(
+            format!("{err:#}").contains("unknown variable \"salary\""),
+            "{err:#}"
+        );
     }
 
     #[test]
