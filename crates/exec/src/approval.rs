@@ -250,7 +250,7 @@ fn topological_order(
     ))
 }
 
-fn validate_documents(field: &str, documents: &[CaseDocument]) -> Result<(), String> {
+pub(crate) fn validate_documents(field: &str, documents: &[CaseDocument]) -> Result<(), String> {
     if documents.len() > DOCUMENTS_MAX {
         return Err(format!(
             "{field} lists {} documents, at most {DOCUMENTS_MAX}",
@@ -273,7 +273,7 @@ fn validate_documents(field: &str, documents: &[CaseDocument]) -> Result<(), Str
     Ok(())
 }
 
-fn valid_cid_text(cid: &str) -> bool {
+pub(crate) fn valid_cid_text(cid: &str) -> bool {
     cid.len() > 8
         && cid.len() <= TEXT_BYTES_MAX
         && cid.starts_with('b')
@@ -991,6 +991,11 @@ pub(crate) fn act_on_case<S: StateRead>(
     ));
     case.updated_ms = context.now_ms;
     overlay.put(case_key(&id), case.encode_to_vec());
+    if case.state == CaseState::Approved as i32 {
+        // The one hook of the data directory: an approved access request
+        // becomes a grant in the same transaction.
+        crate::directory::on_case_approved(overlay, context, &case)?;
+    }
     Ok(Ok(()))
 }
 

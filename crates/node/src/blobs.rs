@@ -13,6 +13,12 @@
 //! such a department the one refusal it gives for any blob no attribute
 //! names, stored or not.
 //!
+//! **Invariant:** a blob that is a data version of a directory dataset
+//! (`dsv-cid/<cid>` in state) leaves its owner's node for another
+//! department only as `exec::directory::blob_release` allows: an open
+//! dataset to any member, a by-request one under a grant, a
+//! citizen-consent one never through this path.
+//!
 //! **Invariant:** bytes fetched from a holder are stored only if they hash
 //! to the CID asked for; the store verifies them again on every read.
 
@@ -25,6 +31,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use govchain_blobstore::{BlobError, BlobInfo, BlobStore, ChunkReadError, ChunkSource, Cid};
 use govchain_crypto::{Digest, PublicKey, SigningKey};
+use govchain_exec::directory::{Release, blob_dataset, blob_release, read_entry, read_grant};
 use govchain_exec::identity::disclosure::blob_visible_to;
 use govchain_exec::identity::{
     blob_is_personal, blob_reference, check_access, read_access, read_attribute,
@@ -33,7 +40,7 @@ use govchain_pki::TlsIdentity;
 use govchain_proto::blob::v1::blob_service_client::BlobServiceClient;
 use govchain_proto::blob::v1::blob_service_server::BlobService;
 use govchain_proto::blob::v1::*;
-use govchain_proto::types::v1::{AccessRecord, RecordAccess};
+use govchain_proto::types::v1::{AccessRecord, ErrorReason, RecordAccess};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::transport::{ClientTlsConfig, Endpoint};
@@ -193,7 +200,8 @@ impl Blobs {
         }
     }
 
-    /// Collects blobs that no attribute references and that were not
+    /// Collects blobs that no attribute references, no dataset version
+    /// names, and that were not
     /// uploaded within `grace_ms`. The upload list is asked live, inside
     /// the collection: an upload that finishes meanwhile is listed before
     /// it drops its pin, so it is either pinned or listed when asked.
@@ -206,6 +214,7 @@ impl Blobs {
             self.recent().contains_key(cid)
                 // A read failure keeps the blob: never delete on doubt.
                 || blob_reference(&state, &cid.to_string()).map_or(true, |r| r.is_some())
+                || blob_dataset(&state, &cid.to_string()).map_or(true, |d| d.is_some())
         })?;
         if report.roots_removed > 0 {
             info!(
@@ -628,6 +637,51 @@ impl BlobApi {
     }
 }
 
+impl BlobApi {
+    /// The directory's rule for a dataset version's blob: `Ok` to serve it
+    /// to the caller, or the refusal, which names the dataset and how to
+    /// get access.
+    fn release_dataset_blob(
+        &self,
+        caller: &TlsIdentity,
+        cid: &Cid,
+        dataset: &str,
+    ) -> Result<(), Status> {
+        let state = LedgerState(&self.shared.ledger);
+        let read_failed = |err| internal("state read failed", err);
+        let entry = read_entry(&state, dataset)
+            .map_err(read_failed)?
+            .ok_or_else(|| internal("dataset version without an entry", dataset))?;
+        let grant = read_grant(&state, dataset, &caller.department).map_err(read_failed)?;
+        let release = blob_release(&entry, &caller.department, &self.shared.name, grant.as_ref());
+        info!(department = %caller.department, %cid, dataset, release = ?release, "dataset blob requested");
+        match release {
+            Release::Serve => Ok(()),
+            Release::GrantRequired { workflow_id } => Err(errors::Failure::new(
+                tonic::Code::PermissionDenied,
+                ErrorReason::DatasetGrantRequired,
+                format!(
+                    "blob {cid} is a version of by-request dataset {dataset:?} and department {:?} has no grant for it: request access with `govchain directory request {dataset} --purpose <why>` (an approval case against {:?}'s workflow {workflow_id:?}) and download again once it is approved",
+                    caller.department, entry.owner
+                ),
+            )
+            .meta("dataset", dataset)
+            .meta("workflow_id", workflow_id)
+            .status()),
+            Release::NotReleased(why) => Err(errors::Failure::new(
+                tonic::Code::PermissionDenied,
+                ErrorReason::DatasetNotReleased,
+                format!(
+                    "blob {cid} is not released to department {:?} here: {why}",
+                    caller.department
+                ),
+            )
+            .meta("dataset", dataset)
+            .status()),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl BlobService for BlobApi {
     async fn upload(
@@ -728,9 +782,13 @@ impl BlobService for BlobApi {
             )));
         }
         if personal.is_none() && caller.department != self.shared.name {
-            // Uploads no attribute names yet (a declaration pending, or
-            // refused) may be a citizen's sealed value too.
-            return Err(not_released());
+            // A dataset version's batch goes by the directory's rule; any
+            // other upload no attribute names yet (a declaration pending,
+            // or refused) may be a citizen's sealed value too.
+            match blob_dataset(&state, &request.cid).map_err(read_failed)? {
+                Some(dataset) => self.release_dataset_blob(&caller, &cid, &dataset)?,
+                None => return Err(not_released()),
+            }
         }
         if let Some((citizen, name)) = personal {
             let authorized = match wait_for_access(&self.shared, &request.access_transaction_id)
