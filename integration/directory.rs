@@ -132,7 +132,13 @@ fn sharing_workflow(cluster: &Cluster, work: &Path) -> String {
     ok_at(
         cluster,
         OWNER,
-        &["workflow", "define", path(&file), "--signing-key", &health_key],
+        &[
+            "workflow",
+            "define",
+            path(&file),
+            "--signing-key",
+            &health_key,
+        ],
     );
     let steward = work.join("steward.key");
     let made = govchain(&["--json", "keys", "new", "--out", path(&steward)]);
@@ -277,10 +283,14 @@ async fn a_by_request_dataset_is_served_only_after_its_request_is_approved() {
     assert_eq!(version["version"], 1, "{ingested}");
     let cid = version["cid"].as_str().unwrap().to_owned();
     let k = ingested["k"].as_u64().expect("--report computes k");
-    let shown = eventually("the version on the tax node", Duration::from_secs(30), || {
-        let shown = ok_at(&cluster, REQUESTER, &["directory", "show", DATASET]);
-        async move { (shown["version_count"] == 1).then_some(shown) }
-    })
+    let shown = eventually(
+        "the version on the tax node",
+        Duration::from_secs(30),
+        || {
+            let shown = ok_at(&cluster, REQUESTER, &["directory", "show", DATASET]);
+            async move { (shown["version_count"] == 1).then_some(shown) }
+        },
+    )
     .await;
     let listed = &shown["versions"][0];
     assert_eq!(listed["batch_cid"], cid.as_str());
@@ -348,7 +358,10 @@ async fn a_by_request_dataset_is_served_only_after_its_request_is_approved() {
 
     // Now served to tax, and the bytes are the batch's.
     let bytes = download(&cluster, OWNER, "tax", &cid).await.unwrap();
-    assert_eq!(bytes.len() as u64, ingested["output_bytes"].as_u64().unwrap());
+    assert_eq!(
+        bytes.len() as u64,
+        ingested["output_bytes"].as_u64().unwrap()
+    );
     assert!(String::from_utf8_lossy(&bytes).contains("district-1"));
     // Police has no grant.
     let status = download(&cluster, OWNER, "police", &cid)
@@ -411,9 +424,7 @@ async fn an_open_dataset_is_served_to_members_and_its_owner_alone_anchors_in_it(
     let refused = anchor(REQUESTER);
     assert_eq!(refused.code, 2, "{}", refused.stdout);
     assert!(
-        refused
-            .stderr
-            .contains("owned by department \"police\""),
+        refused.stderr.contains("owned by department \"police\""),
         "{}",
         refused.stderr
     );
@@ -426,11 +437,15 @@ async fn an_open_dataset_is_served_to_members_and_its_owner_alone_anchors_in_it(
     // Before it is a version, it is an upload nothing names: not released.
     assert!(download(&cluster, OTHER, "civil", &cid).await.is_err());
     append_version(&cluster, &cid).await;
-    let bytes = eventually("the version on police's node", Duration::from_secs(30), || {
-        let cluster = &cluster;
-        let cid = cid.clone();
-        async move { download(cluster, OTHER, "civil", &cid).await.ok() }
-    })
+    let bytes = eventually(
+        "the version on police's node",
+        Duration::from_secs(30),
+        || {
+            let cluster = &cluster;
+            let cid = cid.clone();
+            async move { download(cluster, OTHER, "civil", &cid).await.ok() }
+        },
+    )
     .await;
     assert_eq!(bytes, b"district-1, district-2");
     // Another node than the owner's does not serve it.

@@ -217,7 +217,12 @@ fn version_count_key(dataset: &str) -> Vec<u8> {
 }
 
 fn version_key(dataset: &str, number: u64) -> Vec<u8> {
-    [b"dsv/".as_slice(), &name_part(dataset), &number.to_be_bytes()].concat()
+    [
+        b"dsv/".as_slice(),
+        &name_part(dataset),
+        &number.to_be_bytes(),
+    ]
+    .concat()
 }
 
 fn blob_dataset_key(cid: &str) -> Vec<u8> {
@@ -229,7 +234,12 @@ fn request_key(case_id: &[u8]) -> Vec<u8> {
 }
 
 fn grant_key(dataset: &str, grantee: &str) -> Vec<u8> {
-    [b"grant/".as_slice(), &name_part(dataset), grantee.as_bytes()].concat()
+    [
+        b"grant/".as_slice(),
+        &name_part(dataset),
+        grantee.as_bytes(),
+    ]
+    .concat()
 }
 
 fn grant_count_key(dataset: &str) -> Vec<u8> {
@@ -289,7 +299,10 @@ fn read_name(state: &impl StateRead, key: &[u8], what: &str) -> Result<String, S
 }
 
 /// A dataset's latest directory entry.
-pub fn read_entry(state: &impl StateRead, dataset: &str) -> Result<Option<DatasetEntry>, StateError> {
+pub fn read_entry(
+    state: &impl StateRead,
+    dataset: &str,
+) -> Result<Option<DatasetEntry>, StateError> {
     read_message(state, &entry_key(dataset), "directory entry")
 }
 
@@ -513,12 +526,15 @@ fn require_department<'d>(
     transaction: &VerifiedTransaction,
     action: &str,
 ) -> Result<&'d Department, Refusal> {
-    context.departments.by_key(&transaction.signer).ok_or_else(|| {
-        Refusal::PermissionDenied(format!(
-            "signer {} is not a department's signing key in genesis, so it may not {action}",
-            transaction.signer
-        ))
-    })
+    context
+        .departments
+        .by_key(&transaction.signer)
+        .ok_or_else(|| {
+            Refusal::PermissionDenied(format!(
+                "signer {} is not a department's signing key in genesis, so it may not {action}",
+                transaction.signer
+            ))
+        })
 }
 
 /// The department that owns `dataset`, or would own it if `department`
@@ -587,7 +603,11 @@ pub(crate) fn publish_entry<S: StateRead>(
         ))));
     }
     if !body.workflow_id.is_empty() {
-        refuse_unless!(check_workflow(overlay, &body.workflow_id, &department.name)?);
+        refuse_unless!(check_workflow(
+            overlay,
+            &body.workflow_id,
+            &department.name
+        )?);
     }
     let previous = read_entry(overlay, &body.dataset)?;
     let entry_version = previous
@@ -744,7 +764,10 @@ pub(crate) fn request_access<S: StateRead>(
         purpose: body.purpose.clone(),
         case_id: transaction.id.to_vec(),
     };
-    overlay.put(request_key(transaction.id.as_bytes()), request.encode_to_vec());
+    overlay.put(
+        request_key(transaction.id.as_bytes()),
+        request.encode_to_vec(),
+    );
     Ok(Ok(()))
 }
 

@@ -122,7 +122,9 @@ fn apply<S: StateRead>(
         Body::PublishDatasetEntry(body) => {
             directory::publish_entry(overlay, context, transaction, body)
         }
-        Body::DatasetVersion(body) => directory::append_version(overlay, context, transaction, body),
+        Body::DatasetVersion(body) => {
+            directory::append_version(overlay, context, transaction, body)
+        }
         Body::RequestDatasetAccess(body) => {
             directory::request_access(overlay, context, transaction, body)
         }

@@ -653,7 +653,12 @@ impl BlobApi {
             .map_err(read_failed)?
             .ok_or_else(|| internal("dataset version without an entry", dataset))?;
         let grant = read_grant(&state, dataset, &caller.department).map_err(read_failed)?;
-        let release = blob_release(&entry, &caller.department, &self.shared.name, grant.as_ref());
+        let release = blob_release(
+            &entry,
+            &caller.department,
+            &self.shared.name,
+            grant.as_ref(),
+        );
         info!(department = %caller.department, %cid, dataset, release = ?release, "dataset blob requested");
         match release {
             Release::Serve => Ok(()),

@@ -149,10 +149,11 @@ impl DirectoryService for DirectoryApi {
         let (first, limit) = page_request(request.page_size, &request.page_token)?;
         let state = LedgerState(&self.shared.ledger);
         require_entry(&state, &request.dataset)?;
-        let (grants, next) = grants_page(&state, &request.dataset, first.unwrap_or(1), limit, |g| {
-            request.grantee.is_empty() || g.grantee == request.grantee
-        })
-        .map_err(state_error)?;
+        let (grants, next) =
+            grants_page(&state, &request.dataset, first.unwrap_or(1), limit, |g| {
+                request.grantee.is_empty() || g.grantee == request.grantee
+            })
+            .map_err(state_error)?;
         Ok(Response::new(ListGrantsResponse {
             grants,
             next_page_token: token(next),

@@ -9,7 +9,6 @@
 
 mod admission;
 mod approval;
-mod directory;
 mod audit;
 pub mod backup;
 mod blobs;
@@ -17,6 +16,7 @@ mod certified_header;
 pub mod config;
 mod connections;
 mod consensus_store;
+mod directory;
 mod dissemination;
 mod driver;
 pub mod errors;
@@ -47,9 +47,9 @@ use govchain_ledger::Ledger;
 use govchain_pbft::{Config, Event, Replica, ValidatorSet};
 use govchain_proto::admin::v1::admin_service_server::AdminServiceServer;
 use govchain_proto::approval::v1::approval_service_server::ApprovalServiceServer;
-use govchain_proto::directory::v1::directory_service_server::DirectoryServiceServer;
 use govchain_proto::blob::v1::blob_service_server::BlobServiceServer;
 use govchain_proto::consensus::v1::consensus_service_server::ConsensusServiceServer;
+use govchain_proto::directory::v1::directory_service_server::DirectoryServiceServer;
 use govchain_proto::identity::v1::identity_service_server::IdentityServiceServer;
 use govchain_proto::node::v1::node_service_server::NodeServiceServer;
 use prost::Message as _;
@@ -73,8 +73,8 @@ pub use wire::{certificate_from_wire, certificate_to_wire};
 
 use crate::admission::Admission;
 use crate::approval::ApprovalApi;
-use crate::directory::DirectoryApi;
 use crate::blobs::{BLOB_MESSAGE_BYTES_MAX, BlobApi, Blobs};
+use crate::directory::DirectoryApi;
 use crate::driver::{DRIVER_EVENTS_MAX, Driver, DriverEvent, TICK_INTERVAL};
 use crate::identity::IdentityApi;
 use crate::mempool::Mempool;

@@ -145,10 +145,11 @@ impl Chain {
     fn run(&mut self, key: &SigningKey, body: Body) -> Result<Digest, Refusal> {
         let nonce = self.nonces.entry(*key.public_key().as_bytes()).or_default();
         *nonce += 1;
-        let transaction = check_envelope(sign(key, *nonce, body), CHAIN, PAYLOAD_BYTES_MAX, |_, _| {
-            false
-        })
-        .expect("a well-formed transaction");
+        let transaction =
+            check_envelope(sign(key, *nonce, body), CHAIN, PAYLOAD_BYTES_MAX, |_, _| {
+                false
+            })
+            .expect("a well-formed transaction");
         self.height += 1;
         let now_ms = 1_700_000_000_000 + self.height;
         let prechecked = precheck(
@@ -191,7 +192,8 @@ impl Chain {
     }
 
     fn refused(&mut self, key: &SigningKey, body: Body) -> Refusal {
-        self.run(key, body).expect_err("the transaction must be refused")
+        self.run(key, body)
+            .expect_err("the transaction must be refused")
     }
 }
 
@@ -200,7 +202,12 @@ fn publish(dataset: &str, policy: DatasetAccessPolicy) -> Body {
 }
 
 fn malformed(body: Body) -> String {
-    match check_envelope(sign(&health(), 1, body), CHAIN, PAYLOAD_BYTES_MAX, |_, _| false) {
+    match check_envelope(
+        sign(&health(), 1, body),
+        CHAIN,
+        PAYLOAD_BYTES_MAX,
+        |_, _| false,
+    ) {
         Err(TransactionError::Malformed(message)) => message,
         other => panic!("expected a malformed transaction, got {other:?}"),
     }
@@ -209,7 +216,10 @@ fn malformed(body: Body) -> String {
 #[test]
 fn publishing_again_makes_the_next_entry_version_and_keeps_the_first() {
     let mut chain = Chain::new();
-    chain.ok(&health(), publish("health/vaccinations", DatasetAccessPolicy::Open));
+    chain.ok(
+        &health(),
+        publish("health/vaccinations", DatasetAccessPolicy::Open),
+    );
     let mut changed = entry("health/vaccinations", DatasetAccessPolicy::Open);
     changed.description = "Vaccinations by district, weekly".into();
     chain.ok(&health(), Body::PublishDatasetEntry(changed));
@@ -233,26 +243,65 @@ fn publishing_again_makes_the_next_entry_version_and_keeps_the_first() {
 #[test]
 fn only_the_owner_publishes_in_its_namespace_or_after_the_first_publication() {
     let mut chain = Chain::new();
-    let refusal = chain.refused(&fire(), publish("health/vaccinations", DatasetAccessPolicy::Open));
-    assert!(matches!(refusal, Refusal::PermissionDenied(_)), "{refusal:?}");
-    assert!(refusal.to_string().contains("department \"health\"'s"), "{refusal}");
+    let refusal = chain.refused(
+        &fire(),
+        publish("health/vaccinations", DatasetAccessPolicy::Open),
+    );
+    assert!(
+        matches!(refusal, Refusal::PermissionDenied(_)),
+        "{refusal:?}"
+    );
+    assert!(
+        refusal.to_string().contains("department \"health\"'s"),
+        "{refusal}"
+    );
     // A name outside every namespace belongs to its first publisher.
-    chain.ok(&fire(), publish("census/districts", DatasetAccessPolicy::Open));
-    let refusal = chain.refused(&health(), publish("census/districts", DatasetAccessPolicy::Open));
-    assert!(refusal.to_string().contains("department \"fire\"'s"), "{refusal}");
-    let refusal = chain.refused(&data_officer(), publish("other/x", DatasetAccessPolicy::Open));
-    assert!(refusal.to_string().contains("not a department's signing key"), "{refusal}");
+    chain.ok(
+        &fire(),
+        publish("census/districts", DatasetAccessPolicy::Open),
+    );
+    let refusal = chain.refused(
+        &health(),
+        publish("census/districts", DatasetAccessPolicy::Open),
+    );
+    assert!(
+        refusal.to_string().contains("department \"fire\"'s"),
+        "{refusal}"
+    );
+    let refusal = chain.refused(
+        &data_officer(),
+        publish("other/x", DatasetAccessPolicy::Open),
+    );
+    assert!(
+        refusal
+            .to_string()
+            .contains("not a department's signing key"),
+        "{refusal}"
+    );
 }
 
 #[test]
 fn a_by_request_entry_needs_a_workflow_of_its_owner() {
     let mut chain = Chain::new();
-    let refusal = chain.refused(&health(), publish("health/visits", DatasetAccessPolicy::ByRequest));
+    let refusal = chain.refused(
+        &health(),
+        publish("health/visits", DatasetAccessPolicy::ByRequest),
+    );
     assert!(matches!(refusal, Refusal::NotFound(_)), "{refusal:?}");
     chain.ok(&fire(), Body::DefineWorkflow(sharing_workflow()));
-    let refusal = chain.refused(&health(), publish("health/visits", DatasetAccessPolicy::ByRequest));
-    assert!(matches!(refusal, Refusal::PermissionDenied(_)), "{refusal:?}");
-    assert!(refusal.to_string().contains("workflow \"data-sharing\" is department \"fire\"'s"));
+    let refusal = chain.refused(
+        &health(),
+        publish("health/visits", DatasetAccessPolicy::ByRequest),
+    );
+    assert!(
+        matches!(refusal, Refusal::PermissionDenied(_)),
+        "{refusal:?}"
+    );
+    assert!(
+        refusal
+            .to_string()
+            .contains("workflow \"data-sharing\" is department \"fire\"'s")
+    );
 }
 
 #[test]
@@ -294,14 +343,32 @@ fn entries_are_checked_before_they_are_ordered() {
 #[test]
 fn versions_are_numbered_by_the_owner_and_need_an_entry() {
     let mut chain = Chain::new();
-    let refusal = chain.refused(&health(), Body::DatasetVersion(version("health/vaccinations", 'a')));
+    let refusal = chain.refused(
+        &health(),
+        Body::DatasetVersion(version("health/vaccinations", 'a')),
+    );
     assert!(matches!(refusal, Refusal::NotFound(_)), "{refusal:?}");
     assert!(refusal.to_string().contains("has no directory entry"));
-    chain.ok(&health(), publish("health/vaccinations", DatasetAccessPolicy::Open));
-    chain.ok(&health(), Body::DatasetVersion(version("health/vaccinations", 'a')));
-    chain.ok(&health(), Body::DatasetVersion(version("health/vaccinations", 'b')));
-    let refusal = chain.refused(&fire(), Body::DatasetVersion(version("health/vaccinations", 'c')));
-    assert!(matches!(refusal, Refusal::PermissionDenied(_)), "{refusal:?}");
+    chain.ok(
+        &health(),
+        publish("health/vaccinations", DatasetAccessPolicy::Open),
+    );
+    chain.ok(
+        &health(),
+        Body::DatasetVersion(version("health/vaccinations", 'a')),
+    );
+    chain.ok(
+        &health(),
+        Body::DatasetVersion(version("health/vaccinations", 'b')),
+    );
+    let refusal = chain.refused(
+        &fire(),
+        Body::DatasetVersion(version("health/vaccinations", 'c')),
+    );
+    assert!(
+        matches!(refusal, Refusal::PermissionDenied(_)),
+        "{refusal:?}"
+    );
     let (versions, next) =
         versions_page(&chain.state, "health/vaccinations", None, 10).expect("reads");
     assert_eq!(
@@ -309,8 +376,7 @@ fn versions_are_numbered_by_the_owner_and_need_an_entry() {
         vec![2, 1]
     );
     assert_eq!(next, None);
-    let (page, next) =
-        versions_page(&chain.state, "health/vaccinations", None, 1).expect("reads");
+    let (page, next) = versions_page(&chain.state, "health/vaccinations", None, 1).expect("reads");
     assert_eq!(page[0].number, 2);
     assert_eq!(next, Some(1));
     assert_eq!(
@@ -322,12 +388,20 @@ fn versions_are_numbered_by_the_owner_and_need_an_entry() {
         Some(5)
     );
     assert_eq!(
-        blob_dataset(&chain.state, &cid('a')).expect("reads").as_deref(),
+        blob_dataset(&chain.state, &cid('a'))
+            .expect("reads")
+            .as_deref(),
         Some("health/vaccinations")
     );
     // A batch is one dataset's.
-    chain.ok(&health(), publish("health/other", DatasetAccessPolicy::Open));
-    let refusal = chain.refused(&health(), Body::DatasetVersion(version("health/other", 'a')));
+    chain.ok(
+        &health(),
+        publish("health/other", DatasetAccessPolicy::Open),
+    );
+    let refusal = chain.refused(
+        &health(),
+        Body::DatasetVersion(version("health/other", 'a')),
+    );
     assert!(matches!(refusal, Refusal::AlreadyExists(_)), "{refusal:?}");
 }
 
@@ -345,26 +419,46 @@ fn anchors_in_a_published_dataset_come_only_from_its_owner() {
     };
     // Outside every namespace and the directory, anyone anchors.
     chain.ok(&health(), anchor("census/districts", "r1"));
-    chain.ok(&fire(), publish("census/districts", DatasetAccessPolicy::Open));
+    chain.ok(
+        &fire(),
+        publish("census/districts", DatasetAccessPolicy::Open),
+    );
     let refusal = chain.refused(&health(), anchor("census/districts", "r2"));
-    assert!(matches!(refusal, Refusal::PermissionDenied(_)), "{refusal:?}");
-    assert!(refusal.to_string().contains("owned by department \"fire\""), "{refusal}");
+    assert!(
+        matches!(refusal, Refusal::PermissionDenied(_)),
+        "{refusal:?}"
+    );
+    assert!(
+        refusal.to_string().contains("owned by department \"fire\""),
+        "{refusal}"
+    );
     chain.ok(&fire(), anchor("census/districts", "r2"));
 }
 
 #[test]
 fn an_approved_request_records_a_grant_and_the_release_rule_follows_it() {
     let mut chain = Chain::with_workflow();
-    chain.ok(&health(), publish("health/visits", DatasetAccessPolicy::ByRequest));
-    chain.ok(&health(), Body::DatasetVersion(version("health/visits", 'a')));
-    let entry = read_entry(&chain.state, "health/visits").expect("reads").expect("entry");
+    chain.ok(
+        &health(),
+        publish("health/visits", DatasetAccessPolicy::ByRequest),
+    );
+    chain.ok(
+        &health(),
+        Body::DatasetVersion(version("health/visits", 'a')),
+    );
+    let entry = read_entry(&chain.state, "health/visits")
+        .expect("reads")
+        .expect("entry");
     assert_eq!(
         blob_release(&entry, "fire", "health", None),
         Release::GrantRequired {
             workflow_id: "data-sharing".into()
         }
     );
-    assert_eq!(blob_release(&entry, "health", "health", None), Release::Serve);
+    assert_eq!(
+        blob_release(&entry, "health", "health", None),
+        Release::Serve
+    );
     assert!(matches!(
         blob_release(&entry, "health", "fire", None),
         Release::NotReleased(_)
@@ -372,10 +466,16 @@ fn an_approved_request_records_a_grant_and_the_release_rule_follows_it() {
     let refusal = chain.refused(&health(), request("health/visits"));
     assert!(matches!(refusal, Refusal::AlreadyExists(_)), "{refusal:?}");
     let case_id = chain.ok(&fire(), request("health/visits"));
-    let case = approval::read_case(&chain.state, &case_id).expect("reads").expect("opened");
+    let case = approval::read_case(&chain.state, &case_id)
+        .expect("reads")
+        .expect("opened");
     assert_eq!(case.applicant_department, "fire");
     assert_eq!(case.workflow_id, "data-sharing");
-    assert!(read_grant(&chain.state, "health/visits", "fire").expect("reads").is_none());
+    assert!(
+        read_grant(&chain.state, "health/visits", "fire")
+            .expect("reads")
+            .is_none()
+    );
     chain.ok(
         &data_officer(),
         Body::ActOnCase(ActOnCase {
@@ -385,19 +485,28 @@ fn an_approved_request_records_a_grant_and_the_release_rule_follows_it() {
             reason: String::new(),
         }),
     );
-    let case = approval::read_case(&chain.state, &case_id).expect("reads").expect("case");
+    let case = approval::read_case(&chain.state, &case_id)
+        .expect("reads")
+        .expect("case");
     assert_eq!(case.state, CaseState::Approved as i32);
     let grant = read_grant(&chain.state, "health/visits", "fire")
         .expect("reads")
         .expect("granted");
     assert_eq!(grant.case_id, case_id.to_vec());
     assert_eq!(grant.purpose, "fire risk planning");
-    assert_eq!(blob_release(&entry, "fire", "health", Some(&grant)), Release::Serve);
-    let (grants, next) = grants_page(&chain.state, "health/visits", 1, 10, |_| true).expect("reads");
+    assert_eq!(
+        blob_release(&entry, "fire", "health", Some(&grant)),
+        Release::Serve
+    );
+    let (grants, next) =
+        grants_page(&chain.state, "health/visits", 1, 10, |_| true).expect("reads");
     assert_eq!(grants.len(), 1);
     assert_eq!(next, None);
     let refusal = chain.refused(&fire(), request("health/visits"));
-    assert!(refusal.to_string().contains("already has access"), "{refusal}");
+    assert!(
+        refusal.to_string().contains("already has access"),
+        "{refusal}"
+    );
 }
 
 #[test]
@@ -405,7 +514,10 @@ fn only_by_request_datasets_take_requests_and_cases_of_other_workflows_grant_not
     let mut chain = Chain::with_workflow();
     chain.ok(&health(), publish("health/open", DatasetAccessPolicy::Open));
     let refusal = chain.refused(&fire(), request("health/open"));
-    assert!(matches!(refusal, Refusal::FailedPrecondition(_)), "{refusal:?}");
+    assert!(
+        matches!(refusal, Refusal::FailedPrecondition(_)),
+        "{refusal:?}"
+    );
     let refusal = chain.refused(&fire(), request("health/none"));
     assert!(matches!(refusal, Refusal::NotFound(_)), "{refusal:?}");
     // A plain case against the same workflow is no request.
@@ -426,9 +538,15 @@ fn only_by_request_datasets_take_requests_and_cases_of_other_workflows_grant_not
             reason: String::new(),
         }),
     );
-    assert!(read_request(&chain.state, case_id.as_bytes()).expect("reads").is_none());
+    assert!(
+        read_request(&chain.state, case_id.as_bytes())
+            .expect("reads")
+            .is_none()
+    );
     assert_eq!(grant_count(&chain.state, "health/open").expect("reads"), 0);
-    let entry = read_entry(&chain.state, "health/open").expect("reads").expect("entry");
+    let entry = read_entry(&chain.state, "health/open")
+        .expect("reads")
+        .expect("entry");
     assert_eq!(blob_release(&entry, "fire", "health", None), Release::Serve);
 }
 

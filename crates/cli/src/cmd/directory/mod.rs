@@ -3,9 +3,7 @@
 //! `exec::directory`'s); reads go to the node's `DirectoryService`.
 
 use clap::{Args, Subcommand, ValueEnum};
-use govchain_exec::directory::{
-    policy_name, sensitivity_name, validate_publish, validate_request,
-};
+use govchain_exec::directory::{policy_name, sensitivity_name, validate_publish, validate_request};
 use govchain_proto::directory::v1::directory_service_client::DirectoryServiceClient;
 use govchain_proto::directory::v1::{GetDatasetRequest, ListGrantsRequest, SearchDatasetsRequest};
 use govchain_proto::types::v1::{
@@ -51,11 +49,9 @@ enum DirectoryCommand {
     )]
     Publish(PublishArgs),
     /// Search the directory by keyword and owner.
-    #[command(
-        after_help = "Examples:\n  \
+    #[command(after_help = "Examples:\n  \
             govchain directory search vaccination --dir devnet\n  \
-            govchain directory search --owner health --json --dir devnet"
-    )]
+            govchain directory search --owner health --json --dir devnet")]
     Search(SearchArgs),
     /// Show a dataset's latest entry and its data versions.
     #[command(after_help = "Example:\n  govchain directory show health/vaccinations --dir devnet")]
@@ -74,7 +70,9 @@ enum DirectoryCommand {
     )]
     Request(RequestArgs),
     /// List the departments granted access to a dataset.
-    #[command(after_help = "Example:\n  govchain directory grants health/vaccinations --dir devnet")]
+    #[command(
+        after_help = "Example:\n  govchain directory grants health/vaccinations --dir devnet"
+    )]
     Grants(GrantsArgs),
 }
 
