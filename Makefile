@@ -5,7 +5,7 @@ DEVNET_DIR ?= ./devnet
 VALIDATORS ?= 4
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: proto-lint proto-tools run test build lint fmt-check check-deps python-deps unit integration bench bench-micro soak clean fuzz fuzz-ci fuzz-build fuzz-tools
+.PHONY: proto-lint proto-tools run test build lint fmt-check check-deps python-deps typescript-deps unit integration bench bench-micro soak clean fuzz fuzz-ci fuzz-build fuzz-tools
 
 ## A local consortium of $(VALIDATORS) validators with demo data, in the foreground.
 ## The build shows its progress (a first build takes minutes on 2 cores).
@@ -15,7 +15,7 @@ run:
 
 ## Everything CI checks: formatting, lints, dependency direction, all tests,
 ## then every fuzz target for a few seconds.
-test: fmt-check lint check-deps proto-lint python-deps
+test: fmt-check lint check-deps proto-lint python-deps typescript-deps
 	GOVCHAIN_PYTHON_VENV=$(abspath $(PYTHON_VENV)) $(CARGO) test --workspace --all-targets
 	$(MAKE) fuzz-ci
 
@@ -33,9 +33,23 @@ $(PYTHON_VENV)/.installed: $(PYTHON_REQUIREMENTS)
 	$(PYTHON_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(PYTHON_REQUIREMENTS))
 	touch $@
 
+## The TypeScript client (clients/typescript): its npm packages exactly as
+## package-lock.json pins them (npm ci, re-run when the pins change; no
+## install scripts: buf's binary comes from its platform package), then
+## its build: code generated from proto/ by buf and protoc-gen-es into
+## src/gen/, compiled by tsc into dist/ (never committed).
+TYPESCRIPT_CLIENT = clients/typescript
+typescript-deps: $(TYPESCRIPT_CLIENT)/node_modules/.installed
+	cd $(TYPESCRIPT_CLIENT) && npm run --silent build
+
+$(TYPESCRIPT_CLIENT)/node_modules/.installed: $(TYPESCRIPT_CLIENT)/package.json $(TYPESCRIPT_CLIENT)/package-lock.json
+	cd $(TYPESCRIPT_CLIENT) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
 ## The proto's lint (buf STANDARD) and breaking-change check against the
 ## previous commit (wire and JSON compatibility). buf comes from npm
 ## (@bufbuild/buf ships the binary) into target/buf-tools.
+## clients/typescript/package.json pins the same version for its generation.
 BUF_VERSION ?= 1.75.0
 BUF := $(abspath target/buf-tools/node_modules/.bin/buf)
 proto-tools: $(BUF)

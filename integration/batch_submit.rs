@@ -11,9 +11,10 @@ use std::time::Duration;
 use govchain_crypto::{Digest, SigningKey};
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use govchain_proto::node::v1::*;
-use govchain_proto::types::v1::TransactionEnvelope;
+use govchain_proto::types::v1::{ErrorReason, TransactionEnvelope};
 use support::*;
 use tonic::Code;
+use tonic_types::StatusExt as _;
 
 fn key(i: u32) -> SigningKey {
     let mut seed = [7u8; 32];
@@ -72,23 +73,49 @@ async fn a_batch_gives_each_envelope_its_own_result_in_order() {
         .unwrap()
         .into_inner();
     assert_eq!(response.results.len(), 300);
-    let refused = |i: usize, code: Code, fragment: &str| {
+    let refused = |i: usize, code: Code, reason: ErrorReason, fragment: &str| {
         let result = &response.results[i];
         assert_eq!(
             Code::from_i32(result.code),
             code,
             "envelope {i}: {result:?}"
         );
+        assert_eq!(result.reason(), reason, "envelope {i}: {result:?}");
         assert!(
             result.message.contains(fragment),
             "envelope {i}: {result:?}"
         );
     };
-    refused(10, Code::InvalidArgument, "signature");
-    refused(20, Code::InvalidArgument, "another-chain");
-    refused(30, Code::AlreadyExists, "");
-    refused(40, Code::PermissionDenied, "health");
-    refused(50, Code::InvalidArgument, "");
+    refused(
+        10,
+        Code::InvalidArgument,
+        ErrorReason::BadSignature,
+        "signature",
+    );
+    refused(
+        20,
+        Code::InvalidArgument,
+        ErrorReason::WrongChain,
+        "another-chain",
+    );
+    refused(
+        30,
+        Code::AlreadyExists,
+        ErrorReason::DuplicateTransaction,
+        "",
+    );
+    refused(
+        40,
+        Code::PermissionDenied,
+        ErrorReason::PermissionDenied,
+        "health",
+    );
+    refused(
+        50,
+        Code::InvalidArgument,
+        ErrorReason::MalformedTransaction,
+        "",
+    );
     let mut admitted = Vec::new();
     for (i, result) in response.results.iter().enumerate() {
         assert_eq!(
@@ -98,6 +125,7 @@ async fn a_batch_gives_each_envelope_its_own_result_in_order() {
         if ![10, 20, 30, 40, 50].contains(&i) {
             assert_eq!(result.code, 0, "envelope {i}: {result:?}");
             assert!(result.message.is_empty());
+            assert_eq!(result.reason(), ErrorReason::Unspecified);
             admitted.push(result.transaction_id.clone());
         }
     }
@@ -189,6 +217,43 @@ async fn a_feed_answers_each_batch_in_order_and_feeds_are_bounded() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("SUBMIT_BATCH_TRANSACTIONS_MAX"));
     wait_committed(&mut client, &ids).await;
+
+    // A message that is not a request, after one that is, ends the feed
+    // with INVALID_ARGUMENT and the same structured details as every other
+    // refusal (in the trailers, after the first answer).
+    let valid = SubmitTransactionStreamRequest {
+        envelopes: anchors(9500, 1),
+    };
+    let mut answers = raw_streaming::<SubmitTransactionStreamResponse>(
+        cluster.channel(0).await,
+        "/govchain.node.v1.NodeService/SubmitTransactionStream",
+        vec![
+            prost::Message::encode_to_vec(&valid),
+            vec![0xff, 0xff, 0xff],
+        ],
+    )
+    .await
+    .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(30), answers.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the valid batch is answered");
+    assert_eq!(first.results[0].code, 0, "{first:?}");
+    let status = tokio::time::timeout(Duration::from_secs(30), answers.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let info = status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("an ErrorInfo");
+    assert_eq!(
+        (info.domain.as_str(), info.reason.as_str()),
+        ("govchain", "INVALID_REQUEST")
+    );
 
     // A department holds at most 8 feeds open on a node.
     let mut open = Vec::new();

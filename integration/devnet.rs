@@ -104,6 +104,66 @@ fn devnet_starts_answers_and_stops() {
     assert!(ok, "{err}");
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(shown["state"], "approved", "{shown}");
+    // The floor plan, on health's node, is read by police (its step may
+    // read it) as a document of the case, and refused to tax (its step may
+    // not) and to police without the case.
+    let plan = shown["documents"][0]
+        .as_str()
+        .and_then(|document| document.strip_prefix("floor-plan="))
+        .unwrap_or_else(|| panic!("the case shows its documents as NAME=CID: {shown}"))
+        .to_owned();
+    let devnet: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("devnet.json")).unwrap()).unwrap();
+    let health_url = devnet["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|node| node["name"] == "health")
+        .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out_file = dir.join("plan.txt");
+    let get = |department: &str, case: Option<&str>| {
+        let mut args = vec![
+            "blob",
+            "get",
+            &plan,
+            "--out",
+            out_file.to_str().unwrap(),
+            "--force",
+            "--dir",
+            d,
+            "--department",
+            department,
+            "--node",
+            &health_url,
+            "--server-name",
+            "health.node.govchain",
+        ];
+        if let Some(case) = case {
+            args.extend(["--case", case]);
+        }
+        govchain(&args)
+    };
+    let (ok, _, err) = get("police", Some(&case));
+    assert!(ok, "police reads the floor plan of the case: {err}");
+    assert!(
+        std::fs::read_to_string(&out_file)
+            .unwrap()
+            .contains("floor plan"),
+        "the floor plan's bytes"
+    );
+    let (ok, _, err) = get("tax", Some(&case));
+    assert!(!ok, "tax's step may not read the floor plan");
+    assert!(err.contains("PERMISSION_DENIED"), "{err}");
+    assert!(err.contains("may read document \"floor-plan\""), "{err}");
+    let (ok, _, err) = get("police", None);
+    assert!(
+        !ok,
+        "without --case, another department's blob is not released"
+    );
+    assert!(err.contains("PERMISSION_DENIED"), "{err}");
     // The demo directory: health's open and by-request datasets.
     assert!(out.contains("demo directory:"), "{out}");
     let (ok, found, err) = govchain(&["directory", "search", "--dir", d, "--json"]);

@@ -292,6 +292,7 @@ fn download_from(cid: &str, offset: u64) -> DownloadRequest {
         offset,
         length: 0,
         access_transaction_id: Vec::new(),
+        case_id: Vec::new(),
     }
 }
 
@@ -682,6 +683,7 @@ async fn consented_reads_cross_departments_and_every_refusal_is_precise() {
         offset: 0,
         length: 0,
         access_transaction_id,
+        case_id: Vec::new(),
     };
     let status = civil.blob.download(download(Vec::new())).await.unwrap_err();
     assert_status(

@@ -14,7 +14,9 @@
 //! The second test does the same through the `govchain-client` package
 //! (`clients/python`): it installs the package offline into that virtualenv
 //! (its build generates the stubs from `proto/`), runs the package's unit
-//! tests, then `clients/python/tests/devnet_flow.py` against a devnet.
+//! tests, then `clients/python/tests/devnet_flow.py` against a devnet, and
+//! `clients/python/tests/approval_flow.py`: the demo's restaurant case end
+//! to end.
 
 #![allow(clippy::unwrap_used)]
 
@@ -24,15 +26,15 @@ use std::time::{Duration, Instant};
 
 #[path = "support/bounded.rs"]
 mod bounded;
+#[path = "support/detached_devnet.rs"]
+mod detached_devnet;
 
 use bounded::{prepare_python, run_bounded};
+use detached_devnet::Devnet;
 
-const BIN: &str = env!("CARGO_BIN_EXE_govchain");
 const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 const PROTOC_TIMEOUT: Duration = Duration::from_secs(120);
-const DEVNET_START_TIMEOUT: Duration = Duration::from_secs(180);
-const DEVNET_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const FLOW_TIMEOUT: Duration = Duration::from_secs(600);
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
 const UNIT_TESTS_TIMEOUT: Duration = Duration::from_secs(120);
@@ -71,70 +73,6 @@ fn collect_protos(dir: &Path, files: &mut Vec<PathBuf>) {
             collect_protos(&path, files);
         } else if path.extension().is_some_and(|e| e == "proto") {
             files.push(path);
-        }
-    }
-}
-
-/// A detached devnet, stopped when dropped, so that a failed assertion
-/// leaves no nodes running.
-struct Devnet {
-    dir: PathBuf,
-    logs: PathBuf,
-}
-
-impl Devnet {
-    fn start(dir: PathBuf, logs: PathBuf) -> Self {
-        let mut command = Command::new(BIN);
-        command
-            .args([
-                "devnet",
-                "--validators",
-                "4",
-                "--base-port",
-                "0",
-                "--detach",
-            ])
-            .arg("--dir")
-            .arg(&dir);
-        let run = run_bounded(command, &logs.join("devnet.log"), DEVNET_START_TIMEOUT);
-        // Guard first: a start that failed halfway may have left nodes.
-        let devnet = Self { dir, logs };
-        assert!(
-            run.success(),
-            "{}",
-            run.describe("govchain devnet", DEVNET_START_TIMEOUT)
-        );
-        devnet
-    }
-
-    /// The last lines of each node's log, for a failure message.
-    fn node_logs(&self) -> String {
-        let mut text = String::new();
-        for name in ["health", "tax", "police", "civil"] {
-            let log = self.dir.join("nodes").join(name).join("node.log");
-            let content = std::fs::read_to_string(&log).unwrap_or_default();
-            let lines: Vec<&str> = content.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(15)..];
-            text.push_str(&format!("--- {name} ({})\n", log.display()));
-            for line in tail {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-        text
-    }
-}
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        let mut command = Command::new(BIN);
-        command.args(["devnet", "stop", "--dir"]).arg(&self.dir);
-        let run = run_bounded(command, &self.logs.join("stop.log"), DEVNET_STOP_TIMEOUT);
-        if !run.success() {
-            eprintln!(
-                "{}",
-                run.describe("govchain devnet stop", DEVNET_STOP_TIMEOUT)
-            );
         }
     }
 }
@@ -268,6 +206,27 @@ fn python_client_package_proves_follows_and_reads_error_reasons() {
         run.describe("devnet_flow.py", FLOW_TIMEOUT),
         devnet.node_logs()
     );
+    assert!(run.output.contains("all steps passed"), "{}", run.output);
+
+    // The restaurant case, opened, refused out of order, approved step by
+    // step by the demo's officers and proven, through the package.
+    let script = Path::new(REPOSITORY).join("clients/python/tests/approval_flow.py");
+    let mut command = Command::new(&python);
+    command
+        .arg(&script)
+        .arg("--devnet")
+        .arg(&devnet.dir)
+        .current_dir(&logs)
+        .env("PYTHONUNBUFFERED", "1");
+    let run = run_bounded(command, &logs.join("approval_flow.log"), FLOW_TIMEOUT);
+    eprintln!("{}", run.output);
+    assert!(
+        run.success(),
+        "{}\nnode logs:\n{}",
+        run.describe("approval_flow.py", FLOW_TIMEOUT),
+        devnet.node_logs()
+    );
+    assert!(run.output.contains("APPROVED after"), "{}", run.output);
     assert!(run.output.contains("all steps passed"), "{}", run.output);
     drop(devnet);
     eprintln!("done in {:.1?}", started.elapsed());

@@ -596,6 +596,29 @@ pub async fn raw_unary<R: prost::Message + Default + Send + 'static>(
         .into_inner())
 }
 
+/// Sends each of `messages` as a raw message of a bidirectional stream,
+/// bypassing protobuf encoding; returns the answers.
+pub async fn raw_streaming<R: prost::Message + Default + Send + 'static>(
+    channel: Channel,
+    path: &'static str,
+    messages: Vec<Vec<u8>>,
+) -> Result<tonic::Streaming<R>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = RawCodec::<R>(std::marker::PhantomData);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    Ok(grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(messages)),
+            path,
+            codec,
+        )
+        .await?
+        .into_inner())
+}
+
 pub struct RawCodec<R>(std::marker::PhantomData<R>);
 
 pub struct RawEncoder;

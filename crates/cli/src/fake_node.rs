@@ -156,11 +156,13 @@ impl NodeService for FakeNode {
                         transaction_id: id.to_vec(),
                         code: 0,
                         message: String::new(),
+                        reason: 0,
                     },
                     Err(status) => SubmitResult {
                         transaction_id: id.to_vec(),
                         code: status.code() as i32,
                         message: status.message().to_owned(),
+                        reason: 0,
                     },
                 }
             })

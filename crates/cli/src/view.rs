@@ -41,18 +41,21 @@ pub struct ResultView {
     pub reason: Option<String>,
 }
 
+/// An `ErrorReason` as `ErrorInfo.reason` names it: "NONCE_USED".
+pub fn reason_name(reason: ErrorReason) -> String {
+    let name = reason.as_str_name();
+    name.strip_prefix("ERROR_REASON_")
+        .unwrap_or(name)
+        .to_owned()
+}
+
 impl ResultView {
     pub fn new(result: &TransactionResult) -> Self {
         let reason = result.reason();
         Self {
             outcome: outcome_name(result.outcome()),
             error: result.error.clone(),
-            reason: (reason != ErrorReason::Unspecified).then(|| {
-                let name = reason.as_str_name();
-                name.strip_prefix("ERROR_REASON_")
-                    .unwrap_or(name)
-                    .to_owned()
-            }),
+            reason: (reason != ErrorReason::Unspecified).then(|| reason_name(reason)),
         }
     }
 

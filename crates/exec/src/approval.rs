@@ -1179,5 +1179,7 @@ pub fn step_state_name(state: i32) -> &'static str {
     }
 }
 
+pub mod documents;
+
 #[cfg(test)]
 mod tests;

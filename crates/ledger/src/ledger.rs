@@ -337,6 +337,15 @@ impl Ledger {
         }))
     }
 
+    /// How many keys the query index holds (an audit compares it with the
+    /// keys its blocks derive).
+    pub fn query_index_len(&self) -> Result<u64, ReadError> {
+        use redb::ReadableTableMetadata as _;
+        let snapshot = self.begin_read()?;
+        let index = open_read(&snapshot, QUERY_INDEX)?;
+        Ok(index.len().context("counting the query index")?)
+    }
+
     /// Up to `limit` query index keys that start with `prefix` and sort
     /// after `after` (all from the first when `None`), in key order, from
     /// one snapshot.

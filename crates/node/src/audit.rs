@@ -67,8 +67,10 @@ fn audit_blocks(
     progress: &mut impl FnMut(u64, u64),
 ) -> anyhow::Result<()> {
     let validators = crate::validator_set(genesis)?;
+    let departments = crate::shared::departments(genesis);
     let head = ledger.head();
     let mut parent = genesis.hash();
+    let mut query_keys = 0u64;
     for height in 1..=head.height {
         progress(height, head.height);
         let bytes = ledger
@@ -77,6 +79,8 @@ fn audit_blocks(
         let committed = CommittedBlock::decode(bytes.as_slice())
             .with_context(|| format!("block {height} does not decode"))?;
         let hash = audit_block(&genesis.chain_id, &validators, height, &parent, &committed)
+            .with_context(|| format!("block {height}"))?;
+        query_keys += audit_query_keys(ledger, &committed, &departments)
             .with_context(|| format!("block {height}"))?;
         report.blocks += 1;
         report.transactions += committed.block.map_or(0, |b| b.transactions.len() as u64);
@@ -88,7 +92,33 @@ fn audit_blocks(
             head.hash
         );
     }
+    let stored = ledger.query_index_len()?;
+    if stored != query_keys {
+        bail!(
+            "the query index holds {stored} keys, but the blocks derive {query_keys}: listings (ListAnchors, ListTransactions) would be wrong; restore from a backup or resync the node"
+        );
+    }
     Ok(())
+}
+
+/// Checks that the query index holds every key `committed` derives (the
+/// listings see each of its transactions); returns how many.
+fn audit_query_keys(
+    ledger: &Ledger,
+    committed: &CommittedBlock,
+    departments: &govchain_exec::Departments,
+) -> anyhow::Result<u64> {
+    let keys = crate::queries::keys(committed, departments);
+    for key in &keys {
+        let found = ledger.query(key, None, 1)?;
+        if found.first() != Some(key) {
+            bail!(
+                "the query index lacks key {} of this block: its listings would miss it",
+                hex::encode(key)
+            );
+        }
+    }
+    Ok(keys.len() as u64)
 }
 
 fn audit_block(

@@ -19,6 +19,11 @@
 //! dataset to any member, a by-request one under a grant, a
 //! citizen-consent one never through this path.
 //!
+//! **Invariant:** any other blob no attribute names leaves this node to
+//! another department only as a document of an approval case that the
+//! case's definition lets that department read
+//! (`exec::approval::documents::readable_document`), each release logged.
+//!
 //! **Invariant:** bytes fetched from a holder are stored only if they hash
 //! to the CID asked for; the store verifies them again on every read.
 
@@ -31,6 +36,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use govchain_blobstore::{BlobError, BlobInfo, BlobStore, ChunkReadError, ChunkSource, Cid};
 use govchain_crypto::{Digest, PublicKey, SigningKey};
+use govchain_exec::approval::documents::readable_document;
+use govchain_exec::approval::{read_case, read_definition};
 use govchain_exec::directory::{Release, blob_dataset, blob_release, read_entry, read_grant};
 use govchain_exec::identity::disclosure::blob_visible_to;
 use govchain_exec::identity::{
@@ -372,7 +379,7 @@ where
         .await
         .map_err(|err| internal("blob writer task failed", err))?;
     match (stored, refusal) {
-        (Err(_), Some(refusal)) => Err(refusal),
+        (Err(_), Some(refusal)) => Err(errors::detailed(refusal)),
         (stored, _) => stored,
     }
 }
@@ -578,18 +585,14 @@ pub async fn ensure_local(
             offset: 0,
             length: 0,
             access_transaction_id: access_id.to_vec(),
+            case_id: Vec::new(),
         })
         .await
         .map_err(|status| {
             // The holder's own reason and details, with who said it.
-            let reason = tonic_types::StatusExt::get_details_error_info(&status)
-                .and_then(|info| {
-                    errors::ErrorReason::from_str_name(&format!("ERROR_REASON_{}", info.reason))
-                })
-                .unwrap_or(errors::ErrorReason::Unavailable);
             errors::Failure::new(
                 status.code(),
-                reason,
+                errors::reason_of(&status),
                 format!("holder {holder} refused blob {cid}: {}", status.message()),
             )
             .meta("holder", holder)
@@ -625,6 +628,43 @@ pub struct BlobApi {
 impl BlobApi {
     /// The Stat rule (`blob_visible_to`): whether the caller's department
     /// may learn that this node stores `cid` and that it is personal.
+    /// Releases `cid` as a document of case `case_id` when the case's
+    /// definition lets `caller`'s department read it
+    /// (`exec::approval::documents`); logs the release.
+    fn release_case_document(
+        &self,
+        caller: &TlsIdentity,
+        case_id: &[u8],
+        cid: &str,
+    ) -> Result<(), Status> {
+        let id = Digest::from_slice(case_id).map_err(|_| {
+            errors::invalid_field(
+                "case_id",
+                format!("case_id is {} bytes; a case id is 32", case_id.len()),
+            )
+        })?;
+        let state = LedgerState(&self.shared.ledger);
+        let read_failed = |err| internal("state read failed", err);
+        let case = read_case(&state, &id)
+            .map_err(read_failed)?
+            .ok_or_else(|| {
+                errors::not_found("case", &id.to_hex(), format!("no case {}", id.to_hex()))
+            })?;
+        let definition = read_definition(&state, &case.workflow_id, case.workflow_version)
+            .map_err(read_failed)?
+            .ok_or_else(|| internal("case without its definition", &case.workflow_id))?;
+        match readable_document(&case, &definition, &caller.department, cid) {
+            Ok(name) => {
+                info!(department = %caller.department, case = %id.short(), document = %name, %cid, "releasing a case document");
+                Ok(())
+            }
+            Err(refusal) => {
+                info!(department = %caller.department, case = %id.short(), %cid, reason = %refusal, "refused a case document");
+                Err(errors::permission_denied(refusal.to_string()))
+            }
+        }
+    }
+
     fn visible_to(&self, caller: &TlsIdentity, cid: &str) -> Result<bool, Status> {
         blob_visible_to(
             &LedgerState(&self.shared.ledger),
@@ -787,12 +827,17 @@ impl BlobService for BlobApi {
             )));
         }
         if personal.is_none() && caller.department != self.shared.name {
-            // A dataset version's batch goes by the directory's rule; any
-            // other upload no attribute names yet (a declaration pending,
-            // or refused) may be a citizen's sealed value too.
-            match blob_dataset(&state, &request.cid).map_err(read_failed)? {
-                Some(dataset) => self.release_dataset_blob(&caller, &cid, &dataset)?,
-                None => return Err(not_released()),
+            // A case document goes by the case's rule, a dataset
+            // version's batch by the directory's; any other upload no
+            // attribute names yet (a declaration pending, or refused) may
+            // be a citizen's sealed value too.
+            if !request.case_id.is_empty() {
+                self.release_case_document(&caller, &request.case_id, &request.cid)?;
+            } else {
+                match blob_dataset(&state, &request.cid).map_err(read_failed)? {
+                    Some(dataset) => self.release_dataset_blob(&caller, &cid, &dataset)?,
+                    None => return Err(not_released()),
+                }
             }
         }
         if let Some((citizen, name)) = personal {

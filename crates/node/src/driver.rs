@@ -114,7 +114,14 @@ pub struct Driver {
     metrics: DriverMetrics,
     /// The replica's view after the last event, to count view changes.
     last_view: Option<View>,
+    /// When parked transactions were last swept ([`PARKED_SWEEP_INTERVAL`]).
+    last_parked_sweep: std::time::Instant,
 }
+
+/// How often the mempool is swept for transactions parked too long: a sweep
+/// reads every transaction older than `mempool.parked_ttl_ms`, so it runs
+/// once a second rather than on every tick.
+const PARKED_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Driver {
     pub fn new(
@@ -139,6 +146,7 @@ impl Driver {
             unwritten: Vec::new(),
             unwritten_batches: Vec::new(),
             clock: (now, now),
+            last_parked_sweep: std::time::Instant::now(),
         }
     }
 
@@ -451,10 +459,12 @@ impl Driver {
 
     /// Drops the transactions that waited behind a nonce gap too long.
     fn expire_parked(&mut self) {
-        let expired = self
-            .shared
-            .mempool()
-            .expire_parked(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        if now.saturating_duration_since(self.last_parked_sweep) < PARKED_SWEEP_INTERVAL {
+            return;
+        }
+        self.last_parked_sweep = now;
+        let expired = self.shared.mempool().expire_parked(now);
         if !expired.is_empty() {
             info!(node = %self.shared.name, transactions = expired.len(), first = %expired[0].short(), "dropped transactions that waited behind a nonce gap (mempool.parked_ttl_ms)");
             self.metrics.transactions_dropped(expired.len() as u64);

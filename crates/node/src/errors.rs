@@ -28,6 +28,16 @@ pub fn reason_name(reason: ErrorReason) -> &'static str {
     name.strip_prefix("ERROR_REASON_").unwrap_or(name)
 }
 
+/// The reason `status` carries in its `ErrorInfo`, or its code's when it
+/// carries none (or one of another domain).
+pub fn reason_of(status: &Status) -> ErrorReason {
+    status
+        .get_details_error_info()
+        .filter(|info| info.domain == ERROR_DOMAIN)
+        .and_then(|info| ErrorReason::from_str_name(&format!("ERROR_REASON_{}", info.reason)))
+        .unwrap_or_else(|| reason_for_code(status.code()))
+}
+
 /// An error status being built.
 #[must_use]
 pub struct Failure {
@@ -283,6 +293,18 @@ fn add_missing_details(headers: &mut http::HeaderMap) {
     if status.code() == Code::Ok {
         return;
     }
+    // Only fails for a message that cannot be a header, which tonic's
+    // own was.
+    let _ = detailed(status).add_header(headers);
+}
+
+/// `status` with the `ErrorInfo` of its code (and `RetryInfo` where a retry
+/// helps) when it carries no details: for statuses tonic made, such as a
+/// request stream's message that does not decode, passed on to the caller.
+pub fn detailed(status: Status) -> Status {
+    if !status.details().is_empty() {
+        return status;
+    }
     let mut failure = Failure::new(
         status.code(),
         reason_for_code(status.code()),
@@ -291,9 +313,7 @@ fn add_missing_details(headers: &mut http::HeaderMap) {
     if matches!(status.code(), Code::ResourceExhausted | Code::Unavailable) {
         failure = failure.retry_after(RETRY_AFTER_DEFAULT);
     }
-    // Only fails for a message that cannot be a header, which tonic's
-    // own was.
-    let _ = failure.status().add_header(headers);
+    failure.status()
 }
 
 #[cfg(test)]
@@ -383,6 +403,30 @@ mod tests {
         assert_eq!(
             status.get_error_details().error_info().unwrap().reason,
             "NONCE_USED"
+        );
+    }
+
+    #[test]
+    fn a_bare_status_gets_the_details_of_its_code_and_a_detailed_one_is_kept() {
+        let bare = detailed(Status::invalid_argument("failed to decode message"));
+        assert_eq!(bare.code(), Code::InvalidArgument);
+        assert_eq!(bare.message(), "failed to decode message");
+        assert_eq!(reason_of(&bare), ErrorReason::InvalidRequest);
+        assert!(bare.get_details_error_info().is_some());
+        let own = Failure::new(Code::FailedPrecondition, ErrorReason::NonceUsed, "used").status();
+        let kept = detailed(own.clone());
+        assert_eq!(kept.details(), own.details());
+    }
+
+    #[test]
+    fn the_reason_of_a_status_is_read_back_from_its_details() {
+        let status =
+            Failure::new(Code::FailedPrecondition, ErrorReason::NonceUsed, "used").status();
+        assert_eq!(reason_of(&status), ErrorReason::NonceUsed);
+        // No details: the code's reason.
+        assert_eq!(
+            reason_of(&Status::resource_exhausted("full")),
+            ErrorReason::LimitReached
         );
     }
 

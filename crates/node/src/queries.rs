@@ -26,6 +26,10 @@ pub const PAGE_SIZE_DEFAULT: u32 = 100;
 /// Encoded bytes of the entries of one page at most: a page ends early
 /// rather than pass the 4 MiB a default gRPC client receives.
 pub const PAGE_BYTES_MAX: usize = 3 * 1024 * 1024;
+/// Stored block bytes one page reads and decodes at most: entries sit in
+/// whole blocks, so a page of entries from a thousand large blocks would
+/// otherwise decode gigabytes. A page ends early (with a token) past it.
+pub const PAGE_READ_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 const SIGNER: u8 = 1;
 const DATASET: u8 = 2;
@@ -198,6 +202,7 @@ pub fn list(
     let mut bytes = 0usize;
     let mut last_key: Option<&Vec<u8>> = None;
     let mut block: Option<CommittedBlock> = None;
+    let mut read = 0usize;
     for key in found.iter().take(size) {
         let (height, index) = position_of(key)
             .ok_or_else(|| crate::service::internal("query index key too short", key.len()))?;
@@ -206,7 +211,12 @@ pub fn list(
             .and_then(|b| b.header.as_ref())
             .is_none_or(|h| h.height != height)
         {
-            block = Some(committed_block(shared, height)?);
+            if !transactions.is_empty() && read >= PAGE_READ_BYTES_MAX {
+                break;
+            }
+            let (next, stored) = committed_block(shared, height)?;
+            read += stored;
+            block = Some(next);
         }
         let Some(block) = &block else { continue };
         let entry = entry(block, index, &shared.limits.departments)?;
@@ -227,14 +237,16 @@ pub fn list(
     Ok((transactions, next_page_token))
 }
 
-fn committed_block(shared: &Shared, height: u64) -> Result<CommittedBlock, Status> {
+/// The block at `height`, and its stored size in bytes.
+fn committed_block(shared: &Shared, height: u64) -> Result<(CommittedBlock, usize), Status> {
     let bytes = shared
         .ledger
         .block_by_height(height)
         .map_err(|e| crate::service::internal("ledger read failed", e))?
         .ok_or_else(|| crate::service::internal("indexed block missing", height))?;
-    CommittedBlock::decode(bytes.as_slice())
-        .map_err(|e| crate::service::internal("stored block does not decode", e))
+    let block = CommittedBlock::decode(bytes.as_slice())
+        .map_err(|e| crate::service::internal("stored block does not decode", e))?;
+    Ok((block, bytes.len()))
 }
 
 fn entry(

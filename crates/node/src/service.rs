@@ -385,11 +385,13 @@ impl NodeApi {
                         transaction_id,
                         code: tonic::Code::Ok as i32,
                         message: String::new(),
+                        reason: errors::ErrorReason::Unspecified as i32,
                     },
                     Err(status) => SubmitResult {
                         transaction_id,
                         code: status.code() as i32,
                         message: status.message().to_owned(),
+                        reason: errors::reason_of(&status) as i32,
                     },
                 })
                 .collect(),
@@ -788,7 +790,7 @@ impl NodeService for NodeApi {
                     Ok(Ok(Some(request))) => request,
                     Ok(Ok(None)) => return,
                     Ok(Err(status)) => {
-                        let _ = responses.send(Err(status)).await;
+                        let _ = responses.send(Err(errors::detailed(status))).await;
                         return;
                     }
                     Err(_) => {
@@ -1082,17 +1084,11 @@ impl NodeService for NodeApi {
         let request = request.into_inner();
         let filter = events::Filter::new(request.filter.unwrap_or_default())?;
         let head = self.shared.ledger.head().height;
-        // The first block to read, and the first entry in it.
+        // The first block to read, and the first entry in it. A position
+        // beyond this node's head (a client that resumes on a node that lags
+        // the one it followed) waits for the node to get there, as a
+        // subscription from the next block does.
         let (next, first) = match request.after {
-            Some(after) if after.height > head => {
-                return Err(errors::invalid_field(
-                    "after.height",
-                    format!(
-                        "position {}:{} is beyond this node's head block {head}; resume from a position a node gave you",
-                        after.height, after.index
-                    ),
-                ));
-            }
             Some(after) if after.height == 0 => {
                 return Err(errors::invalid_field(
                     "after.height",
@@ -1402,7 +1398,7 @@ impl ConsensusService for ConsensusApi {
         let mut stream = request.into_inner();
         let mut accepted = 0u64;
         while let Some(message) = stream.next().await {
-            let message = message?;
+            let message = message.map_err(errors::detailed)?;
             match message.kind {
                 Some(Kind::Consensus(consensus)) => {
                     if consensus.sender_index != peer {

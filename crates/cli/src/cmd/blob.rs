@@ -69,11 +69,16 @@ enum BlobCommand {
             committed access of your department: pass the access transaction id printed by \
             `govchain identity access` as --access, with your department's certificate \
             (--department). Such a blob is the sealed attribute (salt, media type, value); \
-            `govchain identity access` decodes it for you.",
+            `govchain identity access` decodes it for you.\n\n\
+            Another department's blobs are otherwise read only as documents of an approval \
+            case: pass the case id as --case, from the node that holds the document, with the \
+            certificate of a department whose step may read it (`govchain case show` lists \
+            the documents).",
         after_help = "Examples:\n  \
             govchain blob get bafybei... --out scan.pdf --dir devnet\n  \
             govchain blob get bafybei... --out scan.pdf --resume      # after a cut-off\n  \
-            govchain blob get bafkrei... --out photo.sealed --access 5f0c...e1 --department tax"
+            govchain blob get bafkrei... --out photo.sealed --access 5f0c...e1 --department tax\n  \
+            govchain blob get bafkrei... --out plan.txt --case 9cd3...61 --department police --node health"
     )]
     Get(GetArgs),
     /// Show whether a node holds a blob, its size, and whether it is personal.
@@ -130,6 +135,11 @@ struct GetArgs {
     /// access (from `govchain identity access`).
     #[arg(long, value_name = "TXID", value_parser = parse_transaction_id)]
     access: Option<Digest>,
+    /// For a document of an approval case: the case id (hex). Released to
+    /// a department whose step of the case may read the document, and to
+    /// the applicant's department.
+    #[arg(long = "case", value_name = "CASE_ID", value_parser = parse_transaction_id, conflicts_with = "access")]
+    case: Option<Digest>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -425,6 +435,7 @@ async fn get(args: GetArgs, json: bool) -> anyhow::Result<()> {
             offset,
             length: 0,
             access_transaction_id: args.access.map(|id| id.to_vec()).unwrap_or_default(),
+            case_id: args.case.map(|id| id.to_vec()).unwrap_or_default(),
         })
         .await
         .map_err(|status| download_error(status, args.resume))?

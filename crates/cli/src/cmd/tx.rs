@@ -87,9 +87,10 @@ enum TxCommand {
             result), in chain order: from --from or --after, then each new one as it commits \
             (SubscribeTransactions). Filters of one kind are alternatives, filters of different \
             kinds must all match. If the connection breaks, the command resumes after the last \
-            transaction it printed, with no gap and no repeat; a program that stops can do the \
-            same with --after and the last position it processed. Runs until Ctrl-C, --limit, \
-            or the node ends the stream. With --json, prints one JSON object per line.",
+            transaction it printed, with no gap and no repeat, waiting 1 s, then twice as \
+            long after each failed attempt (at most 30 s; it gives up after 10 in a row); a \
+            program that stops can do the same with --after and the last position it \
+            processed. Runs until Ctrl-C, --limit, or the node ends the stream. With --json, prints one JSON object per line.",
         after_help = "Examples:\n  \
             govchain tx follow --dir devnet --kind anchor_record --dataset health/\n  \
             govchain tx follow --dir devnet --signed-by tax --from 1 --json\n  \
@@ -459,6 +460,9 @@ struct BatchLine {
     /// Why it was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The refusal's stable reason ("NONCE_USED"), as ErrorInfo names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
     /// With --wait: the committed transaction.
     #[serde(skip_serializing_if = "Option::is_none")]
     committed: Option<TransactionView>,
@@ -508,6 +512,7 @@ async fn submit_batches(args: SubmitArgs, json: bool) -> anyhow::Result<()> {
                 } else {
                     snake_case(&format!("{code:?}"))
                 },
+                reason: (code != Code::Ok).then(|| crate::view::reason_name(result.reason())),
                 error: (code != Code::Ok).then_some(result.message),
                 committed: None,
             });
@@ -568,7 +573,10 @@ fn render_batch(view: &BatchView) -> String {
     let mut table = crate::output::Table::new(&["FILE", "TRANSACTION", "STATUS", "DETAIL"]);
     for line in &view.results {
         let detail = match (&line.error, &line.committed) {
-            (Some(error), _) => error.clone(),
+            (Some(error), _) => match &line.reason {
+                Some(reason) => format!("{reason}: {error}"),
+                None => error.clone(),
+            },
             (None, Some(committed)) => format!(
                 "committed at height {}{}",
                 committed.block_height.unwrap_or(0),

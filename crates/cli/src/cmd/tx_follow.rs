@@ -19,8 +19,10 @@ use crate::view::{BodyView, ResultView};
 
 /// Reconnections in a row without an event before the command gives up.
 const RECONNECTS_MAX: u32 = 10;
-/// The wait before reconnecting.
+/// The wait before the first reconnection; it doubles with each failed one.
 const RECONNECT_WAIT: Duration = Duration::from_secs(1);
+/// The longest wait between reconnections.
+const RECONNECT_WAIT_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Args)]
 pub struct FollowArgs {
@@ -161,52 +163,61 @@ pub async fn run(args: FollowArgs, json: bool) -> anyhow::Result<()> {
     }
     let mut printed = 0u64;
     let mut reconnects = 0u32;
+    let mut connected_once = false;
     loop {
-        let mut client = client::connect(&target).await?;
         let request = SubscribeTransactionsRequest {
             filter: Some(filter.clone()),
             after,
             from_height: from,
         };
-        let mut stream = client
-            .subscribe_transactions(request)
-            .await
-            .map_err(rpc_error)?
-            .into_inner();
-        let broken = loop {
-            let message = tokio::select! {
-                message = stream.message() => message,
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-            };
-            let event = match message {
-                Ok(Some(message)) => message
-                    .transaction
-                    .context("the node sent an event without its transaction")?,
-                Ok(None) => break None,
-                Err(status) => break Some(status),
-            };
-            reconnects = 0;
-            let line = EventLine::new(&event);
-            if json {
-                output::print_json_line(&line)?;
-            } else {
-                output::print(&line.text())?;
-            }
-            after = event.position;
-            printed += 1;
-            if args.limit.is_some_and(|limit| printed >= limit) {
-                return Ok(());
-            }
+        let stream = match client::connect(&target).await {
+            Ok(mut client) => client
+                .subscribe_transactions(request)
+                .await
+                .map(tonic::Response::into_inner),
+            // The first connection failing is a setup error (address,
+            // certificates): said at once. Later, the node may be restarting.
+            Err(err) if !connected_once => return Err(err),
+            Err(err) => Err(tonic::Status::unavailable(format!("{err:#}"))),
         };
-        // Broken streams are resumed where they stopped; refusals are final.
-        let retry = match &broken {
-            None => true,
-            Some(status) => matches!(
-                status.code(),
-                Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Internal
-            ),
+        let broken = match stream {
+            Ok(mut stream) => {
+                connected_once = true;
+                loop {
+                    let message = tokio::select! {
+                        message = stream.message() => message,
+                        _ = tokio::signal::ctrl_c() => return Ok(()),
+                    };
+                    let event = match message {
+                        Ok(Some(message)) => message
+                            .transaction
+                            .context("the node sent an event without its transaction")?,
+                        Ok(None) => break None,
+                        Err(status) => break Some(status),
+                    };
+                    reconnects = 0;
+                    let line = EventLine::new(&event);
+                    if json {
+                        output::print_json_line(&line)?;
+                    } else {
+                        output::print(&line.text())?;
+                    }
+                    after = event.position;
+                    printed += 1;
+                    if args.limit.is_some_and(|limit| printed >= limit) {
+                        return Ok(());
+                    }
+                }
+            }
+            Err(status) if !connected_once && !retryable(status.code()) => {
+                return Err(rpc_error(status));
+            }
+            Err(status) => Some(status),
         };
         reconnects += 1;
+        let retry = broken
+            .as_ref()
+            .is_none_or(|status| retryable(status.code()));
         if !retry || reconnects > RECONNECTS_MAX {
             return match broken {
                 Some(status) => Err(rpc_error(status)),
@@ -219,17 +230,60 @@ pub async fn run(args: FollowArgs, json: bool) -> anyhow::Result<()> {
         let at = after.map_or("the start".to_owned(), |p| {
             format!("{}:{}", p.height, p.index)
         });
+        let wait = reconnect_wait(reconnects);
         eprintln!(
-            "the stream broke ({}); resuming after {at}",
-            broken.map_or("ended".to_owned(), |s| client::status_line(&s))
+            "the stream broke ({}); resuming after {at} in {} s (attempt {reconnects} of {RECONNECTS_MAX})",
+            broken.map_or("ended".to_owned(), |s| client::status_line(&s)),
+            wait.as_secs()
         );
-        tokio::time::sleep(RECONNECT_WAIT).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
     }
+}
+
+/// Broken streams are resumed where they stopped, and a node out of
+/// subscription places is asked again later; refusals are final.
+fn retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Internal
+            | Code::ResourceExhausted
+            | Code::Aborted
+    )
+}
+
+/// The wait before reconnection `attempt` (from 1): doubling from
+/// [`RECONNECT_WAIT`] up to [`RECONNECT_WAIT_MAX`].
+fn reconnect_wait(attempt: u32) -> Duration {
+    RECONNECT_WAIT
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(RECONNECT_WAIT_MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnections_back_off_to_a_cap() {
+        let waits: Vec<u64> = (1..=8).map(|n| reconnect_wait(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(reconnect_wait(u32::MAX), RECONNECT_WAIT_MAX);
+    }
+
+    #[test]
+    fn refusals_are_final_and_outages_are_retried() {
+        assert!(retryable(Code::Unavailable));
+        assert!(retryable(Code::ResourceExhausted));
+        assert!(!retryable(Code::InvalidArgument));
+        assert!(!retryable(Code::PermissionDenied));
+        assert!(!retryable(Code::Unauthenticated));
+    }
 
     #[test]
     fn positions_parse_as_height_colon_index() {

@@ -527,6 +527,15 @@ impl Replica {
                         // makes progress, and a view change by this replica
                         // alone would leave it in a view nobody joins. It
                         // catches up (`check_behind`) and judges again.
+                        //
+                        // The deferral has no cap, and needs none: the
+                        // target is the (f + 1)-th highest proven claim, so
+                        // a correct validator holds those blocks and is among
+                        // the transfer's peers; once the network is
+                        // synchronous again the transfer lands, the target
+                        // is reached, and the next expiry starts the view
+                        // change. A cap would bring back the lone view change
+                        // that this deferral prevents.
                         self.progress_deadline_ms = Some(self.now_ms + self.timeout_ms(0));
                     } else {
                         // §4.4: the primary made no progress in time.
