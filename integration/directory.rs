@@ -391,15 +391,52 @@ async fn an_open_dataset_is_served_to_members_and_its_owner_alone_anchors_in_it(
     let cluster = Cluster::start(4).await;
     let work = tempfile::tempdir().unwrap();
     let work = work.path();
+    // The schema, in police's blob store.
+    let schema = work.join("schema.json");
+    std::fs::write(&schema, br#"{"columns": ["district"]}"#).unwrap();
+    let uploaded = ok_at(&cluster, OTHER, &["blob", "put", path(&schema)]);
+    let schema_cid = uploaded["cid"].as_str().unwrap().to_owned();
     // Outside every department's namespace, the first publisher owns it.
     let run = publish(
         &cluster,
         OTHER,
         "census/districts",
         "open",
-        &["--description", "District boundaries"],
+        &[
+            "--description",
+            "District boundaries",
+            "--schema",
+            &schema_cid,
+        ],
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
+    // Any member reads the schema from the owner's node.
+    let bytes = download(&cluster, OTHER, "civil", &schema_cid)
+        .await
+        .unwrap();
+    assert_eq!(bytes, br#"{"columns": ["district"]}"#);
+    // A personal dataset may not be open (refused before signing).
+    let run = run_at(
+        &cluster,
+        OTHER,
+        &[
+            "directory",
+            "publish",
+            "police/suspects",
+            "--sensitivity",
+            "personal",
+            "--policy",
+            "open",
+            "--signing-key",
+            &signing_key(&cluster, OTHER),
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("personal dataset may not be open"),
+        "{}",
+        run.stderr
+    );
     let record = work.join("districts.txt");
     std::fs::write(&record, b"district-1, district-2").unwrap();
     let anchor = |i: usize| {

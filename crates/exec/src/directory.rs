@@ -20,6 +20,8 @@
 //! - `dsv-n/<dataset>`, `dsv/<len><dataset><u64 number>`:
 //!   [`DatasetVersionRecord`]s
 //! - `dsv-cid/<cid>`: the dataset a batch blob is a version of
+//! - `dir-schema/<cid>`: the dataset whose entry last named the blob as its
+//!   schema
 //! - `dsreq/<case id>`: a [`DatasetAccessRequest`]
 //! - `grant/<len><dataset><grantee>`: a [`DatasetGrant`]
 //! - `grant-n/<dataset>`, `grant-i/<len><dataset><u64 seq>`: grantees in
@@ -116,6 +118,14 @@ pub fn validate_publish(body: &PublishDatasetEntry) -> Result<(), String> {
     }
     let policy = DatasetAccessPolicy::try_from(body.access_policy)
         .unwrap_or(DatasetAccessPolicy::Unspecified);
+    if body.sensitivity == DatasetSensitivity::Personal as i32
+        && policy == DatasetAccessPolicy::Open
+    {
+        return Err(
+            "publish_dataset_entry: a personal dataset may not be open; use by-request or citizen-consent"
+                .into(),
+        );
+    }
     match (policy, body.workflow_id.is_empty()) {
         (DatasetAccessPolicy::Unspecified, _) => Err(format!(
             "publish_dataset_entry.access_policy {} is not open, by-request or citizen-consent",
@@ -227,6 +237,10 @@ fn version_key(dataset: &str, number: u64) -> Vec<u8> {
 
 fn blob_dataset_key(cid: &str) -> Vec<u8> {
     [b"dsv-cid/".as_slice(), cid.as_bytes()].concat()
+}
+
+fn schema_dataset_key(cid: &str) -> Vec<u8> {
+    [b"dir-schema/".as_slice(), cid.as_bytes()].concat()
 }
 
 fn request_key(case_id: &[u8]) -> Vec<u8> {
@@ -343,6 +357,14 @@ pub fn blob_dataset(state: &impl StateRead, cid: &str) -> Result<Option<String>,
     match state.get(&blob_dataset_key(cid))? {
         None => Ok(None),
         Some(_) => read_name(state, &blob_dataset_key(cid), "blob dataset").map(Some),
+    }
+}
+
+/// The dataset whose entry (last) named `cid` as its schema, if any.
+pub fn schema_dataset(state: &impl StateRead, cid: &str) -> Result<Option<String>, StateError> {
+    match state.get(&schema_dataset_key(cid))? {
+        None => Ok(None),
+        Some(_) => read_name(state, &schema_dataset_key(cid), "schema dataset").map(Some),
     }
 }
 
@@ -519,6 +541,19 @@ pub fn blob_release(
     }
 }
 
+/// Whether the node of `node_department` serves the schema blob of the
+/// dataset with `entry`: a schema is catalogue metadata, like the entry,
+/// so the owner's node serves it to every member.
+pub fn schema_release(entry: &DatasetEntry, node_department: &str) -> Release {
+    if node_department == entry.owner {
+        return Release::Serve;
+    }
+    Release::NotReleased(format!(
+        "a dataset's schema is served by its owner {:?}'s node, not by {node_department:?}'s",
+        entry.owner
+    ))
+}
+
 // ----- execution ------------------------------------------------------------
 
 fn require_department<'d>(
@@ -623,6 +658,12 @@ pub(crate) fn publish_entry<S: StateRead>(
         created_height: previous.map_or(context.height, |p| p.created_height),
     };
     let encoded = entry.encode_to_vec();
+    if !body.schema_cid.is_empty() {
+        overlay.put(
+            schema_dataset_key(&body.schema_cid),
+            body.dataset.as_bytes().to_vec(),
+        );
+    }
     overlay.put(entry_key(&body.dataset), encoded.clone());
     overlay.put(entry_history_key(&body.dataset, entry_version), encoded);
     if entry_version == 1 {

@@ -38,7 +38,9 @@ use govchain_blobstore::{BlobError, BlobInfo, BlobStore, ChunkReadError, ChunkSo
 use govchain_crypto::{Digest, PublicKey, SigningKey};
 use govchain_exec::approval::documents::readable_document;
 use govchain_exec::approval::{read_case, read_definition};
-use govchain_exec::directory::{Release, blob_dataset, blob_release, read_entry, read_grant};
+use govchain_exec::directory::{
+    Release, blob_dataset, blob_release, read_entry, read_grant, schema_dataset, schema_release,
+};
 use govchain_exec::identity::disclosure::blob_visible_to;
 use govchain_exec::identity::{
     blob_is_personal, blob_reference, check_access, read_access, read_attribute,
@@ -222,6 +224,7 @@ impl Blobs {
                 // A read failure keeps the blob: never delete on doubt.
                 || blob_reference(&state, &cid.to_string()).map_or(true, |r| r.is_some())
                 || blob_dataset(&state, &cid.to_string()).map_or(true, |d| d.is_some())
+                || schema_dataset(&state, &cid.to_string()).map_or(true, |d| d.is_some())
         })?;
         if report.roots_removed > 0 {
             info!(
@@ -727,6 +730,37 @@ impl BlobApi {
     }
 }
 
+impl BlobApi {
+    /// A directory entry's schema blob: served by the owner's node to
+    /// every member.
+    fn release_schema_blob(
+        &self,
+        caller: &TlsIdentity,
+        cid: &Cid,
+        dataset: &str,
+    ) -> Result<(), Status> {
+        let state = LedgerState(&self.shared.ledger);
+        let entry = read_entry(&state, dataset)
+            .map_err(|err| internal("state read failed", err))?
+            .ok_or_else(|| internal("schema without an entry", dataset))?;
+        match schema_release(&entry, &self.shared.name) {
+            Release::Serve => {
+                info!(department = %caller.department, %cid, dataset, "releasing a dataset's schema");
+                Ok(())
+            }
+            Release::NotReleased(why) | Release::GrantRequired { workflow_id: why } => {
+                Err(errors::Failure::new(
+                    tonic::Code::PermissionDenied,
+                    ErrorReason::DatasetNotReleased,
+                    format!("blob {cid} is not released here: {why}"),
+                )
+                .meta("dataset", dataset)
+                .status())
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl BlobService for BlobApi {
     async fn upload(
@@ -836,7 +870,10 @@ impl BlobService for BlobApi {
             } else {
                 match blob_dataset(&state, &request.cid).map_err(read_failed)? {
                     Some(dataset) => self.release_dataset_blob(&caller, &cid, &dataset)?,
-                    None => return Err(not_released()),
+                    None => match schema_dataset(&state, &request.cid).map_err(read_failed)? {
+                        Some(dataset) => self.release_schema_blob(&caller, &cid, &dataset)?,
+                        None => return Err(not_released()),
+                    },
                 }
             }
         }

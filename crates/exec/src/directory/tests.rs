@@ -238,6 +238,22 @@ fn publishing_again_makes_the_next_entry_version_and_keeps_the_first() {
     );
     // Listed once, however often it is published.
     assert_eq!(dataset_count(&chain.state).expect("reads"), 1);
+    // Its schema blob is known as its, and served by the owner's node only.
+    assert_eq!(
+        schema_dataset(&chain.state, &cid('s'))
+            .expect("reads")
+            .as_deref(),
+        Some("health/vaccinations")
+    );
+    assert_eq!(
+        schema_dataset(&chain.state, &cid('t')).expect("reads"),
+        None
+    );
+    assert_eq!(schema_release(&latest, "health"), Release::Serve);
+    assert!(matches!(
+        schema_release(&latest, "fire"),
+        Release::NotReleased(_)
+    ));
 }
 
 #[test]
@@ -323,7 +339,11 @@ fn entries_are_checked_before_they_are_ordered() {
     body.sensitivity = 0;
     assert!(malformed(Body::PublishDatasetEntry(body.clone())).contains("sensitivity 0"));
     body.sensitivity = 9;
-    assert!(malformed(Body::PublishDatasetEntry(body)).contains("sensitivity 9"));
+    assert!(malformed(Body::PublishDatasetEntry(body.clone())).contains("sensitivity 9"));
+    body.sensitivity = DatasetSensitivity::Personal.into();
+    assert!(
+        malformed(Body::PublishDatasetEntry(body)).contains("personal dataset may not be open")
+    );
     let mut data = version("health/x", 'a');
     data.rules_hash = vec![1; 31];
     assert!(malformed(Body::DatasetVersion(data.clone())).contains("32-byte"));
