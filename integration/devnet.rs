@@ -171,6 +171,30 @@ fn devnet_starts_answers_and_stops() {
         "without --case, another department's blob is not released"
     );
     assert!(err.contains("PERMISSION_DENIED"), "{err}");
+    // The demo directory: health's open and by-request datasets.
+    assert!(out.contains("demo directory:"), "{out}");
+    let (ok, found, err) = govchain(&["directory", "search", "--dir", d, "--json"]);
+    assert!(ok, "{err}");
+    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+    let policies: Vec<(&str, &str)> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["dataset"].as_str().unwrap(),
+                e["access_policy"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        policies,
+        [
+            ("health/clinic-visits", "open"),
+            ("health/vaccinations", "by-request")
+        ],
+        "{found}"
+    );
     // The test's govchain is not on the PATH: the summary says how to put
     // it there, so that the commands after it run as printed.
     let bin_dir = std::path::Path::new(BIN)

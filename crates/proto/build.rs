@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-const PROTOS: [&str; 7] = [
+const PROTOS: [&str; 8] = [
     "govchain/types/v1/types.proto",
     "govchain/node/v1/node.proto",
     "govchain/consensus/v1/consensus.proto",
@@ -12,8 +12,9 @@ const PROTOS: [&str; 7] = [
     "govchain/identity/v1/identity.proto",
     "govchain/admin/v1/admin.proto",
     "govchain/approval/v1/approval.proto",
+    "govchain/directory/v1/directory.proto",
 ];
-const PACKAGES: [(&str, &str); 7] = [
+const PACKAGES: [(&str, &str); 8] = [
     (".govchain.types.v1", "crate::types::v1"),
     (".govchain.node.v1", "crate::node::v1"),
     (".govchain.consensus.v1", "crate::consensus::v1"),
@@ -21,6 +22,7 @@ const PACKAGES: [(&str, &str); 7] = [
     (".govchain.identity.v1", "crate::identity::v1"),
     (".govchain.admin.v1", "crate::admin::v1"),
     (".govchain.approval.v1", "crate::approval::v1"),
+    (".govchain.directory.v1", "crate::directory::v1"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -160,6 +160,23 @@ enum Command {
     /// Check a case's evidence bundle offline: signatures, proofs, certificates, replay.
     #[command(long_about = cmd::verify::LONG_ABOUT)]
     Verify(cmd::verify::VerifyArgs),
+    /// The data resource directory: publish, search and request datasets.
+    #[command(
+        long_about = "The data resource directory. Each department publishes catalogue \
+            entries for the data it shares (name, description, schema, sensitivity, update \
+            frequency, access policy); `govchain ingest` appends de-identified versions. \
+            An `open` dataset's version blobs are served by its owner's node to every \
+            member; a `by-request` one only to departments whose access request (an \
+            approval case against the owner's workflow) was approved.",
+        after_help = "A walk through (with a devnet, add --dir devnet --department <name>):\n  \
+            govchain directory search vaccination\n  \
+            govchain directory show health/vaccinations\n  \
+            govchain directory request health/vaccinations --purpose \"planning\" \\\n    \
+            --signing-key certs/tax/signing.key\n  \
+            govchain case approve <case> --step steward-review --signing-key steward.key\n  \
+            govchain directory grants health/vaccinations"
+    )]
+    Directory(cmd::directory::DirectoryArgs),
     /// Back up a running node, and restore a node's data directory from a backup.
     Admin(cmd::admin::AdminArgs),
     /// Measure committed throughput and latency against the verification ceiling.
@@ -281,6 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Workflow(args) => cmd::approval::workflow::run(args, json).await,
         Command::Case(args) => cmd::approval::case::run(args, json).await,
         Command::Verify(args) => cmd::verify::run(args, json),
+        Command::Directory(args) => cmd::directory::run(args, json).await,
         Command::Bench(args) => cmd::bench::run(args, json).await,
         Command::Admin(args) => cmd::admin::run(args, json).await,
     }

@@ -166,6 +166,31 @@ pub enum BodyView {
         case_id: String,
         documents: Vec<String>,
     },
+    PublishDatasetEntry {
+        dataset: String,
+        description: String,
+        schema_cid: String,
+        sensitivity: String,
+        update_frequency: String,
+        access_policy: String,
+        workflow_id: String,
+    },
+    DatasetVersion {
+        dataset: String,
+        batch_cid: String,
+        row_count: u64,
+        rules_hash: String,
+        /// The smallest group size over the quasi-identifiers; `None`
+        /// without a report.
+        k: Option<u64>,
+        quasi_identifiers: Vec<String>,
+    },
+    RequestDatasetAccess {
+        dataset: String,
+        purpose: String,
+        /// `name=cid` pairs.
+        documents: Vec<String>,
+    },
 }
 
 /// `name=cid` for each document.
@@ -264,6 +289,32 @@ impl BodyView {
             Body::AmendCase(a) => Self::AmendCase {
                 case_id: hex::encode(&a.case_id),
                 documents: document_pairs(&a.documents),
+            },
+            Body::PublishDatasetEntry(p) => Self::PublishDatasetEntry {
+                dataset: p.dataset.clone(),
+                description: p.description.clone(),
+                schema_cid: p.schema_cid.clone(),
+                sensitivity: govchain_exec::directory::sensitivity_name(p.sensitivity).to_owned(),
+                update_frequency: p.update_frequency.clone(),
+                access_policy: govchain_exec::directory::policy_name(p.access_policy).to_owned(),
+                workflow_id: p.workflow_id.clone(),
+            },
+            Body::DatasetVersion(v) => Self::DatasetVersion {
+                dataset: v.dataset.clone(),
+                batch_cid: v.batch_cid.clone(),
+                row_count: v.row_count,
+                rules_hash: hex::encode(&v.rules_hash),
+                k: v.k_anonymity.as_ref().map(|k| k.smallest_group_size),
+                quasi_identifiers: v
+                    .k_anonymity
+                    .as_ref()
+                    .map(|k| k.quasi_identifiers.clone())
+                    .unwrap_or_default(),
+            },
+            Body::RequestDatasetAccess(r) => Self::RequestDatasetAccess {
+                dataset: r.dataset.clone(),
+                purpose: r.purpose.clone(),
+                documents: document_pairs(&r.documents),
             },
         }
     }
@@ -391,6 +442,55 @@ impl BodyView {
             Self::AmendCase { case_id, documents } => vec![
                 ("kind", "amend case".to_owned()),
                 ("case", case_id.clone()),
+                ("documents", documents.join(", ")),
+            ],
+            Self::PublishDatasetEntry {
+                dataset,
+                description,
+                schema_cid,
+                sensitivity,
+                update_frequency,
+                access_policy,
+                workflow_id,
+            } => vec![
+                ("kind", "publish dataset entry".to_owned()),
+                ("dataset", dataset.clone()),
+                ("description", description.clone()),
+                ("schema", schema_cid.clone()),
+                ("sensitivity", sensitivity.clone()),
+                ("update frequency", update_frequency.clone()),
+                ("access policy", access_policy.clone()),
+                ("workflow", workflow_id.clone()),
+            ],
+            Self::DatasetVersion {
+                dataset,
+                batch_cid,
+                row_count,
+                rules_hash,
+                k,
+                quasi_identifiers,
+            } => vec![
+                ("kind", "dataset version".to_owned()),
+                ("dataset", dataset.clone()),
+                ("batch", batch_cid.clone()),
+                ("rows", row_count.to_string()),
+                ("rules", rules_hash.clone()),
+                (
+                    "k-anonymity",
+                    k.map_or_else(
+                        || "-".to_owned(),
+                        |k| format!("{k} over {}", quasi_identifiers.join(", ")),
+                    ),
+                ),
+            ],
+            Self::RequestDatasetAccess {
+                dataset,
+                purpose,
+                documents,
+            } => vec![
+                ("kind", "request dataset access".to_owned()),
+                ("dataset", dataset.clone()),
+                ("purpose", purpose.clone()),
                 ("documents", documents.join(", ")),
             ],
         }

@@ -293,7 +293,7 @@ fn topological_order(
     ))
 }
 
-fn validate_documents(field: &str, documents: &[CaseDocument]) -> Result<(), String> {
+pub(crate) fn validate_documents(field: &str, documents: &[CaseDocument]) -> Result<(), String> {
     if documents.len() > DOCUMENTS_MAX {
         return Err(format!(
             "{field} lists {} documents, at most {DOCUMENTS_MAX}",
@@ -316,7 +316,7 @@ fn validate_documents(field: &str, documents: &[CaseDocument]) -> Result<(), Str
     Ok(())
 }
 
-fn valid_cid_text(cid: &str) -> bool {
+pub(crate) fn valid_cid_text(cid: &str) -> bool {
     cid.len() > 8
         && cid.len() <= TEXT_BYTES_MAX
         && cid.starts_with('b')
@@ -799,7 +799,7 @@ pub(crate) fn open_case<S: StateRead>(
     };
     let mut case = case;
     automatic::settle(overlay, context, transaction, &mut case, &definition)?;
-    overlay.put(case_key(&transaction.id), case.encode_to_vec());
+    store_case(overlay, context, &transaction.id, &case)?;
     let mut indexes = vec![
         CaseIndex::Applicant(*applicant),
         CaseIndex::Workflow(body.workflow_id.clone()),
@@ -1031,7 +1031,7 @@ pub(crate) fn act_on_case<S: StateRead>(
         ));
         automatic::settle(overlay, context, transaction, &mut case, &definition)?;
         case.updated_ms = context.now_ms;
-        overlay.put(case_key(&id), case.encode_to_vec());
+        store_case(overlay, context, &id, &case)?;
         return Ok(Ok(()));
     }
     let officer = refuse_unless!(check_officer(overlay, defined, &transaction.signer)?);
@@ -1060,8 +1060,25 @@ pub(crate) fn act_on_case<S: StateRead>(
     ));
     automatic::settle(overlay, context, transaction, &mut case, &definition)?;
     case.updated_ms = context.now_ms;
-    overlay.put(case_key(&id), case.encode_to_vec());
+    store_case(overlay, context, &id, &case)?;
     Ok(Ok(()))
+}
+
+/// Writes `case`, and, when it is approved (a closed case takes no further
+/// action, so this is the transaction that approved it, by an officer, a
+/// rule or an override), calls the one hook of the data directory: an
+/// approved access request becomes a grant in the same transaction.
+fn store_case<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    context: &Context<'_>,
+    id: &Digest,
+    case: &CaseRecord,
+) -> Result<(), StateError> {
+    overlay.put(case_key(id), case.encode_to_vec());
+    if case.state == CaseState::Approved as i32 {
+        crate::directory::on_case_approved(overlay, context, case)?;
+    }
+    Ok(())
 }
 
 /// Applies an officer's checked action to the case; returns the event's
@@ -1223,7 +1240,7 @@ pub(crate) fn amend_case<S: StateRead>(
         .push(event("amend", "", "", "", context, transaction));
     automatic::settle(overlay, context, transaction, &mut case, &definition)?;
     case.updated_ms = context.now_ms;
-    overlay.put(case_key(&id), case.encode_to_vec());
+    store_case(overlay, context, &id, &case)?;
     Ok(Ok(()))
 }
 

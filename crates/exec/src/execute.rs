@@ -9,6 +9,7 @@ use govchain_proto::types::v1::{
 use prost::Message as _;
 
 use crate::approval;
+use crate::directory;
 use crate::identity::{self, Context, Department, Departments, Outcome, Refusal};
 use crate::state::{StateError, StateRead, nonce_key};
 use crate::transaction::VerifiedTransaction;
@@ -118,6 +119,15 @@ fn apply<S: StateRead>(
         Body::OpenCase(body) => approval::open_case(overlay, context, transaction, body),
         Body::ActOnCase(body) => approval::act_on_case(overlay, context, transaction, body),
         Body::AmendCase(body) => approval::amend_case(overlay, context, transaction, body),
+        Body::PublishDatasetEntry(body) => {
+            directory::publish_entry(overlay, context, transaction, body)
+        }
+        Body::DatasetVersion(body) => {
+            directory::append_version(overlay, context, transaction, body)
+        }
+        Body::RequestDatasetAccess(body) => {
+            directory::request_access(overlay, context, transaction, body)
+        }
     }
 }
 
@@ -216,6 +226,9 @@ fn execute_anchor<S: StateRead>(
                 |d| format!("department {:?}", d.name)
             )
         ))));
+    }
+    if let Err(refusal) = directory::check_anchor(overlay, signer_department, &anchor.dataset)? {
+        return Ok(Err(refusal));
     }
     let key = anchor_key(&anchor.dataset, &anchor.record_id);
     let previous =

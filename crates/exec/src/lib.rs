@@ -15,6 +15,7 @@ mod execute;
 #[macro_use]
 pub mod identity;
 pub mod approval;
+pub mod directory;
 mod state;
 pub mod state_tree;
 mod transaction;

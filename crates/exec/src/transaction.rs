@@ -2,7 +2,7 @@ use bytes::Bytes;
 use govchain_crypto::{Digest, DomainHasher, KeyError, PublicKey, Signature};
 use govchain_proto::types::v1::{Transaction, TransactionEnvelope, transaction::Body};
 
-use crate::{approval, identity};
+use crate::{approval, directory, identity};
 use prost::Message as _;
 
 const DOMAIN_TRANSACTION: &str = "govchain/tx/v1";
@@ -63,7 +63,7 @@ pub struct VerifiedTransaction {
 
 /// Every transaction kind, by its body's field name in `Transaction`, as
 /// clients name them (event filters, the CLI).
-pub const TRANSACTION_KINDS: [&str; 14] = [
+pub const TRANSACTION_KINDS: [&str; 17] = [
     "anchor_record",
     "create_identity",
     "declare_attribute",
@@ -78,6 +78,9 @@ pub const TRANSACTION_KINDS: [&str; 14] = [
     "open_case",
     "act_on_case",
     "amend_case",
+    "publish_dataset_entry",
+    "dataset_version",
+    "request_dataset_access",
 ];
 
 /// `body`'s kind: its field name in `Transaction` (one of
@@ -98,6 +101,9 @@ pub fn body_kind(body: &Body) -> &'static str {
         Body::OpenCase(_) => "open_case",
         Body::ActOnCase(_) => "act_on_case",
         Body::AmendCase(_) => "amend_case",
+        Body::PublishDatasetEntry(_) => "publish_dataset_entry",
+        Body::DatasetVersion(_) => "dataset_version",
+        Body::RequestDatasetAccess(_) => "request_dataset_access",
     }
 }
 
@@ -301,6 +307,15 @@ fn validate_body(body: &Body) -> Result<(), TransactionError> {
         }
         Body::AmendCase(body) => {
             approval::validate_amend_case(body).map_err(TransactionError::Malformed)
+        }
+        Body::PublishDatasetEntry(body) => {
+            directory::validate_publish(body).map_err(TransactionError::Malformed)
+        }
+        Body::DatasetVersion(body) => {
+            directory::validate_version(body).map_err(TransactionError::Malformed)
+        }
+        Body::RequestDatasetAccess(body) => {
+            directory::validate_request(body).map_err(TransactionError::Malformed)
         }
     }
 }
@@ -548,6 +563,9 @@ mod kind_tests {
             Body::OpenCase(OpenCase::default()),
             Body::ActOnCase(ActOnCase::default()),
             Body::AmendCase(AmendCase::default()),
+            Body::PublishDatasetEntry(Default::default()),
+            Body::DatasetVersion(Default::default()),
+            Body::RequestDatasetAccess(Default::default()),
         ];
         let kinds: Vec<&str> = bodies.iter().map(body_kind).collect();
         assert_eq!(kinds, TRANSACTION_KINDS);

@@ -13,9 +13,15 @@
 //! such a department the one refusal it gives for any blob no attribute
 //! names, stored or not.
 //!
-//! **Invariant:** a blob no attribute names leaves this node to another
-//! department only as a document of an approval case that the case's
-//! definition lets that department read
+//! **Invariant:** a blob that is a data version of a directory dataset
+//! (`dsv-cid/<cid>` in state) leaves its owner's node for another
+//! department only as `exec::directory::blob_release` allows: an open
+//! dataset to any member, a by-request one under a grant, a
+//! citizen-consent one never through this path.
+//!
+//! **Invariant:** any other blob no attribute names leaves this node to
+//! another department only as a document of an approval case that the
+//! case's definition lets that department read
 //! (`exec::approval::documents::readable_document`), each release logged.
 //!
 //! **Invariant:** bytes fetched from a holder are stored only if they hash
@@ -32,6 +38,9 @@ use govchain_blobstore::{BlobError, BlobInfo, BlobStore, ChunkReadError, ChunkSo
 use govchain_crypto::{Digest, PublicKey, SigningKey};
 use govchain_exec::approval::documents::readable_document;
 use govchain_exec::approval::{read_case, read_definition};
+use govchain_exec::directory::{
+    Release, blob_dataset, blob_release, read_entry, read_grant, schema_dataset, schema_release,
+};
 use govchain_exec::identity::disclosure::blob_visible_to;
 use govchain_exec::identity::{
     blob_is_personal, blob_reference, check_access, read_access, read_attribute,
@@ -40,7 +49,7 @@ use govchain_pki::TlsIdentity;
 use govchain_proto::blob::v1::blob_service_client::BlobServiceClient;
 use govchain_proto::blob::v1::blob_service_server::BlobService;
 use govchain_proto::blob::v1::*;
-use govchain_proto::types::v1::{AccessRecord, RecordAccess};
+use govchain_proto::types::v1::{AccessRecord, ErrorReason, RecordAccess};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::transport::{ClientTlsConfig, Endpoint};
@@ -200,7 +209,8 @@ impl Blobs {
         }
     }
 
-    /// Collects blobs that no attribute references and that were not
+    /// Collects blobs that no attribute references, no dataset version
+    /// names, and that were not
     /// uploaded within `grace_ms`. The upload list is asked live, inside
     /// the collection: an upload that finishes meanwhile is listed before
     /// it drops its pin, so it is either pinned or listed when asked.
@@ -213,6 +223,8 @@ impl Blobs {
             self.recent().contains_key(cid)
                 // A read failure keeps the blob: never delete on doubt.
                 || blob_reference(&state, &cid.to_string()).map_or(true, |r| r.is_some())
+                || blob_dataset(&state, &cid.to_string()).map_or(true, |d| d.is_some())
+                || schema_dataset(&state, &cid.to_string()).map_or(true, |d| d.is_some())
         })?;
         if report.roots_removed > 0 {
             info!(
@@ -668,6 +680,87 @@ impl BlobApi {
     }
 }
 
+impl BlobApi {
+    /// The directory's rule for a dataset version's blob: `Ok` to serve it
+    /// to the caller, or the refusal, which names the dataset and how to
+    /// get access.
+    fn release_dataset_blob(
+        &self,
+        caller: &TlsIdentity,
+        cid: &Cid,
+        dataset: &str,
+    ) -> Result<(), Status> {
+        let state = LedgerState(&self.shared.ledger);
+        let read_failed = |err| internal("state read failed", err);
+        let entry = read_entry(&state, dataset)
+            .map_err(read_failed)?
+            .ok_or_else(|| internal("dataset version without an entry", dataset))?;
+        let grant = read_grant(&state, dataset, &caller.department).map_err(read_failed)?;
+        let release = blob_release(
+            &entry,
+            &caller.department,
+            &self.shared.name,
+            grant.as_ref(),
+        );
+        info!(department = %caller.department, %cid, dataset, release = ?release, "dataset blob requested");
+        match release {
+            Release::Serve => Ok(()),
+            Release::GrantRequired { workflow_id } => Err(errors::Failure::new(
+                tonic::Code::PermissionDenied,
+                ErrorReason::DatasetGrantRequired,
+                format!(
+                    "blob {cid} is a version of by-request dataset {dataset:?} and department {:?} has no grant for it: request access with `govchain directory request {dataset} --purpose <why>` (an approval case against {:?}'s workflow {workflow_id:?}) and download again once it is approved",
+                    caller.department, entry.owner
+                ),
+            )
+            .meta("dataset", dataset)
+            .meta("workflow_id", workflow_id)
+            .status()),
+            Release::NotReleased(why) => Err(errors::Failure::new(
+                tonic::Code::PermissionDenied,
+                ErrorReason::DatasetNotReleased,
+                format!(
+                    "blob {cid} is not released to department {:?} here: {why}",
+                    caller.department
+                ),
+            )
+            .meta("dataset", dataset)
+            .status()),
+        }
+    }
+}
+
+impl BlobApi {
+    /// A directory entry's schema blob: served by the owner's node to
+    /// every member.
+    fn release_schema_blob(
+        &self,
+        caller: &TlsIdentity,
+        cid: &Cid,
+        dataset: &str,
+    ) -> Result<(), Status> {
+        let state = LedgerState(&self.shared.ledger);
+        let entry = read_entry(&state, dataset)
+            .map_err(|err| internal("state read failed", err))?
+            .ok_or_else(|| internal("schema without an entry", dataset))?;
+        match schema_release(&entry, &self.shared.name) {
+            Release::Serve => {
+                info!(department = %caller.department, %cid, dataset, "releasing a dataset's schema");
+                Ok(())
+            }
+            Release::NotReleased(why) | Release::GrantRequired { workflow_id: why } => {
+                Err(errors::Failure::new(
+                    tonic::Code::PermissionDenied,
+                    ErrorReason::DatasetNotReleased,
+                    format!("blob {cid} is not released here: {why}"),
+                )
+                .meta("dataset", dataset)
+                .status())
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl BlobService for BlobApi {
     async fn upload(
@@ -768,12 +861,20 @@ impl BlobService for BlobApi {
             )));
         }
         if personal.is_none() && caller.department != self.shared.name {
+            // A case document goes by the case's rule, a dataset
+            // version's batch by the directory's; any other upload no
+            // attribute names yet (a declaration pending, or refused) may
+            // be a citizen's sealed value too.
             if !request.case_id.is_empty() {
                 self.release_case_document(&caller, &request.case_id, &request.cid)?;
             } else {
-                // Uploads no attribute names yet (a declaration pending, or
-                // refused) may be a citizen's sealed value too.
-                return Err(not_released());
+                match blob_dataset(&state, &request.cid).map_err(read_failed)? {
+                    Some(dataset) => self.release_dataset_blob(&caller, &cid, &dataset)?,
+                    None => match schema_dataset(&state, &request.cid).map_err(read_failed)? {
+                        Some(dataset) => self.release_schema_blob(&caller, &cid, &dataset)?,
+                        None => return Err(not_released()),
+                    },
+                }
             }
         }
         if let Some((citizen, name)) = personal {

@@ -16,6 +16,7 @@ mod certified_header;
 pub mod config;
 mod connections;
 mod consensus_store;
+mod directory;
 mod dissemination;
 mod driver;
 pub mod errors;
@@ -48,6 +49,7 @@ use govchain_proto::admin::v1::admin_service_server::AdminServiceServer;
 use govchain_proto::approval::v1::approval_service_server::ApprovalServiceServer;
 use govchain_proto::blob::v1::blob_service_server::BlobServiceServer;
 use govchain_proto::consensus::v1::consensus_service_server::ConsensusServiceServer;
+use govchain_proto::directory::v1::directory_service_server::DirectoryServiceServer;
 use govchain_proto::identity::v1::identity_service_server::IdentityServiceServer;
 use govchain_proto::node::v1::node_service_server::NodeServiceServer;
 use prost::Message as _;
@@ -73,6 +75,7 @@ pub use wire::{certificate_from_wire, certificate_to_wire};
 use crate::admission::Admission;
 use crate::approval::ApprovalApi;
 use crate::blobs::{BLOB_MESSAGE_BYTES_MAX, BlobApi, Blobs};
+use crate::directory::DirectoryApi;
 use crate::driver::{DRIVER_EVENTS_MAX, Driver, DriverEvent, TICK_INTERVAL};
 use crate::identity::IdentityApi;
 use crate::mempool::Mempool;
@@ -273,6 +276,9 @@ pub async fn run(
         .set_serving::<ApprovalServiceServer<ApprovalApi>>()
         .await;
     health_reporter
+        .set_serving::<DirectoryServiceServer<DirectoryApi>>()
+        .await;
+    health_reporter
         .set_serving::<AdminServiceServer<backup::AdminApi>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -309,6 +315,7 @@ pub async fn run(
     };
     let identity_api = IdentityApi::new(node_api.clone());
     let approval_api = ApprovalApi::new(node_api.clone());
+    let directory_api = DirectoryApi::new(shared.clone());
     let admin_api = backup::AdminApi::new(shared.clone(), settings.data_dir.clone());
     if settings.blobs.gc_interval_secs > 0 {
         tasks.push(fatal.spawn_task(
@@ -370,6 +377,10 @@ pub async fn run(
         .add_service(
             ApprovalServiceServer::new(approval_api)
                 .max_decoding_message_size(identity_request_bytes_max(&genesis))
+                .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            DirectoryServiceServer::new(directory_api)
                 .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
         )
         .add_service(

@@ -60,6 +60,12 @@ pub mod approval {
     }
 }
 
+pub mod directory {
+    pub mod v1 {
+        package!("govchain.directory.v1.rs");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every govchain service, for gRPC
 /// reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

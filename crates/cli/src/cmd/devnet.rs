@@ -177,6 +177,9 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             Some(citizen) => demo_case(&dir, &file, &citizen.key_file).await,
             None => None,
         };
+        if let Some(directory) = demo_directory(&dir, &file).await {
+            print_demo_directory(&dir, &directory);
+        }
         (demo_citizen, demo_case)
     };
     print_summary(
@@ -568,6 +571,53 @@ async fn demo_case(
             None
         }
     }
+}
+
+/// The department whose datasets the demo directory lists.
+const DEMO_DIRECTORY_OWNER: &str = "health";
+
+/// On a fresh devnet that has the owner, an open and a by-request dataset
+/// with a data-sharing workflow.
+async fn demo_directory(
+    dir: &Path,
+    file: &DevnetFile,
+) -> Option<crate::cmd::directory::demo::DemoDirectory> {
+    if !file
+        .nodes
+        .iter()
+        .any(|node| node.name == DEMO_DIRECTORY_OWNER)
+    {
+        return None;
+    }
+    match crate::cmd::directory::demo::demo_directory(dir, DEMO_DIRECTORY_OWNER).await {
+        Ok(directory) => directory,
+        Err(err) => {
+            eprintln!("warning: the demo directory could not be set up: {err:#}");
+            None
+        }
+    }
+}
+
+fn print_demo_directory(dir: &Path, directory: &crate::cmd::directory::demo::DemoDirectory) {
+    use crate::cmd::directory::demo::{DEMO_BY_REQUEST_DATASET, DEMO_SHARING_STEP};
+    let d = dir.display();
+    println!(
+        "demo directory: {}'s datasets, one open and one by request (steward key {}):",
+        directory.owner,
+        directory.steward_key_file.display()
+    );
+    println!("  govchain directory search --dir {d}");
+    println!(
+        "  govchain directory request {DEMO_BY_REQUEST_DATASET} --purpose planning --dir {d} --department tax --signing-key {d}/certs/tax/signing.key"
+    );
+    // Not a line of its own: the devnet test runs the demo case's
+    // `govchain case approve` lines as printed.
+    println!(
+        "  # the case the request prints, approved by the steward: govchain case approve <case> --step {DEMO_SHARING_STEP} --signing-key {} --dir {d} --department {}",
+        directory.steward_key_file.display(),
+        directory.owner
+    );
+    println!("  govchain directory grants {DEMO_BY_REQUEST_DATASET} --dir {d}\n");
 }
 
 fn print_demo_case(dir: &Path, case: &crate::cmd::approval::demo::DemoCase) {

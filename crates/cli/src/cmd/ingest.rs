@@ -1,12 +1,16 @@
 //! `govchain ingest`: de-identify an export from a legacy system
 //! (`govchain_deid`), store the de-identified batch in the node's blob
-//! store, and anchor it on chain as a new version of a dataset in the
+//! store, and record it on chain as a new version of a dataset in the
 //! department's namespace.
 //!
-//! The dataset directory does not exist yet, so a version is an ordinary
-//! `AnchorRecord`: dataset `<department>/<NAME>`, record id `v<N>` (1, 2, …
-//! with no gaps, so the versions can be walked with `GetAnchor`), record
-//! hash the SHA-256 of the de-identified bytes, and the schema field
+//! When the dataset has a directory entry (`govchain directory publish`),
+//! the version is a `DatasetVersion`: the batch's CID, row count, the rules'
+//! hash and, with `--report`, the k-anonymity report, numbered by the chain
+//! and served under the entry's access policy. Nothing is published
+//! implicitly: without an entry, a version is an ordinary `AnchorRecord`:
+//! dataset `<department>/<NAME>`, record id `v<N>` (1, 2, … with no gaps, so
+//! the versions can be walked with `GetAnchor`), record hash the SHA-256 of
+//! the de-identified bytes, and the schema field
 //! `govchain-ingest/v1 cid=… rows=… skipped=… rules=… k=…`.
 
 mod secret;
@@ -22,8 +26,10 @@ use govchain_blobstore::ReadChunks;
 use govchain_crypto::{Digest, SigningKey};
 use govchain_deid::{Format, Options, Rules, Summary, TransformError};
 use govchain_proto::blob::v1::UploadHeader;
+use govchain_proto::directory::v1::GetDatasetRequest;
 use govchain_proto::node::v1::GetAnchorRequest;
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
+use govchain_proto::types::v1::{DatasetVersion, KAnonymityReport, Transaction, transaction::Body};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use tonic::Code;
@@ -31,10 +37,11 @@ use tonic::transport::Channel;
 
 use crate::client::{self, ConnectArgs, rpc_error};
 use crate::cmd::blob;
+use crate::cmd::directory::directory_client;
 use crate::cmd::keys::load_signing_key;
 use crate::cmd::record::{next_nonce, node_chain_id, sign_checked};
 use crate::cmd::tx::{TransactionView, parse_duration, submit_envelope, wait_for_commit};
-use crate::envelope::Anchor;
+use crate::envelope::{self, Anchor};
 use crate::output::{self, Fields};
 
 /// Inputs at least this large show a progress bar (on a terminal).
@@ -386,7 +393,8 @@ async fn publish(
         dataset,
         signing_key,
     } = destination;
-    let mut blobs = client::blob_client(client::channel(&target, None).await?);
+    let channel = client::channel(&target, None).await?;
+    let mut blobs = client::blob_client(channel.clone());
     let file = batch
         .file
         .reopen()
@@ -400,6 +408,26 @@ async fn publish(
         batch.size_bytes
     );
     let mut node = client::connect(&target).await?;
+    if has_directory_entry(channel.clone(), &dataset).await? {
+        let record = DirectoryVersion {
+            node: &mut node,
+            channel,
+            signing_key: &signing_key,
+            dataset: &dataset,
+            timeout,
+        };
+        let (number, committed) = record.append(batch, &uploaded.cid, view).await?;
+        view.published = Some(Published {
+            cid: uploaded.cid,
+            dataset,
+            record_id: String::new(),
+            version: number,
+            schema: String::new(),
+            directory: true,
+            transaction: committed,
+        });
+        return Ok(());
+    }
     let version = next_version(&mut node, &dataset).await?;
     let anchor = Anchor {
         dataset: dataset.clone(),
@@ -432,9 +460,108 @@ async fn publish(
         record_id: anchor.record_id,
         version,
         schema: anchor.schema,
+        directory: false,
         transaction: committed,
     });
     Ok(())
+}
+
+/// Whether the dataset has a directory entry: then a version is a
+/// `DatasetVersion`, else an anchor.
+async fn has_directory_entry(channel: Channel, dataset: &str) -> anyhow::Result<bool> {
+    let response = directory_client(channel)
+        .get_dataset(GetDatasetRequest {
+            dataset: dataset.to_owned(),
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await;
+    match response {
+        Ok(_) => Ok(true),
+        Err(status) if status.code() == Code::NotFound => Ok(false),
+        Err(status) => Err(rpc_error(status)),
+    }
+}
+
+/// Appending a batch as a version of a dataset in the directory.
+struct DirectoryVersion<'a> {
+    node: &'a mut NodeServiceClient<Channel>,
+    channel: Channel,
+    signing_key: &'a SigningKey,
+    dataset: &'a str,
+    timeout: Duration,
+}
+
+impl DirectoryVersion<'_> {
+    /// Signs, submits and awaits the `DatasetVersion`; returns the number
+    /// the chain gave it and the committed transaction.
+    async fn append(
+        self,
+        batch: &Batch,
+        cid: &str,
+        view: &IngestView,
+    ) -> anyhow::Result<(u64, TransactionView)> {
+        let body = DatasetVersion {
+            dataset: self.dataset.to_owned(),
+            batch_cid: cid.to_owned(),
+            row_count: batch.summary.rows_written,
+            rules_hash: hex::decode(&view.rules_sha256).context("the rules hash is not hex")?,
+            k_anonymity: view.k_anonymity.as_ref().map(|report| KAnonymityReport {
+                smallest_group_size: report.k.unwrap_or(0),
+                quasi_identifiers: report.columns.clone(),
+                groups: report.groups,
+            }),
+        };
+        let transaction = Transaction {
+            body: Some(Body::DatasetVersion(body)),
+        };
+        let chain_id = node_chain_id(self.node).await?;
+        let nonce = next_nonce(self.node, self.signing_key).await?;
+        let signed = envelope::sign(self.signing_key, &chain_id, nonce, &transaction);
+        govchain_exec::check_envelope(
+            signed.envelope.clone(),
+            &chain_id,
+            crate::cmd::record::PAYLOAD_BYTES_MAX,
+            |_, _| false,
+        )
+        .context("the dataset version would be refused")?;
+        submit_envelope(self.node, signed.envelope).await?;
+        let committed = TransactionView::new(
+            &signed.id,
+            &wait_for_commit(self.node, &signed.id, self.timeout).await?,
+        );
+        if committed.failed() {
+            anyhow::bail!(
+                "the dataset version was committed but failed: {}",
+                committed
+                    .result
+                    .as_ref()
+                    .map_or("no reason given", |result| result.error.as_str())
+            );
+        }
+        let number = self.number_of(&signed.id).await?;
+        Ok((number, committed))
+    }
+
+    /// The number the chain gave the version this transaction appended:
+    /// one of the newest, since versions only grow.
+    async fn number_of(&self, id: &Digest) -> anyhow::Result<u64> {
+        let response = directory_client(self.channel.clone())
+            .get_dataset(GetDatasetRequest {
+                dataset: self.dataset.to_owned(),
+                page_size: 100,
+                page_token: String::new(),
+            })
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        response
+            .versions
+            .iter()
+            .find(|version| version.transaction_id == id.as_bytes())
+            .map(|version| version.number)
+            .context("the committed version is not among the dataset's newest 100")
+    }
 }
 
 /// The department a client certificate acts for: the namespace its key may
@@ -562,9 +689,14 @@ struct IngestView {
 struct Published {
     cid: String,
     dataset: String,
+    /// The anchor's record id; empty for a directory version.
     record_id: String,
     version: u64,
+    /// The anchor's schema; empty for a directory version.
     schema: String,
+    /// Whether the version is a `DatasetVersion` in the directory (else an
+    /// anchor).
+    directory: bool,
     transaction: TransactionView,
 }
 
@@ -602,7 +734,11 @@ fn print_view(view: &IngestView, json: bool) -> anyhow::Result<()> {
             .add("dataset", &published.dataset)
             .add(
                 "version",
-                format!("{} (record id {})", published.version, published.record_id),
+                if published.directory {
+                    format!("{} (in the directory)", published.version)
+                } else {
+                    format!("{} (record id {})", published.version, published.record_id)
+                },
             )
             .add("transaction", &published.transaction.transaction_id);
         if let Some(height) = published.transaction.block_height {

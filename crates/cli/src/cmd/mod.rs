@@ -9,6 +9,7 @@ pub mod blocks;
 pub mod certs;
 pub mod config;
 pub mod devnet;
+pub mod directory;
 pub mod genesis;
 pub mod identity;
 pub mod ingest;

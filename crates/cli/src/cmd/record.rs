@@ -27,7 +27,7 @@ use crate::view::{AnchorView, or_dash};
 
 /// Any payload far over this is refused by every node, so the CLI refuses it
 /// first; genesis may set a lower limit, which the node enforces.
-const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+pub(crate) const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {

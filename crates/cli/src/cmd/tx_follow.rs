@@ -30,7 +30,8 @@ pub struct FollowArgs {
     /// create_identity, declare_attribute, attest_attribute,
     /// revoke_attestation, grant_consent, revoke_consent, record_access,
     /// register_officer, revoke_officer, define_workflow, open_case,
-    /// act_on_case, amend_case.
+    /// act_on_case, amend_case, publish_dataset_entry, dataset_version,
+    /// request_dataset_access.
     #[arg(long = "kind", value_name = "KIND")]
     kinds: Vec<String>,
     /// Only anchors in this dataset (repeatable); a name ending in "/" is a

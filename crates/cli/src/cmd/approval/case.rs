@@ -127,7 +127,7 @@ enum CaseCommand {
 }
 
 /// A document as `NAME=CID`.
-fn parse_document(text: &str) -> Result<CaseDocument, String> {
+pub(crate) fn parse_document(text: &str) -> Result<CaseDocument, String> {
     let (name, cid) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not NAME=CID, e.g. floor-plan=bafkrei..."))?;

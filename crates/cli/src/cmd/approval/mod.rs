@@ -38,7 +38,11 @@ pub(crate) struct SignedArgs {
 impl SignedArgs {
     /// Signs `body`, submits it and (unless `--no-wait`) waits for its
     /// commit; a committed failure is a negative answer naming `what`.
-    async fn submit(&self, body: Body, what: &str) -> anyhow::Result<(SigningKey, Submitted)> {
+    pub(crate) async fn submit(
+        &self,
+        body: Body,
+        what: &str,
+    ) -> anyhow::Result<(SigningKey, Submitted)> {
         let key = load_signing_key(&self.signing_key)?;
         let mut session = Session::open(&self.connect, client_timeout()).await?;
         let submitted = session.submit(&key, body, &self.commit, what).await?;
