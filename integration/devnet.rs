@@ -105,6 +105,32 @@ fn devnet_starts_answers_and_stops() {
     assert!(ok, "{err}");
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(shown["state"], "approved", "{shown}");
+    // The demo case's evidence (its automatic step decided by the demo
+    // citizen's attested name) verifies offline.
+    let bundle = dir.join("demo-case.json");
+    let (ok, _, err) = govchain(&[
+        "case",
+        "export",
+        &case,
+        "--out",
+        bundle.to_str().unwrap(),
+        "--dir",
+        d,
+        "--department",
+        "tax",
+    ]);
+    assert!(ok, "case export: {err}");
+    let genesis = dir.join("certs").join("genesis.json");
+    let (ok, verified, err) = govchain(&[
+        "verify",
+        bundle.to_str().unwrap(),
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "verify: {err}");
+    let verified: serde_json::Value = serde_json::from_str(&verified).unwrap();
+    assert_eq!(verified["state"], "approved", "{verified}");
     // The eligibility step was approved by its rule as the case opened
     // (the demo citizen's name is attested by civil), not by an officer.
     let eligibility = &shown["steps"][0];

@@ -53,7 +53,9 @@ pub struct CaseBundle {
     /// The registrations and revocations, by their departments, of the
     /// officers who acted, up to their last action, in chain order.
     pub officers: Vec<BundledTransaction>,
-    /// The applicant's `CreateIdentity` (empty when a department applied).
+    /// A citizen applicant's `CreateIdentity`, `DeclareAttribute`s and the
+    /// attestations and revocations about it up to the case's last event,
+    /// which automatic steps' rules read (empty when a department applied).
     pub applicant: Vec<BundledTransaction>,
     /// The case's transactions (open, act, amend), in the order of its
     /// events.

@@ -100,7 +100,7 @@ pub(crate) async fn export(args: ExportArgs, json: bool) -> anyhow::Result<()> {
     let ids = Sections {
         definitions: definition_ids(&session.channel, &case).await?,
         officers: officer_ids(&mut node, &genesis, &case).await?,
-        applicant: applicant_ids(&mut node, &case).await?,
+        applicant: applicant_ids(&mut node, &genesis, &case).await?,
         actions: action_ids(&case),
     };
     let count = ids.definitions.len() + ids.officers.len() + ids.applicant.len();
@@ -242,9 +242,14 @@ async fn officer_ids(
     Ok(ids)
 }
 
-/// A citizen applicant's `CreateIdentity`; none for a department.
+/// A citizen applicant's identity and attribute history up to the case's
+/// last event, in chain order: its `CreateIdentity` and `DeclareAttribute`s,
+/// and the attestations and revocations departments signed about it, which
+/// automatic steps' rules read (`applicant.attested`); none for a
+/// department.
 async fn applicant_ids(
     node: &mut NodeServiceClient<Channel>,
+    genesis: &Genesis,
     case: &CaseRecord,
 ) -> anyhow::Result<Vec<Digest>> {
     if !case.applicant_department.is_empty() {
@@ -252,20 +257,51 @@ async fn applicant_ids(
     }
     let applicant = PublicKey::from_slice(&case.applicant)
         .map_err(|err| anyhow::anyhow!("the case's applicant key: {err}"))?;
-    let created = signer_transactions(node, &applicant)
-        .await?
-        .into_iter()
-        .find(|t| matches!(decoded_body(t), Some(Body::CreateIdentity(_))))
-        .with_context(|| {
-            format!(
-                "the applicant {} has no committed CreateIdentity on this node",
-                applicant.to_did_key()
-            )
-        })?;
-    Ok(vec![digest(
-        "identity transaction id",
-        &created.transaction_id,
-    )?])
+    let last = case.events.iter().map(|e| e.height).max().unwrap_or(0);
+    let up_to_last =
+        |committed: &CommittedTransaction| committed.position.map_or(0, |p| p.height) <= last;
+    // (height, index, id), sorted at the end into chain order.
+    let mut found = Vec::new();
+    let mut created = false;
+    for committed in signer_transactions(node, &applicant).await? {
+        match decoded_body(&committed) {
+            Some(Body::CreateIdentity(_)) => created = true,
+            Some(Body::DeclareAttribute(_)) if up_to_last(&committed) => {}
+            _ => continue,
+        }
+        found.push(positioned(&committed)?);
+    }
+    anyhow::ensure!(
+        created,
+        "the applicant {} has no committed CreateIdentity on this node",
+        applicant.to_did_key()
+    );
+    for department in genesis.departments.iter().filter(|d| !d.attests.is_empty()) {
+        let key = PublicKey::from_hex(&department.signing_public_key)
+            .with_context(|| format!("genesis signing key of {}", department.name))?;
+        for committed in signer_transactions(node, &key).await? {
+            let about = match decoded_body(&committed) {
+                Some(Body::AttestAttribute(body)) => body.citizen,
+                Some(Body::RevokeAttestation(body)) => body.citizen,
+                _ => continue,
+            };
+            if about == applicant.as_bytes() && up_to_last(&committed) {
+                found.push(positioned(&committed)?);
+            }
+        }
+    }
+    found.sort();
+    Ok(found.into_iter().map(|(_, _, id)| id).collect())
+}
+
+/// A committed transaction's position and id.
+fn positioned(committed: &CommittedTransaction) -> anyhow::Result<(u64, u32, Digest)> {
+    let position = committed.position.unwrap_or_default();
+    Ok((
+        position.height,
+        position.index,
+        digest("applicant transaction id", &committed.transaction_id)?,
+    ))
 }
 
 /// The case's own transactions, in the order of its events.
