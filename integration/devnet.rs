@@ -179,6 +179,14 @@ fn devnet_starts_answers_and_stops() {
         }
         govchain(&args)
     };
+    assert!(
+        out.contains(&format!("govchain blob get {plan} --case {case}")),
+        "the summary shows how to read the floor plan: {out}"
+    );
+    assert!(
+        out.contains(&format!("govchain case export {case}")) && out.contains("govchain verify "),
+        "the summary shows how to export and verify the case: {out}"
+    );
     let (ok, _, err) = get("police", Some(&case));
     assert!(ok, "police reads the floor plan of the case: {err}");
     assert!(

@@ -620,7 +620,7 @@ fn print_demo_directory(dir: &Path, directory: &crate::cmd::directory::demo::Dem
     println!("  govchain directory grants {DEMO_BY_REQUEST_DATASET} --dir {d}\n");
 }
 
-fn print_demo_case(dir: &Path, case: &crate::cmd::approval::demo::DemoCase) {
+fn print_demo_case(dir: &Path, file: &DevnetFile, case: &crate::cmd::approval::demo::DemoCase) {
     let d = dir.display();
     println!();
     println!(
@@ -643,6 +643,28 @@ fn print_demo_case(dir: &Path, case: &crate::cmd::approval::demo::DemoCase) {
         "  govchain case show {} --dir {d} --department {}",
         case.case_id, case.officers[0].department
     );
+    println!(
+        "  govchain case export {} --out case.json --dir {d} --department {}   # the evidence, then offline:",
+        case.case_id, case.officers[0].department
+    );
+    println!("  govchain verify case.json --genesis {d}/certs/genesis.json");
+    // The police officer reads the floor plan on the node that holds it.
+    if let (Some(reader), Some(holder)) = (
+        case.officers
+            .iter()
+            .find(|o| o.department != case.plan.holder),
+        file.node(&case.plan.holder),
+    ) {
+        println!(
+            "  govchain blob get {} --case {} --out plan.txt --dir {d} --department {} --node {} --server-name {}.node.govchain   # {}'s step may read the floor plan",
+            case.plan.cid,
+            case.case_id,
+            reader.department,
+            holder.url,
+            case.plan.holder,
+            reader.department
+        );
+    }
     println!(
         "  # a case whose applicant's name is not attested waits at eligibility; {}'s clerk settles it:\n  \
          # govchain case override CASE --step {} --approve --reason \"...\" --signing-key {} --dir {d} --department {}",
@@ -728,7 +750,7 @@ fn print_summary(
         print_demo_citizen(dir, citizen);
     }
     if let Some(case) = demo_case {
-        print_demo_case(dir, case);
+        print_demo_case(dir, file, case);
     }
     println!();
     if detach {

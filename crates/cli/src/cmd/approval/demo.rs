@@ -30,6 +30,13 @@ pub struct DemoOfficer {
     pub key_file: PathBuf,
 }
 
+/// A document of the demo case: its CID and the department whose node
+/// holds it.
+pub struct DemoDocument {
+    pub cid: String,
+    pub holder: String,
+}
+
 /// What [`demo_case`] made.
 pub struct DemoCase {
     pub case_id: Digest,
@@ -38,6 +45,8 @@ pub struct DemoCase {
     pub officers: Vec<DemoOfficer>,
     /// Civil's clerk, who may override the automatic eligibility step.
     pub clerk: DemoOfficer,
+    /// The case's floor plan.
+    pub plan: DemoDocument,
 }
 
 /// The department whose automatic step checks that the applicant's name is
@@ -177,7 +186,7 @@ pub async fn demo_case(
         workflow_version: 1,
         documents: vec![CaseDocument {
             name: "floor-plan".into(),
-            cid: plan.cid,
+            cid: plan.cid.clone(),
         }],
     });
     let mut session = Session::open(&connect(health), client_timeout()).await?;
@@ -188,6 +197,10 @@ pub async fn demo_case(
         workflow_file,
         officers,
         clerk,
+        plan: DemoDocument {
+            cid: plan.cid,
+            holder: health.to_owned(),
+        },
     }))
 }
 
