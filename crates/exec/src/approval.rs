@@ -50,7 +50,7 @@ use prost::Message;
 
 use crate::execute::Overlay;
 use crate::identity::{Context, Outcome, Refusal, read_identity, valid_attribute_name};
-use crate::state::{StateError, StateRead};
+use crate::state::{StateError, StateRead, read_message, read_u64};
 use crate::transaction::VerifiedTransaction;
 
 mod automatic;
@@ -440,36 +440,6 @@ impl CaseIndex {
 }
 
 // ----- reads ----------------------------------------------------------------
-
-fn read_message<M: Message + Default>(
-    state: &impl StateRead,
-    key: &[u8],
-    what: &str,
-) -> Result<Option<M>, StateError> {
-    match state.get(key)? {
-        None => Ok(None),
-        Some(bytes) => M::decode(bytes.as_slice())
-            .map(Some)
-            .map_err(|err| StateError::Corrupt {
-                key: what.to_owned(),
-                reason: err.to_string(),
-            }),
-    }
-}
-
-fn read_u64(state: &impl StateRead, key: &[u8], what: &str) -> Result<u64, StateError> {
-    let Some(bytes) = state.get(key)? else {
-        return Ok(0);
-    };
-    let array: [u8; 8] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| StateError::Corrupt {
-            key: what.to_owned(),
-            reason: format!("{} bytes, expected 8", bytes.len()),
-        })?;
-    Ok(u64::from_be_bytes(array))
-}
 
 pub fn read_officer(
     state: &impl StateRead,

@@ -38,7 +38,7 @@ use prost::Message;
 use crate::approval::{self, TEXT_BYTES_MAX, valid_cid_text, valid_name};
 use crate::execute::{Overlay, dataset_owner};
 use crate::identity::{Context, Department, Outcome, Refusal};
-use crate::state::{StateError, StateRead};
+use crate::state::{StateError, StateRead, read_message, read_u64};
 use crate::transaction::VerifiedTransaction;
 
 /// Longest dataset name (as for anchors).
@@ -270,36 +270,6 @@ fn grant_index_key(dataset: &str, sequence: u64) -> Vec<u8> {
 }
 
 // ----- reads ----------------------------------------------------------------
-
-fn read_message<M: Message + Default>(
-    state: &impl StateRead,
-    key: &[u8],
-    what: &str,
-) -> Result<Option<M>, StateError> {
-    match state.get(key)? {
-        None => Ok(None),
-        Some(bytes) => M::decode(bytes.as_slice())
-            .map(Some)
-            .map_err(|err| StateError::Corrupt {
-                key: what.to_owned(),
-                reason: err.to_string(),
-            }),
-    }
-}
-
-fn read_u64(state: &impl StateRead, key: &[u8], what: &str) -> Result<u64, StateError> {
-    let Some(bytes) = state.get(key)? else {
-        return Ok(0);
-    };
-    let array: [u8; 8] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| StateError::Corrupt {
-            key: what.to_owned(),
-            reason: format!("{} bytes, expected 8", bytes.len()),
-        })?;
-    Ok(u64::from_be_bytes(array))
-}
 
 fn read_name(state: &impl StateRead, key: &[u8], what: &str) -> Result<String, StateError> {
     let bytes = state.get(key)?.ok_or_else(|| StateError::Corrupt {

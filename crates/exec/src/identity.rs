@@ -41,7 +41,7 @@ use govchain_proto::types::v1::{
 use prost::Message;
 
 use crate::execute::Overlay;
-use crate::state::{StateError, StateRead};
+use crate::state::{StateError, StateRead, read_message, read_u64};
 use crate::transaction::VerifiedTransaction;
 
 pub mod disclosure;
@@ -266,38 +266,6 @@ pub fn blob_is_personal(state: &impl StateRead, cid: &str) -> Result<bool, State
 }
 
 // ----- reads --------------------------------------------------------------
-
-fn read_message<M: Message + Default>(
-    state: &impl StateRead,
-    key: &[u8],
-    what: &str,
-) -> Result<Option<M>, StateError> {
-    match state.get(key)? {
-        None => Ok(None),
-        Some(bytes) => M::decode(bytes.as_slice())
-            .map(Some)
-            .map_err(|err| StateError::Corrupt {
-                key: what.to_owned(),
-                reason: err.to_string(),
-            }),
-    }
-}
-
-fn read_u64(state: &impl StateRead, key: &[u8], what: &str) -> Result<u64, StateError> {
-    match state.get(key)? {
-        None => Ok(0),
-        Some(bytes) => {
-            let array: [u8; 8] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| StateError::Corrupt {
-                    key: what.to_owned(),
-                    reason: format!("{} bytes, expected 8", bytes.len()),
-                })?;
-            Ok(u64::from_be_bytes(array))
-        }
-    }
-}
 
 pub fn read_identity(
     state: &impl StateRead,

@@ -38,3 +38,35 @@ pub fn read_nonce(state: &impl StateRead, signer: &PublicKey) -> Result<u64, Sta
         }
     }
 }
+
+/// The message stored under `key` (`what` names it in a corruption error).
+pub(crate) fn read_message<M: prost::Message + Default>(
+    state: &impl StateRead,
+    key: &[u8],
+    what: &str,
+) -> Result<Option<M>, StateError> {
+    match state.get(key)? {
+        None => Ok(None),
+        Some(bytes) => M::decode(bytes.as_slice())
+            .map(Some)
+            .map_err(|err| StateError::Corrupt {
+                key: what.to_owned(),
+                reason: err.to_string(),
+            }),
+    }
+}
+
+/// The big-endian counter stored under `key`; 0 when absent.
+pub(crate) fn read_u64(state: &impl StateRead, key: &[u8], what: &str) -> Result<u64, StateError> {
+    let Some(bytes) = state.get(key)? else {
+        return Ok(0);
+    };
+    let array: [u8; 8] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| StateError::Corrupt {
+            key: what.to_owned(),
+            reason: format!("{} bytes, expected 8", bytes.len()),
+        })?;
+    Ok(u64::from_be_bytes(array))
+}
