@@ -118,6 +118,33 @@ fn generated_python_client_runs_the_citizen_flow() {
     eprintln!("done in {:.1?}", started.elapsed());
 }
 
+/// Runs `clients/python/tests/<script>` against `devnet`; asserts that every
+/// step passed and returns its output.
+fn run_package_flow(python: &Path, devnet: &Devnet, logs: &Path, script: &str) -> String {
+    let mut command = Command::new(python);
+    command
+        .arg(
+            Path::new(REPOSITORY)
+                .join("clients/python/tests")
+                .join(script),
+        )
+        .arg("--devnet")
+        .arg(&devnet.dir)
+        .current_dir(logs)
+        .env("PYTHONUNBUFFERED", "1");
+    let log = logs.join(script).with_extension("log");
+    let run = run_bounded(command, &log, FLOW_TIMEOUT);
+    eprintln!("{}", run.output);
+    assert!(
+        run.success(),
+        "{}\nnode logs:\n{}",
+        run.describe(script, FLOW_TIMEOUT),
+        devnet.node_logs()
+    );
+    assert!(run.output.contains("all steps passed"), "{}", run.output);
+    run.output
+}
+
 /// Installs `clients/python` into the virtualenv from the local folder, with
 /// no index: the build and runtime packages come from `make python-deps`.
 fn install_client_package(python: &Path, logs: &Path) {
@@ -190,44 +217,11 @@ fn python_client_package_proves_follows_and_reads_error_reasons() {
 
     let devnet = Devnet::start(temporary.path().join("devnet"), logs.clone());
     eprintln!("devnet up after {:.1?}", started.elapsed());
-    let script = Path::new(REPOSITORY).join("clients/python/tests/devnet_flow.py");
-    let mut command = Command::new(&python);
-    command
-        .arg(&script)
-        .arg("--devnet")
-        .arg(&devnet.dir)
-        .current_dir(&logs)
-        .env("PYTHONUNBUFFERED", "1");
-    let run = run_bounded(command, &logs.join("package_flow.log"), FLOW_TIMEOUT);
-    eprintln!("{}", run.output);
-    assert!(
-        run.success(),
-        "{}\nnode logs:\n{}",
-        run.describe("devnet_flow.py", FLOW_TIMEOUT),
-        devnet.node_logs()
-    );
-    assert!(run.output.contains("all steps passed"), "{}", run.output);
-
+    run_package_flow(&python, &devnet, &logs, "devnet_flow.py");
     // The restaurant case, opened, refused out of order, approved step by
     // step by the demo's officers and proven, through the package.
-    let script = Path::new(REPOSITORY).join("clients/python/tests/approval_flow.py");
-    let mut command = Command::new(&python);
-    command
-        .arg(&script)
-        .arg("--devnet")
-        .arg(&devnet.dir)
-        .current_dir(&logs)
-        .env("PYTHONUNBUFFERED", "1");
-    let run = run_bounded(command, &logs.join("approval_flow.log"), FLOW_TIMEOUT);
-    eprintln!("{}", run.output);
-    assert!(
-        run.success(),
-        "{}\nnode logs:\n{}",
-        run.describe("approval_flow.py", FLOW_TIMEOUT),
-        devnet.node_logs()
-    );
-    assert!(run.output.contains("APPROVED after"), "{}", run.output);
-    assert!(run.output.contains("all steps passed"), "{}", run.output);
+    let output = run_package_flow(&python, &devnet, &logs, "approval_flow.py");
+    assert!(output.contains("APPROVED after"), "{output}");
     drop(devnet);
     eprintln!("done in {:.1?}", started.elapsed());
 }
