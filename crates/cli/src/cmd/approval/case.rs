@@ -2,14 +2,14 @@
 //! applications walked through a workflow's steps by officers' signed
 //! actions and automatic steps' rules.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::approval::{state_name, step_state_name};
 use govchain_exec::identity::disclosure::CitizenRead;
 use govchain_proto::approval::v1::{
-    GetCaseRequest, GetWorkflowRequest, ListCasesRequest, ListCasesResponse,
+    GetCaseRequest, GetCaseResponse, GetWorkflowRequest, ListCasesRequest, ListCasesResponse,
 };
 use govchain_proto::types::v1::{
     ActOnCase, AmendCase, CaseAction, CaseDocument, CaseRecord, CaseState, OpenCase,
@@ -586,24 +586,34 @@ impl CaseView {
     }
 }
 
-async fn show(args: ShowArgs, json: bool) -> anyhow::Result<()> {
-    let session = Session::open(&args.connect, client_timeout()).await?;
-    let (request_time_ms, citizen_signature) = match &args.applicant_key {
+/// `GetCase` through `session`: as its department, or as the applicant
+/// whose key `applicant_key` signs the request.
+pub(crate) async fn get_case(
+    session: &Session,
+    case_id: &Digest,
+    applicant_key: Option<&Path>,
+) -> anyhow::Result<GetCaseResponse> {
+    let (request_time_ms, citizen_signature) = match applicant_key {
         None => (0, Vec::new()),
         Some(path) => {
             let key = load_signing_key(path)?;
             session.citizen_signature(CitizenRead::GetCase, &key.public_key(), Some(&key))?
         }
     };
-    let response = approval_client(session.channel.clone())
+    Ok(approval_client(session.channel.clone())
         .get_case(GetCaseRequest {
-            case_id: args.case.to_vec(),
+            case_id: case_id.to_vec(),
             request_time_ms,
             citizen_signature,
         })
         .await
         .map_err(rpc_error)?
-        .into_inner();
+        .into_inner())
+}
+
+async fn show(args: ShowArgs, json: bool) -> anyhow::Result<()> {
+    let session = Session::open(&args.connect, client_timeout()).await?;
+    let response = get_case(&session, &args.case, args.applicant_key.as_deref()).await?;
     let case = response.r#case.unwrap_or_default();
     let view = CaseView::new(&case, response.workflow.as_ref());
     if json {

@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 use govchain_crypto::{Digest, PublicKey};
-use govchain_exec::identity::disclosure::CitizenRead;
 use govchain_pki::Genesis;
-use govchain_proto::approval::v1::{GetCaseRequest, GetWorkflowRequest};
+use govchain_proto::approval::v1::GetWorkflowRequest;
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use govchain_proto::node::v1::{
     CommittedTransaction, GetTransactionRequest, ListTransactionsRequest, TransactionStatus,
@@ -25,7 +24,6 @@ use crate::case_bundle::{BUNDLE_TRANSACTIONS_MAX, BundledTransaction, CaseBundle
 use crate::client::{ConnectArgs, rpc_error};
 use crate::cmd::blob;
 use crate::cmd::identity::{Session, client_timeout, print_view};
-use crate::cmd::keys::load_signing_key;
 use crate::output::Fields;
 use crate::proof;
 
@@ -69,22 +67,8 @@ pub(crate) async fn export(args: ExportArgs, json: bool) -> anyhow::Result<()> {
     let session = Session::open(&args.connect, client_timeout()).await?;
     let mut node = NodeServiceClient::new(session.channel.clone())
         .max_decoding_message_size(crate::client::BLOB_MESSAGE_BYTES_MAX);
-    let (request_time_ms, citizen_signature) = match &args.applicant_key {
-        None => (0, Vec::new()),
-        Some(path) => {
-            let key = load_signing_key(path)?;
-            session.citizen_signature(CitizenRead::GetCase, &key.public_key(), Some(&key))?
-        }
-    };
-    let case = approval_client(session.channel.clone())
-        .get_case(GetCaseRequest {
-            case_id: args.case.to_vec(),
-            request_time_ms,
-            citizen_signature,
-        })
-        .await
-        .map_err(rpc_error)?
-        .into_inner()
+    let case = super::case::get_case(&session, &args.case, args.applicant_key.as_deref())
+        .await?
         .r#case
         .context("the node's GetCase answer has no case")?;
     let mut bundle = CaseBundle {
