@@ -326,6 +326,8 @@ async fn a_by_request_dataset_is_served_only_after_its_request_is_approved() {
             DATASET,
             "--purpose",
             "benefit planning",
+            "--document",
+            &format!("sample={cid}"),
             "--signing-key",
             &tax_key,
         ],
@@ -334,6 +336,21 @@ async fn a_by_request_dataset_is_served_only_after_its_request_is_approved() {
     let grants = ok_at(&cluster, REQUESTER, &["directory", "grants", DATASET]);
     assert_eq!(grants.as_array().unwrap().len(), 0, "{grants}");
     assert!(download(&cluster, OWNER, "tax", &cid).await.is_err());
+    // Naming the batch as a document of its own request case (tax is the
+    // applicant's department) does not get around the grant: a dataset's
+    // blob goes by the directory's rule only.
+    let mut client = BlobServiceClient::new(cluster.channel_as(OWNER, "tax").await);
+    let status = client
+        .download(DownloadRequest {
+            cid: cid.clone(),
+            case_id: hex::decode(&case).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a case does not release a dataset's blob");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    let info = status.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(info.reason, "DATASET_GRANT_REQUIRED", "{status:?}");
     ok_at(
         &cluster,
         OWNER,

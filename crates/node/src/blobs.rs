@@ -629,8 +629,6 @@ pub struct BlobApi {
 }
 
 impl BlobApi {
-    /// The Stat rule (`blob_visible_to`): whether the caller's department
-    /// may learn that this node stores `cid` and that it is personal.
     /// Releases `cid` as a document of case `case_id` when the case's
     /// definition lets `caller`'s department read it
     /// (`exec::approval::documents`); logs the release.
@@ -668,6 +666,8 @@ impl BlobApi {
         }
     }
 
+    /// The Stat rule (`blob_visible_to`): whether the caller's department
+    /// may learn that this node stores `cid` and that it is personal.
     fn visible_to(&self, caller: &TlsIdentity, cid: &str) -> Result<bool, Status> {
         blob_visible_to(
             &LedgerState(&self.shared.ledger),
@@ -861,20 +861,21 @@ impl BlobService for BlobApi {
             )));
         }
         if personal.is_none() && caller.department != self.shared.name {
-            // A case document goes by the case's rule, a dataset
-            // version's batch by the directory's; any other upload no
-            // attribute names yet (a declaration pending, or refused) may
-            // be a citizen's sealed value too.
-            if !request.case_id.is_empty() {
-                self.release_case_document(&caller, &request.case_id, &request.cid)?;
-            } else {
-                match blob_dataset(&state, &request.cid).map_err(read_failed)? {
-                    Some(dataset) => self.release_dataset_blob(&caller, &cid, &dataset)?,
-                    None => match schema_dataset(&state, &request.cid).map_err(read_failed)? {
-                        Some(dataset) => self.release_schema_blob(&caller, &cid, &dataset)?,
-                        None => return Err(not_released()),
-                    },
-                }
+            // A dataset version's batch and a schema go by the directory's
+            // rule only, whatever case names them (a request case could
+            // name the very batch it asks for); a case document by the
+            // case's rule; any other upload no attribute names yet (a
+            // declaration pending, or refused) may be a citizen's sealed
+            // value too.
+            match blob_dataset(&state, &request.cid).map_err(read_failed)? {
+                Some(dataset) => self.release_dataset_blob(&caller, &cid, &dataset)?,
+                None => match schema_dataset(&state, &request.cid).map_err(read_failed)? {
+                    Some(dataset) => self.release_schema_blob(&caller, &cid, &dataset)?,
+                    None if !request.case_id.is_empty() => {
+                        self.release_case_document(&caller, &request.case_id, &request.cid)?;
+                    }
+                    None => return Err(not_released()),
+                },
             }
         }
         if let Some((citizen, name)) = personal {
