@@ -205,6 +205,34 @@ fn devnet_starts_answers_and_stops() {
         "without --case, another department's blob is not released"
     );
     assert!(err.contains("PERMISSION_DENIED"), "{err}");
+    // Tax names the floor plan (its CID is in the blocks) in a case of its
+    // own: the plan still belongs to the demo case, which named it first.
+    let tax_key = dir.join("certs").join("tax").join("signing.key");
+    let (ok, opened, err) = govchain(&[
+        "case",
+        "open",
+        "--workflow",
+        "open-restaurant",
+        "--document",
+        &format!("floor-plan={plan}"),
+        "--signing-key",
+        tax_key.to_str().unwrap(),
+        "--dir",
+        d,
+        "--department",
+        "tax",
+        "--json",
+    ]);
+    assert!(ok, "tax opens a case naming the plan: {err}");
+    let opened: serde_json::Value = serde_json::from_str(&opened).unwrap();
+    let own_case = opened["case_id"].as_str().unwrap().to_owned();
+    let (ok, _, err) = get("tax", Some(&own_case));
+    assert!(!ok, "naming another case's document releases nothing");
+    assert!(err.contains("PERMISSION_DENIED"), "{err}");
+    assert!(
+        err.contains(&format!("a document of case {}", &case[..8])),
+        "{err}"
+    );
     // The demo directory: health's open and by-request datasets.
     assert!(out.contains("demo directory:"), "{out}");
     let (ok, found, err) = govchain(&["directory", "search", "--dir", d, "--json"]);

@@ -409,6 +409,42 @@ pub fn case_key(case_id: &Digest) -> Vec<u8> {
     [b"case/".as_slice(), case_id.as_bytes()].concat()
 }
 
+/// The case that first named document `cid` (its value: the case id):
+/// only that case's rule releases the document (`documents`), so naming
+/// another case's document (its CID is in the blocks) in a case of one's
+/// own releases nothing.
+pub fn case_document_key(cid: &str) -> Vec<u8> {
+    [b"case-doc/".as_slice(), cid.as_bytes()].concat()
+}
+
+/// The case that first named document `cid`, if any.
+pub fn document_case(state: &impl StateRead, cid: &str) -> Result<Option<Digest>, StateError> {
+    match state.get(&case_document_key(cid))? {
+        None => Ok(None),
+        Some(bytes) => Digest::from_slice(&bytes)
+            .map(Some)
+            .map_err(|_| StateError::Corrupt {
+                key: "case document".into(),
+                reason: format!("{} bytes, expected 32", bytes.len()),
+            }),
+    }
+}
+
+/// Records `case_id` as the case of each of `documents` no case named
+/// before.
+fn claim_documents<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    case_id: &Digest,
+    documents: &[CaseDocument],
+) -> Result<(), StateError> {
+    for document in documents {
+        if document_case(overlay, &document.cid)?.is_none() {
+            overlay.put(case_document_key(&document.cid), case_id.to_vec());
+        }
+    }
+    Ok(())
+}
+
 /// One of the lists of cases kept at execution time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CaseIndex {
@@ -769,6 +805,7 @@ pub(crate) fn open_case<S: StateRead>(
     };
     let mut case = case;
     automatic::settle(overlay, context, transaction, &mut case, &definition)?;
+    claim_documents(overlay, &transaction.id, &case.documents)?;
     store_case(overlay, context, &transaction.id, &case)?;
     let mut indexes = vec![
         CaseIndex::Applicant(*applicant),
@@ -1210,6 +1247,7 @@ pub(crate) fn amend_case<S: StateRead>(
         .push(event("amend", "", "", "", context, transaction));
     automatic::settle(overlay, context, transaction, &mut case, &definition)?;
     case.updated_ms = context.now_ms;
+    claim_documents(overlay, &id, &body.documents)?;
     store_case(overlay, context, &id, &case)?;
     Ok(Ok(()))
 }

@@ -37,7 +37,7 @@ use bytes::{Bytes, BytesMut};
 use govchain_blobstore::{BlobError, BlobInfo, BlobStore, ChunkReadError, ChunkSource, Cid};
 use govchain_crypto::{Digest, PublicKey, SigningKey};
 use govchain_exec::approval::documents::readable_document;
-use govchain_exec::approval::{read_case, read_definition};
+use govchain_exec::approval::{document_case, read_case, read_definition};
 use govchain_exec::directory::{
     Release, blob_dataset, blob_release, read_entry, read_grant, schema_dataset, schema_release,
 };
@@ -654,7 +654,14 @@ impl BlobApi {
         let definition = read_definition(&state, &case.workflow_id, case.workflow_version)
             .map_err(read_failed)?
             .ok_or_else(|| internal("case without its definition", &case.workflow_id))?;
-        match readable_document(&case, &definition, &caller.department, cid) {
+        let first_case = document_case(&state, cid).map_err(read_failed)?;
+        match readable_document(
+            &case,
+            &definition,
+            first_case.as_ref().map(|id| id.as_bytes().as_slice()),
+            &caller.department,
+            cid,
+        ) {
             Ok(name) => {
                 info!(department = %caller.department, case = %id.short(), document = %name, %cid, "releasing a case document");
                 Ok(())

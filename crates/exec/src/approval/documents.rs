@@ -1,8 +1,11 @@
 //! Which case documents a department may read: a document of a case is
 //! released to a department when the case's definition gives that
 //! department a step whose `documents` name it. The applicant's department
-//! reads its own documents too. Citizens' attributes never come through
-//! here: they stay on the consent and audited-access path.
+//! reads its own documents too. A document belongs to the first case that
+//! named it (`approval::document_case`): a CID is in the blocks for every
+//! member to see, and naming it in a case of one's own releases nothing.
+//! Citizens' attributes never come through here: they stay on the consent
+//! and audited-access path.
 
 use govchain_proto::types::v1::{CaseRecord, WorkflowDefinition};
 
@@ -11,6 +14,14 @@ use govchain_proto::types::v1::{CaseRecord, WorkflowDefinition};
 pub enum DocumentRefusal {
     #[error("blob {cid} is not a document of case {case}")]
     NotADocument { cid: String, case: String },
+    #[error(
+        "blob {cid} is a document of case {owner}, named first there; case {case} only names it, and only case {owner}'s rule releases it"
+    )]
+    OfAnotherCase {
+        cid: String,
+        case: String,
+        owner: String,
+    },
     #[error(
         "department {department:?} has no step of case {case} that may read document {name:?} (the workflow lets {readers} read it)"
     )]
@@ -25,25 +36,37 @@ pub enum DocumentRefusal {
 /// The name of the document `cid` of `case`, when `department` may read it
 /// under `definition` (the case's definition version): as the applicant's
 /// department, or through a step of its own whose `documents` list the
-/// name.
+/// name; and only when `case` is the one that first named it
+/// (`first_case`, from `approval::document_case`).
 pub fn readable_document(
     case: &CaseRecord,
     definition: &WorkflowDefinition,
+    first_case: Option<&[u8]>,
     department: &str,
     cid: &str,
 ) -> Result<String, DocumentRefusal> {
-    let case_hex: String = case
-        .case_id
-        .iter()
-        .take(4)
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let short = |id: &[u8]| -> String {
+        id.iter()
+            .take(4)
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    };
+    let case_hex = short(&case.case_id);
     let Some(document) = case.documents.iter().find(|d| d.cid == cid) else {
         return Err(DocumentRefusal::NotADocument {
             cid: cid.to_owned(),
             case: case_hex,
         });
     };
+    if let Some(first) = first_case
+        && first != case.case_id.as_slice()
+    {
+        return Err(DocumentRefusal::OfAnotherCase {
+            cid: cid.to_owned(),
+            case: case_hex,
+            owner: short(first),
+        });
+    }
     if !case.applicant_department.is_empty() && case.applicant_department == department {
         return Ok(document.name.clone());
     }
@@ -121,27 +144,27 @@ mod tests {
         let case = case("");
         let definition = restaurant();
         assert_eq!(
-            readable_document(&case, &definition, "health", "bafyplan").unwrap(),
+            readable_document(&case, &definition, None, "health", "bafyplan").unwrap(),
             "floor-plan"
         );
         assert_eq!(
-            readable_document(&case, &definition, "tax", "bafyaccounts").unwrap(),
+            readable_document(&case, &definition, None, "tax", "bafyaccounts").unwrap(),
             "accounts"
         );
-        let refused = readable_document(&case, &definition, "tax", "bafyplan").unwrap_err();
+        let refused = readable_document(&case, &definition, None, "tax", "bafyplan").unwrap_err();
         assert_eq!(
             refused.to_string(),
             "department \"tax\" has no step of case abababab that may read document \"floor-plan\" (the workflow lets health, police read it)"
         );
         assert!(matches!(
-            readable_document(&case, &definition, "civil", "bafyaccounts"),
+            readable_document(&case, &definition, None, "civil", "bafyaccounts"),
             Err(DocumentRefusal::NoStepReads { .. })
         ));
     }
 
     #[test]
     fn a_blob_the_case_does_not_name_is_refused_even_to_its_steps() {
-        let refused = readable_document(&case(""), &restaurant(), "health", "bafyother");
+        let refused = readable_document(&case(""), &restaurant(), None, "health", "bafyother");
         assert!(matches!(refused, Err(DocumentRefusal::NotADocument { .. })));
     }
 
@@ -149,12 +172,39 @@ mod tests {
     fn the_applicant_department_reads_its_own_documents() {
         let case = case("civil");
         assert_eq!(
-            readable_document(&case, &restaurant(), "civil", "bafyaccounts").unwrap(),
+            readable_document(&case, &restaurant(), None, "civil", "bafyaccounts").unwrap(),
             "accounts"
         );
         // A citizen's case has no applicant department to match an empty
         // name.
-        assert!(readable_document(&super::tests::case(""), &restaurant(), "", "bafyplan").is_err());
+        assert!(
+            readable_document(&super::tests::case(""), &restaurant(), None, "", "bafyplan")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_document_another_case_named_first_is_not_released_through_this_one() {
+        let case = case("");
+        let first = [0x11_u8; 32];
+        let refused = readable_document(&case, &restaurant(), Some(&first), "health", "bafyplan")
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "blob bafyplan is a document of case 11111111, named first there; case abababab only names it, and only case 11111111's rule releases it"
+        );
+        // The case that named it first releases it.
+        assert_eq!(
+            readable_document(
+                &case,
+                &restaurant(),
+                Some(&case.case_id),
+                "health",
+                "bafyplan"
+            )
+            .unwrap(),
+            "floor-plan"
+        );
     }
 
     proptest! {
@@ -173,7 +223,7 @@ mod tests {
             for reader in &plan_readers {
                 definition.steps.push(step(reader, &["floor-plan"]));
             }
-            if let Ok(name) = readable_document(&case, &definition, department, cid) {
+            if let Ok(name) = readable_document(&case, &definition, Some(case.case_id.as_slice()), department, cid) {
                 let document = case.documents.iter().find(|d| d.cid == cid).unwrap();
                 prop_assert_eq!(&name, &document.name);
                 let by_step = definition
