@@ -12,17 +12,16 @@ transaction of the case's history is read back with its proof and verified
 against DIR's genesis.json. The first failed check exits with 1.
 """
 
-import argparse
 import json
 import os
 import sys
-import time
 
 import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import govchain_client as gc
+from flow_support import check, main, ok, read, step
 from govchain.approval.v1 import approval_pb2, approval_pb2_grpc
 from govchain.node.v1 import node_pb2, node_pb2_grpc
 from govchain.types.v1 import types_pb2
@@ -35,28 +34,6 @@ RPC_TIMEOUT_SECONDS = 30
 # Rounds of "approve every ready step" before giving up: the demo has two
 # levels of steps.
 ROUNDS_MAX = 5
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise CheckFailed(message)
-
-
-def step(text):
-    print(f"step: {text}", flush=True)
-
-
-def ok(text):
-    print(f"  ok: {text}", flush=True)
-
-
-def read(*parts):
-    with open(os.path.join(*parts), "rb") as f:
-        return f.read()
 
 
 class Devnet:
@@ -263,22 +240,5 @@ def run(directory):
     channel.close()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devnet", required=True, help="devnet directory (devnet.json)")
-    args = parser.parse_args()
-    started = time.monotonic()
-    try:
-        run(args.devnet)
-    except CheckFailed as failure:
-        print(f"FAILED: {failure}", flush=True)
-        return 1
-    except grpc.RpcError as err:
-        print(f"FAILED: unexpected {err.code().name}: {err.details()}", flush=True)
-        return 1
-    print(f"all steps passed in {time.monotonic() - started:.1f} s", flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(run, __doc__))

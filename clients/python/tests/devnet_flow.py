@@ -9,7 +9,6 @@ follows anchors across a closed channel without gap or repeat, and reads the
 structured reason of a reused nonce. The first failed check exits with 1.
 """
 
-import argparse
 import hashlib
 import json
 import os
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import govchain_client as gc
+from flow_support import CheckFailed, check, main, ok, read, step
 from govchain.node.v1 import node_pb2, node_pb2_grpc
 from govchain.types.v1 import types_pb2
 
@@ -29,23 +29,6 @@ RPC_TIMEOUT_SECONDS = 30
 ANCHORS = 6
 # The follower's channel is closed after this many anchors.
 CLOSE_AFTER = 3
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise CheckFailed(message)
-
-
-def step(text):
-    print(f"step: {text}", flush=True)
-
-
-def ok(text):
-    print(f"  ok: {text}", flush=True)
 
 
 class Devnet:
@@ -68,11 +51,6 @@ class Devnet:
         return gc.connect(
             self.address, self.ca, self.cert, self.key, server_name=f"{DEPARTMENT}.node.govchain"
         )
-
-
-def read(*parts):
-    with open(os.path.join(*parts), "rb") as f:
-        return f.read()
 
 
 def anchor(dataset, record_id):
@@ -218,22 +196,5 @@ def run(directory):
     channel.close()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devnet", required=True, help="devnet directory (devnet.json)")
-    args = parser.parse_args()
-    started = time.monotonic()
-    try:
-        run(args.devnet)
-    except CheckFailed as failure:
-        print(f"FAILED: {failure}", flush=True)
-        return 1
-    except grpc.RpcError as err:
-        print(f"FAILED: unexpected {err.code().name}: {err.details()}", flush=True)
-        return 1
-    print(f"all steps passed in {time.monotonic() - started:.1f} s", flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(run, __doc__))
