@@ -368,6 +368,7 @@ fn get_identity_request(
         did: String::new(),
         request_time_ms,
         citizen_signature,
+        login_session: String::new(),
     }
 }
 
@@ -430,6 +431,7 @@ async fn accesses_with(
         page_token,
         request_time_ms,
         citizen_signature: citizen_signature.clone(),
+        login_session: String::new(),
     };
     let whole = identity
         .list_accesses(request(0, String::new()))
@@ -1031,6 +1033,7 @@ async fn challenge(
             requested_attributes: attributes.iter().map(|a| (*a).to_owned()).collect(),
             ttl_seconds,
             website: "police.gov.example".into(),
+            ..CreateLoginChallengeRequest::default()
         })
         .await
         .unwrap()
@@ -1209,6 +1212,7 @@ async fn qr_login_checks_key_attestation_and_consent_and_refuses_replays() {
             requested_attributes: vec!["Name".into()],
             ttl_seconds: 0,
             website: String::new(),
+            ..CreateLoginChallengeRequest::default()
         })
         .await
         .unwrap_err();
@@ -1219,10 +1223,105 @@ async fn qr_login_checks_key_attestation_and_consent_and_refuses_replays() {
             requested_attributes: vec!["name".into()],
             ttl_seconds: 3_600,
             website: String::new(),
+            ..CreateLoginChallengeRequest::default()
         })
         .await
         .unwrap_err();
     assert_status(&status, Code::InvalidArgument, "over the maximum");
+    let status = police
+        .identity
+        .create_login_challenge(CreateLoginChallengeRequest {
+            callback_url: "https://evil.example/cb?next=1".into(),
+            ..CreateLoginChallengeRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::InvalidArgument, "callback_url");
+
+    // A web login with account_scope opens a session that reads the
+    // citizen's own record at the relying party's node, and nowhere else.
+    let web = police
+        .identity
+        .create_login_challenge(CreateLoginChallengeRequest {
+            callback_url: "https://127.0.0.1:8443/login/callback".into(),
+            account_scope: true,
+            ..CreateLoginChallengeRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        web.qr_payload
+            .ends_with("&cb=https://127.0.0.1:8443/login/callback&scope=account"),
+        "{}",
+        web.qr_payload
+    );
+    let signature = login_signature(&citizen, &web.qr_payload);
+    let opened = complete(&mut police.identity, &citizen, &web.qr_payload, signature)
+        .await
+        .unwrap();
+    assert_eq!(opened.session.len(), 64, "a 256-bit token in hex");
+    assert!(opened.session_expires_ms > now_ms() + 14 * 60 * 1000);
+    assert!(
+        done.session.is_empty(),
+        "a login without account_scope opened a session"
+    );
+    let with_session = |session: &str| GetIdentityRequest {
+        public_key: citizen.public_key().as_bytes().to_vec(),
+        login_session: session.to_owned(),
+        ..GetIdentityRequest::default()
+    };
+    let own = police
+        .identity
+        .get_identity(with_session(&opened.session))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.attributes.len(), 1);
+    assert!(own.attributes[0].attested);
+    assert_eq!(own.consents.len(), 1, "the citizen sees every consent");
+    let log = police
+        .identity
+        .list_accesses(ListAccessesRequest {
+            public_key: citizen.public_key().as_bytes().to_vec(),
+            login_session: opened.session.clone(),
+            ..ListAccessesRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(log.next_page_token, "");
+    let status = tax_at_police
+        .identity
+        .get_identity(with_session(&opened.session))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "is not");
+    let status = police_at_civil
+        .identity
+        .get_identity(with_session(&opened.session))
+        .await
+        .unwrap_err();
+    assert_status(
+        &status,
+        Code::Unauthenticated,
+        "unknown or expired login session",
+    );
+    let status = police
+        .identity
+        .get_identity(with_session(&"0".repeat(64)))
+        .await
+        .unwrap_err();
+    assert_status(
+        &status,
+        Code::Unauthenticated,
+        "unknown or expired login session",
+    );
+    let mut both = with_session(&opened.session);
+    both.request_time_ms = now_ms();
+    both.citizen_signature = vec![0; 64];
+    let status = police.identity.get_identity(both).await.unwrap_err();
+    assert_status(&status, Code::InvalidArgument, "not both");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

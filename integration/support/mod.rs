@@ -221,6 +221,8 @@ impl Cluster {
                 blobs: Default::default(),
                 health_listen: Some(format!("127.0.0.1:{}", health_ports[i]).parse().unwrap()),
                 metrics_listen: None,
+                portal_listen: None,
+                portal_url: None,
             };
             let config = node_dir.join("node.toml");
             file.save(&config).unwrap();

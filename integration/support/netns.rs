@@ -318,6 +318,8 @@ impl NsCluster {
                 blobs: Default::default(),
                 health_listen: None,
                 metrics_listen: None,
+                portal_listen: None,
+                portal_url: None,
             };
             let config = node_dir.join("node.toml");
             file.save(&config).unwrap();

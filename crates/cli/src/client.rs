@@ -518,6 +518,7 @@ mod tests {
             config: format!("nodes/{name}/node.toml").into(),
             pid: None,
             metrics_url: None,
+            portal_url: None,
         };
         DevnetFile {
             chain_id: "govchain-devnet".into(),

@@ -51,6 +51,10 @@ pub struct DevnetNode {
     /// `http://127.0.0.1:9464/metrics`; absent in devnets made before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_url: Option<String>,
+    /// Where the node serves the web portal (`portal_listen`), e.g.
+    /// `https://127.0.0.1:8443/`; absent in devnets made before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal_url: Option<String>,
 }
 
 impl DevnetFile {
@@ -162,6 +166,7 @@ mod tests {
                     config: "nodes/health/node.toml".into(),
                     pid: Some(1234),
                     metrics_url: None,
+                    portal_url: None,
                 },
                 DevnetNode {
                     name: "tax".into(),
@@ -170,6 +175,7 @@ mod tests {
                     config: "nodes/tax/node.toml".into(),
                     pid: None,
                     metrics_url: None,
+                    portal_url: None,
                 },
             ],
         }

@@ -385,6 +385,7 @@ pub async fn start(dir: &Path, down_url: &str) -> SocketAddr {
         config: format!("nodes/{name}/node.toml").into(),
         pid: None,
         metrics_url: None,
+        portal_url: None,
     };
     DevnetFile {
         chain_id: CHAIN.into(),

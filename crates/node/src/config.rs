@@ -56,6 +56,15 @@ pub struct NodeFile {
     /// e.g. "127.0.0.1:9464"; no metrics server when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Address to serve the web portal on, over HTTPS with the node's
+    /// certificate, e.g. "127.0.0.1:8443"; no portal when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal_listen: Option<SocketAddr>,
+    /// The address browsers use for the portal, when it is not
+    /// `https://<portal_listen>/` (a DNS name, a load balancer), e.g.
+    /// "https://portal.tax.gov.example/". Login callbacks point here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal_url: Option<String>,
 }
 
 /// The blob store (`<data_dir>/blobs/`).
@@ -168,6 +177,10 @@ pub struct Settings {
     pub observer: bool,
     pub health_listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
+    pub portal_listen: Option<SocketAddr>,
+    /// The portal's URL, ending in '/' (from `portal_url` or
+    /// `portal_listen`); None without a portal.
+    pub portal_url: Option<String>,
 }
 
 /// Environment variables that override `node.toml` keys start with this:
@@ -199,6 +212,8 @@ pub const NODE_FILE_KEYS: &[&str] = &[
     "blobs",
     "health_listen",
     "metrics_listen",
+    "portal_listen",
+    "portal_url",
 ];
 
 /// A `node.toml` key whose value came from the environment.
@@ -421,6 +436,7 @@ impl Settings {
                 file.listen
             );
         }
+        let portal_url = portal_url(&file)?;
         Ok(Self {
             name: file.name.clone(),
             index,
@@ -437,8 +453,54 @@ impl Settings {
             observer: file.observer,
             health_listen: file.health_listen,
             metrics_listen: file.metrics_listen,
+            portal_listen: file.portal_listen,
+            portal_url,
         })
     }
+}
+
+/// The portal's URL: `portal_url` as given (with a final '/'), else
+/// `https://<portal_listen>/`, with 127.0.0.1 for an unspecified address
+/// (the node's certificate names the loopback addresses and localhost).
+fn portal_url(file: &NodeFile) -> anyhow::Result<Option<String>> {
+    let Some(listen) = file.portal_listen else {
+        if file.portal_url.is_some() {
+            bail!(
+                "portal_url is set but portal_listen is not: set portal_listen to serve the portal"
+            );
+        }
+        return Ok(None);
+    };
+    if listen.port() == file.listen.port()
+        && (listen.ip() == file.listen.ip()
+            || listen.ip().is_unspecified()
+            || file.listen.ip().is_unspecified())
+    {
+        bail!(
+            "portal_listen = \"{listen}\": must be another port than listen ({}), which serves gRPC",
+            file.listen
+        );
+    }
+    if let Some(url) = &file.portal_url {
+        if !url.starts_with("https://")
+            || url.len() > 200
+            || !url
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:/_".contains(&b))
+        {
+            bail!(
+                "portal_url = {url:?}: must be an https:// URL of letters, digits, '.', '-', ':', '/' and '_'"
+            );
+        }
+        let slash = if url.ends_with('/') { "" } else { "/" };
+        return Ok(Some(format!("{url}{slash}")));
+    }
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    Ok(Some(format!("https://{host}:{}/", listen.port())))
 }
 
 #[cfg(test)]
@@ -466,6 +528,8 @@ transactions_max = 10
         let mut file: NodeFile = toml::from_str(FILE).expect("parse");
         file.health_listen = Some("127.0.0.1:7052".parse().expect("address"));
         file.metrics_listen = Some("127.0.0.1:9464".parse().expect("address"));
+        file.portal_listen = Some("127.0.0.1:8443".parse().expect("address"));
+        file.portal_url = Some("https://portal.tax.example/".into());
         file.peers.push(PeerFile {
             name: "tax".into(),
             address: "https://127.0.0.1:7051".into(),
@@ -508,6 +572,48 @@ transactions_max = 10
                 ["health_listen", "listen", "mempool.bytes_max", "peers"]
             );
             assert_eq!(overrides[2].variable, "GOVCHAIN_MEMPOOL__BYTES_MAX");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_portal_url_comes_from_portal_listen_unless_given() {
+        let mut file: NodeFile = toml::from_str(FILE).expect("parse");
+        assert_eq!(portal_url(&file).expect("no portal"), None);
+        file.portal_listen = Some("0.0.0.0:8443".parse().expect("address"));
+        assert_eq!(
+            portal_url(&file).expect("url").as_deref(),
+            Some("https://127.0.0.1:8443/")
+        );
+        file.portal_url = Some("https://portal.tax.gov.example".into());
+        assert_eq!(
+            portal_url(&file).expect("url").as_deref(),
+            Some("https://portal.tax.gov.example/")
+        );
+        file.portal_url = Some("http://portal.tax.gov.example/".into());
+        let err = portal_url(&file).expect_err("http").to_string();
+        assert!(err.contains("https://"), "{err}");
+        file.portal_url = None;
+        file.portal_listen = Some(file.listen);
+        let err = portal_url(&file).expect_err("same port").to_string();
+        assert!(err.contains("another port than listen"), "{err}");
+        file.portal_listen = None;
+        file.portal_url = Some("https://portal.tax.gov.example/".into());
+        let err = portal_url(&file).expect_err("url alone").to_string();
+        assert!(err.contains("portal_listen is not"), "{err}");
+    }
+
+    #[test]
+    fn the_portal_listens_where_govchain_portal_listen_says() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("node.toml", FILE)?;
+            jail.set_env("GOVCHAIN_PORTAL_LISTEN", "127.0.0.1:9443");
+            let (file, overrides) = NodeFile::effective(Path::new("node.toml")).expect("effective");
+            assert_eq!(
+                file.portal_listen,
+                Some("127.0.0.1:9443".parse().expect("address"))
+            );
+            assert_eq!(overrides[0].variable, "GOVCHAIN_PORTAL_LISTEN");
             Ok(())
         });
     }

@@ -48,6 +48,13 @@ pub const LOGIN_CHALLENGES_PER_DEPARTMENT_MAX: usize = LOGIN_CHALLENGES_MAX / 4;
 /// Default and longest lifetime of a login challenge.
 pub const LOGIN_TTL_DEFAULT_SECS: u32 = 120;
 pub const LOGIN_TTL_MAX_SECS: u32 = 600;
+/// How long a login session (a login with `account_scope`) reads the
+/// citizen's own record.
+pub const LOGIN_SESSION_TTL_MS: u64 = 15 * 60 * 1000;
+/// Login sessions open at once on one node.
+pub const LOGIN_SESSIONS_MAX: usize = 10_000;
+/// Longest callback URL of a login payload.
+pub const LOGIN_CALLBACK_BYTES_MAX: usize = 256;
 /// Attributes one login may ask for.
 pub const LOGIN_ATTRIBUTES_MAX: usize = 16;
 /// The prefix of every login payload, and the domain the device signs in.
@@ -94,10 +101,19 @@ fn add_challenge(
     Ok(())
 }
 
+/// A citizen's leave to a department to read the citizen's own record,
+/// given by signing a login payload with `scope=account`.
+struct LoginSession {
+    citizen: PublicKey,
+    relying_party: String,
+    expires_ms: u64,
+}
+
 #[derive(Clone)]
 pub struct IdentityApi {
     node: NodeApi,
     challenges: Arc<Mutex<HashMap<[u8; 16], Challenge>>>,
+    sessions: Arc<Mutex<HashMap<String, LoginSession>>>,
 }
 
 impl IdentityApi {
@@ -105,7 +121,93 @@ impl IdentityApi {
         Self {
             node,
             challenges: Arc::new(Mutex::new(HashMap::new())),
+            sessions: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, LoginSession>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Opens a login session after forgetting the expired ones.
+    fn open_session(
+        &self,
+        citizen: PublicKey,
+        relying_party: &str,
+        now_ms: u64,
+    ) -> Result<(String, u64), Status> {
+        let mut token = [0u8; 32];
+        getrandom::fill(&mut token)
+            .map_err(|err| internal("the random number generator failed", err))?;
+        let token = hex::encode(token);
+        let expires_ms = now_ms + LOGIN_SESSION_TTL_MS;
+        let mut sessions = self.sessions();
+        sessions.retain(|_, session| session.expires_ms > now_ms);
+        if sessions.len() >= LOGIN_SESSIONS_MAX {
+            return Err(errors::limit_reached(
+                "LOGIN_SESSIONS_MAX",
+                format!("{LOGIN_SESSIONS_MAX} login sessions are open; retry later"),
+            ));
+        }
+        sessions.insert(
+            token.clone(),
+            LoginSession {
+                citizen,
+                relying_party: relying_party.to_owned(),
+                expires_ms,
+            },
+        );
+        Ok((token, expires_ms))
+    }
+
+    /// Who reads: the citizen when `login_session` is the caller's open
+    /// session for this citizen, else as [`reader_of`] decides.
+    #[allow(clippy::too_many_arguments)]
+    fn reader<'a>(
+        &self,
+        caller: &'a TlsIdentity,
+        read: CitizenRead,
+        citizen: &PublicKey,
+        request_time_ms: u64,
+        signature: &[u8],
+        login_session: &str,
+        now_ms: u64,
+    ) -> Result<Reader<'a>, Status> {
+        if login_session.is_empty() {
+            return reader_of(
+                self.shared(),
+                caller,
+                read,
+                citizen,
+                request_time_ms,
+                signature,
+                now_ms,
+            );
+        }
+        if request_time_ms != 0 || !signature.is_empty() {
+            return Err(errors::invalid_argument(
+                "give either login_session or request_time_ms and citizen_signature, not both",
+            ));
+        }
+        let sessions = self.sessions();
+        let session = sessions
+            .get(login_session)
+            .filter(|session| session.expires_ms > now_ms)
+            .ok_or_else(|| {
+                errors::unauthenticated(
+                    "unknown or expired login session: the citizen must log in again",
+                )
+            })?;
+        if session.relying_party != caller.department || session.citizen != *citizen {
+            return Err(errors::permission_denied(format!(
+                "the login session is not {}'s with department {:?}",
+                citizen.to_did_key(),
+                caller.department
+            )));
+        }
+        Ok(Reader::Citizen)
     }
 
     fn shared(&self) -> &Shared {
@@ -182,11 +284,16 @@ struct LoginPayload {
     nonce: [u8; 16],
     attributes: Vec<String>,
     expires_ms: u64,
+    /// Where the device posts its answer; empty for none.
+    callback: String,
+    /// `scope=account`: the citizen lets the relying party read the
+    /// citizen's own record while the login lasts.
+    account_scope: bool,
 }
 
 impl LoginPayload {
     fn to_text(&self) -> String {
-        format!(
+        let mut text = format!(
             "{LOGIN_PAYLOAD_PREFIX}chain={}&rp={}&site={}&nonce={}&attrs={}&exp={}",
             self.chain,
             self.relying_party,
@@ -194,7 +301,15 @@ impl LoginPayload {
             hex::encode(self.nonce),
             self.attributes.join(","),
             self.expires_ms
-        )
+        );
+        if !self.callback.is_empty() {
+            text.push_str("&cb=");
+            text.push_str(&self.callback);
+        }
+        if self.account_scope {
+            text.push_str("&scope=account");
+        }
+        text
     }
 
     fn parse(text: &str) -> Result<Self, Status> {
@@ -238,8 +353,25 @@ impl LoginPayload {
             expires_ms: field("exp")?
                 .parse()
                 .map_err(|_| invalid("exp is not a number"))?,
+            callback: fields.get("cb").copied().unwrap_or_default().to_owned(),
+            account_scope: match fields.get("scope").copied() {
+                None => false,
+                Some("account") => true,
+                Some(_) => return Err(invalid("scope is not \"account\"")),
+            },
         })
     }
+}
+
+/// A login callback: an https URL of URL-safe characters that need no
+/// escaping in the payload (no '&', '=' or '?').
+fn valid_callback(url: &str) -> bool {
+    url.is_empty()
+        || (url.len() <= LOGIN_CALLBACK_BYTES_MAX
+            && url.starts_with("https://")
+            && url
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:/_".contains(&b)))
 }
 
 fn valid_website(website: &str) -> bool {
@@ -309,13 +441,13 @@ impl IdentityService for IdentityApi {
         let citizen = citizen_from(&request.public_key, &request.did)?;
         let shared = self.shared();
         let now = crate::driver::now_ms();
-        let reader = reader_of(
-            shared,
+        let reader = self.reader(
             &caller,
             CitizenRead::GetIdentity,
             &citizen,
             request.request_time_ms,
             &request.citizen_signature,
+            &request.login_session,
             now,
         )?;
         let state = LedgerState(&shared.ledger);
@@ -372,13 +504,13 @@ impl IdentityService for IdentityApi {
         let request = request.into_inner();
         let citizen = citizen_from(&request.public_key, &request.did)?;
         let shared = self.shared();
-        let reader = reader_of(
-            shared,
+        let reader = self.reader(
             &caller,
             CitizenRead::ListAccesses,
             &citizen,
             request.request_time_ms,
             &request.citizen_signature,
+            &request.login_session,
             crate::driver::now_ms(),
         )?;
         let state = LedgerState(&shared.ledger);
@@ -563,6 +695,12 @@ impl IdentityService for IdentityApi {
                 "website must be at most 128 characters of letters, digits, '.', '-', ':' and '/'",
             ));
         }
+        if !valid_callback(&request.callback_url) {
+            return Err(errors::invalid_argument(format!(
+                "callback_url must be an https:// URL of at most {LOGIN_CALLBACK_BYTES_MAX} \
+                 letters, digits, '.', '-', ':', '/' and '_'"
+            )));
+        }
         let ttl = match request.ttl_seconds {
             0 => LOGIN_TTL_DEFAULT_SECS,
             ttl if ttl <= LOGIN_TTL_MAX_SECS => ttl,
@@ -583,6 +721,8 @@ impl IdentityService for IdentityApi {
             nonce,
             attributes: request.requested_attributes,
             expires_ms: now + u64::from(ttl) * 1000,
+            callback: request.callback_url,
+            account_scope: request.account_scope,
         };
         let text = payload.to_text();
         let svg = qrcode::QrCode::new(text.as_bytes())
@@ -726,12 +866,19 @@ impl IdentityService for IdentityApi {
                 attested_by,
             });
         }
+        let (session, session_expires_ms) = if payload.account_scope {
+            self.open_session(citizen, &payload.relying_party, now)?
+        } else {
+            (String::new(), 0)
+        };
         info!(did = %identity.did, relying_party = %payload.relying_party, "login completed");
         Ok(Response::new(CompleteLoginResponse {
             did: identity.did,
             public_key: citizen.as_bytes().to_vec(),
             relying_party: payload.relying_party,
             claims,
+            session,
+            session_expires_ms,
         }))
     }
 }
@@ -885,12 +1032,58 @@ mod tests {
             nonce: [7; 16],
             attributes: vec!["name".into(), "photo".into()],
             expires_ms: 1_700_000_000_000,
+            callback: String::new(),
+            account_scope: false,
         };
         let text = payload.to_text();
         assert!(text.starts_with("govchain-login:v1?chain=govchain-dev&rp=tax&"));
+        assert!(!text.contains("cb=") && !text.contains("scope="), "{text}");
         let parsed = LoginPayload::parse(&text).expect("parse");
         assert_eq!(parsed.to_text(), text);
         assert_eq!(parsed.attributes, ["name", "photo"]);
+        assert!(!parsed.account_scope);
+    }
+
+    #[test]
+    fn a_web_login_payload_names_its_callback_and_scope() {
+        let payload = LoginPayload {
+            chain: "govchain-dev".into(),
+            relying_party: "tax".into(),
+            website: "127.0.0.1:8443".into(),
+            nonce: [7; 16],
+            attributes: Vec::new(),
+            expires_ms: 1_700_000_000_000,
+            callback: "https://127.0.0.1:8443/login/callback".into(),
+            account_scope: true,
+        };
+        let text = payload.to_text();
+        assert!(
+            text.ends_with("&cb=https://127.0.0.1:8443/login/callback&scope=account"),
+            "{text}"
+        );
+        let parsed = LoginPayload::parse(&text).expect("parse");
+        assert_eq!(parsed.callback, payload.callback);
+        assert!(parsed.account_scope);
+        assert_eq!(parsed.to_text(), text);
+        let other_scope = text.replace("scope=account", "scope=everything");
+        let status = LoginPayload::parse(&other_scope).err().expect("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn callbacks_are_https_urls_without_query_characters() {
+        assert!(valid_callback(""));
+        assert!(valid_callback("https://127.0.0.1:8443/login/callback"));
+        assert!(valid_callback(
+            "https://portal.tax.gov.example/login/callback"
+        ));
+        assert!(!valid_callback("http://127.0.0.1:8443/login/callback"));
+        assert!(!valid_callback("https://evil.example/cb?x=1"));
+        assert!(!valid_callback("https://evil.example/cb&scope=account"));
+        assert!(!valid_callback(&format!(
+            "https://{}",
+            "a".repeat(LOGIN_CALLBACK_BYTES_MAX)
+        )));
     }
 
     #[test]

@@ -339,6 +339,15 @@ pub async fn run(
     }
     info!(node = %settings.name, listen = %settings.listen, "serving gRPC with mutual TLS");
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    if let Some(portal) = bind_portal(&settings, &genesis, &shared).await? {
+        let stopped_portal = stopped(stop.clone());
+        tasks.push(fatal.spawn_task("web portal", async move {
+            let (listener, config) = portal;
+            if let Err(err) = govchain_portal::serve(listener, config, stopped_portal).await {
+                tracing::error!(error = %err, "the web portal stopped");
+            }
+        }));
+    }
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_sender.send(true);
@@ -486,6 +495,40 @@ fn metric_sources(settings: &Settings) -> telemetry::metrics::Sources {
             .join(govchain_blobstore::BLOBSTORE_FILE_NAME),
         certificates_not_after,
     }
+}
+
+/// Binds `portal_listen` and makes the portal's configuration: it reaches
+/// this node's gRPC port on loopback with the node's own certificate.
+async fn bind_portal(
+    settings: &Settings,
+    genesis: &govchain_pki::Genesis,
+    shared: &Shared,
+) -> anyhow::Result<Option<(tokio::net::TcpListener, govchain_portal::PortalConfig)>> {
+    let (Some(address), Some(url)) = (settings.portal_listen, settings.portal_url.clone()) else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| {
+            format!("cannot listen for the web portal on {address} (portal_listen)")
+        })?;
+    let grpc_host = match settings.listen.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let _ = shared.portal_url.set(url.clone());
+    let config = govchain_portal::PortalConfig {
+        department: settings.name.clone(),
+        public_url: url,
+        node_endpoint: format!("https://{grpc_host}:{}", settings.listen.port()),
+        node_dns_name: govchain_pki::node_dns_name(&settings.name),
+        ca_certificate_pem: settings.ca_certificate_pem.clone(),
+        certificate_pem: settings.certificate_pem.clone(),
+        key_pem: settings.key_pem.clone(),
+        validators: genesis.validators.iter().map(|v| v.name.clone()).collect(),
+    };
+    Ok(Some((listener, config)))
 }
 
 /// Binds `metrics_listen`, where `/metrics` is then served.

@@ -1037,6 +1037,7 @@ impl NodeService for NodeApi {
             rejected_messages: shared.rejected_messages.load(Ordering::Relaxed),
             syncing: shared.readiness.syncing(),
             metrics_url: shared.metrics_url.get().cloned().unwrap_or_default(),
+            portal_url: shared.portal_url.get().cloned().unwrap_or_default(),
         }))
     }
 

@@ -54,6 +54,8 @@ pub struct Shared {
     pub readiness: Readiness,
     /// Where `/metrics` is served, once its listener is bound.
     pub metrics_url: std::sync::OnceLock<String>,
+    /// Where the web portal is served, once its listener is bound.
+    pub portal_url: std::sync::OnceLock<String>,
     /// Admission spans of traced transactions, for their block's span.
     pub traces: crate::telemetry::trace_context::TransactionTraces,
 }
@@ -102,6 +104,7 @@ impl Shared {
             feeds: Slots::feeds(),
             readiness: Readiness::default(),
             metrics_url: std::sync::OnceLock::new(),
+            portal_url: std::sync::OnceLock::new(),
             traces: Default::default(),
         }
     }

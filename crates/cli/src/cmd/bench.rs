@@ -297,6 +297,7 @@ async fn start_devnet(
         validators,
         base_port: 0,
         metrics_base_port: None,
+        portal_base_port: None,
         reset: false,
         detach: false,
         no_demo: true,

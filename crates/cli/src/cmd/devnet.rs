@@ -51,6 +51,11 @@ pub struct DevnetArgs {
     /// free ports when --base-port is 0.
     #[arg(long, value_name = "P")]
     pub metrics_base_port: Option<u16>,
+    /// Web portal (HTTPS) port of the first node (`portal_listen`); the
+    /// others count up from it. 0 picks any free ports; by default 8443, or
+    /// free ports when --base-port is 0.
+    #[arg(long, value_name = "P")]
+    pub portal_base_port: Option<u16>,
     /// Delete the directory's chain data and certificates first.
     #[arg(long)]
     pub reset: bool,
@@ -216,24 +221,46 @@ fn ports(base: u16, n: u32) -> anyhow::Result<Vec<u16>> {
         .collect()
 }
 
-/// The client API ports and the metrics ports of the nodes. Free ports are
-/// chosen in one go, so that the two sets never overlap.
-fn api_and_metrics_ports(args: &DevnetArgs) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
-    let n = args.validators;
-    let metrics_base = args.metrics_base_port.unwrap_or(if args.base_port == 0 {
-        0
-    } else {
-        METRICS_BASE_PORT_DEFAULT
-    });
-    match (args.base_port, metrics_base) {
-        (0, 0) => {
-            let mut all = ports(0, n * 2)?;
-            let metrics = all.split_off(n as usize);
-            Ok((all, metrics))
-        }
-        (api, metrics) => Ok((ports(api, n)?, ports(metrics, n)?)),
-    }
+/// The nodes' client API, metrics and portal ports.
+struct NodePorts {
+    api: Vec<u16>,
+    metrics: Vec<u16>,
+    portal: Vec<u16>,
 }
+
+/// The nodes' ports. Free ports are chosen in one go, so that the sets
+/// never overlap.
+fn node_ports(args: &DevnetArgs) -> anyhow::Result<NodePorts> {
+    let n = args.validators;
+    let or_default = |given: Option<u16>, default: u16| {
+        given.unwrap_or(if args.base_port == 0 { 0 } else { default })
+    };
+    let bases = [
+        args.base_port,
+        or_default(args.metrics_base_port, METRICS_BASE_PORT_DEFAULT),
+        or_default(args.portal_base_port, PORTAL_BASE_PORT_DEFAULT),
+    ];
+    let free = bases.iter().filter(|base| **base == 0).count();
+    let mut free = ports(0, n * u32::try_from(free).unwrap_or(3))?.into_iter();
+    let mut sets = Vec::new();
+    for base in bases {
+        sets.push(if base == 0 {
+            free.by_ref().take(n as usize).collect()
+        } else {
+            ports(base, n)?
+        });
+    }
+    let mut sets = sets.into_iter();
+    let mut next = || sets.next().unwrap_or_default();
+    Ok(NodePorts {
+        api: next(),
+        metrics: next(),
+        portal: next(),
+    })
+}
+
+/// The first devnet node's web portal port.
+const PORTAL_BASE_PORT_DEFAULT: u16 = 8443;
 
 /// The first devnet node's metrics port: OpenTelemetry's default for a
 /// Prometheus endpoint.
@@ -276,7 +303,11 @@ pub(crate) fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFil
         return Ok(file);
     }
     let names = department_names(args.validators);
-    let (ports, metrics_ports) = api_and_metrics_ports(args)?;
+    let NodePorts {
+        api: ports,
+        metrics: metrics_ports,
+        portal: portal_ports,
+    } = node_ports(args)?;
     let certs = dir.join("certs");
     govchain_pki::init_consortium(&govchain_pki::InitOptions {
         observers: Vec::new(),
@@ -316,6 +347,8 @@ pub(crate) fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFil
             blobs: Default::default(),
             health_listen: None,
             metrics_listen: Some(format!("127.0.0.1:{}", metrics_ports[i]).parse()?),
+            portal_listen: Some(format!("127.0.0.1:{}", portal_ports[i]).parse()?),
+            portal_url: None,
         };
         config.save(&dir.join(&node_dir).join("node.toml"))?;
         nodes.push(DevnetNode {
@@ -325,6 +358,7 @@ pub(crate) fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFil
             config: node_dir.join("node.toml"),
             pid: None,
             metrics_url: Some(format!("http://127.0.0.1:{}/metrics", metrics_ports[i])),
+            portal_url: Some(format!("https://127.0.0.1:{}/", portal_ports[i])),
         });
     }
     Ok(DevnetFile {
@@ -724,6 +758,13 @@ fn print_summary(
             metrics,
             log.display()
         );
+    }
+    println!();
+    println!("web portal, in a browser that trusts {d}/certs/ca.crt (README: \"In the browser\"):");
+    for node in &file.nodes {
+        if let Some(url) = &node.portal_url {
+            println!("  {:<12} {url}", node.name);
+        }
     }
     println!();
     println!("certificates: {d}/certs (CA, and per department node, client and consensus keys)");

@@ -50,6 +50,8 @@ struct NodeStatus {
     syncing: Option<bool>,
     /// Where the node serves Prometheus metrics; null when it does not.
     metrics_url: Option<String>,
+    /// Where the node serves the web portal; null when it does not.
+    portal_url: Option<String>,
     error: Option<String>,
 }
 
@@ -79,6 +81,7 @@ impl NodeStatus {
             connected_peers: Some(status.connected_peers),
             syncing: Some(status.syncing),
             metrics_url: Some(status.metrics_url).filter(|url| !url.is_empty()),
+            portal_url: Some(status.portal_url).filter(|url| !url.is_empty()),
             error: None,
         }
     }
@@ -286,6 +289,7 @@ mod tests {
                 rejected_messages: 0,
                 syncing: false,
                 metrics_url: "http://127.0.0.1:9464/metrics".into(),
+                portal_url: "https://127.0.0.1:8443/".into(),
             },
         )
     }
@@ -310,11 +314,13 @@ mod tests {
         assert_eq!(first["connected_peers"][1], "education");
         assert_eq!(first["syncing"], false);
         assert_eq!(first["metrics_url"], "http://127.0.0.1:9464/metrics");
+        assert_eq!(first["portal_url"], "https://127.0.0.1:8443/");
         assert!(first["error"].is_null());
         let second = &json["nodes"][1];
         assert_eq!(second["node"], "tax");
         assert!(second["height"].is_null());
         assert!(second["metrics_url"].is_null());
+        assert!(second["portal_url"].is_null());
         assert!(
             second["error"]
                 .as_str()

@@ -24,7 +24,7 @@ use crate::output::{self, Fields, Table, format_time_ms};
 /// (`identity.proto`, `CompleteLoginRequest.signature`).
 const LOGIN_SIGNING_DOMAIN: &str = "govchain/login/v1\n";
 /// Every login payload starts so; anything else is not signed.
-const LOGIN_PAYLOAD_PREFIX: &str = "govchain-login:v1?";
+pub(super) const LOGIN_PAYLOAD_PREFIX: &str = "govchain-login:v1?";
 
 #[derive(Debug, Args)]
 pub(super) struct LoginArgs {
@@ -56,6 +56,19 @@ enum LoginCommand {
         after_help = "Example:\n  govchain identity login sign --key alice.key 'govchain-login:v1?chain=...'"
     )]
     Sign(SignArgs),
+    /// As the citizen's device: sign a web login's payload and send it to the website.
+    #[command(
+        long_about = "Answer a login shown by a website (the node's web portal): sign the \
+            payload as `identity login sign` does and post the answer to the callback URL the \
+            payload names (its cb= field), over HTTPS checked against the consortium CA \
+            (--ca, or --dir for a devnet). The website's page then logs you in by itself. \
+            Prints the website's answer; exits 1 if it refused the login (an expired or \
+            already used code, or a key with no identity on chain).",
+        after_help = "Example (the payload is the text under the QR code's \"Cannot scan?\"):\n  \
+            govchain identity login respond --key alice.key --dir devnet \\\n    \
+            'govchain-login:v1?chain=...&cb=https://127.0.0.1:8443/login/callback&scope=account'"
+    )]
+    Respond(super::device::RespondArgs),
     /// As the website's department: verify the signed payload and get the claims.
     #[command(
         long_about = "Complete a login at the node that made the challenge, with the same \
@@ -117,6 +130,7 @@ pub(super) async fn run(args: LoginArgs, json: bool) -> anyhow::Result<()> {
     match args.command {
         LoginCommand::Challenge(args) => challenge(args, json).await,
         LoginCommand::Sign(args) => sign_login(args, json),
+        LoginCommand::Respond(args) => super::device::respond(args, json).await,
         LoginCommand::Complete(args) => complete(args, json).await,
     }
 }
@@ -161,6 +175,7 @@ async fn challenge(args: ChallengeArgs, json: bool) -> anyhow::Result<()> {
             requested_attributes: args.attributes,
             ttl_seconds,
             website: args.website,
+            ..CreateLoginChallengeRequest::default()
         })
         .await
         .map_err(rpc_error)?
@@ -209,7 +224,7 @@ fn terminal_qr(payload: &str) -> anyhow::Result<String> {
 }
 
 /// The bytes a citizen signs to log in.
-fn login_signing_bytes(payload: &str) -> Vec<u8> {
+pub(super) fn login_signing_bytes(payload: &str) -> Vec<u8> {
     [LOGIN_SIGNING_DOMAIN.as_bytes(), payload.as_bytes()].concat()
 }
 

@@ -14,6 +14,7 @@
 mod access;
 mod consent;
 mod demo;
+mod device;
 mod login;
 
 use std::path::{Path, PathBuf};
@@ -550,6 +551,7 @@ impl Session {
                 did: String::new(),
                 request_time_ms,
                 citizen_signature,
+                login_session: String::new(),
             })
             .await
             .map(tonic::Response::into_inner)
@@ -961,6 +963,7 @@ async fn log(args: LogArgs, json: bool) -> anyhow::Result<()> {
                 page_token: page_token.clone(),
                 request_time_ms,
                 citizen_signature: citizen_signature.clone(),
+                login_session: String::new(),
             })
             .await
             .map_err(|status| identity_error(status, citizen))?

@@ -1,0 +1,573 @@
+//! QR login in the browser.
+//!
+//! 1. `GET /login` asks the node for a challenge (`CreateLoginChallenge`
+//!    with the portal's callback URL and `account_scope`), shows its QR
+//!    code and text, and remembers it for the browser's session.
+//! 2. The citizen's device signs the payload and posts the answer to
+//!    `POST /login/callback` (`govchain identity login respond`); the portal
+//!    passes it to `CompleteLogin`, which checks the signature against the
+//!    chain and consumes the challenge.
+//! 3. The page learns the outcome from `GET /login/events` (server-sent
+//!    events), or, without JavaScript, when the citizen presses Continue;
+//!    `POST /login/finish` then replaces the browser's session by a logged
+//!    in one.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use govchain_proto::identity::v1::{CompleteLoginRequest, CreateLoginChallengeRequest};
+use maud::{PreEscaped, html};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::pages::{ErrorPage, Frame, csrf_field, format_time, layout};
+use crate::sessions::{self, Citizen, Session, now_ms, same_token};
+use crate::{AppState, ClientAddr};
+
+/// Login challenges waiting for a device's answer at once.
+pub const PENDING_LOGINS_MAX: usize = 10_000;
+/// Default lifetime of a login page's challenge, and the bounds of `ttl`.
+pub const LOGIN_TTL_DEFAULT_SECS: u32 = 120;
+pub const LOGIN_TTL_MIN_SECS: u32 = 5;
+pub const LOGIN_TTL_MAX_SECS: u32 = 600;
+/// How often the event stream says it is still waiting.
+pub const WAIT_EVENT_INTERVAL: Duration = Duration::from_secs(15);
+/// Largest device answer accepted (a payload, a key and a signature).
+pub const CALLBACK_BYTES_MAX: usize = 4096;
+
+/// Where a login page's challenge stands.
+#[derive(Clone, Debug)]
+pub enum LoginState {
+    /// No valid answer yet; the last refused answer's reason, if any.
+    Waiting { refused: Option<String> },
+    /// The device's answer was accepted; the session lasts until the ms.
+    Done { citizen: Citizen, expires_ms: u64 },
+}
+
+struct Pending {
+    session_token: String,
+    payload: String,
+    expires_ms: u64,
+    state: watch::Sender<LoginState>,
+}
+
+/// The challenges login pages show, by nonce (hex).
+#[derive(Default)]
+pub struct PendingLogins {
+    by_nonce: Mutex<HashMap<String, Pending>>,
+}
+
+impl PendingLogins {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+        self.by_nonce
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers the challenge a session's page shows, in place of the
+    /// session's earlier one.
+    fn insert(&self, nonce: String, pending: Pending) -> bool {
+        let now = now_ms();
+        let mut logins = self.lock();
+        logins
+            .retain(|_, kept| kept.expires_ms > now && kept.session_token != pending.session_token);
+        if logins.len() >= PENDING_LOGINS_MAX {
+            return false;
+        }
+        logins.insert(nonce, pending);
+        true
+    }
+
+    /// The state of the session's challenge and when it expires.
+    fn of_session(&self, token: &str) -> Option<(watch::Receiver<LoginState>, u64)> {
+        self.lock()
+            .values()
+            .find(|pending| pending.session_token == token)
+            .map(|pending| (pending.state.subscribe(), pending.expires_ms))
+    }
+
+    /// Takes the session's challenge if its login is done.
+    fn take_done(&self, token: &str) -> Option<(Citizen, u64)> {
+        let mut logins = self.lock();
+        let nonce = logins
+            .iter()
+            .find(|(_, pending)| pending.session_token == token)
+            .map(|(nonce, _)| nonce.clone())?;
+        let done = match &*logins.get(&nonce)?.state.borrow() {
+            LoginState::Done {
+                citizen,
+                expires_ms,
+            } => Some((citizen.clone(), *expires_ms)),
+            LoginState::Waiting { .. } => None,
+        };
+        if done.is_some() {
+            logins.remove(&nonce);
+        }
+        done
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    /// Seconds the challenge stays valid (5 to 600; default 120).
+    ttl: Option<u32>,
+}
+
+/// `GET /login`: a fresh challenge as a QR code.
+pub async fn show(
+    State(portal): State<AppState>,
+    axum::Extension(ClientAddr(client)): axum::Extension<ClientAddr>,
+    Query(query): Query<LoginQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ErrorPage> {
+    let department = &portal.config.department;
+    let refuse = |status, message: &str| ErrorPage::new(status, department, message);
+    if portal
+        .sessions
+        .get(&headers)
+        .is_some_and(|s| s.citizen.is_some())
+    {
+        return Ok(Redirect::to("/me").into_response());
+    }
+    if !portal.sessions.allow_login_attempt(client.ip()) {
+        return Err(refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many login attempts from your address. Wait a minute and try again.",
+        ));
+    }
+    let ttl = query.ttl.unwrap_or(LOGIN_TTL_DEFAULT_SECS);
+    if !(LOGIN_TTL_MIN_SECS..=LOGIN_TTL_MAX_SECS).contains(&ttl) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("ttl must be {LOGIN_TTL_MIN_SECS} to {LOGIN_TTL_MAX_SECS} seconds"),
+        ));
+    }
+    let (session, new) = portal
+        .sessions
+        .get_or_start(&headers)
+        .map_err(|full| refuse(StatusCode::SERVICE_UNAVAILABLE, &full.to_string()))?;
+    let challenge = portal
+        .node
+        .identity()
+        .create_login_challenge(CreateLoginChallengeRequest {
+            requested_attributes: Vec::new(),
+            ttl_seconds: ttl,
+            website: website_label(&portal.config.public_url),
+            callback_url: format!("{}login/callback", portal.config.public_url),
+            account_scope: true,
+        })
+        .await
+        .map_err(|status| ErrorPage::from_status(department, &status))?
+        .into_inner();
+    let (state, _) = watch::channel(LoginState::Waiting { refused: None });
+    let pending = Pending {
+        session_token: session.token.clone(),
+        payload: challenge.qr_payload.clone(),
+        expires_ms: challenge.expires_ms,
+        state,
+    };
+    if !portal.logins.insert(hex::encode(&challenge.nonce), pending) {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many logins are in progress. Try again in a minute.",
+        ));
+    }
+    let page = login_page(
+        &portal,
+        &session,
+        &challenge.qr_svg,
+        &challenge.qr_payload,
+        challenge.expires_ms,
+        None,
+    );
+    let mut response = Html(page.into_string()).into_response();
+    if new {
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, sessions::set_cookie(&session));
+    }
+    Ok(response)
+}
+
+/// The website label in a challenge: the host and port of the portal.
+fn website_label(public_url: &str) -> String {
+    public_url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || ".-:".contains(*c))
+        .take(128)
+        .collect()
+}
+
+fn login_page(
+    portal: &crate::Portal,
+    session: &Session,
+    qr_svg: &str,
+    payload: &str,
+    expires_ms: u64,
+    notice: Option<&str>,
+) -> maud::Markup {
+    // The node draws the QR code; the XML declaration has no place inside
+    // HTML.
+    let svg = qr_svg.find("<svg").map_or(qr_svg, |start| &qr_svg[start..]);
+    let frame = Frame {
+        department: &portal.config.department,
+        session: Some(session),
+    };
+    layout(
+        &frame,
+        "Log in with your digital identity",
+        html! {
+            @if let Some(notice) = notice {
+                p class="error-message" role="alert" { (notice) }
+            }
+            div class="login" data-login-wait="/login/events" {
+                div class="qr" role="img" aria-label="QR code of the login challenge" {
+                    (PreEscaped(svg))
+                }
+                div {
+                    ol class="steps" {
+                        li { "Open your govchain identity app and scan the QR code." }
+                        li { "Check that it asks for department " strong { (portal.config.department) } " and for access to your own record, then approve." }
+                        li { "This page continues by itself once your device has answered." }
+                    }
+                    p { "The code expires at " time id="login-expires" data-expires-ms=(expires_ms) { (format_time(expires_ms)) } "." }
+                    details {
+                        summary { "Cannot scan? Use the login text" }
+                        p { "Give this text to your device's " code { "govchain identity login respond" } " command:" }
+                        pre { code id="login-payload" { (payload) } }
+                    }
+                    p id="login-status" class="status" role="status" aria-live="polite" { "Waiting for your device…" }
+                    form id="login-finish" method="post" action="/login/finish" {
+                        (csrf_field(Some(session)))
+                        button type="submit" class="button" { "Continue" }
+                    }
+                    p { a href="/login" { "Show a new code" } }
+                }
+            }
+        },
+    )
+}
+
+/// `GET /login/events`: `done` when the device's answer is accepted,
+/// `refused` (with the reason) for an answer the node refused, `expired`
+/// when the challenge expires, and `waiting` now and then.
+pub async fn events(
+    State(portal): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Sse<tokio_stream::wrappers::ReceiverStream<Result<Event, Infallible>>>, StatusCode> {
+    let session = portal
+        .sessions
+        .get(&headers)
+        .ok_or(StatusCode::UNAUTHORIZED)?;
+    let (mut state, expires_ms) = portal
+        .logins
+        .of_session(&session.token)
+        .ok_or(StatusCode::NOT_FOUND)?;
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(expires_ms.saturating_sub(now_ms()));
+        loop {
+            let event = match &*state.borrow_and_update() {
+                LoginState::Done { .. } => Event::default().event("done").data("logged in"),
+                LoginState::Waiting {
+                    refused: Some(reason),
+                } => Event::default()
+                    .event("refused")
+                    .data(reason.replace('\n', " ")),
+                LoginState::Waiting { refused: None } => {
+                    Event::default().event("waiting").data("waiting")
+                }
+            };
+            let done = matches!(&*state.borrow(), LoginState::Done { .. });
+            if sender.send(Ok(event)).await.is_err() || done {
+                return;
+            }
+            tokio::select! {
+                changed = state.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(WAIT_EVENT_INTERVAL) => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    let expired = Event::default().event("expired").data("the code expired");
+                    let _ = sender.send(Ok(expired)).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(
+        receiver,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Checks the form's CSRF token against the session's.
+pub fn check_csrf(
+    department: &str,
+    session: Option<&Session>,
+    form: &CsrfForm,
+) -> Result<Session, ErrorPage> {
+    match session {
+        Some(session) if same_token(&session.csrf, &form.csrf) => Ok(session.clone()),
+        Some(_) => Err(ErrorPage::new(
+            StatusCode::FORBIDDEN,
+            department,
+            "The form's security token is missing or wrong (CSRF). Go back, reload the page and try again.",
+        )),
+        None => Err(ErrorPage::new(
+            StatusCode::FORBIDDEN,
+            department,
+            "Your session has ended. Go back, reload the page and try again.",
+        )),
+    }
+}
+
+/// `POST /login/finish`: logs the browser in if its challenge was answered.
+pub async fn finish(
+    State(portal): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ErrorPage> {
+    let department = &portal.config.department;
+    let session = check_csrf(department, portal.sessions.get(&headers).as_ref(), &form)?;
+    let Some((citizen, expires_ms)) = portal.logins.take_done(&session.token) else {
+        let (waiting, expired) = match portal.logins.of_session(&session.token) {
+            Some((_, expires_ms)) => (true, expires_ms <= now_ms()),
+            None => (false, true),
+        };
+        let message = if waiting && !expired {
+            "Your device has not answered yet. Scan the code with your app, then continue."
+        } else {
+            "The login code expired. Show a new code and scan it."
+        };
+        return Err(ErrorPage::new(StatusCode::CONFLICT, department, message));
+    };
+    let did = citizen.did.clone();
+    let session = portal
+        .sessions
+        .log_in(&session.token, citizen, expires_ms)
+        .map_err(|full| {
+            ErrorPage::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                department,
+                full.to_string(),
+            )
+        })?;
+    info!(did = %did, "portal login");
+    let mut response = Redirect::to("/me").into_response();
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, sessions::set_cookie(&session));
+    Ok(response)
+}
+
+/// `POST /logout`.
+pub async fn logout(
+    State(portal): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ErrorPage> {
+    let session = check_csrf(
+        &portal.config.department,
+        portal.sessions.get(&headers).as_ref(),
+        &form,
+    )?;
+    portal.sessions.end(&session.token);
+    let mut response = Redirect::to("/").into_response();
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, sessions::clear_cookie());
+    Ok(response)
+}
+
+/// The device's answer to a login challenge (`govchain identity login
+/// respond` posts it as JSON).
+#[derive(Debug, Deserialize, Serialize)]
+pub struct DeviceAnswer {
+    /// The login payload, exactly as shown.
+    pub payload: String,
+    /// The citizen's Ed25519 public key, 64 hex characters.
+    pub public_key: String,
+    /// The signature over "govchain/login/v1\n" || payload, in hex.
+    pub signature: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CallbackReply {
+    pub ok: bool,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub did: String,
+}
+
+fn reply(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = CallbackReply {
+        ok: status.is_success(),
+        message: message.into(),
+        did: String::new(),
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `POST /login/callback`: the device's answer. The answer is its own
+/// proof (a signature over the challenge), so it needs no session or CSRF
+/// token; its address is rate-limited.
+pub async fn callback(
+    State(portal): State<AppState>,
+    axum::Extension(ClientAddr(client)): axum::Extension<ClientAddr>,
+    body: axum::body::Bytes,
+) -> Response {
+    if !portal.sessions.allow_login_attempt(client.ip()) {
+        return reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many login attempts from this address; wait a minute",
+        );
+    }
+    if body.len() > CALLBACK_BYTES_MAX {
+        return reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the answer is over {CALLBACK_BYTES_MAX} bytes"),
+        );
+    }
+    let answer: DeviceAnswer = match serde_json::from_slice(&body) {
+        Ok(answer) => answer,
+        Err(err) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                format!("the answer is not JSON with payload, public_key and signature: {err}"),
+            );
+        }
+    };
+    let (Ok(public_key), Ok(signature)) = (
+        hex::decode(&answer.public_key),
+        hex::decode(&answer.signature),
+    ) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "public_key and signature must be hex",
+        );
+    };
+    let Some(nonce) = payload_nonce(&answer.payload) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "the payload is not a govchain login payload",
+        );
+    };
+    let state = {
+        let logins = portal.logins.lock();
+        match logins.get(nonce) {
+            Some(pending) if pending.payload == answer.payload => pending.state.clone(),
+            _ => {
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    "this portal shows no such login code: it is another site's, or it expired and was replaced",
+                );
+            }
+        }
+    };
+    let completed = portal
+        .node
+        .identity()
+        .complete_login(CompleteLoginRequest {
+            qr_payload: answer.payload.clone(),
+            public_key: public_key.clone(),
+            signature,
+        })
+        .await;
+    match completed {
+        Ok(response) => {
+            let response = response.into_inner();
+            let citizen = Citizen {
+                did: response.did.clone(),
+                public_key,
+                login_session: response.session,
+                claims: response
+                    .claims
+                    .into_iter()
+                    .map(|claim| (claim.name, claim.attested_by))
+                    .collect(),
+            };
+            state.send_replace(LoginState::Done {
+                citizen,
+                expires_ms: response.session_expires_ms,
+            });
+            let body = CallbackReply {
+                ok: true,
+                message: "logged in: the browser continues by itself".into(),
+                did: response.did,
+            };
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        Err(status) => {
+            let message = status.message().to_owned();
+            if !matches!(&*state.borrow(), LoginState::Done { .. }) {
+                state.send_replace(LoginState::Waiting {
+                    refused: Some(message.clone()),
+                });
+            }
+            let http = match status.code() {
+                tonic::Code::FailedPrecondition => StatusCode::GONE,
+                tonic::Code::AlreadyExists => StatusCode::CONFLICT,
+                tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+                tonic::Code::NotFound => StatusCode::NOT_FOUND,
+                tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+                tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            reply(http, message)
+        }
+    }
+}
+
+/// The nonce field of a login payload.
+fn payload_nonce(payload: &str) -> Option<&str> {
+    payload
+        .strip_prefix("govchain-login:v1?")?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("nonce="))
+        .filter(|nonce| nonce.len() == 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nonce_is_read_from_the_payload() {
+        let payload = "govchain-login:v1?chain=c&rp=tax&site=s&nonce=000102030405060708090a0b0c0d0e0f&attrs=&exp=1";
+        assert_eq!(
+            payload_nonce(payload),
+            Some("000102030405060708090a0b0c0d0e0f")
+        );
+        assert_eq!(payload_nonce("govchain-login:v1?nonce=00"), None);
+        assert_eq!(
+            payload_nonce("other:v1?nonce=000102030405060708090a0b0c0d0e0f"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_website_label_is_host_and_port() {
+        assert_eq!(website_label("https://127.0.0.1:8443/"), "127.0.0.1:8443");
+        assert_eq!(
+            website_label("https://portal.tax.gov.example/"),
+            "portal.tax.gov.example"
+        );
+    }
+}
