@@ -5,7 +5,7 @@ DEVNET_DIR ?= ./devnet
 VALIDATORS ?= 4
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: proto-lint proto-tools run test build lint fmt-check check-deps python-deps typescript-deps unit integration bench bench-micro soak clean fuzz fuzz-ci fuzz-build fuzz-tools
+.PHONY: proto-lint proto-tools run test build lint fmt-check check-deps python-deps typescript-deps portal-deps unit integration bench bench-micro soak clean fuzz fuzz-ci fuzz-build fuzz-tools
 
 ## A local consortium of $(VALIDATORS) validators with demo data, in the foreground.
 ## The build shows its progress (a first build takes minutes on 2 cores).
@@ -15,7 +15,7 @@ run:
 
 ## Everything CI checks: formatting, lints, dependency direction, all tests,
 ## then every fuzz target for a few seconds.
-test: fmt-check lint check-deps proto-lint python-deps typescript-deps
+test: fmt-check lint check-deps proto-lint python-deps typescript-deps portal-deps
 	GOVCHAIN_PYTHON_VENV=$(abspath $(PYTHON_VENV)) $(CARGO) test --workspace --all-targets
 	$(MAKE) fuzz-ci
 
@@ -44,6 +44,17 @@ typescript-deps: $(TYPESCRIPT_CLIENT)/node_modules/.installed
 
 $(TYPESCRIPT_CLIENT)/node_modules/.installed: $(TYPESCRIPT_CLIENT)/package.json $(TYPESCRIPT_CLIENT)/package-lock.json
 	cd $(TYPESCRIPT_CLIENT) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+## The web portal's browser tests (integration/portal): playwright-core and
+## axe-core as package-lock.json pins them. The browser is Debian's
+## chromium (with certutil from libnss3-tools), which .ci/run installs;
+## playwright never downloads one (no install scripts).
+PORTAL_TESTS = integration/portal
+portal-deps: $(PORTAL_TESTS)/node_modules/.installed
+
+$(PORTAL_TESTS)/node_modules/.installed: $(PORTAL_TESTS)/package.json $(PORTAL_TESTS)/package-lock.json
+	cd $(PORTAL_TESTS) && npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
 ## The proto's lint (buf STANDARD) and breaking-change check against the

@@ -251,6 +251,7 @@ pub async fn block(
         &frame(&portal, session.as_ref()),
         &format!("Block {height}"),
         html! {
+            (search_form(""))
             dl class="summary" {
                 dt { "Hash" } dd { code class="wrap" { (hex::encode(&block.block_hash)) } }
                 dt { "Parent" } dd {
@@ -361,6 +362,7 @@ pub async fn transaction(
         &frame(&portal, session.as_ref()),
         "Transaction",
         html! {
+            (search_form(""))
             dl class="summary" {
                 dt { "Id" } dd { code class="wrap" id="transaction-id" { (digest.to_hex()) } }
                 dt { "Status" } dd id="transaction-status" { (status_text(found.status)) }
