@@ -3,7 +3,8 @@
 //! `playwright-core` from npm) trusts the devnet's CA through an NSS
 //! database in a temporary `$HOME`, and `integration/portal/browser.test.mjs`
 //! walks the QR login (the device's answer by `govchain identity login
-//! respond`), the citizen's page and access log, the explorer's live
+//! respond`), the citizen's page and access log, a consent granted and
+//! revoked by the device (`govchain identity respond`), the explorer's live
 //! update, an expired challenge, a form without its CSRF token, the login
 //! without JavaScript, and a 360 px screen, with axe-core on every page.
 //! Screenshots go to `target/portal-screenshots/`.
@@ -36,7 +37,7 @@ const BROWSER_TESTS_TIMEOUT: Duration = Duration::from_secs(600);
 /// The portal the tests use: the demo citizen's consent is for tax.
 const DEPARTMENT: &str = "tax";
 /// The browser tests in browser.test.mjs, every one of which must pass.
-const BROWSER_TESTS: usize = 8;
+const BROWSER_TESTS: usize = 9;
 
 fn tests_dir() -> PathBuf {
     Path::new(REPOSITORY).join("integration/portal")

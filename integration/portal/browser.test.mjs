@@ -181,6 +181,40 @@ test("a department's read of the citizen's data appears in the access log", asyn
   await context.close();
 });
 
+test("granting then revoking a consent, each signed on the device", async () => {
+  const { context, page } = await newPage();
+  await logIn(page);
+  const signOnDevice = async () => {
+    const payload = (await page.locator("#sign-payload").textContent()).trim();
+    assert.match(payload, /^govchain-sign:v1\?chain=/);
+    const signed = govchain(["identity", "respond", "--key", CITIZEN_KEY, "--dir", DEVNET, payload]);
+    assert.equal(signed.status, 0, signed.output);
+    await page.waitForURL(`${PORTAL}me#consents`);
+  };
+  const row = () => page.locator("#consents-table tbody tr", { hasText: "browser check" });
+  await page.locator("#give-consent summary").click();
+  await page.selectOption("#consent-department", "health");
+  await page.check("#consent-attribute-name");
+  await page.fill("#consent-purpose", "browser check");
+  await page.selectOption("#consent-days", "30");
+  await page.click("#give-consent button[type=submit]");
+  await page.waitForURL(`${PORTAL}me/consents/new`);
+  await checkAccessibility(page, "signing request page");
+  await screenshot(page, "12-consent-request");
+  await signOnDevice();
+  assert.equal(await row().count(), 1);
+  assert.ok((await row().textContent()).includes("Active"));
+  assert.ok((await row().textContent()).includes("health"));
+  await row().locator("button", { hasText: "Revoke" }).click();
+  await page.waitForURL(`${PORTAL}me/consents/revoke`);
+  assert.ok((await page.locator("main").textContent()).includes("revoke consent"));
+  await signOnDevice();
+  assert.ok((await row().textContent()).includes("Revoked"), await row().textContent());
+  assert.equal(await row().locator("button").count(), 0, "a revoked consent offers no revoke");
+  await screenshot(page, "13-consent-revoked");
+  await context.close();
+});
+
 test("the explorer shows a new block live, its certificate and its transactions", async () => {
   const { context, page } = await newPage();
   await page.goto(`${PORTAL}explorer`);

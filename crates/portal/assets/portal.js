@@ -56,7 +56,30 @@ function followStatus(section) {
   });
 }
 
+function waitForSignature(container) {
+  const status = document.getElementById("sign-status");
+  const events = new EventSource(container.dataset.signWait);
+  events.addEventListener("done", () => {
+    events.close();
+    status.textContent = "Recorded on the chain. Returning to your record…";
+    window.location.assign(document.getElementById("sign-done").getAttribute("href"));
+  });
+  events.addEventListener("refused", (event) => {
+    status.textContent = "Not recorded: " + event.data;
+    status.classList.add("error-message");
+  });
+  events.addEventListener("expired", () => {
+    events.close();
+    status.textContent = "This request has expired. Go back to your record and start again.";
+    status.classList.add("error-message");
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const sign = document.querySelector("[data-sign-wait]");
+  if (sign) {
+    waitForSignature(sign);
+  }
   const login = document.querySelector("[data-login-wait]");
   if (login) {
     waitForLogin(login);

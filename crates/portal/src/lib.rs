@@ -9,6 +9,8 @@
 //!
 //! - [`pages`]: the HTML pages (maud templates) and their handlers;
 //! - [`login`]: QR login, the device's callback and the wait for it;
+//! - [`request`], [`signing`]: transactions a page asks the citizen's
+//!   device to sign (consents), and the device's signed answer;
 //! - [`sessions`]: browser sessions, CSRF tokens and login rate limits;
 //! - [`security`]: the headers every response carries;
 //! - [`node`]: the gRPC clients of the node.
@@ -18,8 +20,11 @@
 pub mod login;
 pub mod node;
 pub mod pages;
+pub mod request;
 pub mod security;
 pub mod sessions;
+pub mod signing;
+pub mod waiting;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,6 +70,7 @@ pub struct Portal {
     pub node: node::NodeClients,
     pub sessions: sessions::Sessions,
     pub logins: login::PendingLogins,
+    pub signs: signing::PendingSigns,
 }
 
 pub type AppState = Arc<Portal>;
@@ -91,6 +97,10 @@ pub fn router(state: AppState) -> Router {
         .route("/login/callback", post(login::callback))
         .route("/logout", post(login::logout))
         .route("/me", get(pages::citizen::show))
+        .route("/me/consents/new", post(signing::grant_consent))
+        .route("/me/consents/revoke", post(signing::revoke_consent))
+        .route("/sign/events", get(signing::events))
+        .route("/sign/callback", post(signing::callback))
         .route("/explorer", get(pages::explorer::overview))
         .route("/explorer/latest", get(pages::explorer::latest_fragment))
         .route("/explorer/events", get(pages::explorer::events))
@@ -118,6 +128,7 @@ pub async fn serve(
         node,
         sessions: sessions::Sessions::default(),
         logins: login::PendingLogins::default(),
+        signs: signing::PendingSigns::default(),
     });
     info!(url = %state.config.public_url, "serving the web portal over HTTPS");
     let app = router(state);

@@ -13,9 +13,7 @@
 //!    in one.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Form, Query, State};
@@ -38,8 +36,6 @@ pub const PENDING_LOGINS_MAX: usize = 10_000;
 pub const LOGIN_TTL_DEFAULT_SECS: u32 = 120;
 pub const LOGIN_TTL_MIN_SECS: u32 = 5;
 pub const LOGIN_TTL_MAX_SECS: u32 = 600;
-/// How often the event stream says it is still waiting.
-pub const WAIT_EVENT_INTERVAL: Duration = Duration::from_secs(15);
 /// Largest device answer accepted (a payload, a key and a signature).
 pub const CALLBACK_BYTES_MAX: usize = 4096;
 
@@ -264,55 +260,39 @@ fn login_page(
 pub async fn events(
     State(portal): State<AppState>,
     headers: HeaderMap,
-) -> Result<Sse<tokio_stream::wrappers::ReceiverStream<Result<Event, Infallible>>>, StatusCode> {
+) -> Result<Sse<crate::waiting::EventStream>, StatusCode> {
     let session = portal
         .sessions
         .get(&headers)
         .ok_or(StatusCode::UNAUTHORIZED)?;
-    let (mut state, expires_ms) = portal
+    let (state, expires_ms) = portal
         .logins
         .of_session(&session.token)
         .ok_or(StatusCode::NOT_FOUND)?;
-    let (sender, receiver) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_millis(expires_ms.saturating_sub(now_ms()));
-        loop {
-            let event = match &*state.borrow_and_update() {
-                LoginState::Done { .. } => Event::default().event("done").data("logged in"),
-                LoginState::Waiting {
-                    refused: Some(reason),
-                } => Event::default()
+    Ok(crate::waiting::follow(
+        state,
+        expires_ms,
+        |state| match state {
+            LoginState::Done { .. } => (Event::default().event("done").data("logged in"), true),
+            LoginState::Waiting {
+                refused: Some(reason),
+            } => (
+                Event::default()
                     .event("refused")
                     .data(reason.replace('\n', " ")),
-                LoginState::Waiting { refused: None } => {
-                    Event::default().event("waiting").data("waiting")
-                }
-            };
-            let done = matches!(&*state.borrow(), LoginState::Done { .. });
-            if sender.send(Ok(event)).await.is_err() || done {
-                return;
+                false,
+            ),
+            LoginState::Waiting { refused: None } => {
+                (Event::default().event("waiting").data("waiting"), false)
             }
-            tokio::select! {
-                changed = state.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(WAIT_EVENT_INTERVAL) => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    let expired = Event::default().event("expired").data("the code expired");
-                    let _ = sender.send(Ok(expired)).await;
-                    return;
-                }
-            }
-        }
-    });
-    Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(
-        receiver,
-    )))
+        },
+    ))
 }
 
 #[derive(Debug, Deserialize)]
 pub struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub csrf: String,
 }
 
 /// Checks the form's CSRF token against the session's.

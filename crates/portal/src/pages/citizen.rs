@@ -11,9 +11,10 @@ use govchain_proto::types::v1::{AccessRecord, ConsentRecord};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{ErrorPage, Frame, format_time, layout, short_hex};
+use super::{ErrorPage, Frame, csrf_field, format_time, layout, short_hex};
 use crate::AppState;
-use crate::sessions::now_ms;
+use crate::sessions::{Session, now_ms};
+use crate::signing::CONSENT_DAYS;
 
 /// Accesses shown per page of the log.
 pub const ACCESSES_PER_PAGE: u32 = 50;
@@ -78,7 +79,8 @@ pub async fn show(
             (attributes_table(&record.attributes, now))
             h2 id="consents" { "My consents" }
             p { "A consent lets a department read the attributes it names, for one purpose, until it expires or you revoke it." }
-            (consents_table(&record.consents, now))
+            (consents_table(&record.consents, now, &session))
+            (consent_form(&portal.config.validators, &record.attributes, &session))
             h2 id="access-log" { "Who used my data" }
             p { "Every read of your data by a department is recorded on the chain, and so is every refused attempt." }
             (access_table(&accesses.accesses))
@@ -121,14 +123,61 @@ fn attributes_table(attributes: &[AttributeState], now: u64) -> Markup {
     }
 }
 
-fn consents_table(consents: &[ConsentRecord], now: u64) -> Markup {
+/// The form that asks the device to sign a new consent.
+fn consent_form(
+    departments: &[String],
+    attributes: &[AttributeState],
+    session: &Session,
+) -> Markup {
+    html! {
+        @if !attributes.is_empty() {
+            details id="give-consent" {
+                summary { "Give a department a consent" }
+                form method="post" action="/me/consents/new" class="stack" {
+                    (csrf_field(Some(session)))
+                    div {
+                        label for="consent-department" { "Department" }
+                        select id="consent-department" name="department" {
+                            @for department in departments { option value=(department) { (department) } }
+                        }
+                    }
+                    fieldset {
+                        legend { "Attributes it may read" }
+                        @for state in attributes {
+                            @if let Some(attribute) = &state.attribute {
+                                div {
+                                    input type="checkbox" id={ "consent-attribute-" (attribute.name) } name="attribute" value=(attribute.name);
+                                    " "
+                                    label for={ "consent-attribute-" (attribute.name) } { (attribute.name) }
+                                }
+                            }
+                        }
+                    }
+                    div {
+                        label for="consent-purpose" { "Purpose" }
+                        input id="consent-purpose" name="purpose" type="text" maxlength="128" required;
+                    }
+                    div {
+                        label for="consent-days" { "Lasts" }
+                        select id="consent-days" name="days" {
+                            @for days in CONSENT_DAYS { option value=(days) { (days) " days" } }
+                        }
+                    }
+                    button type="submit" class="button" { "Sign on my device" }
+                }
+            }
+        }
+    }
+}
+
+fn consents_table(consents: &[ConsentRecord], now: u64, session: &Session) -> Markup {
     html! {
         @if consents.is_empty() {
             p { "You have given no consents." }
         } @else {
             table id="consents-table" {
                 caption class="visually-hidden" { "Your consents" }
-                thead { tr { th scope="col" { "Department" } th scope="col" { "Attributes" } th scope="col" { "Purpose" } th scope="col" { "Until" } th scope="col" { "Status" } th scope="col" { "Consent" } } }
+                thead { tr { th scope="col" { "Department" } th scope="col" { "Attributes" } th scope="col" { "Purpose" } th scope="col" { "Until" } th scope="col" { "Status" } th scope="col" { "Consent" } th scope="col" { "Action" } } }
                 tbody {
                     @for consent in consents {
                         tr {
@@ -142,6 +191,15 @@ fn consents_table(consents: &[ConsentRecord], now: u64) -> Markup {
                                 @else { span class="tag ok" { "Active" } }
                             }
                             td { (short_hex(&consent.consent_id)) }
+                            td {
+                                @if !consent.revoked && consent.expires_ms > now {
+                                    form method="post" action="/me/consents/revoke" class="inline" {
+                                        (csrf_field(Some(session)))
+                                        input type="hidden" name="consent" value=(hex::encode(&consent.consent_id));
+                                        button type="submit" class="button secondary" aria-label={ "Revoke the consent for " (consent.department) } { "Revoke" }
+                                    }
+                                }
+                            }
                         }
                     }
                 }

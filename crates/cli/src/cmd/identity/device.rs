@@ -1,6 +1,9 @@
 //! The citizen's device answering a website: `govchain identity login
 //! respond` signs a login payload and posts the answer to the callback the
-//! payload names, over HTTPS checked against the consortium CA.
+//! payload names, over HTTPS checked against the consortium CA;
+//! `govchain identity respond` also answers a request to sign a
+//! transaction (`govchain_portal::request`), building the transaction from
+//! the request itself.
 //!
 //! The post is one small HTTP/1.1 request over the hyper and rustls that
 //! tonic already brings, rather than a second HTTP client crate.
@@ -15,6 +18,8 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 
+use govchain_portal::request::{DeviceSignature, SIGN_PAYLOAD_PREFIX, SignRequest};
+
 use super::login::{LOGIN_PAYLOAD_PREFIX, login_signing_bytes};
 use crate::cmd::keys::load_signing_key;
 use crate::devnet_file::DevnetFile;
@@ -27,7 +32,7 @@ const RESPOND_TIMEOUT: Duration = Duration::from_secs(30);
 const REPLY_BYTES_MAX: usize = 64 * 1024;
 
 #[derive(Debug, Args)]
-pub(super) struct RespondArgs {
+pub(crate) struct RespondArgs {
     /// The citizen's key file.
     #[arg(long, value_name = "KEYFILE")]
     key: PathBuf,
@@ -55,10 +60,55 @@ struct Answer<'a> {
 struct Reply {
     ok: bool,
     message: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     did: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    transaction_id: String,
 }
 
+/// `identity respond`: a login payload or a signing request.
+pub(super) async fn respond_any(args: RespondArgs, json: bool) -> anyhow::Result<()> {
+    if args.payload.starts_with(SIGN_PAYLOAD_PREFIX) {
+        return sign_request(args, json).await;
+    }
+    anyhow::ensure!(
+        args.payload.starts_with(LOGIN_PAYLOAD_PREFIX),
+        "this is neither a govchain login payload ({LOGIN_PAYLOAD_PREFIX:?}) nor a signing request \
+         ({SIGN_PAYLOAD_PREFIX:?}); nothing was signed"
+    );
+    respond(args, json).await
+}
+
+/// Signs the transaction a request describes and posts it to its callback.
+async fn sign_request(args: RespondArgs, json: bool) -> anyhow::Result<()> {
+    let request = SignRequest::parse(&args.payload)?;
+    let target = CallbackUrl::parse(&request.callback)?;
+    let ca_pem = trusted_ca(&args)?;
+    let key = load_signing_key(&args.key)?;
+    // What the citizen's app would show before the holder approves.
+    eprintln!("signing: {}", request.describe());
+    let signed = crate::envelope::sign(&key, &request.chain, request.nonce, &request.transaction());
+    let answer = DeviceSignature {
+        payload: args.payload.clone(),
+        envelope: hex::encode(prost::Message::encode_to_vec(&signed.envelope)),
+    };
+    let (status, reply) = post_json(&target, &ca_pem, serde_json::to_vec(&answer)?).await?;
+    let reply: Reply = serde_json::from_slice(&reply).with_context(|| {
+        format!(
+            "{} answered HTTP {status} with something that is not a reply",
+            request.callback
+        )
+    })?;
+    finish(
+        &target,
+        &reply,
+        status,
+        json,
+        "the website or the chain refused the transaction",
+    )
+}
+
+/// `identity login respond`: signs a login payload and posts the answer.
 pub(super) async fn respond(args: RespondArgs, json: bool) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.payload.starts_with(LOGIN_PAYLOAD_PREFIX),
@@ -69,14 +119,7 @@ pub(super) async fn respond(args: RespondArgs, json: bool) -> anyhow::Result<()>
          itself; sign it with `govchain identity login sign` and give the website the signature",
     )?;
     let target = CallbackUrl::parse(callback)?;
-    let ca = match (&args.ca, &args.dir) {
-        (Some(ca), _) => ca.clone(),
-        (None, Some(dir)) => DevnetFile::load(dir)?.ca_certificate(dir),
-        (None, None) => anyhow::bail!(
-            "give --ca FILE (the consortium CA certificate) or --dir DEVNET_DIR to check the website's certificate"
-        ),
-    };
-    let ca_pem = std::fs::read(&ca).with_context(|| format!("cannot read {}", ca.display()))?;
+    let ca_pem = trusted_ca(&args)?;
     let key = load_signing_key(&args.key)?;
     let signature = key.sign(&login_signing_bytes(&args.payload));
     let answer = Answer {
@@ -84,20 +127,29 @@ pub(super) async fn respond(args: RespondArgs, json: bool) -> anyhow::Result<()>
         public_key: key.public_key().to_hex(),
         signature: hex::encode(signature.to_bytes()),
     };
-    let body = serde_json::to_vec(&answer)?;
-    let (status, reply) = tokio::time::timeout(RESPOND_TIMEOUT, post(&target, &ca_pem, body))
-        .await
-        .with_context(|| {
-            format!(
-                "{callback} did not answer within {} s",
-                RESPOND_TIMEOUT.as_secs()
-            )
-        })??;
+    let (status, reply) = post_json(&target, &ca_pem, serde_json::to_vec(&answer)?).await?;
     let reply: Reply = serde_json::from_slice(&reply).with_context(|| {
         format!("{callback} answered HTTP {status} with something that is not a login reply")
     })?;
+    finish(
+        &target,
+        &reply,
+        status,
+        json,
+        "the website refused the login",
+    )
+}
+
+/// Prints the website's reply; a refusal is a negative answer (exit 1).
+fn finish(
+    target: &CallbackUrl,
+    reply: &Reply,
+    status: http::StatusCode,
+    json: bool,
+    refused: &str,
+) -> anyhow::Result<()> {
     if json {
-        output::print_json(&reply)?;
+        output::print_json(reply)?;
     } else {
         let mut fields = Fields::new();
         fields
@@ -106,16 +158,44 @@ pub(super) async fn respond(args: RespondArgs, json: bool) -> anyhow::Result<()>
         if !reply.did.is_empty() {
             fields.add("did", &reply.did);
         }
+        if !reply.transaction_id.is_empty() {
+            fields.add("transaction", &reply.transaction_id);
+        }
         output::print(&fields.render())?;
     }
     if !reply.ok {
-        return Err(Negative::new(format!(
-            "the website refused the login (HTTP {status}): {}",
-            reply.message
-        ))
-        .into());
+        return Err(Negative::new(format!("{refused} (HTTP {status}): {}", reply.message)).into());
     }
     Ok(())
+}
+
+/// The consortium CA certificate that the website's must chain to.
+fn trusted_ca(args: &RespondArgs) -> anyhow::Result<Vec<u8>> {
+    let ca = match (&args.ca, &args.dir) {
+        (Some(ca), _) => ca.clone(),
+        (None, Some(dir)) => DevnetFile::load(dir)?.ca_certificate(dir),
+        (None, None) => anyhow::bail!(
+            "give --ca FILE (the consortium CA certificate) or --dir DEVNET_DIR to check the website's certificate"
+        ),
+    };
+    std::fs::read(&ca).with_context(|| format!("cannot read {}", ca.display()))
+}
+
+/// [`post`] within [`RESPOND_TIMEOUT`].
+async fn post_json(
+    target: &CallbackUrl,
+    ca_pem: &[u8],
+    body: Vec<u8>,
+) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
+    tokio::time::timeout(RESPOND_TIMEOUT, post(target, ca_pem, body))
+        .await
+        .with_context(|| {
+            format!(
+                "{} did not answer within {} s",
+                target.authority,
+                RESPOND_TIMEOUT.as_secs()
+            )
+        })?
 }
 
 /// A field of a login payload's query part.

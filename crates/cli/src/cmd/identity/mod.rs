@@ -185,6 +185,21 @@ enum IdentityCommand {
             --signature \"$SIG\" --department tax"
     )]
     Login(LoginArgs),
+    /// As the citizen's device: answer a QR code a website shows (a login or a consent to sign).
+    #[command(
+        long_about = "Answer what a website (a node's web portal) shows as a QR code, as the \
+            citizen's device would: a login payload (govchain-login:v1?..., as `identity login \
+            respond`) or a request to sign a transaction (govchain-sign:v1?...: grant or revoke a \
+            consent). For a request, the command prints what it is about to sign, builds the \
+            transaction itself from the request (never taking one from the website), signs it \
+            with your key and posts the envelope to the callback URL the request names, over \
+            HTTPS checked against the consortium CA. The website submits it and shows the result \
+            once it is recorded on chain. Exits 1 if the website or the chain refused it.",
+        after_help = "Example (the text is under the QR code's \"Cannot scan?\"):\n  \
+            govchain identity respond --key alice.key --dir devnet \\\n    \
+            'govchain-sign:v1?chain=...&action=revoke-consent&consent=...&cb=https://127.0.0.1:8444/sign/callback'"
+    )]
+    Respond(device::RespondArgs),
 }
 
 /// `--wait` is the default for identity commands; `--no-wait` returns once
@@ -314,6 +329,7 @@ pub async fn run(args: IdentityArgs, json: bool) -> anyhow::Result<()> {
         IdentityCommand::Log(args) => log(args, json).await,
         IdentityCommand::Show(args) => show(args, json).await,
         IdentityCommand::Login(args) => login::run(args, json).await,
+        IdentityCommand::Respond(args) => device::respond_any(args, json).await,
     }
 }
 
