@@ -4,7 +4,8 @@
 //! database in a temporary `$HOME`, and `integration/portal/browser.test.mjs`
 //! walks the QR login (the device's answer by `govchain identity login
 //! respond`), the citizen's page and access log, a consent granted and
-//! revoked by the device (`govchain identity respond`), the explorer's live
+//! revoked by the device (`govchain identity respond`), an officer's login,
+//! inbox and approval of the demo case's step, the explorer's live
 //! update, an expired challenge, a form without its CSRF token, the login
 //! without JavaScript, and a 360 px screen, with axe-core on every page.
 //! Screenshots go to `target/portal-screenshots/`.
@@ -36,8 +37,10 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 const BROWSER_TESTS_TIMEOUT: Duration = Duration::from_secs(600);
 /// The portal the tests use: the demo citizen's consent is for tax.
 const DEPARTMENT: &str = "tax";
+/// The portal of the demo case's first officer step (health's inspector).
+const OFFICER_DEPARTMENT: &str = "health";
 /// The browser tests in browser.test.mjs, every one of which must pass.
-const BROWSER_TESTS: usize = 9;
+const BROWSER_TESTS: usize = 10;
 
 fn tests_dir() -> PathBuf {
     Path::new(REPOSITORY).join("integration/portal")
@@ -136,6 +139,11 @@ fn portal_walks_login_record_access_log_and_explorer_in_chromium() {
         .env("DEVNET_DIR", &devnet.dir)
         .env("GOVCHAIN_BIN", BIN)
         .env("CITIZEN_KEY", devnet.dir.join("demo-citizen.key"))
+        .env("OFFICER_KEY", devnet.dir.join("demo/officers/health.key"))
+        .env(
+            "OFFICER_PORTAL_URL",
+            portal_url(&devnet.dir, OFFICER_DEPARTMENT),
+        )
         .env("SCREENSHOTS", &screenshots)
         .env("CHROMIUM", chromium());
     let run = run_bounded(command, &logs.join("browser.log"), BROWSER_TESTS_TIMEOUT);

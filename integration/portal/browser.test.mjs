@@ -6,8 +6,9 @@
 // as a screenshot under $SCREENSHOTS for people to look at.
 //
 // Environment: PORTAL_URL (a node's portal, ending in '/'), DEVNET_DIR,
-// GOVCHAIN_BIN, CITIZEN_KEY (the devnet's demo citizen), SCREENSHOTS,
-// CHROMIUM (default /usr/bin/chromium).
+// GOVCHAIN_BIN, CITIZEN_KEY (the devnet's demo citizen), OFFICER_KEY and
+// OFFICER_PORTAL_URL (the demo case's health inspector and health's
+// portal), SCREENSHOTS, CHROMIUM (default /usr/bin/chromium).
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -30,6 +31,9 @@ const PORTAL = env("PORTAL_URL");
 const DEVNET = env("DEVNET_DIR");
 const GOVCHAIN = env("GOVCHAIN_BIN");
 const CITIZEN_KEY = env("CITIZEN_KEY");
+// An officer of the demo case's health inspection, and health's portal.
+const OFFICER_KEY = env("OFFICER_KEY");
+const OFFICER_PORTAL = env("OFFICER_PORTAL_URL");
 const SCREENSHOTS = env("SCREENSHOTS");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const STEP_TIMEOUT_MS = 30_000;
@@ -212,6 +216,48 @@ test("granting then revoking a consent, each signed on the device", async () => 
   assert.ok((await row().textContent()).includes("Revoked"), await row().textContent());
   assert.equal(await row().locator("button").count(), 0, "a revoked consent offers no revoke");
   await screenshot(page, "13-consent-revoked");
+  await context.close();
+});
+
+test("an officer logs in, finds the case in the inbox and approves the step on the device", async () => {
+  const { context, page } = await newPage();
+  await page.goto(`${OFFICER_PORTAL}login?as=officer`);
+  const payload = (await page.locator("#login-payload").textContent()).trim();
+  assert.ok(payload.endsWith("&as=officer"), payload);
+  // A citizen's key is not an officer's.
+  const citizen = govchain(["identity", "respond", "--key", CITIZEN_KEY, "--dir", DEVNET, payload]);
+  assert.equal(citizen.status, 1, citizen.output);
+  assert.ok(citizen.output.includes("is not an officer of department"), citizen.output);
+  const officer = govchain(["identity", "respond", "--key", OFFICER_KEY, "--dir", DEVNET, payload]);
+  assert.equal(officer.status, 0, officer.output);
+  await page.waitForURL(`${OFFICER_PORTAL}officer`);
+  const rows = page.locator("#inbox-table tbody tr", { hasText: "health-inspection" });
+  assert.equal(await rows.count(), 1, await page.locator("main").textContent());
+  await checkAccessibility(page, "officer inbox");
+  await screenshot(page, "14-officer-inbox");
+  await rows.first().locator("a").click();
+  await page.waitForURL(/\/officer\/case\/[0-9a-f]{64}$/);
+  const caseUrl = page.url();
+  await checkAccessibility(page, "case page");
+  await screenshot(page, "15-case");
+  // Rejecting needs a reason: the form is refused without one.
+  await page.check("#health-inspection-reject");
+  await page.click("form.decision button[type=submit]");
+  assert.ok((await page.locator(".error-message").textContent()).includes("Give a reason"));
+  await page.goto(caseUrl);
+  await page.check("#health-inspection-approve");
+  await page.click("form.decision button[type=submit]");
+  const request = (await page.locator("#sign-payload").textContent()).trim();
+  assert.ok(request.includes("&action=act-on-case&"), request);
+  const signed = govchain(["identity", "respond", "--key", OFFICER_KEY, "--dir", DEVNET, request]);
+  assert.equal(signed.status, 0, signed.output);
+  await page.waitForURL(caseUrl);
+  const step = await page.locator("#steps-table tbody tr", { hasText: "health-inspection" }).textContent();
+  assert.ok(step.includes("Approved"), step);
+  const history = await page.locator("#history-table tbody").textContent();
+  assert.ok(history.includes("approve"), history);
+  assert.equal(await page.locator("#no-decision").count(), 1, "the step still offers a decision");
+  await screenshot(page, "16-case-approved");
   await context.close();
 });
 

@@ -162,6 +162,34 @@ impl IdentityApi {
         Ok((token, expires_ms))
     }
 
+    /// Checks the login signature, then consumes the challenge (a
+    /// concurrent answer may have won).
+    fn verify_and_consume(
+        &self,
+        key: &PublicKey,
+        signature: &Signature,
+        payload: &str,
+        nonce: &[u8; 16],
+    ) -> Result<(), Status> {
+        let signed = [LOGIN_SIGNING_DOMAIN.as_bytes(), payload.as_bytes()].concat();
+        key.verify(&signed, signature).map_err(|_| {
+            errors::unauthenticated(format!(
+                "the signature does not verify for {}",
+                key.to_did_key()
+            ))
+        })?;
+        let mut challenges = self.challenges();
+        match challenges.get_mut(nonce) {
+            Some(challenge) if !challenge.used => {
+                challenge.used = true;
+                Ok(())
+            }
+            _ => Err(errors::already_exists(
+                "the login challenge was already used; show a new QR code",
+            )),
+        }
+    }
+
     /// Who reads: the citizen when `login_session` is the caller's open
     /// session for this citizen, else as [`reader_of`] decides.
     #[allow(clippy::too_many_arguments)]
@@ -289,6 +317,8 @@ struct LoginPayload {
     /// `scope=account`: the citizen lets the relying party read the
     /// citizen's own record while the login lasts.
     account_scope: bool,
+    /// `as=officer`: an officer of the relying party logs in.
+    officer: bool,
 }
 
 impl LoginPayload {
@@ -308,6 +338,9 @@ impl LoginPayload {
         }
         if self.account_scope {
             text.push_str("&scope=account");
+        }
+        if self.officer {
+            text.push_str("&as=officer");
         }
         text
     }
@@ -358,6 +391,11 @@ impl LoginPayload {
                 None => false,
                 Some("account") => true,
                 Some(_) => return Err(invalid("scope is not \"account\"")),
+            },
+            officer: match fields.get("as").copied() {
+                None => false,
+                Some("officer") => true,
+                Some(_) => return Err(invalid("as is not \"officer\"")),
             },
         })
     }
@@ -701,6 +739,11 @@ impl IdentityService for IdentityApi {
                  letters, digits, '.', '-', ':', '/' and '_'"
             )));
         }
+        if request.officer && (request.account_scope || !request.requested_attributes.is_empty()) {
+            return Err(errors::invalid_argument(
+                "an officer login takes no requested_attributes and no account_scope",
+            ));
+        }
         let ttl = match request.ttl_seconds {
             0 => LOGIN_TTL_DEFAULT_SECS,
             ttl if ttl <= LOGIN_TTL_MAX_SECS => ttl,
@@ -723,6 +766,7 @@ impl IdentityService for IdentityApi {
             expires_ms: now + u64::from(ttl) * 1000,
             callback: request.callback_url,
             account_scope: request.account_scope,
+            officer: request.officer,
         };
         let text = payload.to_text();
         let svg = qrcode::QrCode::new(text.as_bytes())
@@ -798,34 +842,34 @@ impl IdentityService for IdentityApi {
         }
         let state = LedgerState(&shared.ledger);
         let read_failed = |err| internal("state read failed", err);
+        if payload.officer {
+            let officer =
+                govchain_exec::approval::read_officer(&state, &payload.relying_party, &citizen)
+                    .map_err(read_failed)?
+                    .filter(|officer| !officer.revoked)
+                    .ok_or_else(|| {
+                        errors::not_found_plain(format!(
+                            "{} is not an officer of department {:?}: it was never registered (RegisterOfficer), or was revoked",
+                            citizen.to_did_key(),
+                            payload.relying_party
+                        ))
+                    })?;
+            self.verify_and_consume(&citizen, &signature, &request.qr_payload, &payload.nonce)?;
+            info!(officer = %citizen.to_did_key(), relying_party = %payload.relying_party, role = %officer.role, "officer login completed");
+            return Ok(Response::new(CompleteLoginResponse {
+                did: citizen.to_did_key(),
+                public_key: citizen.as_bytes().to_vec(),
+                relying_party: payload.relying_party,
+                officer_role: officer.role,
+                ..CompleteLoginResponse::default()
+            }));
+        }
         let identity = read_identity(&state, &citizen)
             .map_err(read_failed)?
             .ok_or_else(|| {
                 errors::not_found_plain(format!("no identity {} on chain", citizen.to_did_key()))
             })?;
-        let signed = [
-            LOGIN_SIGNING_DOMAIN.as_bytes(),
-            request.qr_payload.as_bytes(),
-        ]
-        .concat();
-        citizen.verify(&signed, &signature).map_err(|_| {
-            errors::unauthenticated(format!(
-                "the signature does not verify for {}",
-                citizen.to_did_key()
-            ))
-        })?;
-        // Consume the challenge; a concurrent answer may have won.
-        {
-            let mut challenges = self.challenges();
-            match challenges.get_mut(&payload.nonce) {
-                Some(challenge) if !challenge.used => challenge.used = true,
-                _ => {
-                    return Err(errors::already_exists(
-                        "the login challenge was already used; show a new QR code",
-                    ));
-                }
-            }
-        }
+        self.verify_and_consume(&citizen, &signature, &request.qr_payload, &payload.nonce)?;
         let citizen_consents = consents(&state, &citizen).map_err(read_failed)?;
         let mut claims = Vec::new();
         for name in &payload.attributes {
@@ -879,6 +923,7 @@ impl IdentityService for IdentityApi {
             claims,
             session,
             session_expires_ms,
+            officer_role: String::new(),
         }))
     }
 }
@@ -1034,6 +1079,7 @@ mod tests {
             expires_ms: 1_700_000_000_000,
             callback: String::new(),
             account_scope: false,
+            officer: false,
         };
         let text = payload.to_text();
         assert!(text.starts_with("govchain-login:v1?chain=govchain-dev&rp=tax&"));
@@ -1055,6 +1101,7 @@ mod tests {
             expires_ms: 1_700_000_000_000,
             callback: "https://127.0.0.1:8443/login/callback".into(),
             account_scope: true,
+            officer: false,
         };
         let text = payload.to_text();
         assert!(
@@ -1065,6 +1112,20 @@ mod tests {
         assert_eq!(parsed.callback, payload.callback);
         assert!(parsed.account_scope);
         assert_eq!(parsed.to_text(), text);
+        let officer = LoginPayload {
+            account_scope: false,
+            officer: true,
+            ..LoginPayload::parse(&text).expect("parse")
+        };
+        let officer_text = officer.to_text();
+        assert!(
+            officer_text.ends_with("/login/callback&as=officer"),
+            "{officer_text}"
+        );
+        assert!(LoginPayload::parse(&officer_text).expect("parse").officer);
+        let as_admin = officer_text.replace("as=officer", "as=admin");
+        let status = LoginPayload::parse(&as_admin).err().expect("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
         let other_scope = text.replace("scope=account", "scope=everything");
         let status = LoginPayload::parse(&other_scope).err().expect("refused");
         assert_eq!(status.code(), tonic::Code::InvalidArgument);

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::pages::{ErrorPage, Frame, csrf_field, format_time, layout};
-use crate::sessions::{self, Citizen, Session, now_ms, same_token};
+use crate::sessions::{self, Citizen, Officer, Principal, Session, now_ms, same_token};
 use crate::{AppState, ClientAddr};
 
 /// Login challenges waiting for a device's answer at once.
@@ -36,6 +36,8 @@ pub const PENDING_LOGINS_MAX: usize = 10_000;
 pub const LOGIN_TTL_DEFAULT_SECS: u32 = 120;
 pub const LOGIN_TTL_MIN_SECS: u32 = 5;
 pub const LOGIN_TTL_MAX_SECS: u32 = 600;
+/// How long an officer's session lasts (as a citizen's login session).
+pub const OFFICER_SESSION_TTL_MS: u64 = 15 * 60 * 1000;
 /// Largest device answer accepted (a payload, a key and a signature).
 pub const CALLBACK_BYTES_MAX: usize = 4096;
 
@@ -45,7 +47,10 @@ pub enum LoginState {
     /// No valid answer yet; the last refused answer's reason, if any.
     Waiting { refused: Option<String> },
     /// The device's answer was accepted; the session lasts until the ms.
-    Done { citizen: Citizen, expires_ms: u64 },
+    Done {
+        principal: Principal,
+        expires_ms: u64,
+    },
 }
 
 struct Pending {
@@ -91,7 +96,7 @@ impl PendingLogins {
     }
 
     /// Takes the session's challenge if its login is done.
-    fn take_done(&self, token: &str) -> Option<(Citizen, u64)> {
+    fn take_done(&self, token: &str) -> Option<(Principal, u64)> {
         let mut logins = self.lock();
         let nonce = logins
             .iter()
@@ -99,9 +104,9 @@ impl PendingLogins {
             .map(|(nonce, _)| nonce.clone())?;
         let done = match &*logins.get(&nonce)?.state.borrow() {
             LoginState::Done {
-                citizen,
+                principal,
                 expires_ms,
-            } => Some((citizen.clone(), *expires_ms)),
+            } => Some((principal.clone(), *expires_ms)),
             LoginState::Waiting { .. } => None,
         };
         if done.is_some() {
@@ -115,6 +120,20 @@ impl PendingLogins {
 pub struct LoginQuery {
     /// Seconds the challenge stays valid (5 to 600; default 120).
     ttl: Option<u32>,
+    /// "officer" for an officer's login.
+    #[serde(rename = "as")]
+    as_: Option<String>,
+}
+
+/// Where a logged-in session starts.
+fn home_of(session: &Session) -> Option<&'static str> {
+    if session.officer.is_some() {
+        Some("/officer")
+    } else if session.citizen.is_some() {
+        Some("/me")
+    } else {
+        None
+    }
 }
 
 /// `GET /login`: a fresh challenge as a QR code.
@@ -126,13 +145,19 @@ pub async fn show(
 ) -> Result<Response, ErrorPage> {
     let department = &portal.config.department;
     let refuse = |status, message: &str| ErrorPage::new(status, department, message);
-    if portal
-        .sessions
-        .get(&headers)
-        .is_some_and(|s| s.citizen.is_some())
-    {
-        return Ok(Redirect::to("/me").into_response());
+    if let Some(home) = portal.sessions.get(&headers).as_ref().and_then(home_of) {
+        return Ok(Redirect::to(home).into_response());
     }
+    let officer = match query.as_.as_deref() {
+        None => false,
+        Some("officer") => true,
+        Some(_) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "as must be \"officer\" or absent",
+            ));
+        }
+    };
     if !portal.sessions.allow_login_attempt(client.ip()) {
         return Err(refuse(
             StatusCode::TOO_MANY_REQUESTS,
@@ -158,7 +183,8 @@ pub async fn show(
             ttl_seconds: ttl,
             website: website_label(&portal.config.public_url),
             callback_url: format!("{}login/callback", portal.config.public_url),
-            account_scope: true,
+            account_scope: !officer,
+            officer,
         })
         .await
         .map_err(|status| ErrorPage::from_status(department, &status))?
@@ -182,7 +208,7 @@ pub async fn show(
         &challenge.qr_svg,
         &challenge.qr_payload,
         challenge.expires_ms,
-        None,
+        officer,
     );
     let mut response = Html(page.into_string()).into_response();
     if new {
@@ -210,7 +236,7 @@ fn login_page(
     qr_svg: &str,
     payload: &str,
     expires_ms: u64,
-    notice: Option<&str>,
+    officer: bool,
 ) -> maud::Markup {
     // The node draws the QR code; the XML declaration has no place inside
     // HTML.
@@ -219,13 +245,21 @@ fn login_page(
         department: &portal.config.department,
         session: Some(session),
     };
+    let (title, asks) = if officer {
+        (
+            "Log in as an officer",
+            "and that it logs you in as one of its officers, then approve.",
+        )
+    } else {
+        (
+            "Log in with your digital identity",
+            "and for access to your own record, then approve.",
+        )
+    };
     layout(
         &frame,
-        "Log in with your digital identity",
+        title,
         html! {
-            @if let Some(notice) = notice {
-                p class="error-message" role="alert" { (notice) }
-            }
             div class="login" data-login-wait="/login/events" {
                 div class="qr" role="img" aria-label="QR code of the login challenge" {
                     (PreEscaped(svg))
@@ -233,7 +267,7 @@ fn login_page(
                 div {
                     ol class="steps" {
                         li { "Open your govchain identity app and scan the QR code." }
-                        li { "Check that it asks for department " strong { (portal.config.department) } " and for access to your own record, then approve." }
+                        li { "Check that it asks for department " strong { (portal.config.department) } " " (asks) }
                         li { "This page continues by itself once your device has answered." }
                     }
                     p { "The code expires at " time id="login-expires" data-expires-ms=(expires_ms) { (format_time(expires_ms)) } "." }
@@ -247,7 +281,7 @@ fn login_page(
                         (csrf_field(Some(session)))
                         button type="submit" class="button" { "Continue" }
                     }
-                    p { a href="/login" { "Show a new code" } }
+                    p { a href=(if officer { "/login?as=officer" } else { "/login" }) { "Show a new code" } }
                 }
             }
         },
@@ -324,7 +358,7 @@ pub async fn finish(
 ) -> Result<Response, ErrorPage> {
     let department = &portal.config.department;
     let session = check_csrf(department, portal.sessions.get(&headers).as_ref(), &form)?;
-    let Some((citizen, expires_ms)) = portal.logins.take_done(&session.token) else {
+    let Some((principal, expires_ms)) = portal.logins.take_done(&session.token) else {
         let (waiting, expired) = match portal.logins.of_session(&session.token) {
             Some((_, expires_ms)) => (true, expires_ms <= now_ms()),
             None => (false, true),
@@ -336,10 +370,13 @@ pub async fn finish(
         };
         return Err(ErrorPage::new(StatusCode::CONFLICT, department, message));
     };
-    let did = citizen.did.clone();
+    let did = match &principal {
+        Principal::Citizen(citizen) => citizen.did.clone(),
+        Principal::Officer(officer) => officer.did.clone(),
+    };
     let session = portal
         .sessions
-        .log_in(&session.token, citizen, expires_ms)
+        .log_in(&session.token, principal, expires_ms)
         .map_err(|full| {
             ErrorPage::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -348,7 +385,7 @@ pub async fn finish(
             )
         })?;
     info!(did = %did, "portal login");
-    let mut response = Redirect::to("/me").into_response();
+    let mut response = Redirect::to(home_of(&session).unwrap_or("/")).into_response();
     *response.status_mut() = StatusCode::SEE_OTHER;
     response
         .headers_mut()
@@ -473,19 +510,32 @@ pub async fn callback(
     match completed {
         Ok(response) => {
             let response = response.into_inner();
-            let citizen = Citizen {
-                did: response.did.clone(),
-                public_key,
-                login_session: response.session,
-                claims: response
-                    .claims
-                    .into_iter()
-                    .map(|claim| (claim.name, claim.attested_by))
-                    .collect(),
+            let (principal, expires_ms) = if response.officer_role.is_empty() {
+                let citizen = Citizen {
+                    did: response.did.clone(),
+                    public_key,
+                    login_session: response.session,
+                    claims: response
+                        .claims
+                        .into_iter()
+                        .map(|claim| (claim.name, claim.attested_by))
+                        .collect(),
+                };
+                (Principal::Citizen(citizen), response.session_expires_ms)
+            } else {
+                let officer = Officer {
+                    did: response.did.clone(),
+                    public_key,
+                    role: response.officer_role,
+                };
+                (
+                    Principal::Officer(officer),
+                    now_ms() + OFFICER_SESSION_TTL_MS,
+                )
             };
             state.send_replace(LoginState::Done {
-                citizen,
-                expires_ms: response.session_expires_ms,
+                principal,
+                expires_ms,
             });
             let body = CallbackReply {
                 ok: true,

@@ -7,6 +7,8 @@
 //!   &req=<32 hex>&nonce=<the citizen's next nonce>&action=<action>
 //!   [&dept=<department>&attrs=<a,b>&purpose=<text>&exp=<Unix ms>]  grant-consent
 //!   [&consent=<64 hex>]                                            revoke-consent
+//!   [&case=<64 hex>&step=<step id>&verb=approve|reject|return
+//!    &reason=<text>]                                              act-on-case
 //!   &cb=<callback url>
 //! ```
 //!
@@ -21,7 +23,7 @@
 use std::collections::HashMap;
 
 use govchain_proto::types::v1::transaction::Body;
-use govchain_proto::types::v1::{GrantConsent, RevokeConsent, Transaction};
+use govchain_proto::types::v1::{ActOnCase, CaseAction, GrantConsent, RevokeConsent, Transaction};
 use serde::{Deserialize, Serialize};
 
 pub const SIGN_PAYLOAD_PREFIX: &str = "govchain-sign:v1?";
@@ -40,6 +42,48 @@ pub enum SignAction {
     RevokeConsent {
         consent_id: [u8; 32],
     },
+    /// An officer's decision on a case step.
+    ActOnCase {
+        case_id: [u8; 32],
+        step: String,
+        verb: CaseVerb,
+        reason: String,
+    },
+}
+
+/// What an officer does with a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaseVerb {
+    Approve,
+    Reject,
+    Return,
+}
+
+impl CaseVerb {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "approve" => Some(Self::Approve),
+            "reject" => Some(Self::Reject),
+            "return" => Some(Self::Return),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+            Self::Return => "return",
+        }
+    }
+
+    fn action(self) -> CaseAction {
+        match self {
+            Self::Approve => CaseAction::Approve,
+            Self::Reject => CaseAction::Reject,
+            Self::Return => CaseAction::Return,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +121,12 @@ pub fn valid_purpose(purpose: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b" -_.,".contains(&b))
 }
 
+fn hex32(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+}
+
 /// A department or attribute name a request can carry.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -105,6 +155,16 @@ impl SignRequest {
             SignAction::RevokeConsent { consent_id } => text.push_str(&format!(
                 "&action=revoke-consent&consent={}",
                 hex::encode(consent_id)
+            )),
+            SignAction::ActOnCase {
+                case_id,
+                step,
+                verb,
+                reason,
+            } => text.push_str(&format!(
+                "&action=act-on-case&case={}&step={step}&verb={}&reason={reason}",
+                hex::encode(case_id),
+                verb.as_str()
             )),
         }
         text.push_str("&cb=");
@@ -157,11 +217,28 @@ impl SignRequest {
                 }
             }
             "revoke-consent" => SignAction::RevokeConsent {
-                consent_id: hex::decode(field("consent")?)
-                    .ok()
-                    .and_then(|bytes| bytes.try_into().ok())
+                consent_id: hex32(field("consent")?)
                     .ok_or_else(|| bad("consent is not 64 hex characters"))?,
             },
+            "act-on-case" => {
+                let step = field("step")?.to_owned();
+                let reason = field("reason")?.to_owned();
+                let verb = CaseVerb::parse(field("verb")?)
+                    .ok_or_else(|| bad("verb is not approve, reject or return"))?;
+                if !valid_name(&step) {
+                    return Err(bad("step must be a name"));
+                }
+                if !(reason.is_empty() || valid_purpose(&reason)) {
+                    return Err(bad("reason has characters a request cannot carry"));
+                }
+                SignAction::ActOnCase {
+                    case_id: hex32(field("case")?)
+                        .ok_or_else(|| bad("case is not 64 hex characters"))?,
+                    step,
+                    verb,
+                    reason,
+                }
+            }
             other => return Err(bad(&format!("unknown action {other:?}"))),
         };
         let request = field("req")?;
@@ -200,6 +277,17 @@ impl SignRequest {
             SignAction::RevokeConsent { consent_id } => Body::RevokeConsent(RevokeConsent {
                 consent_id: consent_id.to_vec(),
             }),
+            SignAction::ActOnCase {
+                case_id,
+                step,
+                verb,
+                reason,
+            } => Body::ActOnCase(ActOnCase {
+                case_id: case_id.to_vec(),
+                step_id: step.clone(),
+                action: verb.action() as i32,
+                reason: reason.clone(),
+            }),
         };
         Transaction { body: Some(body) }
     }
@@ -223,6 +311,24 @@ impl SignRequest {
                 hex::encode(consent_id),
                 self.relying_party
             ),
+            SignAction::ActOnCase {
+                case_id,
+                step,
+                verb,
+                reason,
+            } => {
+                let because = if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" because {reason:?}")
+                };
+                format!(
+                    "{} step {step} of case {}{because} (asked by {}'s website)",
+                    verb.as_str(),
+                    hex::encode(case_id),
+                    self.relying_party
+                )
+            }
         }
     }
 }
@@ -255,7 +361,22 @@ mod tests {
             },
             ..grant()
         };
-        for request in [grant(), revoke] {
+        let act = |verb, reason: &str| SignRequest {
+            action: SignAction::ActOnCase {
+                case_id: [3; 32],
+                step: "health-inspection".into(),
+                verb,
+                reason: reason.into(),
+            },
+            ..grant()
+        };
+        for request in [
+            grant(),
+            revoke,
+            act(CaseVerb::Approve, ""),
+            act(CaseVerb::Reject, "kitchen not clean"),
+            act(CaseVerb::Return, "add the floor plan"),
+        ] {
             let text = request.to_text();
             assert!(text.starts_with(SIGN_PAYLOAD_PREFIX), "{text}");
             assert_eq!(SignRequest::parse(&text), Ok(request.clone()), "{text}");
@@ -274,6 +395,40 @@ mod tests {
             grant()
                 .describe()
                 .contains("let department health read name, date_of_birth")
+        );
+    }
+
+    #[test]
+    fn an_officers_decision_is_an_act_on_case() {
+        let request = SignRequest {
+            action: SignAction::ActOnCase {
+                case_id: [3; 32],
+                step: "license".into(),
+                verb: CaseVerb::Reject,
+                reason: "no insurance".into(),
+            },
+            ..grant()
+        };
+        let Some(Body::ActOnCase(act)) = request.transaction().body else {
+            panic!("not an act on case");
+        };
+        assert_eq!(act.case_id, vec![3; 32]);
+        assert_eq!(act.step_id, "license");
+        assert_eq!(act.action, CaseAction::Reject as i32);
+        assert_eq!(act.reason, "no insurance");
+        assert!(
+            request
+                .describe()
+                .starts_with("reject step license of case 0303")
+        );
+        let text = request
+            .to_text()
+            .replace("verb=reject", "verb=override-approve");
+        assert!(
+            SignRequest::parse(&text)
+                .expect_err("verb")
+                .0
+                .contains("verb")
         );
     }
 

@@ -36,12 +36,40 @@ pub struct Citizen {
     pub claims: Vec<(String, Vec<String>)>,
 }
 
+/// An officer of the portal's department, logged in with the key the
+/// department registered (RegisterOfficer).
+#[derive(Clone, Debug)]
+pub struct Officer {
+    pub did: String,
+    pub public_key: Vec<u8>,
+    pub role: String,
+}
+
+/// Who a login proved to be.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    Citizen(Citizen),
+    Officer(Officer),
+}
+
 #[derive(Clone, Debug)]
 pub struct Session {
     pub token: String,
     pub csrf: String,
     pub expires_ms: u64,
     pub citizen: Option<Citizen>,
+    pub officer: Option<Officer>,
+}
+
+impl Session {
+    /// The key that signs for the session's holder, if logged in.
+    pub fn signer(&self) -> Option<&[u8]> {
+        match (&self.citizen, &self.officer) {
+            (Some(citizen), _) => Some(&citizen.public_key),
+            (None, Some(officer)) => Some(&officer.public_key),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +171,7 @@ impl Sessions {
             csrf: random_token(),
             expires_ms: now_ms() + ANONYMOUS_SESSION_TTL_MS,
             citizen: None,
+            officer: None,
         };
         self.insert(session.clone())?;
         Ok((session, true))
@@ -161,20 +190,25 @@ impl Sessions {
         Ok(())
     }
 
-    /// Replaces the session `old` by a new one for `citizen`, with new
+    /// Replaces the session `old` by a new one for `principal`, with new
     /// session and CSRF tokens, lasting until `expires_ms`.
     pub fn log_in(
         &self,
         old: &str,
-        citizen: Citizen,
+        principal: Principal,
         expires_ms: u64,
     ) -> Result<Session, SessionsFull> {
         self.sessions().remove(old);
+        let (citizen, officer) = match principal {
+            Principal::Citizen(citizen) => (Some(citizen), None),
+            Principal::Officer(officer) => (None, Some(officer)),
+        };
         let session = Session {
             token: random_token(),
             csrf: random_token(),
             expires_ms,
-            citizen: Some(citizen),
+            citizen,
+            officer,
         };
         self.insert(session.clone())?;
         Ok(session)
@@ -232,6 +266,7 @@ mod tests {
             csrf: "cd".into(),
             expires_ms: now_ms() + 60_000,
             citizen: None,
+            officer: None,
         };
         let cookie = set_cookie(&session);
         let cookie = cookie.to_str().expect("ascii");
@@ -274,7 +309,11 @@ mod tests {
             claims: Vec::new(),
         };
         let logged_in = sessions
-            .log_in(&anonymous.token, citizen, now_ms() + 60_000)
+            .log_in(
+                &anonymous.token,
+                Principal::Citizen(citizen),
+                now_ms() + 60_000,
+            )
             .expect("room");
         assert_ne!(logged_in.token, anonymous.token);
         assert_ne!(logged_in.csrf, anonymous.csrf);

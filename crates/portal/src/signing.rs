@@ -1,5 +1,6 @@
-//! Transactions a page asks the citizen's device to sign: granting and
-//! revoking a consent. The portal never holds the citizen's key:
+//! Transactions a page asks a citizen's or officer's device to sign:
+//! granting and revoking a consent, an officer's decision on a case step.
+//! The portal never holds their keys:
 //!
 //! 1. a form on the citizen's page (`POST /me/consents/new`, `.../revoke`)
 //!    makes a [`SignRequest`] with the citizen's next nonce and shows it
@@ -52,7 +53,8 @@ pub enum SignState {
 
 struct PendingSign {
     session_token: String,
-    citizen: Vec<u8>,
+    /// The key that must sign: the logged-in citizen's or officer's.
+    signer: Vec<u8>,
     text: String,
     request: SignRequest,
     expires_ms: u64,
@@ -94,7 +96,7 @@ impl PendingSigns {
 }
 
 /// The logged-in citizen of the request, or an error page.
-fn citizen_of(
+pub(crate) fn citizen_of(
     portal: &Portal,
     headers: &HeaderMap,
     form: &CsrfForm,
@@ -179,7 +181,15 @@ pub async fn grant_consent(
         purpose,
         expires_ms: now_ms() + days * 86_400_000,
     };
-    ask_device(&portal, &session, &citizen, action, "Give a consent").await
+    ask_device(
+        &portal,
+        &session,
+        &citizen.public_key,
+        action,
+        "Give a consent",
+        "/me#consents",
+    )
+    .await
 }
 
 /// `POST /me/consents/revoke`: consent (64 hex).
@@ -201,16 +211,26 @@ pub async fn revoke_consent(
             )
         })?;
     let action = SignAction::RevokeConsent { consent_id };
-    ask_device(&portal, &session, &citizen, action, "Revoke a consent").await
+    ask_device(
+        &portal,
+        &session,
+        &citizen.public_key,
+        action,
+        "Revoke a consent",
+        "/me#consents",
+    )
+    .await
 }
 
-/// Makes the request with the citizen's next nonce and shows it.
-async fn ask_device(
+/// Makes the request with the signer's next nonce and shows it; once it
+/// commits, the page goes on to `return_to`.
+pub(crate) async fn ask_device(
     portal: &Portal,
     session: &Session,
-    citizen: &Citizen,
+    signer: &[u8],
     action: SignAction,
     title: &str,
+    return_to: &str,
 ) -> Result<Response, ErrorPage> {
     let department = &portal.config.department;
     let failed = |status: tonic::Status| ErrorPage::from_status(department, &status);
@@ -223,7 +243,7 @@ async fn ask_device(
         .chain_id;
     let account = node
         .get_account(GetAccountRequest {
-            public_key: citizen.public_key.clone(),
+            public_key: signer.to_vec(),
             prove: false,
         })
         .await
@@ -258,7 +278,7 @@ async fn ask_device(
     let (state, _) = watch::channel(SignState::Waiting { refused: None });
     let pending = PendingSign {
         session_token: session.token.clone(),
-        citizen: citizen.public_key.clone(),
+        signer: signer.to_vec(),
         text: text.clone(),
         request,
         expires_ms,
@@ -290,7 +310,7 @@ async fn ask_device(
                         pre { code id="sign-payload" { (text) } }
                     }
                     p id="sign-status" class="status" role="status" aria-live="polite" { "Waiting for your device…" }
-                    p { a id="sign-done" href="/me#consents" { "Back to my record" } }
+                    p { a id="sign-done" href=(return_to) { "Continue" } }
                 }
             }
         },
@@ -386,11 +406,11 @@ pub async fn callback(
         Ok(request) => request,
         Err(err) => return reply(StatusCode::BAD_REQUEST, err.to_string(), String::new()),
     };
-    let (citizen, state, expected) = {
+    let (signer, state, expected) = {
         let signs = portal.signs.lock();
         match signs.get(&request.request) {
             Some(pending) if pending.text == answer.payload && pending.expires_ms > now_ms() => (
-                pending.citizen.clone(),
+                pending.signer.clone(),
                 pending.state.clone(),
                 pending.request.clone(),
             ),
@@ -417,7 +437,7 @@ pub async fn callback(
             String::new(),
         );
     }
-    let envelope = match check_envelope(&answer.envelope, &citizen, &expected) {
+    let envelope = match check_envelope(&answer.envelope, &signer, &expected) {
         Ok(envelope) => envelope,
         Err(reason) => {
             state.send_replace(SignState::Waiting {
@@ -492,14 +512,14 @@ pub async fn callback(
 /// the node's to check.
 fn check_envelope(
     hex_envelope: &str,
-    citizen: &[u8],
+    signer: &[u8],
     request: &SignRequest,
 ) -> Result<TransactionEnvelope, String> {
     let bytes = hex::decode(hex_envelope).map_err(|_| "envelope is not hex".to_owned())?;
     let envelope = TransactionEnvelope::decode(bytes.as_slice())
         .map_err(|err| format!("envelope does not decode: {err}"))?;
-    if envelope.signer != citizen {
-        return Err("the envelope is signed by another key than the logged-in citizen's".into());
+    if envelope.signer != signer {
+        return Err("the envelope is signed by another key than the logged-in one's".into());
     }
     if envelope.chain_id != request.chain || envelope.nonce != request.nonce {
         return Err(format!(

@@ -5,6 +5,7 @@ pub mod assets;
 pub mod citizen;
 pub mod explorer;
 pub mod home;
+pub mod officer;
 
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -21,7 +22,8 @@ pub struct Frame<'a> {
 /// The frame of every page: a skip link, the service header with its
 /// navigation, the main content and the footer.
 pub fn layout(frame: &Frame<'_>, title: &str, content: Markup) -> Markup {
-    let logged_in = frame.session.and_then(|s| s.citizen.as_ref()).is_some();
+    let citizen = frame.session.and_then(|s| s.citizen.as_ref()).is_some();
+    let officer = frame.session.and_then(|s| s.officer.as_ref()).is_some();
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -41,8 +43,9 @@ pub fn layout(frame: &Frame<'_>, title: &str, content: Markup) -> Markup {
                         nav aria-label="Main" {
                             ul {
                                 li { a href="/explorer" { "Explorer" } }
-                                @if logged_in {
-                                    li { a href="/me" { "My record" } }
+                                @if citizen || officer {
+                                    @if citizen { li { a href="/me" { "My record" } } }
+                                    @if officer { li { a href="/officer" { "Case inbox" } } }
                                     li {
                                         form method="post" action="/logout" class="inline" {
                                             (csrf_field(frame.session))
@@ -51,6 +54,7 @@ pub fn layout(frame: &Frame<'_>, title: &str, content: Markup) -> Markup {
                                     }
                                 } @else {
                                     li { a href="/login" { "Log in" } }
+                                    li { a href="/login?as=officer" { "Officers" } }
                                 }
                             }
                         }
