@@ -102,8 +102,8 @@ function respond(payload) {
 }
 
 /** Logs the demo citizen in through the QR flow; returns the DID shown. */
-async function logIn(page) {
-  await page.goto(`${PORTAL}login`);
+async function logIn(page, query = "") {
+  await page.goto(`${PORTAL}login${query}`);
   const svg = page.locator(".qr svg");
   assert.equal(await svg.count(), 1, "no QR code on the login page");
   const payload = (await page.locator("#login-payload").textContent()).trim();
@@ -142,8 +142,12 @@ test("QR login: the device answers and the page logs the citizen in by itself", 
   await page.goto(`${PORTAL}login`);
   await checkAccessibility(page, "login page");
   await screenshot(page, "02-login");
-  const did = await logIn(page);
+  // The site asks for the attested name, which the demo citizen consented
+  // to tax; the page shows what the site received.
+  const did = await logIn(page, "?attributes=name");
   assert.match(did, /^did:key:z6Mk/);
+  const claims = await page.locator("#login-claims").textContent();
+  assert.ok(claims.includes("name") && claims.includes("civil"), claims);
   const cookies = await context.cookies();
   const session = cookies.find((c) => c.name === "__Host-govchain-session");
   assert.ok(session, JSON.stringify(cookies));
@@ -220,7 +224,7 @@ test("granting then revoking a consent, each signed on the device", async () => 
 });
 
 test("an officer logs in, finds the case in the inbox and approves the step on the device", async () => {
-  const { context, page } = await newPage();
+  const { context, page } = await newPage({ acceptDownloads: true });
   await page.goto(`${OFFICER_PORTAL}login?as=officer`);
   const payload = (await page.locator("#login-payload").textContent()).trim();
   assert.ok(payload.endsWith("&as=officer"), payload);
@@ -240,6 +244,14 @@ test("an officer logs in, finds the case in the inbox and approves the step on t
   const caseUrl = page.url();
   await checkAccessibility(page, "case page");
   await screenshot(page, "15-case");
+  // The step may read the floor plan: it downloads from the node.
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.locator("#case-documents a", { hasText: "floor-plan" }).click(),
+  ]);
+  assert.equal(download.suggestedFilename(), "floor-plan");
+  const plan = readFileSync(await download.path());
+  assert.ok(plan.length > 0, "the document is empty");
   // Rejecting needs a reason: the form is refused without one.
   await page.check("#health-inspection-reject");
   await page.click("form.decision button[type=submit]");

@@ -102,6 +102,10 @@ pub fn router(state: AppState) -> Router {
         .route("/officer", get(pages::officer::inbox))
         .route("/officer/case/{id}", get(pages::officer::case))
         .route("/officer/case/{id}/act", post(pages::officer::act))
+        .route(
+            "/officer/case/{id}/document/{index}",
+            get(pages::officer::document),
+        )
         .route("/sign/events", get(signing::events))
         .route("/sign/callback", post(signing::callback))
         .route("/explorer", get(pages::explorer::overview))

@@ -123,6 +123,35 @@ pub struct LoginQuery {
     /// "officer" for an officer's login.
     #[serde(rename = "as")]
     as_: Option<String>,
+    /// Attested attributes the site asks the citizen for, comma-separated
+    /// (each needs the citizen's consent to this department).
+    attributes: Option<String>,
+}
+
+/// Attributes one login may ask for (the node's limit).
+pub const LOGIN_ATTRIBUTES_MAX: usize = 16;
+
+/// The attribute names of `?attributes=`, checked.
+fn requested_attributes(list: Option<&str>) -> Result<Vec<String>, String> {
+    let Some(list) = list.filter(|list| !list.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<String> = list.split(',').map(|name| name.trim().to_owned()).collect();
+    if names.len() > LOGIN_ATTRIBUTES_MAX {
+        return Err(format!(
+            "at most {LOGIN_ATTRIBUTES_MAX} attributes per login"
+        ));
+    }
+    if let Some(bad) = names.iter().find(|name| {
+        name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    }) {
+        return Err(format!("{bad:?} is not an attribute name"));
+    }
+    Ok(names)
 }
 
 /// Where a logged-in session starts.
@@ -164,6 +193,14 @@ pub async fn show(
             "Too many login attempts from your address. Wait a minute and try again.",
         ));
     }
+    let attributes = requested_attributes(query.attributes.as_deref())
+        .map_err(|reason| refuse(StatusCode::BAD_REQUEST, &reason))?;
+    if officer && !attributes.is_empty() {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "an officer's login asks for no attributes",
+        ));
+    }
     let ttl = query.ttl.unwrap_or(LOGIN_TTL_DEFAULT_SECS);
     if !(LOGIN_TTL_MIN_SECS..=LOGIN_TTL_MAX_SECS).contains(&ttl) {
         return Err(refuse(
@@ -179,7 +216,7 @@ pub async fn show(
         .node
         .identity()
         .create_login_challenge(CreateLoginChallengeRequest {
-            requested_attributes: Vec::new(),
+            requested_attributes: attributes.clone(),
             ttl_seconds: ttl,
             website: website_label(&portal.config.public_url),
             callback_url: format!("{}login/callback", portal.config.public_url),
@@ -209,6 +246,7 @@ pub async fn show(
         &challenge.qr_payload,
         challenge.expires_ms,
         officer,
+        &attributes,
     );
     let mut response = Html(page.into_string()).into_response();
     if new {
@@ -237,6 +275,7 @@ fn login_page(
     payload: &str,
     expires_ms: u64,
     officer: bool,
+    attributes: &[String],
 ) -> maud::Markup {
     // The node draws the QR code; the XML declaration has no place inside
     // HTML.
@@ -268,6 +307,9 @@ fn login_page(
                     ol class="steps" {
                         li { "Open your govchain identity app and scan the QR code." }
                         li { "Check that it asks for department " strong { (portal.config.department) } " " (asks) }
+                        @if !attributes.is_empty() {
+                            li { "This site also asks for your attested " strong { (attributes.join(", ")) } ": your device sends it only if you gave department " (portal.config.department) " a consent for it." }
+                        }
                         li { "This page continues by itself once your device has answered." }
                     }
                     p { "The code expires at " time id="login-expires" data-expires-ms=(expires_ms) { (format_time(expires_ms)) } "." }
@@ -590,6 +632,20 @@ mod tests {
             payload_nonce("other:v1?nonce=000102030405060708090a0b0c0d0e0f"),
             None
         );
+    }
+
+    #[test]
+    fn requested_attributes_are_checked_names() {
+        assert_eq!(requested_attributes(None), Ok(Vec::new()));
+        assert_eq!(requested_attributes(Some("")), Ok(Vec::new()));
+        assert_eq!(
+            requested_attributes(Some("name,date_of_birth")),
+            Ok(vec!["name".to_owned(), "date_of_birth".to_owned()])
+        );
+        assert!(requested_attributes(Some("Name")).is_err());
+        assert!(requested_attributes(Some("name,,photo")).is_err());
+        let many = vec!["a"; LOGIN_ATTRIBUTES_MAX + 1].join(",");
+        assert!(requested_attributes(Some(&many)).is_err());
     }
 
     #[test]

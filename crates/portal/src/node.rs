@@ -7,11 +7,12 @@
 //! `GetIdentity` and `ListAccesses` (with the citizen's login session);
 //! `NodeService.GetAccount`, `SubmitTransactionAndWait` (transactions the
 //! citizen's or officer's device signed); `ApprovalService.ListCases`,
-//! `GetCase`.
+//! `GetCase`; `BlobService.Download` (a case document, with the case id).
 
 use std::time::Duration;
 
 use govchain_proto::approval::v1::approval_service_client::ApprovalServiceClient;
+use govchain_proto::blob::v1::blob_service_client::BlobServiceClient;
 use govchain_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -52,6 +53,11 @@ impl NodeClients {
 
     pub fn node(&self) -> NodeServiceClient<Channel> {
         NodeServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(NODE_MESSAGE_BYTES_MAX)
+    }
+
+    pub fn blob(&self) -> BlobServiceClient<Channel> {
+        BlobServiceClient::new(self.channel.clone())
             .max_decoding_message_size(NODE_MESSAGE_BYTES_MAX)
     }
 

@@ -75,6 +75,14 @@ pub async fn show(
                 dt { "Created" } dd { (format_time(created)) }
                 dt { "Logged in until" } dd { (format_time(session.expires_ms)) }
             }
+            @if !citizen.claims.is_empty() {
+                h2 id="login-claims-heading" { "What this site received at login" }
+                ul id="login-claims" {
+                    @for (name, attested_by) in &citizen.claims {
+                        li { strong { (name) } ", attested by " (attested_by.join(", ")) }
+                    }
+                }
+            }
             h2 id="attributes" { "My attributes" }
             (attributes_table(&record.attributes, now))
             h2 id="consents" { "My consents" }

@@ -9,11 +9,14 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use govchain_proto::approval::v1::{GetCaseRequest, GetCaseResponse, ListCasesRequest};
+use govchain_proto::blob::v1::DownloadRequest;
 use govchain_proto::types::v1::{CaseRecord, CaseState, StepState};
 use maud::{Markup, html};
+use tokio_stream::StreamExt as _;
+use tracing::info;
 
 use super::{ErrorPage, Frame, csrf_field, format_time, layout, short_hex};
 use crate::AppState;
@@ -48,6 +51,82 @@ fn steps_for<'a>(case: &'a CaseRecord, department: &str, role: &str) -> Vec<&'a 
         })
         .map(|step| step.step_id.as_str())
         .collect()
+}
+
+/// Whether the case has a step of this department and role, in any state.
+fn has_step(case: &CaseRecord, department: &str, role: &str) -> bool {
+    case.steps
+        .iter()
+        .any(|step| step.department == department && step.role == role)
+}
+
+/// A document name as a download file name: letters, digits, '-', '_'
+/// and '.' only.
+fn file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .take(64)
+        .collect();
+    if cleaned.is_empty() || cleaned.starts_with('.') {
+        format!("document{cleaned}")
+    } else {
+        cleaned
+    }
+}
+
+/// `GET /officer/case/{id}/document/{index}`: one of the case's documents,
+/// streamed from this node's blob store as the node releases it to the
+/// department (`BlobService.Download` with the case id), for an officer
+/// whose role has a step in the case. Each read is logged with the
+/// officer's key.
+pub async fn document(
+    State(portal): State<AppState>,
+    Path((id, index)): Path<(String, usize)>,
+    headers: HeaderMap,
+) -> Result<Response, ErrorPage> {
+    let Some((_, officer)) = officer_session(&portal, &headers) else {
+        return Ok(to_officer_login());
+    };
+    let department = &portal.config.department;
+    let (case_id, found) = read_case(&portal, &id).await?;
+    let case = found.case.unwrap_or_default();
+    if !has_step(&case, department, &officer.role) {
+        return Err(ErrorPage::new(
+            StatusCode::FORBIDDEN,
+            department,
+            "Your role has no step in this case, so its documents are not yours to read.",
+        ));
+    }
+    let document = case.documents.get(index).cloned().ok_or_else(|| {
+        ErrorPage::new(
+            StatusCode::NOT_FOUND,
+            department,
+            "The case has no such document.",
+        )
+    })?;
+    let stream = portal
+        .node
+        .blob()
+        .download(DownloadRequest {
+            cid: document.cid.clone(),
+            case_id: case_id.to_vec(),
+            ..DownloadRequest::default()
+        })
+        .await
+        .map_err(|status| ErrorPage::from_status(department, &status))?
+        .into_inner();
+    info!(officer = %officer.did, case = %&id[..16], document = %document.name, cid = %document.cid, "an officer read a case document");
+    let body = axum::body::Body::from_stream(stream.map(|piece| piece.map(|piece| piece.data)));
+    let disposition = format!("attachment; filename=\"{}\"", file_name(&document.name));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// `GET /officer`: the cases waiting for the officer's role.
@@ -173,6 +252,7 @@ pub async fn case(
     let (_, found) = read_case(&portal, &id).await?;
     let case = found.case.unwrap_or_default();
     let ready = steps_for(&case, department, &officer.role);
+    let may_read = has_step(&case, department, &officer.role);
     let frame = Frame {
         department,
         session: Some(&session),
@@ -209,9 +289,18 @@ pub async fn case(
                 p { "The applicant attached no documents." }
             } @else {
                 ul id="case-documents" {
-                    @for document in &case.documents { li { (document.name) " " code { (document.cid) } } }
+                    @for (index, document) in case.documents.iter().enumerate() {
+                        li {
+                            @if may_read {
+                                a href={ "/officer/case/" (id) "/document/" (index) } download { (document.name) }
+                            } @else {
+                                (document.name)
+                            }
+                            " " code { (document.cid) }
+                        }
+                    }
                 }
-                p { "A step's officers read its documents with " code { "govchain blob get CID --case " (id) } "." }
+                p { "Each read is released by the node only when the workflow lets your step read the document, and is logged with your key. A document held by another department's node is read with " code { "govchain blob get CID --case " (id) } "." }
             }
             h2 { "Your decision" }
             @if ready.is_empty() {
@@ -328,4 +417,17 @@ pub async fn act(
         &return_to,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_names_become_safe_file_names() {
+        assert_eq!(file_name("floor-plan.pdf"), "floor-plan.pdf");
+        assert_eq!(file_name("../../etc/passwd"), "document....etcpasswd");
+        assert_eq!(file_name("a\"b; c"), "abc");
+        assert_eq!(file_name(""), "document");
+    }
 }
