@@ -20,14 +20,17 @@ for crate in govchain-pki govchain-proto; do
         status=1
     fi
 done
-# The web portal is a client of the node's public gRPC API: it never reads
-# the ledger, the blob store or the node's internals.
-tree=$(cargo tree -p govchain-portal -e normal --prefix none --format '{p}')
+# The web portal and the evidence bundle's collection are clients of the
+# node's public gRPC API: they never read the ledger, the blob store or the
+# node's internals.
+for crate in govchain-portal govchain-evidence; do
+tree=$(cargo tree -p "$crate" -e normal --prefix none --format '{p}')
 for forbidden in redb govchain-ledger govchain-blobstore govchain-node; do
     if grep -qE "^${forbidden} v" <<<"$tree"; then
-        echo "error: govchain-portal depends on $forbidden; it must use the node's gRPC API only" >&2
+        echo "error: $crate depends on $forbidden; it must use the node's gRPC API only" >&2
         status=1
     fi
+done
 done
 [ $status = 0 ] && echo "dependency direction: ok"
 exit $status

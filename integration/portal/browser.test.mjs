@@ -270,6 +270,18 @@ test("an officer logs in, finds the case in the inbox and approves the step on t
   assert.ok(history.includes("approve"), history);
   assert.equal(await page.locator("#no-decision").count(), 1, "the step still offers a decision");
   await screenshot(page, "16-case-approved");
+  // The evidence bundle from the page verifies offline against genesis.
+  const [evidence] = await Promise.all([
+    page.waitForEvent("download"),
+    page.locator("#case-bundle").click(),
+  ]);
+  assert.equal(evidence.suggestedFilename(), "case-bundle.json");
+  const bundlePath = join(WORK, "case-bundle.json");
+  await evidence.saveAs(bundlePath);
+  const verified = govchain(["verify", bundlePath, "--genesis", join(DEVNET, "certs/genesis.json")]);
+  assert.equal(verified.status, 0, verified.output);
+  const caseId = caseUrl.split("/").pop();
+  assert.ok(verified.output.includes(caseId), verified.output);
   await context.close();
 });
 

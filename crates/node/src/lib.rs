@@ -527,6 +527,7 @@ async fn bind_portal(
         certificate_pem: settings.certificate_pem.clone(),
         key_pem: settings.key_pem.clone(),
         validators: genesis.validators.iter().map(|v| v.name.clone()).collect(),
+        genesis: genesis.clone(),
     };
     Ok(Some((listener, config)))
 }

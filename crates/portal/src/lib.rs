@@ -62,6 +62,8 @@ pub struct PortalConfig {
     /// The validators' department names, in genesis order (commit
     /// certificates name signers by index).
     pub validators: Vec<String>,
+    /// The chain's genesis, written into evidence bundles.
+    pub genesis: govchain_pki::Genesis,
 }
 
 /// What the handlers share.
@@ -106,6 +108,7 @@ pub fn router(state: AppState) -> Router {
             "/officer/case/{id}/document/{index}",
             get(pages::officer::document),
         )
+        .route("/officer/case/{id}/bundle", get(pages::officer::bundle))
         .route("/sign/events", get(signing::events))
         .route("/sign/callback", post(signing::callback))
         .route("/explorer", get(pages::explorer::overview))

@@ -56,6 +56,12 @@ impl NodeClients {
             .max_decoding_message_size(NODE_MESSAGE_BYTES_MAX)
     }
 
+    /// The channel itself, for clients built elsewhere
+    /// (`govchain_evidence::collect`).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     pub fn blob(&self) -> BlobServiceClient<Channel> {
         BlobServiceClient::new(self.channel.clone())
             .max_decoding_message_size(NODE_MESSAGE_BYTES_MAX)

@@ -129,6 +129,64 @@ pub async fn document(
         .into_response())
 }
 
+/// `GET /officer/case/{id}/bundle`: the case's evidence bundle
+/// (`govchain-case-bundle/1`), collected from this node for an officer
+/// whose role has a step in the case. The node is not trusted: the reader
+/// checks the bundle with `govchain verify`.
+pub async fn bundle(
+    State(portal): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ErrorPage> {
+    let Some((_, officer)) = officer_session(&portal, &headers) else {
+        return Ok(to_officer_login());
+    };
+    let department = &portal.config.department;
+    let (case_id, found) = read_case(&portal, &id).await?;
+    let case = found.case.unwrap_or_default();
+    if !has_step(&case, department, &officer.role) {
+        return Err(ErrorPage::new(
+            StatusCode::FORBIDDEN,
+            department,
+            "Your role has no step in this case.",
+        ));
+    }
+    let case_id = govchain_crypto::Digest::from_slice(&case_id).map_err(|_| {
+        ErrorPage::new(StatusCode::BAD_REQUEST, department, "a case id is 32 bytes")
+    })?;
+    let bundle = govchain_evidence::collect(
+        portal.node.channel(),
+        &case_id,
+        &case,
+        &portal.config.genesis,
+    )
+    .await
+    .map_err(|err| match err {
+        govchain_evidence::CollectError::Rpc { status, .. } => {
+            ErrorPage::from_status(department, &status)
+        }
+        other => ErrorPage::new(StatusCode::BAD_GATEWAY, department, other.to_string()),
+    })?;
+    let mut json = serde_json::to_string_pretty(&bundle).map_err(|err| {
+        ErrorPage::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            department,
+            err.to_string(),
+        )
+    })?;
+    json.push('\n');
+    info!(officer = %officer.did, case = %&id[..16], "an officer downloaded a case's evidence bundle");
+    let disposition = "attachment; filename=\"case-bundle.json\"".to_owned();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        json,
+    )
+        .into_response())
+}
+
 /// `GET /officer`: the cases waiting for the officer's role.
 pub async fn inbox(
     State(portal): State<AppState>,
@@ -310,7 +368,13 @@ pub async fn case(
             }
             h2 { "History" }
             (history(&case))
-            p { "The evidence bundle of this case (every transaction with its inclusion proof and commit certificate) is exported with " code { "govchain case export " (id) " --out case.json" } " and checked offline with " code { "govchain verify case.json" } "." }
+            h2 { "Evidence" }
+            p {
+                a id="case-bundle" href={ "/officer/case/" (id) "/bundle" } download { "Download the evidence bundle" }
+                " (every transaction of the case with its inclusion proof and the commit certificate of its block, as "
+                code { "govchain case export" } " writes it). Check it offline, without trusting this node: "
+                code { "govchain verify case-bundle.json --genesis genesis.json" } "."
+            }
         },
     );
     Ok(Html(page.into_string()).into_response())

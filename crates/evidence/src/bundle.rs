@@ -1,0 +1,266 @@
+//! A case's evidence bundle (`govchain-case-bundle/1`): what `case export`
+//! and the web portal write and `govchain verify` checks offline. The
+//! format is here; the checks are the CLI's (`crates/cli/src/case_bundle/
+//! verify.rs`), since they use the node's proof verification.
+//!
+//! A bundle is JSON with bytes as lowercase hex, in a stable order: the
+//! genesis it is checked against, the case as the node claimed it, then
+//! the transactions that made the case, each as the node's proven
+//! `GetTransaction` answer (envelope, block height, hash and index,
+//! inclusion proof with the block header and its commit certificate), in
+//! four sections: the workflow's definitions, the acting officers'
+//! registrations (and revocations), the applicant's identity, and the
+//! case's own transactions. Every field is checked: nothing in a bundle is
+//! for show.
+
+use govchain_pki::Genesis;
+use govchain_proto::node::v1::{GetTransactionResponse, TransactionStatus};
+use govchain_proto::types::v1::{
+    CommitCertificate, CommitSignature, InclusionProof, TransactionEnvelope,
+};
+use serde::{Deserialize, Serialize};
+
+/// The value of `format`; a verifier refuses any other.
+pub const FORMAT: &str = "govchain-case-bundle/1";
+
+/// The transactions one bundle may hold: the case's events are bounded
+/// (2,048), and so are a workflow's versions a case can name.
+pub const BUNDLE_TRANSACTIONS_MAX: usize = 8_192;
+
+/// A bundle as written to and read from JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseBundle {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// The case id (the id of the transaction that opened it), hex.
+    #[serde(with = "hex_bytes")]
+    pub case_id: Vec<u8>,
+    /// The genesis whose validators certify every block and whose
+    /// departments the replay uses. Trust comes from comparing its hash
+    /// with a genesis the reader holds.
+    pub genesis: Genesis,
+    /// The case as the node answered `GetCase`: a `CaseRecord`, protobuf,
+    /// hex. The replay must end in exactly this record.
+    #[serde(with = "hex_bytes")]
+    pub case: Vec<u8>,
+    /// Every version of the workflow up to the case's, in version order.
+    pub definitions: Vec<BundledTransaction>,
+    /// The registrations and revocations, by their departments, of the
+    /// officers who acted, up to their last action, in chain order.
+    pub officers: Vec<BundledTransaction>,
+    /// A citizen applicant's `CreateIdentity`, `DeclareAttribute`s and the
+    /// attestations and revocations about it up to the case's last event,
+    /// which automatic steps' rules read (empty when a department applied).
+    pub applicant: Vec<BundledTransaction>,
+    /// The case's transactions (open, act, amend), in the order of its
+    /// events.
+    pub actions: Vec<BundledTransaction>,
+}
+
+/// The four sections, in bundle order, each with the name its items get in
+/// messages ("action 3").
+impl CaseBundle {
+    pub fn sections(&self) -> [(&'static str, &[BundledTransaction]); 4] {
+        [
+            ("definition", self.definitions.as_slice()),
+            ("officer", self.officers.as_slice()),
+            ("applicant", self.applicant.as_slice()),
+            ("action", self.actions.as_slice()),
+        ]
+    }
+
+    pub fn sections_mut(&mut self) -> [&mut Vec<BundledTransaction>; 4] {
+        [
+            &mut self.definitions,
+            &mut self.officers,
+            &mut self.applicant,
+            &mut self.actions,
+        ]
+    }
+}
+
+/// A committed transaction with its proof: a `GetTransaction` answer with
+/// `prove`, less the status (committed) and the result (which no header
+/// commits to).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundledTransaction {
+    #[serde(with = "hex_bytes")]
+    pub transaction_id: Vec<u8>,
+    pub block_height: u64,
+    #[serde(with = "hex_bytes")]
+    pub block_hash: Vec<u8>,
+    /// Position in the block, from 0.
+    pub index: u32,
+    pub envelope: BundledEnvelope,
+    pub proof: BundledProof,
+}
+
+/// A `TransactionEnvelope`: the signature covers the transaction id, which
+/// covers chain id, signer, nonce and payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundledEnvelope {
+    pub chain_id: String,
+    #[serde(with = "hex_bytes")]
+    pub signer: Vec<u8>,
+    pub nonce: u64,
+    /// The encoded `Transaction`, exactly as signed.
+    #[serde(with = "hex_bytes")]
+    pub payload: Vec<u8>,
+    #[serde(with = "hex_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// An `InclusionProof` (RFC 6962 audit path, deepest sibling first).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundledProof {
+    /// The block header's bytes, exactly as hashed.
+    #[serde(with = "hex_bytes")]
+    pub header: Vec<u8>,
+    pub certificate: BundledCertificate,
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    #[serde(with = "hex_list")]
+    pub audit_path: Vec<Vec<u8>>,
+}
+
+/// A block's `CommitCertificate`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundledCertificate {
+    pub height: u64,
+    pub view: u64,
+    #[serde(with = "hex_bytes")]
+    pub block_hash: Vec<u8>,
+    pub signatures: Vec<BundledSignature>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundledSignature {
+    /// The validator's position in genesis `validators`.
+    pub validator_index: u32,
+    #[serde(with = "hex_bytes")]
+    pub signature: Vec<u8>,
+}
+
+impl BundledTransaction {
+    /// The node's proven answer, in bundle form; `None` if it lacks its
+    /// envelope, proof or certificate.
+    pub fn from_response(response: &GetTransactionResponse) -> Option<Self> {
+        let envelope = response.envelope.as_ref()?;
+        let proof = response.proof.as_ref()?;
+        let certificate = proof.certificate.as_ref()?;
+        Some(Self {
+            transaction_id: response.transaction_id.clone(),
+            block_height: response.block_height,
+            block_hash: response.block_hash.clone(),
+            index: response.index,
+            envelope: BundledEnvelope {
+                chain_id: envelope.chain_id.clone(),
+                signer: envelope.signer.clone(),
+                nonce: envelope.nonce,
+                payload: envelope.payload.to_vec(),
+                signature: envelope.signature.clone(),
+            },
+            proof: BundledProof {
+                header: proof.header.clone(),
+                certificate: BundledCertificate {
+                    height: certificate.height,
+                    view: certificate.view,
+                    block_hash: certificate.block_hash.clone(),
+                    signatures: certificate
+                        .signatures
+                        .iter()
+                        .map(|s| BundledSignature {
+                            validator_index: s.validator_index,
+                            signature: s.signature.clone(),
+                        })
+                        .collect(),
+                },
+                leaf_index: proof.leaf_index,
+                tree_size: proof.tree_size,
+                audit_path: proof.audit_path.clone(),
+            },
+        })
+    }
+
+    /// Back into the answer `node::verify_transaction_proof` checks.
+    pub fn to_response(&self) -> GetTransactionResponse {
+        let certificate = &self.proof.certificate;
+        GetTransactionResponse {
+            transaction_id: self.transaction_id.clone(),
+            status: TransactionStatus::Committed.into(),
+            block_height: self.block_height,
+            block_hash: self.block_hash.clone(),
+            index: self.index,
+            result: None,
+            envelope: Some(self.envelope()),
+            proof: Some(InclusionProof {
+                header: self.proof.header.clone(),
+                certificate: Some(CommitCertificate {
+                    height: certificate.height,
+                    view: certificate.view,
+                    block_hash: certificate.block_hash.clone(),
+                    signatures: certificate
+                        .signatures
+                        .iter()
+                        .map(|s| CommitSignature {
+                            validator_index: s.validator_index,
+                            signature: s.signature.clone(),
+                        })
+                        .collect(),
+                }),
+                leaf_index: self.proof.leaf_index,
+                tree_size: self.proof.tree_size,
+                audit_path: self.proof.audit_path.clone(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn envelope(&self) -> TransactionEnvelope {
+        TransactionEnvelope {
+            chain_id: self.envelope.chain_id.clone(),
+            signer: self.envelope.signer.clone(),
+            nonce: self.envelope.nonce,
+            payload: self.envelope.payload.clone().into(),
+            signature: self.envelope.signature.clone(),
+        }
+    }
+}
+
+/// Bytes as a lowercase hex string.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        hex::decode(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A list of byte strings as a list of hex strings.
+mod hex_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(list: &[Vec<u8>], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(list.iter().map(hex::encode))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Vec<u8>>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .iter()
+            .map(|text| hex::decode(text).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
