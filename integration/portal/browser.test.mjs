@@ -330,6 +330,11 @@ test("the explorer shows a new block live, its certificate and its transactions"
   await page.click(".search button");
   await page.waitForURL(/\/explorer\/anchors\?dataset=browser-test$/);
   assert.ok((await page.locator("#anchors-table tbody tr").count()) >= 1);
+  await checkAccessibility(page, "anchors page");
+  // An unknown page is a page too.
+  const missing = await page.goto(`${PORTAL}explorer/nowhere`);
+  assert.equal(missing.status(), 404);
+  await checkAccessibility(page, "not-found page");
   await context.close();
 });
 

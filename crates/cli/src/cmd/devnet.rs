@@ -766,6 +766,12 @@ fn print_summary(
             println!("  {:<12} {url}", node.name);
         }
     }
+    println!(
+        "  # log in (\"Log in\", or \"Officers\" with an officer's key), then answer as the device with the text under the QR code:"
+    );
+    println!(
+        "  # govchain identity respond --key {d}/demo-citizen.key --dir {d} 'govchain-login:v1?...'"
+    );
     println!();
     println!("certificates: {d}/certs (CA, and per department node, client and consensus keys)");
     println!("genesis:      {d}/certs/genesis.json");
