@@ -12,9 +12,6 @@
 //!    `POST /login/finish` then replaces the browser's session by a logged
 //!    in one.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use axum::Json;
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -28,10 +25,9 @@ use tracing::info;
 
 use crate::pages::{ErrorPage, Frame, csrf_field, format_time, layout};
 use crate::sessions::{self, Citizen, Officer, Principal, Session, now_ms, same_token};
+use crate::waiting::{Wait, Waits};
 use crate::{AppState, ClientAddr};
 
-/// Login challenges waiting for a device's answer at once.
-pub const PENDING_LOGINS_MAX: usize = 10_000;
 /// Default lifetime of a login page's challenge, and the bounds of `ttl`.
 pub const LOGIN_TTL_DEFAULT_SECS: u32 = 120;
 pub const LOGIN_TTL_MIN_SECS: u32 = 5;
@@ -53,67 +49,19 @@ pub enum LoginState {
     },
 }
 
-struct Pending {
-    session_token: String,
-    payload: String,
-    expires_ms: u64,
-    state: watch::Sender<LoginState>,
-}
+/// The challenges login pages show, by nonce (hex), each with its
+/// payload.
+pub type PendingLogins = Waits<String, LoginState>;
 
-/// The challenges login pages show, by nonce (hex).
-#[derive(Default)]
-pub struct PendingLogins {
-    by_nonce: Mutex<HashMap<String, Pending>>,
-}
-
-impl PendingLogins {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
-        self.by_nonce
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Remembers the challenge a session's page shows, in place of the
-    /// session's earlier one.
-    fn insert(&self, nonce: String, pending: Pending) -> bool {
-        let now = now_ms();
-        let mut logins = self.lock();
-        logins
-            .retain(|_, kept| kept.expires_ms > now && kept.session_token != pending.session_token);
-        if logins.len() >= PENDING_LOGINS_MAX {
-            return false;
-        }
-        logins.insert(nonce, pending);
-        true
-    }
-
-    /// The state of the session's challenge and when it expires.
-    fn of_session(&self, token: &str) -> Option<(watch::Receiver<LoginState>, u64)> {
-        self.lock()
-            .values()
-            .find(|pending| pending.session_token == token)
-            .map(|pending| (pending.state.subscribe(), pending.expires_ms))
-    }
-
-    /// Takes the session's challenge if its login is done.
-    fn take_done(&self, token: &str) -> Option<(Principal, u64)> {
-        let mut logins = self.lock();
-        let nonce = logins
-            .iter()
-            .find(|(_, pending)| pending.session_token == token)
-            .map(|(nonce, _)| nonce.clone())?;
-        let done = match &*logins.get(&nonce)?.state.borrow() {
-            LoginState::Done {
-                principal,
-                expires_ms,
-            } => Some((principal.clone(), *expires_ms)),
-            LoginState::Waiting { .. } => None,
-        };
-        if done.is_some() {
-            logins.remove(&nonce);
-        }
-        done
-    }
+/// Takes the session's challenge if its login is done.
+fn take_done(logins: &PendingLogins, token: &str) -> Option<(Principal, u64)> {
+    logins.take_of_session(token, |wait| match &*wait.state.borrow() {
+        LoginState::Done {
+            principal,
+            expires_ms,
+        } => Some((principal.clone(), *expires_ms)),
+        LoginState::Waiting { .. } => None,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,11 +175,11 @@ pub async fn show(
         .map_err(|status| ErrorPage::from_status(department, &status))?
         .into_inner();
     let (state, _) = watch::channel(LoginState::Waiting { refused: None });
-    let pending = Pending {
+    let pending = Wait {
         session_token: session.token.clone(),
-        payload: challenge.qr_payload.clone(),
         expires_ms: challenge.expires_ms,
         state,
+        expected: challenge.qr_payload.clone(),
     };
     if !portal.logins.insert(hex::encode(&challenge.nonce), pending) {
         return Err(refuse(
@@ -400,7 +348,7 @@ pub async fn finish(
 ) -> Result<Response, ErrorPage> {
     let department = &portal.config.department;
     let session = check_csrf(department, portal.sessions.get(&headers).as_ref(), &form)?;
-    let Some((principal, expires_ms)) = portal.logins.take_done(&session.token) else {
+    let Some((principal, expires_ms)) = take_done(&portal.logins, &session.token) else {
         let (waiting, expired) = match portal.logins.of_session(&session.token) {
             Some((_, expires_ms)) => (true, expires_ms <= now_ms()),
             None => (false, true),
@@ -528,17 +476,17 @@ pub async fn callback(
             "the payload is not a govchain login payload",
         );
     };
-    let state = {
-        let logins = portal.logins.lock();
-        match logins.get(nonce) {
-            Some(pending) if pending.payload == answer.payload => pending.state.clone(),
-            _ => {
-                return reply(
-                    StatusCode::NOT_FOUND,
-                    "this portal shows no such login code: it is another site's, or it expired and was replaced",
-                );
-            }
-        }
+    let shown = portal
+        .logins
+        .find(nonce, |wait| {
+            (wait.expected == answer.payload).then(|| wait.state.clone())
+        })
+        .flatten();
+    let Some(state) = shown else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "this portal shows no such login code: it is another site's, or it expired and was replaced",
+        );
     };
     let completed = portal
         .node

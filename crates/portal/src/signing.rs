@@ -14,7 +14,6 @@
 //!    `GET /sign/events` and returns to the citizen's record.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -34,12 +33,11 @@ use crate::login::{CsrfForm, check_csrf};
 use crate::pages::{ErrorPage, Frame, format_time, layout};
 use crate::request::{DeviceSignature, SignAction, SignRequest, valid_purpose};
 use crate::sessions::{Citizen, Session, now_ms, random_token};
+use crate::waiting::{Wait, Waits};
 use crate::{AppState, ClientAddr, Portal};
 
 /// How long a signing request waits for the device.
 pub const SIGN_TTL_MS: u64 = 5 * 60 * 1000;
-/// Signing requests waiting at once.
-pub const PENDING_SIGNS_MAX: usize = 10_000;
 /// Largest device answer: a request and an envelope in hex.
 pub const SIGN_CALLBACK_BYTES_MAX: usize = 16 * 1024;
 /// Consent lengths a citizen may choose, in days.
@@ -51,49 +49,18 @@ pub enum SignState {
     Committed { transaction_id: String },
 }
 
-struct PendingSign {
-    session_token: String,
+/// What a device's signed answer must match.
+#[derive(Clone)]
+pub struct Expected {
     /// The key that must sign: the logged-in citizen's or officer's.
     signer: Vec<u8>,
+    /// The request's text, as shown.
     text: String,
     request: SignRequest,
-    expires_ms: u64,
-    state: watch::Sender<SignState>,
 }
 
 /// Requests waiting for a device, by request id.
-#[derive(Default)]
-pub struct PendingSigns {
-    by_id: Mutex<HashMap<String, PendingSign>>,
-}
-
-impl PendingSigns {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PendingSign>> {
-        self.by_id
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Remembers a session's request, in place of its earlier one.
-    fn insert(&self, pending: PendingSign) -> bool {
-        let now = now_ms();
-        let mut signs = self.lock();
-        signs
-            .retain(|_, kept| kept.expires_ms > now && kept.session_token != pending.session_token);
-        if signs.len() >= PENDING_SIGNS_MAX {
-            return false;
-        }
-        signs.insert(pending.request.request.clone(), pending);
-        true
-    }
-
-    fn of_session(&self, token: &str) -> Option<(watch::Receiver<SignState>, u64)> {
-        self.lock()
-            .values()
-            .find(|pending| pending.session_token == token)
-            .map(|pending| (pending.state.subscribe(), pending.expires_ms))
-    }
-}
+pub type PendingSigns = Waits<Expected, SignState>;
 
 /// The logged-in citizen of the request, or an error page.
 pub(crate) fn citizen_of(
@@ -276,15 +243,18 @@ pub(crate) async fn ask_device(
     let expires_ms = now_ms() + SIGN_TTL_MS;
     let description = request.describe();
     let (state, _) = watch::channel(SignState::Waiting { refused: None });
-    let pending = PendingSign {
+    let id = request.request.clone();
+    let pending = Wait {
         session_token: session.token.clone(),
-        signer: signer.to_vec(),
-        text: text.clone(),
-        request,
         expires_ms,
         state,
+        expected: Expected {
+            signer: signer.to_vec(),
+            text: text.clone(),
+            request,
+        },
     };
-    if !portal.signs.insert(pending) {
+    if !portal.signs.insert(id, pending) {
         return Err(ErrorPage::new(
             StatusCode::SERVICE_UNAVAILABLE,
             department,
@@ -406,28 +376,34 @@ pub async fn callback(
         Ok(request) => request,
         Err(err) => return reply(StatusCode::BAD_REQUEST, err.to_string(), String::new()),
     };
-    let (signer, state, expected) = {
-        let signs = portal.signs.lock();
-        match signs.get(&request.request) {
-            Some(pending) if pending.text == answer.payload && pending.expires_ms > now_ms() => (
-                pending.signer.clone(),
-                pending.state.clone(),
-                pending.request.clone(),
-            ),
-            Some(pending) if pending.text == answer.payload => {
-                return reply(
-                    StatusCode::GONE,
-                    "the request expired; ask the page for a new one",
-                    String::new(),
-                );
-            }
-            _ => {
-                return reply(
-                    StatusCode::NOT_FOUND,
-                    "this portal shows no such request: it is another site's, or it was replaced",
-                    String::new(),
-                );
-            }
+    let now = now_ms();
+    let shown = portal
+        .signs
+        .find(&request.request, |wait| {
+            (wait.expected.text == answer.payload).then(|| {
+                (
+                    wait.expires_ms > now,
+                    wait.state.clone(),
+                    wait.expected.clone(),
+                )
+            })
+        })
+        .flatten();
+    let (state, expected) = match shown {
+        Some((true, state, expected)) => (state, expected),
+        Some((false, ..)) => {
+            return reply(
+                StatusCode::GONE,
+                "the request expired; ask the page for a new one",
+                String::new(),
+            );
+        }
+        None => {
+            return reply(
+                StatusCode::NOT_FOUND,
+                "this portal shows no such request: it is another site's, or it was replaced",
+                String::new(),
+            );
         }
     };
     if matches!(&*state.borrow(), SignState::Committed { .. }) {
@@ -437,7 +413,7 @@ pub async fn callback(
             String::new(),
         );
     }
-    let envelope = match check_envelope(&answer.envelope, &signer, &expected) {
+    let envelope = match check_envelope(&answer.envelope, &expected.signer, &expected.request) {
         Ok(envelope) => envelope,
         Err(reason) => {
             state.send_replace(SignState::Waiting {

@@ -1,7 +1,10 @@
-//! A page waiting for a citizen's device: a server-sent event stream that
-//! follows a state in a watch channel until it is final or its deadline.
+//! A page waiting for a citizen's (or officer's) device: what it waits
+//! for, kept by id ([`Waits`]), and a server-sent event stream that follows
+//! its state until it is final or its deadline ([`follow`]).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::response::sse::{Event, Sse};
@@ -9,6 +12,82 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::sessions::now_ms;
+
+/// Waits held at once, of one kind (logins, signing requests).
+pub const WAITS_MAX: usize = 10_000;
+
+/// One page's wait: its browser session, its deadline, its state (which
+/// the device's answer advances) and what the answer must match.
+pub struct Wait<T, S> {
+    pub session_token: String,
+    pub expires_ms: u64,
+    pub state: watch::Sender<S>,
+    pub expected: T,
+}
+
+/// The waits of one kind, by id (a login nonce, a request id); a browser
+/// session has at most one, its latest page's.
+pub struct Waits<T, S> {
+    by_id: Mutex<HashMap<String, Wait<T, S>>>,
+}
+
+impl<T, S> Default for Waits<T, S> {
+    fn default() -> Self {
+        Self {
+            by_id: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T, S> Waits<T, S> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Wait<T, S>>> {
+        self.by_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `wait` in place of its session's earlier one, after forgetting
+    /// the expired; false when [`WAITS_MAX`] are held.
+    pub fn insert(&self, id: String, wait: Wait<T, S>) -> bool {
+        let now = now_ms();
+        let mut waits = self.lock();
+        waits.retain(|_, kept| kept.expires_ms > now && kept.session_token != wait.session_token);
+        if waits.len() >= WAITS_MAX {
+            return false;
+        }
+        waits.insert(id, wait);
+        true
+    }
+
+    /// The state of the session's wait and when it expires.
+    pub fn of_session(&self, token: &str) -> Option<(watch::Receiver<S>, u64)> {
+        self.lock()
+            .values()
+            .find(|wait| wait.session_token == token)
+            .map(|wait| (wait.state.subscribe(), wait.expires_ms))
+    }
+
+    /// `read` of the wait `id`, if there is one.
+    pub fn find<R>(&self, id: &str, read: impl FnOnce(&Wait<T, S>) -> R) -> Option<R> {
+        self.lock().get(id).map(read)
+    }
+
+    /// Removes the session's wait when `take` returns something for it.
+    pub fn take_of_session<R>(
+        &self,
+        token: &str,
+        take: impl FnOnce(&Wait<T, S>) -> Option<R>,
+    ) -> Option<R> {
+        let mut waits = self.lock();
+        let id = waits
+            .iter()
+            .find(|(_, wait)| wait.session_token == token)
+            .map(|(id, _)| id.clone())?;
+        let taken = take(waits.get(&id)?)?;
+        waits.remove(&id);
+        Some(taken)
+    }
+}
 
 /// How often the stream says it is still waiting.
 pub const WAIT_EVENT_INTERVAL: Duration = Duration::from_secs(15);

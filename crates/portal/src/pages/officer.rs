@@ -60,6 +60,30 @@ fn has_step(case: &CaseRecord, department: &str, role: &str) -> bool {
         .any(|step| step.department == department && step.role == role)
 }
 
+/// The officer and the case, for what only an officer whose role has a
+/// step in the case may read (its documents, its bundle); `None` when no
+/// officer is logged in.
+async fn officer_with_step(
+    portal: &crate::Portal,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Option<(Officer, [u8; 32], CaseRecord)>, ErrorPage> {
+    let Some((_, officer)) = officer_session(portal, headers) else {
+        return Ok(None);
+    };
+    let department = &portal.config.department;
+    let (case_id, found) = read_case(portal, id).await?;
+    let case = found.case.unwrap_or_default();
+    if !has_step(&case, department, &officer.role) {
+        return Err(ErrorPage::new(
+            StatusCode::FORBIDDEN,
+            department,
+            "Your role has no step in this case, so its documents and evidence are not yours to read.",
+        ));
+    }
+    Ok(Some((officer, case_id, case)))
+}
+
 /// A document name as a download file name: letters, digits, '-', '_'
 /// and '.' only.
 fn file_name(name: &str) -> String {
@@ -85,19 +109,10 @@ pub async fn document(
     Path((id, index)): Path<(String, usize)>,
     headers: HeaderMap,
 ) -> Result<Response, ErrorPage> {
-    let Some((_, officer)) = officer_session(&portal, &headers) else {
+    let Some((officer, case_id, case)) = officer_with_step(&portal, &headers, &id).await? else {
         return Ok(to_officer_login());
     };
     let department = &portal.config.department;
-    let (case_id, found) = read_case(&portal, &id).await?;
-    let case = found.case.unwrap_or_default();
-    if !has_step(&case, department, &officer.role) {
-        return Err(ErrorPage::new(
-            StatusCode::FORBIDDEN,
-            department,
-            "Your role has no step in this case, so its documents are not yours to read.",
-        ));
-    }
     let document = case.documents.get(index).cloned().ok_or_else(|| {
         ErrorPage::new(
             StatusCode::NOT_FOUND,
@@ -138,22 +153,11 @@ pub async fn bundle(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ErrorPage> {
-    let Some((_, officer)) = officer_session(&portal, &headers) else {
+    let Some((officer, case_id, case)) = officer_with_step(&portal, &headers, &id).await? else {
         return Ok(to_officer_login());
     };
     let department = &portal.config.department;
-    let (case_id, found) = read_case(&portal, &id).await?;
-    let case = found.case.unwrap_or_default();
-    if !has_step(&case, department, &officer.role) {
-        return Err(ErrorPage::new(
-            StatusCode::FORBIDDEN,
-            department,
-            "Your role has no step in this case.",
-        ));
-    }
-    let case_id = govchain_crypto::Digest::from_slice(&case_id).map_err(|_| {
-        ErrorPage::new(StatusCode::BAD_REQUEST, department, "a case id is 32 bytes")
-    })?;
+    let case_id = govchain_crypto::Digest::from_bytes(case_id);
     let bundle = govchain_evidence::collect(
         portal.node.channel(),
         &case_id,
