@@ -168,8 +168,13 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub genesis: Genesis,
     pub ca_certificate_pem: String,
+    /// The certificate and key as read at start; the ones in use are
+    /// `certificates`', which reload when the files change.
     pub certificate_pem: String,
     pub key_pem: String,
+    pub certificate_file: PathBuf,
+    pub key_file: PathBuf,
+    pub certificates: std::sync::Arc<crate::tls::NodeCertificates>,
     pub consensus_key: SigningKey,
     pub peers: Vec<Peer>,
     pub mempool: MempoolFile,
@@ -437,14 +442,29 @@ impl Settings {
             );
         }
         let portal_url = portal_url(&file)?;
+        let ca_certificate_pem = read_file("ca_certificate", &file.ca_certificate)?;
+        let certificate_pem = read_file("certificate", &file.certificate)?;
+        let key_pem = read_file("key", &file.key)?;
+        let certificates =
+            crate::tls::NodeCertificates::new(&ca_certificate_pem, &certificate_pem, &key_pem)
+                .map_err(|err| {
+                    anyhow::anyhow!(
+                        "certificate {} and key {}: {err}",
+                        file.certificate.display(),
+                        file.key.display()
+                    )
+                })?;
         Ok(Self {
             name: file.name.clone(),
             index,
             listen: file.listen,
             data_dir: resolve(&file.data_dir),
-            ca_certificate_pem: read_file("ca_certificate", &file.ca_certificate)?,
-            certificate_pem: read_file("certificate", &file.certificate)?,
-            key_pem: read_file("key", &file.key)?,
+            ca_certificate_pem,
+            certificate_pem,
+            key_pem,
+            certificate_file: resolve(&file.certificate),
+            key_file: resolve(&file.key),
+            certificates,
             genesis,
             consensus_key,
             peers,

@@ -120,6 +120,60 @@ pub fn incoming(listener: TcpListener, max: usize) -> ReceiverStream<io::Result<
     ReceiverStream::new(receiver)
 }
 
+/// Handshakes handled at once; a slow client holds one of these until
+/// its handshake times out (`tls::TLS_HANDSHAKE_TIMEOUT`).
+pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
+
+/// The TLS side of `incoming`: each connection's handshake runs in a task
+/// of its own, so that a slow or silent client never holds up the others;
+/// a connection whose handshake fails or times out is closed (and its
+/// place freed). The acceptor's configuration picks the node's current
+/// certificate at each handshake (`tls::NodeCertificates`).
+pub fn tls_handshakes(
+    mut accepted: ReceiverStream<io::Result<Counted>>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> ReceiverStream<io::Result<tokio_rustls::server::TlsStream<Counted>>> {
+    use tokio_stream::StreamExt as _;
+    let (sender, receiver) = mpsc::channel(16);
+    let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+    let failures = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Some(connection) = accepted.next().await {
+            let Ok(connection) = connection else { continue };
+            let Ok(slot) = handshakes.clone().acquire_owned().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let sender = sender.clone();
+            let failures = failures.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let peer = connection.inner.peer_addr().ok();
+                match tokio::time::timeout(
+                    crate::tls::TLS_HANDSHAKE_TIMEOUT,
+                    acceptor.accept(connection),
+                )
+                .await
+                {
+                    Ok(Ok(stream)) => {
+                        let _ = sender.send(Ok(stream)).await;
+                    }
+                    Ok(Err(err)) => {
+                        let count = failures.fetch_add(1, Ordering::Relaxed) + 1;
+                        // Every one at first, then one per power of two, so
+                        // a flood of bad handshakes does not flood the log.
+                        if count <= 64 || count.is_power_of_two() {
+                            tracing::info!(peer = ?peer, error = %err, failed = count, "tls accept error: handshake refused");
+                        }
+                    }
+                    Err(_) => tracing::debug!(peer = ?peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(receiver)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

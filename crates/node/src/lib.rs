@@ -28,6 +28,7 @@ mod mempool;
 mod peers;
 pub mod queries;
 mod readiness;
+mod reload;
 mod service;
 mod shared;
 mod state_proof;
@@ -239,10 +240,8 @@ pub async fn run(
         "certificate expiry",
         warn_of_expiry(
             settings.name.clone(),
-            vec![
-                ("node certificate", settings.certificate_pem.clone()),
-                ("CA certificate", settings.ca_certificate_pem.clone()),
-            ],
+            settings.certificates.clone(),
+            settings.ca_certificate_pem.clone(),
         ),
     ));
 
@@ -355,8 +354,21 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+        settings
+            .certificates
+            .server_config()
+            .context("cannot make the server's TLS configuration")?,
+    ));
+    tasks.push(fatal.spawn_task(
+        "certificate reload",
+        reload::watch(
+            settings.certificates.clone(),
+            settings.certificate_file.clone(),
+            settings.key_file.clone(),
+        ),
+    ));
     let server = Server::builder()
-        .tls_config(tls::server_config(&settings))?
         .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
@@ -402,7 +414,10 @@ pub async fn run(
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
         .serve_with_incoming_shutdown(
-            connections::incoming(listener, connections::CONNECTIONS_MAX),
+            connections::tls_handshakes(
+                connections::incoming(listener, connections::CONNECTIONS_MAX),
+                acceptor,
+            ),
             stopped(stop.clone()),
         );
     // Peers keep their streams open for good, so a graceful shutdown would
@@ -481,13 +496,12 @@ fn node_metrics(settings: &Settings) -> telemetry::NodeMetrics {
 }
 
 fn metric_sources(settings: &Settings) -> telemetry::metrics::Sources {
-    let certificates_not_after = [
-        ("node", &settings.certificate_pem),
-        ("ca", &settings.ca_certificate_pem),
-    ]
-    .into_iter()
-    .filter_map(|(label, pem)| Some((label, telemetry::metrics::certificate_not_after(pem)?)))
-    .collect();
+    let ca_not_after = telemetry::metrics::certificate_not_after(&settings.ca_certificate_pem)
+        .map(|not_after| Arc::new(std::sync::atomic::AtomicI64::new(not_after)));
+    // The node's entry follows certificate reloads.
+    let certificates_not_after = std::iter::once(("node", settings.certificates.not_after()))
+        .chain(ca_not_after.map(|not_after| ("ca", not_after)))
+        .collect();
     telemetry::metrics::Sources {
         blob_file: settings
             .data_dir
@@ -625,7 +639,11 @@ async fn collect_blobs(shared: Arc<Shared>, interval: Duration, grace_ms: u64) {
 /// uses that expires within `govchain_pki::EXPIRY_WARNING_DAYS` (or has):
 /// an expired certificate is the most common cause of a consortium's
 /// outage, and a month is time to renew it.
-async fn warn_of_expiry(node: String, certificates: Vec<(&'static str, String)>) {
+async fn warn_of_expiry(
+    node: String,
+    certificates: Arc<tls::NodeCertificates>,
+    ca_certificate_pem: String,
+) {
     const CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
     let mut timer = tokio::time::interval(CHECK_INTERVAL);
     loop {
@@ -633,7 +651,13 @@ async fn warn_of_expiry(node: String, certificates: Vec<(&'static str, String)>)
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        for (what, pem) in &certificates {
+        // The node certificate in use now: a rotated one replaces the one
+        // read at start.
+        let current = [
+            ("node certificate", certificates.certificate_pem()),
+            ("CA certificate", ca_certificate_pem.clone()),
+        ];
+        for (what, pem) in &current {
             let Ok(validity) = govchain_pki::certificate_validity(pem) else {
                 continue;
             };

@@ -14,7 +14,6 @@ use tracing::{debug, info, warn};
 
 use crate::config::Settings;
 use crate::supervise::Fatal;
-use crate::tls::peer_client_config;
 
 /// Messages queued for one peer; when full, new messages to it are dropped
 /// (and counted) rather than stalling consensus for everyone.
@@ -45,11 +44,10 @@ impl PeerSet {
             .map(|peer| {
                 let (queue, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
                 let connected = Arc::new(AtomicBool::new(false));
-                let tls = peer_client_config(settings, &peer.name);
                 let task = PeerTask {
                     name: peer.name.clone(),
                     address: peer.address.clone(),
-                    tls,
+                    certificates: settings.certificates.clone(),
                     connected: connected.clone(),
                 };
                 fatal.spawn_task(&format!("peer {}", peer.name), task.run(receiver));
@@ -108,7 +106,9 @@ impl PeerSet {
 struct PeerTask {
     name: String,
     address: String,
-    tls: tonic::transport::ClientTlsConfig,
+    /// The node's certificate in use at each connection attempt: after a
+    /// rotation, the next reconnection presents the new one.
+    certificates: Arc<crate::tls::NodeCertificates>,
     connected: Arc<AtomicBool>,
 }
 
@@ -136,7 +136,7 @@ impl PeerTask {
 
     async fn connect(&self) -> anyhow::Result<ConsensusServiceClient<tonic::transport::Channel>> {
         let channel = Endpoint::from_shared(self.address.clone())?
-            .tls_config(self.tls.clone())?
+            .tls_config(self.certificates.client_config(&self.name))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect()

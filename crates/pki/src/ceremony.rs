@@ -449,6 +449,64 @@ pub fn sign_request_file(
     Ok(issued)
 }
 
+/// The public key a renewed node certificate is for: a PKCS#10 request
+/// (PEM) the department made with its node key, or the node key itself
+/// (PEM, where the CA and the key are on one machine, as in a devnet).
+pub enum RenewFrom<'a> {
+    Csr(&'a str),
+    Key(&'a str),
+}
+
+/// A new node certificate for `department` (a new serial and validity, the
+/// same names and usages as at issue, `hosts` added), signed by the CA in
+/// `ca_dir` and written to `out` in one rename, so that a node watching the
+/// file never reads half of it (`govchain certs renew`). Only a department
+/// the CA issued to may renew.
+pub fn renew_node_certificate(
+    ca_dir: &Path,
+    department: &str,
+    from: RenewFrom<'_>,
+    hosts: &[String],
+    out: &Path,
+) -> Result<String, PkiError> {
+    if !is_issued(ca_dir, department)? {
+        return Err(PkiError::RequestRefused {
+            department: department.to_owned(),
+            reason: format!(
+                "the CA in {} never issued to it ({ISSUED_FILE}): renewal is for a member; a new department goes through `govchain certs sign`",
+                ca_dir.display()
+            ),
+        });
+    }
+    let refused = |reason: String| PkiError::RequestRefused {
+        department: department.to_owned(),
+        reason,
+    };
+    let ca_certificate_path = ca_dir.join(CA_CERTIFICATE_FILE);
+    let ca_certificate_pem = read_pem(&ca_certificate_path)?;
+    let issuer = crate::consortium::load_issuer(
+        &ca_certificate_path,
+        &ca_certificate_pem,
+        &ca_dir.join(crate::consortium::CA_KEY_FILE),
+    )?;
+    let identity = TlsIdentity::node(department)?;
+    let hosts = parse_hosts(hosts)?;
+    let pem = match from {
+        RenewFrom::Csr(pem) => {
+            let csr = CertificateSigningRequestParams::from_pem(pem)
+                .map_err(|err| refused(format!("the CSR: {err}")))?;
+            node_certificate(&identity, &hosts, &csr.public_key, &issuer)?
+        }
+        RenewFrom::Key(pem) => {
+            let key =
+                KeyPair::from_pem(pem).map_err(|err| refused(format!("the node key: {err}")))?;
+            node_certificate(&identity, &hosts, &key, &issuer)?
+        }
+    };
+    write_file(out, pem.as_bytes(), PUBLIC_FILE_MODE)?;
+    Ok(pem)
+}
+
 /// Genesis from the departments' public parts: `validators` in order, then
 /// `observers`, with the attest permissions the consortium agreed.
 pub fn assemble_genesis(

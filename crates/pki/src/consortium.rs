@@ -590,9 +590,24 @@ fn sign_leaf(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = usages;
     params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial().map_err(|err| PkiError::Certificate {
+        what: "serial number".into(),
+        reason: err.to_string(),
+    })?);
     set_validity(&mut params, LEAF_VALIDITY);
     let certificate = params.signed_by(public_key, issuer).map_err(error)?;
     Ok(certificate.pem())
+}
+
+/// A random positive 127-bit serial: unique per certificate (RFC 5280
+/// 4.1.2.2), even for a renewal of the same key, so that a serial names one
+/// certificate (rcgen's default derives it from the key).
+fn random_serial() -> Result<rcgen::SerialNumber, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    Ok(rcgen::SerialNumber::from_slice(&bytes))
 }
 
 fn set_validity(params: &mut CertificateParams, validity: Duration) {
@@ -1050,5 +1065,53 @@ mod tests {
             identity_from_certificate(&bad),
             Err(IdentityError::Uri { .. })
         ));
+    }
+
+    #[test]
+    fn a_member_renews_its_node_certificate_and_a_stranger_cannot() {
+        let dir = tempfile::tempdir().expect("dir");
+        init_consortium(&options(dir.path())).expect("init");
+        let health = dir.path().join("health");
+        let before = fs::read_to_string(health.join(NODE_CERTIFICATE_FILE)).expect("node.crt");
+        let key = fs::read_to_string(health.join(NODE_KEY_FILE)).expect("node.key");
+        let out = health.join(NODE_CERTIFICATE_FILE);
+        let renewed = crate::renew_node_certificate(
+            dir.path(),
+            "health",
+            crate::RenewFrom::Key(&key),
+            &[],
+            &out,
+        )
+        .expect("renew");
+        assert_ne!(renewed, before, "the same certificate came back");
+        // The same key, yet another certificate: its own serial.
+        let (_, before_pem) = x509_parser::pem::parse_x509_pem(before.as_bytes()).expect("PEM");
+        let before_serial = certificate(&before_pem).serial.clone();
+        assert_eq!(fs::read_to_string(&out).expect("written"), renewed);
+        let renewed_pem = pem(&out);
+        let identity = identity_from_certificate(&renewed_pem.contents).expect("identity");
+        assert_eq!(identity.department, "health");
+        assert_eq!(identity.role, Role::Node);
+        assert_ne!(certificate(&renewed_pem).serial, before_serial);
+        let stranger = crate::renew_node_certificate(
+            dir.path(),
+            "treasury",
+            crate::RenewFrom::Key(&key),
+            &[],
+            &dir.path().join("treasury.crt"),
+        )
+        .expect_err("never issued");
+        assert!(stranger.to_string().contains("never issued"), "{stranger}");
+        let garbage = crate::renew_node_certificate(
+            dir.path(),
+            "health",
+            crate::RenewFrom::Csr(
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+            ),
+            &[],
+            &dir.path().join("x.crt"),
+        )
+        .expect_err("malformed CSR");
+        assert!(garbage.to_string().contains("CSR"), "{garbage}");
     }
 }

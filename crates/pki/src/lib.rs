@@ -54,7 +54,8 @@ mod identity;
 
 pub use ceremony::{
     CertificateRequest, DepartmentKeys, DepartmentPublic, ISSUED_FILE, IssuedCertificates,
-    PUBLIC_FILE, REQUEST_FILE, assemble_genesis, load_publics, sign_request_file,
+    PUBLIC_FILE, REQUEST_FILE, RenewFrom, assemble_genesis, load_publics, renew_node_certificate,
+    sign_request_file,
 };
 pub use consortium::{
     ADMIN_CERTIFICATE_FILE, ADMIN_KEY_FILE, CA_CERTIFICATE_FILE, CA_KEY_FILE,

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use govchain_pki::{
     ADMIN_CERTIFICATE_FILE, ADMIN_KEY_FILE, CA_CERTIFICATE_FILE, CLIENT_CERTIFICATE_FILE,
@@ -89,6 +90,21 @@ enum CertsCommand {
             govchain certs check /etc/govchain/tls --warn-days 60 --json"
     )]
     Check(ceremony::CheckArgs),
+    /// Issue a department's node a new certificate before the old one expires.
+    #[command(
+        long_about = "Issue a new node certificate for a department the CA in --ca-dir has \
+            issued to (a new serial and validity; the same names and usages), for the public \
+            key of a certificate signing request (--csr, PKCS#10 PEM, e.g. `openssl req -new \
+            -key node.key -subj /CN=health`) or of the node key itself (--key, where CA and key \
+            share a machine). Writes the certificate to --out in one rename. A running node \
+            picks it up without a restart: on SIGHUP, or by itself within 5 seconds of the \
+            file's change; new connections then present it, established ones keep theirs. \
+            With --dir (a devnet), the CA, key and output default to the devnet's files.",
+        after_help = "Examples:\n  \
+            govchain certs renew --dir devnet --department tax          # devnet: new certs/tax/node.crt\n  \
+            govchain certs renew --ca-dir ca --department health --csr health-node.csr --out health-node.crt"
+    )]
+    Renew(RenewArgs),
     /// Turn a `certs init` output into Kubernetes Secrets (one node and one
     /// client Secret per department) and the genesis ConfigMap, for the Helm
     /// chart in helm/govchain.
@@ -196,6 +212,7 @@ pub fn run(args: CertsArgs, json: bool) -> anyhow::Result<()> {
         CertsCommand::Csr(args) => ceremony::csr(args, json),
         CertsCommand::Sign(args) => ceremony::sign(args, json),
         CertsCommand::Check(args) => ceremony::check(args, json),
+        CertsCommand::Renew(args) => renew(args, json),
         CertsCommand::K8sSecrets(args) => k8s_secrets(args, json),
     }
 }
@@ -321,6 +338,109 @@ fn init_text(consortium: &Consortium) -> String {
          more client certificates: govchain certs issue-client --ca-dir {out} --department {first} --out DIR",
         fields.render()
     )
+}
+
+#[derive(Debug, Args)]
+struct RenewArgs {
+    /// Department whose node certificate is renewed.
+    #[arg(long, value_name = "NAME")]
+    department: String,
+    /// Directory holding the consortium's ca.crt, ca.key and issued.json
+    /// (default with --dir: DIR/certs).
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    /// A certificate signing request (PEM) for the node's key.
+    #[arg(long, value_name = "FILE", conflicts_with = "key")]
+    csr: Option<PathBuf>,
+    /// The node's private key (PEM) instead of a request (default with
+    /// --dir: DIR/certs/<department>/node.key).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Where to write the certificate (default with --dir:
+    /// DIR/certs/<department>/node.crt, the file the node reads).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for the certificate, comma-separated.
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// A devnet directory, for the defaults above.
+    #[arg(long, env = "GOVCHAIN_DIR", value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct RenewView {
+    department: String,
+    certificate: PathBuf,
+    not_after: String,
+}
+
+fn renew(args: RenewArgs, json: bool) -> anyhow::Result<()> {
+    let devnet_certs = args.dir.as_ref().map(|dir| dir.join("certs"));
+    let need = |given: Option<PathBuf>, default: Option<PathBuf>, flag: &str| {
+        given
+            .or(default)
+            .with_context(|| format!("give {flag} (or --dir with a devnet)"))
+    };
+    let ca_dir = need(args.ca_dir, devnet_certs.clone(), "--ca-dir")?;
+    let department_dir = devnet_certs.map(|certs| certs.join(&args.department));
+    let out = need(
+        args.out,
+        department_dir
+            .as_ref()
+            .map(|dir| dir.join(govchain_pki::NODE_CERTIFICATE_FILE)),
+        "--out",
+    )?;
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let pem = match args.csr {
+        Some(csr) => {
+            let text = read(&csr)?;
+            govchain_pki::renew_node_certificate(
+                &ca_dir,
+                &args.department,
+                govchain_pki::RenewFrom::Csr(&text),
+                &args.hosts,
+                &out,
+            )?
+        }
+        None => {
+            let key = need(
+                args.key,
+                department_dir.map(|dir| dir.join(govchain_pki::NODE_KEY_FILE)),
+                "--csr or --key",
+            )?;
+            let text = read(&key)?;
+            govchain_pki::renew_node_certificate(
+                &ca_dir,
+                &args.department,
+                govchain_pki::RenewFrom::Key(&text),
+                &args.hosts,
+                &out,
+            )?
+        }
+    };
+    let validity = govchain_pki::certificate_validity(&pem)?;
+    let view = RenewView {
+        department: args.department,
+        certificate: out,
+        not_after: crate::output::format_time_ms(
+            u64::try_from(validity.not_after_unix_s).unwrap_or(0) * 1000,
+        ),
+    };
+    if json {
+        return output::print_json(&view);
+    }
+    let mut fields = Fields::new();
+    fields
+        .add("department", &view.department)
+        .add("certificate", view.certificate.display())
+        .add("valid until", &view.not_after);
+    output::print(&format!(
+        "{}\n\nThe node uses it within 5 seconds, or at once on: kill -HUP <node pid>",
+        fields.render()
+    ))
 }
 
 fn issue_client(args: IssueClientArgs, json: bool) -> anyhow::Result<()> {

@@ -355,6 +355,7 @@ impl NodeMetrics {
             .with_callback(move |observer| {
                 let now = i64::try_from(crate::driver::now_ms() / 1000).unwrap_or(i64::MAX);
                 for (certificate, not_after) in &expiry {
+                    let not_after = not_after.load(std::sync::atomic::Ordering::Relaxed);
                     observer.observe(
                         not_after.saturating_sub(now),
                         &[KeyValue::new("certificate", *certificate)],
@@ -395,8 +396,9 @@ impl NodeMetrics {
 /// Where the file-based metrics read from.
 pub struct Sources {
     pub blob_file: PathBuf,
-    /// (label, Unix seconds of notAfter) of the node and CA certificates.
-    pub certificates_not_after: Vec<(&'static str, i64)>,
+    /// (label, Unix seconds of notAfter) of the node and CA certificates;
+    /// the node's changes when its certificate is rotated.
+    pub certificates_not_after: Vec<(&'static str, std::sync::Arc<std::sync::atomic::AtomicI64>)>,
 }
 
 /// The notAfter of the first certificate in a PEM text, in Unix seconds.
