@@ -542,6 +542,7 @@ async fn bind_portal(
         key_pem: settings.key_pem.clone(),
         validators: genesis.validators.iter().map(|v| v.name.clone()).collect(),
         genesis: genesis.clone(),
+        certificate_resolver: Some(settings.certificates.resolver()),
     };
     Ok(Some((listener, config)))
 }

@@ -330,6 +330,12 @@ impl NodeCertificates {
             .domain_name(node_dns_name(department))
     }
 
+    /// The current certificate for other TLS servers of the node (the web
+    /// portal), following reloads.
+    pub fn resolver(self: &Arc<Self>) -> Arc<dyn rustls::server::ResolvesServerCert> {
+        Arc::new(CurrentCertificate(self.clone()))
+    }
+
     /// The server side: a client certificate from the consortium CA is
     /// required, and the node's certificate is the current one at each
     /// handshake.

@@ -64,6 +64,10 @@ pub struct PortalConfig {
     pub validators: Vec<String>,
     /// The chain's genesis, written into evidence bundles.
     pub genesis: govchain_pki::Genesis,
+    /// Where browsers' handshakes get the certificate, when the node
+    /// rotates it (`tls::NodeCertificates`); None serves
+    /// `certificate_pem` for good.
+    pub certificate_resolver: Option<Arc<dyn rustls::server::ResolvesServerCert>>,
 }
 
 /// What the handlers share.
@@ -201,12 +205,16 @@ fn tls_config(config: &PortalConfig) -> Result<rustls::ServerConfig, PortalError
         .map_err(|err| bad(&err))?;
     let key = PrivateKeyDer::from_pem_slice(config.key_pem.as_bytes()).map_err(|err| bad(&err))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|err| bad(&err))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|err| bad(&err))?;
+        .with_no_client_auth();
+    let mut tls = match &config.certificate_resolver {
+        Some(resolver) => builder.with_cert_resolver(resolver.clone()),
+        None => builder
+            .with_single_cert(chain, key)
+            .map_err(|err| bad(&err))?,
+    };
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tls)
 }
