@@ -285,32 +285,12 @@ pub async fn events(
     State(portal): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Sse<crate::waiting::EventStream>, StatusCode> {
-    let session = portal
-        .sessions
-        .get(&headers)
-        .ok_or(StatusCode::UNAUTHORIZED)?;
-    let (state, expires_ms) = portal
-        .logins
-        .of_session(&session.token)
-        .ok_or(StatusCode::NOT_FOUND)?;
-    Ok(crate::waiting::follow(
-        state,
-        expires_ms,
-        |state| match state {
-            LoginState::Done { .. } => (Event::default().event("done").data("logged in"), true),
-            LoginState::Waiting {
-                refused: Some(reason),
-            } => (
-                Event::default()
-                    .event("refused")
-                    .data(reason.replace('\n', " ")),
-                false,
-            ),
-            LoginState::Waiting { refused: None } => {
-                (Event::default().event("waiting").data("waiting"), false)
-            }
-        },
-    ))
+    crate::waiting::stream_of_session(&portal.logins, &portal.sessions, &headers, |state| {
+        match state {
+            LoginState::Done { .. } => Ok(Event::default().event("done").data("logged in")),
+            LoginState::Waiting { refused } => Err(refused.clone()),
+        }
+    })
 }
 
 #[derive(Debug, Deserialize)]

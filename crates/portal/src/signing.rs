@@ -294,35 +294,17 @@ pub async fn events(
     State(portal): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Sse<crate::waiting::EventStream>, StatusCode> {
-    let session = portal
-        .sessions
-        .get(&headers)
-        .ok_or(StatusCode::UNAUTHORIZED)?;
-    let (state, expires_ms) = portal
-        .signs
-        .of_session(&session.token)
-        .ok_or(StatusCode::NOT_FOUND)?;
-    Ok(crate::waiting::follow(
-        state,
-        expires_ms,
+    crate::waiting::stream_of_session(
+        &portal.signs,
+        &portal.sessions,
+        &headers,
         |state| match state {
-            SignState::Committed { transaction_id } => (
-                Event::default().event("done").data(transaction_id.clone()),
-                true,
-            ),
-            SignState::Waiting {
-                refused: Some(reason),
-            } => (
-                Event::default()
-                    .event("refused")
-                    .data(reason.replace('\n', " ")),
-                false,
-            ),
-            SignState::Waiting { refused: None } => {
-                (Event::default().event("waiting").data("waiting"), false)
+            SignState::Committed { transaction_id } => {
+                Ok(Event::default().event("done").data(transaction_id.clone()))
             }
+            SignState::Waiting { refused } => Err(refused.clone()),
         },
-    ))
+    )
 }
 
 #[derive(Debug, Serialize)]

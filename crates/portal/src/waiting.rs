@@ -89,6 +89,39 @@ impl<T, S> Waits<T, S> {
     }
 }
 
+/// The event stream of the wait of the request's browser session:
+/// `render` gives a final state's event; a state that is not final is
+/// `waiting`, or `refused` with the reason of the last refused answer.
+pub fn stream_of_session<T, S, F>(
+    waits: &Waits<T, S>,
+    sessions: &crate::sessions::Sessions,
+    headers: &http::HeaderMap,
+    render: F,
+) -> Result<Sse<EventStream>, http::StatusCode>
+where
+    S: Send + Sync + 'static,
+    F: Fn(&S) -> Result<Event, Option<String>> + Send + 'static,
+{
+    let session = sessions
+        .get(headers)
+        .ok_or(http::StatusCode::UNAUTHORIZED)?;
+    let (state, expires_ms) = waits
+        .of_session(&session.token)
+        .ok_or(http::StatusCode::NOT_FOUND)?;
+    Ok(follow(state, expires_ms, move |state| {
+        match render(state) {
+            Ok(done) => (done, true),
+            Err(Some(reason)) => (
+                Event::default()
+                    .event("refused")
+                    .data(reason.replace('\n', " ")),
+                false,
+            ),
+            Err(None) => (Event::default().event("waiting").data("waiting"), false),
+        }
+    }))
+}
+
 /// How often the stream says it is still waiting.
 pub const WAIT_EVENT_INTERVAL: Duration = Duration::from_secs(15);
 
