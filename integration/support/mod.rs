@@ -58,10 +58,11 @@ where
     }
 }
 
-/// The nodes' log filter: `info`, and the debug line in which tonic's
-/// server names why a TLS handshake failed (`tls accept error`), so that a
-/// test can tell a refused certificate from a node that was never reached.
-pub const NODE_LOG_FILTER: &str = "info,tonic::transport::server::io_stream=debug";
+/// The nodes' log filter. The node names why it refused a TLS handshake
+/// at `info` (`tls accept error: handshake refused`,
+/// `connections::tls_handshakes`), so that a test can tell a refused
+/// certificate from a node that was never reached.
+pub const NODE_LOG_FILTER: &str = "info";
 
 /// Ports for test nodes come from below Linux's default ephemeral range
 /// (32768–60999). A port the kernel hands out for `:0` lies in that range,

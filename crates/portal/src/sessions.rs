@@ -99,8 +99,7 @@ pub fn now_ms() -> u64 {
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     // The OS generator failing is not recoverable for a web server that
-    // hands out session tokens; the panic is caught by the connection task.
-    #[allow(clippy::expect_used)]
+    // hands out session tokens; the panic ends only the connection's task.
     getrandom::fill(&mut bytes).expect("the OS random number generator failed");
     hex::encode(bytes)
 }
