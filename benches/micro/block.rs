@@ -39,7 +39,6 @@ pub fn bench(c: &mut Criterion) {
         let context = CheckContext {
             chain_id: CHAIN,
             head: &head,
-            validator_count: 4,
             limits: &LIMITS,
             timestamp_ms_max: u64::MAX,
         };

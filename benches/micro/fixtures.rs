@@ -20,12 +20,22 @@ pub const CHAIN: &str = "govchain-bench";
 pub const SIGNERS: u64 = 64;
 pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
 
-/// Block limits with no departments (the benchmarks anchor records).
+/// Block limits with no departments (the benchmarks anchor records) and
+/// four genesis validators (a block's proposer is checked against them).
 pub static LIMITS: std::sync::LazyLock<BlockLimits> = std::sync::LazyLock::new(|| BlockLimits {
     transactions_max: 10_000,
     bytes_max: 16 * 1024 * 1024,
     payload_bytes_max: PAYLOAD_BYTES_MAX as u32,
-    departments: Default::default(),
+    departments: std::sync::Arc::new(
+        govchain_exec::Departments::default().with_genesis_validators(
+            (0..4u8)
+                .map(|i| {
+                    let key = govchain_crypto::SigningKey::from_seed([0xB0 + i; 32]);
+                    (format!("node{i}"), key.public_key())
+                })
+                .collect(),
+        ),
+    ),
 });
 
 /// `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and

@@ -201,6 +201,15 @@ impl NodeService for FakeNode {
 
     /// Known transactions at once; an unknown one ends the stream as a
     /// missed deadline would.
+    async fn get_validator_set(
+        &self,
+        _request: Request<govchain_proto::node::v1::GetValidatorSetRequest>,
+    ) -> Result<Response<govchain_proto::node::v1::GetValidatorSetResponse>, Status> {
+        Err(Status::unimplemented(
+            "the fake node keeps no validator set",
+        ))
+    }
+
     async fn commit_status(
         &self,
         request: Request<CommitStatusRequest>,

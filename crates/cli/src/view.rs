@@ -191,6 +191,35 @@ pub enum BodyView {
         /// `name=cid` pairs.
         documents: Vec<String>,
     },
+    ProposeValidatorChange {
+        /// "add <department> as validator" or "remove validator <index>".
+        change: String,
+        deadline_ms: u64,
+        deadline: String,
+        reason: String,
+    },
+    ApproveValidatorChange {
+        proposal_id: String,
+    },
+}
+
+/// A validator change in words.
+pub fn change_text(change: Option<&govchain_proto::types::v1::ValidatorChange>) -> String {
+    use govchain_proto::types::v1::validator_change::Change;
+    match change.and_then(|c| c.change.as_ref()) {
+        Some(Change::Add(add)) => format!(
+            "add {} as validator (consensus key {}{})",
+            add.department,
+            hex::encode(&add.consensus_key),
+            if add.endpoint.is_empty() {
+                String::new()
+            } else {
+                format!(", at {}", add.endpoint)
+            }
+        ),
+        Some(Change::Remove(remove)) => format!("remove validator {}", remove.validator_index),
+        None => "none".to_owned(),
+    }
 }
 
 /// `name=cid` for each document.
@@ -315,6 +344,15 @@ impl BodyView {
                 dataset: r.dataset.clone(),
                 purpose: r.purpose.clone(),
                 documents: document_pairs(&r.documents),
+            },
+            Body::ProposeValidatorChange(p) => Self::ProposeValidatorChange {
+                change: change_text(p.change.as_ref()),
+                deadline_ms: p.deadline_ms,
+                deadline: format_time_ms(p.deadline_ms),
+                reason: p.reason.clone(),
+            },
+            Body::ApproveValidatorChange(a) => Self::ApproveValidatorChange {
+                proposal_id: hex::encode(&a.proposal_id),
             },
         }
     }
@@ -492,6 +530,21 @@ impl BodyView {
                 ("dataset", dataset.clone()),
                 ("purpose", purpose.clone()),
                 ("documents", documents.join(", ")),
+            ],
+            Self::ProposeValidatorChange {
+                change,
+                deadline,
+                reason,
+                ..
+            } => vec![
+                ("kind", "propose validator change".to_owned()),
+                ("change", change.clone()),
+                ("deadline", deadline.clone()),
+                ("reason", reason.clone()),
+            ],
+            Self::ApproveValidatorChange { proposal_id } => vec![
+                ("kind", "approve validator change".to_owned()),
+                ("proposal id", proposal_id.clone()),
             ],
         }
     }

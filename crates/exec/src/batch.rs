@@ -116,6 +116,14 @@ pub fn proposal_digest(encoded: &[u8]) -> Option<Digest> {
     decode_proposal(encoded).ok().map(|proposal| proposal.hash)
 }
 
+/// `Config::block_validators` for proposals: the validator set a delivered
+/// block's header announces (`next_validators`), if any. The replica calls
+/// it only on delivered blocks, whose header was checked against execution.
+pub fn proposal_validators(encoded: &[u8]) -> Option<govchain_pbft::ValidatorSet> {
+    let proposal = decode_proposal(encoded).ok()?;
+    crate::governance::announced_set(&proposal.header.next_validators)?.ok()
+}
+
 /// Encodes a proposal for a block whose transactions are the given slices.
 pub fn encode_proposal(header_bytes: Vec<u8>, slices: &[(Digest, u32, u32)]) -> Vec<u8> {
     Proposal {

@@ -9,6 +9,7 @@ use govchain_proto::types::v1::{Block, BlockHeader, TransactionEnvelope, Transac
 use prost::Message as _;
 
 use crate::execute::{Overlay, execute};
+use crate::governance;
 use crate::identity::{Context, Departments};
 use crate::state::{StateError, StateRead, read_nonce};
 use crate::state_tree::{TreeRead, update_tree};
@@ -169,6 +170,7 @@ pub fn build_block<'a, S: StateRead + TreeRead>(
         bytes += transaction.encoded_len;
         included.push(transaction.envelope.clone());
     }
+    let next_set = governance::end_block(&mut overlay, &limits.departments, height)?;
     let tree = update_tree(state, &overlay.writes)?;
     let root = tree.root;
     let ids: Vec<Digest> = results.iter().map(|(id, _)| *id).collect();
@@ -182,6 +184,10 @@ pub fn build_block<'a, S: StateRead + TreeRead>(
         view,
         proposer_index,
         transaction_count: u32::try_from(included.len()).expect("bounded by transactions_max"),
+        next_validators: next_set
+            .as_ref()
+            .map(governance::header_validators)
+            .unwrap_or_default(),
     };
     let header_bytes = header.encode_to_vec();
     let hash = block_hash(&header_bytes);
@@ -267,7 +273,6 @@ pub fn check_fetched_block(
 pub struct CheckContext<'a> {
     pub chain_id: &'a str,
     pub head: &'a Head,
-    pub validator_count: u32,
     pub limits: &'a BlockLimits,
     /// Latest acceptable timestamp (the checker's clock plus allowed drift).
     pub timestamp_ms_max: u64,
@@ -316,7 +321,13 @@ pub fn check_block_reusing<S: StateRead + TreeRead>(
         });
     }
     let header = decode_header(&block)?;
-    check_header(context, &header, block.transactions.len())?;
+    let set = governance::current_set(state, &context.limits.departments)?;
+    check_header(
+        context,
+        &governance::validator_set(&set)?,
+        &header,
+        block.transactions.len(),
+    )?;
     let execution = Context {
         departments: &context.limits.departments,
         height: header.height,
@@ -366,6 +377,18 @@ pub fn check_block_reusing<S: StateRead + TreeRead>(
         merkle_root(&ids),
         &header.transactions_root,
     )?;
+    let next_set = governance::end_block(&mut overlay, &context.limits.departments, header.height)?;
+    let expected = next_set
+        .as_ref()
+        .map(governance::header_validators)
+        .unwrap_or_default();
+    if header.next_validators != expected {
+        return Err(wrong(
+            "next_validators",
+            format!("{:?}", set_indexes(&expected)),
+            format!("{:?}", set_indexes(&header.next_validators)),
+        ));
+    }
     let tree = update_tree(state, &overlay.writes)?;
     expect_field("state_root", tree.root, &header.state_root)?;
     let executed = ExecutedBlock {
@@ -416,6 +439,7 @@ fn verify_unverified(
 
 fn check_header(
     context: &CheckContext<'_>,
+    validators: &govchain_pbft::ValidatorSet,
     header: &BlockHeader,
     count: usize,
 ) -> Result<(), BlockError> {
@@ -427,8 +451,8 @@ fn check_header(
         return Err(wrong("height", head.height + 1, header.height));
     }
     expect_field("parent_hash", head.hash, &header.parent_hash)?;
-    let primary =
-        u32::try_from(header.view % u64::from(context.validator_count)).expect("n fits u32");
+    // The primary of the view in the set in force for this height.
+    let primary = validators.primary(header.view);
     if header.proposer_index != primary {
         return Err(wrong("proposer_index", primary, header.proposer_index));
     }
@@ -462,6 +486,11 @@ fn expect_field(field: &'static str, expected: Digest, got: &[u8]) -> Result<(),
 
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The indexes a `next_validators` list names, for error messages.
+fn set_indexes(keys: &[govchain_proto::types::v1::ValidatorKey]) -> Vec<u32> {
+    keys.iter().map(|key| key.index).collect()
 }
 
 fn wrong(field: &'static str, expected: impl ToString, got: impl ToString) -> BlockError {

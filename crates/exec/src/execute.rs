@@ -10,6 +10,7 @@ use prost::Message as _;
 
 use crate::approval;
 use crate::directory;
+use crate::governance;
 use crate::identity::{self, Context, Department, Departments, Outcome, Refusal};
 use crate::state::{StateError, StateRead, nonce_key};
 use crate::transaction::VerifiedTransaction;
@@ -35,6 +36,9 @@ pub fn anchor_key(dataset: &str, record_id: &str) -> Vec<u8> {
 pub(crate) struct Overlay<'a, S: StateRead> {
     base: &'a S,
     pub(crate) writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Validator changes whose approvals reached a quorum in this block, in
+    /// order, for `governance::end_block`.
+    pub(crate) approved_changes: Vec<govchain_crypto::Digest>,
 }
 
 impl<'a, S: StateRead> Overlay<'a, S> {
@@ -42,6 +46,7 @@ impl<'a, S: StateRead> Overlay<'a, S> {
         Self {
             base,
             writes: BTreeMap::new(),
+            approved_changes: Vec::new(),
         }
     }
 
@@ -127,6 +132,12 @@ fn apply<S: StateRead>(
         }
         Body::RequestDatasetAccess(body) => {
             directory::request_access(overlay, context, transaction, body)
+        }
+        Body::ProposeValidatorChange(body) => {
+            governance::propose(overlay, context, transaction, body)
+        }
+        Body::ApproveValidatorChange(body) => {
+            governance::approve(overlay, context, transaction, body)
         }
     }
 }

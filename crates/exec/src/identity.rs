@@ -78,6 +78,9 @@ pub struct Department {
 pub struct Departments {
     by_key: BTreeMap<[u8; 32], Department>,
     by_name: BTreeMap<String, [u8; 32]>,
+    /// Genesis validators in genesis order (index = position): department
+    /// and consensus key. The set before any governance change.
+    genesis_validators: Vec<(String, PublicKey)>,
 }
 
 impl Departments {
@@ -91,6 +94,19 @@ impl Departments {
             registry.by_key.insert(key, department);
         }
         registry
+    }
+
+    /// With the genesis validators, in genesis order.
+    #[must_use]
+    pub fn with_genesis_validators(mut self, validators: Vec<(String, PublicKey)>) -> Self {
+        self.genesis_validators = validators;
+        self
+    }
+
+    pub fn genesis_validators(&self) -> impl Iterator<Item = (&String, &PublicKey)> {
+        self.genesis_validators
+            .iter()
+            .map(|(name, key)| (name, key))
     }
 
     pub fn by_key(&self, key: &PublicKey) -> Option<&Department> {

@@ -16,13 +16,14 @@ mod execute;
 pub mod identity;
 pub mod approval;
 pub mod directory;
+pub mod governance;
 mod state;
 pub mod state_tree;
 mod transaction;
 
 pub use batch::{
     AssembleError, CheckedProposal, assemble_block, batch_digest, decode_proposal, encode_proposal,
-    proposal_digest, push_slice,
+    proposal_digest, proposal_validators, push_slice,
 };
 pub use block::{
     BlockError, BlockLimits, BuiltBlock, CheckContext, CheckedBlock, ExecutedBlock, Head,

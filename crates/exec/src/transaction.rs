@@ -2,7 +2,7 @@ use bytes::Bytes;
 use govchain_crypto::{Digest, DomainHasher, KeyError, PublicKey, Signature};
 use govchain_proto::types::v1::{Transaction, TransactionEnvelope, transaction::Body};
 
-use crate::{approval, directory, identity};
+use crate::{approval, directory, governance, identity};
 use prost::Message as _;
 
 const DOMAIN_TRANSACTION: &str = "govchain/tx/v1";
@@ -104,6 +104,8 @@ pub fn body_kind(body: &Body) -> &'static str {
         Body::PublishDatasetEntry(_) => "publish_dataset_entry",
         Body::DatasetVersion(_) => "dataset_version",
         Body::RequestDatasetAccess(_) => "request_dataset_access",
+        Body::ProposeValidatorChange(_) => "propose_validator_change",
+        Body::ApproveValidatorChange(_) => "approve_validator_change",
     }
 }
 
@@ -316,6 +318,12 @@ fn validate_body(body: &Body) -> Result<(), TransactionError> {
         }
         Body::RequestDatasetAccess(body) => {
             directory::validate_request(body).map_err(TransactionError::Malformed)
+        }
+        Body::ProposeValidatorChange(body) => {
+            governance::validate_propose(body).map_err(TransactionError::Malformed)
+        }
+        Body::ApproveValidatorChange(body) => {
+            governance::validate_approve(body).map_err(TransactionError::Malformed)
         }
     }
 }

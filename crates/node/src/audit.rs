@@ -66,7 +66,9 @@ fn audit_blocks(
     report: &mut AuditReport,
     progress: &mut impl FnMut(u64, u64),
 ) -> anyhow::Result<()> {
-    let validators = crate::validator_set(genesis)?;
+    // The set certifying each block: genesis's, then each one a header
+    // announces, from the next block on.
+    let mut validators = crate::validator_set(genesis)?;
     let departments = crate::shared::departments(genesis);
     let head = ledger.head();
     let mut parent = genesis.hash();
@@ -80,6 +82,15 @@ fn audit_blocks(
             .with_context(|| format!("block {height} does not decode"))?;
         let hash = audit_block(&genesis.chain_id, &validators, height, &parent, &committed)
             .with_context(|| format!("block {height}"))?;
+        if let Some(next) = committed
+            .header
+            .as_ref()
+            .and_then(|header| govchain_exec::governance::announced_set(&header.next_validators))
+        {
+            validators = next
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("block {height}: next_validators"))?;
+        }
         query_keys += audit_query_keys(ledger, &committed, &departments)
             .with_context(|| format!("block {height}"))?;
         report.blocks += 1;

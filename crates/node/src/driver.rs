@@ -19,7 +19,7 @@ use govchain_exec::{
 };
 use govchain_ledger::AppendBlock;
 use govchain_pbft::{
-    Action, CommitCertificate, Event, Record, RejectReason, Replica, SequenceNumber, View,
+    Action, CommitCertificate, Epoch, Event, Record, RejectReason, Replica, SequenceNumber, View,
 };
 use govchain_proto::consensus::v1::{StreamRequest, stream_request::Kind};
 use govchain_proto::types::v1::{Block, BlockHeader, CommittedBlock, TransactionResult};
@@ -181,10 +181,10 @@ impl Driver {
                 }
                 DriverEvent::Consensus(event) => self.step(event),
                 DriverEvent::Synced { blocks, ack } => {
-                    let (applied, last) = self.apply_synced(blocks);
+                    let (applied, last, epoch) = self.apply_synced(blocks);
                     let _ = ack.send(applied);
                     if let Some(certificate) = last {
-                        self.step(Event::StateTransferred { certificate });
+                        self.step(Event::StateTransferred { certificate, epoch });
                     }
                 }
                 DriverEvent::MempoolChanged => {
@@ -306,6 +306,12 @@ impl Driver {
                 });
                 Some(events)
             }
+            Action::Retired { seq } => {
+                warn!(node = %self.shared.name, seq, "this validator left the validator set by governance; following the chain without voting");
+                self.replica = None;
+                self.shared.voting.store(false, Ordering::Relaxed);
+                None
+            }
             Action::Rejected { sender, reason } => {
                 let peer = self.shared.validator_name(sender);
                 self.shared
@@ -335,6 +341,7 @@ impl Driver {
             "the primary builds on the applied head"
         );
         let span = block_span(&self.shared.name, view, seq, "propose");
+        let me = self.replica.as_ref().map_or(self.shared.index, Replica::me);
         let built = span.in_scope(|| {
             let _execute = tracing::info_span!("execute").entered();
             let mempool = self.shared.mempool();
@@ -343,7 +350,7 @@ impl Driver {
                 self.shared.chain_id(),
                 &head,
                 view,
-                self.shared.index,
+                me,
                 timestamp_ms,
                 mempool.candidates(),
                 &self.shared.limits,
@@ -527,8 +534,7 @@ impl Driver {
             && waiting.fetches < BATCH_FETCHES_PER_PROPOSAL_MAX
             && let Some(fetch) = &self.fetch
         {
-            let primary = u32::try_from(view % u64::from(self.shared.validators.len()))
-                .expect("fewer validators than u32::MAX");
+            let primary = self.shared.membership().set.primary(view);
             let request = FetchRequest {
                 digests: missing.clone(),
                 first: primary,
@@ -575,7 +581,6 @@ impl Driver {
         let context = CheckContext {
             chain_id: self.shared.chain_id(),
             head: &head,
-            validator_count: self.shared.validators.len(),
             limits: &self.shared.limits,
             timestamp_ms_max: now_ms() + TIMESTAMP_DRIFT_MS_MAX,
         };
@@ -736,8 +741,36 @@ impl Driver {
             subscribers = self.shared.blocks.receiver_count()
         )
         .entered();
+        if !ready.header.next_validators.is_empty() {
+            self.validator_set_changed(seq);
+        }
         // No subscriber is not an error.
         let _ = self.shared.blocks.send(Arc::new(committed));
+    }
+
+    /// Block `seq` put a new validator set in force from `seq + 1`: the
+    /// services, peers and sync read it from `Shared` from now on. (The
+    /// replica switched by itself, reading the same header.)
+    ///
+    /// # Panics
+    /// If the set can not be read back from the state just written: the
+    /// ledger is unusable.
+    fn validator_set_changed(&mut self, seq: SequenceNumber) {
+        let membership = match self.shared.refresh_membership() {
+            Ok(membership) => membership,
+            Err(err) => {
+                error!(node = %self.shared.name, seq, error = format!("{err:#}"), "cannot read the new validator set");
+                panic!("cannot read the validator set after block {seq}: {err:#}");
+            }
+        };
+        let members: Vec<String> = membership
+            .record
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.index, m.department))
+            .collect();
+        info!(node = %self.shared.name, from = seq + 1, validators = %members.join(","), quorum = membership.set.quorum(), "validator set changed");
+        self.shared.peers.update(&membership.record);
     }
 
     /// Records the PBFT phase this replica reached for a block as an event
@@ -771,9 +804,13 @@ impl Driver {
     /// Execution still runs and must reproduce the header's state root; a
     /// block that does not is logged and not applied, and neither is any
     /// after it. Returns how many were applied.
-    fn apply_synced(&mut self, blocks: Vec<CommittedBlock>) -> (u64, Option<CommitCertificate>) {
+    fn apply_synced(
+        &mut self,
+        blocks: Vec<CommittedBlock>,
+    ) -> (u64, Option<CommitCertificate>, Option<Epoch>) {
         let mut applied = 0;
         let mut last = None;
+        let mut epoch = None;
         for committed in blocks {
             let head = self.shared.head();
             let (Some(block), Some(certificate)) = (committed.block, committed.certificate) else {
@@ -798,7 +835,6 @@ impl Driver {
             let context = CheckContext {
                 chain_id: self.shared.chain_id(),
                 head: &head,
-                validator_count: self.shared.validators.len(),
                 limits: &self.shared.limits,
                 timestamp_ms_max: u64::MAX,
             };
@@ -836,11 +872,19 @@ impl Driver {
                 span: tracing::Span::none(),
             };
             self.ready.remove(&header.height);
+            let announces = !ready.header.next_validators.is_empty();
             self.append(ready, certificate);
+            if announces {
+                let membership = self.shared.membership();
+                epoch = Some(Epoch {
+                    start: membership.record.since_height,
+                    validators: membership.set.clone(),
+                });
+            }
             applied += 1;
             last = Some(pbft_certificate);
         }
-        (applied, last)
+        (applied, last, epoch)
     }
 }
 

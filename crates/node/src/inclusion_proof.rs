@@ -358,6 +358,7 @@ mod tests {
             view: 3,
             proposer_index: 0,
             transaction_count: u32::try_from(count).expect("small"),
+            next_validators: Vec::new(),
         };
         let header_bytes = header.encode_to_vec();
         let hash = block_hash(&header_bytes);

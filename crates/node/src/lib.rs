@@ -56,7 +56,7 @@ use govchain_proto::node::v1::node_service_server::NodeServiceServer;
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::transport::Server;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use audit::{AuditReport, audit_ledger};
 pub use certified_header::CertifiedHeaderError;
@@ -132,7 +132,6 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (fatal, mut fatal_errors) = supervise::Fatal::new();
     let genesis = settings.genesis.clone();
-    let validators = validator_set(&genesis)?;
     let ledger = Arc::new(
         Ledger::open(&settings.data_dir, &genesis.chain_id, genesis.hash()).with_context(|| {
             format!("cannot open the ledger in {}", settings.data_dir.display())
@@ -146,11 +145,7 @@ pub async fn run(
 
     // An observer does not stream to validators (they would refuse it); it
     // only fetches blocks.
-    let peers = if settings.observer {
-        PeerSet::none()
-    } else {
-        PeerSet::start(&settings, &fatal)
-    };
+    let peers = PeerSet::start(&settings, &fatal, !settings.observer);
     let mempool = Mempool::new(
         settings.mempool.transactions_max,
         settings.mempool.bytes_max,
@@ -192,12 +187,11 @@ pub async fn run(
         settings.name.clone(),
         settings.index,
         genesis.clone(),
-        validators.clone(),
         ledger,
         blobs,
         mempool,
         peers,
-    ));
+    )?);
 
     let replica = if settings.observer {
         None
@@ -205,20 +199,22 @@ pub async fn run(
         let restored = dissemination::restore_batches(&shared)
             .context("cannot reload the batches of this node's votes")?;
         info!(node = %settings.name, batches = restored, "batches of pending proposals reloaded");
-        Some(start_replica(&settings, &shared, validators)?)
+        start_replica(&settings, &shared)?
     };
     let (events, receiver) = mpsc::channel(DRIVER_EVENTS_MAX);
     let sync = sync::start(&settings, shared.clone(), events.clone(), &fatal);
     let mut tasks = Vec::new();
-    if settings.observer {
-        tasks.push(fatal.spawn_task(
-            "follow",
-            sync::follow(
-                sync.clone(),
-                settings.peers.iter().map(|p| p.index).collect(),
-            ),
-        ));
-    }
+    shared
+        .voting
+        .store(replica.is_some(), std::sync::atomic::Ordering::Relaxed);
+    tasks.push(fatal.spawn_task(
+        "follow",
+        sync::follow(
+            sync.clone(),
+            settings.peers.iter().map(|p| p.index).collect(),
+            shared.clone(),
+        ),
+    ));
     let mut metrics = node_metrics(&settings);
     let fetch = (!settings.observer)
         .then(|| dissemination::Fetcher::start(&settings, shared.clone(), events.clone(), &fatal));
@@ -562,22 +558,30 @@ async fn bind_metrics(
     Ok(listener)
 }
 
-/// The PBFT replica of a validator, resumed from its ledger and records.
-fn start_replica(
-    settings: &Settings,
-    shared: &Shared,
-    validators: ValidatorSet,
-) -> anyhow::Result<Replica> {
+/// The PBFT replica of a validator, resumed from its ledger and records,
+/// with the validator set in force at the head; `None` if this node's
+/// consensus key is not in it (governance removed it): it then follows the
+/// chain without voting.
+fn start_replica(settings: &Settings, shared: &Shared) -> anyhow::Result<Option<Replica>> {
     let genesis = &settings.genesis;
+    let membership = shared.membership();
+    let Some(me) = membership
+        .set
+        .index_of(&settings.consensus_key.public_key())
+    else {
+        warn!(node = %settings.name, "this node's consensus key is not in the validator set in force (governance removed it): following the chain without voting");
+        return Ok(None);
+    };
     let restored =
         consensus_store::load(&shared.ledger).context("cannot read the consensus records")?;
     let last_certificate = head_certificate(&shared.ledger)?;
     info!(node = %settings.name, view = restored.view, votes = restored.votes.len(), "consensus state restored");
-    Ok(Replica::new(
+    Ok(Some(Replica::new(
         Config {
             chain_id: genesis.chain_id.clone(),
-            validators,
-            me: settings.index,
+            validators: membership.set.clone(),
+            epoch_start: membership.record.since_height,
+            me,
             key: govchain_crypto::SigningKey::from_pkcs8_pem(
                 &settings.consensus_key.to_pkcs8_pem()?,
             )?,
@@ -586,11 +590,12 @@ fn start_replica(
             // Pre-prepares carry proposals (header and batch slices), not
             // blocks: see `dissemination`.
             block_digest: govchain_exec::proposal_digest,
+            block_validators: govchain_exec::proposal_validators,
         },
         shared.ledger.head().height,
         last_certificate,
         restored,
-    ))
+    )))
 }
 
 /// The commit certificate of the ledger's head block, for the replica's

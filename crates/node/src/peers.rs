@@ -12,6 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
+use govchain_proto::types::v1::ValidatorSetRecord;
+
 use crate::config::Settings;
 use crate::supervise::Fatal;
 
@@ -30,46 +32,140 @@ struct PeerHandle {
     dropped: AtomicU64,
 }
 
-/// The set of peers this node sends to.
+/// The set of peers this node sends to: the configured validators, then
+/// the validator set in force as governance changes it ([`PeerSet::update`]).
 pub struct PeerSet {
-    peers: Vec<PeerHandle>,
+    peers: std::sync::RwLock<Vec<PeerHandle>>,
+    /// What new connection tasks need; `None` for a set that never
+    /// connects (tests).
+    spawner: Option<Spawner>,
+}
+
+struct Spawner {
+    name: String,
+    certificates: Arc<crate::tls::NodeCertificates>,
+    fatal: Fatal,
+    /// Addresses from the configuration, by department; they win over an
+    /// endpoint named on chain.
+    configured: Vec<(String, String)>,
+}
+
+impl Spawner {
+    fn spawn(&self, name: &str, address: &str) -> PeerHandle {
+        let (queue, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
+        let connected = Arc::new(AtomicBool::new(false));
+        let task = PeerTask {
+            name: name.to_owned(),
+            address: address.to_owned(),
+            certificates: self.certificates.clone(),
+            connected: connected.clone(),
+        };
+        self.fatal
+            .spawn_task(&format!("peer {name}"), task.run(receiver));
+        PeerHandle {
+            name: name.to_owned(),
+            queue,
+            connected,
+            dropped: AtomicU64::new(0),
+        }
+    }
 }
 
 impl PeerSet {
-    /// Starts one connection task per configured peer.
-    pub fn start(settings: &Settings, fatal: &Fatal) -> Self {
-        let peers = settings
-            .peers
-            .iter()
-            .map(|peer| {
-                let (queue, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-                let connected = Arc::new(AtomicBool::new(false));
-                let task = PeerTask {
-                    name: peer.name.clone(),
-                    address: peer.address.clone(),
-                    certificates: settings.certificates.clone(),
-                    connected: connected.clone(),
-                };
-                fatal.spawn_task(&format!("peer {}", peer.name), task.run(receiver));
-                PeerHandle {
-                    name: peer.name.clone(),
-                    queue,
-                    connected,
-                    dropped: AtomicU64::new(0),
-                }
-            })
-            .collect();
-        Self { peers }
+    /// Starts one connection task per configured peer when `connect`
+    /// (a validator); an observer starts none until it becomes one.
+    pub fn start(settings: &Settings, fatal: &Fatal, connect: bool) -> Self {
+        let spawner = Spawner {
+            name: settings.name.clone(),
+            certificates: settings.certificates.clone(),
+            fatal: fatal.clone(),
+            configured: settings
+                .peers
+                .iter()
+                .map(|peer| (peer.name.clone(), peer.address.clone()))
+                .collect(),
+        };
+        let peers = if connect {
+            spawner
+                .configured
+                .iter()
+                .map(|(name, address)| spawner.spawn(name, address))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            peers: std::sync::RwLock::new(peers),
+            spawner: Some(spawner),
+        }
     }
 
-    /// No peers: for an observer, which sends nothing.
     pub fn none() -> Self {
-        Self { peers: Vec::new() }
+        Self {
+            peers: std::sync::RwLock::new(Vec::new()),
+            spawner: None,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<PeerHandle>> {
+        self.peers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes the peers the other members of `set`: a member not yet a
+    /// peer gets a connection (to its configured address, else the
+    /// endpoint on chain; a member with neither is logged and skipped),
+    /// and a peer no longer a member is dropped (its task ends with its
+    /// queue).
+    pub fn update(&self, set: &ValidatorSetRecord) {
+        let Some(spawner) = &self.spawner else {
+            return;
+        };
+        let mut peers = self
+            .peers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        peers.retain(|peer| {
+            let member = set.members.iter().any(|m| m.department == peer.name);
+            if !member {
+                info!(peer = %peer.name, "peer left the validator set; closing its stream");
+            }
+            member
+        });
+        for member in &set.members {
+            if member.department == spawner.name
+                || peers.iter().any(|peer| peer.name == member.department)
+            {
+                continue;
+            }
+            let configured = spawner
+                .configured
+                .iter()
+                .find(|(name, _)| *name == member.department)
+                .map(|(_, address)| address.clone());
+            let endpoint = (!member.endpoint.is_empty()).then(|| {
+                if member.endpoint.contains("://") {
+                    member.endpoint.clone()
+                } else {
+                    format!("https://{}", member.endpoint)
+                }
+            });
+            match configured.or(endpoint) {
+                Some(address) => {
+                    info!(peer = %member.department, %address, "new validator; connecting to it");
+                    peers.push(spawner.spawn(&member.department, &address));
+                }
+                None => {
+                    warn!(peer = %member.department, "new validator has no address: neither `peers` nor the proposal's endpoint names one");
+                }
+            }
+        }
     }
 
     /// Queues `message` for every peer without waiting.
     pub fn broadcast(&self, message: &StreamRequest) {
-        for peer in &self.peers {
+        for peer in self.read().iter() {
             if peer.queue.try_send(message.clone()).is_err() {
                 let dropped = peer.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if dropped.is_power_of_two() {
@@ -82,7 +178,7 @@ impl PeerSet {
     /// Each peer's name, whether its stream is open, and the messages to
     /// it dropped so far.
     pub fn states(&self) -> Vec<(String, bool, u64)> {
-        self.peers
+        self.read()
             .iter()
             .map(|p| {
                 (
@@ -95,7 +191,7 @@ impl PeerSet {
     }
 
     pub fn connected(&self) -> Vec<String> {
-        self.peers
+        self.read()
             .iter()
             .filter(|p| p.connected.load(Ordering::Relaxed))
             .map(|p| p.name.clone())
@@ -116,6 +212,9 @@ impl PeerTask {
     async fn run(self, mut queue: mpsc::Receiver<StreamRequest>) {
         let mut delay = RECONNECT_DELAY_MIN;
         loop {
+            if queue.is_closed() {
+                return; // Dropped from the set (or the node stops).
+            }
             match self.connect().await {
                 Ok(client) => {
                     delay = RECONNECT_DELAY_MIN;

@@ -112,7 +112,7 @@ pub async fn watch(
     sync: mpsc::Sender<SyncRequest>,
 ) {
     let peers = peers.0;
-    let f = (shared.validators.len().saturating_sub(1) / 3) as usize;
+    let f = (shared.membership().set.len().saturating_sub(1) / 3) as usize;
     health
         .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
         .await;

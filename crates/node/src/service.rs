@@ -852,6 +852,31 @@ impl NodeService for NodeApi {
         }
     }
 
+    async fn get_validator_set(
+        &self,
+        request: Request<GetValidatorSetRequest>,
+    ) -> Result<Response<GetValidatorSetResponse>, Status> {
+        tls::caller_identity(&request)?;
+        let request = request.into_inner();
+        let limit = match request.proposals_limit {
+            0 => govchain_exec::governance::PROPOSALS_PAGE_MAX,
+            n => u64::from(n),
+        };
+        let height = self.shared.ledger.head().height;
+        let state = crate::shared::LedgerState(&self.shared.ledger);
+        let (proposals, next) =
+            govchain_exec::governance::proposals_page(&state, request.proposals_after, limit)
+                .map_err(|err| internal("cannot read validator proposals", err))?;
+        let membership = self.shared.membership();
+        Ok(Response::new(GetValidatorSetResponse {
+            validators: Some(membership.record.clone()),
+            proposals,
+            next_proposals_after: next.unwrap_or(0),
+            height,
+            quorum: membership.set.quorum(),
+        }))
+    }
+
     type CommitStatusStream = CommitStream;
 
     async fn commit_status(
@@ -1012,6 +1037,7 @@ impl NodeService for NodeApi {
         let shared = &self.shared;
         let head = shared.ledger.head();
         let view = shared.current_view();
+        let membership = shared.membership();
         let (mempool_transactions, mempool_bytes) = {
             let mempool = shared.mempool();
             (mempool.len(), mempool.bytes())
@@ -1024,10 +1050,8 @@ impl NodeService for NodeApi {
             state_root: head.state_root.to_vec(),
             genesis_hash: shared.genesis_hash.to_vec(),
             view,
-            primary: shared
-                .validator_name(shared.validators.primary(view))
-                .into(),
-            validator_count: shared.validators.len(),
+            primary: shared.validator_name(membership.set.primary(view)),
+            validator_count: membership.set.len(),
             mempool_transactions,
             mempool_bytes,
             connected_peers: shared.peers.connected(),
@@ -1395,11 +1419,22 @@ impl ConsensusService for ConsensusApi {
         let identity = tls::caller_identity(&request)?;
         tls::require_node(&identity)?;
         let peer = self.validator_of(&identity)?;
-        let peer_name = self.shared.validator_name(peer).to_string();
+        let peer_name = self.shared.validator_name(peer);
         let mut stream = request.into_inner();
         let mut accepted = 0u64;
         while let Some(message) = stream.next().await {
             let message = message.map_err(errors::detailed)?;
+            // Governance may remove the peer while its stream is open: from
+            // the block that does, its messages are refused.
+            let membership = self.shared.membership();
+            if !membership.set.contains(peer) {
+                warn!(peer = %peer_name, "closing the stream of a validator that left the validator set");
+                return Err(errors::permission_denied(format!(
+                    "{identity} left the validator set of chain {} at height {}",
+                    self.shared.chain_id(),
+                    membership.record.since_height
+                )));
+            }
             match message.kind {
                 Some(Kind::Consensus(consensus)) => {
                     if consensus.sender_index != peer {
@@ -1437,16 +1472,22 @@ impl ConsensusService for ConsensusApi {
 }
 
 impl ConsensusApi {
-    /// The caller's validator index; an observer's or a foreign node's
-    /// certificate is refused.
+    /// The caller's validator index in the set in force; an observer's,
+    /// a removed validator's or a foreign node's certificate is refused.
     fn validator_of(&self, identity: &TlsIdentity) -> Result<u32, Status> {
+        if identity.role != govchain_pki::Role::Node {
+            return Err(errors::permission_denied(format!(
+                "{identity} is not a node certificate"
+            )));
+        }
         self.shared
-            .genesis
-            .validator_index_by_identity(identity)
+            .membership()
+            .index_of_identity(&identity.to_uri())
             .ok_or_else(|| {
                 errors::permission_denied(format!(
-                    "{identity} is not a validator of chain {}",
-                    self.shared.chain_id()
+                    "{identity} is not a validator of chain {} (in the set in force at height {})",
+                    self.shared.chain_id(),
+                    self.shared.ledger.head().height + 1
                 ))
             })
     }

@@ -1,14 +1,14 @@
 //! State shared by the gRPC services and the consensus driver.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use govchain_crypto::Digest;
 use govchain_exec::{BlockLimits, Department, Departments, Head, StateError, StateRead, TreeRead};
 use govchain_ledger::Ledger;
 use govchain_pbft::ValidatorSet;
 use govchain_pki::Genesis;
-use govchain_proto::types::v1::CommittedBlock;
+use govchain_proto::types::v1::{CommittedBlock, ValidatorSetRecord};
 use tokio::sync::broadcast;
 
 use crate::blobs::Blobs;
@@ -29,7 +29,9 @@ pub struct Shared {
     pub index: u32,
     pub genesis: Genesis,
     pub genesis_hash: Digest,
-    pub validators: ValidatorSet,
+    /// The validator set in force for the block after the head; the driver
+    /// replaces it when a block announces a new one.
+    membership: RwLock<Arc<Membership>>,
     pub limits: BlockLimits,
     pub ledger: Arc<Ledger>,
     pub blobs: Arc<Blobs>,
@@ -41,6 +43,9 @@ pub struct Shared {
     pub view: AtomicU64,
     /// False while a view change is in progress.
     pub view_normal: AtomicBool,
+    /// Whether this node runs a replica (a validator in the set in force);
+    /// false on an observer and after governance removed it.
+    pub voting: AtomicBool,
     /// Consensus messages refused as faulty since start (see the log for
     /// each one's sender and reason).
     pub rejected_messages: AtomicU64,
@@ -67,12 +72,11 @@ impl Shared {
         name: String,
         index: u32,
         genesis: Genesis,
-        validators: ValidatorSet,
         ledger: Arc<Ledger>,
         blobs: Arc<Blobs>,
         mempool: Mempool,
         peers: PeerSet,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let consensus = &genesis.consensus;
         let limits = BlockLimits {
             transactions_max: consensus.block_transactions_max,
@@ -81,13 +85,14 @@ impl Shared {
             departments: Arc::new(departments(&genesis)),
         };
         let (blocks, _) = broadcast::channel(SUBSCRIBERS_BLOCKS_BUFFERED_MAX);
-        Self {
+        let membership = Membership::read(&ledger, &limits.departments)?;
+        Ok(Self {
             observer,
             name,
             index,
             genesis_hash: genesis.hash(),
             genesis,
-            validators,
+            membership: RwLock::new(Arc::new(membership)),
             limits,
             ledger,
             blobs,
@@ -97,6 +102,7 @@ impl Shared {
             blocks,
             view: AtomicU64::new(0),
             view_normal: AtomicBool::new(true),
+            voting: AtomicBool::new(false),
             mempool_changed: AtomicBool::new(false),
             rejected_messages: AtomicU64::new(0),
             subscriptions: Slots::subscriptions(),
@@ -106,7 +112,26 @@ impl Shared {
             metrics_url: std::sync::OnceLock::new(),
             portal_url: std::sync::OnceLock::new(),
             traces: Default::default(),
-        }
+        })
+    }
+
+    /// The validator set in force for the block after the head.
+    pub fn membership(&self) -> Arc<Membership> {
+        self.membership
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the set in force again from the ledger's head state (after a
+    /// block that announced a new one).
+    pub fn refresh_membership(&self) -> anyhow::Result<Arc<Membership>> {
+        let membership = Arc::new(Membership::read(&self.ledger, &self.limits.departments)?);
+        *self
+            .membership
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = membership.clone();
+        Ok(membership)
     }
 
     pub fn chain_id(&self) -> &str {
@@ -139,15 +164,46 @@ impl Shared {
         }
     }
 
-    pub fn validator_name(&self, index: u32) -> &str {
+    /// The department of validator `index` in the set in force, else in
+    /// genesis (a validator removed since), else "?".
+    pub fn validator_name(&self, index: u32) -> String {
+        let membership = self.membership();
+        if let Some(member) = membership.record.members.iter().find(|m| m.index == index) {
+            return member.department.clone();
+        }
         self.genesis
             .validators
             .get(index as usize)
-            .map_or("?", |v| v.name.as_str())
+            .map_or_else(|| "?".to_owned(), |v| v.name.clone())
     }
 
     pub fn current_view(&self) -> u64 {
         self.view.load(Ordering::Relaxed)
+    }
+}
+
+/// The validator set in force, as governance keeps it in world state.
+#[derive(Debug)]
+pub struct Membership {
+    pub record: ValidatorSetRecord,
+    pub set: ValidatorSet,
+}
+
+impl Membership {
+    fn read(ledger: &Ledger, departments: &Departments) -> anyhow::Result<Self> {
+        let state = LedgerState(ledger);
+        let record = govchain_exec::governance::current_set(&state, departments)?;
+        let set = govchain_exec::governance::validator_set(&record)?;
+        Ok(Self { record, set })
+    }
+
+    /// The index of the member whose node has this TLS identity.
+    pub fn index_of_identity(&self, tls_identity: &str) -> Option<u32> {
+        self.record
+            .members
+            .iter()
+            .find(|m| m.tls_identity == tls_identity)
+            .map(|m| m.index)
     }
 }
 
@@ -169,6 +225,16 @@ pub fn departments(genesis: &Genesis) -> Departments {
             node_key,
         })
     }))
+    .with_genesis_validators(
+        genesis
+            .validators
+            .iter()
+            .filter_map(|validator| {
+                let key = govchain_crypto::PublicKey::from_hex(&validator.consensus_public_key);
+                Some((validator.name.clone(), key.ok()?))
+            })
+            .collect(),
+    )
 }
 
 /// World state at the head of the ledger.

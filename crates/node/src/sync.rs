@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use govchain_crypto::Digest;
 use govchain_exec::check_fetched_block;
-use govchain_pbft::{Transferred, check_transferred};
+use govchain_pbft::{Transferred, ValidatorSet, check_transferred};
 use govchain_proto::consensus::v1::FetchBlocksRequest;
 use govchain_proto::consensus::v1::consensus_service_client::ConsensusServiceClient;
 use govchain_proto::types::v1::CommittedBlock;
@@ -36,9 +36,14 @@ const FOLLOW: u64 = u64::MAX;
 /// How often an observer asks for new blocks.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 
-/// An observer's loop: keep asking the validators for blocks past the head.
-pub async fn follow(sync: mpsc::Sender<SyncRequest>, peers: Vec<u32>) {
+/// A node that does not vote (an observer, or a validator governance
+/// removed) keeps asking the validators for blocks past the head.
+pub async fn follow(sync: mpsc::Sender<SyncRequest>, peers: Vec<u32>, shared: Arc<Shared>) {
     loop {
+        if shared.voting.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(FOLLOW_INTERVAL).await;
+            continue;
+        }
         if sync
             .send(SyncRequest {
                 target: FOLLOW,
@@ -230,6 +235,9 @@ impl Syncer {
         let mut batch = Vec::new();
         let mut parent = head.hash;
         let mut height = from;
+        // The set that certifies each block: the one in force after the
+        // head, then whatever a fetched block's header announces.
+        let mut validators = self.shared.membership().set.clone();
         while let Some(response) = stream.next().await {
             anyhow::ensure!(
                 height <= to,
@@ -241,9 +249,15 @@ impl Syncer {
                 .ok_or_else(|| anyhow::anyhow!("empty response"))?;
             let shared = self.shared.clone();
             // Signature verification is CPU work: off the async runtime.
-            block =
-                tokio::task::spawn_blocking(move || check_fetched(&shared, block, height, &parent))
-                    .await??;
+            let set = validators.clone();
+            let next;
+            (block, next) = tokio::task::spawn_blocking(move || {
+                check_fetched(&shared, &set, block, height, &parent)
+            })
+            .await??;
+            if let Some(next) = next {
+                validators = next;
+            }
             parent = Digest::from_slice(&block.block_hash)?;
             batch.push(block);
             height += 1;
@@ -261,10 +275,11 @@ impl Syncer {
 /// if this node's state has diverged.
 fn check_fetched(
     shared: &Shared,
+    validators: &ValidatorSet,
     mut block: CommittedBlock,
     height: u64,
     parent: &Digest,
-) -> anyhow::Result<CommittedBlock> {
+) -> anyhow::Result<(CommittedBlock, Option<ValidatorSet>)> {
     let body = block
         .block
         .as_ref()
@@ -291,7 +306,7 @@ fn check_fetched(
     // The rule the simulator's state transfer runs too.
     check_transferred(
         shared.chain_id(),
-        &shared.validators,
+        validators,
         height,
         parent,
         Transferred {
@@ -301,5 +316,8 @@ fn check_fetched(
         },
     )?;
     block.block_hash = hash.to_vec();
-    Ok(block)
+    let next = govchain_exec::governance::announced_set(&header.next_validators)
+        .transpose()
+        .map_err(|err| anyhow::anyhow!("block {height}: next_validators: {err}"))?;
+    Ok((block, next))
 }

@@ -28,10 +28,11 @@ pub use quorum::{ValidatorSet, ValidatorSetError};
 // The new-view rule is public so that the simulator's Byzantine primaries
 // build new-views exactly as a correct one would, instead of a copy of it.
 pub use replica::{
-    Action, Config, Decision, Event, Record, RejectReason, Replica, Restored, decide,
+    Action, Config, Decision, Epoch, Event, Record, RejectReason, Replica, Restored, decide,
 };
 
-/// Index of a validator in genesis.
+/// Index of a validator: genesis validators are `0..n`, later ones get the
+/// next unused index (see [`ValidatorSet`]).
 pub type ReplicaIndex = u32;
 /// A PBFT view; the primary of view `v` is validator `v mod n`.
 pub type View = u64;

@@ -212,7 +212,11 @@ impl Adversary {
     }
 
     fn others(&self, context: &Context<'_>, group: &[ReplicaIndex]) -> Vec<ReplicaIndex> {
-        (0..context.validators.len())
+        context
+            .validators
+            .members()
+            .iter()
+            .map(|(index, _)| *index)
             .filter(|i| *i != self.identity && !group.contains(i))
             .collect()
     }
@@ -225,6 +229,7 @@ impl Adversary {
             salt: FORGED_SALT + u64::from(self.identity),
             counter,
             batch: EMPTY_BATCH,
+            validators: Vec::new(),
         }
         .seal()
     }

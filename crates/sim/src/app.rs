@@ -3,11 +3,14 @@
 
 use bytes::Bytes;
 use govchain_crypto::Digest;
-use govchain_pbft::SequenceNumber;
+use govchain_pbft::{ReplicaIndex, SequenceNumber, ValidatorSet};
+
+use crate::node::key;
 
 /// seq (8) + parent digest (32) + proposer salt (8) + counter (8) + batch
-/// digest (32).
-pub const BLOCK_BYTES: usize = 8 + Digest::LEN + 8 + 8 + Digest::LEN;
+/// digest (32), then the validator set the block puts in force: a count (4)
+/// and that many indexes (4 each), 0 when it keeps the set.
+pub const BLOCK_BYTES: usize = 8 + Digest::LEN + 8 + 8 + Digest::LEN + 4;
 
 /// The batch a block with no transactions names: every node holds it.
 pub const EMPTY_BATCH: Digest = Digest::from_bytes([0; 32]);
@@ -27,6 +30,9 @@ pub struct Block {
     /// node's proposals name batches: a backup must hold it (or fetch it)
     /// before it checks the block.
     pub batch: Digest,
+    /// The validators in force from the next height, as the simulated
+    /// execution decides them (see `Scenario::change_at`); empty: no change.
+    pub validators: Vec<ReplicaIndex>,
 }
 
 impl Block {
@@ -37,13 +43,23 @@ impl Block {
         bytes.extend_from_slice(&self.salt.to_be_bytes());
         bytes.extend_from_slice(&self.counter.to_be_bytes());
         bytes.extend_from_slice(self.batch.as_bytes());
+        let count = u32::try_from(self.validators.len()).expect("a small set");
+        bytes.extend_from_slice(&count.to_be_bytes());
+        for index in &self.validators {
+            bytes.extend_from_slice(&index.to_be_bytes());
+        }
         Bytes::from(bytes)
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != BLOCK_BYTES {
+        let count = u32::from_be_bytes(bytes.get(88..92)?.try_into().ok()?) as usize;
+        if bytes.len() != BLOCK_BYTES + 4 * count {
             return None;
         }
+        let validators = bytes[BLOCK_BYTES..]
+            .chunks_exact(4)
+            .map(|chunk| u32::from_be_bytes(chunk.try_into().expect("4 bytes")))
+            .collect();
         let u64_at = |at: usize| {
             bytes
                 .get(at..at + 8)?
@@ -57,6 +73,7 @@ impl Block {
             salt: u64_at(40)?,
             counter: u64_at(48)?,
             batch: Digest::from_slice(bytes.get(56..88)?).ok()?,
+            validators,
         })
     }
 
@@ -77,16 +94,36 @@ pub fn batch_digest(slot: usize, counter: u64) -> Digest {
 
 /// `Config::block_digest`: SHA-256 of well-formed block bytes.
 pub fn block_digest(bytes: &[u8]) -> Option<Digest> {
-    (bytes.len() == BLOCK_BYTES).then(|| Digest::sha256(bytes))
+    Block::decode(bytes).map(|_| Digest::sha256(bytes))
+}
+
+/// `Config::block_validators`: the set a block puts in force, if any.
+pub fn block_validators(bytes: &[u8]) -> Option<ValidatorSet> {
+    let block = Block::decode(bytes)?;
+    if block.validators.is_empty() {
+        return None;
+    }
+    validator_set_of(&block.validators)
+}
+
+/// The set of the seeded keys of `identities`.
+pub fn validator_set_of(identities: &[ReplicaIndex]) -> Option<ValidatorSet> {
+    let members = identities
+        .iter()
+        .map(|identity| (*identity, key(*identity).public_key()))
+        .collect();
+    ValidatorSet::from_members(members).ok()
 }
 
 /// The backup's check of a proposal for `seq`, given the digest of its own
-/// delivered block `seq - 1`.
+/// delivered block `seq - 1` and the validator change execution makes at
+/// `seq` (`Scenario::change_at`).
 pub fn check_block(
     seq: SequenceNumber,
     digest: &Digest,
     bytes: &[u8],
     parent: &Digest,
+    change: &[ReplicaIndex],
 ) -> Result<(), String> {
     let block = Block::decode(bytes).ok_or("malformed block")?;
     if Digest::sha256(bytes) != *digest {
@@ -104,6 +141,12 @@ pub fn check_block(
             block.parent
         ));
     }
+    if block.validators != change {
+        return Err(format!(
+            "block sets validators {:?}, execution gives {change:?}",
+            block.validators
+        ));
+    }
     Ok(())
 }
 
@@ -119,16 +162,28 @@ mod tests {
             salt: 9,
             counter: 1,
             batch: batch_digest(2, 1),
+            validators: Vec::new(),
         };
         let (digest, bytes) = block.seal();
         assert_eq!(Block::decode(&bytes), Some(block.clone()));
         assert_eq!(block_digest(&bytes), Some(digest));
-        assert_eq!(
-            check_block(3, &digest, &bytes, &Digest::sha256(b"p")),
-            Ok(())
-        );
-        assert!(check_block(4, &digest, &bytes, &Digest::sha256(b"p")).is_err());
-        assert!(check_block(3, &digest, &bytes, &Digest::sha256(b"q")).is_err());
+        let parent = Digest::sha256(b"p");
+        assert_eq!(check_block(3, &digest, &bytes, &parent, &[]), Ok(()));
+        assert!(check_block(4, &digest, &bytes, &parent, &[]).is_err());
+        assert!(check_block(3, &digest, &bytes, &Digest::sha256(b"q"), &[]).is_err());
+        assert!(check_block(3, &digest, &bytes, &parent, &[0, 1]).is_err());
         assert_eq!(block_digest(b"short"), None);
+        assert_eq!(block_validators(&bytes), None);
+        let change = Block {
+            validators: vec![0, 2, 5],
+            ..block
+        };
+        let (digest, bytes) = change.seal();
+        assert_eq!(Block::decode(&bytes), Some(change));
+        assert_eq!(check_block(3, &digest, &bytes, &parent, &[0, 2, 5]), Ok(()));
+        assert!(check_block(3, &digest, &bytes, &parent, &[]).is_err());
+        let set = block_validators(&bytes).expect("a change");
+        assert_eq!(set.len(), 3);
+        assert!(set.contains(5) && !set.contains(1));
     }
 }

@@ -55,10 +55,11 @@ const CERTIFICATES_SEEN_MAX: usize = 1 << 16;
 
 pub struct Checker {
     chain_id: String,
-    validators: ValidatorSet,
+    /// Each validator set with the first height it orders, in order.
+    sets: Vec<(SequenceNumber, ValidatorSet)>,
     /// Identities whose every signature is tracked: the correct validators.
     honest: BTreeSet<ReplicaIndex>,
-    faulty_count: usize,
+    faulty: Vec<ReplicaIndex>,
     /// The first honest delivery at each height.
     delivered: BTreeMap<SequenceNumber, (Digest, usize)>,
     /// What each honest signer signed per (kind, signer, view, seq).
@@ -71,21 +72,35 @@ pub struct Checker {
 }
 
 impl Checker {
-    pub fn new(chain_id: &str, validators: ValidatorSet, faulty: &[ReplicaIndex]) -> Self {
-        let honest = (0..validators.len())
+    /// `sets`: each set in force with its first height, the first from 1.
+    pub fn new(
+        chain_id: &str,
+        sets: Vec<(SequenceNumber, ValidatorSet)>,
+        faulty: &[ReplicaIndex],
+    ) -> Self {
+        assert!(sets.first().is_some_and(|(start, _)| *start == 1));
+        let honest = sets
+            .iter()
+            .flat_map(|(_, set)| set.members().iter().map(|(index, _)| *index))
             .filter(|i| !faulty.contains(i))
             .collect();
         Self {
             chain_id: chain_id.to_owned(),
-            validators,
+            sets,
             honest,
-            faulty_count: faulty.len(),
+            faulty: faulty.to_vec(),
             delivered: BTreeMap::new(),
             signed: BTreeMap::new(),
             commit_signers: BTreeMap::new(),
             certified: BTreeMap::new(),
             violations: Vec::new(),
         }
+    }
+
+    /// The set that orders height `seq`.
+    fn set_at(&self, seq: SequenceNumber) -> &ValidatorSet {
+        let at = self.sets.partition_point(|(start, _)| *start <= seq);
+        &self.sets[at.saturating_sub(1)].1
     }
 
     pub fn violations(&self) -> &[Violation] {
@@ -180,7 +195,7 @@ impl Checker {
         }
         let valid = verify_commit_certificate(
             &self.chain_id,
-            &self.validators,
+            self.set_at(seq),
             seq,
             &certificate.digest,
             certificate,
@@ -229,9 +244,16 @@ impl Checker {
         if !self.honest.contains(&signer) {
             return;
         }
+        let set = self.set_at(seq);
+        let quorum = set.quorum() as usize;
+        let faulty = self.faulty.iter().filter(|i| set.contains(**i)).count();
+        let member = set.contains(signer);
         let signers = self.commit_signers.entry((seq, view, digest)).or_default();
-        signers.insert(signer);
-        if signers.len() + self.faulty_count >= self.validators.quorum() as usize {
+        // Only members' commits count (a removed validator's are void).
+        if member {
+            signers.insert(signer);
+        }
+        if signers.len() + faulty >= quorum {
             self.note_certified(at_ms, seq, digest, "honest commits");
         }
     }

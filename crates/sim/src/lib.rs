@@ -25,7 +25,9 @@ pub mod twin;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use check::{Violation, ViolationKind};
-pub use scenario::{Behaviour, Byzantine, Crash, NetworkFaults, Overrides, Partition, Scenario};
+pub use scenario::{
+    Behaviour, Byzantine, Crash, NetworkFaults, Overrides, Partition, Reconfiguration, Scenario,
+};
 pub use simulator::{Report, Simulator, Stats};
 
 /// Replica counts a seed cycles through by default.

@@ -182,8 +182,11 @@ pub struct Node {
     pub slot: usize,
     pub identity: ReplicaIndex,
     pub role: Role,
-    /// `None` while crashed.
+    /// `None` while crashed or observing.
     pub replica: Option<Replica>,
+    /// Running without a replica: not a validator at its next height, it
+    /// follows the chain by state transfer.
+    pub observer: bool,
     /// Bumped on every crash, so answers meant for a previous life are void.
     pub incarnation: u64,
     pub durable: Durable,
@@ -217,6 +220,7 @@ impl Node {
             identity,
             role,
             replica: None,
+            observer: false,
             incarnation: 0,
             durable: Durable::default(),
             deferred: Vec::new(),
@@ -251,6 +255,7 @@ impl Node {
     /// Loses everything that is not durable.
     pub fn crash(&mut self) {
         self.replica = None;
+        self.observer = false;
         self.incarnation += 1;
         self.deferred.clear();
         self.transfer_in_flight = false;
@@ -292,7 +297,7 @@ impl Node {
     }
 
     pub fn is_up(&self) -> bool {
-        self.replica.is_some()
+        self.replica.is_some() || self.observer
     }
 
     /// Safety-checked: its deliveries must agree with every other.

@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-use govchain_pbft::ReplicaIndex;
+use govchain_pbft::{ReplicaIndex, SequenceNumber, ValidatorSet};
 
+use crate::app::validator_set_of;
 use crate::rng::{PPM, Rng};
 
 /// What a Byzantine validator does. It runs the real `pbft` replica with its
@@ -115,6 +116,18 @@ pub enum TwinRoute {
 }
 
 /// One run, fully determined by `seed` (and the replica count).
+/// Membership changes during a run: block `add_after` adds a new validator
+/// (identity `replicas`, a node that starts as an observer and catches up),
+/// and block `remove_after` removes `removed`. n is back to `replicas` at
+/// the end, so f is the same in all three sets and the faulty identities
+/// stay within it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reconfiguration {
+    pub add_after: SequenceNumber,
+    pub remove_after: SequenceNumber,
+    pub removed: ReplicaIndex,
+}
+
 #[derive(Clone, Debug)]
 pub struct Scenario {
     pub seed: u64,
@@ -146,6 +159,7 @@ pub struct Scenario {
     pub transfer_delay_max_ms: u64,
     /// Hard stop, whatever happens.
     pub max_sim_ms: u64,
+    pub reconfiguration: Option<Reconfiguration>,
 }
 
 /// Overrides from the command line.
@@ -205,6 +219,10 @@ impl Scenario {
         let max_sim_ms = overrides
             .max_sim_ms
             .unwrap_or(fault_phase_ms + liveness_bound_ms + 1_000);
+        let transfer_delay_max_ms = rng.range(5, 200);
+        // Drawn last, so that the rest of a seed's scenario is what it was
+        // before reconfiguration existed.
+        let reconfiguration = reconfiguration(&mut rng, replicas, blocks, twin, large);
         Self {
             seed,
             replicas,
@@ -221,8 +239,9 @@ impl Scenario {
             fault_phase_ms,
             calm_blocks,
             liveness_bound_ms,
-            transfer_delay_max_ms: rng.range(5, 200),
+            transfer_delay_max_ms,
             max_sim_ms,
+            reconfiguration,
         }
     }
 
@@ -253,6 +272,7 @@ impl Scenario {
             liveness_bound_ms: 30_000,
             transfer_delay_max_ms: 50,
             max_sim_ms: 60_000,
+            reconfiguration: None,
         }
     }
 
@@ -271,9 +291,55 @@ impl Scenario {
         faulty
     }
 
-    /// Number of simulated nodes: one per validator, plus the twin.
+    /// Number of simulated nodes: one per validator, plus the twin and the
+    /// validator a reconfiguration adds.
     pub fn nodes(&self) -> usize {
-        self.replicas as usize + usize::from(self.twin.is_some())
+        self.replicas as usize
+            + usize::from(self.twin.is_some())
+            + usize::from(self.reconfiguration.is_some())
+    }
+
+    /// The validators in force at height `seq`, by identity.
+    pub fn members_at(&self, seq: SequenceNumber) -> Vec<ReplicaIndex> {
+        let mut members: Vec<ReplicaIndex> = (0..self.replicas).collect();
+        if let Some(change) = self.reconfiguration {
+            if seq > change.add_after {
+                members.push(self.replicas);
+            }
+            if seq > change.remove_after {
+                members.retain(|identity| *identity != change.removed);
+            }
+        }
+        members
+    }
+
+    /// The first height of the set in force at `seq`.
+    pub fn epoch_start(&self, seq: SequenceNumber) -> SequenceNumber {
+        let mut start = 1;
+        if let Some(change) = self.reconfiguration {
+            for after in [change.add_after, change.remove_after] {
+                if seq > after {
+                    start = start.max(after + 1);
+                }
+            }
+        }
+        start
+    }
+
+    /// The set in force at `seq`.
+    pub fn set_at(&self, seq: SequenceNumber) -> ValidatorSet {
+        validator_set_of(&self.members_at(seq)).expect("distinct seeded keys")
+    }
+
+    /// What execution of block `seq` does to the set: the members from
+    /// `seq + 1` if it changes them, else nothing.
+    pub fn change_at(&self, seq: SequenceNumber) -> Vec<ReplicaIndex> {
+        match self.reconfiguration {
+            Some(change) if seq == change.add_after || seq == change.remove_after => {
+                self.members_at(seq + 1)
+            }
+            _ => Vec::new(),
+        }
     }
 
     pub fn behaviour(&self, identity: ReplicaIndex) -> Option<Behaviour> {
@@ -282,6 +348,30 @@ impl Scenario {
             .find(|b| b.identity == identity)
             .map(|b| b.behaviour)
     }
+}
+
+/// One seed in three of a small cluster adds a validator and then removes
+/// one (never the twin's identity, whose two processes would retire
+/// apart). Large clusters skip it: their runs are kept short.
+fn reconfiguration(
+    rng: &mut Rng,
+    replicas: u32,
+    blocks: u64,
+    twin: Option<ReplicaIndex>,
+    large: bool,
+) -> Option<Reconfiguration> {
+    if large || replicas < 4 || blocks < 2 || !rng.one_in(3) {
+        return None;
+    }
+    let add_after = rng.range(1, blocks - 1);
+    let remove_after = rng.range(add_after + 1, blocks);
+    let candidates: Vec<ReplicaIndex> = (0..replicas).filter(|i| Some(*i) != twin).collect();
+    let removed = candidates[rng.index(candidates.len())];
+    Some(Reconfiguration {
+        add_after,
+        remove_after,
+        removed,
+    })
 }
 
 fn network_faults(rng: &mut Rng, large: bool) -> NetworkFaults {
@@ -500,7 +590,15 @@ impl fmt::Display for Scenario {
             self.calm_blocks,
             self.liveness_bound_ms,
             self.max_sim_ms
-        )
+        )?;
+        match self.reconfiguration {
+            Some(change) => write!(
+                out,
+                " reconfigure=add:{}@{},remove:{}@{}",
+                self.replicas, change.add_after, change.removed, change.remove_after
+            ),
+            None => write!(out, " reconfigure=none"),
+        }
     }
 }
 
@@ -516,6 +614,17 @@ mod tests {
                 let b = Scenario::generate(seed, n, &Overrides::default());
                 assert_eq!(a.to_string(), b.to_string());
                 assert!(a.faulty_identities().len() as u32 <= a.faults_tolerated());
+                // Every set in force keeps the faulty identities within its f.
+                for seq in 1..=a.blocks + 1 {
+                    let set = a.set_at(seq);
+                    let faulty = a
+                        .faulty_identities()
+                        .into_iter()
+                        .filter(|i| set.contains(*i))
+                        .count() as u32;
+                    assert!(faulty <= set.faults_tolerated(), "{a}");
+                    assert!(a.epoch_start(seq) <= seq);
+                }
                 assert!(
                     a.crashes
                         .iter()

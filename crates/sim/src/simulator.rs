@@ -8,16 +8,14 @@ use std::fmt;
 
 use govchain_crypto::Digest;
 use govchain_pbft::{
-    Action, CommitCertificate, Config, Event, Record, ReplicaIndex, SequenceNumber, SignedMessage,
-    Transferred, ValidatorSet, View, check_transferred, verify_commit_certificate,
+    Action, CommitCertificate, Config, Epoch, Event, Record, ReplicaIndex, SequenceNumber,
+    SignedMessage, Transferred, View, check_transferred, verify_commit_certificate,
 };
 
 use crate::adversary::{Adversary, Conspiracy, Context, Send};
-use crate::app::{Block, batch_digest, block_digest, check_block};
+use crate::app::{Block, batch_digest, block_digest, block_validators, check_block};
 use crate::check::{Checker, Violation, ViolationKind};
-use crate::node::{
-    CHAIN_ID, DeferredCheck, Entry, LOG_WINDOW_SEQS, Node, Role, key, validator_set,
-};
+use crate::node::{CHAIN_ID, DeferredCheck, Entry, LOG_WINDOW_SEQS, Node, Role, key};
 use crate::rng::Rng;
 use crate::scenario::{NetworkFaults, Scenario, TwinRoute};
 use crate::twin::TwinWatch;
@@ -73,13 +71,18 @@ pub struct Stats {
     pub batch_requests: u64,
     /// Batches honest nodes got by asking for them.
     pub batches_fetched: u64,
+    /// Replicas that left the validator set.
+    pub retired: u64,
+    /// Blocks whose commit certificate the validator a reconfiguration
+    /// added signed: it caught up and votes.
+    pub joiner_certified: u64,
 }
 
 impl fmt::Display for Stats {
     fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             out,
-            "sim={}ms height={}..{} view_max={} view_changes={} messages={} dropped={} duplicated={} rejected={} crashes={} transfers={}({} blocks, {} refused) equivocations={} twin_messages={} twin_conflicts={} recovered_after={} batches_withheld={} batch_requests={} batches_fetched={} views_at_end=[{}]",
+            "sim={}ms height={}..{} view_max={} view_changes={} messages={} dropped={} duplicated={} rejected={} crashes={} transfers={}({} blocks, {} refused) equivocations={} twin_messages={} twin_conflicts={} recovered_after={} batches_withheld={} batch_requests={} batches_fetched={} retired={} joiner_certified={} views_at_end=[{}]",
             self.sim_ms,
             self.height_min,
             self.height_max,
@@ -101,6 +104,8 @@ impl fmt::Display for Stats {
             self.batches_withheld,
             self.batch_requests,
             self.batches_fetched,
+            self.retired,
+            self.joiner_certified,
             self.views_at_end
                 .iter()
                 .map(|view| match view {
@@ -186,7 +191,6 @@ impl Ord for Scheduled {
 
 pub struct Simulator {
     scenario: Scenario,
-    validators: ValidatorSet,
     nodes: Vec<Node>,
     queue: BinaryHeap<Scheduled>,
     next_id: u64,
@@ -210,16 +214,24 @@ pub struct Simulator {
 
 impl Simulator {
     pub fn new(scenario: Scenario) -> Self {
-        let validators = validator_set(scenario.replicas);
         let faulty = scenario.faulty_identities();
-        let checker = Checker::new(CHAIN_ID, validators.clone(), &faulty);
+        let mut starts = vec![1];
+        if let Some(change) = scenario.reconfiguration {
+            starts.extend([change.add_after + 1, change.remove_after + 1]);
+        }
+        let sets = starts
+            .into_iter()
+            .map(|start| (start, scenario.set_at(start)))
+            .collect();
+        let checker = Checker::new(CHAIN_ID, sets, &faulty);
         let mut rng = Rng::new(scenario.seed);
         let nodes = build_nodes(&scenario, &mut rng);
+        let joining = scenario.reconfiguration.map(|_| scenario.replicas);
         let victims = (0..scenario.replicas)
             .filter(|i| scenario.behaviour(*i).is_none())
+            .chain(joining)
             .collect();
         Self {
-            validators,
             nodes,
             queue: BinaryHeap::new(),
             next_id: 0,
@@ -273,8 +285,7 @@ impl Simulator {
             if self.is_silent(slot) {
                 continue;
             }
-            let config = self.config(slot);
-            self.nodes[slot].start(config);
+            self.start_or_observe(slot);
             let phase = self.net_rng.below(TICK_MS);
             self.schedule(phase, Happening::Tick(slot));
         }
@@ -308,17 +319,63 @@ impl Simulator {
             .is_some_and(|a| a.behaviour.silent)
     }
 
+    /// The replica's configuration for the node's next height.
     fn config(&self, slot: usize) -> Config {
         let identity = self.nodes[slot].identity;
+        let next = self.nodes[slot].durable.height() + 1;
         Config {
             chain_id: CHAIN_ID.to_owned(),
-            validators: self.validators.clone(),
+            validators: self.scenario.set_at(next),
+            epoch_start: self.scenario.epoch_start(next),
             me: identity,
             key: key(identity),
             empty_block_interval_ms: self.scenario.empty_block_interval_ms,
             view_timeout_ms: self.scenario.view_timeout_ms,
             block_digest,
+            block_validators,
         }
+    }
+
+    /// Starts the node's replica if it is a validator at its next height,
+    /// as the real node decides from its ledger; otherwise it follows the
+    /// chain as an observer. Returns whether a replica started.
+    fn start_or_observe(&mut self, slot: usize) -> bool {
+        let next = self.nodes[slot].durable.height() + 1;
+        if self
+            .scenario
+            .set_at(next)
+            .contains(self.nodes[slot].identity)
+        {
+            let config = self.config(slot);
+            self.nodes[slot].observer = false;
+            self.nodes[slot].start(config);
+            true
+        } else {
+            self.nodes[slot].observer = true;
+            false
+        }
+    }
+
+    /// An observer asks for the blocks honest nodes have beyond its own.
+    fn follow(&mut self, slot: usize) {
+        let height = self.nodes[slot].durable.height();
+        let highest = self.honest_heights().into_iter().max().unwrap_or(0);
+        if self.nodes[slot].transfer_in_flight || highest <= height {
+            return;
+        }
+        self.nodes[slot].transfer_in_flight = true;
+        self.stats.transfers += 1;
+        let incarnation = self.nodes[slot].incarnation;
+        let delay = self.net_rng.range(1, self.scenario.transfer_delay_max_ms);
+        self.schedule(
+            self.now_ms + delay,
+            Happening::TransferDone {
+                node: slot,
+                incarnation,
+                target: highest,
+                peers: Vec::new(),
+            },
+        );
     }
 
     fn trace(&self, line: impl FnOnce() -> String) {
@@ -396,6 +453,18 @@ impl Simulator {
         {
             return self.crash_now(slot, down_ms);
         }
+        if self.nodes[slot].observer {
+            self.follow(slot);
+        } else {
+            self.step_tick(slot);
+        }
+        if self.now_ms > self.liveness_checked_ms {
+            self.liveness_checked_ms = self.now_ms;
+            self.check_liveness();
+        }
+    }
+
+    fn step_tick(&mut self, slot: usize) {
         let pending = self.pending_for(slot);
         if self.nodes[slot].told_pending != Some(pending) {
             self.nodes[slot].told_pending = Some(pending);
@@ -413,10 +482,6 @@ impl Simulator {
                 adversary.on_tick(context, conspiracy)
             });
             self.send_all(slot, sends);
-        }
-        if self.now_ms > self.liveness_checked_ms {
-            self.liveness_checked_ms = self.now_ms;
-            self.check_liveness();
         }
     }
 
@@ -502,14 +567,17 @@ impl Simulator {
         if self.nodes[node].is_up() || self.is_silent(node) {
             return;
         }
-        let config = self.config(node);
-        self.nodes[node].start(config);
+        let started = self.start_or_observe(node);
         self.trace(|| {
             format!(
-                "node {node} restarts at height {}",
-                self.nodes[node].durable.height()
+                "node {node} restarts at height {}{}",
+                self.nodes[node].durable.height(),
+                if started { "" } else { " as an observer" }
             )
         });
+        if !started {
+            return;
+        }
         // As the node's driver does: the first event is the clock.
         self.step(
             node,
@@ -573,6 +641,7 @@ impl Simulator {
                     r.view(),
                     if r.is_normal() { "" } else { "*" }
                 ),
+                None if n.observer => format!("{}:h{}/observer", n.slot, n.durable.height()),
                 None => format!("{}:h{}/down", n.slot, n.durable.height()),
             })
             .collect();
@@ -699,6 +768,12 @@ impl Simulator {
                 }
             }
             Action::Rejected { .. } => self.stats.rejected += 1,
+            Action::Retired { seq } => {
+                self.trace(|| format!("node {slot} leaves the validator set at {seq}"));
+                self.stats.retired += 1;
+                self.nodes[slot].replica = None;
+                self.nodes[slot].observer = true;
+            }
         }
     }
 
@@ -764,6 +839,7 @@ impl Simulator {
             salt: slot as u64,
             counter: node.builds,
             batch,
+            validators: self.scenario.change_at(seq),
         };
         if withhold && self.fault_rng.one_in(2) {
             // Named, never sent, never held: nobody can check the block.
@@ -825,7 +901,8 @@ impl Simulator {
         ready
             .into_iter()
             .map(|check| {
-                let verdict = check_block(check.seq, &check.digest, &check.block, &parent);
+                let change = self.scenario.change_at(check.seq);
+                let verdict = check_block(check.seq, &check.digest, &check.block, &parent, &change);
                 if verdict.is_ok()
                     && let Some(block) = Block::decode(&check.block)
                 {
@@ -880,6 +957,13 @@ impl Simulator {
                 .fail(self.now_ms, ViolationKind::BadDelivery, err);
         }
         if self.checker.delivered_at(seq).is_none() {
+            let joiner = self
+                .scenario
+                .reconfiguration
+                .map(|_| self.scenario.replicas);
+            if joiner.is_some_and(|j| certificate.signatures.iter().any(|(i, _)| *i == j)) {
+                self.stats.joiner_certified += 1;
+            }
             self.trace(|| {
                 format!(
                     "node {slot} delivers block {seq} {} (view {})",
@@ -909,14 +993,15 @@ impl Simulator {
         block: &[u8],
         certificate: &CommitCertificate,
     ) -> Result<(), String> {
-        verify_commit_certificate(CHAIN_ID, &self.validators, seq, digest, certificate).map_err(
+        let validators = self.scenario.set_at(seq);
+        verify_commit_certificate(CHAIN_ID, &validators, seq, digest, certificate).map_err(
             |err| {
                 format!("node {slot}, block {seq} ({digest}): certificate does not verify: {err}")
             },
         )?;
         let parent = self.nodes[slot].durable.head_digest();
         let byzantine = self.nodes[slot].role == Role::Byzantine;
-        match check_block(seq, digest, block, &parent) {
+        match check_block(seq, digest, block, &parent, &self.scenario.change_at(seq)) {
             Err(err) if !byzantine => Err(format!(
                 "node {slot} delivered block {seq} ({digest}) that does not check: {err}"
             )),
@@ -987,7 +1072,29 @@ impl Simulator {
                 height + 1
             )
         });
-        let mut inputs = vec![Event::StateTransferred { certificate }];
+        if self.nodes[slot].observer {
+            // A validator from its next height on starts voting now.
+            if self.start_or_observe(slot) {
+                self.trace(|| format!("node {slot} joins the validator set at {}", upto + 1));
+                let mut inputs = vec![Event::Tick {
+                    now_ms: self.now_ms,
+                }];
+                inputs.push(self.pending_event(slot));
+                for input in inputs {
+                    self.step(slot, input);
+                }
+            }
+            return;
+        }
+        // The set in force after the copied blocks, if one of them changed it.
+        let epoch = (height + 1..=upto)
+            .rev()
+            .find(|seq| !self.scenario.change_at(*seq).is_empty())
+            .map(|seq| Epoch {
+                start: seq + 1,
+                validators: self.scenario.set_at(seq + 1),
+            });
+        let mut inputs = vec![Event::StateTransferred { certificate, epoch }];
         inputs.extend(self.ready_checks(slot));
         inputs.push(self.pending_event(slot));
         for input in inputs {
@@ -1027,11 +1134,12 @@ impl Simulator {
         }
         let bytes = block.encode();
         let head = self.nodes[slot].durable.head_digest();
+        let validators = self.scenario.set_at(seq);
         let verdict = match block_digest(&bytes) {
             None => Err("malformed".to_owned()),
             Some(digest) => check_transferred(
                 CHAIN_ID,
-                &self.validators,
+                &validators,
                 seq,
                 &head,
                 Transferred {
@@ -1090,9 +1198,11 @@ impl Simulator {
     // ----- network -----
 
     fn reachable(&self, from: usize, to: usize) -> bool {
+        // A node beyond the partition's groups (the validator that joins)
+        // is cut off from everyone while it lasts.
         self.groups
             .as_ref()
-            .is_none_or(|groups| groups[from] == groups[to])
+            .is_none_or(|groups| groups.get(from).is_some_and(|g| groups.get(to) == Some(g)))
     }
 
     fn with_adversary(
@@ -1108,6 +1218,7 @@ impl Simulator {
             .replica
             .as_ref()
             .map_or((0, false), |r| (r.view(), r.is_normal()));
+        let validators = self.scenario.set_at(node.durable.height() + 1);
         let checker = &self.checker;
         let committed = |seq: SequenceNumber| {
             if seq == 0 {
@@ -1118,7 +1229,7 @@ impl Simulator {
         };
         let context = Context {
             now_ms: self.now_ms,
-            validators: &self.validators,
+            validators: &validators,
             victims: &self.victims,
             view,
             normal,
@@ -1258,6 +1369,14 @@ fn build_nodes(scenario: &Scenario, rng: &mut Rng) -> Vec<Node> {
         .collect();
     if let Some(identity) = scenario.twin {
         nodes.push(Node::new(nodes.len(), identity, Role::Twin, None));
+    }
+    if scenario.reconfiguration.is_some() {
+        nodes.push(Node::new(
+            nodes.len(),
+            scenario.replicas,
+            Role::Honest,
+            None,
+        ));
     }
     nodes
 }

@@ -4,8 +4,8 @@
 //! faults stop) and that the fault really happened.
 
 use govchain_sim::{
-    Behaviour, Byzantine, Crash, Outcome, Partition, RunOptions, Scenario, Stats, run_scenario,
-    run_seed,
+    Behaviour, Byzantine, Crash, Outcome, Partition, Reconfiguration, RunOptions, Scenario, Stats,
+    run_scenario, run_seed,
 };
 
 fn assert_clean(outcome: &Outcome) {
@@ -327,4 +327,58 @@ fn a_healed_primary_catching_up_slowly_rejoins_the_view_of_the_others() {
             "every node works in one view at the end: {stats}"
         );
     }
+}
+
+#[test]
+fn a_validator_joins_votes_and_another_leaves_while_the_chain_goes_on() {
+    // 4 validators; block 3 adds validator 4, block 8 removes validator 0
+    // (the primary of view 0): f stays 1 throughout.
+    let stats = run_all(0..40, |seed| {
+        let mut scenario = lossy(Scenario::calm(seed, 4));
+        scenario.blocks = 14;
+        scenario.reconfiguration = Some(Reconfiguration {
+            add_after: 3,
+            remove_after: 8,
+            removed: 0,
+        });
+        scenario
+    });
+    for stats in &stats {
+        assert_eq!(stats.retired, 1, "{stats}");
+        // The new validator's signatures are in commit certificates.
+        assert!(stats.joiner_certified > 0, "{stats}");
+        assert!(stats.height_min >= 14, "{stats}");
+    }
+}
+
+#[test]
+fn reconfiguration_survives_a_byzantine_validator_and_crashes() {
+    // 7 validators, one equivocating; validator 7 joins after block 2 and
+    // an honest validator that crashes meanwhile is removed after block 5.
+    let stats = run_all(0..30, |seed| {
+        let mut scenario = lossy(Scenario::calm(seed, 7));
+        scenario.blocks = 10;
+        scenario.byzantine = vec![byzantine(
+            2,
+            Behaviour {
+                equivocate: true,
+                double_vote: true,
+                ..Behaviour::default()
+            },
+        )];
+        scenario.crashes = vec![Crash {
+            node: 5,
+            at_ms: 150,
+            down_ms: 600,
+            torn: seed % 2 == 0,
+        }];
+        scenario.reconfiguration = Some(Reconfiguration {
+            add_after: 2,
+            remove_after: 5,
+            removed: 5,
+        });
+        scenario
+    });
+    assert!(stats.iter().any(|s| s.joiner_certified > 0));
+    assert!(stats.iter().all(|s| s.retired >= 1));
 }

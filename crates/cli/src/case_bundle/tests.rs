@@ -167,6 +167,7 @@ impl Chain {
             view,
             proposer_index: 1,
             transaction_count: ids.len() as u32,
+            next_validators: Vec::new(),
         };
         let header_bytes = header.encode_to_vec();
         let hash = block_hash(&header_bytes);

@@ -258,6 +258,7 @@ pub(crate) mod tests {
                 view: 1,
                 proposer_index: 1,
                 transaction_count: 1,
+                next_validators: Vec::new(),
             }),
             block: Some(Block {
                 header: Vec::new(),

@@ -38,7 +38,10 @@ static LIMITS: std::sync::LazyLock<BlockLimits> = std::sync::LazyLock::new(|| Bl
     transactions_max: 100,
     bytes_max: 1 << 20,
     payload_bytes_max: 4096,
-    departments: Arc::default(),
+    departments: Arc::new(
+        crate::identity::Departments::default()
+            .with_genesis_validators(crate::governance::test_validators(4)),
+    ),
 });
 
 fn genesis() -> Head {
@@ -58,7 +61,6 @@ fn context(head: &Head) -> CheckContext<'_> {
     CheckContext {
         chain_id: CHAIN,
         head,
-        validator_count: 4,
         limits: &LIMITS,
         timestamp_ms_max: u64::MAX,
     }
@@ -518,10 +520,13 @@ fn a_departments_namespace_takes_anchors_only_from_its_key() {
         node_key: None,
     };
     let limits = BlockLimits {
-        departments: Arc::new(crate::identity::Departments::new([
-            department("health", &health),
-            department("tax", &tax),
-        ])),
+        departments: Arc::new(
+            crate::identity::Departments::new([
+                department("health", &health),
+                department("tax", &tax),
+            ])
+            .with_genesis_validators(crate::governance::test_validators(4)),
+        ),
         ..LIMITS.clone()
     };
     let anchor_in = |key: &SigningKey, nonce: u64, dataset: &str| {

@@ -225,7 +225,9 @@ impl Chain {
                 transactions_max: 100,
                 bytes_max: 1 << 20,
                 payload_bytes_max: PAYLOAD_BYTES_MAX,
-                departments: Arc::new(departments()),
+                departments: Arc::new(
+                    departments().with_genesis_validators(crate::governance::test_validators(4)),
+                ),
             },
             now_ms: START_MS,
         }
@@ -286,7 +288,6 @@ impl Chain {
             &CheckContext {
                 chain_id: CHAIN,
                 head: &self.head,
-                validator_count: 4,
                 limits: &self.limits,
                 timestamp_ms_max: self.now_ms,
             },

@@ -34,10 +34,15 @@ pub const VIEW_AHEAD_MAX: u64 = 64;
 /// The view-change timeout doubles per failed attempt, at most this often.
 const TIMEOUT_DOUBLINGS_MAX: u32 = 6;
 
-/// Everything a replica needs to know, fixed for its lifetime.
+/// Everything a replica needs to know. Only `validators` and `epoch_start`
+/// change, when a delivered block changes the validator set.
 pub struct Config {
     pub chain_id: String,
+    /// The validators in force for `last_delivered + 1`.
     pub validators: ValidatorSet,
+    /// The first sequence number `validators` orders: 1 for the genesis
+    /// set, `h + 1` for a set that block `h` put in force.
+    pub epoch_start: SequenceNumber,
     /// This replica's index in `validators`.
     pub me: ReplicaIndex,
     /// This replica's consensus key; its public key must be `validators[me]`.
@@ -52,6 +57,17 @@ pub struct Config {
     /// malformed. Lets the replica bind block bytes to digests it did not
     /// compute (in pre-prepares and nested certificates).
     pub block_digest: fn(&[u8]) -> Option<Digest>,
+    /// The validator set a delivered block puts in force from the next
+    /// sequence number, or `None` if it keeps the set. Read from the block's
+    /// own (certified) bytes, so every replica switches at the same height.
+    pub block_validators: fn(&[u8]) -> Option<ValidatorSet>,
+}
+
+/// A validator set and the first sequence number it orders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Epoch {
+    pub start: SequenceNumber,
+    pub validators: ValidatorSet,
 }
 
 /// What a replica must write durably before the actions after it.
@@ -109,8 +125,12 @@ pub enum Event {
         verdict: Result<(), String>,
     },
     /// The node applied committed blocks fetched from peers, up to the one
-    /// `certificate` commits (it checked the certificate).
-    StateTransferred { certificate: CommitCertificate },
+    /// `certificate` commits (it checked the certificate). `epoch` is the
+    /// validator set in force after them if one of them changed it.
+    StateTransferred {
+        certificate: CommitCertificate,
+        epoch: Option<Epoch>,
+    },
 }
 
 /// An output of [`Replica::step`], for the driver to carry out in order.
@@ -152,6 +172,10 @@ pub enum Action {
         target: SequenceNumber,
         peers: Vec<ReplicaIndex>,
     },
+    /// The set in force from `seq` does not hold this replica: it stops
+    /// here (it ignores every later event) and the node follows the chain
+    /// as an observer.
+    Retired { seq: SequenceNumber },
     /// A peer's message was refused; for logs and metrics.
     Rejected {
         sender: ReplicaIndex,
@@ -274,6 +298,8 @@ pub struct Replica {
     /// Restored state still to announce (checks to request, a view change
     /// to resend), done on the first event.
     resume: bool,
+    /// Left the validator set: every later event is ignored.
+    retired: bool,
     out: Vec<Action>,
 }
 
@@ -330,6 +356,7 @@ impl Replica {
             pending_transactions: 0,
             building: None,
             resume: true,
+            retired: false,
             out: Vec::new(),
         };
         replica.restore(restored);
@@ -441,8 +468,21 @@ impl Replica {
         self.log.len()
     }
 
+    /// The first sequence number the current validator set orders.
+    pub fn epoch_start(&self) -> SequenceNumber {
+        self.config.epoch_start
+    }
+
+    /// Whether the replica left the validator set (see [`Action::Retired`]).
+    pub fn is_retired(&self) -> bool {
+        self.retired
+    }
+
     /// Feeds one event in and returns what to do, in order.
     pub fn step(&mut self, event: Event) -> Vec<Action> {
+        if self.retired {
+            return Vec::new();
+        }
         if let Event::Tick { now_ms } = event {
             self.now_ms = self.now_ms.max(now_ms);
         }
@@ -481,7 +521,9 @@ impl Replica {
             } => {
                 self.on_proposal_checked(view, seq, digest, verdict);
             }
-            Event::StateTransferred { certificate } => self.on_state_transferred(certificate),
+            Event::StateTransferred { certificate, epoch } => {
+                self.on_state_transferred(certificate, epoch);
+            }
         }
         std::mem::take(&mut self.out)
     }
@@ -706,10 +748,16 @@ impl Replica {
     }
 
     /// The node applied certified blocks up to `certificate.seq`.
-    fn on_state_transferred(&mut self, certificate: CommitCertificate) {
+    fn on_state_transferred(&mut self, certificate: CommitCertificate, epoch: Option<Epoch>) {
         let seq = certificate.seq;
         if seq <= self.last_delivered {
             return;
+        }
+        if let Some(epoch) = &epoch {
+            assert!(
+                epoch.start <= seq + 1 && epoch.start > self.last_delivered,
+                "a transferred epoch starts within the transferred blocks"
+            );
         }
         self.last_delivered = seq;
         self.view_floor = self.view_floor.max(seq);
@@ -719,6 +767,12 @@ impl Replica {
         self.pending_transactions = 0;
         let certified_view = certificate.view;
         self.last_certificate = Some(certificate);
+        if let Some(epoch) = epoch {
+            self.enter_epoch(epoch, seq);
+            if self.retired {
+                return;
+            }
+        }
         // A quorum committed in `certified_view`, so it is a working view:
         // a replica still in an earlier one joins it (never goes back).
         let joins = match self.status {
@@ -733,6 +787,67 @@ impl Replica {
             self.enter_view(certified_view, seq, None);
         }
         self.arm_progress_timer(true);
+    }
+
+    /// A delivered block put a new validator set in force from
+    /// `epoch.start`; `delivered` is the last delivered sequence number (the
+    /// switch happens before anything about `delivered + 1` is decided).
+    ///
+    /// What is held about later sequence numbers was judged against the old
+    /// set, so it is judged again: a signature stays valid (an index names
+    /// the same key in every set), but only members count, the primary may
+    /// have changed, and a view change must report the switching block or
+    /// a later one. Prepared certificates are dropped: this replica checks
+    /// (and so votes on) `delivered + 1` only after delivering `delivered`,
+    /// so none of them holds a vote of its own. Peers retransmit what still
+    /// matters. The view number carries on; views only go up.
+    fn enter_epoch(&mut self, epoch: Epoch, delivered: SequenceNumber) {
+        self.config.validators = epoch.validators;
+        self.config.epoch_start = epoch.start;
+        let me = self.config.me;
+        if self.config.validators.key(me) != Some(&self.config.key.public_key()) {
+            self.retired = true;
+            self.out.push(Action::Retired { seq: delivered + 1 });
+            return;
+        }
+        let validators = &self.config.validators;
+        let primary = validators.primary(self.view);
+        for slot in self.log.values_mut() {
+            if slot
+                .proposal
+                .as_ref()
+                .is_some_and(|proposal| proposal.pre_prepare.sender != primary)
+            {
+                slot.proposal = None;
+            }
+            slot.prepares
+                .retain(|sender, _| *sender != primary && validators.contains(*sender));
+            slot.commits
+                .retain(|sender, _| validators.contains(*sender));
+        }
+        self.claims.retain(|index, _| validators.contains(*index));
+        self.prepared.clear();
+        self.building = None;
+        self.new_view_message = None;
+        let changes = std::mem::take(&mut self.view_changes);
+        for (sender, message) in changes {
+            let valid = match &message.body {
+                Body::ViewChange(change) => {
+                    sender != me
+                        && self.config.validators.contains(sender)
+                        && self.validate_view_change(change).is_ok()
+                }
+                _ => false,
+            };
+            if valid {
+                self.view_changes.insert(sender, message);
+            }
+        }
+        if let Status::ViewChanging { .. } = self.status {
+            // The view change this replica sent reported a block before the
+            // switch; it asks again, reporting the switching block.
+            self.send_view_change();
+        }
     }
 
     /// (Re)arms the progress timer when there is work the primary should be

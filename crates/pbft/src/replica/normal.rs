@@ -3,7 +3,9 @@
 use bytes::Bytes;
 use govchain_crypto::{Digest, Signature};
 
-use super::{Action, Check, LOG_WINDOW_SEQS, Proposal, Record, RejectReason, Replica, Status};
+use super::{
+    Action, Check, Epoch, LOG_WINDOW_SEQS, Proposal, Record, RejectReason, Replica, Status,
+};
 use crate::message::{Body, CommitCertificate, PreparedCertificate, SignedMessage};
 use crate::{ReplicaIndex, SequenceNumber, View};
 
@@ -384,12 +386,20 @@ impl Replica {
             self.new_view_message = None;
             // The mempool changes with every block; wait for the node's count.
             self.pending_transactions = 0;
+            let next = (self.config.block_validators)(&block);
             self.out.push(Action::Deliver {
                 seq,
                 digest,
                 block,
                 certificate,
             });
+            if let Some(validators) = next {
+                let start = seq + 1;
+                self.enter_epoch(Epoch { start, validators }, seq);
+                if self.retired {
+                    return;
+                }
+            }
             self.arm_progress_timer(true);
         }
     }

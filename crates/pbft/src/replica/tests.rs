@@ -46,6 +46,8 @@ fn config(n: u32, me: u32, empty_block_interval_ms: u64) -> Config {
         empty_block_interval_ms,
         view_timeout_ms: 1_000,
         block_digest: sha256_digest,
+        epoch_start: 1,
+        block_validators: |_| None,
     }
 }
 
@@ -78,6 +80,10 @@ struct Cluster {
     rng: SplitMix,
     /// The application builds blocks up to this height.
     max_seq: u64,
+    /// Replicas that left the validator set, and from which height.
+    retired: Vec<(u32, SequenceNumber)>,
+    /// The set before a reconfiguration, for checking certificates.
+    previous_set: Option<ValidatorSet>,
 }
 
 impl Cluster {
@@ -90,6 +96,8 @@ impl Cluster {
             rejected: Vec::new(),
             rng: SplitMix(seed),
             max_seq: 30,
+            retired: Vec::new(),
+            previous_set: None,
         }
     }
 
@@ -142,7 +150,15 @@ impl Cluster {
                 certificate,
                 ..
             } => {
-                let set = validators(self.replicas.len() as u32);
+                // The set that ordered `seq` (the replica has already switched
+                // if this block changed it).
+                let set = if seq < self.replicas[at as usize].epoch_start() {
+                    self.previous_set
+                        .clone()
+                        .unwrap_or_else(|| validators(self.replicas.len() as u32))
+                } else {
+                    self.replicas[at as usize].validators().clone()
+                };
                 assert_eq!(
                     crate::verify_commit_certificate(CHAIN, &set, seq, &digest, &certificate),
                     Ok(())
@@ -152,6 +168,7 @@ impl Cluster {
                 queue.push_back(Event::PendingTransactions { count });
             }
             Action::Rejected { sender, reason } => self.rejected.push((sender, reason)),
+            Action::Retired { seq } => self.retired.push((at, seq)),
             Action::Persist(_) | Action::StateTransfer { .. } => {}
         }
         // The application checks a proposal once the previous block is in.
@@ -805,7 +822,9 @@ impl Manual {
                         });
                     }
                     Action::Deliver { seq, digest, .. } => self.delivered.push((seq, digest)),
-                    Action::StateTransfer { .. } | Action::Rejected { .. } => {}
+                    Action::StateTransfer { .. }
+                    | Action::Rejected { .. }
+                    | Action::Retired { .. } => {}
                 }
             }
         }
@@ -941,4 +960,92 @@ fn a_replica_alone_in_a_view_change_waits_instead_of_running_ahead() {
         now_ms: 60_000 + 2_000,
     });
     assert_eq!((backup.view(), backup.is_normal()), (2, false));
+}
+
+/// Block 5 (of the test chain's `block_for` bytes) removes validator 3.
+fn without_3_after_5(block: &[u8]) -> Option<ValidatorSet> {
+    let seq = u64::from_be_bytes(block.get(..8)?.try_into().ok()?);
+    (seq == 5).then(|| {
+        ValidatorSet::from_members((0..3).map(|i| (i, key(i).public_key())).collect())
+            .expect("valid")
+    })
+}
+
+#[test]
+fn a_removed_validator_retires_and_the_others_go_on_with_the_smaller_set() {
+    for seed in 0..50 {
+        let mut cluster = Cluster::new(4, seed);
+        for (i, replica) in (0..).zip(cluster.replicas.iter_mut()) {
+            let config = Config {
+                block_validators: without_3_after_5,
+                ..config(4, i, 0)
+            };
+            *replica = Replica::new(config, 0, None, Restored::default());
+        }
+        cluster.previous_set = Some(validators(4));
+        cluster.step(0, Event::PendingTransactions { count: 1 });
+        cluster.run(50_000);
+        assert_eq!(cluster.retired, vec![(3, 6)], "seed {seed}");
+        assert_eq!(cluster.delivered[3].len(), 5, "seed {seed}");
+        for i in 0..3 {
+            assert_eq!(cluster.delivered[i].len(), 30, "seed {seed}, replica {i}");
+            assert_eq!(cluster.delivered[i], cluster.delivered[0], "seed {seed}");
+            assert_eq!(cluster.replicas[i].epoch_start(), 6);
+            assert_eq!(cluster.replicas[i].validators().len(), 3);
+        }
+        assert_eq!(cluster.delivered[3][..], cluster.delivered[0][..5]);
+        // The retired replica ignores everything from now on.
+        let message = pre_prepare(0, 7, 0);
+        assert!(cluster.replicas[3].step(Event::Message(message)).is_empty());
+    }
+}
+
+#[test]
+fn after_a_switch_view_changes_from_the_old_set_are_refused() {
+    // Replica 1 in a set that block 5 put in force.
+    let set = ValidatorSet::from_members((0..3).map(|i| (i, key(i).public_key())).collect())
+        .expect("valid");
+    let config = Config {
+        validators: set,
+        epoch_start: 6,
+        ..config(4, 1, 0)
+    };
+    let certificate = CommitCertificate {
+        seq: 5,
+        view: 0,
+        digest: Digest::sha256(b"block 5"),
+        signatures: Vec::new(),
+    };
+    let mut replica = Replica::new(config, 5, Some(certificate), Restored::default());
+    // Replica 2, still in the old set, reports block 4 as its last.
+    let change = SignedMessage::sign(
+        CHAIN,
+        2,
+        &key(2),
+        Body::ViewChange(crate::ViewChange {
+            new_view: 1,
+            committed_seq: 4,
+            committed: None,
+            prepared: None,
+        }),
+    );
+    let reasons = rejections(&replica.step(Event::Message(change)));
+    assert!(
+        matches!(&reasons[..], [RejectReason::InvalidViewChange { reason }]
+            if reason.contains("before this validator set took over at 6")),
+        "{reasons:?}"
+    );
+    // Validator 3 is no longer a member at all.
+    let prepare = SignedMessage::sign(
+        CHAIN,
+        3,
+        &key(3),
+        Body::Prepare {
+            view: 0,
+            seq: 6,
+            digest: Digest::sha256(b"x"),
+        },
+    );
+    let reasons = rejections(&replica.step(Event::Message(prepare)));
+    assert_eq!(reasons, vec![RejectReason::UnknownSender { sender: 3 }]);
 }

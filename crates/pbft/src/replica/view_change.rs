@@ -71,6 +71,7 @@ impl Replica {
             return;
         };
         let new_view = change.new_view;
+        self.transfer_if_certified(sender, change);
         if new_view < self.view || (new_view == self.view && self.status == Status::Normal) {
             return; // Stale: that view is left or already working.
         }
@@ -96,13 +97,62 @@ impl Replica {
         self.try_new_view();
     }
 
+    /// A view change, even one for a stale view, that reports a block this
+    /// replica lacks with a commit certificate of the current set proves the
+    /// block committed: the replica fetches it at once, without waiting for
+    /// f + 1 claims. This matters at a set change: the replicas that
+    /// delivered the switching block ignore view changes of the old set, so
+    /// if fewer than f + 1 of them are ahead, only their certificate tells
+    /// the others to catch up (neither group alone has a quorum).
+    fn transfer_if_certified(&mut self, sender: ReplicaIndex, change: &ViewChange) {
+        let seq = change.committed_seq;
+        let Some(certificate) = &change.committed else {
+            return;
+        };
+        let repeat_due = self.last_transfer.is_none_or(|(asked, at)| {
+            seq > asked || self.now_ms.saturating_sub(at) >= self.retransmit_interval_ms()
+        });
+        if seq <= self.last_delivered || !repeat_due {
+            return;
+        }
+        let chain = &self.config.chain_id;
+        let validators = &self.config.validators;
+        if verify_commit_certificate(chain, validators, seq, &certificate.digest, certificate)
+            .is_ok()
+        {
+            self.last_transfer = Some((seq, self.now_ms));
+            let mut peers: Vec<ReplicaIndex> = self
+                .claims
+                .iter()
+                .filter(|(_, claim)| **claim >= seq)
+                .map(|(peer, _)| *peer)
+                .collect();
+            if !peers.contains(&sender) {
+                peers.push(sender);
+            }
+            self.out.push(Action::StateTransfer { target: seq, peers });
+        }
+    }
+
     /// A view change's content must be checkable by anyone: a valid commit
     /// certificate for the sequence number it claims, and a valid prepared
     /// certificate, from an earlier view, for the next one only.
-    fn validate_view_change(&self, change: &ViewChange) -> Result<(), String> {
+    pub(super) fn validate_view_change(&self, change: &ViewChange) -> Result<(), String> {
         let chain = &self.config.chain_id;
         let validators = &self.config.validators;
+        let epoch_start = self.config.epoch_start;
         match (&change.committed, change.committed_seq) {
+            (_, seq) if seq + 1 < epoch_start => {
+                // Its sender has not delivered the block that put this set in
+                // force: it is still in an earlier set, whose view changes
+                // mean nothing here (it catches up by state transfer).
+                return Err(format!(
+                    "reports block {seq}, before this validator set took over at {epoch_start}"
+                ));
+            }
+            // The block that put this set in force is certified by the set
+            // before; every member of this set delivered it.
+            (_, seq) if seq > 0 && seq + 1 == epoch_start => {}
             (None, 0) => {}
             (None, seq) => return Err(format!("claims block {seq} without a certificate")),
             (Some(certificate), seq) => {

@@ -1,0 +1,453 @@
+//! Validator governance: the validator set changes by on-chain vote of the
+//! validators in force.
+//!
+//! A department that runs a validator in force proposes a change
+//! (`ProposeValidatorChange`, its approval counted), the departments of the
+//! other validators approve it (`ApproveValidatorChange`), and the
+//! transaction that brings its approvals to a quorum of the set in force
+//! (2f + 1 for n = 3f + 1, `pbft::ValidatorSet::quorum`) before its deadline
+//! marks it approved. At the end of that block, [`end_block`] applies every
+//! change approved in it, in order, writes the new set (in force from the
+//! next height) and returns it for the header's `next_validators`.
+//!
+//! **Invariant:** the set in force for a block is the one [`current_set`]
+//! reads at its start; nothing in a block changes it (approvals are counted
+//! against it), so every replica orders a height with the same set, and the
+//! header that announces a new set is signed by the old one.
+//!
+//! **Invariant:** an index is given once: genesis validators are `0..n`, an
+//! added validator gets `next_index`, a removed one's index is never reused,
+//! so an index names one consensus key for the life of the chain.
+
+use std::collections::BTreeSet;
+
+use govchain_crypto::{Digest, PublicKey};
+use govchain_pbft::ValidatorSet;
+use govchain_proto::types::v1::{
+    AddValidator, ApproveValidatorChange, ProposalStatus, ProposeValidatorChange, RemoveValidator,
+    ValidatorChange, ValidatorKey, ValidatorMember, ValidatorProposal, ValidatorSetRecord,
+    validator_change::Change,
+};
+use prost::Message as _;
+
+use crate::execute::Overlay;
+use crate::identity::{Context, Departments, Outcome, Refusal, TEXT_BYTES_MAX};
+use crate::state::{StateError, StateRead, read_message, read_u64};
+use crate::transaction::VerifiedTransaction;
+
+const SET_KEY: &[u8] = b"gov/validators";
+const PROPOSAL_PREFIX: &[u8] = b"gov/proposal/";
+const PROPOSAL_COUNT_KEY: &[u8] = b"gov/proposal-count";
+const PROPOSAL_AT_PREFIX: &[u8] = b"gov/proposal-at/";
+
+/// Longest endpoint text (host:port).
+pub const ENDPOINT_BYTES_MAX: usize = 256;
+/// How far past the block's time a proposal's deadline may be.
+pub const DEADLINE_MS_MAX: u64 = 30 * 24 * 60 * 60 * 1000;
+/// Most proposals one listing page returns.
+pub const PROPOSALS_PAGE_MAX: u64 = 100;
+
+/// The TLS identity of a department's node.
+pub fn node_tls_identity(department: &str) -> String {
+    format!("spiffe://govchain/dept/{department}/node")
+}
+
+/// `n` genesis validators `node0..`, for tests that build and check blocks.
+#[cfg(test)]
+pub(crate) fn test_validators(n: u8) -> Vec<(String, PublicKey)> {
+    (0..n)
+        .map(|i| {
+            let key = govchain_crypto::SigningKey::from_seed([0xC0 + i; 32]).public_key();
+            (format!("node{i}"), key)
+        })
+        .collect()
+}
+
+pub fn proposal_key(id: &Digest) -> Vec<u8> {
+    [PROPOSAL_PREFIX, id.as_bytes()].concat()
+}
+
+/// The set in force for the next block to execute on `state`: the one
+/// governance last wrote, or genesis's.
+pub fn current_set(
+    state: &impl StateRead,
+    departments: &Departments,
+) -> Result<ValidatorSetRecord, StateError> {
+    if let Some(record) = read_message(state, SET_KEY, "validator set")? {
+        return Ok(record);
+    }
+    let members: Vec<ValidatorMember> = (0u32..)
+        .zip(departments.genesis_validators())
+        .map(|(index, (department, key))| ValidatorMember {
+            index,
+            department: department.clone(),
+            consensus_key: key.as_bytes().to_vec(),
+            tls_identity: node_tls_identity(department),
+            endpoint: String::new(),
+        })
+        .collect();
+    let next_index = u32::try_from(members.len()).expect("a bounded genesis");
+    Ok(ValidatorSetRecord {
+        members,
+        since_height: 1,
+        next_index,
+    })
+}
+
+/// The consensus view of a set record: indexes and keys.
+pub fn validator_set(record: &ValidatorSetRecord) -> Result<ValidatorSet, StateError> {
+    let corrupt = |reason: String| StateError::Corrupt {
+        key: "validator set".into(),
+        reason,
+    };
+    let members = record
+        .members
+        .iter()
+        .map(|member| {
+            PublicKey::from_slice(&member.consensus_key)
+                .map(|key| (member.index, key))
+                .map_err(|err| corrupt(format!("validator {}: {err}", member.index)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    ValidatorSet::from_members(members).map_err(|err| corrupt(err.to_string()))
+}
+
+/// What a header's `next_validators` lists for `record`.
+pub fn header_validators(record: &ValidatorSetRecord) -> Vec<ValidatorKey> {
+    let mut keys: Vec<ValidatorKey> = record
+        .members
+        .iter()
+        .map(|member| ValidatorKey {
+            index: member.index,
+            consensus_key: member.consensus_key.clone(),
+        })
+        .collect();
+    keys.sort_by_key(|key| key.index);
+    keys
+}
+
+/// The set a header announces, if it announces one.
+pub fn announced_set(next_validators: &[ValidatorKey]) -> Option<Result<ValidatorSet, String>> {
+    if next_validators.is_empty() {
+        return None;
+    }
+    let members = next_validators
+        .iter()
+        .map(|key| {
+            PublicKey::from_slice(&key.consensus_key)
+                .map(|public| (key.index, public))
+                .map_err(|err| format!("validator {}: {err}", key.index))
+        })
+        .collect::<Result<Vec<_>, _>>();
+    Some(
+        members
+            .and_then(|members| ValidatorSet::from_members(members).map_err(|err| err.to_string())),
+    )
+}
+
+pub fn read_proposal(
+    state: &impl StateRead,
+    id: &Digest,
+) -> Result<Option<ValidatorProposal>, StateError> {
+    read_message(state, &proposal_key(id), "validator proposal")
+}
+
+/// Proposals in the order they were made, from the `after`-th (0: the
+/// first), at most `limit` (capped at [`PROPOSALS_PAGE_MAX`]); and the
+/// number to pass as `after` for the next page, if there is one.
+pub fn proposals_page(
+    state: &impl StateRead,
+    after: u64,
+    limit: u64,
+) -> Result<(Vec<ValidatorProposal>, Option<u64>), StateError> {
+    let count = read_u64(state, PROPOSAL_COUNT_KEY, "proposal count")?;
+    let end = count.min(after.saturating_add(limit.clamp(1, PROPOSALS_PAGE_MAX)));
+    let mut proposals = Vec::new();
+    for number in after..end {
+        let at = [PROPOSAL_AT_PREFIX, &number.to_be_bytes()].concat();
+        let Some(id) = state.get(&at)? else { continue };
+        let id = Digest::from_slice(&id).map_err(|err| StateError::Corrupt {
+            key: "proposal index".into(),
+            reason: err.to_string(),
+        })?;
+        if let Some(proposal) = read_proposal(state, &id)? {
+            proposals.push(proposal);
+        }
+    }
+    Ok((proposals, (end < count).then_some(end)))
+}
+
+/// Stateless checks of a proposal (`check_envelope`).
+pub fn validate_propose(body: &ProposeValidatorChange) -> Result<(), String> {
+    if body.reason.trim().is_empty() {
+        return Err("reason is required".into());
+    }
+    if body.reason.len() > TEXT_BYTES_MAX {
+        return Err(format!("reason is over {TEXT_BYTES_MAX} bytes"));
+    }
+    match body.change.as_ref().and_then(|c| c.change.as_ref()) {
+        None => Err("change is required: add or remove".into()),
+        Some(Change::Add(add)) => {
+            if add.department.is_empty() {
+                return Err("add.department is required".into());
+            }
+            PublicKey::from_slice(&add.consensus_key)
+                .map_err(|err| format!("add.consensus_key: {err}"))?;
+            if add.endpoint.len() > ENDPOINT_BYTES_MAX {
+                return Err(format!("add.endpoint is over {ENDPOINT_BYTES_MAX} bytes"));
+            }
+            Ok(())
+        }
+        Some(Change::Remove(_)) => Ok(()),
+    }
+}
+
+/// Stateless checks of an approval (`check_envelope`).
+pub fn validate_approve(body: &ApproveValidatorChange) -> Result<(), String> {
+    if body.proposal_id.len() != Digest::LEN {
+        return Err(format!(
+            "proposal_id must be {} bytes, got {}",
+            Digest::LEN,
+            body.proposal_id.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The department of the signer, if it runs a validator in `set`.
+fn voting_department(
+    context: &Context<'_>,
+    transaction: &VerifiedTransaction,
+    set: &ValidatorSetRecord,
+) -> Result<String, Refusal> {
+    let Some(department) = context.departments.by_key(&transaction.signer) else {
+        return Err(Refusal::PermissionDenied(
+            "the signer is not a genesis department's signing key".into(),
+        ));
+    };
+    if !set.members.iter().any(|m| m.department == department.name) {
+        return Err(Refusal::PermissionDenied(format!(
+            "department {} runs no validator in the current set",
+            department.name
+        )));
+    }
+    Ok(department.name.clone())
+}
+
+/// The set `change` makes of `set`, or why it does not apply.
+fn apply_change(
+    set: &ValidatorSetRecord,
+    change: &Change,
+    departments: &Departments,
+    height: u64,
+) -> Result<ValidatorSetRecord, String> {
+    let mut next = set.clone();
+    match change {
+        Change::Add(AddValidator {
+            department,
+            consensus_key,
+            endpoint,
+        }) => {
+            if departments.by_name(department).is_none() {
+                return Err(format!("{department:?} is not a genesis department"));
+            }
+            if set.members.iter().any(|m| m.department == *department) {
+                return Err(format!("department {department} already runs a validator"));
+            }
+            if set
+                .members
+                .iter()
+                .any(|m| m.consensus_key == *consensus_key)
+            {
+                return Err("the consensus key is already a validator's".into());
+            }
+            next.members.push(ValidatorMember {
+                index: set.next_index,
+                department: department.clone(),
+                consensus_key: consensus_key.clone(),
+                tls_identity: node_tls_identity(department),
+                endpoint: endpoint.clone(),
+            });
+            next.next_index = set.next_index + 1;
+        }
+        Change::Remove(RemoveValidator { validator_index }) => {
+            if !set.members.iter().any(|m| m.index == *validator_index) {
+                return Err(format!("validator {validator_index} is not in the set"));
+            }
+            if set.members.len() == 1 {
+                return Err("the last validator can not be removed".into());
+            }
+            next.members.retain(|m| m.index != *validator_index);
+        }
+    }
+    next.members.sort_by_key(|m| m.index);
+    next.since_height = height + 1;
+    validator_set(&next).map_err(|err| err.to_string())?;
+    Ok(next)
+}
+
+fn quorum(set: &ValidatorSetRecord) -> Result<usize, StateError> {
+    Ok(validator_set(set)?.quorum() as usize)
+}
+
+/// Approvals of `proposal` by departments that run a validator in `set`.
+fn counted(proposal: &ValidatorProposal, set: &ValidatorSetRecord) -> usize {
+    let voters: BTreeSet<&str> = set.members.iter().map(|m| m.department.as_str()).collect();
+    proposal
+        .approvals
+        .iter()
+        .filter(|d| voters.contains(d.as_str()))
+        .count()
+}
+
+pub(crate) fn propose<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    context: &Context<'_>,
+    transaction: &VerifiedTransaction,
+    body: &ProposeValidatorChange,
+) -> Outcome {
+    let set = current_set(overlay, context.departments)?;
+    let proposer = match voting_department(context, transaction, &set) {
+        Ok(department) => department,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    if body.deadline_ms <= context.now_ms || body.deadline_ms - context.now_ms > DEADLINE_MS_MAX {
+        return Ok(Err(Refusal::FailedPrecondition(format!(
+            "deadline {} must be after the block's time {} and at most 30 days ahead",
+            body.deadline_ms, context.now_ms
+        ))));
+    }
+    let change = body
+        .change
+        .as_ref()
+        .and_then(|c| c.change.as_ref())
+        .expect("validate_propose requires a change");
+    if let Err(reason) = apply_change(&set, change, context.departments, context.height) {
+        return Ok(Err(Refusal::FailedPrecondition(reason)));
+    }
+    let id = transaction.id;
+    let mut proposal = ValidatorProposal {
+        id: id.to_vec(),
+        proposal: Some(body.clone()),
+        proposer: proposer.clone(),
+        proposed_height: context.height,
+        status: ProposalStatus::Pending.into(),
+        approvals: vec![proposer],
+        applied_height: 0,
+        error: String::new(),
+    };
+    let number = read_u64(overlay, PROPOSAL_COUNT_KEY, "proposal count")?;
+    overlay.put(
+        PROPOSAL_COUNT_KEY.to_vec(),
+        (number + 1).to_be_bytes().to_vec(),
+    );
+    overlay.put(
+        [PROPOSAL_AT_PREFIX, &number.to_be_bytes()].concat(),
+        id.to_vec(),
+    );
+    settle(overlay, &set, &mut proposal)?;
+    Ok(Ok(()))
+}
+
+pub(crate) fn approve<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    context: &Context<'_>,
+    transaction: &VerifiedTransaction,
+    body: &ApproveValidatorChange,
+) -> Outcome {
+    let set = current_set(overlay, context.departments)?;
+    let department = match voting_department(context, transaction, &set) {
+        Ok(department) => department,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let id = Digest::from_slice(&body.proposal_id).expect("validate_approve checks the length");
+    let Some(mut proposal) = read_proposal(overlay, &id)? else {
+        return Ok(Err(Refusal::NotFound(format!(
+            "no validator proposal {id}"
+        ))));
+    };
+    if proposal.status() != ProposalStatus::Pending {
+        return Ok(Err(Refusal::FailedPrecondition(format!(
+            "proposal {id} is no longer pending ({})",
+            proposal.status().as_str_name()
+        ))));
+    }
+    let deadline_ms = proposal.proposal.as_ref().map_or(0, |p| p.deadline_ms);
+    if context.now_ms > deadline_ms {
+        return Ok(Err(Refusal::FailedPrecondition(format!(
+            "proposal {id} expired at {deadline_ms}"
+        ))));
+    }
+    if proposal.approvals.contains(&department) {
+        return Ok(Err(Refusal::AlreadyExists(format!(
+            "department {department} already approved proposal {id}"
+        ))));
+    }
+    proposal.approvals.push(department);
+    settle(overlay, &set, &mut proposal)?;
+    Ok(Ok(()))
+}
+
+/// Stores `proposal`; once its approvals reach the quorum of `set`, marks
+/// it approved in this block, for [`end_block`] to apply.
+fn settle<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    set: &ValidatorSetRecord,
+    proposal: &mut ValidatorProposal,
+) -> Result<(), StateError> {
+    let id = Digest::from_slice(&proposal.id).expect("ids are digests");
+    if counted(proposal, set) >= quorum(set)? && !overlay.approved_changes.contains(&id) {
+        overlay.approved_changes.push(id);
+    }
+    overlay.put(proposal_key(&id), proposal.encode_to_vec());
+    Ok(())
+}
+
+/// Applies the changes approved in the block at `height`, in order: each
+/// one that still applies (another change in the block may have made it
+/// moot) becomes `APPLIED`, the others `FAILED`. Returns the new set, in
+/// force from `height + 1`, if it changed.
+pub(crate) fn end_block<S: StateRead>(
+    overlay: &mut Overlay<'_, S>,
+    departments: &Departments,
+    height: u64,
+) -> Result<Option<ValidatorSetRecord>, StateError> {
+    let approved = std::mem::take(&mut overlay.approved_changes);
+    if approved.is_empty() {
+        return Ok(None);
+    }
+    let mut set = current_set(overlay, departments)?;
+    let mut changed = false;
+    for id in approved {
+        let Some(mut proposal) = read_proposal(overlay, &id)? else {
+            continue;
+        };
+        let change = proposal
+            .proposal
+            .as_ref()
+            .and_then(|p| p.change.as_ref())
+            .and_then(|c: &ValidatorChange| c.change.clone());
+        let Some(change) = change else { continue };
+        match apply_change(&set, &change, departments, height) {
+            Ok(next) => {
+                set = next;
+                changed = true;
+                proposal.status = ProposalStatus::Applied.into();
+            }
+            Err(reason) => {
+                proposal.status = ProposalStatus::Failed.into();
+                proposal.error = reason;
+            }
+        }
+        proposal.applied_height = height;
+        overlay.put(proposal_key(&id), proposal.encode_to_vec());
+    }
+    if !changed {
+        return Ok(None);
+    }
+    overlay.put(SET_KEY.to_vec(), set.encode_to_vec());
+    Ok(Some(set))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,485 @@
+//! Governance through the block path: proposals and approvals built into
+//! blocks by `build_block`, checked by `check_block`, applied to a memory
+//! state, and the header's `next_validators` read back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use govchain_crypto::SigningKey;
+use govchain_proto::types::v1::transaction::Body;
+use govchain_proto::types::v1::{
+    Block, BlockHeader, ErrorReason, TransactionOutcome, TransactionResult,
+};
+use prost::Message as _;
+
+use super::*;
+use crate::identity::Department;
+use crate::state_tree::{MemoryTree, TreeRead};
+use crate::transaction::tests::{CHAIN, sign};
+use crate::{BlockLimits, CheckContext, Head, build_block, check_block, check_envelope};
+
+const START_MS: u64 = 1_000_000;
+
+/// Five genesis departments `dept0..dept4`; the first four run the genesis
+/// validators 0..3, `dept4` runs an observer with `observer_key()`.
+struct Chain {
+    state: BTreeMap<Vec<u8>, Vec<u8>>,
+    tree: MemoryTree,
+    head: Head,
+    limits: BlockLimits,
+    nonces: BTreeMap<u8, u64>,
+    now_ms: u64,
+}
+
+fn signing(i: u8) -> SigningKey {
+    SigningKey::from_seed([0x40 + i; 32])
+}
+
+fn consensus(i: u8) -> SigningKey {
+    SigningKey::from_seed([0x80 + i; 32])
+}
+
+struct View<'a>(&'a BTreeMap<Vec<u8>, Vec<u8>>, &'a MemoryTree);
+
+impl StateRead for View<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.0.get(key).cloned())
+    }
+}
+
+impl TreeRead for View<'_> {
+    fn tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.1.tree_node(path)
+    }
+}
+
+fn add(department: u8) -> ProposeValidatorChange {
+    ProposeValidatorChange {
+        change: Some(ValidatorChange {
+            change: Some(Change::Add(AddValidator {
+                department: format!("dept{department}"),
+                consensus_key: consensus(department).public_key().as_bytes().to_vec(),
+                endpoint: format!("127.0.0.1:{}", 7000 + u32::from(department)),
+            })),
+        }),
+        deadline_ms: START_MS + 60_000,
+        reason: "a new bureau joins".into(),
+    }
+}
+
+fn remove(index: u32) -> ProposeValidatorChange {
+    ProposeValidatorChange {
+        change: Some(ValidatorChange {
+            change: Some(Change::Remove(RemoveValidator {
+                validator_index: index,
+            })),
+        }),
+        deadline_ms: START_MS + 60_000,
+        reason: "decommissioned".into(),
+    }
+}
+
+impl Chain {
+    fn new() -> Self {
+        let departments = Departments::new((0..5).map(|i| Department {
+            name: format!("dept{i}"),
+            public_key: signing(i).public_key(),
+            attests: Default::default(),
+            node_key: (i < 4).then(|| consensus(i).public_key()),
+        }))
+        .with_genesis_validators(
+            (0..4)
+                .map(|i| (format!("dept{i}"), consensus(i).public_key()))
+                .collect(),
+        );
+        Self {
+            state: BTreeMap::new(),
+            tree: MemoryTree::default(),
+            head: Head {
+                height: 0,
+                hash: Digest::sha256(b"genesis"),
+                state_root: Digest::default(),
+                timestamp_ms: START_MS,
+            },
+            limits: BlockLimits {
+                transactions_max: 100,
+                bytes_max: 1 << 20,
+                payload_bytes_max: 4096,
+                departments: Arc::new(departments),
+            },
+            nonces: BTreeMap::new(),
+            now_ms: START_MS,
+        }
+    }
+
+    fn tx(&mut self, department: u8, body: Body) -> crate::VerifiedTransaction {
+        let nonce = self.nonces.entry(department).or_insert(0);
+        *nonce += 1;
+        let envelope = sign(&signing(department), *nonce, body);
+        check_envelope(envelope, CHAIN, 4096, |_, _| false).expect("well formed")
+    }
+
+    fn set(&self) -> ValidatorSetRecord {
+        current_set(&View(&self.state, &self.tree), &self.limits.departments).expect("set")
+    }
+
+    /// Builds, checks and applies one block of `transactions` proposed by
+    /// the primary of view 0 in the set in force; returns the results and
+    /// the header.
+    fn block(
+        &mut self,
+        transactions: Vec<crate::VerifiedTransaction>,
+    ) -> (Vec<TransactionResult>, BlockHeader) {
+        self.now_ms += 1_000;
+        let primary = validator_set(&self.set()).expect("valid").primary(0);
+        let view = View(&self.state, &self.tree);
+        let built = build_block(
+            CHAIN,
+            &self.head,
+            0,
+            primary,
+            self.now_ms,
+            &transactions,
+            &self.limits,
+            &view,
+        )
+        .expect("build");
+        let checked = check_block(
+            &CheckContext {
+                chain_id: CHAIN,
+                head: &self.head,
+                limits: &self.limits,
+                timestamp_ms_max: self.now_ms,
+            },
+            &built.hash,
+            &built.encoded,
+            &view,
+            |_, _| false,
+        )
+        .expect("the built block checks");
+        assert_eq!(checked.executed, built.executed);
+        self.tree.apply(&built.executed.tree_writes);
+        for (key, value) in &built.executed.writes {
+            match value {
+                Some(value) => self.state.insert(key.clone(), value.clone()),
+                None => self.state.remove(key),
+            };
+        }
+        self.head = Head {
+            height: built.header.height,
+            hash: built.hash,
+            state_root: built.executed.state_root,
+            timestamp_ms: built.header.timestamp_ms,
+        };
+        let results = built
+            .executed
+            .transactions
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect();
+        (results, built.header)
+    }
+
+    fn proposal(&self, id: &Digest) -> ValidatorProposal {
+        read_proposal(&View(&self.state, &self.tree), id)
+            .expect("read")
+            .expect("stored")
+    }
+}
+
+fn ok(result: &TransactionResult) {
+    assert_eq!(
+        result.outcome(),
+        TransactionOutcome::Success,
+        "{}",
+        result.error
+    );
+}
+
+fn refused(result: &TransactionResult, reason: ErrorReason, text: &str) {
+    assert_eq!(result.outcome(), TransactionOutcome::Failed);
+    assert_eq!(result.reason(), reason, "{}", result.error);
+    assert!(result.error.contains(text), "{}", result.error);
+}
+
+fn indexes(header: &BlockHeader) -> Vec<u32> {
+    header.next_validators.iter().map(|v| v.index).collect()
+}
+
+#[test]
+fn an_added_validator_takes_effect_after_a_quorum_and_then_votes_to_remove_one() {
+    let mut chain = Chain::new();
+    assert_eq!(chain.set().members.len(), 4);
+    // dept0 proposes dept4's node; its own approval counts: 1 of 3.
+    let propose = chain.tx(0, Body::ProposeValidatorChange(add(4)));
+    let id = propose.id;
+    let (results, header) = chain.block(vec![propose]);
+    ok(&results[0]);
+    assert!(header.next_validators.is_empty());
+    assert_eq!(chain.proposal(&id).status(), ProposalStatus::Pending);
+    // dept1 approves: 2 of 3, nothing changes yet.
+    let approve = |chain: &mut Chain, department: u8, id: &Digest| {
+        chain.tx(
+            department,
+            Body::ApproveValidatorChange(ApproveValidatorChange {
+                proposal_id: id.to_vec(),
+            }),
+        )
+    };
+    let first = approve(&mut chain, 1, &id);
+    let (results, header) = chain.block(vec![first]);
+    ok(&results[0]);
+    assert!(header.next_validators.is_empty());
+    // dept2's approval reaches 3 of 4: the block announces the new set.
+    let second = approve(&mut chain, 2, &id);
+    let (results, header) = chain.block(vec![second]);
+    ok(&results[0]);
+    assert_eq!(indexes(&header), vec![0, 1, 2, 3, 4]);
+    let set = chain.set();
+    assert_eq!(set.since_height, header.height + 1);
+    assert_eq!(set.next_index, 5);
+    let added = set.members.iter().find(|m| m.index == 4).expect("added");
+    assert_eq!(added.department, "dept4");
+    assert_eq!(added.tls_identity, "spiffe://govchain/dept/dept4/node");
+    assert_eq!(added.endpoint, "127.0.0.1:7004");
+    let proposal = chain.proposal(&id);
+    assert_eq!(proposal.status(), ProposalStatus::Applied);
+    assert_eq!(proposal.applied_height, header.height);
+    assert_eq!(proposal.approvals, vec!["dept0", "dept1", "dept2"]);
+    // A late approval of an applied proposal is refused.
+    let late = approve(&mut chain, 3, &id);
+    let (results, _) = chain.block(vec![late]);
+    refused(
+        &results[0],
+        ErrorReason::FailedPrecondition,
+        "no longer pending",
+    );
+
+    // Now n = 5 and a quorum is 4; the new member proposes removing 1.
+    let propose = chain.tx(4, Body::ProposeValidatorChange(remove(1)));
+    let id = propose.id;
+    let approvals: Vec<_> = [0, 2]
+        .into_iter()
+        .map(|d| approve(&mut chain, d, &id))
+        .collect();
+    let (results, header) = chain.block([vec![propose], approvals].concat());
+    results.iter().for_each(ok);
+    assert!(header.next_validators.is_empty(), "3 of 5 is not a quorum");
+    let last = approve(&mut chain, 3, &id);
+    let (_, header) = chain.block(vec![last]);
+    assert_eq!(indexes(&header), vec![0, 2, 3, 4]);
+    // The removed validator's department may no longer vote.
+    let stale = chain.tx(1, Body::ProposeValidatorChange(add(1)));
+    let (results, _) = chain.block(vec![stale]);
+    refused(
+        &results[0],
+        ErrorReason::PermissionDenied,
+        "runs no validator",
+    );
+    // Blocks are now proposed by the primary of the new set: view 1's is 2.
+    let set = validator_set(&chain.set()).expect("valid");
+    assert_eq!(set.primary(1), 2);
+}
+
+#[test]
+fn proposals_and_approvals_are_refused_with_reasons() {
+    let mut chain = Chain::new();
+    let cases = [
+        // dept4 runs no validator.
+        (
+            4,
+            add(4),
+            ErrorReason::PermissionDenied,
+            "runs no validator",
+        ),
+        // dept1 already runs one.
+        (
+            0,
+            add(1),
+            ErrorReason::FailedPrecondition,
+            "already runs a validator",
+        ),
+        (
+            0,
+            remove(9),
+            ErrorReason::FailedPrecondition,
+            "not in the set",
+        ),
+        (
+            0,
+            ProposeValidatorChange {
+                deadline_ms: START_MS,
+                ..add(4)
+            },
+            ErrorReason::FailedPrecondition,
+            "deadline",
+        ),
+    ];
+    for (department, body, reason, text) in cases {
+        let tx = chain.tx(department, Body::ProposeValidatorChange(body));
+        let (results, _) = chain.block(vec![tx]);
+        refused(&results[0], reason, text);
+    }
+    let unknown = chain.tx(
+        1,
+        Body::ApproveValidatorChange(ApproveValidatorChange {
+            proposal_id: vec![7; 32],
+        }),
+    );
+    let (results, _) = chain.block(vec![unknown]);
+    refused(&results[0], ErrorReason::NotFound, "no validator proposal");
+    // Approving twice, and after the deadline.
+    let propose = chain.tx(0, Body::ProposeValidatorChange(add(4)));
+    let id = propose.id;
+    chain.block(vec![propose]);
+    let again = chain.tx(
+        0,
+        Body::ApproveValidatorChange(ApproveValidatorChange {
+            proposal_id: id.to_vec(),
+        }),
+    );
+    let (results, _) = chain.block(vec![again]);
+    refused(&results[0], ErrorReason::AlreadyExists, "already approved");
+    chain.now_ms = START_MS + 120_000;
+    let late = chain.tx(
+        1,
+        Body::ApproveValidatorChange(ApproveValidatorChange {
+            proposal_id: id.to_vec(),
+        }),
+    );
+    let (results, header) = chain.block(vec![late]);
+    refused(&results[0], ErrorReason::FailedPrecondition, "expired");
+    assert!(header.next_validators.is_empty());
+    assert_eq!(chain.set().members.len(), 4);
+    // Stateless checks happen at admission.
+    let empty = sign(
+        &signing(0),
+        99,
+        Body::ProposeValidatorChange(ProposeValidatorChange {
+            reason: " ".into(),
+            ..add(4)
+        }),
+    );
+    let err = check_envelope(empty, CHAIN, 4096, |_, _| false).expect_err("no reason");
+    assert!(err.to_string().contains("reason is required"), "{err}");
+}
+
+#[test]
+fn two_changes_approved_in_one_block_apply_in_order_and_a_moot_one_fails() {
+    let mut chain = Chain::new();
+    // Two proposals to add dept4 with different keys.
+    let first = chain.tx(0, Body::ProposeValidatorChange(add(4)));
+    let mut other = add(4);
+    if let Some(ValidatorChange {
+        change: Some(Change::Add(add)),
+    }) = other.change.as_mut()
+    {
+        add.consensus_key = consensus(9).public_key().as_bytes().to_vec();
+    }
+    let second = chain.tx(1, Body::ProposeValidatorChange(other));
+    let (first_id, second_id) = (first.id, second.id);
+    chain.block(vec![first, second]);
+    let approve = |chain: &mut Chain, department: u8, id: &Digest| {
+        chain.tx(
+            department,
+            Body::ApproveValidatorChange(ApproveValidatorChange {
+                proposal_id: id.to_vec(),
+            }),
+        )
+    };
+    let txs = vec![
+        approve(&mut chain, 1, &first_id),
+        approve(&mut chain, 2, &first_id),
+        approve(&mut chain, 0, &second_id),
+        approve(&mut chain, 2, &second_id),
+    ];
+    let (results, header) = chain.block(txs);
+    results.iter().for_each(ok);
+    assert_eq!(indexes(&header), vec![0, 1, 2, 3, 4]);
+    assert_eq!(chain.proposal(&first_id).status(), ProposalStatus::Applied);
+    let second = chain.proposal(&second_id);
+    assert_eq!(second.status(), ProposalStatus::Failed);
+    assert!(
+        second.error.contains("already runs a validator"),
+        "{}",
+        second.error
+    );
+    let key = &chain.set().members[4].consensus_key;
+    assert_eq!(key, consensus(4).public_key().as_bytes());
+}
+
+#[test]
+fn a_header_must_announce_exactly_the_set_execution_gives() {
+    let mut chain = Chain::new();
+    let propose = chain.tx(0, Body::ProposeValidatorChange(add(4)));
+    let id = propose.id;
+    chain.block(vec![propose]);
+    let approvals: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|d| {
+            chain.tx(
+                d,
+                Body::ApproveValidatorChange(ApproveValidatorChange {
+                    proposal_id: id.to_vec(),
+                }),
+            )
+        })
+        .collect();
+    chain.now_ms += 1_000;
+    let view = View(&chain.state, &chain.tree);
+    let built = build_block(
+        CHAIN,
+        &chain.head,
+        0,
+        0,
+        chain.now_ms,
+        &approvals,
+        &chain.limits,
+        &view,
+    )
+    .expect("build");
+    assert_eq!(indexes(&built.header), vec![0, 1, 2, 3, 4]);
+    // A proposer that leaves the change out (or makes one up) is refused.
+    for tamper in [Vec::new(), built.header.next_validators[..4].to_vec()] {
+        let header = BlockHeader {
+            next_validators: tamper,
+            ..built.header.clone()
+        };
+        let mut block = Block::decode(built.encoded.as_ref()).expect("decode");
+        block.header = header.encode_to_vec();
+        let encoded = block.encode_to_vec();
+        let hash = crate::block_hash(&block.header);
+        let err = check_block(
+            &CheckContext {
+                chain_id: CHAIN,
+                head: &chain.head,
+                limits: &chain.limits,
+                timestamp_ms_max: chain.now_ms,
+            },
+            &hash,
+            &encoded,
+            &view,
+            |_, _| false,
+        )
+        .expect_err("a wrong set is refused");
+        assert!(err.to_string().contains("next_validators"), "{err}");
+    }
+    // And the proposer must be the primary of the set in force.
+    let err = check_block(
+        &CheckContext {
+            chain_id: CHAIN,
+            head: &chain.head,
+            limits: &chain.limits,
+            timestamp_ms_max: chain.now_ms,
+        },
+        &built.hash,
+        &built.encoded,
+        &view,
+        |_, _| false,
+    );
+    assert!(err.is_ok());
+    let announced = announced_set(&built.header.next_validators)
+        .expect("announced")
+        .expect("valid");
+    assert_eq!(announced.len(), 5);
+}
