@@ -177,6 +177,23 @@ enum Command {
             govchain directory grants health/vaccinations"
     )]
     Directory(cmd::directory::DirectoryArgs),
+    /// Change the validator set by on-chain vote: propose, approve, list.
+    #[command(
+        long_about = "Change the validator set by on-chain vote of the validators in force. A \
+            validator's department proposes adding a genesis department's node (an observer \
+            being promoted) or removing a validator; the other validators' departments \
+            approve; once 2f+1 of the set in force approved it before its deadline, the \
+            change takes effect from the next block. `govchain status` shows the set and the \
+            pending proposals too.",
+        after_help = "A walk through (with a devnet, add --dir devnet --department <name> \
+            --signing-key devnet/certs/<name>/signing.key to each write):\n  \
+            govchain governance propose add --candidate backup0 \\\n    \
+            --consensus-key devnet/certs/backup0/consensus.key --endpoint 127.0.0.1:7054 \\\n    \
+            --reason \"backup0 becomes a validator\"\n  \
+            govchain governance approve <proposal>      # by two more departments\n  \
+            govchain governance list"
+    )]
+    Governance(cmd::governance::GovernanceArgs),
     /// Back up a running node, and restore a node's data directory from a backup.
     Admin(cmd::admin::AdminArgs),
     /// Measure committed throughput and latency against the verification ceiling.
@@ -299,6 +316,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Case(args) => cmd::approval::case::run(args, json).await,
         Command::Verify(args) => cmd::verify::run(args, json),
         Command::Directory(args) => cmd::directory::run(args, json).await,
+        Command::Governance(args) => cmd::governance::run(args, json).await,
         Command::Bench(args) => cmd::bench::run(args, json).await,
         Command::Admin(args) => cmd::admin::run(args, json).await,
     }

@@ -94,8 +94,12 @@ struct ReadyBlock {
 
 pub struct Driver {
     shared: Arc<Shared>,
-    /// `None` on an observer.
+    /// `None` on a node that does not vote (an observer, a validator that
+    /// governance removed).
     replica: Option<Replica>,
+    /// This node's consensus key, to start a replica when governance makes
+    /// it a validator.
+    consensus_key: govchain_crypto::SigningKey,
     /// Proposals waiting for their parent block to be applied.
     deferred_checks: BTreeMap<SequenceNumber, (View, Digest, Bytes, bool)>,
     /// The next proposal to check, while it waits for batches.
@@ -127,6 +131,7 @@ impl Driver {
     pub fn new(
         shared: Arc<Shared>,
         replica: Option<Replica>,
+        consensus_key: govchain_crypto::SigningKey,
         sync: mpsc::Sender<SyncRequest>,
         fetch: Option<mpsc::Sender<FetchRequest>>,
         metrics: DriverMetrics,
@@ -138,6 +143,7 @@ impl Driver {
             last_view,
             shared,
             replica,
+            consensus_key,
             deferred_checks: BTreeMap::new(),
             waiting: None,
             fetch,
@@ -771,6 +777,25 @@ impl Driver {
             .collect();
         info!(node = %self.shared.name, from = seq + 1, validators = %members.join(","), quorum = membership.set.quorum(), "validator set changed");
         self.shared.peers.update(&membership.record);
+        if self.replica.is_none()
+            && membership
+                .set
+                .index_of(&self.consensus_key.public_key())
+                .is_some()
+        {
+            match crate::start_replica(&self.shared, &self.consensus_key) {
+                Ok(Some(replica)) => {
+                    info!(node = %self.shared.name, index = replica.me(), from = seq + 1, "this node joined the validator set: it votes from here on");
+                    self.last_view = Some(replica.view());
+                    self.replica = Some(replica);
+                    self.shared.voting.store(true, Ordering::Relaxed);
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    error!(node = %self.shared.name, error = format!("{err:#}"), "cannot start voting after joining the validator set");
+                }
+            }
+        }
     }
 
     /// Records the PBFT phase this replica reached for a block as an event

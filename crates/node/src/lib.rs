@@ -193,14 +193,17 @@ pub async fn run(
         peers,
     )?);
 
-    let replica = if settings.observer {
-        None
-    } else {
-        let restored = dissemination::restore_batches(&shared)
-            .context("cannot reload the batches of this node's votes")?;
-        info!(node = %settings.name, batches = restored, "batches of pending proposals reloaded");
-        start_replica(&settings, &shared)?
-    };
+    // An observer whose department governance made a validator votes too.
+    let restored = dissemination::restore_batches(&shared)
+        .context("cannot reload the batches of this node's votes")?;
+    info!(node = %settings.name, batches = restored, "batches of pending proposals reloaded");
+    let replica = start_replica(&shared, &settings.consensus_key)?;
+    if replica.is_none() && !settings.observer {
+        warn!(node = %settings.name, "this node's consensus key is not in the validator set in force (governance removed it): following the chain without voting");
+    }
+    if replica.is_some() && settings.observer {
+        info!(node = %settings.name, "configured as an observer, but governance made this node a validator: it votes");
+    }
     let (events, receiver) = mpsc::channel(DRIVER_EVENTS_MAX);
     let sync = sync::start(&settings, shared.clone(), events.clone(), &fatal);
     let mut tasks = Vec::new();
@@ -216,11 +219,17 @@ pub async fn run(
         ),
     ));
     let mut metrics = node_metrics(&settings);
-    let fetch = (!settings.observer)
-        .then(|| dissemination::Fetcher::start(&settings, shared.clone(), events.clone(), &fatal));
+    // Observers too: governance may make one a validator.
+    let fetch = Some(dissemination::Fetcher::start(
+        &settings,
+        shared.clone(),
+        events.clone(),
+        &fatal,
+    ));
     let driver = Driver::new(
         shared.clone(),
         replica,
+        govchain_crypto::SigningKey::from_pkcs8_pem(&settings.consensus_key.to_pkcs8_pem()?)?,
         sync.clone(),
         fetch,
         metrics.driver(),
@@ -562,29 +571,26 @@ async fn bind_metrics(
 /// with the validator set in force at the head; `None` if this node's
 /// consensus key is not in it (governance removed it): it then follows the
 /// chain without voting.
-fn start_replica(settings: &Settings, shared: &Shared) -> anyhow::Result<Option<Replica>> {
-    let genesis = &settings.genesis;
+pub(crate) fn start_replica(
+    shared: &Shared,
+    key: &govchain_crypto::SigningKey,
+) -> anyhow::Result<Option<Replica>> {
+    let genesis = &shared.genesis;
     let membership = shared.membership();
-    let Some(me) = membership
-        .set
-        .index_of(&settings.consensus_key.public_key())
-    else {
-        warn!(node = %settings.name, "this node's consensus key is not in the validator set in force (governance removed it): following the chain without voting");
+    let Some(me) = membership.set.index_of(&key.public_key()) else {
         return Ok(None);
     };
     let restored =
         consensus_store::load(&shared.ledger).context("cannot read the consensus records")?;
     let last_certificate = head_certificate(&shared.ledger)?;
-    info!(node = %settings.name, view = restored.view, votes = restored.votes.len(), "consensus state restored");
+    info!(node = %shared.name, view = restored.view, votes = restored.votes.len(), index = me, "consensus state restored");
     Ok(Some(Replica::new(
         Config {
             chain_id: genesis.chain_id.clone(),
             validators: membership.set.clone(),
             epoch_start: membership.record.since_height,
             me,
-            key: govchain_crypto::SigningKey::from_pkcs8_pem(
-                &settings.consensus_key.to_pkcs8_pem()?,
-            )?,
+            key: govchain_crypto::SigningKey::from_pkcs8_pem(&key.to_pkcs8_pem()?)?,
             empty_block_interval_ms: genesis.consensus.empty_block_interval_ms,
             view_timeout_ms: genesis.consensus.view_timeout_ms,
             // Pre-prepares carry proposals (header and batch slices), not

@@ -48,10 +48,14 @@ struct Spawner {
     /// Addresses from the configuration, by department; they win over an
     /// endpoint named on chain.
     configured: Vec<(String, String)>,
+    /// The node's runtime: `update` is called from the consensus thread,
+    /// which runs outside it.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Spawner {
     fn spawn(&self, name: &str, address: &str) -> PeerHandle {
+        let _runtime = self.runtime.enter();
         let (queue, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
         let connected = Arc::new(AtomicBool::new(false));
         let task = PeerTask {
@@ -84,6 +88,7 @@ impl PeerSet {
                 .iter()
                 .map(|peer| (peer.name.clone(), peer.address.clone()))
                 .collect(),
+            runtime: tokio::runtime::Handle::current(),
         };
         let peers = if connect {
             spawner

@@ -301,13 +301,13 @@ impl NodeApi {
         caller: &TlsIdentity,
         envelopes: Vec<TransactionEnvelope>,
     ) -> Result<Vec<Result<VerifiedTransaction, Status>>, Status> {
-        if self.shared.observer {
-            let validators: Vec<&str> = self
-                .shared
-                .genesis
-                .validators
+        if !self.shared.voting.load(Ordering::Relaxed) {
+            let membership = self.shared.membership();
+            let validators: Vec<&str> = membership
+                .record
+                .members
                 .iter()
-                .map(|v| v.name.as_str())
+                .map(|m| m.department.as_str())
                 .collect();
             return Err(errors::failed_precondition(format!(
                 "{} is an observer (a read-only backup replica); submit transactions to a validator: {}",
@@ -1056,7 +1056,7 @@ impl NodeService for NodeApi {
             mempool_bytes,
             connected_peers: shared.peers.connected(),
             head_timestamp_ms: head.timestamp_ms,
-            observer: shared.observer,
+            observer: !shared.voting.load(Ordering::Relaxed),
             view_active: shared.view_normal.load(Ordering::Relaxed),
             rejected_messages: shared.rejected_messages.load(Ordering::Relaxed),
             syncing: shared.readiness.syncing(),

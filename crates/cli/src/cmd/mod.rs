@@ -11,6 +11,7 @@ pub mod config;
 pub mod devnet;
 pub mod directory;
 pub mod genesis;
+pub mod governance;
 pub mod identity;
 pub mod ingest;
 pub mod keys;

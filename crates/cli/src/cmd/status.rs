@@ -1,7 +1,10 @@
 //! `govchain status`: each node's view of the chain.
 
 use clap::Args;
-use govchain_proto::node::v1::{GetStatusRequest, GetStatusResponse};
+use govchain_proto::node::v1::{
+    GetStatusRequest, GetStatusResponse, GetValidatorSetRequest, GetValidatorSetResponse,
+};
+use govchain_proto::types::v1::ProposalStatus;
 use serde::Serialize;
 
 use crate::client::{self, ConnectArgs, Target, rpc_error};
@@ -42,6 +45,13 @@ struct NodeStatus {
     view: Option<u64>,
     primary: Option<String>,
     validator_count: Option<u32>,
+    /// The validator set in force for the next block, `index=department`
+    /// each (governance changes it; see `govchain governance list`).
+    validators: Option<Vec<String>>,
+    /// Approvals a validator proposal needs (2f+1 of `validators`).
+    quorum: Option<u32>,
+    /// Validator proposals still collecting approvals (before their deadline).
+    pending_proposals: Option<Vec<String>>,
     mempool_transactions: Option<u64>,
     mempool_bytes: Option<u64>,
     connected_peers: Option<Vec<String>>,
@@ -61,8 +71,42 @@ struct StatusView {
 }
 
 impl NodeStatus {
-    fn answered(target: &Target, status: GetStatusResponse) -> Self {
+    fn answered(
+        target: &Target,
+        status: GetStatusResponse,
+        set: Option<GetValidatorSetResponse>,
+    ) -> Self {
+        let now_ms = crate::cmd::identity::now_ms();
+        let validators = set.as_ref().map(|set| {
+            set.validators
+                .iter()
+                .flat_map(|v| &v.members)
+                .map(|m| format!("{}={}", m.index, m.department))
+                .collect()
+        });
+        let pending_proposals = set.as_ref().map(|set| {
+            set.proposals
+                .iter()
+                .filter(|p| {
+                    p.status() == ProposalStatus::Pending
+                        && p.proposal.as_ref().is_some_and(|p| p.deadline_ms >= now_ms)
+                })
+                .map(|p| {
+                    format!(
+                        "{} ({}, {} approvals)",
+                        hex::encode(&p.id),
+                        crate::view::change_text(
+                            p.proposal.as_ref().and_then(|p| p.change.as_ref())
+                        ),
+                        p.approvals.len()
+                    )
+                })
+                .collect()
+        });
         Self {
+            validators,
+            quorum: set.as_ref().map(|set| set.quorum),
+            pending_proposals,
             node: Some(status.node.clone())
                 .filter(|name| !name.is_empty())
                 .or_else(|| target.name.clone()),
@@ -137,10 +181,19 @@ async fn query(target: Target) -> NodeStatus {
             .await
             .map_err(rpc_error)?
             .into_inner();
-        anyhow::Ok(status)
+        // The latest proposals only: a status is a glance.
+        let set = client
+            .get_validator_set(GetValidatorSetRequest {
+                proposals_after: 0,
+                proposals_limit: 0,
+            })
+            .await
+            .ok()
+            .map(tonic::Response::into_inner);
+        anyhow::Ok((status, set))
     };
     match answer.await {
-        Ok(status) => NodeStatus::answered(&target, status),
+        Ok((status, set)) => NodeStatus::answered(&target, status, set),
         Err(err) => NodeStatus::failed(&target, &err),
     }
 }
@@ -183,8 +236,24 @@ fn render_one(node: &NodeStatus) -> String {
         .add("primary", text(&node.primary))
         .add(
             "validators",
-            node.validator_count
-                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            match (&node.validators, node.quorum) {
+                (Some(members), Some(quorum)) => format!(
+                    "{} ({}), a quorum is {quorum}",
+                    members.len(),
+                    members.join(", ")
+                ),
+                _ => node
+                    .validator_count
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            },
+        )
+        .add(
+            "pending proposals",
+            match &node.pending_proposals {
+                Some(pending) if !pending.is_empty() => pending.join("; "),
+                Some(_) => "none".to_owned(),
+                None => "-".to_owned(),
+            },
         )
         .add(
             "mempool",
@@ -291,6 +360,7 @@ mod tests {
                 metrics_url: "http://127.0.0.1:9464/metrics".into(),
                 portal_url: "https://127.0.0.1:8443/".into(),
             },
+            None,
         )
     }
 

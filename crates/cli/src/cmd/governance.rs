@@ -1,0 +1,478 @@
+//! `govchain governance propose|approve|list`: the validator set changes
+//! by on-chain vote of the validators in force (`exec::governance` has the
+//! rules). Writes are transactions signed with a department's signing key;
+//! reads go to `NodeService.GetValidatorSet`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use govchain_crypto::{Digest, PublicKey};
+use govchain_exec::governance::{validate_approve, validate_propose};
+use govchain_proto::node::v1::{GetValidatorSetRequest, GetValidatorSetResponse};
+use govchain_proto::types::v1::{
+    AddValidator, ApproveValidatorChange, ProposalStatus, ProposeValidatorChange, RemoveValidator,
+    ValidatorChange, ValidatorProposal, transaction::Body, validator_change::Change,
+};
+use serde::Serialize;
+
+use crate::client::{ConnectArgs, rpc_error};
+use crate::cmd::approval::SignedArgs;
+use crate::cmd::identity::{Session, Submitted, client_timeout, now_ms, print_view};
+use crate::output::{Fields, Table, format_time_ms};
+use crate::view::change_text;
+
+#[derive(Debug, Args)]
+pub struct GovernanceArgs {
+    #[command(subcommand)]
+    command: GovernanceCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum GovernanceCommand {
+    /// Propose a change to the validator set (your approval counts).
+    #[command(subcommand)]
+    Propose(ProposeCommand),
+    /// Approve a pending proposal.
+    #[command(
+        long_about = "Approve a pending validator proposal, signed with your department's \
+            signing key; your department must run a validator in the set in force. Once \
+            2f+1 of the set have approved it before its deadline, the change takes effect \
+            from the block after the one that reached the quorum.",
+        after_help = "Example:\n  \
+            govchain governance approve 3f1c…e2 --dir devnet --department tax \\\n    \
+            --signing-key devnet/certs/tax/signing.key"
+    )]
+    Approve(ApproveArgs),
+    /// The validator set in force and the proposals.
+    #[command(after_help = "Examples:\n  \
+            govchain governance list --dir devnet\n  \
+            govchain governance list --json --dir devnet")]
+    List(ListArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProposeCommand {
+    /// Add a genesis department's node (an observer, say) as a validator.
+    #[command(
+        long_about = "Propose adding the node of a genesis department that runs no validator \
+            in the set in force, with its consensus key, signed with your department's \
+            signing key (your department must run a validator). The node should already \
+            run (as an observer) and follow the chain: once the change takes effect it \
+            votes, and the other validators connect to it at --endpoint (unless their \
+            `peers` configuration names it).",
+        after_help = "Example (the devnet's observer joins):\n  \
+            govchain governance propose add --candidate backup0 \\\n    \
+            --consensus-key devnet/certs/backup0/consensus.key --endpoint 127.0.0.1:7054 \\\n    \
+            --reason \"backup0 becomes a validator\" \\\n    \
+            --dir devnet --department health --signing-key devnet/certs/health/signing.key"
+    )]
+    Add(AddArgs),
+    /// Remove a validator by its index.
+    #[command(
+        long_about = "Propose removing the validator with this index (see `governance list`). \
+            From the block after the change takes effect the removed node no longer votes: \
+            the other validators refuse its consensus streams, and it follows the chain as \
+            an observer.",
+        after_help = "Example:\n  \
+            govchain governance propose remove --index 3 --reason \"decommissioned\" \\\n    \
+            --dir devnet --department health --signing-key devnet/certs/health/signing.key"
+    )]
+    Remove(RemoveArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProposalArgs {
+    /// Why, for the record (at most 256 bytes).
+    #[arg(long)]
+    reason: String,
+    /// How long the proposal collects approvals: 30s, 10m, 24h, 7d (at most
+    /// 30 days).
+    #[arg(long, default_value = "24h", value_parser = parse_deadline)]
+    deadline: Duration,
+    #[command(flatten)]
+    signed: SignedArgs,
+}
+
+#[derive(Debug, Args)]
+struct AddArgs {
+    /// The genesis department whose node becomes a validator.
+    #[arg(long)]
+    candidate: String,
+    /// The node's consensus key: 64 hex characters, or its key file (PKCS#8
+    /// PEM, as `certs init` writes `<department>/consensus.key`).
+    #[arg(long, value_name = "HEX|FILE")]
+    consensus_key: String,
+    /// Where the validators reach the node's gRPC port (host:port).
+    #[arg(long)]
+    endpoint: Option<String>,
+    #[command(flatten)]
+    proposal: ProposalArgs,
+}
+
+#[derive(Debug, Args)]
+struct RemoveArgs {
+    /// The validator's index (`governance list`).
+    #[arg(long)]
+    index: u32,
+    #[command(flatten)]
+    proposal: ProposalArgs,
+}
+
+#[derive(Debug, Args)]
+struct ApproveArgs {
+    /// The proposal id (64 hex characters).
+    proposal: String,
+    #[command(flatten)]
+    signed: SignedArgs,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Also list proposals that are applied, failed or expired.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+fn parse_deadline(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 10m, 24h or 7d"))?;
+    let seconds = match unit {
+        "s" | "" => Some(value),
+        "m" => value.checked_mul(60),
+        "h" => value.checked_mul(3_600),
+        "d" => value.checked_mul(86_400),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}: use s, m, h or d"
+            ));
+        }
+    };
+    match seconds {
+        Some(seconds) if seconds > 0 && seconds <= 30 * 86_400 => Ok(Duration::from_secs(seconds)),
+        _ => Err(format!("{text:?}: a deadline is 1 s to 30 days away")),
+    }
+}
+
+/// A consensus key given as hex or as a key file.
+fn parse_consensus_key(text: &str) -> anyhow::Result<PublicKey> {
+    if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return PublicKey::from_hex(text).map_err(|err| anyhow::anyhow!("--consensus-key: {err}"));
+    }
+    let path = PathBuf::from(text);
+    let pem = std::fs::read_to_string(&path).map_err(|err| {
+        anyhow::anyhow!(
+            "--consensus-key {text:?} is neither 64 hex characters nor a readable key file: {err}"
+        )
+    })?;
+    let key = govchain_crypto::SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|err| anyhow::anyhow!("--consensus-key {}: {err}", path.display()))?;
+    Ok(key.public_key())
+}
+
+pub async fn run(args: GovernanceArgs, json: bool) -> anyhow::Result<()> {
+    match args.command {
+        GovernanceCommand::Propose(ProposeCommand::Add(args)) => {
+            let key = parse_consensus_key(&args.consensus_key)?;
+            let change = Change::Add(AddValidator {
+                department: args.candidate,
+                consensus_key: key.as_bytes().to_vec(),
+                endpoint: args.endpoint.unwrap_or_default(),
+            });
+            propose(change, args.proposal, json).await
+        }
+        GovernanceCommand::Propose(ProposeCommand::Remove(args)) => {
+            let change = Change::Remove(RemoveValidator {
+                validator_index: args.index,
+            });
+            propose(change, args.proposal, json).await
+        }
+        GovernanceCommand::Approve(args) => approve(args, json).await,
+        GovernanceCommand::List(args) => list(args, json).await,
+    }
+}
+
+#[derive(Serialize)]
+struct ProposedView {
+    proposal_id: String,
+    change: String,
+    deadline_ms: u64,
+    transaction: Submitted,
+}
+
+async fn propose(change: Change, args: ProposalArgs, json: bool) -> anyhow::Result<()> {
+    let deadline_ms =
+        now_ms().saturating_add(u64::try_from(args.deadline.as_millis()).unwrap_or(u64::MAX));
+    let body = ProposeValidatorChange {
+        change: Some(ValidatorChange {
+            change: Some(change),
+        }),
+        deadline_ms,
+        reason: args.reason,
+    };
+    validate_propose(&body).map_err(|err| anyhow::anyhow!("{err}"))?;
+    let text = change_text(body.change.as_ref());
+    let (_, transaction) = args
+        .signed
+        .submit(Body::ProposeValidatorChange(body), "the proposal")
+        .await?;
+    let view = ProposedView {
+        proposal_id: transaction.id.to_hex(),
+        change: text,
+        deadline_ms,
+        transaction,
+    };
+    let mut fields = Fields::new();
+    fields
+        .add("proposal", &view.proposal_id)
+        .add("change", &view.change)
+        .add("deadline", format_time_ms(deadline_ms))
+        .add(
+            "next",
+            format!(
+                "the other validators' departments approve it: `govchain governance approve {}`",
+                view.proposal_id
+            ),
+        );
+    view.transaction.add_to(&mut fields);
+    print_view(&view, &fields, json)
+}
+
+#[derive(Serialize)]
+struct ApprovedView {
+    proposal_id: String,
+    transaction: Submitted,
+}
+
+async fn approve(args: ApproveArgs, json: bool) -> anyhow::Result<()> {
+    let id = Digest::from_hex(args.proposal.trim()).map_err(|err| {
+        anyhow::anyhow!(
+            "proposal {:?}: not a 64-hex-character id: {err}",
+            args.proposal
+        )
+    })?;
+    let body = ApproveValidatorChange {
+        proposal_id: id.to_vec(),
+    };
+    validate_approve(&body).map_err(|err| anyhow::anyhow!("{err}"))?;
+    let (_, transaction) = args
+        .signed
+        .submit(Body::ApproveValidatorChange(body), "the approval")
+        .await?;
+    let view = ApprovedView {
+        proposal_id: id.to_hex(),
+        transaction,
+    };
+    let mut fields = Fields::new();
+    fields.add("proposal", &view.proposal_id);
+    view.transaction.add_to(&mut fields);
+    print_view(&view, &fields, json)
+}
+
+#[derive(Serialize)]
+struct MemberView {
+    index: u32,
+    department: String,
+    consensus_key: String,
+    tls_identity: String,
+    endpoint: String,
+}
+
+#[derive(Serialize)]
+struct ProposalView {
+    id: String,
+    change: String,
+    reason: String,
+    proposer: String,
+    proposed_height: u64,
+    /// pending, expired, applied or failed.
+    status: String,
+    deadline_ms: u64,
+    approvals: Vec<String>,
+    applied_height: u64,
+    error: String,
+}
+
+#[derive(Serialize)]
+struct ListView {
+    /// The head the answer was read at; `validators` orders the next block.
+    height: u64,
+    since_height: u64,
+    quorum: u32,
+    validators: Vec<MemberView>,
+    proposals: Vec<ProposalView>,
+}
+
+fn proposal_view(proposal: &ValidatorProposal, now_ms: u64) -> ProposalView {
+    let body = proposal.proposal.clone().unwrap_or_default();
+    let status = match proposal.status() {
+        ProposalStatus::Pending if body.deadline_ms < now_ms => "expired",
+        ProposalStatus::Pending => "pending",
+        ProposalStatus::Applied => "applied",
+        ProposalStatus::Failed => "failed",
+        ProposalStatus::Unspecified => "unknown",
+    };
+    ProposalView {
+        id: hex::encode(&proposal.id),
+        change: change_text(body.change.as_ref()),
+        reason: body.reason,
+        proposer: proposal.proposer.clone(),
+        proposed_height: proposal.proposed_height,
+        status: status.to_owned(),
+        deadline_ms: body.deadline_ms,
+        approvals: proposal.approvals.clone(),
+        applied_height: proposal.applied_height,
+        error: proposal.error.clone(),
+    }
+}
+
+async fn list(args: ListArgs, json: bool) -> anyhow::Result<()> {
+    let session = Session::open(&args.connect, client_timeout()).await?;
+    let mut client =
+        govchain_proto::node::v1::node_service_client::NodeServiceClient::new(session.channel);
+    let mut after = 0;
+    let mut first: Option<GetValidatorSetResponse> = None;
+    let mut proposals = Vec::new();
+    loop {
+        let page = client
+            .get_validator_set(GetValidatorSetRequest {
+                proposals_after: after,
+                proposals_limit: 0,
+            })
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        proposals.extend(page.proposals.iter().cloned());
+        let next = page.next_proposals_after;
+        first.get_or_insert(page);
+        if next == 0 {
+            break;
+        }
+        after = next;
+    }
+    let first = first.expect("one page at least");
+    let set = first.validators.clone().unwrap_or_default();
+    let now = now_ms();
+    let view = ListView {
+        height: first.height,
+        since_height: set.since_height,
+        quorum: first.quorum,
+        validators: set
+            .members
+            .iter()
+            .map(|m| MemberView {
+                index: m.index,
+                department: m.department.clone(),
+                consensus_key: hex::encode(&m.consensus_key),
+                tls_identity: m.tls_identity.clone(),
+                endpoint: m.endpoint.clone(),
+            })
+            .collect(),
+        proposals: proposals
+            .iter()
+            .map(|p| proposal_view(p, now))
+            .filter(|p| args.all || p.status == "pending")
+            .collect(),
+    };
+    if json {
+        return crate::output::print_json(&view);
+    }
+    let mut text = format!(
+        "{} validators in force since block {} (a quorum is {}):\n",
+        view.validators.len(),
+        view.since_height,
+        view.quorum
+    );
+    let mut table = Table::new(&["INDEX", "DEPARTMENT", "CONSENSUS KEY", "ENDPOINT"]);
+    for member in &view.validators {
+        table.add(vec![
+            member.index.to_string(),
+            member.department.clone(),
+            member
+                .consensus_key
+                .get(..16)
+                .unwrap_or_default()
+                .to_owned()
+                + "…",
+            if member.endpoint.is_empty() {
+                "-".to_owned()
+            } else {
+                member.endpoint.clone()
+            },
+        ]);
+    }
+    text.push_str(&table.render());
+    text.push_str(if args.all {
+        "\n\nProposals:\n"
+    } else {
+        "\n\nPending proposals (--all for every one):\n"
+    });
+    if view.proposals.is_empty() {
+        text.push_str("none");
+    } else {
+        let mut table = Table::new(&[
+            "PROPOSAL",
+            "CHANGE",
+            "STATUS",
+            "APPROVALS",
+            "DEADLINE",
+            "PROPOSER",
+        ]);
+        for proposal in &view.proposals {
+            table.add(vec![
+                proposal.id.clone(),
+                proposal.change.clone(),
+                if proposal.error.is_empty() {
+                    proposal.status.clone()
+                } else {
+                    format!("{}: {}", proposal.status, proposal.error)
+                },
+                format!("{}/{}", proposal.approvals.len(), view.quorum),
+                format_time_ms(proposal.deadline_ms),
+                proposal.proposer.clone(),
+            ]);
+        }
+        text.push_str(&table.render());
+    }
+    crate::output::print(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_parse_within_thirty_days() {
+        assert_eq!(parse_deadline("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_deadline("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_deadline("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_deadline("31d").is_err());
+        assert!(parse_deadline("0s").is_err());
+        assert!(parse_deadline("2w").is_err());
+    }
+
+    #[test]
+    fn consensus_keys_are_hex_or_a_key_file() {
+        let key = govchain_crypto::SigningKey::from_seed([5; 32]);
+        let hex = key.public_key().to_hex();
+        assert_eq!(parse_consensus_key(&hex).expect("hex"), key.public_key());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("consensus.key");
+        std::fs::write(&path, key.to_pkcs8_pem().expect("pem")).expect("write");
+        let text = path.to_string_lossy().into_owned();
+        assert_eq!(parse_consensus_key(&text).expect("file"), key.public_key());
+        let err = parse_consensus_key("nope").expect_err("neither");
+        assert!(
+            err.to_string().contains("neither 64 hex characters"),
+            "{err}"
+        );
+    }
+}

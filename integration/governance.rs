@@ -1,0 +1,239 @@
+//! Validator governance on real processes (issue "Consortium membership
+//! over time", part 2): four validators and an observer commit under load
+//! while, by `govchain governance` votes, the observer becomes a fifth
+//! validator (it catches up, then its signatures appear in commit
+//! certificates), and then one of the first four is removed (its consensus
+//! streams are refused from that height on, and it follows the chain as an
+//! observer). Every acknowledged transaction commits, and the nodes agree.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use govchain_proto::consensus::v1::StreamRequest;
+use govchain_proto::consensus::v1::consensus_service_client::ConsensusServiceClient;
+use govchain_proto::node::v1::{GetBlockRequest, GetValidatorSetRequest, get_block_request};
+use support::{Cluster, Load, committed_height, eventually, govchain};
+use tonic::Code;
+
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Validators 0..4 (health, tax, police, civil); the observer is node 4.
+const OBSERVER: usize = 4;
+/// The validator the second proposal removes.
+const REMOVED: usize = 3;
+
+/// `govchain governance <args>` through node `via`, writes signed with
+/// `signer`'s department key; returns the JSON answer.
+fn governance(cluster: &Cluster, via: usize, signer: &str, args: &[&str]) -> serde_json::Value {
+    let signing_key = cluster.certs().join(signer).join("signing.key");
+    let mut all: Vec<String> = vec!["governance".into()];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    if args[0] != "list" {
+        all.extend(["--signing-key".into(), signing_key.display().to_string()]);
+    }
+    all.extend(cluster.client_flags(via));
+    all.push("--json".into());
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    serde_json::from_str(&govchain(&refs)).unwrap()
+}
+
+/// The validator indexes whose signatures the certificate of block
+/// `height` (read from node `via`) holds.
+async fn signers(cluster: &Cluster, via: usize, height: u64) -> Vec<u32> {
+    let block = cluster
+        .client(via)
+        .await
+        .unwrap()
+        .get_block(GetBlockRequest {
+            selector: Some(get_block_request::Selector::Height(height)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .block
+        .unwrap();
+    block
+        .certificate
+        .unwrap()
+        .signatures
+        .iter()
+        .map(|s| s.validator_index)
+        .collect()
+}
+
+async fn validator_indexes(cluster: &Cluster, via: usize) -> Vec<u32> {
+    let set = cluster
+        .client(via)
+        .await
+        .unwrap()
+        .get_validator_set(GetValidatorSetRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    set.validators
+        .unwrap()
+        .members
+        .iter()
+        .map(|m| m.index)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_is_voted_in_and_a_validator_voted_out_while_the_chain_commits() {
+    let cluster = Cluster::start_full(4, 1_000, 1).await;
+    let certs = cluster.certs();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        clients.push(cluster.client(i).await.unwrap());
+    }
+    let load = Load::start(clients, 0x60);
+    eventually("the observer to follow", CHANGE_TIMEOUT, || async {
+        (cluster.status(OBSERVER).await.height >= 1).then_some(())
+    })
+    .await;
+    assert!(cluster.status(OBSERVER).await.observer);
+
+    // health proposes the observer (backup0); tax and police approve: 3 of 4.
+    let endpoint = format!("127.0.0.1:{}", cluster.nodes[OBSERVER].port);
+    let consensus_key = certs.join("backup0").join("consensus.key");
+    let proposed = governance(
+        &cluster,
+        0,
+        "health",
+        &[
+            "propose",
+            "add",
+            "--candidate",
+            "backup0",
+            "--consensus-key",
+            consensus_key.to_str().unwrap(),
+            "--endpoint",
+            &endpoint,
+            "--reason",
+            "backup0 becomes a validator",
+        ],
+    );
+    let proposal = proposed["proposal_id"].as_str().unwrap().to_owned();
+    assert_eq!(validator_indexes(&cluster, 0).await, vec![0, 1, 2, 3]);
+    governance(&cluster, 1, "tax", &["approve", &proposal]);
+    let approved = governance(&cluster, 2, "police", &["approve", &proposal]);
+    let change_height = approved["transaction"]["committed"]["block_height"]
+        .as_u64()
+        .unwrap();
+    for node in [0, 1, 2, 3, OBSERVER] {
+        eventually(
+            "every node to see five validators",
+            CHANGE_TIMEOUT,
+            || async {
+                (validator_indexes(&cluster, node).await == vec![0, 1, 2, 3, 4]).then_some(())
+            },
+        )
+        .await;
+    }
+    // The new validator votes: its signature is in a later certificate.
+    let mut checked = change_height;
+    eventually(
+        "validator 4 to sign a commit certificate",
+        CHANGE_TIMEOUT,
+        || {
+            let from = checked + 1;
+            let cluster = &cluster;
+            async move {
+                let head = cluster.status(0).await.height;
+                for height in from..=head {
+                    if signers(cluster, 0, height).await.contains(&4) {
+                        return Some(());
+                    }
+                }
+                None
+            }
+        },
+    )
+    .await;
+    assert!(
+        !cluster.status(OBSERVER).await.observer,
+        "the new validator votes"
+    );
+    checked = cluster.status(0).await.height;
+
+    // Now n = 5 and a quorum is 4: remove civil (index 3), voted by health,
+    // tax, police and the new validator.
+    let proposed = governance(
+        &cluster,
+        0,
+        "health",
+        &[
+            "propose",
+            "remove",
+            "--index",
+            "3",
+            "--reason",
+            "civil decommissions its node",
+        ],
+    );
+    let proposal = proposed["proposal_id"].as_str().unwrap().to_owned();
+    governance(&cluster, 1, "tax", &["approve", &proposal]);
+    let pending = governance(&cluster, 0, "health", &["list"]);
+    assert_eq!(pending["quorum"], 4, "{pending}");
+    assert_eq!(
+        pending["proposals"][0]["approvals"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    governance(&cluster, 2, "police", &["approve", &proposal]);
+    let approved = governance(&cluster, OBSERVER, "backup0", &["approve", &proposal]);
+    let removal_height = approved["transaction"]["committed"]["block_height"]
+        .as_u64()
+        .unwrap();
+    for node in [0, 1, 2, OBSERVER] {
+        eventually("the others to see the removal", CHANGE_TIMEOUT, || async {
+            (validator_indexes(&cluster, node).await == vec![0, 1, 2, 4]).then_some(())
+        })
+        .await;
+    }
+    // The removed node's consensus streams are refused with a clear status.
+    let status = ConsensusServiceClient::new(cluster.peer_channel_as(0, "civil").await)
+        .stream(tokio_stream::iter(Vec::<StreamRequest>::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("civil"), "{}", status.message());
+    // The chain goes on with the four, and no certificate after the removal
+    // holds validator 3's signature.
+    let target = removal_height + 3;
+    cluster
+        .wait_agree(&[0, 1, 2, OBSERVER], target, CHANGE_TIMEOUT)
+        .await;
+    for height in removal_height + 1..=target {
+        let signed = signers(&cluster, 0, height).await;
+        assert!(!signed.contains(&3), "block {height} signed by {signed:?}");
+        assert!(signed.len() >= 3, "block {height} signed by {signed:?}");
+    }
+    assert!(checked < removal_height);
+    let acknowledged = load.stop().await;
+    assert!(!acknowledged.is_empty());
+    let mut client = cluster.client(0).await.unwrap();
+    for id in &acknowledged {
+        committed_height(&mut client, *id).await;
+    }
+    // The removed node follows the chain without voting.
+    let head = cluster.status(0).await.height;
+    eventually("the removed node to follow", CHANGE_TIMEOUT, || async {
+        let status = cluster.status(REMOVED).await;
+        (status.height >= head && status.observer).then_some(())
+    })
+    .await;
+    cluster.assert_no_fork(&[0, 1, 2, REMOVED, OBSERVER]).await;
+    let all = governance(&cluster, 0, "health", &["list", "--all"]);
+    let statuses: Vec<&str> = all["proposals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["applied", "applied"], "{all}");
+}
