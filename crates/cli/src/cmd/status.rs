@@ -248,10 +248,10 @@ fn render_one(node: &NodeStatus) -> String {
             },
         )
         .add(
-            "pending proposals",
+            "proposals",
             match &node.pending_proposals {
-                Some(pending) if !pending.is_empty() => pending.join("; "),
-                Some(_) => "none".to_owned(),
+                Some(pending) if !pending.is_empty() => format!("pending: {}", pending.join("; ")),
+                Some(_) => "none pending".to_owned(),
                 None => "-".to_owned(),
             },
         )
@@ -420,6 +420,73 @@ mod tests {
         );
         assert!(text.contains("head time:    -"), "{text}");
         assert!(text.contains("height:       12\n"), "{text}");
+    }
+
+    #[test]
+    fn the_validator_set_and_pending_proposals_are_shown() {
+        use govchain_proto::types::v1::{
+            ProposeValidatorChange, RemoveValidator, ValidatorChange, ValidatorMember,
+            ValidatorProposal, ValidatorSetRecord, validator_change::Change,
+        };
+        let member = |index: u32, department: &str| ValidatorMember {
+            index,
+            department: department.into(),
+            ..Default::default()
+        };
+        let pending = ValidatorProposal {
+            id: vec![0xab; 32],
+            proposal: Some(ProposeValidatorChange {
+                change: Some(ValidatorChange {
+                    change: Some(Change::Remove(RemoveValidator { validator_index: 1 })),
+                }),
+                deadline_ms: u64::MAX,
+                reason: "r".into(),
+            }),
+            status: ProposalStatus::Pending.into(),
+            approvals: vec!["health".into()],
+            ..Default::default()
+        };
+        let expired = ValidatorProposal {
+            proposal: Some(ProposeValidatorChange {
+                deadline_ms: 1,
+                ..pending.proposal.clone().unwrap()
+            }),
+            ..pending.clone()
+        };
+        let set = GetValidatorSetResponse {
+            validators: Some(ValidatorSetRecord {
+                members: vec![member(0, "health"), member(1, "tax"), member(4, "backup0")],
+                since_height: 9,
+                next_index: 5,
+            }),
+            proposals: vec![pending, expired],
+            next_proposals_after: 0,
+            height: 12,
+            quorum: 3,
+        };
+        let mut node = health();
+        let fresh = NodeStatus::answered(
+            &target("health", 7050),
+            GetStatusResponse::default(),
+            Some(set),
+        );
+        node.validators = fresh.validators;
+        node.quorum = fresh.quorum;
+        node.pending_proposals = fresh.pending_proposals;
+        let text = render(&[node]);
+        assert!(
+            text.contains("validators:   3 (0=health, 1=tax, 4=backup0), a quorum is 3"),
+            "{text}"
+        );
+        // The expired one is left out.
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("proposals:"))
+            .expect("a line");
+        assert_eq!(line.matches("remove validator 1").count(), 1, "{text}");
+        assert!(line.contains("1 approvals"), "{text}");
+        // Without the RPC (an older node), the count alone.
+        assert!(render(&[health()]).contains("validators:   4\n"));
     }
 
     #[test]
