@@ -82,7 +82,7 @@ async fn validator_indexes(cluster: &Cluster, via: usize) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_observer_is_voted_in_and_a_validator_voted_out_while_the_chain_commits() {
-    let cluster = Cluster::start_full(4, 1_000, 1).await;
+    let mut cluster = Cluster::start_full(4, 1_000, 1).await;
     let certs = cluster.certs();
     let mut clients = Vec::new();
     for i in 0..3 {
@@ -132,31 +132,23 @@ async fn an_observer_is_voted_in_and_a_validator_voted_out_while_the_chain_commi
         )
         .await;
     }
-    // The new validator votes: its signature is in a later certificate.
-    let mut checked = change_height;
-    eventually(
-        "validator 4 to sign a commit certificate",
-        CHANGE_TIMEOUT,
-        || {
-            let from = checked + 1;
-            let cluster = &cluster;
-            async move {
-                let head = cluster.status(0).await.height;
-                for height in from..=head {
-                    if signers(cluster, 0, height).await.contains(&4) {
-                        return Some(());
-                    }
-                }
-                None
-            }
-        },
-    )
-    .await;
+    // The new validator votes. With civil stopped, the four others are
+    // exactly a quorum of five, so no block commits without its signature.
+    cluster.kill_node(REMOVED);
+    let stopped_at = cluster.status(0).await.height;
+    cluster
+        .wait_agree(&[0, 1, 2, OBSERVER], stopped_at + 3, CHANGE_TIMEOUT)
+        .await;
+    for height in stopped_at + 2..=stopped_at + 3 {
+        let signed = signers(&cluster, 0, height).await;
+        assert!(signed.contains(&4), "block {height} signed by {signed:?}");
+    }
+    assert!(change_height < stopped_at + 2);
     assert!(
         !cluster.status(OBSERVER).await.observer,
         "the new validator votes"
     );
-    checked = cluster.status(0).await.height;
+    let checked = cluster.status(0).await.height;
 
     // Now n = 5 and a quorum is 4: remove civil (index 3), voted by health,
     // tax, police and the new validator.
@@ -220,10 +212,16 @@ async fn an_observer_is_voted_in_and_a_validator_voted_out_while_the_chain_commi
     for id in &acknowledged {
         committed_height(&mut client, *id).await;
     }
-    // The removed node follows the chain without voting.
+    // The removed node, restarted, follows the chain without voting.
+    cluster.start_node(REMOVED);
     let head = cluster.status(0).await.height;
     eventually("the removed node to follow", CHANGE_TIMEOUT, || async {
-        let status = cluster.status(REMOVED).await;
+        let mut client = cluster.client(REMOVED).await.ok()?;
+        let status = client
+            .get_status(govchain_proto::node::v1::GetStatusRequest {})
+            .await
+            .ok()?
+            .into_inner();
         (status.height >= head && status.observer).then_some(())
     })
     .await;
@@ -236,4 +234,132 @@ async fn an_observer_is_voted_in_and_a_validator_voted_out_while_the_chain_commi
         .map(|p| p["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, vec!["applied", "applied"], "{all}");
+}
+
+/// A client certificate revoked by vote: a call on a channel opened before
+/// is refused with UNAUTHENTICATED naming the revocation, and so is a new
+/// connection; the department's other certificate (a second application)
+/// goes on working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_certificate_is_refused_on_its_next_call() {
+    let cluster = Cluster::start(4).await;
+    let certs = cluster.certs();
+    let issue = |out: &str| {
+        let out = cluster.dir.path().join(out);
+        govchain(&[
+            "certs",
+            "issue-client",
+            "--ca-dir",
+            certs.to_str().unwrap(),
+            "--department",
+            "tax",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        out
+    };
+    let (stolen, kept) = (issue("stolen-app"), issue("kept-app"));
+    let connect = |dir: &std::path::Path| {
+        let dir = dir.to_owned();
+        let port = cluster.nodes[0].port;
+        let ca = certs.join("ca.crt");
+        async move {
+            support::connect(port, &ca, &dir.join("client.crt"), &dir.join("client.key"))
+                .await
+                .unwrap()
+        }
+    };
+    let mut stolen_client = connect(&stolen).await;
+    let mut kept_client = connect(&kept).await;
+    let status = govchain_proto::node::v1::GetStatusRequest {};
+    stolen_client.get_status(status).await.unwrap();
+
+    let certificate = stolen.join("client.crt");
+    let proposed = governance(
+        &cluster,
+        0,
+        "health",
+        &[
+            "propose",
+            "revoke",
+            "--certificate",
+            certificate.to_str().unwrap(),
+            "--reason",
+            "the laptop was stolen",
+        ],
+    );
+    let proposal = proposed["proposal_id"].as_str().unwrap().to_owned();
+    governance(&cluster, 1, "tax", &["approve", &proposal]);
+    governance(&cluster, 2, "police", &["approve", &proposal]);
+    eventually(
+        "every node to know the revocation",
+        CHANGE_TIMEOUT,
+        || async {
+            let mut known = true;
+            for node in 0..4 {
+                let set = cluster
+                    .client(node)
+                    .await
+                    .unwrap()
+                    .get_validator_set(GetValidatorSetRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner();
+                known &= set.revocations.len() == 1;
+            }
+            known.then_some(())
+        },
+    )
+    .await;
+    // The channel opened before the revocation: its next call is refused.
+    let err = stolen_client
+        .get_status(govchain_proto::node::v1::GetStatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("revoked"), "{}", err.message());
+    assert!(
+        err.message().contains("the laptop was stolen"),
+        "{}",
+        err.message()
+    );
+    // So is a new connection, on every node.
+    for node in 0..4 {
+        let port = cluster.nodes[node].port;
+        let mut fresh = support::connect(
+            port,
+            &certs.join("ca.crt"),
+            &stolen.join("client.crt"),
+            &stolen.join("client.key"),
+        )
+        .await
+        .unwrap();
+        let err = fresh
+            .get_status(govchain_proto::node::v1::GetStatusRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "node {node}: {err:?}");
+    }
+    // The department's other application is untouched.
+    kept_client
+        .get_status(govchain_proto::node::v1::GetStatusRequest {})
+        .await
+        .unwrap();
+    let listed = governance(&cluster, 0, "health", &["list"]);
+    assert_eq!(
+        listed["revocations"][0]["reason"], "the laptop was stolen",
+        "{listed}"
+    );
+    // Revoking it again is refused before it is ordered.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_govchain"))
+        .args(["governance", "propose", "revoke", "--certificate"])
+        .arg(&certificate)
+        .args(["--reason", "again", "--signing-key"])
+        .arg(certs.join("health").join("signing.key"))
+        .args(cluster.client_flags(0))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("already revoked"), "{stderr}");
 }

@@ -203,6 +203,21 @@ pub enum BodyView {
     },
 }
 
+/// A revocation in words: what it names the certificate by.
+pub fn revocation_text(revoke: &govchain_proto::types::v1::RevokeCertificate) -> String {
+    let mut named = Vec::new();
+    if !revoke.serial.is_empty() {
+        named.push(format!("serial {}", revoke.serial));
+    }
+    if !revoke.key_fingerprint.is_empty() {
+        named.push(format!(
+            "key sha256 {}",
+            hex::encode(&revoke.key_fingerprint)
+        ));
+    }
+    format!("revoke certificate ({})", named.join(", "))
+}
+
 /// A validator change in words.
 pub fn change_text(change: Option<&govchain_proto::types::v1::ValidatorChange>) -> String {
     use govchain_proto::types::v1::validator_change::Change;
@@ -218,6 +233,7 @@ pub fn change_text(change: Option<&govchain_proto::types::v1::ValidatorChange>) 
             }
         ),
         Some(Change::Remove(remove)) => format!("remove validator {}", remove.validator_index),
+        Some(Change::RevokeCertificate(revoke)) => revocation_text(revoke),
         None => "none".to_owned(),
     }
 }

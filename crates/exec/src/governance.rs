@@ -25,8 +25,8 @@ use govchain_crypto::{Digest, PublicKey};
 use govchain_pbft::ValidatorSet;
 use govchain_proto::types::v1::{
     AddValidator, ApproveValidatorChange, ProposalStatus, ProposeValidatorChange, RemoveValidator,
-    ValidatorChange, ValidatorKey, ValidatorMember, ValidatorProposal, ValidatorSetRecord,
-    validator_change::Change,
+    Revocation, RevocationList, RevokeCertificate, ValidatorChange, ValidatorKey, ValidatorMember,
+    ValidatorProposal, ValidatorSetRecord, validator_change::Change,
 };
 use prost::Message as _;
 
@@ -36,6 +36,11 @@ use crate::state::{StateError, StateRead, read_message, read_u64};
 use crate::transaction::VerifiedTransaction;
 
 const SET_KEY: &[u8] = b"gov/validators";
+/// The key of the revocation list: a node re-reads the list after a block
+/// that writes it.
+pub const REVOKED_KEY: &[u8] = b"gov/revoked";
+/// Longest serial number: RFC 5280 allows 20 bytes.
+pub const SERIAL_BYTES_MAX: usize = 20;
 const PROPOSAL_PREFIX: &[u8] = b"gov/proposal/";
 const PROPOSAL_COUNT_KEY: &[u8] = b"gov/proposal-count";
 const PROPOSAL_AT_PREFIX: &[u8] = b"gov/proposal-at/";
@@ -145,6 +150,62 @@ pub fn announced_set(next_validators: &[ValidatorKey]) -> Option<Result<Validato
     )
 }
 
+/// The certificates revoked so far.
+pub fn revocations(state: &impl StateRead) -> Result<RevocationList, StateError> {
+    Ok(read_message(state, REVOKED_KEY, "revocation list")?.unwrap_or_default())
+}
+
+/// Whether `revoked` covers a certificate with this serial (lowercase hex)
+/// and key fingerprint.
+pub fn revocation_covers(revoked: &RevokeCertificate, serial: &str, fingerprint: &[u8]) -> bool {
+    (!revoked.serial.is_empty() && revoked.serial == serial)
+        || (!revoked.key_fingerprint.is_empty() && revoked.key_fingerprint == fingerprint)
+}
+
+/// Stateless checks of a revocation: a serial of lowercase hex digits (at
+/// most 20 bytes) and/or a 32-byte fingerprint.
+pub fn validate_revocation(revoke: &RevokeCertificate) -> Result<(), String> {
+    if revoke.serial.is_empty() && revoke.key_fingerprint.is_empty() {
+        return Err("revoke_certificate needs a serial or a key_fingerprint".into());
+    }
+    if !revoke.serial.is_empty() {
+        let hex_ok = revoke.serial.len().is_multiple_of(2)
+            && revoke.serial.len() <= 2 * SERIAL_BYTES_MAX
+            && revoke
+                .serial
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+            && (revoke.serial == "00" || !revoke.serial.starts_with("00"));
+        if !hex_ok {
+            return Err(format!(
+                "revoke_certificate.serial {:?} must be lowercase hex of 1 to {SERIAL_BYTES_MAX} bytes, without leading zero bytes",
+                revoke.serial
+            ));
+        }
+    }
+    if !revoke.key_fingerprint.is_empty() && revoke.key_fingerprint.len() != Digest::LEN {
+        return Err(format!(
+            "revoke_certificate.key_fingerprint must be {} bytes (SHA-256), got {}",
+            Digest::LEN,
+            revoke.key_fingerprint.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Why `revoke` does not apply to `list`: it revokes nothing new.
+fn revocation_moot(list: &RevocationList, revoke: &RevokeCertificate) -> Option<String> {
+    list.revocations
+        .iter()
+        .filter_map(|r| r.certificate.as_ref())
+        .any(|held| {
+            (!revoke.serial.is_empty() && held.serial == revoke.serial)
+                || (!revoke.key_fingerprint.is_empty()
+                    && held.key_fingerprint == revoke.key_fingerprint)
+        })
+        .then(|| "the certificate is already revoked".to_owned())
+}
+
 pub fn read_proposal(
     state: &impl StateRead,
     id: &Digest,
@@ -199,6 +260,7 @@ pub fn validate_propose(body: &ProposeValidatorChange) -> Result<(), String> {
             Ok(())
         }
         Some(Change::Remove(_)) => Ok(()),
+        Some(Change::RevokeCertificate(revoke)) => validate_revocation(revoke),
     }
 }
 
@@ -243,6 +305,7 @@ fn apply_change(
 ) -> Result<ValidatorSetRecord, String> {
     let mut next = set.clone();
     match change {
+        Change::RevokeCertificate(_) => return Ok(next),
         Change::Add(AddValidator {
             department,
             consensus_key,
@@ -323,6 +386,11 @@ pub(crate) fn propose<S: StateRead>(
         .and_then(|c| c.change.as_ref())
         .expect("validate_propose requires a change");
     if let Err(reason) = apply_change(&set, change, context.departments, context.height) {
+        return Ok(Err(Refusal::FailedPrecondition(reason)));
+    }
+    if let Change::RevokeCertificate(revoke) = change
+        && let Some(reason) = revocation_moot(&revocations(overlay)?, revoke)
+    {
         return Ok(Err(Refusal::FailedPrecondition(reason)));
     }
     let id = transaction.id;
@@ -428,12 +496,34 @@ pub(crate) fn end_block<S: StateRead>(
             .and_then(|p| p.change.as_ref())
             .and_then(|c: &ValidatorChange| c.change.clone());
         let Some(change) = change else { continue };
-        match apply_change(&set, &change, departments, height) {
-            Ok(next) => {
+        let outcome = match &change {
+            Change::RevokeCertificate(revoke) => {
+                let mut list = revocations(overlay)?;
+                match revocation_moot(&list, revoke) {
+                    Some(reason) => Err(reason),
+                    None => {
+                        list.revocations.push(Revocation {
+                            certificate: Some(revoke.clone()),
+                            height,
+                            proposal_id: id.to_vec(),
+                            reason: proposal
+                                .proposal
+                                .as_ref()
+                                .map(|p| p.reason.clone())
+                                .unwrap_or_default(),
+                        });
+                        overlay.put(REVOKED_KEY.to_vec(), list.encode_to_vec());
+                        Ok(())
+                    }
+                }
+            }
+            _ => apply_change(&set, &change, departments, height).map(|next| {
                 set = next;
                 changed = true;
-                proposal.status = ProposalStatus::Applied.into();
-            }
+            }),
+        };
+        match outcome {
+            Ok(()) => proposal.status = ProposalStatus::Applied.into(),
             Err(reason) => {
                 proposal.status = ProposalStatus::Failed.into();
                 proposal.error = reason;

@@ -132,7 +132,8 @@ pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
 pub fn tls_handshakes(
     mut accepted: ReceiverStream<io::Result<Counted>>,
     acceptor: tokio_rustls::TlsAcceptor,
-) -> ReceiverStream<io::Result<tokio_rustls::server::TlsStream<Counted>>> {
+    revocations: Arc<crate::shared::Revocations>,
+) -> ReceiverStream<io::Result<Revocable<tokio_rustls::server::TlsStream<Counted>>>> {
     use tokio_stream::StreamExt as _;
     let (sender, receiver) = mpsc::channel(16);
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
@@ -146,6 +147,7 @@ pub fn tls_handshakes(
             let acceptor = acceptor.clone();
             let sender = sender.clone();
             let failures = failures.clone();
+            let revocations = revocations.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 let peer = connection.inner.peer_addr().ok();
@@ -156,7 +158,16 @@ pub fn tls_handshakes(
                 .await
                 {
                     Ok(Ok(stream)) => {
-                        let _ = sender.send(Ok(stream)).await;
+                        let leaf = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certificates| certificates.first())
+                            .map(|leaf| leaf.to_vec())
+                            .unwrap_or_default();
+                        let _ = sender
+                            .send(Ok(Revocable::new(stream, leaf, revocations)))
+                            .await;
                     }
                     Ok(Err(err)) => {
                         let count = failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -174,11 +185,175 @@ pub fn tls_handshakes(
     ReceiverStream::new(receiver)
 }
 
+/// How long a connection whose certificate governance revoked stays open:
+/// long enough for the calls on it to be answered with the clear status
+/// the RPC layer gives (`tls::Members`), not a reset.
+pub const REVOKED_CONNECTION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A served connection that ends once its client certificate is revoked:
+/// at the first read or write [`REVOKED_CONNECTION_GRACE`] after the
+/// revocation is seen, so a stream that was open before (block
+/// subscriptions, a peer's consensus stream) does not outlive it. The
+/// certificate is checked again only when the revocation list changes.
+pub struct Revocable<S> {
+    inner: S,
+    leaf: Vec<u8>,
+    revocations: Arc<crate::shared::Revocations>,
+    /// The list generation last checked; `None`: never.
+    checked: Option<u64>,
+    cut_at: Option<std::time::Instant>,
+    grace: std::time::Duration,
+}
+
+impl<S> Revocable<S> {
+    pub fn new(inner: S, leaf: Vec<u8>, revocations: Arc<crate::shared::Revocations>) -> Self {
+        Self {
+            inner,
+            leaf,
+            revocations,
+            checked: None,
+            cut_at: None,
+            grace: REVOKED_CONNECTION_GRACE,
+        }
+    }
+
+    fn check(&mut self) -> io::Result<()> {
+        let generation = self.revocations.generation();
+        if self.checked != Some(generation) {
+            self.checked = Some(generation);
+            if self.cut_at.is_none()
+                && let Some(refusal) = self.revocations.refusal(&self.leaf)
+            {
+                tracing::info!(%refusal, "closing a connection of a revoked certificate");
+                self.cut_at = Some(std::time::Instant::now() + self.grace);
+            }
+        }
+        match self.cut_at {
+            Some(at) if std::time::Instant::now() >= at => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the client certificate was revoked",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<S: Connected> Connected for Revocable<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Revocable<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Err(err) = self.check() {
+            return Poll::Ready(Err(err));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Revocable<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Err(err) = self.check() {
+            return Poll::Ready(Err(err));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Err(err) = self.check() {
+            return Poll::Ready(Err(err));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt as _;
     use tokio_stream::StreamExt as _;
+
+    #[tokio::test]
+    async fn a_connection_ends_once_its_certificate_is_revoked() {
+        use govchain_proto::types::v1::{Revocation, RevocationList, RevokeCertificate};
+        use tokio::io::AsyncWriteExt as _;
+        let dir = tempfile::tempdir().expect("dir");
+        govchain_pki::init_consortium(&govchain_pki::InitOptions {
+            observers: Vec::new(),
+            out: dir.path().to_owned(),
+            chain_id: "c".into(),
+            departments: vec!["tax".into()],
+            hosts: Vec::new(),
+            force: false,
+            attests: Vec::new(),
+        })
+        .expect("init");
+        let pem = std::fs::read_to_string(dir.path().join("tax/client.crt")).expect("pem");
+        let ids = govchain_pki::certificate_ids_pem(&pem).expect("ids");
+        let leaf = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+            .map(|der: rustls::pki_types::CertificateDer<'static>| der.to_vec())
+            .expect("der");
+        let revocations = Arc::new(crate::shared::Revocations::default());
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut served = Revocable::new(near, leaf, revocations.clone());
+        served.grace = std::time::Duration::ZERO;
+        served.write_all(b"before").await.expect("not revoked yet");
+        let mut read = [0u8; 6];
+        far.read_exact(&mut read).await.expect("read");
+        // Another certificate's revocation changes nothing.
+        let revoke = |serial: &str| Revocation {
+            certificate: Some(RevokeCertificate {
+                serial: serial.into(),
+                key_fingerprint: Vec::new(),
+            }),
+            height: 7,
+            proposal_id: vec![1; 32],
+            reason: "stolen".into(),
+        };
+        revocations.set(RevocationList {
+            revocations: vec![revoke("00")],
+        });
+        served
+            .write_all(b"still")
+            .await
+            .expect("another certificate");
+        revocations.set(RevocationList {
+            revocations: vec![revoke("00"), revoke(&ids.serial)],
+        });
+        let err = served.write_all(b"after").await.expect_err("revoked");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        let mut buf = [0u8; 8];
+        let err = served.read(&mut buf).await.expect_err("revoked");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+    }
 
     #[tokio::test]
     async fn past_the_bound_connections_are_closed_and_places_come_back() {

@@ -316,6 +316,7 @@ impl Driver {
                 warn!(node = %self.shared.name, seq, "this validator left the validator set by governance; following the chain without voting");
                 self.replica = None;
                 self.shared.voting.store(false, Ordering::Relaxed);
+                self.shared.peers.clear();
                 None
             }
             Action::Rejected { sender, reason } => {
@@ -750,8 +751,29 @@ impl Driver {
         if !ready.header.next_validators.is_empty() {
             self.validator_set_changed(seq);
         }
+        if ready
+            .executed
+            .writes
+            .contains_key(govchain_exec::governance::REVOKED_KEY)
+        {
+            self.revocations_changed(seq);
+        }
         // No subscriber is not an error.
         let _ = self.shared.blocks.send(Arc::new(committed));
+    }
+
+    /// Block `seq` revoked a certificate: from now on every call and every
+    /// connection made with it is refused (see `shared::Revocations`).
+    ///
+    /// # Panics
+    /// If the list can not be read back from the state just written.
+    fn revocations_changed(&mut self, seq: SequenceNumber) {
+        if let Err(err) = self.shared.revocations.refresh(&self.shared.ledger) {
+            error!(node = %self.shared.name, seq, error = format!("{err:#}"), "cannot read the revocation list");
+            panic!("cannot read the revocation list after block {seq}: {err:#}");
+        }
+        let list = self.shared.revocations.list();
+        info!(node = %self.shared.name, seq, revoked = list.revocations.len(), "certificate revoked by governance; refusing it from now on");
     }
 
     /// Block `seq` put a new validator set in force from `seq + 1`: the
@@ -776,7 +798,6 @@ impl Driver {
             .map(|m| format!("{}={}", m.index, m.department))
             .collect();
         info!(node = %self.shared.name, from = seq + 1, validators = %members.join(","), quorum = membership.set.quorum(), "validator set changed");
-        self.shared.peers.update(&membership.record);
         if self.replica.is_none()
             && membership
                 .set
@@ -795,6 +816,11 @@ impl Driver {
                     error!(node = %self.shared.name, error = format!("{err:#}"), "cannot start voting after joining the validator set");
                 }
             }
+        }
+        // A node that votes talks to the set's other members; one that
+        // does not (or no longer) talks to nobody.
+        if self.replica.is_some() {
+            self.shared.peers.update(&membership.record);
         }
     }
 

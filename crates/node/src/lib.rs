@@ -198,6 +198,9 @@ pub async fn run(
         .context("cannot reload the batches of this node's votes")?;
     info!(node = %settings.name, batches = restored, "batches of pending proposals reloaded");
     let replica = start_replica(&shared, &settings.consensus_key)?;
+    if replica.is_none() {
+        shared.peers.clear();
+    }
     if replica.is_none() && !settings.observer {
         warn!(node = %settings.name, "this node's consensus key is not in the validator set in force (governance removed it): following the chain without voting");
     }
@@ -379,7 +382,7 @@ pub async fn run(
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .layer(errors::ErrorDetailsLayer)
         .layer(tonic::service::InterceptorLayer::new(
-            tls::Members::from_genesis(&genesis),
+            tls::Members::from_genesis(&genesis).with_revocations(shared.revocations.clone()),
         ))
         .layer(telemetry::trace_context::ServerTraceLayer)
         .add_service(health_service)
@@ -422,6 +425,7 @@ pub async fn run(
             connections::tls_handshakes(
                 connections::incoming(listener, connections::CONNECTIONS_MAX),
                 acceptor,
+                shared.revocations.clone(),
             ),
             stopped(stop.clone()),
         );

@@ -168,6 +168,15 @@ impl PeerSet {
         }
     }
 
+    /// Drops every peer (a node that no longer votes sends nothing); their
+    /// tasks end with their queues.
+    pub fn clear(&self) {
+        self.peers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
     /// Queues `message` for every peer without waiting.
     pub fn broadcast(&self, message: &StreamRequest) {
         for peer in self.read().iter() {

@@ -874,6 +874,7 @@ impl NodeService for NodeApi {
             next_proposals_after: next.unwrap_or(0),
             height,
             quorum: membership.set.quorum(),
+            revocations: self.shared.revocations.list().revocations.clone(),
         }))
     }
 
@@ -1420,12 +1421,20 @@ impl ConsensusService for ConsensusApi {
         tls::require_node(&identity)?;
         let peer = self.validator_of(&identity)?;
         let peer_name = self.shared.validator_name(peer);
+        let leaf = request
+            .peer_certs()
+            .and_then(|certificates| certificates.first().map(|c| c.to_vec()))
+            .unwrap_or_default();
         let mut stream = request.into_inner();
         let mut accepted = 0u64;
         while let Some(message) = stream.next().await {
             let message = message.map_err(errors::detailed)?;
             // Governance may remove the peer while its stream is open: from
             // the block that does, its messages are refused.
+            if let Some(refusal) = self.shared.revocations.refusal(&leaf) {
+                warn!(peer = %peer_name, %refusal, "closing the stream of a revoked certificate");
+                return Err(errors::unauthenticated(refusal));
+            }
             let membership = self.shared.membership();
             if !membership.set.contains(peer) {
                 warn!(peer = %peer_name, "closing the stream of a validator that left the validator set");

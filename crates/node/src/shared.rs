@@ -32,6 +32,8 @@ pub struct Shared {
     /// The validator set in force for the block after the head; the driver
     /// replaces it when a block announces a new one.
     membership: RwLock<Arc<Membership>>,
+    /// Certificates governance revoked (see `Revocations`).
+    pub revocations: Arc<Revocations>,
     pub limits: BlockLimits,
     pub ledger: Arc<Ledger>,
     pub blobs: Arc<Blobs>,
@@ -86,6 +88,8 @@ impl Shared {
         };
         let (blocks, _) = broadcast::channel(SUBSCRIBERS_BLOCKS_BUFFERED_MAX);
         let membership = Membership::read(&ledger, &limits.departments)?;
+        let revocations = Arc::new(Revocations::default());
+        revocations.refresh(&ledger)?;
         Ok(Self {
             observer,
             name,
@@ -93,6 +97,7 @@ impl Shared {
             genesis_hash: genesis.hash(),
             genesis,
             membership: RwLock::new(Arc::new(membership)),
+            revocations,
             limits,
             ledger,
             blobs,
@@ -204,6 +209,72 @@ impl Membership {
             .iter()
             .find(|m| m.tls_identity == tls_identity)
             .map(|m| m.index)
+    }
+}
+
+/// The certificates governance revoked, as every connection checks them:
+/// the TLS streams the node serves (`connections::Revocable`), the
+/// interceptor in front of every RPC (`tls::Members`) and the consensus
+/// stream. `generation` changes with each refresh, so a connection re-checks
+/// its certificate only then.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    list: RwLock<Arc<govchain_proto::types::v1::RevocationList>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Revocations {
+    /// Reads the list again from the head state (after a block that wrote
+    /// it).
+    pub fn refresh(&self, ledger: &Ledger) -> anyhow::Result<()> {
+        self.set(govchain_exec::governance::revocations(&LedgerState(
+            ledger,
+        ))?);
+        Ok(())
+    }
+
+    /// Replaces the list (what `refresh` does after reading it).
+    pub fn set(&self, list: govchain_proto::types::v1::RevocationList) {
+        *self
+            .list
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(list);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn list(&self) -> Arc<govchain_proto::types::v1::RevocationList> {
+        self.list
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Why a certificate (DER) is refused, if governance revoked it.
+    pub fn refusal(&self, der: &[u8]) -> Option<String> {
+        let list = self.list();
+        if list.revocations.is_empty() {
+            return None;
+        }
+        let Ok(ids) = govchain_pki::certificate_ids(der) else {
+            return Some("the certificate does not parse".into());
+        };
+        list.revocations.iter().find_map(|revocation| {
+            let revoked = revocation.certificate.as_ref()?;
+            govchain_exec::governance::revocation_covers(revoked, &ids.serial, &ids.key_fingerprint)
+                .then(|| {
+                    format!(
+                        "certificate serial {} was revoked at block {} by proposal {}: {}",
+                        ids.serial,
+                        revocation.height,
+                        hex::encode(&revocation.proposal_id),
+                        revocation.reason
+                    )
+                })
+        })
     }
 }
 

@@ -93,6 +93,8 @@ pub struct Members {
     chain_id: Arc<str>,
     names: Arc<BTreeSet<String>>,
     rates: Arc<crate::limits::RequestRates>,
+    /// Certificates governance revoked; `None` checks none (tests).
+    revocations: Option<Arc<crate::shared::Revocations>>,
 }
 
 impl Members {
@@ -107,7 +109,15 @@ impl Members {
             chain_id: genesis.chain_id.as_str().into(),
             names: Arc::new(names),
             rates: Arc::default(),
+            revocations: None,
         }
+    }
+
+    /// Also refuses certificates governance revoked.
+    #[must_use]
+    pub fn with_revocations(mut self, revocations: Arc<crate::shared::Revocations>) -> Self {
+        self.revocations = Some(revocations);
+        self
     }
 
     pub fn contains(&self, department: &str) -> bool {
@@ -117,6 +127,14 @@ impl Members {
     /// The caller's identity, if its department is a member.
     pub fn check<T>(&self, request: &Request<T>) -> Result<TlsIdentity, Status> {
         let identity = caller_identity(request)?;
+        if let Some(revocations) = &self.revocations
+            && let Some(leaf) = request.peer_certs().and_then(|c| c.first().cloned())
+            && let Some(refusal) = revocations.refusal(leaf.as_ref())
+        {
+            return Err(crate::errors::unauthenticated(format!(
+                "{identity}: {refusal}"
+            )));
+        }
         if !self.contains(&identity.department) {
             return Err(crate::errors::permission_denied(format!(
                 "department {:?} is not a member of chain {}: its certificate is from the consortium CA, but genesis lists no such department",

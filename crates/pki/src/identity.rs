@@ -308,6 +308,58 @@ pub enum IssuerMismatch {
 
 /// [`identity_from_certificate`] of the first certificate in a PEM file:
 /// a client learns which department its own certificate acts for.
+/// What a revocation names a certificate by: its serial number (lowercase
+/// hex of the integer's bytes, without leading zero bytes, as `openssl x509
+/// -serial` prints it but in lowercase) and the SHA-256 of its
+/// SubjectPublicKeyInfo (DER).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateIds {
+    pub serial: String,
+    pub key_fingerprint: [u8; 32],
+}
+
+/// The [`CertificateIds`] of a DER certificate.
+pub fn certificate_ids(der: &[u8]) -> Result<CertificateIds, IdentityError> {
+    let (_, certificate) =
+        x509_parser::parse_x509_certificate(der).map_err(|err| IdentityError::Certificate {
+            reason: err.to_string(),
+        })?;
+    let serial = normalize_serial(&hex::encode(certificate.tbs_certificate.raw_serial()));
+    let spki = certificate.tbs_certificate.subject_pki.raw;
+    Ok(CertificateIds {
+        serial,
+        key_fingerprint: *govchain_crypto::Digest::sha256(spki).as_bytes(),
+    })
+}
+
+/// The [`CertificateIds`] of a PEM certificate.
+pub fn certificate_ids_pem(pem: &str) -> Result<CertificateIds, IdentityError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|err| {
+        IdentityError::Certificate {
+            reason: format!("not a PEM certificate: {err}"),
+        }
+    })?;
+    certificate_ids(&pem.contents)
+}
+
+/// A serial number as revocations name it: lowercase, no colons, no
+/// leading zero bytes (one "00" stays for zero). `AB:CD`, `00abcd` and
+/// `abcd` are the same serial.
+pub fn normalize_serial(text: &str) -> String {
+    let mut hex: String = text
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if !hex.len().is_multiple_of(2) {
+        hex.insert(0, '0');
+    }
+    while hex.len() > 2 && hex.starts_with("00") {
+        hex.drain(..2);
+    }
+    hex
+}
+
 pub fn identity_from_certificate_pem(pem: &str) -> Result<TlsIdentity, IdentityError> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|err| {
         IdentityError::Certificate {
@@ -471,4 +523,55 @@ pub fn certificate_validity(pem: &str) -> Result<Validity, IssuerMismatch> {
         not_before_unix_s: validity.not_before.timestamp(),
         not_after_unix_s: validity.not_after.timestamp(),
     })
+}
+
+#[cfg(test)]
+mod revocation_id_tests {
+    use super::*;
+
+    #[test]
+    fn serials_normalize_as_openssl_prints_them() {
+        assert_eq!(normalize_serial("3A:0F:91"), "3a0f91");
+        assert_eq!(normalize_serial("003a0f91"), "3a0f91");
+        assert_eq!(normalize_serial("A0F91"), "0a0f91");
+        assert_eq!(normalize_serial("00"), "00");
+        assert_eq!(normalize_serial("0000"), "00");
+    }
+
+    #[test]
+    fn two_certificates_of_one_department_have_their_own_ids() {
+        let dir = tempfile::tempdir().expect("dir");
+        crate::init_consortium(&crate::InitOptions {
+            observers: Vec::new(),
+            out: dir.path().join("c"),
+            chain_id: "c".into(),
+            departments: vec!["health".into()],
+            hosts: Vec::new(),
+            force: false,
+            attests: Vec::new(),
+        })
+        .expect("init");
+        crate::issue_client(&dir.path().join("c"), "health", &dir.path().join("app"))
+            .expect("issue");
+        let read = |path: &str| {
+            let pem = std::fs::read_to_string(dir.path().join(path)).expect("certificate");
+            certificate_ids_pem(&pem).expect("ids")
+        };
+        let (first, second) = (read("c/health/client.crt"), read("app/client.crt"));
+        assert_ne!(first.serial, second.serial);
+        assert_ne!(first.key_fingerprint, second.key_fingerprint);
+        // Canonical form: lowercase, even length, no leading zero byte.
+        assert_eq!(first.serial, normalize_serial(&first.serial));
+        assert!(!first.serial.starts_with("00"));
+        // The fingerprint is SHA-256 of the SubjectPublicKeyInfo DER.
+        let pem = std::fs::read_to_string(dir.path().join("app/client.crt")).expect("pem");
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("pem");
+        let (_, parsed) = x509_parser::parse_x509_certificate(&pem.contents).expect("der");
+        let spki = parsed.tbs_certificate.subject_pki.raw;
+        assert_eq!(
+            second.key_fingerprint,
+            *govchain_crypto::Digest::sha256(spki).as_bytes()
+        );
+        assert!(certificate_ids(b"not a certificate").is_err());
+    }
 }

@@ -70,7 +70,8 @@ pub use genesis::{
     GenesisError, VALIDATORS_MAX, ValidatorEntry, validate_chain_id,
 };
 pub use identity::{
-    DEPARTMENT_NAME_BYTES_MAX, EXPIRY_WARNING_DAYS, IdentityError, IssuerMismatch, Role,
-    TlsIdentity, Validity, certificate_validity, check_issued_by, identity_from_certificate,
-    identity_from_certificate_pem, node_dns_name, validate_department,
+    CertificateIds, DEPARTMENT_NAME_BYTES_MAX, EXPIRY_WARNING_DAYS, IdentityError, IssuerMismatch,
+    Role, TlsIdentity, Validity, certificate_ids, certificate_ids_pem, certificate_validity,
+    check_issued_by, identity_from_certificate, identity_from_certificate_pem, node_dns_name,
+    normalize_serial, validate_department,
 };

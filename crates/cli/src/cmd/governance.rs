@@ -12,7 +12,8 @@ use govchain_exec::governance::{validate_approve, validate_propose};
 use govchain_proto::node::v1::{GetValidatorSetRequest, GetValidatorSetResponse};
 use govchain_proto::types::v1::{
     AddValidator, ApproveValidatorChange, ProposalStatus, ProposeValidatorChange, RemoveValidator,
-    ValidatorChange, ValidatorProposal, transaction::Body, validator_change::Change,
+    RevokeCertificate, ValidatorChange, ValidatorProposal, transaction::Body,
+    validator_change::Change,
 };
 use serde::Serialize;
 
@@ -20,7 +21,7 @@ use crate::client::{ConnectArgs, rpc_error};
 use crate::cmd::approval::SignedArgs;
 use crate::cmd::identity::{Session, Submitted, client_timeout, now_ms, print_view};
 use crate::output::{Fields, Table, format_time_ms};
-use crate::view::change_text;
+use crate::view::{change_text, or_dash};
 
 #[derive(Debug, Args)]
 pub struct GovernanceArgs {
@@ -79,6 +80,22 @@ enum ProposeCommand {
             --dir devnet --department health --signing-key devnet/certs/health/signing.key"
     )]
     Remove(RemoveArgs),
+    /// Revoke a certificate issued by the consortium CA.
+    #[command(
+        long_about = "Propose revoking a certificate: from the block after the change takes \
+            effect, every node refuses calls made with it (UNAUTHENTICATED, naming the \
+            revocation) and closes its connections, open ones included, within 2 s. Name \
+            the certificate by its file (its serial and its key's fingerprint are revoked), \
+            or by --serial (as `openssl x509 -noout -serial` prints it) or \
+            --key-fingerprint (SHA-256 of its SubjectPublicKeyInfo, hex: revokes every \
+            certificate of that key).",
+        after_help = "Examples:\n  \
+            govchain governance propose revoke --certificate stolen-client.crt \\\n    \
+            --reason \"laptop stolen\" --dir devnet --department health \\\n    \
+            --signing-key devnet/certs/health/signing.key\n  \
+            govchain governance propose revoke --serial 3A:0F:…:91 --reason \"key compromise\" ..."
+    )]
+    Revoke(RevokeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +132,21 @@ struct RemoveArgs {
     /// The validator's index (`governance list`).
     #[arg(long)]
     index: u32,
+    #[command(flatten)]
+    proposal: ProposalArgs,
+}
+
+#[derive(Debug, Args)]
+struct RevokeArgs {
+    /// The certificate (PEM): revokes its serial and its key.
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["serial", "key_fingerprint"])]
+    certificate: Option<PathBuf>,
+    /// A serial number in hex (colons and case do not matter).
+    #[arg(long, conflicts_with = "certificate")]
+    serial: Option<String>,
+    /// SHA-256 of the SubjectPublicKeyInfo, 64 hex characters.
+    #[arg(long, conflicts_with = "certificate")]
+    key_fingerprint: Option<String>,
     #[command(flatten)]
     proposal: ProposalArgs,
 }
@@ -162,6 +194,36 @@ fn parse_deadline(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// What `propose revoke` names.
+fn revocation(args: &RevokeArgs) -> anyhow::Result<RevokeCertificate> {
+    if let Some(path) = &args.certificate {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?;
+        let ids = govchain_pki::certificate_ids_pem(&pem)
+            .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        return Ok(RevokeCertificate {
+            serial: ids.serial,
+            key_fingerprint: ids.key_fingerprint.to_vec(),
+        });
+    }
+    let key_fingerprint = match &args.key_fingerprint {
+        Some(text) => hex::decode(text.trim())
+            .map_err(|err| anyhow::anyhow!("--key-fingerprint {text:?}: not hex: {err}"))?,
+        None => Vec::new(),
+    };
+    let revoke = RevokeCertificate {
+        serial: args
+            .serial
+            .as_deref()
+            .map(govchain_pki::normalize_serial)
+            .unwrap_or_default(),
+        key_fingerprint,
+    };
+    govchain_exec::governance::validate_revocation(&revoke)
+        .map_err(|err| anyhow::anyhow!("{err}"))?;
+    Ok(revoke)
+}
+
 /// A consensus key given as hex or as a key file.
 fn parse_consensus_key(text: &str) -> anyhow::Result<PublicKey> {
     if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -194,6 +256,10 @@ pub async fn run(args: GovernanceArgs, json: bool) -> anyhow::Result<()> {
                 validator_index: args.index,
             });
             propose(change, args.proposal, json).await
+        }
+        GovernanceCommand::Propose(ProposeCommand::Revoke(args)) => {
+            let revoke = revocation(&args)?;
+            propose(Change::RevokeCertificate(revoke), args.proposal, json).await
         }
         GovernanceCommand::Approve(args) => approve(args, json).await,
         GovernanceCommand::List(args) => list(args, json).await,
@@ -309,6 +375,16 @@ struct ListView {
     quorum: u32,
     validators: Vec<MemberView>,
     proposals: Vec<ProposalView>,
+    revocations: Vec<RevocationView>,
+}
+
+#[derive(Serialize)]
+struct RevocationView {
+    serial: String,
+    key_fingerprint: String,
+    height: u64,
+    proposal_id: String,
+    reason: String,
 }
 
 fn proposal_view(proposal: &ValidatorProposal, now_ms: u64) -> ProposalView {
@@ -381,6 +457,20 @@ async fn list(args: ListArgs, json: bool) -> anyhow::Result<()> {
             .map(|p| proposal_view(p, now))
             .filter(|p| args.all || p.status == "pending")
             .collect(),
+        revocations: first
+            .revocations
+            .iter()
+            .map(|r| {
+                let certificate = r.certificate.clone().unwrap_or_default();
+                RevocationView {
+                    serial: certificate.serial,
+                    key_fingerprint: hex::encode(&certificate.key_fingerprint),
+                    height: r.height,
+                    proposal_id: hex::encode(&r.proposal_id),
+                    reason: r.reason.clone(),
+                }
+            })
+            .collect(),
     };
     if json {
         return crate::output::print_json(&view);
@@ -438,6 +528,19 @@ async fn list(args: ListArgs, json: bool) -> anyhow::Result<()> {
                 format!("{}/{}", proposal.approvals.len(), view.quorum),
                 format_time_ms(proposal.deadline_ms),
                 proposal.proposer.clone(),
+            ]);
+        }
+        text.push_str(&table.render());
+    }
+    if !view.revocations.is_empty() {
+        text.push_str("\n\nRevoked certificates:\n");
+        let mut table = Table::new(&["SERIAL", "KEY SHA-256", "BLOCK", "REASON"]);
+        for revocation in &view.revocations {
+            table.add(vec![
+                or_dash(&revocation.serial),
+                or_dash(&revocation.key_fingerprint),
+                revocation.height.to_string(),
+                revocation.reason.clone(),
             ]);
         }
         text.push_str(&table.render());

@@ -449,7 +449,7 @@ mod tests {
         let expired = ValidatorProposal {
             proposal: Some(ProposeValidatorChange {
                 deadline_ms: 1,
-                ..pending.proposal.clone().unwrap()
+                ..pending.proposal.clone().expect("a proposal")
             }),
             ..pending.clone()
         };
@@ -463,6 +463,7 @@ mod tests {
             next_proposals_after: 0,
             height: 12,
             quorum: 3,
+            revocations: Vec::new(),
         };
         let mut node = health();
         let fresh = NodeStatus::answered(

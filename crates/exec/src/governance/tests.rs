@@ -483,3 +483,77 @@ fn a_header_must_announce_exactly_the_set_execution_gives() {
         .expect("valid");
     assert_eq!(announced.len(), 5);
 }
+
+#[test]
+fn a_certificate_revoked_by_vote_is_listed_once() {
+    let mut chain = Chain::new();
+    let revoke = |serial: &str| ProposeValidatorChange {
+        change: Some(ValidatorChange {
+            change: Some(Change::RevokeCertificate(RevokeCertificate {
+                serial: serial.into(),
+                key_fingerprint: vec![9; 32],
+            })),
+        }),
+        deadline_ms: START_MS + 60_000,
+        reason: "key compromise".into(),
+    };
+    let propose = chain.tx(0, Body::ProposeValidatorChange(revoke("0a1b")));
+    let id = propose.id;
+    let approvals: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|d| {
+            chain.tx(
+                d,
+                Body::ApproveValidatorChange(ApproveValidatorChange {
+                    proposal_id: id.to_vec(),
+                }),
+            )
+        })
+        .collect();
+    let (results, header) = chain.block([vec![propose], approvals].concat());
+    results.iter().for_each(ok);
+    // A revocation does not change the set.
+    assert!(header.next_validators.is_empty());
+    assert_eq!(chain.set().members.len(), 4);
+    let list = revocations(&View(&chain.state, &chain.tree)).expect("read");
+    assert_eq!(list.revocations.len(), 1);
+    let revocation = &list.revocations[0];
+    assert_eq!(revocation.height, header.height);
+    assert_eq!(revocation.reason, "key compromise");
+    assert_eq!(revocation.proposal_id, id.to_vec());
+    let revoked = revocation.certificate.as_ref().expect("named");
+    assert!(revocation_covers(revoked, "0a1b", &[0; 32]));
+    assert!(revocation_covers(revoked, "ffff", &[9; 32]));
+    assert!(!revocation_covers(revoked, "ffff", &[0; 32]));
+    // The same key again is moot.
+    let again = chain.tx(0, Body::ProposeValidatorChange(revoke("0c")));
+    let (results, _) = chain.block(vec![again]);
+    refused(
+        &results[0],
+        ErrorReason::FailedPrecondition,
+        "already revoked",
+    );
+}
+
+#[test]
+fn revocations_name_a_serial_or_a_fingerprint_in_canonical_form() {
+    let named = |serial: &str, fingerprint: Vec<u8>| RevokeCertificate {
+        serial: serial.into(),
+        key_fingerprint: fingerprint,
+    };
+    assert!(validate_revocation(&named("0a1b", Vec::new())).is_ok());
+    assert!(validate_revocation(&named("", vec![1; 32])).is_ok());
+    assert!(validate_revocation(&named("00", Vec::new())).is_ok());
+    for (serial, fingerprint) in [
+        ("", Vec::new()),
+        ("0A1B", Vec::new()),
+        ("a1b", Vec::new()),
+        ("00a1", Vec::new()),
+        ("zz", Vec::new()),
+        ("", vec![1; 31]),
+    ] {
+        let err = validate_revocation(&named(serial, fingerprint.clone()));
+        assert!(err.is_err(), "{serial:?} {fingerprint:?}");
+    }
+    assert!(validate_revocation(&named(&"ab".repeat(21), Vec::new())).is_err());
+}
