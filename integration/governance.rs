@@ -209,9 +209,28 @@ async fn an_observer_is_voted_in_and_a_validator_voted_out_while_the_chain_commi
     let acknowledged = load.stop().await;
     assert!(!acknowledged.is_empty());
     let mut client = cluster.client(0).await.unwrap();
+    let mut last = (0, acknowledged[0]);
     for id in &acknowledged {
-        committed_height(&mut client, *id).await;
+        let height = committed_height(&mut client, *id).await;
+        last = last.max((height, *id));
     }
+    // A transaction committed after both changes proves offline against
+    // genesis: the proof carries the two blocks that changed the set.
+    assert!(last.0 > removal_height, "{last:?} {removal_height}");
+    let genesis = certs.join("genesis.json");
+    let mut verify = vec![
+        "tx".to_owned(),
+        "get".to_owned(),
+        last.1.to_hex(),
+        "--verify".to_owned(),
+        "--genesis".to_owned(),
+        genesis.display().to_string(),
+        "--json".to_owned(),
+    ];
+    verify.extend(cluster.client_flags(1));
+    let refs: Vec<&str> = verify.iter().map(String::as_str).collect();
+    let proven: serde_json::Value = serde_json::from_str(&govchain(&refs)).unwrap();
+    assert_eq!(proven["proof"]["block_height"], last.0, "{proven}");
     // The removed node, restarted, follows the chain without voting.
     cluster.start_node(REMOVED);
     let head = cluster.status(0).await.height;

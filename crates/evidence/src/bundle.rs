@@ -16,7 +16,7 @@
 use govchain_pki::Genesis;
 use govchain_proto::node::v1::{GetTransactionResponse, TransactionStatus};
 use govchain_proto::types::v1::{
-    CommitCertificate, CommitSignature, InclusionProof, TransactionEnvelope,
+    CommitCertificate, CommitSignature, InclusionProof, TransactionEnvelope, ValidatorSetChange,
 };
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +125,53 @@ pub struct BundledProof {
     pub tree_size: u64,
     #[serde(with = "hex_list")]
     pub audit_path: Vec<Vec<u8>>,
+    /// The blocks that changed the validator set before this one, oldest
+    /// first (absent while the set is genesis's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validator_set_changes: Vec<BundledSetChange>,
+}
+
+/// A block that changed the validator set: its header and certificate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundledSetChange {
+    #[serde(with = "hex_bytes")]
+    pub header: Vec<u8>,
+    pub certificate: BundledCertificate,
+}
+
+impl BundledCertificate {
+    fn from_wire(certificate: &CommitCertificate) -> Self {
+        Self {
+            height: certificate.height,
+            view: certificate.view,
+            block_hash: certificate.block_hash.clone(),
+            signatures: certificate
+                .signatures
+                .iter()
+                .map(|s| BundledSignature {
+                    validator_index: s.validator_index,
+                    signature: s.signature.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn to_wire(&self) -> CommitCertificate {
+        CommitCertificate {
+            height: self.height,
+            view: self.view,
+            block_hash: self.block_hash.clone(),
+            signatures: self
+                .signatures
+                .iter()
+                .map(|s| CommitSignature {
+                    validator_index: s.validator_index,
+                    signature: s.signature.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A block's `CommitCertificate`.
@@ -168,29 +215,28 @@ impl BundledTransaction {
             },
             proof: BundledProof {
                 header: proof.header.clone(),
-                certificate: BundledCertificate {
-                    height: certificate.height,
-                    view: certificate.view,
-                    block_hash: certificate.block_hash.clone(),
-                    signatures: certificate
-                        .signatures
-                        .iter()
-                        .map(|s| BundledSignature {
-                            validator_index: s.validator_index,
-                            signature: s.signature.clone(),
-                        })
-                        .collect(),
-                },
+                certificate: BundledCertificate::from_wire(certificate),
                 leaf_index: proof.leaf_index,
                 tree_size: proof.tree_size,
                 audit_path: proof.audit_path.clone(),
+                validator_set_changes: proof
+                    .validator_set_changes
+                    .iter()
+                    .map(|change| {
+                        Some(BundledSetChange {
+                            header: change.header.clone(),
+                            certificate: BundledCertificate::from_wire(
+                                change.certificate.as_ref()?,
+                            ),
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>()?,
             },
         })
     }
 
     /// Back into the answer `node::verify_transaction_proof` checks.
     pub fn to_response(&self) -> GetTransactionResponse {
-        let certificate = &self.proof.certificate;
         GetTransactionResponse {
             transaction_id: self.transaction_id.clone(),
             status: TransactionStatus::Committed.into(),
@@ -201,22 +247,19 @@ impl BundledTransaction {
             envelope: Some(self.envelope()),
             proof: Some(InclusionProof {
                 header: self.proof.header.clone(),
-                certificate: Some(CommitCertificate {
-                    height: certificate.height,
-                    view: certificate.view,
-                    block_hash: certificate.block_hash.clone(),
-                    signatures: certificate
-                        .signatures
-                        .iter()
-                        .map(|s| CommitSignature {
-                            validator_index: s.validator_index,
-                            signature: s.signature.clone(),
-                        })
-                        .collect(),
-                }),
+                certificate: Some(self.proof.certificate.to_wire()),
                 leaf_index: self.proof.leaf_index,
                 tree_size: self.proof.tree_size,
                 audit_path: self.proof.audit_path.clone(),
+                validator_set_changes: self
+                    .proof
+                    .validator_set_changes
+                    .iter()
+                    .map(|change| ValidatorSetChange {
+                        header: change.header.clone(),
+                        certificate: Some(change.certificate.to_wire()),
+                    })
+                    .collect(),
             }),
             ..Default::default()
         }

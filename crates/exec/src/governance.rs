@@ -96,7 +96,17 @@ pub fn current_set(
         members,
         since_height: 1,
         next_index,
+        change_heights: Vec::new(),
     })
+}
+
+/// The heights whose blocks changed the validator set, ascending.
+pub fn change_heights(state: &impl StateRead) -> Result<Vec<u64>, StateError> {
+    Ok(
+        read_message::<ValidatorSetRecord>(state, SET_KEY, "validator set")?
+            .map(|record| record.change_heights)
+            .unwrap_or_default(),
+    )
 }
 
 /// The consensus view of a set record: indexes and keys.
@@ -535,6 +545,7 @@ pub(crate) fn end_block<S: StateRead>(
     if !changed {
         return Ok(None);
     }
+    set.change_heights.push(height);
     overlay.put(SET_KEY.to_vec(), set.encode_to_vec());
     Ok(Some(set))
 }

@@ -53,6 +53,8 @@ pub(crate) fn inclusion_proof(
         leaf_index: u64::from(index),
         tree_size: ids.len() as u64,
         audit_path: path.iter().map(Digest::to_vec).collect(),
+        // The caller adds them (`certified_header::set_changes_before`).
+        validator_set_changes: Vec::new(),
     })
 }
 
@@ -131,6 +133,7 @@ pub fn verify_inclusion_proof(
     let certified = certify_header(
         chain_id,
         validators,
+        &proof.validator_set_changes,
         &proof.header,
         proof.certificate.as_ref(),
     )?;

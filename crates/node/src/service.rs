@@ -664,7 +664,24 @@ impl NodeApi {
         let block = self
             .committed_block(location.height)?
             .ok_or_else(|| internal("indexed block missing", location.height))?;
-        inclusion_proof(&block, location.index).map_err(|e| internal("inclusion proof failed", e))
+        let mut proof = inclusion_proof(&block, location.index)
+            .map_err(|e| internal("inclusion proof failed", e))?;
+        proof.validator_set_changes = self.set_changes_before(location.height)?;
+        Ok(proof)
+    }
+
+    /// The validator set changes a proof of block `height` carries.
+    fn set_changes_before(
+        &self,
+        height: u64,
+    ) -> Result<Vec<govchain_proto::types::v1::ValidatorSetChange>, Status> {
+        let membership = self.shared.membership();
+        crate::certified_header::set_changes_before(
+            &self.shared.ledger,
+            &membership.record.change_heights,
+            height,
+        )
+        .map_err(|e| internal("cannot read the validator set changes", format!("{e:#}")))
     }
 
     fn committed_block(&self, height: u64) -> Result<Option<CommittedBlock>, Status> {
@@ -962,10 +979,10 @@ impl NodeService for NodeApi {
                 let block = blocks
                     .get(&committed.block_height)
                     .ok_or_else(|| internal("looked-up block missing", committed.block_height))?;
-                committed.proof = Some(
-                    inclusion_proof(block, committed.index)
-                        .map_err(|e| internal("inclusion proof failed", e))?,
-                );
+                let mut proof = inclusion_proof(block, committed.index)
+                    .map_err(|e| internal("inclusion proof failed", e))?;
+                proof.validator_set_changes = self.set_changes_before(committed.block_height)?;
+                committed.proof = Some(proof);
             }
             return Ok(Response::new(committed));
         }

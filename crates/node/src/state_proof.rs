@@ -73,6 +73,14 @@ pub(crate) fn read_with_proof(
         }
     };
     let state = HeadState(view);
+    let change_heights = govchain_exec::governance::change_heights(&state)?;
+    let validator_set_changes =
+        crate::certified_header::set_changes_before(ledger, &change_heights, height).map_err(
+            |err| ProveError::HeadBlock {
+                height,
+                reason: format!("a validator set change: {err:#}"),
+            },
+        )?;
     let value = state.get(key)?;
     let proof = prove(&state, key)?;
     let (leaf_key_hash, leaf_value_hash) = proof
@@ -86,6 +94,7 @@ pub(crate) fn read_with_proof(
             siblings: proof.siblings().iter().map(Digest::to_vec).collect(),
             leaf_key_hash,
             leaf_value_hash,
+            validator_set_changes,
         },
     ))
 }
@@ -169,6 +178,7 @@ fn certified_head(
     let certified = certify_header(
         chain_id,
         validators,
+        &proof.validator_set_changes,
         &proof.header,
         proof.certificate.as_ref(),
     )?;
@@ -178,7 +188,7 @@ fn certified_head(
         state_root: digest("header state root", &certified.header.state_root)?,
         timestamp_ms: certified.header.timestamp_ms,
         signers: certified.signers,
-        quorum: validators.quorum(),
+        quorum: certified.quorum,
         proof_depth: 0,
     })
 }

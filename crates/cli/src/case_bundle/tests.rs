@@ -200,6 +200,7 @@ impl Chain {
                         leaf_index: index as u64,
                         tree_size: ids.len() as u64,
                         audit_path: path.iter().map(Digest::to_vec).collect(),
+                        validator_set_changes: Vec::new(),
                     }),
                     ..Default::default()
                 },

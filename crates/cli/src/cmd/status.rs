@@ -458,6 +458,7 @@ mod tests {
                 members: vec![member(0, "health"), member(1, "tax"), member(4, "backup0")],
                 since_height: 9,
                 next_index: 5,
+                change_heights: vec![8],
             }),
             proposals: vec![pending, expired],
             next_proposals_after: 0,

@@ -237,6 +237,7 @@ fn an_added_validator_takes_effect_after_a_quorum_and_then_votes_to_remove_one()
     assert_eq!(indexes(&header), vec![0, 1, 2, 3, 4]);
     let set = chain.set();
     assert_eq!(set.since_height, header.height + 1);
+    assert_eq!(set.change_heights, vec![header.height]);
     assert_eq!(set.next_index, 5);
     let added = set.members.iter().find(|m| m.index == 4).expect("added");
     assert_eq!(added.department, "dept4");
