@@ -63,16 +63,25 @@ async fn signers(cluster: &Cluster, via: usize, height: u64) -> Vec<u32> {
         .collect()
 }
 
-async fn validator_indexes(cluster: &Cluster, via: usize) -> Vec<u32> {
-    let set = cluster
+/// Node `via`'s answer to `GetValidatorSet`.
+async fn validator_set(
+    cluster: &Cluster,
+    via: usize,
+) -> govchain_proto::node::v1::GetValidatorSetResponse {
+    cluster
         .client(via)
         .await
         .unwrap()
         .get_validator_set(GetValidatorSetRequest::default())
         .await
         .unwrap()
-        .into_inner();
-    set.validators
+        .into_inner()
+}
+
+async fn validator_indexes(cluster: &Cluster, via: usize) -> Vec<u32> {
+    validator_set(cluster, via)
+        .await
+        .validators
         .unwrap()
         .members
         .iter()
@@ -117,8 +126,8 @@ async fn an_observer_is_voted_in_and_a_validator_voted_out_while_the_chain_commi
     );
     let proposal = proposed["proposal_id"].as_str().unwrap().to_owned();
     assert_eq!(validator_indexes(&cluster, 0).await, vec![0, 1, 2, 3]);
-    governance(&cluster, 1, "tax", &["approve", &proposal]);
-    let approved = governance(&cluster, 2, "police", &["approve", &proposal]);
+    governance(&cluster, 1, "tax", &["sign", &proposal]);
+    let approved = governance(&cluster, 2, "police", &["sign", &proposal]);
     let change_height = approved["transaction"]["committed"]["block_height"]
         .as_u64()
         .unwrap();
@@ -166,7 +175,7 @@ async fn an_observer_is_voted_in_and_a_validator_voted_out_while_the_chain_commi
         ],
     );
     let proposal = proposed["proposal_id"].as_str().unwrap().to_owned();
-    governance(&cluster, 1, "tax", &["approve", &proposal]);
+    governance(&cluster, 1, "tax", &["sign", &proposal]);
     let pending = governance(&cluster, 0, "health", &["list"]);
     assert_eq!(pending["quorum"], 4, "{pending}");
     assert_eq!(
@@ -176,7 +185,7 @@ async fn an_observer_is_voted_in_and_a_validator_voted_out_while_the_chain_commi
             .len(),
         2
     );
-    governance(&cluster, 2, "police", &["approve", &proposal]);
+    governance(&cluster, 2, "police", &["sign", &proposal]);
     let approved = governance(&cluster, OBSERVER, "backup0", &["approve", &proposal]);
     let removal_height = approved["transaction"]["committed"]["block_height"]
         .as_u64()
@@ -308,23 +317,15 @@ async fn a_revoked_client_certificate_is_refused_on_its_next_call() {
         ],
     );
     let proposal = proposed["proposal_id"].as_str().unwrap().to_owned();
-    governance(&cluster, 1, "tax", &["approve", &proposal]);
-    governance(&cluster, 2, "police", &["approve", &proposal]);
+    governance(&cluster, 1, "tax", &["sign", &proposal]);
+    governance(&cluster, 2, "police", &["sign", &proposal]);
     eventually(
         "every node to know the revocation",
         CHANGE_TIMEOUT,
         || async {
             let mut known = true;
             for node in 0..4 {
-                let set = cluster
-                    .client(node)
-                    .await
-                    .unwrap()
-                    .get_validator_set(GetValidatorSetRequest::default())
-                    .await
-                    .unwrap()
-                    .into_inner();
-                known &= set.revocations.len() == 1;
+                known &= validator_set(&cluster, node).await.revocations.len() == 1;
             }
             known.then_some(())
         },

@@ -177,7 +177,7 @@ enum Command {
             govchain directory grants health/vaccinations"
     )]
     Directory(cmd::directory::DirectoryArgs),
-    /// Change the validator set by on-chain vote: propose, approve, list.
+    /// Change the validator set by on-chain vote: propose, sign, list.
     #[command(
         long_about = "Change the validator set by on-chain vote of the validators in force. A \
             validator's department proposes adding a genesis department's node (an observer \
@@ -190,7 +190,7 @@ enum Command {
             govchain governance propose add --candidate backup0 \\\n    \
             --consensus-key devnet/certs/backup0/consensus.key --endpoint 127.0.0.1:7054 \\\n    \
             --reason \"backup0 becomes a validator\"\n  \
-            govchain governance approve <proposal>      # by two more departments\n  \
+            govchain governance sign <proposal>         # by two more departments\n  \
             govchain governance list"
     )]
     Governance(cmd::governance::GovernanceArgs),

@@ -30,6 +30,15 @@ struct PeerHandle {
     queue: mpsc::Sender<StreamRequest>,
     connected: Arc<AtomicBool>,
     dropped: AtomicU64,
+    /// Aborted when the peer leaves the set: a supervised task that ends
+    /// on its own would stop the node.
+    task: crate::supervise::SupervisedTask,
+}
+
+impl PeerHandle {
+    fn close(&self) {
+        self.task.abort();
+    }
 }
 
 /// The set of peers this node sends to: the configured validators, then
@@ -64,13 +73,15 @@ impl Spawner {
             certificates: self.certificates.clone(),
             connected: connected.clone(),
         };
-        self.fatal
+        let task = self
+            .fatal
             .spawn_task(&format!("peer {name}"), task.run(receiver));
         PeerHandle {
             name: name.to_owned(),
             queue,
             connected,
             dropped: AtomicU64::new(0),
+            task,
         }
     }
 }
@@ -135,6 +146,7 @@ impl PeerSet {
             let member = set.members.iter().any(|m| m.department == peer.name);
             if !member {
                 info!(peer = %peer.name, "peer left the validator set; closing its stream");
+                peer.close();
             }
             member
         });
@@ -171,10 +183,14 @@ impl PeerSet {
     /// Drops every peer (a node that no longer votes sends nothing); their
     /// tasks end with their queues.
     pub fn clear(&self) {
-        self.peers
+        let mut peers = self
+            .peers
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for peer in peers.iter() {
+            peer.close();
+        }
+        peers.clear();
     }
 
     /// Queues `message` for every peer without waiting.

@@ -334,12 +334,17 @@ pub fn certificate_ids(der: &[u8]) -> Result<CertificateIds, IdentityError> {
 
 /// The [`CertificateIds`] of a PEM certificate.
 pub fn certificate_ids_pem(pem: &str) -> Result<CertificateIds, IdentityError> {
+    certificate_ids(&pem_contents(pem)?)
+}
+
+/// The DER bytes of a PEM certificate.
+fn pem_contents(pem: &str) -> Result<Vec<u8>, IdentityError> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|err| {
         IdentityError::Certificate {
             reason: format!("not a PEM certificate: {err}"),
         }
     })?;
-    certificate_ids(&pem.contents)
+    Ok(pem.contents)
 }
 
 /// A serial number as revocations name it: lowercase, no colons, no
@@ -361,12 +366,7 @@ pub fn normalize_serial(text: &str) -> String {
 }
 
 pub fn identity_from_certificate_pem(pem: &str) -> Result<TlsIdentity, IdentityError> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|err| {
-        IdentityError::Certificate {
-            reason: format!("not a PEM certificate: {err}"),
-        }
-    })?;
-    identity_from_certificate(&pem.contents)
+    identity_from_certificate(&pem_contents(pem)?)
 }
 
 /// Checks, before any connection, that `certificate_pem` is signed by

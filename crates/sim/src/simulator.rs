@@ -360,7 +360,15 @@ impl Simulator {
     fn follow(&mut self, slot: usize) {
         let height = self.nodes[slot].durable.height();
         let highest = self.honest_heights().into_iter().max().unwrap_or(0);
-        if self.nodes[slot].transfer_in_flight || highest <= height {
+        if highest > height {
+            self.start_transfer(slot, highest, Vec::new());
+        }
+    }
+
+    /// A state transfer for `slot` lands after a while, unless one is
+    /// already under way.
+    fn start_transfer(&mut self, slot: usize, target: SequenceNumber, peers: Vec<ReplicaIndex>) {
+        if self.nodes[slot].transfer_in_flight {
             return;
         }
         self.nodes[slot].transfer_in_flight = true;
@@ -372,8 +380,8 @@ impl Simulator {
             Happening::TransferDone {
                 node: slot,
                 incarnation,
-                target: highest,
-                peers: Vec::new(),
+                target,
+                peers,
             },
         );
     }
@@ -750,23 +758,7 @@ impl Simulator {
                 inputs.extend(self.ready_checks(slot));
                 inputs.push_back(self.pending_event(slot));
             }
-            Action::StateTransfer { target, peers } => {
-                if !self.nodes[slot].transfer_in_flight {
-                    self.nodes[slot].transfer_in_flight = true;
-                    self.stats.transfers += 1;
-                    let incarnation = self.nodes[slot].incarnation;
-                    let delay = self.net_rng.range(1, self.scenario.transfer_delay_max_ms);
-                    self.schedule(
-                        self.now_ms + delay,
-                        Happening::TransferDone {
-                            node: slot,
-                            incarnation,
-                            target,
-                            peers,
-                        },
-                    );
-                }
-            }
+            Action::StateTransfer { target, peers } => self.start_transfer(slot, target, peers),
             Action::Rejected { .. } => self.stats.rejected += 1,
             Action::Retired { seq } => {
                 self.trace(|| format!("node {slot} leaves the validator set at {seq}"));

@@ -1,4 +1,4 @@
-//! `govchain governance propose|approve|list`: the validator set changes
+//! `govchain governance propose|sign|list`: the validator set changes
 //! by on-chain vote of the validators in force (`exec::governance` has the
 //! rules). Writes are transactions signed with a department's signing key;
 //! reads go to `NodeService.GetValidatorSet`.
@@ -34,17 +34,19 @@ enum GovernanceCommand {
     /// Propose a change to the validator set (your approval counts).
     #[command(subcommand)]
     Propose(ProposeCommand),
-    /// Approve a pending proposal.
+    /// Sign (approve) a pending proposal.
     #[command(
-        long_about = "Approve a pending validator proposal, signed with your department's \
-            signing key; your department must run a validator in the set in force. Once \
+        visible_alias = "approve",
+        long_about = "Sign a pending validator proposal: your department's approval, made \
+            with its signing key (`approve` is another name for this command). Your \
+            department must run a validator in the set in force. Once \
             2f+1 of the set have approved it before its deadline, the change takes effect \
             from the block after the one that reached the quorum.",
         after_help = "Example:\n  \
-            govchain governance approve 3f1c…e2 --dir devnet --department tax \\\n    \
+            govchain governance sign 3f1c…e2 --dir devnet --department tax \\\n    \
             --signing-key devnet/certs/tax/signing.key"
     )]
-    Approve(ApproveArgs),
+    Sign(ApproveArgs),
     /// The validator set in force and the proposals.
     #[command(after_help = "Examples:\n  \
             govchain governance list --dir devnet\n  \
@@ -261,7 +263,7 @@ pub async fn run(args: GovernanceArgs, json: bool) -> anyhow::Result<()> {
             let revoke = revocation(&args)?;
             propose(Change::RevokeCertificate(revoke), args.proposal, json).await
         }
-        GovernanceCommand::Approve(args) => approve(args, json).await,
+        GovernanceCommand::Sign(args) => approve(args, json).await,
         GovernanceCommand::List(args) => list(args, json).await,
     }
 }
@@ -304,7 +306,7 @@ async fn propose(change: Change, args: ProposalArgs, json: bool) -> anyhow::Resu
         .add(
             "next",
             format!(
-                "the other validators' departments approve it: `govchain governance approve {}`",
+                "the other validators' departments approve it: `govchain governance sign {}`",
                 view.proposal_id
             ),
         );

@@ -119,6 +119,15 @@ impl Chain {
         check_envelope(envelope, CHAIN, 4096, |_, _| false).expect("well formed")
     }
 
+    fn approve(&mut self, department: u8, id: &Digest) -> crate::VerifiedTransaction {
+        self.tx(
+            department,
+            Body::ApproveValidatorChange(ApproveValidatorChange {
+                proposal_id: id.to_vec(),
+            }),
+        )
+    }
+
     fn set(&self) -> ValidatorSetRecord {
         current_set(&View(&self.state, &self.tree), &self.limits.departments).expect("set")
     }
@@ -218,20 +227,12 @@ fn an_added_validator_takes_effect_after_a_quorum_and_then_votes_to_remove_one()
     assert!(header.next_validators.is_empty());
     assert_eq!(chain.proposal(&id).status(), ProposalStatus::Pending);
     // dept1 approves: 2 of 3, nothing changes yet.
-    let approve = |chain: &mut Chain, department: u8, id: &Digest| {
-        chain.tx(
-            department,
-            Body::ApproveValidatorChange(ApproveValidatorChange {
-                proposal_id: id.to_vec(),
-            }),
-        )
-    };
-    let first = approve(&mut chain, 1, &id);
+    let first = chain.approve(1, &id);
     let (results, header) = chain.block(vec![first]);
     ok(&results[0]);
     assert!(header.next_validators.is_empty());
     // dept2's approval reaches 3 of 4: the block announces the new set.
-    let second = approve(&mut chain, 2, &id);
+    let second = chain.approve(2, &id);
     let (results, header) = chain.block(vec![second]);
     ok(&results[0]);
     assert_eq!(indexes(&header), vec![0, 1, 2, 3, 4]);
@@ -248,7 +249,7 @@ fn an_added_validator_takes_effect_after_a_quorum_and_then_votes_to_remove_one()
     assert_eq!(proposal.applied_height, header.height);
     assert_eq!(proposal.approvals, vec!["dept0", "dept1", "dept2"]);
     // A late approval of an applied proposal is refused.
-    let late = approve(&mut chain, 3, &id);
+    let late = chain.approve(3, &id);
     let (results, _) = chain.block(vec![late]);
     refused(
         &results[0],
@@ -259,14 +260,11 @@ fn an_added_validator_takes_effect_after_a_quorum_and_then_votes_to_remove_one()
     // Now n = 5 and a quorum is 4; the new member proposes removing 1.
     let propose = chain.tx(4, Body::ProposeValidatorChange(remove(1)));
     let id = propose.id;
-    let approvals: Vec<_> = [0, 2]
-        .into_iter()
-        .map(|d| approve(&mut chain, d, &id))
-        .collect();
+    let approvals: Vec<_> = [0, 2].into_iter().map(|d| chain.approve(d, &id)).collect();
     let (results, header) = chain.block([vec![propose], approvals].concat());
     results.iter().for_each(ok);
     assert!(header.next_validators.is_empty(), "3 of 5 is not a quorum");
-    let last = approve(&mut chain, 3, &id);
+    let last = chain.approve(3, &id);
     let (_, header) = chain.block(vec![last]);
     assert_eq!(indexes(&header), vec![0, 2, 3, 4]);
     // The removed validator's department may no longer vote.
@@ -333,21 +331,11 @@ fn proposals_and_approvals_are_refused_with_reasons() {
     let propose = chain.tx(0, Body::ProposeValidatorChange(add(4)));
     let id = propose.id;
     chain.block(vec![propose]);
-    let again = chain.tx(
-        0,
-        Body::ApproveValidatorChange(ApproveValidatorChange {
-            proposal_id: id.to_vec(),
-        }),
-    );
+    let again = chain.approve(0, &id);
     let (results, _) = chain.block(vec![again]);
     refused(&results[0], ErrorReason::AlreadyExists, "already approved");
     chain.now_ms = START_MS + 120_000;
-    let late = chain.tx(
-        1,
-        Body::ApproveValidatorChange(ApproveValidatorChange {
-            proposal_id: id.to_vec(),
-        }),
-    );
+    let late = chain.approve(1, &id);
     let (results, header) = chain.block(vec![late]);
     refused(&results[0], ErrorReason::FailedPrecondition, "expired");
     assert!(header.next_validators.is_empty());
@@ -380,19 +368,11 @@ fn two_changes_approved_in_one_block_apply_in_order_and_a_moot_one_fails() {
     let second = chain.tx(1, Body::ProposeValidatorChange(other));
     let (first_id, second_id) = (first.id, second.id);
     chain.block(vec![first, second]);
-    let approve = |chain: &mut Chain, department: u8, id: &Digest| {
-        chain.tx(
-            department,
-            Body::ApproveValidatorChange(ApproveValidatorChange {
-                proposal_id: id.to_vec(),
-            }),
-        )
-    };
     let txs = vec![
-        approve(&mut chain, 1, &first_id),
-        approve(&mut chain, 2, &first_id),
-        approve(&mut chain, 0, &second_id),
-        approve(&mut chain, 2, &second_id),
+        chain.approve(1, &first_id),
+        chain.approve(2, &first_id),
+        chain.approve(0, &second_id),
+        chain.approve(2, &second_id),
     ];
     let (results, header) = chain.block(txs);
     results.iter().for_each(ok);
@@ -415,17 +395,7 @@ fn a_header_must_announce_exactly_the_set_execution_gives() {
     let propose = chain.tx(0, Body::ProposeValidatorChange(add(4)));
     let id = propose.id;
     chain.block(vec![propose]);
-    let approvals: Vec<_> = [1, 2]
-        .into_iter()
-        .map(|d| {
-            chain.tx(
-                d,
-                Body::ApproveValidatorChange(ApproveValidatorChange {
-                    proposal_id: id.to_vec(),
-                }),
-            )
-        })
-        .collect();
+    let approvals: Vec<_> = [1, 2].into_iter().map(|d| chain.approve(d, &id)).collect();
     chain.now_ms += 1_000;
     let view = View(&chain.state, &chain.tree);
     let built = build_block(
@@ -500,17 +470,7 @@ fn a_certificate_revoked_by_vote_is_listed_once() {
     };
     let propose = chain.tx(0, Body::ProposeValidatorChange(revoke("0a1b")));
     let id = propose.id;
-    let approvals: Vec<_> = [1, 2]
-        .into_iter()
-        .map(|d| {
-            chain.tx(
-                d,
-                Body::ApproveValidatorChange(ApproveValidatorChange {
-                    proposal_id: id.to_vec(),
-                }),
-            )
-        })
-        .collect();
+    let approvals: Vec<_> = [1, 2].into_iter().map(|d| chain.approve(d, &id)).collect();
     let (results, header) = chain.block([vec![propose], approvals].concat());
     results.iter().for_each(ok);
     // A revocation does not change the set.
