@@ -14,7 +14,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use govchain_proto::node::v1::{
     GetBlockRequest, GetStatusRequest, GetStatusResponse, GetTransactionRequest,
-    ListAnchorsRequest, get_block_request,
+    GetValidatorSetRequest, ListAnchorsRequest, get_block_request,
 };
 use govchain_proto::types::v1::{CommittedBlock, Transaction, TransactionEnvelope};
 use maud::{Markup, html};
@@ -86,13 +86,33 @@ async fn latest_blocks(
     Ok(blocks)
 }
 
-/// A validator's name by its index in genesis.
-fn validator_name(portal: &crate::Portal, index: u32) -> String {
-    portal
-        .config
+/// The validators in force (index, department), as the node's governance
+/// state has them.
+async fn validators(portal: &crate::Portal) -> Result<Vec<(u32, String)>, ErrorPage> {
+    let set = portal
+        .node
+        .node()
+        .get_validator_set(GetValidatorSetRequest::default())
+        .await
+        .map_err(|status| ErrorPage::from_status(&portal.config.department, &status))?
+        .into_inner();
+    Ok(set
         .validators
-        .get(index as usize)
-        .cloned()
+        .unwrap_or_default()
+        .members
+        .into_iter()
+        .map(|member| (member.index, member.department))
+        .collect())
+}
+
+/// A validator's name by its index: in the set in force, else in genesis (a
+/// validator removed since signed older blocks).
+fn validator_name(portal: &crate::Portal, members: &[(u32, String)], index: u32) -> String {
+    members
+        .iter()
+        .find(|(at, _)| *at == index)
+        .map(|(_, name)| name.clone())
+        .or_else(|| portal.config.validators.get(index as usize).cloned())
         .unwrap_or_else(|| format!("validator {index}"))
 }
 
@@ -102,6 +122,7 @@ pub async fn overview(
 ) -> Result<Html<String>, ErrorPage> {
     let status = status(&portal).await?;
     let blocks = latest_blocks(&portal, status.height).await?;
+    let members = validators(&portal).await?;
     let signers: BTreeSet<u32> = blocks
         .iter()
         .filter_map(|block| block.certificate.as_ref())
@@ -130,12 +151,11 @@ pub async fn overview(
                 table id="validators-table" {
                     thead { tr { th scope="col" { "Validator" } th scope="col" { "Signing" } th scope="col" { "Connected to this node" } } }
                     tbody {
-                        @for (index, name) in portal.config.validators.iter().enumerate() {
-                            @let index = u32::try_from(index).unwrap_or(u32::MAX);
+                        @for (index, name) in &members {
                             @let connected = *name == status.node || status.connected_peers.contains(name);
                             tr {
                                 th scope="row" { (name) @if *name == status.primary { " (primary)" } }
-                                td { @if signers.contains(&index) { span class="tag ok" { "Live" } } @else { span class="tag bad" { "Not signing" } } }
+                                td { @if signers.contains(index) { span class="tag ok" { "Live" } } @else { span class="tag bad" { "Not signing" } } }
                                 td { @if connected { "Yes" } @else { "No" } }
                             }
                         }
@@ -144,7 +164,7 @@ pub async fn overview(
             }
             section aria-labelledby="blocks-heading" {
                 h2 id="blocks-heading" { "Latest blocks" }
-                div id="latest-blocks" data-refresh="/explorer/latest" { (blocks_table(&portal, &blocks)) }
+                div id="latest-blocks" data-refresh="/explorer/latest" { (blocks_table(&portal, &members, &blocks)) }
             }
         },
     );
@@ -156,10 +176,15 @@ pub async fn overview(
 pub async fn latest_fragment(State(portal): State<AppState>) -> Result<Html<String>, ErrorPage> {
     let status = status(&portal).await?;
     let blocks = latest_blocks(&portal, status.height).await?;
-    Ok(Html(blocks_table(&portal, &blocks).into_string()))
+    let members = validators(&portal).await?;
+    Ok(Html(blocks_table(&portal, &members, &blocks).into_string()))
 }
 
-fn blocks_table(portal: &crate::Portal, blocks: &[CommittedBlock]) -> Markup {
+fn blocks_table(
+    portal: &crate::Portal,
+    members: &[(u32, String)],
+    blocks: &[CommittedBlock],
+) -> Markup {
     html! {
         @if blocks.is_empty() {
             p { "No block is committed yet." }
@@ -174,8 +199,8 @@ fn blocks_table(portal: &crate::Portal, blocks: &[CommittedBlock]) -> Markup {
                             th scope="row" { a href={ "/explorer/block/" (header.height) } { (header.height) } }
                             td { (format_time(header.timestamp_ms)) }
                             td { (header.transaction_count) }
-                            td { (validator_name(portal, header.proposer_index)) }
-                            td { (signatures) " of " (portal.config.validators.len()) }
+                            td { (validator_name(portal, members, header.proposer_index)) }
+                            td { (signatures) }
                             td { (short_hex(&block.block_hash)) }
                         }
                     }
@@ -241,6 +266,7 @@ pub async fn block(
         )
     })?;
     let block = block_at(&portal, height).await?;
+    let members = validators(&portal).await?;
     let header = block.header.clone().unwrap_or_default();
     let envelopes = block
         .block
@@ -260,16 +286,16 @@ pub async fn block(
                 }
                 dt { "Time" } dd { (format_time(header.timestamp_ms)) }
                 dt { "View" } dd { (header.view) }
-                dt { "Proposer" } dd { (validator_name(&portal, header.proposer_index)) }
+                dt { "Proposer" } dd { (validator_name(&portal, &members, header.proposer_index)) }
                 dt { "State root" } dd { code class="wrap" { (hex::encode(&header.state_root)) } }
                 dt { "Transactions root" } dd { code class="wrap" { (hex::encode(&header.transactions_root)) } }
             }
             h2 { "Commit certificate" }
             @if let Some(certificate) = &block.certificate {
-                p { "Signed in view " (certificate.view) " by " (certificate.signatures.len()) " of " (portal.config.validators.len()) " validators:" }
+                p { "Signed in view " (certificate.view) " by " (certificate.signatures.len()) " validators:" }
                 ul id="certificate-signers" {
                     @for signature in &certificate.signatures {
-                        li { (validator_name(&portal, signature.validator_index)) " " (short_hex(&signature.signature)) }
+                        li { (validator_name(&portal, &members, signature.validator_index)) " " (short_hex(&signature.signature)) }
                     }
                 }
             } @else {
