@@ -15,7 +15,7 @@ use govchain_exec::{
     VerifiedTransaction, block_digest, block_hash, build_block, check_block, check_envelope,
     decode_header, transaction_id,
 };
-use govchain_fuzz::{CHAIN_ID, VALIDATOR_COUNT};
+use govchain_fuzz::{CHAIN_ID, VALIDATOR_COUNT, validator_key};
 use govchain_proto::types::v1::{
     AnchorRecord, Block, Transaction, TransactionEnvelope, transaction,
 };
@@ -56,7 +56,14 @@ fn limits() -> BlockLimits {
         transactions_max: TRANSACTIONS_MAX,
         bytes_max: 1024 * 1024,
         payload_bytes_max: PAYLOAD_BYTES_MAX,
-        departments: Arc::new(Departments::default()),
+        // The proposer is checked against the set in force: genesis's.
+        departments: Arc::new(
+            Departments::default().with_genesis_validators(
+                (0..VALIDATOR_COUNT)
+                    .map(|i| (format!("validator{i}"), validator_key(i).public_key()))
+                    .collect(),
+            ),
+        ),
     }
 }
 
@@ -66,7 +73,6 @@ fn check(encoded: &[u8], digest: &Digest) -> Option<govchain_exec::CheckedBlock>
     let context = CheckContext {
         chain_id: CHAIN_ID,
         head: &head,
-        validator_count: VALIDATOR_COUNT,
         limits: &limits,
         timestamp_ms_max: u64::MAX,
     };

@@ -86,6 +86,7 @@ fn structured(u: &mut Unstructured) -> Result<(CommittedBlock, bool)> {
         view: u.int_in_range(0..=7)?,
         proposer_index: u.int_in_range(0..=3)?,
         transaction_count: 0,
+        next_validators: Vec::new(),
     };
     let header_bytes = header.encode_to_vec();
     let hash = block_hash(&header_bytes);
