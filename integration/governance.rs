@@ -5,6 +5,9 @@
 //! certificates), and then one of the first four is removed (its consensus
 //! streams are refused from that height on, and it follows the chain as an
 //! observer). Every acknowledged transaction commits, and the nodes agree.
+//! Then the departments: a signing key replaced, attest permissions
+//! changed, and a bureau that genesis does not list registered, each by
+//! vote; and a client certificate revoked.
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,6 +31,16 @@ const REMOVED: usize = 3;
 /// `signer`'s department key; returns the JSON answer.
 fn governance(cluster: &Cluster, via: usize, signer: &str, args: &[&str]) -> serde_json::Value {
     let signing_key = cluster.certs().join(signer).join("signing.key");
+    governance_with_key(cluster, via, &signing_key, args)
+}
+
+/// `governance`, signed with the key in `signing_key`.
+fn governance_with_key(
+    cluster: &Cluster,
+    via: usize,
+    signing_key: &std::path::Path,
+    args: &[&str],
+) -> serde_json::Value {
     let mut all: Vec<String> = vec!["governance".into()];
     all.extend(args.iter().map(|a| (*a).to_owned()));
     if args[0] != "list" {
@@ -382,4 +395,293 @@ async fn a_revoked_client_certificate_is_refused_on_its_next_call() {
     assert!(!again.status.success());
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("already revoked"), "{stderr}");
+}
+
+/// A department's record in node `via`'s `GetValidatorSet`.
+async fn department(
+    cluster: &Cluster,
+    via: usize,
+    name: &str,
+) -> Option<govchain_proto::types::v1::DepartmentRecord> {
+    validator_set(cluster, via)
+        .await
+        .departments
+        .into_iter()
+        .find(|d| d.name == name)
+}
+
+fn load_key(path: &std::path::Path) -> govchain_crypto::SigningKey {
+    govchain_crypto::SigningKey::from_pkcs8_pem(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn anchor(
+    dataset: &str,
+    record_id: &str,
+    version: &str,
+) -> govchain_proto::types::v1::transaction::Body {
+    govchain_proto::types::v1::transaction::Body::AnchorRecord(
+        govchain_proto::types::v1::AnchorRecord {
+            dataset: dataset.into(),
+            record_id: record_id.into(),
+            record_hash: govchain_crypto::Digest::sha256(version.as_bytes()).to_vec(),
+            schema: "permit".into(),
+            record_time_ms: 1,
+        },
+    )
+}
+
+/// The departments a signer's transactions are listed under.
+async fn listed_departments(
+    client: &mut govchain_proto::node::v1::node_service_client::NodeServiceClient<
+        tonic::transport::Channel,
+    >,
+    signer: &govchain_crypto::PublicKey,
+) -> Vec<String> {
+    client
+        .list_transactions(govchain_proto::node::v1::ListTransactionsRequest {
+            signer: signer.as_bytes().to_vec(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .transactions
+        .into_iter()
+        .map(|t| t.department)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn departments_change_keys_and_rights_and_a_bureau_joins_by_vote() {
+    let mut cluster = Cluster::start(4).await;
+    let certs = cluster.certs();
+    let dir = cluster.dir.path().to_owned();
+    let old_key = load_key(&certs.join("tax").join("signing.key"));
+    let mut tax = cluster.client(1).await.unwrap();
+    let first = support::submit(
+        &mut tax,
+        support::sign(&old_key, 1, anchor("tax/permits", "p-1", "v1")),
+    )
+    .await
+    .unwrap();
+    committed_height(&mut tax, first).await;
+
+    // 1. Tax replaces its signing key: it proposes with the old one.
+    let new_key_file = dir.join("tax-2027.key");
+    govchain(&["keys", "new", "--out", new_key_file.to_str().unwrap()]);
+    let new_key = load_key(&new_key_file);
+    let proposed = governance(
+        &cluster,
+        1,
+        "tax",
+        &[
+            "propose",
+            "department",
+            "--name",
+            "tax",
+            "--new-signing-key",
+            new_key_file.to_str().unwrap(),
+            "--reason",
+            "yearly key rotation",
+        ],
+    );
+    let proposal = proposed["proposal_id"].as_str().unwrap().to_owned();
+    governance(&cluster, 0, "health", &["sign", &proposal]);
+    governance(&cluster, 2, "police", &["sign", &proposal]);
+    let expected = new_key.public_key().as_bytes().to_vec();
+    eventually(
+        "every node to know tax's new key",
+        CHANGE_TIMEOUT,
+        || async {
+            let mut known = true;
+            for node in 0..4 {
+                known &= department(&cluster, node, "tax")
+                    .await
+                    .is_some_and(|d| d.signing_key == expected && d.former_keys.len() == 1);
+            }
+            known.then_some(())
+        },
+    )
+    .await;
+    // The old key (its nonce 2 signed the proposal) is refused before it
+    // is ordered; the new one signs for tax from nonce 1, new versions of
+    // tax's records included.
+    let err = support::submit(
+        &mut tax,
+        support::sign(&old_key, 3, anchor("tax/permits", "p-1", "v2")),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("namespace"), "{}", err.message());
+    let second = support::submit(
+        &mut tax,
+        support::sign(&new_key, 1, anchor("tax/permits", "p-1", "v2")),
+    )
+    .await
+    .unwrap();
+    committed_height(&mut tax, second).await;
+    // Both keys' transactions (the old one's anchor and proposal) are
+    // listed as tax's.
+    assert_eq!(
+        listed_departments(&mut tax, &old_key.public_key()).await,
+        vec!["tax", "tax"]
+    );
+    assert_eq!(
+        listed_departments(&mut tax, &new_key.public_key()).await,
+        vec!["tax"]
+    );
+
+    // 2. Police may attest vehicles too; tax approves with its new key.
+    let proposed = governance(
+        &cluster,
+        0,
+        "health",
+        &[
+            "propose",
+            "department",
+            "--name",
+            "police",
+            "--attests",
+            "residence,vehicle",
+            "--reason",
+            "police registers vehicles",
+        ],
+    );
+    let police_proposal = proposed["proposal_id"].as_str().unwrap().to_owned();
+    // Tax's old key may no longer vote.
+    let stale = std::process::Command::new(env!("CARGO_BIN_EXE_govchain"))
+        .args(["governance", "sign", &police_proposal, "--signing-key"])
+        .arg(certs.join("tax").join("signing.key"))
+        .args(cluster.client_flags(1))
+        .output()
+        .unwrap();
+    assert!(!stale.status.success());
+    let stderr = String::from_utf8_lossy(&stale.stderr);
+    assert!(
+        stderr.contains("not a department's signing key"),
+        "{stderr}"
+    );
+    governance_with_key(&cluster, 1, &new_key_file, &["sign", &police_proposal]);
+    governance(&cluster, 2, "police", &["sign", &police_proposal]);
+    eventually(
+        "police's new attest permissions",
+        CHANGE_TIMEOUT,
+        || async {
+            department(&cluster, 3, "police")
+                .await
+                .filter(|d| d.attests == ["residence", "vehicle"])
+        },
+    )
+    .await;
+
+    // 3. The port authority, which genesis does not list, gets its keys
+    // and certificates through the ceremony and is registered by vote.
+    let keys = dir.join("ports-keys");
+    let issued = dir.join("ports-issued");
+    govchain(&[
+        "certs",
+        "csr",
+        "--department",
+        "ports",
+        "--out",
+        keys.to_str().unwrap(),
+    ]);
+    govchain(&[
+        "certs",
+        "sign",
+        "--ca-dir",
+        certs.to_str().unwrap(),
+        keys.join("request.json").to_str().unwrap(),
+        "--out",
+        issued.to_str().unwrap(),
+    ]);
+    let ports_client = |node: usize| {
+        let port = cluster.nodes[node].port;
+        let (ca, crt, key) = (
+            certs.join("ca.crt"),
+            issued.join("client.crt"),
+            keys.join("client.key"),
+        );
+        async move { support::connect(port, &ca, &crt, &key).await.unwrap() }
+    };
+    let err = ports_client(0)
+        .await
+        .get_status(govchain_proto::node::v1::GetStatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("not a member"), "{}", err.message());
+    let public = issued.join("public.json");
+    let proposed = governance(
+        &cluster,
+        2,
+        "police",
+        &[
+            "propose",
+            "department",
+            "--public",
+            public.to_str().unwrap(),
+            "--attests",
+            "vessel",
+            "--reason",
+            "the port authority joins",
+        ],
+    );
+    let proposal = proposed["proposal_id"].as_str().unwrap().to_owned();
+    governance(&cluster, 0, "health", &["sign", &proposal]);
+    governance(&cluster, 3, "civil", &["sign", &proposal]);
+    for node in 0..4 {
+        eventually(
+            &format!("node {node} to admit the port authority"),
+            CHANGE_TIMEOUT,
+            || async {
+                ports_client(node)
+                    .await
+                    .get_status(govchain_proto::node::v1::GetStatusRequest {})
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+    }
+    let ports_key = load_key(&keys.join("signing.key"));
+    let mut ports = ports_client(0).await;
+    let vessel = support::submit(
+        &mut ports,
+        support::sign(&ports_key, 1, anchor("ports/vessels", "imo-9321483", "v1")),
+    )
+    .await
+    .unwrap();
+    committed_height(&mut ports, vessel).await;
+    assert_eq!(
+        listed_departments(&mut ports, &ports_key.public_key()).await,
+        vec!["ports"]
+    );
+    let listed = governance(&cluster, 0, "health", &["list"]);
+    let registered = listed["departments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "ports")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(registered["attests"][0], "vessel", "{listed}");
+
+    // The ledger of a stopped node passes a full check: its query index
+    // names each signer by the key it had at its block.
+    let height = cluster.status(3).await.height;
+    cluster.kill_node(3);
+    let report = govchain(&[
+        "ledger",
+        "verify",
+        "--data-dir",
+        cluster.nodes[3].data_dir.to_str().unwrap(),
+        "--genesis",
+        certs.join("genesis.json").to_str().unwrap(),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["blocks"].as_u64().unwrap() >= height, "{report}");
 }

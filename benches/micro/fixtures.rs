@@ -26,7 +26,7 @@ pub static LIMITS: std::sync::LazyLock<BlockLimits> = std::sync::LazyLock::new(|
     transactions_max: 10_000,
     bytes_max: 16 * 1024 * 1024,
     payload_bytes_max: PAYLOAD_BYTES_MAX as u32,
-    departments: std::sync::Arc::new(
+    genesis_departments: std::sync::Arc::new(
         govchain_exec::Departments::default().with_genesis_validators(
             (0..4u8)
                 .map(|i| {

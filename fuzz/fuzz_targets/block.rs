@@ -57,7 +57,7 @@ fn limits() -> BlockLimits {
         bytes_max: 1024 * 1024,
         payload_bytes_max: PAYLOAD_BYTES_MAX,
         // The proposer is checked against the set in force: genesis's.
-        departments: Arc::new(
+        genesis_departments: Arc::new(
             Departments::default().with_genesis_validators(
                 (0..VALIDATOR_COUNT)
                     .map(|i| (format!("validator{i}"), validator_key(i).public_key()))

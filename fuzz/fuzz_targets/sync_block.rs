@@ -52,7 +52,7 @@ fn limits() -> BlockLimits {
         transactions_max: 100,
         bytes_max: 1 << 20,
         payload_bytes_max: 4096,
-        departments: Default::default(),
+        genesis_departments: Default::default(),
     }
 }
 

@@ -218,6 +218,19 @@ pub fn revocation_text(revoke: &govchain_proto::types::v1::RevokeCertificate) ->
     format!("revoke certificate ({})", named.join(", "))
 }
 
+/// A department change in words: `department tax: signing key 3f…,
+/// attests [income, residence]`.
+pub fn department_change_text(change: &govchain_proto::types::v1::ChangeDepartment) -> String {
+    let mut parts = Vec::new();
+    if !change.signing_key.is_empty() {
+        parts.push(format!("signing key {}", hex::encode(&change.signing_key)));
+    }
+    if let Some(attests) = &change.attests {
+        parts.push(format!("attests [{}]", attests.names.join(", ")));
+    }
+    format!("department {}: {}", change.department, parts.join(", "))
+}
+
 /// A validator change in words.
 pub fn change_text(change: Option<&govchain_proto::types::v1::ValidatorChange>) -> String {
     use govchain_proto::types::v1::validator_change::Change;
@@ -234,6 +247,7 @@ pub fn change_text(change: Option<&govchain_proto::types::v1::ValidatorChange>) 
         ),
         Some(Change::Remove(remove)) => format!("remove validator {}", remove.validator_index),
         Some(Change::RevokeCertificate(revoke)) => revocation_text(revoke),
+        Some(Change::Department(change)) => department_change_text(change),
         None => "none".to_owned(),
     }
 }

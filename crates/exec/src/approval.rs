@@ -1027,6 +1027,7 @@ pub(crate) fn act_on_case<S: StateRead>(
     if action == CaseAction::Evaluate {
         refuse_unless!(automatic::check_on_case(
             overlay,
+            context.departments,
             &case,
             &transaction.signer
         )?);
@@ -1204,6 +1205,21 @@ fn release_ready_steps(case: &mut CaseRecord, definition: &WorkflowDefinition, n
     }
 }
 
+/// Whether `signer` is the case's applicant: the key that opened it, or,
+/// for a department's case, the department's signing key in force (it may
+/// have changed its key since).
+pub(crate) fn is_applicant(
+    case: &CaseRecord,
+    departments: &crate::Departments,
+    signer: &PublicKey,
+) -> bool {
+    case.applicant == signer.as_bytes()
+        || (!case.applicant_department.is_empty()
+            && departments
+                .by_key(signer)
+                .is_some_and(|d| d.name == case.applicant_department))
+}
+
 pub(crate) fn amend_case<S: StateRead>(
     overlay: &mut Overlay<'_, S>,
     context: &Context<'_>,
@@ -1214,7 +1230,7 @@ pub(crate) fn amend_case<S: StateRead>(
     let Some(mut case) = read_case(overlay, &id)? else {
         return Ok(Err(Refusal::NotFound(format!("no case {}", id.to_hex()))));
     };
-    if case.applicant != transaction.signer.as_bytes() {
+    if !is_applicant(&case, context.departments, &transaction.signer) {
         return Ok(Err(Refusal::PermissionDenied(format!(
             "only the applicant may amend case {}, and the signer {} is not",
             id.short(),

@@ -30,8 +30,10 @@ pub struct BlockLimits {
     pub transactions_max: u32,
     pub bytes_max: u32,
     pub payload_bytes_max: u32,
-    /// The departments, their signing keys and attestation roles.
-    pub departments: Arc<Departments>,
+    /// The departments as genesis lists them, their signing keys and
+    /// attestation roles. Governance may have changed them since: the ones
+    /// in force for a block are `governance::departments_in_force`.
+    pub genesis_departments: Arc<Departments>,
 }
 
 /// The result of executing a block's transactions on the head state.
@@ -144,8 +146,9 @@ pub fn build_block<'a, S: StateRead + TreeRead>(
 ) -> Result<BuiltBlock, StateError> {
     let height = head.height + 1;
     let timestamp_ms = timestamp_ms.max(head.timestamp_ms);
+    let departments = governance::departments_in_force(state, &limits.genesis_departments)?;
     let context = Context {
-        departments: &limits.departments,
+        departments: &departments,
         height,
         now_ms: timestamp_ms,
     };
@@ -170,7 +173,7 @@ pub fn build_block<'a, S: StateRead + TreeRead>(
         bytes += transaction.encoded_len;
         included.push(transaction.envelope.clone());
     }
-    let next_set = governance::end_block(&mut overlay, &limits.departments, height)?;
+    let next_set = governance::end_block(&mut overlay, &departments, height)?;
     let tree = update_tree(state, &overlay.writes)?;
     let root = tree.root;
     let ids: Vec<Digest> = results.iter().map(|(id, _)| *id).collect();
@@ -321,7 +324,8 @@ pub fn check_block_reusing<S: StateRead + TreeRead>(
         });
     }
     let header = decode_header(&block)?;
-    let set = governance::current_set(state, &context.limits.departments)?;
+    let departments = governance::departments_in_force(state, &context.limits.genesis_departments)?;
+    let set = governance::current_set(state, &departments)?;
     check_header(
         context,
         &governance::validator_set(&set)?,
@@ -329,7 +333,7 @@ pub fn check_block_reusing<S: StateRead + TreeRead>(
         block.transactions.len(),
     )?;
     let execution = Context {
-        departments: &context.limits.departments,
+        departments: &departments,
         height: header.height,
         now_ms: header.timestamp_ms,
     };
@@ -377,7 +381,7 @@ pub fn check_block_reusing<S: StateRead + TreeRead>(
         merkle_root(&ids),
         &header.transactions_root,
     )?;
-    let next_set = governance::end_block(&mut overlay, &context.limits.departments, header.height)?;
+    let next_set = governance::end_block(&mut overlay, &departments, header.height)?;
     let expected = next_set
         .as_ref()
         .map(governance::header_validators)

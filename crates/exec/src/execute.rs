@@ -216,7 +216,8 @@ pub fn dataset_owner<'d>(departments: &'d Departments, dataset: &str) -> Option<
 /// ("health/...") takes anchors only from that department's signing key, so
 /// no one can squat another department's records before it anchors them;
 /// and only the first signer of a record may anchor later versions, so one
-/// signer can not overwrite another's.
+/// signer can not overwrite another's (a department's record: the
+/// department, with its signing key in force, which may have changed).
 fn execute_anchor<S: StateRead>(
     overlay: &mut Overlay<'_, S>,
     transaction: &VerifiedTransaction,
@@ -252,15 +253,29 @@ fn execute_anchor<S: StateRead>(
                 }
             })?),
         };
-    if let Some(previous) = &previous
-        && previous.signer != transaction.signer.as_bytes()
-    {
-        return Ok(Err(Refusal::PermissionDenied(format!(
-            "record {:?} in dataset {:?} was anchored by signer {}; only that signer may anchor new versions",
-            anchor.record_id,
-            anchor.dataset,
-            hex_short(&previous.signer)
-        ))));
+    if let Some(previous) = &previous {
+        let same = if previous.department.is_empty() {
+            previous.signer == transaction.signer.as_bytes()
+        } else {
+            signer_department.is_some_and(|d| d.name == previous.department)
+        };
+        if !same {
+            let first = if previous.department.is_empty() {
+                format!("signer {}", hex_short(&previous.signer))
+            } else {
+                format!("department {:?}", previous.department)
+            };
+            return Ok(Err(Refusal::PermissionDenied(format!(
+                "record {:?} in dataset {:?} was anchored by {first}; only that {} may anchor new versions",
+                anchor.record_id,
+                anchor.dataset,
+                if previous.department.is_empty() {
+                    "signer"
+                } else {
+                    "department"
+                },
+            ))));
+        }
     }
     let record = AnchoredRecord {
         record: Some(anchor.clone()),

@@ -15,27 +15,42 @@
 //! against it), so every replica orders a height with the same set, and the
 //! header that announces a new set is signed by the old one.
 //!
+//! A change may also concern a department rather than the set
+//! (`ChangeDepartment`: a new signing key, new attest permissions, or a
+//! department that genesis does not list); it is voted on the same way and
+//! the departments in force ([`departments_in_force`]) change from the
+//! next block. Adding a validator records its consensus key as its
+//! department's node key, which signs blob receipts.
+//!
 //! **Invariant:** an index is given once: genesis validators are `0..n`, an
 //! added validator gets `next_index`, a removed one's index is never reused,
 //! so an index names one consensus key for the life of the chain.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use govchain_crypto::{Digest, PublicKey};
 use govchain_pbft::ValidatorSet;
 use govchain_proto::types::v1::{
-    AddValidator, ApproveValidatorChange, ProposalStatus, ProposeValidatorChange, RemoveValidator,
-    Revocation, RevocationList, RevokeCertificate, ValidatorChange, ValidatorKey, ValidatorMember,
-    ValidatorProposal, ValidatorSetRecord, validator_change::Change,
+    AddValidator, ApproveValidatorChange, ChangeDepartment, DepartmentRegistry, ProposalStatus,
+    ProposeValidatorChange, RemoveValidator, Revocation, RevocationList, RevokeCertificate,
+    ValidatorChange, ValidatorKey, ValidatorMember, ValidatorProposal, ValidatorSetRecord,
+    validator_change::Change,
 };
 use prost::Message as _;
 
+use crate::departments::valid_department_name;
 use crate::execute::Overlay;
-use crate::identity::{Context, Departments, Outcome, Refusal, TEXT_BYTES_MAX};
+use crate::identity::{
+    ATTRIBUTES_MAX, Context, Departments, Outcome, Refusal, TEXT_BYTES_MAX, valid_attribute_name,
+};
 use crate::state::{StateError, StateRead, read_message, read_u64};
 use crate::transaction::VerifiedTransaction;
 
 const SET_KEY: &[u8] = b"gov/validators";
+/// The key of the departments in force once governance changed one: a
+/// node re-reads them after a block that writes it.
+pub const DEPARTMENTS_KEY: &[u8] = b"gov/departments";
 /// The key of the revocation list: a node re-reads the list after a block
 /// that writes it.
 pub const REVOKED_KEY: &[u8] = b"gov/revoked";
@@ -98,6 +113,25 @@ pub fn current_set(
         next_index,
         change_heights: Vec::new(),
     })
+}
+
+/// The departments in force for the next block to execute on `state`: the
+/// ones governance last wrote, or genesis's (`genesis`, shared, then).
+pub fn departments_in_force(
+    state: &impl StateRead,
+    genesis: &Arc<Departments>,
+) -> Result<Arc<Departments>, StateError> {
+    let Some(registry) = read_message::<DepartmentRegistry>(state, DEPARTMENTS_KEY, "departments")?
+    else {
+        return Ok(Arc::clone(genesis));
+    };
+    genesis
+        .from_registry(&registry)
+        .map(Arc::new)
+        .map_err(|reason| StateError::Corrupt {
+            key: "departments".into(),
+            reason,
+        })
 }
 
 /// The heights whose blocks changed the validator set, ascending.
@@ -257,7 +291,7 @@ pub fn validate_propose(body: &ProposeValidatorChange) -> Result<(), String> {
         return Err(format!("reason is over {TEXT_BYTES_MAX} bytes"));
     }
     match body.change.as_ref().and_then(|c| c.change.as_ref()) {
-        None => Err("change is required: add or remove".into()),
+        None => Err("change is required: add, remove, revoke_certificate or department".into()),
         Some(Change::Add(add)) => {
             if add.department.is_empty() {
                 return Err("add.department is required".into());
@@ -271,7 +305,47 @@ pub fn validate_propose(body: &ProposeValidatorChange) -> Result<(), String> {
         }
         Some(Change::Remove(_)) => Ok(()),
         Some(Change::RevokeCertificate(revoke)) => validate_revocation(revoke),
+        Some(Change::Department(change)) => validate_department_change(change),
     }
+}
+
+/// Stateless checks of a department change: a valid name, a 32-byte key
+/// if one is given, valid and distinct attribute names, and something to
+/// change.
+fn validate_department_change(change: &ChangeDepartment) -> Result<(), String> {
+    if !valid_department_name(&change.department) {
+        return Err(format!(
+            "department.department {:?} is not a department name: a lowercase letter, then lowercase letters, digits and '-', at most 31 bytes",
+            change.department
+        ));
+    }
+    if !change.signing_key.is_empty() {
+        PublicKey::from_slice(&change.signing_key)
+            .map_err(|err| format!("department.signing_key: {err}"))?;
+    }
+    if let Some(attests) = &change.attests {
+        if attests.names.len() > ATTRIBUTES_MAX {
+            return Err(format!(
+                "department.attests lists {} names, more than {ATTRIBUTES_MAX}",
+                attests.names.len()
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for name in &attests.names {
+            if !valid_attribute_name(name) {
+                return Err(format!(
+                    "department.attests: {name:?} is not an attribute name"
+                ));
+            }
+            if !seen.insert(name) {
+                return Err(format!("department.attests lists {name:?} twice"));
+            }
+        }
+    }
+    if change.signing_key.is_empty() && change.attests.is_none() {
+        return Err("department needs a signing_key, attests, or both".into());
+    }
+    Ok(())
 }
 
 /// Stateless checks of an approval (`check_envelope`).
@@ -294,7 +368,7 @@ fn voting_department(
 ) -> Result<String, Refusal> {
     let Some(department) = context.departments.by_key(&transaction.signer) else {
         return Err(Refusal::PermissionDenied(
-            "the signer is not a genesis department's signing key".into(),
+            "the signer is not a department's signing key in force".into(),
         ));
     };
     if !set.members.iter().any(|m| m.department == department.name) {
@@ -306,56 +380,164 @@ fn voting_department(
     Ok(department.name.clone())
 }
 
-/// The set `change` makes of `set`, or why it does not apply.
-fn apply_change(
-    set: &ValidatorSetRecord,
-    change: &Change,
-    departments: &Departments,
-    height: u64,
-) -> Result<ValidatorSetRecord, String> {
-    let mut next = set.clone();
-    match change {
-        Change::RevokeCertificate(_) => return Ok(next),
-        Change::Add(AddValidator {
-            department,
-            consensus_key,
-            endpoint,
-        }) => {
-            if departments.by_name(department).is_none() {
-                return Err(format!("{department:?} is not a genesis department"));
-            }
-            if set.members.iter().any(|m| m.department == *department) {
-                return Err(format!("department {department} already runs a validator"));
-            }
-            if set
-                .members
-                .iter()
-                .any(|m| m.consensus_key == *consensus_key)
-            {
-                return Err("the consensus key is already a validator's".into());
-            }
-            next.members.push(ValidatorMember {
-                index: set.next_index,
-                department: department.clone(),
-                consensus_key: consensus_key.clone(),
-                tls_identity: node_tls_identity(department),
-                endpoint: endpoint.clone(),
-            });
-            next.next_index = set.next_index + 1;
-        }
-        Change::Remove(RemoveValidator { validator_index }) => {
-            if !set.members.iter().any(|m| m.index == *validator_index) {
-                return Err(format!("validator {validator_index} is not in the set"));
-            }
-            if set.members.len() == 1 {
-                return Err("the last validator can not be removed".into());
-            }
-            next.members.retain(|m| m.index != *validator_index);
+/// What governance keeps: the validator set and the departments in force,
+/// and whether a block changed them.
+#[derive(Clone, Debug)]
+struct Governed {
+    set: ValidatorSetRecord,
+    departments: Arc<Departments>,
+    set_changed: bool,
+    departments_changed: bool,
+}
+
+impl Governed {
+    fn new(set: ValidatorSetRecord, departments: Arc<Departments>) -> Self {
+        Self {
+            set,
+            departments,
+            set_changed: false,
+            departments_changed: false,
         }
     }
+
+    /// Applies `change`, in force from `height + 1`; or says why it does
+    /// not apply, and changes nothing.
+    fn apply(&mut self, change: &Change, height: u64) -> Result<(), String> {
+        match change {
+            Change::RevokeCertificate(_) => Ok(()),
+            Change::Add(add) => {
+                let set = add_validator(&self.set, &self.departments, add, height)?;
+                let key = PublicKey::from_slice(&add.consensus_key)
+                    .map_err(|err| format!("add.consensus_key: {err}"))?;
+                let mut departments = (*self.departments).clone();
+                departments.set_node_key(&add.department, key);
+                self.set = set;
+                self.departments = Arc::new(departments);
+                self.set_changed = true;
+                self.departments_changed = true;
+                Ok(())
+            }
+            Change::Remove(RemoveValidator { validator_index }) => {
+                let set = &self.set;
+                if !set.members.iter().any(|m| m.index == *validator_index) {
+                    return Err(format!("validator {validator_index} is not in the set"));
+                }
+                if set.members.len() == 1 {
+                    return Err("the last validator can not be removed".into());
+                }
+                let mut next = set.clone();
+                next.members.retain(|m| m.index != *validator_index);
+                next.since_height = height + 1;
+                validator_set(&next).map_err(|err| err.to_string())?;
+                self.set = next;
+                self.set_changed = true;
+                Ok(())
+            }
+            Change::Department(change) => {
+                self.departments = Arc::new(change_department(&self.departments, change, height)?);
+                self.departments_changed = true;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The set with `add`'s validator, or why it does not apply.
+fn add_validator(
+    set: &ValidatorSetRecord,
+    departments: &Departments,
+    add: &AddValidator,
+    height: u64,
+) -> Result<ValidatorSetRecord, String> {
+    let AddValidator {
+        department,
+        consensus_key,
+        endpoint,
+    } = add;
+    if departments.by_name(department).is_none() {
+        return Err(format!(
+            "{department:?} is not a department: genesis lists none of that name and governance registered none"
+        ));
+    }
+    if set.members.iter().any(|m| m.department == *department) {
+        return Err(format!("department {department} already runs a validator"));
+    }
+    if set
+        .members
+        .iter()
+        .any(|m| m.consensus_key == *consensus_key)
+    {
+        return Err("the consensus key is already a validator's".into());
+    }
+    let mut next = set.clone();
+    next.members.push(ValidatorMember {
+        index: set.next_index,
+        department: department.clone(),
+        consensus_key: consensus_key.clone(),
+        tls_identity: node_tls_identity(department),
+        endpoint: endpoint.clone(),
+    });
+    next.next_index = set.next_index + 1;
     next.members.sort_by_key(|m| m.index);
     next.since_height = height + 1;
     validator_set(&next).map_err(|err| err.to_string())?;
+    Ok(next)
+}
+
+/// The departments after `change`, in force from `height + 1`, or why it
+/// does not apply.
+fn change_department(
+    departments: &Departments,
+    change: &ChangeDepartment,
+    height: u64,
+) -> Result<Departments, String> {
+    let name = &change.department;
+    let key = if change.signing_key.is_empty() {
+        None
+    } else {
+        let key = PublicKey::from_slice(&change.signing_key)
+            .map_err(|err| format!("department.signing_key: {err}"))?;
+        if let Some(holder) = departments.by_key(&key) {
+            return Err(format!(
+                "the signing key is already department {}'s",
+                holder.name
+            ));
+        }
+        if departments.key_ever_used(&key) {
+            return Err(
+                "the signing key was a department's before: a key is never given twice".into(),
+            );
+        }
+        Some(key)
+    };
+    let attests: Option<BTreeSet<String>> = change
+        .attests
+        .as_ref()
+        .map(|a| a.names.iter().cloned().collect());
+    let mut next = departments.clone();
+    match departments.by_name(name) {
+        None => {
+            let Some(key) = key else {
+                return Err(format!(
+                    "{name:?} is not a department: registering it needs a signing_key"
+                ));
+            };
+            next.register(name, key, attests.unwrap_or_default(), height + 1);
+        }
+        Some(current) => {
+            if key.is_none() && attests.as_ref() == Some(&current.attests) {
+                return Err(format!(
+                    "department {name} already attests exactly these names: the change changes nothing"
+                ));
+            }
+            if let Some(key) = key {
+                next.replace_key(name, key, height + 1);
+            }
+            if let Some(attests) = attests {
+                next.set_attests(name, attests);
+            }
+        }
+    }
     Ok(next)
 }
 
@@ -395,7 +577,8 @@ pub(crate) fn propose<S: StateRead>(
         .as_ref()
         .and_then(|c| c.change.as_ref())
         .expect("validate_propose requires a change");
-    if let Err(reason) = apply_change(&set, change, context.departments, context.height) {
+    let mut governed = Governed::new(set.clone(), Arc::new(context.departments.clone()));
+    if let Err(reason) = governed.apply(change, context.height) {
         return Ok(Err(Refusal::FailedPrecondition(reason)));
     }
     if let Change::RevokeCertificate(revoke) = change
@@ -483,19 +666,19 @@ fn settle<S: StateRead>(
 
 /// Applies the changes approved in the block at `height`, in order: each
 /// one that still applies (another change in the block may have made it
-/// moot) becomes `APPLIED`, the others `FAILED`. Returns the new set, in
-/// force from `height + 1`, if it changed.
+/// moot) becomes `APPLIED`, the others `FAILED`. Writes the departments if
+/// a change touched them. Returns the new set, in force from `height + 1`,
+/// if it changed.
 pub(crate) fn end_block<S: StateRead>(
     overlay: &mut Overlay<'_, S>,
-    departments: &Departments,
+    departments: &Arc<Departments>,
     height: u64,
 ) -> Result<Option<ValidatorSetRecord>, StateError> {
     let approved = std::mem::take(&mut overlay.approved_changes);
     if approved.is_empty() {
         return Ok(None);
     }
-    let mut set = current_set(overlay, departments)?;
-    let mut changed = false;
+    let mut governed = Governed::new(current_set(overlay, departments)?, Arc::clone(departments));
     for id in approved {
         let Some(mut proposal) = read_proposal(overlay, &id)? else {
             continue;
@@ -527,10 +710,7 @@ pub(crate) fn end_block<S: StateRead>(
                     }
                 }
             }
-            _ => apply_change(&set, &change, departments, height).map(|next| {
-                set = next;
-                changed = true;
-            }),
+            _ => governed.apply(&change, height),
         };
         match outcome {
             Ok(()) => proposal.status = ProposalStatus::Applied.into(),
@@ -542,9 +722,16 @@ pub(crate) fn end_block<S: StateRead>(
         proposal.applied_height = height;
         overlay.put(proposal_key(&id), proposal.encode_to_vec());
     }
-    if !changed {
+    if governed.departments_changed {
+        overlay.put(
+            DEPARTMENTS_KEY.to_vec(),
+            governed.departments.to_registry().encode_to_vec(),
+        );
+    }
+    if !governed.set_changed {
         return Ok(None);
     }
+    let mut set = governed.set;
     set.change_heights.push(height);
     overlay.put(SET_KEY.to_vec(), set.encode_to_vec());
     Ok(Some(set))

@@ -30,7 +30,6 @@
 //!   sealed blob has that CID
 //! - `blob-retired/<cid>`: the CID of a replaced attribute value
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use govchain_crypto::{Digest, DomainHasher, PublicKey, Signature};
@@ -46,6 +45,8 @@ use crate::transaction::VerifiedTransaction;
 
 pub mod disclosure;
 
+pub use crate::departments::{Department, Departments};
+
 /// Longest attribute name.
 pub const ATTRIBUTE_NAME_BYTES_MAX: usize = 64;
 /// Most attributes one consent covers, and most one citizen declares.
@@ -59,69 +60,6 @@ pub const SALT_BYTES_MIN: usize = 16;
 
 const DOMAIN_ATTRIBUTE: &str = "govchain/attribute/v1";
 const DOMAIN_BLOB_RECEIPT: &str = "govchain/blob-receipt/v1";
-
-/// A department as genesis lists it: the key it signs transactions with
-/// and the attribute names it may attest.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Department {
-    pub name: String,
-    pub public_key: PublicKey,
-    pub attests: BTreeSet<String>,
-    /// The consensus key of the department's validator node, if it runs
-    /// one: the key a holder signs blob receipts with
-    /// ([`blob_receipt_digest`]).
-    pub node_key: Option<PublicKey>,
-}
-
-/// The departments of genesis, by signing key and by name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Departments {
-    by_key: BTreeMap<[u8; 32], Department>,
-    by_name: BTreeMap<String, [u8; 32]>,
-    /// Genesis validators in genesis order (index = position): department
-    /// and consensus key. The set before any governance change.
-    genesis_validators: Vec<(String, PublicKey)>,
-}
-
-impl Departments {
-    /// The caller (genesis validation) guarantees unique names and keys;
-    /// a later duplicate replaces an earlier one.
-    pub fn new(departments: impl IntoIterator<Item = Department>) -> Self {
-        let mut registry = Self::default();
-        for department in departments {
-            let key = *department.public_key.as_bytes();
-            registry.by_name.insert(department.name.clone(), key);
-            registry.by_key.insert(key, department);
-        }
-        registry
-    }
-
-    /// With the genesis validators, in genesis order.
-    #[must_use]
-    pub fn with_genesis_validators(mut self, validators: Vec<(String, PublicKey)>) -> Self {
-        self.genesis_validators = validators;
-        self
-    }
-
-    pub fn genesis_validators(&self) -> impl Iterator<Item = (&String, &PublicKey)> {
-        self.genesis_validators
-            .iter()
-            .map(|(name, key)| (name, key))
-    }
-
-    pub fn by_key(&self, key: &PublicKey) -> Option<&Department> {
-        self.by_key.get(key.as_bytes())
-    }
-
-    pub fn by_name(&self, name: &str) -> Option<&Department> {
-        self.by_name.get(name).and_then(|key| self.by_key.get(key))
-    }
-
-    /// In name order.
-    pub fn iter(&self) -> impl Iterator<Item = &Department> {
-        self.by_name.values().filter_map(|key| self.by_key.get(key))
-    }
-}
 
 /// Why an identity transaction has no effect. Each kind maps to one gRPC
 /// status code when a node refuses the transaction at admission.

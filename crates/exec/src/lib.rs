@@ -10,6 +10,7 @@
 
 mod batch;
 mod block;
+pub mod departments;
 mod execute;
 // `refuse_unless!` is shared with `approval`, declared after it.
 #[macro_use]
@@ -30,8 +31,9 @@ pub use block::{
     block_digest, block_hash, build_block, check_block, check_block_reusing, check_fetched_block,
     decode_header,
 };
+pub use departments::{Department, Departments};
 pub use execute::{Replayed, anchor_key, apply_committed, dataset_owner, precheck};
-pub use identity::{Department, Departments, Refusal};
+pub use identity::Refusal;
 pub use state::{StateError, StateRead, nonce_key, read_nonce};
 pub use state_tree::{
     EMPTY_ROOT, MemoryTree, ProofError, StateProof, TreeRead, TreeUpdate, prove, update_tree,

@@ -147,8 +147,7 @@ fn list_of<'a>(
             &request.citizen_signature,
         )?;
         let own_key = shared
-            .limits
-            .departments
+            .departments()
             .by_name(department)
             .is_some_and(|d| d.public_key == applicant);
         if !signed && !own_key {

@@ -69,7 +69,12 @@ fn audit_blocks(
     // The set certifying each block: genesis's, then each one a header
     // announces, from the next block on.
     let mut validators = crate::validator_set(genesis)?;
-    let departments = crate::shared::departments(genesis);
+    // The departments at the head name every block's signers by the keys
+    // they used then (`Departments::name_at`).
+    let departments = govchain_exec::governance::departments_in_force(
+        &crate::shared::LedgerState(ledger),
+        &std::sync::Arc::new(crate::shared::departments(genesis)),
+    )?;
     let head = ledger.head();
     let mut parent = genesis.hash();
     let mut query_keys = 0u64;

@@ -496,9 +496,8 @@ pub fn authorize_personal(
         )));
     }
     // The consent must still hold now: a revocation closes an open window.
-    let department = shared
-        .limits
-        .departments
+    let departments = shared.departments();
+    let department = departments
         .by_name(&access.department)
         .ok_or_else(|| internal("an access names an unknown department", &access.department))?;
     let again = RecordAccess {
@@ -507,15 +506,9 @@ pub fn authorize_personal(
         consent_id: access.consent_id.clone(),
         purpose: access.purpose.clone(),
     };
-    check_access(
-        &state,
-        &shared.limits.departments,
-        &department.public_key,
-        &again,
-        now,
-    )
-    .map_err(|err| internal("state read failed", err))?
-    .map_err(|refusal| errors::permission_denied(refusal.to_string()))?;
+    check_access(&state, &departments, &department.public_key, &again, now)
+        .map_err(|err| internal("state read failed", err))?
+        .map_err(|refusal| errors::permission_denied(refusal.to_string()))?;
     Ok(access)
 }
 

@@ -696,7 +696,7 @@ impl Driver {
             results,
         };
         let encoded = committed.encode_to_vec();
-        let query_keys = crate::queries::keys(&committed, &self.shared.limits.departments);
+        let query_keys = crate::queries::keys(&committed, &self.shared.departments());
         let transactions: Vec<(Digest, Vec<u8>)> = ready
             .executed
             .transactions
@@ -758,6 +758,13 @@ impl Driver {
         {
             self.revocations_changed(seq);
         }
+        if ready
+            .executed
+            .writes
+            .contains_key(govchain_exec::governance::DEPARTMENTS_KEY)
+        {
+            self.departments_changed(seq);
+        }
         // No subscriber is not an error.
         let _ = self.shared.blocks.send(Arc::new(committed));
     }
@@ -774,6 +781,30 @@ impl Driver {
         }
         let list = self.shared.revocations.list();
         info!(node = %self.shared.name, seq, revoked = list.revocations.len(), "certificate revoked by governance; refusing it from now on");
+    }
+
+    /// Block `seq` changed a department (its signing key, what it may
+    /// attest, its node key) or registered one: from `seq + 1` admission,
+    /// the services and the TLS check read the new ones.
+    ///
+    /// # Panics
+    /// If they can not be read back from the state just written.
+    fn departments_changed(&mut self, seq: SequenceNumber) {
+        if let Err(err) = self
+            .shared
+            .departments_in_force
+            .refresh(&self.shared.ledger)
+        {
+            error!(node = %self.shared.name, seq, error = format!("{err:#}"), "cannot read the departments");
+            panic!("cannot read the departments after block {seq}: {err:#}");
+        }
+        let names: Vec<String> = self
+            .shared
+            .departments()
+            .iter()
+            .map(|d| d.name.clone())
+            .collect();
+        info!(node = %self.shared.name, from = seq + 1, departments = %names.join(","), "departments changed by governance");
     }
 
     /// Block `seq` put a new validator set in force from `seq + 1`: the

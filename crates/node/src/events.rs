@@ -130,7 +130,7 @@ pub fn events(
         };
         let department = PublicKey::from_slice(&envelope.signer)
             .ok()
-            .and_then(|key| departments.by_key(&key).map(|d| d.name.clone()))
+            .and_then(|key| departments.name_at(&key, header.height).map(str::to_owned))
             .unwrap_or_default();
         if !filter.matches(&kind_body, &envelope.signer, &department) {
             continue;

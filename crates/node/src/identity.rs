@@ -497,7 +497,7 @@ impl IdentityService for IdentityApi {
             })?;
         let citizen_consents = consents(&state, &citizen).map_err(read_failed)?;
         let shown = identity_disclosure(
-            &shared.limits.departments,
+            &shared.departments(),
             reader,
             &citizen,
             &citizen_consents,
@@ -514,7 +514,7 @@ impl IdentityService for IdentityApi {
                 continue;
             };
             let attestations =
-                current_attestations(&state, &shared.limits.departments, &attribute, &citizen)
+                current_attestations(&state, &shared.departments(), &attribute, &citizen)
                     .map_err(read_failed)?;
             let attested = attestations.iter().any(|a| attestation_valid(a, now));
             attributes.push(AttributeState {
@@ -594,16 +594,13 @@ impl IdentityService for IdentityApi {
             .into_inner()
             .envelope
             .ok_or_else(|| errors::invalid_argument("envelope is required"))?;
-        let department = shared
-            .limits
-            .departments
-            .by_name(&caller.department)
-            .ok_or_else(|| {
-                errors::permission_denied(format!(
-                    "department {:?} has no signing key in genesis, so it may not read attributes",
-                    caller.department
-                ))
-            })?;
+        let departments = shared.departments();
+        let department = departments.by_name(&caller.department).ok_or_else(|| {
+            errors::permission_denied(format!(
+                "department {:?} has no signing key on chain, so it may not read attributes",
+                caller.department
+            ))
+        })?;
         let department_key = department.public_key;
         if envelope.signer != department.public_key.as_bytes() {
             return Err(errors::permission_denied(format!(
@@ -624,7 +621,7 @@ impl IdentityService for IdentityApi {
         // the attempt; the answer keeps the refusal's precise code.
         let refused_now = check_access(
             &LedgerState(&shared.ledger),
-            &shared.limits.departments,
+            &shared.departments(),
             &department_key,
             asked,
             crate::driver::now_ms(),
@@ -679,7 +676,7 @@ impl IdentityService for IdentityApi {
         };
         check_access(
             &state,
-            &shared.limits.departments,
+            &shared.departments(),
             &department_key,
             &record_access,
             now,
@@ -879,7 +876,7 @@ impl IdentityService for IdentityApi {
                     errors::permission_denied(format!("{} has not declared {name:?}", identity.did))
                 })?;
             let attested_by: Vec<String> =
-                current_attestations(&state, &shared.limits.departments, &attribute, &citizen)
+                current_attestations(&state, &shared.departments(), &attribute, &citizen)
                     .map_err(read_failed)?
                     .into_iter()
                     .filter(|a| attestation_valid(a, now))

@@ -382,7 +382,9 @@ pub async fn run(
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .layer(errors::ErrorDetailsLayer)
         .layer(tonic::service::InterceptorLayer::new(
-            tls::Members::from_genesis(&genesis).with_revocations(shared.revocations.clone()),
+            tls::Members::from_genesis(&genesis)
+                .with_revocations(shared.revocations.clone())
+                .with_departments(shared.departments_in_force.clone()),
         ))
         .layer(telemetry::trace_context::ServerTraceLayer)
         .add_service(health_service)

@@ -90,7 +90,9 @@ impl Listing {
     }
 }
 
-/// The query index keys of `block`.
+/// The query index keys of `block`. `departments` are the ones in force
+/// at or after the block: a signer is named by the key it signed with then
+/// (`Departments::name_at`), so an audit later derives the same keys.
 pub fn keys(block: &CommittedBlock, departments: &Departments) -> Vec<Vec<u8>> {
     let header = block.header.clone().unwrap_or_default();
     let Some(body) = &block.block else {
@@ -126,9 +128,9 @@ pub fn keys(block: &CommittedBlock, departments: &Departments) -> Vec<Vec<u8>> {
         keys.push(at(time));
         if let Some(department) = PublicKey::from_slice(&envelope.signer)
             .ok()
-            .and_then(|key| departments.by_key(&key))
+            .and_then(|key| departments.name_at(&key, header.height))
         {
-            keys.push(at(text_prefix(DEPARTMENT, &[&department.name])));
+            keys.push(at(text_prefix(DEPARTMENT, &[department])));
         }
     }
     keys
@@ -219,7 +221,7 @@ pub fn list(
             block = Some(next);
         }
         let Some(block) = &block else { continue };
-        let entry = entry(block, index, &shared.limits.departments)?;
+        let entry = entry(block, index, &shared.departments())?;
         let size = entry.encoded_len();
         // The answer stays under what a default client receives.
         if !transactions.is_empty() && bytes + size > PAGE_BYTES_MAX {
@@ -266,7 +268,7 @@ fn entry(
         .and_then(|t| t.body);
     let department = PublicKey::from_slice(&envelope.signer)
         .ok()
-        .and_then(|key| departments.by_key(&key).map(|d| d.name.clone()))
+        .and_then(|key| departments.name_at(&key, header.height).map(str::to_owned))
         .unwrap_or_default();
     Ok(CommittedTransaction {
         position: Some(ChainPosition {

@@ -85,7 +85,7 @@ pub(crate) fn admit_verified(
         let now = crate::driver::now_ms().max(head.timestamp_ms);
         let checked = precheck(
             &state,
-            &shared.limits.departments,
+            &shared.departments(),
             &transaction,
             head.height + 1,
             now,
@@ -137,7 +137,7 @@ fn refusal_is_logged(
     };
     let logged = govchain_exec::identity::refusal_logged_for(
         state,
-        &shared.limits.departments,
+        &shared.departments(),
         &transaction.signer,
         access,
         now_ms,
@@ -413,7 +413,7 @@ impl NodeApi {
         let Ok(signer) = PublicKey::from_slice(&envelope.signer) else {
             return Ok(()); // Malformed: admission says precisely why.
         };
-        match self.shared.limits.departments.by_key(&signer) {
+        match self.shared.departments().by_key(&signer) {
             Some(department) if department.name != caller.department => {
                 Err(errors::permission_denied(format!(
                     "the transaction is signed with department {:?}'s signing key but arrived with {}'s certificate: a department submits its transactions with its own certificate",
@@ -892,6 +892,7 @@ impl NodeService for NodeApi {
             height,
             quorum: membership.set.quorum(),
             revocations: self.shared.revocations.list().revocations.clone(),
+            departments: self.shared.departments().to_registry().departments,
         }))
     }
 
@@ -1148,7 +1149,7 @@ impl NodeService for NodeApi {
         let live = self.shared.blocks.subscribe();
         tokio::spawn(async move {
             let _slot = slot;
-            let departments = api.shared.limits.departments.clone();
+            let departments = api.shared.departments();
             api.follow_committed(next, live, &caller.department, &sender, |block| {
                 let height = block.header.as_ref().map_or(0, |h| h.height);
                 let from = if height == next { first } else { 0 };

@@ -34,6 +34,8 @@ pub struct Shared {
     membership: RwLock<Arc<Membership>>,
     /// Certificates governance revoked (see `Revocations`).
     pub revocations: Arc<Revocations>,
+    /// The departments in force (see `InForce`; read with `departments`).
+    pub departments_in_force: Arc<InForce>,
     pub limits: BlockLimits,
     pub ledger: Arc<Ledger>,
     pub blobs: Arc<Blobs>,
@@ -84,12 +86,14 @@ impl Shared {
             transactions_max: consensus.block_transactions_max,
             bytes_max: consensus.block_bytes_max,
             payload_bytes_max: consensus.transaction_payload_bytes_max,
-            departments: Arc::new(departments(&genesis)),
+            genesis_departments: Arc::new(departments(&genesis)),
         };
         let (blocks, _) = broadcast::channel(SUBSCRIBERS_BLOCKS_BUFFERED_MAX);
-        let membership = Membership::read(&ledger, &limits.departments)?;
+        let membership = Membership::read(&ledger, &limits.genesis_departments)?;
         let revocations = Arc::new(Revocations::default());
         revocations.refresh(&ledger)?;
+        let departments = Arc::new(InForce::new(limits.genesis_departments.clone()));
+        departments.refresh(&ledger)?;
         Ok(Self {
             observer,
             name,
@@ -98,6 +102,7 @@ impl Shared {
             genesis,
             membership: RwLock::new(Arc::new(membership)),
             revocations,
+            departments_in_force: departments,
             limits,
             ledger,
             blobs,
@@ -131,12 +136,21 @@ impl Shared {
     /// Reads the set in force again from the ledger's head state (after a
     /// block that announced a new one).
     pub fn refresh_membership(&self) -> anyhow::Result<Arc<Membership>> {
-        let membership = Arc::new(Membership::read(&self.ledger, &self.limits.departments)?);
+        let membership = Arc::new(Membership::read(
+            &self.ledger,
+            &self.limits.genesis_departments,
+        )?);
         *self
             .membership
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = membership.clone();
         Ok(membership)
+    }
+
+    /// The departments in force for the block after the head: everything
+    /// that authorises or names a department reads them here.
+    pub fn departments(&self) -> Arc<Departments> {
+        self.departments_in_force.get()
     }
 
     pub fn chain_id(&self) -> &str {
@@ -209,6 +223,43 @@ impl Membership {
             .iter()
             .find(|m| m.tls_identity == tls_identity)
             .map(|m| m.index)
+    }
+}
+
+/// The departments in force, as governance keeps them in world state
+/// (`exec::governance::departments_in_force`): re-read after a block that
+/// changes them. Shared with `tls::Members`, which admits the certificates
+/// of departments governance registered.
+#[derive(Debug)]
+pub struct InForce {
+    genesis: Arc<Departments>,
+    current: RwLock<Arc<Departments>>,
+}
+
+impl InForce {
+    pub fn new(genesis: Arc<Departments>) -> Self {
+        Self {
+            current: RwLock::new(genesis.clone()),
+            genesis,
+        }
+    }
+
+    /// Reads the departments again from the head state.
+    pub fn refresh(&self, ledger: &Ledger) -> anyhow::Result<()> {
+        let departments =
+            govchain_exec::governance::departments_in_force(&LedgerState(ledger), &self.genesis)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = departments;
+        Ok(())
+    }
+
+    pub fn get(&self) -> Arc<Departments> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 

@@ -84,7 +84,8 @@ pub fn require_admin_of(identity: &TlsIdentity, department: &str) -> Result<(), 
 }
 
 /// The departments of the chain: the validators and every department
-/// genesis lists (observers among them). The consortium CA may have issued
+/// genesis lists (observers among them), and those governance registered
+/// since. The consortium CA may have issued
 /// certificates to others (a department that was never admitted, or a
 /// test CA shared with another chain); a certificate is necessary but not
 /// sufficient.
@@ -95,6 +96,8 @@ pub struct Members {
     rates: Arc<crate::limits::RequestRates>,
     /// Certificates governance revoked; `None` checks none (tests).
     revocations: Option<Arc<crate::shared::Revocations>>,
+    /// The departments in force; `None`: genesis's only (tests).
+    departments: Option<Arc<crate::shared::InForce>>,
 }
 
 impl Members {
@@ -110,7 +113,15 @@ impl Members {
             names: Arc::new(names),
             rates: Arc::default(),
             revocations: None,
+            departments: None,
         }
+    }
+
+    /// Also admits the departments governance registered.
+    #[must_use]
+    pub fn with_departments(mut self, departments: Arc<crate::shared::InForce>) -> Self {
+        self.departments = Some(departments);
+        self
     }
 
     /// Also refuses certificates governance revoked.
@@ -122,6 +133,10 @@ impl Members {
 
     pub fn contains(&self, department: &str) -> bool {
         self.names.contains(department)
+            || self
+                .departments
+                .as_ref()
+                .is_some_and(|d| d.get().by_name(department).is_some())
     }
 
     /// The caller's identity, if its department is a member.
@@ -137,7 +152,7 @@ impl Members {
         }
         if !self.contains(&identity.department) {
             return Err(crate::errors::permission_denied(format!(
-                "department {:?} is not a member of chain {}: its certificate is from the consortium CA, but genesis lists no such department",
+                "department {:?} is not a member of chain {}: its certificate is from the consortium CA, but neither genesis nor governance lists such a department",
                 identity.department, self.chain_id
             )));
         }
@@ -501,5 +516,38 @@ mod tests {
         )
         .expect_err("mismatch");
         assert!(matches!(err, CertificateError::Mismatch(_)), "{err}");
+    }
+
+    /// Governance registers departments by the rule certificates are
+    /// issued by: a name the chain accepts is one the CA issues, and back.
+    #[test]
+    fn the_chain_and_the_ca_agree_on_department_names() {
+        let long = "a".repeat(govchain_pki::DEPARTMENT_NAME_BYTES_MAX);
+        let too_long = "a".repeat(govchain_pki::DEPARTMENT_NAME_BYTES_MAX + 1);
+        for name in [
+            "",
+            "a",
+            "tax",
+            "land-registry2",
+            "-x",
+            "1x",
+            "Tax",
+            "x_y",
+            "x.y",
+            "x/y",
+            "é",
+            long.as_str(),
+            too_long.as_str(),
+        ] {
+            assert_eq!(
+                govchain_exec::departments::valid_department_name(name),
+                govchain_pki::validate_department(name).is_ok(),
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            govchain_exec::departments::DEPARTMENT_NAME_BYTES_MAX,
+            govchain_pki::DEPARTMENT_NAME_BYTES_MAX
+        );
     }
 }

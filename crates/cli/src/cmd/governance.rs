@@ -1,6 +1,7 @@
-//! `govchain governance propose|sign|list`: the validator set changes
-//! by on-chain vote of the validators in force (`exec::governance` has the
-//! rules). Writes are transactions signed with a department's signing key;
+//! `govchain governance propose|sign|list`: the validator set, the
+//! revoked certificates and the departments (signing keys, attest
+//! permissions, new members) change by on-chain vote of the validators in
+//! force (`exec::governance` has the rules). Writes are transactions signed with a department's signing key;
 //! reads go to `NodeService.GetValidatorSet`.
 
 use std::path::PathBuf;
@@ -11,9 +12,9 @@ use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::governance::{validate_approve, validate_propose};
 use govchain_proto::node::v1::{GetValidatorSetRequest, GetValidatorSetResponse};
 use govchain_proto::types::v1::{
-    AddValidator, ApproveValidatorChange, ProposalStatus, ProposeValidatorChange, RemoveValidator,
-    RevokeCertificate, ValidatorChange, ValidatorProposal, transaction::Body,
-    validator_change::Change,
+    AddValidator, ApproveValidatorChange, AttestPermissions, ChangeDepartment, DepartmentRecord,
+    ProposalStatus, ProposeValidatorChange, RemoveValidator, RevokeCertificate, ValidatorChange,
+    ValidatorProposal, transaction::Body, validator_change::Change,
 };
 use serde::Serialize;
 
@@ -31,7 +32,8 @@ pub struct GovernanceArgs {
 
 #[derive(Debug, Subcommand)]
 enum GovernanceCommand {
-    /// Propose a change to the validator set (your approval counts).
+    /// Propose a change to the validator set or a department (your approval
+    /// counts).
     #[command(subcommand)]
     Propose(ProposeCommand),
     /// Sign (approve) a pending proposal.
@@ -98,6 +100,31 @@ enum ProposeCommand {
             govchain governance propose revoke --serial 3A:0F:…:91 --reason \"key compromise\" ..."
     )]
     Revoke(RevokeArgs),
+    /// Change a department's signing key or attest permissions, or register
+    /// a new department.
+    #[command(
+        long_about = "Propose changing a department: give it a new signing key (--new-signing-key, \
+            when its key is lost or compromised, or on a schedule), change the attribute names \
+            it may attest (--attests, or --attests-none), or register a department genesis does \
+            not list (a bureau joining: --new-signing-key is required, and --public reads its \
+            name and key from the public.json `certs sign` wrote for it). From the block after \
+            the change takes effect the department signs with the new key; transactions signed \
+            with the old one are refused. Its attestations, consents, grants and cases are \
+            recorded under its name and stay. A registered department's certificates are \
+            accepted by every node; its node joins the validators with `propose add`.",
+        after_help = "Examples:\n  \
+            govchain keys new --out tax-2027.key\n  \
+            govchain governance propose department --name tax --new-signing-key tax-2027.key \\\n    \
+            --reason \"yearly key rotation\" --dir devnet --department tax \\\n    \
+            --signing-key devnet/certs/tax/signing.key\n  \
+            govchain governance propose department --name police --attests residence,vehicle \\\n    \
+            --reason \"police attests vehicles\" --dir devnet --department health \\\n    \
+            --signing-key devnet/certs/health/signing.key\n  \
+            govchain governance propose department --public ports/public.json --attests vessel \\\n    \
+            --reason \"the port authority joins\" --dir devnet --department health \\\n    \
+            --signing-key devnet/certs/health/signing.key"
+    )]
+    Department(DepartmentArgs),
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +176,30 @@ struct RevokeArgs {
     /// SHA-256 of the SubjectPublicKeyInfo, 64 hex characters.
     #[arg(long, conflicts_with = "certificate")]
     key_fingerprint: Option<String>,
+    #[command(flatten)]
+    proposal: ProposalArgs,
+}
+
+#[derive(Debug, Args)]
+struct DepartmentArgs {
+    /// The department to change, or to register.
+    #[arg(long, required_unless_present = "public", conflicts_with = "public")]
+    name: Option<String>,
+    /// Its new signing key: 64 hex characters, or a key file (PKCS#8 PEM, as
+    /// `govchain keys new` writes; only its public part is used).
+    #[arg(long, value_name = "HEX|FILE", conflicts_with = "public")]
+    new_signing_key: Option<String>,
+    /// A department's public.json, as `govchain certs sign` writes it: its
+    /// name and signing key.
+    #[arg(long, value_name = "FILE")]
+    public: Option<PathBuf>,
+    /// The attribute names it may attest from then on, comma-separated
+    /// (replaces the current list).
+    #[arg(long, value_delimiter = ',', conflicts_with = "attests_none")]
+    attests: Option<Vec<String>>,
+    /// It may attest nothing from then on.
+    #[arg(long)]
+    attests_none: bool,
     #[command(flatten)]
     proposal: ProposalArgs,
 }
@@ -226,26 +277,60 @@ fn revocation(args: &RevokeArgs) -> anyhow::Result<RevokeCertificate> {
     Ok(revoke)
 }
 
-/// A consensus key given as hex or as a key file.
-fn parse_consensus_key(text: &str) -> anyhow::Result<PublicKey> {
+/// A public key given (to `flag`) as hex or as a private key file.
+fn parse_public_key(flag: &str, text: &str) -> anyhow::Result<PublicKey> {
     if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
-        return PublicKey::from_hex(text).map_err(|err| anyhow::anyhow!("--consensus-key: {err}"));
+        return PublicKey::from_hex(text).map_err(|err| anyhow::anyhow!("{flag}: {err}"));
     }
     let path = PathBuf::from(text);
     let pem = std::fs::read_to_string(&path).map_err(|err| {
         anyhow::anyhow!(
-            "--consensus-key {text:?} is neither 64 hex characters nor a readable key file: {err}"
+            "{flag} {text:?} is neither 64 hex characters nor a readable key file: {err}"
         )
     })?;
     let key = govchain_crypto::SigningKey::from_pkcs8_pem(&pem)
-        .map_err(|err| anyhow::anyhow!("--consensus-key {}: {err}", path.display()))?;
+        .map_err(|err| anyhow::anyhow!("{flag} {}: {err}", path.display()))?;
     Ok(key.public_key())
+}
+
+/// What `propose department` changes.
+fn department_change(args: &DepartmentArgs) -> anyhow::Result<ChangeDepartment> {
+    let (department, signing_key) = match &args.public {
+        Some(path) => {
+            let public = govchain_pki::load_publics(std::slice::from_ref(path))?
+                .pop()
+                .ok_or_else(|| anyhow::anyhow!("{} lists no department", path.display()))?;
+            let key = parse_public_key("--public", &public.signing_public_key)?;
+            (public.department, Some(key))
+        }
+        None => (
+            args.name.clone().unwrap_or_default(),
+            args.new_signing_key
+                .as_deref()
+                .map(|text| parse_public_key("--new-signing-key", text))
+                .transpose()?,
+        ),
+    };
+    let attests = if args.attests_none {
+        Some(AttestPermissions { names: Vec::new() })
+    } else {
+        args.attests.as_ref().map(|names| AttestPermissions {
+            names: names.iter().map(|n| n.trim().to_owned()).collect(),
+        })
+    };
+    Ok(ChangeDepartment {
+        department,
+        signing_key: signing_key
+            .map(|k| k.as_bytes().to_vec())
+            .unwrap_or_default(),
+        attests,
+    })
 }
 
 pub async fn run(args: GovernanceArgs, json: bool) -> anyhow::Result<()> {
     match args.command {
         GovernanceCommand::Propose(ProposeCommand::Add(args)) => {
-            let key = parse_consensus_key(&args.consensus_key)?;
+            let key = parse_public_key("--consensus-key", &args.consensus_key)?;
             let change = Change::Add(AddValidator {
                 department: args.candidate,
                 consensus_key: key.as_bytes().to_vec(),
@@ -262,6 +347,10 @@ pub async fn run(args: GovernanceArgs, json: bool) -> anyhow::Result<()> {
         GovernanceCommand::Propose(ProposeCommand::Revoke(args)) => {
             let revoke = revocation(&args)?;
             propose(Change::RevokeCertificate(revoke), args.proposal, json).await
+        }
+        GovernanceCommand::Propose(ProposeCommand::Department(args)) => {
+            let change = department_change(&args)?;
+            propose(Change::Department(change), args.proposal, json).await
         }
         GovernanceCommand::Sign(args) => approve(args, json).await,
         GovernanceCommand::List(args) => list(args, json).await,
@@ -378,6 +467,48 @@ struct ListView {
     validators: Vec<MemberView>,
     proposals: Vec<ProposalView>,
     revocations: Vec<RevocationView>,
+    departments: Vec<DepartmentView>,
+}
+
+#[derive(Serialize)]
+struct DepartmentView {
+    name: String,
+    signing_key: String,
+    /// The height from which `signing_key` signs for it.
+    key_since_height: u64,
+    attests: Vec<String>,
+    /// Its node's consensus key (signs blob receipts); empty without one.
+    node_key: String,
+    /// Keys it signed with before, oldest first, with the heights.
+    former_keys: Vec<FormerKeyView>,
+    member_since_height: u64,
+}
+
+#[derive(Serialize)]
+struct FormerKeyView {
+    signing_key: String,
+    from_height: u64,
+    until_height: u64,
+}
+
+fn department_view(record: &DepartmentRecord) -> DepartmentView {
+    DepartmentView {
+        name: record.name.clone(),
+        signing_key: hex::encode(&record.signing_key),
+        key_since_height: record.key_since_height,
+        attests: record.attests.clone(),
+        node_key: hex::encode(&record.node_key),
+        former_keys: record
+            .former_keys
+            .iter()
+            .map(|k| FormerKeyView {
+                signing_key: hex::encode(&k.signing_key),
+                from_height: k.from_height,
+                until_height: k.until_height,
+            })
+            .collect(),
+        member_since_height: record.member_since_height,
+    }
 }
 
 #[derive(Serialize)]
@@ -473,6 +604,7 @@ async fn list(args: ListArgs, json: bool) -> anyhow::Result<()> {
                 }
             })
             .collect(),
+        departments: first.departments.iter().map(department_view).collect(),
     };
     if json {
         return crate::output::print_json(&view);
@@ -547,11 +679,36 @@ async fn list(args: ListArgs, json: bool) -> anyhow::Result<()> {
         }
         text.push_str(&table.render());
     }
+    text.push_str("\n\nDepartments:\n");
+    let mut table = Table::new(&[
+        "DEPARTMENT",
+        "SIGNING KEY",
+        "SINCE",
+        "ATTESTS",
+        "FORMER KEYS",
+    ]);
+    for department in &view.departments {
+        table.add(vec![
+            department.name.clone(),
+            department
+                .signing_key
+                .get(..16)
+                .unwrap_or_default()
+                .to_owned()
+                + "…",
+            format!("block {}", department.key_since_height),
+            or_dash(&department.attests.join(",")),
+            department.former_keys.len().to_string(),
+        ]);
+    }
+    text.push_str(&table.render());
     crate::output::print(&text)
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
 
     #[test]
@@ -568,16 +725,112 @@ mod tests {
     fn consensus_keys_are_hex_or_a_key_file() {
         let key = govchain_crypto::SigningKey::from_seed([5; 32]);
         let hex = key.public_key().to_hex();
-        assert_eq!(parse_consensus_key(&hex).expect("hex"), key.public_key());
+        assert_eq!(
+            parse_public_key("--consensus-key", &hex).expect("hex"),
+            key.public_key()
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("consensus.key");
         std::fs::write(&path, key.to_pkcs8_pem().expect("pem")).expect("write");
         let text = path.to_string_lossy().into_owned();
-        assert_eq!(parse_consensus_key(&text).expect("file"), key.public_key());
-        let err = parse_consensus_key("nope").expect_err("neither");
+        assert_eq!(
+            parse_public_key("--consensus-key", &text).expect("file"),
+            key.public_key()
+        );
+        let err = parse_public_key("--consensus-key", "nope").expect_err("neither");
         assert!(
             err.to_string().contains("neither 64 hex characters"),
             "{err}"
+        );
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        governance: GovernanceArgs,
+    }
+
+    fn department_args(args: &[&str]) -> DepartmentArgs {
+        let base = [
+            "govchain",
+            "propose",
+            "department",
+            "--reason",
+            "r",
+            "--department",
+            "health",
+            "--signing-key",
+            "k",
+        ];
+        let cli = Cli::try_parse_from(base.iter().chain(args)).expect("parses");
+        match cli.governance.command {
+            GovernanceCommand::Propose(ProposeCommand::Department(args)) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn department_changes_come_from_flags_or_a_public_file() {
+        let key = govchain_crypto::SigningKey::from_seed([6; 32]).public_key();
+        let change = department_change(&department_args(&[
+            "--name",
+            "tax",
+            "--new-signing-key",
+            &key.to_hex(),
+            "--attests",
+            "income, residence",
+        ]))
+        .expect("a change");
+        assert_eq!(change.department, "tax");
+        assert_eq!(change.signing_key, key.as_bytes());
+        assert_eq!(
+            change.attests.map(|a| a.names),
+            Some(vec!["income".to_owned(), "residence".to_owned()])
+        );
+
+        let none = department_change(&department_args(&["--name", "tax", "--attests-none"]))
+            .expect("a change");
+        assert!(none.signing_key.is_empty());
+        assert_eq!(none.attests.map(|a| a.names), Some(Vec::new()));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("public.json");
+        let public = govchain_pki::DepartmentPublic {
+            department: "ports".into(),
+            tls_identity: "spiffe://govchain/dept/ports/node".into(),
+            consensus_public_key: govchain_crypto::SigningKey::from_seed([7; 32])
+                .public_key()
+                .to_hex(),
+            signing_public_key: key.to_hex(),
+        };
+        std::fs::write(&path, serde_json::to_vec(&public).expect("json")).expect("write");
+        let registered = department_change(&department_args(&[
+            "--public",
+            &path.to_string_lossy(),
+            "--attests",
+            "vessel",
+        ]))
+        .expect("a change");
+        assert_eq!(registered.department, "ports");
+        assert_eq!(registered.signing_key, key.as_bytes());
+        assert!(
+            Cli::try_parse_from([
+                "govchain",
+                "propose",
+                "department",
+                "--name",
+                "tax",
+                "--public",
+                "p.json",
+                "--reason",
+                "r",
+                "--department",
+                "health",
+                "--signing-key",
+                "k",
+            ])
+            .is_err(),
+            "--name and --public conflict"
         );
     }
 }

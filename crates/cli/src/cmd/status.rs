@@ -465,6 +465,7 @@ mod tests {
             height: 12,
             quorum: 3,
             revocations: Vec::new(),
+            departments: Vec::new(),
         };
         let mut node = health();
         let fresh = NodeStatus::answered(

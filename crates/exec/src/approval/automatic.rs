@@ -68,10 +68,11 @@ pub(super) fn check_action_fits_step(
 /// revoked officer of one of its departments.
 pub(super) fn check_on_case(
     state: &impl StateRead,
+    departments: &Departments,
     case: &CaseRecord,
     signer: &PublicKey,
 ) -> Result<Result<(), Refusal>, StateError> {
-    if case.applicant == signer.as_bytes() {
+    if super::is_applicant(case, departments, signer) {
         return Ok(Ok(()));
     }
     for department in &case.departments {

@@ -38,7 +38,7 @@ static LIMITS: std::sync::LazyLock<BlockLimits> = std::sync::LazyLock::new(|| Bl
     transactions_max: 100,
     bytes_max: 1 << 20,
     payload_bytes_max: 4096,
-    departments: Arc::new(
+    genesis_departments: Arc::new(
         crate::identity::Departments::default()
             .with_genesis_validators(crate::governance::test_validators(4)),
     ),
@@ -520,7 +520,7 @@ fn a_departments_namespace_takes_anchors_only_from_its_key() {
         node_key: None,
     };
     let limits = BlockLimits {
-        departments: Arc::new(
+        genesis_departments: Arc::new(
             crate::identity::Departments::new([
                 department("health", &health),
                 department("tax", &tax),

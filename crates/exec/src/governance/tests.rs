@@ -105,7 +105,7 @@ impl Chain {
                 transactions_max: 100,
                 bytes_max: 1 << 20,
                 payload_bytes_max: 4096,
-                departments: Arc::new(departments),
+                genesis_departments: Arc::new(departments),
             },
             nonces: BTreeMap::new(),
             now_ms: START_MS,
@@ -129,7 +129,11 @@ impl Chain {
     }
 
     fn set(&self) -> ValidatorSetRecord {
-        current_set(&View(&self.state, &self.tree), &self.limits.departments).expect("set")
+        current_set(
+            &View(&self.state, &self.tree),
+            &self.limits.genesis_departments,
+        )
+        .expect("set")
     }
 
     /// Builds, checks and applies one block of `transactions` proposed by
@@ -517,4 +521,287 @@ fn revocations_name_a_serial_or_a_fingerprint_in_canonical_form() {
         assert!(err.is_err(), "{serial:?} {fingerprint:?}");
     }
     assert!(validate_revocation(&named(&"ab".repeat(21), Vec::new())).is_err());
+}
+
+fn anchor(version: &str) -> Body {
+    Body::AnchorRecord(govchain_proto::types::v1::AnchorRecord {
+        dataset: "dept3/permits".into(),
+        record_id: "permit-1".into(),
+        record_hash: Digest::sha256(version.as_bytes()).to_vec(),
+        schema: "permit".into(),
+        record_time_ms: 1,
+    })
+}
+
+fn department_change(
+    department: &str,
+    signing_key: Option<&SigningKey>,
+    attests: Option<&[&str]>,
+) -> ProposeValidatorChange {
+    ProposeValidatorChange {
+        change: Some(ValidatorChange {
+            change: Some(Change::Department(ChangeDepartment {
+                department: department.into(),
+                signing_key: signing_key
+                    .map(|k| k.public_key().as_bytes().to_vec())
+                    .unwrap_or_default(),
+                attests: attests.map(|names| govchain_proto::types::v1::AttestPermissions {
+                    names: names.iter().map(|n| (*n).to_owned()).collect(),
+                }),
+            })),
+        }),
+        deadline_ms: START_MS + 60_000,
+        reason: "the department's key was lost".into(),
+    }
+}
+
+impl Chain {
+    /// Signed by `key`, with the nonces of slot `slot` (a key that is not
+    /// `signing(slot)`).
+    fn tx_with(&mut self, key: &SigningKey, slot: u8, body: Body) -> crate::VerifiedTransaction {
+        let nonce = self.nonces.entry(slot).or_insert(0);
+        *nonce += 1;
+        let envelope = sign(key, *nonce, body);
+        check_envelope(envelope, CHAIN, 4096, |_, _| false).expect("well formed")
+    }
+
+    fn departments(&self) -> Arc<Departments> {
+        departments_in_force(
+            &View(&self.state, &self.tree),
+            &self.limits.genesis_departments,
+        )
+        .expect("departments")
+    }
+
+    /// Proposes `body` as dept0 and has dept1 and dept2 approve it: a
+    /// quorum of the four genesis validators. Returns the block's header.
+    fn pass(&mut self, body: ProposeValidatorChange) -> (Digest, BlockHeader) {
+        let propose = self.tx(0, Body::ProposeValidatorChange(body));
+        let id = propose.id;
+        let approvals: Vec<_> = [1, 2].into_iter().map(|d| self.approve(d, &id)).collect();
+        let (results, header) = self.block([vec![propose], approvals].concat());
+        results.iter().for_each(ok);
+        (id, header)
+    }
+}
+
+#[test]
+fn a_department_changes_its_signing_key_by_vote() {
+    let mut chain = Chain::new();
+    let new_key = SigningKey::from_seed([0x61; 32]);
+    // dept0 has a proposal pending; dept3 anchored a record.
+    let pending = chain.tx(0, Body::ProposeValidatorChange(add(4)));
+    let pending_id = pending.id;
+    let anchored = chain.tx(3, anchor("v1"));
+    let (results, _) = chain.block(vec![pending, anchored]);
+    results.iter().for_each(ok);
+
+    let (id, header) = chain.pass(department_change("dept3", Some(&new_key), None));
+    assert!(
+        header.next_validators.is_empty(),
+        "the validator set is unchanged"
+    );
+    assert_eq!(chain.proposal(&id).status(), ProposalStatus::Applied);
+    let changed_at = header.height;
+    let departments = chain.departments();
+    let dept3 = departments.by_name("dept3").expect("still a department");
+    assert_eq!(dept3.public_key, new_key.public_key());
+    assert!(departments.by_key(&signing(3).public_key()).is_none());
+    assert_eq!(
+        departments.name_at(&signing(3).public_key(), changed_at),
+        Some("dept3")
+    );
+    assert_eq!(
+        departments.name_at(&signing(3).public_key(), changed_at + 1),
+        None
+    );
+    assert_eq!(
+        departments.name_at(&new_key.public_key(), changed_at + 1),
+        Some("dept3")
+    );
+
+    // The old key no longer signs for dept3; the new one does, from
+    // nonce 1.
+    let old = chain.approve(3, &id);
+    let (results, _) = chain.block(vec![old]);
+    refused(
+        &results[0],
+        ErrorReason::PermissionDenied,
+        "not a department's signing key in force",
+    );
+    let approval = chain.tx_with(
+        &new_key,
+        103,
+        Body::ApproveValidatorChange(ApproveValidatorChange {
+            proposal_id: pending_id.to_vec(),
+        }),
+    );
+    let (results, _) = chain.block(vec![approval]);
+    ok(&results[0]);
+    assert_eq!(
+        chain.proposal(&pending_id).approvals,
+        vec!["dept0", "dept3"]
+    );
+    // dept3's record takes a new version signed with the new key; its
+    // namespace refuses the old key.
+    let old = chain.tx(3, anchor("v2"));
+    let new = chain.tx_with(&new_key, 103, anchor("v2"));
+    let (results, _) = chain.block(vec![old, new]);
+    refused(&results[0], ErrorReason::PermissionDenied, "namespace");
+    ok(&results[1]);
+}
+
+#[test]
+fn department_changes_that_do_not_apply_are_refused_with_reasons() {
+    let mut chain = Chain::new();
+    let fresh = SigningKey::from_seed([0x62; 32]);
+    let cases = [
+        (
+            department_change("dept1", Some(&signing(2)), None),
+            "already department dept2's",
+        ),
+        (
+            department_change("ports", None, Some(&["vessel"])),
+            "registering it needs a signing_key",
+        ),
+        (
+            department_change("dept1", None, Some(&[])),
+            "changes nothing",
+        ),
+    ];
+    for (body, text) in cases {
+        let tx = chain.tx(0, Body::ProposeValidatorChange(body));
+        let (results, _) = chain.block(vec![tx]);
+        refused(&results[0], ErrorReason::FailedPrecondition, text);
+    }
+    // A key a department used before is never given again.
+    chain.pass(department_change("dept4", Some(&fresh), None));
+    let reuse = chain.tx(
+        0,
+        Body::ProposeValidatorChange(department_change("dept4", Some(&signing(4)), None)),
+    );
+    let (results, _) = chain.block(vec![reuse]);
+    refused(
+        &results[0],
+        ErrorReason::FailedPrecondition,
+        "a key is never given twice",
+    );
+    // Stateless checks: a bad name, a short key, nothing to change.
+    for (body, text) in [
+        (
+            department_change("Ports", Some(&fresh), None),
+            "not a department name",
+        ),
+        (
+            department_change("dept1", None, None),
+            "needs a signing_key",
+        ),
+        (
+            department_change("dept1", None, Some(&["income", "income"])),
+            "twice",
+        ),
+    ] {
+        let err = validate_propose(&body).expect_err(text);
+        assert!(err.contains(text), "{err}");
+    }
+}
+
+#[test]
+fn attest_permissions_change_by_vote() {
+    let mut chain = Chain::new();
+    assert!(
+        chain
+            .departments()
+            .by_name("dept2")
+            .is_some_and(|d| d.attests.is_empty())
+    );
+    chain.pass(department_change(
+        "dept2",
+        None,
+        Some(&["income", "residence"]),
+    ));
+    let attests = chain
+        .departments()
+        .by_name("dept2")
+        .map(|d| d.attests.clone())
+        .expect("dept2");
+    assert_eq!(
+        attests.into_iter().collect::<Vec<_>>(),
+        vec!["income", "residence"]
+    );
+    // Keys are untouched.
+    assert!(
+        chain
+            .departments()
+            .by_key(&signing(2).public_key())
+            .is_some()
+    );
+}
+
+#[test]
+fn a_new_department_registers_by_vote_and_then_runs_a_validator() {
+    let mut chain = Chain::new();
+    let ports = SigningKey::from_seed([0x63; 32]);
+    let node = SigningKey::from_seed([0x64; 32]);
+    // Its validator can not be added before it is a department.
+    let early = chain.tx(
+        0,
+        Body::ProposeValidatorChange(ProposeValidatorChange {
+            change: Some(ValidatorChange {
+                change: Some(Change::Add(AddValidator {
+                    department: "ports".into(),
+                    consensus_key: node.public_key().as_bytes().to_vec(),
+                    endpoint: String::new(),
+                })),
+            }),
+            ..add(4)
+        }),
+    );
+    let (results, _) = chain.block(vec![early]);
+    refused(
+        &results[0],
+        ErrorReason::FailedPrecondition,
+        "is not a department",
+    );
+
+    let (_, header) = chain.pass(department_change("ports", Some(&ports), Some(&["vessel"])));
+    let registered = chain.departments();
+    let record = registered.by_name("ports").expect("registered");
+    assert_eq!(record.public_key, ports.public_key());
+    assert_eq!(record.node_key, None);
+    assert_eq!(
+        registered.name_at(&ports.public_key(), header.height + 1),
+        Some("ports")
+    );
+    // A new department runs no validator, so it does not vote yet.
+    let vote = chain.tx_with(&ports, 110, Body::ProposeValidatorChange(remove(0)));
+    let (results, _) = chain.block(vec![vote]);
+    refused(
+        &results[0],
+        ErrorReason::PermissionDenied,
+        "runs no validator",
+    );
+
+    let (_, header) = chain.pass(ProposeValidatorChange {
+        change: Some(ValidatorChange {
+            change: Some(Change::Add(AddValidator {
+                department: "ports".into(),
+                consensus_key: node.public_key().as_bytes().to_vec(),
+                endpoint: "127.0.0.1:7010".into(),
+            })),
+        }),
+        ..add(4)
+    });
+    assert_eq!(indexes(&header), vec![0, 1, 2, 3, 4]);
+    // Its node's key now signs its blob receipts.
+    assert_eq!(
+        chain
+            .departments()
+            .by_name("ports")
+            .and_then(|d| d.node_key),
+        Some(node.public_key())
+    );
+    let vote = chain.tx_with(&ports, 110, Body::ProposeValidatorChange(remove(0)));
+    let (results, _) = chain.block(vec![vote]);
+    ok(&results[0]);
 }

@@ -225,7 +225,7 @@ impl Chain {
                 transactions_max: 100,
                 bytes_max: 1 << 20,
                 payload_bytes_max: PAYLOAD_BYTES_MAX,
-                departments: Arc::new(
+                genesis_departments: Arc::new(
                     departments().with_genesis_validators(crate::governance::test_validators(4)),
                 ),
             },
@@ -234,7 +234,7 @@ impl Chain {
     }
 
     fn departments(&self) -> &Departments {
-        &self.limits.departments
+        &self.limits.genesis_departments
     }
 
     fn advance_to(&mut self, now_ms: u64) {
@@ -388,7 +388,7 @@ impl Chain {
         if let Body::RecordAccess(access) = &transaction.body
             && let Some((citizen, _)) = refusal_logged_for(
                 &before_state(&expected, &transaction),
-                &self.limits.departments,
+                &self.limits.genesis_departments,
                 &transaction.signer,
                 access,
                 self.now_ms,
