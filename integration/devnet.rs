@@ -187,6 +187,46 @@ fn devnet_starts_answers_and_stops() {
         out.contains(&format!("govchain case export {case}")) && out.contains("govchain verify "),
         "the summary shows how to export and verify the case: {out}"
     );
+    // The demo governance proposal: signed by the departments the summary
+    // names, as printed, it puts police's new attest permission in force.
+    let signs: Vec<Vec<String>> = out
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("govchain governance sign "))
+        .map(|rest| {
+            ["governance", "sign"]
+                .into_iter()
+                .map(str::to_owned)
+                .chain(rest.split_whitespace().map(str::to_owned))
+                .collect()
+        })
+        .collect();
+    assert_eq!(signs.len(), 2, "two more signatures make 3 of 4: {out}");
+    for sign in &signs {
+        let args: Vec<&str> = sign.iter().map(String::as_str).collect();
+        let (ok, _, err) = govchain(&args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let police_attests = || {
+        let (ok, listed, err) = govchain(&["governance", "list", "--all", "--dir", d, "--json"]);
+        assert!(ok, "{err}");
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        listed["departments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|department| department["name"] == "police")
+            .unwrap()["attests"]
+            .clone()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while police_attests() != serde_json::json!(["name", "photo", "vehicle"]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "police may attest vehicles: {}",
+            police_attests()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let (ok, _, err) = get("police", Some(&case));
     assert!(ok, "police reads the floor plan of the case: {err}");
     assert!(

@@ -185,6 +185,9 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         if let Some(directory) = demo_directory(&dir, &file).await {
             print_demo_directory(&dir, &directory);
         }
+        if let Some(proposal) = demo_proposal(&dir, &file).await {
+            print_demo_proposal(&dir, &proposal);
+        }
         (demo_citizen, demo_case)
     };
     print_summary(
@@ -630,6 +633,38 @@ async fn demo_directory(
             None
         }
     }
+}
+
+/// On a fresh devnet with police, a pending governance proposal.
+async fn demo_proposal(
+    dir: &Path,
+    file: &DevnetFile,
+) -> Option<crate::cmd::governance::demo::DemoProposal> {
+    let proposer = &file.nodes.first()?.name;
+    match crate::cmd::governance::demo::demo_proposal(dir, proposer).await {
+        Ok(proposal) => proposal,
+        Err(err) => {
+            eprintln!("warning: the demo governance proposal could not be made: {err:#}");
+            None
+        }
+    }
+}
+
+fn print_demo_proposal(dir: &Path, proposal: &crate::cmd::governance::demo::DemoProposal) {
+    let d = dir.display();
+    println!(
+        "demo proposal {} by {} ({}): pending until enough validators' departments sign it:",
+        proposal.id, proposal.proposer, proposal.text
+    );
+    for signer in &proposal.signers {
+        println!(
+            "  govchain governance sign {} --dir {d} --department {signer} --signing-key {d}/certs/{signer}/signing.key",
+            proposal.id
+        );
+    }
+    println!(
+        "  govchain governance list --dir {d}   # the set, the departments and the proposals\n"
+    );
 }
 
 fn print_demo_directory(dir: &Path, directory: &crate::cmd::directory::demo::DemoDirectory) {

@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub(crate) mod demo;
+
 use clap::{Args, Subcommand};
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::governance::{validate_approve, validate_propose};
