@@ -117,6 +117,12 @@ async fn an_observer_is_voted_in_and_a_validator_voted_out_while_the_chain_commi
     .await;
     assert!(cluster.status(OBSERVER).await.observer);
 
+    // An observer signs no blob receipts: its key is no node key on chain.
+    let citizen = govchain_crypto::SigningKey::from_seed([0x5c; 32]);
+    let err = upload_for(&cluster, OBSERVER, &citizen).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("node key"), "{}", err.message());
+
     // health proposes the observer (backup0); tax and police approve: 3 of 4.
     let endpoint = format!("127.0.0.1:{}", cluster.nodes[OBSERVER].port);
     let consensus_key = certs.join("backup0").join("consensus.key");
@@ -171,6 +177,19 @@ async fn an_observer_is_voted_in_and_a_validator_voted_out_while_the_chain_commi
         "the new validator votes"
     );
     let checked = cluster.status(0).await.height;
+    // As a validator, its node's receipts verify against its consensus key,
+    // as a declaration through it needs.
+    let stored = upload_for(&cluster, OBSERVER, &citizen).await.unwrap();
+    let digest = govchain_exec::identity::blob_receipt_digest(
+        support::CHAIN,
+        "backup0",
+        &stored.cid,
+        &citizen.public_key(),
+        stored.size_bytes,
+    );
+    let node_key = load_key(&consensus_key).public_key();
+    let receipt = govchain_crypto::Signature::from_slice(&stored.holder_receipt).unwrap();
+    node_key.verify(digest.as_bytes(), &receipt).unwrap();
 
     // Now n = 5 and a quorum is 4: remove civil (index 3), voted by health,
     // tax, police and the new validator.
@@ -395,6 +414,31 @@ async fn a_revoked_client_certificate_is_refused_on_its_next_call() {
     assert!(!again.status.success());
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("already revoked"), "{stderr}");
+}
+
+/// Uploads a few bytes to node `via` for `citizen`, asking for the holder's
+/// receipt.
+async fn upload_for(
+    cluster: &Cluster,
+    via: usize,
+    citizen: &govchain_crypto::SigningKey,
+) -> Result<govchain_proto::blob::v1::UploadResponse, tonic::Status> {
+    use govchain_proto::blob::v1::{UploadHeader, UploadRequest};
+    let mut blobs = govchain_proto::blob::v1::blob_service_client::BlobServiceClient::new(
+        cluster.channel(via).await,
+    );
+    let messages = vec![UploadRequest {
+        header: Some(UploadHeader {
+            receipt_for_citizen: citizen.public_key().as_bytes().to_vec(),
+            ..UploadHeader::default()
+        }),
+        data: bytes::Bytes::from_static(b"sealed attribute value"),
+        finish: true,
+    }];
+    blobs
+        .upload(tokio_stream::iter(messages))
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// A department's record in node `via`'s `GetValidatorSet`.

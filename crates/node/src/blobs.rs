@@ -91,9 +91,10 @@ pub struct Blobs {
     recent_prune_at: std::sync::atomic::AtomicUsize,
     /// Other departments' nodes, for fetching blobs they hold.
     holders: HashMap<String, (String, ClientTlsConfig)>,
-    /// What signs receipts for uploads made for a citizen: this validator's
+    /// What signs receipts for uploads made for a citizen: this node's
     /// consensus key, with the chain id and department name the receipt
-    /// names. `None` on an observer, which holds no citizen's blobs.
+    /// names, while that key is the department's node key on chain. `None`
+    /// only in tests.
     receipts: Option<Receipts>,
 }
 
@@ -103,11 +104,20 @@ fn observer_holds_no_citizen_blobs() -> Status {
     )
 }
 
+fn not_the_node_key(holder: &str) -> Status {
+    errors::failed_precondition(format!(
+        "this node's consensus key is not department {holder:?}'s node key on chain, so its receipts would not verify: upload to a validator's node (an observer signs receipts once governance adds it as a validator)"
+    ))
+}
+
 /// See [`Blobs::with_receipts`].
 pub struct Receipts {
     pub key: SigningKey,
     pub chain_id: String,
     pub holder: String,
+    /// The departments in force: the node signs receipts while `key` is
+    /// `holder`'s node key there, as the chain checks a declaration.
+    pub departments: Arc<crate::shared::InForce>,
 }
 
 impl Blobs {
@@ -142,6 +152,14 @@ impl Blobs {
         let Some(receipts) = &self.receipts else {
             return Err(observer_holds_no_citizen_blobs());
         };
+        let node_key = receipts
+            .departments
+            .get()
+            .by_name(&receipts.holder)
+            .and_then(|d| d.node_key);
+        if node_key != Some(receipts.key.public_key()) {
+            return Err(not_the_node_key(&receipts.holder));
+        }
         let citizen = PublicKey::from_slice(citizen).map_err(|err| {
             errors::invalid_argument(format!("receipt_for_citizen is not a citizen key: {err}"))
         })?;

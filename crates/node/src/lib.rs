@@ -170,19 +170,21 @@ pub async fn run(
     let gc_grace_ms = (settings.blobs.gc_interval_secs > 0)
         .then(|| settings.blobs.gc_grace_secs.saturating_mul(1000));
     let blobs = Blobs::new(store, settings.blobs.upload_bytes_max, gc_grace_ms, holders);
-    let blobs = Arc::new(if settings.observer {
-        blobs
-    } else {
-        blobs.with_receipts(blobs::Receipts {
-            // The same key as the replica's (a copy, as there).
-            key: govchain_crypto::SigningKey::from_pkcs8_pem(
-                &settings.consensus_key.to_pkcs8_pem()?,
-            )?,
-            chain_id: genesis.chain_id.clone(),
-            holder: settings.name.clone(),
-        })
-    });
+    let departments = Arc::new(shared::InForce::new(Arc::new(shared::departments(
+        &genesis,
+    ))));
+    departments.refresh(&ledger)?;
+    // Every node can sign receipts; it does while its consensus key is its
+    // department's node key on chain (a validator, in genesis or voted in).
+    let blobs = Arc::new(blobs.with_receipts(blobs::Receipts {
+        // The same key as the replica's (a copy, as there).
+        key: govchain_crypto::SigningKey::from_pkcs8_pem(&settings.consensus_key.to_pkcs8_pem()?)?,
+        chain_id: genesis.chain_id.clone(),
+        holder: settings.name.clone(),
+        departments: departments.clone(),
+    }));
     let shared = Arc::new(Shared::new(
+        departments,
         settings.observer,
         settings.name.clone(),
         settings.index,

@@ -72,6 +72,7 @@ pub struct Shared {
 impl Shared {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        departments: Arc<InForce>,
         observer: bool,
         name: String,
         index: u32,
@@ -86,14 +87,12 @@ impl Shared {
             transactions_max: consensus.block_transactions_max,
             bytes_max: consensus.block_bytes_max,
             payload_bytes_max: consensus.transaction_payload_bytes_max,
-            genesis_departments: Arc::new(departments(&genesis)),
+            genesis_departments: departments.genesis.clone(),
         };
         let (blocks, _) = broadcast::channel(SUBSCRIBERS_BLOCKS_BUFFERED_MAX);
         let membership = Membership::read(&ledger, &limits.genesis_departments)?;
         let revocations = Arc::new(Revocations::default());
         revocations.refresh(&ledger)?;
-        let departments = Arc::new(InForce::new(limits.genesis_departments.clone()));
-        departments.refresh(&ledger)?;
         Ok(Self {
             observer,
             name,
