@@ -112,7 +112,6 @@ pub async fn watch(
     sync: mpsc::Sender<SyncRequest>,
 ) {
     let peers = peers.0;
-    let f = (shared.membership().set.len().saturating_sub(1) / 3) as usize;
     health
         .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
         .await;
@@ -125,6 +124,8 @@ pub async fn watch(
     loop {
         timer.tick().await;
         let claims = ask_heights(&peers).await;
+        // The set in force now: governance may have changed it (and f).
+        let f = (shared.membership().set.len().saturating_sub(1) / 3) as usize;
         let claimed = claimed_height(claims.iter().map(|(_, h)| *h).collect(), f);
         let height = shared.ledger.head().height;
         let syncing = match claimed {
