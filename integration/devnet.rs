@@ -227,6 +227,40 @@ fn devnet_starts_answers_and_stops() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // Governance changed a department: the case's evidence now carries the
+    // departments' registry, proven, and still verifies offline.
+    let after = dir.join("demo-case-after.json");
+    let (ok, _, err) = govchain(&[
+        "case",
+        "export",
+        &case,
+        "--out",
+        after.to_str().unwrap(),
+        "--dir",
+        d,
+        "--department",
+        "tax",
+    ]);
+    assert!(ok, "case export: {err}");
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&after).unwrap()).unwrap();
+    assert!(
+        !exported["departments"]["value"]
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "the bundle carries the registry"
+    );
+    let (ok, verified, err) = govchain(&[
+        "verify",
+        after.to_str().unwrap(),
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "verify: {err}");
+    let verified: serde_json::Value = serde_json::from_str(&verified).unwrap();
+    assert_eq!(verified["state"], "approved", "{verified}");
     let (ok, _, err) = get("police", Some(&case));
     assert!(ok, "police reads the floor plan of the case: {err}");
     assert!(

@@ -10,13 +10,17 @@
 //! inclusion proof with the block header and its commit certificate), in
 //! four sections: the workflow's definitions, the acting officers'
 //! registrations (and revocations), the applicant's identity, and the
-//! case's own transactions. Every field is checked: nothing in a bundle is
-//! for show.
+//! case's own transactions. When governance changed a department (its
+//! signing key, what it may attest, its node key), the bundle also holds
+//! the departments' registry with its state proof, so that the replay uses
+//! the departments in force at each transaction's height. Every field is
+//! checked: nothing in a bundle is for show.
 
 use govchain_pki::Genesis;
 use govchain_proto::node::v1::{GetTransactionResponse, TransactionStatus};
 use govchain_proto::types::v1::{
-    CommitCertificate, CommitSignature, InclusionProof, TransactionEnvelope, ValidatorSetChange,
+    CommitCertificate, CommitSignature, InclusionProof, StateProof, TransactionEnvelope,
+    ValidatorSetChange,
 };
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +60,91 @@ pub struct CaseBundle {
     /// The case's transactions (open, act, amend), in the order of its
     /// events.
     pub actions: Vec<BundledTransaction>,
+    /// The departments' registry (`gov/departments`) at a block at or
+    /// after every transaction above, proven; absent in bundles written
+    /// before 2026-12-04, which replay with genesis's departments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub departments: Option<BundledDepartments>,
+}
+
+/// The value the state held at `gov/departments` (empty: none, genesis's
+/// departments were in force) and its proof against a certified header.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundledDepartments {
+    /// An encoded `DepartmentRegistry`, or empty.
+    #[serde(with = "hex_bytes")]
+    pub value: Vec<u8>,
+    pub proof: BundledStateProof,
+}
+
+/// A `StateProof`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundledStateProof {
+    /// The block header's bytes, exactly as hashed.
+    #[serde(with = "hex_bytes")]
+    pub header: Vec<u8>,
+    pub certificate: BundledCertificate,
+    #[serde(with = "hex_list")]
+    pub siblings: Vec<Vec<u8>>,
+    #[serde(with = "hex_bytes")]
+    pub leaf_key_hash: Vec<u8>,
+    #[serde(with = "hex_bytes")]
+    pub leaf_value_hash: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validator_set_changes: Vec<BundledSetChange>,
+}
+
+impl BundledStateProof {
+    /// The node's proof, in bundle form; `None` without a certificate (a
+    /// proof against the genesis state, which a bundle never needs).
+    pub fn from_wire(proof: &StateProof) -> Option<Self> {
+        Some(Self {
+            header: proof.header.clone(),
+            certificate: BundledCertificate::from_wire(proof.certificate.as_ref()?),
+            siblings: proof.siblings.clone(),
+            leaf_key_hash: proof.leaf_key_hash.clone(),
+            leaf_value_hash: proof.leaf_value_hash.clone(),
+            validator_set_changes: proof
+                .validator_set_changes
+                .iter()
+                .map(BundledSetChange::from_wire)
+                .collect::<Option<Vec<_>>>()?,
+        })
+    }
+
+    /// Back into the proof `node::verify_state_proof` checks.
+    pub fn to_wire(&self) -> StateProof {
+        StateProof {
+            header: self.header.clone(),
+            certificate: Some(self.certificate.to_wire()),
+            siblings: self.siblings.clone(),
+            leaf_key_hash: self.leaf_key_hash.clone(),
+            leaf_value_hash: self.leaf_value_hash.clone(),
+            validator_set_changes: self
+                .validator_set_changes
+                .iter()
+                .map(BundledSetChange::to_wire)
+                .collect(),
+        }
+    }
+}
+
+impl BundledSetChange {
+    fn from_wire(change: &ValidatorSetChange) -> Option<Self> {
+        Some(Self {
+            header: change.header.clone(),
+            certificate: BundledCertificate::from_wire(change.certificate.as_ref()?),
+        })
+    }
+
+    fn to_wire(&self) -> ValidatorSetChange {
+        ValidatorSetChange {
+            header: self.header.clone(),
+            certificate: Some(self.certificate.to_wire()),
+        }
+    }
 }
 
 /// The four sections, in bundle order, each with the name its items get in
@@ -222,14 +311,7 @@ impl BundledTransaction {
                 validator_set_changes: proof
                     .validator_set_changes
                     .iter()
-                    .map(|change| {
-                        Some(BundledSetChange {
-                            header: change.header.clone(),
-                            certificate: BundledCertificate::from_wire(
-                                change.certificate.as_ref()?,
-                            ),
-                        })
-                    })
+                    .map(BundledSetChange::from_wire)
                     .collect::<Option<Vec<_>>>()?,
             },
         })
@@ -255,10 +337,7 @@ impl BundledTransaction {
                     .proof
                     .validator_set_changes
                     .iter()
-                    .map(|change| ValidatorSetChange {
-                        header: change.header.clone(),
-                        certificate: Some(change.certificate.to_wire()),
-                    })
+                    .map(BundledSetChange::to_wire)
                     .collect(),
             }),
             ..Default::default()

@@ -13,13 +13,19 @@ use govchain_proto::approval::v1::GetWorkflowRequest;
 use govchain_proto::approval::v1::approval_service_client::ApprovalServiceClient;
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use govchain_proto::node::v1::{
-    CommittedTransaction, GetTransactionRequest, ListTransactionsRequest, TransactionStatus,
+    CommittedTransaction, GetTransactionRequest, GetValidatorSetRequest, ListTransactionsRequest,
+    TransactionStatus,
 };
-use govchain_proto::types::v1::{CaseRecord, Transaction, TransactionOutcome, transaction::Body};
+use govchain_proto::types::v1::{
+    CaseRecord, DepartmentRegistry, Transaction, TransactionOutcome, transaction::Body,
+};
 use prost::Message as _;
 use tonic::transport::Channel;
 
-use crate::bundle::{BUNDLE_TRANSACTIONS_MAX, BundledTransaction, CaseBundle, FORMAT};
+use crate::bundle::{
+    BUNDLE_TRANSACTIONS_MAX, BundledDepartments, BundledStateProof, BundledTransaction, CaseBundle,
+    FORMAT,
+};
 
 /// Pages of a signer's transactions read to find an officer's registration
 /// or an applicant's identity: 100,000 transactions at most.
@@ -63,6 +69,10 @@ pub async fn collect(
 ) -> Result<CaseBundle, CollectError> {
     let mut node =
         NodeServiceClient::new(channel.clone()).max_decoding_message_size(ANSWER_BYTES_MAX);
+    // First: a registry proven at a head at or after every transaction
+    // collected below.
+    let (departments, registry) = proven_departments(&mut node).await?;
+    let signers = Signers::new(genesis, registry.as_ref())?;
     let mut bundle = CaseBundle {
         format: FORMAT.into(),
         case_id: case_id.to_vec(),
@@ -72,11 +82,12 @@ pub async fn collect(
         officers: Vec::new(),
         applicant: Vec::new(),
         actions: Vec::new(),
+        departments,
     };
     let ids = [
         definition_ids(channel, case).await?,
-        officer_ids(&mut node, genesis, case).await?,
-        applicant_ids(&mut node, genesis, case).await?,
+        officer_ids(&mut node, &signers, case).await?,
+        applicant_ids(&mut node, &signers, case).await?,
         action_ids(case),
     ];
     let count: usize = ids.iter().map(Vec::len).sum();
@@ -91,6 +102,96 @@ pub async fn collect(
         }
     }
     Ok(bundle)
+}
+
+/// The departments' registry with its proof (`None` when governance never
+/// changed a department, so no bundle needs it), and the registry.
+async fn proven_departments(
+    node: &mut NodeServiceClient<Channel>,
+) -> Result<(Option<BundledDepartments>, Option<DepartmentRegistry>), CollectError> {
+    let answer = node
+        .get_validator_set(GetValidatorSetRequest {
+            proposals_after: 0,
+            proposals_limit: 1,
+            prove_departments: true,
+        })
+        .await
+        .map_err(rpc("GetValidatorSet"))?
+        .into_inner();
+    if answer.departments_state.is_empty() {
+        return Ok((None, None));
+    }
+    let registry = DepartmentRegistry::decode(answer.departments_state.as_slice())
+        .map_err(|err| CollectError::Answer(format!("the node's departments: {err}")))?;
+    let proof = answer
+        .departments_proof
+        .as_ref()
+        .and_then(BundledStateProof::from_wire)
+        .ok_or_else(|| {
+            CollectError::Answer("the node's departments come without a certified proof".into())
+        })?;
+    Ok((
+        Some(BundledDepartments {
+            value: answer.departments_state,
+            proof,
+        }),
+        Some(registry),
+    ))
+}
+
+/// Each department's signing keys, current and former, and whether it may
+/// or might attest: whose transactions the bundle looks through.
+struct Signers(BTreeMap<String, (Vec<PublicKey>, bool)>);
+
+impl Signers {
+    fn new(genesis: &Genesis, registry: Option<&DepartmentRegistry>) -> Result<Self, CollectError> {
+        let mut signers = BTreeMap::new();
+        match registry {
+            None => {
+                for department in &genesis.departments {
+                    let key = genesis_key(&department.signing_public_key, &department.name)?;
+                    signers.insert(
+                        department.name.clone(),
+                        (vec![key], !department.attests.is_empty()),
+                    );
+                }
+            }
+            Some(registry) => {
+                for record in &registry.departments {
+                    let key = |bytes: &[u8]| {
+                        PublicKey::from_slice(bytes).map_err(|err| {
+                            CollectError::Answer(format!(
+                                "the node's departments: a key of {}: {err}",
+                                record.name
+                            ))
+                        })
+                    };
+                    let mut keys = vec![key(&record.signing_key)?];
+                    for former in &record.former_keys {
+                        keys.push(key(&former.signing_key)?);
+                    }
+                    let attests = !record.attests.is_empty()
+                        || record.former_attests.iter().any(|a| !a.names.is_empty());
+                    signers.insert(record.name.clone(), (keys, attests));
+                }
+            }
+        }
+        Ok(Self(signers))
+    }
+
+    fn keys(&self, department: &str) -> &[PublicKey] {
+        self.0
+            .get(department)
+            .map_or(&[], |(keys, _)| keys.as_slice())
+    }
+
+    /// The keys of departments that may or might attest.
+    fn attesters(&self) -> impl Iterator<Item = &PublicKey> {
+        self.0
+            .values()
+            .filter(|(_, attests)| *attests)
+            .flat_map(|(keys, _)| keys)
+    }
 }
 
 /// Every version of the case's workflow up to its own: replaying version N
@@ -125,7 +226,7 @@ async fn definition_ids(channel: Channel, case: &CaseRecord) -> Result<Vec<Diges
 /// officer history the replay needs.
 async fn officer_ids(
     node: &mut NodeServiceClient<Channel>,
-    genesis: &Genesis,
+    signers: &Signers,
     case: &CaseRecord,
 ) -> Result<Vec<Digest>, CollectError> {
     // (department, officer) -> height of its last action.
@@ -139,11 +240,7 @@ async fn officer_ids(
     let mut ids = Vec::new();
     let departments: BTreeSet<&String> = acted.keys().map(|(d, _)| d).collect();
     for department in departments {
-        let Some(entry) = genesis.departments.iter().find(|d| &d.name == department) else {
-            continue;
-        };
-        let key = genesis_key(&entry.signing_public_key, department)?;
-        for committed in signer_transactions(node, &key).await? {
+        for committed in signer_transactions_of(node, signers.keys(department)).await? {
             let officer = match decoded_body(&committed) {
                 Some(Body::RegisterOfficer(body)) => body.officer,
                 Some(Body::RevokeOfficer(body)) => body.officer,
@@ -173,7 +270,7 @@ fn genesis_key(hex: &str, department: &str) -> Result<PublicKey, CollectError> {
 /// department.
 async fn applicant_ids(
     node: &mut NodeServiceClient<Channel>,
-    genesis: &Genesis,
+    signers: &Signers,
     case: &CaseRecord,
 ) -> Result<Vec<Digest>, CollectError> {
     if !case.applicant_department.is_empty() {
@@ -201,9 +298,9 @@ async fn applicant_ids(
             applicant.to_did_key()
         )));
     }
-    for department in genesis.departments.iter().filter(|d| !d.attests.is_empty()) {
-        let key = genesis_key(&department.signing_public_key, &department.name)?;
-        for committed in signer_transactions(node, &key).await? {
+    let attesters: Vec<PublicKey> = signers.attesters().copied().collect();
+    for key in &attesters {
+        for committed in signer_transactions(node, key).await? {
             let about = match decoded_body(&committed) {
                 Some(Body::AttestAttribute(body)) => body.citizen,
                 Some(Body::RevokeAttestation(body)) => body.citizen,
@@ -252,6 +349,20 @@ fn decoded_body(committed: &CommittedTransaction) -> Option<Body> {
     }
     let envelope = committed.envelope.as_ref()?;
     Transaction::decode(envelope.payload.clone()).ok()?.body
+}
+
+/// The committed transactions of several keys (one department's), in
+/// chain order.
+async fn signer_transactions_of(
+    node: &mut NodeServiceClient<Channel>,
+    keys: &[PublicKey],
+) -> Result<Vec<CommittedTransaction>, CollectError> {
+    let mut all = Vec::new();
+    for key in keys {
+        all.extend(signer_transactions(node, key).await?);
+    }
+    all.sort_by_key(|c| c.position.map(|p| (p.height, p.index)));
+    Ok(all)
 }
 
 /// A signer's committed transactions, oldest first, up to

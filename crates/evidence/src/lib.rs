@@ -12,7 +12,7 @@ mod bundle;
 pub mod collect;
 
 pub use bundle::{
-    BUNDLE_TRANSACTIONS_MAX, BundledCertificate, BundledEnvelope, BundledProof, BundledSignature,
-    BundledTransaction, CaseBundle, FORMAT,
+    BUNDLE_TRANSACTIONS_MAX, BundledCertificate, BundledDepartments, BundledEnvelope, BundledProof,
+    BundledSignature, BundledStateProof, BundledTransaction, CaseBundle, FORMAT,
 };
 pub use collect::{CollectError, collect};

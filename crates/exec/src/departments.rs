@@ -11,11 +11,19 @@
 //! the chain: a key in use or used before is never given again, so
 //! [`Departments::name_at`] names the signer of any committed transaction
 //! by the key and the height alone.
+//!
+//! **Invariant:** the registry keeps every department's whole history
+//! (keys, attest permissions, node keys, with the heights they held), so
+//! the departments in force at any height follow from the latest registry
+//! alone ([`Departments::as_of`]): an offline replay of old transactions
+//! (a case bundle) needs one proven value, not one per change.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use govchain_crypto::PublicKey;
-use govchain_proto::types::v1::{DepartmentRecord, DepartmentRegistry, FormerSigningKey};
+use govchain_proto::types::v1::{
+    DepartmentRecord, DepartmentRegistry, FormerAttests, FormerNodeKey, FormerSigningKey,
+};
 
 /// Longest department name: the rule of certificate names
 /// (`pki::validate_department`), which this module repeats because
@@ -37,11 +45,26 @@ pub struct Department {
 
 /// What governance changed about a department: when its key and its
 /// membership began, and the keys it used before.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct History {
     key_since_height: u64,
     member_since_height: u64,
     former_keys: Vec<FormerSigningKey>,
+    former_attests: Vec<FormerAttests>,
+    former_node_keys: Vec<FormerNodeKey>,
+}
+
+impl Default for History {
+    /// A department as genesis lists it.
+    fn default() -> Self {
+        Self {
+            key_since_height: 1,
+            member_since_height: 1,
+            former_keys: Vec::new(),
+            former_attests: Vec::new(),
+            former_node_keys: Vec::new(),
+        }
+    }
 }
 
 /// The departments in force, by signing key and by name.
@@ -161,6 +184,12 @@ impl Departments {
                 .unwrap_or_default(),
             former_keys: history.map(|h| h.former_keys.clone()).unwrap_or_default(),
             member_since_height: history.map_or(1, |h| h.member_since_height),
+            former_attests: history
+                .map(|h| h.former_attests.clone())
+                .unwrap_or_default(),
+            former_node_keys: history
+                .map(|h| h.former_node_keys.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -198,6 +227,8 @@ impl Departments {
                     key_since_height: record.key_since_height,
                     member_since_height: record.member_since_height,
                     former_keys: record.former_keys.clone(),
+                    former_attests: record.former_attests.clone(),
+                    former_node_keys: record.former_node_keys.clone(),
                 },
             );
         }
@@ -223,7 +254,7 @@ impl Departments {
             History {
                 key_since_height: height,
                 member_since_height: height,
-                former_keys: Vec::new(),
+                ..History::default()
             },
         );
     }
@@ -238,11 +269,7 @@ impl Departments {
         let Some(mut department) = self.by_key.remove(&old) else {
             return;
         };
-        let history = self.history.entry(name.to_owned()).or_insert(History {
-            key_since_height: 1,
-            member_since_height: 1,
-            former_keys: Vec::new(),
-        });
+        let history = self.history.entry(name.to_owned()).or_default();
         history.former_keys.push(FormerSigningKey {
             signing_key: old.to_vec(),
             from_height: history.key_since_height,
@@ -254,22 +281,113 @@ impl Departments {
         self.insert(department);
     }
 
-    /// Replaces what department `name` may attest.
-    pub(crate) fn set_attests(&mut self, name: &str, attests: BTreeSet<String>) {
+    /// Replaces what department `name` may attest, from `height`.
+    pub(crate) fn set_attests(&mut self, name: &str, attests: BTreeSet<String>, height: u64) {
         if let Some(key) = self.by_name.get(name)
             && let Some(department) = self.by_key.get_mut(key)
         {
-            department.attests = attests;
+            let former = std::mem::replace(&mut department.attests, attests);
+            self.history
+                .entry(name.to_owned())
+                .or_default()
+                .former_attests
+                .push(FormerAttests {
+                    names: former.into_iter().collect(),
+                    until_height: height - 1,
+                });
         }
     }
 
-    /// Records the consensus key of department `name`'s node.
-    pub(crate) fn set_node_key(&mut self, name: &str, node_key: PublicKey) {
+    /// Records the consensus key of department `name`'s node, from
+    /// `height`.
+    pub(crate) fn set_node_key(&mut self, name: &str, node_key: PublicKey, height: u64) {
         if let Some(key) = self.by_name.get(name)
             && let Some(department) = self.by_key.get_mut(key)
         {
-            department.node_key = Some(node_key);
+            let former = department.node_key.replace(node_key);
+            self.history
+                .entry(name.to_owned())
+                .or_default()
+                .former_node_keys
+                .push(FormerNodeKey {
+                    node_key: former.map(|k| k.as_bytes().to_vec()).unwrap_or_default(),
+                    until_height: height - 1,
+                });
         }
+    }
+
+    /// Every signing key department `name` signs or signed with, current
+    /// first.
+    pub fn keys_of(&self, name: &str) -> Vec<PublicKey> {
+        let Some(current) = self.by_name(name) else {
+            return Vec::new();
+        };
+        let mut keys = vec![current.public_key];
+        if let Some(history) = self.history.get(name) {
+            keys.extend(
+                history
+                    .former_keys
+                    .iter()
+                    .filter_map(|k| PublicKey::from_slice(&k.signing_key).ok()),
+            );
+        }
+        keys
+    }
+
+    /// The departments as they were in force for the block at `height`
+    /// (their history is in these): members then, each with the signing
+    /// key, attest permissions and node key it had then.
+    pub fn as_of(&self, height: u64) -> Self {
+        let mut then = Self {
+            genesis_validators: self.genesis_validators.clone(),
+            former: self.former.clone(),
+            ..Self::default()
+        };
+        for department in self.iter() {
+            let history = self
+                .history
+                .get(&department.name)
+                .cloned()
+                .unwrap_or_default();
+            if history.member_since_height > height {
+                continue;
+            }
+            let public_key = if history.key_since_height <= height {
+                Some(department.public_key)
+            } else {
+                history
+                    .former_keys
+                    .iter()
+                    .find(|k| k.from_height <= height && height <= k.until_height)
+                    .and_then(|k| PublicKey::from_slice(&k.signing_key).ok())
+            };
+            let Some(public_key) = public_key else {
+                continue;
+            };
+            let attests = history
+                .former_attests
+                .iter()
+                .find(|a| height <= a.until_height)
+                .map_or_else(
+                    || department.attests.clone(),
+                    |a| a.names.iter().cloned().collect(),
+                );
+            let node_key = history
+                .former_node_keys
+                .iter()
+                .find(|k| height <= k.until_height)
+                .map_or(department.node_key, |k| {
+                    PublicKey::from_slice(&k.node_key).ok()
+                });
+            then.insert(Department {
+                name: department.name.clone(),
+                public_key,
+                attests,
+                node_key,
+            });
+            then.history.insert(department.name.clone(), history);
+        }
+        then
     }
 }
 
@@ -319,8 +437,8 @@ mod tests {
         let mut departments = genesis();
         departments.replace_key("tax", key(2), 10);
         departments.register("ports", key(4), BTreeSet::from(["vessel".into()]), 12);
-        departments.set_attests("tax", BTreeSet::new());
-        departments.set_node_key("ports", key(5));
+        departments.set_attests("tax", BTreeSet::new(), 12);
+        departments.set_node_key("ports", key(5), 13);
         let read = genesis()
             .from_registry(&departments.to_registry())
             .expect("a registry it wrote");
@@ -328,6 +446,39 @@ mod tests {
         assert_eq!(read.name_at(&key(4), 11), None);
         assert_eq!(read.name_at(&key(4), 12), Some("ports"));
         assert_eq!(read.by_name("ports").and_then(|d| d.node_key), Some(key(5)));
+    }
+
+    #[test]
+    fn the_departments_at_a_height_follow_from_the_latest_history() {
+        let mut departments = genesis();
+        // From 10 tax signs with key 2; from 20 it attests residence; from
+        // 30 its node key is 8; ports joins at 15.
+        departments.replace_key("tax", key(2), 10);
+        departments.set_attests("tax", BTreeSet::from(["residence".to_owned()]), 20);
+        departments.set_node_key("tax", key(8), 30);
+        departments.register("ports", key(4), BTreeSet::new(), 15);
+        let departments = genesis()
+            .from_registry(&departments.to_registry())
+            .expect("a registry it wrote");
+
+        let at = |height| departments.as_of(height);
+        let tax = |height| at(height).by_name("tax").cloned().expect("tax");
+        assert_eq!(tax(9).public_key, key(1));
+        assert_eq!(tax(10).public_key, key(2));
+        assert!(at(9).by_key(&key(2)).is_none());
+        assert!(at(10).by_key(&key(1)).is_none());
+        assert_eq!(tax(19).attests, BTreeSet::from(["income".to_owned()]));
+        assert_eq!(tax(20).attests, BTreeSet::from(["residence".to_owned()]));
+        assert_eq!(tax(29).node_key, Some(key(9)));
+        assert_eq!(tax(30).node_key, Some(key(8)));
+        assert!(at(14).by_name("ports").is_none());
+        assert_eq!(at(15).by_name("ports").map(|d| d.public_key), Some(key(4)));
+        assert_eq!(departments.keys_of("tax"), vec![key(2), key(1)]);
+        // The latest height is the registry itself.
+        assert_eq!(
+            at(100).iter().collect::<Vec<_>>(),
+            departments.iter().collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -410,7 +410,7 @@ impl Governed {
                 let key = PublicKey::from_slice(&add.consensus_key)
                     .map_err(|err| format!("add.consensus_key: {err}"))?;
                 let mut departments = (*self.departments).clone();
-                departments.set_node_key(&add.department, key);
+                departments.set_node_key(&add.department, key, height + 1);
                 self.set = set;
                 self.departments = Arc::new(departments);
                 self.set_changed = true;
@@ -534,7 +534,7 @@ fn change_department(
                 next.replace_key(name, key, height + 1);
             }
             if let Some(attests) = attests {
-                next.set_attests(name, attests);
+                next.set_attests(name, attests, height + 1);
             }
         }
     }

@@ -884,8 +884,20 @@ impl NodeService for NodeApi {
         let (proposals, next) =
             govchain_exec::governance::proposals_page(&state, request.proposals_after, limit)
                 .map_err(|err| internal("cannot read validator proposals", err))?;
+        let (departments_state, departments_proof) = if request.prove_departments {
+            let (value, proof) = read_with_proof(
+                &self.shared.ledger,
+                govchain_exec::governance::DEPARTMENTS_KEY,
+            )
+            .map_err(|e| internal("state read with proof failed", e))?;
+            (value.unwrap_or_default(), Some(proof))
+        } else {
+            (Vec::new(), None)
+        };
         let membership = self.shared.membership();
         Ok(Response::new(GetValidatorSetResponse {
+            departments_state,
+            departments_proof,
             validators: Some(membership.record.clone()),
             proposals,
             next_proposals_after: next.unwrap_or(0),

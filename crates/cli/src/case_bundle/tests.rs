@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use govchain_crypto::{Digest, SigningKey, merkle_inclusion_proof, merkle_root};
 use govchain_exec::{
-    Departments, StateError, StateRead, apply_committed, block_hash, check_envelope,
+    Departments, MemoryTree, StateError, StateRead, apply_committed, block_hash, check_envelope,
+    update_tree,
 };
 use govchain_pbft::commit_signing_bytes;
 use govchain_pki::{ConsensusParams, DepartmentEntry, Genesis, ValidatorEntry};
@@ -108,10 +109,14 @@ impl StateRead for Memory {
 /// each block certified; answers `GetTransaction` with proofs.
 struct Chain {
     genesis: Genesis,
+    /// In force now, with their history (as governance keeps them).
     departments: Departments,
     state: Memory,
+    tree: MemoryTree,
     answers: BTreeMap<Digest, GetTransactionResponse>,
     height: u64,
+    /// The last block's header and certificate, for state proofs.
+    last: Option<(Vec<u8>, CommitCertificate)>,
 }
 
 impl Chain {
@@ -121,22 +126,37 @@ impl Chain {
             departments: govchain_node::departments(&genesis),
             genesis,
             state: Memory::default(),
+            tree: MemoryTree::default(),
             answers: BTreeMap::new(),
             height: 0,
+            last: None,
         }
     }
 
     /// Appends a block of `transactions`, certified by the first `signers`
     /// validators; every transaction must succeed.
     fn block(&mut self, transactions: Vec<TransactionEnvelope>, signers: u8) {
+        self.block_writing(transactions, signers, BTreeMap::new());
+    }
+
+    /// `block`, whose execution also writes `extra` (what governance's end
+    /// of block writes).
+    fn block_writing(
+        &mut self,
+        transactions: Vec<TransactionEnvelope>,
+        signers: u8,
+        extra: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) {
         self.height += 1;
         let timestamp_ms = 1_700_000_000_000 + self.height * 1_000;
+        let mut writes = extra;
+        let departments = self.departments.as_of(self.height);
         for envelope in &transactions {
             let verified =
                 check_envelope(envelope.clone(), CHAIN, 65_536, |_, _| false).expect("valid");
             let replayed = apply_committed(
                 &self.state,
-                &self.departments,
+                &departments,
                 &verified,
                 self.height,
                 timestamp_ms,
@@ -149,12 +169,20 @@ impl Chain {
                 replayed.result.error
             );
             for (key, value) in replayed.writes {
-                match value {
-                    Some(value) => self.state.0.insert(key, value),
+                match &value {
+                    Some(value) => self.state.0.insert(key.clone(), value.clone()),
                     None => self.state.0.remove(&key),
                 };
+                writes.insert(key, value);
             }
         }
+        for (key, value) in &writes {
+            if let Some(value) = value {
+                self.state.0.insert(key.clone(), value.clone());
+            }
+        }
+        let update = update_tree(&self.tree, &writes).expect("tree");
+        self.tree.apply(&update.writes);
         let ids: Vec<Digest> = transactions.iter().map(id_of).collect();
         let view = 2;
         let header = BlockHeader {
@@ -162,7 +190,7 @@ impl Chain {
             height: self.height,
             parent_hash: vec![7; 32],
             transactions_root: merkle_root(&ids).to_vec(),
-            state_root: vec![8; 32],
+            state_root: update.root.to_vec(),
             timestamp_ms,
             view,
             proposer_index: 1,
@@ -183,6 +211,7 @@ impl Chain {
                 })
                 .collect(),
         };
+        self.last = Some((header_bytes.clone(), certificate.clone()));
         for (index, envelope) in transactions.into_iter().enumerate() {
             let path = merkle_inclusion_proof(&ids, index).expect("in the block");
             self.answers.insert(
@@ -210,6 +239,57 @@ impl Chain {
 
     fn bundled(&self, envelope: &TransactionEnvelope) -> BundledTransaction {
         BundledTransaction::from_response(&self.answers[&id_of(envelope)]).expect("proven")
+    }
+
+    /// A block in which governance gives `department` the signing key
+    /// `key`, in force from the next block.
+    fn replace_key(&mut self, department: &str, key: &SigningKey) {
+        let height = self.height + 1;
+        let mut registry = self.departments.to_registry();
+        let record = registry
+            .departments
+            .iter_mut()
+            .find(|d| d.name == department)
+            .expect("a department");
+        record
+            .former_keys
+            .push(govchain_proto::types::v1::FormerSigningKey {
+                signing_key: record.signing_key.clone(),
+                from_height: record.key_since_height,
+                until_height: height,
+            });
+        record.signing_key = key.public_key().as_bytes().to_vec();
+        record.key_since_height = height + 1;
+        self.departments = govchain_node::departments(&self.genesis)
+            .from_registry(&registry)
+            .expect("a registry");
+        let writes = BTreeMap::from([(
+            govchain_exec::governance::DEPARTMENTS_KEY.to_vec(),
+            Some(registry.encode_to_vec()),
+        )]);
+        self.block_writing(Vec::new(), 3, writes);
+    }
+
+    /// The departments registry, proven against the last block.
+    fn departments_proof(&self) -> govchain_evidence::BundledDepartments {
+        let key = govchain_exec::governance::DEPARTMENTS_KEY;
+        let proof = govchain_exec::prove(&self.tree, key).expect("proof");
+        let (header, certificate) = self.last.clone().expect("a block");
+        let (leaf_key_hash, leaf_value_hash) = proof
+            .leaf()
+            .map_or((Vec::new(), Vec::new()), |(k, v)| (k.to_vec(), v.to_vec()));
+        let wire = govchain_proto::types::v1::StateProof {
+            header,
+            certificate: Some(certificate),
+            siblings: proof.siblings().iter().map(Digest::to_vec).collect(),
+            leaf_key_hash,
+            leaf_value_hash,
+            validator_set_changes: Vec::new(),
+        };
+        govchain_evidence::BundledDepartments {
+            value: self.state.0.get(key).cloned().unwrap_or_default(),
+            proof: govchain_evidence::BundledStateProof::from_wire(&wire).expect("certified"),
+        }
     }
 }
 
@@ -308,7 +388,139 @@ fn restaurant_bundle() -> CaseBundle {
             chain.bundled(&approve_health),
             chain.bundled(&approve_license),
         ],
+        departments: None,
     }
+}
+
+/// Tax replaces its signing key between defining the workflow (old key)
+/// and registering its licensing officer (new key); the bundle carries the
+/// departments registry proven at its last block.
+fn key_change_bundle() -> CaseBundle {
+    let mut chain = Chain::new();
+    let mut tax = Signer::new(department_key("tax"));
+    let mut health = Signer::new(department_key("health"));
+    let mut inspector = Signer::new(SigningKey::from_seed([40; 32]));
+    let mut licenser = Signer::new(SigningKey::from_seed([41; 32]));
+    let mut citizen = Signer::new(SigningKey::from_seed([42; 32]));
+
+    let define = tax.sign(Body::DefineWorkflow(DefineWorkflow {
+        workflow_id: "open-restaurant".into(),
+        title: "Open a restaurant".into(),
+        steps: vec![
+            step("health-inspection", "health", "inspector", &[]),
+            step("license", "tax", "licensing", &["health-inspection"]),
+        ],
+    }));
+    chain.block(vec![define.clone()], 3);
+    let mut new_tax = Signer::new(SigningKey::from_seed([77; 32]));
+    chain.replace_key("tax", &new_tax.key);
+    let register_inspector = health.sign(Body::RegisterOfficer(RegisterOfficer {
+        officer: inspector.key.public_key().as_bytes().to_vec(),
+        role: "inspector".into(),
+    }));
+    let register_licenser = new_tax.sign(Body::RegisterOfficer(RegisterOfficer {
+        officer: licenser.key.public_key().as_bytes().to_vec(),
+        role: "licensing".into(),
+    }));
+    let identity = citizen.sign(Body::CreateIdentity(CreateIdentity {}));
+    chain.block(
+        vec![
+            register_inspector.clone(),
+            register_licenser.clone(),
+            identity.clone(),
+        ],
+        3,
+    );
+    let open = citizen.sign(Body::OpenCase(OpenCase {
+        workflow_id: "open-restaurant".into(),
+        workflow_version: 1,
+        documents: vec![CaseDocument {
+            name: "floor-plan".into(),
+            cid: format!("bafkrei{}", "a".repeat(52)),
+        }],
+    }));
+    chain.block(vec![open.clone()], 4);
+    let case_id = id_of(&open);
+    let approve_health = inspector.sign(act(&case_id, "health-inspection"));
+    let approve_license = licenser.sign(act(&case_id, "license"));
+    chain.block(vec![approve_health.clone(), approve_license.clone()], 3);
+    let case = govchain_exec::approval::read_case(&chain.state, &case_id)
+        .expect("state")
+        .expect("opened");
+    assert_eq!(case.state(), CaseState::Approved);
+    let bundle = CaseBundle {
+        format: FORMAT.into(),
+        case_id: case_id.to_vec(),
+        genesis: chain.genesis.clone(),
+        case: case.encode_to_vec(),
+        definitions: vec![chain.bundled(&define)],
+        officers: vec![
+            chain.bundled(&register_inspector),
+            chain.bundled(&register_licenser),
+        ],
+        applicant: vec![chain.bundled(&identity)],
+        actions: vec![
+            chain.bundled(&open),
+            chain.bundled(&approve_health),
+            chain.bundled(&approve_license),
+        ],
+        departments: Some(chain.departments_proof()),
+    };
+    bundle
+}
+
+#[test]
+fn a_department_key_changed_mid_case_replays_with_each_heights_key() {
+    let bundle = key_change_bundle();
+    let verified = verify_bundle(&bundle, Some(&genesis())).expect("an honest bundle");
+    assert_eq!(verified.case.state(), CaseState::Approved);
+    let text = serde_json::to_string(&bundle).expect("serializes");
+    let back: CaseBundle = serde_json::from_str(&text).expect("parses");
+    assert_eq!(back, bundle);
+
+    // Without the registry, the new key is no department's.
+    let without = CaseBundle {
+        departments: None,
+        ..bundle.clone()
+    };
+    let err = verify_bundle(&without, None).expect_err("genesis's departments only");
+    assert_names_item(&err, "officer 2", "");
+    // A registry other than the proven one.
+    let mut forged = bundle.clone();
+    if let Some(departments) = &mut forged.departments {
+        departments.value = Vec::new();
+    }
+    let err = verify_bundle(&forged, None).expect_err("not the proven value");
+    assert!(matches!(err, BundleError::Departments(_)), "{err}");
+    // A registry proven before the last transaction could miss a change.
+    let early = CaseBundle {
+        departments: Some(registry_proven_at_the_change()),
+        ..bundle.clone()
+    };
+    let err = verify_bundle(&early, None).expect_err("proven too early");
+    assert!(
+        err.to_string()
+            .contains("before the bundle's last transaction"),
+        "{err}"
+    );
+}
+
+/// The registry proven at block 2, where the key changed: a chain that
+/// ends there has the same first two blocks as `key_change_bundle`'s.
+fn registry_proven_at_the_change() -> govchain_evidence::BundledDepartments {
+    let mut early = Chain::new();
+    let mut tax = Signer::new(department_key("tax"));
+    let define = tax.sign(Body::DefineWorkflow(DefineWorkflow {
+        workflow_id: "open-restaurant".into(),
+        title: "Open a restaurant".into(),
+        steps: vec![
+            step("health-inspection", "health", "inspector", &[]),
+            step("license", "tax", "licensing", &["health-inspection"]),
+        ],
+    }));
+    early.block(vec![define], 3);
+    early.replace_key("tax", &SigningKey::from_seed([77; 32]));
+    early.departments_proof()
 }
 
 #[test]

@@ -1,13 +1,18 @@
 //! The offline check of a case bundle: every transaction proven in a
 //! certified block (`node::verify_transaction_proof`, the check `tx get
 //! --verify` makes), then the whole case replayed through `exec`'s rules
-//! on a scratch state, which must end in exactly the claimed case.
+//! on a scratch state, which must end in exactly the claimed case. Each
+//! transaction replays with the departments in force at its height: from
+//! the bundle's proven departments registry when governance changed one,
+//! else genesis's.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::approval::{read_case, state_name};
-use govchain_exec::{StateError, StateRead, VerifiedTransaction, apply_committed, check_envelope};
+use govchain_exec::{
+    Departments, StateError, StateRead, VerifiedTransaction, apply_committed, check_envelope,
+};
 use govchain_pki::Genesis;
 use govchain_proto::types::v1::{CaseRecord, Transaction, TransactionOutcome, transaction::Body};
 use prost::Message as _;
@@ -42,6 +47,9 @@ pub enum BundleError {
     Outcome(String),
     #[error("replay state: {0}")]
     State(#[from] StateError),
+    /// The departments registry or its proof does not hold.
+    #[error("the bundle's departments: {0}")]
+    Departments(String),
 }
 
 /// What a bundle that verifies established.
@@ -109,7 +117,8 @@ pub fn verify_bundle(
     let (mut proven, quorum) = prove_all(bundle, genesis)?;
     // Chain order: the order the validators executed them in.
     proven.sort_by_key(|p| (p.height, p.index));
-    let replayed = replay(genesis, &proven, &case_id)?;
+    let departments = departments(bundle, genesis, &proven)?;
+    let replayed = replay(&departments, &proven, &case_id)?;
     check_actions_are_events(&bundle.actions, &replayed)?;
     if let Some(difference) = difference(&claimed, &replayed) {
         return Err(BundleError::Outcome(difference));
@@ -177,6 +186,47 @@ fn prove_all(bundle: &CaseBundle, genesis: &Genesis) -> Result<(Vec<Proven>, u32
     Ok((proven, validators.quorum()))
 }
 
+/// The departments whose history the replay reads: the bundle's registry,
+/// proven against a certified header at or after every transaction's
+/// block, or genesis's when the bundle has none.
+fn departments(
+    bundle: &CaseBundle,
+    genesis: &Genesis,
+    proven: &[Proven],
+) -> Result<Departments, BundleError> {
+    let genesis_departments = govchain_node::departments(genesis);
+    let Some(bundled) = &bundle.departments else {
+        return Ok(genesis_departments);
+    };
+    let invalid = |reason: String| BundleError::Departments(reason);
+    let validators = govchain_node::validator_set(genesis)
+        .map_err(|err| BundleError::Genesis(format!("{err:#}")))?;
+    let value = (!bundled.value.is_empty()).then_some(bundled.value.as_slice());
+    let head = govchain_node::verify_state_proof(
+        &genesis.chain_id,
+        &validators,
+        govchain_exec::governance::DEPARTMENTS_KEY,
+        value,
+        &bundled.proof.to_wire(),
+    )
+    .map_err(|err| invalid(err.to_string()))?;
+    let last = proven.iter().map(|p| p.height).max().unwrap_or(0);
+    if head.height < last {
+        return Err(invalid(format!(
+            "proven at block {}, before the bundle's last transaction (block {last}): a change in between would be missed",
+            head.height
+        )));
+    }
+    let Some(value) = value else {
+        return Ok(genesis_departments);
+    };
+    let registry = govchain_proto::types::v1::DepartmentRegistry::decode(value)
+        .map_err(|err| invalid(format!("the registry does not decode: {err}")))?;
+    genesis_departments
+        .from_registry(&registry)
+        .map_err(invalid)
+}
+
 /// World state that starts empty: only what the bundle's transactions
 /// write.
 #[derive(Default)]
@@ -192,16 +242,15 @@ impl StateRead for ScratchState {
 /// time, by `exec`'s own execution path; every one must succeed, as it did
 /// on chain for its effect to be in the case. Returns the case.
 fn replay(
-    genesis: &Genesis,
+    departments: &Departments,
     proven: &[Proven],
     case_id: &Digest,
 ) -> Result<CaseRecord, BundleError> {
-    let departments = govchain_node::departments(genesis);
     let mut state = ScratchState::default();
     for p in proven {
         let replayed = apply_committed(
             &state,
-            &departments,
+            &departments.as_of(p.height),
             &p.transaction,
             p.height,
             p.timestamp_ms,

@@ -557,6 +557,7 @@ async fn list(args: ListArgs, json: bool) -> anyhow::Result<()> {
             .get_validator_set(GetValidatorSetRequest {
                 proposals_after: after,
                 proposals_limit: 0,
+                prove_departments: false,
             })
             .await
             .map_err(rpc_error)?

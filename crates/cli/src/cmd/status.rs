@@ -186,6 +186,7 @@ async fn query(target: Target) -> NodeStatus {
             .get_validator_set(GetValidatorSetRequest {
                 proposals_after: 0,
                 proposals_limit: 0,
+                prove_departments: false,
             })
             .await
             .ok()
@@ -466,6 +467,8 @@ mod tests {
             quorum: 3,
             revocations: Vec::new(),
             departments: Vec::new(),
+            departments_state: Vec::new(),
+            departments_proof: None,
         };
         let mut node = health();
         let fresh = NodeStatus::answered(
