@@ -448,7 +448,7 @@ fn key_change_bundle() -> CaseBundle {
         .expect("state")
         .expect("opened");
     assert_eq!(case.state(), CaseState::Approved);
-    let bundle = CaseBundle {
+    CaseBundle {
         format: FORMAT.into(),
         case_id: case_id.to_vec(),
         genesis: chain.genesis.clone(),
@@ -465,8 +465,7 @@ fn key_change_bundle() -> CaseBundle {
             chain.bundled(&approve_license),
         ],
         departments: Some(chain.departments_proof()),
-    };
-    bundle
+    }
 }
 
 #[test]
