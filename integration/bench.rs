@@ -64,6 +64,32 @@ fn bench_runs_and_reports_json() {
     for quantile in ["p50", "p90", "p99", "p999"] {
         assert!(report["latency_ms"][quantile].is_number());
     }
+    // One validator's CPU per committed transaction, and its parts, which
+    // add up to it: the node threads were sampled by name, and the
+    // execution and ledger counters scraped from each node's /metrics.
+    let split = &report["cpu_us_per_tx"];
+    let total = split["total"].as_f64().unwrap();
+    assert!(total > 0.0, "{report}");
+    let parts: f64 = [
+        "signature",
+        "admission",
+        "execution",
+        "ledger",
+        "consensus",
+        "grpc",
+        "other",
+    ]
+    .iter()
+    .map(|part| {
+        let value = split[part].as_f64().unwrap();
+        assert!(value >= 0.0, "{part}: {report}");
+        value
+    })
+    .sum();
+    assert!((parts - total).abs() < 1e-6 * total.max(1.0), "{report}");
+    for part in ["signature", "execution", "ledger", "consensus", "grpc"] {
+        assert!(split[part].as_f64().unwrap() > 0.0, "{part}: {report}");
+    }
     assert_eq!(report["blob"]["bytes"], 3 * 1024 * 1024);
     for field in [
         "upload_mb_s",

@@ -349,7 +349,8 @@ impl Driver {
         );
         let span = block_span(&self.shared.name, view, seq, "propose");
         let me = self.replica.as_ref().map_or(self.shared.index, Replica::me);
-        let built = span.in_scope(|| {
+        let (built, spent) = crate::telemetry::thread_cpu::measured(|| {
+            let _scope = span.enter();
             let _execute = tracing::info_span!("execute").entered();
             let mempool = self.shared.mempool();
             let state = LedgerState(&self.shared.ledger);
@@ -364,6 +365,7 @@ impl Driver {
                 &state,
             )
         });
+        self.metrics.execution_cpu(spent);
         let built = match built {
             Ok(built) => built,
             Err(err) => {
@@ -516,13 +518,16 @@ impl Driver {
         if missing.is_empty() {
             self.waiting = None;
             self.keep_batches(view, seq, &batches);
-            let block = assemble_block(&proposal, |digest| {
-                batches
-                    .iter()
-                    .find(|b| b.digest == *digest)
-                    .map(|b| b.envelopes.as_slice())
-            })
-            .map_err(|err| err.to_string())?;
+            let (block, spent) = crate::telemetry::thread_cpu::measured(|| {
+                assemble_block(&proposal, |digest| {
+                    batches
+                        .iter()
+                        .find(|b| b.digest == *digest)
+                        .map(|b| b.envelopes.as_slice())
+                })
+            });
+            self.metrics.execution_cpu(spent);
+            let block = block.map_err(|err| err.to_string())?;
             return Ok(Some(block));
         }
         let now = now_ms();
@@ -595,16 +600,19 @@ impl Driver {
         let execute = span.in_scope(|| tracing::info_span!("execute"));
         // The mempool is locked per lookup, not for the whole check, so
         // admission goes on meanwhile.
-        let checked = execute.in_scope(|| {
-            check_block_reusing(
-                &context,
-                &digest,
-                &encoded,
-                &LedgerState(&self.shared.ledger),
-                |envelope| self.shared.mempool().admitted(envelope),
-                |_, _| false,
-            )
+        let (checked, spent) = crate::telemetry::thread_cpu::measured(|| {
+            execute.in_scope(|| {
+                check_block_reusing(
+                    &context,
+                    &digest,
+                    &encoded,
+                    &LedgerState(&self.shared.ledger),
+                    |envelope| self.shared.mempool().admitted(envelope),
+                    |_, _| false,
+                )
+            })
         });
+        self.metrics.execution_cpu(spent);
         drop(execute);
         let verdict = match checked {
             // A carried-over block keeps the view it was first proposed in.
@@ -719,8 +727,10 @@ impl Driver {
         };
         let parent = self.shared.ledger.head();
         let _block = ready.span.enter();
-        let appended =
-            tracing::info_span!("ledger.append").in_scope(|| self.shared.ledger.append(&append));
+        let (appended, spent) = crate::telemetry::thread_cpu::measured(|| {
+            tracing::info_span!("ledger.append").in_scope(|| self.shared.ledger.append(&append))
+        });
+        self.metrics.ledger_append_cpu(spent);
         if let Err(err) = appended {
             // With its causes: "... while ...: No space left on device".
             let err = anyhow::Error::new(err);
@@ -921,10 +931,11 @@ impl Driver {
                 timestamp_ms_max: u64::MAX,
             };
             let encoded = block.encode_to_vec();
-            let checked = {
+            let (checked, spent) = crate::telemetry::thread_cpu::measured(|| {
                 let state = LedgerState(&self.shared.ledger);
                 check_block(&context, &digest, &encoded, &state, |_, _| true)
-            };
+            });
+            self.metrics.execution_cpu(spent);
             let checked = match checked {
                 Ok(checked) => checked,
                 Err(err) => {

@@ -2,6 +2,8 @@
 //! submit-to-commit latency against real nodes, next to the signature
 //! verification ceiling of the same machine, measured in the same run.
 
+mod cpu;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -173,6 +175,10 @@ pub struct Report {
     pub mean_block_transactions: f64,
     pub view_changes: u64,
     pub node_cpu_cores: f64,
+    /// One validator's CPU per committed transaction, in µs, and where it
+    /// goes (`cpu::Split`); absent where /proc does not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_tx: Option<cpu::Split>,
     pub machine_cores: usize,
     /// With `--blob-mib`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -189,6 +195,11 @@ impl Report {
         self.ceiling_tps_after = verifications_per_second / validators;
         self.ceiling_tps = self.verifications_per_second / validators;
         self.ratio = self.committed_tps / self.ceiling_tps;
+        let verification_cpu_s = self.machine_cores as f64 / self.verifications_per_second;
+        self.cpu_us_per_tx = self
+            .cpu_us_per_tx
+            .as_ref()
+            .map(|split| split.with_verification(verification_cpu_s));
     }
 }
 
@@ -455,7 +466,12 @@ async fn drive(
 
     let start_views = views(&clients).await;
     let pids: Vec<u32> = file.nodes.iter().filter_map(|n| n.pid).collect();
-    let cpu_before = cpu_seconds(&pids, &clients).await;
+    let metrics_urls: Vec<String> = file
+        .nodes
+        .iter()
+        .filter_map(|n| n.metrics_url.clone())
+        .collect();
+    let cpu_before = cpu::sample(&pids, &metrics_urls).await;
     let tracker = Arc::new(Mutex::new(Tracker::default()));
     let follower = tokio::spawn(follow(clients[0].clone(), tracker.clone()));
 
@@ -490,7 +506,11 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     follower.abort();
-    let cpu_after = cpu_seconds(&pids, &clients).await;
+    let cpu_after = cpu::sample(&pids, &metrics_urls).await;
+    let committed_all = tracker.lock().map_or(0, |t| t.committed);
+    let cpu_used = cpu_before
+        .zip(cpu_after)
+        .map(|(before, after)| after.since(&before));
     let end_views = views(&clients).await;
 
     let tracker = tracker
@@ -521,8 +541,14 @@ async fn drive(
         mean_block_interval_ms: mean_interval(&tracker.block_times),
         mean_block_transactions: mean(&tracker.block_sizes),
         view_changes: end_views.saturating_sub(start_views),
-        node_cpu_cores: cpu_after.map_or(0.0, |after| {
-            (after - cpu_before.unwrap_or(after)) / elapsed.as_secs_f64()
+        node_cpu_cores: cpu_used.map_or(0.0, |used| used.total / elapsed.as_secs_f64()),
+        cpu_us_per_tx: cpu_used.map(|used| {
+            cpu::Split::new(
+                &used,
+                validators,
+                committed_all,
+                cores as f64 / verifications_per_second,
+            )
         }),
         machine_cores: cores,
         blob: None,
@@ -874,50 +900,6 @@ async fn views(clients: &[NodeServiceClient<Channel>]) -> u64 {
     highest
 }
 
-/// CPU seconds used by the node processes so far, from /proc (Linux; the
-/// kernel's clock tick is 100 Hz on every distribution we run on).
-async fn cpu_seconds(pids: &[u32], _clients: &[NodeServiceClient<Channel>]) -> Option<f64> {
-    let mut total = 0.0;
-    let pids: Vec<u32> = if pids.is_empty() {
-        node_pids()
-    } else {
-        pids.to_vec()
-    };
-    if pids.is_empty() {
-        return None;
-    }
-    for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-        let ticks: f64 =
-            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        total += ticks / 100.0;
-    }
-    Some(total)
-}
-
-/// Child `govchain node` processes of this process.
-fn node_pids() -> Vec<u32> {
-    let me = std::process::id().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    stat.rsplit(')')
-                        .next()
-                        .map(|rest| rest.split_whitespace().nth(1) == Some(me.as_str()))
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
 fn latency(micros: &[u64]) -> Latency {
     let mut histogram =
         Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
@@ -996,6 +978,22 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     );
     println!("view changes:        {}", report.view_changes);
     println!("node CPU:            {:.2} cores", report.node_cpu_cores);
+    match &report.cpu_us_per_tx {
+        Some(split) => {
+            println!(
+                "CPU per tx:          {:.1} µs per validator: signature {:.1} (at the ceiling's rate), admission {:.1}, execution {:.1}, ledger {:.1}, consensus {:.1}, gRPC/TLS {:.1}, other {:.1}",
+                split.total,
+                split.signature,
+                split.admission,
+                split.execution,
+                split.ledger,
+                split.consensus,
+                split.grpc,
+                split.other
+            );
+        }
+        None => println!("CPU per tx:          unknown (no /proc)"),
+    }
     println!(
         "signing (client):    {:.0} tx/s, not charged to the nodes",
         report.signing_tps

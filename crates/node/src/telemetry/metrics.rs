@@ -33,6 +33,8 @@ pub const COMMITTED_TRANSACTIONS: &str = "govchain_committed_transactions_total"
 pub const COMMITTED_BLOCKS: &str = "govchain_committed_blocks_total";
 pub const BLOCK_INTERVAL: &str = "govchain_block_interval_seconds";
 pub const COMMIT_LATENCY: &str = "govchain_commit_latency_seconds";
+pub const EXECUTION_CPU: &str = "govchain_execution_cpu_seconds_total";
+pub const LEDGER_APPEND_CPU: &str = "govchain_ledger_append_cpu_seconds_total";
 pub const VIEW: &str = "govchain_view";
 pub const VIEW_CHANGES: &str = "govchain_view_changes_total";
 pub const MEMPOOL_TRANSACTIONS: &str = "govchain_mempool_transactions";
@@ -89,6 +91,8 @@ pub struct DriverMetrics {
     view_changes: Counter<u64>,
     refused_messages: Counter<u64>,
     dropped: Counter<u64>,
+    execution_cpu: Counter<f64>,
+    ledger_append_cpu: Counter<f64>,
 }
 
 impl DriverMetrics {
@@ -130,7 +134,31 @@ impl DriverMetrics {
                     "Transactions dropped from the mempool after waiting behind a nonce gap for mempool.parked_ttl_ms.",
                 )
                 .build(),
+            execution_cpu: meter
+                .f64_counter(EXECUTION_CPU)
+                .with_unit("s")
+                .with_description(
+                    "CPU time the consensus thread spent building, assembling and checking blocks (execution included).",
+                )
+                .build(),
+            ledger_append_cpu: meter
+                .f64_counter(LEDGER_APPEND_CPU)
+                .with_unit("s")
+                .with_description(
+                    "CPU time the consensus thread spent appending committed blocks to the ledger (waiting for fsync excluded).",
+                )
+                .build(),
         }
+    }
+
+    /// CPU time spent executing blocks (building, assembling, checking).
+    pub fn execution_cpu(&self, spent: Duration) {
+        self.execution_cpu.add(spent.as_secs_f64(), &[]);
+    }
+
+    /// CPU time spent appending a block to the ledger.
+    pub fn ledger_append_cpu(&self, spent: Duration) {
+        self.ledger_append_cpu.add(spent.as_secs_f64(), &[]);
     }
 
     /// `count` parked transactions expired from the mempool.

@@ -10,6 +10,7 @@
 pub mod json_log;
 pub mod metrics;
 pub mod prometheus;
+pub mod thread_cpu;
 pub mod trace_context;
 
 mod http;
