@@ -23,18 +23,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use govchain_crypto::{Digest, KeyCache};
-use govchain_exec::{TransactionError, VerifiedTransaction, check_envelope_with, read_nonce};
+use govchain_exec::{
+    Refusal, TransactionError, VerifiedTransaction, check_envelope_with, precheck, read_nonce,
+};
 use govchain_proto::consensus::v1::TransactionBatch;
 use govchain_proto::types::v1::TransactionEnvelope;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::dissemination::{check_batch, seal, verify_spread};
 use crate::driver::DriverEvent;
-use crate::service::{AdmitError, admit_verified};
+use crate::mempool::MempoolError;
 use crate::shared::{LedgerState, Shared};
 use crate::supervise::Fatal;
 use crate::telemetry::trace_context;
@@ -361,6 +363,107 @@ fn nudge(shared: &Shared, driver: &mpsc::Sender<DriverEvent>) {
         // The driver is busy and reads the mempool after its block anyway.
         shared.mempool_changed.store(false, Ordering::Release);
     }
+}
+
+/// Why a transaction was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error(transparent)]
+    Mempool(#[from] MempoolError),
+    /// The transaction would have no effect on the head state.
+    #[error("{0}")]
+    Refused(Refusal),
+}
+
+impl From<TransactionError> for AdmitError {
+    fn from(err: TransactionError) -> Self {
+        AdmitError::Mempool(err.into())
+    }
+}
+
+/// Admits a transaction whose envelope and signature were checked (by
+/// [`crate::admission`]) into the mempool: the nonce against committed
+/// state, and, when the transaction is the signer's next, whether it would
+/// take effect on the head state (so that, say, a read without consent is
+/// refused with its reason instead of being ordered and failing). A
+/// transaction queued behind the signer's pending ones is not prechecked:
+/// it may depend on them.
+/// `submitter`: the department whose client gave this node the
+/// transaction (`None` when a peer forwarded it), for its mempool share.
+pub(crate) fn admit_verified(
+    shared: &Shared,
+    transaction: VerifiedTransaction,
+    submitter: Option<&str>,
+) -> Result<VerifiedTransaction, AdmitError> {
+    let state = LedgerState(&shared.ledger);
+    let committed = read_nonce(&state, &transaction.signer)
+        .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?;
+    if committed.checked_add(1) == Some(transaction.nonce) {
+        let head = shared.ledger.head();
+        let now = crate::clock::now_ms().max(head.timestamp_ms);
+        let checked = precheck(
+            &state,
+            &shared.departments(),
+            &transaction,
+            head.height + 1,
+            now,
+        )
+        .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?;
+        if let Err(refusal) = checked
+            && !refusal_is_logged(&state, shared, &transaction, now)
+                .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?
+        {
+            return Err(AdmitError::Refused(refusal));
+        }
+    }
+    if transaction.nonce <= committed
+        && shared
+            .ledger
+            .transaction(&transaction.id)
+            .ok()
+            .flatten()
+            .is_some()
+    {
+        return Err(TransactionError::Duplicate {
+            id: transaction.id,
+            state: "committed",
+        }
+        .into());
+    }
+    shared.mempool().insert_from(
+        transaction.clone(),
+        committed,
+        submitter,
+        std::time::Instant::now(),
+    )?;
+    Ok(transaction)
+}
+
+/// A department's read that the consent rule refuses is still ordered when
+/// execution will log the attempt in the citizen's access log
+/// (`exec::identity::refusal_logged_for`): the citizen sees who tried. It
+/// commits as FAILED and releases nothing.
+fn refusal_is_logged(
+    state: &LedgerState<'_>,
+    shared: &Shared,
+    transaction: &VerifiedTransaction,
+    now_ms: u64,
+) -> Result<bool, govchain_exec::StateError> {
+    let govchain_proto::types::v1::transaction::Body::RecordAccess(access) = &transaction.body
+    else {
+        return Ok(false);
+    };
+    let logged = govchain_exec::identity::refusal_logged_for(
+        state,
+        &shared.departments(),
+        &transaction.signer,
+        access,
+        now_ms,
+    )?;
+    if let Some((citizen, department)) = &logged {
+        info!(%department, citizen = %citizen.to_did_key(), attribute = %access.attribute, transaction_id = %transaction.id.short(), "admitting a refused read, to be logged for the citizen");
+    }
+    Ok(logged.is_some())
 }
 
 #[cfg(test)]

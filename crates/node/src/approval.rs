@@ -20,7 +20,8 @@ use govchain_proto::types::v1::{CaseRecord, CaseState, WorkflowDefinition};
 use tonic::{Request, Response, Status};
 
 use crate::errors;
-use crate::service::{NodeApi, internal};
+use crate::errors::internal;
+use crate::service::NodeApi;
 use crate::shared::{LedgerState, Shared};
 use crate::tls::department_caller;
 
@@ -76,7 +77,7 @@ fn applicant_asker(
         applicant,
         request_time_ms,
         signature,
-        crate::driver::now_ms(),
+        crate::clock::now_ms(),
     )
     .map_err(|err| match err {
         CitizenRequestError::BadSignature { .. } => errors::unauthenticated(err.to_string()),
@@ -117,7 +118,7 @@ fn page_request(page_size: u32, page_token: &str) -> Result<(u64, usize), Status
                 errors::invalid_argument(format!(
                     "page_token {} was not issued by this service; pass a next_page_token from \
                      a previous response, or none for the first page",
-                    crate::service::echo(page_token)
+                    crate::errors::echo(page_token)
                 ))
             })?
     };
@@ -166,7 +167,7 @@ fn list_of<'a>(
     if !request.department.is_empty() && request.department != department {
         return Err(errors::permission_denied(format!(
             "department {department:?} may list only its own cases, not {}'s",
-            crate::service::echo(&request.department)
+            crate::errors::echo(&request.department)
         )));
     }
     let index = if request.department.is_empty() && !request.workflow_id.is_empty() {
@@ -264,7 +265,7 @@ impl ApprovalService for ApprovalApi {
             .ok_or_else(|| {
                 errors::not_found_plain(format!(
                     "no workflow {} version {version}",
-                    crate::service::echo(&request.workflow_id)
+                    crate::errors::echo(&request.workflow_id)
                 ))
             })?;
         Ok(Response::new(GetWorkflowResponse {

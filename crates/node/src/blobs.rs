@@ -57,7 +57,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::errors;
-use crate::service::{echo, internal};
+use crate::errors::{echo, internal};
 use crate::shared::{LedgerState, Shared};
 use crate::tls::department_caller;
 
@@ -213,7 +213,7 @@ impl Blobs {
         // `recent` first so that a collection in between keeps it.
         let matches = expected.is_none_or(|cid| *cid == info.cid);
         if matches {
-            self.note_upload(info.cid, crate::driver::now_ms());
+            self.note_upload(info.cid, crate::clock::now_ms());
         }
         if let Err(err) = self.store.unpin(&info.cid) {
             warn!(cid = %info.cid, error = %err, "could not release an upload's pin");
@@ -233,7 +233,7 @@ impl Blobs {
     /// the collection: an upload that finishes meanwhile is listed before
     /// it drops its pin, so it is either pinned or listed when asked.
     pub fn collect_garbage(&self, shared: &Shared, grace_ms: u64) -> Result<(), BlobError> {
-        let now = crate::driver::now_ms();
+        let now = crate::clock::now_ms();
         self.recent()
             .retain(|_, uploaded| now.saturating_sub(*uploaded) < grace_ms);
         let state = LedgerState(&shared.ledger);
@@ -506,7 +506,7 @@ pub fn authorize_personal(
             access.department, caller.department
         )));
     }
-    let now = crate::driver::now_ms();
+    let now = crate::clock::now_ms();
     if now.saturating_sub(access.accessed_ms) > ACCESS_WINDOW_MS {
         return Err(errors::permission_denied(format!(
             "access {id} is older than {} minutes; record a new access",
@@ -692,7 +692,7 @@ impl BlobApi {
             &caller.department,
             &self.shared.name,
             cid,
-            crate::driver::now_ms(),
+            crate::clock::now_ms(),
         )
         .map_err(|err| internal("state read failed", err))
     }

@@ -14,7 +14,7 @@ use govchain_proto::types::v1::DatasetEntry;
 use tonic::{Request, Response, Status};
 
 use crate::errors;
-use crate::service::{echo, internal};
+use crate::errors::{echo, internal};
 use crate::shared::{LedgerState, Shared};
 use crate::tls::department_caller;
 

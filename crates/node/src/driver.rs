@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use govchain_crypto::{Digest, PublicKey};
@@ -27,6 +27,7 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
+use crate::clock::now_ms;
 use crate::consensus_store;
 use crate::dissemination::{Batch, FetchRequest, seal};
 use crate::shared::{LedgerState, Shared};
@@ -1024,10 +1025,4 @@ fn kind(body: &govchain_pbft::Body) -> &'static str {
         govchain_pbft::Body::ViewChange(_) => "view-change",
         govchain_pbft::Body::NewView(_) => "new-view",
     }
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -316,6 +316,36 @@ pub fn detailed(status: Status) -> Status {
     failure.status()
 }
 
+/// Longest piece of a request echoed back in an error message.
+pub const ECHO_CHARS_MAX: usize = 96;
+
+/// `text` quoted for an error message, cut to [`ECHO_CHARS_MAX`]
+/// characters: a request may carry megabytes where a name is expected, and
+/// the answer (and the log) should not repeat them.
+pub(crate) fn echo(text: &str) -> String {
+    match text.char_indices().nth(ECHO_CHARS_MAX) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes in all)", &text[..end], text.len()),
+    }
+}
+
+pub(crate) fn internal(context: &str, err: impl std::fmt::Display) -> Status {
+    let request_id = format!("{:016x}", rand_id());
+    tracing::error!(request_id, error = %err, "{context}");
+    internal_logged(
+        format!("{context}; see the node log for request {request_id}"),
+        &request_id,
+    )
+}
+
+/// A request id for correlating an internal error with the log; unique
+/// enough without a random number generator.
+fn rand_id() -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    crate::clock::now_ms().wrapping_mul(1_000_003)
+        ^ COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -445,5 +475,22 @@ mod tests {
             );
             assert!(!name.starts_with("ERROR_REASON_"), "{name}");
         }
+    }
+}
+
+#[cfg(test)]
+mod echo_tests {
+    use super::*;
+
+    #[test]
+    fn long_input_is_cut_and_short_input_kept() {
+        assert_eq!(echo("tax"), "\"tax\"");
+        let long = "x".repeat(1_000_000);
+        let echoed = echo(&long);
+        assert!(echoed.len() < 200, "{}", echoed.len());
+        assert!(echoed.ends_with("… (1000000 bytes in all)"), "{echoed}");
+        // Cut on a character boundary.
+        let wide = "é".repeat(200);
+        assert!(echo(&wide).starts_with(&format!("{:?}", "é".repeat(ECHO_CHARS_MAX))));
     }
 }

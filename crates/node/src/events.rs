@@ -52,7 +52,7 @@ impl Filter {
                     &format!("filter.kinds[{i}]"),
                     format!(
                         "unknown kind {}; the kinds are {}",
-                        crate::service::echo(kind),
+                        crate::errors::echo(kind),
                         TRANSACTION_KINDS.join(", ")
                     ),
                 ));

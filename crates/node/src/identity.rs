@@ -34,7 +34,8 @@ use tracing::info;
 
 use crate::blobs::{ensure_local, parse_cid, stream_blob};
 use crate::errors;
-use crate::service::{NodeApi, internal};
+use crate::errors::internal;
+use crate::service::NodeApi;
 use crate::shared::{LedgerState, Shared};
 use crate::tls::department_caller;
 
@@ -478,7 +479,7 @@ impl IdentityService for IdentityApi {
         let request = request.into_inner();
         let citizen = citizen_from(&request.public_key, &request.did)?;
         let shared = self.shared();
-        let now = crate::driver::now_ms();
+        let now = crate::clock::now_ms();
         let reader = self.reader(
             &caller,
             CitizenRead::GetIdentity,
@@ -549,7 +550,7 @@ impl IdentityService for IdentityApi {
             request.request_time_ms,
             &request.citizen_signature,
             &request.login_session,
-            crate::driver::now_ms(),
+            crate::clock::now_ms(),
         )?;
         let state = LedgerState(&shared.ledger);
         if read_identity(&state, &citizen)
@@ -624,7 +625,7 @@ impl IdentityService for IdentityApi {
             &shared.departments(),
             &department_key,
             asked,
-            crate::driver::now_ms(),
+            crate::clock::now_ms(),
         )
         .map_err(|err| internal("state read failed", err))?
         .err();
@@ -664,7 +665,7 @@ impl IdentityService for IdentityApi {
         // A resubmitted envelope may name an old access: it releases the
         // bytes only within the access window and while the consent still
         // holds, as a fresh one would.
-        let now = crate::driver::now_ms();
+        let now = crate::clock::now_ms();
         if now.saturating_sub(access.accessed_ms) > crate::blobs::ACCESS_WINDOW_MS {
             return Err(errors::permission_denied(format!(
                 "access {id} is older than {} minutes; sign a new access",
@@ -753,7 +754,7 @@ impl IdentityService for IdentityApi {
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce)
             .map_err(|err| internal("the random number generator failed", err))?;
-        let now = crate::driver::now_ms();
+        let now = crate::clock::now_ms();
         let payload = LoginPayload {
             chain: self.shared().chain_id().to_owned(),
             relying_party: caller.department.clone(),
@@ -812,7 +813,7 @@ impl IdentityService for IdentityApi {
             .map_err(|err| errors::invalid_argument(format!("public_key: {err}")))?;
         let signature = Signature::from_slice(&request.signature)
             .map_err(|err| errors::invalid_argument(format!("signature: {err}")))?;
-        let now = crate::driver::now_ms();
+        let now = crate::clock::now_ms();
         {
             let challenges = self.challenges();
             let challenge = challenges.get(&payload.nonce).ok_or_else(|| {

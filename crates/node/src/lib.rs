@@ -13,6 +13,7 @@ mod audit;
 pub mod backup;
 mod blobs;
 mod certified_header;
+mod clock;
 pub mod config;
 mod connections;
 mod consensus_store;
@@ -60,8 +61,8 @@ use tracing::{info, warn};
 
 pub use audit::{AuditReport, audit_ledger};
 pub use certified_header::CertifiedHeaderError;
+pub use clock::now_ms;
 pub use config::{NodeFile, PeerFile, Settings};
-pub use driver::now_ms;
 pub use inclusion_proof::{
     InclusionProofError, ProvenInclusion, verify_anchoring_proof, verify_inclusion_proof,
     verify_transaction_proof,

@@ -190,7 +190,7 @@ pub fn list(
     let mut found = shared
         .ledger
         .query(&prefix, after.as_deref(), size + 1)
-        .map_err(|e| crate::service::internal("query index read failed", e))?;
+        .map_err(|e| crate::errors::internal("query index read failed", e))?;
     if let Listing::Time { to_ms, .. } = listing
         && *to_ms > 0
     {
@@ -207,7 +207,7 @@ pub fn list(
     let mut read = 0usize;
     for key in found.iter().take(size) {
         let (height, index) = position_of(key)
-            .ok_or_else(|| crate::service::internal("query index key too short", key.len()))?;
+            .ok_or_else(|| crate::errors::internal("query index key too short", key.len()))?;
         if block
             .as_ref()
             .and_then(|b| b.header.as_ref())
@@ -244,10 +244,10 @@ fn committed_block(shared: &Shared, height: u64) -> Result<(CommittedBlock, usiz
     let bytes = shared
         .ledger
         .block_by_height(height)
-        .map_err(|e| crate::service::internal("ledger read failed", e))?
-        .ok_or_else(|| crate::service::internal("indexed block missing", height))?;
+        .map_err(|e| crate::errors::internal("ledger read failed", e))?
+        .ok_or_else(|| crate::errors::internal("indexed block missing", height))?;
     let block = CommittedBlock::decode(bytes.as_slice())
-        .map_err(|e| crate::service::internal("stored block does not decode", e))?;
+        .map_err(|e| crate::errors::internal("stored block does not decode", e))?;
     Ok((block, bytes.len()))
 }
 
@@ -262,7 +262,7 @@ fn entry(
         .as_ref()
         .and_then(|b| b.transactions.get(index as usize))
         .cloned()
-        .ok_or_else(|| crate::service::internal("indexed transaction missing", index))?;
+        .ok_or_else(|| crate::errors::internal("indexed transaction missing", index))?;
     let body = Transaction::decode(envelope.payload.as_ref())
         .ok()
         .and_then(|t| t.body);

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use govchain_crypto::{Digest, PublicKey};
 use govchain_exec::{
     Refusal, StateRead as _, TransactionError, VerifiedTransaction, anchor_key, nonce_key,
-    precheck, read_nonce,
+    read_nonce,
 };
 use govchain_pbft::Event;
 use govchain_pki::TlsIdentity;
@@ -28,13 +28,15 @@ use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Code, Request, Response, Status, Streaming};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::admission::Admission;
+use crate::admission::AdmitError;
 use crate::dissemination::FETCH_BATCHES_DIGESTS_MAX;
 use crate::driver::DriverEvent;
 use crate::errors::{self, ErrorReason, Failure, RETRY_AFTER_DEFAULT};
+use crate::errors::{echo, internal};
 use crate::events;
 use crate::inclusion_proof::inclusion_proof;
 use crate::limits::SUBSCRIBER_STALL_MAX;
@@ -46,107 +48,6 @@ use crate::{tls, wire};
 
 /// Blocks a subscription reads from the ledger per batch while catching up.
 const SUBSCRIPTION_CATCH_UP_BLOCKS_MAX: u64 = 64;
-
-/// Why a transaction was not admitted.
-#[derive(Debug, thiserror::Error)]
-pub enum AdmitError {
-    #[error(transparent)]
-    Mempool(#[from] MempoolError),
-    /// The transaction would have no effect on the head state.
-    #[error("{0}")]
-    Refused(Refusal),
-}
-
-impl From<TransactionError> for AdmitError {
-    fn from(err: TransactionError) -> Self {
-        AdmitError::Mempool(err.into())
-    }
-}
-
-/// Admits a transaction whose envelope and signature were checked (by
-/// [`crate::admission`]) into the mempool: the nonce against committed
-/// state, and, when the transaction is the signer's next, whether it would
-/// take effect on the head state (so that, say, a read without consent is
-/// refused with its reason instead of being ordered and failing). A
-/// transaction queued behind the signer's pending ones is not prechecked:
-/// it may depend on them.
-/// `submitter`: the department whose client gave this node the
-/// transaction (`None` when a peer forwarded it), for its mempool share.
-pub(crate) fn admit_verified(
-    shared: &Shared,
-    transaction: VerifiedTransaction,
-    submitter: Option<&str>,
-) -> Result<VerifiedTransaction, AdmitError> {
-    let state = LedgerState(&shared.ledger);
-    let committed = read_nonce(&state, &transaction.signer)
-        .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?;
-    if committed.checked_add(1) == Some(transaction.nonce) {
-        let head = shared.ledger.head();
-        let now = crate::driver::now_ms().max(head.timestamp_ms);
-        let checked = precheck(
-            &state,
-            &shared.departments(),
-            &transaction,
-            head.height + 1,
-            now,
-        )
-        .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?;
-        if let Err(refusal) = checked
-            && !refusal_is_logged(&state, shared, &transaction, now)
-                .map_err(|err| TransactionError::Malformed(format!("state: {err}")))?
-        {
-            return Err(AdmitError::Refused(refusal));
-        }
-    }
-    if transaction.nonce <= committed
-        && shared
-            .ledger
-            .transaction(&transaction.id)
-            .ok()
-            .flatten()
-            .is_some()
-    {
-        return Err(TransactionError::Duplicate {
-            id: transaction.id,
-            state: "committed",
-        }
-        .into());
-    }
-    shared.mempool().insert_from(
-        transaction.clone(),
-        committed,
-        submitter,
-        std::time::Instant::now(),
-    )?;
-    Ok(transaction)
-}
-
-/// A department's read that the consent rule refuses is still ordered when
-/// execution will log the attempt in the citizen's access log
-/// (`exec::identity::refusal_logged_for`): the citizen sees who tried. It
-/// commits as FAILED and releases nothing.
-fn refusal_is_logged(
-    state: &LedgerState<'_>,
-    shared: &Shared,
-    transaction: &VerifiedTransaction,
-    now_ms: u64,
-) -> Result<bool, govchain_exec::StateError> {
-    let govchain_proto::types::v1::transaction::Body::RecordAccess(access) = &transaction.body
-    else {
-        return Ok(false);
-    };
-    let logged = govchain_exec::identity::refusal_logged_for(
-        state,
-        &shared.departments(),
-        &transaction.signer,
-        access,
-        now_ms,
-    )?;
-    if let Some((citizen, department)) = &logged {
-        info!(%department, citizen = %citizen.to_did_key(), attribute = %access.attribute, transaction_id = %transaction.id.short(), "admitting a refused read, to be logged for the citizen");
-    }
-    Ok(logged.is_some())
-}
 
 pub(crate) fn status_from_admission(err: &AdmitError) -> Status {
     let message = err.to_string();
@@ -242,35 +143,6 @@ pub(crate) fn refusal_reason(refusal: &Refusal) -> (Code, ErrorReason) {
         Refusal::FailedPrecondition(_) => Code::FailedPrecondition,
     };
     (code, refusal.reason())
-}
-
-/// Longest piece of a request echoed back in an error message.
-pub const ECHO_CHARS_MAX: usize = 96;
-
-/// `text` quoted for an error message, cut to [`ECHO_CHARS_MAX`]
-/// characters: a request may carry megabytes where a name is expected, and
-/// the answer (and the log) should not repeat them.
-pub(crate) fn echo(text: &str) -> String {
-    match text.char_indices().nth(ECHO_CHARS_MAX) {
-        None => format!("{text:?}"),
-        Some((end, _)) => format!("{:?}… ({} bytes in all)", &text[..end], text.len()),
-    }
-}
-
-pub(crate) fn internal(context: &str, err: impl std::fmt::Display) -> Status {
-    let request_id = format!("{:016x}", rand_id());
-    error!(request_id, error = %err, "{context}");
-    errors::internal_logged(
-        format!("{context}; see the node log for request {request_id}"),
-        &request_id,
-    )
-}
-
-/// A request id for correlating an internal error with the log; unique
-/// enough without a random number generator.
-fn rand_id() -> u64 {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    crate::driver::now_ms().wrapping_mul(1_000_003) ^ COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
 fn digest_field(name: &str, bytes: &[u8]) -> Result<Digest, Status> {
@@ -1540,23 +1412,6 @@ impl ConsensusApi {
         let trace = crate::telemetry::trace_context::from_map(&batch.trace_context);
         self.admission.forward(peer, batch, trace).await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod echo_tests {
-    use super::*;
-
-    #[test]
-    fn long_input_is_cut_and_short_input_kept() {
-        assert_eq!(echo("tax"), "\"tax\"");
-        let long = "x".repeat(1_000_000);
-        let echoed = echo(&long);
-        assert!(echoed.len() < 200, "{}", echoed.len());
-        assert!(echoed.ends_with("… (1000000 bytes in all)"), "{echoed}");
-        // Cut on a character boundary.
-        let wide = "é".repeat(200);
-        assert!(echo(&wide).starts_with(&format!("{:?}", "é".repeat(ECHO_CHARS_MAX))));
     }
 }
 

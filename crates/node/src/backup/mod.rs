@@ -86,7 +86,7 @@ impl AdminService for AdminApi {
                 Err(err) => {
                     warn!(node = %node, error = %err, "backup stopped");
                     let _ =
-                        sender.blocking_send(Err(crate::service::internal("backup failed", err)));
+                        sender.blocking_send(Err(crate::errors::internal("backup failed", err)));
                 }
             }
         });
@@ -145,12 +145,12 @@ impl Snapshots {
         let ledger = shared
             .ledger
             .snapshot()
-            .map_err(|err| crate::service::internal("cannot begin the ledger snapshot", err))?;
+            .map_err(|err| crate::errors::internal("cannot begin the ledger snapshot", err))?;
         let blobs = shared
             .blobs
             .store
             .snapshot()
-            .map_err(|err| crate::service::internal("cannot begin the blob snapshot", err))?;
+            .map_err(|err| crate::errors::internal("cannot begin the blob snapshot", err))?;
         let head = ledger.head();
         let header = BackupHeader {
             chain_id: ledger.chain_id().to_owned(),
@@ -159,7 +159,7 @@ impl Snapshots {
             head_hash: head.hash.as_bytes().to_vec(),
             node: shared.name.clone(),
             estimated_bytes: 0,
-            created_at_ms: crate::driver::now_ms(),
+            created_at_ms: crate::clock::now_ms(),
         };
         Ok(Self {
             header,

@@ -381,7 +381,7 @@ impl NodeMetrics {
                 "Seconds until a certificate this node uses expires (negative: expired).",
             )
             .with_callback(move |observer| {
-                let now = i64::try_from(crate::driver::now_ms() / 1000).unwrap_or(i64::MAX);
+                let now = i64::try_from(crate::clock::now_ms() / 1000).unwrap_or(i64::MAX);
                 for (certificate, not_after) in &expiry {
                     let not_after = not_after.load(std::sync::atomic::Ordering::Relaxed);
                     observer.observe(
