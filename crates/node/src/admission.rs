@@ -37,7 +37,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::dissemination::{check_batch, seal, verify_spread};
 use crate::driver::DriverEvent;
 use crate::mempool::MempoolError;
-use crate::shared::{LedgerState, Shared};
+use crate::chain_state::LedgerState;
+use crate::shared::Shared;
 use crate::supervise::Fatal;
 use crate::telemetry::trace_context;
 

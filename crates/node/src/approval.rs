@@ -22,7 +22,8 @@ use tonic::{Request, Response, Status};
 use crate::errors;
 use crate::errors::internal;
 use crate::service::NodeApi;
-use crate::shared::{LedgerState, Shared};
+use crate::chain_state::LedgerState;
+use crate::shared::Shared;
 use crate::tls::department_caller;
 
 /// Cases per page when the request names no size, and the most.

@@ -72,8 +72,8 @@ fn audit_blocks(
     // The departments at the head name every block's signers by the keys
     // they used then (`Departments::name_at`).
     let departments = govchain_exec::governance::departments_in_force(
-        &crate::shared::LedgerState(ledger),
-        &std::sync::Arc::new(crate::shared::departments(genesis)),
+        &crate::chain_state::LedgerState(ledger),
+        &std::sync::Arc::new(crate::chain_state::departments(genesis)),
     )?;
     let head = ledger.head();
     let mut parent = genesis.hash();

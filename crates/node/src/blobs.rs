@@ -58,7 +58,8 @@ use tracing::{info, warn};
 
 use crate::errors;
 use crate::errors::{echo, internal};
-use crate::shared::{LedgerState, Shared};
+use crate::chain_state::LedgerState;
+use crate::shared::Shared;
 use crate::tls::department_caller;
 
 /// Bytes of blob data per streamed message: one chunk of the profile.
@@ -117,7 +118,7 @@ pub struct Receipts {
     pub holder: String,
     /// The departments in force: the node signs receipts while `key` is
     /// `holder`'s node key there, as the chain checks a declaration.
-    pub departments: Arc<crate::shared::InForce>,
+    pub departments: Arc<crate::chain_state::InForce>,
 }
 
 impl Blobs {

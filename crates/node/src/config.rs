@@ -174,7 +174,7 @@ pub struct Settings {
     pub key_pem: String,
     pub certificate_file: PathBuf,
     pub key_file: PathBuf,
-    pub certificates: std::sync::Arc<crate::tls::NodeCertificates>,
+    pub certificates: std::sync::Arc<crate::certificates::NodeCertificates>,
     pub consensus_key: SigningKey,
     pub peers: Vec<Peer>,
     pub mempool: MempoolFile,
@@ -446,7 +446,7 @@ impl Settings {
         let certificate_pem = read_file("certificate", &file.certificate)?;
         let key_pem = read_file("key", &file.key)?;
         let certificates =
-            crate::tls::NodeCertificates::new(&ca_certificate_pem, &certificate_pem, &key_pem)
+            crate::certificates::NodeCertificates::new(&ca_certificate_pem, &certificate_pem, &key_pem)
                 .map_err(|err| {
                     anyhow::anyhow!(
                         "certificate {} and key {}: {err}",

@@ -132,7 +132,7 @@ pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
 pub fn tls_handshakes(
     mut accepted: ReceiverStream<io::Result<Counted>>,
     acceptor: tokio_rustls::TlsAcceptor,
-    revocations: Arc<crate::shared::Revocations>,
+    revocations: Arc<crate::chain_state::Revocations>,
 ) -> ReceiverStream<io::Result<Revocable<tokio_rustls::server::TlsStream<Counted>>>> {
     use tokio_stream::StreamExt as _;
     let (sender, receiver) = mpsc::channel(16);
@@ -198,7 +198,7 @@ pub const REVOKED_CONNECTION_GRACE: std::time::Duration = std::time::Duration::f
 pub struct Revocable<S> {
     inner: S,
     leaf: Vec<u8>,
-    revocations: Arc<crate::shared::Revocations>,
+    revocations: Arc<crate::chain_state::Revocations>,
     /// The list generation last checked; `None`: never.
     checked: Option<u64>,
     cut_at: Option<std::time::Instant>,
@@ -206,7 +206,7 @@ pub struct Revocable<S> {
 }
 
 impl<S> Revocable<S> {
-    pub fn new(inner: S, leaf: Vec<u8>, revocations: Arc<crate::shared::Revocations>) -> Self {
+    pub fn new(inner: S, leaf: Vec<u8>, revocations: Arc<crate::chain_state::Revocations>) -> Self {
         Self {
             inner,
             leaf,
@@ -321,7 +321,7 @@ mod tests {
         let leaf = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
             .map(|der: rustls::pki_types::CertificateDer<'static>| der.to_vec())
             .expect("der");
-        let revocations = Arc::new(crate::shared::Revocations::default());
+        let revocations = Arc::new(crate::chain_state::Revocations::default());
         let (near, mut far) = tokio::io::duplex(1024);
         let mut served = Revocable::new(near, leaf, revocations.clone());
         served.grace = std::time::Duration::ZERO;

@@ -15,7 +15,8 @@ use tonic::{Request, Response, Status};
 
 use crate::errors;
 use crate::errors::{echo, internal};
-use crate::shared::{LedgerState, Shared};
+use crate::chain_state::LedgerState;
+use crate::shared::Shared;
 use crate::tls::department_caller;
 
 /// Results per page when the request names no size, and the most.

@@ -30,7 +30,8 @@ use tracing::{debug, error, info, warn};
 use crate::clock::now_ms;
 use crate::consensus_store;
 use crate::dissemination::{Batch, FetchRequest, seal};
-use crate::shared::{LedgerState, Shared};
+use crate::chain_state::LedgerState;
+use crate::shared::Shared;
 use crate::sync::SyncRequest;
 use crate::telemetry::DriverMetrics;
 use crate::telemetry::trace_context;
@@ -781,7 +782,7 @@ impl Driver {
     }
 
     /// Block `seq` revoked a certificate: from now on every call and every
-    /// connection made with it is refused (see `shared::Revocations`).
+    /// connection made with it is refused (see `chain_state::Revocations`).
     ///
     /// # Panics
     /// If the list can not be read back from the state just written.

@@ -36,7 +36,8 @@ use crate::blobs::{ensure_local, parse_cid, stream_blob};
 use crate::errors;
 use crate::errors::internal;
 use crate::service::NodeApi;
-use crate::shared::{LedgerState, Shared};
+use crate::chain_state::LedgerState;
+use crate::shared::Shared;
 use crate::tls::department_caller;
 
 /// How long `ReadAttribute` waits for its access to commit.

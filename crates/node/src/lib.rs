@@ -12,6 +12,8 @@ mod approval;
 mod audit;
 pub mod backup;
 mod blobs;
+mod certificates;
+mod chain_state;
 mod certified_header;
 mod clock;
 pub mod config;
@@ -69,7 +71,7 @@ pub use inclusion_proof::{
 };
 pub use mempool::NONCE_AHEAD_MAX;
 pub use readiness::{LIVENESS_SERVICE, SYNC_LAG_BLOCKS_MAX};
-pub use shared::departments;
+pub use chain_state::departments;
 pub use state_proof::{ProvenHead, StateProofError, verify_state_proof};
 pub use supervise::FatalError;
 pub use wire::{certificate_from_wire, certificate_to_wire};
@@ -171,7 +173,7 @@ pub async fn run(
     let gc_grace_ms = (settings.blobs.gc_interval_secs > 0)
         .then(|| settings.blobs.gc_grace_secs.saturating_mul(1000));
     let blobs = Blobs::new(store, settings.blobs.upload_bytes_max, gc_grace_ms, holders);
-    let departments = Arc::new(shared::InForce::new(Arc::new(shared::departments(
+    let departments = Arc::new(chain_state::InForce::new(Arc::new(chain_state::departments(
         &genesis,
     ))));
     departments.refresh(&ledger)?;
@@ -662,7 +664,7 @@ async fn collect_blobs(shared: Arc<Shared>, interval: Duration, grace_ms: u64) {
 /// outage, and a month is time to renew it.
 async fn warn_of_expiry(
     node: String,
-    certificates: Arc<tls::NodeCertificates>,
+    certificates: Arc<certificates::NodeCertificates>,
     ca_certificate_pem: String,
 ) {
     const CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);

@@ -52,7 +52,7 @@ pub struct PeerSet {
 
 struct Spawner {
     name: String,
-    certificates: Arc<crate::tls::NodeCertificates>,
+    certificates: Arc<crate::certificates::NodeCertificates>,
     fatal: Fatal,
     /// Addresses from the configuration, by department; they win over an
     /// endpoint named on chain.
@@ -234,7 +234,7 @@ struct PeerTask {
     address: String,
     /// The node's certificate in use at each connection attempt: after a
     /// rotation, the next reconnection presents the new one.
-    certificates: Arc<crate::tls::NodeCertificates>,
+    certificates: Arc<crate::certificates::NodeCertificates>,
     connected: Arc<AtomicBool>,
 }
 

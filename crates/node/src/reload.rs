@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use tracing::{error, info};
 
-use crate::tls::{CERTIFICATE_POLL_INTERVAL, NodeCertificates, Reloaded};
+use crate::certificates::{CERTIFICATE_POLL_INTERVAL, NodeCertificates, Reloaded};
 
 /// The files' modification times and sizes, to notice a change cheaply.
 fn stamp(paths: [&Path; 2]) -> [Option<(SystemTime, u64)>; 2] {

@@ -42,7 +42,8 @@ use crate::inclusion_proof::inclusion_proof;
 use crate::limits::SUBSCRIBER_STALL_MAX;
 use crate::mempool::MempoolError;
 use crate::queries;
-use crate::shared::{LedgerState, Shared};
+use crate::chain_state::LedgerState;
+use crate::shared::Shared;
 use crate::state_proof::read_with_proof;
 use crate::{tls, wire};
 
@@ -752,7 +753,7 @@ impl NodeService for NodeApi {
             n => u64::from(n),
         };
         let height = self.shared.ledger.head().height;
-        let state = crate::shared::LedgerState(&self.shared.ledger);
+        let state = crate::chain_state::LedgerState(&self.shared.ledger);
         let (proposals, next) =
             govchain_exec::governance::proposals_page(&state, request.proposals_after, limit)
                 .map_err(|err| internal("cannot read validator proposals", err))?;

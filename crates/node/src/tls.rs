@@ -4,11 +4,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use govchain_pki::{Genesis, Role, TlsIdentity, identity_from_certificate, node_dns_name};
+use govchain_pki::{Genesis, Role, TlsIdentity, identity_from_certificate};
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use tonic::transport::ClientTlsConfig;
 use tonic::{Request, Status};
 
+use crate::certificates::NodeCertificates;
 use crate::config::Settings;
 
 /// How long a client may take to complete the TLS handshake before the
@@ -95,9 +96,9 @@ pub struct Members {
     names: Arc<BTreeSet<String>>,
     rates: Arc<crate::limits::RequestRates>,
     /// Certificates governance revoked; `None` checks none (tests).
-    revocations: Option<Arc<crate::shared::Revocations>>,
+    revocations: Option<Arc<crate::chain_state::Revocations>>,
     /// The departments in force; `None`: genesis's only (tests).
-    departments: Option<Arc<crate::shared::InForce>>,
+    departments: Option<Arc<crate::chain_state::InForce>>,
 }
 
 impl Members {
@@ -119,14 +120,14 @@ impl Members {
 
     /// Also admits the departments governance registered.
     #[must_use]
-    pub fn with_departments(mut self, departments: Arc<crate::shared::InForce>) -> Self {
+    pub fn with_departments(mut self, departments: Arc<crate::chain_state::InForce>) -> Self {
         self.departments = Some(departments);
         self
     }
 
     /// Also refuses certificates governance revoked.
     #[must_use]
-    pub fn with_revocations(mut self, revocations: Arc<crate::shared::Revocations>) -> Self {
+    pub fn with_revocations(mut self, revocations: Arc<crate::chain_state::Revocations>) -> Self {
         self.revocations = Some(revocations);
         self
     }
@@ -176,264 +177,10 @@ impl Interceptor for Members {
 
 // ----- certificates that rotate --------------------------------------------
 
-/// How often the certificate and key files are checked for a change (a
-/// SIGHUP reloads them at once).
-pub const CERTIFICATE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The node's TLS certificate and key as they are now: read at start, and
-/// replaced by [`NodeCertificates::reload`] when the operator rotates the
-/// files. New connections, in and out, use the current pair; established
-/// ones keep theirs.
-#[derive(Debug)]
-pub struct NodeCertificates {
-    ca_certificate_pem: String,
-    roots: Arc<rustls::RootCertStore>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    /// The identity every pair must carry (department and role).
-    identity: TlsIdentity,
-    current: std::sync::RwLock<Arc<CurrentPair>>,
-    /// notAfter of the current certificate, Unix seconds (for the metric).
-    not_after: Arc<std::sync::atomic::AtomicI64>,
-}
-
-#[derive(Debug)]
-struct CurrentPair {
-    certificate_pem: String,
-    key_pem: String,
-    certified: Arc<rustls::sign::CertifiedKey>,
-}
-
-/// Why a certificate and key pair is not taken.
-#[derive(Debug, thiserror::Error)]
-pub enum CertificateError {
-    #[error("the certificate file holds no usable certificate: {0}")]
-    Certificate(String),
-    #[error("the key file holds no usable private key: {0}")]
-    Key(String),
-    #[error("the key does not belong to the certificate: {0}")]
-    Mismatch(String),
-    #[error("the certificate does not chain to the consortium CA or is not valid now: {0}")]
-    Chain(String),
-    #[error("the certificate is {got}'s, and this node is {expected}'s")]
-    Identity { got: String, expected: String },
-}
-
-/// What a reload did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Reloaded {
-    /// The files hold the pair in use.
-    Unchanged,
-    /// A new pair is in use; its notAfter in Unix seconds.
-    Replaced { not_after_unix_s: i64 },
-}
-
-impl NodeCertificates {
-    /// The pair read at start, checked as a reload would be.
-    pub fn new(
-        ca_certificate_pem: &str,
-        certificate_pem: &str,
-        key_pem: &str,
-    ) -> Result<Arc<Self>, CertificateError> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject as _;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for certificate in CertificateDer::pem_slice_iter(ca_certificate_pem.as_bytes()) {
-            let certificate =
-                certificate.map_err(|err| CertificateError::Chain(format!("CA: {err}")))?;
-            roots
-                .add(certificate)
-                .map_err(|err| CertificateError::Chain(format!("CA: {err}")))?;
-        }
-        let leaf = first_certificate(certificate_pem)?;
-        let identity = identity_from_certificate(leaf.as_ref())
-            .map_err(|err| CertificateError::Certificate(err.to_string()))?;
-        let certificates = Self {
-            ca_certificate_pem: ca_certificate_pem.to_owned(),
-            roots: Arc::new(roots),
-            provider,
-            identity,
-            current: std::sync::RwLock::new(Arc::new(CurrentPair {
-                certificate_pem: String::new(),
-                key_pem: String::new(),
-                certified: Arc::new(rustls::sign::CertifiedKey::new(vec![leaf], Arc::new(NoKey))),
-            })),
-            not_after: Arc::new(std::sync::atomic::AtomicI64::new(0)),
-        };
-        certificates.reload(certificate_pem, key_pem)?;
-        Ok(Arc::new(certificates))
-    }
-
-    fn pair(&self) -> Arc<CurrentPair> {
-        self.current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The current certificate's PEM text.
-    pub fn certificate_pem(&self) -> String {
-        self.pair().certificate_pem.clone()
-    }
-
-    /// notAfter of the current certificate, kept up to date by reloads.
-    pub fn not_after(&self) -> Arc<std::sync::atomic::AtomicI64> {
-        self.not_after.clone()
-    }
-
-    /// Checks `certificate_pem` and `key_pem` and, if they are a valid pair
-    /// of this node's identity from the consortium CA, uses them for new
-    /// connections from now on. On error the pair in use stays.
-    pub fn reload(
-        &self,
-        certificate_pem: &str,
-        key_pem: &str,
-    ) -> Result<Reloaded, CertificateError> {
-        let current = self.pair();
-        if current.certificate_pem == certificate_pem && current.key_pem == key_pem {
-            return Ok(Reloaded::Unchanged);
-        }
-        let certified = self.check_pair(certificate_pem, key_pem)?;
-        let not_after = govchain_pki::certificate_validity(certificate_pem)
-            .map_err(|err| CertificateError::Certificate(err.to_string()))?
-            .not_after_unix_s;
-        *self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(CurrentPair {
-            certificate_pem: certificate_pem.to_owned(),
-            key_pem: key_pem.to_owned(),
-            certified: Arc::new(certified),
-        });
-        self.not_after
-            .store(not_after, std::sync::atomic::Ordering::Relaxed);
-        Ok(Reloaded::Replaced {
-            not_after_unix_s: not_after,
-        })
-    }
-
-    fn check_pair(
-        &self,
-        certificate_pem: &str,
-        key_pem: &str,
-    ) -> Result<rustls::sign::CertifiedKey, CertificateError> {
-        use rustls::client::danger::ServerCertVerifier as _;
-        use rustls::pki_types::pem::PemObject as _;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-        let chain = CertificateDer::pem_slice_iter(certificate_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| CertificateError::Certificate(err.to_string()))?;
-        let leaf = chain
-            .first()
-            .cloned()
-            .ok_or_else(|| CertificateError::Certificate("no certificate in the file".into()))?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|err| CertificateError::Key(err.to_string()))?;
-        let certified = rustls::sign::CertifiedKey::from_der(chain.clone(), key, &self.provider)
-            .map_err(|err| CertificateError::Mismatch(err.to_string()))?;
-        let identity = identity_from_certificate(leaf.as_ref())
-            .map_err(|err| CertificateError::Certificate(err.to_string()))?;
-        if identity != self.identity {
-            return Err(CertificateError::Identity {
-                got: identity.to_string(),
-                expected: self.identity.to_string(),
-            });
-        }
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            self.roots.clone(),
-            self.provider.clone(),
-        )
-        .build()
-        .map_err(|err| CertificateError::Chain(err.to_string()))?;
-        let name = ServerName::try_from(node_dns_name(&self.identity.department))
-            .map_err(|err| CertificateError::Chain(err.to_string()))?;
-        verifier
-            .verify_server_cert(&leaf, &chain[1..], &name, &[], UnixTime::now())
-            .map_err(|err| CertificateError::Chain(err.to_string()))?;
-        Ok(certified)
-    }
-
-    /// The client configuration for a new connection to peer `department`,
-    /// with the current pair (see [`peer_client_config`]).
-    pub fn client_config(&self, department: &str) -> ClientTlsConfig {
-        let pair = self.pair();
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_certificate_pem))
-            .identity(Identity::from_pem(&pair.certificate_pem, &pair.key_pem))
-            .domain_name(node_dns_name(department))
-    }
-
-    /// The current certificate for other TLS servers of the node (the web
-    /// portal), following reloads.
-    pub fn resolver(self: &Arc<Self>) -> Arc<dyn rustls::server::ResolvesServerCert> {
-        Arc::new(CurrentCertificate(self.clone()))
-    }
-
-    /// The server side: a client certificate from the consortium CA is
-    /// required, and the node's certificate is the current one at each
-    /// handshake.
-    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, CertificateError> {
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            self.roots.clone(),
-            self.provider.clone(),
-        )
-        .build()
-        .map_err(|err| CertificateError::Chain(err.to_string()))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|err| CertificateError::Chain(err.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(CurrentCertificate(self.clone())));
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(config)
-    }
-}
-
-fn first_certificate(
-    pem: &str,
-) -> Result<rustls::pki_types::CertificateDer<'static>, CertificateError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .next()
-        .ok_or_else(|| CertificateError::Certificate("no certificate in the file".into()))?
-        .map_err(|err| CertificateError::Certificate(err.to_string()))
-}
-
-/// The resolver the server's TLS asks at each handshake.
-#[derive(Debug)]
-struct CurrentCertificate(Arc<NodeCertificates>);
-
-impl rustls::server::ResolvesServerCert for CurrentCertificate {
-    fn resolve(
-        &self,
-        _client_hello: rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.pair().certified.clone())
-    }
-}
-
-/// A placeholder key that signs nothing, only until the first pair is
-/// checked in [`NodeCertificates::new`] (which fails without one).
-#[derive(Debug)]
-struct NoKey;
-
-impl rustls::sign::SigningKey for NoKey {
-    fn choose_scheme(
-        &self,
-        _offered: &[rustls::SignatureScheme],
-    ) -> Option<Box<dyn rustls::sign::Signer>> {
-        None
-    }
-
-    fn algorithm(&self) -> rustls::SignatureAlgorithm {
-        rustls::SignatureAlgorithm::Anonymous
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::certificates::{CertificateError, Reloaded};
 
     fn consortium() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("dir");
