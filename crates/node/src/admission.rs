@@ -10,8 +10,8 @@
 //! a batch is one transaction and nothing waits; under heavy load batches
 //! grow by themselves. Transactions that clients submitted here and that
 //! were admitted are sealed into batches named by digest and forwarded to
-//! the peers (`dissemination::seal`); a peer's batch is checked whole
-//! (`dissemination::check_batch`: its digest, and its signatures in one
+//! the peers (`Shared::seal`); a peer's batch is checked whole
+//! (`batches::check_batch`: its digest, and its signatures in one
 //! verification), kept for proposals that name it, and its transactions
 //! admitted.
 //!
@@ -34,10 +34,10 @@ use tracing::{debug, info, warn};
 
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::dissemination::{check_batch, seal, verify_spread};
+use crate::batches::{check_batch, verify_spread};
+use crate::chain_state::LedgerState;
 use crate::driver::DriverEvent;
 use crate::mempool::MempoolError;
-use crate::chain_state::LedgerState;
 use crate::shared::Shared;
 use crate::supervise::Fatal;
 use crate::telemetry::trace_context;
@@ -220,7 +220,7 @@ fn admit_jobs(shared: &Shared, keys: &mut KeyCache, jobs: Vec<Job>) {
     }
 }
 
-/// A peer's batch: checked whole (`dissemination::check_batch`), kept, and
+/// A peer's batch: checked whole (`batches::check_batch`), kept, and
 /// its transactions admitted. A batch with any fault is refused whole and
 /// the reason logged: an honest peer forwards only what it admitted.
 fn admit_batch(shared: &Shared, keys: &mut KeyCache, job: Job) {
@@ -341,7 +341,7 @@ fn admit_client_jobs(shared: &Shared, keys: &mut KeyCache, jobs: Vec<Job>) {
         let trace_context = forward_trace
             .map(|context| trace_context::to_map(&context))
             .unwrap_or_default();
-        seal(shared, &forward, trace_context);
+        shared.seal(&forward, trace_context);
     }
 }
 

@@ -19,10 +19,10 @@ use govchain_proto::approval::v1::{
 use govchain_proto::types::v1::{CaseRecord, CaseState, WorkflowDefinition};
 use tonic::{Request, Response, Status};
 
+use crate::chain_state::LedgerState;
 use crate::errors;
 use crate::errors::internal;
 use crate::service::NodeApi;
-use crate::chain_state::LedgerState;
 use crate::shared::Shared;
 use crate::tls::department_caller;
 

@@ -56,9 +56,9 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
+use crate::chain_state::LedgerState;
 use crate::errors;
 use crate::errors::{echo, internal};
-use crate::chain_state::LedgerState;
 use crate::shared::Shared;
 use crate::tls::department_caller;
 

@@ -263,3 +263,123 @@ impl rustls::sign::SigningKey for NoKey {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consortium() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("dir");
+        govchain_pki::init_consortium(&govchain_pki::InitOptions {
+            observers: Vec::new(),
+            out: dir.path().to_owned(),
+            chain_id: "c".into(),
+            departments: vec!["health".into(), "tax".into()],
+            hosts: Vec::new(),
+            force: false,
+            attests: Vec::new(),
+        })
+        .expect("init");
+        dir
+    }
+
+    fn read(dir: &tempfile::TempDir, path: &str) -> String {
+        std::fs::read_to_string(dir.path().join(path)).expect("read")
+    }
+
+    #[test]
+    fn only_a_valid_pair_of_the_nodes_identity_replaces_the_one_in_use() {
+        let dir = consortium();
+        let ca = read(&dir, "ca.crt");
+        let certificate = read(&dir, "health/node.crt");
+        let key = read(&dir, "health/node.key");
+        let certificates = NodeCertificates::new(&ca, &certificate, &key).expect("valid pair");
+        assert_eq!(
+            certificates.reload(&certificate, &key).expect("same"),
+            Reloaded::Unchanged
+        );
+        // Half copied: the new certificate beside the old key of another.
+        let err = certificates
+            .reload(&certificate, &read(&dir, "tax/node.key"))
+            .expect_err("mismatch");
+        assert!(matches!(err, CertificateError::Mismatch(_)), "{err}");
+        // Another department's valid pair.
+        let err = certificates
+            .reload(&read(&dir, "tax/node.crt"), &read(&dir, "tax/node.key"))
+            .expect_err("identity");
+        let text = err.to_string();
+        assert!(text.contains("tax") && text.contains("health"), "{text}");
+        assert_eq!(
+            certificates.certificate_pem(),
+            certificate,
+            "a refused pair replaced the one in use"
+        );
+        // A renewal of the same key is taken.
+        let renewed = govchain_pki::renew_node_certificate(
+            dir.path(),
+            "health",
+            govchain_pki::RenewFrom::Key(&key),
+            &[],
+            &dir.path().join("renewed.crt"),
+        )
+        .expect("renew");
+        assert!(matches!(
+            certificates.reload(&renewed, &key).expect("renewed"),
+            Reloaded::Replaced { .. }
+        ));
+        assert_eq!(certificates.certificate_pem(), renewed);
+        let not_after = govchain_pki::certificate_validity(&renewed)
+            .expect("validity")
+            .not_after_unix_s;
+        assert_eq!(
+            certificates
+                .not_after()
+                .load(std::sync::atomic::Ordering::Relaxed),
+            not_after
+        );
+    }
+
+    #[test]
+    fn a_node_does_not_start_with_a_key_of_another_certificate() {
+        let dir = consortium();
+        let err = NodeCertificates::new(
+            &read(&dir, "ca.crt"),
+            &read(&dir, "health/node.crt"),
+            &read(&dir, "tax/node.key"),
+        )
+        .expect_err("mismatch");
+        assert!(matches!(err, CertificateError::Mismatch(_)), "{err}");
+    }
+
+    /// Governance registers departments by the rule certificates are
+    /// issued by: a name the chain accepts is one the CA issues, and back.
+    #[test]
+    fn the_chain_and_the_ca_agree_on_department_names() {
+        let long = "a".repeat(govchain_pki::DEPARTMENT_NAME_BYTES_MAX);
+        let too_long = "a".repeat(govchain_pki::DEPARTMENT_NAME_BYTES_MAX + 1);
+        for name in [
+            "",
+            "a",
+            "tax",
+            "land-registry2",
+            "-x",
+            "1x",
+            "Tax",
+            "x_y",
+            "x.y",
+            "x/y",
+            "é",
+            long.as_str(),
+            too_long.as_str(),
+        ] {
+            assert_eq!(
+                govchain_exec::departments::valid_department_name(name),
+                govchain_pki::validate_department(name).is_ok(),
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            govchain_exec::departments::DEPARTMENT_NAME_BYTES_MAX,
+            govchain_pki::DEPARTMENT_NAME_BYTES_MAX
+        );
+    }
+}

@@ -445,15 +445,18 @@ impl Settings {
         let ca_certificate_pem = read_file("ca_certificate", &file.ca_certificate)?;
         let certificate_pem = read_file("certificate", &file.certificate)?;
         let key_pem = read_file("key", &file.key)?;
-        let certificates =
-            crate::certificates::NodeCertificates::new(&ca_certificate_pem, &certificate_pem, &key_pem)
-                .map_err(|err| {
-                    anyhow::anyhow!(
-                        "certificate {} and key {}: {err}",
-                        file.certificate.display(),
-                        file.key.display()
-                    )
-                })?;
+        let certificates = crate::certificates::NodeCertificates::new(
+            &ca_certificate_pem,
+            &certificate_pem,
+            &key_pem,
+        )
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "certificate {} and key {}: {err}",
+                file.certificate.display(),
+                file.key.display()
+            )
+        })?;
         Ok(Self {
             name: file.name.clone(),
             index,

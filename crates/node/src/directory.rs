@@ -13,9 +13,9 @@ use govchain_proto::directory::v1::{
 use govchain_proto::types::v1::DatasetEntry;
 use tonic::{Request, Response, Status};
 
+use crate::chain_state::LedgerState;
 use crate::errors;
 use crate::errors::{echo, internal};
-use crate::chain_state::LedgerState;
 use crate::shared::Shared;
 use crate::tls::department_caller;
 

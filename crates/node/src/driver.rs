@@ -27,10 +27,10 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
+use crate::batches::{Batch, FetchRequest};
+use crate::chain_state::LedgerState;
 use crate::clock::now_ms;
 use crate::consensus_store;
-use crate::dissemination::{Batch, FetchRequest, seal};
-use crate::chain_state::LedgerState;
 use crate::shared::Shared;
 use crate::sync::SyncRequest;
 use crate::telemetry::DriverMetrics;
@@ -442,7 +442,7 @@ impl Driver {
         };
         if !unlocated.is_empty() {
             debug!(node = %self.shared.name, transactions = unlocated.len(), "sealing transactions held in no batch");
-            seal(&self.shared, &unlocated, Default::default());
+            self.shared.seal(&unlocated, Default::default());
         }
         let store = self.shared.batches();
         let mut slices = Vec::new();

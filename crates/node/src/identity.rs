@@ -33,10 +33,10 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::blobs::{ensure_local, parse_cid, stream_blob};
+use crate::chain_state::LedgerState;
 use crate::errors;
 use crate::errors::internal;
 use crate::service::NodeApi;
-use crate::chain_state::LedgerState;
 use crate::shared::Shared;
 use crate::tls::department_caller;
 

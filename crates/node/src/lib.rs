@@ -11,10 +11,11 @@ mod admission;
 mod approval;
 mod audit;
 pub mod backup;
+mod batches;
 mod blobs;
 mod certificates;
-mod chain_state;
 mod certified_header;
+mod chain_state;
 mod clock;
 pub mod config;
 mod connections;
@@ -63,6 +64,7 @@ use tracing::{info, warn};
 
 pub use audit::{AuditReport, audit_ledger};
 pub use certified_header::CertifiedHeaderError;
+pub use chain_state::departments;
 pub use clock::now_ms;
 pub use config::{NodeFile, PeerFile, Settings};
 pub use inclusion_proof::{
@@ -71,7 +73,6 @@ pub use inclusion_proof::{
 };
 pub use mempool::NONCE_AHEAD_MAX;
 pub use readiness::{LIVENESS_SERVICE, SYNC_LAG_BLOCKS_MAX};
-pub use chain_state::departments;
 pub use state_proof::{ProvenHead, StateProofError, verify_state_proof};
 pub use supervise::FatalError;
 pub use wire::{certificate_from_wire, certificate_to_wire};
@@ -173,9 +174,9 @@ pub async fn run(
     let gc_grace_ms = (settings.blobs.gc_interval_secs > 0)
         .then(|| settings.blobs.gc_grace_secs.saturating_mul(1000));
     let blobs = Blobs::new(store, settings.blobs.upload_bytes_max, gc_grace_ms, holders);
-    let departments = Arc::new(chain_state::InForce::new(Arc::new(chain_state::departments(
-        &genesis,
-    ))));
+    let departments = Arc::new(chain_state::InForce::new(Arc::new(
+        chain_state::departments(&genesis),
+    )));
     departments.refresh(&ledger)?;
     // Every node can sign receipts; it does while its consensus key is its
     // department's node key on chain (a validator, in genesis or voted in).

@@ -33,6 +33,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::admission::Admission;
 use crate::admission::AdmitError;
+use crate::chain_state::LedgerState;
 use crate::dissemination::FETCH_BATCHES_DIGESTS_MAX;
 use crate::driver::DriverEvent;
 use crate::errors::{self, ErrorReason, Failure, RETRY_AFTER_DEFAULT};
@@ -42,7 +43,6 @@ use crate::inclusion_proof::inclusion_proof;
 use crate::limits::SUBSCRIBER_STALL_MAX;
 use crate::mempool::MempoolError;
 use crate::queries;
-use crate::chain_state::LedgerState;
 use crate::shared::Shared;
 use crate::state_proof::read_with_proof;
 use crate::{tls, wire};

@@ -10,9 +10,9 @@ use govchain_pki::Genesis;
 use govchain_proto::types::v1::CommittedBlock;
 use tokio::sync::broadcast;
 
+use crate::batches::{Batch, BatchStore};
 use crate::blobs::Blobs;
 use crate::chain_state::{InForce, Membership, Revocations};
-use crate::dissemination::BatchStore;
 use crate::limits::Slots;
 use crate::mempool::Mempool;
 use crate::peers::PeerSet;
@@ -172,6 +172,33 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Seals admitted transactions into batches within the bounds, keeps
+    /// them and forwards them to every peer: dissemination's first step,
+    /// taken by admission for its clients' transactions and by the primary
+    /// for any it proposes that no batch holds yet. The first batch carries
+    /// `trace_context`.
+    pub fn seal(
+        &self,
+        transactions: &[govchain_exec::VerifiedTransaction],
+        mut trace_context: std::collections::HashMap<String, String>,
+    ) -> Vec<Arc<Batch>> {
+        let mut sealed = Vec::new();
+        for (batch, ids) in crate::batches::cut(transactions) {
+            self.batches().insert(batch.clone(), &ids);
+            let mut wire = batch.to_wire();
+            wire.trace_context = std::mem::take(&mut trace_context);
+            tracing::debug!(node = %self.name, digest = %batch.digest.short(), transactions = ids.len(), "sealed batch");
+            self.peers
+                .broadcast(&govchain_proto::consensus::v1::StreamRequest {
+                    kind: Some(
+                        govchain_proto::consensus::v1::stream_request::Kind::Transactions(wire),
+                    ),
+                });
+            sealed.push(batch);
+        }
+        sealed
+    }
+
     pub fn head(&self) -> Head {
         let head = self.ledger.head();
         Head {
@@ -199,4 +226,3 @@ impl Shared {
         self.view.load(Ordering::Relaxed)
     }
 }
-
