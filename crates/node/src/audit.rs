@@ -124,7 +124,7 @@ fn audit_query_keys(
     committed: &CommittedBlock,
     departments: &govchain_exec::Departments,
 ) -> anyhow::Result<u64> {
-    let keys = crate::queries::keys(committed, departments);
+    let keys = crate::query_index::keys(committed, departments);
     for key in &keys {
         let found = ledger.query(key, None, 1)?;
         if found.first() != Some(key) {

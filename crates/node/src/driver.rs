@@ -706,7 +706,7 @@ impl Driver {
             results,
         };
         let encoded = committed.encode_to_vec();
-        let query_keys = crate::queries::keys(&committed, &self.shared.departments());
+        let query_keys = crate::query_index::keys(&committed, &self.shared.departments());
         let transactions: Vec<(Digest, Vec<u8>)> = ready
             .executed
             .transactions

@@ -32,7 +32,8 @@ use govchain_proto::types::v1::{
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::blobs::{ensure_local, parse_cid, stream_blob};
+use crate::blob_service::ensure_local;
+use crate::blobs::{parse_cid, stream_blob};
 use crate::chain_state::LedgerState;
 use crate::errors;
 use crate::errors::internal;

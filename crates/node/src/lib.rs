@@ -12,6 +12,7 @@ mod approval;
 mod audit;
 pub mod backup;
 mod batches;
+mod blob_service;
 mod blobs;
 mod certificates;
 mod certified_header;
@@ -31,6 +32,7 @@ mod limits;
 mod mempool;
 mod peers;
 pub mod queries;
+mod query_index;
 mod readiness;
 mod reload;
 mod service;
@@ -79,7 +81,8 @@ pub use wire::{certificate_from_wire, certificate_to_wire};
 
 use crate::admission::Admission;
 use crate::approval::ApprovalApi;
-use crate::blobs::{BLOB_MESSAGE_BYTES_MAX, BlobApi, Blobs};
+use crate::blob_service::BlobApi;
+use crate::blobs::{BLOB_MESSAGE_BYTES_MAX, Blobs};
 use crate::directory::DirectoryApi;
 use crate::driver::{DRIVER_EVENTS_MAX, Driver, DriverEvent, TICK_INTERVAL};
 use crate::identity::IdentityApi;
@@ -648,9 +651,10 @@ async fn collect_blobs(shared: Arc<Shared>, interval: Duration, grace_ms: u64) {
     loop {
         timer.tick().await;
         let shared = shared.clone();
-        let result =
-            tokio::task::spawn_blocking(move || shared.blobs.collect_garbage(&shared, grace_ms))
-                .await;
+        let result = tokio::task::spawn_blocking(move || {
+            shared.blobs.collect_garbage(&shared.ledger, grace_ms)
+        })
+        .await;
         match result {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "blob garbage collection failed"),
