@@ -270,10 +270,3 @@ pub fn verify_spread(pending: &[&VerifiedTransaction]) -> Vec<bool> {
             .collect()
     })
 }
-
-/// "Get these batches; `first` (the proposer) should have them."
-#[derive(Debug)]
-pub struct FetchRequest {
-    pub digests: Vec<Digest>,
-    pub first: u32,
-}

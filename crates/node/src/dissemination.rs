@@ -25,10 +25,11 @@ use tokio_stream::StreamExt as _;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
-use crate::batches::{BATCH_BYTES_MAX, FetchRequest, check_batch};
+use crate::batches::{BATCH_BYTES_MAX, check_batch};
 use crate::config::{Peer, Settings};
 use crate::driver::DriverEvent;
 use crate::peers::PEER_MESSAGE_BYTES_MAX;
+use crate::requests::FetchRequest;
 use crate::shared::Shared;
 use crate::supervise::Fatal;
 use crate::tls::peer_client_config;

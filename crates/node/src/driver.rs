@@ -27,13 +27,14 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::batches::{Batch, FetchRequest};
+use crate::batches::Batch;
 use crate::chain_state::LedgerState;
 use crate::clock::now_ms;
 use crate::consensus_store;
+use crate::requests::FetchRequest;
+use crate::requests::SyncRequest;
 use crate::shared::Shared;
-use crate::sync::SyncRequest;
-use crate::telemetry::DriverMetrics;
+use crate::telemetry::driver_metrics::DriverMetrics;
 use crate::telemetry::trace_context;
 use crate::wire;
 

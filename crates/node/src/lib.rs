@@ -35,6 +35,7 @@ pub mod queries;
 mod query_index;
 mod readiness;
 mod reload;
+mod requests;
 mod service;
 mod shared;
 mod state_proof;

@@ -14,7 +14,7 @@
 //! node is alive, and restarting it would only delay its catch-up.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use govchain_proto::node::v1::GetStatusRequest;
@@ -26,8 +26,8 @@ use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
 use crate::config::Settings;
+use crate::requests::SyncRequest;
 use crate::shared::Shared;
-use crate::sync::SyncRequest;
 use crate::tls::peer_client_config;
 
 /// Blocks a node may be behind its peers and still be ready: a few
@@ -40,27 +40,6 @@ const PEER_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The health service that only says whether the process is alive, for
 /// liveness probes; `""` (overall) is readiness.
 pub const LIVENESS_SERVICE: &str = "liveness";
-
-/// What the node knows about its own progress; read by `GetStatus`.
-#[derive(Debug)]
-pub struct Readiness {
-    syncing: AtomicBool,
-}
-
-impl Default for Readiness {
-    fn default() -> Self {
-        // Starting counts as syncing.
-        Self {
-            syncing: AtomicBool::new(true),
-        }
-    }
-}
-
-impl Readiness {
-    pub fn syncing(&self) -> bool {
-        self.syncing.load(Ordering::Acquire)
-    }
-}
 
 /// The height that the peers' claims show the chain has reached, given
 /// that up to `f` of them may lie: the (f+1)-th highest claim, which an

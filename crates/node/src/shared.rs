@@ -16,7 +16,6 @@ use crate::chain_state::{InForce, Membership, Revocations};
 use crate::limits::Slots;
 use crate::mempool::Mempool;
 use crate::peers::PeerSet;
-use crate::readiness::Readiness;
 
 /// Committed blocks kept for slow subscribers before they must re-read the
 /// ledger.
@@ -224,5 +223,26 @@ impl Shared {
 
     pub fn current_view(&self) -> u64 {
         self.view.load(Ordering::Relaxed)
+    }
+}
+
+/// What the node knows about its own progress; read by `GetStatus`.
+#[derive(Debug)]
+pub struct Readiness {
+    pub(crate) syncing: AtomicBool,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        // Starting counts as syncing.
+        Self {
+            syncing: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Readiness {
+    pub fn syncing(&self) -> bool {
+        self.syncing.load(Ordering::Acquire)
     }
 }

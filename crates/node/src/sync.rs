@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Peer, Settings};
 use crate::driver::DriverEvent;
 use crate::peers::PEER_MESSAGE_BYTES_MAX;
+use crate::requests::SyncRequest;
 use crate::shared::Shared;
 use crate::supervise::Fatal;
 use crate::tls::peer_client_config;
@@ -56,13 +57,6 @@ pub async fn follow(sync: mpsc::Sender<SyncRequest>, peers: Vec<u32>, shared: Ar
         }
         tokio::time::sleep(FOLLOW_INTERVAL).await;
     }
-}
-
-/// "Catch up to `target`; these peers have it."
-#[derive(Debug)]
-pub struct SyncRequest {
-    pub target: u64,
-    pub peers: Vec<u32>,
 }
 
 struct Syncer {

@@ -7,6 +7,7 @@
 //! Only this module (and the node's handlers that open spans) knows about
 //! OpenTelemetry; `pbft` and `exec` stay free of it.
 
+pub mod driver_metrics;
 pub mod json_log;
 pub mod metrics;
 pub mod prometheus;
@@ -28,8 +29,9 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+pub use driver_metrics::DriverMetrics;
 pub use http::{metrics_url, serve_metrics};
-pub use metrics::{DriverMetrics, NodeMetrics};
+pub use metrics::NodeMetrics;
 
 /// The service name spans and metrics carry when `OTEL_SERVICE_NAME` is
 /// not set.
