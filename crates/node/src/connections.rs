@@ -128,7 +128,7 @@ pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
 /// of its own, so that a slow or silent client never holds up the others;
 /// a connection whose handshake fails or times out is closed (and its
 /// place freed). The acceptor's configuration picks the node's current
-/// certificate at each handshake (`tls::NodeCertificates`).
+/// certificate at each handshake (`certificates::NodeCertificates`).
 pub fn tls_handshakes(
     mut accepted: ReceiverStream<io::Result<Counted>>,
     acceptor: tokio_rustls::TlsAcceptor,

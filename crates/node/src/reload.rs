@@ -2,7 +2,7 @@
 //! when the certificate or key file changes (checked every
 //! `tls::CERTIFICATE_POLL_INTERVAL`), the files are read again and, if they
 //! hold a valid pair of this node's identity from the consortium CA, new
-//! connections use it (`tls::NodeCertificates::reload`). Established
+//! connections use it (`certificates::NodeCertificates::reload`). Established
 //! connections keep the pair they were made with. A pair that does not
 //! check (a copy half done, another department's certificate) is logged
 //! and left out; the files are read again on their next change.

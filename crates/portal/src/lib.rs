@@ -65,7 +65,7 @@ pub struct PortalConfig {
     /// The chain's genesis, written into evidence bundles.
     pub genesis: govchain_pki::Genesis,
     /// Where browsers' handshakes get the certificate, when the node
-    /// rotates it (`tls::NodeCertificates`); None serves
+    /// rotates it (`node::certificates::NodeCertificates`); None serves
     /// `certificate_pem` for good.
     pub certificate_resolver: Option<Arc<dyn rustls::server::ResolvesServerCert>>,
 }
