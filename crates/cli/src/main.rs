@@ -177,13 +177,14 @@ enum Command {
             govchain directory grants health/vaccinations"
     )]
     Directory(cmd::directory::DirectoryArgs),
-    /// Change the validator set by on-chain vote: propose, sign, list.
+    /// Change the validator set, departments and revocations by on-chain vote.
     #[command(
-        long_about = "Change the validator set by on-chain vote of the validators in force. A \
-            validator's department proposes adding a genesis department's node (an observer \
-            being promoted) or removing a validator; the other validators' departments \
-            approve; once 2f+1 of the set in force approved it before its deadline, the \
-            change takes effect from the next block. `govchain status` shows the set and the \
+        long_about = "Change the consortium by on-chain vote of the validators in force. A \
+            validator's department proposes adding a department's node (an observer being \
+            promoted) or removing a validator, revoking a certificate, or changing a \
+            department (a new signing key, new attest permissions, or a bureau joining); the \
+            other validators' departments approve; once 2f+1 of the set in force approved it \
+            before its deadline, the change takes effect from the next block. `govchain status` shows the set and the \
             pending proposals too.",
         after_help = "A walk through (with a devnet, add --dir devnet --department <name> \
             --signing-key devnet/certs/<name>/signing.key to each write):\n  \

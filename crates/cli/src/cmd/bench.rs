@@ -85,7 +85,13 @@ The ceiling is what this machine can verify: Ed25519 batch verifications per\n\
 second on all cores, divided by the number of validators (each verifies\n\
 every signature once), measured before and after the load; the mean is used.\n\
 Throughput is reported as a ratio of it, since absolute figures on shared\n\
-machines vary between runs.")]
+machines vary between runs.\n\n\
+CPU per tx is one validator's CPU time per committed transaction (all\n\
+nodes' CPU, divided by validators and committed transactions), split by\n\
+the nodes' threads (admission, consensus, tokio's gRPC/TLS workers) and,\n\
+within the consensus thread, by the nodes' execution and ledger counters\n\
+on /metrics; the signature part is one verification at the ceiling's\n\
+rate. Linux only (it reads /proc).")]
 pub struct BenchArgs {
     /// Validators of the devnet the bench starts (ignored with --dir).
     #[arg(long, value_name = "N", default_value_t = 4)]
