@@ -347,6 +347,7 @@ fn a_nodes_metrics_page_parses_and_moves_with_a_commit() {
         ("govchain_commit_latency_seconds", "histogram"),
         ("govchain_execution_cpu_seconds_total", "counter"),
         ("govchain_ledger_append_cpu_seconds_total", "counter"),
+        ("govchain_signature_cpu_seconds_total", "counter"),
         ("govchain_view", "gauge"),
         ("govchain_mempool_transactions", "gauge"),
         ("govchain_mempool_bytes", "gauge"),

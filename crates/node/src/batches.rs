@@ -6,12 +6,16 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use govchain_crypto::{Digest, KeyError, PublicKey, Signature, verify_each};
 use govchain_exec::{TransactionError, VerifiedTransaction, batch_digest, check_envelope_with};
 use govchain_proto::consensus::v1::TransactionBatch;
 use govchain_proto::types::v1::TransactionEnvelope;
 use prost::Message as _;
+
+use crate::telemetry::thread_cpu::measured;
 
 /// Transactions in one batch at most.
 pub const BATCH_TRANSACTIONS_MAX: usize = 4096;
@@ -237,6 +241,28 @@ pub fn cut(transactions: &[VerifiedTransaction]) -> Vec<(Arc<Batch>, Vec<Digest>
     batches
 }
 
+/// CPU nanoseconds spent verifying signatures in [`verify_spread`]: on
+/// the calling thread, and on the threads it spreads a large batch over
+/// (which end with the call, so only this counts them).
+static SIGNATURE_CPU_CALLER_NANOS: AtomicU64 = AtomicU64::new(0);
+static SIGNATURE_CPU_SPREAD_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// CPU time spent verifying signatures so far: on the calling threads,
+/// and on the threads a large batch was spread over.
+pub fn signature_cpu() -> (Duration, Duration) {
+    (
+        Duration::from_nanos(SIGNATURE_CPU_CALLER_NANOS.load(Ordering::Relaxed)),
+        Duration::from_nanos(SIGNATURE_CPU_SPREAD_NANOS.load(Ordering::Relaxed)),
+    )
+}
+
+fn count_signature_cpu(counter: &AtomicU64, spent: Duration) {
+    counter.fetch_add(
+        u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}
+
 /// Verifies the signatures of `pending`, splitting a large batch over the
 /// available cores.
 pub fn verify_spread(pending: &[&VerifiedTransaction]) -> Vec<bool> {
@@ -254,14 +280,20 @@ pub fn verify_spread(pending: &[&VerifiedTransaction]) -> Vec<bool> {
         verify_each(&messages, &signatures, &keys)
     };
     if threads == 1 {
-        return verify_chunk(0..pending.len());
+        let (good, spent) = measured(|| verify_chunk(0..pending.len()));
+        count_signature_cpu(&SIGNATURE_CPU_CALLER_NANOS, spent);
+        return good;
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..pending.len())
             .step_by(chunk)
             .map(|start| {
                 let end = (start + chunk).min(pending.len());
-                scope.spawn(move || verify_chunk(start..end))
+                scope.spawn(move || {
+                    let (good, spent) = measured(|| verify_chunk(start..end));
+                    count_signature_cpu(&SIGNATURE_CPU_SPREAD_NANOS, spent);
+                    good
+                })
             })
             .collect();
         handles

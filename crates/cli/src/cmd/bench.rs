@@ -90,8 +90,8 @@ CPU per tx is one validator's CPU time per committed transaction (all\n\
 nodes' CPU, divided by validators and committed transactions), split by\n\
 the nodes' threads (admission, consensus, tokio's gRPC/TLS workers) and,\n\
 within the consensus thread, by the nodes' execution and ledger counters\n\
-on /metrics; the signature part is one verification at the ceiling's\n\
-rate. Linux only (it reads /proc).")]
+on /metrics; signatures are the nodes' own count of the CPU their batch\n\
+verifications took. Linux only (it reads /proc).")]
 pub struct BenchArgs {
     /// Validators of the devnet the bench starts (ignored with --dir).
     #[arg(long, value_name = "N", default_value_t = 4)]
@@ -201,11 +201,6 @@ impl Report {
         self.ceiling_tps_after = verifications_per_second / validators;
         self.ceiling_tps = self.verifications_per_second / validators;
         self.ratio = self.committed_tps / self.ceiling_tps;
-        let verification_cpu_s = self.machine_cores as f64 / self.verifications_per_second;
-        self.cpu_us_per_tx = self
-            .cpu_us_per_tx
-            .as_ref()
-            .map(|split| split.with_verification(verification_cpu_s));
     }
 }
 
@@ -548,14 +543,7 @@ async fn drive(
         mean_block_transactions: mean(&tracker.block_sizes),
         view_changes: end_views.saturating_sub(start_views),
         node_cpu_cores: cpu_used.map_or(0.0, |used| used.total / elapsed.as_secs_f64()),
-        cpu_us_per_tx: cpu_used.map(|used| {
-            cpu::Split::new(
-                &used,
-                validators,
-                committed_all,
-                cores as f64 / verifications_per_second,
-            )
-        }),
+        cpu_us_per_tx: cpu_used.map(|used| cpu::Split::new(&used, validators, committed_all)),
         machine_cores: cores,
         blob: None,
     })
@@ -987,7 +975,7 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     match &report.cpu_us_per_tx {
         Some(split) => {
             println!(
-                "CPU per tx:          {:.1} µs per validator: signature {:.1} (at the ceiling's rate), admission {:.1}, execution {:.1}, ledger {:.1}, consensus {:.1}, gRPC/TLS {:.1}, other {:.1}",
+                "CPU per tx:          {:.1} µs per validator: signature {:.1}, admission {:.1}, execution {:.1}, ledger {:.1}, consensus {:.1}, gRPC/TLS {:.1}, other {:.1}",
                 split.total,
                 split.signature,
                 split.admission,

@@ -36,6 +36,7 @@ pub const BLOCK_INTERVAL: &str = "govchain_block_interval_seconds";
 pub const COMMIT_LATENCY: &str = "govchain_commit_latency_seconds";
 pub const EXECUTION_CPU: &str = "govchain_execution_cpu_seconds_total";
 pub const LEDGER_APPEND_CPU: &str = "govchain_ledger_append_cpu_seconds_total";
+pub const SIGNATURE_CPU: &str = "govchain_signature_cpu_seconds_total";
 pub const VIEW: &str = "govchain_view";
 pub const VIEW_CHANGES: &str = "govchain_view_changes_total";
 pub const MEMPOOL_TRANSACTIONS: &str = "govchain_mempool_transactions";
@@ -268,6 +269,19 @@ impl NodeMetrics {
     }
 
     fn observe_process(&self) -> Vec<Box<dyn Any + Send + Sync>> {
+        let signatures = self
+            .meter
+            .f64_observable_counter(SIGNATURE_CPU)
+            .with_unit("s")
+            .with_description(
+                "CPU time spent verifying batches of transaction signatures (admission, peers' batches), on the calling thread (thread=caller) and on the threads a large batch is spread over (thread=spread).",
+            )
+            .with_callback(|observer| {
+                let (caller, spread) = crate::batches::signature_cpu();
+                observer.observe(caller.as_secs_f64(), &[KeyValue::new("thread", "caller")]);
+                observer.observe(spread.as_secs_f64(), &[KeyValue::new("thread", "spread")]);
+            })
+            .build();
         let cpu = self
             .meter
             .f64_observable_counter(PROCESS_CPU)
@@ -290,7 +304,7 @@ impl NodeMetrics {
                 }
             })
             .build();
-        vec![Box::new(cpu), Box::new(memory)]
+        vec![Box::new(signatures), Box::new(cpu), Box::new(memory)]
     }
 }
 
@@ -337,7 +351,7 @@ mod tests {
     use super::*;
 
     /// (name, is a counter, unit suffix expected)
-    const ALL: [(&str, bool, &str); 18] = [
+    const ALL: [(&str, bool, &str); 21] = [
         (HEIGHT, false, ""),
         (COMMITTED_TRANSACTIONS, true, ""),
         (COMMITTED_BLOCKS, true, ""),
@@ -354,6 +368,9 @@ mod tests {
         (REFUSED_MESSAGES, true, ""),
         (BLOB_STORE_BYTES, false, "_bytes"),
         (CERTIFICATE_EXPIRY, false, "_seconds"),
+        (EXECUTION_CPU, true, "_seconds_total"),
+        (LEDGER_APPEND_CPU, true, "_seconds_total"),
+        (SIGNATURE_CPU, true, "_seconds_total"),
         (PROCESS_CPU, true, "_seconds_total"),
         (PROCESS_MEMORY, false, "_bytes"),
     ];

@@ -3,7 +3,9 @@
 //! the `admission` threads verify signatures and admit, the `consensus`
 //! thread runs PBFT, execution and ledger appends, the tokio workers serve
 //! gRPC and TLS), and, from each node's `/metrics`, the consensus thread's
-//! CPU time executing blocks and appending them. Linux only: elsewhere a
+//! CPU time executing blocks and appending them and the CPU time verifying
+//! signatures (on the calling thread, and on the threads a large batch is
+//! spread over, which end before a sample could see them). Linux only: elsewhere a
 //! sample is `None` and the report says so.
 
 use std::time::Duration;
@@ -22,6 +24,10 @@ pub struct Sample {
     /// Parts of `consensus`, from the nodes' metrics.
     pub execution: f64,
     pub ledger: f64,
+    /// Verifying signatures, from the nodes' metrics: on the calling
+    /// thread (mostly admission), and on spread threads.
+    pub signature_caller: f64,
+    pub signature_spread: f64,
 }
 
 impl Sample {
@@ -35,6 +41,8 @@ impl Sample {
             grpc: d(self.grpc, before.grpc),
             execution: d(self.execution, before.execution),
             ledger: d(self.ledger, before.ledger),
+            signature_caller: d(self.signature_caller, before.signature_caller),
+            signature_spread: d(self.signature_spread, before.signature_spread),
         }
     }
 }
@@ -43,12 +51,11 @@ impl Sample {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Split {
     pub total: f64,
-    /// Verifying the signature, at the rate the ceiling measured on this
-    /// machine (a model: the admission threads do it, not separately
-    /// timed).
+    /// Verifying signatures in batches (admission, peers' batches),
+    /// measured by the nodes.
     pub signature: f64,
-    /// The admission threads' time less `signature`: decoding, the
-    /// precheck against state, the mempool.
+    /// The admission threads' time less the signatures verified on them:
+    /// decoding, the precheck against state, the mempool, sealing.
     pub admission: f64,
     /// Building, assembling and checking blocks (execution included).
     pub execution: f64,
@@ -64,21 +71,19 @@ pub struct Split {
 }
 
 impl Split {
-    /// `used` by `validators` nodes for `committed` transactions;
-    /// `verification_cpu_s` is one signature verification's CPU time.
-    pub fn new(used: &Sample, validators: usize, committed: u64, verification_cpu_s: f64) -> Self {
+    /// `used` by `validators` nodes for `committed` transactions.
+    pub fn new(used: &Sample, validators: usize, committed: u64) -> Self {
         if committed == 0 || validators == 0 {
             return Self::default();
         }
         let per = 1e6 / (validators as f64 * committed as f64);
         let total = used.total * per;
-        let admission_all = used.admission * per;
-        let signature = (verification_cpu_s * 1e6).min(admission_all);
+        let signature = (used.signature_caller + used.signature_spread) * per;
+        let admission = (used.admission - used.signature_caller).max(0.0) * per;
         let execution = used.execution * per;
         let ledger = used.ledger * per;
         let consensus = (used.consensus * per - execution - ledger).max(0.0);
         let grpc = used.grpc * per;
-        let admission = admission_all - signature;
         let threads = signature + admission + execution + ledger + consensus + grpc;
         // The process total counts 10 ms ticks, the threads nanoseconds:
         // when the threads add up to more, they are the better figure.
@@ -93,20 +98,6 @@ impl Split {
             consensus,
             grpc,
             other,
-        }
-    }
-}
-
-impl Split {
-    /// The same split with one verification taking `verification_cpu_s`
-    /// (the ceiling measured again after the load).
-    pub fn with_verification(&self, verification_cpu_s: f64) -> Self {
-        let admission_all = self.signature + self.admission;
-        let signature = (verification_cpu_s * 1e6).min(admission_all);
-        Self {
-            signature,
-            admission: admission_all - signature,
-            ..self.clone()
         }
     }
 }
@@ -159,6 +150,16 @@ pub async fn sample(pids: &[u32], metrics_urls: &[String]) -> Option<Sample> {
         if let Some(text) = scrape(url).await {
             sample.execution += metric(&text, "govchain_execution_cpu_seconds_total");
             sample.ledger += metric(&text, "govchain_ledger_append_cpu_seconds_total");
+            sample.signature_caller += labeled(
+                &text,
+                "govchain_signature_cpu_seconds_total",
+                "thread=\"caller\"",
+            );
+            sample.signature_spread += labeled(
+                &text,
+                "govchain_signature_cpu_seconds_total",
+                "thread=\"spread\"",
+            );
         }
     }
     Some(sample)
@@ -185,6 +186,20 @@ pub fn metric(text: &str, name: &str) -> f64 {
                 _ => return None,
             };
             rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// The sum of a metric's samples whose labels include `label`.
+pub fn labeled(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let labels = line.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = labels.split_once('}')?;
+            labels
+                .split(',')
+                .any(|l| l.trim() == label)
+                .then(|| value.split_whitespace().next()?.parse::<f64>().ok())?
         })
         .sum()
 }
@@ -249,6 +264,12 @@ mod tests {
             0.25
         );
         assert_eq!(metric(text, "absent"), 0.0);
+        let text = "govchain_signature_cpu_seconds_total{otel_scope_name=\"govchain\",thread=\"caller\"} 2\n\
+            govchain_signature_cpu_seconds_total{thread=\"spread\",otel_scope_name=\"govchain\"} 0.5\n";
+        let name = "govchain_signature_cpu_seconds_total";
+        assert_eq!(labeled(text, name, "thread=\"caller\""), 2.0);
+        assert_eq!(labeled(text, name, "thread=\"spread\""), 0.5);
+        assert_eq!(labeled(text, name, "thread=\"other\""), 0.0);
     }
 
     #[test]
@@ -261,16 +282,18 @@ mod tests {
             grpc: 0.8,
             execution: 0.8,
             ledger: 0.4,
+            signature_caller: 0.2,
+            signature_spread: 0.2,
         };
-        let split = Split::new(&used, 4, 1_000, 50e-6);
+        let split = Split::new(&used, 4, 1_000);
         assert_eq!(split.total, 1_000.0);
-        assert_eq!(split.signature, 50.0);
+        assert_eq!(split.signature, 100.0);
         assert_eq!(split.admission, 200.0);
         assert_eq!(split.execution, 200.0);
         assert_eq!(split.ledger, 100.0);
         assert_eq!(split.consensus, 100.0);
         assert_eq!(split.grpc, 200.0);
-        assert_eq!(split.other, 150.0);
+        assert_eq!(split.other, 100.0);
         let parts = split.signature
             + split.admission
             + split.execution
@@ -279,7 +302,7 @@ mod tests {
             + split.grpc
             + split.other;
         assert!((parts - split.total).abs() < 1e-9);
-        assert_eq!(Split::new(&used, 4, 0, 50e-6), Split::default());
+        assert_eq!(Split::new(&used, 4, 0), Split::default());
     }
 
     #[test]
