@@ -17,6 +17,40 @@ fn govchain(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `govchain case export` of the devnet's `case` (as tax) into `out`, then
+/// `govchain verify` of it against `genesis`, which must find the case
+/// approved; returns the bundle.
+fn export_and_verify(
+    d: &str,
+    case: &str,
+    out: &std::path::Path,
+    genesis: &std::path::Path,
+) -> serde_json::Value {
+    let (ok, _, err) = govchain(&[
+        "case",
+        "export",
+        case,
+        "--out",
+        out.to_str().unwrap(),
+        "--dir",
+        d,
+        "--department",
+        "tax",
+    ]);
+    assert!(ok, "case export: {err}");
+    let (ok, verified, err) = govchain(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "verify: {err}");
+    let verified: serde_json::Value = serde_json::from_str(&verified).unwrap();
+    assert_eq!(verified["state"], "approved", "{verified}");
+    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+}
+
 #[test]
 fn devnet_starts_answers_and_stops() {
     let dir = tempfile::tempdir().unwrap();
@@ -107,30 +141,9 @@ fn devnet_starts_answers_and_stops() {
     assert_eq!(shown["state"], "approved", "{shown}");
     // The demo case's evidence (its automatic step decided by the demo
     // citizen's attested name) verifies offline.
-    let bundle = dir.join("demo-case.json");
-    let (ok, _, err) = govchain(&[
-        "case",
-        "export",
-        &case,
-        "--out",
-        bundle.to_str().unwrap(),
-        "--dir",
-        d,
-        "--department",
-        "tax",
-    ]);
-    assert!(ok, "case export: {err}");
     let genesis = dir.join("certs").join("genesis.json");
-    let (ok, verified, err) = govchain(&[
-        "verify",
-        bundle.to_str().unwrap(),
-        "--genesis",
-        genesis.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(ok, "verify: {err}");
-    let verified: serde_json::Value = serde_json::from_str(&verified).unwrap();
-    assert_eq!(verified["state"], "approved", "{verified}");
+    let bundle = dir.join("demo-case.json");
+    export_and_verify(d, &case, &bundle, &genesis);
     // The eligibility step was approved by its rule as the case opened
     // (the demo citizen's name is attested by civil), not by an officer.
     let eligibility = &shown["steps"][0];
@@ -230,20 +243,7 @@ fn devnet_starts_answers_and_stops() {
     // Governance changed a department: the case's evidence now carries the
     // departments' registry, proven, and still verifies offline.
     let after = dir.join("demo-case-after.json");
-    let (ok, _, err) = govchain(&[
-        "case",
-        "export",
-        &case,
-        "--out",
-        after.to_str().unwrap(),
-        "--dir",
-        d,
-        "--department",
-        "tax",
-    ]);
-    assert!(ok, "case export: {err}");
-    let exported: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&after).unwrap()).unwrap();
+    let exported = export_and_verify(d, &case, &after, &genesis);
     assert!(
         !exported["departments"]["value"]
             .as_str()
@@ -251,16 +251,6 @@ fn devnet_starts_answers_and_stops() {
             .is_empty(),
         "the bundle carries the registry"
     );
-    let (ok, verified, err) = govchain(&[
-        "verify",
-        after.to_str().unwrap(),
-        "--genesis",
-        genesis.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(ok, "verify: {err}");
-    let verified: serde_json::Value = serde_json::from_str(&verified).unwrap();
-    assert_eq!(verified["state"], "approved", "{verified}");
     let (ok, _, err) = get("police", Some(&case));
     assert!(ok, "police reads the floor plan of the case: {err}");
     assert!(

@@ -315,6 +315,37 @@ fn act(case_id: &Digest, step: &str) -> Body {
     })
 }
 
+/// The restaurant workflow: a health inspection, then tax's licence.
+fn define_restaurant() -> Body {
+    Body::DefineWorkflow(DefineWorkflow {
+        workflow_id: "open-restaurant".into(),
+        title: "Open a restaurant".into(),
+        steps: vec![
+            step("health-inspection", "health", "inspector", &[]),
+            step("license", "tax", "licensing", &["health-inspection"]),
+        ],
+    })
+}
+
+fn register(officer: &SigningKey, role: &str) -> Body {
+    Body::RegisterOfficer(RegisterOfficer {
+        officer: officer.public_key().as_bytes().to_vec(),
+        role: role.into(),
+    })
+}
+
+/// A citizen's restaurant case, with its floor plan.
+fn open_restaurant() -> Body {
+    Body::OpenCase(OpenCase {
+        workflow_id: "open-restaurant".into(),
+        workflow_version: 1,
+        documents: vec![CaseDocument {
+            name: "floor-plan".into(),
+            cid: format!("bafkrei{}", "a".repeat(52)),
+        }],
+    })
+}
+
 /// The restaurant case, approved: definition, two officers, the citizen's
 /// identity, the case opened and both steps approved (in one block, in
 /// dependency order), with an unrelated transaction beside the opening.
@@ -327,22 +358,9 @@ fn restaurant_bundle() -> CaseBundle {
     let mut citizen = Signer::new(SigningKey::from_seed([42; 32]));
     let mut other = Signer::new(SigningKey::from_seed([43; 32]));
 
-    let define = tax.sign(Body::DefineWorkflow(DefineWorkflow {
-        workflow_id: "open-restaurant".into(),
-        title: "Open a restaurant".into(),
-        steps: vec![
-            step("health-inspection", "health", "inspector", &[]),
-            step("license", "tax", "licensing", &["health-inspection"]),
-        ],
-    }));
-    let register_inspector = health.sign(Body::RegisterOfficer(RegisterOfficer {
-        officer: inspector.key.public_key().as_bytes().to_vec(),
-        role: "inspector".into(),
-    }));
-    let register_licenser = tax.sign(Body::RegisterOfficer(RegisterOfficer {
-        officer: licenser.key.public_key().as_bytes().to_vec(),
-        role: "licensing".into(),
-    }));
+    let define = tax.sign(define_restaurant());
+    let register_inspector = health.sign(register(&inspector.key, "inspector"));
+    let register_licenser = tax.sign(register(&licenser.key, "licensing"));
     let identity = citizen.sign(Body::CreateIdentity(CreateIdentity {}));
     chain.block(
         vec![
@@ -353,14 +371,7 @@ fn restaurant_bundle() -> CaseBundle {
         ],
         3,
     );
-    let open = citizen.sign(Body::OpenCase(OpenCase {
-        workflow_id: "open-restaurant".into(),
-        workflow_version: 1,
-        documents: vec![CaseDocument {
-            name: "floor-plan".into(),
-            cid: format!("bafkrei{}", "a".repeat(52)),
-        }],
-    }));
+    let open = citizen.sign(open_restaurant());
     let unrelated = other.sign(Body::CreateIdentity(CreateIdentity {}));
     chain.block(vec![unrelated.clone(), open.clone()], 4);
     let case_id = id_of(&open);
@@ -403,25 +414,12 @@ fn key_change_bundle() -> CaseBundle {
     let mut licenser = Signer::new(SigningKey::from_seed([41; 32]));
     let mut citizen = Signer::new(SigningKey::from_seed([42; 32]));
 
-    let define = tax.sign(Body::DefineWorkflow(DefineWorkflow {
-        workflow_id: "open-restaurant".into(),
-        title: "Open a restaurant".into(),
-        steps: vec![
-            step("health-inspection", "health", "inspector", &[]),
-            step("license", "tax", "licensing", &["health-inspection"]),
-        ],
-    }));
+    let define = tax.sign(define_restaurant());
     chain.block(vec![define.clone()], 3);
     let mut new_tax = Signer::new(SigningKey::from_seed([77; 32]));
     chain.replace_key("tax", &new_tax.key);
-    let register_inspector = health.sign(Body::RegisterOfficer(RegisterOfficer {
-        officer: inspector.key.public_key().as_bytes().to_vec(),
-        role: "inspector".into(),
-    }));
-    let register_licenser = new_tax.sign(Body::RegisterOfficer(RegisterOfficer {
-        officer: licenser.key.public_key().as_bytes().to_vec(),
-        role: "licensing".into(),
-    }));
+    let register_inspector = health.sign(register(&inspector.key, "inspector"));
+    let register_licenser = new_tax.sign(register(&licenser.key, "licensing"));
     let identity = citizen.sign(Body::CreateIdentity(CreateIdentity {}));
     chain.block(
         vec![
@@ -431,14 +429,7 @@ fn key_change_bundle() -> CaseBundle {
         ],
         3,
     );
-    let open = citizen.sign(Body::OpenCase(OpenCase {
-        workflow_id: "open-restaurant".into(),
-        workflow_version: 1,
-        documents: vec![CaseDocument {
-            name: "floor-plan".into(),
-            cid: format!("bafkrei{}", "a".repeat(52)),
-        }],
-    }));
+    let open = citizen.sign(open_restaurant());
     chain.block(vec![open.clone()], 4);
     let case_id = id_of(&open);
     let approve_health = inspector.sign(act(&case_id, "health-inspection"));
@@ -509,14 +500,7 @@ fn a_department_key_changed_mid_case_replays_with_each_heights_key() {
 fn registry_proven_at_the_change() -> govchain_evidence::BundledDepartments {
     let mut early = Chain::new();
     let mut tax = Signer::new(department_key("tax"));
-    let define = tax.sign(Body::DefineWorkflow(DefineWorkflow {
-        workflow_id: "open-restaurant".into(),
-        title: "Open a restaurant".into(),
-        steps: vec![
-            step("health-inspection", "health", "inspector", &[]),
-            step("license", "tax", "licensing", &["health-inspection"]),
-        ],
-    }));
+    let define = tax.sign(define_restaurant());
     early.block(vec![define], 3);
     early.replace_key("tax", &SigningKey::from_seed([77; 32]));
     early.departments_proof()
