@@ -576,7 +576,7 @@ fn require_department<'d>(
 ) -> Result<&'d crate::identity::Department, Refusal> {
     context.departments.by_key(signer).ok_or_else(|| {
         Refusal::PermissionDenied(format!(
-            "signer {signer} is not a department's signing key in genesis, so it may not {action}"
+            "signer {signer} is not a department's signing key in force, so it may not {action}"
         ))
     })
 }
@@ -676,7 +676,7 @@ pub(crate) fn define_workflow<S: StateRead>(
     for step in &body.steps {
         if context.departments.by_name(&step.department).is_none() {
             return Ok(Err(Refusal::NotFound(format!(
-                "step {:?} names department {:?}, which is not a department in genesis",
+                "step {:?} names department {:?}, which is not a department",
                 step.step_id, step.department
             ))));
         }

@@ -536,7 +536,7 @@ fn require_department<'d>(
         .by_key(&transaction.signer)
         .ok_or_else(|| {
             Refusal::PermissionDenied(format!(
-                "signer {} is not a department's signing key in genesis, so it may not {action}",
+                "signer {} is not a department's signing key in force, so it may not {action}",
                 transaction.signer
             ))
         })

@@ -442,7 +442,7 @@ fn require_department<'d>(
 ) -> Result<&'d Department, Refusal> {
     departments.by_key(signer).ok_or_else(|| {
         Refusal::PermissionDenied(format!(
-            "signer {signer} is not a department's signing key in genesis, so it may not {action}"
+            "signer {signer} is not a department's signing key in force, so it may not {action}"
         ))
     })
 }
@@ -489,7 +489,7 @@ pub(crate) fn declare_attribute<S: StateRead>(
     refuse_unless!(require_identity(overlay, citizen)?);
     let Some(holder) = context.departments.by_name(&declare.holder) else {
         return Ok(Err(Refusal::NotFound(format!(
-            "holder {:?} is not a department in genesis",
+            "holder {:?} is not a department",
             declare.holder
         ))));
     };
@@ -604,7 +604,7 @@ pub(crate) fn attest_attribute<S: StateRead>(
     ));
     if !department.attests.contains(&attest.name) {
         return Ok(Err(Refusal::PermissionDenied(format!(
-            "department {:?} may not attest {:?}; genesis allows it to attest [{}]",
+            "department {:?} may not attest {:?}; it may attest [{}]",
             department.name,
             attest.name,
             department
@@ -703,7 +703,7 @@ pub(crate) fn grant_consent<S: StateRead>(
     refuse_unless!(require_identity(overlay, citizen)?);
     if context.departments.by_name(&grant.department).is_none() {
         return Ok(Err(Refusal::NotFound(format!(
-            "department {:?} is not in genesis",
+            "no department {:?} on this chain",
             grant.department
         ))));
     }

@@ -460,7 +460,7 @@ fn a_definition_naming_a_department_not_in_genesis_is_not_found() {
     assert_refusal(
         chain.run(&commerce(), Body::DefineWorkflow(body)),
         Refusal::NotFound,
-        &["\"police\"", "not a department in genesis"],
+        &["\"police\"", "which is not a department"],
     );
 }
 

@@ -794,7 +794,7 @@ fn a_department_without_the_role_may_not_attest() {
     let refusal = chain.refused(
         &health(),
         attest(&alice(), "name", "Alice Example", 0),
-        "department \"health\" may not attest \"name\"; genesis allows it to attest []",
+        "department \"health\" may not attest \"name\"; it may attest []",
     );
     assert!(
         matches!(refusal, Refusal::PermissionDenied(_)),
@@ -803,7 +803,7 @@ fn a_department_without_the_role_may_not_attest() {
     let refusal = chain.refused(
         &registry(),
         attest(&alice(), "income", "1", 0),
-        "may not attest \"income\"; genesis allows it to attest [date_of_birth, name, photo]",
+        "may not attest \"income\"; it may attest [date_of_birth, name, photo]",
     );
     assert!(
         matches!(refusal, Refusal::PermissionDenied(_)),
@@ -818,7 +818,7 @@ fn a_key_that_is_not_a_department_may_not_attest() {
         let refusal = chain.refused(
             &key,
             attest(&alice(), "name", "Alice Example", 0),
-            "is not a department's signing key in genesis, so it may not attest attributes",
+            "is not a department's signing key in force, so it may not attest attributes",
         );
         assert!(
             matches!(refusal, Refusal::PermissionDenied(_)),
@@ -984,7 +984,7 @@ fn granting_consent_to_an_unknown_department_is_not_found() {
     let refusal = chain.refused(
         &alice(),
         grant("tax", &["name"], PURPOSE, CONSENT_END_MS),
-        "department \"tax\" is not in genesis",
+        "no department \"tax\" on this chain",
     );
     assert!(matches!(refusal, Refusal::NotFound(_)), "{refusal:?}");
 }
@@ -1341,7 +1341,7 @@ fn access_signed_by_a_key_that_is_not_a_department_is_refused() {
         let refusal = chain.refused(
             &key,
             access(&alice(), "name", &consent, PURPOSE),
-            "is not a department's signing key in genesis, so it may not read citizens' attributes",
+            "is not a department's signing key in force, so it may not read citizens' attributes",
         );
         assert!(
             matches!(refusal, Refusal::PermissionDenied(_)),

@@ -941,7 +941,7 @@ fn attest_error(err: anyhow::Error) -> anyhow::Error {
     let text = err.to_string();
     match text.strip_suffix(client::PERMISSION_DENIED_HINT) {
         Some(reason) => anyhow::anyhow!(
-            "{reason}; sign with the key of a department that genesis allows to attest it"
+            "{reason}; sign with the key of a department allowed to attest it (`govchain governance list` shows who may)"
         ),
         None => err,
     }
