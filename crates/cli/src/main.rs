@@ -110,7 +110,7 @@ enum Command {
         long_about = "Citizens' digital identity. A citizen is an Ed25519 key, named by its \
             did:key; attribute values stay in a department node's blob store, sealed with a \
             salt, and the chain holds only their CIDs and salted commitments. Departments \
-            attest attributes (as genesis allows), citizens grant and revoke consent, and \
+            attest attributes (as genesis or governance allows), citizens grant and revoke consent, and \
             every read of an attribute is recorded on chain before any byte is released.\n\n\
             Writes are signed transactions and wait for the commit by default (--no-wait \
             to skip).",

@@ -19,7 +19,7 @@ use crate::cmd::keys::load_signing_key;
 
 /// The department whose attest permissions the demo proposal changes.
 pub const DEMO_SUBJECT: &str = "police";
-/// What the proposal lets it attest besides what genesis allows.
+/// What the proposal lets it attest besides what it may attest now.
 pub const DEMO_ATTRIBUTE: &str = "vehicle";
 /// How long the demo proposal collects approvals.
 const DEMO_DEADLINE: Duration = Duration::from_secs(7 * 86_400);
