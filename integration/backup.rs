@@ -241,6 +241,16 @@ async fn a_node_backed_up_under_load_is_restored_and_rejoins_with_the_same_head(
         "--genesis",
         path(&genesis),
     ]);
+    // The restore wrote the blocks into the block log, at this format.
+    assert!(data_dir.join("blocks").read_dir().unwrap().next().is_some());
+    let migrated = govchain_output(&["ledger", "migrate", "--data-dir", path(&data_dir), "--json"]);
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    let migrated: serde_json::Value = serde_json::from_slice(&migrated.stdout).unwrap();
+    assert_eq!(migrated["migrated"], false, "{migrated}");
+    assert!(
+        migrated["height"].as_u64().unwrap() >= others_height,
+        "{migrated}"
+    );
 }
 
 /// The restored node still holds the blob it held when backed up.

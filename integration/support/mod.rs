@@ -343,6 +343,11 @@ impl Cluster {
             .into_inner()
     }
 
+    /// Node `i`'s whole log, across restarts.
+    pub fn log_text(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
     pub fn log_tail(&self, i: usize) -> String {
         let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
         text.lines()

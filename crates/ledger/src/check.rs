@@ -5,7 +5,11 @@
 //!
 //! - the head in meta matches the record of the block at its height, and
 //!   the hash index maps the head hash back to that height;
-//! - the block bodies and block records are exactly the heights `1..=head`;
+//! - the block records are exactly the heights `1..=head`;
+//! - the block log holds every height from 1 on, each record's checksum
+//!   holds, each record's parent is the previous record's hash, and up to
+//!   the head each record's hash and parent are the block record's (the
+//!   log may hold blocks above the head after a crash: they are counted);
 //! - each block's parent is the previous block's hash (the genesis hash for
 //!   block 1), and the hash index maps each block hash to its height, with
 //!   no other entries;
@@ -26,10 +30,11 @@ use govchain_crypto::Digest;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use crate::Head;
+use crate::block_log::BlockLog;
 use crate::error::{CheckError, Context, Inconsistency, StorageFailure};
 use crate::recent;
 use crate::schema::{
-    self, BLOCK_RECORDS, BLOCKS, BlockRecord, HEIGHT_BY_HASH, HeightKey, META, META_HEAD,
+    self, BLOCK_RECORDS, BlockRecord, HEIGHT_BY_HASH, HeightKey, META, META_HEAD,
     RECENT_TRANSACTIONS, STATE, STATE_TREE, TRANSACTIONS, height_from_key, height_key,
 };
 
@@ -44,17 +49,21 @@ pub struct CheckReport {
     pub state_entries: u64,
     /// Stored state tree nodes.
     pub state_tree_nodes: u64,
+    /// Blocks in the log above the head: appended, not yet re-applied
+    /// after a crash (see [`crate::Ledger::log_head`]).
+    pub logged_above_head: u64,
 }
 
 pub(crate) fn check(
     snapshot: &ReadTransaction,
     genesis: Digest,
+    log: &BlockLog,
 ) -> Result<CheckReport, CheckError> {
     let head = read_head(snapshot)?;
     verify_head(snapshot, &head, genesis)?;
     let records = open(snapshot, BLOCK_RECORDS)?;
     let transactions_expected = walk_block_records(snapshot, &records, &head, genesis)?;
-    walk_block_bodies(snapshot, &head)?;
+    let logged_above_head = walk_log(log, &records, &head, genesis)?;
     let indexed = walk_transactions(snapshot, &records, &head)?;
     let waiting = walk_recent(snapshot, &records, &head)?;
     let transactions = indexed.saturating_add(waiting);
@@ -76,6 +85,7 @@ pub(crate) fn check(
         transactions,
         state_entries,
         state_tree_nodes,
+        logged_above_head,
     })
 }
 
@@ -87,19 +97,17 @@ pub(crate) fn verify_head(
     head: &Head,
     genesis: Digest,
 ) -> Result<(), CheckError> {
-    for (name, table) in [("block_records", BLOCK_RECORDS), ("blocks", BLOCKS)] {
-        let last = open(snapshot, table)?
-            .last()
-            .context("reading the last block")?
-            .map(|(key, _)| height_from_key(key.value()));
-        if let Some(height) = last.filter(|height| *height > head.height) {
-            return Err(Inconsistency::BlockOutsideChain {
-                table: name,
-                height,
-                head: head.height,
-            }
-            .into());
+    let last = open(snapshot, BLOCK_RECORDS)?
+        .last()
+        .context("reading the last block")?
+        .map(|(key, _)| height_from_key(key.value()));
+    if let Some(height) = last.filter(|height| *height > head.height) {
+        return Err(Inconsistency::BlockOutsideChain {
+            table: "block_records",
+            height,
+            head: head.height,
         }
+        .into());
     }
     if head.height == 0 {
         if head.hash != genesis {
@@ -113,13 +121,6 @@ pub(crate) fn verify_head(
     }
     let record = block_record(&open(snapshot, BLOCK_RECORDS)?, head.height, head)?;
     compare_head(head, &record)?;
-    if open(snapshot, BLOCKS)?
-        .get(height_key(head.height))
-        .context("reading the head block")?
-        .is_none()
-    {
-        return Err(missing("blocks", head.height, head).into());
-    }
     check_hash_indexed(&open(snapshot, HEIGHT_BY_HASH)?, head.height, head.hash)
 }
 
@@ -193,15 +194,55 @@ fn walk_block_records(
     Ok(transactions)
 }
 
-/// Checks the block bodies cover `1..=head`, without reading them.
-fn walk_block_bodies(snapshot: &ReadTransaction, head: &Head) -> Result<(), CheckError> {
-    let blocks = open(snapshot, BLOCKS)?;
-    let mut heights = HeightSequence::new("blocks", head);
-    for entry in blocks.iter().context("walking blocks")? {
-        let (key, _) = entry.context("walking blocks")?;
-        heights.visit(height_from_key(key.value()))?;
+/// Reads every record of the log (checksums), checks the chain links, and
+/// ties the records up to the head to the block records; returns how many
+/// records lie above the head.
+fn walk_log(
+    log: &BlockLog,
+    records: &ReadOnlyTable<HeightKey, &'static [u8]>,
+    head: &Head,
+    genesis: Digest,
+) -> Result<u64, CheckError> {
+    let last = log.last();
+    if last < head.height {
+        return Err(Inconsistency::LogBehindIndex {
+            logged: last,
+            head: head.height,
+        }
+        .into());
     }
-    Ok(heights.finish()?)
+    let mut previous_hash = genesis;
+    for height in 1..=last {
+        let block = log
+            .read(height)
+            .map_err(|err| match err {
+                crate::block_log::LogError::Failure(failure) => CheckError::Log(failure),
+                crate::block_log::LogError::Damaged(inconsistency) => inconsistency.into(),
+            })?
+            .ok_or_else(|| missing("the block log", height, head))?;
+        if block.parent_hash != previous_hash {
+            return Err(Inconsistency::LogParentMismatch {
+                height,
+                parent: block.parent_hash,
+                previous: height - 1,
+                expected: previous_hash,
+            }
+            .into());
+        }
+        if height <= head.height {
+            let record = block_record(records, height, head)?;
+            if record.hash != block.hash {
+                return Err(Inconsistency::LogDiffers {
+                    height,
+                    logged: block.hash,
+                    indexed: record.hash,
+                }
+                .into());
+            }
+        }
+        previous_hash = block.hash;
+    }
+    Ok(last - head.height)
 }
 
 /// Checks every transaction points into a stored block; returns the count.

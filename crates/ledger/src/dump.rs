@@ -15,23 +15,39 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use govchain_crypto::Digest;
-pub use govchain_redb_dump::{DumpRow, ExportError, IMPORT_COMMIT_BYTES_MAX, ImportError, RowSink};
+pub use govchain_redb_dump::{DumpRow, ExportError, IMPORT_COMMIT_BYTES_MAX, RowSink};
 use govchain_redb_dump::{KeyForm, Rows, Schema, export_table, insert_run};
 use redb::{ReadTransaction, ReadableDatabase as _, WriteTransaction};
 
+use crate::block_log::BlockLog;
 use crate::error::{Context as _, ReadError};
 use crate::schema::{
     self, BLOCK_RECORDS, BLOCKS, HEIGHT_BY_HASH, META, META_HEAD, QUERY_INDEX, RECENT_TRANSACTIONS,
     STATE, STATE_TREE, TRANSACTIONS,
 };
-use crate::{CACHE_SIZE_BYTES_MAX, Head, LEDGER_FILE_NAME, Ledger};
+use crate::{CACHE_SIZE_BYTES_MAX, Head, LEDGER_FILE_NAME, Ledger, OpenError};
+
+/// Why an [`import`] failed. On any error the partly written files are
+/// left for the caller to delete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    #[error(transparent)]
+    Rows(#[from] govchain_redb_dump::ImportError),
+    #[error("cannot move the restored blocks into the block log")]
+    Blocks(#[source] OpenError),
+}
 
 /// A consistent view of the ledger file, for a backup. Appends go on while
 /// it is held; redb keeps the pages it sees until it is dropped.
 pub struct Snapshot {
     read: ReadTransaction,
+    /// Holds every block up to `head` (a block is logged before its redb
+    /// commit), and those are never rewritten.
+    log: Arc<BlockLog>,
     chain_id: String,
     genesis_hash: Digest,
     head: Head,
@@ -55,6 +71,7 @@ impl Ledger {
         drop(meta);
         Ok(Snapshot {
             read,
+            log: self.block_log().clone(),
             chain_id: self.chain_id().to_owned(),
             genesis_hash: self.genesis_hash(),
             head,
@@ -79,7 +96,7 @@ impl Snapshot {
     /// key order; stops at the first error, the sink's included.
     pub fn export(&self, sink: &mut RowSink<'_>) -> Result<(), ExportError> {
         export_table(&self.read, META, sink)?;
-        export_table(&self.read, BLOCKS, sink)?;
+        self.export_blocks(sink)?;
         export_table(&self.read, BLOCK_RECORDS, sink)?;
         export_table(&self.read, HEIGHT_BY_HASH, sink)?;
         export_table(&self.read, TRANSACTIONS, sink)?;
@@ -91,8 +108,33 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The `blocks` rows, read from the log: the dump keeps the table a
+    /// version 4 ledger had, so that both kinds of backup restore alike.
+    fn export_blocks(&self, sink: &mut RowSink<'_>) -> Result<(), ExportError> {
+        for height in 1..=self.head.height {
+            let block = self
+                .log
+                .read(height)
+                .map_err(|err| ExportError::Storage {
+                    table: "blocks".to_owned(),
+                    source: redb::Error::Io(io::Error::other(crate::ReadError::from(err))),
+                })?
+                .ok_or_else(|| ExportError::Storage {
+                    table: "blocks".to_owned(),
+                    source: redb::Error::Io(io::Error::other(format!(
+                        "block {height} is missing from the block log"
+                    ))),
+                })?;
+            sink("blocks", &height.to_be_bytes(), &block.encoded).map_err(ExportError::Sink)?;
+        }
+        Ok(())
+    }
+}
+
 /// Creates `<dir>/ledger.redb` from the rows of a dump, all tables present
-/// even where the dump has no row. Refuses an existing file. The caller
+/// even where the dump has no row, and the block log `<dir>/blocks/` from
+/// its `blocks` rows. Refuses an existing file. The caller
 /// then opens it with [`Ledger::open`], which checks chain id, genesis and
 /// head, and runs [`Ledger::check`].
 pub fn import(
@@ -105,7 +147,8 @@ pub fn import(
         CACHE_SIZE_BYTES_MAX,
         &LedgerSchema,
         &mut rows,
-    )
+    )?;
+    crate::migrate::finish_import(dir).map_err(ImportError::Blocks)
 }
 
 /// The ledger's tables, for an import.
@@ -130,7 +173,7 @@ impl Schema for LedgerSchema {
         write: &WriteTransaction,
         table: &str,
         rows: &mut Rows<'_>,
-    ) -> Result<usize, ImportError> {
+    ) -> Result<usize, govchain_redb_dump::ImportError> {
         match table {
             "meta" => insert_run(write, META, KeyForm::Text, rows),
             "blocks" => insert_run(write, BLOCKS, KeyForm::Bytes, rows),
@@ -141,7 +184,7 @@ impl Schema for LedgerSchema {
             "state" => insert_run(write, STATE, KeyForm::Bytes, rows),
             "state_tree" => insert_run(write, STATE_TREE, KeyForm::Bytes, rows),
             "query_index" => insert_run(write, QUERY_INDEX, KeyForm::Bytes, rows),
-            other => Err(ImportError::UnknownTable {
+            other => Err(govchain_redb_dump::ImportError::UnknownTable {
                 table: other.to_owned(),
             }),
         }

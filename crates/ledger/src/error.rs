@@ -28,6 +28,35 @@ impl StorageFailure {
     }
 }
 
+/// A file operation on the block log failed (see `block_log`).
+#[derive(Debug, thiserror::Error)]
+#[error("block log {path}: {context} failed")]
+pub struct LogFailure {
+    path: PathBuf,
+    context: &'static str,
+    #[source]
+    source: std::io::Error,
+}
+
+impl LogFailure {
+    pub(crate) fn new(
+        path: &std::path::Path,
+        context: &'static str,
+        source: std::io::Error,
+    ) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            context,
+            source,
+        }
+    }
+
+    /// What the ledger was doing when the file operation failed.
+    pub fn context(&self) -> &'static str {
+        self.context
+    }
+}
+
 /// Attaches a description of the ledger operation to any redb error.
 pub(crate) trait Context<T> {
     fn context(self, context: &'static str) -> Result<T, StorageFailure>;
@@ -48,6 +77,37 @@ impl<T, E: Into<redb::Error>> Context<T> for Result<T, E> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Inconsistency {
+    #[error("block log segment {segment} is damaged at byte {offset}: {reason}")]
+    LogDamaged {
+        segment: String,
+        offset: u64,
+        reason: String,
+    },
+    #[error("block log segment {segment} starts at height {first}, expected {expected}")]
+    LogGap {
+        segment: String,
+        first: u64,
+        expected: u64,
+    },
+    #[error(
+        "the block log ends at height {logged}, below the indexed head {head}: blocks the index holds are missing from the log"
+    )]
+    LogBehindIndex { logged: u64, head: u64 },
+    #[error("block {height} in the log has hash {logged}, but the index holds {indexed}")]
+    LogDiffers {
+        height: u64,
+        logged: Digest,
+        indexed: Digest,
+    },
+    #[error(
+        "block {height} in the log has parent {parent}, but block {previous} has hash {expected}"
+    )]
+    LogParentMismatch {
+        height: u64,
+        parent: Digest,
+        previous: u64,
+        expected: Digest,
+    },
     #[error("meta entry {key:?} is missing")]
     MissingMeta { key: &'static str },
     #[error("record in table {table} is {got} bytes, expected {expected}")]
@@ -181,6 +241,17 @@ pub enum OpenError {
          move the data directory aside and start the node with an empty one: it syncs the chain from its peers"
     )]
     UnsupportedFormat { got: u64, supported: u64 },
+    #[error(
+        "ledger format version {got} keeps blocks inside {path}; this build (format {supported}) keeps them in a block log. \
+         Stop the node and run `govchain ledger migrate --data-dir {data_dir}` (it moves the blocks, keeping everything else), \
+         or move the data directory aside and start with an empty one to sync from peers"
+    )]
+    NeedsMigration {
+        path: PathBuf,
+        data_dir: PathBuf,
+        got: u64,
+        supported: u64,
+    },
     #[error("ledger belongs to chain {stored:?}, but chain {given:?} was requested")]
     ChainIdMismatch { stored: String, given: String },
     #[error("ledger was created from genesis {stored}, but genesis {given} was given")]
@@ -191,6 +262,8 @@ pub enum OpenError {
         #[source]
         inconsistency: Inconsistency,
     },
+    #[error(transparent)]
+    Log(#[from] LogFailure),
     #[error(transparent)]
     Storage(#[from] StorageFailure),
 }
@@ -238,6 +311,8 @@ pub enum AppendError {
     #[error("ledger is corrupted")]
     Corrupted(#[from] Inconsistency),
     #[error(transparent)]
+    Log(#[from] LogFailure),
+    #[error(transparent)]
     Storage(#[from] StorageFailure),
 }
 
@@ -247,6 +322,8 @@ pub enum AppendError {
 pub enum ReadError {
     #[error("ledger is corrupted")]
     Corrupted(#[from] Inconsistency),
+    #[error(transparent)]
+    Log(#[from] LogFailure),
     #[error(transparent)]
     Storage(#[from] StorageFailure),
 }
@@ -258,6 +335,8 @@ pub enum ReadError {
 pub enum CheckError {
     #[error("ledger is inconsistent")]
     Inconsistent(#[from] Inconsistency),
+    #[error(transparent)]
+    Log(#[from] LogFailure),
     #[error(transparent)]
     Storage(#[from] StorageFailure),
 }

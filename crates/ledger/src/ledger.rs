@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use govchain_crypto::Digest;
 use redb::{
@@ -11,22 +11,24 @@ use redb::{
     TableDefinition, WriteTransaction,
 };
 
+use crate::block_log::{
+    BlockLog, BlockRef, LOG_DIR_NAME, LogError, Recovered, SEGMENT_BYTES_TARGET,
+};
 use crate::check;
 use crate::consensus::ConsensusStore;
 use crate::error::{
     AppendError, CheckError, Context, Inconsistency, OpenError, ReadError, StorageFailure,
 };
 use crate::recent::{self, Merge, Recent};
-use crate::schema::HeightKey;
 use crate::schema::{
-    self, BLOCK_RECORDS, BLOCKS, BlockRecord, HEIGHT_BY_HASH, META, META_CHAIN_ID,
-    META_FORMAT_VERSION, META_GENESIS_HASH, META_HEAD, QUERY_INDEX, RECENT_TRANSACTIONS, STATE,
-    STATE_TREE, TRANSACTIONS, height_key,
+    self, BLOCK_RECORDS, BlockRecord, HEIGHT_BY_HASH, META, META_CHAIN_ID, META_FORMAT_VERSION,
+    META_GENESIS_HASH, META_HEAD, QUERY_INDEX, RECENT_TRANSACTIONS, STATE, STATE_TREE,
+    TRANSACTIONS, height_key,
 };
 use crate::{
     APPEND_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MAX, BLOCK_TRANSACTIONS_MAX, BLOCK_TREE_WRITES_MAX,
-    BLOCK_WRITES_MAX, CACHE_SIZE_BYTES_MAX, CHAIN_ID_SIZE_BYTES_MAX, LEDGER_FILE_NAME,
-    STATE_KEY_SIZE_BYTES_MAX,
+    BLOCK_WRITES_MAX, CACHE_SIZE_BYTES_MAX, CHAIN_ID_SIZE_BYTES_MAX, CHECKPOINT_BLOCKS,
+    CHECKPOINT_BYTES, LEDGER_FILE_NAME, STATE_KEY_SIZE_BYTES_MAX,
 };
 
 /// The last appended block, or the genesis position of an empty ledger.
@@ -82,11 +84,15 @@ pub struct TransactionLocation {
     pub result: Vec<u8>,
 }
 
-/// The durable store of one node: blocks, the transaction index and the
-/// world state in a single redb file. See the crate documentation for the
-/// invariants.
+/// The durable store of one node: blocks in the block log, and the
+/// transaction index and the world state in a redb file. See the crate
+/// documentation for the invariants.
 pub struct Ledger {
     db: Database,
+    /// Where blocks become durable (see `block_log`).
+    log: Arc<BlockLog>,
+    /// What opening the log cut off its end, for the caller to report.
+    recovered: Recovered,
     chain_id: String,
     genesis_hash: Digest,
     /// The committed head, so that [`Ledger::head`] does no I/O. Written
@@ -95,7 +101,8 @@ pub struct Ledger {
     /// Serialises appends from reading the cached head to updating it, so
     /// each append validates against the head its predecessor left. redb's
     /// own writer lock is released inside `commit`, before the cache moves.
-    append_lock: Mutex<()>,
+    /// Holds what was committed to redb since its last durable commit.
+    append_lock: Mutex<SinceCheckpoint>,
     /// The transaction ids not yet merged into the index table (see
     /// `recent`). An append holds it for writing across its commit and
     /// changes it right after, under `append_lock`; a lookup holds it for
@@ -106,6 +113,14 @@ pub struct Ledger {
     recent_max: usize,
     /// Votes and views, in a file of their own (see `consensus`).
     consensus: ConsensusStore,
+}
+
+/// Appends committed to redb without `fsync` since the last durable commit:
+/// the blocks a restart after a crash re-applies from the log.
+#[derive(Debug, Default)]
+struct SinceCheckpoint {
+    blocks: u64,
+    bytes: usize,
 }
 
 impl fmt::Debug for Ledger {
@@ -119,15 +134,29 @@ impl fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Opens or creates `<dir>/ledger.redb` and `<dir>/consensus.redb`,
-    /// creating `dir` if needed.
+    /// Opens or creates `<dir>/ledger.redb`, the block log `<dir>/blocks/`
+    /// and `<dir>/consensus.redb`, creating `dir` if needed.
     ///
     /// A new ledger records `chain_id` and `genesis_hash`; an existing one
     /// must match both. The stored head is checked against the block
     /// records and the hash index before it is trusted. If the last process
     /// crashed, redb first rolls back to the last durable commit of each
-    /// file.
+    /// file, and the log's torn tail, if any, is cut off: the head is then
+    /// the last checkpoint, and [`Ledger::log_head`] says up to where the
+    /// caller must re-apply logged blocks.
     pub fn open(dir: &Path, chain_id: &str, genesis_hash: Digest) -> Result<Ledger, OpenError> {
+        Self::open_with(dir, chain_id, genesis_hash, SEGMENT_BYTES_TARGET)
+    }
+
+    /// [`Ledger::open`] with segments of `segment_bytes` (tests use small
+    /// ones to cross segment boundaries).
+    #[doc(hidden)]
+    pub fn open_with(
+        dir: &Path,
+        chain_id: &str,
+        genesis_hash: Digest,
+        segment_bytes: u64,
+    ) -> Result<Ledger, OpenError> {
         if chain_id.is_empty() || chain_id.len() > CHAIN_ID_SIZE_BYTES_MAX {
             return Err(OpenError::InvalidChainId {
                 got: chain_id.len(),
@@ -151,26 +180,56 @@ impl Ledger {
             inconsistency,
         };
         let head = load_or_initialize(&db, chain_id, genesis_hash).map_err(|err| match err {
+            Loaded::Open(OpenError::UnsupportedFormat { got, supported })
+                if got == schema::FORMAT_VERSION_BLOCKS_IN_FILE =>
+            {
+                OpenError::NeedsMigration {
+                    path: path.clone(),
+                    data_dir: dir.to_path_buf(),
+                    got,
+                    supported,
+                }
+            }
             Loaded::Open(err) => err,
             Loaded::Corrupted(inconsistency) => corrupted(inconsistency),
+        })?;
+        let log_dir = dir.join(LOG_DIR_NAME);
+        let (log, recovered) =
+            BlockLog::open(&log_dir, segment_bytes, head.height).map_err(|err| match err {
+                LogError::Failure(failure) => OpenError::Log(failure),
+                LogError::Damaged(inconsistency) => OpenError::Corrupted {
+                    path: log_dir.clone(),
+                    inconsistency,
+                },
+            })?;
+        reconcile(&log, &head).map_err(|err| match err {
+            LogError::Failure(failure) => OpenError::Log(failure),
+            LogError::Damaged(inconsistency) => OpenError::Corrupted {
+                path: log_dir.clone(),
+                inconsistency,
+            },
         })?;
         let snapshot = db.begin_read().context("beginning the open check")?;
         check::verify_head(&snapshot, &head, genesis_hash).map_err(|err| match err {
             CheckError::Inconsistent(inconsistency) => corrupted(inconsistency),
             CheckError::Storage(failure) => OpenError::Storage(failure),
+            CheckError::Log(failure) => OpenError::Log(failure),
         })?;
         let recent = load_recent(&snapshot).map_err(|err| match err {
             ReadError::Corrupted(inconsistency) => corrupted(inconsistency),
             ReadError::Storage(failure) => OpenError::Storage(failure),
+            ReadError::Log(failure) => OpenError::Log(failure),
         })?;
         drop(snapshot);
         let consensus = ConsensusStore::open(dir, &db)?;
         Ok(Ledger {
             db,
+            log: Arc::new(log),
+            recovered,
             chain_id: chain_id.to_owned(),
             genesis_hash,
             head: RwLock::new(head),
-            append_lock: Mutex::new(()),
+            append_lock: Mutex::new(SinceCheckpoint::default()),
             recent: RwLock::new(recent),
             recent_max: recent::RECENT_TRANSACTIONS_MAX,
             consensus,
@@ -192,9 +251,16 @@ impl Ledger {
         self.genesis_hash
     }
 
-    /// Appends one block in one redb write transaction, committed with
-    /// [`Durability::Immediate`] (fsync) before this returns, so a crash
-    /// leaves all of the block or none of it.
+    /// Appends one block: first to the block log, synced (the block is
+    /// durable when this returns), then everything derived from it in one
+    /// redb write transaction. That transaction is committed with
+    /// [`Durability::Immediate`] every [`CHECKPOINT_BLOCKS`] blocks (or
+    /// [`CHECKPOINT_BYTES`]), and without `fsync` in between: after a crash
+    /// redb holds the last checkpoint, whole, and the caller re-applies
+    /// the logged blocks above it.
+    ///
+    /// A block the log already holds (a re-application after a crash) is
+    /// not logged again; its hash must be the logged one.
     ///
     /// The block must extend the head: `height == head.height + 1` and
     /// `parent_hash == head.hash`. Its hash and transaction ids must be new.
@@ -207,7 +273,7 @@ impl Ledger {
     /// processes), or if a previous append panicked.
     pub fn append(&self, block: &AppendBlock<'_>) -> Result<(), AppendError> {
         check_limits(block)?;
-        let _append = self
+        let mut since = self
             .append_lock
             .lock()
             .expect("a previous append panicked; the cached head may be stale");
@@ -219,7 +285,14 @@ impl Ledger {
             state_root: block.state_root,
             timestamp_ms: block.timestamp_ms,
         };
-        let db_write = begin_durable_write(&self.db)?;
+        let bytes = append_size(block);
+        let checkpoint = since.blocks + 1 >= CHECKPOINT_BLOCKS
+            || since.bytes.saturating_add(bytes) >= CHECKPOINT_BYTES;
+        let db_write = if checkpoint {
+            begin_durable_write(&self.db)?
+        } else {
+            begin_logged_write(&self.db)?
+        };
         // On error, dropping `db_write` uncommitted rolls all of it back.
         let recent = self.recent_read();
         let merge = Merge::at(
@@ -231,6 +304,9 @@ impl Ledger {
         write_block(&db_write, block, head.height, &recent, merge)?;
         drop(recent);
         advance_head(&db_write, &head, &next)?;
+        // Staged without error, so the block goes into the log; from here
+        // on it is committed, whatever happens to the redb commit.
+        self.log_block(block)?;
         // Lookups wait out the commit: none may see the block in a snapshot
         // while its ids are in neither tier.
         let mut recent = self
@@ -240,9 +316,88 @@ impl Ledger {
         db_write.commit().context("committing a block")?;
         recent.committed(block.height, merge, block.transactions);
         drop(recent);
+        *since = if checkpoint {
+            SinceCheckpoint::default()
+        } else {
+            SinceCheckpoint {
+                blocks: since.blocks + 1,
+                bytes: since.bytes.saturating_add(bytes),
+            }
+        };
         let mut cached = self.head.write().unwrap_or_else(PoisonError::into_inner);
         assert_eq!(cached.height, head.height, "appends are serialised");
         *cached = next;
+        Ok(())
+    }
+
+    /// Writes `block` to the log and syncs it, unless the log holds it
+    /// already (re-applied after a crash), in which case it must be the
+    /// same block.
+    fn log_block(&self, block: &AppendBlock<'_>) -> Result<(), AppendError> {
+        if self.log.last() >= block.height {
+            let logged = self.log.links(block.height).map_err(log_to_append)?;
+            let Some((hash, _)) = logged else {
+                return Err(Inconsistency::LogGap {
+                    segment: self.log.dir().display().to_string(),
+                    first: block.height,
+                    expected: self.log.first().unwrap_or(1),
+                }
+                .into());
+            };
+            if hash != block.hash {
+                return Err(Inconsistency::LogDiffers {
+                    height: block.height,
+                    logged: hash,
+                    indexed: block.hash,
+                }
+                .into());
+            }
+            return Ok(());
+        }
+        self.log.append(
+            BlockRef {
+                height: block.height,
+                hash: block.hash,
+                parent_hash: block.parent_hash,
+                encoded: block.encoded,
+            },
+            true,
+        )?;
+        Ok(())
+    }
+
+    /// The height of the last block in the log. Above [`Ledger::head`]
+    /// only after a crash, until the caller has re-applied the blocks
+    /// `head + 1..=log_head` ([`Ledger::logged_block`]) with `append`.
+    pub fn log_head(&self) -> u64 {
+        self.log.last()
+    }
+
+    /// The encoded block at `height` as the log holds it, whether or not
+    /// it is applied yet; for re-applying blocks after a crash.
+    pub fn logged_block(&self, height: u64) -> Result<Option<Vec<u8>>, ReadError> {
+        Ok(self.log.read(height)?.map(|block| block.encoded))
+    }
+
+    /// What opening had to cut off the end of the log: a record torn by a
+    /// crash, never one that an `append` had returned for.
+    pub fn recovered(&self) -> &Recovered {
+        &self.recovered
+    }
+
+    /// Makes every append so far durable in redb too, so that a restart
+    /// has nothing to re-apply. Called on drop.
+    pub fn checkpoint(&self) -> Result<(), StorageFailure> {
+        let mut since = self
+            .append_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if since.blocks == 0 {
+            return Ok(());
+        }
+        let db_write = begin_durable_write(&self.db)?;
+        db_write.commit().context("committing a checkpoint")?;
+        *since = SinceCheckpoint::default();
         Ok(())
     }
 
@@ -277,12 +432,10 @@ impl Ledger {
 
     /// The encoded block at `height`, or `None` above the head (and at 0).
     pub fn block_by_height(&self, height: u64) -> Result<Option<Vec<u8>>, ReadError> {
-        let snapshot = self.begin_read()?;
-        let blocks = open_read(&snapshot, BLOCKS)?;
-        let block = blocks
-            .get(height_key(height))
-            .context("reading a block by height")?;
-        Ok(block.map(|guard| guard.value().to_vec()))
+        if height == 0 || height > self.head().height {
+            return Ok(None);
+        }
+        Ok(self.log.read(height)?.map(|block| block.encoded))
     }
 
     /// The height and encoded block whose hash is `hash`. The genesis hash
@@ -297,15 +450,17 @@ impl Ledger {
         else {
             return Ok(None);
         };
-        let blocks = open_read(&snapshot, BLOCKS)?;
-        let block = blocks
-            .get(height_key(height))
-            .context("reading a block by hash")?
+        drop(index);
+        drop(snapshot);
+        // Logged before its index entry was committed.
+        let block = self
+            .log
+            .read(height)?
             .ok_or(Inconsistency::HashIndexDangling {
                 hash: *hash,
                 height,
             })?;
-        Ok(Some((height, block.value().to_vec())))
+        Ok(Some((height, block.encoded)))
     }
 
     pub fn transaction(&self, id: &Digest) -> Result<Option<TransactionLocation>, ReadError> {
@@ -407,7 +562,7 @@ impl Ledger {
             head,
             state: open_read(&snapshot, STATE)?,
             tree: open_read(&snapshot, STATE_TREE)?,
-            blocks: open_read(&snapshot, BLOCKS)?,
+            log: self.log.clone(),
         })
     }
 
@@ -415,7 +570,7 @@ impl Ledger {
     /// covers. Runs on one snapshot, concurrently with appends.
     pub fn check(&self) -> Result<crate::CheckReport, CheckError> {
         let snapshot = self.db.begin_read().context("beginning the check")?;
-        check::check(&snapshot, self.genesis_hash)
+        check::check(&snapshot, self.genesis_hash, &self.log)
     }
 
     pub(crate) fn consensus_store(&self) -> &ConsensusStore {
@@ -424,6 +579,10 @@ impl Ledger {
 
     pub(crate) fn database_for_snapshot(&self) -> &Database {
         &self.db
+    }
+
+    pub(crate) fn block_log(&self) -> &Arc<BlockLog> {
+        &self.log
     }
 
     #[cfg(test)]
@@ -439,6 +598,48 @@ impl Ledger {
         self.recent
             .read()
             .expect("the recent index is only changed after a commit, and that cannot panic")
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // A failed checkpoint loses nothing: the log holds every block, and
+        // the next open re-applies them.
+        let _ = self.checkpoint();
+    }
+}
+
+/// Checks on open that the log holds every block up to the index's head,
+/// and the head's own block.
+fn reconcile(log: &BlockLog, head: &Head) -> Result<(), LogError> {
+    let logged = log.last();
+    if logged < head.height {
+        return Err(Inconsistency::LogBehindIndex {
+            logged,
+            head: head.height,
+        }
+        .into());
+    }
+    if head.height > 0 {
+        let (hash, _) = log
+            .links(head.height)?
+            .expect("the log holds every height up to its last");
+        if hash != head.hash {
+            return Err(Inconsistency::LogDiffers {
+                height: head.height,
+                logged: hash,
+                indexed: head.hash,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn log_to_append(err: LogError) -> AppendError {
+    match err {
+        LogError::Failure(failure) => AppendError::Log(failure),
+        LogError::Damaged(inconsistency) => AppendError::Corrupted(inconsistency),
     }
 }
 
@@ -480,6 +681,17 @@ fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
     snapshot
         .open_table(table)
         .context("opening a table to read")
+}
+
+/// A write between checkpoints: the block it derives from is in the log
+/// already, so redb need not `fsync`; the next durable commit persists it
+/// (and lets redb reuse the pages it freed).
+fn begin_logged_write(db: &Database) -> Result<WriteTransaction, StorageFailure> {
+    let mut db_write = db.begin_write().context("beginning a write")?;
+    db_write
+        .set_durability(Durability::None)
+        .context("requesting a write without fsync")?;
+    Ok(db_write)
 }
 
 /// Every write transaction is durable before `commit` returns, and records
@@ -563,7 +775,6 @@ fn initialize(
     const CONTEXT: &str = "creating the ledger";
     // Opening a table in a write transaction creates it, so that readers
     // never meet a missing table.
-    drop(db_write.open_table(BLOCKS).context(CONTEXT)?);
     drop(db_write.open_table(BLOCK_RECORDS).context(CONTEXT)?);
     drop(db_write.open_table(HEIGHT_BY_HASH).context(CONTEXT)?);
     drop(db_write.open_table(TRANSACTIONS).context(CONTEXT)?);
@@ -631,6 +842,20 @@ fn read_meta(
         .ok_or(Inconsistency::MissingMeta { key })?
         .value()
         .to_vec())
+}
+
+/// The bytes an append stores, as `check_limits` counts them.
+fn append_size(block: &AppendBlock<'_>) -> usize {
+    let mut size = block.encoded.len();
+    for (_, result) in block.transactions {
+        size = size.saturating_add(result.len());
+    }
+    for (key, value) in block.writes.iter().chain(block.tree_writes) {
+        size = size
+            .saturating_add(key.len())
+            .saturating_add(value.as_ref().map_or(0, Vec::len));
+    }
+    size
 }
 
 /// Rejects a block over the storage ceilings before any write begins.
@@ -771,14 +996,6 @@ fn store_block(
     {
         return Err(outside("block_records").into());
     }
-    let mut blocks = db_write.open_table(BLOCKS).context("opening blocks")?;
-    if blocks
-        .insert(key, block.encoded)
-        .context("storing a block")?
-        .is_some()
-    {
-        return Err(outside("blocks").into());
-    }
     Ok(())
 }
 
@@ -883,7 +1100,7 @@ pub struct HeadView {
     head: Head,
     state: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     tree: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
-    blocks: redb::ReadOnlyTable<HeightKey, &'static [u8]>,
+    log: Arc<BlockLog>,
 }
 
 impl HeadView {
@@ -909,11 +1126,7 @@ impl HeadView {
         if self.head.height == 0 {
             return Ok(None);
         }
-        let block = self
-            .blocks
-            .get(height_key(self.head.height))
-            .context("reading the head block")?;
-        Ok(block.map(|guard| guard.value().to_vec()))
+        Ok(self.log.read(self.head.height)?.map(|block| block.encoded))
     }
 }
 
@@ -1614,6 +1827,7 @@ mod tests {
         match open(dir).check().expect_err("inconsistent") {
             CheckError::Inconsistent(inconsistency) => inconsistency,
             CheckError::Storage(failure) => panic!("storage failed: {failure}"),
+            CheckError::Log(failure) => panic!("log failed: {failure}"),
         }
     }
 
@@ -1728,24 +1942,247 @@ mod tests {
         ));
     }
 
+    /// The segment files of the ledger in `dir`, in height order.
+    fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(dir.join(LOG_DIR_NAME))
+            .expect("log dir")
+            .map(|entry| entry.expect("entry").path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Flips one byte of `path` at `offset` from its end.
+    fn flip_from_end(path: &Path, offset: u64) {
+        use std::os::unix::fs::FileExt as _;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .expect("open segment");
+        let at = file.metadata().expect("size").len() - offset;
+        let mut byte = [0];
+        file.read_exact_at(&mut byte, at).expect("read");
+        file.write_all_at(&[byte[0] ^ 0x55], at).expect("write");
+    }
+
+    /// Segments small enough that every block starts a new one.
+    const TINY_SEGMENT_BYTES: u64 = 1;
+
+    fn open_tiny(dir: &Path) -> Ledger {
+        Ledger::open_with(dir, CHAIN, genesis(), TINY_SEGMENT_BYTES).expect("open")
+    }
+
     #[test]
-    fn check_finds_a_missing_block() {
+    fn blocks_cross_segments_and_read_back_after_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = open_tiny(dir.path());
+        for height in 1..=5 {
+            append(&ledger, &TestBlock::new(height));
+        }
+        drop(ledger);
+        assert_eq!(segments(dir.path()).len(), 5);
+        let ledger = open_tiny(dir.path());
+        assert_eq!(ledger.head(), TestBlock::new(5).head());
+        for height in 1..=5 {
+            let block = TestBlock::new(height);
+            assert_eq!(
+                ledger.block_by_height(height).expect("read"),
+                Some(block.encoded.clone())
+            );
+            assert_eq!(
+                ledger.block_by_hash(&block.hash).expect("read"),
+                Some((height, block.encoded))
+            );
+        }
+        assert_eq!(ledger.block_by_height(6).expect("read"), None);
+        assert_eq!(ledger.check().expect("check").logged_above_head, 0);
+    }
+
+    #[test]
+    fn damage_in_a_sealed_segment_is_reported_not_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = open_tiny(dir.path());
+        for height in 1..=3 {
+            append(&ledger, &TestBlock::new(height));
+        }
+        drop(ledger);
+        // The last byte of block 2's body, in a sealed segment.
+        flip_from_end(&segments(dir.path())[1], 1);
+        let ledger = open_tiny(dir.path());
+        assert_eq!(ledger.head().height, 3, "a sealed segment is not cut");
+        let err = ledger.block_by_height(2).expect_err("damaged");
+        assert!(
+            matches!(&err, ReadError::Corrupted(Inconsistency::LogDamaged { reason, .. }) if reason == "checksum mismatch"),
+            "{err:?}"
+        );
+        assert!(matches!(
+            ledger.check().expect_err("damaged"),
+            CheckError::Inconsistent(Inconsistency::LogDamaged { .. })
+        ));
+        // The blocks around it still read.
+        assert!(ledger.block_by_height(3).expect("read").is_some());
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_appends_go_on() {
         let (dir, ledger) = ledger_with(3);
         drop(ledger);
-        tamper(dir.path(), |db_write| {
-            let mut blocks = db_write.open_table(BLOCKS).expect("table");
-            blocks.remove(height_key(2)).expect("remove");
-        });
+        let segment = segments(dir.path()).pop().expect("a segment");
+        let size = std::fs::metadata(&segment).expect("size").len();
+        // Half of a record: a crash in the middle of a write.
+        {
+            use std::io::Write as _;
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&segment)
+                .expect("open");
+            file.write_all(&[0, 0, 0, 200, 1, 2, 3]).expect("write");
+        }
         let ledger = open(dir.path());
-        let err = ledger.check().expect_err("inconsistent");
-        assert!(matches!(
-            err,
-            CheckError::Inconsistent(Inconsistency::MissingBlock {
-                table: "blocks",
-                height: 2,
-                head: 3
+        assert_eq!(ledger.recovered().torn_bytes, 7);
+        assert_eq!(std::fs::metadata(&segment).expect("size").len(), size);
+        assert_eq!(ledger.head(), TestBlock::new(3).head());
+        append(&ledger, &TestBlock::new(4));
+        drop(ledger);
+        let ledger = open(dir.path());
+        assert_eq!(ledger.recovered().torn_bytes, 0);
+        assert_eq!(ledger.check().expect("check").blocks, 4);
+    }
+
+    #[test]
+    fn a_damaged_last_record_below_the_head_is_refused_on_open() {
+        let (dir, ledger) = ledger_with(3);
+        drop(ledger);
+        // Block 3 is in the index (checkpointed on drop); cutting its
+        // damaged record would lose it, so open refuses and cuts nothing.
+        let segment = segments(dir.path()).pop().expect("a segment");
+        let size = std::fs::metadata(&segment).expect("size").len();
+        flip_from_end(&segment, 1);
+        let err = Ledger::open(dir.path(), CHAIN, genesis()).expect_err("refused");
+        assert!(
+            matches!(
+                &err,
+                OpenError::Corrupted {
+                    inconsistency: Inconsistency::LogDamaged { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::metadata(&segment).expect("size").len(), size);
+    }
+
+    #[test]
+    fn logged_blocks_above_the_head_are_reapplied_not_logged_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A log holding blocks 1 and 2 next to an empty index: what a crash
+        // before the first checkpoint leaves.
+        let blocks = (1..=2).map(|height| {
+            let block = TestBlock::new(height);
+            Ok(crate::block_log::LoggedBlock {
+                height,
+                hash: block.hash,
+                parent_hash: block.parent_hash,
+                encoded: block.encoded,
             })
-        ));
+        });
+        crate::block_log::write_all(&dir.path().join(LOG_DIR_NAME), SEGMENT_BYTES_TARGET, blocks)
+            .expect("write the log");
+        let ledger = open(dir.path());
+        assert_eq!((ledger.head().height, ledger.log_head()), (0, 2));
+        assert_eq!(
+            ledger.block_by_height(1).expect("read"),
+            None,
+            "not applied yet"
+        );
+        assert_eq!(
+            ledger.logged_block(1).expect("read"),
+            Some(TestBlock::new(1).encoded)
+        );
+        assert_eq!(ledger.check().expect("check").logged_above_head, 2);
+        // A different block 1 is refused: the log already committed one.
+        let mut other = TestBlock::new(1);
+        other.hash = digest("other", 1);
+        let err = ledger.append(&other.append_block()).expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                AppendError::Corrupted(Inconsistency::LogDiffers { height: 1, .. })
+            ),
+            "{err:?}"
+        );
+        append(&ledger, &TestBlock::new(1));
+        append(&ledger, &TestBlock::new(2));
+        append(&ledger, &TestBlock::new(3));
+        assert_eq!((ledger.head().height, ledger.log_head()), (3, 3));
+        let report = ledger.check().expect("check");
+        assert_eq!((report.blocks, report.logged_above_head), (3, 0));
+        assert_eq!(segments(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn a_version_4_ledger_needs_migrating_and_migrates() {
+        let (dir, ledger) = ledger_with(5);
+        drop(ledger);
+        // Rebuild the version 4 layout: the blocks in the file, no log.
+        tamper(dir.path(), |db_write| {
+            let mut blocks = db_write.open_table(crate::schema::BLOCKS).expect("table");
+            for height in 1..=5 {
+                blocks
+                    .insert(height_key(height), &TestBlock::new(height).encoded[..])
+                    .expect("insert");
+            }
+            let mut meta = db_write.open_table(META).expect("meta");
+            meta.insert(META_FORMAT_VERSION, &schema::encode_u64(4)[..])
+                .expect("version");
+        });
+        std::fs::remove_dir_all(dir.path().join(LOG_DIR_NAME)).expect("remove the log");
+        let err = Ledger::open(dir.path(), CHAIN, genesis()).expect_err("old format");
+        assert!(
+            matches!(
+                err,
+                OpenError::NeedsMigration {
+                    got: 4,
+                    supported: 5,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("govchain ledger migrate --data-dir"),
+            "{err}"
+        );
+        // An interrupted earlier run left a partial log: it starts afresh.
+        std::fs::create_dir(dir.path().join(LOG_DIR_NAME)).expect("dir");
+        std::fs::write(
+            dir.path()
+                .join(LOG_DIR_NAME)
+                .join("00000000000000000001.seg"),
+            b"GOVLOG0",
+        )
+        .expect("partial");
+        let mut seen = Vec::new();
+        let migrated =
+            crate::migrate(dir.path(), &mut |done, all| seen.push((done, all))).expect("migrate");
+        assert_eq!(migrated, crate::Migrated::Moved { blocks: 5 });
+        assert_eq!(seen.last(), Some(&(5, 5)));
+        let ledger = open(dir.path());
+        assert_eq!(ledger.head(), TestBlock::new(5).head());
+        for height in 1..=5 {
+            assert_eq!(
+                ledger.block_by_height(height).expect("read"),
+                Some(TestBlock::new(height).encoded)
+            );
+        }
+        assert_eq!(ledger.check().expect("check").blocks, 5);
+        drop(ledger);
+        assert_eq!(
+            crate::migrate(dir.path(), &mut |_, _| {}).expect("again"),
+            crate::Migrated::AlreadyCurrent { height: 5 }
+        );
     }
 
     #[test]
@@ -1836,12 +2273,12 @@ mod tests {
             err,
             OpenError::UnsupportedFormat {
                 got: 3,
-                supported: 4
+                supported: 5
             }
         ));
         let message = err.to_string();
         assert!(
-            message.contains("format version 3") && message.contains("reads version 4"),
+            message.contains("format version 3") && message.contains("reads version 5"),
             "{message}"
         );
     }
@@ -1860,7 +2297,7 @@ mod tests {
             err,
             OpenError::UnsupportedFormat {
                 got: 99,
-                supported: 4
+                supported: 5
             }
         ));
     }

@@ -23,12 +23,19 @@ use crate::error::Inconsistency;
 /// version 2 file holds neither the nodes nor roots of that meaning.
 ///
 /// Version 4 added [`QUERY_INDEX`], written with each block from its first.
-pub(crate) const FORMAT_VERSION: u64 = 4;
+///
+/// Version 5 moved the block bodies out of this file into the block log
+/// (`block_log`), and commits this file durably only at checkpoints; the
+/// [`BLOCKS`] table is gone. `migrate` turns a version 4 file into one.
+pub(crate) const FORMAT_VERSION: u64 = 5;
+/// The last version that kept block bodies in [`BLOCKS`].
+pub(crate) const FORMAT_VERSION_BLOCKS_IN_FILE: u64 = 4;
 
 /// A height as a key: `u64` big-endian.
 pub(crate) type HeightKey = [u8; 8];
 
-/// Height -> the block exactly as the caller encoded it.
+/// Height -> the block exactly as the caller encoded it. Only in version 4
+/// files and in dumps: `migrate` and `import` move it into the block log.
 pub(crate) const BLOCKS: TableDefinition<HeightKey, &[u8]> = TableDefinition::new("blocks");
 
 /// Height -> [`BlockRecord`]: the few facts about a block that the ledger

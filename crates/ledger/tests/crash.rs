@@ -1,6 +1,9 @@
 //! Crash safety: a child process appends blocks until it is killed with
-//! SIGKILL; the reopened ledger must hold every block the child reported as
-//! appended, each block whole, and pass `check`. After each block the child
+//! SIGKILL; the reopened ledger's log must hold every block the child
+//! reported as appended, each block whole; the index is at a checkpoint at
+//! most `CHECKPOINT_BLOCKS` below it, and once the parent re-applies the
+//! logged blocks above it (as a node re-executes them), the ledger holds
+//! them all and passes `check`. After each block the child
 //! also writes the consensus records a validator would (its view, and its
 //! vote for the next height); every one written before a report must be
 //! back after the kill.
@@ -20,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use govchain_crypto::{Digest, DomainHasher};
 use govchain_ledger::{
-    AppendBlock, CONSENSUS_KEY_BYTES, Head, Ledger, TransactionLocation, consensus_key,
+    AppendBlock, CHECKPOINT_BLOCKS, CONSENSUS_KEY_BYTES, Head, Ledger, TransactionLocation,
+    consensus_key,
 };
 
 const CHILD_ENV: &str = "GOVCHAIN_LEDGER_CRASH_CHILD";
@@ -29,8 +33,9 @@ const CHAIN: &str = "govchain-crash";
 /// Blocks each round lets the child report before the kill; varied so that
 /// the kill lands at different points of the file's growth; together they
 /// pass the 64 heights after which a block's transactions have all moved
-/// from the recent tier into the index.
-const ROUND_BLOCKS: [u64; 3] = [5, 17, 60];
+/// from the recent tier into the index, and cross several checkpoints
+/// (every `CHECKPOINT_BLOCKS`).
+const ROUND_BLOCKS: [u64; 4] = [5, 17, 60, 70];
 /// How long one round may wait for the child's reports.
 const ROUND_DURATION_MAX: Duration = Duration::from_secs(60);
 /// The child stops on its own after this, should the parent never kill it.
@@ -318,6 +323,39 @@ fn verify_state(ledger: &Ledger, head: u64) {
 /// before the report).
 fn verify_after_crash(dir: &Path, reported: u64) -> u64 {
     let ledger = Ledger::open(dir, CHAIN, genesis()).expect("reopen after the kill");
+    let (checkpoint, logged) = (ledger.head().height, ledger.log_head());
+    assert!(
+        logged >= reported,
+        "the log ends at {logged}, before reported block {reported}"
+    );
+    assert!(
+        logged - checkpoint <= CHECKPOINT_BLOCKS,
+        "index at {checkpoint}, log at {logged}: more than a checkpoint apart"
+    );
+    assert_eq!(
+        ledger
+            .check()
+            .expect("check before re-applying")
+            .logged_above_head,
+        logged - checkpoint
+    );
+    // Nothing above the checkpoint is visible before it is re-applied.
+    assert_eq!(ledger.block_by_height(checkpoint + 1).expect("read"), None);
+    for height in checkpoint + 1..=logged {
+        let block = CrashBlock::new(height);
+        assert_eq!(
+            ledger
+                .logged_block(height)
+                .expect("read the log")
+                .as_deref(),
+            Some(&block.encoded[..]),
+            "logged block {height}"
+        );
+        ledger
+            .append(&block.append_block())
+            .expect("re-apply a logged block");
+    }
+    println!("index at {checkpoint} after the kill, log at {logged}; re-applied");
     let report = ledger.check().expect("check after the kill");
     let head = ledger.head();
     assert_eq!(report.head, head);

@@ -23,6 +23,10 @@ pub struct AuditReport {
     pub head_hash: String,
     pub blocks: u64,
     pub transactions: u64,
+    /// Blocks in the block log above the index's last checkpoint (after a
+    /// crash), checked by the storage self-check and re-applied when the
+    /// node starts.
+    pub logged_above_head: u64,
     pub error: Option<String>,
 }
 
@@ -47,12 +51,16 @@ pub fn audit_ledger(
         head_hash: head.hash.to_hex(),
         blocks: 0,
         transactions: 0,
+        logged_above_head: 0,
         error: None,
     };
     let outcome = ledger
         .check()
         .map_err(anyhow::Error::from)
-        .and_then(|_| audit_blocks(&ledger, genesis, &mut report, &mut progress));
+        .and_then(|check| {
+            report.logged_above_head = check.logged_above_head;
+            audit_blocks(&ledger, genesis, &mut report, &mut progress)
+        });
     match outcome {
         Ok(()) => report.ok = true,
         Err(err) => report.error = Some(format!("{err:#}")),

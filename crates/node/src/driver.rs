@@ -17,12 +17,11 @@ use govchain_exec::{
     CheckContext, ExecutedBlock, VerifiedTransaction, assemble_block, build_block, check_block,
     check_block_reusing, decode_proposal, encode_proposal, push_slice,
 };
-use govchain_ledger::AppendBlock;
 use govchain_pbft::{
     Action, CommitCertificate, Epoch, Event, Record, RejectReason, Replica, SequenceNumber, View,
 };
 use govchain_proto::consensus::v1::{StreamRequest, stream_request::Kind};
-use govchain_proto::types::v1::{Block, BlockHeader, CommittedBlock, TransactionResult};
+use govchain_proto::types::v1::{Block, BlockHeader, CommittedBlock};
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -692,42 +691,17 @@ impl Driver {
         certificate: govchain_proto::types::v1::CommitCertificate,
     ) {
         let seq = ready.header.height;
-        let results: Vec<TransactionResult> = ready
-            .executed
-            .transactions
-            .iter()
-            .map(|(_, r)| r.clone())
-            .collect();
         let view = certificate.view;
-        let committed = CommittedBlock {
-            block_hash: ready.digest.to_vec(),
-            header: Some(ready.header.clone()),
-            block: Some(ready.block),
-            certificate: Some(certificate),
-            results,
-        };
-        let encoded = committed.encode_to_vec();
-        let query_keys = crate::query_index::keys(&committed, &self.shared.departments());
-        let transactions: Vec<(Digest, Vec<u8>)> = ready
-            .executed
-            .transactions
-            .iter()
-            .map(|(id, r)| (*id, r.encode_to_vec()))
-            .collect();
-        let parent_hash = Digest::from_slice(&ready.header.parent_hash)
-            .expect("checked header has a 32-byte parent");
-        let append = AppendBlock {
-            height: seq,
-            hash: ready.digest,
-            parent_hash,
-            state_root: ready.executed.state_root,
-            timestamp_ms: ready.header.timestamp_ms,
-            encoded: &encoded,
-            transactions: &transactions,
-            writes: &ready.executed.writes,
-            tree_writes: &ready.executed.tree_writes,
-            query_keys: &query_keys,
-        };
+        let appendable = crate::apply::Appendable::new(
+            ready.digest,
+            &ready.header,
+            ready.block,
+            certificate,
+            &ready.executed,
+            &self.shared.departments(),
+        );
+        let append = appendable.append_block(ready.digest, &ready.header, &ready.executed);
+        let transactions = &appendable.transactions;
         let parent = self.shared.ledger.head();
         let _block = ready.span.enter();
         let (appended, spent) = crate::telemetry::thread_cpu::measured(|| {
@@ -779,7 +753,7 @@ impl Driver {
             self.departments_changed(seq);
         }
         // No subscriber is not an error.
-        let _ = self.shared.blocks.send(Arc::new(committed));
+        let _ = self.shared.blocks.send(Arc::new(appendable.committed));
     }
 
     /// Block `seq` revoked a certificate: from now on every call and every

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod apply;
 mod approval;
 mod audit;
 pub mod backup;
@@ -145,8 +146,23 @@ pub async fn run(
             format!("cannot open the ledger in {}", settings.data_dir.display())
         })?,
     );
+    let recovered = ledger.recovered();
+    if recovered.torn_bytes > 0 || recovered.removed_segment.is_some() {
+        tracing::warn!(node = %settings.name, torn_bytes = recovered.torn_bytes, removed_segment = ?recovered.removed_segment, "cut a record torn by a crash off the end of the block log");
+    }
+    let replayed = apply::replay_log(&ledger, &genesis).with_context(|| {
+        format!(
+            "cannot re-apply the logged blocks above the ledger's last checkpoint in {}",
+            settings.data_dir.display()
+        )
+    })?;
+    if replayed > 0 {
+        info!(node = %settings.name, blocks = replayed, "re-applied logged blocks above the last checkpoint");
+    }
     let head = ledger.head();
     info!(node = %settings.name, height = head.height, head = %head.hash.short(), chain = %genesis.chain_id, "ledger opened");
+    // Kept to checkpoint the ledger once the driver stopped.
+    let ledger_at_stop = ledger.clone();
     if let Some(warning) = genesis.consensus.response_limit_warning() {
         tracing::warn!(node = %settings.name, "{warning}");
     }
@@ -466,6 +482,11 @@ pub async fn run(
     drop(shared);
     if outcome.is_ok() {
         let _ = tokio::task::spawn_blocking(move || driver_thread.join()).await;
+        // The last appends durable in the index too: the next start has
+        // nothing to re-apply. Were this to fail, the log still holds them.
+        if let Err(err) = ledger_at_stop.checkpoint() {
+            tracing::warn!(node = %settings.name, error = %err, "cannot checkpoint the ledger; the next start re-applies the blocks since the last checkpoint");
+        }
         info!(node = %settings.name, "stopped");
     }
     // After a fatal error the consensus thread may be the part that failed

@@ -1,4 +1,5 @@
-//! `govchain ledger verify`: check a node's ledger files offline.
+//! `govchain ledger verify`: check a node's ledger files offline;
+//! `govchain ledger migrate`: bring an older ledger to this build's format.
 
 use std::path::PathBuf;
 
@@ -19,6 +20,21 @@ pub enum LedgerCommand {
         after_help = "Example:\n  govchain ledger verify --data-dir devnet/nodes/health --genesis devnet/genesis.json"
     )]
     Verify(LedgerVerifyArgs),
+    /// Move the blocks of a ledger written by an older govchain (format 4,
+    /// blocks inside ledger.redb) into the block log (format 5). Stop the
+    /// node first. Safe to interrupt and run again; a ledger already at
+    /// format 5 is left as it is.
+    #[command(
+        after_help = "Example:\n  govchain ledger migrate --data-dir /var/lib/govchain/health\n\nInstead of migrating, a node can also start from an empty data directory\nand sync the chain from its peers."
+    )]
+    Migrate(LedgerMigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerMigrateArgs {
+    /// The node's data directory (holding ledger.redb).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -31,9 +47,49 @@ pub struct LedgerVerifyArgs {
     pub genesis: PathBuf,
 }
 
-/// Audits the ledger; a ledger that does not verify exits 1.
 pub fn run(args: LedgerArgs, json: bool) -> anyhow::Result<()> {
-    let LedgerCommand::Verify(args) = args.command;
+    match args.command {
+        LedgerCommand::Verify(args) => verify(args, json),
+        LedgerCommand::Migrate(args) => migrate(args, json),
+    }
+}
+
+fn migrate(args: LedgerMigrateArgs, json: bool) -> anyhow::Result<()> {
+    let bar = crate::output::progress_bar(
+        json,
+        0,
+        "{msg} [{bar:40}] {pos}/{len} blocks ({per_sec}, {eta})",
+        "moving blocks",
+    );
+    let migrated = govchain_ledger::migrate(&args.data_dir, &mut |done, all| {
+        bar.set_length(all);
+        bar.set_position(done);
+    })
+    .with_context(|| format!("cannot migrate the ledger in {}", args.data_dir.display()))?;
+    bar.finish_and_clear();
+    let log = args.data_dir.join(govchain_ledger::LOG_DIR_NAME);
+    let (moved, height) = match migrated {
+        govchain_ledger::Migrated::Moved { blocks } => (true, blocks),
+        govchain_ledger::Migrated::AlreadyCurrent { height } => (false, height),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"migrated": moved, "height": height, "block_log": log})
+        );
+    } else if moved {
+        println!(
+            "moved {height} blocks into {}; the ledger is at the current format",
+            log.display()
+        );
+    } else {
+        println!("the ledger is at the current format already (height {height}); nothing to do");
+    }
+    Ok(())
+}
+
+/// Audits the ledger; a ledger that does not verify exits 1.
+fn verify(args: LedgerVerifyArgs, json: bool) -> anyhow::Result<()> {
     let genesis = govchain_pki::Genesis::load(&args.genesis)
         .with_context(|| format!("cannot load genesis {}", args.genesis.display()))?;
     let bar = crate::output::progress_bar(
@@ -55,6 +111,12 @@ pub fn run(args: LedgerArgs, json: bool) -> anyhow::Result<()> {
         println!("head:         {}", report.head_hash);
         println!("blocks:       {} verified", report.blocks);
         println!("transactions: {}", report.transactions);
+        if report.logged_above_head > 0 {
+            println!(
+                "block log:    {} more blocks, above the last checkpoint; the node re-applies them when it starts",
+                report.logged_above_head
+            );
+        }
         match &report.error {
             None => println!(
                 "result:       OK (hash chain, transaction roots and commit certificates verify)"
