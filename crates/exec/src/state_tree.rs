@@ -27,6 +27,7 @@ use govchain_crypto::{Digest, DomainHasher};
 use crate::state::StateError;
 
 mod proof;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
