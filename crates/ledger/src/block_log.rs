@@ -310,8 +310,8 @@ impl BlockLog {
     }
 }
 
-/// Writes a fresh log from `blocks` (heights from 1, in order), synced
-/// once at the end: a migration or a restore, never the commit path.
+/// Writes a fresh log from `blocks` (consecutive heights), synced once at
+/// the end: a migration, a restore or an install, never the commit path.
 pub(crate) fn write_all(
     dir: &Path,
     segment_bytes: u64,
@@ -321,7 +321,11 @@ pub(crate) fn write_all(
     let mut written = 0;
     for block in blocks {
         let block = block?;
-        let expected = log.last() + 1;
+        // An empty log starts anywhere (an installed snapshot's block).
+        let expected = match log.first() {
+            None => block.height,
+            Some(_) => log.last() + 1,
+        };
         if block.height != expected {
             return Err(Inconsistency::LogGap {
                 segment: dir.display().to_string(),

@@ -62,9 +62,10 @@ pub(crate) fn check(
     let head = read_head(snapshot)?;
     verify_head(snapshot, &head, genesis)?;
     let records = open(snapshot, BLOCK_RECORDS)?;
-    let transactions_expected = walk_block_records(snapshot, &records, &head, genesis)?;
-    let logged_above_head = walk_log(log, &records, &head, genesis)?;
-    let indexed = walk_transactions(snapshot, &records, &head)?;
+    let first = read_first_height(snapshot)?;
+    let transactions_expected = walk_block_records(snapshot, &records, &head, first, genesis)?;
+    let logged_above_head = walk_log(log, &records, &head, first, genesis)?;
+    let indexed = walk_transactions(snapshot, &records, &head, first)?;
     let waiting = walk_recent(snapshot, &records, &head)?;
     let transactions = indexed.saturating_add(waiting);
     if transactions != transactions_expected {
@@ -81,7 +82,7 @@ pub(crate) fn check(
         .context("counting state tree nodes")?;
     Ok(CheckReport {
         head,
-        blocks: head.height,
+        blocks: (head.height + 1).saturating_sub(first),
         transactions,
         state_entries,
         state_tree_nodes,
@@ -156,40 +157,41 @@ fn walk_block_records(
     snapshot: &ReadTransaction,
     records: &ReadOnlyTable<HeightKey, &'static [u8]>,
     head: &Head,
+    first: u64,
     genesis: Digest,
 ) -> Result<u64, CheckError> {
     let index = open(snapshot, HEIGHT_BY_HASH)?;
-    let mut heights = HeightSequence::new("block_records", head);
-    let mut previous_hash = genesis;
+    let mut heights = HeightSequence::new("block_records", head, first);
+    // A ledger installed from a snapshot holds no parent of its first block.
+    let mut previous_hash = (first == 1).then_some(genesis);
     let mut transactions: u64 = 0;
     for entry in records.iter().context("walking block records")? {
         let (key, value) = entry.context("walking block records")?;
         let height = height_from_key(key.value());
         heights.visit(height)?;
         let record = BlockRecord::decode(value.value())?;
-        if record.parent_hash != previous_hash {
+        if let Some(expected) = previous_hash
+            && record.parent_hash != expected
+        {
             return Err(Inconsistency::ParentMismatch {
                 height,
                 parent: record.parent_hash,
                 previous: height - 1,
-                expected: previous_hash,
+                expected,
             }
             .into());
         }
         check_hash_indexed(&index, height, record.hash)?;
-        previous_hash = record.hash;
+        previous_hash = Some(record.hash);
         transactions = transactions.saturating_add(u64::from(record.transaction_count));
     }
     heights.finish()?;
     // Each of the `head` blocks has its own entry, so any other count
     // means entries that name no block.
     let entries = index.len().context("counting the hash index")?;
-    if entries != head.height {
-        return Err(Inconsistency::HashIndexCount {
-            entries,
-            blocks: head.height,
-        }
-        .into());
+    let blocks = (head.height + 1).saturating_sub(first);
+    if entries != blocks {
+        return Err(Inconsistency::HashIndexCount { entries, blocks }.into());
     }
     Ok(transactions)
 }
@@ -201,6 +203,7 @@ fn walk_log(
     log: &BlockLog,
     records: &ReadOnlyTable<HeightKey, &'static [u8]>,
     head: &Head,
+    first: u64,
     genesis: Digest,
 ) -> Result<u64, CheckError> {
     let last = log.last();
@@ -211,8 +214,8 @@ fn walk_log(
         }
         .into());
     }
-    let mut previous_hash = genesis;
-    for height in 1..=last {
+    let mut previous_hash = (first == 1).then_some(genesis);
+    for height in first..=last {
         let block = log
             .read(height)
             .map_err(|err| match err {
@@ -220,12 +223,14 @@ fn walk_log(
                 crate::block_log::LogError::Damaged(inconsistency) => inconsistency.into(),
             })?
             .ok_or_else(|| missing("the block log", height, head))?;
-        if block.parent_hash != previous_hash {
+        if let Some(expected) = previous_hash
+            && block.parent_hash != expected
+        {
             return Err(Inconsistency::LogParentMismatch {
                 height,
                 parent: block.parent_hash,
                 previous: height - 1,
-                expected: previous_hash,
+                expected,
             }
             .into());
         }
@@ -240,7 +245,7 @@ fn walk_log(
                 .into());
             }
         }
-        previous_hash = block.hash;
+        previous_hash = Some(block.hash);
     }
     Ok(last - head.height)
 }
@@ -250,6 +255,7 @@ fn walk_transactions(
     snapshot: &ReadTransaction,
     records: &ReadOnlyTable<HeightKey, &'static [u8]>,
     head: &Head,
+    first: u64,
 ) -> Result<u64, CheckError> {
     let transactions = open(snapshot, TRANSACTIONS)?;
     let mut entries: u64 = 0;
@@ -257,7 +263,7 @@ fn walk_transactions(
         let (key, value) = entry.context("walking transactions")?;
         let id = Digest::from_bytes(key.value());
         let (height, index, _) = schema::decode_transaction(value.value())?;
-        if height == 0 || height > head.height {
+        if height < first || height > head.height {
             return Err(Inconsistency::TransactionOutsideChain {
                 id,
                 height,
@@ -340,6 +346,19 @@ fn walk_recent(
     Ok(waiting)
 }
 
+/// The first height the ledger holds: 1, or the height of the block a
+/// state snapshot was installed at.
+pub(crate) fn read_first_height(snapshot: &ReadTransaction) -> Result<u64, CheckError> {
+    let meta = open(snapshot, META)?;
+    let first = meta
+        .get(schema::META_FIRST_HEIGHT)
+        .context("reading the first height")?;
+    match first {
+        None => Ok(1),
+        Some(bytes) => Ok(schema::decode_u64("meta.first_height", bytes.value())?),
+    }
+}
+
 fn read_head(snapshot: &ReadTransaction) -> Result<Head, CheckError> {
     let meta = open(snapshot, META)?;
     let head = meta.get(META_HEAD).context("reading the head")?;
@@ -398,7 +417,7 @@ fn missing(table: &'static str, height: u64, head: &Head) -> Inconsistency {
 }
 
 /// The keys of a height-keyed table, visited in order, must be exactly
-/// `1..=head`.
+/// `first..=head`.
 struct HeightSequence {
     table: &'static str,
     head: u64,
@@ -407,16 +426,16 @@ struct HeightSequence {
 }
 
 impl HeightSequence {
-    fn new(table: &'static str, head: &Head) -> Self {
+    fn new(table: &'static str, head: &Head, first: u64) -> Self {
         Self {
             table,
             head: head.height,
-            last: 0,
+            last: first - 1,
         }
     }
 
     fn visit(&mut self, height: u64) -> Result<(), Inconsistency> {
-        if height == 0 || height > self.head {
+        if height <= self.last || height > self.head {
             return Err(Inconsistency::BlockOutsideChain {
                 table: self.table,
                 height,

@@ -252,6 +252,19 @@ pub enum OpenError {
         got: u64,
         supported: u64,
     },
+    #[error(
+        "{path} already exists: a snapshot is installed only into a data directory without a ledger"
+    )]
+    AlreadyExists { path: PathBuf },
+    #[error(
+        "the block log {log} starts at height {first}, but the ledger file starts at {expected}: \
+         an interrupted snapshot install left it; remove {log} and start again"
+    )]
+    LogWithoutLedger {
+        log: PathBuf,
+        first: u64,
+        expected: u64,
+    },
     #[error("ledger belongs to chain {stored:?}, but chain {given:?} was requested")]
     ChainIdMismatch { stored: String, given: String },
     #[error("ledger was created from genesis {stored}, but genesis {given} was given")]

@@ -95,6 +95,9 @@ pub struct Ledger {
     recovered: Recovered,
     chain_id: String,
     genesis_hash: Digest,
+    /// The first height held: 1, or the block a state snapshot was
+    /// installed at (see `install`).
+    first_height: u64,
     /// The committed head, so that [`Ledger::head`] does no I/O. Written
     /// only after a commit succeeded, under `append_lock`.
     head: RwLock<Head>,
@@ -202,6 +205,21 @@ impl Ledger {
                     inconsistency,
                 },
             })?;
+        let first_height = {
+            let snapshot = db.begin_read().context("beginning the open check")?;
+            check::read_first_height(&snapshot).map_err(|err| match err {
+                CheckError::Inconsistent(inconsistency) => corrupted(inconsistency),
+                CheckError::Storage(failure) => OpenError::Storage(failure),
+                CheckError::Log(failure) => OpenError::Log(failure),
+            })?
+        };
+        if let Some(first) = log.first().filter(|first| *first != first_height) {
+            return Err(OpenError::LogWithoutLedger {
+                log: log_dir,
+                first,
+                expected: first_height,
+            });
+        }
         reconcile(&log, &head).map_err(|err| match err {
             LogError::Failure(failure) => OpenError::Log(failure),
             LogError::Damaged(inconsistency) => OpenError::Corrupted {
@@ -228,6 +246,7 @@ impl Ledger {
             recovered,
             chain_id: chain_id.to_owned(),
             genesis_hash,
+            first_height,
             head: RwLock::new(head),
             append_lock: Mutex::new(SinceCheckpoint::default()),
             recent: RwLock::new(recent),
@@ -241,6 +260,12 @@ impl Ledger {
         // A writer only assigns a `Copy` value under this lock, so a
         // poisoned lock still holds a whole head.
         *self.head.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The first height this ledger holds a block of: 1, or the height a
+    /// state snapshot was installed at. Blocks below it are not held.
+    pub fn first_height(&self) -> u64 {
+        self.first_height
     }
 
     pub fn chain_id(&self) -> &str {
@@ -1119,6 +1144,24 @@ impl HeadView {
     pub fn state_tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
         let node = self.tree.get(path).context("reading the state tree")?;
         Ok(node.map(|guard| guard.value().to_vec()))
+    }
+
+    /// Calls `each` with every state entry at this head, in key order;
+    /// stops at the first error `each` returns.
+    pub fn for_each_state<E: From<ReadError>>(
+        &self,
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let entries = self
+            .state
+            .iter()
+            .context("walking state")
+            .map_err(ReadError::from)?;
+        for entry in entries {
+            let (key, value) = entry.context("walking state").map_err(ReadError::from)?;
+            each(key.value(), value.value())?;
+        }
+        Ok(())
     }
 
     /// The head block as its caller encoded it; `None` at genesis.
@@ -2119,6 +2162,114 @@ mod tests {
         let report = ledger.check().expect("check");
         assert_eq!((report.blocks, report.logged_above_head), (3, 0));
         assert_eq!(segments(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn a_ledger_installed_from_a_snapshot_starts_at_its_block_and_grows() {
+        let (source, ledger) = ledger_with(6);
+        let state: Vec<(Vec<u8>, Vec<u8>)> =
+            [b"last".to_vec(), b"key/5".to_vec(), b"key/6".to_vec()]
+                .into_iter()
+                .map(|key| {
+                    let value = ledger.state(&key).expect("read").expect("present");
+                    (key, value)
+                })
+                .collect();
+        let tree: BTreeMap<Vec<u8>, Vec<u8>> = [(
+            b"root".to_vec(),
+            ledger
+                .state_tree_node(b"root")
+                .expect("read")
+                .expect("node"),
+        )]
+        .into_iter()
+        .collect();
+        drop(ledger);
+        drop(source);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let block = TestBlock::new(6);
+        let snapshot_block = crate::SnapshotBlock {
+            height: 6,
+            hash: block.hash,
+            parent_hash: block.parent_hash,
+            state_root: block.state_root,
+            timestamp_ms: block.timestamp_ms,
+            encoded: &block.encoded,
+            transactions: &block.transactions,
+            query_keys: &block.query_keys,
+        };
+        // An install that stopped half way is started afresh.
+        let mut install =
+            crate::SnapshotInstall::begin(dir.path(), CHAIN, genesis()).expect("begin");
+        install.add(&state[..1], &BTreeMap::new()).expect("add");
+        drop(install);
+        let mut install =
+            crate::SnapshotInstall::begin(dir.path(), CHAIN, genesis()).expect("begin");
+        install.add(&state[..1], &tree).expect("add");
+        install.add(&state[1..], &BTreeMap::new()).expect("add");
+        assert_eq!(install.state_entries(), 3);
+        install.finish(snapshot_block).expect("finish");
+        assert!(!dir.path().join(crate::INSTALL_DIR_NAME).exists());
+
+        let ledger = open(dir.path());
+        assert_eq!(ledger.head(), block.head());
+        assert_eq!(ledger.first_height(), 6);
+        assert_eq!(
+            ledger.block_by_height(6).expect("read"),
+            Some(block.encoded.clone())
+        );
+        assert_eq!(
+            ledger.block_by_height(5).expect("read"),
+            None,
+            "below the snapshot"
+        );
+        for (key, value) in &state {
+            assert_eq!(ledger.state(key).expect("read").as_ref(), Some(value));
+        }
+        assert_eq!(ledger.state(b"key/4").expect("read"), None);
+        let (id, result) = &block.transactions[1];
+        assert_eq!(
+            ledger.transaction(id).expect("read"),
+            Some(TransactionLocation {
+                height: 6,
+                index: 1,
+                result: result.clone()
+            })
+        );
+        assert_eq!(ledger.query(b"b", None, 10).expect("query").len(), 1);
+        let report = ledger.check().expect("check");
+        assert_eq!(
+            (report.blocks, report.state_entries, report.state_tree_nodes),
+            (1, 3, 1)
+        );
+        // The chain goes on from the snapshot's block.
+        append(&ledger, &TestBlock::new(7));
+        drop(ledger);
+        let ledger = open(dir.path());
+        assert_eq!(ledger.head(), TestBlock::new(7).head());
+        assert_eq!(ledger.check().expect("check").blocks, 2);
+        drop(ledger);
+        // An install never overwrites a ledger.
+        assert!(matches!(
+            crate::SnapshotInstall::begin(dir.path(), CHAIN, genesis()),
+            Err(OpenError::AlreadyExists { .. })
+        ));
+        // A log left without its ledger file (a crash between the renames)
+        // is refused, naming it.
+        std::fs::remove_file(dir.path().join(LEDGER_FILE_NAME)).expect("remove");
+        std::fs::remove_file(dir.path().join(crate::CONSENSUS_FILE_NAME)).expect("remove");
+        let err = Ledger::open(dir.path(), CHAIN, genesis()).expect_err("lone log");
+        assert!(
+            matches!(
+                err,
+                OpenError::LogWithoutLedger {
+                    first: 6,
+                    expected: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]

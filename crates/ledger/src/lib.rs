@@ -56,6 +56,7 @@ mod check;
 mod consensus;
 mod dump;
 mod error;
+mod install;
 mod ledger;
 mod migrate;
 mod recent;
@@ -70,6 +71,7 @@ pub use dump::{
 pub use error::{
     AppendError, CheckError, Inconsistency, LogFailure, OpenError, ReadError, StorageFailure,
 };
+pub use install::{INSTALL_DIR_NAME, SnapshotBlock, SnapshotInstall};
 pub use ledger::{AppendBlock, Head, HeadView, Ledger, TransactionLocation};
 pub use migrate::{Migrated, migrate};
 

@@ -82,6 +82,9 @@ pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_CHAIN_ID: &str = "chain_id";
 pub(crate) const META_GENESIS_HASH: &str = "genesis_hash";
 pub(crate) const META_HEAD: &str = "head";
+/// The first height held, when not 1: a ledger installed from a state
+/// snapshot starts at the snapshot's block (see `install`).
+pub(crate) const META_FIRST_HEIGHT: &str = "first_height";
 
 pub(crate) const fn height_key(height: u64) -> HeightKey {
     height.to_be_bytes()
