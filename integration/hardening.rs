@@ -18,7 +18,8 @@ use govchain_proto::consensus::v1::consensus_service_server::{
 };
 use govchain_proto::consensus::v1::{
     FetchBatchesRequest, FetchBatchesResponse, FetchBlocksRequest, FetchBlocksResponse,
-    StreamRequest, StreamResponse,
+    FetchStateSnapshotRequest, FetchStateSnapshotResponse, StreamRequest, StreamResponse,
+    fetch_state_snapshot_response,
 };
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use govchain_proto::node::v1::*;
@@ -65,9 +66,24 @@ struct ByzantinePeer {
     next: Arc<Mutex<usize>>,
     /// Attacks that reached the victim with a block to corrupt.
     delivered: Arc<Mutex<BTreeMap<Attack, u32>>>,
+    /// How it forges the state snapshots it serves, one way per request.
+    snapshot_attacks: Arc<Mutex<Vec<SnapshotAttack>>>,
+}
+
+/// How the Byzantine peer forges a state snapshot (from an honest one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SnapshotAttack {
+    /// One entry's value changed: the part no longer rebuilds into the
+    /// summary the certified root vouches for.
+    ForgedValue,
+    /// One part's summary changed: the summaries no longer fold into the
+    /// certified state root.
+    ForgedSummary,
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<FetchBlocksResponse, Status>> + Send>>;
+type SnapshotStream =
+    Pin<Box<dyn Stream<Item = Result<FetchStateSnapshotResponse, Status>> + Send>>;
 type FetchBatchesStream = Pin<Box<dyn Stream<Item = Result<FetchBatchesResponse, Status>> + Send>>;
 
 impl ByzantinePeer {
@@ -121,6 +137,47 @@ impl ByzantinePeer {
 impl ConsensusService for ByzantinePeer {
     type FetchBlocksStream = FetchStream;
     type FetchBatchesStream = FetchBatchesStream;
+    type FetchStateSnapshotStream = SnapshotStream;
+
+    /// An honest node's snapshot, forged by the next attack in line.
+    async fn fetch_state_snapshot(
+        &self,
+        request: Request<FetchStateSnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        use fetch_state_snapshot_response::Kind;
+        let attack = self.snapshot_attacks.lock().unwrap().pop();
+        let mut honest = self.honest.clone();
+        let mut stream = honest
+            .fetch_state_snapshot(request.into_inner())
+            .await?
+            .into_inner();
+        let mut messages = Vec::new();
+        let mut forged = false;
+        while let Some(message) = stream.next().await {
+            let mut message = message?;
+            match (&mut message.kind, attack) {
+                (Some(Kind::Start(start)), Some(SnapshotAttack::ForgedSummary)) => {
+                    let summary = start
+                        .summaries
+                        .iter_mut()
+                        .find(|s| !s.internal_hash.is_empty())
+                        .unwrap();
+                    summary.internal_hash = vec![9; 32];
+                    forged = true;
+                }
+                (Some(Kind::Part(part)), Some(SnapshotAttack::ForgedValue))
+                    if !forged && !part.entries.is_empty() =>
+                {
+                    part.entries[0].value = b"forged".to_vec();
+                    forged = true;
+                }
+                _ => {}
+            }
+            messages.push(Ok(message));
+        }
+        assert!(forged || attack.is_none(), "nothing to forge");
+        Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
+    }
 
     /// Holds no batch.
     async fn fetch_batches(
@@ -135,13 +192,16 @@ impl ConsensusService for ByzantinePeer {
         request: Request<FetchBlocksRequest>,
     ) -> Result<Response<FetchStream>, Status> {
         let request = request.into_inner();
+        // Headers for a snapshot's certificate chain come honest: the
+        // snapshot attacks are what those tests look at.
+        let headers_only = request.headers_only;
         let mut honest = self.honest.clone();
         let mut stream = honest.fetch_blocks(request).await?.into_inner();
         let mut blocks = Vec::new();
         while let Some(item) = stream.next().await {
             blocks.push(item?.block.unwrap());
         }
-        if !blocks.is_empty() {
+        if !blocks.is_empty() && !headers_only {
             let attack = {
                 let mut next = self.next.lock().unwrap();
                 *next += 1;
@@ -236,6 +296,7 @@ async fn a_byzantine_fetch_blocks_peer_cannot_crash_or_corrupt_a_lagging_node() 
             .max_decoding_message_size(64 << 20),
         next: Arc::default(),
         delivered: Arc::default(),
+        snapshot_attacks: Arc::default(),
     };
     let delivered = peer.delivered.clone();
     let tls = ServerTlsConfig::new()
@@ -313,6 +374,102 @@ async fn a_byzantine_fetch_blocks_peer_cannot_crash_or_corrupt_a_lagging_node() 
     server.abort();
 }
 
+/// A node that joins from a state snapshot asks the Byzantine validator
+/// first (it is first among its peers): a forged value and a forged part
+/// summary are each caught, named, before anything is stored, and the node
+/// installs an honest peer's snapshot instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_state_snapshot_is_caught_and_an_honest_one_installed() {
+    let mut cluster = Cluster::start_full(4, VIEW_TIMEOUT_MS, 1).await;
+    let observer = 4;
+    let byzantine = 0;
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        clients.push(cluster.client(i).await.unwrap());
+    }
+    let load = Load::start(clients, 15);
+    eventually("the chain to grow", LONG, || async {
+        (height(&cluster, 1).await >= 8).then_some(())
+    })
+    .await;
+    load.stop().await;
+    cluster.kill_node(byzantine);
+    let certs = cluster.certs();
+    let name = cluster.nodes[byzantine].name.clone();
+    let attacks = vec![SnapshotAttack::ForgedSummary, SnapshotAttack::ForgedValue];
+    let peer = ByzantinePeer {
+        honest: ConsensusServiceClient::new(cluster.peer_channel_as(1, &name).await)
+            .max_decoding_message_size(64 << 20),
+        next: Arc::default(),
+        delivered: Arc::default(),
+        snapshot_attacks: Arc::new(Mutex::new(attacks.clone())),
+    };
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            std::fs::read(certs.join(&name).join("node.crt")).unwrap(),
+            std::fs::read(certs.join(&name).join("node.key")).unwrap(),
+        ))
+        .client_ca_root(Certificate::from_pem(
+            std::fs::read(certs.join("ca.crt")).unwrap(),
+        ));
+    let address = format!("127.0.0.1:{}", cluster.nodes[byzantine].port)
+        .parse()
+        .unwrap();
+    let server = tokio::spawn(
+        Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(ConsensusServiceServer::new(peer))
+            .serve(address),
+    );
+    // One join per attack (the last in the list goes first).
+    for (round, reason) in [
+        "does not match the summary the root vouches for",
+        "not the state root",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        cluster.kill_node(observer);
+        let data = cluster.nodes[observer].data_dir.clone();
+        for entry in ["ledger.redb", "consensus.redb", "blocks"] {
+            let path = data.join(entry);
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else if path.exists() {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        cluster.start_node_with_env(observer, &[("GOVCHAIN_STATE_SYNC", "true")]);
+        let installs = round + 1;
+        eventually("the observer to install a snapshot", LONG, || async {
+            (cluster
+                .log_text(observer)
+                .matches("installed a state snapshot")
+                .count()
+                >= installs)
+                .then_some(())
+        })
+        .await;
+        let log = cluster.log_text(observer);
+        let refusals: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("state snapshot from peer failed") && line.contains(&name))
+            .collect();
+        assert_eq!(refusals.len(), installs, "{}", cluster.log_tail(observer));
+        assert!(
+            refusals[round].contains(reason),
+            "refusal {round} does not say {reason:?}: {}",
+            refusals[round]
+        );
+    }
+    // The installed state is the honest one: the observer follows the
+    // chain with the validators.
+    let last = height(&cluster, 1).await;
+    cluster.wait_agree(&[1, 2, 3, observer], last, LONG).await;
+    server.abort();
+}
+
 /// The consortium CA issued a certificate to a department that genesis does
 /// not list: every service refuses it, by name, and members are still
 /// served on the same node.
@@ -370,6 +527,7 @@ async fn a_department_outside_genesis_is_refused_every_rpc() {
         .fetch_blocks(FetchBlocksRequest {
             from_height: 1,
             to_height: 1,
+            headers_only: false,
         })
         .await
         .unwrap_err();

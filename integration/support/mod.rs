@@ -201,6 +201,7 @@ impl Cluster {
             let dept = certs.join(name);
             let file = NodeFile {
                 observer: i >= n,
+                state_sync: false,
                 name: name.clone(),
                 listen: format!("127.0.0.1:{}", ports[i]).parse().unwrap(),
                 data_dir: node_dir.join("data"),
@@ -268,6 +269,12 @@ impl Cluster {
     }
 
     pub fn start_node(&mut self, i: usize) {
+        self.start_node_with_env(i, &[]);
+    }
+
+    /// Starts node `i` with extra environment variables, e.g. a
+    /// `GOVCHAIN_<KEY>` override of its `node.toml`.
+    pub fn start_node_with_env(&mut self, i: usize, env: &[(&str, &str)]) {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {} already runs", node.name);
         let log = std::fs::OpenOptions::new()
@@ -278,6 +285,7 @@ impl Cluster {
         let child = Command::new(BIN)
             .args(["node", "--config", node.config.to_str().unwrap()])
             .env("GOVCHAIN_LOG", NODE_LOG_FILTER)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

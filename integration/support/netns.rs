@@ -297,6 +297,7 @@ impl NsCluster {
             let dept = certs.join(name);
             let file = NodeFile {
                 observer: false,
+                state_sync: false,
                 name: name.clone(),
                 listen: format!("{}:{PORT}", addresses[i]).parse().unwrap(),
                 data_dir: node_dir.join("data"),

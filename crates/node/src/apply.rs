@@ -13,7 +13,7 @@
 use anyhow::{Context as _, bail};
 use govchain_crypto::Digest;
 use govchain_exec::governance::DEPARTMENTS_KEY;
-use govchain_exec::{BlockLimits, CheckContext, ExecutedBlock, check_block};
+use govchain_exec::{CheckContext, ExecutedBlock, check_block};
 use govchain_ledger::{AppendBlock, Ledger};
 use govchain_pki::Genesis;
 use govchain_proto::types::v1::{Block, BlockHeader, CommitCertificate, CommittedBlock};
@@ -100,13 +100,7 @@ pub fn replay_log(ledger: &Ledger, genesis: &Genesis) -> anyhow::Result<u64> {
     }
     let departments = InForce::new(std::sync::Arc::new(chain_state::departments(genesis)));
     departments.refresh(ledger)?;
-    let consensus = &genesis.consensus;
-    let limits = BlockLimits {
-        transactions_max: consensus.block_transactions_max,
-        bytes_max: consensus.block_bytes_max,
-        payload_bytes_max: consensus.transaction_payload_bytes_max,
-        genesis_departments: departments.genesis.clone(),
-    };
+    let limits = chain_state::block_limits(genesis);
     for height in start + 1..=last {
         let encoded = ledger
             .logged_block(height)?

@@ -27,6 +27,9 @@ pub struct AuditReport {
     /// crash), checked by the storage self-check and re-applied when the
     /// node starts.
     pub logged_above_head: u64,
+    /// The first block the ledger holds: 1, or the block of the state
+    /// snapshot it was installed from.
+    pub first_height: u64,
     pub error: Option<String>,
 }
 
@@ -52,6 +55,7 @@ pub fn audit_ledger(
         blocks: 0,
         transactions: 0,
         logged_above_head: 0,
+        first_height: 1,
         error: None,
     };
     let outcome = ledger
@@ -77,6 +81,33 @@ fn audit_blocks(
     // The set certifying each block: genesis's, then each one a header
     // announces, from the next block on.
     let mut validators = crate::validator_set(genesis)?;
+    let first = ledger.first_height();
+    let mut parent = genesis.hash();
+    if first > 1 {
+        // Installed from a state snapshot: the chain of certificates up to
+        // its block was checked then, and is not held. The set in force at
+        // the head certifies it only if no change came in between.
+        let membership = crate::chain_state::Membership::read(
+            ledger,
+            &crate::chain_state::departments(genesis),
+        )?;
+        if membership.record.since_height > first {
+            bail!(
+                "this ledger starts at block {first} (a state snapshot), and the validator set changed at block {} since: the certificates of blocks {first}..{} cannot be checked offline without the headers before it",
+                membership.record.since_height,
+                membership.record.since_height - 1
+            );
+        }
+        validators = membership.set;
+        let bytes = ledger
+            .block_by_height(first)?
+            .with_context(|| format!("block {first} is missing"))?;
+        let committed = CommittedBlock::decode(bytes.as_slice())
+            .with_context(|| format!("block {first} does not decode"))?;
+        let header = committed.header.context("block without header")?;
+        parent = Digest::from_slice(&header.parent_hash)?;
+        report.first_height = first;
+    }
     // The departments at the head name every block's signers by the keys
     // they used then (`Departments::name_at`).
     let departments = govchain_exec::governance::departments_in_force(
@@ -84,9 +115,8 @@ fn audit_blocks(
         &std::sync::Arc::new(crate::chain_state::departments(genesis)),
     )?;
     let head = ledger.head();
-    let mut parent = genesis.hash();
     let mut query_keys = 0u64;
-    for height in 1..=head.height {
+    for height in first..=head.height {
         progress(height, head.height);
         let bytes = ledger
             .block_by_height(height)?

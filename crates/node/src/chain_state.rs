@@ -144,6 +144,17 @@ impl Revocations {
 
 /// The departments of genesis, as execution wants them. Genesis was
 /// validated when it was loaded, so every key parses.
+/// The block limits genesis sets, with its departments.
+pub fn block_limits(genesis: &Genesis) -> govchain_exec::BlockLimits {
+    let consensus = &genesis.consensus;
+    govchain_exec::BlockLimits {
+        transactions_max: consensus.block_transactions_max,
+        bytes_max: consensus.block_bytes_max,
+        payload_bytes_max: consensus.transaction_payload_bytes_max,
+        genesis_departments: Arc::new(departments(genesis)),
+    }
+}
+
 pub fn departments(genesis: &Genesis) -> Departments {
     Departments::new(genesis.departments.iter().filter_map(|entry| {
         let node_key = genesis

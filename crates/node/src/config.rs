@@ -41,6 +41,13 @@ pub struct NodeFile {
     /// reads. Its name must not be a validator's.
     #[serde(default)]
     pub observer: bool,
+    /// When the data directory holds no ledger yet, join from a state
+    /// snapshot: fetch a peer's state at its head in 256 verified parts
+    /// (after checking the chain of commit certificates up to it), then
+    /// fetch only the blocks after it. The node then holds no block below
+    /// the snapshot's. Off (sync every block from genesis) when unset.
+    #[serde(default)]
+    pub state_sync: bool,
     #[serde(default)]
     pub mempool: MempoolFile,
     #[serde(default)]
@@ -180,6 +187,7 @@ pub struct Settings {
     pub mempool: MempoolFile,
     pub blobs: BlobsFile,
     pub observer: bool,
+    pub state_sync: bool,
     pub health_listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
     pub portal_listen: Option<SocketAddr>,
@@ -213,6 +221,7 @@ pub const NODE_FILE_KEYS: &[&str] = &[
     "consensus_key",
     "peers",
     "observer",
+    "state_sync",
     "mempool",
     "blobs",
     "health_listen",
@@ -474,6 +483,7 @@ impl Settings {
             mempool: file.mempool,
             blobs: file.blobs,
             observer: file.observer,
+            state_sync: file.state_sync,
             health_listen: file.health_listen,
             metrics_listen: file.metrics_listen,
             portal_listen: file.portal_listen,

@@ -40,6 +40,7 @@ mod requests;
 mod service;
 mod shared;
 mod state_proof;
+mod state_sync;
 mod supervise;
 mod sync;
 pub mod telemetry;
@@ -141,6 +142,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (fatal, mut fatal_errors) = supervise::Fatal::new();
     let genesis = settings.genesis.clone();
+    let no_ledger = !settings
+        .data_dir
+        .join(govchain_ledger::LEDGER_FILE_NAME)
+        .exists();
+    if settings.state_sync
+        && no_ledger
+        && let Some(joined) = state_sync::join(&settings).await
+    {
+        info!(node = %settings.name, height = joined.height, entries = joined.state_entries, peer = %joined.peer, seconds = joined.elapsed.as_secs_f64(), "installed a state snapshot; fetching the blocks after it");
+    }
     let ledger = Arc::new(
         Ledger::open(&settings.data_dir, &genesis.chain_id, genesis.hash()).with_context(|| {
             format!("cannot open the ledger in {}", settings.data_dir.display())
@@ -342,6 +353,7 @@ pub async fn run(
         shared: shared.clone(),
         driver: events.clone(),
         admission,
+        snapshots: Arc::new(state_sync::Server::new(&settings.data_dir)),
     };
     let blob_api = BlobApi {
         shared: shared.clone(),

@@ -16,7 +16,8 @@ use govchain_pki::TlsIdentity;
 use govchain_proto::consensus::v1::consensus_service_server::ConsensusService;
 use govchain_proto::consensus::v1::{
     FetchBatchesRequest, FetchBatchesResponse, FetchBlocksRequest, FetchBlocksResponse,
-    StreamRequest, StreamResponse, TransactionBatch, stream_request::Kind,
+    FetchStateSnapshotRequest, FetchStateSnapshotResponse, StreamRequest, StreamResponse,
+    TransactionBatch, stream_request::Kind,
 };
 use govchain_proto::node::v1::node_service_server::NodeService;
 use govchain_proto::node::v1::*;
@@ -926,6 +927,12 @@ impl NodeService for NodeApi {
                 "height 0 is genesis, which has no block; the first block is at height 1",
             ));
         }
+        let first = self.shared.ledger.first_height();
+        if height < first {
+            return Err(errors::not_found_plain(format!(
+                "this node joined from a state snapshot at block {first} and holds no block below it; ask a node that synced from genesis"
+            )));
+        }
         match self.committed_block(height)? {
             Some(block) => Ok(Response::new(GetBlockResponse { block: Some(block) })),
             None => Err(errors::not_found_plain(format!(
@@ -1226,15 +1233,44 @@ pub struct ConsensusApi {
     pub shared: Arc<Shared>,
     pub driver: mpsc::Sender<DriverEvent>,
     pub admission: Admission,
+    pub snapshots: Arc<crate::state_sync::Server>,
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<FetchBlocksResponse, Status>> + Send>>;
 type FetchBatchesStream = Pin<Box<dyn Stream<Item = Result<FetchBatchesResponse, Status>> + Send>>;
+type SnapshotStream =
+    Pin<Box<dyn Stream<Item = Result<FetchStateSnapshotResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ConsensusService for ConsensusApi {
     type FetchBlocksStream = FetchStream;
     type FetchBatchesStream = FetchBatchesStream;
+    type FetchStateSnapshotStream = SnapshotStream;
+
+    async fn fetch_state_snapshot(
+        &self,
+        request: Request<FetchStateSnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        let identity = tls::caller_identity(&request)?;
+        tls::require_node(&identity)?;
+        let permit = self.snapshots.try_begin().ok_or_else(|| {
+            Status::resource_exhausted(
+                "this node is sending another state snapshot; ask another peer or retry",
+            )
+        })?;
+        let ledger = self.shared.ledger.clone();
+        let snapshots = self.snapshots.clone();
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            if let Err(status) = crate::state_sync::serve(&ledger, &snapshots, &sender) {
+                let _ = sender.blocking_send(Err(status));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
 
     /// Batches this node holds, for a validator that lacks one a proposal
     /// names: only validators may ask, at most
@@ -1284,6 +1320,7 @@ impl ConsensusService for ConsensusApi {
         let FetchBlocksRequest {
             from_height,
             to_height,
+            headers_only,
         } = request.into_inner();
         if from_height == 0 || to_height < from_height {
             return Err(errors::invalid_argument(format!(
@@ -1302,7 +1339,15 @@ impl ConsensusService for ConsensusApi {
         tokio::spawn(async move {
             for height in from_height..=last {
                 let item = match api.committed_block(height) {
-                    Ok(Some(block)) => Ok(FetchBlocksResponse { block: Some(block) }),
+                    Ok(Some(mut block)) => {
+                        if headers_only {
+                            block.results.clear();
+                            if let Some(body) = &mut block.block {
+                                body.transactions.clear();
+                            }
+                        }
+                        Ok(FetchBlocksResponse { block: Some(block) })
+                    }
                     Ok(None) => return,
                     Err(status) => Err(status),
                 };

@@ -13,7 +13,7 @@ use crate::certified_header::{CertifiedHeaderError, certify_header};
 
 /// World state and its tree at one head, from one ledger snapshot, so that
 /// value, proof and header agree.
-struct HeadState(HeadView);
+pub(crate) struct HeadState(pub(crate) HeadView);
 
 impl StateRead for HeadState {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {

@@ -224,6 +224,7 @@ impl Syncer {
         let request = FetchBlocksRequest {
             from_height: from,
             to_height: to,
+            headers_only: false,
         };
         let mut stream = client.fetch_blocks(request).await?.into_inner();
         let mut batch = Vec::new();

@@ -329,6 +329,7 @@ pub(crate) fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFil
         let dept = up.join("certs").join(name);
         let config = NodeFile {
             observer: false,
+            state_sync: false,
             name: name.clone(),
             listen: format!("127.0.0.1:{}", ports[i]).parse()?,
             data_dir: PathBuf::from("data"),

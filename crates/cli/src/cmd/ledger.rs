@@ -110,6 +110,12 @@ fn verify(args: LedgerVerifyArgs, json: bool) -> anyhow::Result<()> {
         println!("height:       {}", report.height);
         println!("head:         {}", report.head_hash);
         println!("blocks:       {} verified", report.blocks);
+        if report.first_height > 1 {
+            println!(
+                "first block:  {} (installed from a state snapshot; no block below it is held)",
+                report.first_height
+            );
+        }
         println!("transactions: {}", report.transactions);
         if report.logged_above_head > 0 {
             println!(

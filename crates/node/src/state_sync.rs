@@ -1,0 +1,557 @@
+//! Joining from a state snapshot instead of replaying the chain.
+//!
+//! Serving ([`serve`], behind `ConsensusService.FetchStateSnapshot`): one
+//! ledger read snapshot gives the head block and the state at it. The
+//! state tree's 256 part summaries come from the stored tree
+//! (`govchain_exec::state_tree::snapshot`); the entries are sorted into
+//! their parts in one pass over the state, spilled to one file per part
+//! under `<data_dir>/snapshot-serve/`, so memory stays bounded whatever
+//! the state's size; then each part is streamed in messages of at most
+//! [`PART_MESSAGE_BYTES_MAX`].
+//!
+//! Fetching ([`join`], at start when `state_sync = true` and the data
+//! directory holds no ledger): from one peer at a time, it reads the start
+//! message, checks the chain of headers and commit certificates from
+//! genesis up to the snapshot's block (headers only, with the validator
+//! set each header announces), checks the block's body, folds the
+//! summaries into the header's state root, then rebuilds and checks each
+//! part as it arrives before it is stored. A peer that sends anything that
+//! does not check is left for the next; the partial install is discarded.
+//!
+//! **Invariant:** nothing is stored that was not checked against a state
+//! root certified by a quorum of the validator set in force, and the
+//! ledger appears only once every part checked (`SnapshotInstall`).
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure};
+use govchain_crypto::Digest;
+use govchain_exec::state_tree::key_hash;
+use govchain_exec::state_tree::snapshot::{self, PARTS, Part, Summary};
+use govchain_exec::{StateError, StateRead, check_fetched_block, transaction_id};
+use govchain_ledger::{Ledger, SnapshotBlock, SnapshotInstall};
+use govchain_pbft::{Transferred, ValidatorSet, check_transferred};
+use govchain_proto::consensus::v1::consensus_service_client::ConsensusServiceClient;
+use govchain_proto::consensus::v1::{
+    FetchBlocksRequest, FetchStateSnapshotRequest, FetchStateSnapshotResponse, StateEntry,
+    StateSnapshotPart, StateSnapshotPartSummary, StateSnapshotStart,
+    fetch_state_snapshot_response::Kind,
+};
+use govchain_proto::types::v1::CommittedBlock;
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
+use tonic::Status;
+use tonic::transport::Endpoint;
+use tracing::{info, warn};
+
+use crate::chain_state;
+use crate::config::Settings;
+use crate::errors::internal;
+use crate::peers::PEER_MESSAGE_BYTES_MAX;
+use crate::state_proof::HeadState;
+use crate::tls::peer_client_config;
+
+/// The entries of one message of a part, in encoded bytes at most (one
+/// entry larger than this goes alone).
+pub const PART_MESSAGE_BYTES_MAX: usize = 1024 * 1024;
+/// Where a serving node spills the parts, inside its data directory.
+pub const SPILL_DIR_NAME: &str = "snapshot-serve";
+/// Headers asked for per call while checking the chain up to a snapshot.
+const HEADERS_PER_CALL: u64 = crate::sync::SYNC_BATCH_BLOCKS_MAX;
+/// How long a peer may take between two messages of a snapshot.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The serving side: one snapshot at a time per node, each a pass over
+/// the whole state.
+pub struct Server {
+    spill_dir: PathBuf,
+    busy: Arc<tokio::sync::Semaphore>,
+}
+
+impl Server {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            spill_dir: data_dir.join(SPILL_DIR_NAME),
+            busy: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
+
+    /// Leave to send a snapshot; `None` while another is being sent.
+    pub fn try_begin(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.busy.clone().try_acquire_owned().ok()
+    }
+}
+
+type Message = Result<FetchStateSnapshotResponse, Status>;
+
+/// Streams the state at the head to `sender`; runs on a blocking thread.
+pub fn serve(
+    ledger: &Ledger,
+    server: &Server,
+    sender: &mpsc::Sender<Message>,
+) -> Result<(), Status> {
+    let view = ledger
+        .head_view()
+        .map_err(|err| internal("ledger read failed", err))?;
+    let height = view.head().height;
+    if height == 0 {
+        return Err(Status::failed_precondition(
+            "this node has no block yet, so no certified state to send",
+        ));
+    }
+    let encoded = view
+        .head_block()
+        .map_err(|err| internal("ledger read failed", err))?
+        .ok_or_else(|| Status::internal(format!("head block {height} is missing")))?;
+    let block = CommittedBlock::decode(encoded.as_slice())
+        .map_err(|err| internal("stored block does not decode", err))?;
+    let state = HeadState(view);
+    let summaries =
+        snapshot::summaries(&state).map_err(|err| internal("reading the state tree", err))?;
+    // A fresh directory per snapshot: `busy` lets one run at a time, and
+    // what a crashed run left is removed here.
+    let _ = std::fs::remove_dir_all(&server.spill_dir);
+    std::fs::create_dir_all(&server.spill_dir)
+        .map_err(|err| internal("creating the snapshot spill directory", err))?;
+    let spilled = spill(&state, &server.spill_dir);
+    drop(state);
+    let result = spilled.and_then(|entries| {
+        send(
+            sender,
+            Kind::Start(StateSnapshotStart {
+                block: Some(block),
+                summaries: summaries.iter().map(summary_to_wire).collect(),
+                state_entries: entries,
+            }),
+        )?;
+        for index in 0..PARTS {
+            send_part(sender, &server.spill_dir, index)?;
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&server.spill_dir);
+    result
+}
+
+fn send(sender: &mpsc::Sender<Message>, kind: Kind) -> Result<(), Status> {
+    sender
+        .blocking_send(Ok(FetchStateSnapshotResponse { kind: Some(kind) }))
+        .map_err(|_| Status::cancelled("the receiver went away"))
+}
+
+fn part_file(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("{index:03}.part"))
+}
+
+/// One pass over the state, each entry appended (length-prefixed) to its
+/// part's file; returns how many entries there are.
+fn spill(state: &HeadState, dir: &Path) -> Result<u64, Status> {
+    let mut files = (0..PARTS)
+        .map(|index| File::create(part_file(dir, index)).map(BufWriter::new))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| internal("creating a snapshot part file", err))?;
+    let mut entries = 0_u64;
+    state
+        .0
+        .for_each_state(|key, value| -> anyhow::Result<()> {
+            let file = &mut files[snapshot::part_of(&key_hash(key))];
+            for bytes in [key, value] {
+                file.write_all(&(bytes.len() as u32).to_be_bytes())?;
+                file.write_all(bytes)?;
+            }
+            entries += 1;
+            Ok(())
+        })
+        .map_err(|err| internal("spilling the state into part files", format!("{err:#}")))?;
+    for file in files {
+        file.into_inner()
+            .map_err(|err| internal("writing a snapshot part file", err.into_error()))?;
+    }
+    Ok(entries)
+}
+
+fn send_part(sender: &mpsc::Sender<Message>, dir: &Path, index: usize) -> Result<(), Status> {
+    let file = File::open(part_file(dir, index))
+        .map_err(|err| internal("reading a snapshot part file", err))?;
+    let mut reader = BufReader::new(file);
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    loop {
+        let Some(key) = read_field(&mut reader)? else {
+            break;
+        };
+        let value = read_field(&mut reader)?
+            .ok_or_else(|| Status::internal("a snapshot part file ends inside an entry"))?;
+        let size = key.len() + value.len();
+        if !entries.is_empty() && bytes + size > PART_MESSAGE_BYTES_MAX {
+            send(
+                sender,
+                part_message(index, std::mem::take(&mut entries), false),
+            )?;
+            bytes = 0;
+        }
+        bytes += size;
+        entries.push(StateEntry { key, value });
+    }
+    send(sender, part_message(index, entries, true))
+}
+
+fn part_message(index: usize, entries: Vec<StateEntry>, last: bool) -> Kind {
+    Kind::Part(StateSnapshotPart {
+        index: index as u32,
+        entries,
+        last,
+    })
+}
+
+fn read_field(reader: &mut impl std::io::Read) -> Result<Option<Vec<u8>>, Status> {
+    let mut len = [0; 4];
+    match reader.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err) => return Err(internal("reading a snapshot part file", err)),
+    }
+    let mut field = vec![0; u32::from_be_bytes(len) as usize];
+    reader
+        .read_exact(&mut field)
+        .map_err(|err| internal("reading a snapshot part file", err))?;
+    Ok(Some(field))
+}
+
+fn summary_to_wire(summary: &Summary) -> StateSnapshotPartSummary {
+    match summary {
+        Summary::Empty => StateSnapshotPartSummary::default(),
+        Summary::Leaf {
+            key_hash,
+            value_hash,
+        } => StateSnapshotPartSummary {
+            key_hash: key_hash.to_vec(),
+            value_hash: value_hash.to_vec(),
+            internal_hash: Vec::new(),
+        },
+        Summary::Internal(hash) => StateSnapshotPartSummary {
+            internal_hash: hash.to_vec(),
+            ..Default::default()
+        },
+    }
+}
+
+fn summary_from_wire(wire: &StateSnapshotPartSummary) -> anyhow::Result<Summary> {
+    let digest = |bytes: &[u8]| Digest::from_slice(bytes).map_err(|err| anyhow!("{err}"));
+    match (
+        wire.key_hash.is_empty(),
+        wire.value_hash.is_empty(),
+        wire.internal_hash.is_empty(),
+    ) {
+        (true, true, true) => Ok(Summary::Empty),
+        (false, false, true) => Ok(Summary::Leaf {
+            key_hash: digest(&wire.key_hash)?,
+            value_hash: digest(&wire.value_hash)?,
+        }),
+        (true, true, false) => Ok(Summary::Internal(digest(&wire.internal_hash)?)),
+        _ => bail!("a part summary sets both a leaf and an internal hash"),
+    }
+}
+
+/// What [`join`] installed.
+#[derive(Clone, Copy, Debug)]
+pub struct Joined {
+    pub height: u64,
+    pub state_entries: u64,
+    pub peer: u32,
+    pub elapsed: Duration,
+}
+
+/// Installs the state of a peer's head into `settings.data_dir`, which
+/// holds no ledger; tries each peer in turn. `None` when no peer has a
+/// block yet or none gave a snapshot that checks: the node then syncs
+/// block by block from genesis, which is always safe.
+pub async fn join(settings: &Settings) -> Option<Joined> {
+    for peer in &settings.peers {
+        let started = Instant::now();
+        match join_from(settings, peer).await {
+            Ok(Some((height, state_entries))) => {
+                return Some(Joined {
+                    height,
+                    state_entries,
+                    peer: peer.index,
+                    elapsed: started.elapsed(),
+                });
+            }
+            Ok(None) => {
+                info!(node = %settings.name, peer = %peer.name, "peer has no block yet to take a state snapshot of");
+            }
+            Err(err) => {
+                warn!(node = %settings.name, peer = %peer.name, error = format!("{err:#}"), "state snapshot from peer failed; trying another");
+            }
+        }
+    }
+    warn!(node = %settings.name, "no peer gave a state snapshot that checks; syncing block by block from genesis instead");
+    None
+}
+
+async fn join_from(
+    settings: &Settings,
+    peer: &crate::config::Peer,
+) -> anyhow::Result<Option<(u64, u64)>> {
+    let channel = Endpoint::from_shared(peer.address.clone())?
+        .tls_config(peer_client_config(settings, &peer.name))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await?;
+    let mut client =
+        ConsensusServiceClient::new(channel).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    let stream = client
+        .fetch_state_snapshot(FetchStateSnapshotRequest {})
+        .await;
+    let mut stream = match stream {
+        Ok(stream) => stream.into_inner(),
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => return Ok(None),
+        Err(status) => return Err(status.into()),
+    };
+    let Some(Kind::Start(start)) = next(&mut stream).await? else {
+        bail!("the snapshot does not begin with its start message");
+    };
+    let genesis = &settings.genesis;
+    let block = start
+        .block
+        .ok_or_else(|| anyhow!("the start message has no block"))?;
+    let (height, header) = check_chain_to(settings, &mut client, &block).await?;
+    let summaries = start
+        .summaries
+        .iter()
+        .map(summary_from_wire)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (root, top_nodes) = snapshot::fold(&summaries)?;
+    let state_root = Digest::from_slice(&header.state_root)?;
+    ensure!(
+        root == state_root,
+        "the part summaries fold to {root}, not the state root {state_root} of certified block {height}"
+    );
+    info!(node = %settings.name, peer = %peer.name, height, entries = start.state_entries, "fetching a state snapshot");
+    let mut install =
+        SnapshotInstall::begin(&settings.data_dir, &genesis.chain_id, genesis.hash())?;
+    let mut departments_value = None;
+    let mut next_part = 0;
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    while next_part < PARTS {
+        let Some(Kind::Part(part)) = next(&mut stream).await? else {
+            bail!("the snapshot ended at part {next_part} of {PARTS}");
+        };
+        ensure!(
+            part.index as usize == next_part,
+            "part {} arrived where part {next_part} was due",
+            part.index
+        );
+        entries.extend(part.entries.into_iter().map(|e| (e.key, e.value)));
+        if !part.last {
+            continue;
+        }
+        let taken = std::mem::take(&mut entries);
+        let expected = summaries[next_part];
+        let index = next_part;
+        let (taken, rebuilt) = tokio::task::spawn_blocking(move || {
+            let rebuilt = Part::build(index, &taken).and_then(|part| {
+                part.verify(&expected)?;
+                Ok(part)
+            });
+            (taken, rebuilt)
+        })
+        .await?;
+        let rebuilt = rebuilt?;
+        if let Some((_, value)) = taken
+            .iter()
+            .find(|(key, _)| key.as_slice() == govchain_exec::governance::DEPARTMENTS_KEY)
+        {
+            departments_value = Some(value.clone());
+        }
+        install.add(&taken, &rebuilt.nodes)?;
+        next_part += 1;
+    }
+    install.add(&[], &top_nodes)?;
+    let state_entries = install.state_entries();
+    let parent_hash = Digest::from_slice(&header.parent_hash)?;
+    let appendable = installed_block(settings, block, departments_value)?;
+    install.finish(SnapshotBlock {
+        height,
+        hash: Digest::from_slice(&appendable.committed.block_hash)?,
+        parent_hash,
+        state_root,
+        timestamp_ms: header.timestamp_ms,
+        encoded: &appendable.encoded,
+        transactions: &appendable.transactions,
+        query_keys: &appendable.query_keys,
+    })?;
+    Ok(Some((height, state_entries)))
+}
+
+async fn next(
+    stream: &mut tonic::Streaming<FetchStateSnapshotResponse>,
+) -> anyhow::Result<Option<Kind>> {
+    let message = tokio::time::timeout(MESSAGE_TIMEOUT, stream.next())
+        .await
+        .map_err(|_| anyhow!("no snapshot message within {MESSAGE_TIMEOUT:?}"))?;
+    match message {
+        None => Ok(None),
+        Some(message) => Ok(message?.kind),
+    }
+}
+
+/// Checks the headers and commit certificates from genesis up to `block`
+/// (fetched headers only), then `block` itself in full; returns its height
+/// and header.
+async fn check_chain_to(
+    settings: &Settings,
+    client: &mut ConsensusServiceClient<tonic::transport::Channel>,
+    block: &CommittedBlock,
+) -> anyhow::Result<(u64, govchain_proto::types::v1::BlockHeader)> {
+    let genesis = &settings.genesis;
+    let limits = chain_state::block_limits(genesis);
+    let body = block
+        .block
+        .as_ref()
+        .ok_or_else(|| anyhow!("the snapshot's block has no body"))?;
+    let (hash, header) = check_fetched_block(&genesis.chain_id, &limits, body)
+        .map_err(|err| anyhow!("the snapshot's block: {err}"))?;
+    let height = header.height;
+    let mut validators = crate::validator_set(genesis)?;
+    let mut parent = genesis.hash();
+    let mut from = 1;
+    while from <= height {
+        let to = height.min(from + HEADERS_PER_CALL - 1);
+        let mut headers = client
+            .fetch_blocks(FetchBlocksRequest {
+                from_height: from,
+                to_height: to,
+                headers_only: true,
+            })
+            .await?
+            .into_inner();
+        let mut at = from;
+        while let Some(response) = headers.next().await {
+            ensure!(at <= to, "the peer sent more headers than asked for");
+            let fetched = response?
+                .block
+                .ok_or_else(|| anyhow!("empty response for header {at}"))?;
+            let is_last = at == height;
+            // The snapshot's own block: its body was checked above.
+            let fetched = if is_last { block.clone() } else { fetched };
+            let (digest, next) =
+                check_header(&genesis.chain_id, &validators, &fetched, at, &parent)?;
+            if is_last {
+                ensure!(digest == hash, "header {at} is not the snapshot's block");
+            }
+            if let Some(next) = next {
+                validators = next;
+            }
+            parent = digest;
+            at += 1;
+        }
+        ensure!(
+            at == to + 1,
+            "the peer sent headers {from}..{at}, short of {to}"
+        );
+        from = to + 1;
+    }
+    Ok((height, header))
+}
+
+/// A fetched header at `height` on top of `parent`, its certificate a
+/// quorum's of `validators`; returns its hash and the set it announces.
+fn check_header(
+    chain_id: &str,
+    validators: &ValidatorSet,
+    fetched: &CommittedBlock,
+    height: u64,
+    parent: &Digest,
+) -> anyhow::Result<(Digest, Option<ValidatorSet>)> {
+    let body = fetched
+        .block
+        .as_ref()
+        .ok_or_else(|| anyhow!("header {height} is missing"))?;
+    let digest = govchain_exec::block_hash(&body.header);
+    let header =
+        govchain_exec::decode_header(body).map_err(|err| anyhow!("header {height}: {err}"))?;
+    ensure!(
+        header.height == height,
+        "the peer sent height {} for {height}",
+        header.height
+    );
+    let certificate = fetched
+        .certificate
+        .as_ref()
+        .ok_or_else(|| anyhow!("header {height} has no certificate"))?;
+    let certificate =
+        crate::wire::certificate_from_wire(certificate).map_err(anyhow::Error::msg)?;
+    check_transferred(
+        chain_id,
+        validators,
+        height,
+        parent,
+        Transferred {
+            digest,
+            parent: Digest::from_slice(&header.parent_hash)?,
+            certificate: &certificate,
+        },
+    )?;
+    let next = govchain_exec::governance::announced_set(&header.next_validators)
+        .transpose()
+        .map_err(|err| anyhow!("header {height}: next_validators: {err}"))?;
+    Ok((digest, next))
+}
+
+/// The snapshot's block as the ledger keeps it, with its transactions'
+/// ids and results and its query keys (named with the departments in the
+/// snapshot's state).
+fn installed_block(
+    settings: &Settings,
+    block: CommittedBlock,
+    departments_value: Option<Vec<u8>>,
+) -> anyhow::Result<crate::apply::Appendable> {
+    struct One(Option<Vec<u8>>);
+    impl StateRead for One {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+            Ok((key == govchain_exec::governance::DEPARTMENTS_KEY)
+                .then(|| self.0.clone())
+                .flatten())
+        }
+    }
+    let genesis_departments = Arc::new(chain_state::departments(&settings.genesis));
+    let departments = govchain_exec::governance::departments_in_force(
+        &One(departments_value),
+        &genesis_departments,
+    )?;
+    let query_keys = crate::query_index::keys(&block, &departments);
+    let body = block.block.as_ref().expect("checked above");
+    let transactions = body
+        .transactions
+        .iter()
+        .zip(&block.results)
+        .map(|(envelope, result)| {
+            let id = transaction_id(
+                &envelope.chain_id,
+                &envelope.signer,
+                envelope.nonce,
+                &envelope.payload,
+            );
+            (id, result.encode_to_vec())
+        })
+        .collect::<Vec<_>>();
+    ensure!(
+        transactions.len() == body.transactions.len(),
+        "the snapshot's block has {} results for {} transactions",
+        block.results.len(),
+        body.transactions.len()
+    );
+    Ok(crate::apply::Appendable {
+        encoded: block.encode_to_vec(),
+        committed: block,
+        transactions,
+        query_keys,
+    })
+}
