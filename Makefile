@@ -5,7 +5,7 @@ DEVNET_DIR ?= ./devnet
 VALIDATORS ?= 4
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: proto-lint proto-tools run test build lint fmt-check check-deps python-deps typescript-deps portal-deps unit integration bench bench-micro soak clean fuzz fuzz-ci fuzz-build fuzz-tools
+.PHONY: proto-lint proto-tools run test build lint fmt-check check-deps python-deps typescript-deps portal-deps unit integration bench bench-micro bench-catch-up soak clean fuzz fuzz-ci fuzz-build fuzz-tools
 
 ## A local consortium of $(VALIDATORS) validators with demo data, in the foreground.
 ## The build shows its progress (a first build takes minutes on 2 cores).
@@ -104,6 +104,11 @@ bench:
 FILTER ?=
 bench-micro:
 	$(CARGO) bench -p govchain-benches --bench micro -- $(FILTER)
+
+## Catch-up of a node 100,000 blocks behind: state sync against block sync
+## (release build, real processes; about half an hour on 2 cores).
+bench-catch-up:
+	$(CARGO) bench -p govchain-cli --bench catch_up -- --blocks $(or $(BLOCKS),100000)
 
 ## The long simulation: 100,000 seeds of the PBFT simulator.
 soak:
