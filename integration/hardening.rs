@@ -283,13 +283,41 @@ async fn block_at(cluster: &Cluster, i: usize, height: u64) -> CommittedBlock {
 /// each batch in one of four ways. The observer must refuse every one,
 /// fetch the same blocks from an honest validator instead, stay up, and end
 /// with exactly the honest chain, signatures included.
+/// Serves `peer` on node `byzantine`'s port with its node certificate (the
+/// node itself killed first), as the validator gone bad.
+fn serve_byzantine(
+    cluster: &Cluster,
+    byzantine: usize,
+    peer: ByzantinePeer,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    let certs = cluster.certs();
+    let name = &cluster.nodes[byzantine].name;
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            std::fs::read(certs.join(name).join("node.crt")).unwrap(),
+            std::fs::read(certs.join(name).join("node.key")).unwrap(),
+        ))
+        .client_ca_root(Certificate::from_pem(
+            std::fs::read(certs.join("ca.crt")).unwrap(),
+        ));
+    let address = format!("127.0.0.1:{}", cluster.nodes[byzantine].port)
+        .parse()
+        .unwrap();
+    tokio::spawn(
+        Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(ConsensusServiceServer::new(peer))
+            .serve(address),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_byzantine_fetch_blocks_peer_cannot_crash_or_corrupt_a_lagging_node() {
     let mut cluster = Cluster::start_full(4, VIEW_TIMEOUT_MS, 1).await;
     let observer = 4;
     let byzantine = 0;
     cluster.kill_node(byzantine);
-    let certs = cluster.certs();
     let name = cluster.nodes[byzantine].name.clone();
     let peer = ByzantinePeer {
         honest: ConsensusServiceClient::new(cluster.peer_channel_as(1, &name).await)
@@ -299,24 +327,7 @@ async fn a_byzantine_fetch_blocks_peer_cannot_crash_or_corrupt_a_lagging_node() 
         snapshot_attacks: Arc::default(),
     };
     let delivered = peer.delivered.clone();
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            std::fs::read(certs.join(&name).join("node.crt")).unwrap(),
-            std::fs::read(certs.join(&name).join("node.key")).unwrap(),
-        ))
-        .client_ca_root(Certificate::from_pem(
-            std::fs::read(certs.join("ca.crt")).unwrap(),
-        ));
-    let address = format!("127.0.0.1:{}", cluster.nodes[byzantine].port)
-        .parse()
-        .unwrap();
-    let server = tokio::spawn(
-        Server::builder()
-            .tls_config(tls)
-            .unwrap()
-            .add_service(ConsensusServiceServer::new(peer))
-            .serve(address),
-    );
+    let server = serve_byzantine(&cluster, byzantine, peer);
 
     let live = [1, 2, 3];
     let mut clients = Vec::new();
@@ -394,7 +405,6 @@ async fn a_forged_state_snapshot_is_caught_and_an_honest_one_installed() {
     .await;
     load.stop().await;
     cluster.kill_node(byzantine);
-    let certs = cluster.certs();
     let name = cluster.nodes[byzantine].name.clone();
     let attacks = vec![SnapshotAttack::ForgedSummary, SnapshotAttack::ForgedValue];
     let peer = ByzantinePeer {
@@ -402,26 +412,9 @@ async fn a_forged_state_snapshot_is_caught_and_an_honest_one_installed() {
             .max_decoding_message_size(64 << 20),
         next: Arc::default(),
         delivered: Arc::default(),
-        snapshot_attacks: Arc::new(Mutex::new(attacks.clone())),
+        snapshot_attacks: Arc::new(Mutex::new(attacks)),
     };
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            std::fs::read(certs.join(&name).join("node.crt")).unwrap(),
-            std::fs::read(certs.join(&name).join("node.key")).unwrap(),
-        ))
-        .client_ca_root(Certificate::from_pem(
-            std::fs::read(certs.join("ca.crt")).unwrap(),
-        ));
-    let address = format!("127.0.0.1:{}", cluster.nodes[byzantine].port)
-        .parse()
-        .unwrap();
-    let server = tokio::spawn(
-        Server::builder()
-            .tls_config(tls)
-            .unwrap()
-            .add_service(ConsensusServiceServer::new(peer))
-            .serve(address),
-    );
+    let server = serve_byzantine(&cluster, byzantine, peer);
     // One join per attack (the last in the list goes first).
     for (round, reason) in [
         "does not match the summary the root vouches for",
@@ -431,15 +424,7 @@ async fn a_forged_state_snapshot_is_caught_and_an_honest_one_installed() {
     .enumerate()
     {
         cluster.kill_node(observer);
-        let data = cluster.nodes[observer].data_dir.clone();
-        for entry in ["ledger.redb", "consensus.redb", "blocks"] {
-            let path = data.join(entry);
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path).unwrap();
-            } else if path.exists() {
-                std::fs::remove_file(&path).unwrap();
-            }
-        }
+        cluster.remove_ledger(observer);
         cluster.start_node_with_env(observer, &[("GOVCHAIN_STATE_SYNC", "true")]);
         let installs = round + 1;
         eventually("the observer to install a snapshot", LONG, || async {

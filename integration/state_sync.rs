@@ -36,15 +36,8 @@ async fn an_observer_joins_from_a_state_snapshot_and_follows() {
     let mut cluster = Cluster::start_full(4, VIEW_TIMEOUT_MS, 1).await;
     // The observer starts over with an empty ledger; its blob store stays.
     cluster.kill_node(OBSERVER);
+    cluster.remove_ledger(OBSERVER);
     let data = cluster.nodes[OBSERVER].data_dir.clone();
-    for entry in ["ledger.redb", "consensus.redb", "blocks"] {
-        let path = data.join(entry);
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path).unwrap();
-        } else if path.exists() {
-            std::fs::remove_file(&path).unwrap();
-        }
-    }
 
     // State before the snapshot: an account with three transactions and
     // the load's many others.

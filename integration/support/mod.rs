@@ -351,6 +351,20 @@ impl Cluster {
             .into_inner()
     }
 
+    /// Deletes node `i`'s ledger (the node stopped): `ledger.redb`, the
+    /// block log and `consensus.redb`; its blob store stays.
+    pub fn remove_ledger(&self, i: usize) {
+        let data = &self.nodes[i].data_dir;
+        for entry in ["ledger.redb", "consensus.redb", "blocks"] {
+            let path = data.join(entry);
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else if path.exists() {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+    }
+
     /// Node `i`'s whole log, across restarts.
     pub fn log_text(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()

@@ -36,14 +36,7 @@ pub enum Migrated {
 /// block log and marks the file version 5. `progress` is called with
 /// `(blocks moved, blocks in all)`.
 pub fn migrate(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Migrated, OpenError> {
-    let path = dir.join(LEDGER_FILE_NAME);
-    let db = redb::Builder::new()
-        .set_cache_size(CACHE_SIZE_BYTES_MAX)
-        .open(&path)
-        .map_err(|source| OpenError::Database {
-            path: path.clone(),
-            source,
-        })?;
+    let (db, path) = open_existing(dir)?;
     let (version, head) = read_version_and_head(&db).map_err(|err| open_error(&path, err))?;
     if version == FORMAT_VERSION {
         return Ok(Migrated::AlreadyCurrent { height: head });
@@ -62,6 +55,17 @@ pub fn migrate(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Migrate
 /// dump may come from a version 4 or 5 ledger; either way its rows are in
 /// the old table now.
 pub(crate) fn finish_import(dir: &Path) -> Result<(), OpenError> {
+    let (db, path) = open_existing(dir)?;
+    let (version, head) = read_version_and_head(&db).map_err(|err| open_error(&path, err))?;
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_BLOCKS_IN_FILE {
+        // `Ledger::open` names the version it cannot read.
+        return Ok(());
+    }
+    move_blocks(dir, &db, head, &mut |_, _| {}).map_err(|err| open_error(&path, err))
+}
+
+/// The ledger file of `dir`, which must exist.
+fn open_existing(dir: &Path) -> Result<(Database, std::path::PathBuf), OpenError> {
     let path = dir.join(LEDGER_FILE_NAME);
     let db = redb::Builder::new()
         .set_cache_size(CACHE_SIZE_BYTES_MAX)
@@ -70,12 +74,7 @@ pub(crate) fn finish_import(dir: &Path) -> Result<(), OpenError> {
             path: path.clone(),
             source,
         })?;
-    let (version, head) = read_version_and_head(&db).map_err(|err| open_error(&path, err))?;
-    if version != FORMAT_VERSION && version != FORMAT_VERSION_BLOCKS_IN_FILE {
-        // `Ledger::open` names the version it cannot read.
-        return Ok(());
-    }
-    move_blocks(dir, &db, head, &mut |_, _| {}).map_err(|err| open_error(&path, err))
+    Ok((db, path))
 }
 
 fn read_version_and_head(db: &Database) -> Result<(u64, u64), ReadError> {

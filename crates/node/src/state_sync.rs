@@ -59,6 +59,10 @@ use crate::tls::peer_client_config;
 /// The entries of one message of a part, in encoded bytes at most (one
 /// entry larger than this goes alone).
 pub const PART_MESSAGE_BYTES_MAX: usize = 1024 * 1024;
+/// The most a joiner holds of one part before checking it: a part is
+/// 1/256 of the state, so this admits states up to 64 GiB, and a peer that
+/// sends more is refused rather than let fill the joiner's memory.
+pub const PART_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Where a serving node spills the parts, inside its data directory.
 pub const SPILL_DIR_NAME: &str = "snapshot-serve";
 /// Headers asked for per call while checking the chain up to a snapshot.
@@ -321,7 +325,9 @@ async fn join_from(
     let block = start
         .block
         .ok_or_else(|| anyhow!("the start message has no block"))?;
+    let chain_started = Instant::now();
     let (height, header) = check_chain_to(settings, &mut client, &block).await?;
+    let chain_seconds = chain_started.elapsed().as_secs_f64();
     let summaries = start
         .summaries
         .iter()
@@ -333,12 +339,13 @@ async fn join_from(
         root == state_root,
         "the part summaries fold to {root}, not the state root {state_root} of certified block {height}"
     );
-    info!(node = %settings.name, peer = %peer.name, height, entries = start.state_entries, "fetching a state snapshot");
+    info!(node = %settings.name, peer = %peer.name, height, entries = start.state_entries, chain_seconds, "checked the certificates up to the snapshot's block; fetching its state");
     let mut install =
         SnapshotInstall::begin(&settings.data_dir, &genesis.chain_id, genesis.hash())?;
     let mut departments_value = None;
     let mut next_part = 0;
     let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut part_bytes = 0_usize;
     while next_part < PARTS {
         let Some(Kind::Part(part)) = next(&mut stream).await? else {
             bail!("the snapshot ended at part {next_part} of {PARTS}");
@@ -348,10 +355,18 @@ async fn join_from(
             "part {} arrived where part {next_part} was due",
             part.index
         );
-        entries.extend(part.entries.into_iter().map(|e| (e.key, e.value)));
+        for entry in part.entries {
+            part_bytes += entry.key.len() + entry.value.len();
+            ensure!(
+                part_bytes <= PART_BYTES_MAX,
+                "part {next_part} holds more than {PART_BYTES_MAX} bytes"
+            );
+            entries.push((entry.key, entry.value));
+        }
         if !part.last {
             continue;
         }
+        part_bytes = 0;
         let taken = std::mem::take(&mut entries);
         let expected = summaries[next_part];
         let index = next_part;

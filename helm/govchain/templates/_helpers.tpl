@@ -74,6 +74,9 @@ key = "{{ $dir }}/node.key"
 consensus_key = "{{ $dir }}/consensus.key"
 {{- if .observer }}
 observer = true
+{{- if $root.Values.observers.stateSync }}
+state_sync = true
+{{- end }}
 {{- end }}
 {{- range $index, $peer := $root.Values.validators }}
 {{- if ne $peer.name $.member.name }}

@@ -134,7 +134,7 @@ def node_configs(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {name: tomllib.loads(text) for name, text in config_maps[0]["data"].items()}
 
 
-def check_statefulset(statefulset: dict[str, Any], members: list[dict[str, str]], configs: dict[str, dict[str, Any]], validators: list[str], label: str) -> None:
+def check_statefulset(statefulset: dict[str, Any], members: list[dict[str, str]], configs: dict[str, dict[str, Any]], validators: list[str], label: str, state_sync: bool = False) -> None:
     name = statefulset["metadata"]["name"]
     observer = name.endswith("-observer")
     check(statefulset["spec"]["replicas"] == len(members), f"{label}: {name} has {statefulset['spec']['replicas']} replicas for {len(members)} members")
@@ -150,6 +150,7 @@ def check_statefulset(statefulset: dict[str, Any], members: list[dict[str, str]]
         check(config is not None, f"{label}: no node.toml for pod {pod} in {sorted(configs)}")
         check(config["name"] == member["name"], f"{label}: pod {pod} runs {config['name']}, expected {member['name']}")
         check(config.get("observer", False) == observer, f"{label}: pod {pod} observer = {config.get('observer')}")
+        check(config.get("state_sync", False) == (observer and state_sync), f"{label}: pod {pod} state_sync = {config.get('state_sync')}, expected {observer and state_sync}")
         credentials = f"/etc/govchain/credentials/{member['name']}/"
         for key in ("ca_certificate", "certificate", "key", "consensus_key"):
             check(config[key].startswith(credentials), f"{label}: pod {pod} reads {key} from {config[key]}, not {credentials}")
@@ -193,7 +194,7 @@ def check_rendered(chart: Path, values_path: Path | None, secrets_path: Path, du
     names = [v["name"] for v in validators]
     check_statefulset(statefulsets[f"{RELEASE}-govchain-validator"], validators, configs, names, label)
     if observers:
-        check_statefulset(statefulsets[f"{RELEASE}-govchain-observer"], observers, configs, names, label)
+        check_statefulset(statefulsets[f"{RELEASE}-govchain-observer"], observers, configs, names, label, bool(merged["observers"].get("stateSync")))
 
     pods = [d["spec"]["template"]["spec"] for d in statefulsets.values()] + [d["spec"] for d in by_kind(documents, "Pod")]
     for pod_spec in pods:

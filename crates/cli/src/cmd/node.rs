@@ -13,9 +13,12 @@ use clap::Args;
         key the environment set. `govchain config check FILE` validates the same way without \
         starting. A part the node cannot work without (consensus, admission, state transfer, \
         a peer link) that fails ends the process with exit code 2 and a `fatal:` log line \
-        naming the cause.",
+        naming the cause. After a crash the node first re-applies the blocks its block log \
+        holds above the ledger's last checkpoint. With `state_sync = true` and no ledger in \
+        data_dir yet, it joins from a peer's state snapshot instead of replaying every block.",
     after_help = "Examples:\n  govchain node --config nodes/health/node.toml\n  \
-        GOVCHAIN_LISTEN=0.0.0.0:7050 GOVCHAIN_HEALTH_LISTEN=0.0.0.0:7052 govchain node --config node.toml"
+        GOVCHAIN_LISTEN=0.0.0.0:7050 GOVCHAIN_HEALTH_LISTEN=0.0.0.0:7052 govchain node --config node.toml\n  \
+        GOVCHAIN_STATE_SYNC=true govchain node --config backup-a/node.toml   # a new observer joins from a snapshot"
 )]
 pub struct NodeArgs {
     /// The node's config file (TOML).
