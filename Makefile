@@ -42,8 +42,23 @@ TYPESCRIPT_CLIENT = clients/typescript
 typescript-deps: $(TYPESCRIPT_CLIENT)/node_modules/.installed
 	cd $(TYPESCRIPT_CLIENT) && npm run --silent build
 
+## buf's binary is in an optional dependency (@bufbuild/buf-linux-x64 and
+## its siblings), and npm skips an optional package whose download fails
+## without failing the install: the next `buf` call then dies with ENOENT.
+## So each install is checked by running buf, and retried (3 attempts).
+NPM_CI = npm ci --ignore-scripts --no-audit --no-fund
+define npm_install_with_buf # $(1): directory, $(2): install command, $(3): buf path
+	@for attempt in 1 2 3; do \
+		(cd $(1) && $(2)) && $(3) --version >/dev/null 2>&1 && exit 0; \
+		echo "$(1): npm left no runnable buf ($(3)); its platform package is optional, and npm skips it when the download fails (attempt $$attempt of 3)" >&2; \
+		[ $$attempt = 3 ] || sleep $$((attempt * 5)); \
+	done; \
+	echo "$(1): giving up: buf's platform package (@bufbuild/buf-<os>-<arch>) did not install; check npm's registry access and run the step again" >&2; \
+	exit 1
+endef
+
 $(TYPESCRIPT_CLIENT)/node_modules/.installed: $(TYPESCRIPT_CLIENT)/package.json $(TYPESCRIPT_CLIENT)/package-lock.json
-	cd $(TYPESCRIPT_CLIENT) && npm ci --ignore-scripts --no-audit --no-fund
+	$(call npm_install_with_buf,$(TYPESCRIPT_CLIENT),$(NPM_CI),$(abspath $(TYPESCRIPT_CLIENT))/node_modules/.bin/buf)
 	touch $@
 
 ## The web portal's browser tests (integration/portal): playwright-core and
@@ -66,7 +81,8 @@ BUF := $(abspath target/buf-tools/node_modules/.bin/buf)
 proto-tools: $(BUF)
 
 $(BUF):
-	npm install --silent --no-audit --no-fund --prefix target/buf-tools @bufbuild/buf@$(BUF_VERSION)
+	@mkdir -p target/buf-tools
+	$(call npm_install_with_buf,target/buf-tools,npm install --silent --no-audit --no-fund --prefix . @bufbuild/buf@$(BUF_VERSION),$(BUF))
 
 proto-lint: $(BUF)
 	cd proto && $(BUF) lint
