@@ -24,7 +24,16 @@
 //! crash can only leave a torn record at the end of the last segment (or a
 //! segment whose header is torn, created just before the crash);
 //! [`BlockLog::open`] cuts it off. Damage anywhere else is reported, never
-//! cut: a sealed segment is not rewritten.
+//! cut.
+//!
+//! Pruning. A sealed segment may be rewritten once, whole, as a *pruned*
+//! segment ([`PRUNED_SEGMENT_MAGIC`]): the same records, each block
+//! replaced by what the caller kept of it (its header and certificate).
+//! The rewrite goes to `{name}.prune`, is synced, and replaces the segment
+//! by a rename only after the caller recorded the prune (see
+//! [`crate::Ledger::prune_bodies`]); `open` finishes or drops a rewrite a
+//! crash interrupted, as `pruned_through` says. Pruned segments are the
+//! oldest ones: no full segment precedes a pruned one.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
@@ -41,6 +50,11 @@ use crate::error::{Inconsistency, LogFailure};
 pub const LOG_DIR_NAME: &str = "blocks";
 /// The first bytes of every segment (the 01 is the record format).
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"GOVLOG01";
+/// The first bytes of a pruned segment: records of the same format, whose
+/// blocks hold only what pruning kept.
+pub(crate) const PRUNED_SEGMENT_MAGIC: [u8; 8] = *b"GOVHDR01";
+/// The suffix of a pruned segment being written, before its rename.
+const PRUNE_SUFFIX: &str = "prune";
 const SEGMENT_HEADER_BYTES: u64 = 16;
 const RECORD_HEADER_BYTES: usize = 8;
 /// height, hash, parent.
@@ -66,6 +80,8 @@ struct Segment {
     entries: Vec<Entry>,
     /// Bytes of whole records and header: where the next record goes.
     end: u64,
+    /// Its blocks hold only what pruning kept.
+    pruned: bool,
 }
 
 impl Segment {
@@ -81,6 +97,8 @@ pub(crate) struct BlockRef<'a> {
     pub hash: Digest,
     pub parent_hash: Digest,
     pub encoded: &'a [u8],
+    /// Goes into a pruned segment (a restore of a pruned ledger).
+    pub pruned: bool,
 }
 
 /// One block as the log holds it.
@@ -90,6 +108,17 @@ pub struct LoggedBlock {
     pub hash: Digest,
     pub parent_hash: Digest,
     pub encoded: Vec<u8>,
+    /// `encoded` is what pruning kept of the block, not the block.
+    pub pruned: bool,
+}
+
+/// A sealed segment's rewrite, synced and not yet in place.
+pub(crate) struct PrunedSegment {
+    pub first: u64,
+    pub last: u64,
+    temp: PathBuf,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
 }
 
 /// What opening the log had to cut off the end of its last segment.
@@ -106,6 +135,18 @@ pub(crate) struct BlockLog {
     /// Serialises appends; the segment list is locked only to publish.
     append: Mutex<()>,
     segment_bytes: u64,
+    /// How many readers (backups) need the blocks as they are: no segment
+    /// is pruned while there is one. Held across a segment's prune.
+    holds: Mutex<u64>,
+}
+
+/// Keeps the log from being pruned while it lives (see [`BlockLog::hold`]).
+pub(crate) struct Hold(Arc<BlockLog>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        *self.0.holds.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+    }
 }
 
 impl BlockLog {
@@ -113,13 +154,19 @@ impl BlockLog {
     /// header and the checksum of every record of the last segment, and
     /// cutting a torn tail off it. A bad record at or below `keep_through`
     /// (a height the index already holds) is damage, never cut.
+    ///
+    /// A pruned rewrite a crash left (`*.seg.prune`) replaces its segment
+    /// if the caller recorded it (its first height is at most
+    /// `pruned_through`), and is removed otherwise.
     pub(crate) fn open(
         dir: &Path,
         segment_bytes: u64,
         keep_through: u64,
+        pruned_through: u64,
     ) -> Result<(Self, Recovered), LogError> {
         fs::create_dir_all(dir)
             .map_err(|source| failure(dir, "creating the log directory", source))?;
+        finish_prunes(dir, pruned_through)?;
         let mut names = Vec::new();
         for entry in fs::read_dir(dir).map_err(|source| failure(dir, "listing the log", source))? {
             let entry = entry.map_err(|source| failure(dir, "listing the log", source))?;
@@ -151,6 +198,14 @@ impl BlockLog {
             }
             match scan(&path, first, is_last, keep_through)? {
                 Scanned::Segment(segment, torn) => {
+                    if segment.pruned && segments.last().is_some_and(|s: &Segment| !s.pruned) {
+                        return Err(damaged(
+                            &path,
+                            0,
+                            "a pruned segment follows a full one".to_owned(),
+                        )
+                        .into());
+                    }
                     recovered.torn_bytes = torn;
                     segments.push(segment);
                 }
@@ -170,6 +225,7 @@ impl BlockLog {
                 segments: RwLock::new(segments),
                 append: Mutex::new(()),
                 segment_bytes,
+                holds: Mutex::new(0),
             },
             recovered,
         ))
@@ -188,12 +244,15 @@ impl BlockLog {
         let (file, offset, path) = {
             let segments = self.read_segments();
             match segments.last() {
-                Some(segment) if segment.end < self.segment_bytes || segment.entries.is_empty() => {
+                Some(segment)
+                    if segment.pruned == block.pruned
+                        && (segment.end < self.segment_bytes || segment.entries.is_empty()) =>
+                {
                     (segment.file.clone(), segment.end, segment.path.clone())
                 }
                 _ => {
                     drop(segments);
-                    let segment = self.create_segment(block.height)?;
+                    let segment = self.create_segment(block.height, block.pruned)?;
                     let opened = (segment.file.clone(), segment.end, segment.path.clone());
                     self.write_segments().push(segment);
                     opened
@@ -233,7 +292,7 @@ impl BlockLog {
 
     /// The block at `height`, checksum verified; `None` if not logged.
     pub(crate) fn read(&self, height: u64) -> Result<Option<LoggedBlock>, LogError> {
-        let (file, entry, path) = {
+        let (file, entry, path, pruned) = {
             let segments = self.read_segments();
             let position = segments.partition_point(|segment| segment.first <= height);
             let Some(segment) = position.checked_sub(1).map(|p| &segments[p]) else {
@@ -242,14 +301,140 @@ impl BlockLog {
             let Some(entry) = segment.entries.get((height - segment.first) as usize) else {
                 return Ok(None);
             };
-            (segment.file.clone(), *entry, segment.path.clone())
+            (
+                segment.file.clone(),
+                *entry,
+                segment.path.clone(),
+                segment.pruned,
+            )
         };
-        let mut record = vec![0; RECORD_HEADER_BYTES + entry.len as usize];
-        file.read_exact_at(&mut record, entry.offset)
-            .map_err(|source| LogFailure::new(&path, "reading a block", source))?;
-        let block = decode_record(&record, height)
-            .map_err(|reason| damaged(&path, entry.offset, reason))?;
-        Ok(Some(block))
+        read_record(&file, &path, entry, height, pruned).map(Some)
+    }
+
+    /// Keeps every segment as it is until the hold is dropped (waiting
+    /// for a segment's prune in progress).
+    pub(crate) fn hold(self: &Arc<Self>) -> Hold {
+        *self.holds.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        Hold(self.clone())
+    }
+
+    /// For pruning one segment: `None` while a [`Hold`] lives.
+    pub(crate) fn lock_for_prune(&self) -> Option<std::sync::MutexGuard<'_, u64>> {
+        let holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        (*holds == 0).then_some(holds)
+    }
+
+    /// The first height whose block the log holds whole: above every
+    /// pruned segment.
+    pub(crate) fn bodies_from(&self) -> Option<u64> {
+        let segments = self.read_segments();
+        let first = segments.first().filter(|s| !s.entries.is_empty())?.first;
+        Some(
+            segments
+                .iter()
+                .filter(|s| s.pruned)
+                .filter_map(Segment::last)
+                .map(|last| last + 1)
+                .max()
+                .unwrap_or(first),
+        )
+    }
+
+    /// The sealed segments, oldest first, that are whole and end below
+    /// `keep_from`: `(first, last)` of each.
+    pub(crate) fn prunable(&self, keep_from: u64) -> Vec<(u64, u64)> {
+        let segments = self.read_segments();
+        let sealed = segments.len().saturating_sub(1);
+        segments[..sealed]
+            .iter()
+            .filter(|s| !s.pruned)
+            .filter_map(|s| Some((s.first, s.last()?)))
+            .take_while(|(_, last)| *last < keep_from)
+            .collect()
+    }
+
+    /// Writes the pruned rewrite of the sealed segment starting at
+    /// `first`, each block replaced by `strip(height, block)`, and syncs
+    /// it; [`BlockLog::install_pruned`] puts it in place.
+    pub(crate) fn write_pruned(
+        &self,
+        first: u64,
+        strip: &mut dyn FnMut(u64, &[u8]) -> Result<Vec<u8>, String>,
+    ) -> Result<PrunedSegment, crate::error::PruneError> {
+        use crate::error::PruneError;
+        let (file, path, entries) = {
+            let segments = self.read_segments();
+            let segment = segments
+                .iter()
+                .find(|s| s.first == first && !s.pruned)
+                .expect("prunable names a whole segment");
+            (
+                segment.file.clone(),
+                segment.path.clone(),
+                segment.entries.clone(),
+            )
+        };
+        let temp = prune_path(&path);
+        let out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(|source| LogFailure::new(&temp, "creating a pruned segment", source))?;
+        let mut out = io::BufWriter::new(out);
+        let mut written = SEGMENT_HEADER_BYTES;
+        out.write_all(&PRUNED_SEGMENT_MAGIC)
+            .and_then(|()| out.write_all(&first.to_be_bytes()))
+            .map_err(|source| LogFailure::new(&temp, "writing a pruned segment", source))?;
+        let mut bytes_before = SEGMENT_HEADER_BYTES;
+        for (index, entry) in entries.iter().enumerate() {
+            let height = first + index as u64;
+            let block =
+                read_record(&file, &path, *entry, height, false).map_err(crate::ReadError::from)?;
+            let kept = strip(height, &block.encoded)
+                .map_err(|reason| PruneError::Strip { height, reason })?;
+            let record = encode_record(BlockRef {
+                height,
+                hash: block.hash,
+                parent_hash: block.parent_hash,
+                encoded: &kept,
+                pruned: true,
+            });
+            out.write_all(&record)
+                .map_err(|source| LogFailure::new(&temp, "writing a pruned segment", source))?;
+            written += record.len() as u64;
+            bytes_before += (RECORD_HEADER_BYTES + entry.len as usize) as u64;
+        }
+        out.into_inner()
+            .map_err(|err| err.into_error())
+            .and_then(|file| file.sync_all())
+            .map_err(|source| LogFailure::new(&temp, "syncing a pruned segment", source))?;
+        Ok(PrunedSegment {
+            first,
+            last: first + entries.len() as u64 - 1,
+            temp,
+            bytes_before,
+            bytes_after: written,
+        })
+    }
+
+    /// Replaces the segment by its pruned rewrite (after the caller
+    /// recorded the prune durably).
+    pub(crate) fn install_pruned(&self, pruned: &PrunedSegment) -> Result<(), LogError> {
+        let path = self.dir.join(segment_name(pruned.first));
+        fs::rename(&pruned.temp, &path)
+            .map_err(|source| failure(&path, "putting a pruned segment in place", source))?;
+        sync_dir(&self.dir)?;
+        let Scanned::Segment(segment, _) = scan(&path, pruned.first, false, u64::MAX)? else {
+            unreachable!("a sealed segment has its header");
+        };
+        let mut segments = self.write_segments();
+        let slot = segments
+            .iter_mut()
+            .find(|s| s.first == pruned.first)
+            .expect("the segment just pruned");
+        *slot = segment;
+        Ok(())
     }
 
     /// Only the hash and parent of the block at `height`.
@@ -272,7 +457,7 @@ impl BlockLog {
         &self.dir
     }
 
-    fn create_segment(&self, first: u64) -> Result<Segment, LogFailure> {
+    fn create_segment(&self, first: u64, pruned: bool) -> Result<Segment, LogFailure> {
         let path = self.dir.join(segment_name(first));
         let file = OpenOptions::new()
             .read(true)
@@ -281,7 +466,11 @@ impl BlockLog {
             .open(&path)
             .map_err(|source| LogFailure::new(&path, "creating a segment", source))?;
         let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES as usize);
-        header.extend_from_slice(&SEGMENT_MAGIC);
+        header.extend_from_slice(if pruned {
+            &PRUNED_SEGMENT_MAGIC
+        } else {
+            &SEGMENT_MAGIC
+        });
         header.extend_from_slice(&first.to_be_bytes());
         (&file)
             .write_all(&header)
@@ -294,6 +483,7 @@ impl BlockLog {
             file: Arc::new(file),
             entries: Vec::new(),
             end: SEGMENT_HEADER_BYTES,
+            pruned,
         })
     }
 
@@ -317,7 +507,7 @@ pub(crate) fn write_all(
     segment_bytes: u64,
     blocks: impl Iterator<Item = Result<LoggedBlock, crate::ReadError>>,
 ) -> Result<u64, crate::ReadError> {
-    let (log, _) = BlockLog::open(dir, segment_bytes, 0)?;
+    let (log, _) = BlockLog::open(dir, segment_bytes, 0, 0)?;
     let mut written = 0;
     for block in blocks {
         let block = block?;
@@ -340,6 +530,7 @@ pub(crate) fn write_all(
                 hash: block.hash,
                 parent_hash: block.parent_hash,
                 encoded: &block.encoded,
+                pruned: block.pruned,
             },
             false,
         )?;
@@ -351,6 +542,61 @@ pub(crate) fn write_all(
 
 pub(crate) fn segment_name(first: u64) -> String {
     format!("{first:020}.seg")
+}
+
+fn prune_path(segment: &Path) -> PathBuf {
+    let mut name = segment.as_os_str().to_owned();
+    name.push(".");
+    name.push(PRUNE_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Puts in place the pruned rewrites the caller recorded before a crash
+/// (first height at most `pruned_through`) and removes the others.
+fn finish_prunes(dir: &Path, pruned_through: u64) -> Result<(), LogError> {
+    let suffix = format!(".seg.{PRUNE_SUFFIX}");
+    let mut changed = false;
+    for entry in fs::read_dir(dir).map_err(|source| failure(dir, "listing the log", source))? {
+        let entry = entry.map_err(|source| failure(dir, "listing the log", source))?;
+        let name = entry.file_name();
+        let Some(first) = name
+            .to_str()
+            .and_then(|name| name.strip_suffix(&suffix))
+            .and_then(|stem| stem.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let temp = entry.path();
+        if first <= pruned_through {
+            let path = dir.join(segment_name(first));
+            fs::rename(&temp, &path)
+                .map_err(|source| failure(&path, "finishing an interrupted prune", source))?;
+        } else {
+            fs::remove_file(&temp)
+                .map_err(|source| failure(&temp, "removing an unrecorded prune", source))?;
+        }
+        changed = true;
+    }
+    if changed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn read_record(
+    file: &File,
+    path: &Path,
+    entry: Entry,
+    height: u64,
+    pruned: bool,
+) -> Result<LoggedBlock, LogError> {
+    let mut record = vec![0; RECORD_HEADER_BYTES + entry.len as usize];
+    file.read_exact_at(&mut record, entry.offset)
+        .map_err(|source| LogFailure::new(path, "reading a block", source))?;
+    let mut block =
+        decode_record(&record, height).map_err(|reason| damaged(path, entry.offset, reason))?;
+    block.pruned = pruned;
+    Ok(block)
 }
 
 fn encode_record(block: BlockRef<'_>) -> Vec<u8> {
@@ -383,6 +629,7 @@ fn decode_record(record: &[u8], height: u64) -> Result<LoggedBlock, String> {
         hash: Digest::from_bytes(body[8..40].try_into().expect("32 bytes")),
         parent_hash: Digest::from_bytes(body[40..72].try_into().expect("32 bytes")),
         encoded: body[BODY_PREFIX_BYTES..].to_vec(),
+        pruned: false,
     })
 }
 
@@ -414,11 +661,12 @@ fn scan(path: &Path, first: u64, is_last: bool, keep_through: u64) -> Result<Sca
     }
     file.read_exact_at(&mut header, 0)
         .map_err(|source| failure(path, "reading a segment header", source))?;
-    if header[..8] != SEGMENT_MAGIC || header[8..] != first.to_be_bytes() {
+    let pruned = header[..8] == PRUNED_SEGMENT_MAGIC;
+    if !(pruned || header[..8] == SEGMENT_MAGIC) || header[8..] != first.to_be_bytes() {
         return Err(damaged(
             path,
             0,
-            format!("header is not {SEGMENT_MAGIC:?} followed by height {first}"),
+            format!("header is not {SEGMENT_MAGIC:?} (or {PRUNED_SEGMENT_MAGIC:?}) followed by height {first}"),
         )
         .into());
     }
@@ -477,6 +725,7 @@ fn scan(path: &Path, first: u64, is_last: bool, keep_through: u64) -> Result<Sca
             file: Arc::new(file),
             entries,
             end: offset,
+            pruned,
         },
         torn,
     ))

@@ -359,6 +359,19 @@ pub(crate) fn read_first_height(snapshot: &ReadTransaction) -> Result<u64, Check
     }
 }
 
+/// A `u64` in the meta table, 0 when absent.
+pub(crate) fn read_meta_u64(
+    snapshot: &ReadTransaction,
+    key: &'static str,
+) -> Result<u64, CheckError> {
+    let meta = open(snapshot, META)?;
+    let value = meta.get(key).context("reading the meta table")?;
+    match value {
+        None => Ok(0),
+        Some(bytes) => Ok(schema::decode_u64(key, bytes.value())?),
+    }
+}
+
 fn read_head(snapshot: &ReadTransaction) -> Result<Head, CheckError> {
     let meta = open(snapshot, META)?;
     let head = meta.get(META_HEAD).context("reading the head")?;

@@ -25,8 +25,8 @@ use redb::{ReadTransaction, ReadableDatabase as _, WriteTransaction};
 use crate::block_log::BlockLog;
 use crate::error::{Context as _, ReadError};
 use crate::schema::{
-    self, BLOCK_RECORDS, BLOCKS, HEIGHT_BY_HASH, META, META_HEAD, QUERY_INDEX, RECENT_TRANSACTIONS,
-    STATE, STATE_TREE, TRANSACTIONS,
+    self, BLOCK_RECORDS, BLOCKS, HEIGHT_BY_HASH, META, META_HEAD, PRUNED_BLOCKS, QUERY_INDEX,
+    RECENT_TRANSACTIONS, STATE, STATE_TREE, TRANSACTIONS,
 };
 use crate::{CACHE_SIZE_BYTES_MAX, Head, LEDGER_FILE_NAME, Ledger, OpenError};
 
@@ -46,8 +46,9 @@ pub enum ImportError {
 pub struct Snapshot {
     read: ReadTransaction,
     /// Holds every block up to `head` (a block is logged before its redb
-    /// commit), and those are never rewritten.
+    /// commit); `_hold` keeps them from being pruned meanwhile.
     log: Arc<BlockLog>,
+    _hold: crate::block_log::Hold,
     chain_id: String,
     genesis_hash: Digest,
     head: Head,
@@ -72,6 +73,7 @@ impl Ledger {
         Ok(Snapshot {
             read,
             log: self.block_log().clone(),
+            _hold: self.block_log().hold(),
             chain_id: self.chain_id().to_owned(),
             genesis_hash: self.genesis_hash(),
             head,
@@ -111,22 +113,31 @@ impl Snapshot {
 impl Snapshot {
     /// The `blocks` rows, read from the log: the dump keeps the table a
     /// version 4 ledger had, so that both kinds of backup restore alike.
+    /// What pruning kept of the oldest blocks goes first, as the
+    /// `pruned_blocks` rows.
     fn export_blocks(&self, sink: &mut RowSink<'_>) -> Result<(), ExportError> {
-        for height in 1..=self.head.height {
-            let block = self
-                .log
-                .read(height)
-                .map_err(|err| ExportError::Storage {
-                    table: "blocks".to_owned(),
-                    source: redb::Error::Io(io::Error::other(crate::ReadError::from(err))),
-                })?
-                .ok_or_else(|| ExportError::Storage {
-                    table: "blocks".to_owned(),
-                    source: redb::Error::Io(io::Error::other(format!(
-                        "block {height} is missing from the block log"
-                    ))),
-                })?;
-            sink("blocks", &height.to_be_bytes(), &block.encoded).map_err(ExportError::Sink)?;
+        let first = self.log.first().unwrap_or(1);
+        let bodies_from = self.log.bodies_from().unwrap_or(first);
+        for (table, heights) in [
+            ("pruned_blocks", first..bodies_from),
+            ("blocks", bodies_from..self.head.height + 1),
+        ] {
+            for height in heights {
+                let block = self
+                    .log
+                    .read(height)
+                    .map_err(|err| ExportError::Storage {
+                        table: table.to_owned(),
+                        source: redb::Error::Io(io::Error::other(crate::ReadError::from(err))),
+                    })?
+                    .ok_or_else(|| ExportError::Storage {
+                        table: table.to_owned(),
+                        source: redb::Error::Io(io::Error::other(format!(
+                            "block {height} is missing from the block log"
+                        ))),
+                    })?;
+                sink(table, &height.to_be_bytes(), &block.encoded).map_err(ExportError::Sink)?;
+            }
         }
         Ok(())
     }
@@ -177,6 +188,7 @@ impl Schema for LedgerSchema {
         match table {
             "meta" => insert_run(write, META, KeyForm::Text, rows),
             "blocks" => insert_run(write, BLOCKS, KeyForm::Bytes, rows),
+            "pruned_blocks" => insert_run(write, PRUNED_BLOCKS, KeyForm::Bytes, rows),
             "block_records" => insert_run(write, BLOCK_RECORDS, KeyForm::Bytes, rows),
             "height_by_hash" => insert_run(write, HEIGHT_BY_HASH, KeyForm::Bytes, rows),
             "transactions" => insert_run(write, TRANSACTIONS, KeyForm::Bytes, rows),

@@ -77,6 +77,10 @@ impl<T, E: Into<redb::Error>> Context<T> for Result<T, E> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Inconsistency {
+    #[error(
+        "block {height} is needed whole, but its transactions were pruned (whole blocks from height {bodies_from} on)"
+    )]
+    PrunedBlockNeeded { height: u64, bodies_from: u64 },
     #[error("block log segment {segment} is damaged at byte {offset}: {reason}")]
     LogDamaged {
         segment: String,
@@ -333,6 +337,11 @@ pub enum AppendError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {
+    /// The block is held only as its header and certificate.
+    #[error(
+        "block {height}'s transactions were pruned: this ledger keeps whole blocks from height {bodies_from} on (every block's header and commit certificate remain)"
+    )]
+    Pruned { height: u64, bodies_from: u64 },
     #[error("ledger is corrupted")]
     Corrupted(#[from] Inconsistency),
     #[error(transparent)]
@@ -348,6 +357,21 @@ pub enum ReadError {
 pub enum CheckError {
     #[error("ledger is inconsistent")]
     Inconsistent(#[from] Inconsistency),
+    #[error(transparent)]
+    Log(#[from] LogFailure),
+    #[error(transparent)]
+    Storage(#[from] StorageFailure),
+}
+
+/// Why [`crate::Ledger::prune_bodies`] stopped. The segments pruned before
+/// the error stay pruned; the rest are whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PruneError {
+    #[error("cannot prune block {height}: {reason}")]
+    Strip { height: u64, reason: String },
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error(transparent)]
     Log(#[from] LogFailure),
     #[error(transparent)]

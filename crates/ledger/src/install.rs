@@ -19,7 +19,7 @@ use govchain_crypto::Digest;
 use redb::{Database, Durability};
 
 use crate::block_log::{self, LOG_DIR_NAME, LoggedBlock, SEGMENT_BYTES_TARGET};
-use crate::error::{Context as _, LogFailure, OpenError, StorageFailure};
+use crate::error::{Context as _, Inconsistency, LogFailure, OpenError, StorageFailure};
 use crate::ledger::begin_durable_write;
 use crate::schema::{
     self, BLOCK_RECORDS, BlockRecord, HEIGHT_BY_HASH, META, META_CHAIN_ID, META_FIRST_HEIGHT,
@@ -151,6 +151,7 @@ impl SnapshotInstall {
             hash: block.hash,
             parent_hash: block.parent_hash,
             encoded: block.encoded.to_vec(),
+            pruned: false,
         };
         block_log::write_all(
             &staged_log,
@@ -159,6 +160,16 @@ impl SnapshotInstall {
         )
         .map_err(|err| match err {
             crate::ReadError::Log(failure) => OpenError::Log(failure),
+            crate::ReadError::Pruned {
+                height,
+                bodies_from,
+            } => OpenError::Corrupted {
+                path: staged_log.clone(),
+                inconsistency: Inconsistency::PrunedBlockNeeded {
+                    height,
+                    bodies_from,
+                },
+            },
             crate::ReadError::Storage(failure) => OpenError::Storage(failure),
             crate::ReadError::Corrupted(inconsistency) => OpenError::Corrupted {
                 path: staged_log.clone(),

@@ -17,7 +17,8 @@ use crate::block_log::{
 use crate::check;
 use crate::consensus::ConsensusStore;
 use crate::error::{
-    AppendError, CheckError, Context, Inconsistency, OpenError, ReadError, StorageFailure,
+    AppendError, CheckError, Context, Inconsistency, OpenError, PruneError, ReadError,
+    StorageFailure,
 };
 use crate::recent::{self, Merge, Recent};
 use crate::schema::{
@@ -116,6 +117,41 @@ pub struct Ledger {
     recent_max: usize,
     /// Votes and views, in a file of their own (see `consensus`).
     consensus: ConsensusStore,
+    /// One [`Ledger::prune_bodies`] at a time.
+    prune: Mutex<()>,
+}
+
+/// A block as the ledger holds it: whole, or only what pruning kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBlock {
+    pub encoded: Vec<u8>,
+    /// `encoded` is what pruning kept (the caller's stripped encoding).
+    pub pruned: bool,
+}
+
+/// What a caller's strip function keeps of one block for
+/// [`Ledger::prune_bodies`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stripped {
+    /// Stored in place of the block (its header and certificate).
+    pub encoded: Vec<u8>,
+    /// How many query index keys the whole block derived: summed into
+    /// [`Ledger::pruned_query_keys`], since they can no longer be derived.
+    pub query_keys: u64,
+}
+
+/// What [`Ledger::prune_bodies`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub segments: u64,
+    pub blocks: u64,
+    /// The pruned segments' size before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// The first height held whole afterwards.
+    pub bodies_from: u64,
+    /// Stopped early because a backup was reading the blocks.
+    pub held_by_backup: bool,
 }
 
 /// Appends committed to redb without `fsync` since the last durable commit:
@@ -196,9 +232,19 @@ impl Ledger {
             Loaded::Open(err) => err,
             Loaded::Corrupted(inconsistency) => corrupted(inconsistency),
         })?;
+        let pruned_through = {
+            let snapshot = db.begin_read().context("beginning the open check")?;
+            check::read_meta_u64(&snapshot, schema::META_PRUNED_THROUGH).map_err(
+                |err| match err {
+                    CheckError::Inconsistent(inconsistency) => corrupted(inconsistency),
+                    CheckError::Storage(failure) => OpenError::Storage(failure),
+                    CheckError::Log(failure) => OpenError::Log(failure),
+                },
+            )?
+        };
         let log_dir = dir.join(LOG_DIR_NAME);
-        let (log, recovered) =
-            BlockLog::open(&log_dir, segment_bytes, head.height).map_err(|err| match err {
+        let (log, recovered) = BlockLog::open(&log_dir, segment_bytes, head.height, pruned_through)
+            .map_err(|err| match err {
                 LogError::Failure(failure) => OpenError::Log(failure),
                 LogError::Damaged(inconsistency) => OpenError::Corrupted {
                     path: log_dir.clone(),
@@ -237,6 +283,13 @@ impl Ledger {
             ReadError::Corrupted(inconsistency) => corrupted(inconsistency),
             ReadError::Storage(failure) => OpenError::Storage(failure),
             ReadError::Log(failure) => OpenError::Log(failure),
+            ReadError::Pruned {
+                height,
+                bodies_from,
+            } => corrupted(Inconsistency::PrunedBlockNeeded {
+                height,
+                bodies_from,
+            }),
         })?;
         drop(snapshot);
         let consensus = ConsensusStore::open(dir, &db)?;
@@ -252,6 +305,7 @@ impl Ledger {
             recent: RwLock::new(recent),
             recent_max: recent::RECENT_TRANSACTIONS_MAX,
             consensus,
+            prune: Mutex::new(()),
         })
     }
 
@@ -385,6 +439,7 @@ impl Ledger {
                 hash: block.hash,
                 parent_hash: block.parent_hash,
                 encoded: block.encoded,
+                pruned: false,
             },
             true,
         )?;
@@ -401,7 +456,122 @@ impl Ledger {
     /// The encoded block at `height` as the log holds it, whether or not
     /// it is applied yet; for re-applying blocks after a crash.
     pub fn logged_block(&self, height: u64) -> Result<Option<Vec<u8>>, ReadError> {
-        Ok(self.log.read(height)?.map(|block| block.encoded))
+        self.log
+            .read(height)?
+            .map(|block| self.whole(block))
+            .transpose()
+    }
+
+    /// The first height whose block is held whole: [`Ledger::first_height`]
+    /// unless older blocks were pruned ([`Ledger::prune_bodies`]).
+    pub fn bodies_from(&self) -> u64 {
+        self.log.bodies_from().unwrap_or(self.first_height)
+    }
+
+    /// How many query index keys the pruned blocks derived (0 if none was
+    /// pruned), as the strip function counted them.
+    pub fn pruned_query_keys(&self) -> Result<u64, ReadError> {
+        let snapshot = self.begin_read()?;
+        check::read_meta_u64(&snapshot, schema::META_PRUNED_QUERY_KEYS).map_err(|err| match err {
+            CheckError::Inconsistent(inconsistency) => ReadError::Corrupted(inconsistency),
+            CheckError::Storage(failure) => ReadError::Storage(failure),
+            CheckError::Log(failure) => ReadError::Log(failure),
+        })
+    }
+
+    /// The block at `height` whole, or what pruning kept of it (its
+    /// header and certificate); `None` above the head (and at 0).
+    pub fn block_or_header(&self, height: u64) -> Result<Option<StoredBlock>, ReadError> {
+        if height == 0 || height > self.head().height {
+            return Ok(None);
+        }
+        Ok(self.log.read(height)?.map(|block| StoredBlock {
+            encoded: block.encoded,
+            pruned: block.pruned,
+        }))
+    }
+
+    /// Replaces the blocks of every sealed log segment that ends below
+    /// `keep_from` (and at or below the head) with what `strip(height,
+    /// block)` keeps of them: the caller keeps headers and certificates,
+    /// so the chain stays verifiable while the transactions go. Reads of
+    /// a pruned block's body then fail with [`ReadError::Pruned`].
+    ///
+    /// Segment by segment, oldest first: the rewrite is written and
+    /// synced beside the segment, the prune is recorded in a durable redb
+    /// commit (also a checkpoint), and then the rewrite replaces the
+    /// segment by a rename. A crash at any point leaves each segment whole
+    /// or pruned; `open` finishes a recorded rename. The last segment is
+    /// never pruned, so a segment of [`crate::SEGMENT_BYTES_TARGET`] bytes
+    /// is the grain. Stops early, untouched, while a backup
+    /// ([`Ledger::snapshot`]) reads the blocks.
+    pub fn prune_bodies(
+        &self,
+        keep_from: u64,
+        strip: &mut dyn FnMut(u64, &[u8]) -> Result<Stripped, String>,
+    ) -> Result<PruneReport, PruneError> {
+        let _one_at_a_time = self.prune.lock().unwrap_or_else(PoisonError::into_inner);
+        let keep_from = keep_from.min(self.head().height.saturating_add(1));
+        let mut report = PruneReport::default();
+        for (first, _) in self.log.prunable(keep_from) {
+            let Some(_no_backup) = self.log.lock_for_prune() else {
+                report.held_by_backup = true;
+                break;
+            };
+            let mut query_keys = 0u64;
+            let segment = self.log.write_pruned(first, &mut |height, block| {
+                let stripped = strip(height, block)?;
+                query_keys += stripped.query_keys;
+                Ok(stripped.encoded)
+            })?;
+            {
+                let mut since = self
+                    .append_lock
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let db_write = begin_durable_write(&self.db)?;
+                {
+                    let mut meta = db_write.open_table(META).context("opening meta")?;
+                    let before = match meta
+                        .get(schema::META_PRUNED_QUERY_KEYS)
+                        .context("reading the pruned query keys")?
+                    {
+                        Some(bytes) => schema::decode_u64("meta.pruned_query_keys", bytes.value())
+                            .map_err(ReadError::from)?,
+                        None => 0,
+                    };
+                    meta.insert(
+                        schema::META_PRUNED_QUERY_KEYS,
+                        &schema::encode_u64(before + query_keys)[..],
+                    )
+                    .context("recording the pruned query keys")?;
+                    meta.insert(
+                        schema::META_PRUNED_THROUGH,
+                        &schema::encode_u64(segment.last)[..],
+                    )
+                    .context("recording a prune")?;
+                }
+                db_write.commit().context("committing a prune")?;
+                *since = SinceCheckpoint::default();
+            }
+            self.log.install_pruned(&segment).map_err(ReadError::from)?;
+            report.segments += 1;
+            report.blocks += segment.last - segment.first + 1;
+            report.bytes_before += segment.bytes_before;
+            report.bytes_after += segment.bytes_after;
+        }
+        report.bodies_from = self.bodies_from();
+        Ok(report)
+    }
+
+    fn whole(&self, block: crate::block_log::LoggedBlock) -> Result<Vec<u8>, ReadError> {
+        if block.pruned {
+            return Err(ReadError::Pruned {
+                height: block.height,
+                bodies_from: self.bodies_from(),
+            });
+        }
+        Ok(block.encoded)
     }
 
     /// What opening had to cut off the end of the log: a record torn by a
@@ -460,7 +630,10 @@ impl Ledger {
         if height == 0 || height > self.head().height {
             return Ok(None);
         }
-        Ok(self.log.read(height)?.map(|block| block.encoded))
+        self.log
+            .read(height)?
+            .map(|block| self.whole(block))
+            .transpose()
     }
 
     /// The height and encoded block whose hash is `hash`. The genesis hash
@@ -485,7 +658,7 @@ impl Ledger {
                 hash: *hash,
                 height,
             })?;
-        Ok(Some((height, block.encoded)))
+        Ok(Some((height, self.whole(block)?)))
     }
 
     pub fn transaction(&self, id: &Digest) -> Result<Option<TransactionLocation>, ReadError> {
@@ -2016,6 +2189,206 @@ mod tests {
         Ledger::open_with(dir, CHAIN, genesis(), TINY_SEGMENT_BYTES).expect("open")
     }
 
+    /// What the pruning tests keep of a block: a short "header".
+    fn strip_test_block(height: u64, block: &[u8]) -> Result<Stripped, String> {
+        if block != TestBlock::new(height).encoded.as_slice() {
+            return Err(format!("unexpected block at {height}"));
+        }
+        Ok(Stripped {
+            encoded: format!("h{height}").into_bytes(),
+            query_keys: TestBlock::new(height).query_keys.len() as u64,
+        })
+    }
+
+    /// Appends blocks `1..=count` to a ledger with a segment per block.
+    fn tiny_ledger_with(count: u64) -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = open_tiny(dir.path());
+        for height in 1..=count {
+            append(&ledger, &TestBlock::new(height));
+        }
+        (dir, ledger)
+    }
+
+    #[test]
+    fn pruned_blocks_keep_what_strip_kept_and_refuse_their_bodies() {
+        let (dir, ledger) = tiny_ledger_with(8);
+        let report = ledger
+            .prune_bodies(6, &mut strip_test_block)
+            .expect("prune");
+        assert_eq!(report.segments, 5);
+        assert_eq!(report.blocks, 5);
+        assert_eq!(report.bodies_from, 6);
+        assert!(!report.held_by_backup);
+        assert!(report.bytes_after < report.bytes_before, "{report:?}");
+        // Odd blocks derived one query key, even ones two.
+        assert_eq!(ledger.pruned_query_keys().expect("read"), 7);
+        let check = |ledger: &Ledger| {
+            assert_eq!(ledger.bodies_from(), 6);
+            for height in 1..=5 {
+                let err = ledger.block_by_height(height).expect_err("pruned");
+                assert!(
+                    matches!(err, ReadError::Pruned { height: h, bodies_from: 6 } if h == height),
+                    "{err:?}"
+                );
+                assert!(matches!(
+                    ledger.block_by_hash(&TestBlock::new(height).hash),
+                    Err(ReadError::Pruned { .. })
+                ));
+                assert_eq!(
+                    ledger.block_or_header(height).expect("read"),
+                    Some(StoredBlock {
+                        encoded: format!("h{height}").into_bytes(),
+                        pruned: true
+                    })
+                );
+            }
+            for height in 6..=8 {
+                assert_eq!(
+                    ledger.block_by_height(height).expect("whole"),
+                    Some(TestBlock::new(height).encoded)
+                );
+            }
+            // The hash chain is intact: every record's links and checksums.
+            ledger.check().expect("a pruned ledger checks");
+        };
+        check(&ledger);
+        drop(ledger);
+        let ledger = open_tiny(dir.path());
+        check(&ledger);
+        // Nothing more to prune at the same horizon; the chain grows on.
+        let again = ledger
+            .prune_bodies(6, &mut strip_test_block)
+            .expect("prune");
+        assert_eq!((again.segments, again.bodies_from), (0, 6));
+        append(&ledger, &TestBlock::new(9));
+        // Never the last segment, nor above the head, whatever asked.
+        let all = ledger
+            .prune_bodies(u64::MAX, &mut strip_test_block)
+            .expect("prune");
+        assert_eq!((all.segments, all.bodies_from), (3, 9));
+        assert_eq!(ledger.pruned_query_keys().expect("read"), 7 + 2 + 1 + 2);
+        assert!(ledger.block_by_height(9).expect("whole").is_some());
+    }
+
+    #[test]
+    fn a_failing_strip_leaves_the_segment_whole() {
+        let (_dir, ledger) = tiny_ledger_with(4);
+        let err = ledger
+            .prune_bodies(4, &mut |height, block| {
+                if height == 2 {
+                    Err("no header".to_owned())
+                } else {
+                    strip_test_block(height, block)
+                }
+            })
+            .expect_err("strip fails");
+        assert!(
+            matches!(err, PruneError::Strip { height: 2, .. }),
+            "{err:?}"
+        );
+        assert_eq!(ledger.bodies_from(), 2, "block 1 was pruned before");
+        assert!(ledger.block_by_height(2).expect("whole").is_some());
+    }
+
+    #[test]
+    fn a_backup_holds_off_pruning() {
+        let (_dir, ledger) = tiny_ledger_with(4);
+        let snapshot = ledger.snapshot().expect("snapshot");
+        let report = ledger
+            .prune_bodies(4, &mut strip_test_block)
+            .expect("prune");
+        assert!(report.held_by_backup);
+        assert_eq!((report.segments, report.bodies_from), (0, 1));
+        drop(snapshot);
+        let report = ledger
+            .prune_bodies(4, &mut strip_test_block)
+            .expect("prune");
+        assert_eq!((report.segments, report.bodies_from), (3, 4));
+    }
+
+    #[test]
+    fn a_pruned_ledger_round_trips_through_a_dump() {
+        let (_dir, ledger) = tiny_ledger_with(5);
+        ledger
+            .prune_bodies(3, &mut strip_test_block)
+            .expect("prune");
+        let mut rows: Vec<crate::DumpRow> = Vec::new();
+        ledger
+            .snapshot()
+            .expect("snapshot")
+            .export(&mut |table, key, value| {
+                rows.push((table.to_owned(), key.to_vec(), value.to_vec()));
+                Ok(())
+            })
+            .expect("export");
+        assert_eq!(
+            rows.iter()
+                .filter(|(table, ..)| table == "pruned_blocks")
+                .count(),
+            2
+        );
+        let restored = tempfile::tempdir().expect("tempdir");
+        crate::import(restored.path(), rows.into_iter().map(Ok)).expect("import");
+        let ledger = open(restored.path());
+        assert_eq!(ledger.head().height, 5);
+        assert_eq!(ledger.bodies_from(), 3);
+        assert_eq!(ledger.pruned_query_keys().expect("read"), 3);
+        assert!(matches!(
+            ledger.block_by_height(2),
+            Err(ReadError::Pruned {
+                height: 2,
+                bodies_from: 3
+            })
+        ));
+        assert_eq!(
+            ledger.block_by_height(3).expect("whole"),
+            Some(TestBlock::new(3).encoded)
+        );
+        ledger.check().expect("a restored pruned ledger checks");
+    }
+
+    #[test]
+    fn an_interrupted_prune_is_dropped_or_finished_at_open() {
+        let (dir, ledger) = tiny_ledger_with(4);
+        // A rewrite written but not recorded (a crash before the redb
+        // commit): dropped at open, the segment stays whole.
+        let pending = ledger
+            .log
+            .write_pruned(1, &mut |h, b| strip_test_block(h, b).map(|s| s.encoded))
+            .expect("write");
+        drop(pending);
+        drop(ledger);
+        let ledger = open_tiny(dir.path());
+        assert_eq!(ledger.bodies_from(), 1);
+        assert!(ledger.block_by_height(1).expect("whole").is_some());
+        assert!(
+            segments(dir.path())
+                .iter()
+                .all(|path| path.extension().is_some_and(|e| e == "seg")),
+            "the unrecorded rewrite is removed"
+        );
+        // Recorded, then a crash before the rename: finished at open.
+        let pending = ledger
+            .log
+            .write_pruned(1, &mut |h, b| strip_test_block(h, b).map(|s| s.encoded))
+            .expect("write");
+        drop(pending);
+        drop(ledger);
+        tamper(dir.path(), |db_write| {
+            let mut meta = db_write.open_table(META).expect("meta");
+            meta.insert(schema::META_PRUNED_THROUGH, &schema::encode_u64(1)[..])
+                .expect("insert");
+        });
+        let ledger = open_tiny(dir.path());
+        assert_eq!(ledger.bodies_from(), 2);
+        assert_eq!(
+            ledger.block_or_header(1).expect("read").map(|b| b.encoded),
+            Some(b"h1".to_vec())
+        );
+        ledger.check().expect("checks");
+    }
+
     #[test]
     fn blocks_cross_segments_and_read_back_after_reopening() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -2128,6 +2501,7 @@ mod tests {
                 hash: block.hash,
                 parent_hash: block.parent_hash,
                 encoded: block.encoded,
+                pruned: false,
             })
         });
         crate::block_log::write_all(&dir.path().join(LOG_DIR_NAME), SEGMENT_BYTES_TARGET, blocks)

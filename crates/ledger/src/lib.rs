@@ -69,10 +69,13 @@ pub use dump::{
     DumpRow, ExportError, IMPORT_COMMIT_BYTES_MAX, ImportError, RowSink, Snapshot, import,
 };
 pub use error::{
-    AppendError, CheckError, Inconsistency, LogFailure, OpenError, ReadError, StorageFailure,
+    AppendError, CheckError, Inconsistency, LogFailure, OpenError, PruneError, ReadError,
+    StorageFailure,
 };
 pub use install::{INSTALL_DIR_NAME, SnapshotBlock, SnapshotInstall};
-pub use ledger::{AppendBlock, Head, HeadView, Ledger, TransactionLocation};
+pub use ledger::{
+    AppendBlock, Head, HeadView, Ledger, PruneReport, StoredBlock, Stripped, TransactionLocation,
+};
 pub use migrate::{Migrated, migrate};
 
 /// The name of the ledger file inside the data directory.

@@ -19,7 +19,7 @@ use crate::error::{Context as _, Inconsistency, OpenError, ReadError};
 use crate::ledger::begin_durable_write;
 use crate::schema::{
     self, BLOCK_RECORDS, BLOCKS, BlockRecord, FORMAT_VERSION, FORMAT_VERSION_BLOCKS_IN_FILE, META,
-    META_FORMAT_VERSION, META_HEAD, height_key,
+    META_FIRST_HEIGHT, META_FORMAT_VERSION, META_HEAD, PRUNED_BLOCKS, height_key,
 };
 use crate::{CACHE_SIZE_BYTES_MAX, LEDGER_FILE_NAME};
 
@@ -111,11 +111,31 @@ fn move_blocks(
     {
         let read = db.begin_read().context("beginning the migration")?;
         let blocks = read.open_table(BLOCKS).context("opening blocks")?;
+        // Only in a restored backup of a pruned ledger.
+        let pruned = read
+            .open_table(PRUNED_BLOCKS)
+            .map(Some)
+            .or_else(|err| match err {
+                redb::TableError::TableDoesNotExist(_) => Ok(None),
+                other => Err(other),
+            })
+            .context("opening pruned blocks")?;
         let records = read
             .open_table(BLOCK_RECORDS)
             .context("opening block records")?;
+        // A ledger installed from a state snapshot starts at its block.
+        let first = {
+            let meta = read.open_table(META).context("opening meta")?;
+            match meta
+                .get(META_FIRST_HEIGHT)
+                .context("reading the first height")?
+            {
+                Some(bytes) => schema::decode_u64("meta.first_height", bytes.value())?,
+                None => 1,
+            }
+        };
         let mut moved = 0;
-        let rows = (1..=head).map(|height| -> Result<LoggedBlock, ReadError> {
+        let rows = (first..=head).map(|height| -> Result<LoggedBlock, ReadError> {
             let missing = |table| Inconsistency::MissingBlock {
                 table,
                 height,
@@ -126,12 +146,23 @@ fn move_blocks(
                 .context("reading a block record")?
                 .ok_or(missing("block_records"))?;
             let record = BlockRecord::decode(record.value())?;
-            let encoded = blocks
+            let whole = blocks
                 .get(height_key(height))
                 .context("reading a block")?
-                .ok_or(missing("blocks"))?
-                .value()
-                .to_vec();
+                .map(|guard| guard.value().to_vec());
+            let (encoded, is_pruned) = match (whole, &pruned) {
+                (Some(encoded), _) => (encoded, false),
+                (None, Some(pruned)) => (
+                    pruned
+                        .get(height_key(height))
+                        .context("reading a pruned block")?
+                        .ok_or(missing("blocks"))?
+                        .value()
+                        .to_vec(),
+                    true,
+                ),
+                (None, None) => return Err(missing("blocks").into()),
+            };
             moved += 1;
             progress(moved, head);
             Ok(LoggedBlock {
@@ -139,6 +170,7 @@ fn move_blocks(
                 hash: record.hash,
                 parent_hash: record.parent_hash,
                 encoded,
+                pruned: is_pruned,
             })
         });
         block_log::write_all(&log_dir, SEGMENT_BYTES_TARGET, rows)?;
@@ -147,6 +179,9 @@ fn move_blocks(
     db_write
         .delete_table(BLOCKS)
         .context("dropping the blocks table")?;
+    db_write
+        .delete_table(PRUNED_BLOCKS)
+        .context("dropping the pruned blocks table")?;
     {
         let mut meta = db_write.open_table(META).context("opening meta")?;
         meta.insert(META_FORMAT_VERSION, &schema::encode_u64(FORMAT_VERSION)[..])
@@ -164,5 +199,15 @@ fn open_error(path: &Path, err: ReadError) -> OpenError {
         },
         ReadError::Storage(failure) => OpenError::Storage(failure),
         ReadError::Log(failure) => OpenError::Log(failure),
+        ReadError::Pruned {
+            height,
+            bodies_from,
+        } => OpenError::Corrupted {
+            path: path.to_path_buf(),
+            inconsistency: Inconsistency::PrunedBlockNeeded {
+                height,
+                bodies_from,
+            },
+        },
     }
 }

@@ -38,6 +38,12 @@ pub(crate) type HeightKey = [u8; 8];
 /// files and in dumps: `migrate` and `import` move it into the block log.
 pub(crate) const BLOCKS: TableDefinition<HeightKey, &[u8]> = TableDefinition::new("blocks");
 
+/// Height -> what pruning kept of a block (its header and certificate):
+/// only in dumps of a pruned ledger, next to [`BLOCKS`] for the whole
+/// blocks; `import` moves both into the block log.
+pub(crate) const PRUNED_BLOCKS: TableDefinition<HeightKey, &[u8]> =
+    TableDefinition::new("pruned_blocks");
+
 /// Height -> [`BlockRecord`]: the few facts about a block that the ledger
 /// needs without decoding it (its hash for the hash index, its parent for
 /// the chain link, its transaction count for the transaction index). Kept
@@ -85,6 +91,13 @@ pub(crate) const META_HEAD: &str = "head";
 /// The first height held, when not 1: a ledger installed from a state
 /// snapshot starts at the snapshot's block (see `install`).
 pub(crate) const META_FIRST_HEIGHT: &str = "first_height";
+/// The last height of the last pruned segment of the block log (absent: 0,
+/// nothing pruned). Written durably before a pruned segment replaces its
+/// whole one, so that `open` knows which interrupted rewrite to finish.
+pub(crate) const META_PRUNED_THROUGH: &str = "pruned_through";
+/// How many query index keys the pruned blocks derived, counted by the
+/// caller while pruning: `ledger verify` can no longer derive them.
+pub(crate) const META_PRUNED_QUERY_KEYS: &str = "pruned_query_keys";
 
 pub(crate) const fn height_key(height: u64) -> HeightKey {
     height.to_be_bytes()
