@@ -202,6 +202,8 @@ impl Cluster {
             let file = NodeFile {
                 observer: i >= n,
                 state_sync: false,
+                prune_horizon_blocks: None,
+                block_log_segment_bytes: None,
                 name: name.clone(),
                 listen: format!("127.0.0.1:{}", ports[i]).parse().unwrap(),
                 data_dir: node_dir.join("data"),

@@ -298,6 +298,8 @@ impl NsCluster {
             let file = NodeFile {
                 observer: false,
                 state_sync: false,
+                prune_horizon_blocks: None,
+                block_log_segment_bytes: None,
                 name: name.clone(),
                 listen: format!("{}:{PORT}", addresses[i]).parse().unwrap(),
                 data_dir: node_dir.join("data"),

@@ -112,6 +112,9 @@ pub struct LoggedBlock {
     pub pruned: bool,
 }
 
+/// What pruning keeps of the block at a height: `Err` says why it cannot.
+pub(crate) type StripBody<'a> = dyn FnMut(u64, &[u8]) -> Result<Vec<u8>, String> + 'a;
+
 /// A sealed segment's rewrite, synced and not yet in place.
 pub(crate) struct PrunedSegment {
     pub first: u64,
@@ -359,7 +362,7 @@ impl BlockLog {
     pub(crate) fn write_pruned(
         &self,
         first: u64,
-        strip: &mut dyn FnMut(u64, &[u8]) -> Result<Vec<u8>, String>,
+        strip: &mut StripBody<'_>,
     ) -> Result<PrunedSegment, crate::error::PruneError> {
         use crate::error::PruneError;
         let (file, path, entries) = {

@@ -140,6 +140,10 @@ pub struct Stripped {
     pub query_keys: u64,
 }
 
+/// The caller's strip function for [`Ledger::prune_bodies`]: what to keep
+/// of the encoded block at a height, or why it cannot be pruned.
+pub type StripBlock<'a> = dyn FnMut(u64, &[u8]) -> Result<Stripped, String> + 'a;
+
 /// What [`Ledger::prune_bodies`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PruneReport {
@@ -187,9 +191,10 @@ impl Ledger {
         Self::open_with(dir, chain_id, genesis_hash, SEGMENT_BYTES_TARGET)
     }
 
-    /// [`Ledger::open`] with segments of `segment_bytes` (tests use small
-    /// ones to cross segment boundaries).
-    #[doc(hidden)]
+    /// [`Ledger::open`] starting new log segments at `segment_bytes`
+    /// instead of [`SEGMENT_BYTES_TARGET`]: smaller segments let
+    /// [`Ledger::prune_bodies`] free space sooner, in more files. Segments
+    /// already written keep their size.
     pub fn open_with(
         dir: &Path,
         chain_id: &str,
@@ -508,7 +513,7 @@ impl Ledger {
     pub fn prune_bodies(
         &self,
         keep_from: u64,
-        strip: &mut dyn FnMut(u64, &[u8]) -> Result<Stripped, String>,
+        strip: &mut StripBlock<'_>,
     ) -> Result<PruneReport, PruneError> {
         let _one_at_a_time = self.prune.lock().unwrap_or_else(PoisonError::into_inner);
         let keep_from = keep_from.min(self.head().height.saturating_add(1));

@@ -74,7 +74,8 @@ pub use error::{
 };
 pub use install::{INSTALL_DIR_NAME, SnapshotBlock, SnapshotInstall};
 pub use ledger::{
-    AppendBlock, Head, HeadView, Ledger, PruneReport, StoredBlock, Stripped, TransactionLocation,
+    AppendBlock, Head, HeadView, Ledger, PruneReport, StoredBlock, StripBlock, Stripped,
+    TransactionLocation,
 };
 pub use migrate::{Migrated, migrate};
 

@@ -1,6 +1,9 @@
 //! A full audit of a ledger on disk: the storage self-check, then every
 //! block re-verified from its bytes: hash, parent link, transaction root,
-//! and commit certificate against the validators in genesis.
+//! and commit certificate against the validators in genesis. A pruned
+//! block (`prune_horizon_blocks`) keeps its header and certificate, which
+//! are verified; its transactions are gone, so its transaction root is
+//! not, and its query keys are the count recorded when it was pruned.
 
 use std::path::Path;
 
@@ -30,6 +33,10 @@ pub struct AuditReport {
     /// The first block the ledger holds: 1, or the block of the state
     /// snapshot it was installed from.
     pub first_height: u64,
+    /// The first block held whole: blocks below it (from `first_height`)
+    /// were pruned to their header and certificate, and are not counted in
+    /// `transactions`.
+    pub bodies_from: u64,
     pub error: Option<String>,
 }
 
@@ -56,6 +63,7 @@ pub fn audit_ledger(
         transactions: 0,
         logged_above_head: 0,
         first_height: 1,
+        bodies_from: ledger.bodies_from(),
         error: None,
     };
     let outcome = ledger
@@ -99,10 +107,10 @@ fn audit_blocks(
             );
         }
         validators = membership.set;
-        let bytes = ledger
-            .block_by_height(first)?
+        let stored = ledger
+            .block_or_header(first)?
             .with_context(|| format!("block {first} is missing"))?;
-        let committed = CommittedBlock::decode(bytes.as_slice())
+        let committed = CommittedBlock::decode(stored.encoded.as_slice())
             .with_context(|| format!("block {first} does not decode"))?;
         let header = committed.header.context("block without header")?;
         parent = Digest::from_slice(&header.parent_hash)?;
@@ -115,7 +123,8 @@ fn audit_blocks(
         &std::sync::Arc::new(crate::chain_state::departments(genesis)),
     )?;
     let head = ledger.head();
-    let mut query_keys = 0u64;
+    // Those of the pruned blocks were counted when they were pruned.
+    let mut query_keys = ledger.pruned_query_keys()?;
     // The index's blocks, then those the log holds above its last
     // checkpoint (after a crash): those are verified the same way but
     // derive no query keys yet, as they are not applied.
@@ -123,16 +132,28 @@ fn audit_blocks(
     for height in first..=last {
         progress(height, last);
         let indexed = height <= head.height;
-        let bytes = if indexed {
-            ledger.block_by_height(height)?
+        let stored = if indexed {
+            ledger.block_or_header(height)?
         } else {
-            ledger.logged_block(height)?
+            ledger
+                .logged_block(height)?
+                .map(|encoded| govchain_ledger::StoredBlock {
+                    encoded,
+                    pruned: false,
+                })
         }
         .with_context(|| format!("block {height} is missing"))?;
-        let committed = CommittedBlock::decode(bytes.as_slice())
+        let committed = CommittedBlock::decode(stored.encoded.as_slice())
             .with_context(|| format!("block {height} does not decode"))?;
-        let hash = audit_block(&genesis.chain_id, &validators, height, &parent, &committed)
-            .with_context(|| format!("block {height}"))?;
+        let hash = audit_block(
+            &genesis.chain_id,
+            &validators,
+            height,
+            &parent,
+            &committed,
+            stored.pruned,
+        )
+        .with_context(|| format!("block {height}"))?;
         if let Some(next) = committed
             .header
             .as_ref()
@@ -142,7 +163,7 @@ fn audit_blocks(
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("block {height}: next_validators"))?;
         }
-        if indexed {
+        if indexed && !stored.pruned {
             query_keys += audit_query_keys(ledger, &committed, &departments)
                 .with_context(|| format!("block {height}"))?;
         }
@@ -191,6 +212,7 @@ fn audit_block(
     height: u64,
     parent: &Digest,
     committed: &CommittedBlock,
+    pruned: bool,
 ) -> anyhow::Result<Digest> {
     let block = committed.block.as_ref().context("no block")?;
     let hash = block_hash(&block.header);
@@ -215,7 +237,10 @@ fn audit_block(
         .iter()
         .map(|t| transaction_id(&t.chain_id, &t.signer, t.nonce, &t.payload))
         .collect();
-    if merkle_root(&ids).as_bytes().as_slice() != header.transactions_root.as_slice() {
+    if pruned && !ids.is_empty() {
+        bail!("a pruned block holds transactions");
+    }
+    if !pruned && merkle_root(&ids).as_bytes().as_slice() != header.transactions_root.as_slice() {
         bail!("transactions do not match the header's transactions root");
     }
     let certificate = committed

@@ -132,10 +132,11 @@ pub(crate) fn set_changes_before(
         .iter()
         .filter(|at| **at < height)
         .map(|at| {
-            let bytes = ledger
-                .block_by_height(*at)?
+            // Only the header and certificate: a pruned block has them.
+            let stored = ledger
+                .block_or_header(*at)?
                 .ok_or_else(|| anyhow::anyhow!("block {at} is missing"))?;
-            let committed = types::CommittedBlock::decode(bytes.as_slice())?;
+            let committed = types::CommittedBlock::decode(stored.encoded.as_slice())?;
             Ok(types::ValidatorSetChange {
                 header: committed.block.map(|b| b.header).unwrap_or_default(),
                 certificate: committed.certificate,

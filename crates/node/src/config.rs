@@ -48,6 +48,18 @@ pub struct NodeFile {
     /// the snapshot's. Off (sync every block from genesis) when unset.
     #[serde(default)]
     pub state_sync: bool,
+    /// Prune the transactions of blocks more than this many blocks below
+    /// the head, keeping every block's header and commit certificate (the
+    /// chain stays verifiable). Disk is freed a whole log segment at a time
+    /// (`block_log_segment_bytes`). Such blocks then answer NOT_FOUND, and
+    /// peers farther behind catch up from a node that keeps every block or
+    /// by `state_sync`. At least 128; keep every block when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_horizon_blocks: Option<u64>,
+    /// The size at which the block log starts a new segment file (bytes;
+    /// default 134217728, 128 MiB, at least 4096): the grain of pruning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_log_segment_bytes: Option<u64>,
     #[serde(default)]
     pub mempool: MempoolFile,
     #[serde(default)]
@@ -188,6 +200,8 @@ pub struct Settings {
     pub blobs: BlobsFile,
     pub observer: bool,
     pub state_sync: bool,
+    pub prune_horizon_blocks: Option<u64>,
+    pub block_log_segment_bytes: u64,
     pub health_listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
     pub portal_listen: Option<SocketAddr>,
@@ -195,6 +209,9 @@ pub struct Settings {
     /// `portal_listen`); None without a portal.
     pub portal_url: Option<String>,
 }
+
+/// The smallest `block_log_segment_bytes`.
+pub const BLOCK_LOG_SEGMENT_BYTES_MIN: u64 = 4096;
 
 /// Environment variables that override `node.toml` keys start with this:
 /// `GOVCHAIN_LISTEN`, and `__` between nested keys
@@ -222,6 +239,8 @@ pub const NODE_FILE_KEYS: &[&str] = &[
     "peers",
     "observer",
     "state_sync",
+    "prune_horizon_blocks",
+    "block_log_segment_bytes",
     "mempool",
     "blobs",
     "health_listen",
@@ -439,6 +458,22 @@ impl Settings {
                 govchain_blobstore::BLOB_SIZE_BYTES_MAX
             );
         }
+        if let Some(horizon) = file.prune_horizon_blocks
+            && horizon < crate::prune::PRUNE_HORIZON_BLOCKS_MIN
+        {
+            bail!(
+                "prune_horizon_blocks = {horizon}: must be at least {} (or unset, to keep every block)",
+                crate::prune::PRUNE_HORIZON_BLOCKS_MIN
+            );
+        }
+        if let Some(bytes) = file.block_log_segment_bytes
+            && bytes < BLOCK_LOG_SEGMENT_BYTES_MIN
+        {
+            bail!(
+                "block_log_segment_bytes = {bytes}: must be at least {BLOCK_LOG_SEGMENT_BYTES_MIN} (default {})",
+                govchain_ledger::SEGMENT_BYTES_TARGET
+            );
+        }
         if let Some(health) = file.health_listen
             && health.port() == file.listen.port()
             && (health.ip() == file.listen.ip()
@@ -484,6 +519,10 @@ impl Settings {
             blobs: file.blobs,
             observer: file.observer,
             state_sync: file.state_sync,
+            prune_horizon_blocks: file.prune_horizon_blocks,
+            block_log_segment_bytes: file
+                .block_log_segment_bytes
+                .unwrap_or(govchain_ledger::SEGMENT_BYTES_TARGET),
             health_listen: file.health_listen,
             metrics_listen: file.metrics_listen,
             portal_listen: file.portal_listen,
@@ -563,6 +602,8 @@ transactions_max = 10
         file.metrics_listen = Some("127.0.0.1:9464".parse().expect("address"));
         file.portal_listen = Some("127.0.0.1:8443".parse().expect("address"));
         file.portal_url = Some("https://portal.tax.example/".into());
+        file.prune_horizon_blocks = Some(1_000);
+        file.block_log_segment_bytes = Some(1 << 20);
         file.peers.push(PeerFile {
             name: "tax".into(),
             address: "https://127.0.0.1:7051".into(),

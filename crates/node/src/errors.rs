@@ -338,6 +338,27 @@ pub(crate) fn internal(context: &str, err: impl std::fmt::Display) -> Status {
     )
 }
 
+/// A ledger read failed: NOT_FOUND for a block whose transactions were
+/// pruned (`prune_horizon_blocks`), naming the first height held whole
+/// (also in the `bodies_from` metadata); INTERNAL, logged, otherwise.
+pub(crate) fn ledger_read(err: govchain_ledger::ReadError) -> Status {
+    match err {
+        govchain_ledger::ReadError::Pruned {
+            height,
+            bodies_from,
+        } => Failure::new(
+            Code::NotFound,
+            ErrorReason::NotFound,
+            format!(
+                "block {height}'s transactions were pruned on this node, which keeps whole blocks from height {bodies_from} on (prune_horizon_blocks); its header and commit certificate remain (FetchBlocks with headers_only); ask a node that keeps every block"
+            ),
+        )
+        .meta("bodies_from", bodies_from)
+        .status(),
+        other => internal("ledger read failed", other),
+    }
+}
+
 /// A request id for correlating an internal error with the log; unique
 /// enough without a random number generator.
 fn rand_id() -> u64 {

@@ -261,7 +261,7 @@ impl IdentityApi {
                 .shared()
                 .ledger
                 .transaction(id)
-                .map_err(|err| internal("ledger read failed", err))?
+                .map_err(crate::errors::ledger_read)?
             {
                 let result =
                     <govchain_proto::types::v1::TransactionResult as prost::Message>::decode(
@@ -973,7 +973,7 @@ fn with_refusal_text(
         .map_err(|err| internal("access record has no transaction id", err))?;
     let location = ledger
         .transaction(&id)
-        .map_err(|err| internal("ledger read failed", err))?
+        .map_err(crate::errors::ledger_read)?
         .ok_or_else(|| internal("refused access has no committed transaction", id))?;
     let result = <TransactionResult as prost::Message>::decode(location.result.as_slice())
         .map_err(|err| internal("stored result does not decode", err))?;

@@ -32,6 +32,7 @@ mod inclusion_proof;
 mod limits;
 mod mempool;
 mod peers;
+mod prune;
 pub mod queries;
 mod query_index;
 mod readiness;
@@ -153,9 +154,13 @@ pub async fn run(
         info!(node = %settings.name, height = joined.height, entries = joined.state_entries, peer = %joined.peer, seconds = joined.elapsed.as_secs_f64(), "installed a state snapshot; fetching the blocks after it");
     }
     let ledger = Arc::new(
-        Ledger::open(&settings.data_dir, &genesis.chain_id, genesis.hash()).with_context(|| {
-            format!("cannot open the ledger in {}", settings.data_dir.display())
-        })?,
+        Ledger::open_with(
+            &settings.data_dir,
+            &genesis.chain_id,
+            genesis.hash(),
+            settings.block_log_segment_bytes,
+        )
+        .with_context(|| format!("cannot open the ledger in {}", settings.data_dir.display()))?,
     );
     let recovered = ledger.recovered();
     if recovered.torn_bytes > 0 || recovered.removed_segment.is_some() {
@@ -371,6 +376,10 @@ pub async fn run(
                 settings.blobs.gc_grace_secs.saturating_mul(1000),
             ),
         ));
+    }
+    if let Some(horizon) = settings.prune_horizon_blocks {
+        info!(node = %settings.name, horizon, "pruning block bodies more than prune_horizon_blocks below the head");
+        tasks.push(fatal.spawn_task("block pruner", prune::run(shared.clone(), horizon)));
     }
     if let Some(address) = settings.health_listen {
         let listener = tokio::net::TcpListener::bind(address)

@@ -133,7 +133,7 @@ fn committed_block(shared: &Shared, height: u64) -> Result<(CommittedBlock, usiz
     let bytes = shared
         .ledger
         .block_by_height(height)
-        .map_err(|e| crate::errors::internal("ledger read failed", e))?
+        .map_err(crate::errors::ledger_read)?
         .ok_or_else(|| crate::errors::internal("indexed block missing", height))?;
     let block = CommittedBlock::decode(bytes.as_slice())
         .map_err(|e| crate::errors::internal("stored block does not decode", e))?;

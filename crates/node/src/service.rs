@@ -347,7 +347,7 @@ impl NodeApi {
             .shared
             .ledger
             .transaction(id)
-            .map_err(|e| internal("ledger read failed", e))?
+            .map_err(crate::errors::ledger_read)?
         else {
             return Ok(None);
         };
@@ -533,7 +533,7 @@ impl NodeApi {
             .shared
             .ledger
             .transaction(&id)
-            .map_err(|e| internal("ledger read failed", e))?
+            .map_err(crate::errors::ledger_read)?
             .ok_or_else(|| internal("anchoring transaction not indexed", id))?;
         let block = self
             .committed_block(location.height)?
@@ -558,12 +558,29 @@ impl NodeApi {
         .map_err(|e| internal("cannot read the validator set changes", format!("{e:#}")))
     }
 
+    /// The block at `height` without its transactions and results, also
+    /// where they were pruned.
+    fn block_header(&self, height: u64) -> Result<Option<CommittedBlock>, Status> {
+        let Some(stored) = self
+            .shared
+            .ledger
+            .block_or_header(height)
+            .map_err(crate::errors::ledger_read)?
+        else {
+            return Ok(None);
+        };
+        let mut block = CommittedBlock::decode(stored.encoded.as_slice())
+            .map_err(|e| internal("stored block does not decode", e))?;
+        crate::prune::headers_only(&mut block);
+        Ok(Some(block))
+    }
+
     fn committed_block(&self, height: u64) -> Result<Option<CommittedBlock>, Status> {
         let Some(bytes) = self
             .shared
             .ledger
             .block_by_height(height)
-            .map_err(|e| internal("ledger read failed", e))?
+            .map_err(crate::errors::ledger_read)?
         else {
             return Ok(None);
         };
@@ -909,7 +926,7 @@ impl NodeService for NodeApi {
                     .shared
                     .ledger
                     .block_by_hash(&hash)
-                    .map_err(|e| internal("ledger read failed", e))?
+                    .map_err(crate::errors::ledger_read)?
                 {
                     Some((height, _)) => height,
                     None => {
@@ -1338,16 +1355,14 @@ impl ConsensusService for ConsensusApi {
         let (sender, receiver) = mpsc::channel(8);
         tokio::spawn(async move {
             for height in from_height..=last {
-                let item = match api.committed_block(height) {
-                    Ok(Some(mut block)) => {
-                        if headers_only {
-                            block.results.clear();
-                            if let Some(body) = &mut block.block {
-                                body.transactions.clear();
-                            }
-                        }
-                        Ok(FetchBlocksResponse { block: Some(block) })
-                    }
+                // A pruned block still has what `headers_only` sends.
+                let read = if headers_only {
+                    api.block_header(height)
+                } else {
+                    api.committed_block(height)
+                };
+                let item = match read {
+                    Ok(Some(block)) => Ok(FetchBlocksResponse { block: Some(block) }),
                     Ok(None) => return,
                     Err(status) => Err(status),
                 };

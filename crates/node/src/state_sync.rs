@@ -99,9 +99,7 @@ pub fn serve(
     server: &Server,
     sender: &mpsc::Sender<Message>,
 ) -> Result<(), Status> {
-    let view = ledger
-        .head_view()
-        .map_err(|err| internal("ledger read failed", err))?;
+    let view = ledger.head_view().map_err(crate::errors::ledger_read)?;
     let height = view.head().height;
     if height == 0 {
         return Err(Status::failed_precondition(
@@ -110,7 +108,7 @@ pub fn serve(
     }
     let encoded = view
         .head_block()
-        .map_err(|err| internal("ledger read failed", err))?
+        .map_err(crate::errors::ledger_read)?
         .ok_or_else(|| Status::internal(format!("head block {height} is missing")))?;
     let block = CommittedBlock::decode(encoded.as_slice())
         .map_err(|err| internal("stored block does not decode", err))?;

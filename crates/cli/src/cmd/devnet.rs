@@ -330,6 +330,8 @@ pub(crate) fn prepare(dir: &Path, args: &DevnetArgs) -> anyhow::Result<DevnetFil
         let config = NodeFile {
             observer: false,
             state_sync: false,
+            prune_horizon_blocks: None,
+            block_log_segment_bytes: None,
             name: name.clone(),
             listen: format!("127.0.0.1:{}", ports[i]).parse()?,
             data_dir: PathBuf::from("data"),

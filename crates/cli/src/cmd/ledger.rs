@@ -116,6 +116,13 @@ fn verify(args: LedgerVerifyArgs, json: bool) -> anyhow::Result<()> {
                 report.first_height
             );
         }
+        if report.bodies_from > report.first_height {
+            println!(
+                "pruned:       blocks {}..{} hold only their header and certificate (prune_horizon_blocks); their transaction roots are not re-checked",
+                report.first_height,
+                report.bodies_from - 1
+            );
+        }
         println!("transactions: {}", report.transactions);
         if report.logged_above_head > 0 {
             println!(
