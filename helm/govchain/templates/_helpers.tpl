@@ -77,6 +77,13 @@ observer = true
 {{- if $root.Values.observers.stateSync }}
 state_sync = true
 {{- end }}
+{{- with $root.Values.observers.pruneHorizonBlocks }}
+prune_horizon_blocks = {{ . | int64 }}
+{{- end }}
+{{- else }}
+{{- with $root.Values.node.pruneHorizonBlocks }}
+prune_horizon_blocks = {{ . | int64 }}
+{{- end }}
 {{- end }}
 {{- range $index, $peer := $root.Values.validators }}
 {{- if ne $peer.name $.member.name }}

@@ -134,7 +134,7 @@ def node_configs(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {name: tomllib.loads(text) for name, text in config_maps[0]["data"].items()}
 
 
-def check_statefulset(statefulset: dict[str, Any], members: list[dict[str, str]], configs: dict[str, dict[str, Any]], validators: list[str], label: str, state_sync: bool = False) -> None:
+def check_statefulset(statefulset: dict[str, Any], members: list[dict[str, str]], configs: dict[str, dict[str, Any]], validators: list[str], label: str, state_sync: bool = False, prune_horizon: int = 0) -> None:
     name = statefulset["metadata"]["name"]
     observer = name.endswith("-observer")
     check(statefulset["spec"]["replicas"] == len(members), f"{label}: {name} has {statefulset['spec']['replicas']} replicas for {len(members)} members")
@@ -151,6 +151,8 @@ def check_statefulset(statefulset: dict[str, Any], members: list[dict[str, str]]
         check(config["name"] == member["name"], f"{label}: pod {pod} runs {config['name']}, expected {member['name']}")
         check(config.get("observer", False) == observer, f"{label}: pod {pod} observer = {config.get('observer')}")
         check(config.get("state_sync", False) == (observer and state_sync), f"{label}: pod {pod} state_sync = {config.get('state_sync')}, expected {observer and state_sync}")
+        expected_horizon = prune_horizon or None
+        check(config.get("prune_horizon_blocks") == expected_horizon, f"{label}: pod {pod} prune_horizon_blocks = {config.get('prune_horizon_blocks')}, expected {expected_horizon}")
         credentials = f"/etc/govchain/credentials/{member['name']}/"
         for key in ("ca_certificate", "certificate", "key", "consensus_key"):
             check(config[key].startswith(credentials), f"{label}: pod {pod} reads {key} from {config[key]}, not {credentials}")
@@ -192,9 +194,9 @@ def check_rendered(chart: Path, values_path: Path | None, secrets_path: Path, du
     expected_sets = {f"{RELEASE}-govchain-validator"} | ({f"{RELEASE}-govchain-observer"} if observers else set())
     check(set(statefulsets) == expected_sets, f"{label}: StatefulSets {sorted(statefulsets)}, expected {sorted(expected_sets)}")
     names = [v["name"] for v in validators]
-    check_statefulset(statefulsets[f"{RELEASE}-govchain-validator"], validators, configs, names, label)
+    check_statefulset(statefulsets[f"{RELEASE}-govchain-validator"], validators, configs, names, label, prune_horizon=merged["node"].get("pruneHorizonBlocks", 0))
     if observers:
-        check_statefulset(statefulsets[f"{RELEASE}-govchain-observer"], observers, configs, names, label, bool(merged["observers"].get("stateSync")))
+        check_statefulset(statefulsets[f"{RELEASE}-govchain-observer"], observers, configs, names, label, bool(merged["observers"].get("stateSync")), merged["observers"].get("pruneHorizonBlocks", 0))
 
     pods = [d["spec"]["template"]["spec"] for d in statefulsets.values()] + [d["spec"] for d in by_kind(documents, "Pod")]
     for pod_spec in pods:

@@ -15,10 +15,13 @@ use clap::Args;
         a peer link) that fails ends the process with exit code 2 and a `fatal:` log line \
         naming the cause. After a crash the node first re-applies the blocks its block log \
         holds above the ledger's last checkpoint. With `state_sync = true` and no ledger in \
-        data_dir yet, it joins from a peer's state snapshot instead of replaying every block.",
+        data_dir yet, it joins from a peer's state snapshot instead of replaying every block. \
+        With `prune_horizon_blocks = N`, it keeps the transactions of the last N blocks only, \
+        and every block's header and commit certificate.",
     after_help = "Examples:\n  govchain node --config nodes/health/node.toml\n  \
         GOVCHAIN_LISTEN=0.0.0.0:7050 GOVCHAIN_HEALTH_LISTEN=0.0.0.0:7052 govchain node --config node.toml\n  \
-        GOVCHAIN_STATE_SYNC=true govchain node --config backup-a/node.toml   # a new observer joins from a snapshot"
+        GOVCHAIN_STATE_SYNC=true govchain node --config backup-a/node.toml   # a new observer joins from a snapshot\n  \
+        GOVCHAIN_PRUNE_HORIZON_BLOCKS=100000 govchain node --config node.toml   # keep whole only the last 100,000 blocks"
 )]
 pub struct NodeArgs {
     /// The node's config file (TOML).
