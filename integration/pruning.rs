@@ -4,8 +4,9 @@
 //! and certificates. An old transaction and its block then answer
 //! NOT_FOUND there, naming the pruning, while the validators still serve
 //! them; a `headers_only` fetch still gets the old headers; the observer
-//! follows the chain across a restart; and `ledger verify` accepts its
-//! ledger, checking the pruned blocks' certificates.
+//! follows the chain across a restart; `ledger prune` prunes offline; and
+//! `ledger verify` accepts its ledger, checking the pruned blocks'
+//! certificates.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -151,9 +152,46 @@ async fn an_observer_prunes_old_bodies_and_keeps_headers_and_certificates() {
     })
     .await;
 
+    // Offline, `ledger prune` does the same: nothing under a horizon
+    // longer than the chain, the segments below it otherwise, and it
+    // refuses a horizon below the minimum.
+    assert!(cluster.terminate_node(OBSERVER).await.success());
+    let data = cluster.nodes[OBSERVER].data_dir.clone();
+    let prune_offline = |keep: &str| {
+        std::process::Command::new(BIN)
+            .args([
+                "ledger",
+                "prune",
+                "--json",
+                "--keep-blocks",
+                keep,
+                "--data-dir",
+            ])
+            .arg(&data)
+            .arg("--genesis")
+            .arg(&genesis_path)
+            .output()
+            .unwrap()
+    };
+    let none = prune_offline("1000000");
+    assert!(none.status.success(), "{none:?}");
+    let none: serde_json::Value = serde_json::from_slice(&none.stdout).unwrap();
+    assert_eq!(none["segments"], 0, "{none}");
+    let kept_from = none["bodies_from"].as_u64().unwrap();
+    assert!(kept_from > old, "{none}");
+    let more = prune_offline("128");
+    assert!(more.status.success(), "{more:?}");
+    let more: serde_json::Value = serde_json::from_slice(&more.stdout).unwrap();
+    assert!(more["bodies_from"].as_u64().unwrap() >= kept_from, "{more}");
+    let refused = prune_offline("5");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("at least 128"),
+        "{refused:?}"
+    );
+
     // Its ledger verifies offline: every certificate from genesis, and
     // the transaction roots of the blocks it keeps whole.
-    assert!(cluster.terminate_node(OBSERVER).await.success());
     let verified = std::process::Command::new(BIN)
         .args(["ledger", "verify", "--json", "--data-dir"])
         .arg(&cluster.nodes[OBSERVER].data_dir)

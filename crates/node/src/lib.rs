@@ -32,7 +32,7 @@ mod inclusion_proof;
 mod limits;
 mod mempool;
 mod peers;
-mod prune;
+pub mod prune;
 pub mod queries;
 mod query_index;
 mod readiness;
@@ -78,6 +78,7 @@ pub use inclusion_proof::{
     verify_transaction_proof,
 };
 pub use mempool::NONCE_AHEAD_MAX;
+pub use prune::{PRUNE_HORIZON_BLOCKS_MIN, prune_ledger};
 pub use readiness::{LIVENESS_SERVICE, SYNC_LAG_BLOCKS_MAX};
 pub use state_proof::{ProvenHead, StateProofError, verify_state_proof};
 pub use supervise::FatalError;

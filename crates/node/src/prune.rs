@@ -62,6 +62,40 @@ pub(crate) fn prune_once(
     ledger.prune_bodies(keep_from, &mut |_, block| strip(block, departments))
 }
 
+/// Prunes the ledger in `data_dir` offline (`govchain ledger prune`; the
+/// node must be stopped), keeping `horizon` blocks below the head whole.
+/// `progress(done, at_most)` follows the blocks stripped.
+pub fn prune_ledger(
+    data_dir: &std::path::Path,
+    genesis: &govchain_pki::Genesis,
+    horizon: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<govchain_ledger::PruneReport> {
+    use anyhow::Context as _;
+    anyhow::ensure!(
+        horizon >= PRUNE_HORIZON_BLOCKS_MIN,
+        "--keep-blocks {horizon}: must be at least {PRUNE_HORIZON_BLOCKS_MIN}"
+    );
+    let ledger = Ledger::open(data_dir, &genesis.chain_id, genesis.hash()).with_context(|| {
+        format!(
+            "cannot open the ledger in {} (is its node still running?)",
+            data_dir.display()
+        )
+    })?;
+    let departments = govchain_exec::governance::departments_in_force(
+        &crate::chain_state::LedgerState(&ledger),
+        &Arc::new(crate::chain_state::departments(genesis)),
+    )?;
+    let keep_from = ledger.head().height.saturating_sub(horizon) + 1;
+    let at_most = keep_from.saturating_sub(ledger.bodies_from());
+    let mut done = 0;
+    Ok(ledger.prune_bodies(keep_from, &mut |_, block| {
+        done += 1;
+        progress(done, at_most);
+        strip(block, &departments)
+    })?)
+}
+
 /// Prunes now and then, off the async threads.
 pub(crate) async fn run(shared: Arc<Shared>, horizon: u64) {
     let mut timer = tokio::time::interval(PRUNE_INTERVAL);

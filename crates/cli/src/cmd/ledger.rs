@@ -1,5 +1,6 @@
 //! `govchain ledger verify`: check a node's ledger files offline;
-//! `govchain ledger migrate`: bring an older ledger to this build's format.
+//! `govchain ledger migrate`: bring an older ledger to this build's format;
+//! `govchain ledger prune`: drop old blocks' transactions offline.
 
 use std::path::PathBuf;
 
@@ -28,6 +29,29 @@ pub enum LedgerCommand {
         after_help = "Example:\n  govchain ledger migrate --data-dir /var/lib/govchain/health\n\nInstead of migrating, a node can also start from an empty data directory\nand sync the chain from its peers."
     )]
     Migrate(LedgerMigrateArgs),
+    /// Drop the transactions of blocks more than --keep-blocks below the
+    /// head, keeping every block's header and commit certificate, as a node
+    /// with `prune_horizon_blocks` does while it runs. Stop the node first.
+    /// Space is freed a whole block log segment at a time, and the last
+    /// segment is kept whole.
+    #[command(
+        after_help = "Example:\n  govchain ledger prune --data-dir /var/lib/govchain/health --genesis genesis.json --keep-blocks 100000\n\nPruned blocks answer NOT_FOUND on this node; `ledger verify` still checks their\ncertificates. Set prune_horizon_blocks in node.toml to keep pruning as the chain grows."
+    )]
+    Prune(LedgerPruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerPruneArgs {
+    /// The node's data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// The chain's genesis file (names the signers of old blocks, whose
+    /// listing keys are counted for `ledger verify`).
+    #[arg(long, value_name = "FILE")]
+    pub genesis: PathBuf,
+    /// How many blocks below the head stay whole (at least 128).
+    #[arg(long, value_name = "N")]
+    pub keep_blocks: u64,
 }
 
 #[derive(Debug, Args)]
@@ -51,7 +75,53 @@ pub fn run(args: LedgerArgs, json: bool) -> anyhow::Result<()> {
     match args.command {
         LedgerCommand::Verify(args) => verify(args, json),
         LedgerCommand::Migrate(args) => migrate(args, json),
+        LedgerCommand::Prune(args) => prune(args, json),
     }
+}
+
+fn prune(args: LedgerPruneArgs, json: bool) -> anyhow::Result<()> {
+    let genesis = govchain_pki::Genesis::load(&args.genesis)
+        .with_context(|| format!("cannot load genesis {}", args.genesis.display()))?;
+    let bar = crate::output::progress_bar(
+        json,
+        0,
+        "{msg} [{bar:40}] {pos}/{len} blocks ({per_sec}, {eta})",
+        "pruning",
+    );
+    let report = govchain_node::prune_ledger(
+        &args.data_dir,
+        &genesis,
+        args.keep_blocks,
+        &mut |done, at_most| {
+            bar.set_length(at_most);
+            bar.set_position(done);
+        },
+    )
+    .with_context(|| format!("cannot prune the ledger in {}", args.data_dir.display()))?;
+    bar.finish_and_clear();
+    let freed = report.bytes_before.saturating_sub(report.bytes_after);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "segments": report.segments,
+                "blocks": report.blocks,
+                "freed_bytes": freed,
+                "bodies_from": report.bodies_from,
+            })
+        );
+    } else if report.segments == 0 {
+        println!(
+            "nothing to prune: no sealed block log segment lies wholly more than {} blocks below the head (whole blocks from height {})",
+            args.keep_blocks, report.bodies_from
+        );
+    } else {
+        println!(
+            "pruned {} blocks in {} segments, freeing {freed} bytes; whole blocks from height {} on",
+            report.blocks, report.segments, report.bodies_from
+        );
+    }
+    Ok(())
 }
 
 fn migrate(args: LedgerMigrateArgs, json: bool) -> anyhow::Result<()> {
