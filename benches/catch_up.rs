@@ -104,28 +104,10 @@ async fn height(cluster: &Cluster, i: usize) -> Option<u64> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let options = options();
-    let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    let status = std::process::Command::new(BIN)
-        .args(["certs", "init", "--out"])
-        .arg(&certs)
-        .args([
-            "--chain-id",
-            CHAIN,
-            "--departments",
-            "health,tax,police,transport",
-            "--observers",
-            "backup0,backup1",
-        ])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let genesis_path = certs.join("genesis.json");
-    let mut genesis: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&genesis_path).unwrap()).unwrap();
-    genesis["consensus"]["empty_block_interval_ms"] = serde_json::json!(1);
-    std::fs::write(&genesis_path, genesis.to_string()).unwrap();
+    let dir = init_consortium(4, OBSERVERS.len());
+    edit_genesis(&dir.path().join("certs"), |genesis| {
+        genesis["consensus"]["empty_block_interval_ms"] = serde_json::json!(1);
+    });
     let mut cluster = Cluster::start_prepared(dir, 2_000).await;
     for observer in OBSERVERS {
         cluster.kill_node(observer);

@@ -34,25 +34,12 @@ fn block_at(height: u64) -> GetBlockRequest {
 async fn an_observer_prunes_old_bodies_and_keeps_headers_and_certificates() {
     // An empty block every 20 ms, so the chain passes the horizon in
     // seconds.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = init_consortium(4, 1);
     let certs = dir.path().join("certs");
-    govchain(&[
-        "certs",
-        "init",
-        "--out",
-        certs.to_str().unwrap(),
-        "--chain-id",
-        CHAIN,
-        "--departments",
-        &departments(4).join(","),
-        "--observers",
-        "backup0",
-    ]);
+    edit_genesis(&certs, |genesis| {
+        genesis["consensus"]["empty_block_interval_ms"] = serde_json::json!(20);
+    });
     let genesis_path = certs.join("genesis.json");
-    let mut genesis: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&genesis_path).unwrap()).unwrap();
-    genesis["consensus"]["empty_block_interval_ms"] = serde_json::json!(20);
-    std::fs::write(&genesis_path, genesis.to_string()).unwrap();
     let mut cluster = Cluster::start_prepared(dir, VIEW_TIMEOUT_MS).await;
 
     let key = SigningKey::from_seed([43; 32]);

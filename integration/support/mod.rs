@@ -109,6 +109,47 @@ pub fn departments(n: usize) -> Vec<String> {
     .collect()
 }
 
+/// `certs init` of a consortium of `n` validators and `observers` backup
+/// replicas (`backup0`, ...) into `<dir>/certs`, with the devnet's
+/// attestation roles, for [`Cluster::start_prepared`].
+pub fn init_consortium(n: usize, observers: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let names = departments(n);
+    let observer_names: Vec<String> = (0..observers).map(|i| format!("backup{i}")).collect();
+    let mut init = vec![
+        "certs",
+        "init",
+        "--out",
+        certs.to_str().unwrap(),
+        "--chain-id",
+        CHAIN,
+    ];
+    let departments_arg = names.join(",");
+    init.extend(["--departments", &departments_arg]);
+    let observers_arg = observer_names.join(",");
+    if observers > 0 {
+        init.extend(["--observers", &observers_arg]);
+    }
+    // Attestation roles as on a devnet, for the departments present.
+    for (department, roles) in ATTESTERS {
+        if names.iter().any(|name| name == department) {
+            init.extend(["--attests", roles]);
+        }
+    }
+    govchain(&init);
+    dir
+}
+
+/// Rewrites `<certs>/genesis.json` with `edit` (before the nodes start).
+pub fn edit_genesis(certs: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = certs.join("genesis.json");
+    let mut genesis: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut genesis);
+    std::fs::write(&path, genesis.to_string()).unwrap();
+}
+
 /// Runs `govchain` with `args`, asserting success, and returns stdout.
 pub fn govchain(args: &[&str]) -> String {
     let output = Command::new(BIN).args(args).output().unwrap();
@@ -134,32 +175,7 @@ impl Cluster {
     /// `n` validators and, after them (indexes n..), `observers` backup
     /// replicas that follow the chain.
     pub async fn start_full(n: usize, view_timeout_ms: u64, observers: usize) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = dir.path().join("certs");
-        let names = departments(n);
-        let observer_names: Vec<String> = (0..observers).map(|i| format!("backup{i}")).collect();
-        let mut init = vec![
-            "certs",
-            "init",
-            "--out",
-            certs.to_str().unwrap(),
-            "--chain-id",
-            CHAIN,
-        ];
-        let departments_arg = names.join(",");
-        init.extend(["--departments", &departments_arg]);
-        let observers_arg = observer_names.join(",");
-        if observers > 0 {
-            init.extend(["--observers", &observers_arg]);
-        }
-        // Attestation roles as on a devnet, for the departments present.
-        for (department, roles) in ATTESTERS {
-            if names.iter().any(|name| name == department) {
-                init.extend(["--attests", roles]);
-            }
-        }
-        govchain(&init);
-        Self::start_prepared(dir, view_timeout_ms).await
+        Self::start_prepared(init_consortium(n, observers), view_timeout_ms).await
     }
 
     /// Starts the consortium in `<dir>/certs` (genesis.json, ca.crt and

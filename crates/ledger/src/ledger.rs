@@ -1526,6 +1526,12 @@ mod tests {
 
     /// A ledger holding blocks `1..=count` of the test chain.
     fn ledger_with(count: u64) -> (tempfile::TempDir, Ledger) {
+        chain_in(count, open)
+    }
+
+    /// Blocks `1..=count` of the test chain, in a ledger `open` opens in a
+    /// new directory.
+    fn chain_in(count: u64, open: fn(&Path) -> Ledger) -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = open(dir.path());
         for height in 1..=count {
@@ -2205,14 +2211,9 @@ mod tests {
         })
     }
 
-    /// Appends blocks `1..=count` to a ledger with a segment per block.
+    /// Blocks `1..=count` in a ledger with a segment per block.
     fn tiny_ledger_with(count: u64) -> (tempfile::TempDir, Ledger) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ledger = open_tiny(dir.path());
-        for height in 1..=count {
-            append(&ledger, &TestBlock::new(height));
-        }
-        (dir, ledger)
+        chain_in(count, open_tiny)
     }
 
     #[test]
