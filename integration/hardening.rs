@@ -157,12 +157,18 @@ impl ConsensusService for ByzantinePeer {
             let mut message = message?;
             match (&mut message.kind, attack) {
                 (Some(Kind::Start(start)), Some(SnapshotAttack::ForgedSummary)) => {
+                    // A subtree's hash, or a lone leaf's value hash when
+                    // the state is too small for any part to hold two.
                     let summary = start
                         .summaries
                         .iter_mut()
-                        .find(|s| !s.internal_hash.is_empty())
+                        .find(|s| !s.internal_hash.is_empty() || !s.value_hash.is_empty())
                         .unwrap();
-                    summary.internal_hash = vec![9; 32];
+                    if summary.internal_hash.is_empty() {
+                        summary.value_hash = vec![9; 32];
+                    } else {
+                        summary.internal_hash = vec![9; 32];
+                    }
                     forged = true;
                 }
                 (Some(Kind::Part(part)), Some(SnapshotAttack::ForgedValue))

@@ -34,7 +34,7 @@ use govchain_exec::state_tree::key_hash;
 use govchain_exec::state_tree::snapshot::{self, PARTS, Part, Summary};
 use govchain_exec::{StateError, StateRead, check_fetched_block, transaction_id};
 use govchain_ledger::{Ledger, SnapshotBlock, SnapshotInstall};
-use govchain_pbft::{Transferred, ValidatorSet, check_transferred};
+use govchain_pbft::ValidatorSet;
 use govchain_proto::consensus::v1::consensus_service_client::ConsensusServiceClient;
 use govchain_proto::consensus::v1::{
     FetchBlocksRequest, FetchStateSnapshotRequest, FetchStateSnapshotResponse, StateEntry,
@@ -417,7 +417,10 @@ async fn next(
 
 /// Checks the headers and commit certificates from genesis up to `block`
 /// (fetched headers only), then `block` itself in full; returns its height
-/// and header.
+/// and header. Fetching runs ahead of checking (one task fetches the next
+/// calls' headers while the last ones are checked), and each call's
+/// certificates are checked in one batch of signatures per core
+/// ([`check_headers`]).
 async fn check_chain_to(
     settings: &Settings,
     client: &mut ConsensusServiceClient<tonic::transport::Channel>,
@@ -432,90 +435,187 @@ async fn check_chain_to(
     let (hash, header) = check_fetched_block(&genesis.chain_id, &limits, body)
         .map_err(|err| anyhow!("the snapshot's block: {err}"))?;
     let height = header.height;
-    let mut validators = crate::validator_set(genesis)?;
-    let mut parent = genesis.hash();
-    let mut from = 1;
-    while from <= height {
-        let to = height.min(from + HEADERS_PER_CALL - 1);
-        let mut headers = client
-            .fetch_blocks(FetchBlocksRequest {
-                from_height: from,
-                to_height: to,
-                headers_only: true,
-            })
-            .await?
-            .into_inner();
-        let mut at = from;
-        while let Some(response) = headers.next().await {
-            ensure!(at <= to, "the peer sent more headers than asked for");
-            let fetched = response?
-                .block
-                .ok_or_else(|| anyhow!("empty response for header {at}"))?;
-            let is_last = at == height;
-            // The snapshot's own block: its body was checked above.
-            let fetched = if is_last { block.clone() } else { fetched };
-            let (digest, next) =
-                check_header(&genesis.chain_id, &validators, &fetched, at, &parent)?;
-            if is_last {
-                ensure!(digest == hash, "header {at} is not the snapshot's block");
-            }
-            if let Some(next) = next {
-                validators = next;
-            }
-            parent = digest;
-            at += 1;
+    let (sender, mut fetched) = mpsc::channel(HEADER_CALLS_AHEAD);
+    let fetcher = tokio::spawn(fetch_headers(client.clone(), height, sender));
+    let mut chain = Chain {
+        validators: Arc::new(crate::validator_set(genesis)?),
+        parent: genesis.hash(),
+        next: 1,
+    };
+    while let Some(headers) = fetched.recv().await {
+        let mut headers = headers?;
+        // The snapshot's own block: its body was checked above.
+        if chain.next + headers.len() as u64 > height
+            && let Some(last) = headers.last_mut()
+        {
+            *last = block.clone();
         }
-        ensure!(
-            at == to + 1,
-            "the peer sent headers {from}..{at}, short of {to}"
-        );
-        from = to + 1;
+        let chain_id = genesis.chain_id.clone();
+        chain = tokio::task::spawn_blocking(move || check_headers(&chain_id, chain, &headers))
+            .await??;
     }
+    fetcher.abort();
+    ensure!(
+        chain.next == height + 1,
+        "the peer sent headers up to {}, short of the snapshot's block {height}",
+        chain.next - 1
+    );
+    ensure!(
+        chain.parent == hash,
+        "header {height} is not the snapshot's block"
+    );
     Ok((height, header))
 }
 
-/// A fetched header at `height` on top of `parent`, its certificate a
-/// quorum's of `validators`; returns its hash and the set it announces.
-fn check_header(
-    chain_id: &str,
-    validators: &ValidatorSet,
-    fetched: &CommittedBlock,
+/// Header calls fetched ahead of the one being checked.
+const HEADER_CALLS_AHEAD: usize = 4;
+
+/// Fetches the headers `1..=height` in calls of [`HEADERS_PER_CALL`] and
+/// sends each call's, in order; stops at the first error (sent on) or when
+/// the receiver is gone.
+async fn fetch_headers(
+    mut client: ConsensusServiceClient<tonic::transport::Channel>,
     height: u64,
-    parent: &Digest,
-) -> anyhow::Result<(Digest, Option<ValidatorSet>)> {
-    let body = fetched
-        .block
-        .as_ref()
-        .ok_or_else(|| anyhow!("header {height} is missing"))?;
-    let digest = govchain_exec::block_hash(&body.header);
-    let header =
-        govchain_exec::decode_header(body).map_err(|err| anyhow!("header {height}: {err}"))?;
-    ensure!(
-        header.height == height,
-        "the peer sent height {} for {height}",
-        header.height
-    );
-    let certificate = fetched
-        .certificate
-        .as_ref()
-        .ok_or_else(|| anyhow!("header {height} has no certificate"))?;
-    let certificate =
-        crate::wire::certificate_from_wire(certificate).map_err(anyhow::Error::msg)?;
-    check_transferred(
-        chain_id,
-        validators,
-        height,
-        parent,
-        Transferred {
-            digest,
-            parent: Digest::from_slice(&header.parent_hash)?,
-            certificate: &certificate,
-        },
-    )?;
-    let next = govchain_exec::governance::announced_set(&header.next_validators)
-        .transpose()
-        .map_err(|err| anyhow!("header {height}: next_validators: {err}"))?;
-    Ok((digest, next))
+    sender: mpsc::Sender<anyhow::Result<Vec<CommittedBlock>>>,
+) {
+    let mut from = 1;
+    while from <= height {
+        let to = height.min(from + HEADERS_PER_CALL - 1);
+        let call = async {
+            let mut stream = client
+                .fetch_blocks(FetchBlocksRequest {
+                    from_height: from,
+                    to_height: to,
+                    headers_only: true,
+                })
+                .await?
+                .into_inner();
+            let mut headers = Vec::with_capacity((to - from + 1) as usize);
+            while let Some(response) = stream.next().await {
+                ensure!(
+                    from + (headers.len() as u64) <= to,
+                    "the peer sent more headers than asked for"
+                );
+                let at = from + headers.len() as u64;
+                headers.push(
+                    response?
+                        .block
+                        .ok_or_else(|| anyhow!("empty response for header {at}"))?,
+                );
+            }
+            ensure!(
+                headers.len() as u64 == to - from + 1,
+                "the peer sent headers {from}..{}, short of {to}",
+                from + headers.len() as u64
+            );
+            Ok(headers)
+        };
+        let result = call.await;
+        let failed = result.is_err();
+        if sender.send(result).await.is_err() || failed {
+            return;
+        }
+        from = to + 1;
+    }
+}
+
+/// Where the check of a chain of headers stands: the set that certifies
+/// the next header, and the hash it must name as its parent.
+#[derive(Debug)]
+struct Chain {
+    validators: Arc<ValidatorSet>,
+    parent: Digest,
+    next: u64,
+}
+
+/// Checks `headers`, the ones from `chain.next` on: each links to the one
+/// before and has a quorum certificate of the set in force (genesis', then
+/// each one a header announces, from the next header on). The links and
+/// sets are followed in order; the certificates are then checked in one
+/// batch of signatures per core (`pbft::verify_commit_certificates`,
+/// with the verdicts of checking them one by one).
+fn check_headers(
+    chain_id: &str,
+    mut chain: Chain,
+    headers: &[CommittedBlock],
+) -> anyhow::Result<Chain> {
+    let mut checks = Vec::with_capacity(headers.len());
+    for fetched in headers {
+        let height = chain.next;
+        let body = fetched
+            .block
+            .as_ref()
+            .ok_or_else(|| anyhow!("header {height} is missing"))?;
+        let digest = govchain_exec::block_hash(&body.header);
+        let header =
+            govchain_exec::decode_header(body).map_err(|err| anyhow!("header {height}: {err}"))?;
+        ensure!(
+            header.height == height,
+            "the peer sent height {} for {height}",
+            header.height
+        );
+        let parent = Digest::from_slice(&header.parent_hash)?;
+        ensure!(
+            parent == chain.parent,
+            "header {height} names parent {parent}, but header {} is {}",
+            height - 1,
+            chain.parent
+        );
+        let certificate = fetched
+            .certificate
+            .as_ref()
+            .ok_or_else(|| anyhow!("header {height} has no certificate"))?;
+        let certificate =
+            crate::wire::certificate_from_wire(certificate).map_err(anyhow::Error::msg)?;
+        checks.push((chain.validators.clone(), height, digest, certificate));
+        if let Some(next) = govchain_exec::governance::announced_set(&header.next_validators) {
+            let next = next.map_err(|err| anyhow!("header {height}: next_validators: {err}"))?;
+            chain.validators = Arc::new(next);
+        }
+        chain.parent = digest;
+        chain.next += 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_core = checks.len().div_ceil(cores).max(1);
+    let failures: Vec<anyhow::Error> = std::thread::scope(|scope| {
+        let running: Vec<_> = checks
+            .chunks(per_core)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let batch: Vec<govchain_pbft::CertificateCheck<'_>> = chunk
+                        .iter()
+                        .map(|(validators, height, digest, certificate)| {
+                            govchain_pbft::CertificateCheck {
+                                validators,
+                                seq: *height,
+                                digest,
+                                certificate,
+                            }
+                        })
+                        .collect();
+                    govchain_pbft::verify_commit_certificates(chain_id, &batch).map_err(
+                        |(position, error)| {
+                            anyhow!(
+                                "header {}: the commit certificate does not verify: {error}",
+                                chunk[position].1
+                            )
+                        },
+                    )
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|handle| match handle.join() {
+                Ok(result) => result.err(),
+                Err(_) => Some(anyhow!("a certificate check panicked")),
+            })
+            .collect()
+    });
+    match failures.into_iter().next() {
+        Some(failure) => Err(failure),
+        None => Ok(chain),
+    }
 }
 
 /// The snapshot's block as the ledger keeps it, with its transactions'
@@ -567,4 +667,156 @@ fn installed_block(
         transactions,
         query_keys,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use govchain_crypto::SigningKey;
+    use govchain_pbft::commit_signing_bytes;
+    use govchain_proto::types::v1::{
+        Block, BlockHeader, CommitCertificate, CommitSignature, ValidatorKey,
+    };
+
+    use super::*;
+
+    const CHAIN: &str = "headers";
+
+    fn key(i: u32) -> SigningKey {
+        SigningKey::from_seed([0x50 + i as u8; 32])
+    }
+
+    /// Header `height` after `parent`, announcing `next` (indexes) and
+    /// certified by `signers`; returns it and its hash.
+    fn header(
+        height: u64,
+        parent: Digest,
+        next: &[u32],
+        signers: &[u32],
+    ) -> (CommittedBlock, Digest) {
+        let encoded = BlockHeader {
+            chain_id: CHAIN.into(),
+            height,
+            parent_hash: parent.to_vec(),
+            next_validators: next
+                .iter()
+                .map(|i| ValidatorKey {
+                    index: *i,
+                    consensus_key: key(*i).public_key().as_bytes().to_vec(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let hash = govchain_exec::block_hash(&encoded);
+        let message = commit_signing_bytes(CHAIN, 0, height, &hash);
+        let certificate = CommitCertificate {
+            height,
+            view: 0,
+            block_hash: hash.to_vec(),
+            signatures: signers
+                .iter()
+                .map(|i| CommitSignature {
+                    validator_index: *i,
+                    signature: key(*i).sign(&message).to_vec(),
+                })
+                .collect(),
+        };
+        let block = CommittedBlock {
+            block_hash: hash.to_vec(),
+            block: Some(Block {
+                header: encoded,
+                transactions: Vec::new(),
+            }),
+            certificate: Some(certificate),
+            ..Default::default()
+        };
+        (block, hash)
+    }
+
+    /// Twelve headers from `genesis`: header 4 adds validator 4, and from
+    /// header 6 on validator 4 signs instead of 1. `edit` changes the
+    /// announcement or signers of one.
+    fn chain(
+        genesis: Digest,
+        edit: impl Fn(u64, &mut Vec<u32>, &mut Vec<u32>),
+    ) -> Vec<CommittedBlock> {
+        let mut parent = genesis;
+        (1..=12)
+            .map(|height| {
+                let mut next = if height == 4 {
+                    vec![0, 1, 2, 3, 4]
+                } else {
+                    vec![]
+                };
+                // Five validators need four signatures (n - f).
+                let mut signers = match height {
+                    ..=4 => vec![0, 1, 2],
+                    5 => vec![0, 1, 2, 3],
+                    _ => vec![0, 2, 3, 4],
+                };
+                edit(height, &mut next, &mut signers);
+                let (block, hash) = header(height, parent, &next, &signers);
+                parent = hash;
+                block
+            })
+            .collect()
+    }
+
+    fn start(genesis: Digest) -> Chain {
+        Chain {
+            validators: Arc::new(
+                ValidatorSet::new((0..4).map(|i| key(i).public_key()).collect()).expect("four"),
+            ),
+            parent: genesis,
+            next: 1,
+        }
+    }
+
+    #[test]
+    fn headers_are_checked_in_order_with_the_sets_they_announce() {
+        let genesis = Digest::sha256(b"genesis");
+        let headers = chain(genesis, |_, _, _| {});
+        // In one call, or in several.
+        let whole = check_headers(CHAIN, start(genesis), &headers).expect("a certified chain");
+        assert_eq!(whole.next, 13);
+        let first = check_headers(CHAIN, start(genesis), &headers[..5]).expect("first part");
+        let rest = check_headers(CHAIN, first, &headers[5..]).expect("rest");
+        assert_eq!((rest.next, rest.parent), (13, whole.parent));
+        assert_eq!(rest.validators.len(), 5);
+
+        // Without the announcement, validator 4 cannot certify header 6.
+        let unannounced = chain(genesis, |height, next, _| {
+            if height == 4 {
+                next.clear();
+            }
+        });
+        let err = check_headers(CHAIN, start(genesis), &unannounced).expect_err("unknown signer");
+        assert!(err.to_string().starts_with("header 6: "), "{err}");
+
+        // Too few signatures on header 9, named although others follow.
+        let short = chain(genesis, |height, _, signers| {
+            if height == 9 {
+                signers.truncate(2);
+            }
+        });
+        let err = check_headers(CHAIN, start(genesis), &short).expect_err("too few");
+        assert!(err.to_string().starts_with("header 9: "), "{err}");
+
+        // A forged signature on header 11.
+        let mut forged = headers.clone();
+        forged[10]
+            .certificate
+            .as_mut()
+            .expect("certificate")
+            .signatures[1]
+            .signature = key(2).sign(b"something else").to_vec();
+        let err = check_headers(CHAIN, start(genesis), &forged).expect_err("forged");
+        assert!(err.to_string().starts_with("header 11: "), "{err}");
+
+        // A header of another chain in the middle: the link breaks.
+        let mut spliced = headers.clone();
+        spliced[6] = header(7, Digest::sha256(b"elsewhere"), &[], &[0, 2, 3, 4]).0;
+        let err = check_headers(CHAIN, start(genesis), &spliced).expect_err("unlinked");
+        assert!(err.to_string().contains("header 7 names parent"), "{err}");
+    }
 }

@@ -20,9 +20,9 @@ mod quorum;
 mod replica;
 
 pub use message::{
-    Body, CertificateError, CommitCertificate, NewView, PreparedCertificate,
+    Body, CertificateCheck, CertificateError, CommitCertificate, NewView, PreparedCertificate,
     PreparedCertificateError, SignedMessage, TransferError, Transferred, ViewChange,
-    check_transferred, commit_signing_bytes, verify_commit_certificate,
+    check_transferred, commit_signing_bytes, verify_commit_certificate, verify_commit_certificates,
 };
 pub use quorum::{ValidatorSet, ValidatorSetError};
 // The new-view rule is public so that the simulator's Byzantine primaries

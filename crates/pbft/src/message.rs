@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use govchain_crypto::{Digest, DomainHasher, Signature, SigningKey};
+use govchain_crypto::{Digest, DomainHasher, PublicKey, Signature, SigningKey};
 
 use crate::{ReplicaIndex, SequenceNumber, ValidatorSet, View};
 
@@ -283,6 +283,78 @@ pub fn verify_commit_certificate(
         });
     }
     Ok(())
+}
+
+/// One commit certificate for [`verify_commit_certificates`]: the arguments
+/// of [`verify_commit_certificate`].
+#[derive(Clone, Copy, Debug)]
+pub struct CertificateCheck<'a> {
+    pub validators: &'a ValidatorSet,
+    pub seq: SequenceNumber,
+    pub digest: &'a Digest,
+    pub certificate: &'a CommitCertificate,
+}
+
+/// Verifies many commit certificates with one batch of signatures (about
+/// three times as fast per signature as one by one), with the verdicts of
+/// [`verify_commit_certificate`] on each in turn: on any failure it checks
+/// them one by one and returns the position and error of the first that
+/// fails. For a chain of headers checked before any is used (state sync).
+pub fn verify_commit_certificates(
+    chain_id: &str,
+    checks: &[CertificateCheck<'_>],
+) -> Result<(), (usize, CertificateError)> {
+    let one_by_one = || {
+        checks.iter().enumerate().try_for_each(|(position, check)| {
+            verify_commit_certificate(
+                chain_id,
+                check.validators,
+                check.seq,
+                check.digest,
+                check.certificate,
+            )
+            .map_err(|error| (position, error))
+        })
+    };
+    let mut messages = Vec::with_capacity(checks.len());
+    let mut signed = Vec::new();
+    for check in checks {
+        let certificate = check.certificate;
+        let distinct = certificate
+            .signatures
+            .windows(2)
+            .all(|pair| pair[0].0 < pair[1].0);
+        if certificate.seq != check.seq
+            || certificate.digest != *check.digest
+            || !distinct
+            || certificate.signatures.len() < check.validators.quorum() as usize
+        {
+            return one_by_one();
+        }
+        messages.push(commit_signing_bytes(
+            chain_id,
+            certificate.view,
+            check.seq,
+            check.digest,
+        ));
+        for (index, signature) in &certificate.signatures {
+            let Some(key) = check.validators.key(*index) else {
+                return one_by_one();
+            };
+            signed.push((messages.len() - 1, *signature, *key));
+        }
+    }
+    let message_refs: Vec<&[u8]> = signed
+        .iter()
+        .map(|(message, ..)| messages[*message].as_slice())
+        .collect();
+    let signatures: Vec<Signature> = signed.iter().map(|(_, signature, _)| *signature).collect();
+    let keys: Vec<PublicKey> = signed.iter().map(|(.., key)| *key).collect();
+    if signed.is_empty() || govchain_crypto::verify_batch(&message_refs, &signatures, &keys).is_ok()
+    {
+        return Ok(());
+    }
+    one_by_one()
 }
 
 /// What a block received by state transfer claims, as the receiver read it

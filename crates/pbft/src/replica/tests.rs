@@ -633,6 +633,72 @@ fn certificate_checks() {
     ));
 }
 
+#[test]
+fn certificates_checked_in_a_batch_get_the_verdicts_of_one_by_one() {
+    let set = validators(4);
+    let digests: Vec<Digest> = (1..=6u64)
+        .map(|seq| Digest::sha256(&seq.to_be_bytes()))
+        .collect();
+    let certificate = |seq: u64, signers: &[u32]| CommitCertificate {
+        seq,
+        view: 0,
+        digest: digests[seq as usize - 1],
+        signatures: signers
+            .iter()
+            .map(|i| {
+                let message =
+                    crate::commit_signing_bytes(CHAIN, 0, seq, &digests[seq as usize - 1]);
+                (*i, key(*i).sign(&message))
+            })
+            .collect(),
+    };
+    let mut certificates: Vec<CommitCertificate> =
+        (1..=6).map(|seq| certificate(seq, &[0, 1, 2])).collect();
+    let batch = |certificates: &[CommitCertificate]| {
+        let checks: Vec<crate::CertificateCheck<'_>> = certificates
+            .iter()
+            .enumerate()
+            .map(|(i, certificate)| crate::CertificateCheck {
+                validators: &set,
+                seq: i as u64 + 1,
+                digest: &digests[i],
+                certificate,
+            })
+            .collect();
+        crate::verify_commit_certificates(CHAIN, &checks)
+    };
+    assert_eq!(batch(&certificates), Ok(()));
+    assert_eq!(batch(&[]), Ok(()));
+    // A bad signature in the fourth, a short certificate in the sixth:
+    // the fourth is named, with the error one by one gives.
+    certificates[3].signatures[1] = (1, key(1).sign(b"something else"));
+    certificates[5] = certificate(6, &[0, 1]);
+    assert_eq!(
+        batch(&certificates),
+        Err((3, crate::CertificateError::BadSignature { index: 1 }))
+    );
+    certificates[3] = certificate(4, &[1, 2, 3]);
+    assert_eq!(
+        batch(&certificates),
+        Err((
+            5,
+            crate::CertificateError::TooFewSignatures { got: 2, quorum: 3 }
+        ))
+    );
+    // A signer outside the set, and a certificate for another block.
+    certificates[5] = certificate(6, &[0, 1, 2]);
+    certificates[1].signatures[0].0 = 9;
+    assert!(matches!(
+        batch(&certificates),
+        Err((1, crate::CertificateError::UnknownSigner { index: 9, .. }))
+    ));
+    certificates[1] = certificate(3, &[0, 1, 2]);
+    assert!(matches!(
+        batch(&certificates),
+        Err((1, crate::CertificateError::WrongHeight { .. }))
+    ));
+}
+
 impl Cluster {
     /// Advances every replica's clock by `ms` in steps of 10 ms, delivering
     /// messages in between; `silent` replicas neither send nor receive.
