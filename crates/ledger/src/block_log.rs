@@ -378,40 +378,47 @@ impl BlockLog {
             )
         };
         let temp = prune_path(&path);
-        let out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
-            .map_err(|source| LogFailure::new(&temp, "creating a pruned segment", source))?;
-        let mut out = io::BufWriter::new(out);
-        let mut written = SEGMENT_HEADER_BYTES;
-        out.write_all(&PRUNED_SEGMENT_MAGIC)
-            .and_then(|()| out.write_all(&first.to_be_bytes()))
-            .map_err(|source| LogFailure::new(&temp, "writing a pruned segment", source))?;
-        let mut bytes_before = SEGMENT_HEADER_BYTES;
-        for (index, entry) in entries.iter().enumerate() {
-            let height = first + index as u64;
-            let block =
-                read_record(&file, &path, *entry, height, false).map_err(crate::ReadError::from)?;
-            let kept = strip(height, &block.encoded)
-                .map_err(|reason| PruneError::Strip { height, reason })?;
-            let record = encode_record(BlockRef {
-                height,
-                hash: block.hash,
-                parent_hash: block.parent_hash,
-                encoded: &kept,
-                pruned: true,
-            });
-            out.write_all(&record)
+        let written = (|| -> Result<(u64, u64), PruneError> {
+            let out = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&temp)
+                .map_err(|source| LogFailure::new(&temp, "creating a pruned segment", source))?;
+            let mut out = io::BufWriter::new(out);
+            let mut written = SEGMENT_HEADER_BYTES;
+            out.write_all(&PRUNED_SEGMENT_MAGIC)
+                .and_then(|()| out.write_all(&first.to_be_bytes()))
                 .map_err(|source| LogFailure::new(&temp, "writing a pruned segment", source))?;
-            written += record.len() as u64;
-            bytes_before += (RECORD_HEADER_BYTES + entry.len as usize) as u64;
-        }
-        out.into_inner()
-            .map_err(|err| err.into_error())
-            .and_then(|file| file.sync_all())
-            .map_err(|source| LogFailure::new(&temp, "syncing a pruned segment", source))?;
+            let mut bytes_before = SEGMENT_HEADER_BYTES;
+            for (index, entry) in entries.iter().enumerate() {
+                let height = first + index as u64;
+                let block = read_record(&file, &path, *entry, height, false)
+                    .map_err(crate::ReadError::from)?;
+                let kept = strip(height, &block.encoded)
+                    .map_err(|reason| PruneError::Strip { height, reason })?;
+                let record = encode_record(BlockRef {
+                    height,
+                    hash: block.hash,
+                    parent_hash: block.parent_hash,
+                    encoded: &kept,
+                    pruned: true,
+                });
+                out.write_all(&record)
+                    .map_err(|source| LogFailure::new(&temp, "writing a pruned segment", source))?;
+                written += record.len() as u64;
+                bytes_before += (RECORD_HEADER_BYTES + entry.len as usize) as u64;
+            }
+            out.into_inner()
+                .map_err(|err| err.into_error())
+                .and_then(|file| file.sync_all())
+                .map_err(|source| LogFailure::new(&temp, "syncing a pruned segment", source))?;
+            Ok((bytes_before, written))
+        })();
+        // A rewrite that failed half way is no use to a later run.
+        let (bytes_before, written) = written.inspect_err(|_| {
+            let _ = fs::remove_file(&temp);
+        })?;
         Ok(PrunedSegment {
             first,
             last: first + entries.len() as u64 - 1,

@@ -2279,7 +2279,7 @@ mod tests {
 
     #[test]
     fn a_failing_strip_leaves_the_segment_whole() {
-        let (_dir, ledger) = tiny_ledger_with(4);
+        let (dir, ledger) = tiny_ledger_with(4);
         let err = ledger
             .prune_bodies(4, &mut |height, block| {
                 if height == 2 {
@@ -2295,6 +2295,12 @@ mod tests {
         );
         assert_eq!(ledger.bodies_from(), 2, "block 1 was pruned before");
         assert!(ledger.block_by_height(2).expect("whole").is_some());
+        assert!(
+            segments(dir.path())
+                .iter()
+                .all(|path| path.extension().is_some_and(|e| e == "seg")),
+            "the failed rewrite is removed"
+        );
     }
 
     #[test]

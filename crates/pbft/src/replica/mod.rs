@@ -858,10 +858,23 @@ impl Replica {
         }
         let outstanding =
             self.pending_transactions > 0 || self.log.values().any(|s| s.proposal.is_some());
-        if !outstanding {
+        // With empty blocks, the primary owes a block every interval even
+        // with nothing pending: silence for that long and a view timeout is
+        // a fault too. Without this a primary that changed views alone
+        // (behind, then caught up by state transfer, it cannot go back)
+        // stops proposing, and backups with no transactions never time
+        // out to follow it: the chain would stall until a transaction came.
+        let owed = self.config.empty_block_interval_ms;
+        if outstanding {
+            if reset || self.progress_deadline_ms.is_none() {
+                self.progress_deadline_ms = Some(self.now_ms + self.timeout_ms(0));
+            }
+        } else if owed > 0 {
+            if reset || self.progress_deadline_ms.is_none() {
+                self.progress_deadline_ms = Some(self.now_ms + owed + self.timeout_ms(0));
+            }
+        } else {
             self.progress_deadline_ms = None;
-        } else if reset || self.progress_deadline_ms.is_none() {
-            self.progress_deadline_ms = Some(self.now_ms + self.timeout_ms(0));
         }
     }
 

@@ -80,6 +80,12 @@ struct Cluster {
     rng: SplitMix,
     /// The application builds blocks up to this height.
     max_seq: u64,
+    /// Whether transactions wait after each delivery (below `max_seq`);
+    /// without, only empty blocks are built.
+    transactions: bool,
+    /// The certificate of the highest block any replica delivered, for a
+    /// state transfer.
+    last_certificate: Option<CommitCertificate>,
     /// Replicas that left the validator set, and from which height.
     retired: Vec<(u32, SequenceNumber)>,
     /// The set before a reconfiguration, for checking certificates.
@@ -96,6 +102,8 @@ impl Cluster {
             rejected: Vec::new(),
             rng: SplitMix(seed),
             max_seq: 30,
+            transactions: true,
+            last_certificate: None,
             retired: Vec::new(),
             previous_set: None,
         }
@@ -164,15 +172,23 @@ impl Cluster {
                     Ok(())
                 );
                 self.delivered[at as usize].push((seq, digest));
-                let count = u64::from(seq < self.max_seq);
+                if self
+                    .last_certificate
+                    .as_ref()
+                    .is_none_or(|last| last.seq < seq)
+                {
+                    self.last_certificate = Some(certificate.clone());
+                }
+                let count = u64::from(self.transactions && seq < self.max_seq);
                 queue.push_back(Event::PendingTransactions { count });
             }
             Action::Rejected { sender, reason } => self.rejected.push((sender, reason)),
             Action::Retired { seq } => self.retired.push((at, seq)),
             Action::Persist(_) | Action::StateTransfer { .. } => {}
         }
-        // The application checks a proposal once the previous block is in.
-        let height = self.delivered[at as usize].len() as u64;
+        // The application checks a proposal once the previous block is in
+        // (delivered, or brought by a state transfer).
+        let height = self.replicas[at as usize].last_delivered();
         let (ready, later): (Vec<_>, Vec<_>) = self.deferred_checks[at as usize]
             .drain(..)
             .partition(|(_, seq, _)| *seq == height + 1);
@@ -714,6 +730,71 @@ impl Cluster {
                 .retain(|(to, m)| !silent.contains(to) && !silent.contains(&m.sender));
             self.run_filtered(200, |to| silent.contains(&to));
         }
+    }
+}
+
+#[test]
+fn with_empty_blocks_a_primary_that_changed_views_alone_is_followed() {
+    // The primary hears nothing for a while: the backups commit its last
+    // proposal without it, and it times out and asks for the next view
+    // alone. State transfer then brings it that block, but it cannot go
+    // back to the old view. No transaction is pending, so only the empty
+    // block the primary owes every interval tells the backups that it is
+    // gone: that silence must make them follow it into the next view.
+    let n = 4;
+    let mut cluster = Cluster::new(n, 9);
+    cluster.replicas = (0..n).map(|i| replica_with(n, i, 10)).collect();
+    cluster.max_seq = u64::MAX;
+    cluster.transactions = false;
+    let mut now = 0;
+    cluster.run_for(200, &mut now, &[]);
+    assert!(cluster.delivered[1].len() > 5, "empty blocks flow");
+    for _ in 0..150 {
+        now += 10;
+        for i in 0..n {
+            cluster.step(i, Event::Tick { now_ms: now });
+        }
+        cluster.run_filtered(200, |to| to == 0);
+    }
+    assert!(
+        !cluster.replicas[0].is_normal(),
+        "the deaf primary asks for a view change"
+    );
+    let certificate = cluster.last_certificate.clone().expect("blocks delivered");
+    let transferred = certificate.seq;
+    cluster.step(
+        0,
+        Event::StateTransferred {
+            certificate,
+            epoch: None,
+        },
+    );
+    let caught_up = cluster.delivered[0].len();
+    cluster.run_for(5_000, &mut now, &[]);
+    let view = cluster.replicas[0].view();
+    assert!(view > 0, "the chain stayed in view 0");
+    for i in 0..n as usize {
+        let replica = &cluster.replicas[i];
+        assert!(replica.is_normal(), "replica {i} is stuck changing views");
+        assert_eq!(replica.view(), view, "replica {i}");
+        let last = cluster.delivered[i].last().map_or(0, |(seq, _)| *seq);
+        assert!(
+            last > transferred + 10,
+            "replica {i} is at {last}, block {transferred} was transferred"
+        );
+    }
+    assert!(cluster.delivered[0].len() > caught_up + 10);
+    let from = (transferred + 1) as usize;
+    let tail = |i: usize| -> Vec<(SequenceNumber, Digest)> {
+        cluster.delivered[i]
+            .iter()
+            .filter(|(seq, _)| *seq as usize >= from)
+            .copied()
+            .collect()
+    };
+    let shortest = (0..n as usize).map(|i| tail(i).len()).min().expect("four");
+    for i in 0..n as usize {
+        assert_eq!(tail(i)[..shortest], tail(1)[..shortest], "replica {i}");
     }
 }
 
