@@ -168,13 +168,19 @@ async fn main() {
                 cluster.log_tail(STATE_SYNC)
             )
         });
-    let field = |name: &str| {
-        installed
-            .split_whitespace()
+    // "checked the certificates up to the snapshot's block" carries the
+    // time the header chain took (`chain_seconds`).
+    let checked = log
+        .lines()
+        .find(|line| line.contains("checked the certificates up to"))
+        .unwrap_or_default();
+    let field_of = |line: &str, name: &str| {
+        line.split_whitespace()
             .find_map(|word| word.strip_prefix(&format!("{name}=")))
             .unwrap_or("?")
             .to_owned()
     };
+    let field = |name: &str| field_of(installed, name);
     let (snapshot, block) = (done[0].unwrap(), done[1].unwrap());
     println!("catch-up of a node {target} blocks behind ({submitted} transactions of state):");
     println!(
@@ -183,6 +189,11 @@ async fn main() {
         field("height"),
         field("entries"),
         field("seconds"),
+    );
+    println!(
+        "                         of which the chain of {} headers and certificates: {} s",
+        field("height"),
+        field_of(checked, "chain_seconds"),
     );
     println!(
         "  block sync:  {:>8.1} s (every block from genesis, executed)",
