@@ -226,9 +226,10 @@ class Chain:
         )
         return tx_id
 
-    def wait_committed(self, tx_id, *nodes):
+    def wait_committed(self, tx_id, *nodes, refused=False):
         """Polls GetTransaction on each node until the transaction is
-        committed there, and checks that it succeeded."""
+        committed there, and checks that it succeeded (or, with `refused`,
+        that it was ordered but failed)."""
         for department in nodes:
             deadline = time.monotonic() + COMMIT_TIMEOUT_SECONDS
             while True:
@@ -251,8 +252,8 @@ class Chain:
                 time.sleep(COMMIT_POLL_SECONDS)
             outcome = status.result.outcome
             check(
-                outcome == types_pb2.TRANSACTION_OUTCOME_SUCCESS,
-                f"transaction {tx_id.hex()} committed but failed: "
+                (outcome == types_pb2.TRANSACTION_OUTCOME_SUCCESS) != refused,
+                f"transaction {tx_id.hex()} committed with outcome "
                 f"{types_pb2.TransactionOutcome.Name(outcome)} {status.result.error!r}",
             )
         return status.block_height
@@ -519,6 +520,9 @@ class Flow:
         step("read the photo as tax, under the consent")
         envelope, self.access_tx = self.access_envelope()
         received = read_attribute(self.tax, envelope)
+        # The listing asks civil, which may apply the block a moment
+        # after tax, where the read waited for it.
+        self.chain.wait_committed(self.access_tx, self.civil)
         check(received == self.blob, "the released blob differs from the uploaded one")
         opened = types_pb2.SealedAttribute()
         opened.ParseFromString(received)
@@ -553,12 +557,13 @@ class Flow:
         ok("revoked")
 
         step("read again as tax: denied")
-        envelope, _ = self.access_envelope()
+        envelope, refused_tx = self.access_envelope()
         details = expect_rpc_error(
             lambda: read_attribute(self.tax, envelope),
             grpc.StatusCode.PERMISSION_DENIED,
             "revoked",
         )
+        self.chain.wait_committed(refused_tx, self.civil, refused=True)
         # The attempt is in the citizen's log, as a refusal that released
         # nothing; civil, which never read, sees none of it.
         accesses = self.citizen_accesses()

@@ -32,7 +32,7 @@ mod inclusion_proof;
 mod limits;
 mod mempool;
 mod peers;
-pub mod prune;
+mod prune;
 pub mod queries;
 mod query_index;
 mod readiness;
