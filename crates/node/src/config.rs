@@ -210,6 +210,11 @@ pub struct Settings {
     pub portal_url: Option<String>,
 }
 
+/// The smallest horizon `node.toml` accepts: peers this far behind (two
+/// checkpoints of the ledger) still catch up block by block from a pruning
+/// node, and a pruned block is never one a restart re-applies.
+pub const PRUNE_HORIZON_BLOCKS_MIN: u64 = 128;
+
 /// The smallest `block_log_segment_bytes`.
 pub const BLOCK_LOG_SEGMENT_BYTES_MIN: u64 = 4096;
 
@@ -459,11 +464,11 @@ impl Settings {
             );
         }
         if let Some(horizon) = file.prune_horizon_blocks
-            && horizon < crate::prune::PRUNE_HORIZON_BLOCKS_MIN
+            && horizon < PRUNE_HORIZON_BLOCKS_MIN
         {
             bail!(
                 "prune_horizon_blocks = {horizon}: must be at least {} (or unset, to keep every block)",
-                crate::prune::PRUNE_HORIZON_BLOCKS_MIN
+                PRUNE_HORIZON_BLOCKS_MIN
             );
         }
         if let Some(bytes) = file.block_log_segment_bytes

@@ -18,10 +18,7 @@ use prost::Message as _;
 
 use crate::shared::Shared;
 
-/// The smallest horizon `node.toml` accepts: peers this far behind (two
-/// checkpoints of the ledger) still catch up block by block from a pruning
-/// node, and a pruned block is never one a restart re-applies.
-pub const PRUNE_HORIZON_BLOCKS_MIN: u64 = 128;
+pub use crate::config::PRUNE_HORIZON_BLOCKS_MIN;
 
 /// How often the node looks for segments to prune.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
