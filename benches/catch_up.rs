@@ -184,10 +184,11 @@ async fn main() {
     let (snapshot, block) = (done[0].unwrap(), done[1].unwrap());
     println!("catch-up of a node {target} blocks behind ({submitted} transactions of state):");
     println!(
-        "  state sync:  {:>8.1} s (snapshot at height {} with {} state entries installed in {} s, then the blocks after it)",
+        "  state sync:  {:>8.1} s (snapshot at height {} with {} state entries, {:.1} MB of keys and values, installed in {} s, then the blocks after it)",
         snapshot.as_secs_f64(),
         field("height"),
         field("entries"),
+        field("state_bytes").parse::<f64>().unwrap_or(f64::NAN) / 1e6,
         field("seconds"),
     );
     println!(

@@ -31,6 +31,11 @@ use crate::{CACHE_SIZE_BYTES_MAX, Head, LEDGER_FILE_NAME};
 /// Where an install is staged inside the data directory.
 pub const INSTALL_DIR_NAME: &str = "snapshot-install";
 
+/// [`SnapshotInstall::add`] writes what it took once this many bytes of
+/// keys and values are waiting: a bound on the install's memory, and
+/// large enough that a batch fills whole B-tree pages in key order.
+pub const INSTALL_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
 /// The block the snapshot was taken at: the installed ledger's first.
 #[derive(Clone, Copy, Debug)]
 pub struct SnapshotBlock<'a> {
@@ -56,6 +61,14 @@ pub struct SnapshotInstall {
     chain_id: String,
     genesis_hash: Digest,
     state_entries: u64,
+    state_bytes: u64,
+    /// Taken by `add`, not yet written (see `flush`).
+    state: Vec<(Vec<u8>, Vec<u8>)>,
+    tree: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The keys' and values' bytes in `state` and `tree`.
+    buffered_bytes: usize,
+    /// [`INSTALL_BATCH_BYTES`]; lowered by tests.
+    batch_bytes: usize,
 }
 
 impl SnapshotInstall {
@@ -89,26 +102,59 @@ impl SnapshotInstall {
             chain_id: chain_id.to_owned(),
             genesis_hash,
             state_entries: 0,
+            state_bytes: 0,
+            state: Vec::new(),
+            tree: Vec::new(),
+            buffered_bytes: 0,
+            batch_bytes: INSTALL_BATCH_BYTES,
         })
     }
 
-    /// Stores one verified part: its state entries and its tree nodes.
+    /// Takes one verified part: its state entries and its tree nodes.
+    /// They are buffered and written with the parts before or after them
+    /// in batches of [`INSTALL_BATCH_BYTES`], each sorted and inserted in
+    /// one write transaction: a part's keys are spread over the whole key
+    /// space (parts go by key hash), so writing part by part would rewrite
+    /// most of the state's B-tree pages once per part.
     pub fn add(
         &mut self,
-        state: &[(Vec<u8>, Vec<u8>)],
-        tree: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+        state: Vec<(Vec<u8>, Vec<u8>)>,
+        tree: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
     ) -> Result<(), StorageFailure> {
+        self.state_entries += state.len() as u64;
+        for (key, value) in &state {
+            self.buffered_bytes += key.len() + value.len();
+            self.state_bytes += (key.len() + value.len()) as u64;
+        }
+        self.state.extend(state);
+        for (path, node) in tree {
+            self.buffered_bytes += path.len() + node.len();
+            self.tree.push((path, node));
+        }
+        if self.buffered_bytes >= self.batch_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what `add` buffered, in key order, in one write transaction
+    /// without `fsync` (`finish` commits durably).
+    fn flush(&mut self) -> Result<(), StorageFailure> {
+        if self.state.is_empty() && self.tree.is_empty() {
+            return Ok(());
+        }
+        self.state.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.tree.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut db_write = self
             .db
             .begin_write()
             .context("beginning an install write")?;
-        // Durable once, at `finish`; a crash before it leaves only staging.
         db_write
             .set_durability(Durability::None)
             .context("requesting a write without fsync")?;
         {
             let mut table = db_write.open_table(STATE).context("opening state")?;
-            for (key, value) in state {
+            for (key, value) in &self.state {
                 table
                     .insert(key.as_slice(), value.as_slice())
                     .context("installing state")?;
@@ -116,25 +162,40 @@ impl SnapshotInstall {
             let mut nodes = db_write
                 .open_table(STATE_TREE)
                 .context("opening the state tree")?;
-            for (path, node) in tree {
+            for (path, node) in &self.tree {
                 nodes
                     .insert(path.as_slice(), node.as_slice())
                     .context("installing state tree nodes")?;
             }
         }
         db_write.commit().context("committing installed state")?;
-        self.state_entries += state.len() as u64;
+        self.state.clear();
+        self.tree.clear();
+        self.buffered_bytes = 0;
         Ok(())
     }
 
-    /// State entries added so far.
+    /// Writes every part as soon as `add` takes it.
+    #[cfg(test)]
+    pub(crate) fn unbatched(mut self) -> Self {
+        self.batch_bytes = 0;
+        self
+    }
+
+    /// How many state entries `add` took.
     pub fn state_entries(&self) -> u64 {
         self.state_entries
     }
 
+    /// The bytes of the keys and values of the state entries `add` took.
+    pub fn state_bytes(&self) -> u64 {
+        self.state_bytes
+    }
+
     /// Records `block` as the first block and the head, makes everything
     /// durable and moves the ledger into place.
-    pub fn finish(self, block: SnapshotBlock<'_>) -> Result<(), OpenError> {
+    pub fn finish(mut self, block: SnapshotBlock<'_>) -> Result<(), OpenError> {
+        self.flush()?;
         let head = Head {
             height: block.height,
             hash: block.hash,

@@ -2587,12 +2587,14 @@ mod tests {
         // An install that stopped half way is started afresh.
         let mut install =
             crate::SnapshotInstall::begin(dir.path(), CHAIN, genesis()).expect("begin");
-        install.add(&state[..1], &BTreeMap::new()).expect("add");
+        install.add(state[..1].to_vec(), []).expect("add");
         drop(install);
-        let mut install =
-            crate::SnapshotInstall::begin(dir.path(), CHAIN, genesis()).expect("begin");
-        install.add(&state[..1], &tree).expect("add");
-        install.add(&state[1..], &BTreeMap::new()).expect("add");
+        // Written part by part this time (the node's batches hold many).
+        let mut install = crate::SnapshotInstall::begin(dir.path(), CHAIN, genesis())
+            .expect("begin")
+            .unbatched();
+        install.add(state[2..].to_vec(), tree.clone()).expect("add");
+        install.add(state[..2].to_vec(), []).expect("add");
         assert_eq!(install.state_entries(), 3);
         install.finish(snapshot_block).expect("finish");
         assert!(!dir.path().join(crate::INSTALL_DIR_NAME).exists());

@@ -152,7 +152,7 @@ pub async fn run(
         && no_ledger
         && let Some(joined) = state_sync::join(&settings).await
     {
-        info!(node = %settings.name, height = joined.height, entries = joined.state_entries, peer = %joined.peer, seconds = joined.elapsed.as_secs_f64(), "installed a state snapshot; fetching the blocks after it");
+        info!(node = %settings.name, height = joined.height, entries = joined.state_entries, state_bytes = joined.state_bytes, peer = %joined.peer, seconds = joined.elapsed.as_secs_f64(), "installed a state snapshot; fetching the blocks after it");
     }
     let ledger = Arc::new(
         Ledger::open_with(

@@ -15,13 +15,18 @@
 //! genesis up to the snapshot's block (headers only, with the validator
 //! set each header announces), checks the block's body, folds the
 //! summaries into the header's state root, then rebuilds and checks each
-//! part as it arrives before it is stored. A peer that sends anything that
-//! does not check is left for the next; the partial install is discarded.
+//! part as it arrives before it is stored. Three stages overlap: the
+//! stream receives part i + 1 while a blocking thread checks part i and
+//! the `snapshot-install` thread writes the parts checked before it (in
+//! sorted batches, see `SnapshotInstall::add`). A peer that sends anything
+//! that does not check is left for the next; the partial install is
+//! discarded.
 //!
 //! **Invariant:** nothing is stored that was not checked against a state
 //! root certified by a quorum of the validator set in force, and the
 //! ledger appears only once every part checked (`SnapshotInstall`).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
@@ -265,6 +270,8 @@ fn summary_from_wire(wire: &StateSnapshotPartSummary) -> anyhow::Result<Summary>
 pub struct Joined {
     pub height: u64,
     pub state_entries: u64,
+    /// The entries' keys and values, in bytes.
+    pub state_bytes: u64,
     pub peer: u32,
     pub elapsed: Duration,
 }
@@ -277,10 +284,15 @@ pub async fn join(settings: &Settings) -> Option<Joined> {
     for peer in &settings.peers {
         let started = Instant::now();
         match join_from(settings, peer).await {
-            Ok(Some((height, state_entries))) => {
+            Ok(Some(Installed {
+                height,
+                state_entries,
+                state_bytes,
+            })) => {
                 return Some(Joined {
                     height,
                     state_entries,
+                    state_bytes,
                     peer: peer.index,
                     elapsed: started.elapsed(),
                 });
@@ -300,7 +312,7 @@ pub async fn join(settings: &Settings) -> Option<Joined> {
 async fn join_from(
     settings: &Settings,
     peer: &crate::config::Peer,
-) -> anyhow::Result<Option<(u64, u64)>> {
+) -> anyhow::Result<Option<Installed>> {
     let channel = Endpoint::from_shared(peer.address.clone())?
         .tls_config(peer_client_config(settings, &peer.name))?
         .connect_timeout(Duration::from_secs(2))
@@ -338,14 +350,63 @@ async fn join_from(
         "the part summaries fold to {root}, not the state root {state_root} of certified block {height}"
     );
     info!(node = %settings.name, peer = %peer.name, height, entries = start.state_entries, chain_seconds, "checked the certificates up to the snapshot's block; fetching its state");
-    let mut install =
-        SnapshotInstall::begin(&settings.data_dir, &genesis.chain_id, genesis.hash())?;
+    let install = SnapshotInstall::begin(&settings.data_dir, &genesis.chain_id, genesis.hash())?;
+    let installer = Installer::start(install)?;
+    let fetched = fetch_parts(&mut stream, &summaries, &installer).await;
+    // Joined whatever happened, so no write outlives this attempt; a
+    // storage failure explains why the fetch stopped, so it comes first.
+    let mut install = installer.finish().await?;
+    let departments_value = fetched?;
+    let parent_hash = Digest::from_slice(&header.parent_hash)?;
+    let appendable = installed_block(settings, block, departments_value)?;
+    let hash = Digest::from_slice(&appendable.committed.block_hash)?;
+    let timestamp_ms = header.timestamp_ms;
+    // The last batch's inserts and the durable commit: off the runtime.
+    let installed = tokio::task::spawn_blocking(move || -> anyhow::Result<Installed> {
+        install.add(Vec::new(), top_nodes)?;
+        let installed = Installed {
+            height,
+            state_entries: install.state_entries(),
+            state_bytes: install.state_bytes(),
+        };
+        install.finish(SnapshotBlock {
+            height,
+            hash,
+            parent_hash,
+            state_root,
+            timestamp_ms,
+            encoded: &appendable.encoded,
+            transactions: &appendable.transactions,
+            query_keys: &appendable.query_keys,
+        })?;
+        Ok(installed)
+    })
+    .await??;
+    Ok(Some(installed))
+}
+
+/// What one peer's snapshot installed.
+struct Installed {
+    height: u64,
+    state_entries: u64,
+    state_bytes: u64,
+}
+
+/// Receives the parts in order, checks each against its summary on a
+/// blocking thread while the next one arrives, and hands the checked ones
+/// to `installer`; returns the departments entry if the state holds one.
+async fn fetch_parts(
+    stream: &mut tonic::Streaming<FetchStateSnapshotResponse>,
+    summaries: &[Summary],
+    installer: &Installer,
+) -> anyhow::Result<Option<Vec<u8>>> {
     let mut departments_value = None;
+    let mut checking: Option<tokio::task::JoinHandle<anyhow::Result<CheckedPart>>> = None;
     let mut next_part = 0;
     let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut part_bytes = 0_usize;
     while next_part < PARTS {
-        let Some(Kind::Part(part)) = next(&mut stream).await? else {
+        let Some(Kind::Part(part)) = next(stream).await? else {
             bail!("the snapshot ended at part {next_part} of {PARTS}");
         };
         ensure!(
@@ -368,39 +429,88 @@ async fn join_from(
         let taken = std::mem::take(&mut entries);
         let expected = summaries[next_part];
         let index = next_part;
-        let (taken, rebuilt) = tokio::task::spawn_blocking(move || {
-            let rebuilt = Part::build(index, &taken).and_then(|part| {
-                part.verify(&expected)?;
-                Ok(part)
-            });
-            (taken, rebuilt)
-        })
-        .await?;
-        let rebuilt = rebuilt?;
-        if let Some((_, value)) = taken
-            .iter()
-            .find(|(key, _)| key.as_slice() == govchain_exec::governance::DEPARTMENTS_KEY)
-        {
-            departments_value = Some(value.clone());
+        let check = tokio::task::spawn_blocking(move || {
+            let rebuilt = Part::build(index, &taken)?;
+            rebuilt.verify(&expected)?;
+            Ok(CheckedPart {
+                entries: taken,
+                nodes: rebuilt.nodes,
+            })
+        });
+        if let Some(previous) = checking.replace(check) {
+            hand_over(previous.await??, &mut departments_value, installer).await?;
         }
-        install.add(&taken, &rebuilt.nodes)?;
         next_part += 1;
     }
-    install.add(&[], &top_nodes)?;
-    let state_entries = install.state_entries();
-    let parent_hash = Digest::from_slice(&header.parent_hash)?;
-    let appendable = installed_block(settings, block, departments_value)?;
-    install.finish(SnapshotBlock {
-        height,
-        hash: Digest::from_slice(&appendable.committed.block_hash)?,
-        parent_hash,
-        state_root,
-        timestamp_ms: header.timestamp_ms,
-        encoded: &appendable.encoded,
-        transactions: &appendable.transactions,
-        query_keys: &appendable.query_keys,
-    })?;
-    Ok(Some((height, state_entries)))
+    if let Some(last) = checking {
+        hand_over(last.await??, &mut departments_value, installer).await?;
+    }
+    Ok(departments_value)
+}
+
+/// A part whose entries rebuilt the summary the certified root vouches for.
+struct CheckedPart {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    nodes: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+async fn hand_over(
+    part: CheckedPart,
+    departments_value: &mut Option<Vec<u8>>,
+    installer: &Installer,
+) -> anyhow::Result<()> {
+    if let Some((_, value)) = part
+        .entries
+        .iter()
+        .find(|(key, _)| key.as_slice() == govchain_exec::governance::DEPARTMENTS_KEY)
+    {
+        *departments_value = Some(value.clone());
+    }
+    installer.add(part).await
+}
+
+/// Checked parts waiting for the install thread, at most: the fetch runs
+/// ahead of the ledger's writes by this much (each part is 1/256 of the
+/// state).
+const INSTALL_QUEUE_PARTS: usize = 4;
+
+/// Writes checked parts into the [`SnapshotInstall`] on a thread of its
+/// own, so that the ledger's inserts overlap fetching and checking.
+struct Installer {
+    parts: mpsc::Sender<CheckedPart>,
+    thread: std::thread::JoinHandle<Result<SnapshotInstall, govchain_ledger::StorageFailure>>,
+}
+
+impl Installer {
+    fn start(mut install: SnapshotInstall) -> anyhow::Result<Self> {
+        let (parts, mut queued) = mpsc::channel::<CheckedPart>(INSTALL_QUEUE_PARTS);
+        let thread = std::thread::Builder::new()
+            .name("snapshot-install".into())
+            .spawn(move || {
+                while let Some(part) = queued.blocking_recv() {
+                    install.add(part.entries, part.nodes)?;
+                }
+                Ok(install)
+            })?;
+        Ok(Self { parts, thread })
+    }
+
+    /// Queues `part`; waits while the queue is full.
+    async fn add(&self, part: CheckedPart) -> anyhow::Result<()> {
+        self.parts
+            .send(part)
+            .await
+            .map_err(|_| anyhow!("the snapshot install stopped"))
+    }
+
+    /// Waits until every queued part is written.
+    async fn finish(self) -> anyhow::Result<SnapshotInstall> {
+        let Self { parts, thread } = self;
+        drop(parts);
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await?;
+        let install = joined.map_err(|_| anyhow!("the snapshot install thread panicked"))?;
+        Ok(install?)
+    }
 }
 
 async fn next(
