@@ -8,7 +8,9 @@
 //! certificates up to a validator's head, the state in 256 checked parts,
 //! then the blocks after it), one without (every block from genesis,
 //! executed). Each is timed until it reaches the height the validators had
-//! when both started.
+//! when both started, and its process's CPU time (user and system) is read
+//! at that moment: the wall-clock ratio depends on what else shares the
+//! cores, the CPU ratio does not.
 //!
 //!     make bench-catch-up                          # 100,000 blocks
 //!     cargo bench -p govchain-cli --bench catch_up -- --blocks 20000 --load-seconds 30
@@ -148,12 +150,14 @@ async fn main() {
     cluster.start_node_with_env(STATE_SYNC, &[("GOVCHAIN_STATE_SYNC", "true")]);
     cluster.start_node(BLOCK_SYNC);
     let mut done: [Option<Duration>; 2] = [None, None];
+    let mut cpu: [f64; 2] = [0.0; 2];
     let limit = Duration::from_secs(3_600);
     while done.iter().any(Option::is_none) {
         assert!(begin.elapsed() < limit, "no catch-up within {limit:?}");
         for (slot, observer) in [STATE_SYNC, BLOCK_SYNC].into_iter().enumerate() {
             if done[slot].is_none() && height(&cluster, observer).await.unwrap_or(0) >= target {
                 done[slot] = Some(begin.elapsed());
+                cpu[slot] = cpu_seconds(&cluster, observer);
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -204,4 +208,23 @@ async fn main() {
         "  ratio:       {:>8.1}x",
         block.as_secs_f64() / snapshot.as_secs_f64()
     );
+    // Both observers and the validators share the machine's cores, so the
+    // wall-clock ratio depends on what else runs; the CPU each observer
+    // spent to get there does not.
+    println!(
+        "  CPU:         {:>8.1} s state sync, {:.1} s block sync ({:.1}x)",
+        cpu[0],
+        cpu[1],
+        cpu[1] / cpu[0]
+    );
+}
+
+/// The CPU time (user and system) node `i`'s process has used so far.
+fn cpu_seconds(cluster: &Cluster, i: usize) -> f64 {
+    let pid = cluster.nodes[i].child.as_ref().unwrap().id();
+    let stat = procfs::process::Process::new(pid as i32)
+        .unwrap()
+        .stat()
+        .unwrap();
+    (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64
 }
