@@ -13,13 +13,13 @@
 use anyhow::{Context as _, bail};
 use govchain_crypto::Digest;
 use govchain_exec::governance::DEPARTMENTS_KEY;
-use govchain_exec::{CheckContext, ExecutedBlock, check_block};
+use govchain_exec::{BlockError, CheckContext, ExecutedBlock, check_block};
 use govchain_ledger::{AppendBlock, Ledger};
 use govchain_pki::Genesis;
 use govchain_proto::types::v1::{Block, BlockHeader, CommitCertificate, CommittedBlock};
 use prost::Message as _;
 
-use crate::chain_state::{self, InForce, LedgerState};
+use crate::chain_state::{self, HeadState, InForce};
 
 /// The owned parts of an append; [`Appendable::append_block`] borrows them.
 pub struct Appendable {
@@ -124,14 +124,14 @@ pub fn replay_log(ledger: &Ledger, genesis: &Genesis) -> anyhow::Result<u64> {
             limits: &limits,
             timestamp_ms_max: u64::MAX,
         };
-        let checked = check_block(
-            &context,
-            &digest,
-            &block.encode_to_vec(),
-            &LedgerState(ledger),
-            |_, _| true,
-        )
-        .with_context(|| format!("logged block {height} does not execute against the state"))?;
+        let checked = HeadState::at(ledger, head.height, &head.hash)
+            .map_err(BlockError::from)
+            .and_then(|state| {
+                check_block(&context, &digest, &block.encode_to_vec(), &state, |_, _| {
+                    true
+                })
+            })
+            .with_context(|| format!("logged block {height} does not execute against the state"))?;
         let appendable = Appendable::new(
             digest,
             &checked.header,

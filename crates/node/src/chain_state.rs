@@ -8,8 +8,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
+use govchain_crypto::Digest;
 use govchain_exec::{Department, Departments, StateError, StateRead, TreeRead};
-use govchain_ledger::Ledger;
+use govchain_ledger::{HeadView, Ledger};
 use govchain_pbft::ValidatorSet;
 use govchain_pki::Genesis;
 use govchain_proto::types::v1::ValidatorSetRecord;
@@ -183,8 +184,51 @@ pub fn departments(genesis: &Genesis) -> Departments {
     )
 }
 
-/// World state at the head of the ledger.
+/// World state at the head of the ledger, each read from the newest
+/// commit: for a few reads outside execution. Executing a block reads
+/// through [`HeadState`] instead.
 pub struct LedgerState<'a>(pub &'a Ledger);
+
+/// World state and its tree at one head, from one ledger read snapshot: a
+/// block's execution reads many keys and tree nodes, and one snapshot for
+/// all of them costs one read transaction instead of one per read (and
+/// they all see the same head); proofs and state snapshots need their
+/// reads to agree.
+pub struct HeadState(pub HeadView);
+
+impl HeadState {
+    /// The state at the ledger's head, which must be block `height` with
+    /// `hash`: what the caller is executing on.
+    pub fn at(ledger: &Ledger, height: u64, hash: &Digest) -> Result<Self, StateError> {
+        let view = ledger
+            .head_view()
+            .map_err(|err| StateError::Read(err.to_string()))?;
+        let head = view.head();
+        if head.height != height || head.hash != *hash {
+            return Err(StateError::Read(format!(
+                "the ledger's head is block {} ({}), not block {height} ({hash}) being built on",
+                head.height, head.hash
+            )));
+        }
+        Ok(Self(view))
+    }
+}
+
+impl StateRead for HeadState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.0
+            .state(key)
+            .map_err(|err| StateError::Read(err.to_string()))
+    }
+}
+
+impl TreeRead for HeadState {
+    fn tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.0
+            .state_tree_node(path)
+            .map_err(|err| StateError::Read(err.to_string()))
+    }
+}
 
 impl StateRead for LedgerState<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
@@ -199,5 +243,34 @@ impl TreeRead for LedgerState<'_> {
         self.0
             .state_tree_node(path)
             .map_err(|err| StateError::Read(err.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use govchain_crypto::DomainHasher;
+
+    use super::*;
+
+    #[test]
+    fn head_state_is_taken_only_at_the_head_being_built_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let genesis = DomainHasher::new("genesis").u64(1).finish();
+        let ledger = Ledger::open(dir.path(), "c", genesis).expect("open");
+        let state = HeadState::at(&ledger, 0, &genesis).expect("at the head");
+        assert_eq!(state.get(b"missing").expect("read"), None);
+        assert_eq!(state.tree_node(b"").expect("read"), None);
+        let other = DomainHasher::new("block").u64(1).finish();
+        let Err(StateError::Read(message)) = HeadState::at(&ledger, 1, &other) else {
+            panic!("a head the ledger does not have must be refused");
+        };
+        assert!(
+            message.contains("head is block 0") && message.contains("not block 1"),
+            "{message}"
+        );
+        assert!(
+            HeadState::at(&ledger, 0, &other).is_err(),
+            "same height, other hash"
+        );
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::batches::Batch;
-use crate::chain_state::LedgerState;
+use crate::chain_state::HeadState;
 use crate::clock::now_ms;
 use crate::consensus_store;
 use crate::requests::FetchRequest;
@@ -355,17 +355,18 @@ impl Driver {
             let _scope = span.enter();
             let _execute = tracing::info_span!("execute").entered();
             let mempool = self.shared.mempool();
-            let state = LedgerState(&self.shared.ledger);
-            build_block(
-                self.shared.chain_id(),
-                &head,
-                view,
-                me,
-                timestamp_ms,
-                mempool.candidates(),
-                &self.shared.limits,
-                &state,
-            )
+            HeadState::at(&self.shared.ledger, head.height, &head.hash).and_then(|state| {
+                build_block(
+                    self.shared.chain_id(),
+                    &head,
+                    view,
+                    me,
+                    timestamp_ms,
+                    mempool.candidates(),
+                    &self.shared.limits,
+                    &state,
+                )
+            })
         });
         self.metrics.execution_cpu(spent);
         let built = match built {
@@ -604,11 +605,12 @@ impl Driver {
         // admission goes on meanwhile.
         let (checked, spent) = crate::telemetry::thread_cpu::measured(|| {
             execute.in_scope(|| {
+                let state = HeadState::at(&self.shared.ledger, head.height, &head.hash)?;
                 check_block_reusing(
                     &context,
                     &digest,
                     &encoded,
-                    &LedgerState(&self.shared.ledger),
+                    &state,
                     |envelope| self.shared.mempool().admitted(envelope),
                     |_, _| false,
                 )
@@ -909,7 +911,7 @@ impl Driver {
             };
             let encoded = block.encode_to_vec();
             let (checked, spent) = crate::telemetry::thread_cpu::measured(|| {
-                let state = LedgerState(&self.shared.ledger);
+                let state = HeadState::at(&self.shared.ledger, head.height, &head.hash)?;
                 check_block(&context, &digest, &encoded, &state, |_, _| true)
             });
             self.metrics.execution_cpu(spent);

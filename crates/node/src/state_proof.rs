@@ -3,33 +3,14 @@
 //! client's side ([`verify_state_proof`]: pure, offline, against genesis).
 
 use govchain_crypto::Digest;
-use govchain_exec::{EMPTY_ROOT, ProofError, StateError, StateProof, StateRead, TreeRead, prove};
-use govchain_ledger::{HeadView, Ledger, ReadError};
+use govchain_exec::{EMPTY_ROOT, ProofError, StateError, StateProof, StateRead as _, prove};
+use govchain_ledger::{Ledger, ReadError};
 use govchain_pbft::ValidatorSet;
 use govchain_proto::types::v1::{self as types, CommittedBlock};
 use prost::Message as _;
 
 use crate::certified_header::{CertifiedHeaderError, certify_header};
-
-/// World state and its tree at one head, from one ledger snapshot, so that
-/// value, proof and header agree.
-pub(crate) struct HeadState(pub(crate) HeadView);
-
-impl StateRead for HeadState {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.0
-            .state(key)
-            .map_err(|err| StateError::Read(err.to_string()))
-    }
-}
-
-impl TreeRead for HeadState {
-    fn tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.0
-            .state_tree_node(path)
-            .map_err(|err| StateError::Read(err.to_string()))
-    }
-}
+use crate::chain_state::HeadState;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -54,11 +54,10 @@ use tonic::Status;
 use tonic::transport::Endpoint;
 use tracing::{info, warn};
 
-use crate::chain_state;
+use crate::chain_state::{self, HeadState};
 use crate::config::Settings;
 use crate::errors::internal;
 use crate::peers::PEER_MESSAGE_BYTES_MAX;
-use crate::state_proof::HeadState;
 use crate::tls::peer_client_config;
 
 /// The entries of one message of a part, in encoded bytes at most (one
