@@ -175,10 +175,10 @@ impl SnapshotInstall {
         Ok(())
     }
 
-    /// Writes every part as soon as `add` takes it.
+    /// Writes once `bytes` wait instead of [`INSTALL_BATCH_BYTES`].
     #[cfg(test)]
-    pub(crate) fn unbatched(mut self) -> Self {
-        self.batch_bytes = 0;
+    pub(crate) fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes;
         self
     }
 

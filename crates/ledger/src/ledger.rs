@@ -2589,12 +2589,22 @@ mod tests {
             crate::SnapshotInstall::begin(dir.path(), CHAIN, genesis()).expect("begin");
         install.add(state[..1].to_vec(), []).expect("add");
         drop(install);
-        // Written part by part this time (the node's batches hold many).
+        // A batch a byte larger than the first part: the first two parts
+        // are written together, the third when the install finishes.
+        let first_bytes: usize = state[2..]
+            .iter()
+            .map(|(key, value)| (key, value))
+            .chain(&tree)
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
         let mut install = crate::SnapshotInstall::begin(dir.path(), CHAIN, genesis())
             .expect("begin")
-            .unbatched();
+            .with_batch_bytes(first_bytes + 1);
         install.add(state[2..].to_vec(), tree.clone()).expect("add");
-        install.add(state[..2].to_vec(), []).expect("add");
+        install.add(state[..1].to_vec(), []).expect("add");
+        install.add(state[1..2].to_vec(), []).expect("add");
+        // "last" and its 8 bytes, "key/5" and "key/6" and one byte each.
+        assert_eq!(install.state_bytes(), 4 + 8 + 5 + 1 + 5 + 1);
         assert_eq!(install.state_entries(), 3);
         install.finish(snapshot_block).expect("finish");
         assert!(!dir.path().join(crate::INSTALL_DIR_NAME).exists());
