@@ -47,6 +47,14 @@ pub fn bench(c: &mut Criterion) {
         })
         .collect();
 
+    // What the ledger stores per block besides the state rows: one row per
+    // tree node the update rewrites.
+    let rows = update_tree(&tree, &block).expect("update").writes.len();
+    println!(
+        "state_tree: a block of {writes_per_block} writes on {keys} keys rewrites {rows} tree nodes ({:.1} per write)",
+        rows as f64 / writes_per_block as f64
+    );
+
     let mut group = c.benchmark_group("state_tree");
     group.throughput(Throughput::Elements(writes_per_block));
     group.bench_function(
