@@ -20,7 +20,7 @@ use std::sync::Arc;
 use govchain_crypto::Digest;
 pub use govchain_redb_dump::{DumpRow, ExportError, IMPORT_COMMIT_BYTES_MAX, RowSink};
 use govchain_redb_dump::{KeyForm, Rows, Schema, export_table, insert_run};
-use redb::{ReadTransaction, ReadableDatabase as _, WriteTransaction};
+use redb::{ReadTransaction, WriteTransaction};
 
 use crate::block_log::BlockLog;
 use crate::error::{Context as _, ReadError};
@@ -55,14 +55,12 @@ pub struct Snapshot {
 }
 
 impl Ledger {
-    /// Begins a read transaction for a backup. Its head is the one stored
-    /// in that transaction, which may be ahead of [`Ledger::head`] by an
-    /// append that is committing right now, never behind.
+    /// Checkpoints (appends wait meanwhile), then begins a read
+    /// transaction for a backup. Its head is the one stored in that
+    /// transaction: [`Ledger::head`] at the checkpoint.
     pub fn snapshot(&self) -> Result<Snapshot, ReadError> {
-        let read = self
-            .database_for_snapshot()
-            .begin_read()
-            .context("beginning a snapshot")?;
+        // Whole tables are exported, so the tree tier is merged first.
+        let read = self.begin_checkpointed_read()?;
         let meta = read.open_table(META).context("opening meta")?;
         let head = meta
             .get(META_HEAD)

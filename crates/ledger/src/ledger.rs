@@ -26,6 +26,7 @@ use crate::schema::{
     META_GENESIS_HASH, META_HEAD, QUERY_INDEX, RECENT_TRANSACTIONS, STATE, STATE_TREE,
     TRANSACTIONS, height_key,
 };
+use crate::tree_tier::{Generation, TREE_MERGE_BLOCKS};
 use crate::{
     APPEND_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MAX, BLOCK_TRANSACTIONS_MAX, BLOCK_TREE_WRITES_MAX,
     BLOCK_WRITES_MAX, CACHE_SIZE_BYTES_MAX, CHAIN_ID_SIZE_BYTES_MAX, CHECKPOINT_BLOCKS,
@@ -115,6 +116,11 @@ pub struct Ledger {
     recent: RwLock<Recent>,
     /// [`recent::RECENT_TRANSACTIONS_MAX`]; lowered by tests.
     recent_max: usize,
+    /// The state tree's node writes not yet merged into its table (see
+    /// `tree_tier`). A merge holds it for writing across its commit and
+    /// replaces the generation right after; a reader holds it for reading
+    /// until its snapshot has begun, so the two always belong together.
+    tree_tier: RwLock<Arc<Generation>>,
     /// Votes and views, in a file of their own (see `consensus`).
     consensus: ConsensusStore,
     /// One [`Ledger::prune_bodies`] at a time.
@@ -164,6 +170,8 @@ pub struct PruneReport {
 struct SinceCheckpoint {
     blocks: u64,
     bytes: usize,
+    /// Appends whose tree nodes wait in the tree tier.
+    tree_blocks: u64,
 }
 
 impl fmt::Debug for Ledger {
@@ -309,6 +317,7 @@ impl Ledger {
             append_lock: Mutex::new(SinceCheckpoint::default()),
             recent: RwLock::new(recent),
             recent_max: recent::RECENT_TRANSACTIONS_MAX,
+            tree_tier: RwLock::new(Arc::default()),
             consensus,
             prune: Mutex::new(()),
         })
@@ -372,6 +381,7 @@ impl Ledger {
         let bytes = append_size(block);
         let checkpoint = since.blocks + 1 >= CHECKPOINT_BLOCKS
             || since.bytes.saturating_add(bytes) >= CHECKPOINT_BYTES;
+        let merge_tree = checkpoint || since.tree_blocks + 1 >= TREE_MERGE_BLOCKS;
         let db_write = if checkpoint {
             begin_durable_write(&self.db)?
         } else {
@@ -387,17 +397,37 @@ impl Ledger {
         );
         write_block(&db_write, block, head.height, &recent, merge)?;
         drop(recent);
+        let generation = self.tree_generation();
+        if merge_tree {
+            merge_tree_tier(&db_write, &generation, block.tree_writes)?;
+        }
         advance_head(&db_write, &head, &next)?;
         // Staged without error, so the block goes into the log; from here
         // on it is committed, whatever happens to the redb commit.
         self.log_block(block)?;
+        if !merge_tree {
+            // Staged at the block's height, which no reader sees before
+            // the commit moves the head.
+            generation.stage(block.height, block.tree_writes);
+        }
         // Lookups wait out the commit: none may see the block in a snapshot
         // while its ids are in neither tier.
         let mut recent = self
             .recent
             .write()
             .expect("the recent index is only changed after a commit, and that cannot panic");
-        db_write.commit().context("committing a block")?;
+        if merge_tree {
+            // Tree readers too: none may pair the merged generation with a
+            // snapshot that lacks its rows, or the reverse.
+            let tier = self.tree_tier_write();
+            db_write.commit().context("committing a block")?;
+            next_generation(tier);
+        } else {
+            if let Err(err) = db_write.commit().context("committing a block") {
+                generation.unstage(block.height);
+                return Err(err.into());
+            }
+        }
         recent.committed(block.height, merge, block.transactions);
         drop(recent);
         *since = if checkpoint {
@@ -406,6 +436,7 @@ impl Ledger {
             SinceCheckpoint {
                 blocks: since.blocks + 1,
                 bytes: since.bytes.saturating_add(bytes),
+                tree_blocks: if merge_tree { 0 } else { since.tree_blocks + 1 },
             }
         };
         let mut cached = self.head.write().unwrap_or_else(PoisonError::into_inner);
@@ -556,8 +587,7 @@ impl Ledger {
                     )
                     .context("recording a prune")?;
                 }
-                db_write.commit().context("committing a prune")?;
-                *since = SinceCheckpoint::default();
+                self.commit_checkpoint(db_write, &mut since, "committing a prune")?;
             }
             self.log.install_pruned(&segment).map_err(ReadError::from)?;
             report.segments += 1;
@@ -596,9 +626,55 @@ impl Ledger {
             return Ok(());
         }
         let db_write = begin_durable_write(&self.db)?;
-        db_write.commit().context("committing a checkpoint")?;
+        self.commit_checkpoint(db_write, &mut since, "committing a checkpoint")
+    }
+
+    /// Merges the tree tier into `db_write`, a durable write begun under
+    /// the append lock (`since`), and commits it: every append so far is
+    /// then in redb, whole.
+    fn commit_checkpoint(
+        &self,
+        db_write: WriteTransaction,
+        since: &mut SinceCheckpoint,
+        context: &'static str,
+    ) -> Result<(), StorageFailure> {
+        merge_tree_tier(&db_write, &self.tree_generation(), &BTreeMap::new())?;
+        let tier = self.tree_tier_write();
+        db_write.commit().context(context)?;
+        next_generation(tier);
         *since = SinceCheckpoint::default();
         Ok(())
+    }
+
+    /// A snapshot of redb with every append so far in it, the tree tier
+    /// merged: for readers that walk whole tables (the check, backups).
+    /// Appends wait until it has begun.
+    pub(crate) fn begin_checkpointed_read(&self) -> Result<ReadTransaction, StorageFailure> {
+        let mut since = self
+            .append_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if since.blocks > 0 {
+            let db_write = begin_durable_write(&self.db)?;
+            self.commit_checkpoint(db_write, &mut since, "committing a checkpoint")?;
+        }
+        self.db.begin_read().context("beginning a snapshot")
+    }
+
+    /// The tree tier's current generation.
+    fn tree_generation(&self) -> Arc<Generation> {
+        Arc::clone(
+            &self
+                .tree_tier
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    fn tree_tier_write(&self) -> std::sync::RwLockWriteGuard<'_, Arc<Generation>> {
+        self.tree_tier
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn check_extends(&self, head: &Head, block: &AppendBlock<'_>) -> Result<(), AppendError> {
@@ -745,16 +821,21 @@ impl Ledger {
 
     /// The state tree node stored at `path` as of the head.
     pub fn state_tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
-        let snapshot = self.begin_read()?;
-        let tree = open_read(&snapshot, STATE_TREE)?;
-        let node = tree.get(path).context("reading the state tree")?;
-        Ok(node.map(|guard| guard.value().to_vec()))
+        self.head_view()?.state_tree_node(path)
     }
 
     /// A consistent view of the head for reads that must agree with each
     /// other: a value, its state tree nodes and the head block.
     pub fn head_view(&self) -> Result<HeadView, ReadError> {
+        // The generation that goes with the snapshot: no merge commits
+        // between taking the one and beginning the other.
+        let tier = self
+            .tree_tier
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let snapshot = self.begin_read()?;
+        let tree_tier = Arc::clone(&tier);
+        drop(tier);
         let head = {
             let meta = open_read(&snapshot, META)?;
             let stored = meta.get(META_HEAD).context("reading the head")?;
@@ -765,23 +846,21 @@ impl Ledger {
             head,
             state: open_read(&snapshot, STATE)?,
             tree: open_read(&snapshot, STATE_TREE)?,
+            tree_tier,
             log: self.log.clone(),
         })
     }
 
     /// Structural self-check; see [`check`](crate::check) for what it
-    /// covers. Runs on one snapshot, concurrently with appends.
+    /// covers. Checkpoints first (see `tree_tier`), then runs on one
+    /// snapshot, concurrently with appends.
     pub fn check(&self) -> Result<crate::CheckReport, CheckError> {
-        let snapshot = self.db.begin_read().context("beginning the check")?;
+        let snapshot = self.begin_checkpointed_read()?;
         check::check(&snapshot, self.genesis_hash, &self.log)
     }
 
     pub(crate) fn consensus_store(&self) -> &ConsensusStore {
         &self.consensus
-    }
-
-    pub(crate) fn database_for_snapshot(&self) -> &Database {
-        &self.db
     }
 
     pub(crate) fn block_log(&self) -> &Arc<BlockLog> {
@@ -1128,7 +1207,7 @@ fn write_block(
     store_block(db_write, block, head_height)?;
     index_transactions(db_write, block, recent, merge)?;
     apply_writes(db_write, STATE, block.writes)?;
-    apply_writes(db_write, STATE_TREE, block.tree_writes)?;
+    // The tree's nodes go to the tree tier, or are merged by the caller.
     index_queries(db_write, block)?;
     Ok(())
 }
@@ -1297,12 +1376,49 @@ fn apply_writes(
     Ok(())
 }
 
+/// Writes the tree tier's nodes, and `newer` over them (the writes of the
+/// block being appended), into the `state_tree` table, in path order.
+fn merge_tree_tier(
+    db_write: &WriteTransaction,
+    generation: &Generation,
+    newer: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+) -> Result<(), StorageFailure> {
+    let mut tree = db_write
+        .open_table(STATE_TREE)
+        .context("opening the state tree")?;
+    generation.merge_rows(newer, |path, node| {
+        match node {
+            Some(node) => {
+                tree.insert(path, node)
+                    .context("merging the state tree's nodes")?;
+            }
+            None => {
+                tree.remove(path)
+                    .context("merging the state tree's nodes")?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Replaces the merged generation, whose rows were just committed, by an
+/// empty one, then lets readers in. The merged one is freed when its last
+/// reader lets go of it (here, usually, outside the lock).
+fn next_generation(mut tier: std::sync::RwLockWriteGuard<'_, Arc<Generation>>) {
+    let next = Arc::new(Generation::with_capacity(tier.len()));
+    let merged = std::mem::replace(&mut *tier, next);
+    drop(tier);
+    drop(merged);
+}
+
 /// The head and the tables a read of state with its proof needs, all from
 /// one snapshot: no append lands between its reads.
 pub struct HeadView {
     head: Head,
     state: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     tree: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    /// The tree tier's generation that goes with `tree`.
+    tree_tier: Arc<Generation>,
     log: Arc<BlockLog>,
 }
 
@@ -1320,6 +1436,9 @@ impl HeadView {
 
     /// The state tree node at `path` at this head.
     pub fn state_tree_node(&self, path: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        if let Some(node) = self.tree_tier.get(path, self.head.height) {
+            return Ok(node);
+        }
         let node = self.tree.get(path).context("reading the state tree")?;
         Ok(node.map(|guard| guard.value().to_vec()))
     }
@@ -1815,6 +1934,96 @@ mod tests {
         assert_eq!(
             ledger.state_tree_node(b"root").expect("read"),
             Some(2_u64.to_be_bytes().to_vec())
+        );
+    }
+
+    /// Block `height` of the test chain, whose tree writes also add
+    /// `node/<height>` and delete `node/<height - 2>`.
+    fn tree_block(height: u64) -> TestBlock {
+        let mut block = TestBlock::new(height);
+        let node = |h: u64| format!("node/{h}").into_bytes();
+        block
+            .tree_writes
+            .insert(node(height), Some(vec![height as u8]));
+        if height > 2 {
+            block.tree_writes.insert(node(height - 2), None);
+        }
+        block
+    }
+
+    /// The `state_tree` table's rows, read from redb itself.
+    fn tree_table(ledger: &Ledger) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let snapshot = ledger.database().begin_read().expect("read");
+        let table = snapshot.open_table(STATE_TREE).expect("table");
+        table
+            .iter()
+            .expect("iterate")
+            .map(|row| {
+                let (path, node) = row.expect("row");
+                (path.value().to_vec(), node.value().to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tree_nodes_wait_in_the_tier_and_are_merged_every_few_blocks() {
+        let (_dir, ledger) = ledger_with(0);
+        let last_staged = TREE_MERGE_BLOCKS - 1;
+        for height in 1..=last_staged {
+            append(&ledger, &tree_block(height));
+        }
+        assert!(tree_table(&ledger).is_empty(), "nothing merged yet");
+        let node = |view: &HeadView, h: u64| {
+            view.state_tree_node(format!("node/{h}").as_bytes())
+                .expect("read")
+        };
+        let staged = ledger.head_view().expect("view");
+        assert_eq!(
+            staged.state_tree_node(b"root").expect("read"),
+            Some(last_staged.to_be_bytes().to_vec())
+        );
+        assert_eq!(node(&staged, last_staged), Some(vec![last_staged as u8]));
+        assert_eq!(node(&staged, last_staged - 2), None, "deleted in the tier");
+
+        // The next append merges: the table holds the latest node of
+        // every path, deletions applied.
+        append(&ledger, &tree_block(TREE_MERGE_BLOCKS));
+        let mut expected = BTreeMap::new();
+        expected.insert(b"root".to_vec(), TREE_MERGE_BLOCKS.to_be_bytes().to_vec());
+        for height in [TREE_MERGE_BLOCKS - 1, TREE_MERGE_BLOCKS] {
+            expected.insert(format!("node/{height}").into_bytes(), vec![height as u8]);
+        }
+        assert_eq!(tree_table(&ledger), expected);
+        // A view taken before the merge keeps its head's nodes.
+        assert_eq!(
+            staged.state_tree_node(b"root").expect("read"),
+            Some(last_staged.to_be_bytes().to_vec())
+        );
+        assert_eq!(node(&staged, TREE_MERGE_BLOCKS), None);
+        assert_eq!(
+            node(&staged, last_staged - 1),
+            Some(vec![(last_staged - 1) as u8])
+        );
+
+        // The next block is staged again: a view before it does not see
+        // it, and reopening (a checkpoint on drop) merges it.
+        let before = ledger.head_view().expect("view");
+        append(&ledger, &tree_block(TREE_MERGE_BLOCKS + 1));
+        assert_eq!(node(&before, TREE_MERGE_BLOCKS + 1), None);
+        assert_eq!(
+            node(&before, TREE_MERGE_BLOCKS - 1),
+            Some(vec![(TREE_MERGE_BLOCKS - 1) as u8])
+        );
+        let after = ledger.head_view().expect("view");
+        assert_eq!(node(&after, TREE_MERGE_BLOCKS - 1), None);
+        assert_eq!(
+            node(&after, TREE_MERGE_BLOCKS + 1),
+            Some(vec![(TREE_MERGE_BLOCKS + 1) as u8])
+        );
+        assert_eq!(
+            ledger.check().expect("check").state_tree_nodes,
+            3,
+            "the check merges first: root and two nodes"
         );
     }
 

@@ -13,12 +13,14 @@
 //!
 //! **Invariant:** a block is durable when [`Ledger::append`] returns: it
 //! stages the block's record, its hash-index entry, its transactions, its
-//! state writes, the state tree nodes they change and the new head in one
-//! redb write transaction, then appends the block to the log and syncs it,
-//! then commits. That commit is durable (`fsync`) only every
-//! [`CHECKPOINT_BLOCKS`] blocks: after a crash the redb file holds its last
-//! checkpoint, whole, and [`Ledger::log_head`] tells the caller which
-//! logged blocks to execute and append again.
+//! state writes and the new head in one redb write transaction, and the
+//! state tree nodes they change in the tree tier (in memory, merged into
+//! redb every few blocks, see `tree_tier`), then appends the block to the
+//! log and syncs it, then commits. That commit is durable (`fsync`) only
+//! every [`CHECKPOINT_BLOCKS`] blocks, and every durable commit merges the
+//! tree tier: after a crash the redb file holds its last checkpoint, whole,
+//! and [`Ledger::log_head`] tells the caller which logged blocks to
+//! execute and append again.
 //!
 //! **Invariant:** the head only moves forward by one. An append is accepted
 //! only at `head.height + 1` with `parent_hash == head.hash`, so heights
@@ -61,6 +63,7 @@ mod ledger;
 mod migrate;
 mod recent;
 mod schema;
+mod tree_tier;
 
 pub use block_log::{LOG_DIR_NAME, Recovered, SEGMENT_BYTES_TARGET};
 pub use check::CheckReport;
