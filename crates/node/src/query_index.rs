@@ -8,7 +8,6 @@
 //! last key of the page before. Only anchors that took effect (SUCCESS) are
 //! listed as anchors; a signer's listing holds every transaction it signed.
 
-use govchain_crypto::PublicKey;
 use govchain_exec::Departments;
 use govchain_proto::types::v1::{
     CommittedBlock, Transaction, TransactionOutcome, transaction::Body,
@@ -110,9 +109,9 @@ pub fn keys(block: &CommittedBlock, departments: &Departments) -> Vec<Vec<u8>> {
         let mut time = vec![TIME];
         time.extend_from_slice(&header.timestamp_ms.to_be_bytes());
         keys.push(at(time));
-        if let Some(department) = PublicKey::from_slice(&envelope.signer)
+        if let Some(department) = <&[u8; 32]>::try_from(envelope.signer.as_slice())
             .ok()
-            .and_then(|key| departments.name_at(&key, header.height))
+            .and_then(|key| departments.name_at_bytes(key, header.height))
         {
             keys.push(at(text_prefix(DEPARTMENT, &[department])));
         }
