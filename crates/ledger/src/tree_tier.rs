@@ -201,7 +201,6 @@ impl Generation {
         let nodes = self.read();
         let mut staged: Vec<(&[u8], Option<&[u8]>)> = nodes
             .iter()
-            .filter(|(path, _)| !newer.contains_key(path.as_slice()))
             .map(|(path, versions)| {
                 (
                     path.as_slice(),
@@ -215,13 +214,17 @@ impl Generation {
             .map(|(path, node)| (path.as_slice(), node.as_deref()))
             .peekable();
         for (path, node) in staged {
-            while let Some((first, _)) = newer.peek()
-                && *first < path
+            let mut overridden = false;
+            while let Some(&(first, first_node)) = newer.peek()
+                && first <= path
             {
-                let (first, node) = newer.next().expect("peeked");
-                write(first, node)?;
+                newer.next();
+                overridden |= first == path;
+                write(first, first_node)?;
             }
-            write(path, node)?;
+            if !overridden {
+                write(path, node)?;
+            }
         }
         for (path, node) in newer {
             write(path, node)?;
