@@ -33,6 +33,12 @@ use crate::{
     CHECKPOINT_BYTES, LEDGER_FILE_NAME, STATE_KEY_SIZE_BYTES_MAX,
 };
 
+/// How far apart consecutive validator slots checkpoint ([`Ledger::stagger`]):
+/// not a multiple of [`TREE_MERGE_BLOCKS`], so neighbours merge apart too.
+const STAGGER_BLOCKS: u64 = 20;
+const _: () = assert!(STAGGER_BLOCKS % TREE_MERGE_BLOCKS != 0);
+const _: () = assert!(CHECKPOINT_BLOCKS % TREE_MERGE_BLOCKS == 0);
+
 /// The last appended block, or the genesis position of an empty ledger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Head {
@@ -108,6 +114,9 @@ pub struct Ledger {
     /// own writer lock is released inside `commit`, before the cache moves.
     /// Holds what was committed to redb since its last durable commit.
     append_lock: Mutex<SinceCheckpoint>,
+    /// Shifts the heights at which this ledger checkpoints and merges its
+    /// tree tier ([`Ledger::stagger`]).
+    phase: std::sync::atomic::AtomicU64,
     /// The transaction ids not yet merged into the index table (see
     /// `recent`). An append holds it for writing across its commit and
     /// changes it right after, under `append_lock`; a lookup holds it for
@@ -315,6 +324,7 @@ impl Ledger {
             first_height,
             head: RwLock::new(head),
             append_lock: Mutex::new(SinceCheckpoint::default()),
+            phase: std::sync::atomic::AtomicU64::new(0),
             recent: RwLock::new(recent),
             recent_max: recent::RECENT_TRANSACTIONS_MAX,
             tree_tier: RwLock::new(Arc::default()),
@@ -379,9 +389,13 @@ impl Ledger {
             timestamp_ms: block.timestamp_ms,
         };
         let bytes = append_size(block);
-        let checkpoint = since.blocks + 1 >= CHECKPOINT_BLOCKS
+        let phase = self.phase.load(std::sync::atomic::Ordering::Relaxed);
+        let due = |every: u64| block.height.wrapping_add(phase) % every == 0;
+        let checkpoint = due(CHECKPOINT_BLOCKS)
+            || since.blocks + 1 >= CHECKPOINT_BLOCKS
             || since.bytes.saturating_add(bytes) >= CHECKPOINT_BYTES;
-        let merge_tree = checkpoint || since.tree_blocks + 1 >= TREE_MERGE_BLOCKS;
+        let merge_tree =
+            checkpoint || due(TREE_MERGE_BLOCKS) || since.tree_blocks + 1 >= TREE_MERGE_BLOCKS;
         let db_write = if checkpoint {
             begin_durable_write(&self.db)?
         } else {
@@ -443,6 +457,22 @@ impl Ledger {
         assert_eq!(cached.height, head.height, "appends are serialised");
         *cached = next;
         Ok(())
+    }
+
+    /// Staggers this ledger's checkpoints and tree merges against other
+    /// validators': `slot` (the validator's index) shifts the heights at
+    /// which they happen, by `20 × slot` blocks modulo [`CHECKPOINT_BLOCKS`].
+    /// Without it every validator checkpoints at the same height: each
+    /// stalls its commits for the checkpoint's write-out (~100 ms with a
+    /// few hundred thousand state keys, measured), together, so consensus
+    /// stalls too. Staggered, a backup's stall hides behind the others'
+    /// quorum. Slots 0–3 merge at four different phases of
+    /// [`TREE_MERGE_BLOCKS`] and checkpoint at four of `CHECKPOINT_BLOCKS`.
+    /// Checkpoints still come at most `CHECKPOINT_BLOCKS` appends apart.
+    pub fn stagger(&self, slot: u32) {
+        let phase = (u64::from(slot) * STAGGER_BLOCKS) % CHECKPOINT_BLOCKS;
+        self.phase
+            .store(phase, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Writes `block` to the log and syncs it, unless the log holds it
@@ -2028,6 +2058,38 @@ mod tests {
             3,
             "the check merges first: root and two nodes"
         );
+    }
+
+    #[test]
+    fn a_staggered_ledger_merges_and_checkpoints_at_shifted_heights() {
+        let (_dir, ledger) = ledger_with(0);
+        // Slot 1: phase 20, so merges where (h + 20) % 16 == 0 (h = 12,
+        // 28, 44, ...) and the checkpoint where (h + 20) % 64 == 0 (h = 44).
+        ledger.stagger(1);
+        let since = |ledger: &Ledger| {
+            let since = ledger.append_lock.lock().expect("lock");
+            (since.blocks, since.tree_blocks)
+        };
+        for height in 1..=11 {
+            append(&ledger, &tree_block(height));
+        }
+        assert!(tree_table(&ledger).is_empty(), "nothing merged before 12");
+        append(&ledger, &tree_block(12));
+        assert!(!tree_table(&ledger).is_empty(), "merged at 12");
+        assert_eq!(since(&ledger), (12, 0), "merged, not checkpointed");
+        for height in 13..=43 {
+            append(&ledger, &tree_block(height));
+        }
+        assert_eq!(since(&ledger), (43, 15), "merged at 28, not yet at 44");
+        append(&ledger, &tree_block(44));
+        assert_eq!(since(&ledger), (0, 0), "checkpointed at 44");
+        // Then every CHECKPOINT_BLOCKS: none before 108.
+        for height in 45..=107 {
+            append(&ledger, &tree_block(height));
+        }
+        assert_eq!(since(&ledger).0, 63);
+        append(&ledger, &tree_block(108));
+        assert_eq!(since(&ledger).0, 0, "checkpointed at 108");
     }
 
     #[test]

@@ -163,6 +163,9 @@ pub async fn run(
         )
         .with_context(|| format!("cannot open the ledger in {}", settings.data_dir.display()))?,
     );
+    // Validators checkpoint at different heights, so one's write-out never
+    // stalls the quorum (`Ledger::stagger`).
+    ledger.stagger(settings.index);
     let recovered = ledger.recovered();
     if recovered.torn_bytes > 0 || recovered.removed_segment.is_some() {
         tracing::warn!(node = %settings.name, torn_bytes = recovered.torn_bytes, removed_segment = ?recovered.removed_segment, "cut a record torn by a crash off the end of the block log");

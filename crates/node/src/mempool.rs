@@ -438,8 +438,8 @@ impl Mempool {
 }
 
 #[cfg(test)]
-mod tests_support {
-    pub(super) use super::tests::transaction;
+pub(crate) mod tests_support {
+    pub(crate) use super::tests::transaction;
 }
 
 #[cfg(test)]
@@ -453,7 +453,7 @@ mod tests {
 
     use super::*;
 
-    pub(super) fn transaction(seed: u8, nonce: u64) -> VerifiedTransaction {
+    pub(crate) fn transaction(seed: u8, nonce: u64) -> VerifiedTransaction {
         let key = SigningKey::from_seed([seed; 32]);
         let body = Body::AnchorRecord(AnchorRecord {
             dataset: "d".into(),
