@@ -443,7 +443,11 @@ impl Driver {
         };
         if !unlocated.is_empty() {
             debug!(node = %self.shared.name, transactions = unlocated.len(), "sealing transactions held in no batch");
-            self.shared.seal(&unlocated, Default::default());
+            let trace = crate::telemetry::trace_context::map_of_first(
+                &self.shared.traces,
+                unlocated.iter().map(|t| &t.id),
+            );
+            self.shared.seal(&unlocated, trace);
         }
         let store = self.shared.batches();
         let mut slices = Vec::new();

@@ -37,6 +37,22 @@ pub fn to_map(context: &Context) -> HashMap<String, String> {
     map
 }
 
+/// The carrier map of the first traced one of `ids` (empty when none is
+/// traced), for a batch a primary seals itself: the trace of a
+/// transaction it proposes before admission sealed it still reaches the
+/// peers.
+pub fn map_of_first<'a>(
+    traces: &TransactionTraces,
+    ids: impl Iterator<Item = &'a Digest>,
+) -> HashMap<String, String> {
+    traces
+        .spans_of(ids)
+        .into_iter()
+        .next()
+        .map(|span| to_map(&Context::new().with_remote_span_context(span)))
+        .unwrap_or_default()
+}
+
 /// The context in a carrier map; invalid when the map holds none.
 pub fn from_map(map: &HashMap<String, String>) -> Context {
     TraceContextPropagator::new().extract(map)
