@@ -36,8 +36,8 @@ use crate::{
 /// How far apart consecutive validator slots checkpoint ([`Ledger::stagger`]):
 /// not a multiple of [`TREE_MERGE_BLOCKS`], so neighbours merge apart too.
 const STAGGER_BLOCKS: u64 = 20;
-const _: () = assert!(STAGGER_BLOCKS % TREE_MERGE_BLOCKS != 0);
-const _: () = assert!(CHECKPOINT_BLOCKS % TREE_MERGE_BLOCKS == 0);
+const _: () = assert!(!STAGGER_BLOCKS.is_multiple_of(TREE_MERGE_BLOCKS));
+const _: () = assert!(CHECKPOINT_BLOCKS.is_multiple_of(TREE_MERGE_BLOCKS));
 
 /// The last appended block, or the genesis position of an empty ledger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -390,7 +390,7 @@ impl Ledger {
         };
         let bytes = append_size(block);
         let phase = self.phase.load(std::sync::atomic::Ordering::Relaxed);
-        let due = |every: u64| block.height.wrapping_add(phase) % every == 0;
+        let due = |every: u64| block.height.wrapping_add(phase).is_multiple_of(every);
         let checkpoint = due(CHECKPOINT_BLOCKS)
             || since.blocks + 1 >= CHECKPOINT_BLOCKS
             || since.bytes.saturating_add(bytes) >= CHECKPOINT_BYTES;
