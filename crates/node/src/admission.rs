@@ -231,8 +231,8 @@ fn run(
             }
         };
         let Some(first) = next else {
-            // Every handle is gone: the node is stopping. What waits is
-            // admitted here and sealed for the peers all the same.
+            // Every handle is gone: the node is stopping. What waits was
+            // admitted here; it goes to the peers all the same.
             unsealed.seal(shared);
             break;
         };
