@@ -17,8 +17,10 @@
 //! state tree nodes they change in the tree tier (in memory, merged into
 //! redb every few blocks, see `tree_tier`), then appends the block to the
 //! log and syncs it, then commits. That commit is durable (`fsync`) only
-//! every [`CHECKPOINT_BLOCKS`] blocks, and every durable commit merges the
-//! tree tier: after a crash the redb file holds its last checkpoint, whole,
+//! every [`CHECKPOINT_BLOCKS`] blocks (at heights a validator's slot
+//! shifts, [`Ledger::stagger`], so validators do not stall together, and
+//! never more than that many appends apart), and every durable commit
+//! merges the tree tier: after a crash the redb file holds its last checkpoint, whole,
 //! and [`Ledger::log_head`] tells the caller which logged blocks to
 //! execute and append again.
 //!
