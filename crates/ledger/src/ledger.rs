@@ -466,8 +466,8 @@ impl Ledger {
     /// stalls its commits for the checkpoint's write-out (60–150 ms in a
     /// 20 s bench run at 1,400 tx/s, growing with the chain), together, so
     /// consensus stalls too. Staggered, a backup's stall hides behind the others'
-    /// quorum. Slots 0–3 merge at four different phases of
-    /// [`TREE_MERGE_BLOCKS`] and checkpoint at four of `CHECKPOINT_BLOCKS`.
+    /// quorum. Slots 0–3 merge at four different phases of the tree
+    /// tier's 16 blocks and checkpoint at four of `CHECKPOINT_BLOCKS`.
     /// Checkpoints still come at most `CHECKPOINT_BLOCKS` appends apart.
     pub fn stagger(&self, slot: u32) {
         let phase = (u64::from(slot) * STAGGER_BLOCKS) % CHECKPOINT_BLOCKS;
