@@ -21,6 +21,8 @@ fn bench_runs_and_reports_json() {
             "5000",
             "--blob-mib",
             "3",
+            "--prefill",
+            "3000",
             "--json-out",
         ])
         .arg(&out)
@@ -47,6 +49,8 @@ fn bench_runs_and_reports_json() {
         report["committed"].as_u64().unwrap() > 0,
         "nothing committed: {report}"
     );
+    // The bench fails unless every prefill transaction committed.
+    assert_eq!(report["prefilled"], 3000, "{report}");
     assert!(report["ceiling_tps"].as_f64().unwrap() > 0.0);
     // The ceiling is the mean of the measurements before and after the run.
     let before = report["ceiling_tps_before"].as_f64().unwrap();
@@ -104,4 +108,13 @@ fn bench_runs_and_reports_json() {
     }
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.contains("ratio to ceiling"), "{text}");
+    assert!(
+        text.contains("prefilled:           3000 transactions committed before the run"),
+        "{text}"
+    );
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("prefilled 3000 transactions in"),
+        "{stderr}"
+    );
 }

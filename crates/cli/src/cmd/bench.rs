@@ -38,6 +38,15 @@ const TRANSACTIONS_MAX_DEFAULT: u64 = 200_000;
 const OPEN_LOOP_IN_FLIGHT_MAX: usize = 20_000;
 /// How long to wait for transactions still in flight after the run.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--prefill`'s signers, one client each.
+const PREFILL_SIGNERS: u64 = 2048;
+/// `--prefill` signs and commits this many at a time, bounding the memory
+/// its signed transactions take (a multiple of the signers, so that each
+/// client keeps one signer).
+const PREFILL_CHUNK: u64 = 64 * PREFILL_SIGNERS;
+/// `--prefill` gives up on a signer whose transaction has not committed in
+/// this long.
+const PREFILL_STALL: Duration = Duration::from_secs(60);
 /// How long the verification ceiling is measured.
 const CEILING_MEASURE: Duration = Duration::from_millis(1500);
 /// Signatures per batch when measuring the ceiling.
@@ -80,7 +89,8 @@ const BATCH_CALLS_IN_FLIGHT_MAX: usize = 8;
     govchain bench --validators 7 --duration 20s --json out.json\n  \
     govchain bench --mode open --rate 2000 --duration 20s\n  \
     govchain bench --submit batch                   # SubmitTransactions, batched per node\n  \
-    govchain bench --dir devnet                     # against a running devnet\n\n\
+    govchain bench --dir devnet                     # against a running devnet\n  \
+    govchain bench --prefill 200000 --submit batch  # on a chain of 200,000 transactions\n\n\
 The ceiling is what this machine can verify: Ed25519 batch verifications per\n\
 second on all cores, divided by the number of validators (each verifies\n\
 every signature once), measured before and after the load; the mean is used.\n\
@@ -113,6 +123,12 @@ pub struct BenchArgs {
     /// Most transactions to pre-sign (bounds memory and the run).
     #[arg(long, value_name = "N", default_value_t = TRANSACTIONS_MAX_DEFAULT)]
     pub transactions_max: u64,
+    /// Before the measured run, commit N transactions of 2,048 other
+    /// signers (batched, closed loop) and wait for all of them: the run
+    /// then measures a chain that already holds them, as a node in service
+    /// would. Costs grow with the state, so a fresh devnet flatters.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub prefill: u64,
     /// Use the running devnet in DIR instead of starting one.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -156,6 +172,8 @@ pub struct Report {
     pub mode: Mode,
     pub submit: Submit,
     pub validators: usize,
+    /// Transactions `--prefill` committed before the run (0 without it).
+    pub prefilled: u64,
     pub duration_s: f64,
     pub submitted: u64,
     pub rejected: u64,
@@ -390,8 +408,12 @@ fn measure_verifications(cores: usize) -> f64 {
 
 /// Pre-signed transactions: `signers` keys, each with nonces 1, 2, ...;
 /// transaction j is signer j mod signers' next nonce.
+/// Transactions `first..first + count` of `signers` signers derived from
+/// `salt`: transaction `j` is signer `j mod signers`'s nonce
+/// `j / signers + 1`.
 fn presign(
     chain_id: &str,
+    first: u64,
     count: u64,
     signers: u64,
     salt: u128,
@@ -404,7 +426,7 @@ fn presign(
             SigningKey::from_seed(seed)
         })
         .collect();
-    (0..count)
+    (first..first + count)
         .map(|j| {
             let key = &keys[(j % signers) as usize];
             let nonce = j / signers + 1;
@@ -450,6 +472,9 @@ async fn drive(
 ) -> anyhow::Result<Report> {
     let clients = clients(dir, file).await?;
     let validators = file.nodes.len();
+    if args.prefill > 0 {
+        prefill(args.prefill, &clients, &file.chain_id).await?;
+    }
     let (signers, count) = match args.mode {
         Mode::Closed => (u64::from(args.concurrency), args.transactions_max),
         Mode::Open => (
@@ -462,7 +487,7 @@ async fn drive(
     let salt = nanos();
     let signing = Instant::now();
     let transactions =
-        tokio::task::spawn_blocking(move || presign(&chain_id, count, signers, salt)).await?;
+        tokio::task::spawn_blocking(move || presign(&chain_id, 0, count, signers, salt)).await?;
     let signing_tps = count as f64 / signing.elapsed().as_secs_f64();
 
     let start_views = views(&clients).await;
@@ -487,12 +512,12 @@ async fn drive(
     let (submitted, rejected, dropped) = match args.mode {
         Mode::Closed => {
             closed_loop(
-                args,
                 submitter,
                 transactions,
                 tracker.clone(),
                 &bar,
                 signers,
+                Until::Deadline(started + args.duration),
             )
             .await
         }
@@ -523,6 +548,7 @@ async fn drive(
         mode: args.mode,
         submit: args.submit,
         validators,
+        prefilled: args.prefill,
         duration_s: elapsed.as_secs_f64(),
         submitted,
         rejected,
@@ -631,15 +657,27 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 
 /// Each client owns one signer, so its nonces arrive in order, and waits
 /// for each transaction to commit before sending the next.
+/// When a closed loop stops sending.
+#[derive(Clone, Copy)]
+enum Until {
+    /// The measured run: at this instant.
+    Deadline(Instant),
+    /// The prefill: when every transaction has committed. A signer whose
+    /// transaction is rejected, or not committed within `stall`, stops
+    /// (its later nonces could not commit).
+    AllCommitted { stall: Duration },
+}
+
+/// One client per signer, each sending its next transaction when the last
+/// one committed. Returns (submitted, rejected, dropped).
 async fn closed_loop(
-    args: &BenchArgs,
     submitter: Submitter,
     transactions: Vec<(Digest, TransactionEnvelope)>,
     tracker: Arc<Mutex<Tracker>>,
     bar: &indicatif::ProgressBar,
     signers: u64,
+    until: Until,
 ) -> (u64, u64, u64) {
-    let deadline = Instant::now() + args.duration;
     let mut per_signer: Vec<Vec<(Digest, TransactionEnvelope)>> =
         (0..signers).map(|_| Vec::new()).collect();
     for (j, transaction) in transactions.into_iter().enumerate() {
@@ -652,7 +690,9 @@ async fn closed_loop(
         tasks.push(tokio::spawn(async move {
             let (mut submitted, mut rejected) = (0u64, 0u64);
             for (id, envelope) in queue {
-                if Instant::now() >= deadline {
+                if let Until::Deadline(deadline) = until
+                    && Instant::now() >= deadline
+                {
                     break;
                 }
                 let (done, committed) = oneshot::channel();
@@ -665,9 +705,17 @@ async fn closed_loop(
                     if let Ok(mut t) = tracker.lock() {
                         t.waiting.remove(&id);
                     }
-                    continue;
+                    match until {
+                        Until::Deadline(_) => continue,
+                        Until::AllCommitted { .. } => break,
+                    }
                 }
-                let left = deadline.saturating_duration_since(Instant::now()) + DRAIN_TIMEOUT;
+                let left = match until {
+                    Until::Deadline(deadline) => {
+                        deadline.saturating_duration_since(Instant::now()) + DRAIN_TIMEOUT
+                    }
+                    Until::AllCommitted { stall } => stall,
+                };
                 if tokio::time::timeout(left, committed).await.is_err() {
                     break;
                 }
@@ -675,7 +723,17 @@ async fn closed_loop(
             (submitted, rejected)
         }));
     }
-    tick_bar(bar, args.duration).await;
+    match until {
+        Until::Deadline(deadline) => {
+            tick_bar(bar, deadline.saturating_duration_since(Instant::now())).await;
+        }
+        Until::AllCommitted { .. } => {
+            while !tasks.iter().all(tokio::task::JoinHandle::is_finished) {
+                bar.set_position(tracker.lock().map_or(0, |t| t.committed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
     let mut totals = (0, 0, 0);
     for task in tasks {
         if let Ok((submitted, rejected)) = task.await {
@@ -684,6 +742,70 @@ async fn closed_loop(
         }
     }
     totals
+}
+
+/// Commits `count` transactions of [`PREFILL_SIGNERS`] signers of its own,
+/// batched, [`PREFILL_CHUNK`] at a time, and waits for all of them.
+async fn prefill(
+    count: u64,
+    clients: &[NodeServiceClient<Channel>],
+    chain_id: &str,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let bar = crate::output::progress_bar(
+        false,
+        count,
+        "{spinner} prefilling [{bar:30}] {pos}/{len} transactions, {per_sec}, {eta} left",
+        "",
+    );
+    let submitter = Submitter::new(Submit::Batch, clients);
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let follower = tokio::spawn(follow(clients[0].clone(), tracker.clone()));
+    let salt = nanos();
+    let mut rejected = 0;
+    let mut first = 0;
+    while first < count {
+        let chunk = (count - first).min(PREFILL_CHUNK);
+        let chain_id = chain_id.to_owned();
+        let transactions = tokio::task::spawn_blocking(move || {
+            presign(&chain_id, first, chunk, PREFILL_SIGNERS, salt)
+        })
+        .await?;
+        let until = Until::AllCommitted {
+            stall: PREFILL_STALL,
+        };
+        let (_, chunk_rejected, _) = closed_loop(
+            submitter.clone(),
+            transactions,
+            tracker.clone(),
+            &bar,
+            PREFILL_SIGNERS,
+            until,
+        )
+        .await;
+        rejected += chunk_rejected;
+        let committed = tracker.lock().map_or(0, |t| t.committed);
+        if committed < first + chunk {
+            break;
+        }
+        first += chunk;
+    }
+    follower.abort();
+    bar.finish_and_clear();
+    let committed = tracker.lock().map_or(0, |t| t.committed);
+    if committed < count {
+        bail!(
+            "the prefill committed {committed} of {count} transactions: {rejected} were rejected, \
+             the others did not commit within {} s of their submission; see the nodes' logs",
+            PREFILL_STALL.as_secs()
+        );
+    }
+    eprintln!(
+        "prefilled {count} transactions in {:.1} s ({:.0} tx/s)",
+        started.elapsed().as_secs_f64(),
+        count as f64 / started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Sends at a fixed rate; each transaction's latency counts from when it
@@ -940,6 +1062,12 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     }
     let l = &report.latency_ms;
     println!("validators:          {}", report.validators);
+    if report.prefilled > 0 {
+        println!(
+            "prefilled:           {} transactions committed before the run",
+            report.prefilled
+        );
+    }
     println!(
         "mode:                {:?}, {:.1} s",
         report.mode, report.duration_s
@@ -1019,7 +1147,7 @@ mod tests {
 
     #[test]
     fn presigned_transactions_verify() {
-        let transactions = presign("c", 10, 3, 1);
+        let transactions = presign("c", 0, 10, 3, 1);
         for (id, envelope) in transactions {
             let verified =
                 govchain_exec::check_envelope(envelope, "c", 65_536, |_, _| false).expect("valid");
