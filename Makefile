@@ -115,6 +115,7 @@ bench:
 	for n in 10 20; do ./target/release/govchain bench --validators $$n --duration 15s --concurrency 1024 --json-out target/bench-$$n.json; done
 	./target/release/govchain bench --validators 4 --mode open --rate 1750 --duration 15s --json-out target/bench-4-open.json
 	./target/release/govchain bench --validators 4 --duration 5s --concurrency 64 --blob-mib 64 --json-out target/bench-4-blob.json
+	./target/release/govchain bench --validators 4 --duration 15s --concurrency 2048 --submit batch --prefill 200000 --json-out target/bench-4-prefilled.json
 
 ## Criterion micro-benchmarks (benches/README.md); FILTER selects a subset.
 FILTER ?=
