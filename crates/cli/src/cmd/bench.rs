@@ -16,6 +16,7 @@ use govchain_crypto::{Digest, PublicKey, Signature, SigningKey, verify_batch};
 use govchain_proto::node::v1::node_service_client::NodeServiceClient;
 use govchain_proto::node::v1::{
     GetStatusRequest, SubmitTransactionRequest, SubmitTransactionsRequest, SubscribeBlocksRequest,
+    SubscribeBlocksResponse,
 };
 use govchain_proto::types::v1::{
     AnchorRecord, Transaction, TransactionEnvelope, transaction::Body,
@@ -406,9 +407,7 @@ fn measure_verifications(cores: usize) -> f64 {
     counts.iter().sum::<u64>() as f64 / CEILING_MEASURE.as_secs_f64()
 }
 
-/// Pre-signed transactions: `signers` keys, each with nonces 1, 2, ...;
-/// transaction j is signer j mod signers' next nonce.
-/// Transactions `first..first + count` of `signers` signers derived from
+/// Pre-signed transactions `first..first + count` of `signers` signers derived from
 /// `salt`: transaction `j` is signer `j mod signers`'s nonce
 /// `j / signers + 1`.
 fn presign(
@@ -499,7 +498,7 @@ async fn drive(
         .collect();
     let cpu_before = cpu::sample(&pids, &metrics_urls).await;
     let tracker = Arc::new(Mutex::new(Tracker::default()));
-    let follower = tokio::spawn(follow(clients[0].clone(), tracker.clone()));
+    let follower = start_follower(clients[0].clone(), tracker.clone()).await?;
 
     let bar = crate::output::progress_bar(
         false,
@@ -655,8 +654,6 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Each client owns one signer, so its nonces arrive in order, and waits
-/// for each transaction to commit before sending the next.
 /// When a closed loop stops sending.
 #[derive(Clone, Copy)]
 enum Until {
@@ -668,8 +665,9 @@ enum Until {
     AllCommitted { stall: Duration },
 }
 
-/// One client per signer, each sending its next transaction when the last
-/// one committed. Returns (submitted, rejected, dropped).
+/// One client per signer, so its nonces arrive in order, each waiting for
+/// its transaction to commit before sending the next. Returns (submitted,
+/// rejected, dropped).
 async fn closed_loop(
     submitter: Submitter,
     transactions: Vec<(Digest, TransactionEnvelope)>,
@@ -760,7 +758,7 @@ async fn prefill(
     );
     let submitter = Submitter::new(Submit::Batch, clients);
     let tracker = Arc::new(Mutex::new(Tracker::default()));
-    let follower = tokio::spawn(follow(clients[0].clone(), tracker.clone()));
+    let follower = start_follower(clients[0].clone(), tracker.clone()).await?;
     let salt = nanos();
     let mut rejected = 0;
     let mut first = 0;
@@ -967,16 +965,27 @@ async fn tick_bar(bar: &indicatif::ProgressBar, duration: Duration) {
     }
 }
 
-/// Follows committed blocks and matches their transactions to the waiting
-/// ones: latency is the moment the block arrives minus the send time.
-async fn follow(mut client: NodeServiceClient<Channel>, tracker: Arc<Mutex<Tracker>>) {
-    let Ok(response) = client
+/// Subscribes to the blocks `client`'s node commits from now on and
+/// follows them in a task of its own ([`follow`]). Returns once the node
+/// has taken the subscription, so no transaction sent after it is missed.
+async fn start_follower(
+    mut client: NodeServiceClient<Channel>,
+    tracker: Arc<Mutex<Tracker>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let stream = client
         .subscribe_blocks(SubscribeBlocksRequest { from_height: 0 })
         .await
-    else {
-        return;
-    };
-    let mut stream = response.into_inner();
+        .context("cannot subscribe to the first node's blocks")?
+        .into_inner();
+    Ok(tokio::spawn(follow(stream, tracker)))
+}
+
+/// Follows committed blocks and matches their transactions to the waiting
+/// ones: latency is the moment the block arrives minus the send time.
+async fn follow(
+    mut stream: tonic::Streaming<SubscribeBlocksResponse>,
+    tracker: Arc<Mutex<Tracker>>,
+) {
     while let Some(Ok(response)) = stream.next().await {
         let Some(block) = response.block else {
             continue;
