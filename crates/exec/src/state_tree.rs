@@ -128,11 +128,34 @@ impl NodePath {
     /// The storage key: depth (`u16` big-endian), then the prefix bytes
     /// that hold its bits. Distinct paths have distinct keys.
     pub fn to_key(&self) -> Vec<u8> {
+        self.key().as_slice().to_vec()
+    }
+
+    /// [`NodePath::to_key`] on the stack: a read needs no allocation.
+    fn key(&self) -> StackKey {
         let prefix_len = usize::from(self.depth.div_ceil(8));
-        let mut key = Vec::with_capacity(2 + prefix_len);
-        key.extend_from_slice(&self.depth.to_be_bytes());
-        key.extend_from_slice(&self.bits[..prefix_len]);
-        key
+        let mut bytes = [0; STACK_KEY_BYTES];
+        bytes[..2].copy_from_slice(&self.depth.to_be_bytes());
+        bytes[2..2 + prefix_len].copy_from_slice(&self.bits[..prefix_len]);
+        StackKey {
+            len: 2 + prefix_len,
+            bytes,
+        }
+    }
+}
+
+/// The longest storage key: the depth and 32 bytes of key hash.
+const STACK_KEY_BYTES: usize = 2 + Digest::LEN;
+
+/// A storage key held on the stack.
+struct StackKey {
+    len: usize,
+    bytes: [u8; STACK_KEY_BYTES],
+}
+
+impl StackKey {
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -224,10 +247,10 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Reads the node stored at `path`; absent means empty.
 pub(crate) fn load<R: TreeRead + ?Sized>(tree: &R, path: &NodePath) -> Result<Node, StateError> {
-    let key = path.to_key();
-    match tree.tree_node(&key)? {
+    let key = path.key();
+    match tree.tree_node(key.as_slice())? {
         None => Ok(Node::Empty),
-        Some(bytes) => Node::decode(&key, &bytes),
+        Some(bytes) => Node::decode(key.as_slice(), &bytes),
     }
 }
 
@@ -265,10 +288,11 @@ pub fn update_tree<R: TreeRead + ?Sized>(
         writes: BTreeMap::new(),
     };
     let before = load(tree, &NodePath::ROOT)?;
-    let after = updater.update(NodePath::ROOT, before, &updates)?;
-    updater.store(&NodePath::ROOT, before.hash(), &after);
+    let before_hash = before.hash();
+    let after = updater.update(NodePath::ROOT, before, before_hash, &updates)?;
+    updater.store(&NodePath::ROOT, before_hash, &after);
     Ok(TreeUpdate {
-        root: after.hash(),
+        root: after.hash,
         writes: updater.writes,
     })
 }
@@ -278,32 +302,60 @@ struct Updater<'a, R: ?Sized> {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
+/// A node and its hash, computed once: each changed node is hashed when it
+/// is made, and its parent, the comparison with what it replaces and the
+/// root reuse that hash.
+#[derive(Clone, Copy)]
+struct Hashed {
+    node: Node,
+    hash: Digest,
+}
+
+impl Hashed {
+    const EMPTY: Hashed = Hashed {
+        node: Node::Empty,
+        hash: EMPTY_ROOT,
+    };
+
+    fn new(node: Node) -> Self {
+        Hashed {
+            hash: node.hash(),
+            node,
+        }
+    }
+}
+
 /// One child of an internal node being updated.
 struct Side {
     path: NodePath,
     hash_before: Digest,
     /// `None` when no update reached it.
-    after: Option<Node>,
+    after: Option<Hashed>,
 }
 
 impl Side {
     fn hash_after(&self) -> Digest {
-        self.after.map_or(self.hash_before, |node| node.hash())
+        self.after.map_or(self.hash_before, |after| after.hash)
     }
 }
 
 impl<R: TreeRead + ?Sized> Updater<'_, R> {
-    /// The subtree at `path`, which was `current`, after `updates` (sorted
-    /// by key hash, all below `path`). Stores every changed node below
-    /// `path`; the caller stores the one at `path`.
+    /// The subtree at `path`, which was `current` (hashing to
+    /// `current_hash`), after `updates` (sorted by key hash, all below
+    /// `path`). Stores every changed node below `path`; the caller stores
+    /// the one at `path`.
     fn update(
         &mut self,
         path: NodePath,
         current: Node,
+        current_hash: Digest,
         updates: &[(Digest, Option<Digest>)],
-    ) -> Result<Node, StateError> {
+    ) -> Result<Hashed, StateError> {
         if updates.is_empty() {
-            return Ok(current);
+            return Ok(Hashed {
+                node: current,
+                hash: current_hash,
+            });
         }
         match current {
             Node::Internal { left, right } => self.update_internal(path, left, right, updates),
@@ -321,7 +373,7 @@ impl<R: TreeRead + ?Sized> Updater<'_, R> {
         left: Digest,
         right: Digest,
         updates: &[(Digest, Option<Digest>)],
-    ) -> Result<Node, StateError> {
+    ) -> Result<Hashed, StateError> {
         let split = updates.partition_point(|(key_hash, _)| !bit(key_hash, path.depth));
         let (left_updates, right_updates) = updates.split_at(split);
         let left = self.side(path.child(false), left, left_updates)?;
@@ -329,25 +381,31 @@ impl<R: TreeRead + ?Sized> Updater<'_, R> {
         let (left_hash, right_hash) = (left.hash_after(), right.hash_after());
         // A child left alone beside an empty one moves up if it is a leaf.
         let lone = match (left_hash == EMPTY_ROOT, right_hash == EMPTY_ROOT) {
-            (true, true) => Some(Node::Empty),
+            (true, true) => Some(Hashed::EMPTY),
             (true, false) => Some(self.resolve(&right)?),
             (false, true) => Some(self.resolve(&left)?),
             (false, false) => None,
         };
-        if let Some(node @ (Node::Empty | Node::Leaf { .. })) = lone {
-            self.store(&left.path, left.hash_before, &Node::Empty);
-            self.store(&right.path, right.hash_before, &Node::Empty);
-            return Ok(node);
+        if let Some(
+            lone @ Hashed {
+                node: Node::Empty | Node::Leaf { .. },
+                ..
+            },
+        ) = lone
+        {
+            self.store(&left.path, left.hash_before, &Hashed::EMPTY);
+            self.store(&right.path, right.hash_before, &Hashed::EMPTY);
+            return Ok(lone);
         }
         for side in [&left, &right] {
             if let Some(after) = &side.after {
                 self.store(&side.path, side.hash_before, after);
             }
         }
-        Ok(Node::Internal {
+        Ok(Hashed::new(Node::Internal {
             left: left_hash,
             right: right_hash,
-        })
+        }))
     }
 
     fn side(
@@ -360,7 +418,7 @@ impl<R: TreeRead + ?Sized> Updater<'_, R> {
             None
         } else {
             let before = self.load_child(&path, hash_before)?;
-            Some(self.update(path, before, updates)?)
+            Some(self.update(path, before, hash_before, updates)?)
         };
         Ok(Side {
             path,
@@ -369,23 +427,28 @@ impl<R: TreeRead + ?Sized> Updater<'_, R> {
         })
     }
 
-    fn resolve(&self, side: &Side) -> Result<Node, StateError> {
+    fn resolve(&self, side: &Side) -> Result<Hashed, StateError> {
         match side.after {
-            Some(node) => Ok(node),
-            None => self.load_child(&side.path, side.hash_before),
+            Some(after) => Ok(after),
+            None => Ok(Hashed {
+                node: self.load_child(&side.path, side.hash_before)?,
+                hash: side.hash_before,
+            }),
         }
     }
 
-    /// The child at `path` whose parent records `hash`; checked against it.
+    /// The child at `path` whose parent records `hash`; checked against it
+    /// (so `hash` is its hash).
     fn load_child(&self, path: &NodePath, hash: Digest) -> Result<Node, StateError> {
         if hash == EMPTY_ROOT {
             return Ok(Node::Empty);
         }
         let node = load(self.tree, path)?;
-        if node.hash() != hash {
+        let actual = node.hash();
+        if actual != hash {
             return Err(StateError::Corrupt {
                 key: format!("state tree node {}", hex(&path.to_key())),
-                reason: format!("hashes to {}, its parent says {hash}", node.hash()),
+                reason: format!("hashes to {actual}, its parent says {hash}"),
             });
         }
         Ok(node)
@@ -393,13 +456,13 @@ impl<R: TreeRead + ?Sized> Updater<'_, R> {
 
     /// The canonical subtree at `path` of `leaves` (sorted by key hash),
     /// where nothing is stored below `path` yet.
-    fn build(&mut self, path: NodePath, leaves: &[(Digest, Digest)]) -> Node {
+    fn build(&mut self, path: NodePath, leaves: &[(Digest, Digest)]) -> Hashed {
         match leaves {
-            [] => Node::Empty,
-            [(key_hash, value_hash)] => Node::Leaf {
+            [] => Hashed::EMPTY,
+            [(key_hash, value_hash)] => Hashed::new(Node::Leaf {
                 key_hash: *key_hash,
                 value_hash: *value_hash,
-            },
+            }),
             _ => {
                 let split = leaves.partition_point(|(key_hash, _)| !bit(key_hash, path.depth));
                 let (left_path, right_path) = (path.child(false), path.child(true));
@@ -407,23 +470,23 @@ impl<R: TreeRead + ?Sized> Updater<'_, R> {
                 let right = self.build(right_path, &leaves[split..]);
                 self.store(&left_path, EMPTY_ROOT, &left);
                 self.store(&right_path, EMPTY_ROOT, &right);
-                Node::Internal {
-                    left: left.hash(),
-                    right: right.hash(),
-                }
+                Hashed::new(Node::Internal {
+                    left: left.hash,
+                    right: right.hash,
+                })
             }
         }
     }
 
     /// Records `after` as the node at `path`, where a node hashing to
     /// `hash_before` was (nothing, if that is [`EMPTY_ROOT`]).
-    fn store(&mut self, path: &NodePath, hash_before: Digest, after: &Node) {
-        match after {
+    fn store(&mut self, path: &NodePath, hash_before: Digest, after: &Hashed) {
+        match after.node {
             Node::Empty if hash_before == EMPTY_ROOT => {}
             Node::Empty => {
                 self.writes.insert(path.to_key(), None);
             }
-            node if node.hash() == hash_before => {}
+            _ if after.hash == hash_before => {}
             node => {
                 self.writes.insert(path.to_key(), Some(node.encode()));
             }

@@ -254,13 +254,13 @@ impl Part {
             tree: &empty,
             writes: BTreeMap::new(),
         };
-        let node = updater.build(path, &leaves);
+        let built = updater.build(path, &leaves);
         let mut nodes: BTreeMap<Vec<u8>, Vec<u8>> = updater
             .writes
             .into_iter()
             .filter_map(|(key, node)| node.map(|node| (key, node)))
             .collect();
-        let summary = match node {
+        let summary = match built.node {
             Node::Empty => Summary::Empty,
             Node::Leaf {
                 key_hash,
@@ -269,9 +269,9 @@ impl Part {
                 key_hash,
                 value_hash,
             },
-            Node::Internal { .. } => {
+            node @ Node::Internal { .. } => {
                 nodes.insert(path.to_key(), node.encode());
-                Summary::Internal(node.hash())
+                Summary::Internal(built.hash)
             }
         };
         Ok(Part {

@@ -288,3 +288,41 @@ proptest! {
         prop_assert_eq!(&forward.tree, &backward.tree);
     }
 }
+
+/// The roots of a fixed history, as the chain has always computed them:
+/// block headers commit to them, so a change to hashing or to the tree's
+/// shape would split a node from every ledger written before it.
+#[test]
+fn a_fixed_history_keeps_its_roots() {
+    let mut tree = MemoryTree::default();
+    let mut roots = Vec::new();
+    let blocks = [
+        put(&[
+            ("alpha", "1"),
+            ("beta", "2"),
+            ("gamma", "3"),
+            ("delta", "4"),
+        ]),
+        put(&[("beta", "2b"), ("epsilon", "5"), ("zeta", "6")]),
+        delete(&["alpha", "gamma", "zeta"]),
+        put(&[("eta", "7"), ("theta", "8"), ("iota", "9"), ("kappa", "10")]),
+        delete(&["beta", "delta", "epsilon", "eta", "theta", "iota", "kappa"]),
+    ];
+    for block in &blocks {
+        let update = update_tree(&tree, block).expect("update");
+        tree.apply(&update.writes);
+        roots.push(update.root.to_string());
+    }
+    assert_eq!(roots, EXPECTED_ROOTS, "{roots:#?}");
+    assert!(tree.is_empty());
+}
+
+/// Computed by the tree of 2026-12-05 (fee4f11), before its update cached
+/// node hashes.
+const EXPECTED_ROOTS: [&str; 5] = [
+    "4a8ba828c690c68e9bfb7a7a1671819df4ea23019a657e16424d99f84af9a56c",
+    "0442cd1a4cecea4df3c6381f85d92bf6d570bd79b8ffc3660ad6b620664fdce9",
+    "2b13cfc4c33a27ed5f8b46529c6545dcb756996b6f731203f3393f2704514429",
+    "2aba37eed523c0d79826896def840acf726a2820c32bb0c9fdbfedf4cf3a559c",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+];
