@@ -1533,6 +1533,7 @@ fn advance_head(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
     use std::sync::Arc;
 
     use govchain_crypto::DomainHasher;
@@ -2058,6 +2059,186 @@ mod tests {
             3,
             "the check merges first: root and two nodes"
         );
+    }
+
+    /// The rows of a `&[u8] -> &[u8]` table, read from redb itself.
+    fn table_rows(
+        ledger: &Ledger,
+        table: TableDefinition<&'static [u8], &'static [u8]>,
+    ) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let snapshot = ledger.database().begin_read().expect("read");
+        let table = snapshot.open_table(table).expect("table");
+        table
+            .iter()
+            .expect("iterate")
+            .map(|row| {
+                let (key, value) = row.expect("row");
+                (key.value().to_vec(), value.value().to_vec())
+            })
+            .collect()
+    }
+
+    /// The query index's keys, read from redb itself.
+    fn query_table(ledger: &Ledger) -> BTreeSet<Vec<u8>> {
+        let snapshot = ledger.database().begin_read().expect("read");
+        let table = snapshot.open_table(QUERY_INDEX).expect("table");
+        table
+            .iter()
+            .expect("iterate")
+            .map(|row| row.expect("row").0.value().to_vec())
+            .collect()
+    }
+
+    /// Every state entry a view walks, in the order it walks them.
+    fn walked_state(view: &HeadView) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut entries = Vec::new();
+        view.for_each_state(|key, value| {
+            entries.push((key.to_vec(), value.to_vec()));
+            Ok::<_, ReadError>(())
+        })
+        .expect("walk");
+        entries
+    }
+
+    /// What the model test's blocks wrote, by key: the value (`None` once
+    /// deleted) and the height of the last write.
+    #[derive(Clone, Default)]
+    struct Model {
+        state: BTreeMap<Vec<u8>, (Option<Vec<u8>>, u64)>,
+        tree: BTreeMap<Vec<u8>, (Option<Vec<u8>>, u64)>,
+        queries: BTreeMap<Vec<u8>, u64>,
+    }
+
+    impl Model {
+        fn live(rows: &BTreeMap<Vec<u8>, (Option<Vec<u8>>, u64)>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+            rows.iter()
+                .filter_map(|(key, (value, _))| Some((key.clone(), value.clone()?)))
+                .collect()
+        }
+    }
+
+    /// Block `height` for the model test: six tree writes and six state
+    /// writes over pools of 24 keys each (some deletions, values of 1 to
+    /// 96 bytes, so some are longer than the tree tier keeps inline), and
+    /// three new query keys under two prefixes.
+    fn model_block(height: u64, model: &mut Model) -> TestBlock {
+        let mut block = TestBlock::new(height);
+        let pick = |what: &str, i: u64| -> [u8; 32] { *digest(what, height * 100 + i).as_bytes() };
+        let writes = |what: &str, rows: &mut BTreeMap<Vec<u8>, (Option<Vec<u8>>, u64)>| {
+            let mut block_writes = BTreeMap::new();
+            for i in 0..6 {
+                let bytes = pick(what, i);
+                let key = format!("{what}/{:02}", bytes[0] % 24).into_bytes();
+                let value =
+                    (bytes[1] % 5 != 0).then(|| vec![height as u8; 1 + usize::from(bytes[2] % 96)]);
+                rows.insert(key.clone(), (value.clone(), height));
+                block_writes.insert(key, value);
+            }
+            block_writes
+        };
+        block.writes = writes("s", &mut model.state);
+        block.tree_writes = writes("t", &mut model.tree);
+        block.query_keys = (0..3)
+            .map(|i| {
+                let prefix = if i == 2 { "r" } else { "q" };
+                format!("{prefix}/{height:03}/{i}").into_bytes()
+            })
+            .collect();
+        for key in &block.query_keys {
+            model.queries.insert(key.clone(), height);
+        }
+        block
+    }
+
+    /// Checks every read of `ledger` at its head, and of `before` (a view
+    /// taken before the last append, with its model), against the models.
+    fn check_reads(ledger: &Ledger, model: &Model, before: Option<(&HeadView, &Model)>) {
+        let head = ledger.head_view().expect("view");
+        for (view, model) in [(&head, model)].into_iter().chain(before) {
+            for (key, (value, _)) in &model.state {
+                assert_eq!(&view.state(key).expect("read"), value, "state {key:?}");
+            }
+            for (key, (value, _)) in &model.tree {
+                let node = view.state_tree_node(key).expect("read");
+                assert_eq!(&node, value, "node {key:?}");
+            }
+            let walked: BTreeMap<_, _> = walked_state(view).into_iter().collect();
+            let height = view.head().height;
+            assert_eq!(walked, Model::live(&model.state), "the walk at {height}");
+        }
+        for (key, (value, _)) in &model.state {
+            assert_eq!(&ledger.state(key).expect("read"), value);
+        }
+        let listed = |prefix: &[u8]| -> Vec<Vec<u8>> {
+            let keys = model.queries.keys();
+            keys.filter(|key| key.starts_with(prefix))
+                .cloned()
+                .collect()
+        };
+        let q = listed(b"q/");
+        assert_eq!(ledger.query(b"q/", None, 1_000).expect("query"), q);
+        assert_eq!(
+            ledger.query(b"r/", None, 1_000).expect("query"),
+            listed(b"r/")
+        );
+        // A page of three from the middle.
+        let middle = &q[q.len() / 2];
+        let page: Vec<_> = q
+            .iter()
+            .filter(|key| *key > middle)
+            .take(3)
+            .cloned()
+            .collect();
+        assert_eq!(ledger.query(b"q/", Some(middle), 3).expect("query"), page);
+    }
+
+    /// Checks redb's own tables as of head `height`: state and query keys
+    /// are written with their block, a tree node within the
+    /// `TREE_MERGE_BLOCKS` appends of its tier.
+    fn check_tables(ledger: &Ledger, model: &Model, height: u64) {
+        let stored = table_rows(ledger, STATE);
+        assert_eq!(stored, Model::live(&model.state), "state at {height}");
+        let stored = table_rows(ledger, STATE_TREE);
+        for (key, (value, written)) in &model.tree {
+            if written + TREE_MERGE_BLOCKS - 1 <= height {
+                assert_eq!(stored.get(key), value.as_ref(), "node {key:?} at {height}");
+            }
+        }
+        let keys: BTreeSet<_> = model.queries.keys().cloned().collect();
+        assert_eq!(query_table(ledger), keys, "query keys at {height}");
+    }
+
+    #[test]
+    fn reads_and_tables_follow_a_model_through_merges_checkpoints_and_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = open(dir.path());
+        let mut model = Model::default();
+        let mut before: Option<(HeadView, Model)> = None;
+        // Below CHECKPOINT_BLOCKS (and CHECKPOINT_BYTES): three tree merges.
+        for height in 1..=3 * TREE_MERGE_BLOCKS {
+            append(&ledger, &model_block(height, &mut model));
+            let previous = before.as_ref().map(|(view, model)| (view, model));
+            check_reads(&ledger, &model, previous);
+            check_tables(&ledger, &model, height);
+            before = Some((ledger.head_view().expect("view"), model.clone()));
+        }
+        let tree = table_rows(&ledger, STATE_TREE);
+        assert!(!tree.is_empty(), "merged at 16, 32 and 48");
+
+        // Some nodes wait in the tier; a checkpoint merges them all.
+        append(&ledger, &model_block(3 * TREE_MERGE_BLOCKS + 1, &mut model));
+        assert_ne!(table_rows(&ledger, STATE_TREE), Model::live(&model.tree));
+        ledger.checkpoint().expect("checkpoint");
+        assert_eq!(table_rows(&ledger, STATE_TREE), Model::live(&model.tree));
+        check_reads(&ledger, &model, None);
+
+        // Reopened, with the tier gone, the reads are the same.
+        drop(before);
+        drop(ledger);
+        let ledger = open(dir.path());
+        check_reads(&ledger, &model, None);
+        let count = ledger.query_index_len().expect("count");
+        assert_eq!(count, model.queries.len() as u64);
     }
 
     #[test]
