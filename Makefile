@@ -5,7 +5,7 @@ DEVNET_DIR ?= ./devnet
 VALIDATORS ?= 4
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: proto-lint proto-tools run test build lint fmt-check check-deps python-deps typescript-deps portal-deps unit integration bench bench-micro bench-catch-up soak clean fuzz fuzz-ci fuzz-build fuzz-tools
+.PHONY: proto-lint proto-tools run test build lint fmt-check check-deps python-deps typescript-deps portal-deps unit integration bench bench-micro bench-redb-layout bench-catch-up soak clean fuzz fuzz-ci fuzz-build fuzz-tools
 
 ## A local consortium of $(VALIDATORS) validators with demo data, in the foreground.
 ## The build shows its progress (a first build takes minutes on 2 cores).
@@ -121,6 +121,11 @@ bench:
 FILTER ?=
 bench-micro:
 	$(CARGO) bench -p govchain-benches --bench micro -- $(FILTER)
+
+## One checkpoint interval of state tree writes in redb, by key layout
+## (benches/redb_layout.rs; BENCHMARKS.md, "the state tree's key layout").
+bench-redb-layout:
+	$(CARGO) bench -p govchain-benches --bench redb_layout -- --rows 350000 --per-block 240 --blocks 64 --rounds 3
 
 ## Catch-up of a node 100,000 blocks behind: state sync against block sync
 ## (release build, real processes; about half an hour on 2 cores).
