@@ -203,11 +203,7 @@ fn run(layout: Layout, options: &Options) {
 
 fn main() {
     let options = options();
-    for layout in [
-        Layout::Path,
-        Layout::Version,
-        Layout::VersionStaleDeleted,
-    ] {
+    for layout in [Layout::Path, Layout::Version, Layout::VersionStaleDeleted] {
         run(layout, &options);
     }
 }
