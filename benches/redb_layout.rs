@@ -14,12 +14,16 @@
 //!   replace stay (the Jellyfish Merkle tree's layout, stale nodes left for
 //!   a later collection);
 //! - *by version, stale deleted*: the same, deleting in the same commit
-//!   the loaded row each write replaces (a lower bound on deleting stale
-//!   nodes as they go stale: a row written by an earlier block and
-//!   replaced again is left).
+//!   the row each write replaces;
+//! - *by version, stale collected*: the same, the replaced rows recorded
+//!   and left until they are as many as the live ones, then deleted in one
+//!   durable pass in key order (a collector could spread that pass over
+//!   many appends, a key range each).
 //!
 //! It prints the milliseconds of each interval: its commits without
-//! `fsync`, and the durable one.
+//! `fsync`, and the durable one; for the collected layout, enough
+//! intervals to collect once, the pass, and the cost per interval with the
+//! pass spread over them.
 //!
 //!     make bench-redb-layout
 //!     cargo bench -p govchain-benches --bench redb_layout -- --rows 350000 --per-block 240 --blocks 64 --rounds 3
@@ -42,6 +46,7 @@ enum Layout {
     Path,
     Version,
     VersionStaleDeleted,
+    VersionCollected,
 }
 
 impl Layout {
@@ -50,6 +55,7 @@ impl Layout {
             Layout::Path => "by path",
             Layout::Version => "by version",
             Layout::VersionStaleDeleted => "by version, stale deleted",
+            Layout::VersionCollected => "by version, stale collected",
         }
     }
 
@@ -60,7 +66,7 @@ impl Layout {
             // A depth and 32 bytes of key hash prefix.
             Layout::Path => [&[0, 17][..], hash.as_bytes()].concat(),
             // The version, then the path's first 26 bytes.
-            Layout::Version | Layout::VersionStaleDeleted => {
+            Layout::Version | Layout::VersionStaleDeleted | Layout::VersionCollected => {
                 [&version.to_be_bytes()[..], &hash.as_bytes()[..26]].concat()
             }
         }
@@ -133,7 +139,19 @@ fn run(layout: Layout, options: &Options) {
     let mut version = 1;
     let mut seed = 0;
     let mut expected = options.rows;
-    for round in 0..options.rounds {
+    // The version of each node's live row, and the rows replaced since.
+    let mut live = vec![0_u64; usize::try_from(options.rows).unwrap()];
+    let mut stale: Vec<Vec<u8>> = Vec::new();
+    let mut intervals_ms = Vec::new();
+    let mut collected = None;
+    // Enough intervals for one collection, where there is one.
+    let rounds = if layout == Layout::VersionCollected {
+        let per_round = options.per_block * options.blocks;
+        options.rounds.max(options.rows.div_ceil(per_round) + 1)
+    } else {
+        options.rounds
+    };
+    for round in 0..rounds {
         let mut unsynced_ms = 0.0;
         let mut durable_ms = 0.0;
         for block in 0..options.blocks {
@@ -145,31 +163,41 @@ fn run(layout: Layout, options: &Options) {
             }
             {
                 let mut table = write.open_table(NODES).unwrap();
-                // The loaded rows this block replaces.
-                let mut replaced: Vec<u64> = (0..options.per_block)
-                    .map(|i| pick(seed + i, options.rows))
+                // The nodes this block replaces.
+                let mut replaced: Vec<usize> = (0..options.per_block)
+                    .map(|i| usize::try_from(pick(seed + i, options.rows)).unwrap())
                     .collect();
                 seed += options.per_block;
                 replaced.sort_unstable();
                 replaced.dedup();
-                let mut keys: Vec<_> = replaced.iter().map(|&n| layout.key(version, n)).collect();
+                let mut keys: Vec<_> = replaced
+                    .iter()
+                    .map(|&n| layout.key(version, n as u64))
+                    .collect();
                 keys.sort_unstable();
                 for key in &keys {
                     table.insert(&key[..], &NODE[..]).unwrap();
                 }
-                if layout != Layout::Path {
-                    expected += keys.len() as u64;
-                }
-                if layout == Layout::VersionStaleDeleted {
-                    // The loaded rows replaced (a row replaced in an
-                    // earlier block is gone already).
-                    let mut stale: Vec<_> = replaced.iter().map(|&n| layout.key(0, n)).collect();
-                    stale.sort_unstable();
-                    for key in &stale {
-                        if table.remove(&key[..]).unwrap().is_some() {
-                            expected -= 1;
+                let mut old: Vec<_> = replaced
+                    .iter()
+                    .map(|&n| layout.key(live[n], n as u64))
+                    .collect();
+                old.sort_unstable();
+                match layout {
+                    Layout::Path => {}
+                    Layout::Version => expected += keys.len() as u64,
+                    Layout::VersionStaleDeleted => {
+                        for key in &old {
+                            assert!(table.remove(&key[..]).unwrap().is_some(), "a live row");
                         }
                     }
+                    Layout::VersionCollected => {
+                        expected += keys.len() as u64;
+                        stale.extend(old);
+                    }
+                }
+                for &n in &replaced {
+                    live[n] = version;
                 }
             }
             write.commit().unwrap();
@@ -181,6 +209,26 @@ fn run(layout: Layout, options: &Options) {
             }
             version += 1;
         }
+        intervals_ms.push(unsynced_ms + durable_ms);
+        if layout == Layout::VersionCollected
+            && collected.is_none()
+            && stale.len() as u64 >= options.rows
+        {
+            let started = Instant::now();
+            let write = db.begin_write().unwrap();
+            {
+                let mut table = write.open_table(NODES).unwrap();
+                stale.sort_unstable();
+                for key in &stale {
+                    assert!(table.remove(&key[..]).unwrap().is_some(), "a stale row");
+                }
+            }
+            write.commit().unwrap();
+            let pass_ms = started.elapsed().as_secs_f64() * 1e3;
+            expected -= stale.len() as u64;
+            collected = Some((stale.len(), pass_ms, intervals_ms.len()));
+            stale.clear();
+        }
         let read = db.begin_read().unwrap();
         let rows = read.open_table(NODES).unwrap().len().unwrap();
         assert_eq!(
@@ -189,21 +237,36 @@ fn run(layout: Layout, options: &Options) {
             "{}: rows after round {round}",
             layout.name()
         );
+        if round < options.rounds {
+            println!(
+                "{:<27} round {round}: {} commits of {} node writes: {:7.1} ms ({:6.1} without fsync, {:6.1} the durable one), {rows} rows",
+                layout.name(),
+                options.blocks,
+                options.per_block,
+                unsynced_ms + durable_ms,
+                unsynced_ms,
+                durable_ms,
+            );
+        }
+    }
+    if let Some((stale_rows, pass_ms, intervals)) = collected {
+        let mean = intervals_ms[..intervals].iter().sum::<f64>() / intervals as f64;
         println!(
-            "{:<26} round {round}: {} commits of {} node writes: {:7.1} ms ({:6.1} without fsync, {:6.1} the durable one), {rows} rows",
+            "{:<27} {intervals} intervals, {mean:.1} ms each on average; then one pass deleting {stale_rows} stale rows: {pass_ms:.1} ms; spread over the intervals, {:.1} ms per interval",
             layout.name(),
-            options.blocks,
-            options.per_block,
-            unsynced_ms + durable_ms,
-            unsynced_ms,
-            durable_ms,
+            mean + pass_ms / intervals as f64,
         );
     }
 }
 
 fn main() {
     let options = options();
-    for layout in [Layout::Path, Layout::Version, Layout::VersionStaleDeleted] {
+    for layout in [
+        Layout::Path,
+        Layout::Version,
+        Layout::VersionStaleDeleted,
+        Layout::VersionCollected,
+    ] {
         run(layout, &options);
     }
 }
