@@ -5,7 +5,7 @@
 //! A table of `--rows` nodes (34-byte keys, 65-byte values, as the state
 //! tree stores them) takes `--blocks` commits of `--per-block` node writes
 //! each, without `fsync` but the last, which is durable: one checkpoint
-//! interval of `Ledger::append`. Three layouts:
+//! interval of `Ledger::append`. Four layouts:
 //!
 //! - *by path*: a node's key is its path, so a write rewrites a row at a
 //!   random place (the layout today);
@@ -29,7 +29,8 @@
 //!     cargo bench -p govchain-benches --bench redb_layout -- --rows 350000 --per-block 240 --blocks 64 --rounds 3
 //!
 //! Run by `cargo test --all-targets` (no `--bench` argument) it does the
-//! same on 5,000 rows and checks the row counts: a smoke test.
+//! same on 5,000 rows (one collection after 26 intervals) and checks the
+//! row counts: a smoke test.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Instant;
