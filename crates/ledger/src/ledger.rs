@@ -1987,16 +1987,7 @@ mod tests {
 
     /// The `state_tree` table's rows, read from redb itself.
     fn tree_table(ledger: &Ledger) -> BTreeMap<Vec<u8>, Vec<u8>> {
-        let snapshot = ledger.database().begin_read().expect("read");
-        let table = snapshot.open_table(STATE_TREE).expect("table");
-        table
-            .iter()
-            .expect("iterate")
-            .map(|row| {
-                let (path, node) = row.expect("row");
-                (path.value().to_vec(), node.value().to_vec())
-            })
-            .collect()
+        table_rows(ledger, STATE_TREE)
     }
 
     #[test]
