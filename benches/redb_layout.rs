@@ -179,22 +179,27 @@ fn run(layout: Layout, options: &Options) {
                 for key in &keys {
                     table.insert(&key[..], &NODE[..]).unwrap();
                 }
-                let mut old: Vec<_> = replaced
-                    .iter()
-                    .map(|&n| layout.key(live[n], n as u64))
-                    .collect();
-                old.sort_unstable();
+                // The rows the new ones replace, for the layouts that keep
+                // them apart.
+                let old = || {
+                    let mut old: Vec<_> = replaced
+                        .iter()
+                        .map(|&n| layout.key(live[n], n as u64))
+                        .collect();
+                    old.sort_unstable();
+                    old
+                };
                 match layout {
                     Layout::Path => {}
                     Layout::Version => expected += keys.len() as u64,
                     Layout::VersionStaleDeleted => {
-                        for key in &old {
+                        for key in &old() {
                             assert!(table.remove(&key[..]).unwrap().is_some(), "a live row");
                         }
                     }
                     Layout::VersionCollected => {
                         expected += keys.len() as u64;
-                        stale.extend(old);
+                        stale.extend(old());
                     }
                 }
                 for &n in &replaced {
