@@ -1,6 +1,7 @@
 //! What one checkpoint interval of state tree writes costs redb, by key
-//! layout: the evidence for the ledger's next step (BENCHMARKS.md, "the
-//! state tree's key layout").
+//! layout (BENCHMARKS.md, "the state tree's key layout"). It measures redb
+//! alone: the version layout it favours was then built into the ledger
+//! and measured slower end to end ("the state tree's nodes by version").
 //!
 //! A table of `--rows` nodes (34-byte keys, 65-byte values, as the state
 //! tree stores them) takes `--blocks` commits of `--per-block` node writes
